@@ -1,0 +1,1 @@
+"""The seven Kabuto agents, one package each, and the ``kabuto`` command that composes them."""

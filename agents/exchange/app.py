@@ -1,0 +1,32 @@
+"""The exchange's handlers."""
+
+from __future__ import annotations
+
+from agents.exchange import repo
+from broker import logs
+from broker.context import Context
+from broker.runtime import AgentDefinition
+from schemas.identity import EXCHANGE_ID, Role
+from schemas.issuance import CertIdListUpdated
+
+log = logs.get("kabuto.exchange")
+
+
+async def on_certid_list(update: CertIdListUpdated, ctx: Context) -> None:
+    """Seed 001 Phase 1.6 (R-001-19): store the issuer's CertID list, merged by version."""
+    await repo.merge(ctx.connection, update)
+    log.info(
+        "certid_list_stored",
+        issue_code=update.issue_code,
+        kind=update.kind,
+        version=update.version,
+        valid=len(update.valid),
+        retired=len(update.retired),
+    )
+
+
+AGENT = AgentDefinition(
+    id=EXCHANGE_ID,
+    role=Role.EXCHANGE,
+    handlers={CertIdListUpdated: on_certid_list},
+)

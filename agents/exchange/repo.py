@@ -1,0 +1,74 @@
+"""SQL for the exchange's own schema: the CertID list.
+
+Merging a list is a last-writer-wins by register version, entry by entry: an entry changes
+only when the list is newer than what the exchange holds for that CertID, so lists that
+arrive late, twice or out of order converge to the issuer's register. A snapshot also
+retires every valid CertID of its issue that it does not list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+
+from schemas.issuance import CertIdListUpdated
+
+
+@dataclass(frozen=True, slots=True)
+class CertIdListEntry:
+    cert_id: UUID
+    issue_code: str
+    user_id: str | None
+    shares: int | None
+    status: str
+    version: int
+
+
+async def merge(connection: asyncpg.Connection, update: CertIdListUpdated) -> None:
+    await connection.executemany(
+        """INSERT INTO certid_list (cert_id, issue_code, user_id, shares, status, version)
+           VALUES ($1, $2, $3, $4, 'valid', $5)
+           ON CONFLICT (cert_id) DO UPDATE
+           SET user_id = excluded.user_id, shares = excluded.shares,
+               status = 'valid', version = excluded.version
+           WHERE certid_list.version < excluded.version""",
+        [(e.cert_id, update.issue_code, e.user_id, e.shares, update.version) for e in update.valid],
+    )
+    await connection.executemany(
+        """INSERT INTO certid_list (cert_id, issue_code, status, version)
+           VALUES ($1, $2, 'retired', $3)
+           ON CONFLICT (cert_id) DO UPDATE SET status = 'retired', version = excluded.version
+           WHERE certid_list.version < excluded.version""",
+        [(cert_id, update.issue_code, update.version) for cert_id in update.retired],
+    )
+    if update.kind == "snapshot":
+        await connection.execute(
+            """UPDATE certid_list SET status = 'retired', version = $3
+               WHERE issue_code = $1 AND status = 'valid' AND version < $3
+                 AND NOT (cert_id = ANY($2::uuid[]))""",
+            update.issue_code,
+            [e.cert_id for e in update.valid],
+            update.version,
+        )
+    await connection.execute(
+        """INSERT INTO certid_lists (issue_code, share_class, list_id, version)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (issue_code) DO UPDATE
+           SET list_id = excluded.list_id, version = excluded.version, received_at = now()
+           WHERE certid_lists.version <= excluded.version""",
+        update.issue_code,
+        update.share_class.value,
+        update.list_id,
+        update.version,
+    )
+
+
+async def certid_list(connection: asyncpg.Connection, issue_code: str | None = None) -> list[CertIdListEntry]:
+    rows = await connection.fetch(
+        """SELECT cert_id, issue_code, user_id, shares, status, version FROM certid_list
+           WHERE $1::text IS NULL OR issue_code = $1 ORDER BY issue_code, version, cert_id""",
+        issue_code,
+    )
+    return [CertIdListEntry(**dict(r)) for r in rows]

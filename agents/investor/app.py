@@ -1,0 +1,95 @@
+"""The investor client's handlers and commands."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from uuid import UUID
+
+from agents.investor import domain, repo
+from broker import logs
+from broker.context import Context
+from broker.runtime import AgentDefinition
+from broker.stock_certificates import CertificateInvalid, verify_certificate
+from schemas.certificates import ElectronicStockCertificate, ShareClass
+from schemas.identity import ISSUER_ID, Role
+from schemas.issuance import (
+    CertificateIssuanceRefused,
+    CertificateIssuanceRequest,
+    CertificateIssued,
+    DividendDelivery,
+)
+
+log = logs.get("kabuto.investor")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuanceOrder:
+    """What an investor fills in to subscribe to a new issue (seed 001 Fig. 5)."""
+
+    issue_code: str
+    share_class: ShareClass
+    shares: int
+    holder_name: str
+    holder_address: str
+    dividend_delivery: DividendDelivery
+    issuer: str = ISSUER_ID
+
+
+def request_certificates(order: IssuanceOrder) -> Callable[[Context], Awaitable[UUID]]:
+    """A command: sign and send request 32 to the issuer (R-001-14); returns the request id."""
+
+    async def action(ctx: Context) -> UUID:
+        request = CertificateIssuanceRequest(
+            user_id=ctx.identity.user_id,
+            holder_name=order.holder_name,
+            holder_address=order.holder_address,
+            issue_code=order.issue_code,
+            share_class=order.share_class,
+            shares=order.shares,
+            dividend_delivery=order.dividend_delivery,
+        )
+        sealed = ctx.emit(request, to=order.issuer)
+        request_id = sealed.envelope.message_id
+        await repo.record_request(
+            ctx.connection, request_id, ctx.identity.user_id, "issuance", order.issue_code, order.shares
+        )
+        return request_id
+
+    return action
+
+
+async def on_certificate_issued(message: CertificateIssued, ctx: Context) -> None:
+    """Verify the delivered certificate, then keep it in the wallet (R-001-18)."""
+    assert ctx.sender is not None
+    certificate = verify_certificate(message.certificate, ctx.trust, ctx.now)
+    domain.check_delivered(certificate, holder=ctx.identity.user_id, delivered_by=ctx.sender.user_id)
+    await repo.keep(ctx.connection, certificate, message.certificate)
+    await repo.fulfil_request(ctx.connection, message.request_id, certificate.cert_id)
+    log.info("certificate_kept", cert_id=str(certificate.cert_id), shares=certificate.shares)
+
+
+async def on_issuance_refused(message: CertificateIssuanceRefused, ctx: Context) -> None:
+    await repo.refuse_request(ctx.connection, message.request_id, message.reason.value, message.detail)
+    log.info("issuance_refused", reason=message.reason.value, detail=message.detail)
+
+
+async def verified_wallet(ctx: Context) -> list[ElectronicStockCertificate | CertificateInvalid]:
+    """Every held certificate, verified again from its stored bytes."""
+    results: list[ElectronicStockCertificate | CertificateInvalid] = []
+    for signed in await repo.held(ctx.connection, ctx.identity.user_id):
+        try:
+            results.append(verify_certificate(signed, ctx.trust, ctx.now))
+        except CertificateInvalid as exc:
+            results.append(exc)
+    return results
+
+
+AGENT = AgentDefinition(
+    id="investor",
+    role=Role.INVESTOR,
+    handlers={
+        CertificateIssued: on_certificate_issued,
+        CertificateIssuanceRefused: on_issuance_refused,
+    },
+)

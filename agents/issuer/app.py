@@ -1,0 +1,126 @@
+"""The issuer's handlers: load, decide in the domain, save, emit."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from agents.issuer import domain, repo
+from broker import logs
+from broker.context import Context
+from broker.runtime import AgentDefinition, AgentRuntime
+from broker.stock_certificates import sign_certificate
+from schemas.identity import EXCHANGE_ID, ISSUER_ID, Role
+from schemas.issuance import (
+    CertIdEntry,
+    CertIdListUpdated,
+    CertificateIssuanceCompleted,
+    CertificateIssuanceRefused,
+    CertificateIssuanceRequest,
+    CertificateIssued,
+)
+
+log = logs.get("kabuto.issuer")
+
+
+def issuing_agent(context: Context) -> domain.IssuingAgent:
+    user_id = context.identity.user_id
+    return domain.IssuingAgent(user_id, f"Kabuto Issuing Agent ({user_id})", f"kabuto:{user_id}")
+
+
+async def on_issuance_request(request: CertificateIssuanceRequest, ctx: Context) -> None:
+    """Seed 001 S51–S60 (R-001-15..17): examine, register, sign and send; tell the exchange."""
+    assert ctx.sender is not None and ctx.message_id is not None
+    offering = await repo.offering_for_update(ctx.connection, request.issue_code)
+    refusal = domain.examine(request, ctx.sender, offering)
+    if refusal is not None or offering is None:
+        assert refusal is not None
+        await repo.record_request(
+            ctx.connection, ctx.message_id, request, outcome="refused", reason=refusal.reason.value
+        )
+        log.info("issuance_refused", reason=refusal.reason.value, detail=refusal.detail)
+        ctx.emit(
+            CertificateIssuanceRefused(
+                request_id=ctx.message_id, reason=refusal.reason, detail=refusal.detail
+            ),
+            to=ctx.sender.user_id,
+        )
+        return
+    allocation = await repo.allocate(ctx.connection, offering.issue_code, request.shares)
+    certificate = domain.new_certificate(
+        offering,
+        request,
+        cert_id=uuid.uuid4(),
+        number=domain.certificate_number(offering.issue_code, allocation.certificate_sequence),
+        today=ctx.now.date(),
+        agent=issuing_agent(ctx),
+    )
+    await repo.register(ctx.connection, certificate, request, offering.issuance_conditions or {})
+    signed = sign_certificate(ctx.identity, certificate)
+    await repo.record_signed(ctx.connection, certificate.cert_id, signed)
+    await repo.record_request(
+        ctx.connection, ctx.message_id, request, outcome="issued", cert_id=certificate.cert_id
+    )
+    log.info("certificate_issued", cert_id=str(certificate.cert_id), shares=certificate.shares)
+    ctx.emit(CertificateIssued(request_id=ctx.message_id, certificate=signed), to=ctx.sender.user_id)
+    ctx.emit(
+        CertIdListUpdated(
+            list_id=uuid.uuid4(),
+            issue_code=offering.issue_code,
+            share_class=offering.share_class,
+            version=allocation.register_version,
+            kind="change",
+            valid=(
+                CertIdEntry(
+                    cert_id=certificate.cert_id,
+                    user_id=certificate.holder_user_id,
+                    shares=certificate.shares,
+                ),
+            ),
+        ),
+        to=EXCHANGE_ID,
+    )
+    ctx.emit(
+        CertificateIssuanceCompleted(
+            issue_code=certificate.issue_code,
+            cert_id=certificate.cert_id,
+            certificate_number=certificate.certificate_number,
+            holder_user_id=certificate.holder_user_id,
+            shares=certificate.shares,
+        )
+    )
+
+
+async def publish_certid_lists(ctx: Context) -> int:
+    """Seed 001 S61–S63 (R-001-19): send the exchange a signed full list of every issue."""
+    snapshots = await repo.certid_snapshots(ctx.connection)
+    for snapshot in snapshots:
+        ctx.emit(
+            CertIdListUpdated(
+                list_id=uuid.uuid4(),
+                issue_code=snapshot.issue_code,
+                share_class=snapshot.share_class,
+                version=snapshot.version,
+                kind="snapshot",
+                valid=snapshot.entries,
+            ),
+            to=EXCHANGE_ID,
+        )
+    return len(snapshots)
+
+
+async def periodic_certid_lists(runtime: AgentRuntime) -> None:
+    """Publish full CertID lists on a timer, so a lost or late change heals by itself."""
+    interval = runtime.settings.certid_list_interval.total_seconds()
+    while True:
+        await asyncio.sleep(interval)  # a schedule, not synchronisation
+        count = await runtime.command(ISSUER_ID, publish_certid_lists)
+        log.info("certid_lists_published", issues=count)
+
+
+AGENT = AgentDefinition(
+    id=ISSUER_ID,
+    role=Role.ISSUER,
+    handlers={CertificateIssuanceRequest: on_issuance_request},
+    background=(periodic_certid_lists,),
+)

@@ -1,0 +1,16 @@
+"""The seven agents by id: the one place that knows them all."""
+
+from __future__ import annotations
+
+from agents.brokerage import AGENT as BROKERAGE
+from agents.credit import AGENT as CREDIT
+from agents.custody import AGENT as CUSTODY
+from agents.exchange.app import AGENT as EXCHANGE
+from agents.investor.app import AGENT as INVESTOR
+from agents.issuer.app import AGENT as ISSUER
+from agents.settlement import AGENT as SETTLEMENT
+from broker.runtime import AgentDefinition
+
+AGENTS: dict[str, AgentDefinition] = {
+    a.id: a for a in (INVESTOR, ISSUER, EXCHANGE, SETTLEMENT, BROKERAGE, CUSTODY, CREDIT)
+}

@@ -1,0 +1,52 @@
+"""What a handler gets: the transaction, who is acting and who asked, and a way to emit.
+
+A handler never publishes. ``emit`` seals a message as the acting participant and keeps
+it; the runtime writes every kept message to the outbox in the handler's transaction, so
+the messages leave if and only if the state change commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from broker.envelope import Sealed, seal
+from broker.pki import Identity
+from broker.trust import TrustStore
+from schemas.catalogue import Message
+from schemas.envelope import Envelope
+from schemas.identity import Participant
+
+
+@dataclass(slots=True)
+class Context:
+    connection: asyncpg.Connection
+    identity: Identity
+    trust: TrustStore
+    now: datetime
+    envelope: Envelope | None = None
+    sender: Participant | None = None
+    emitted: list[Sealed] = field(default_factory=list)
+
+    @property
+    def message_id(self) -> UUID | None:
+        return self.envelope.message_id if self.envelope else None
+
+    def emit(self, payload: Message, *, to: str | None = None) -> Sealed:
+        """Seal ``payload`` to ``to`` (or to integrators, for an event) in this conversation."""
+        spec = type(payload).spec
+        if spec.is_event != (to is None):
+            raise ValueError(f"{spec.type}: events have no recipient; messages need one")
+        sealed = seal(
+            self.identity,
+            payload,
+            recipient=to,
+            now=self.now,
+            correlation_id=self.envelope.correlation_id if self.envelope else None,
+            causation_id=self.message_id,
+        )
+        self.emitted.append(sealed)
+        return sealed

@@ -1,0 +1,222 @@
+"""Sealing and opening envelopes: sign the bytes you send, verify the bytes you receive.
+
+``seal`` turns a payload into the exact body bytes and headers to publish. ``open_delivery``
+runs every check a receiver makes before any handler sees a message, in this order:
+signature headers → signer certificate (chain to the Kabuto CA, validity) → signature over
+the body → JSON → envelope → signer and sender consistency → recipient → freshness →
+message type → sender authorisation → payload schema. Each failure raises a ``Rejected``
+with its reason code; nothing is parsed before the signature is verified.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import pydantic
+
+from broker.errors import InputRejected, Reason, SecurityRejected
+from broker.pki import Identity
+from broker.trust import Signer, TrustStore
+from schemas import catalogue
+from schemas.catalogue import Message, MessageSpec
+from schemas.envelope import CERTIFICATE_HEADER, SIGNATURE_HEADER, SIGNER_HEADER, Envelope
+from schemas.identity import Participant, Role
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    envelope: Envelope
+    body: bytes
+    headers: dict[str, str]
+
+    @property
+    def digest(self) -> str:
+        return body_digest(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A delivery that passed every check: who sent it, and the parsed message."""
+
+    envelope: Envelope
+    spec: MessageSpec
+    message: Message
+    sender: Participant
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    max_age: timedelta
+    max_skew: timedelta
+
+
+def body_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def seal(
+    identity: Identity,
+    payload: Message,
+    *,
+    recipient: str | None,
+    now: datetime,
+    correlation_id: UUID | None = None,
+    causation_id: UUID | None = None,
+    message_id: UUID | None = None,
+) -> Sealed:
+    """Sign a payload as ``identity``; the result is published byte for byte."""
+    spec = type(payload).spec
+    message_id = message_id or uuid.uuid4()
+    envelope = Envelope(
+        message_id=message_id,
+        type=spec.type,
+        version=spec.version,
+        sender=identity.user_id,
+        recipient=recipient,
+        correlation_id=correlation_id or message_id,
+        causation_id=causation_id,
+        created_at=now,
+        signer=identity.fingerprint,
+        payload=payload.model_dump(mode="json"),
+    )
+    body = envelope.model_dump_json().encode()
+    return Sealed(envelope, body, sign_headers(identity, body))
+
+
+def sign_headers(identity: Identity, body: bytes) -> dict[str, str]:
+    return {
+        SIGNATURE_HEADER: base64.b64encode(identity.sign(body)).decode(),
+        SIGNER_HEADER: identity.fingerprint,
+        CERTIFICATE_HEADER: base64.b64encode(identity.certificate_der).decode(),
+    }
+
+
+def open_delivery(
+    body: bytes,
+    headers: Mapping[str, object],
+    *,
+    trust: TrustStore,
+    hosted: Mapping[str, Role],
+    freshness: Freshness,
+    now: datetime,
+) -> Opened:
+    """Verify and parse one delivery, or raise ``Rejected`` with the reason."""
+    signer = _verified_signer(body, headers, trust, now)
+    envelope = _parse_envelope(body)
+    _check_sender(envelope, signer)
+    recipient_role = _check_recipient(envelope, hosted)
+    _check_fresh(envelope, freshness, now)
+    spec = _lookup(envelope)
+    _check_authorised(spec, signer.participant, recipient_role)
+    return Opened(envelope, spec, _parse_payload(spec, envelope), signer.participant, body_digest(body))
+
+
+def _header_bytes(headers: Mapping[str, object], name: str) -> bytes | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("ascii", errors="replace")
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SecurityRejected(Reason.UNSIGNED, f"header {name} is not base64") from exc
+
+
+def _verified_signer(
+    body: bytes, headers: Mapping[str, object], trust: TrustStore, now: datetime
+) -> Signer:
+    signature = _header_bytes(headers, SIGNATURE_HEADER)
+    claimed = headers.get(SIGNER_HEADER)
+    if signature is None or not isinstance(claimed, str | bytes):
+        raise SecurityRejected(Reason.UNSIGNED, "no kabuto-signature or kabuto-signer header")
+    claimed_fp = claimed.decode() if isinstance(claimed, bytes) else claimed
+    signer = trust.signer(claimed_fp, _header_bytes(headers, CERTIFICATE_HEADER), now)
+    signer.verify(signature, body)
+    return signer
+
+
+def _parse_envelope(body: bytes) -> Envelope:
+    try:
+        raw = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputRejected(Reason.MALFORMED_JSON, f"body is not JSON: {exc}") from exc
+    try:
+        return Envelope.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise InputRejected(Reason.ENVELOPE_INVALID, _errors(exc)) from exc
+
+
+def _check_sender(envelope: Envelope, signer: Signer) -> None:
+    if envelope.signer != signer.fingerprint:
+        raise SecurityRejected(Reason.SENDER_MISMATCH, "envelope names another signer")
+    if envelope.sender != signer.participant.user_id:
+        raise SecurityRejected(
+            Reason.SENDER_MISMATCH,
+            f"sender {envelope.sender} signed as {signer.participant.user_id}",
+        )
+
+
+def _check_recipient(envelope: Envelope, hosted: Mapping[str, Role]) -> Role:
+    role = hosted.get(envelope.recipient or "")
+    if role is None:
+        raise SecurityRejected(
+            Reason.MISROUTED, f"recipient {envelope.recipient} is not hosted by this agent"
+        )
+    return role
+
+
+def _check_fresh(envelope: Envelope, freshness: Freshness, now: datetime) -> None:
+    age = now - envelope.created_at
+    if age > freshness.max_age:
+        raise SecurityRejected(Reason.STALE_MESSAGE, f"created {age} ago, limit {freshness.max_age}")
+    if -age > freshness.max_skew:
+        raise SecurityRejected(
+            Reason.STALE_MESSAGE, f"created {-age} in the future, skew limit {freshness.max_skew}"
+        )
+
+
+def _lookup(envelope: Envelope) -> MessageSpec:
+    spec = catalogue.lookup(envelope.type, envelope.version)
+    if spec is None:
+        raise InputRejected(
+            Reason.UNKNOWN_MESSAGE_TYPE, f"no message {envelope.type} v{envelope.version}"
+        )
+    return spec
+
+
+def _check_authorised(spec: MessageSpec, sender: Participant, recipient_role: Role) -> None:
+    if sender.role not in spec.senders:
+        raise SecurityRejected(
+            Reason.SENDER_NOT_AUTHORIZED, f"a {sender.role.value} may not send {spec.type}"
+        )
+    if recipient_role not in spec.recipients:
+        raise SecurityRejected(
+            Reason.SENDER_NOT_AUTHORIZED, f"{spec.type} may not be sent to a {recipient_role.value}"
+        )
+
+
+def _parse_payload(spec: MessageSpec, envelope: Envelope) -> Message:
+    try:
+        return spec.model.model_validate(envelope.payload)
+    except pydantic.ValidationError as exc:
+        raise InputRejected(Reason.SCHEMA_VIOLATION, _errors(exc)) from exc
+
+
+def _errors(exc: pydantic.ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+    )[:1000]
+
+
+def hosted_roles(identities: Collection[Identity]) -> dict[str, Role]:
+    return {i.user_id: i.participant.role for i in identities}

@@ -1,0 +1,70 @@
+"""Kabuto's error tree, and how the consumer maps each branch to behaviour.
+
+::
+
+    KabutoError
+    ├── Rejected            permanent: dead-lettered with its reason code, never retried,
+    │   │                   changes no state
+    │   ├── SecurityRejected    logged as a security event (signature, certificate,
+    │   │                       authorisation, freshness, replay)
+    │   └── InputRejected       logged as an input event (JSON, type, schema)
+    └── Transient           worth another try: retried with back-off, then dead-lettered
+                            as ``retries_exhausted``
+
+A business refusal (an issue that is sold out, an order over its limit) is not an error:
+the handler emits a refusal message with a reason code to the requester.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a delivery was dead-lettered; stable codes for operators and tooling."""
+
+    UNSIGNED = "unsigned"
+    UNKNOWN_SIGNER = "unknown_signer"
+    CERTIFICATE_INVALID = "certificate_invalid"
+    CERTIFICATE_UNTRUSTED = "certificate_untrusted"
+    CERTIFICATE_EXPIRED = "certificate_expired"
+    CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
+    SIGNATURE_INVALID = "signature_invalid"
+    SENDER_MISMATCH = "sender_mismatch"
+    SENDER_NOT_AUTHORIZED = "sender_not_authorized"
+    MISROUTED = "misrouted"
+    STALE_MESSAGE = "stale_message"
+    REPLAYED_MESSAGE_ID = "replayed_message_id"
+    MALFORMED_JSON = "malformed_json"
+    ENVELOPE_INVALID = "envelope_invalid"
+    UNKNOWN_MESSAGE_TYPE = "unknown_message_type"
+    SCHEMA_VIOLATION = "schema_violation"
+    STOCK_CERTIFICATE_INVALID = "stock_certificate_invalid"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+
+
+class KabutoError(Exception):
+    """Root of every error Kabuto raises on purpose."""
+
+
+class Rejected(KabutoError):
+    """A delivery that can never be processed; it goes to the dead-letter path."""
+
+    kind = "input"
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class SecurityRejected(Rejected):
+    kind = "security"
+
+
+class InputRejected(Rejected):
+    kind = "input"
+
+
+class Transient(KabutoError):
+    """A failure that may pass: the consumer retries the delivery with back-off."""

@@ -1,0 +1,179 @@
+"""Operations: what ``kabuto status`` and the dead-letter commands show and do.
+
+Status reads the broker (queue depth and consumers, by passive declaration) and each
+agent's outbox (pending rows, parked rows, age of the oldest pending row). Dead letters are
+read from an agent's dead-letter queue without consuming them for good: listing and
+inspecting requeue what they read; replaying republishes the original bytes and headers to
+the agent's inbox and removes the dead letter only after the broker confirmed the copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import aio_pika
+import aiormq
+import asyncpg
+
+from broker.db import agent_pool
+from broker.outbox import amqp_message
+from broker.settings import Settings
+from broker.topology import Names, TopologyError, check_ready
+
+KABUTO_HEADERS = ("x-kabuto-reason", "x-kabuto-detail", "x-kabuto-kind", "x-kabuto-agent",
+                  "x-kabuto-routing-key", "x-kabuto-dead-lettered-at")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    agent: str
+    inbox_messages: int | None
+    consumers: int | None
+    dead_letters: int | None
+    outbox_pending: int
+    outbox_failed: int
+    outbox_lag: timedelta | None
+
+
+async def status(settings: Settings, agents: Sequence[str]) -> list[AgentStatus]:
+    names = Names(settings.namespace)
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        result = []
+        for agent in agents:
+            queues = await _queues(connection, [names.inbox(agent), names.dead_letters(agent)])
+            inbox = queues.get(names.inbox(agent))
+            dead = queues.get(names.dead_letters(agent))
+            pending, failed, lag = await _outbox(settings.database_url, agent)
+            result.append(
+                AgentStatus(
+                    agent,
+                    inbox[0] if inbox else None,
+                    inbox[1] if inbox else None,
+                    dead[0] if dead else None,
+                    pending,
+                    failed,
+                    lag,
+                )
+            )
+        return result
+    finally:
+        await connection.close()
+
+
+async def _queues(connection: aio_pika.abc.AbstractConnection, names: list[str]) -> dict[str, tuple[int, int]]:
+    found = {}
+    for name in names:
+        try:
+            found.update(await check_ready(connection, [name], timeout=2))
+        except TopologyError:
+            continue  # not declared yet: the agent has never started
+    return found
+
+
+async def _outbox(database_url: str, agent: str) -> tuple[int, int, timedelta | None]:
+    async with agent_pool(database_url, agent, max_size=1) as pool:
+        row = await pool.fetchrow(
+            """SELECT count(*) FILTER (WHERE published_at IS NULL AND failed_at IS NULL) AS pending,
+                      count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed,
+                      now() - min(created_at) FILTER (WHERE published_at IS NULL
+                                                      AND failed_at IS NULL) AS lag
+               FROM outbox"""
+        )
+    return row["pending"], row["failed"], row["lag"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    delivery_tag: int
+    message_id: str | None
+    type: str | None
+    reason: str
+    detail: str
+    kind: str
+    dead_lettered_at: str
+    size: int
+    headers: dict[str, Any]
+    body: bytes
+
+
+async def dead_letters(settings: Settings, agent: str, limit: int = 100) -> list[DeadLetter]:
+    """Read up to ``limit`` dead letters of ``agent``; they stay in the queue."""
+    names = Names(settings.namespace)
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(names.dead_letters(agent), passive=True)
+        letters = []
+        for _ in range(limit):
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            letters.append(_dead_letter(message))
+        await channel.close()  # unacked reads go back to the queue
+        return letters
+    finally:
+        await connection.close()
+
+
+def _dead_letter(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
+    headers = dict(message.headers)
+    reason, detail = headers.get("x-kabuto-reason"), headers.get("x-kabuto-detail", "")
+    if reason is None:  # dead-lettered by the broker itself, e.g. past the delivery limit
+        deaths = headers.get("x-death") or [{}]
+        reason = f"broker:{deaths[0].get('reason', 'unknown')}"  # type: ignore[index, union-attr]
+    return DeadLetter(
+        delivery_tag=message.delivery_tag or 0,
+        message_id=message.message_id,
+        type=message.type,
+        reason=str(reason),
+        detail=str(detail),
+        kind=str(headers.get("x-kabuto-kind", "broker")),
+        dead_lettered_at=str(headers.get("x-kabuto-dead-lettered-at", "")),
+        size=len(message.body),
+        headers=headers,
+        body=message.body,
+    )
+
+
+async def replay(settings: Settings, agent: str, message_id: str) -> bool:
+    """Send one dead letter back to its agent's inbox, unchanged; True if it was found."""
+    names = Names(settings.namespace)
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        queue = await channel.declare_queue(names.dead_letters(agent), passive=True)
+        messages = await channel.declare_exchange(names.messages, passive=True)
+        while True:
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                return False
+            if message.message_id != message_id:
+                continue  # left unacked: requeued when the channel closes
+            headers = {k: v for k, v in message.headers.items() if k not in KABUTO_HEADERS
+                       and k not in ("x-death", "x-kabuto-attempt", "x-first-death-exchange",
+                                     "x-first-death-queue", "x-first-death-reason")}
+            routing_key = str(message.headers.get("x-kabuto-routing-key") or agent)
+            await messages.publish(
+                amqp_message(message_id, message.type or "", message.body, headers),
+                routing_key=routing_key,
+            )
+            await message.ack()
+            return True
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        raise TopologyError(f"no dead-letter queue for {agent}: has it ever started?") from exc
+    finally:
+        await asyncio.shield(connection.close())
+
+
+async def outbox_failures(settings: Settings, agent: str) -> list[asyncpg.Record]:
+    async with agent_pool(settings.database_url, agent, max_size=1) as pool:
+        rows: list[asyncpg.Record] = await pool.fetch(
+            "SELECT seq, message_id, message_type, routing_key, failed_at, error FROM outbox "
+            "WHERE failed_at IS NOT NULL ORDER BY seq"
+        )
+        return rows

@@ -1,0 +1,155 @@
+"""The transactional outbox and its relay.
+
+``store`` writes sealed messages in the caller's transaction and sends a NOTIFY that
+PostgreSQL delivers only on commit. The relay LISTENs for it, publishes pending rows in
+sequence order with publisher confirms and mandatory routing, and marks a row published
+only after the broker confirmed it. A crash between the confirm and the mark publishes the
+row again; receivers absorb the duplicate in their inbox, because the bytes are identical.
+An unroutable message is an error: the row is parked as failed, logged, and counted by
+``kabuto status``; the rows after it still go, so one bad address cannot stall an agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import aio_pika
+import aiormq
+import asyncpg
+from aio_pika.abc import AbstractExchange
+
+from broker import logs
+from broker.db import notify_channel
+from broker.envelope import Sealed
+from broker.topology import Exchanges
+
+log = logs.get("kabuto.outbox")
+
+# Failures the relay outlives: the row stays pending and is published when they pass.
+RELAY_TRANSIENT = (
+    aiormq.exceptions.AMQPError,
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    TimeoutError,
+)
+
+
+async def store(connection: asyncpg.Connection, agent: str, messages: Sequence[Sealed]) -> None:
+    """Add sealed messages to the outbox within the caller's transaction."""
+    if not messages:
+        return
+    await connection.executemany(
+        """INSERT INTO outbox (message_id, message_type, exchange, routing_key, body, headers)
+           VALUES ($1, $2, $3, $4, $5, $6::jsonb)""",
+        [_row(m) for m in messages],
+    )
+    await connection.execute("SELECT pg_notify($1, '')", notify_channel(agent))
+
+
+def _row(sealed: Sealed) -> tuple[object, ...]:
+    env = sealed.envelope
+    is_event = env.recipient is None
+    return (
+        env.message_id,
+        env.type,
+        "events" if is_event else "messages",
+        env.type if is_event else env.recipient,
+        sealed.body,
+        json.dumps(sealed.headers),
+    )
+
+
+def amqp_message(
+    message_id: str, message_type: str, body: bytes, headers: dict[str, object]
+) -> aio_pika.Message:
+    return aio_pika.Message(
+        body,
+        headers=headers,  # type: ignore[arg-type]
+        message_id=message_id,
+        type=message_type,
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+@dataclass(slots=True)
+class OutboxRelay:
+    agent: str
+    pool: asyncpg.Pool
+    exchanges: Exchanges
+    database_url: str
+    batch: int
+    idle_poll: timedelta
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+
+    async def run(self) -> None:
+        """Publish until cancelled; wake on commit, and every ``idle_poll`` as a safety net."""
+        listener = await asyncpg.connect(self.database_url)
+        await listener.add_listener(notify_channel(self.agent), self._on_notify)
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    if await self.publish_pending() == self.batch:
+                        continue  # more rows are waiting
+                except RELAY_TRANSIENT as exc:
+                    log.warning("outbox_relay_retrying", error=repr(exc))
+                    await asyncio.sleep(1.0)  # back off while the broker or database recovers
+                    continue
+                try:
+                    async with asyncio.timeout(self.idle_poll.total_seconds()):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            await listener.close()
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of pending rows in order; return how many were handled."""
+        rows = await self.pool.fetch(
+            """SELECT seq, message_id, message_type, exchange, routing_key, body, headers
+               FROM outbox WHERE published_at IS NULL AND failed_at IS NULL
+               ORDER BY seq LIMIT $1""",
+            self.batch,
+        )
+        for row in rows:
+            await self._publish(row)
+        return len(rows)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        exchange = self._exchange(row["exchange"])
+        message = amqp_message(
+            str(row["message_id"]), row["message_type"], row["body"], json.loads(row["headers"])
+        )
+        try:
+            await exchange.publish(message, routing_key=row["routing_key"], mandatory=True)
+        except aiormq.exceptions.PublishError:
+            await self._park(row, f"unroutable: no queue for routing key {row['routing_key']!r}")
+            return
+        except aiormq.exceptions.DeliveryError as exc:  # the broker nacked it: try again later
+            log.warning("outbox_nacked", message_id=str(row["message_id"]), error=str(exc))
+            raise
+        await self.pool.execute("UPDATE outbox SET published_at = now() WHERE seq = $1", row["seq"])
+        log.debug("outbox_published", message_id=str(row["message_id"]), type=row["message_type"])
+
+    async def _park(self, row: asyncpg.Record, error: str) -> None:
+        await self.pool.execute(
+            "UPDATE outbox SET failed_at = now(), error = $2 WHERE seq = $1", row["seq"], error
+        )
+        log.error(
+            "outbox_unroutable",
+            message_id=str(row["message_id"]),
+            type=row["message_type"],
+            routing_key=row["routing_key"],
+        )
+
+    def _exchange(self, name: str) -> AbstractExchange:
+        return self.exchanges.events if name == "events" else self.exchanges.messages

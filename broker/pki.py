@@ -1,0 +1,357 @@
+"""Kabuto's certificate authority and participant identities (seed 001 §2.1, §3.1, Phase 0).
+
+The CA is X.509 with Ed25519 keys. An identity certificate names its subject by user id and
+carries Kabuto's participant extension (user id, role and, for investors, the certificate
+policy: account usage limit and short-selling prohibition). Private keys are written as
+files readable only by their owner (mode 0600 in a 0700 directory) and are never logged.
+
+Layout under the key directory::
+
+    ca/ca.key  ca/ca.crt  ca/register.jsonl      (the CA's certificate DB 29)
+    participants/<user id>.key  participants/<user id>.crt
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.x509.oid import NameOID, ObjectIdentifier
+
+from schemas.identity import CertificatePolicy, Participant, Role
+
+# A UUID-derived OID (ITU-T X.667, arc 2.25) names the participant extension without a
+# registered enterprise number.
+PARTICIPANT_EXTENSION_OID = ObjectIdentifier("2.25.37399489929064402520551318797375356842")
+DEFAULT_VALIDITY = timedelta(days=365)
+CA_VALIDITY = timedelta(days=3650)
+
+
+class PkiError(Exception):
+    """A CA or identity file is missing, malformed or inconsistent."""
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    """SHA-256 of the DER encoding, lower-case hex: how a message names its signer."""
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest()
+
+
+def _utf8_der(text: str) -> bytes:
+    """DER UTF8String, so the extension value is well-formed ASN.1 for any X.509 parser."""
+    data = text.encode()
+    n = len(data)
+    if n < 0x80:
+        length = bytes([n])
+    else:
+        size = (n.bit_length() + 7) // 8
+        length = bytes([0x80 | size]) + n.to_bytes(size, "big")
+    return b"\x0c" + length + data
+
+
+def _utf8_from_der(value: bytes) -> str:
+    if not value or value[0] != 0x0C:
+        raise PkiError("participant extension is not a UTF8String")
+    first = value[1]
+    if first < 0x80:
+        start, length = 2, first
+    else:
+        size = first & 0x7F
+        start, length = 2 + size, int.from_bytes(value[2 : 2 + size], "big")
+    if start + length != len(value):
+        raise PkiError("participant extension has a bad length")
+    return value[start:].decode()
+
+
+def participant_of(certificate: x509.Certificate) -> Participant:
+    """The participant named by an identity certificate's Kabuto extension."""
+    try:
+        ext = certificate.extensions.get_extension_for_oid(PARTICIPANT_EXTENSION_OID)
+    except x509.ExtensionNotFound as exc:
+        raise PkiError("certificate has no Kabuto participant extension") from exc
+    if not isinstance(ext.value, x509.UnrecognizedExtension):
+        raise PkiError("participant extension has an unexpected type")
+    return Participant.model_validate_json(_utf8_from_der(ext.value.value))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o600)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_bytes(data)
+
+
+def _private_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _load_private(path: Path) -> Ed25519PrivateKey:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise PkiError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise PkiError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def load_certificate(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A participant's private key and identity certificate: what it signs with."""
+
+    participant: Participant
+    private_key: Ed25519PrivateKey
+    certificate: x509.Certificate
+
+    @property
+    def user_id(self) -> str:
+        return self.participant.user_id
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.certificate)
+
+    @property
+    def certificate_der(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+    def sign(self, data: bytes) -> bytes:
+        return self.private_key.sign(data)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"Identity({self.user_id!r}, role={self.participant.role.value})"
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateAuthority:
+    """The Kabuto CA: signs identity certificates and records them in its register."""
+
+    private_key: Ed25519PrivateKey
+    certificate: x509.Certificate
+    register_path: Path | None = None
+
+    def issue(
+        self,
+        participant: Participant,
+        public_key: Ed25519PublicKey,
+        *,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> x509.Certificate:
+        """Issue an identity certificate (seed 001 R-001-02/03) and register it."""
+        now = datetime.now(UTC)
+        not_before = not_before or now - timedelta(minutes=5)
+        not_after = not_after or now + DEFAULT_VALIDITY
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Kabuto"),
+                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, participant.role.value),
+                x509.NameAttribute(NameOID.COMMON_NAME, participant.user_id),
+                x509.NameAttribute(NameOID.USER_ID, participant.user_id),
+            ]
+        )
+        extension = x509.UnrecognizedExtension(
+            PARTICIPANT_EXTENSION_OID, _utf8_der(participant.model_dump_json())
+        )
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.certificate.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_signing_key_usage(ca=False), critical=True)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    self.private_key.public_key()
+                ),
+                critical=False,
+            )
+            .add_extension(extension, critical=False)
+            .sign(self.private_key, algorithm=None)
+        )
+        self._register(certificate, participant)
+        return certificate
+
+    def _register(self, certificate: x509.Certificate, participant: Participant) -> None:
+        if self.register_path is None:
+            return
+        record = {
+            "serial": format(certificate.serial_number, "x"),
+            "fingerprint": fingerprint(certificate),
+            "user_id": participant.user_id,
+            "role": participant.role.value,
+            "policy": participant.policy.model_dump(mode="json") if participant.policy else None,
+            "not_before": certificate.not_valid_before_utc.isoformat(),
+            "not_after": certificate.not_valid_after_utc.isoformat(),
+        }
+        with self.register_path.open("a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _signing_key_usage(*, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=not ca,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def create_ca(name: str = "Kabuto Root CA", *, register_path: Path | None = None) -> CertificateAuthority:
+    """A new self-signed CA, in memory."""
+    key = Ed25519PrivateKey.generate()
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Kabuto"),
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+        ]
+    )
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_signing_key_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, algorithm=None)
+    )
+    return CertificateAuthority(key, certificate, register_path)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStore:
+    """The files of a CA and its participants under one directory."""
+
+    root: Path
+
+    @property
+    def ca_key_path(self) -> Path:
+        return self.root / "ca" / "ca.key"
+
+    @property
+    def ca_certificate_path(self) -> Path:
+        return self.root / "ca" / "ca.crt"
+
+    @property
+    def register_path(self) -> Path:
+        return self.root / "ca" / "register.jsonl"
+
+    def key_path(self, user_id: str) -> Path:
+        return self.root / "participants" / f"{user_id}.key"
+
+    def certificate_path(self, user_id: str) -> Path:
+        return self.root / "participants" / f"{user_id}.crt"
+
+    def has_ca(self) -> bool:
+        return self.ca_key_path.exists() and self.ca_certificate_path.exists()
+
+    def init_ca(self, name: str = "Kabuto Root CA") -> tuple[CertificateAuthority, bool]:
+        """Create the CA unless it exists; returns it and whether it was created now."""
+        if self.has_ca():
+            return self.load_ca(), False
+        ca = create_ca(name, register_path=self.register_path)
+        _write_private(self.ca_key_path, _private_pem(ca.private_key))
+        _write_public(
+            self.ca_certificate_path, ca.certificate.public_bytes(serialization.Encoding.PEM)
+        )
+        return ca, True
+
+    def load_ca(self) -> CertificateAuthority:
+        if not self.has_ca():
+            raise PkiError(f"no CA under {self.root}; run `kabuto ca init` first")
+        key = _load_private(self.ca_key_path)
+        certificate = load_certificate(self.ca_certificate_path)
+        if key.public_key() != certificate.public_key():
+            raise PkiError("CA key and certificate do not belong together")
+        return CertificateAuthority(key, certificate, self.register_path)
+
+    def ca_certificate(self) -> x509.Certificate:
+        if not self.ca_certificate_path.exists():
+            raise PkiError(f"no CA certificate at {self.ca_certificate_path}; run `kabuto ca init`")
+        return load_certificate(self.ca_certificate_path)
+
+    def enrol(self, participant: Participant, *, renew: bool = False) -> tuple[Identity, bool]:
+        """Give a participant a key and identity certificate unless it has a usable one."""
+        if not renew and self.has_identity(participant.user_id):
+            existing = self.load_identity(participant.user_id)
+            if existing.participant == participant and _usable_now(existing.certificate):
+                return existing, False
+        ca = self.load_ca()
+        key = Ed25519PrivateKey.generate()
+        certificate = ca.issue(participant, key.public_key())
+        _write_private(self.key_path(participant.user_id), _private_pem(key))
+        _write_public(
+            self.certificate_path(participant.user_id),
+            certificate.public_bytes(serialization.Encoding.PEM),
+        )
+        return Identity(participant, key, certificate), True
+
+    def has_identity(self, user_id: str) -> bool:
+        return self.key_path(user_id).exists() and self.certificate_path(user_id).exists()
+
+    def load_identity(self, user_id: str) -> Identity:
+        if not self.has_identity(user_id):
+            raise PkiError(f"{user_id} is not enrolled; run `kabuto ca enrol {user_id} --role …`")
+        key = _load_private(self.key_path(user_id))
+        certificate = load_certificate(self.certificate_path(user_id))
+        if key.public_key() != certificate.public_key():
+            raise PkiError(f"key and certificate of {user_id} do not belong together")
+        participant = participant_of(certificate)
+        if participant.user_id != user_id:
+            raise PkiError(f"certificate file of {user_id} names {participant.user_id}")
+        return Identity(participant, key, certificate)
+
+    def certificates(self) -> list[x509.Certificate]:
+        """Every participant certificate on file: the directory a trust store can consult."""
+        folder = self.root / "participants"
+        if not folder.exists():
+            return []
+        return [load_certificate(p) for p in sorted(folder.glob("*.crt"))]
+
+
+def _usable_now(certificate: x509.Certificate) -> bool:
+    now = datetime.now(UTC)
+    return certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc - timedelta(days=1)
+
+
+def default_participant(user_id: str, role: Role, limit: int | None = None) -> Participant:
+    """The participant an enrolment creates; investors get the certificate policy."""
+    policy = None
+    if role is Role.INVESTOR:
+        policy = CertificatePolicy(account_usage_limit=limit if limit is not None else 10_000_000)
+    return Participant(user_id=user_id, role=role, policy=policy)

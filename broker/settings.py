@@ -1,0 +1,131 @@
+"""Settings, read once from the environment into an immutable object and passed down.
+
+Nothing below the composition root reads ``os.environ``; the README documents every
+variable listed here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+
+AGENT_IDS: tuple[str, ...] = (
+    "investor",
+    "issuer",
+    "exchange",
+    "settlement",
+    "brokerage",
+    "custody",
+    "credit",
+)
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value Kabuto cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/kabuto"
+    key_dir: Path = Path("var/keys")
+    log_level: str = "info"
+    log_format: str = "json"
+    # Prefix of every exchange and queue name, so several installations (or tests) share a vhost.
+    namespace: str = "kabuto"
+    # Investor identities hosted by the investor agent (their wallets live in its schema).
+    investors: tuple[str, ...] = ("alice", "bob")
+    max_message_age: timedelta = timedelta(hours=24)
+    max_clock_skew: timedelta = timedelta(seconds=30)
+    retry_delays_ms: tuple[int, ...] = (500, 2_000, 10_000)
+    delivery_limit: int = 10
+    prefetch: int = 32
+    outbox_batch: int = 200
+    outbox_idle_poll: timedelta = timedelta(seconds=5)
+    certid_list_interval: timedelta = timedelta(minutes=10)
+
+    @property
+    def max_attempts(self) -> int:
+        """First delivery plus one retry per configured delay."""
+        return len(self.retry_delays_ms) + 1
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _seconds(env: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    return timedelta(seconds=value)
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from exc
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _csv(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    items = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not items:
+        raise SettingsError(f"{name} must list at least one value")
+    return items
+
+
+def _delays(env: Mapping[str, str]) -> tuple[int, ...]:
+    raw = _csv(env, "KABUTO_RETRY_DELAYS_MS", tuple(str(d) for d in Settings().retry_delays_ms))
+    try:
+        delays = tuple(int(d) for d in raw)
+    except ValueError as exc:
+        raise SettingsError(f"KABUTO_RETRY_DELAYS_MS must list milliseconds, got {raw!r}") from exc
+    if any(d <= 0 for d in delays) or list(delays) != sorted(delays):
+        raise SettingsError("KABUTO_RETRY_DELAYS_MS must be positive and non-decreasing")
+    return delays
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the ``KABUTO_*`` variables once; unknown values fail loudly here, not later."""
+    env = os.environ if env is None else env
+    defaults = Settings()
+    log_format = env.get("KABUTO_LOG_FORMAT", defaults.log_format)
+    if log_format not in ("json", "console"):
+        raise SettingsError(f"KABUTO_LOG_FORMAT must be json or console, got {log_format!r}")
+    return Settings(
+        amqp_url=env.get("KABUTO_AMQP_URL", defaults.amqp_url),
+        database_url=env.get("KABUTO_DATABASE_URL", defaults.database_url),
+        key_dir=Path(env.get("KABUTO_KEY_DIR", str(defaults.key_dir))),
+        log_level=env.get("KABUTO_LOG_LEVEL", defaults.log_level).lower(),
+        log_format=log_format,
+        namespace=env.get("KABUTO_NAMESPACE", defaults.namespace),
+        investors=_csv(env, "KABUTO_INVESTORS", defaults.investors),
+        max_message_age=_seconds(env, "KABUTO_MAX_MESSAGE_AGE", defaults.max_message_age),
+        max_clock_skew=_seconds(env, "KABUTO_MAX_CLOCK_SKEW", defaults.max_clock_skew),
+        retry_delays_ms=_delays(env),
+        delivery_limit=_int(env, "KABUTO_DELIVERY_LIMIT", defaults.delivery_limit),
+        prefetch=_int(env, "KABUTO_PREFETCH", defaults.prefetch),
+        outbox_batch=_int(env, "KABUTO_OUTBOX_BATCH", defaults.outbox_batch),
+        outbox_idle_poll=_seconds(env, "KABUTO_OUTBOX_IDLE_POLL", defaults.outbox_idle_poll),
+        certid_list_interval=_seconds(
+            env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval
+        ),
+    )

@@ -1,0 +1,174 @@
+"""The RabbitMQ topology, declared in one place, idempotently, and checked before traffic.
+
+Per namespace ``ns`` (``kabuto`` by default):
+
+* ``ns.messages`` (direct): point-to-point messages, routed by recipient participant id to
+  the quorum queue ``ns.<agent>`` of the agent that hosts the recipient.
+* ``ns.events`` (topic): events for integrators, routed by message type
+  (``certificate.issuance.completed`` …); the stream ``ns.events.journal`` keeps every event
+  so an integrator can replay history, and makes every event routable.
+* ``ns.retry`` (direct): delay queues ``ns.<agent>.retry.<ms>`` whose expired messages
+  dead-letter back to ``ns.messages`` under the routing key ``<agent>.retry``.
+* ``ns.dead`` (direct): the dead-letter queue ``ns.<agent>.dead`` of each agent. The runtime
+  publishes its own dead letters with a reason header; the broker dead-letters a delivery
+  that exceeded the quorum queue's delivery limit, with its reason in ``x-death``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
+
+from broker.errors import KabutoError
+
+
+class TopologyError(KabutoError):
+    """The broker's topology is missing, conflicting or not ready."""
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    namespace: str
+
+    @property
+    def messages(self) -> str:
+        return f"{self.namespace}.messages"
+
+    @property
+    def events(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def journal(self) -> str:
+        return f"{self.namespace}.events.journal"
+
+    @property
+    def retry(self) -> str:
+        return f"{self.namespace}.retry"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.namespace}.dead"
+
+    def inbox(self, agent: str) -> str:
+        return f"{self.namespace}.{agent}"
+
+    def dead_letters(self, agent: str) -> str:
+        return f"{self.namespace}.{agent}.dead"
+
+    def delay(self, agent: str, delay_ms: int) -> str:
+        return f"{self.namespace}.{agent}.retry.{delay_ms}"
+
+    @staticmethod
+    def retry_key(agent: str) -> str:
+        return f"{agent}.retry"
+
+    @staticmethod
+    def delay_key(agent: str, delay_ms: int) -> str:
+        return f"{agent}.{delay_ms}"
+
+
+@dataclass(frozen=True, slots=True)
+class Exchanges:
+    messages: AbstractExchange
+    events: AbstractExchange
+    retry: AbstractExchange
+    dead: AbstractExchange
+
+
+async def declare_exchanges(channel: AbstractChannel, names: Names) -> Exchanges:
+    """The shared exchanges and the events journal; every agent declares them the same way."""
+    messages = await channel.declare_exchange(names.messages, ExchangeType.DIRECT, durable=True)
+    events = await channel.declare_exchange(names.events, ExchangeType.TOPIC, durable=True)
+    retry = await channel.declare_exchange(names.retry, ExchangeType.DIRECT, durable=True)
+    dead = await channel.declare_exchange(names.dead, ExchangeType.DIRECT, durable=True)
+    journal = await channel.declare_queue(
+        names.journal,
+        durable=True,
+        arguments={"x-queue-type": "stream", "x-max-age": "30D"},
+    )
+    await journal.bind(events, routing_key="#")
+    return Exchanges(messages, events, retry, dead)
+
+
+async def declare_agent(
+    channel: AbstractChannel,
+    names: Names,
+    exchanges: Exchanges,
+    agent: str,
+    participant_ids: Iterable[str],
+    *,
+    retry_delays_ms: Iterable[int],
+    delivery_limit: int,
+) -> AbstractQueue:
+    """An agent's inbox, its retry delays and its dead-letter queue; returns the inbox."""
+    inbox = await channel.declare_queue(
+        names.inbox(agent),
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": delivery_limit,
+            "x-dead-letter-exchange": names.dead,
+            "x-dead-letter-routing-key": agent,
+        },
+    )
+    for participant_id in participant_ids:
+        await inbox.bind(exchanges.messages, routing_key=participant_id)
+    await inbox.bind(exchanges.messages, routing_key=names.retry_key(agent))
+    for delay_ms in retry_delays_ms:
+        delay = await channel.declare_queue(
+            names.delay(agent, delay_ms),
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-message-ttl": delay_ms,
+                "x-dead-letter-exchange": names.messages,
+                "x-dead-letter-routing-key": names.retry_key(agent),
+            },
+        )
+        await delay.bind(exchanges.retry, routing_key=names.delay_key(agent, delay_ms))
+    dead = await channel.declare_queue(
+        names.dead_letters(agent), durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead.bind(exchanges.dead, routing_key=agent)
+    return inbox
+
+
+async def check_ready(
+    connection: aio_pika.abc.AbstractConnection,
+    queue_names: Iterable[str],
+    *,
+    timeout: float = 30.0,
+) -> dict[str, tuple[int, int]]:
+    """Passively declare each queue until all answer (a quorum queue answers once it has a leader).
+
+    Returns each queue's (messages, consumers). Raises ``TopologyError`` past the deadline.
+    """
+    pending = list(queue_names)
+    found: dict[str, tuple[int, int]] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            while pending:
+                name = pending[0]
+                try:
+                    found[name] = await _inspect(connection, name)
+                    pending.pop(0)
+                except (aiormq.exceptions.AMQPError, asyncio.TimeoutError):
+                    await asyncio.sleep(0.25)  # the queue's leader election is under way
+    except TimeoutError as exc:
+        raise TopologyError(f"queues not ready after {timeout}s: {', '.join(pending)}") from exc
+    return found
+
+
+async def _inspect(connection: aio_pika.abc.AbstractConnection, name: str) -> tuple[int, int]:
+    # A passive declare of a missing queue closes the channel, so each look gets its own.
+    async with connection.channel(publisher_confirms=False) as channel:
+        async with asyncio.timeout(5):
+            queue = await channel.declare_queue(name, passive=True)
+        result = queue.declaration_result
+        return int(result.message_count or 0), int(result.consumer_count or 0)

@@ -1,0 +1,114 @@
+"""The trust store: which certificates a receiver accepts as a message signer.
+
+A signer certificate is accepted when it was issued directly by the Kabuto CA, is within
+its validity period now, is not a CA certificate and names a participant. Certificates
+arrive attached to each message; a store may also know enrolled certificates in advance,
+so that a message naming a signer without attaching its certificate can still be checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from broker.errors import Reason, SecurityRejected
+from broker.pki import PkiError, fingerprint, participant_of
+from schemas.identity import Participant
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    certificate: x509.Certificate
+    participant: Participant
+    fingerprint: str
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        """Raise ``SecurityRejected(signature_invalid)`` unless the signature covers ``data``."""
+        try:
+            self.certificate.public_key().verify(signature, data)  # type: ignore[call-arg]
+        except InvalidSignature as exc:
+            raise SecurityRejected(
+                Reason.SIGNATURE_INVALID, f"signature of {self.participant.user_id} does not verify"
+            ) from exc
+
+
+class TrustStore:
+    def __init__(self, ca_certificate: x509.Certificate, known: Iterable[x509.Certificate] = ()):
+        self._ca = ca_certificate
+        self._chained: dict[str, Signer] = {}
+        self._known = {fingerprint(c): c for c in known}
+
+    @property
+    def ca_certificate(self) -> x509.Certificate:
+        return self._ca
+
+    def signer(self, claimed_fingerprint: str, attached_der: bytes | None, now: datetime) -> Signer:
+        """The verified signer named by a message, or a ``SecurityRejected`` saying why not."""
+        signer = self._chained.get(claimed_fingerprint)
+        if signer is None:
+            certificate = self._certificate(claimed_fingerprint, attached_der)
+            signer = self._chain(certificate, claimed_fingerprint)
+            self._chained[claimed_fingerprint] = signer
+        _check_validity(signer, now)
+        return signer
+
+    def _certificate(self, claimed: str, attached_der: bytes | None) -> x509.Certificate:
+        if attached_der is None:
+            known = self._known.get(claimed)
+            if known is None:
+                raise SecurityRejected(
+                    Reason.UNKNOWN_SIGNER, f"no certificate attached or on file for {claimed[:16]}…"
+                )
+            return known
+        try:
+            certificate = x509.load_der_x509_certificate(attached_der)
+        except ValueError as exc:
+            raise SecurityRejected(
+                Reason.CERTIFICATE_INVALID, "attached certificate is not DER X.509"
+            ) from exc
+        if fingerprint(certificate) != claimed:
+            raise SecurityRejected(
+                Reason.CERTIFICATE_INVALID, "attached certificate is not the one the message names"
+            )
+        return certificate
+
+    def _chain(self, certificate: x509.Certificate, claimed: str) -> Signer:
+        try:
+            certificate.verify_directly_issued_by(self._ca)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise SecurityRejected(
+                Reason.CERTIFICATE_UNTRUSTED,
+                f"certificate {claimed[:16]}… was not issued by the Kabuto CA",
+            ) from exc
+        if _is_ca(certificate):
+            raise SecurityRejected(Reason.CERTIFICATE_INVALID, "a CA certificate cannot sign messages")
+        try:
+            participant = participant_of(certificate)
+        except (PkiError, ValueError) as exc:
+            raise SecurityRejected(Reason.CERTIFICATE_INVALID, str(exc)) from exc
+        return Signer(certificate, participant, claimed)
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _check_validity(signer: Signer, now: datetime) -> None:
+    cert = signer.certificate
+    if now < cert.not_valid_before_utc:
+        raise SecurityRejected(
+            Reason.CERTIFICATE_NOT_YET_VALID,
+            f"certificate of {signer.participant.user_id} is valid from {cert.not_valid_before_utc}",
+        )
+    if now >= cert.not_valid_after_utc:
+        raise SecurityRejected(
+            Reason.CERTIFICATE_EXPIRED,
+            f"certificate of {signer.participant.user_id} expired {cert.not_valid_after_utc}",
+        )

@@ -1,0 +1,82 @@
+"""The message catalogue: every message type, its version, and who may send it to whom.
+
+A message model subclasses ``Message`` and registers itself with ``@message(...)``. The
+runtime looks a delivery's (type, version) up here to find the model that parses its payload
+and the roles that may send and receive it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.identity import Role
+
+
+class Message(BaseModel):
+    """Base of every payload; the envelope carries its type and version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec: ClassVar[MessageSpec]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSpec:
+    type: str
+    version: int
+    model: type[Message]
+    senders: frozenset[Role]
+    # Empty for an event: it goes to the integrators' topic exchange, not to one participant.
+    recipients: frozenset[Role]
+    summary: str
+
+    @property
+    def is_event(self) -> bool:
+        return not self.recipients
+
+
+_CATALOGUE: dict[tuple[str, int], MessageSpec] = {}
+M = TypeVar("M", bound=type[Message])
+
+
+def message(
+    type_: str, *, version: int = 1, senders: set[Role], recipients: set[Role] | None = None
+) -> Callable[[M], M]:
+    """Register a message model under its wire type and version."""
+
+    def register(model: M) -> M:
+        key = (type_, version)
+        if key in _CATALOGUE:
+            raise ValueError(f"message {type_} v{version} is registered twice")
+        spec = MessageSpec(
+            type_,
+            version,
+            model,
+            frozenset(senders),
+            frozenset(recipients or ()),
+            (model.__doc__ or "").strip().split("\n")[0],
+        )
+        model.spec = spec
+        _CATALOGUE[key] = spec
+        return model
+
+    return register
+
+
+def lookup(type_: str, version: int) -> MessageSpec | None:
+    _load_all()
+    return _CATALOGUE.get((type_, version))
+
+
+def specs() -> Iterator[MessageSpec]:
+    _load_all()
+    return iter(sorted(_CATALOGUE.values(), key=lambda s: (s.type, s.version)))
+
+
+def _load_all() -> None:
+    """Import every message family so the catalogue is complete."""
+    from schemas import certificates, issuance  # noqa: F401

@@ -1,0 +1,108 @@
+"""Certificate issuance (seed 001 Phase 1): request 32, the issued ESC, refusals, CertID lists."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.catalogue import Message, message
+from schemas.certificates import IssueCode, ShareClass, SignedCertificate
+from schemas.identity import ParticipantId, Role
+
+
+class DividendMethod(StrEnum):
+    BANK_TRANSFER = "bank_transfer"
+    SETTLEMENT_ACCOUNT = "settlement_account"
+    POSTAL_ORDER = "postal_order"
+
+
+class DividendDelivery(BaseModel):
+    """Seed 001 Fig. 5 field 5: how dividends reach the holder, with the account to use."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: DividendMethod
+    account: str = Field(min_length=1, max_length=200)
+
+
+@message(
+    "certificate.issuance.request", senders={Role.INVESTOR}, recipients={Role.ISSUER}
+)
+class CertificateIssuanceRequest(Message):
+    """An investor asks for certificates of a new share issue (seed 001 message 32, Fig. 5)."""
+
+    user_id: ParticipantId
+    holder_name: str = Field(min_length=1, max_length=200)
+    holder_address: str = Field(min_length=1, max_length=400)
+    issue_code: IssueCode
+    share_class: ShareClass
+    shares: int = Field(gt=0)
+    dividend_delivery: DividendDelivery
+
+
+@message("certificate.issued", senders={Role.ISSUER}, recipients={Role.INVESTOR})
+class CertificateIssued(Message):
+    """The issuer delivers a signed electronic stock certificate (seed 001 S60)."""
+
+    request_id: UUID
+    certificate: SignedCertificate
+
+
+class IssuanceRefusal(StrEnum):
+    UNKNOWN_ISSUE = "unknown_issue"
+    OFFERING_CLOSED = "offering_closed"
+    SHARE_CLASS_MISMATCH = "share_class_mismatch"
+    INSUFFICIENT_SHARES = "insufficient_shares"
+    BELOW_MINIMUM_LOT = "below_minimum_lot"
+    NOT_A_LOT_MULTIPLE = "not_a_lot_multiple"
+    HOLDER_MISMATCH = "holder_mismatch"
+    ACCOUNT_USAGE_LIMIT_EXCEEDED = "account_usage_limit_exceeded"
+    NO_CERTIFICATE_POLICY = "no_certificate_policy"
+
+
+@message("certificate.issuance.refused", senders={Role.ISSUER}, recipients={Role.INVESTOR})
+class CertificateIssuanceRefused(Message):
+    """The issuer's error notification for a request it will not satisfy (seed 001 S54, S57)."""
+
+    request_id: UUID
+    reason: IssuanceRefusal
+    detail: str
+
+
+class CertIdEntry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cert_id: UUID
+    user_id: ParticipantId
+    shares: int = Field(gt=0)
+
+
+@message("certid_list.updated", senders={Role.ISSUER}, recipients={Role.EXCHANGE})
+class CertIdListUpdated(Message):
+    """The CertID list of one issue (seed 001 Fig. 8, S61–S63): a full snapshot or a change.
+
+    ``version`` rises with every change to the issue's register; a receiver applies each
+    entry only if it is newer than what it holds, so lists may arrive late or twice.
+    """
+
+    list_id: UUID
+    issue_code: IssueCode
+    share_class: ShareClass
+    version: int = Field(ge=1)
+    kind: Literal["snapshot", "change"]
+    valid: tuple[CertIdEntry, ...] = ()
+    retired: tuple[UUID, ...] = ()
+
+
+@message("certificate.issuance.completed", senders={Role.ISSUER})
+class CertificateIssuanceCompleted(Message):
+    """Event for integrators: a certificate was issued and registered."""
+
+    issue_code: IssueCode
+    cert_id: UUID
+    certificate_number: str
+    holder_user_id: ParticipantId
+    shares: int
