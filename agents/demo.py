@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from datetime import date
 from decimal import Decimal
 
@@ -23,7 +22,7 @@ from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
 from agents.registry import AGENTS
 from broker.context import Context
-from broker.runtime import AgentRuntime, running
+from broker.runtime import AgentRuntime, started
 from broker.settings import Settings
 from broker.stock_certificates import CertificateInvalid, verify_certificate
 from schemas.certificates import ShareClass, SignedCertificate
@@ -37,12 +36,7 @@ async def run(settings: Settings, say: Say = print) -> None:
     if len(settings.investors) < 2:
         raise SystemExit("the demo needs two investors: set KABUTO_INVESTORS=alice,bob")
     alice, bob = settings.investors[:2]
-    async with AsyncExitStack() as stack:
-        runtimes: dict[str, AgentRuntime] = {}
-        for agent_id, definition in AGENTS.items():
-            runtimes[agent_id] = await stack.enter_async_context(AgentRuntime(definition, settings))
-        for runtime in runtimes.values():
-            await stack.enter_async_context(running(runtime))
+    async with started(list(AGENTS.values()), settings) as runtimes:
         say(f"Kabuto demo — {len(runtimes)} agents running: {', '.join(runtimes)}\n")
         await issuance(runtimes, alice, bob, say)
 

@@ -140,7 +140,10 @@ class Consumer:
             except Rejected as rejected:
                 return await self._dead_letter(delivery, rejected)
             with structlog.contextvars.bound_contextvars(
+                message_id=str(opened.envelope.message_id),
+                type=opened.envelope.type,
                 correlation_id=str(opened.envelope.correlation_id),
+                causation_id=str(opened.envelope.causation_id or ""),
                 sender=opened.envelope.sender,
             ):
                 return await self._process(delivery, opened)

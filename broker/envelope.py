@@ -120,6 +120,29 @@ def open_delivery(
     return Opened(envelope, spec, _parse_payload(spec, envelope), signer.participant, body_digest(body))
 
 
+def open_event(
+    body: bytes,
+    headers: Mapping[str, object],
+    *,
+    trust: TrustStore,
+    freshness: Freshness,
+    now: datetime,
+) -> Opened:
+    """What an integrator runs on an event: the same checks, for a message to no one."""
+    signer = _verified_signer(body, headers, trust, now)
+    envelope = _parse_envelope(body)
+    _check_sender(envelope, signer)
+    if envelope.recipient is not None:
+        raise SecurityRejected(Reason.MISROUTED, f"{envelope.type} is addressed to {envelope.recipient}")
+    _check_fresh(envelope, freshness, now)
+    spec = _lookup(envelope)
+    if not spec.is_event or signer.participant.role not in spec.senders:
+        raise SecurityRejected(
+            Reason.SENDER_NOT_AUTHORIZED, f"a {signer.participant.role.value} may not publish {spec.type}"
+        )
+    return Opened(envelope, spec, _parse_payload(spec, envelope), signer.participant, body_digest(body))
+
+
 def _header_bytes(headers: Mapping[str, object], name: str) -> bytes | None:
     value = headers.get(name)
     if value is None:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aio_pika
 import asyncpg
@@ -210,14 +210,24 @@ async def running(runtime: AgentRuntime) -> AsyncIterator[AgentRuntime]:
             pass
 
 
+@asynccontextmanager
+async def started(
+    definitions: Sequence[AgentDefinition], settings: Settings, **options: Any
+) -> AsyncIterator[dict[str, AgentRuntime]]:
+    """Open and run several agents for the body of the block; stop and close them after."""
+    async with AsyncExitStack() as stack:
+        runtimes = {
+            d.id: await stack.enter_async_context(AgentRuntime(d, settings, **options))
+            for d in definitions
+        }
+        for runtime in runtimes.values():
+            await stack.enter_async_context(running(runtime))
+        yield runtimes
+
+
 async def serve(definitions: Sequence[AgentDefinition], settings: Settings, stop: asyncio.Event) -> None:
     """Run agents in this process until ``stop`` is set (SIGINT/SIGTERM at the CLI)."""
-    async with AsyncExitStack() as stack:
-        runtimes = [
-            await stack.enter_async_context(AgentRuntime(d, settings)) for d in definitions
-        ]
-        for runtime in runtimes:
-            await stack.enter_async_context(running(runtime))
-        log.info("agents_ready", agents=[r.id for r in runtimes])
+    async with started(definitions, settings) as runtimes:
+        log.info("agents_ready", agents=list(runtimes))
         await stop.wait()
         log.info("agents_stopping")

@@ -158,7 +158,7 @@ async def check_ready(
                 try:
                     found[name] = await _inspect(connection, name)
                     pending.pop(0)
-                except (aiormq.exceptions.AMQPError, asyncio.TimeoutError):
+                except (TimeoutError, aiormq.exceptions.AMQPError):
                     await asyncio.sleep(0.25)  # the queue's leader election is under way
     except TimeoutError as exc:
         raise TopologyError(f"queues not ready after {timeout}s: {', '.join(pending)}") from exc

@@ -9,8 +9,13 @@ from uuid import UUID
 import asyncpg
 
 from agents.issuer.domain import Offering
-from schemas.certificates import ElectronicStockCertificate, ShareClass, SignedCertificate, TransferRestriction
-from schemas.issuance import CertificateIssuanceRequest, CertIdEntry
+from schemas.certificates import (
+    ElectronicStockCertificate,
+    ShareClass,
+    SignedCertificate,
+    TransferRestriction,
+)
+from schemas.issuance import CertIdEntry, CertificateIssuanceRequest
 
 
 class OfferingExists(Exception):

@@ -1,0 +1,125 @@
+"""Fixtures: real RabbitMQ and PostgreSQL, a database and a namespace per test.
+
+The services are required. If either does not answer, every test that needs it errors with
+a message saying how to start it; nothing is skipped. Each test gets its own database
+(cloned from a migrated template, so it starts empty and fast) and its own RabbitMQ name
+prefix, deleted afterwards, so tests never see each other's messages or rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import asyncpg
+import pytest
+
+from broker.migrate import migrate
+from broker.pki import KeyStore, default_participant
+from broker.settings import AGENT_IDS, Settings
+from broker.topology import Names
+from schemas.identity import Role
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+INVESTORS = ("alice", "bob", "carol")
+AMQP_URL = os.environ.get("KABUTO_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+DATABASE_URL = os.environ.get("KABUTO_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+HOW_TO_START = (
+    "Kabuto's tests need RabbitMQ on 127.0.0.1:5672 and PostgreSQL on 127.0.0.1:5432 "
+    "(or KABUTO_TEST_AMQP_URL / KABUTO_TEST_DATABASE_URL). Run `make test`, which starts them, "
+    "or `bash scripts/services.sh`."
+)
+
+
+def database_url(name: str) -> str:
+    return urlunsplit(urlsplit(DATABASE_URL)._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+async def services() -> None:
+    try:
+        connection = await aio_pika.connect(AMQP_URL, timeout=10)
+        await connection.close()
+    except (OSError, aio_pika.exceptions.AMQPError) as exc:
+        pytest.fail(f"RabbitMQ is not reachable at {AMQP_URL}: {exc!r}. {HOW_TO_START}", pytrace=False)
+    try:
+        conn = await asyncpg.connect(DATABASE_URL, timeout=10)
+        await conn.close()
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {DATABASE_URL}: {exc!r}. {HOW_TO_START}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyStore:
+    store = KeyStore(tmp_path_factory.mktemp("keys"))
+    store.init_ca()
+    for agent in AGENT_IDS:
+        if agent != "investor":
+            store.enrol(default_participant(agent, Role(agent)))
+    for investor in INVESTORS:
+        store.enrol(default_participant(investor, Role.INVESTOR, limit=10_000_000))
+    return store
+
+
+@pytest.fixture(scope="session")
+async def template_database(services: None) -> AsyncIterator[str]:
+    name = f"kabuto_template_{os.getpid()}"
+    admin = await asyncpg.connect(DATABASE_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await migrate(database_url(name), MIGRATIONS)
+        yield name
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def database(template_database: str) -> AsyncIterator[str]:
+    name = f"kabuto_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(DATABASE_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        yield database_url(name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def settings(database: str, keys: KeyStore) -> AsyncIterator[Settings]:
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    yield Settings(
+        amqp_url=AMQP_URL,
+        database_url=database,
+        key_dir=keys.root,
+        namespace=namespace,
+        investors=INVESTORS,
+        retry_delays_ms=(50, 100),
+        outbox_idle_poll=timedelta(seconds=2),
+        certid_list_interval=timedelta(hours=1),
+    )
+    await delete_namespace(namespace)
+
+
+async def delete_namespace(namespace: str) -> None:
+    names = Names(namespace)
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        for agent in AGENT_IDS:
+            for queue in (names.inbox(agent), names.dead_letters(agent), *(
+                names.delay(agent, d) for d in (50, 100)
+            )):
+                await channel.queue_delete(queue)
+        await channel.queue_delete(names.journal)
+        for exchange in (names.messages, names.events, names.retry, names.dead):
+            await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()

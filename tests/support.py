@@ -1,0 +1,152 @@
+"""Helpers the tests share: running agents, building requests, reading the broker's queues."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from agents.investor.app import IssuanceOrder, request_certificates
+from agents.issuer import repo as issuer_repo
+from agents.issuer.domain import Offering
+from agents.registry import AGENTS
+from broker.envelope import Sealed, seal
+from broker.pki import Identity
+from broker.runtime import AgentRuntime, started
+from broker.settings import Settings
+from broker.topology import Names
+from schemas.certificates import ShareClass
+from schemas.issuance import CertificateIssuanceRequest, DividendDelivery, DividendMethod
+
+ISSUE = "KBT"
+
+
+@asynccontextmanager
+async def agents(settings: Settings, *ids: str) -> AsyncIterator[dict[str, AgentRuntime]]:
+    async with started([AGENTS[i] for i in ids], settings) as runtimes:
+        yield runtimes
+
+
+def offering(issue_code: str = ISSUE, **changes: Any) -> Offering:
+    values: dict[str, Any] = dict(
+        issue_code=issue_code,
+        company_name="Kabuto Test Industries K.K.",
+        incorporated_on=date(1999, 11, 11),
+        share_class=ShareClass.COMMON,
+        offer_price=Decimal("1000"),
+        shares_offered=100_000,
+        shares_remaining=100_000,
+        minimum_lot=100,
+        par_value_per_share=Decimal("50"),
+    )
+    values.update(changes)
+    return Offering(**values)
+
+
+async def open_offering(issuer: AgentRuntime, offer: Offering | None = None) -> Offering:
+    offer = offer or offering()
+    await issuer.command("issuer", lambda ctx: issuer_repo.open_offering(ctx.connection, offer))
+    return offer
+
+
+def order(shares: int = 500, issue_code: str = ISSUE, holder: str = "Alice") -> IssuanceOrder:
+    return IssuanceOrder(
+        issue_code=issue_code,
+        share_class=ShareClass.COMMON,
+        shares=shares,
+        holder_name=holder,
+        holder_address="1-1 Kabuto-cho, Tokyo",
+        dividend_delivery=DividendDelivery(method=DividendMethod.BANK_TRANSFER, account="0001-234567"),
+    )
+
+
+async def request(investor: AgentRuntime, user: str = "alice", shares: int = 500) -> Any:
+    return await investor.command(user, request_certificates(order(shares, holder=user.capitalize())))
+
+
+def issuance_request(user: str = "alice", shares: int = 500, **changes: Any) -> CertificateIssuanceRequest:
+    values: dict[str, Any] = dict(
+        user_id=user,
+        holder_name=user.capitalize(),
+        holder_address="1-1 Kabuto-cho, Tokyo",
+        issue_code=ISSUE,
+        share_class=ShareClass.COMMON,
+        shares=shares,
+        dividend_delivery=DividendDelivery(method=DividendMethod.BANK_TRANSFER, account="0001-234567"),
+    )
+    values.update(changes)
+    return CertificateIssuanceRequest(**values)
+
+
+def sealed_request(identity: Identity, to: str = "issuer", **changes: Any) -> Sealed:
+    return seal(identity, issuance_request(identity.user_id, **changes), recipient=to, now=datetime.now(UTC))
+
+
+async def publish(
+    settings: Settings, body: bytes, headers: Mapping[str, Any], routing_key: str, message_id: str = ""
+) -> None:
+    """Publish raw bytes to the messages exchange, as any client on the network could."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.get_exchange(Names(settings.namespace).messages)
+        await exchange.publish(
+            aio_pika.Message(body, headers=dict(headers), message_id=message_id or None),
+            routing_key=routing_key,
+        )
+    finally:
+        await connection.close()
+
+
+async def publish_sealed(settings: Settings, sealed: Sealed, routing_key: str | None = None) -> None:
+    await publish(
+        settings,
+        sealed.body,
+        sealed.headers,
+        routing_key or sealed.envelope.recipient or "",
+        str(sealed.envelope.message_id),
+    )
+
+
+async def next_message(settings: Settings, queue_name: str, *, timeout: float = 10) -> AbstractIncomingMessage:
+    """The next message on a queue, consumed and acked; waits for it up to ``timeout``."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(queue_name)
+        async with asyncio.timeout(timeout), queue.iterator() as messages:
+            async for message in messages:
+                await message.ack()
+                return message
+        raise AssertionError("unreachable")
+    finally:
+        await connection.close()
+
+
+async def dead_letter(settings: Settings, agent: str, *, timeout: float = 10) -> AbstractIncomingMessage:
+    return await next_message(settings, Names(settings.namespace).dead_letters(agent), timeout=timeout)
+
+
+async def queue_depth(settings: Settings, queue_name: str) -> int:
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
+
+
+async def rows(runtime: AgentRuntime, sql: str, *args: Any) -> list[dict[str, Any]]:
+    return [dict(r) for r in await runtime.query(lambda c: c.fetch(sql, *args))]
+
+
+def envelope_json(sealed: Sealed) -> dict[str, Any]:
+    return json.loads(sealed.body)

@@ -1,0 +1,73 @@
+"""Settings are read once from KABUTO_* variables; a bad value fails at startup, naming the variable."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import broker.settings
+from broker.settings import Settings, SettingsError, load
+
+ENV = {
+    "KABUTO_AMQP_URL": "amqp://u:p@mq:5672/v",
+    "KABUTO_DATABASE_URL": "postgresql://u@db:5432/k",
+    "KABUTO_KEY_DIR": "/srv/keys",
+    "KABUTO_LOG_LEVEL": "DEBUG",
+    "KABUTO_LOG_FORMAT": "console",
+    "KABUTO_NAMESPACE": "staging",
+    "KABUTO_INVESTORS": " dave , erin ",
+    "KABUTO_MAX_MESSAGE_AGE": "60",
+    "KABUTO_MAX_CLOCK_SKEW": "1.5",
+    "KABUTO_RETRY_DELAYS_MS": "100,100,400",
+    "KABUTO_DELIVERY_LIMIT": "3",
+    "KABUTO_PREFETCH": "7",
+    "KABUTO_OUTBOX_BATCH": "50",
+    "KABUTO_OUTBOX_IDLE_POLL": "0.25",
+    "KABUTO_CERTID_LIST_INTERVAL": "90",
+}
+
+
+def test_no_variables_give_the_defaults() -> None:
+    assert load({}) == Settings()
+
+
+def test_every_variable_is_read() -> None:
+    source = Path(broker.settings.__file__).read_text()
+    assert set(re.findall(r'"(KABUTO_[A-Z_]+)"', source)) == set(ENV)
+    assert load(ENV) == Settings(
+        amqp_url="amqp://u:p@mq:5672/v",
+        database_url="postgresql://u@db:5432/k",
+        key_dir=Path("/srv/keys"),
+        log_level="debug",
+        log_format="console",
+        namespace="staging",
+        investors=("dave", "erin"),
+        max_message_age=timedelta(seconds=60),
+        max_clock_skew=timedelta(seconds=1.5),
+        retry_delays_ms=(100, 100, 400),
+        delivery_limit=3,
+        prefetch=7,
+        outbox_batch=50,
+        outbox_idle_poll=timedelta(seconds=0.25),
+        certid_list_interval=timedelta(seconds=90),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("KABUTO_MAX_MESSAGE_AGE", "abc"),
+        ("KABUTO_MAX_MESSAGE_AGE", "0"),
+        ("KABUTO_RETRY_DELAYS_MS", "500,100"),
+        ("KABUTO_RETRY_DELAYS_MS", "x"),
+        ("KABUTO_LOG_FORMAT", "xml"),
+        ("KABUTO_INVESTORS", ","),
+        ("KABUTO_PREFETCH", "-1"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_its_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load({name: value})
