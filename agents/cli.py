@@ -13,6 +13,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+import aio_pika
+import asyncpg
+
 from agents import commands
 from agents.registry import AGENTS
 from broker import logs
@@ -138,6 +141,10 @@ async def _none(work: Awaitable[None]) -> None:
     await work
 
 
+async def _checked(work: Awaitable[int | None]) -> int | None:
+    return await work
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -147,9 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_level, settings.log_format)
     try:
-        return asyncio.run(dispatch(args, settings)) or 0  # type: ignore[arg-type]
-    except (KabutoError, PkiError, OSError) as exc:
-        print(f"kabuto: {exc}", file=sys.stderr)
+        return asyncio.run(_checked(dispatch(args, settings))) or 0
+    except (asyncpg.InvalidCatalogNameError, asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError) as exc:
+        print(f"kabuto: {exc} — run `kabuto migrate` (or `make setup`) first", file=sys.stderr)
+        return 1
+    except (KabutoError, PkiError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError, OSError) as exc:
+        print(f"kabuto: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

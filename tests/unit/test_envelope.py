@@ -35,7 +35,9 @@ def opened(keys: KeyStore, body: bytes, headers: dict[str, Any], hosted: dict[st
     )
 
 
-def rejection(keys: KeyStore, body: bytes, headers: dict[str, Any], hosted: dict[str, Role] = HOSTED) -> Reason:
+def rejection(
+    keys: KeyStore, body: bytes, headers: dict[str, Any], hosted: dict[str, Role] = HOSTED
+) -> Reason:
     with pytest.raises(Rejected) as caught:
         opened(keys, body, headers, hosted)
     return caught.value.reason
@@ -70,7 +72,8 @@ def test_a_delivery_without_signature_headers_is_unsigned(keys: KeyStore) -> Non
 
 def test_a_signature_header_that_is_not_base64_is_unsigned(keys: KeyStore) -> None:
     sealed = support.sealed_request(keys.load_identity("alice"))
-    assert rejection(keys, sealed.body, {**sealed.headers, SIGNATURE_HEADER: "not base64!"}) is Reason.UNSIGNED
+    headers = {**sealed.headers, SIGNATURE_HEADER: "not base64!"}
+    assert rejection(keys, sealed.body, headers) is Reason.UNSIGNED
 
 
 def test_a_recipient_this_agent_does_not_host_is_misrouted(keys: KeyStore) -> None:

@@ -1,0 +1,99 @@
+"""``kabuto run`` as an operator runs it: a real process, stopped by a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from agents.investor.app import request_certificates
+from broker import ops
+from broker.db import agent_pool
+from broker.pki import KeyStore
+from broker.runtime import execute
+from broker.settings import AGENT_IDS, Settings
+from broker.trust import TrustStore
+from tests import support
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KABUTO_AMQP_URL": settings.amqp_url,
+        "KABUTO_DATABASE_URL": settings.database_url,
+        "KABUTO_KEY_DIR": str(settings.key_dir),
+        "KABUTO_NAMESPACE": settings.namespace,
+        "KABUTO_INVESTORS": ",".join(settings.investors),
+        "KABUTO_RETRY_DELAYS_MS": ",".join(str(d) for d in settings.retry_delays_ms),
+        "KABUTO_LOG_FORMAT": "json",
+        "KABUTO_LOG_LEVEL": "info",
+    }
+
+
+@asynccontextmanager
+async def kabuto_run(settings: Settings, agent: str = "all") -> AsyncIterator[asyncio.subprocess.Process]:
+    """Start ``kabuto run AGENT`` and wait until it logs that its agents are ready."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agents.cli", "run", agent,
+        env=environment(settings),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    async with asyncio.timeout(30):
+        while b'"agents_ready"' not in (line := await process.stderr.readline()):
+            assert line, "kabuto run exited before its agents were ready"
+    drain = asyncio.create_task(process.stderr.read())  # keep the pipe from filling up
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await drain
+
+
+async def stop(process: asyncio.subprocess.Process, sig: signal.Signals) -> int:
+    process.send_signal(sig)
+    async with asyncio.timeout(30):
+        return await process.wait()
+
+
+async def test_run_all_starts_every_agent_and_sigterm_stops_it_cleanly(settings: Settings) -> None:
+    async with kabuto_run(settings) as process:
+        status = await ops.status(settings, AGENT_IDS)
+        assert [(s.agent, s.consumers, s.dead_letters) for s in status] == [
+            (agent, 1, 0) for agent in AGENT_IDS
+        ]
+        assert await stop(process, signal.SIGTERM) == 0
+
+
+async def test_sigint_stops_a_single_agent_cleanly(settings: Settings) -> None:
+    async with kabuto_run(settings, "settlement") as process:
+        status = await ops.status(settings, ["settlement"])
+        assert status[0].consumers == 1
+        assert await stop(process, signal.SIGINT) == 0
+
+
+async def test_work_committed_before_a_stop_is_delivered_after_the_restart(settings: Settings) -> None:
+    keys = KeyStore(settings.key_dir)
+    async with kabuto_run(settings) as process:
+        async with support.agents(settings, "issuer") as rt:  # a second issuer consumer, to open the offering
+            await support.open_offering(rt["issuer"])
+        async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
+            request_id = await execute(
+                pool, "investor", keys.load_identity("alice"),
+                TrustStore(keys.ca_certificate()), request_certificates(support.order()), datetime.now(UTC),
+            )
+        assert await stop(process, signal.SIGTERM) == 0
+
+    async with support.agents(settings, "investor", "issuer", "exchange") as rt:
+        requests = await support.rows(rt["investor"], "SELECT status FROM requests WHERE request_id = $1", request_id)
+        if requests != [{"status": "fulfilled"}]:  # not finished before the stop: it finishes now
+            await rt["investor"].outcomes.reply("certificate.issued", request_id)
+        wallet = await support.rows(rt["investor"], "SELECT holder_user_id, shares FROM wallet")
+        register = await support.rows(rt["issuer"], "SELECT holder_user_id, shares FROM register")
+    assert wallet == register == [{"holder_user_id": "alice", "shares": 500}]
