@@ -155,7 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     try:
         return asyncio.run(_checked(dispatch(args, settings))) or 0
-    except (asyncpg.InvalidCatalogNameError, asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError) as exc:
+    except (
+        asyncpg.InvalidCatalogNameError,
+        asyncpg.UndefinedTableError,
+        asyncpg.InvalidSchemaNameError,
+    ) as exc:
         print(f"kabuto: {exc} — run `kabuto migrate` (or `make setup`) first", file=sys.stderr)
         return 1
     except (KabutoError, PkiError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError, OSError) as exc:

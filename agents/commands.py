@@ -43,8 +43,11 @@ async def ca(args: argparse.Namespace, settings: Settings) -> int:
     keys = KeyStore(settings.key_dir)
     if args.ca_command == "init":
         authority, created = keys.init_ca()
-        print(("created" if created else "kept existing") + f" CA {authority.certificate.subject.rfc4514_string()}"
-              f" in {keys.root}")
+        print(
+            ("created" if created else "kept existing")
+            + f" CA {authority.certificate.subject.rfc4514_string()}"
+            f" in {keys.root}"
+        )
     elif args.ca_command == "enrol":
         participant = default_participant(args.user_id, Role(args.role), args.limit)
         if participant.policy and args.allow_short_selling:
@@ -61,17 +64,21 @@ async def ca(args: argparse.Namespace, settings: Settings) -> int:
     elif args.ca_command == "show":
         identity = keys.load_identity(args.user_id)
         cert = identity.certificate
-        print(f"subject      {cert.subject.rfc4514_string()}\nissuer       {cert.issuer.rfc4514_string()}"
-              f"\nserial       {cert.serial_number:x}\nvalid        {cert.not_valid_before_utc} → "
-              f"{cert.not_valid_after_utc}\nfingerprint  {identity.fingerprint}"
-              f"\nparticipant  {identity.participant.model_dump_json()}")
+        print(
+            f"subject      {cert.subject.rfc4514_string()}\nissuer       {cert.issuer.rfc4514_string()}"
+            f"\nserial       {cert.serial_number:x}\nvalid        {cert.not_valid_before_utc} → "
+            f"{cert.not_valid_after_utc}\nfingerprint  {identity.fingerprint}"
+            f"\nparticipant  {identity.participant.model_dump_json()}"
+        )
     return 0
 
 
 def _enrol(keys: KeyStore, participant: Participant, *, renew: bool = False) -> None:
     identity, created = keys.enrol(participant, renew=renew)
-    print(f"{'enrolled' if created else 'kept'} {identity.user_id} ({participant.role.value}) "
-          f"{identity.fingerprint[:16]}…")
+    print(
+        f"{'enrolled' if created else 'kept'} {identity.user_id} ({participant.role.value}) "
+        f"{identity.fingerprint[:16]}…"
+    )
 
 
 async def demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,12 +88,24 @@ async def demo(args: argparse.Namespace, settings: Settings) -> int:
 
 async def status(args: argparse.Namespace, settings: Settings) -> int:
     rows = await ops.status(settings, AGENT_IDS)
-    print(render.table(
-        ["agent", "inbox", "consumers", "dead letters", "outbox pending", "outbox failed", "outbox lag"],
-        [[s.agent, s.inbox_messages, s.consumers, s.dead_letters, s.outbox_pending, s.outbox_failed,
-          s.outbox_lag] for s in rows],
-        indent="",
-    ))
+    print(
+        render.table(
+            ["agent", "inbox", "consumers", "dead letters", "outbox pending", "outbox failed", "outbox lag"],
+            [
+                [
+                    s.agent,
+                    s.inbox_messages,
+                    s.consumers,
+                    s.dead_letters,
+                    s.outbox_pending,
+                    s.outbox_failed,
+                    s.outbox_lag,
+                ]
+                for s in rows
+            ],
+            indent="",
+        )
+    )
     return 0
 
 
@@ -99,16 +118,25 @@ async def dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     if args.show:
         for letter in letters:
             if letter.message_id == args.show:
-                print(json.dumps({"headers": {k: str(v) for k, v in letter.headers.items()},
-                                  "body": letter.body.decode(errors="replace")}, indent=2))
+                print(
+                    json.dumps(
+                        {
+                            "headers": {k: str(v) for k, v in letter.headers.items()},
+                            "body": letter.body.decode(errors="replace"),
+                        },
+                        indent=2,
+                    )
+                )
                 return 0
         print(f"no dead letter {args.show} for {args.agent}")
         return 1
-    print(render.table(
-        ["message id", "type", "kind", "reason", "detail", "when"],
-        [[d.message_id, d.type, d.kind, d.reason, d.detail[:60], d.dead_lettered_at] for d in letters],
-        indent="",
-    ))
+    print(
+        render.table(
+            ["message id", "type", "kind", "reason", "detail", "when"],
+            [[d.message_id, d.type, d.kind, d.reason, d.detail[:60], d.dead_lettered_at] for d in letters],
+            indent="",
+        )
+    )
     return 0
 
 
@@ -131,24 +159,55 @@ async def _as(settings: Settings, agent: str, user_id: str, action):  # type: ig
 async def issuer(args: argparse.Namespace, settings: Settings) -> int:
     if args.issuer_command == "offer":
         offering = Offering(
-            issue_code=args.issue_code, company_name=args.company,
-            incorporated_on=date.fromisoformat(args.incorporated), share_class=ShareClass(args.share_class),
-            offer_price=args.price, shares_offered=args.shares, shares_remaining=args.shares,
-            minimum_lot=args.lot, par_value_per_share=args.par_value,
+            issue_code=args.issue_code,
+            company_name=args.company,
+            incorporated_on=date.fromisoformat(args.incorporated),
+            share_class=ShareClass(args.share_class),
+            offer_price=args.price,
+            shares_offered=args.shares,
+            shares_remaining=args.shares,
+            minimum_lot=args.lot,
+            par_value_per_share=args.par_value,
         )
-        await _as(settings, "issuer", ISSUER_ID, lambda ctx: issuer_repo.open_offering(ctx.connection, offering))
+        await _as(
+            settings, "issuer", ISSUER_ID, lambda ctx: issuer_repo.open_offering(ctx.connection, offering)
+        )
         print(f"opened offering {offering.issue_code}")
     elif args.issuer_command == "register":
-        rows = await _as(settings, "issuer", ISSUER_ID,
-                         lambda ctx: issuer_repo.register_rows(ctx.connection, args.issue_code))
-        print(render.table(list(rows[0].keys()) if rows else ["register"], [list(r.values()) for r in rows],
-                           indent=""))
+        rows = await _as(
+            settings,
+            "issuer",
+            ISSUER_ID,
+            lambda ctx: issuer_repo.register_rows(ctx.connection, args.issue_code),
+        )
+        print(
+            render.table(
+                list(rows[0].keys()) if rows else ["register"], [list(r.values()) for r in rows], indent=""
+            )
+        )
     elif args.issuer_command == "offerings":
-        offerings = await _as(settings, "issuer", ISSUER_ID, lambda ctx: issuer_repo.offerings(ctx.connection))
-        print(render.table(
-            ["issue", "company", "class", "price", "offered", "remaining", "lot", "status"],
-            [[o.issue_code, o.company_name, o.share_class, o.offer_price, o.shares_offered,
-              o.shares_remaining, o.minimum_lot, o.status] for o in offerings], indent=""))
+        offerings = await _as(
+            settings, "issuer", ISSUER_ID, lambda ctx: issuer_repo.offerings(ctx.connection)
+        )
+        print(
+            render.table(
+                ["issue", "company", "class", "price", "offered", "remaining", "lot", "status"],
+                [
+                    [
+                        o.issue_code,
+                        o.company_name,
+                        o.share_class,
+                        o.offer_price,
+                        o.shares_offered,
+                        o.shares_remaining,
+                        o.minimum_lot,
+                        o.status,
+                    ]
+                    for o in offerings
+                ],
+                indent="",
+            )
+        )
     elif args.issuer_command == "publish-certid-list":
         count = await _as(settings, "issuer", ISSUER_ID, publish_certid_lists)
         print(f"queued CertID lists of {count} issue(s) for the exchange")
@@ -158,10 +217,14 @@ async def issuer(args: argparse.Namespace, settings: Settings) -> int:
 async def investor(args: argparse.Namespace, settings: Settings) -> int:
     if args.investor_command == "request-certificates":
         order = IssuanceOrder(
-            issue_code=args.issue_code, share_class=ShareClass(args.share_class), shares=args.shares,
-            holder_name=args.name, holder_address=args.address,
-            dividend_delivery=DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT,
-                                               account=args.dividend_account),
+            issue_code=args.issue_code,
+            share_class=ShareClass(args.share_class),
+            shares=args.shares,
+            holder_name=args.name,
+            holder_address=args.address,
+            dividend_delivery=DividendDelivery(
+                method=DividendMethod.SETTLEMENT_ACCOUNT, account=args.dividend_account
+            ),
         )
         request_id: UUID = await _as(settings, "investor", args.user, request_certificates(order))
         print(f"request {request_id} queued; `kabuto investor requests --as {args.user}` shows its outcome")
@@ -175,13 +238,18 @@ async def investor(args: argparse.Namespace, settings: Settings) -> int:
         if not wallet:
             print("  (no certificates)")
     elif args.investor_command == "requests":
+
         async def load(ctx: Context) -> list[investor_repo.Request]:
             return await investor_repo.requests(ctx.connection, args.user)
 
         reqs = await _as(settings, "investor", args.user, load)
-        print(render.table(["request", "kind", "issue", "shares", "status", "reason", "CertID"],
-                           [[r.request_id, r.kind, r.issue_code, r.shares, r.status, r.reason, r.cert_id]
-                            for r in reqs], indent=""))
+        print(
+            render.table(
+                ["request", "kind", "issue", "shares", "status", "reason", "CertID"],
+                [[r.request_id, r.kind, r.issue_code, r.shares, r.status, r.reason, r.cert_id] for r in reqs],
+                indent="",
+            )
+        )
     return 0
 
 
@@ -189,9 +257,13 @@ async def exchange(args: argparse.Namespace, settings: Settings) -> int:
     async with agent_pool(settings.database_url, "exchange", max_size=1) as pool:
         async with pool.acquire() as connection:
             entries = await exchange_repo.certid_list(connection, args.issue_code)
-    print(render.table(["issue", "CertID", "holder", "shares", "status", "version"],
-                       [[e.issue_code, e.cert_id, e.user_id, e.shares, e.status, e.version] for e in entries],
-                       indent=""))
+    print(
+        render.table(
+            ["issue", "CertID", "holder", "shares", "status", "version"],
+            [[e.issue_code, e.cert_id, e.user_id, e.shares, e.status, e.version] for e in entries],
+            indent="",
+        )
+    )
     return 0
 
 

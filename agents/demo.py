@@ -55,27 +55,35 @@ async def issuance(runtimes: dict[str, AgentRuntime], alice: str, bob: str, say:
     say(f"  {alice} signs request 32 for 500 shares (request {request_id}).")
     issued = await investor.outcomes.reply("certificate.issued", request_id)
     listed = await exchange.outcomes.reply("certid_list.updated", request_id)
-    say(f"  The issuer examined it, registered {alice} and signed the certificate; "
-        f"{alice}'s wallet verified it ({issued.outcome.value}).")
+    say(
+        f"  The issuer examined it, registered {alice} and signed the certificate; "
+        f"{alice}'s wallet verified it ({issued.outcome.value})."
+    )
     wallet = await investor.command(alice, verified_wallet)
     certificate = next(c for c in wallet if not isinstance(c, CertificateInvalid))
     say("\n" + render.certificate(certificate) + "\n")
 
     register = await issuer.query(lambda c: issuer_repo.register_rows(c, offering.issue_code))
     say("  Shareholder register (issuer, DB16):")
-    say(render.table(
-        ["certificate number", "CertID", "holder", "shares", "status"],
-        [[r["certificate_number"], r["cert_id"], r["holder_user_id"], r["shares"], r["status"]]
-         for r in register],
-        indent="    ",
-    ))
+    say(
+        render.table(
+            ["certificate number", "CertID", "holder", "shares", "status"],
+            [
+                [r["certificate_number"], r["cert_id"], r["holder_user_id"], r["shares"], r["status"]]
+                for r in register
+            ],
+            indent="    ",
+        )
+    )
     entries = await exchange.query(lambda c: exchange_repo.certid_list(c, offering.issue_code))
     say(f"\n  CertID list at the exchange ({listed.outcome.value}):")
-    say(render.table(
-        ["CertID", "holder", "shares", "status", "version"],
-        [[e.cert_id, e.user_id, e.shares, e.status, e.version] for e in entries],
-        indent="    ",
-    ))
+    say(
+        render.table(
+            ["CertID", "holder", "shares", "status", "version"],
+            [[e.cert_id, e.user_id, e.shares, e.status, e.version] for e in entries],
+            indent="    ",
+        )
+    )
 
     too_many = offering.shares_offered // 2
     refused_id = await investor.command(bob, request_certificates(_order(offering, bob, too_many)))
@@ -93,7 +101,7 @@ async def _altered_copy(investor: AgentRuntime, alice: str, say: Say) -> None:
         content = signed.content.replace(b'"shares":500', b'"shares":5000')
         forged = SignedCertificate(content=content, issuer_signature=signed.issuer_signature)
         try:
-            verify_certificate(forged, ctx.trust, ctx.now)
+            verify_certificate(forged, ctx.trust)
         except CertificateInvalid as exc:
             return exc.detail
         raise AssertionError("an altered certificate verified")

@@ -44,7 +44,10 @@ def certificate(esc: ElectronicStockCertificate, *, indent: str = "  ") -> str:
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, indent: str = "  ") -> str:
     text_rows = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in text_rows]) for i, h in enumerate(headers)]
-    line = lambda cells: indent + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+
+    def line(cells: Sequence[str]) -> str:
+        return indent + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+
     out = [line(headers), line(["-" * w for w in widths])]
     out.extend(line(r) for r in text_rows)
     if not text_rows:

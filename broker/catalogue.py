@@ -31,8 +31,16 @@ def asyncapi(namespace: str = "kabuto") -> dict[str, Any]:
         routing = spec.type if spec.is_event else "<recipient participant id>"
         channels[f"{exchange}/{key}"] = {
             "description": f"{spec.summary} Routing key: {routing}.",
-            "bindings": {"amqp": {"is": "routingKey", "exchange": {
-                "name": exchange, "type": "topic" if spec.is_event else "direct", "durable": True}}},
+            "bindings": {
+                "amqp": {
+                    "is": "routingKey",
+                    "exchange": {
+                        "name": exchange,
+                        "type": "topic" if spec.is_event else "direct",
+                        "durable": True,
+                    },
+                }
+            },
             "subscribe": {"message": {"$ref": f"#/components/messages/{key}"}},
         }
     return {

@@ -89,9 +89,7 @@ class Outcomes:
     async def reply(self, type_: str, correlation_id: object, *, timeout: float = 15.0) -> Settled:
         """The outcome of the ``type_`` message in the conversation ``correlation_id``."""
         key = str(correlation_id)
-        return await self.wait(
-            lambda s: s.type == type_ and s.correlation_id == key, timeout=timeout
-        )
+        return await self.wait(lambda s: s.type == type_ and s.correlation_id == key, timeout=timeout)
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for s in self._settled if s.outcome is outcome)
@@ -194,9 +192,7 @@ class Consumer:
             if not inserted:
                 await self._check_redelivery(connection, opened)
                 return True
-            context = Context(
-                connection, identity, self.trust, self.clock(), envelope, opened.sender
-            )
+            context = Context(connection, identity, self.trust, self.clock(), envelope, opened.sender)
             await self.handlers[type(opened.message)](opened.message, context)
             await outbox.store(connection, self.agent, context.emitted)
         return False
@@ -212,9 +208,7 @@ class Consumer:
                 f"message id {opened.envelope.message_id} was already used for other content",
             )
 
-    async def _retry_or_give_up(
-        self, delivery: AbstractIncomingMessage, exc: Exception
-    ) -> Settled:
+    async def _retry_or_give_up(self, delivery: AbstractIncomingMessage, exc: Exception) -> Settled:
         attempt = _attempt(delivery)
         detail = f"{type(exc).__name__}: {exc}"[:1000]
         if attempt > len(self.retry_delays_ms):
@@ -260,11 +254,4 @@ def _attempt(delivery: AbstractIncomingMessage) -> int:
 
 
 def _copy(delivery: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
-    return aio_pika.Message(
-        delivery.body,
-        headers=headers,
-        message_id=delivery.message_id,
-        type=delivery.type,
-        content_type=delivery.content_type,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-    )
+    return outbox.amqp_message(delivery.message_id, delivery.type, delivery.body, headers)

@@ -3,7 +3,9 @@
 Each agent connects with ``search_path`` set to its schema and ``role`` set to
 ``kabuto_<agent>``, a role the migrations grant rights on that schema only, so a query that
 strays into another agent's schema fails with a permission error instead of succeeding.
-Both are startup parameters, so they survive the pool's ``RESET ALL`` between uses.
+Both are startup parameters, so they survive the pool's ``RESET ALL`` between uses. The
+role guards against mistakes, not attacks: code that ran ``RESET ROLE`` would regain the
+login user's rights, so a production deployment gives each agent its own login role.
 """
 
 from __future__ import annotations
@@ -19,9 +21,7 @@ def role_of(agent: str) -> str:
 
 
 @asynccontextmanager
-async def agent_pool(
-    database_url: str, agent: str, *, max_size: int = 4
-) -> AsyncIterator[asyncpg.Pool]:
+async def agent_pool(database_url: str, agent: str, *, max_size: int = 4) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(
         database_url,
         min_size=1,

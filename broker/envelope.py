@@ -155,9 +155,7 @@ def _header_bytes(headers: Mapping[str, object], name: str) -> bytes | None:
         raise SecurityRejected(Reason.UNSIGNED, f"header {name} is not base64") from exc
 
 
-def _verified_signer(
-    body: bytes, headers: Mapping[str, object], trust: TrustStore, now: datetime
-) -> Signer:
+def _verified_signer(body: bytes, headers: Mapping[str, object], trust: TrustStore, now: datetime) -> Signer:
     signature = _header_bytes(headers, SIGNATURE_HEADER)
     claimed = headers.get(SIGNER_HEADER)
     if signature is None or not isinstance(claimed, str | bytes):
@@ -211,9 +209,7 @@ def _check_fresh(envelope: Envelope, freshness: Freshness, now: datetime) -> Non
 def _lookup(envelope: Envelope) -> MessageSpec:
     spec = catalogue.lookup(envelope.type, envelope.version)
     if spec is None:
-        raise InputRejected(
-            Reason.UNKNOWN_MESSAGE_TYPE, f"no message {envelope.type} v{envelope.version}"
-        )
+        raise InputRejected(Reason.UNKNOWN_MESSAGE_TYPE, f"no message {envelope.type} v{envelope.version}")
     return spec
 
 

@@ -40,6 +40,7 @@ class Reason(StrEnum):
     UNKNOWN_MESSAGE_TYPE = "unknown_message_type"
     SCHEMA_VIOLATION = "schema_violation"
     STOCK_CERTIFICATE_INVALID = "stock_certificate_invalid"
+    UNSOLICITED = "unsolicited"
     RETRIES_EXHAUSTED = "retries_exhausted"
 
 

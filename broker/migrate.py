@@ -62,8 +62,8 @@ async def ensure_database(database_url: str) -> bool:
     admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
     try:
         await admin.execute(f'CREATE DATABASE "{name.replace(chr(34), "")}"')
-    except asyncpg.DuplicateDatabaseError:
-        return False
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+        return False  # created meanwhile by another runner (PostgreSQL reports either)
     finally:
         await admin.close()
     return True

@@ -24,8 +24,14 @@ from broker.outbox import amqp_message
 from broker.settings import Settings
 from broker.topology import Names, TopologyError, check_ready
 
-KABUTO_HEADERS = ("x-kabuto-reason", "x-kabuto-detail", "x-kabuto-kind", "x-kabuto-agent",
-                  "x-kabuto-routing-key", "x-kabuto-dead-lettered-at")
+KABUTO_HEADERS = (
+    "x-kabuto-reason",
+    "x-kabuto-detail",
+    "x-kabuto-kind",
+    "x-kabuto-agent",
+    "x-kabuto-routing-key",
+    "x-kabuto-dead-lettered-at",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +71,9 @@ async def status(settings: Settings, agents: Sequence[str]) -> list[AgentStatus]
         await connection.close()
 
 
-async def _queues(connection: aio_pika.abc.AbstractConnection, names: list[str]) -> dict[str, tuple[int, int]]:
+async def _queues(
+    connection: aio_pika.abc.AbstractConnection, names: list[str]
+) -> dict[str, tuple[int, int]]:
     found = {}
     for name in names:
         try:
@@ -124,8 +132,10 @@ def _dead_letter(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
     headers = dict(message.headers)
     reason, detail = headers.get("x-kabuto-reason"), headers.get("x-kabuto-detail", "")
     if reason is None:  # dead-lettered by the broker itself, e.g. past the delivery limit
-        deaths = headers.get("x-death") or [{}]
-        reason = f"broker:{deaths[0].get('reason', 'unknown')}"  # type: ignore[index, union-attr]
+        deaths = headers.get("x-death")
+        first = deaths[0] if isinstance(deaths, list) and deaths else {}
+        why = first.get("reason", "unknown") if isinstance(first, dict) else "unknown"
+        reason = f"broker:{why!s}"
     return DeadLetter(
         delivery_tag=message.delivery_tag or 0,
         message_id=message.message_id,
@@ -154,12 +164,22 @@ async def replay(settings: Settings, agent: str, message_id: str) -> bool:
                 return False
             if message.message_id != message_id:
                 continue  # left unacked: requeued when the channel closes
-            headers = {k: v for k, v in message.headers.items() if k not in KABUTO_HEADERS
-                       and k not in ("x-death", "x-kabuto-attempt", "x-first-death-exchange",
-                                     "x-first-death-queue", "x-first-death-reason")}
+            headers = {
+                k: v
+                for k, v in message.headers.items()
+                if k not in KABUTO_HEADERS
+                and k
+                not in (
+                    "x-death",
+                    "x-kabuto-attempt",
+                    "x-first-death-exchange",
+                    "x-first-death-queue",
+                    "x-first-death-reason",
+                )
+            }
             routing_key = str(message.headers.get("x-kabuto-routing-key") or agent)
             await messages.publish(
-                amqp_message(message_id, message.type or "", message.body, headers),
+                amqp_message(message_id, message.type, message.body, headers),
                 routing_key=routing_key,
             )
             await message.ack()

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -65,11 +66,12 @@ def _row(sealed: Sealed) -> tuple[object, ...]:
 
 
 def amqp_message(
-    message_id: str, message_type: str, body: bytes, headers: dict[str, object]
+    message_id: str | None, message_type: str | None, body: bytes, headers: Mapping[str, Any]
 ) -> aio_pika.Message:
+    """A persistent AMQP message; the body is published byte for byte."""
     return aio_pika.Message(
         body,
-        headers=headers,  # type: ignore[arg-type]
+        headers=dict(headers),
         message_id=message_id,
         type=message_type,
         content_type="application/json",

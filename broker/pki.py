@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from cryptography import x509
@@ -186,9 +187,7 @@ class CertificateAuthority:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_signing_key_usage(ca=False), critical=True)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                    self.private_key.public_key()
-                ),
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.private_key.public_key()),
                 critical=False,
             )
             .add_extension(extension, critical=False)
@@ -286,9 +285,7 @@ class KeyStore:
             return self.load_ca(), False
         ca = create_ca(name, register_path=self.register_path)
         _write_private(self.ca_key_path, _private_pem(ca.private_key))
-        _write_public(
-            self.ca_certificate_path, ca.certificate.public_bytes(serialization.Encoding.PEM)
-        )
+        _write_public(self.ca_certificate_path, ca.certificate.public_bytes(serialization.Encoding.PEM))
         return ca, True
 
     def load_ca(self) -> CertificateAuthority:
@@ -353,5 +350,5 @@ def default_participant(user_id: str, role: Role, limit: int | None = None) -> P
     """The participant an enrolment creates; investors get the certificate policy."""
     policy = None
     if role is Role.INVESTOR:
-        policy = CertificatePolicy(account_usage_limit=limit if limit is not None else 10_000_000)
+        policy = CertificatePolicy(account_usage_limit=Decimal(limit if limit is not None else 10_000_000))
     return Participant(user_id=user_id, role=role, policy=policy)

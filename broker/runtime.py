@@ -10,7 +10,7 @@ acked is redelivered, anything committed but not published is published on the n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +35,7 @@ from schemas.identity import Role
 
 log = logs.get("kabuto.runtime")
 T = TypeVar("T")
-Background = Callable[["AgentRuntime"], Awaitable[None]]
+Background = Callable[["AgentRuntime"], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +98,7 @@ class AgentRuntime:
             pid: self.keys.load_identity(pid) for pid in self.definition.participant_ids(settings)
         }
         self.trust = trust = TrustStore(self.keys.ca_certificate(), self.keys.certificates())
-        self.pool = await self._stack.enter_async_context(
-            agent_pool(settings.database_url, self.id)
-        )
+        self.pool = await self._stack.enter_async_context(agent_pool(settings.database_url, self.id))
         self.connection = await aio_pika.connect_robust(
             settings.amqp_url, client_properties={"connection_name": f"kabuto-{self.id}"}
         )
@@ -120,8 +118,12 @@ class AgentRuntime:
             clock=self.clock,
         )
         self.relay = OutboxRelay(
-            self.id, self.pool, exchanges, settings.database_url,
-            settings.outbox_batch, settings.outbox_idle_poll,
+            self.id,
+            self.pool,
+            exchanges,
+            settings.database_url,
+            settings.outbox_batch,
+            settings.outbox_idle_poll,
         )
 
     async def _declare(self) -> topology.Exchanges:
@@ -217,8 +219,7 @@ async def started(
     """Open and run several agents for the body of the block; stop and close them after."""
     async with AsyncExitStack() as stack:
         runtimes = {
-            d.id: await stack.enter_async_context(AgentRuntime(d, settings, **options))
-            for d in definitions
+            d.id: await stack.enter_async_context(AgentRuntime(d, settings, **options)) for d in definitions
         }
         for runtime in runtimes.values():
             await stack.enter_async_context(running(runtime))

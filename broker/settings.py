@@ -125,7 +125,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         prefetch=_int(env, "KABUTO_PREFETCH", defaults.prefetch),
         outbox_batch=_int(env, "KABUTO_OUTBOX_BATCH", defaults.outbox_batch),
         outbox_idle_poll=_seconds(env, "KABUTO_OUTBOX_IDLE_POLL", defaults.outbox_idle_poll),
-        certid_list_interval=_seconds(
-            env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval
-        ),
+        certid_list_interval=_seconds(env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval),
     )

@@ -8,12 +8,14 @@ so that a message naming a signer without attaching its certificate can still be
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker.errors import Reason, SecurityRejected
 from broker.pki import PkiError, fingerprint, participant_of
@@ -28,8 +30,11 @@ class Signer:
 
     def verify(self, signature: bytes, data: bytes) -> None:
         """Raise ``SecurityRejected(signature_invalid)`` unless the signature covers ``data``."""
+        key = self.certificate.public_key()
+        if not isinstance(key, Ed25519PublicKey):
+            raise SecurityRejected(Reason.CERTIFICATE_INVALID, "signer key is not Ed25519")
         try:
-            self.certificate.public_key().verify(signature, data)  # type: ignore[call-arg]
+            key.verify(signature, data)
         except InvalidSignature as exc:
             raise SecurityRejected(
                 Reason.SIGNATURE_INVALID, f"signature of {self.participant.user_id} does not verify"
@@ -47,13 +52,27 @@ class TrustStore:
         return self._ca
 
     def signer(self, claimed_fingerprint: str, attached_der: bytes | None, now: datetime) -> Signer:
-        """The verified signer named by a message, or a ``SecurityRejected`` saying why not."""
+        """The signer named by a message, verified and valid ``now``; else ``SecurityRejected``."""
+        signer = self.chained(claimed_fingerprint, attached_der)
+        _check_validity(self._ca, "the Kabuto CA", now)
+        _check_validity(signer.certificate, signer.participant.user_id, now)
+        return signer
+
+    def chained(self, claimed_fingerprint: str, attached_der: bytes | None) -> Signer:
+        """The signer's certificate checked against the CA, whatever the time.
+
+        For a document signed in the past (a stock certificate) the caller decides at which
+        moment the signer's certificate had to be valid.
+        """
+        if attached_der is not None and hashlib.sha256(attached_der).hexdigest() != claimed_fingerprint:
+            raise SecurityRejected(
+                Reason.CERTIFICATE_INVALID, "attached certificate is not the one the message names"
+            )
         signer = self._chained.get(claimed_fingerprint)
         if signer is None:
             certificate = self._certificate(claimed_fingerprint, attached_der)
             signer = self._chain(certificate, claimed_fingerprint)
             self._chained[claimed_fingerprint] = signer
-        _check_validity(signer, now)
         return signer
 
     def _certificate(self, claimed: str, attached_der: bytes | None) -> x509.Certificate:
@@ -84,8 +103,10 @@ class TrustStore:
                 Reason.CERTIFICATE_UNTRUSTED,
                 f"certificate {claimed[:16]}… was not issued by the Kabuto CA",
             ) from exc
-        if _is_ca(certificate):
-            raise SecurityRejected(Reason.CERTIFICATE_INVALID, "a CA certificate cannot sign messages")
+        if _is_ca(certificate) or not _may_sign(certificate):
+            raise SecurityRejected(
+                Reason.CERTIFICATE_INVALID, "the certificate is not for signing (CA or key usage)"
+            )
         try:
             participant = participant_of(certificate)
         except (PkiError, ValueError) as exc:
@@ -100,15 +121,21 @@ def _is_ca(certificate: x509.Certificate) -> bool:
         return False
 
 
-def _check_validity(signer: Signer, now: datetime) -> None:
-    cert = signer.certificate
+def _check_validity(cert: x509.Certificate, whose: str, now: datetime) -> None:
     if now < cert.not_valid_before_utc:
         raise SecurityRejected(
             Reason.CERTIFICATE_NOT_YET_VALID,
-            f"certificate of {signer.participant.user_id} is valid from {cert.not_valid_before_utc}",
+            f"certificate of {whose} is valid from {cert.not_valid_before_utc}",
         )
     if now >= cert.not_valid_after_utc:
         raise SecurityRejected(
-            Reason.CERTIFICATE_EXPIRED,
-            f"certificate of {signer.participant.user_id} expired {cert.not_valid_after_utc}",
+            Reason.CERTIFICATE_EXPIRED, f"certificate of {whose} expired {cert.not_valid_after_utc}"
         )
+
+
+def _may_sign(certificate: x509.Certificate) -> bool:
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return bool(usage.digital_signature)

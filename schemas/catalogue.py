@@ -7,6 +7,7 @@ and the roles that may send and receive it.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
@@ -28,7 +29,7 @@ class Message(BaseModel):
 class MessageSpec:
     type: str
     version: int
-    model: type[Message]
+    model: builtins.type[Message]
     senders: frozenset[Role]
     # Empty for an event: it goes to the integrators' topic exchange, not to one participant.
     recipients: frozenset[Role]

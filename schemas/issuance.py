@@ -28,9 +28,7 @@ class DividendDelivery(BaseModel):
     account: str = Field(min_length=1, max_length=200)
 
 
-@message(
-    "certificate.issuance.request", senders={Role.INVESTOR}, recipients={Role.ISSUER}
-)
+@message("certificate.issuance.request", senders={Role.INVESTOR}, recipients={Role.ISSUER})
 class CertificateIssuanceRequest(Message):
     """An investor asks for certificates of a new share issue (seed 001 message 32, Fig. 5)."""
 

@@ -114,9 +114,11 @@ async def delete_namespace(namespace: str) -> None:
     try:
         channel = await connection.channel()
         for agent in AGENT_IDS:
-            for queue in (names.inbox(agent), names.dead_letters(agent), *(
-                names.delay(agent, d) for d in (50, 100)
-            )):
+            for queue in (
+                names.inbox(agent),
+                names.dead_letters(agent),
+                *(names.delay(agent, d) for d in (50, 100)),
+            ):
                 await channel.queue_delete(queue)
         await channel.queue_delete(names.journal)
         for exchange in (names.messages, names.events, names.retry, names.dead):

@@ -6,9 +6,10 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from uuid import uuid4
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -22,7 +23,7 @@ from broker.pki import Identity
 from broker.runtime import AgentRuntime, started
 from broker.settings import Settings
 from broker.topology import Names
-from schemas.certificates import ShareClass
+from schemas.certificates import ElectronicStockCertificate, ShareClass, TransferRestriction
 from schemas.issuance import CertificateIssuanceRequest, DividendDelivery, DividendMethod
 
 ISSUE = "KBT"
@@ -115,7 +116,9 @@ async def publish_sealed(settings: Settings, sealed: Sealed, routing_key: str | 
     )
 
 
-async def next_message(settings: Settings, queue_name: str, *, timeout: float = 10) -> AbstractIncomingMessage:
+async def next_message(
+    settings: Settings, queue_name: str, *, timeout: float = 10
+) -> AbstractIncomingMessage:
     """The next message on a queue, consumed and acked; waits for it up to ``timeout``."""
     connection = await aio_pika.connect(settings.amqp_url)
     try:
@@ -150,3 +153,27 @@ async def rows(runtime: AgentRuntime, sql: str, *args: Any) -> list[dict[str, An
 
 def envelope_json(sealed: Sealed) -> dict[str, Any]:
     return json.loads(sealed.body)
+
+
+def stock_certificate(shares: int = 500, **changes: Any) -> ElectronicStockCertificate:
+    today = date.today()
+    return ElectronicStockCertificate(
+        company_name="Kabuto Test Industries K.K.",
+        incorporated_on=date(1999, 11, 11),
+        certificate_number=f"{ISSUE}-00000001",
+        cert_id=uuid4(),
+        shares=shares,
+        par_value_per_share=Decimal("50"),
+        currency="JPY",
+        issued_on=today,
+        expires_on=today + timedelta(days=3650),
+        holder_name="Alice",
+        holder_user_id="alice",
+        share_class=ShareClass.COMMON,
+        convertible_details=None,
+        transfer_restriction=TransferRestriction.NONE,
+        issuing_agent_name="Kabuto Issuing Agent (issuer)",
+        issuing_agent_address="kabuto:issuer",
+        issue_code=ISSUE,
+        issuing_agent_id="issuer",
+    ).model_copy(update=changes)

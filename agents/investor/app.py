@@ -9,6 +9,7 @@ from uuid import UUID
 from agents.investor import domain, repo
 from broker import logs
 from broker.context import Context
+from broker.errors import Reason, SecurityRejected
 from broker.runtime import AgentDefinition
 from broker.stock_certificates import CertificateInvalid, verify_certificate
 from schemas.certificates import ElectronicStockCertificate, ShareClass
@@ -62,15 +63,23 @@ def request_certificates(order: IssuanceOrder) -> Callable[[Context], Awaitable[
 async def on_certificate_issued(message: CertificateIssued, ctx: Context) -> None:
     """Verify the delivered certificate, then keep it in the wallet (R-001-18)."""
     assert ctx.sender is not None
-    certificate = verify_certificate(message.certificate, ctx.trust, ctx.now)
-    domain.check_delivered(certificate, holder=ctx.identity.user_id, delivered_by=ctx.sender.user_id)
+    certificate = verify_certificate(message.certificate, ctx.trust)
+    domain.check_delivered(
+        certificate, holder=ctx.identity.user_id, delivered_by=ctx.sender.user_id, today=ctx.now.date()
+    )
+    if not await repo.fulfil_request(ctx.connection, message.request_id, certificate):
+        raise SecurityRejected(
+            Reason.UNSOLICITED, f"no pending request {message.request_id} for this certificate"
+        )
     await repo.keep(ctx.connection, certificate, message.certificate)
-    await repo.fulfil_request(ctx.connection, message.request_id, certificate.cert_id)
     log.info("certificate_kept", cert_id=str(certificate.cert_id), shares=certificate.shares)
 
 
 async def on_issuance_refused(message: CertificateIssuanceRefused, ctx: Context) -> None:
-    await repo.refuse_request(ctx.connection, message.request_id, message.reason.value, message.detail)
+    if not await repo.refuse_request(
+        ctx.connection, message.request_id, ctx.identity.user_id, message.reason.value, message.detail
+    ):
+        raise SecurityRejected(Reason.UNSOLICITED, f"no pending request {message.request_id}")
     log.info("issuance_refused", reason=message.reason.value, detail=message.detail)
 
 
@@ -79,7 +88,7 @@ async def verified_wallet(ctx: Context) -> list[ElectronicStockCertificate | Cer
     results: list[ElectronicStockCertificate | CertificateInvalid] = []
     for signed in await repo.held(ctx.connection, ctx.identity.user_id):
         try:
-            results.append(verify_certificate(signed, ctx.trust, ctx.now))
+            results.append(verify_certificate(signed, ctx.trust))
         except CertificateInvalid as exc:
             results.append(exc)
     return results

@@ -44,25 +44,38 @@ async def record_request(
     )
 
 
-async def fulfil_request(connection: asyncpg.Connection, request_id: UUID, cert_id: UUID) -> None:
-    await connection.execute(
+async def fulfil_request(
+    connection: asyncpg.Connection, request_id: UUID, certificate: ElectronicStockCertificate
+) -> bool:
+    """Mark the pending request this certificate answers; False if there is none."""
+    fulfilled = await connection.fetchval(
         """UPDATE requests SET status = 'fulfilled', cert_id = $2, updated_at = now()
-           WHERE request_id = $1""",
+           WHERE request_id = $1 AND status = 'sent' AND user_id = $3
+             AND issue_code = $4 AND shares = $5
+           RETURNING true""",
         request_id,
-        cert_id,
+        certificate.cert_id,
+        certificate.holder_user_id,
+        certificate.issue_code,
+        certificate.shares,
     )
+    return bool(fulfilled)
 
 
 async def refuse_request(
-    connection: asyncpg.Connection, request_id: UUID, reason: str, detail: str
-) -> None:
-    await connection.execute(
-        """UPDATE requests SET status = 'refused', reason = $2, detail = $3, updated_at = now()
-           WHERE request_id = $1""",
+    connection: asyncpg.Connection, request_id: UUID, user_id: str, reason: str, detail: str
+) -> bool:
+    """Record the refusal of a pending request; False if there is none."""
+    refused = await connection.fetchval(
+        """UPDATE requests SET status = 'refused', reason = $3, detail = $4, updated_at = now()
+           WHERE request_id = $1 AND user_id = $2 AND status = 'sent'
+           RETURNING true""",
         request_id,
+        user_id,
         reason,
         detail,
     )
+    return bool(refused)
 
 
 async def requests(connection: asyncpg.Connection, user_id: str) -> list[Request]:

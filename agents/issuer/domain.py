@@ -95,9 +95,7 @@ def _check_policy(
 ) -> Refusal | None:
     policy = requester.policy
     if policy is None:
-        return Refusal(
-            IssuanceRefusal.NO_CERTIFICATE_POLICY, "the identity certificate carries no policy"
-        )
+        return Refusal(IssuanceRefusal.NO_CERTIFICATE_POLICY, "the identity certificate carries no policy")
     if policy.currency != offering.currency:
         return Refusal(
             IssuanceRefusal.ACCOUNT_USAGE_LIMIT_EXCEEDED,

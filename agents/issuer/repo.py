@@ -50,9 +50,7 @@ async def open_offering(connection: asyncpg.Connection, offering: Offering) -> N
 
 async def offering_for_update(connection: asyncpg.Connection, issue_code: str) -> Offering | None:
     """The offering, locked until the transaction ends so allocations never race."""
-    row = await connection.fetchrow(
-        "SELECT * FROM offerings WHERE issue_code = $1 FOR UPDATE", issue_code
-    )
+    row = await connection.fetchrow("SELECT * FROM offerings WHERE issue_code = $1 FOR UPDATE", issue_code)
     return _offering(row) if row else None
 
 
@@ -129,9 +127,7 @@ async def register(
     )
 
 
-async def record_signed(
-    connection: asyncpg.Connection, cert_id: UUID, signed: SignedCertificate
-) -> None:
+async def record_signed(connection: asyncpg.Connection, cert_id: UUID, signed: SignedCertificate) -> None:
     await connection.execute(
         "INSERT INTO issued_certificates (cert_id, content, signature) VALUES ($1, $2, $3)",
         cert_id,
@@ -184,8 +180,7 @@ async def certid_snapshots(connection: asyncpg.Connection) -> list[CertIdSnapsho
             issue["issue_code"],
         )
         entries = tuple(
-            CertIdEntry(cert_id=r["cert_id"], user_id=r["holder_user_id"], shares=r["shares"])
-            for r in rows
+            CertIdEntry(cert_id=r["cert_id"], user_id=r["holder_user_id"], shares=r["shares"]) for r in rows
         )
         snapshots.append(
             CertIdSnapshot(

@@ -32,14 +32,25 @@ async def test_investor_receives_a_signed_certificate_and_the_exchange_lists_it(
         wallet = await investor.command("alice", verified_wallet)
         assert len(wallet) == 1 and not isinstance(wallet[0], CertificateInvalid)
         certificate = wallet[0]
-        assert (certificate.holder_user_id, certificate.shares, certificate.issue_code) == ("alice", 500, offer.issue_code)
+        assert (certificate.holder_user_id, certificate.shares, certificate.issue_code) == (
+            "alice",
+            500,
+            offer.issue_code,
+        )
         assert certificate.company_name == offer.company_name
         assert certificate.certificate_number == f"{offer.issue_code}-00000001"
 
-        register = await support.rows(issuer, "SELECT cert_id, holder_user_id, shares, status, dividend_method FROM register")
+        register = await support.rows(
+            issuer, "SELECT cert_id, holder_user_id, shares, status, dividend_method FROM register"
+        )
         assert register == [
-            {"cert_id": certificate.cert_id, "holder_user_id": "alice", "shares": 500, "status": "valid",
-             "dividend_method": "bank_transfer"}
+            {
+                "cert_id": certificate.cert_id,
+                "holder_user_id": "alice",
+                "shares": 500,
+                "status": "valid",
+                "dividend_method": "bank_transfer",
+            }
         ]
         remaining = await support.rows(issuer, "SELECT shares_remaining FROM offerings")
         assert remaining == [{"shares_remaining": offer.shares_offered - 500}]
@@ -96,7 +107,9 @@ async def test_refused_request_is_answered_with_a_reason_and_registers_nothing(s
         requests = await investor.query(lambda c: investor_repo.requests(c, "bob"))
         assert [(r.status, r.reason) for r in requests] == [("refused", "account_usage_limit_exceeded")]
         assert await support.rows(issuer, "SELECT * FROM register") == []
-        assert await support.rows(issuer, "SELECT shares_remaining FROM offerings") == [{"shares_remaining": 100_000}]
+        assert await support.rows(issuer, "SELECT shares_remaining FROM offerings") == [
+            {"shares_remaining": 100_000}
+        ]
         assert await support.rows(issuer, "SELECT outcome, reason FROM issuance_requests") == [
             {"outcome": "refused", "reason": "account_usage_limit_exceeded"}
         ]

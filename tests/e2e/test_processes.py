@@ -38,7 +38,11 @@ def environment(settings: Settings) -> dict[str, str]:
 async def kabuto_run(settings: Settings, agent: str = "all") -> AsyncIterator[asyncio.subprocess.Process]:
     """Start ``kabuto run AGENT`` and wait until it logs that its agents are ready."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agents.cli", "run", agent,
+        sys.executable,
+        "-m",
+        "agents.cli",
+        "run",
+        agent,
         env=environment(settings),
         stderr=asyncio.subprocess.PIPE,
     )
@@ -85,13 +89,19 @@ async def test_work_committed_before_a_stop_is_delivered_after_the_restart(setti
             await support.open_offering(rt["issuer"])
         async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
             request_id = await execute(
-                pool, "investor", keys.load_identity("alice"),
-                TrustStore(keys.ca_certificate()), request_certificates(support.order()), datetime.now(UTC),
+                pool,
+                "investor",
+                keys.load_identity("alice"),
+                TrustStore(keys.ca_certificate()),
+                request_certificates(support.order()),
+                datetime.now(UTC),
             )
         assert await stop(process, signal.SIGTERM) == 0
 
     async with support.agents(settings, "investor", "issuer", "exchange") as rt:
-        requests = await support.rows(rt["investor"], "SELECT status FROM requests WHERE request_id = $1", request_id)
+        requests = await support.rows(
+            rt["investor"], "SELECT status FROM requests WHERE request_id = $1", request_id
+        )
         if requests != [{"status": "fulfilled"}]:  # not finished before the stop: it finishes now
             await rt["investor"].outcomes.reply("certificate.issued", request_id)
         wallet = await support.rows(rt["investor"], "SELECT holder_user_id, shares FROM wallet")

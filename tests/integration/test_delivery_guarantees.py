@@ -103,6 +103,7 @@ async def test_outbox_relay_wakes_on_commit_rather_than_polling(settings: Settin
 
 async def test_unroutable_message_is_parked_as_an_error_not_dropped(settings: Settings, keys: Any) -> None:
     async with AgentRuntime(AGENT_INVESTOR, settings) as investor:
+
         async def to_nobody(ctx: Context) -> None:
             ctx.emit(support.issuance_request("alice"), to="nobody")
 
@@ -114,7 +115,9 @@ async def test_unroutable_message_is_parked_as_an_error_not_dropped(settings: Se
         assert await investor.relay.publish_pending() == 0  # parked rows are not retried blindly
 
 
-async def test_transient_failures_are_retried_with_back_off_then_succeed(settings: Settings, keys: Any) -> None:
+async def test_transient_failures_are_retried_with_back_off_then_succeed(
+    settings: Settings, keys: Any
+) -> None:
     failures = {"left": 2}
 
     async def flaky(request: CertificateIssuanceRequest, ctx: Context) -> None:
@@ -156,4 +159,3 @@ async def test_retries_are_capped_then_dead_lettered_with_their_reason(settings:
     assert "settlement ledger unreachable" in str(letter.headers["x-kabuto-detail"])
     assert letter.body == sealed.body
     assert issuer.outcomes.count(Outcome.RETRY_SCHEDULED) == len(settings.retry_delays_ms)
-

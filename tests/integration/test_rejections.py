@@ -12,8 +12,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -34,10 +33,7 @@ from broker.stock_certificates import CertificateInvalid, sign_certificate, veri
 from broker.topology import Names
 from broker.trust import TrustStore
 from schemas.certificates import (
-    ElectronicStockCertificate,
-    ShareClass,
     SignedCertificate,
-    TransferRestriction,
 )
 from schemas.envelope import CERTIFICATE_HEADER, SIGNATURE_HEADER
 from schemas.identity import Role
@@ -281,30 +277,6 @@ async def test_the_same_bytes_delivered_again_are_absorbed_not_treated_as_a_repl
 # --- stock certificates ------------------------------------------------------------------
 
 
-def stock_certificate(shares: int = 500) -> ElectronicStockCertificate:
-    today = date.today()
-    return ElectronicStockCertificate(
-        company_name="Kabuto Test Industries K.K.",
-        incorporated_on=date(1999, 11, 11),
-        certificate_number=f"{support.ISSUE}-00000001",
-        cert_id=uuid4(),
-        shares=shares,
-        par_value_per_share=Decimal("50"),
-        currency="JPY",
-        issued_on=today,
-        expires_on=today + timedelta(days=3650),
-        holder_name="Alice",
-        holder_user_id="alice",
-        share_class=ShareClass.COMMON,
-        convertible_details=None,
-        transfer_restriction=TransferRestriction.NONE,
-        issuing_agent_name="Kabuto Issuing Agent (issuer)",
-        issuing_agent_address="kabuto:issuer",
-        issue_code=support.ISSUE,
-        issuing_agent_id="issuer",
-    )
-
-
 def altered(signed: SignedCertificate) -> SignedCertificate:
     """The same signature over content whose share count was changed."""
     content = signed.content.replace(b'"shares":500', b'"shares":900')
@@ -313,12 +285,12 @@ def altered(signed: SignedCertificate) -> SignedCertificate:
 
 
 def test_verify_certificate_returns_the_genuine_certificate_and_refuses_altered_bytes(keys: KeyStore) -> None:
-    trust, now = TrustStore(keys.ca_certificate()), datetime.now(UTC)
-    certificate = stock_certificate(shares=500)
+    trust = TrustStore(keys.ca_certificate())
+    certificate = support.stock_certificate(shares=500)
     genuine = sign_certificate(keys.load_identity("issuer"), certificate)
-    assert verify_certificate(genuine, trust, now) == certificate
+    assert verify_certificate(genuine, trust) == certificate
     with pytest.raises(CertificateInvalid) as refused:
-        verify_certificate(altered(genuine), trust, now)
+        verify_certificate(altered(genuine), trust)
     assert refused.value.reason is Reason.STOCK_CERTIFICATE_INVALID
 
 
@@ -326,7 +298,7 @@ async def test_altered_stock_certificate_is_dead_lettered_by_the_wallet_as_stock
     settings: Settings, keys: KeyStore
 ) -> None:
     issuer = keys.load_identity("issuer")
-    forged = altered(sign_certificate(issuer, stock_certificate(shares=500)))
+    forged = altered(sign_certificate(issuer, support.stock_certificate(shares=500)))
     # The message signature is valid; only the certificate inside was altered.
     sealed = seal(
         issuer,

@@ -117,4 +117,3 @@ def test_the_new_certificate_carries_every_field_from_the_offering_and_request()
         "issuing_agent_id": "issuer",
     }
     assert certificate.expires_on == date(2025, 3, 2)
-
