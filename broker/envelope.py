@@ -110,9 +110,7 @@ def open_delivery(
     now: datetime,
 ) -> Opened:
     """Verify and parse one delivery, or raise ``Rejected`` with the reason."""
-    signer = _verified_signer(body, headers, trust, now)
-    envelope = _parse_envelope(body)
-    _check_sender(envelope, signer)
+    signer, envelope = _signed_envelope(body, headers, trust, now)
     recipient_role = _check_recipient(envelope, hosted)
     _check_fresh(envelope, freshness, now)
     spec = _lookup(envelope)
@@ -129,9 +127,7 @@ def open_event(
     now: datetime,
 ) -> Opened:
     """What an integrator runs on an event: the same checks, for a message to no one."""
-    signer = _verified_signer(body, headers, trust, now)
-    envelope = _parse_envelope(body)
-    _check_sender(envelope, signer)
+    signer, envelope = _signed_envelope(body, headers, trust, now)
     if envelope.recipient is not None:
         raise SecurityRejected(Reason.MISROUTED, f"{envelope.type} is addressed to {envelope.recipient}")
     _check_fresh(envelope, freshness, now)
@@ -141,6 +137,16 @@ def open_event(
             Reason.SENDER_NOT_AUTHORIZED, f"a {signer.participant.role.value} may not publish {spec.type}"
         )
     return Opened(envelope, spec, _parse_payload(spec, envelope), signer.participant, body_digest(body))
+
+
+def _signed_envelope(
+    body: bytes, headers: Mapping[str, object], trust: TrustStore, now: datetime
+) -> tuple[Signer, Envelope]:
+    """Verify the signature before parsing, then check the envelope names its signer."""
+    signer = _verified_signer(body, headers, trust, now)
+    envelope = _parse_envelope(body)
+    _check_sender(envelope, signer)
+    return signer, envelope
 
 
 def _header_bytes(headers: Mapping[str, object], name: str) -> bytes | None:
