@@ -8,7 +8,7 @@ from agents.custody import AGENT as CUSTODY
 from agents.exchange.app import AGENT as EXCHANGE
 from agents.investor.app import AGENT as INVESTOR
 from agents.issuer.app import AGENT as ISSUER
-from agents.settlement import AGENT as SETTLEMENT
+from agents.settlement.app import AGENT as SETTLEMENT
 from broker.runtime import AgentDefinition
 
 AGENTS: dict[str, AgentDefinition] = {

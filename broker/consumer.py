@@ -86,6 +86,15 @@ class Outcomes:
                         return settled
                 await self._changed.wait()
 
+    async def wait_count(
+        self, match: Callable[[Settled], bool], count: int, *, timeout: float = 15.0
+    ) -> list[Settled]:
+        """The first ``count`` outcomes that ``match`` accepts, waiting for them up to ``timeout``."""
+        async with asyncio.timeout(timeout), self._changed:
+            while len(found := [s for s in self._settled if match(s)]) < count:
+                await self._changed.wait()
+            return found[:count]
+
     async def reply(self, type_: str, correlation_id: object, *, timeout: float = 15.0) -> Settled:
         """The outcome of the ``type_`` message in the conversation ``correlation_id``."""
         key = str(correlation_id)
@@ -192,7 +201,9 @@ class Consumer:
             if not inserted:
                 await self._check_redelivery(connection, opened)
                 return True
-            context = Context(connection, identity, self.trust, self.clock(), envelope, opened.sender)
+            context = Context(
+                connection, identity, self.trust, self.clock(), envelope, opened.sender, opened.digest
+            )
             await self.handlers[type(opened.message)](opened.message, context)
             await outbox.store(connection, self.agent, context.emitted)
         return False

@@ -29,6 +29,8 @@ class Context:
     now: datetime
     envelope: Envelope | None = None
     sender: Participant | None = None
+    # SHA-256 of the delivery's body, for responses that echo the request's hash (R-001-07).
+    digest: str | None = None
     emitted: list[Sealed] = field(default_factory=list)
 
     @property

@@ -10,14 +10,22 @@ one the certificate names. Altering any byte fails the signature check.
 from __future__ import annotations
 
 import hashlib
-from datetime import date
+from collections.abc import Sequence
+from datetime import date, datetime
 
 import pydantic
 
 from broker.errors import Reason, SecurityRejected
 from broker.pki import Identity
 from broker.trust import TrustStore
-from schemas.certificates import ElectronicStockCertificate, IssuerSignature, SignedCertificate
+from schemas.certificates import (
+    ElectronicStockCertificate,
+    EndorsedCertificate,
+    Endorsement,
+    EndorsementPurpose,
+    IssuerSignature,
+    SignedCertificate,
+)
 from schemas.identity import Role
 
 
@@ -76,3 +84,67 @@ def verify_certificate(signed: SignedCertificate, trust: TrustStore) -> Electron
 def expired(certificate: ElectronicStockCertificate, today: date) -> bool:
     """Seed 001 Fig. 6 field 8: past its expiry date the certificate no longer serves."""
     return today > certificate.expires_on
+
+
+def _endorsed_bytes(
+    signed: SignedCertificate, prior: Sequence[Endorsement], purpose: str, context: str
+) -> bytes:
+    """What an endorsement signs: the certificate, its issuer's signature, earlier endorsements,
+    and the purpose and context this one is for."""
+    parts = [
+        b"kabuto-endorsement-v1",
+        purpose.encode(),
+        context.encode(),
+        hashlib.sha256(signed.content).digest(),
+        signed.issuer_signature.signature,
+        *(e.signature for e in prior),
+    ]
+    return b"\x00".join(hashlib.sha256(p).digest() for p in parts)
+
+
+def endorse(
+    endorser: Identity,
+    certificate: EndorsedCertificate | SignedCertificate,
+    purpose: EndorsementPurpose,
+    context: str,
+) -> EndorsedCertificate:
+    """Countersign a certificate as it is passed on (seed 001 claim 2, §5.2)."""
+    if isinstance(certificate, SignedCertificate):
+        certificate = EndorsedCertificate(certificate=certificate)
+    data = _endorsed_bytes(certificate.certificate, certificate.endorsements, purpose, context)
+    endorsement = Endorsement(
+        purpose=purpose, context=context, certificate=endorser.certificate_der, signature=endorser.sign(data)
+    )
+    return certificate.model_copy(update={"endorsements": (*certificate.endorsements, endorsement)})
+
+
+def verify_endorsement(
+    endorsed: EndorsedCertificate,
+    index: int,
+    trust: TrustStore,
+    *,
+    endorser: str,
+    purpose: EndorsementPurpose,
+    context: str | None,
+    now: datetime,
+) -> str:
+    """Check endorsement ``index`` was made by ``endorser`` for ``purpose`` in ``context`` (any
+    context when None); return the context it was made in."""
+    if index >= len(endorsed.endorsements):
+        raise CertificateInvalid(f"no {purpose} endorsement by {endorser}")
+    endorsement = endorsed.endorsements[index]
+    if endorsement.purpose != purpose or context not in (None, endorsement.context):
+        raise CertificateInvalid(
+            f"endorsement is for {endorsement.purpose} {endorsement.context}, not {purpose} {context}"
+        )
+    try:
+        signer = trust.signer(hashlib.sha256(endorsement.certificate).hexdigest(), endorsement.certificate, now)
+        data = _endorsed_bytes(
+            endorsed.certificate, endorsed.endorsements[:index], purpose, endorsement.context
+        )
+        signer.verify(endorsement.signature, data)
+    except SecurityRejected as exc:
+        raise CertificateInvalid(f"endorsement by {endorser}: {exc.detail}") from exc
+    if signer.participant.user_id != endorser:
+        raise CertificateInvalid(f"endorsement made by {signer.participant.user_id}, not {endorser}")
+    return endorsement.context

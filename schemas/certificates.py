@@ -79,3 +79,31 @@ class SignedCertificate(BaseModel):
 
     content: Binary = Field(description="JSON of an ElectronicStockCertificate, exactly as signed.")
     issuer_signature: IssuerSignature
+
+
+EndorsementPurpose = Literal["sell_order", "name_transfer", "transfer"]
+
+
+class Endorsement(BaseModel):
+    """A countersignature added by each party that passes a certificate on (seed 001 §5.2).
+
+    It signs the certificate's content, the issuer's signature and every earlier endorsement,
+    bound to a purpose and a context (the sell order, the name transfer, the transferee) so
+    it cannot be lifted onto another use.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    purpose: EndorsementPurpose
+    context: str = Field(min_length=1, max_length=200)
+    certificate: Binary = Field(description="The endorser's identity certificate, DER.")
+    signature: Binary
+
+
+class EndorsedCertificate(BaseModel):
+    """A stock certificate with the countersignatures of those who passed it on, oldest first."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    certificate: SignedCertificate
+    endorsements: tuple[Endorsement, ...] = ()

@@ -59,6 +59,7 @@ class IssuanceRefusal(StrEnum):
     HOLDER_MISMATCH = "holder_mismatch"
     ACCOUNT_USAGE_LIMIT_EXCEEDED = "account_usage_limit_exceeded"
     NO_CERTIFICATE_POLICY = "no_certificate_policy"
+    UNKNOWN_TRANSFER = "unknown_transfer"
 
 
 @message("certificate.issuance.refused", senders={Role.ISSUER}, recipients={Role.INVESTOR})

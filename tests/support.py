@@ -177,3 +177,27 @@ def stock_certificate(shares: int = 500, **changes: Any) -> ElectronicStockCerti
         issue_code=ISSUE,
         issuing_agent_id="issuer",
     ).model_copy(update=changes)
+
+
+def replies(type_: str, correlation_id: object) -> Any:
+    """Match the outcomes of ``type_`` messages in one conversation."""
+    key = str(correlation_id)
+    return lambda s: s.type == type_ and s.correlation_id == key
+
+
+async def list_issue(exchange: AgentRuntime, issue_code: str = ISSUE, reference: Decimal = Decimal("1000")) -> None:
+    from agents.exchange import order_repo
+
+    await exchange.command(
+        "exchange", lambda ctx: order_repo.list_instrument(ctx.connection, issue_code, "common", reference)
+    )
+
+
+async def fund(settlement: AgentRuntime, owner: str, amount: Decimal = Decimal(0)) -> str:
+    from agents.settlement import app as settlement_app
+
+    account = f"{owner}-cash"
+    await settlement.command("settlement", settlement_app.open_account(account, owner))
+    if amount:
+        await settlement.command("settlement", settlement_app.deposit(account, amount, f"initial-{owner}"))
+    return account

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.exchange import repo
+from agents.exchange import repo, trading
 from broker import logs
 from broker.context import Context
 from broker.runtime import AgentDefinition
@@ -28,5 +28,5 @@ async def on_certid_list(update: CertIdListUpdated, ctx: Context) -> None:
 AGENT = AgentDefinition(
     id=EXCHANGE_ID,
     role=Role.EXCHANGE,
-    handlers={CertIdListUpdated: on_certid_list},
+    handlers={CertIdListUpdated: on_certid_list, **trading.HANDLERS},
 )

@@ -33,14 +33,14 @@ async def merge(connection: asyncpg.Connection, update: CertIdListUpdated) -> No
            ON CONFLICT (cert_id) DO UPDATE
            SET user_id = excluded.user_id, shares = excluded.shares,
                status = 'valid', version = excluded.version
-           WHERE certid_list.version < excluded.version""",
+           WHERE certid_list.version < excluded.version AND certid_list.status <> 'in_transfer'""",
         [(e.cert_id, update.issue_code, e.user_id, e.shares, update.version) for e in update.valid],
     )
     await connection.executemany(
         """INSERT INTO certid_list (cert_id, issue_code, status, version)
            VALUES ($1, $2, 'retired', $3)
            ON CONFLICT (cert_id) DO UPDATE SET status = 'retired', version = excluded.version
-           WHERE certid_list.version < excluded.version""",
+           WHERE certid_list.version < excluded.version AND certid_list.status <> 'in_transfer'""",
         [(cert_id, update.issue_code, update.version) for cert_id in update.retired],
     )
     if update.kind == "snapshot":
@@ -63,6 +63,44 @@ async def merge(connection: asyncpg.Connection, update: CertIdListUpdated) -> No
         update.list_id,
         update.version,
     )
+
+
+async def listed_holder(connection: asyncpg.Connection, cert_id: UUID) -> str | None:
+    """The holder of a CertID that is valid in the list (S84–S86), if it is."""
+    holder: str | None = await connection.fetchval(
+        "SELECT user_id FROM certid_list WHERE cert_id = $1 AND status = 'valid'", cert_id
+    )
+    return holder
+
+
+async def hold_for_transfer(connection: asyncpg.Connection, cert_id: UUID) -> None:
+    """S94: at execution the CertID leaves the list at once, so a copy cannot be sold again."""
+    await connection.execute("UPDATE certid_list SET status = 'in_transfer' WHERE cert_id = $1", cert_id)
+
+
+async def transferred(
+    connection: asyncpg.Connection,
+    issue_code: str,
+    old_cert_id: UUID,
+    version: int,
+    valid: list[tuple[UUID, str, int]],
+) -> None:
+    """S127: the old CertID is retired and the new ones (buyer, seller's remainder) are valid."""
+    await connection.execute(
+        "UPDATE certid_list SET status = 'retired', version = greatest(version, $2) WHERE cert_id = $1",
+        old_cert_id,
+        version,
+    )
+    await connection.executemany(
+        """INSERT INTO certid_list (cert_id, issue_code, user_id, shares, status, version)
+           VALUES ($1, $2, $3, $4, 'valid', $5) ON CONFLICT (cert_id) DO NOTHING""",
+        [(cert_id, issue_code, user_id, shares, version) for cert_id, user_id, shares in valid],
+    )
+
+
+async def invalidated(connection: asyncpg.Connection, cert_id: UUID) -> None:
+    """The issuer refused the transfer: the CertID is not valid, whatever the list said."""
+    await connection.execute("UPDATE certid_list SET status = 'retired' WHERE cert_id = $1", cert_id)
 
 
 async def certid_list(connection: asyncpg.Connection, issue_code: str | None = None) -> list[CertIdListEntry]:

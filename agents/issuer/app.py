@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from agents.issuer import domain, repo
+from agents.issuer import domain, repo, transfers
 from broker import logs
 from broker.context import Context
 from broker.runtime import AgentDefinition, AgentRuntime
@@ -19,13 +19,9 @@ from schemas.issuance import (
     CertificateIssuanceRequest,
     CertificateIssued,
 )
+from schemas.trading import CertificateRelease, CertificateRequestAfterTransfer, NameTransferRequest
 
 log = logs.get("kabuto.issuer")
-
-
-def issuing_agent(context: Context) -> domain.IssuingAgent:
-    user_id = context.identity.user_id
-    return domain.IssuingAgent(user_id, f"Kabuto Issuing Agent ({user_id})", f"kabuto:{user_id}")
 
 
 async def on_issuance_request(request: CertificateIssuanceRequest, ctx: Context) -> None:
@@ -53,7 +49,7 @@ async def on_issuance_request(request: CertificateIssuanceRequest, ctx: Context)
         cert_id=uuid.uuid4(),
         number=domain.certificate_number(offering.issue_code, allocation.certificate_sequence),
         today=ctx.now.date(),
-        agent=issuing_agent(ctx),
+        agent=domain.issuing_agent(ctx.identity.user_id),
     )
     await repo.register(ctx.connection, certificate, request, offering.issuance_conditions or {})
     signed = sign_certificate(ctx.identity, certificate)
@@ -121,6 +117,11 @@ async def periodic_certid_lists(runtime: AgentRuntime) -> None:
 AGENT = AgentDefinition(
     id=ISSUER_ID,
     role=Role.ISSUER,
-    handlers={CertificateIssuanceRequest: on_issuance_request},
+    handlers={
+        CertificateIssuanceRequest: on_issuance_request,
+        NameTransferRequest: transfers.on_name_transfer,
+        CertificateRequestAfterTransfer: transfers.on_request_after_transfer,
+        CertificateRelease: transfers.on_release,
+    },
     background=(periodic_certid_lists,),
 )

@@ -43,6 +43,10 @@ class IssuingAgent:
     address: str
 
 
+def issuing_agent(user_id: str) -> IssuingAgent:
+    return IssuingAgent(user_id, f"Kabuto Issuing Agent ({user_id})", f"kabuto:{user_id}")
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     reason: IssuanceRefusal
@@ -126,18 +130,36 @@ def new_certificate(
     agent: IssuingAgent,
 ) -> ElectronicStockCertificate:
     """Seed 001 S58: the certificate with every field of Fig. 6."""
+    return certificate(
+        offering, cert_id=cert_id, number=number, shares=request.shares, holder_name=request.holder_name,
+        holder_user_id=request.user_id, today=today, agent=agent,
+    )
+
+
+def certificate(
+    offering: Offering,
+    *,
+    cert_id: UUID,
+    number: str,
+    shares: int,
+    holder_name: str,
+    holder_user_id: str,
+    today: date,
+    agent: IssuingAgent,
+) -> ElectronicStockCertificate:
+    """A certificate of ``offering`` drawn up today for a holder (Fig. 6, R-001-08)."""
     return ElectronicStockCertificate(
         company_name=offering.company_name,
         incorporated_on=offering.incorporated_on,
         certificate_number=number,
         cert_id=cert_id,
-        shares=request.shares,
+        shares=shares,
         par_value_per_share=offering.par_value_per_share,
         currency=offering.currency,
         issued_on=today,
         expires_on=today + timedelta(days=offering.certificate_validity_days),
-        holder_name=request.holder_name,
-        holder_user_id=request.user_id,
+        holder_name=holder_name,
+        holder_user_id=holder_user_id,
         share_class=offering.share_class,
         convertible_details=offering.convertible_details,
         transfer_restriction=offering.transfer_restriction,

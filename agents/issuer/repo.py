@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from agents.issuer.domain import Offering
+from agents.issuer.register import RegisterRecord
 from schemas.certificates import (
     ElectronicStockCertificate,
+    IssuerSignature,
     ShareClass,
     SignedCertificate,
     TransferRestriction,
@@ -104,35 +107,195 @@ async def register(
     connection: asyncpg.Connection,
     certificate: ElectronicStockCertificate,
     request: CertificateIssuanceRequest,
-    conditions: dict[str, object],
+    conditions: dict[str, Any],
 ) -> None:
     """Seed 001 S59: the new shareholder register (DB16) record."""
+    await insert_record(
+        connection,
+        RegisterRecord(
+            cert_id=certificate.cert_id,
+            issue_code=certificate.issue_code,
+            certificate_number=certificate.certificate_number,
+            holder_user_id=certificate.holder_user_id,
+            holder_name=certificate.holder_name,
+            holder_address=request.holder_address,
+            shares=certificate.shares,
+            share_class=certificate.share_class,
+            acquired_on=certificate.issued_on,
+            issuance_conditions=conditions,
+            dividend_method=request.dividend_delivery.method.value,
+            dividend_account=request.dividend_delivery.account,
+        ),
+    )
+
+
+async def insert_record(connection: asyncpg.Connection, record: RegisterRecord) -> None:
     await connection.execute(
         """INSERT INTO register (cert_id, issue_code, certificate_number, holder_user_id,
                holder_name, holder_address, shares, share_class, acquired_on,
-               issuance_conditions, dividend_method, dividend_account)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12)""",
-        certificate.cert_id,
-        certificate.issue_code,
-        certificate.certificate_number,
-        certificate.holder_user_id,
-        certificate.holder_name,
-        request.holder_address,
-        certificate.shares,
-        certificate.share_class.value,
-        certificate.issued_on,
-        json.dumps(conditions),
-        request.dividend_delivery.method.value,
-        request.dividend_delivery.account,
+               issuance_conditions, dividend_method, dividend_account, status,
+               committed_order, committed_by)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15)""",
+        record.cert_id,
+        record.issue_code,
+        record.certificate_number,
+        record.holder_user_id,
+        record.holder_name,
+        record.holder_address,
+        record.shares,
+        record.share_class.value,
+        record.acquired_on,
+        json.dumps(record.issuance_conditions),
+        record.dividend_method,
+        record.dividend_account,
+        record.status,
+        record.committed_order,
+        record.committed_by,
     )
+
+
+async def record(connection: asyncpg.Connection, cert_id: UUID) -> RegisterRecord | None:
+    """A register row, locked until the transaction ends."""
+    row = await connection.fetchrow(
+        """SELECT cert_id, issue_code, certificate_number, holder_user_id, holder_name, holder_address,
+                  shares, share_class, acquired_on, issuance_conditions, dividend_method,
+                  dividend_account, status, committed_order, committed_by
+           FROM register WHERE cert_id = $1 FOR UPDATE""",
+        cert_id,
+    )
+    if row is None:
+        return None
+    values = dict(row)
+    values["share_class"] = ShareClass(values["share_class"])
+    values["issuance_conditions"] = json.loads(values["issuance_conditions"])
+    return RegisterRecord(**values)
+
+
+async def retire(connection: asyncpg.Connection, cert_id: UUID) -> None:
+    """S114: the old CertID stops being valid; the row stays as history."""
+    await connection.execute("UPDATE register SET status = 'retired', retired_at = now() WHERE cert_id = $1", cert_id)
+
+
+async def next_register_version(connection: asyncpg.Connection, issue_code: str) -> int:
+    version: int = await connection.fetchval(
+        "UPDATE offerings SET register_version = register_version + 1 WHERE issue_code = $1 "
+        "RETURNING register_version",
+        issue_code,
+    )
+    return version
+
+
+async def next_certificate_number(connection: asyncpg.Connection, issue_code: str) -> int:
+    sequence: int = await connection.fetchval(
+        "UPDATE offerings SET next_certificate_number = next_certificate_number + 1 WHERE issue_code = $1 "
+        "RETURNING next_certificate_number - 1",
+        issue_code,
+    )
+    return sequence
+
+
+async def offering(connection: asyncpg.Connection, issue_code: str) -> Offering | None:
+    row = await connection.fetchrow("SELECT * FROM offerings WHERE issue_code = $1", issue_code)
+    return _offering(row) if row else None
+
+
+async def record_transfer(
+    connection: asyncpg.Connection,
+    *,
+    issue_code: str,
+    cert_id: UUID,
+    shares: int,
+    buyer_user_id: str,
+    seller_user_id: str,
+    old_cert_id: UUID,
+    remainder_cert_id: UUID | None,
+    matching_number: int | None,
+) -> int:
+    """S117–S118: a name-transfer number and a record in the history list 17."""
+    ntn: int = await connection.fetchval(
+        """INSERT INTO name_transfers (name_transfer_number, issue_code, cert_id, shares, buyer_user_id,
+               seller_user_id, old_cert_id, remainder_cert_id, matching_number, kind)
+           VALUES (nextval('name_transfer_numbers'), $1, $2, $3, $4, $5, $6, $7, $8, $9)
+           RETURNING name_transfer_number""",
+        issue_code,
+        cert_id,
+        shares,
+        buyer_user_id,
+        seller_user_id,
+        old_cert_id,
+        remainder_cert_id,
+        matching_number,
+        "exchange" if matching_number is not None else "off_exchange",
+    )
+    return ntn
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRecord:
+    name_transfer_number: int
+    cert_id: UUID
+    buyer_user_id: str
+    seller_user_id: str
+
+
+async def transfer_record(connection: asyncpg.Connection, ntn: int) -> TransferRecord | None:
+    """S145: the history list 17 searched by name-transfer number."""
+    row = await connection.fetchrow(
+        """SELECT name_transfer_number, cert_id, buyer_user_id, seller_user_id
+           FROM name_transfers WHERE name_transfer_number = $1""",
+        ntn,
+    )
+    return TransferRecord(**dict(row)) if row else None
+
+
+async def complete_holder(
+    connection: asyncpg.Connection, cert_id: UUID, name: str, address: str, method: str, account: str
+) -> None:
+    """S148: what the transferee adds to its register record, such as the dividend method."""
+    await connection.execute(
+        """UPDATE register SET holder_name = $2, holder_address = $3, dividend_method = $4,
+               dividend_account = $5 WHERE cert_id = $1""",
+        cert_id,
+        name,
+        address,
+        method,
+        account,
+    )
+
+
+async def release(connection: asyncpg.Connection, exchange: str, sell_order: int, seller: str) -> int:
+    """The exchange closed the sell order: remainders committed to it are the holder's again."""
+    result: str = await connection.execute(
+        """UPDATE register SET committed_order = NULL, committed_by = NULL
+           WHERE committed_by = $1 AND committed_order = $2 AND holder_user_id = $3""",
+        exchange,
+        sell_order,
+        seller,
+    )
+    return int(result.split()[-1])
 
 
 async def record_signed(connection: asyncpg.Connection, cert_id: UUID, signed: SignedCertificate) -> None:
     await connection.execute(
-        "INSERT INTO issued_certificates (cert_id, content, signature) VALUES ($1, $2, $3)",
+        """INSERT INTO issued_certificates (cert_id, content, signature, signer_certificate)
+           VALUES ($1, $2, $3, $4)""",
         cert_id,
         signed.content,
         signed.issuer_signature.signature,
+        signed.issuer_signature.certificate,
+    )
+
+
+async def signed(connection: asyncpg.Connection, cert_id: UUID) -> SignedCertificate | None:
+    """A certificate already issued for this CertID, byte for byte."""
+    row = await connection.fetchrow(
+        "SELECT content, signature, signer_certificate FROM issued_certificates WHERE cert_id = $1", cert_id
+    )
+    if row is None or row["signer_certificate"] is None:
+        return None
+    return SignedCertificate(
+        content=row["content"],
+        issuer_signature=IssuerSignature(certificate=row["signer_certificate"], signature=row["signature"]),
     )
 
 

@@ -1,0 +1,333 @@
+"""SQL for the exchange's orders and its order matching list; records never leave this module.
+
+Every accepted order is a row; the open ones, in priority order, are the unexecuted-order
+queue (seed 001 §3.9) from which the book is rebuilt for each decision, so a restart at any
+moment brings the book back exactly as committed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+from agents.exchange.acceptance import Instrument
+from agents.exchange.book import Execution, Order, OrderBook
+from schemas.certificates import EndorsedCertificate
+from schemas.trading import CancelReason, Fill, OrderType, Side, SubmitOrder, TimeInForce
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    """An order as the exchange keeps it: the book's view plus what settlement and transfer need."""
+
+    order: Order
+    issue_code: str
+    status: str
+    settlement_account: str
+    holder_name: str | None
+    holder_address: str | None
+    certificate: EndorsedCertificate | None
+
+
+async def list_instrument(
+    connection: asyncpg.Connection, issue_code: str, share_class: str, reference_price: Decimal
+) -> None:
+    await connection.execute(
+        """INSERT INTO instruments (issue_code, share_class, reference_price) VALUES ($1, $2, $3)
+           ON CONFLICT (issue_code) DO UPDATE SET reference_price = excluded.reference_price""",
+        issue_code,
+        share_class,
+        reference_price,
+    )
+
+
+async def instrument(connection: asyncpg.Connection, issue_code: str) -> Instrument | None:
+    row = await connection.fetchrow(
+        "SELECT issue_code, share_class, reference_price, last_price FROM instruments WHERE issue_code = $1",
+        issue_code,
+    )
+    return Instrument(**dict(row)) if row else None
+
+
+async def record_last_price(connection: asyncpg.Connection, issue_code: str, price: Decimal) -> None:
+    await connection.execute(
+        "UPDATE instruments SET last_price = $2, last_traded_at = now() WHERE issue_code = $1", issue_code, price
+    )
+
+
+async def client_order_used(connection: asyncpg.Connection, user_id: str, client_order_id: str) -> bool:
+    return bool(
+        await connection.fetchval(
+            "SELECT true FROM orders WHERE user_id = $1 AND client_order_id = $2", user_id, client_order_id
+        )
+    )
+
+
+async def committed_to(connection: asyncpg.Connection, cert_id: UUID) -> int | None:
+    """The live sell order a CertID backs, if any."""
+    oan: int | None = await connection.fetchval(
+        "SELECT acceptance_number FROM orders WHERE cert_id = $1 AND status = 'open' AND side = 'sell'", cert_id
+    )
+    return oan
+
+
+async def open_buy_exposure(connection: asyncpg.Connection, user_id: str) -> Decimal:
+    exposure: Decimal = await connection.fetchval(
+        """SELECT coalesce(sum(remaining * price), 0) FROM orders
+           WHERE user_id = $1 AND side = 'buy' AND status = 'open'""",
+        user_id,
+    )
+    return exposure
+
+
+async def next_acceptance_number(connection: asyncpg.Connection) -> int:
+    number: int = await connection.fetchval("SELECT nextval('acceptance_numbers')")
+    return number
+
+
+async def next_matching_number(connection: asyncpg.Connection) -> int:
+    number: int = await connection.fetchval("SELECT nextval('matching_numbers')")
+    return number
+
+
+async def insert_order(
+    connection: asyncpg.Connection, order: Order, request: SubmitOrder, request_hash: str
+) -> None:
+    certificate = request.certificate.model_dump_json() if request.certificate else None
+    await connection.execute(
+        """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
+               price, quantity, remaining, time_in_force, priority, status, settlement_account,
+               holder_name, holder_address, cert_id, certificate, request_hash)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $13, $14, $15, $16::jsonb, $17)""",
+        order.acceptance_number,
+        order.client_order_id,
+        order.user_id,
+        request.issue_code,
+        order.side.value,
+        order.order_type.value,
+        order.price,
+        order.quantity,
+        order.remaining,
+        order.time_in_force.value,
+        order.priority,
+        request.settlement_account,
+        request.holder_name,
+        request.holder_address,
+        order.cert_id,
+        certificate,
+        request_hash,
+    )
+
+
+async def insert_replacement(
+    connection: asyncpg.Connection, order: Order, replaced: OrderRecord, request_hash: str
+) -> None:
+    """A replacement order inherits the replaced one's accounts, holder details and certificate."""
+    await connection.execute(
+        """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
+               price, quantity, remaining, time_in_force, priority, status, settlement_account,
+               holder_name, holder_address, cert_id, certificate, request_hash)
+           SELECT $1, $2, user_id, issue_code, side, order_type, $3, $4, $4, time_in_force, $1, 'open',
+                  settlement_account, holder_name, holder_address, cert_id, certificate, $5
+           FROM orders WHERE acceptance_number = $6""",
+        order.acceptance_number,
+        order.client_order_id,
+        order.price,
+        order.quantity,
+        request_hash,
+        replaced.order.acceptance_number,
+    )
+
+
+async def save(connection: asyncpg.Connection, order: Order, cancel_reason: CancelReason | None = None) -> None:
+    """Write back what the book changed: open quantity, status, and why it stopped."""
+    status = "open" if order.remaining else ("cancelled" if cancel_reason else "filled")
+    await connection.execute(
+        """UPDATE orders SET remaining = $2, quantity = $3, status = $4,
+               cancel_reason = coalesce($5, cancel_reason), client_order_id = $6, updated_at = now()
+           WHERE acceptance_number = $1""",
+        order.acceptance_number,
+        order.remaining,
+        order.quantity,
+        status,
+        cancel_reason.value if cancel_reason else None,
+        order.client_order_id,
+    )
+
+
+async def replace_certificate(
+    connection: asyncpg.Connection, acceptance_number: int, cert_id: UUID, certificate: EndorsedCertificate
+) -> None:
+    """After a partial sale the order is backed by the seller's remainder certificate."""
+    await connection.execute(
+        "UPDATE orders SET cert_id = $2, certificate = $3::jsonb WHERE acceptance_number = $1",
+        acceptance_number,
+        cert_id,
+        certificate.model_dump_json(),
+    )
+
+
+def _order(row: asyncpg.Record) -> Order:
+    return Order(
+        acceptance_number=row["acceptance_number"],
+        client_order_id=row["client_order_id"],
+        user_id=row["user_id"],
+        side=Side(row["side"]),
+        order_type=OrderType(row["order_type"]),
+        price=row["price"],
+        quantity=row["quantity"],
+        remaining=row["remaining"],
+        time_in_force=TimeInForce(row["time_in_force"]),
+        priority=row["priority"],
+        cert_id=row["cert_id"],
+    )
+
+
+def _record(row: asyncpg.Record) -> OrderRecord:
+    certificate = row["certificate"]
+    return OrderRecord(
+        order=_order(row),
+        issue_code=row["issue_code"],
+        status=row["status"],
+        settlement_account=row["settlement_account"],
+        holder_name=row["holder_name"],
+        holder_address=row["holder_address"],
+        certificate=EndorsedCertificate.model_validate_json(certificate) if certificate else None,
+    )
+
+
+async def load_book(connection: asyncpg.Connection, issue_code: str) -> OrderBook:
+    """The issue's book, rebuilt from its open orders in priority order (locked for this decision)."""
+    await connection.execute("SELECT 1 FROM instruments WHERE issue_code = $1 FOR UPDATE", issue_code)
+    rows = await connection.fetch(
+        "SELECT * FROM orders WHERE issue_code = $1 AND status = 'open' ORDER BY priority", issue_code
+    )
+    book = OrderBook(issue_code)
+    for row in rows:
+        book.load(_order(row))
+    return book
+
+
+async def order(connection: asyncpg.Connection, acceptance_number: int) -> OrderRecord | None:
+    row = await connection.fetchrow("SELECT * FROM orders WHERE acceptance_number = $1", acceptance_number)
+    return _record(row) if row else None
+
+
+async def order_by_client_id(connection: asyncpg.Connection, user_id: str, client_order_id: str) -> OrderRecord | None:
+    row = await connection.fetchrow(
+        "SELECT * FROM orders WHERE user_id = $1 AND client_order_id = $2", user_id, client_order_id
+    )
+    return _record(row) if row else None
+
+
+async def insert_match(
+    connection: asyncpg.Connection, matching_number: int, issue_code: str, execution: Execution
+) -> None:
+    """S92–S93: the execution enters the order matching list, its name transfer pending."""
+    await connection.execute(
+        """INSERT INTO matches (matching_number, issue_code, buy_order, sell_order, shares, price,
+               buyer_user_id, seller_user_id, status)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending_transfer')""",
+        matching_number,
+        issue_code,
+        execution.buy,
+        execution.sell,
+        execution.quantity,
+        execution.price,
+        execution.buyer,
+        execution.seller,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    matching_number: int
+    issue_code: str
+    buy_order: int
+    sell_order: int
+    cert_id: UUID | None
+    shares: int
+    price: Decimal
+    buyer_user_id: str
+    seller_user_id: str
+    status: str
+    transfer_request_hash: str | None
+
+
+_MATCH_COLUMNS = """matching_number, issue_code, buy_order, sell_order, cert_id, shares, price,
+                    buyer_user_id, seller_user_id, status, transfer_request_hash"""
+
+
+async def match(connection: asyncpg.Connection, matching_number: int) -> Match | None:
+    row = await connection.fetchrow(
+        f"SELECT {_MATCH_COLUMNS} FROM matches WHERE matching_number = $1 FOR UPDATE", matching_number
+    )
+    return Match(**dict(row)) if row else None
+
+
+async def next_transfer(connection: asyncpg.Connection, sell_order: int) -> Match | None:
+    """The sell order's oldest execution awaiting transfer, unless one is already with the issuer:
+    transfers of one certificate go one at a time, each on the CertID the last one left."""
+    rows = await connection.fetch(
+        f"""SELECT {_MATCH_COLUMNS} FROM matches
+            WHERE sell_order = $1 AND status IN ('pending_transfer', 'transfer_requested')
+            ORDER BY matching_number""",
+        sell_order,
+    )
+    if not rows or rows[0]["status"] == "transfer_requested":
+        return None
+    return Match(**dict(rows[0]))
+
+
+async def transfer_requested(
+    connection: asyncpg.Connection, matching_number: int, cert_id: UUID, request_hash: str
+) -> None:
+    await connection.execute(
+        """UPDATE matches SET status = 'transfer_requested', cert_id = $2, transfer_request_hash = $3
+           WHERE matching_number = $1""",
+        matching_number,
+        cert_id,
+        request_hash,
+    )
+
+
+async def transfer_completed(
+    connection: asyncpg.Connection, matching_number: int, ntn: int, new_cert_id: UUID
+) -> None:
+    await connection.execute(
+        """UPDATE matches SET status = 'completed', name_transfer_number = $2, new_cert_id = $3,
+               completed_at = now() WHERE matching_number = $1""",
+        matching_number,
+        ntn,
+        new_cert_id,
+    )
+
+
+async def transfer_failed(connection: asyncpg.Connection, matching_number: int, failure: str) -> None:
+    await connection.execute(
+        "UPDATE matches SET status = 'failed', failure = $2, completed_at = now() WHERE matching_number = $1",
+        matching_number,
+        failure,
+    )
+
+
+async def unfinished_matches(connection: asyncpg.Connection, sell_order: int) -> list[Match]:
+    rows = await connection.fetch(
+        f"""SELECT {_MATCH_COLUMNS} FROM matches WHERE sell_order = $1
+            AND status IN ('pending_transfer', 'transfer_requested') ORDER BY matching_number""",
+        sell_order,
+    )
+    return [Match(**dict(r)) for r in rows]
+
+
+async def fills(connection: asyncpg.Connection, acceptance_number: int) -> list[Fill]:
+    rows = await connection.fetch(
+        """SELECT matching_number, price, shares, status FROM matches
+           WHERE buy_order = $1 OR sell_order = $1 ORDER BY matching_number""",
+        acceptance_number,
+    )
+    return [Fill(matching_number=r["matching_number"], price=r["price"], quantity=r["shares"], status=r["status"])
+            for r in rows]

@@ -1,0 +1,445 @@
+"""The exchange's trading handlers (seed 001 Phase 2): accept, match, transfer, complete.
+
+Each handler loads the issue's book from its open orders, decides in the pure book and
+acceptance modules, saves what changed and emits the results, in one transaction.
+"""
+
+from __future__ import annotations
+
+from agents.exchange import acceptance, order_repo, repo
+from agents.exchange.acceptance import Books, Refused
+from agents.exchange.book import Execution, Order, OrderBook, Result
+from agents.exchange.order_repo import OrderRecord
+from broker import logs
+from broker.consumer import Handler
+from broker.context import Context
+from broker.errors import Reason, SecurityRejected
+from broker.stock_certificates import endorse, verify_certificate
+from schemas.catalogue import Message
+from schemas.certificates import ElectronicStockCertificate, EndorsedCertificate
+from schemas.identity import SETTLEMENT_ID
+from schemas.settlement import SettlementRequest
+from schemas.trading import (
+    CancelOrder,
+    CancelReason,
+    CertificateRelease,
+    ExecutionReversed,
+    NameTransferCompleted,
+    NameTransferFailed,
+    NameTransferRequest,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExecuted,
+    OrderRefusal,
+    OrderRejected,
+    OrderState,
+    OrderStatus,
+    OrderStatusRequest,
+    OrderType,
+    ReplaceOrder,
+    Side,
+    SubmitOrder,
+    TimeInForce,
+    TradeCompleted,
+    TradeExecuted,
+)
+
+log = logs.get("kabuto.exchange")
+
+
+def _request_hash(ctx: Context) -> str:
+    assert ctx.digest is not None
+    return ctx.digest
+
+
+def _reject(ctx: Context, client_order_id: str, refusal: acceptance.Refusal) -> None:
+    assert ctx.sender is not None
+    log.info("order_rejected", reason=refusal.reason.value, detail=refusal.detail)
+    ctx.emit(
+        OrderRejected(
+            client_order_id=client_order_id,
+            reason=refusal.reason,
+            detail=refusal.detail,
+            request_hash=_request_hash(ctx),
+        ),
+        to=ctx.sender.user_id,
+    )
+
+
+async def on_submit(request: SubmitOrder, ctx: Context) -> None:
+    """S71–S88 then S91–S95: check, accept with an OAN, match, and start name transfers."""
+    assert ctx.sender is not None
+    conn = ctx.connection
+    cert_id = acceptance.cert_id_of(request)
+    books = Books(
+        duplicate_client_order_id=await order_repo.client_order_used(conn, request.user_id, request.client_order_id),
+        listed_holder=await repo.listed_holder(conn, cert_id) if cert_id else None,
+        committed_to=await order_repo.committed_to(conn, cert_id) if cert_id else None,
+        open_buy_exposure=await order_repo.open_buy_exposure(conn, request.user_id),
+    )
+    instrument = await order_repo.instrument(conn, request.issue_code)
+    try:
+        certificate = acceptance.check(request, ctx.sender, instrument, books, ctx.trust, ctx.now)
+    except Refused as refused:
+        _reject(ctx, request.client_order_id, refused.refusal)
+        return
+    book = await order_repo.load_book(conn, request.issue_code)
+    terms = request.terms
+    order = Order(
+        acceptance_number=await order_repo.next_acceptance_number(conn),
+        client_order_id=request.client_order_id,
+        user_id=request.user_id,
+        side=terms.side,
+        order_type=terms.order_type,
+        price=terms.price,
+        quantity=terms.quantity,
+        remaining=terms.quantity,
+        time_in_force=terms.time_in_force,
+        cert_id=certificate.cert_id if certificate else None,
+    )
+    await order_repo.insert_order(conn, order, request, _request_hash(ctx))
+    log.info("order_accepted", acceptance_number=order.acceptance_number, side=order.side.value)
+    ctx.emit(
+        OrderAccepted(
+            client_order_id=order.client_order_id,
+            acceptance_number=order.acceptance_number,
+            request_hash=_request_hash(ctx),
+        ),
+        to=order.user_id,
+    )
+    await _apply(ctx, request.issue_code, book, order, book.submit(order))
+
+
+async def _apply(ctx: Context, issue_code: str, book: OrderBook, incoming: Order, result: Result) -> None:
+    """Save what a submission changed and tell everyone concerned."""
+    conn = ctx.connection
+    await order_repo.save(conn, incoming, result.cancel_reason)
+    for resting in result.touched:
+        await order_repo.save(conn, resting)
+    if result.cancel_reason is not None:
+        ctx.emit(
+            OrderCancelled(
+                client_order_id=incoming.client_order_id,
+                acceptance_number=incoming.acceptance_number,
+                cancelled_quantity=result.cancelled_quantity,
+                reason=result.cancel_reason,
+            ),
+            to=incoming.user_id,
+        )
+        if incoming.side is Side.SELL:
+            await _release_if_done(ctx, incoming.acceptance_number)
+    orders = {o.acceptance_number: o for o in (incoming, *result.touched)}
+    for execution in result.executions:
+        await _executed(ctx, issue_code, execution, orders)
+    for sell in sorted({e.sell for e in result.executions}):
+        await _request_next_transfer(ctx, sell)
+
+
+async def _executed(ctx: Context, issue_code: str, execution: Execution, orders: dict[int, Order]) -> None:
+    """S92–S94: a matching number, the matching list, and the CertID out of the list at once."""
+    conn = ctx.connection
+    matching_number = await order_repo.next_matching_number(conn)
+    await order_repo.insert_match(conn, matching_number, issue_code, execution)
+    sell = orders[execution.sell]
+    if sell.cert_id is not None:
+        await repo.hold_for_transfer(conn, sell.cert_id)
+    await order_repo.record_last_price(conn, issue_code, execution.price)
+    log.info("order_matched", matching_number=matching_number, price=str(execution.price), qty=execution.quantity)
+    for order in (orders[execution.buy], sell):
+        ctx.emit(
+            OrderExecuted(
+                client_order_id=order.client_order_id,
+                acceptance_number=order.acceptance_number,
+                matching_number=matching_number,
+                side=order.side,
+                issue_code=issue_code,
+                price=execution.price,
+                quantity=execution.quantity,
+                remaining_quantity=order.remaining,
+            ),
+            to=order.user_id,
+        )
+    ctx.emit(
+        TradeExecuted(
+            matching_number=matching_number,
+            issue_code=issue_code,
+            price=execution.price,
+            quantity=execution.quantity,
+            amount=execution.price * execution.quantity,
+        )
+    )
+
+
+async def _request_next_transfer(ctx: Context, sell_order: int) -> None:
+    """S95: ask the issuer to transfer the next execution of this sell order, countersigned."""
+    conn = ctx.connection
+    match = await order_repo.next_transfer(conn, sell_order)
+    if match is None:
+        return
+    sell = await order_repo.order(conn, sell_order)
+    buy = await order_repo.order(conn, match.buy_order)
+    assert sell is not None and buy is not None and sell.certificate is not None and sell.order.cert_id
+    certificate = ElectronicStockCertificate.model_validate_json(sell.certificate.certificate.content)
+    endorsed = endorse(ctx.identity, sell.certificate, "name_transfer", f"omn:{match.matching_number}")
+    unfinished = await order_repo.unfinished_matches(conn, sell_order)
+    sealed = ctx.emit(
+        NameTransferRequest(
+            matching_number=match.matching_number,
+            issue_code=certificate.issue_code,
+            share_class=certificate.share_class,
+            cert_id=sell.order.cert_id,
+            shares=match.shares,
+            buyer_user_id=match.buyer_user_id,
+            buyer_name=buy.holder_name or match.buyer_user_id,
+            buyer_address=buy.holder_address or "",
+            seller_user_id=match.seller_user_id,
+            certificate=endorsed,
+            seller_order=sell_order,
+            seller_order_open=sell.status == "open" or len(unfinished) > 1,
+        ),
+        to=certificate.issuing_agent_id,
+    )
+    await order_repo.transfer_requested(conn, match.matching_number, sell.order.cert_id, sealed.digest)
+
+
+async def _answered_match(ctx: Context, matching_number: int, request_hash: str) -> order_repo.Match | None:
+    match = await order_repo.match(ctx.connection, matching_number)
+    if match is None or match.status != "transfer_requested":
+        log.warning("name_transfer_answer_ignored", matching_number=matching_number)
+        return None
+    if request_hash != match.transfer_request_hash:  # R-001-07: the request we sent, unaltered
+        raise SecurityRejected(
+            Reason.SIGNATURE_INVALID, f"name-transfer answer for {matching_number} echoes another request"
+        )
+    return match
+
+
+async def on_transfer_completed(answer: NameTransferCompleted, ctx: Context) -> None:
+    """S121–S130: list the new CertIDs, notify both investors, request settlement, go on."""
+    match = await _answered_match(ctx, answer.matching_number, answer.request_hash)
+    if match is None:
+        return
+    conn = ctx.connection
+    assert match.cert_id is not None
+    await order_repo.transfer_completed(conn, match.matching_number, answer.name_transfer_number, answer.new_cert_id)
+    valid = [(answer.new_cert_id, answer.buyer_user_id, answer.buyer_shares)]
+    if answer.remainder is not None:
+        remainder = verify_certificate(answer.remainder, ctx.trust)
+        valid.append((remainder.cert_id, remainder.holder_user_id, remainder.shares))
+        await order_repo.replace_certificate(
+            conn, match.sell_order, remainder.cert_id, EndorsedCertificate(certificate=answer.remainder)
+        )
+    await repo.transferred(conn, match.issue_code, match.cert_id, answer.register_version, valid)
+    buy = await order_repo.order(conn, match.buy_order)
+    sell = await order_repo.order(conn, match.sell_order)
+    assert buy is not None and sell is not None
+    amount = match.price * match.shares
+    for record in (buy, sell):
+        ctx.emit(
+            TradeCompleted(
+                matching_number=match.matching_number,
+                name_transfer_number=answer.name_transfer_number,
+                client_order_id=record.order.client_order_id,
+                acceptance_number=record.order.acceptance_number,
+                side=record.order.side,
+                issue_code=match.issue_code,
+                price=match.price,
+                quantity=match.shares,
+                amount=amount,
+                transferred_cert_id=match.cert_id,
+            ),
+            to=record.order.user_id,
+        )
+    ctx.emit(
+        SettlementRequest(
+            matching_number=match.matching_number,
+            name_transfer_number=answer.name_transfer_number,
+            issue_code=match.issue_code,
+            shares=match.shares,
+            price=match.price,
+            amount=amount,
+            buyer_user_id=match.buyer_user_id,
+            buyer_account=buy.settlement_account,
+            seller_user_id=match.seller_user_id,
+            seller_account=sell.settlement_account,
+        ),
+        to=SETTLEMENT_ID,
+    )
+    log.info("trade_completed", matching_number=match.matching_number, ntn=answer.name_transfer_number)
+    await _request_next_transfer(ctx, match.sell_order)
+    await _release_if_done(ctx, match.sell_order)
+
+
+async def on_transfer_failed(answer: NameTransferFailed, ctx: Context) -> None:
+    """S131–S132: the buy orders get their shares back; the seller's order is cancelled and told why."""
+    match = await _answered_match(ctx, answer.matching_number, answer.request_hash)
+    if match is None:
+        return
+    conn = ctx.connection
+    assert match.cert_id is not None
+    await repo.invalidated(conn, match.cert_id)
+    detail = f"name transfer refused by the issuer: {answer.reason.value} — {answer.detail}"
+    failed = await order_repo.unfinished_matches(conn, match.sell_order)
+    for each in failed:
+        await order_repo.transfer_failed(conn, each.matching_number, answer.reason.value)
+    book = await order_repo.load_book(conn, match.issue_code)
+    sell = await order_repo.order(conn, match.sell_order)
+    assert sell is not None
+    book.cancel(sell.order.acceptance_number)
+    await _cancel(ctx, sell, CancelReason.CERTIFICATE_INVALID, detail)
+    for each in failed:
+        await _restore_buy(ctx, book, each, detail)
+    log.info("name_transfer_failed", matching_number=match.matching_number, reason=answer.reason.value)
+
+
+async def _restore_buy(ctx: Context, book: OrderBook, match: order_repo.Match, detail: str) -> None:
+    """S131: the buy order returns to the unexecuted-order queue, matching again if it can."""
+    record = await order_repo.order(ctx.connection, match.buy_order)
+    assert record is not None
+    order = book.cancel(record.order.acceptance_number) or record.order
+    can_rest = order.order_type is OrderType.LIMIT and order.time_in_force in (TimeInForce.DAY, TimeInForce.GTC)
+    order.remaining += match.shares if can_rest else 0
+    ctx.emit(
+        ExecutionReversed(
+            client_order_id=order.client_order_id,
+            acceptance_number=order.acceptance_number,
+            matching_number=match.matching_number,
+            quantity=match.shares,
+            remaining_quantity=order.remaining,
+            detail=detail if can_rest else f"{detail}; a {order.time_in_force.value} order does not rest",
+        ),
+        to=order.user_id,
+    )
+    if order.remaining:
+        await _apply(ctx, match.issue_code, book, order, book.submit(order))
+    else:
+        await order_repo.save(ctx.connection, order, CancelReason.CERTIFICATE_INVALID)
+
+
+async def _cancel(ctx: Context, record: OrderRecord, reason: CancelReason, detail: str = "") -> None:
+    order = record.order
+    cancelled = order.remaining
+    order.remaining = 0
+    await order_repo.save(ctx.connection, order, reason)
+    ctx.emit(
+        OrderCancelled(
+            client_order_id=order.client_order_id,
+            acceptance_number=order.acceptance_number,
+            cancelled_quantity=cancelled,
+            reason=reason,
+            detail=detail,
+        ),
+        to=order.user_id,
+    )
+    if order.side is Side.SELL:
+        await _release_if_done(ctx, order.acceptance_number)
+
+
+async def _release_if_done(ctx: Context, sell_order: int) -> None:
+    """A closed sell order with no transfer left frees a remainder committed to it at the issuer."""
+    record = await order_repo.order(ctx.connection, sell_order)
+    if record is None or record.status == "open" or await order_repo.unfinished_matches(ctx.connection, sell_order):
+        return
+    assert record.certificate is not None
+    issuer = ElectronicStockCertificate.model_validate_json(record.certificate.certificate.content).issuing_agent_id
+    ctx.emit(CertificateRelease(seller_order=sell_order, seller_user_id=record.order.user_id), to=issuer)
+
+
+async def on_cancel(request: CancelOrder, ctx: Context) -> None:
+    assert ctx.sender is not None
+    record = await order_repo.order_by_client_id(ctx.connection, ctx.sender.user_id, request.client_order_id)
+    refusal = _open_order_refusal(record, request.client_order_id)
+    if refusal is not None or record is None:
+        _reject(ctx, request.client_order_id, refusal or acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, ""))
+        return
+    book = await order_repo.load_book(ctx.connection, record.issue_code)
+    book.cancel(record.order.acceptance_number)
+    await _cancel(ctx, record, CancelReason.REQUESTED)
+
+
+def _open_order_refusal(record: OrderRecord | None, client_order_id: str) -> acceptance.Refusal | None:
+    if record is None:
+        return acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, f"no order {client_order_id} of yours")
+    if record.status != "open":
+        return acceptance.Refusal(OrderRefusal.ORDER_NOT_OPEN, f"order {client_order_id} is {record.status}")
+    return None
+
+
+async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
+    """Cancel-replace: lowering only the quantity keeps priority; anything else is a new order."""
+    assert ctx.sender is not None
+    conn = ctx.connection
+    user = ctx.sender.user_id
+    record = await order_repo.order_by_client_id(conn, user, request.client_order_id)
+    refusal = _open_order_refusal(record, request.client_order_id)
+    if refusal is None and await order_repo.client_order_used(conn, user, request.new_client_order_id):
+        refusal = acceptance.Refusal(OrderRefusal.DUPLICATE_CLIENT_ORDER_ID, f"{request.new_client_order_id} was used")
+    if refusal is None and record is not None:
+        instrument = await order_repo.instrument(conn, record.issue_code)
+        assert instrument is not None
+        refusal = acceptance.replace_refusal(record.order, request, instrument, ctx.sender,
+                                             await order_repo.open_buy_exposure(conn, user))
+    if refusal is not None or record is None:
+        _reject(ctx, request.new_client_order_id, refusal or acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, ""))
+        return
+    book = await order_repo.load_book(conn, record.issue_code)
+    old = record.order
+    if request.price == old.price and request.quantity <= old.remaining:
+        book.reduce(old.acceptance_number, request.quantity)
+        old.client_order_id = request.new_client_order_id
+        await order_repo.save(conn, old)
+        ctx.emit(OrderAccepted(client_order_id=old.client_order_id, acceptance_number=old.acceptance_number,
+                               request_hash=_request_hash(ctx)), to=user)
+        return
+    book.cancel(old.acceptance_number)
+    old.remaining, replaced = 0, old.remaining
+    await order_repo.save(conn, old, CancelReason.REPLACED)
+    ctx.emit(OrderCancelled(client_order_id=request.client_order_id, acceptance_number=old.acceptance_number,
+                            cancelled_quantity=replaced, reason=CancelReason.REPLACED), to=user)
+    order = Order(
+        acceptance_number=await order_repo.next_acceptance_number(conn),
+        client_order_id=request.new_client_order_id,
+        user_id=user, side=old.side, order_type=old.order_type, price=request.price,
+        quantity=request.quantity, remaining=request.quantity, time_in_force=old.time_in_force,
+        cert_id=old.cert_id,
+    )
+    await order_repo.insert_replacement(conn, order, record, _request_hash(ctx))
+    ctx.emit(OrderAccepted(client_order_id=order.client_order_id, acceptance_number=order.acceptance_number,
+                           request_hash=_request_hash(ctx)), to=user)
+    await _apply(ctx, record.issue_code, book, order, book.submit(order))
+
+
+async def on_status_request(request: OrderStatusRequest, ctx: Context) -> None:
+    """R-001-27: the execution status of an order, by acceptance number, to its owner only."""
+    assert ctx.sender is not None
+    record = await order_repo.order(ctx.connection, request.acceptance_number)
+    if record is None or record.order.user_id != ctx.sender.user_id:
+        ctx.emit(OrderStatus(acceptance_number=request.acceptance_number, found=False), to=ctx.sender.user_id)
+        return
+    order = record.order
+    fills = await order_repo.fills(ctx.connection, order.acceptance_number)
+    ctx.emit(
+        OrderStatus(
+            acceptance_number=order.acceptance_number,
+            found=True,
+            client_order_id=order.client_order_id,
+            issue_code=record.issue_code,
+            side=order.side,
+            state=OrderState(record.status),
+            quantity=order.quantity,
+            filled_quantity=sum(f.quantity for f in fills if f.status != "failed"),
+            remaining_quantity=order.remaining if record.status == "open" else 0,
+            fills=tuple(fills),
+        ),
+        to=ctx.sender.user_id,
+    )
+
+
+HANDLERS: dict[type[Message], Handler] = {
+    SubmitOrder: on_submit,
+    CancelOrder: on_cancel,
+    ReplaceOrder: on_replace,
+    OrderStatusRequest: on_status_request,
+    NameTransferCompleted: on_transfer_completed,
+    NameTransferFailed: on_transfer_failed,
+}

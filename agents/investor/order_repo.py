@@ -1,0 +1,226 @@
+"""SQL for the investor's trading records; records never leave this module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from schemas.certificates import IssuerSignature, SignedCertificate
+from schemas.issuance import DividendDelivery
+from schemas.trading import SubmitOrder
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    user_id: str
+    client_order_id: str
+    issue_code: str
+    side: str
+    order_type: str
+    price: Decimal | None
+    quantity: int
+    time_in_force: str
+    settlement_account: str
+    cert_id: UUID | None
+    holder_name: str | None
+    holder_address: str | None
+    dividend_method: str | None
+    dividend_account: str | None
+    request_hash: str
+    acceptance_number: int | None
+    status: str
+    filled: int
+    reason: str | None
+    detail: str | None
+    updated_at: datetime
+
+
+_COLUMNS = """user_id, client_order_id, issue_code, side, order_type, price, quantity, time_in_force,
+              settlement_account, cert_id, holder_name, holder_address, dividend_method,
+              dividend_account, request_hash, acceptance_number, status, filled, reason, detail, updated_at"""
+
+
+async def record_order(
+    connection: asyncpg.Connection,
+    order: SubmitOrder,
+    request_hash: str,
+    cert_id: UUID | None,
+    dividend: DividendDelivery | None,
+) -> None:
+    terms = order.terms
+    await connection.execute(
+        """INSERT INTO orders (user_id, client_order_id, issue_code, side, order_type, price, quantity,
+               time_in_force, settlement_account, cert_id, holder_name, holder_address, dividend_method,
+               dividend_account, request_hash)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)""",
+        order.user_id,
+        order.client_order_id,
+        order.issue_code,
+        terms.side.value,
+        terms.order_type.value,
+        terms.price,
+        terms.quantity,
+        terms.time_in_force.value,
+        order.settlement_account,
+        cert_id,
+        order.holder_name,
+        order.holder_address,
+        dividend.method.value if dividend else None,
+        dividend.account if dividend else None,
+        request_hash,
+    )
+
+
+async def order(connection: asyncpg.Connection, user_id: str, client_order_id: str) -> OrderRecord | None:
+    row = await connection.fetchrow(
+        f"SELECT {_COLUMNS} FROM orders WHERE user_id = $1 AND client_order_id = $2 FOR UPDATE",
+        user_id,
+        client_order_id,
+    )
+    return OrderRecord(**dict(row)) if row else None
+
+
+async def orders(connection: asyncpg.Connection, user_id: str) -> list[OrderRecord]:
+    rows = await connection.fetch(f"SELECT {_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY created_at", user_id)
+    return [OrderRecord(**dict(r)) for r in rows]
+
+
+async def update_order(connection: asyncpg.Connection, user_id: str, client_order_id: str, **changes: Any) -> None:
+    columns = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=3))
+    await connection.execute(
+        f"UPDATE orders SET {columns}, updated_at = now() WHERE user_id = $1 AND client_order_id = $2",
+        user_id,
+        client_order_id,
+        *changes.values(),
+    )
+
+
+async def add_filled(connection: asyncpg.Connection, user_id: str, client_order_id: str, quantity: int) -> None:
+    await connection.execute(
+        """UPDATE orders SET filled = filled + $3,
+               status = CASE WHEN filled + $3 >= quantity THEN 'filled'
+                             WHEN status = 'filled' THEN 'accepted' ELSE status END,
+               updated_at = now()
+           WHERE user_id = $1 AND client_order_id = $2""",
+        user_id,
+        client_order_id,
+        quantity,
+    )
+
+
+async def record_execution(connection: asyncpg.Connection, values: dict[str, Any]) -> bool:
+    inserted = await connection.fetchval(
+        """INSERT INTO executions (matching_number, user_id, client_order_id, side, issue_code, price, quantity,
+               status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'executed')
+           ON CONFLICT DO NOTHING RETURNING true""",
+        values["matching_number"],
+        values["user_id"],
+        values["client_order_id"],
+        values["side"],
+        values["issue_code"],
+        values["price"],
+        values["quantity"],
+    )
+    return bool(inserted)
+
+
+async def execution_status(
+    connection: asyncpg.Connection, matching_number: int, user_id: str, status: str, ntn: int | None = None
+) -> None:
+    await connection.execute(
+        """UPDATE executions SET status = $3, name_transfer_number = coalesce($4, name_transfer_number)
+           WHERE matching_number = $1 AND user_id = $2""",
+        matching_number,
+        user_id,
+        status,
+        ntn,
+    )
+
+
+async def executions(connection: asyncpg.Connection, user_id: str) -> list[dict[str, Any]]:
+    rows = await connection.fetch(
+        """SELECT matching_number, client_order_id, side, issue_code, price, quantity, status, name_transfer_number
+           FROM executions WHERE user_id = $1 ORDER BY matching_number""",
+        user_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def committable(connection: asyncpg.Connection, holder: str, cert_id: UUID) -> SignedCertificate | None:
+    """A held certificate no order uses yet, locked for this transaction."""
+    row = await connection.fetchrow(
+        """SELECT content, issuer_signature, issuer_certificate FROM wallet
+           WHERE cert_id = $1 AND holder_user_id = $2 AND status = 'held' AND committed_order IS NULL
+           FOR UPDATE""",
+        cert_id,
+        holder,
+    )
+    if row is None:
+        return None
+    return SignedCertificate(
+        content=row["content"],
+        issuer_signature=IssuerSignature(certificate=row["issuer_certificate"], signature=row["issuer_signature"]),
+    )
+
+
+async def commit_certificate(connection: asyncpg.Connection, cert_id: UUID, client_order_id: str | None) -> None:
+    await connection.execute("UPDATE wallet SET committed_order = $2 WHERE cert_id = $1", cert_id, client_order_id)
+
+
+async def release_certificates(connection: asyncpg.Connection, holder: str, client_order_id: str) -> None:
+    await connection.execute(
+        "UPDATE wallet SET committed_order = NULL WHERE holder_user_id = $1 AND committed_order = $2",
+        holder,
+        client_order_id,
+    )
+
+
+async def surrender(connection: asyncpg.Connection, cert_id: UUID) -> str | None:
+    """A certificate the holder no longer holds; returns the order it backed."""
+    committed: str | None = await connection.fetchval(
+        "UPDATE wallet SET status = 'surrendered' WHERE cert_id = $1 RETURNING committed_order", cert_id
+    )
+    return committed
+
+
+async def record_notice(connection: asyncpg.Connection, user_id: str, values: dict[str, Any]) -> None:
+    await connection.execute(
+        """INSERT INTO settlement_notices (matching_number, user_id, settled, amount, currency, failure, detail)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
+        values["matching_number"],
+        user_id,
+        values["settled"],
+        values["amount"],
+        values["currency"],
+        values["failure"],
+        values["detail"],
+    )
+
+
+async def notices(connection: asyncpg.Connection, user_id: str) -> list[dict[str, Any]]:
+    rows = await connection.fetch(
+        "SELECT * FROM settlement_notices WHERE user_id = $1 ORDER BY matching_number", user_id
+    )
+    return [dict(r) for r in rows]
+
+
+async def record_statement(connection: asyncpg.Connection, user_id: str, account: str, statement: str) -> None:
+    await connection.execute(
+        """INSERT INTO account_statements (user_id, account, statement) VALUES ($1, $2, $3::jsonb)
+           ON CONFLICT (user_id, account) DO UPDATE SET statement = excluded.statement, received_at = now()""",
+        user_id,
+        account,
+        statement,
+    )
+
+
+async def statement(connection: asyncpg.Connection, user_id: str, account: str) -> str | None:
+    text: str | None = await connection.fetchval(
+        "SELECT statement FROM account_statements WHERE user_id = $1 AND account = $2", user_id, account
+    )
+    return text

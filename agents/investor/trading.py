@@ -1,0 +1,305 @@
+"""The investor client's trading (seed 001 units 13 and 15): orders, fills, completion, accounts.
+
+Commands sign and send; handlers record what the exchange, the issuer and settlement answer.
+A buyer asks for its new certificate by name-transfer number as soon as the trade completes
+(message 39); a seller's remainder certificate arrives from the issuer by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from uuid import UUID
+
+from agents.investor import domain, order_repo, repo
+from broker import logs
+from broker.consumer import Handler
+from broker.context import Context
+from broker.errors import Reason, SecurityRejected
+from broker.stock_certificates import endorse, verify_certificate
+from schemas.catalogue import Message
+from schemas.certificates import EndorsedCertificate, ShareClass
+from schemas.identity import EXCHANGE_ID, ISSUER_ID, SETTLEMENT_ID
+from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.settlement import AccountInquiry, AccountStatement, SettlementNotice
+from schemas.trading import (
+    CancelOrder,
+    CertificateRequestAfterTransfer,
+    ExecutionReversed,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExecuted,
+    OrderRejected,
+    OrderStatus,
+    OrderStatusRequest,
+    OrderTerms,
+    OrderType,
+    RemainderCertificate,
+    ReplaceOrder,
+    Side,
+    SubmitOrder,
+    TimeInForce,
+    TradeCompleted,
+)
+
+log = logs.get("kabuto.investor")
+Command = Callable[[Context], Awaitable[UUID]]
+
+
+class OrderError(ValueError):
+    """An order the investor client will not send, and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderTicket:
+    """What an investor fills in to place an order (seed 001 Fig. 12)."""
+
+    client_order_id: str
+    issue_code: str
+    side: Side
+    quantity: int
+    settlement_account: str
+    price: Decimal | None = None  # None for a market order
+    time_in_force: TimeInForce = TimeInForce.DAY
+    cert_id: UUID | None = None  # the certificate a sell order sells from
+    holder_name: str | None = None  # a buyer's name and address, for the register
+    holder_address: str | None = None
+    dividend_delivery: DividendDelivery | None = None
+    share_class: ShareClass = ShareClass.COMMON
+    exchange: str = EXCHANGE_ID
+
+
+def place_order(ticket: OrderTicket) -> Command:
+    """Sign and send order 33; a sell order attaches the certificate, countersigned for this order."""
+
+    async def action(ctx: Context) -> UUID:
+        user = ctx.identity.user_id
+        request = SubmitOrder(
+            client_order_id=ticket.client_order_id,
+            user_id=user,
+            issue_code=ticket.issue_code,
+            share_class=ticket.share_class,
+            terms=OrderTerms(
+                side=ticket.side,
+                order_type=OrderType.LIMIT if ticket.price is not None else OrderType.MARKET,
+                price=ticket.price,
+                quantity=ticket.quantity,
+                time_in_force=ticket.time_in_force,
+            ),
+            settlement_account=ticket.settlement_account,
+            certificate=await _endorsed(ctx, ticket) if ticket.side is Side.SELL else None,
+            holder_name=ticket.holder_name if ticket.side is Side.BUY else None,
+            holder_address=ticket.holder_address if ticket.side is Side.BUY else None,
+        )
+        if await order_repo.order(ctx.connection, user, ticket.client_order_id) is not None:
+            raise OrderError(f"client order id {ticket.client_order_id} was used before")
+        sealed = ctx.emit(request, to=ticket.exchange)
+        await order_repo.record_order(ctx.connection, request, sealed.digest, ticket.cert_id, ticket.dividend_delivery)
+        if ticket.cert_id is not None:
+            await order_repo.commit_certificate(ctx.connection, ticket.cert_id, ticket.client_order_id)
+        return sealed.envelope.message_id
+
+    return action
+
+
+async def _endorsed(ctx: Context, ticket: OrderTicket) -> EndorsedCertificate:
+    if ticket.cert_id is None:
+        raise OrderError("a sell order names the certificate it sells from")
+    signed = await order_repo.committable(ctx.connection, ctx.identity.user_id, ticket.cert_id)
+    if signed is None:
+        raise OrderError(f"certificate {ticket.cert_id} is not in the wallet, or already backs an order")
+    context = f"order:{ctx.identity.user_id}:{ticket.client_order_id}"
+    return endorse(ctx.identity, signed, "sell_order", context)
+
+
+def cancel_order(client_order_id: str, exchange: str = EXCHANGE_ID) -> Command:
+    async def action(ctx: Context) -> UUID:
+        await _known_order(ctx, client_order_id)
+        return ctx.emit(CancelOrder(client_order_id=client_order_id), to=exchange).envelope.message_id
+
+    return action
+
+
+def replace_order(
+    client_order_id: str, new_client_order_id: str, quantity: int, price: Decimal | None, exchange: str = EXCHANGE_ID
+) -> Command:
+    async def action(ctx: Context) -> UUID:
+        old = await _known_order(ctx, client_order_id)
+        request = ReplaceOrder(
+            client_order_id=client_order_id, new_client_order_id=new_client_order_id, price=price, quantity=quantity
+        )
+        sealed = ctx.emit(request, to=exchange)
+        await ctx.connection.execute(
+            """INSERT INTO orders (user_id, client_order_id, issue_code, side, order_type, price, quantity,
+                   time_in_force, settlement_account, cert_id, holder_name, holder_address, dividend_method,
+                   dividend_account, request_hash)
+               SELECT user_id, $3, issue_code, side, order_type, $4, $5, time_in_force, settlement_account,
+                      cert_id, holder_name, holder_address, dividend_method, dividend_account, $6
+               FROM orders WHERE user_id = $1 AND client_order_id = $2""",
+            old.user_id, client_order_id, new_client_order_id, price, quantity, sealed.digest,
+        )
+        return sealed.envelope.message_id
+
+    return action
+
+
+async def _known_order(ctx: Context, client_order_id: str) -> order_repo.OrderRecord:
+    record = await order_repo.order(ctx.connection, ctx.identity.user_id, client_order_id)
+    if record is None:
+        raise OrderError(f"no order {client_order_id}")
+    return record
+
+
+def ask_order_status(acceptance_number: int, exchange: str = EXCHANGE_ID) -> Command:
+    async def action(ctx: Context) -> UUID:
+        request = OrderStatusRequest(acceptance_number=acceptance_number)
+        return ctx.emit(request, to=exchange).envelope.message_id
+
+    return action
+
+
+def inquire_account(account: str, settlement: str = SETTLEMENT_ID) -> Command:
+    """Unit 15 (R-001-43): ask settlement for the account's balance and postings."""
+
+    async def action(ctx: Context) -> UUID:
+        return ctx.emit(AccountInquiry(account=account), to=settlement).envelope.message_id
+
+    return action
+
+
+# --- handlers -----------------------------------------------------------------------------
+
+
+async def _order(ctx: Context, client_order_id: str) -> order_repo.OrderRecord:
+    record = await order_repo.order(ctx.connection, ctx.identity.user_id, client_order_id)
+    if record is None:
+        raise SecurityRejected(Reason.UNSOLICITED, f"no order {client_order_id} of {ctx.identity.user_id}")
+    return record
+
+
+async def on_accepted(answer: OrderAccepted, ctx: Context) -> None:
+    """R-001-27: verify the echoed hash of our request and keep the acceptance number."""
+    record = await _order(ctx, answer.client_order_id)
+    if answer.request_hash != record.request_hash:
+        raise SecurityRejected(Reason.SIGNATURE_INVALID, "order acceptance echoes another request (R-001-07)")
+    await order_repo.update_order(
+        ctx.connection, record.user_id, record.client_order_id,
+        acceptance_number=answer.acceptance_number, status="accepted",
+    )
+
+
+async def on_rejected(answer: OrderRejected, ctx: Context) -> None:
+    record = await _order(ctx, answer.client_order_id)
+    await order_repo.update_order(
+        ctx.connection, record.user_id, record.client_order_id,
+        status="rejected", reason=answer.reason.value, detail=answer.detail,
+    )
+    await order_repo.release_certificates(ctx.connection, record.user_id, record.client_order_id)
+    log.info("order_rejected", reason=answer.reason.value, detail=answer.detail)
+
+
+async def on_executed(fill: OrderExecuted, ctx: Context) -> None:
+    record = await _order(ctx, fill.client_order_id)
+    values = fill.model_dump() | {"user_id": record.user_id, "side": fill.side.value}
+    if await order_repo.record_execution(ctx.connection, values):
+        await order_repo.add_filled(ctx.connection, record.user_id, record.client_order_id, fill.quantity)
+
+
+async def on_reversed(reversal: ExecutionReversed, ctx: Context) -> None:
+    record = await _order(ctx, reversal.client_order_id)
+    await order_repo.execution_status(ctx.connection, reversal.matching_number, record.user_id, "reversed")
+    await order_repo.add_filled(ctx.connection, record.user_id, record.client_order_id, -reversal.quantity)
+
+
+async def on_cancelled(notice: OrderCancelled, ctx: Context) -> None:
+    record = await _order(ctx, notice.client_order_id)
+    status = "replaced" if notice.reason.value == "replaced" else "cancelled"
+    if record.filled and status == "cancelled" and notice.cancelled_quantity == 0:
+        status = record.status
+    await order_repo.update_order(
+        ctx.connection, record.user_id, record.client_order_id,
+        status=status, reason=notice.reason.value, detail=notice.detail or None,
+    )
+    if record.side == "sell" and status == "cancelled" and not record.filled:
+        await order_repo.release_certificates(ctx.connection, record.user_id, record.client_order_id)
+
+
+async def on_trade_completed(notice: TradeCompleted, ctx: Context) -> None:
+    """R-001-40; a buyer then asks the issuer for its certificate by NTN (message 39)."""
+    record = await _order(ctx, notice.client_order_id)
+    conn = ctx.connection
+    await order_repo.execution_status(conn, notice.matching_number, record.user_id, "completed",
+                                      notice.name_transfer_number)
+    if notice.side is Side.SELL:
+        await order_repo.surrender(conn, notice.transferred_cert_id)
+        return
+    delivery = DividendDelivery(
+        method=DividendMethod(record.dividend_method or DividendMethod.SETTLEMENT_ACCOUNT),
+        account=record.dividend_account or record.settlement_account,
+    )
+    sealed = ctx.emit(
+        CertificateRequestAfterTransfer(
+            name_transfer_number=notice.name_transfer_number,
+            holder_name=record.holder_name or record.user_id,
+            holder_address=record.holder_address or "",
+            dividend_delivery=delivery,
+        ),
+        to=ISSUER_ID,
+    )
+    await repo.record_request(
+        conn, sealed.envelope.message_id, record.user_id, "after_transfer", notice.issue_code, notice.quantity
+    )
+    log.info("trade_completed", ntn=notice.name_transfer_number, side=notice.side.value)
+
+
+async def on_remainder(message: RemainderCertificate, ctx: Context) -> None:
+    """The seller's certificate for the shares a partial sale left; it backs the same order."""
+    assert ctx.sender is not None
+    certificate = verify_certificate(message.certificate, ctx.trust)
+    domain.check_delivered(
+        certificate, holder=ctx.identity.user_id, delivered_by=ctx.sender.user_id, today=ctx.now.date()
+    )
+    committed = await order_repo.surrender(ctx.connection, message.replaces_cert_id)
+    await repo.keep(ctx.connection, certificate, message.certificate)
+    live = committed is not None and await _live(ctx, committed)
+    await order_repo.commit_certificate(ctx.connection, certificate.cert_id, committed if live else None)
+
+
+async def _live(ctx: Context, client_order_id: str) -> bool:
+    record = await order_repo.order(ctx.connection, ctx.identity.user_id, client_order_id)
+    return record is not None and record.status in ("sent", "accepted")
+
+
+async def on_status(status: OrderStatus, ctx: Context) -> None:
+    if status.client_order_id is None:
+        log.info("order_status_unknown", acceptance_number=status.acceptance_number)
+        return
+    await order_repo.update_order(
+        ctx.connection, ctx.identity.user_id, status.client_order_id, last_status=status.model_dump_json()
+    )
+
+
+async def on_settlement_notice(notice: SettlementNotice, ctx: Context) -> None:
+    values = notice.model_dump() | {"failure": notice.failure.value if notice.failure else None}
+    await order_repo.record_notice(ctx.connection, ctx.identity.user_id, values)
+
+
+async def on_statement(statement: AccountStatement, ctx: Context) -> None:
+    await order_repo.record_statement(
+        ctx.connection, ctx.identity.user_id, statement.account, statement.model_dump_json()
+    )
+
+
+HANDLERS: dict[type[Message], Handler] = {
+    OrderAccepted: on_accepted,
+    OrderRejected: on_rejected,
+    OrderExecuted: on_executed,
+    ExecutionReversed: on_reversed,
+    OrderCancelled: on_cancelled,
+    TradeCompleted: on_trade_completed,
+    RemainderCertificate: on_remainder,
+    OrderStatus: on_status,
+    SettlementNotice: on_settlement_notice,
+    AccountStatement: on_statement,
+}

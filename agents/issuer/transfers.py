@@ -1,0 +1,203 @@
+"""The issuer's name-transfer handlers (seed 001 S101–S119, S141–S150, R-001-31..36, 44–46).
+
+A transfer on the exchange arrives as request 35 with the certificate, countersigned by the
+seller for its sell order (or, for a remainder the seller already committed to that order, by
+the exchange alone) and by the exchange for this execution. The issuer checks signatures,
+contents and register, retires the old CertID, registers the buyer (and the seller's
+remainder) under new CertIDs, records the history and answers with 36. The buyer then asks
+for its certificate with 39, quoting the name-transfer number; the seller's remainder
+certificate is pushed at once, since nothing about its holder changed.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from agents.issuer import domain, repo
+from agents.issuer.register import RegisterRecord, TransferRefused, check_transfer, committed_to, transfer
+from broker import logs
+from broker.context import Context
+from broker.stock_certificates import (
+    CertificateInvalid,
+    sign_certificate,
+    verify_certificate,
+    verify_endorsement,
+)
+from schemas.certificates import ElectronicStockCertificate, SignedCertificate
+from schemas.issuance import CertificateIssuanceRefused, CertificateIssued, IssuanceRefusal
+from schemas.trading import (
+    CertificateRelease,
+    CertificateRequestAfterTransfer,
+    NameTransferCompleted,
+    NameTransferFailed,
+    NameTransferRequest,
+    RemainderCertificate,
+    TransferRefusal,
+)
+
+log = logs.get("kabuto.issuer")
+
+
+async def on_name_transfer(request: NameTransferRequest, ctx: Context) -> None:
+    assert ctx.sender is not None and ctx.digest is not None
+    try:
+        certificate = _verified(request, ctx)
+        record = await repo.record(ctx.connection, certificate.cert_id)
+        check_transfer(request, certificate, record)  # S108–S113
+        assert record is not None
+        _check_authority(request, ctx, record)
+    except TransferRefused as refused:
+        log.info("name_transfer_refused", reason=refused.reason.value, detail=refused.detail)
+        ctx.emit(
+            NameTransferFailed(
+                matching_number=request.matching_number,
+                reason=refused.reason,
+                detail=refused.detail,
+                request_hash=ctx.digest,
+            ),
+            to=ctx.sender.user_id,
+        )
+        return
+    await _transfer(request, ctx, record)
+
+
+def _verified(request: NameTransferRequest, ctx: Context) -> ElectronicStockCertificate:
+    """S105–S107: the issuer's signature, then the exchange's countersignature for this execution."""
+    assert ctx.sender is not None
+    endorsed = request.certificate
+    try:
+        certificate = verify_certificate(endorsed.certificate, ctx.trust)
+    except CertificateInvalid as exc:
+        raise TransferRefused(TransferRefusal.CERTIFICATE_SIGNATURE_INVALID, exc.detail) from exc
+    try:
+        verify_endorsement(
+            endorsed, len(endorsed.endorsements) - 1, ctx.trust, endorser=ctx.sender.user_id,
+            purpose="name_transfer", context=f"omn:{request.matching_number}", now=ctx.now,
+        )
+    except CertificateInvalid as exc:
+        raise TransferRefused(TransferRefusal.ENDORSEMENT_INVALID, exc.detail) from exc
+    return certificate
+
+
+def _check_authority(request: NameTransferRequest, ctx: Context, record: RegisterRecord) -> None:
+    """The seller agreed to sell this certificate: its countersignature for a sell order, or an
+    earlier commitment of this remainder to the same exchange order."""
+    assert ctx.sender is not None
+    if committed_to(record, ctx.sender.user_id, request.seller_order):
+        return
+    endorsed = request.certificate
+    try:
+        context = verify_endorsement(
+            endorsed, 0, ctx.trust, endorser=request.seller_user_id, purpose="sell_order",
+            context=None, now=ctx.now,
+        )
+    except CertificateInvalid as exc:
+        raise TransferRefused(TransferRefusal.NOT_AUTHORISED, exc.detail) from exc
+    if not context.startswith(f"order:{request.seller_user_id}:") or len(endorsed.endorsements) != 2:
+        raise TransferRefused(TransferRefusal.NOT_AUTHORISED, "the seller did not countersign a sell order")
+    if record.committed_by is not None:
+        raise TransferRefused(
+            TransferRefusal.NOT_AUTHORISED, f"CertID is committed to order {record.committed_order}"
+        )
+
+
+async def _transfer(request: NameTransferRequest, ctx: Context, old: RegisterRecord) -> None:
+    """S114–S119."""
+    assert ctx.sender is not None and ctx.digest is not None
+    conn = ctx.connection
+    offering = await repo.offering(conn, old.issue_code)
+    assert offering is not None
+    number = domain.certificate_number(old.issue_code, await repo.next_certificate_number(conn, old.issue_code))
+    change = transfer(
+        old,
+        shares=request.shares,
+        buyer_user_id=request.buyer_user_id,
+        buyer_name=request.buyer_name,
+        buyer_address=request.buyer_address,
+        buyer_cert_id=uuid.uuid4(),
+        remainder_cert_id=uuid.uuid4(),
+        new_number=number,
+        today=ctx.now.date(),
+        commit_remainder=(ctx.sender.user_id, request.seller_order) if request.seller_order_open else None,
+    )
+    await repo.retire(conn, old.cert_id)
+    await repo.insert_record(conn, change.buyer)
+    remainder = await _register_remainder(ctx, offering, change.remainder)
+    ntn = await repo.record_transfer(
+        conn, issue_code=old.issue_code, cert_id=change.buyer.cert_id, shares=request.shares,
+        buyer_user_id=request.buyer_user_id, seller_user_id=request.seller_user_id, old_cert_id=old.cert_id,
+        remainder_cert_id=change.remainder.cert_id if change.remainder else None,
+        matching_number=request.matching_number,
+    )
+    version = await repo.next_register_version(conn, old.issue_code)
+    log.info("name_transferred", ntn=ntn, old_cert_id=str(old.cert_id), buyer=request.buyer_user_id)
+    ctx.emit(
+        NameTransferCompleted(
+            matching_number=request.matching_number, name_transfer_number=ntn, new_cert_id=change.buyer.cert_id,
+            buyer_user_id=request.buyer_user_id, buyer_shares=request.shares, remainder=remainder,
+            request_hash=ctx.digest, register_version=version,
+        ),
+        to=ctx.sender.user_id,
+    )
+    if remainder is not None:
+        ctx.emit(
+            RemainderCertificate(name_transfer_number=ntn, replaces_cert_id=old.cert_id, certificate=remainder),
+            to=request.seller_user_id,
+        )
+
+
+async def _register_remainder(
+    ctx: Context, offering: domain.Offering, record: RegisterRecord | None
+) -> SignedCertificate | None:
+    if record is None:
+        return None
+    await repo.insert_record(ctx.connection, record)
+    return await _issue(ctx, offering, record)
+
+
+async def _issue(ctx: Context, offering: domain.Offering, record: RegisterRecord) -> SignedCertificate:
+    """S149–S150: the certificate drawn up from the register record and signed."""
+    certificate = domain.certificate(
+        offering, cert_id=record.cert_id, number=record.certificate_number, shares=record.shares,
+        holder_name=record.holder_name, holder_user_id=record.holder_user_id, today=ctx.now.date(),
+        agent=domain.issuing_agent(ctx.identity.user_id),
+    )
+    signed = sign_certificate(ctx.identity, certificate)
+    await repo.record_signed(ctx.connection, record.cert_id, signed)
+    return signed
+
+
+async def on_request_after_transfer(request: CertificateRequestAfterTransfer, ctx: Context) -> None:
+    """S141–S150 (R-001-44..46): the transferee's certificate, by name-transfer number."""
+    assert ctx.sender is not None and ctx.message_id is not None
+    conn = ctx.connection
+    found = await repo.transfer_record(conn, request.name_transfer_number)
+    if found is None or found.buyer_user_id != ctx.sender.user_id:  # S146
+        ctx.emit(
+            CertificateIssuanceRefused(
+                request_id=ctx.message_id, reason=IssuanceRefusal.UNKNOWN_TRANSFER,
+                detail=f"no name transfer {request.name_transfer_number} to {ctx.sender.user_id}",
+            ),
+            to=ctx.sender.user_id,
+        )
+        return
+    signed = await repo.signed(conn, found.cert_id)
+    if signed is None:  # first request: complete the record (S148) and issue
+        delivery = request.dividend_delivery
+        await repo.complete_holder(
+            conn, found.cert_id, request.holder_name, request.holder_address,
+            delivery.method.value, delivery.account,
+        )
+        record = await repo.record(conn, found.cert_id)
+        assert record is not None
+        offering = await repo.offering(conn, record.issue_code)
+        assert offering is not None
+        signed = await _issue(ctx, offering, record)
+    # A repeated request gets the same certificate again, byte for byte: no second CertID.
+    ctx.emit(CertificateIssued(request_id=ctx.message_id, certificate=signed), to=ctx.sender.user_id)
+
+
+async def on_release(release: CertificateRelease, ctx: Context) -> None:
+    assert ctx.sender is not None
+    freed = await repo.release(ctx.connection, ctx.sender.user_id, release.seller_order, release.seller_user_id)
+    log.info("remainder_released", seller_order=release.seller_order, certificates=freed)

@@ -1,0 +1,183 @@
+"""SQL for the settlement agent's own schema: accounts, the ledger and settlement instructions.
+
+Records never leave this module. Balances are computed from postings, never stored; the
+database refuses an unbalanced entry at commit (migration 0005) whatever the code does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+from agents.settlement.domain import (
+    Account,
+    AccountExists,
+    AccountKind,
+    Entry,
+    Refusal,
+    Statement,
+    external_account,
+)
+from schemas.settlement import Posting, SettlementRequest
+
+_BALANCE = "coalesce((SELECT sum(p.amount) FROM postings p WHERE p.account_id = a.account_id), 0)"
+
+
+async def open_account(connection: asyncpg.Connection, account: Account) -> None:
+    """Open an account, and the external account of its currency if this is the first."""
+    opened = await _insert_account(connection, account)
+    if not opened:
+        raise AccountExists(f"account {account.account_id} is already open")
+    await _insert_account(connection, external_account(account.currency))
+
+
+async def _insert_account(connection: asyncpg.Connection, account: Account) -> bool:
+    inserted = await connection.fetchval(
+        """INSERT INTO accounts (account_id, owner_user_id, currency, kind) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (account_id) DO NOTHING RETURNING true""",
+        account.account_id,
+        account.owner_user_id,
+        account.currency,
+        account.kind.value,
+    )
+    return bool(inserted)
+
+
+async def account(connection: asyncpg.Connection, account_id: str) -> Account | None:
+    row = await connection.fetchrow(
+        f"SELECT a.*, {_BALANCE} AS balance FROM accounts a WHERE a.account_id = $1", account_id
+    )
+    return _account(row) if row else None
+
+
+async def accounts_for_update(
+    connection: asyncpg.Connection, account_ids: Collection[str]
+) -> dict[str, Account]:
+    """The accounts with their balances, locked until the transaction ends.
+
+    Locked in id order so that two entries touching the same accounts cannot deadlock; ``NO KEY
+    UPDATE`` so that other entries' foreign-key checks on these accounts do not wait. Read in a
+    second statement: a statement's snapshot is taken before it waits for a lock,
+    so a balance read in the locking statement could miss the entry it waited for.
+    """
+    ids = sorted(set(account_ids))
+    await connection.execute(
+        "SELECT 1 FROM accounts WHERE account_id = ANY($1::text[]) ORDER BY account_id FOR NO KEY UPDATE",
+        ids,
+    )
+    rows = await connection.fetch(
+        f"SELECT a.*, {_BALANCE} AS balance FROM accounts a WHERE a.account_id = ANY($1::text[])", ids
+    )
+    return {row["account_id"]: _account(row) for row in rows}
+
+
+def _account(row: asyncpg.Record) -> Account:
+    return Account(
+        account_id=row["account_id"],
+        owner_user_id=row["owner_user_id"],
+        currency=row["currency"],
+        kind=AccountKind(row["kind"]),
+        balance=row["balance"],
+    )
+
+
+async def post(connection: asyncpg.Connection, entry: Entry, posted_at: datetime) -> int | None:
+    """Write the entry and its postings; None if its (kind, reference) was already posted."""
+    entry_id: int | None = await connection.fetchval(
+        """INSERT INTO entries (kind, reference, description, posted_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (kind, reference) DO NOTHING RETURNING entry_id""",
+        entry.kind.value,
+        entry.reference,
+        entry.description,
+        posted_at,
+    )
+    if entry_id is None:
+        return None
+    await connection.execute(
+        """INSERT INTO postings (entry_id, account_id, amount)
+           SELECT $1, leg.account_id, leg.amount FROM unnest($2::text[], $3::numeric[])
+               AS leg (account_id, amount)""",
+        entry_id,
+        [leg.account_id for leg in entry.legs],
+        [leg.amount for leg in entry.legs],
+    )
+    return entry_id
+
+
+async def balance(connection: asyncpg.Connection, account_id: str) -> Decimal:
+    total: Decimal = await connection.fetchval(
+        "SELECT coalesce(sum(amount), 0) FROM postings WHERE account_id = $1", account_id
+    )
+    return total
+
+
+async def instruction_decided(connection: asyncpg.Connection, matching_number: int) -> bool:
+    return bool(
+        await connection.fetchval("SELECT true FROM instructions WHERE matching_number = $1", matching_number)
+    )
+
+
+async def record_instruction(
+    connection: asyncpg.Connection,
+    request: SettlementRequest,
+    request_id: UUID,
+    decision: int | Refusal,
+) -> None:
+    """The settlement request and what became of it: the entry that settled it, or why not."""
+    refusal = decision if isinstance(decision, Refusal) else None
+    await connection.execute(
+        """INSERT INTO instructions (matching_number, name_transfer_number, issue_code, shares, price,
+               amount, currency, buyer_user_id, buyer_account, seller_user_id, seller_account,
+               status, failure, detail, entry_id, request_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)""",
+        request.matching_number,
+        request.name_transfer_number,
+        request.issue_code,
+        request.shares,
+        request.price,
+        request.amount,
+        request.currency,
+        request.buyer_user_id,
+        request.buyer_account,
+        request.seller_user_id,
+        request.seller_account,
+        "failed" if refusal else "settled",
+        refusal.failure.value if refusal else None,
+        refusal.detail if refusal else None,
+        None if refusal else decision,
+        request_id,
+    )
+
+
+async def statement(connection: asyncpg.Connection, account: Account, recent: int) -> Statement:
+    """The account's deposits and withdrawals in total, and its ``recent`` latest postings, oldest first.
+
+    The share lock keeps entries to this account from committing between the two reads, so the
+    balance always equals the last posting's balance after it.
+    """
+    await connection.execute("SELECT 1 FROM accounts WHERE account_id = $1 FOR SHARE", account.account_id)
+    totals = await connection.fetchrow(
+        """SELECT coalesce(sum(p.amount) FILTER (WHERE e.kind = 'deposit'), 0) AS deposits,
+                  coalesce(-sum(p.amount) FILTER (WHERE e.kind = 'withdrawal'), 0) AS withdrawals,
+                  coalesce(sum(p.amount), 0) AS balance
+           FROM postings p JOIN entries e USING (entry_id) WHERE p.account_id = $1""",
+        account.account_id,
+    )
+    rows = await connection.fetch(
+        """SELECT * FROM (
+               SELECT p.entry_id, e.posted_at, e.kind, e.reference, p.amount,
+                      sum(p.amount) OVER (ORDER BY p.entry_id) AS balance_after
+               FROM postings p JOIN entries e USING (entry_id) WHERE p.account_id = $1
+           ) AS history ORDER BY entry_id DESC LIMIT $2""",
+        account.account_id,
+        recent,
+    )
+    postings = tuple(Posting(**dict(row)) for row in reversed(rows))
+    current = Account(
+        account.account_id, account.owner_user_id, account.currency, account.kind, totals["balance"]
+    )
+    return Statement(current, totals["deposits"], totals["withdrawals"], postings)

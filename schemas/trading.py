@@ -1,0 +1,329 @@
+"""Exchange trading (seed 001 Phase 2): orders 33/34, executions, name transfer 35/36, completion 37."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from schemas.catalogue import Message, message
+from schemas.certificates import EndorsedCertificate, IssueCode, ShareClass, SignedCertificate
+from schemas.identity import ParticipantId, Role
+from schemas.issuance import DividendDelivery
+from schemas.money import AccountId, Amount, Currency, Price
+
+ClientOrderId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(StrEnum):
+    LIMIT = "limit"
+    MARKET = "market"
+
+
+class TimeInForce(StrEnum):
+    DAY = "day"
+    GTC = "gtc"
+    IOC = "ioc"
+    FOK = "fok"
+
+
+class OrderTerms(BaseModel):
+    """What an order asks for; shared by submit and replace."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    side: Side
+    order_type: OrderType
+    price: Price | None = Field(default=None, description="Limit price; none for a market order.")
+    quantity: int = Field(gt=0)
+    time_in_force: TimeInForce = TimeInForce.DAY
+
+    @model_validator(mode="after")
+    def _price_matches_type(self) -> OrderTerms:
+        if (self.order_type is OrderType.LIMIT) != (self.price is not None):
+            raise ValueError("a limit order needs a price and a market order must not have one")
+        return self
+
+
+@message("order.submit", senders={Role.INVESTOR}, recipients={Role.EXCHANGE})
+class SubmitOrder(Message):
+    """An order (seed 001 message 33, Fig. 12). A sell order carries the seller's certificate,
+    countersigned by the seller for this order; a buy order carries the buyer's name and address."""
+
+    client_order_id: ClientOrderId
+    user_id: ParticipantId
+    issue_code: IssueCode
+    share_class: ShareClass = ShareClass.COMMON
+    terms: OrderTerms
+    settlement_account: AccountId
+    certificate: EndorsedCertificate | None = None
+    holder_name: str | None = Field(default=None, max_length=200)
+    holder_address: str | None = Field(default=None, max_length=400)
+
+
+@message("order.cancel", senders={Role.INVESTOR}, recipients={Role.EXCHANGE})
+class CancelOrder(Message):
+    client_order_id: ClientOrderId
+
+
+@message("order.replace", senders={Role.INVESTOR}, recipients={Role.EXCHANGE})
+class ReplaceOrder(Message):
+    """Cancel-replace by client order id: new price and/or quantity under a new client order id.
+    Lowering only the quantity keeps the order's time priority; anything else loses it."""
+
+    client_order_id: ClientOrderId
+    new_client_order_id: ClientOrderId
+    price: Price | None = None
+    quantity: int = Field(gt=0)
+
+
+@message("order.status.request", senders={Role.INVESTOR}, recipients={Role.EXCHANGE})
+class OrderStatusRequest(Message):
+    """Order status inquiry by order acceptance number (seed 001 ¶0030, R-001-27)."""
+
+    acceptance_number: int = Field(gt=0)
+
+
+class OrderRefusal(StrEnum):
+    """Why the exchange refused an order, a cancel or a replace; each is something a client can act on."""
+
+    UNKNOWN_ISSUE = "unknown_issue"
+    DUPLICATE_CLIENT_ORDER_ID = "duplicate_client_order_id"
+    USER_MISMATCH = "user_mismatch"
+    INVALID_TICK = "invalid_tick"
+    PRICE_LIMIT_EXCEEDED = "price_limit_exceeded"
+    NO_REFERENCE_PRICE = "no_reference_price"
+    MISSING_CERTIFICATE = "missing_certificate"
+    UNEXPECTED_CERTIFICATE = "unexpected_certificate"
+    MISSING_HOLDER_DETAILS = "missing_holder_details"
+    CERTIFICATE_SIGNATURE_INVALID = "certificate_signature_invalid"
+    SELLER_ENDORSEMENT_INVALID = "seller_endorsement_invalid"
+    CERTIFICATE_EXPIRED = "certificate_expired"
+    TRANSFER_RESTRICTED = "transfer_restricted"
+    WRONG_ISSUE = "wrong_issue"
+    ACCOUNT_USAGE_LIMIT_EXCEEDED = "account_usage_limit_exceeded"
+    SHORT_SELLING_PROHIBITED = "short_selling_prohibited"
+    NO_CERTIFICATE_POLICY = "no_certificate_policy"
+    HOLDER_MISMATCH = "holder_mismatch"
+    CERTIFICATE_NOT_LISTED = "certificate_not_listed"
+    CERTIFICATE_ALREADY_COMMITTED = "certificate_already_committed"
+    UNKNOWN_ORDER = "unknown_order"
+    ORDER_NOT_OPEN = "order_not_open"
+    REPLACE_NOT_ALLOWED = "replace_not_allowed"
+
+
+@message("order.accepted", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
+class OrderAccepted(Message):
+    """Order acceptance response (seed 001 message 34): the OAN and the hash of the request."""
+
+    client_order_id: ClientOrderId
+    acceptance_number: int
+    request_hash: Sha256 = Field(description="SHA-256 of the signed body of the order request (R-001-07).")
+
+
+@message("order.rejected", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
+class OrderRejected(Message):
+    """The exchange's error notification for an order, cancel or replace (seed 001 S74–S86)."""
+
+    client_order_id: ClientOrderId
+    reason: OrderRefusal
+    detail: str
+    request_hash: Sha256
+
+
+class CancelReason(StrEnum):
+    REQUESTED = "requested"
+    REPLACED = "replaced"
+    IOC_REMAINDER = "ioc_remainder"
+    FOK_NOT_FILLABLE = "fok_not_fillable"
+    MARKET_REMAINDER = "market_remainder"
+    SELF_TRADE_PREVENTED = "self_trade_prevented"
+    EXPIRED = "expired"
+    CERTIFICATE_INVALID = "certificate_invalid"
+
+
+@message("order.cancelled", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
+class OrderCancelled(Message):
+    """An order (or what was left of it) was taken off the book, and why (S132 for an invalid ESC)."""
+
+    client_order_id: ClientOrderId
+    acceptance_number: int
+    cancelled_quantity: int
+    reason: CancelReason
+    detail: str = ""
+
+
+@message("order.executed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
+class OrderExecuted(Message):
+    """A fill of the recipient's order (seed 001 S91–S93); name transfer follows."""
+
+    client_order_id: ClientOrderId
+    acceptance_number: int
+    matching_number: int
+    side: Side
+    issue_code: IssueCode
+    price: Price
+    quantity: int
+    remaining_quantity: int
+
+
+class OrderState(StrEnum):
+    OPEN = "open"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+
+
+class Fill(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    matching_number: int
+    price: Price
+    quantity: int
+    status: str
+
+
+@message("order.status", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
+class OrderStatus(Message):
+    acceptance_number: int
+    found: bool
+    client_order_id: ClientOrderId | None = None
+    issue_code: IssueCode | None = None
+    side: Side | None = None
+    state: OrderState | None = None
+    quantity: int = 0
+    filled_quantity: int = 0
+    remaining_quantity: int = 0
+    fills: tuple[Fill, ...] = ()
+
+
+@message("name_transfer.request", senders={Role.EXCHANGE}, recipients={Role.ISSUER})
+class NameTransferRequest(Message):
+    """Shareholder name-transfer request (seed 001 message 35, S95) for one execution."""
+
+    matching_number: int = Field(gt=0)
+    issue_code: IssueCode
+    share_class: ShareClass
+    cert_id: UUID
+    shares: int = Field(gt=0, description="Shares to transfer to the buyer.")
+    buyer_user_id: ParticipantId
+    buyer_name: str
+    buyer_address: str
+    seller_user_id: ParticipantId
+    certificate: EndorsedCertificate
+    # The seller's order still has shares open: the remainder stays committed to it.
+    seller_order: int = Field(gt=0, description="The sell order's acceptance number.")
+    seller_order_open: bool
+
+
+class TransferRefusal(StrEnum):
+    CERTIFICATE_SIGNATURE_INVALID = "certificate_signature_invalid"
+    ENDORSEMENT_INVALID = "endorsement_invalid"
+    CONTENT_MISMATCH = "content_mismatch"
+    NOT_REGISTERED = "not_registered"
+    NOT_AUTHORISED = "not_authorised"
+    QUANTITY_EXCEEDS_CERTIFICATE = "quantity_exceeds_certificate"
+    UNKNOWN_TRANSFER = "unknown_transfer"
+    ALREADY_ISSUED = "already_issued"
+
+
+@message("name_transfer.completed", senders={Role.ISSUER}, recipients={Role.EXCHANGE})
+class NameTransferCompleted(Message):
+    """Normal completion of a name transfer (seed 001 message 36, S119)."""
+
+    matching_number: int
+    name_transfer_number: int
+    new_cert_id: UUID = Field(description="The buyer's new CertID.")
+    buyer_user_id: ParticipantId
+    buyer_shares: int
+    remainder: SignedCertificate | None = Field(
+        default=None, description="The seller's remainder certificate after a partial sale."
+    )
+    request_hash: Sha256
+    register_version: int
+
+
+@message("name_transfer.failed", senders={Role.ISSUER}, recipients={Role.EXCHANGE})
+class NameTransferFailed(Message):
+    """Error notification for a name transfer (seed 001 message 36, ¶0048)."""
+
+    matching_number: int
+    reason: TransferRefusal
+    detail: str
+    request_hash: Sha256
+
+
+@message("trade.completed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
+class TradeCompleted(Message):
+    """Trade completion notice (seed 001 message 37, S129), to buyer and seller."""
+
+    matching_number: int
+    name_transfer_number: int
+    client_order_id: ClientOrderId
+    acceptance_number: int
+    side: Side
+    issue_code: IssueCode
+    price: Price
+    quantity: int
+    amount: Amount
+    currency: Currency = "JPY"
+    transferred_cert_id: UUID = Field(description="The seller's CertID that the transfer retired.")
+
+
+@message("certificate.request_after_transfer", senders={Role.INVESTOR}, recipients={Role.ISSUER})
+class CertificateRequestAfterTransfer(Message):
+    """The buyer asks for its new certificate by name-transfer number (seed 001 message 39, S141)."""
+
+    name_transfer_number: int = Field(gt=0)
+    holder_name: str
+    holder_address: str
+    dividend_delivery: DividendDelivery
+
+
+@message("certificate.remainder", senders={Role.ISSUER}, recipients={Role.INVESTOR})
+class RemainderCertificate(Message):
+    """The seller's certificate for the shares left after a partial sale, pushed by the issuer."""
+
+    name_transfer_number: int
+    replaces_cert_id: UUID
+    certificate: SignedCertificate
+
+
+@message("trade.executed", senders={Role.EXCHANGE})
+class TradeExecuted(Message):
+    """Event for integrators and valuation: an execution and the issue's last price."""
+
+    matching_number: int
+    issue_code: IssueCode
+    price: Price
+    quantity: int
+    amount: Amount
+    currency: Currency = "JPY"
+
+
+@message("order.execution_reversed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
+class ExecutionReversed(Message):
+    """A buy order's fill was undone because the seller's certificate failed name transfer; the
+    shares are back in the order (seed 001 S131) or, for an order that cannot rest, cancelled."""
+
+    client_order_id: ClientOrderId
+    acceptance_number: int
+    matching_number: int
+    quantity: int
+    remaining_quantity: int
+    detail: str
+
+
+@message("certificate.release", senders={Role.EXCHANGE}, recipients={Role.ISSUER})
+class CertificateRelease(Message):
+    """The sell order a remainder certificate was committed to is closed: the holder may use it again."""
+
+    seller_order: int = Field(gt=0)
+    seller_user_id: ParticipantId

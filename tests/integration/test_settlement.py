@@ -1,0 +1,455 @@
+"""The settlement agent against real RabbitMQ and PostgreSQL (seed 001 §2.5, Phase 2F).
+
+Settlement requests 38 signed by the exchange move cash between accounts (R-001-41), account
+inquiries are answered to their owner only (R-001-43), and the ledger stays a balanced double
+entry (R-001-13) — which the database enforces even against code that gets it wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import aio_pika
+import asyncpg
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+
+from agents.settlement import app, domain
+from broker.consumer import Outcome
+from broker.context import Context
+from broker.db import agent_pool
+from broker.envelope import Freshness, Sealed, open_delivery, seal
+from broker.pki import KeyStore
+from broker.runtime import AgentRuntime, execute
+from broker.settings import Settings
+from broker.topology import Names
+from broker.trust import TrustStore
+from schemas.catalogue import Message
+from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID, Role
+from schemas.settlement import (
+    AccountInquiry,
+    AccountStatement,
+    SettlementFailure,
+    SettlementNotice,
+    SettlementRequest,
+)
+from tests import support
+
+T = TypeVar("T")
+UNBALANCED = "SELECT entry_id, sum(amount) FROM postings GROUP BY entry_id HAVING sum(amount) <> 0"
+
+
+def trade(**changes: Any) -> SettlementRequest:
+    values: dict[str, Any] = dict(
+        matching_number=41,
+        name_transfer_number=9,
+        issue_code=support.ISSUE,
+        shares=500,
+        price=Decimal(1200),
+        amount=Decimal(600_000),
+        buyer_user_id="alice",
+        buyer_account="alice-cash",
+        seller_user_id="bob",
+        seller_account="bob-cash",
+    )
+    values.update(changes)
+    return SettlementRequest(**values)
+
+
+def sealed(keys: KeyStore, sender: str, payload: Message, to: str = SETTLEMENT_ID) -> Sealed:
+    return seal(keys.load_identity(sender), payload, recipient=to, now=datetime.now(UTC))
+
+
+async def send(settings: Settings, runtime: AgentRuntime, message: Sealed) -> None:
+    """Publish as its sender would and wait until the settlement agent has processed it."""
+    await support.publish_sealed(settings, message)
+    settled = await runtime.outcomes.wait_for(message.envelope.message_id)
+    assert settled.outcome is Outcome.PROCESSED, settled
+
+
+async def open_books(runtime: AgentRuntime, alice_deposit: Decimal = Decimal(1_000_000)) -> None:
+    """alice-cash (alice) funded by a deposit, bob-cash (bob) empty."""
+    await runtime.command(SETTLEMENT_ID, app.open_account("alice-cash", "alice"))
+    await runtime.command(SETTLEMENT_ID, app.open_account("bob-cash", "bob"))
+    await runtime.command(SETTLEMENT_ID, app.deposit("alice-cash", alice_deposit, "bank-0001"))
+
+
+async def balances(runtime: AgentRuntime) -> dict[str, Decimal]:
+    rows = await support.rows(
+        runtime,
+        "SELECT a.account_id, coalesce(sum(p.amount), 0) AS balance FROM accounts a "
+        "LEFT JOIN postings p USING (account_id) GROUP BY a.account_id",
+    )
+    return {r["account_id"]: r["balance"] for r in rows}
+
+
+async def assert_books_balance(runtime: AgentRuntime) -> None:
+    assert await support.rows(runtime, UNBALANCED) == []
+    total = await support.rows(runtime, "SELECT coalesce(sum(amount), 0) AS total FROM postings")
+    assert total == [{"total": 0}]
+
+
+async def emitted(runtime: AgentRuntime) -> list[tuple[str, str, dict[str, Any]]]:
+    """What the agent put in its outbox: (routing key, type, payload), in order."""
+    rows = await support.rows(runtime, "SELECT routing_key, message_type, body FROM outbox ORDER BY seq")
+    return [(r["routing_key"], r["message_type"], json.loads(r["body"])["payload"]) for r in rows]
+
+
+@asynccontextmanager
+async def listening(settings: Settings, participant: str) -> AsyncIterator[str]:
+    """A test queue receiving what is sent to ``participant``, whose agent is not running."""
+    names = Names(settings.namespace)
+    queue_name = f"{names.namespace}.test.{participant}"
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name)
+        await queue.bind(names.messages, routing_key=participant)
+        yield queue_name
+        await channel.queue_delete(queue_name)
+    finally:
+        await connection.close()
+
+
+def opened_by(keys: KeyStore, delivery: AbstractIncomingMessage, participant: str, role: Role) -> Any:
+    """The reply, verified as its recipient would: signature, certificate, sender, schema."""
+    return open_delivery(
+        delivery.body,
+        delivery.headers,
+        trust=TrustStore(keys.ca_certificate()),
+        hosted={participant: role},
+        freshness=Freshness(timedelta(hours=1), timedelta(seconds=30)),
+        now=datetime.now(UTC),
+    )
+
+
+async def test_r_001_41_a_settled_trade_moves_the_cash_and_every_entry_balances(
+    settings: Settings, keys: KeyStore
+) -> None:
+    async with support.agents(settings, "settlement") as rt, listening(settings, EXCHANGE_ID) as exchange:
+        settlement = rt[SETTLEMENT_ID]
+        await open_books(settlement)
+        request = sealed(keys, EXCHANGE_ID, trade())
+        await send(settings, settlement, request)
+
+        assert await balances(settlement) == {
+            "alice-cash": Decimal(400_000),
+            "bob-cash": Decimal(600_000),
+            "external:deposits": Decimal(-1_000_000),
+        }
+        await assert_books_balance(settlement)
+        instruction = await support.rows(
+            settlement, "SELECT status, failure, entry_id, request_id FROM instructions"
+        )
+        entry_id = instruction[0]["entry_id"]
+        assert instruction == [
+            {
+                "status": "settled",
+                "failure": None,
+                "entry_id": entry_id,
+                "request_id": request.envelope.message_id,
+            }
+        ]
+        assert await support.rows(
+            settlement, "SELECT kind, reference FROM entries WHERE entry_id = $1", entry_id
+        ) == [{"kind": "trade", "reference": "41"}]
+
+        sent = await emitted(settlement)
+        assert [(key, kind) for key, kind, _ in sent] == [
+            ("alice", "settlement.notice"),
+            ("bob", "settlement.notice"),
+            (EXCHANGE_ID, "settlement.notice"),
+            ("settlement.completed", "settlement.completed"),
+        ]
+        notice = opened_by(keys, await support.next_message(settings, exchange), EXCHANGE_ID, Role.EXCHANGE)
+    assert isinstance(notice.message, SettlementNotice)
+    assert (notice.message.settled, notice.message.entry_id, notice.message.amount) == (
+        True,
+        entry_id,
+        Decimal(600_000),
+    )
+    assert (notice.message.debited_account, notice.message.credited_account) == ("alice-cash", "bob-cash")
+    assert notice.envelope.sender == SETTLEMENT_ID
+    assert notice.envelope.causation_id == request.envelope.message_id
+
+
+async def test_r_001_41_insufficient_funds_fail_the_instruction_post_nothing_and_the_notices_say_why(
+    settings: Settings, keys: KeyStore
+) -> None:
+    async with support.agents(settings, "settlement") as rt:
+        settlement = rt[SETTLEMENT_ID]
+        await open_books(settlement, alice_deposit=Decimal(100_000))
+        before = await balances(settlement)
+        await send(settings, settlement, sealed(keys, EXCHANGE_ID, trade()))
+
+        assert await balances(settlement) == before
+        assert await support.rows(settlement, "SELECT count(*) AS n FROM entries WHERE kind = 'trade'") == [
+            {"n": 0}
+        ]
+        assert await support.rows(settlement, "SELECT status, failure, entry_id FROM instructions") == [
+            {"status": "failed", "failure": "insufficient_funds", "entry_id": None}
+        ]
+        sent = [(key, payload) for key, _, payload in await emitted(settlement)]
+    assert [key for key, _ in sent] == ["alice", "bob", EXCHANGE_ID, "settlement.failed"]
+    for _, payload in sent:
+        assert payload["failure"] == SettlementFailure.INSUFFICIENT_FUNDS.value
+        assert "does not hold the 600,000 JPY" in payload["detail"]
+    for _, notice in sent[:3]:
+        assert notice["settled"] is False and notice["entry_id"] is None
+
+
+async def test_r_001_41_a_second_request_for_the_same_matching_number_changes_nothing(
+    settings: Settings, keys: KeyStore
+) -> None:
+    async with support.agents(settings, "settlement") as rt:
+        settlement = rt[SETTLEMENT_ID]
+        await open_books(settlement)
+        await send(settings, settlement, sealed(keys, EXCHANGE_ID, trade()))
+        after_first = (await balances(settlement), await emitted(settlement))
+
+        # Another message for the same trade, even one that would settle differently.
+        second = trade(shares=100, amount=Decimal(120_000), name_transfer_number=10)
+        await send(settings, settlement, sealed(keys, EXCHANGE_ID, second))
+
+        assert (await balances(settlement), await emitted(settlement)) == after_first
+        assert await support.rows(settlement, "SELECT count(*) AS n FROM instructions") == [{"n": 1}]
+        assert await support.rows(settlement, "SELECT count(*) AS n FROM entries WHERE kind = 'trade'") == [
+            {"n": 1}
+        ]
+
+
+async def test_a_failed_settlement_is_final_for_its_matching_number(
+    settings: Settings, keys: KeyStore
+) -> None:
+    async with support.agents(settings, "settlement") as rt:
+        settlement = rt[SETTLEMENT_ID]
+        await open_books(settlement, alice_deposit=Decimal(100_000))
+        await send(settings, settlement, sealed(keys, EXCHANGE_ID, trade()))
+        await settlement.command(SETTLEMENT_ID, app.deposit("alice-cash", Decimal(900_000), "bank-0002"))
+        funded = await balances(settlement)
+
+        await send(settings, settlement, sealed(keys, EXCHANGE_ID, trade()))
+
+        assert await balances(settlement) == funded
+        assert await support.rows(settlement, "SELECT status FROM instructions") == [{"status": "failed"}]
+
+
+async def test_r_001_43_an_account_inquiry_by_its_owner_returns_the_balance_and_postings(
+    settings: Settings, keys: KeyStore
+) -> None:
+    async with support.agents(settings, "settlement") as rt:
+        settlement = rt[SETTLEMENT_ID]
+        await open_books(settlement)
+        await settlement.command(SETTLEMENT_ID, app.withdraw("alice-cash", Decimal(150_000), "payout-0001"))
+        await send(settings, settlement, sealed(keys, EXCHANGE_ID, trade()))
+
+        async with listening(settings, "alice") as alice:  # after the trade: only the answer arrives
+            inquiry = sealed(keys, "alice", AccountInquiry(account="alice-cash", entries=10))
+            await send(settings, settlement, inquiry)
+            reply = opened_by(keys, await support.next_message(settings, alice), "alice", Role.INVESTOR)
+
+    statement = reply.message
+    assert isinstance(statement, AccountStatement)
+    assert reply.envelope.sender == SETTLEMENT_ID and reply.envelope.recipient == "alice"
+    assert statement.inquiry_id == inquiry.envelope.message_id
+    assert (statement.found, statement.account, statement.currency) == (True, "alice-cash", "JPY")
+    assert (statement.balance, statement.deposits, statement.withdrawals) == (
+        Decimal(250_000),
+        Decimal(1_000_000),
+        Decimal(150_000),
+    )
+    assert [(p.kind, p.reference, p.amount, p.balance_after) for p in statement.postings] == [
+        ("deposit", "bank-0001", Decimal(1_000_000), Decimal(1_000_000)),
+        ("withdrawal", "payout-0001", Decimal(-150_000), Decimal(850_000)),
+        ("trade", "41", Decimal(-600_000), Decimal(250_000)),
+    ]
+
+
+async def test_r_001_43_an_inquiry_about_another_or_no_account_reveals_nothing(
+    settings: Settings, keys: KeyStore
+) -> None:
+    async with support.agents(settings, "settlement") as rt, listening(settings, "alice") as alice:
+        settlement = rt[SETTLEMENT_ID]
+        await open_books(settlement)
+        await settlement.command(SETTLEMENT_ID, app.deposit("bob-cash", Decimal(5_000), "bank-0002"))
+        statements = []
+        for account in ("bob-cash", "nobody-cash", "external:deposits"):
+            await send(settings, settlement, sealed(keys, "alice", AccountInquiry(account=account)))
+            statements.append(
+                opened_by(keys, await support.next_message(settings, alice), "alice", Role.INVESTOR)
+            )
+
+    for reply, account in zip(statements, ("bob-cash", "nobody-cash", "external:deposits"), strict=True):
+        assert reply.message == AccountStatement(
+            inquiry_id=reply.message.inquiry_id, account=account, found=False
+        )
+
+
+async def test_r_001_05_a_settlement_request_signed_by_an_investor_is_dead_lettered(
+    settings: Settings, keys: KeyStore
+) -> None:
+    async with support.agents(settings, "settlement") as rt:
+        settlement = rt[SETTLEMENT_ID]
+        await open_books(settlement)
+        forged = sealed(
+            keys,
+            "alice",
+            trade(
+                buyer_user_id="bob",
+                buyer_account="bob-cash",
+                seller_user_id="alice",
+                seller_account="alice-cash",
+            ),
+        )
+        await support.publish_sealed(settings, forged)
+        letter = await support.dead_letter(settings, SETTLEMENT_ID)
+        settled = await settlement.outcomes.wait_for(forged.envelope.message_id)
+
+        assert settled.outcome is Outcome.DEAD_LETTERED
+        assert letter.headers["x-kabuto-reason"] == "sender_not_authorized"
+        assert await support.rows(settlement, "SELECT * FROM instructions") == []
+        assert await support.rows(settlement, "SELECT * FROM inbox") == []
+
+
+class Operator:
+    """Runs the settlement agent's commands as an operator would: database and keys, no broker."""
+
+    def __init__(self, pool: asyncpg.Pool, keys: KeyStore) -> None:
+        self.pool = pool
+        self.identity = keys.load_identity(SETTLEMENT_ID)
+        self.trust = TrustStore(keys.ca_certificate())
+
+    async def __call__(self, action: Callable[[Context], Awaitable[T]]) -> T:
+        return await execute(self.pool, SETTLEMENT_ID, self.identity, self.trust, action, datetime.now(UTC))
+
+    async def ledger(self) -> tuple[Any, ...]:
+        """Every row of the books, to show a refused command changed nothing."""
+        rows = []
+        for table in ("accounts", "entries", "postings", "outbox"):
+            rows.append([tuple(r) for r in await self.pool.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")])
+        return tuple(rows)
+
+
+@asynccontextmanager
+async def operator(settings: Settings, keys: KeyStore) -> AsyncIterator[Operator]:
+    async with agent_pool(settings.database_url, SETTLEMENT_ID) as pool:
+        yield Operator(pool, keys)
+
+
+async def test_r_001_13_deposits_and_withdrawals_post_balanced_entries(
+    settings: Settings, keys: KeyStore
+) -> None:
+    async with operator(settings, keys) as run:
+        await run(app.open_account("carol-usd", "carol", "USD"))
+        deposited = await run(app.deposit("carol-usd", Decimal("250.50"), "wire-7"))
+        withdrawn = await run(app.withdraw("carol-usd", Decimal("50.25"), "payout-7"))
+        statement = await run(app.statement("carol-usd"))
+        external = await run(app.statement("external:deposits:usd"))
+        unbalanced = await run.pool.fetch(UNBALANCED)
+
+    assert (deposited.balance, withdrawn.balance) == (Decimal("250.50"), Decimal("200.25"))
+    assert withdrawn.entry_id > deposited.entry_id
+    assert (statement.account.balance, statement.deposits, statement.withdrawals) == (
+        Decimal("200.25"),
+        Decimal("250.50"),
+        Decimal("50.25"),
+    )
+    assert external.account.kind is domain.AccountKind.EXTERNAL
+    assert external.account.balance == Decimal("-200.25")
+    assert unbalanced == []
+
+
+@pytest.mark.parametrize(
+    ("command", "error", "message"),
+    [
+        (app.open_account("alice-cash", "alice"), domain.AccountExists, "already open"),
+        (app.open_account("external:mine", "alice"), domain.InvalidAccount, "settlement agent's own"),
+        (app.deposit("nobody-cash", Decimal(1), "bank-9"), domain.UnknownAccount, "no customer account"),
+        (app.deposit("external:deposits", Decimal(1), "bank-9"), domain.UnknownAccount, "no customer"),
+        (app.deposit("alice-cash", Decimal(1), "bank-0001"), domain.DuplicateReference, "already posted"),
+        (app.deposit("alice-cash", Decimal("0.5"), "bank-9"), domain.InvalidAmount, "whole number of yen"),
+        (
+            app.withdraw("alice-cash", Decimal(1_000_001), "payout-9"),
+            domain.InsufficientFunds,
+            "holds 1,000,000",
+        ),
+        (app.statement("nobody-cash"), domain.UnknownAccount, "no account nobody-cash"),
+    ],
+)
+async def test_a_bad_operator_command_raises_a_clear_error_and_changes_nothing(
+    settings: Settings,
+    keys: KeyStore,
+    command: Callable[[Context], Awaitable[object]],
+    error: type,
+    message: str,
+) -> None:
+    async with operator(settings, keys) as run:
+        await run(app.open_account("alice-cash", "alice"))
+        await run(app.deposit("alice-cash", Decimal(1_000_000), "bank-0001"))
+        before = await run.ledger()
+        with pytest.raises(error, match=message):
+            await run(command)
+        assert await run.ledger() == before
+
+
+async def test_concurrent_withdrawals_never_overdraw_an_account(settings: Settings, keys: KeyStore) -> None:
+    async with operator(settings, keys) as run:
+        await run(app.open_account("alice-cash", "alice"))
+        await run(app.deposit("alice-cash", Decimal(1_000_000), "bank-0001"))
+        results = await asyncio.gather(
+            *(run(app.withdraw("alice-cash", Decimal(600_000), f"payout-{i}")) for i in range(3)),
+            return_exceptions=True,
+        )
+        statement = await run(app.statement("alice-cash"))
+
+    assert sorted(type(r).__name__ for r in results) == ["InsufficientFunds", "InsufficientFunds", "Posted"]
+    assert statement.account.balance == Decimal(400_000)
+
+
+@pytest.mark.parametrize(
+    ("postings", "refused"),
+    [
+        ([("alice-cash", Decimal(100))], "not balanced"),
+        ([("alice-cash", Decimal(100)), ("external:deposits", Decimal(-50))], "not balanced"),
+        ([], "not balanced"),
+        ([("alice-cash", Decimal(-100)), ("external:deposits", Decimal(100))], "overdraws customer account"),
+    ],
+)
+async def test_r_001_13_the_database_refuses_an_unbalanced_entry_even_if_code_tried_to_write_one(
+    settings: Settings, keys: KeyStore, postings: list[tuple[str, Decimal]], refused: str
+) -> None:
+    async with operator(settings, keys) as run:
+        await run(app.open_account("alice-cash", "alice"))
+        async with run.pool.acquire() as connection:
+            with pytest.raises(asyncpg.CheckViolationError, match=refused):
+                async with connection.transaction():
+                    entry_id = await connection.fetchval(
+                        "INSERT INTO entries (kind, reference, description) "
+                        "VALUES ('deposit', 'forged', 'by hand') RETURNING entry_id"
+                    )
+                    for account_id, amount in postings:
+                        await connection.execute(
+                            "INSERT INTO postings (entry_id, account_id, amount) VALUES ($1, $2, $3)",
+                            entry_id,
+                            account_id,
+                            amount,
+                        )
+            assert await connection.fetch("SELECT * FROM entries") == []
+            assert await connection.fetch("SELECT * FROM postings") == []
+
+
+async def test_the_agent_can_add_to_the_ledger_but_never_rewrite_it(
+    settings: Settings, keys: KeyStore
+) -> None:
+    async with operator(settings, keys) as run:
+        await run(app.open_account("alice-cash", "alice"))
+        await run(app.deposit("alice-cash", Decimal(1_000), "bank-0001"))
+        for sql in ("UPDATE postings SET amount = amount * 2", "DELETE FROM entries"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await run.pool.execute(sql)
