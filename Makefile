@@ -46,3 +46,7 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+bench: services venv  ## (a) matching-engine throughput on a generated stream, (b) the flow through the agents
+	$(BIN)/python -m bench.matching --out var/bench/orders.jsonl
+	$(BIN)/python -m bench.flow --trades $${BENCH_TRADES:-200}

@@ -193,6 +193,17 @@ async def execute(
     return result
 
 
+async def run_as(
+    settings: Settings, agent: str, user_id: str, action: Callable[[Context], Awaitable[T]]
+) -> T:
+    """Run one command as a participant of ``agent``, outside a running agent (the CLI's way)."""
+    keys = KeyStore(settings.key_dir)
+    identity = keys.load_identity(user_id)
+    trust = TrustStore(keys.ca_certificate(), keys.certificates())
+    async with agent_pool(settings.database_url, agent, max_size=1) as pool:
+        return await execute(pool, agent, identity, trust, action, datetime.now(UTC))
+
+
 @asynccontextmanager
 async def running(runtime: AgentRuntime) -> AsyncIterator[AgentRuntime]:
     """Run an opened runtime in the background for the body of the block, then stop it."""

@@ -138,7 +138,9 @@ def verify_endorsement(
             f"endorsement is for {endorsement.purpose} {endorsement.context}, not {purpose} {context}"
         )
     try:
-        signer = trust.signer(hashlib.sha256(endorsement.certificate).hexdigest(), endorsement.certificate, now)
+        signer = trust.signer(
+            hashlib.sha256(endorsement.certificate).hexdigest(), endorsement.certificate, now
+        )
         data = _endorsed_bytes(
             endorsed.certificate, endorsed.endorsements[:index], purpose, endorsement.context
         )

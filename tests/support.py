@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -185,7 +186,9 @@ def replies(type_: str, correlation_id: object) -> Any:
     return lambda s: s.type == type_ and s.correlation_id == key
 
 
-async def list_issue(exchange: AgentRuntime, issue_code: str = ISSUE, reference: Decimal = Decimal("1000")) -> None:
+async def list_issue(
+    exchange: AgentRuntime, issue_code: str = ISSUE, reference: Decimal = Decimal("1000")
+) -> None:
     from agents.exchange import order_repo
 
     await exchange.command(
@@ -201,3 +204,17 @@ async def fund(settlement: AgentRuntime, owner: str, amount: Decimal = Decimal(0
     if amount:
         await settlement.command("settlement", settlement_app.deposit(account, amount, f"initial-{owner}"))
     return account
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KABUTO_AMQP_URL": settings.amqp_url,
+        "KABUTO_DATABASE_URL": settings.database_url,
+        "KABUTO_KEY_DIR": str(settings.key_dir),
+        "KABUTO_NAMESPACE": settings.namespace,
+        "KABUTO_INVESTORS": ",".join(settings.investors),
+        "KABUTO_RETRY_DELAYS_MS": ",".join(str(d) for d in settings.retry_delays_ms),
+        "KABUTO_LOG_FORMAT": "json",
+        "KABUTO_LOG_LEVEL": "info",
+    }

@@ -95,7 +95,9 @@ def _check_price(order: SubmitOrder, instrument: Instrument) -> None:
 
 def _check_price_value(price: Decimal, instrument: Instrument) -> None:
     if not rules.on_tick(price):
-        raise Refused(OrderRefusal.INVALID_TICK, f"{price} is not a multiple of the tick {rules.tick_size(price)}")
+        raise Refused(
+            OrderRefusal.INVALID_TICK, f"{price} is not a multiple of the tick {rules.tick_size(price)}"
+        )
     band = instrument.band
     if not band.contains(price):
         raise Refused(
@@ -117,7 +119,9 @@ def _check_buy(order: SubmitOrder, sender: Participant, instrument: Instrument, 
     if order.certificate is not None:
         raise Refused(OrderRefusal.UNEXPECTED_CERTIFICATE, "a buy order carries no certificate")
     if not order.holder_name or not order.holder_address:
-        raise Refused(OrderRefusal.MISSING_HOLDER_DETAILS, "a buy order names the buyer and address (Fig. 12)")
+        raise Refused(
+            OrderRefusal.MISSING_HOLDER_DETAILS, "a buy order names the buyer and address (Fig. 12)"
+        )
     if sender.policy is None:
         raise Refused(OrderRefusal.NO_CERTIFICATE_POLICY, "the identity certificate carries no policy")
     notional = worst_price(order, instrument) * order.terms.quantity
@@ -137,8 +141,13 @@ def _check_sell(
     certificate = certificate_of(order, trust)  # S72, the issuer's signature
     try:  # S72, the seller's countersignature for this order
         verify_endorsement(
-            order.certificate, 0, trust, endorser=sender.user_id, purpose="sell_order",
-            context=sell_context(order), now=now,
+            order.certificate,
+            0,
+            trust,
+            endorser=sender.user_id,
+            purpose="sell_order",
+            context=sell_context(order),
+            now=now,
         )
     except CertificateInvalid as exc:
         raise Refused(OrderRefusal.SELLER_ENDORSEMENT_INVALID, exc.detail) from exc
@@ -162,7 +171,9 @@ def _check_sell(
     return certificate
 
 
-def _check_certificate_terms(order: SubmitOrder, certificate: ElectronicStockCertificate, now: datetime) -> None:
+def _check_certificate_terms(
+    order: SubmitOrder, certificate: ElectronicStockCertificate, now: datetime
+) -> None:
     if certificate.issue_code != order.issue_code or certificate.share_class != order.share_class:
         raise Refused(
             OrderRefusal.WRONG_ISSUE,
@@ -177,7 +188,9 @@ def _check_certificate_terms(order: SubmitOrder, certificate: ElectronicStockCer
         )
 
 
-def _check_sell_policy(order: SubmitOrder, sender: Participant, certificate: ElectronicStockCertificate) -> None:
+def _check_sell_policy(
+    order: SubmitOrder, sender: Participant, certificate: ElectronicStockCertificate
+) -> None:
     # Kabuto has no stock lending: whatever the policy, a seller sells only shares it holds.
     if order.terms.quantity > certificate.shares:
         prohibited = sender.policy is None or sender.policy.short_selling_prohibited
@@ -209,11 +222,20 @@ def replace_refusal(
             _check_price_value(request.price, instrument)
     except Refused as refused:
         return refused.refusal
-    if old.side is Side.SELL and request.quantity > old.filled + old.remaining:
-        return Refusal(OrderRefusal.SHORT_SELLING_PROHIBITED, "a replace cannot sell more than the certificate")
+    reduction = request.price == old.price and request.quantity <= old.remaining
+    if old.side is Side.SELL and old.filled and not reduction:
+        # Its certificate is in name transfer, bound to this order: only the open rest may shrink.
+        return Refusal(
+            OrderRefusal.REPLACE_NOT_ALLOWED,
+            "a partly filled sell order can only be reduced; cancel it and sell the remainder anew",
+        )
+    if old.side is Side.SELL and request.quantity > old.quantity:
+        return Refusal(OrderRefusal.SHORT_SELLING_PROHIBITED, "a replace cannot sell more than the order did")
     if old.side is Side.BUY and sender.policy is not None:
         price = request.price or instrument.band.upper
         current = (old.price or Decimal(0)) * old.remaining
         if open_buy_exposure - current + price * request.quantity > sender.policy.account_usage_limit:
-            return Refusal(OrderRefusal.ACCOUNT_USAGE_LIMIT_EXCEEDED, "the replacement exceeds the account usage limit")
+            return Refusal(
+                OrderRefusal.ACCOUNT_USAGE_LIMIT_EXCEEDED, "the replacement exceeds the account usage limit"
+            )
     return None

@@ -18,7 +18,7 @@ from uuid import UUID
 from schemas.trading import CancelReason, OrderType, Side, TimeInForce
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # an order is itself, not its values: identity equality
 class Order:
     acceptance_number: int
     client_order_id: str
@@ -32,6 +32,8 @@ class Order:
     # Time priority: lower first. The acceptance number unless a replace kept an older one.
     priority: int = 0
     cert_id: UUID | None = None
+    # What a time-in-force or self-trade prevention cancelled, so it is not counted as filled.
+    cancelled: int = 0
 
     def __post_init__(self) -> None:
         if not self.priority:
@@ -39,7 +41,7 @@ class Order:
 
     @property
     def filled(self) -> int:
-        return self.quantity - self.remaining
+        return self.quantity - self.remaining - self.cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +216,7 @@ class OrderBook:
     def _cancel_remainder(order: Order, result: Result, reason: CancelReason) -> Result:
         result.cancelled_quantity = order.remaining
         result.cancel_reason = reason
+        order.cancelled += order.remaining
         order.remaining = 0
         return result
 
@@ -221,5 +224,11 @@ class OrderBook:
 def _execution(incoming: Order, resting: Order, price: Decimal, quantity: int) -> Execution:
     buy, sell = (incoming, resting) if incoming.side is Side.BUY else (resting, incoming)
     return Execution(
-        buy.acceptance_number, sell.acceptance_number, price, quantity, buy.user_id, sell.user_id, incoming.side
+        buy.acceptance_number,
+        sell.acceptance_number,
+        price,
+        quantity,
+        buy.user_id,
+        sell.user_id,
+        incoming.side,
     )

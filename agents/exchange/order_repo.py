@@ -54,7 +54,9 @@ async def instrument(connection: asyncpg.Connection, issue_code: str) -> Instrum
 
 async def record_last_price(connection: asyncpg.Connection, issue_code: str, price: Decimal) -> None:
     await connection.execute(
-        "UPDATE instruments SET last_price = $2, last_traded_at = now() WHERE issue_code = $1", issue_code, price
+        "UPDATE instruments SET last_price = $2, last_traded_at = now() WHERE issue_code = $1",
+        issue_code,
+        price,
     )
 
 
@@ -69,7 +71,8 @@ async def client_order_used(connection: asyncpg.Connection, user_id: str, client
 async def committed_to(connection: asyncpg.Connection, cert_id: UUID) -> int | None:
     """The live sell order a CertID backs, if any."""
     oan: int | None = await connection.fetchval(
-        "SELECT acceptance_number FROM orders WHERE cert_id = $1 AND status = 'open' AND side = 'sell'", cert_id
+        "SELECT acceptance_number FROM orders WHERE cert_id = $1 AND status = 'open' AND side = 'sell'",
+        cert_id,
     )
     return oan
 
@@ -142,7 +145,9 @@ async def insert_replacement(
     )
 
 
-async def save(connection: asyncpg.Connection, order: Order, cancel_reason: CancelReason | None = None) -> None:
+async def save(
+    connection: asyncpg.Connection, order: Order, cancel_reason: CancelReason | None = None
+) -> None:
     """Write back what the book changed: open quantity, status, and why it stopped."""
     status = "open" if order.remaining else ("cancelled" if cancel_reason else "filled")
     await connection.execute(
@@ -216,7 +221,9 @@ async def order(connection: asyncpg.Connection, acceptance_number: int) -> Order
     return _record(row) if row else None
 
 
-async def order_by_client_id(connection: asyncpg.Connection, user_id: str, client_order_id: str) -> OrderRecord | None:
+async def order_by_client_id(
+    connection: asyncpg.Connection, user_id: str, client_order_id: str
+) -> OrderRecord | None:
     row = await connection.fetchrow(
         "SELECT * FROM orders WHERE user_id = $1 AND client_order_id = $2", user_id, client_order_id
     )
@@ -329,5 +336,34 @@ async def fills(connection: asyncpg.Connection, acceptance_number: int) -> list[
            WHERE buy_order = $1 OR sell_order = $1 ORDER BY matching_number""",
         acceptance_number,
     )
-    return [Fill(matching_number=r["matching_number"], price=r["price"], quantity=r["shares"], status=r["status"])
-            for r in rows]
+    return [
+        Fill(matching_number=r["matching_number"], price=r["price"], quantity=r["shares"], status=r["status"])
+        for r in rows
+    ]
+
+
+async def settlement_result(
+    connection: asyncpg.Connection, matching_number: int, settled: bool, failure: str | None
+) -> None:
+    await connection.execute(
+        "UPDATE matches SET settled = $2, settlement_failure = $3 WHERE matching_number = $1",
+        matching_number,
+        settled,
+        failure,
+    )
+
+
+async def open_day_orders(connection: asyncpg.Connection) -> list[OrderRecord]:
+    rows = await connection.fetch(
+        "SELECT * FROM orders WHERE status = 'open' AND time_in_force = 'day' ORDER BY issue_code, priority"
+    )
+    return [_record(r) for r in rows]
+
+
+async def matching_list(connection: asyncpg.Connection) -> list[dict[str, object]]:
+    """The order matching list 22 with each trade's transfer and settlement, for operators."""
+    rows = await connection.fetch(
+        """SELECT matching_number AS omn, issue_code, buy_order, sell_order, shares, price, status,
+                  name_transfer_number AS ntn, settled FROM matches ORDER BY matching_number"""
+    )
+    return [dict(r) for r in rows]

@@ -18,7 +18,7 @@ from broker.stock_certificates import endorse, verify_certificate
 from schemas.catalogue import Message
 from schemas.certificates import ElectronicStockCertificate, EndorsedCertificate
 from schemas.identity import SETTLEMENT_ID
-from schemas.settlement import SettlementRequest
+from schemas.settlement import SettlementNotice, SettlementRequest
 from schemas.trading import (
     CancelOrder,
     CancelReason,
@@ -72,7 +72,9 @@ async def on_submit(request: SubmitOrder, ctx: Context) -> None:
     conn = ctx.connection
     cert_id = acceptance.cert_id_of(request)
     books = Books(
-        duplicate_client_order_id=await order_repo.client_order_used(conn, request.user_id, request.client_order_id),
+        duplicate_client_order_id=await order_repo.client_order_used(
+            conn, request.user_id, request.client_order_id
+        ),
         listed_holder=await repo.listed_holder(conn, cert_id) if cert_id else None,
         committed_to=await order_repo.committed_to(conn, cert_id) if cert_id else None,
         open_buy_exposure=await order_repo.open_buy_exposure(conn, request.user_id),
@@ -144,7 +146,9 @@ async def _executed(ctx: Context, issue_code: str, execution: Execution, orders:
     if sell.cert_id is not None:
         await repo.hold_for_transfer(conn, sell.cert_id)
     await order_repo.record_last_price(conn, issue_code, execution.price)
-    log.info("order_matched", matching_number=matching_number, price=str(execution.price), qty=execution.quantity)
+    log.info(
+        "order_matched", matching_number=matching_number, price=str(execution.price), qty=execution.quantity
+    )
     for order in (orders[execution.buy], sell):
         ctx.emit(
             OrderExecuted(
@@ -221,7 +225,9 @@ async def on_transfer_completed(answer: NameTransferCompleted, ctx: Context) -> 
         return
     conn = ctx.connection
     assert match.cert_id is not None
-    await order_repo.transfer_completed(conn, match.matching_number, answer.name_transfer_number, answer.new_cert_id)
+    await order_repo.transfer_completed(
+        conn, match.matching_number, answer.name_transfer_number, answer.new_cert_id
+    )
     valid = [(answer.new_cert_id, answer.buyer_user_id, answer.buyer_shares)]
     if answer.remainder is not None:
         remainder = verify_certificate(answer.remainder, ctx.trust)
@@ -297,7 +303,10 @@ async def _restore_buy(ctx: Context, book: OrderBook, match: order_repo.Match, d
     record = await order_repo.order(ctx.connection, match.buy_order)
     assert record is not None
     order = book.cancel(record.order.acceptance_number) or record.order
-    can_rest = order.order_type is OrderType.LIMIT and order.time_in_force in (TimeInForce.DAY, TimeInForce.GTC)
+    can_rest = order.order_type is OrderType.LIMIT and order.time_in_force in (
+        TimeInForce.DAY,
+        TimeInForce.GTC,
+    )
     order.remaining += match.shares if can_rest else 0
     ctx.emit(
         ExecutionReversed(
@@ -338,10 +347,16 @@ async def _cancel(ctx: Context, record: OrderRecord, reason: CancelReason, detai
 async def _release_if_done(ctx: Context, sell_order: int) -> None:
     """A closed sell order with no transfer left frees a remainder committed to it at the issuer."""
     record = await order_repo.order(ctx.connection, sell_order)
-    if record is None or record.status == "open" or await order_repo.unfinished_matches(ctx.connection, sell_order):
+    if (
+        record is None
+        or record.status == "open"
+        or await order_repo.unfinished_matches(ctx.connection, sell_order)
+    ):
         return
     assert record.certificate is not None
-    issuer = ElectronicStockCertificate.model_validate_json(record.certificate.certificate.content).issuing_agent_id
+    issuer = ElectronicStockCertificate.model_validate_json(
+        record.certificate.certificate.content
+    ).issuing_agent_id
     ctx.emit(CertificateRelease(seller_order=sell_order, seller_user_id=record.order.user_id), to=issuer)
 
 
@@ -373,14 +388,19 @@ async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
     record = await order_repo.order_by_client_id(conn, user, request.client_order_id)
     refusal = _open_order_refusal(record, request.client_order_id)
     if refusal is None and await order_repo.client_order_used(conn, user, request.new_client_order_id):
-        refusal = acceptance.Refusal(OrderRefusal.DUPLICATE_CLIENT_ORDER_ID, f"{request.new_client_order_id} was used")
+        refusal = acceptance.Refusal(
+            OrderRefusal.DUPLICATE_CLIENT_ORDER_ID, f"{request.new_client_order_id} was used"
+        )
     if refusal is None and record is not None:
         instrument = await order_repo.instrument(conn, record.issue_code)
         assert instrument is not None
-        refusal = acceptance.replace_refusal(record.order, request, instrument, ctx.sender,
-                                             await order_repo.open_buy_exposure(conn, user))
+        refusal = acceptance.replace_refusal(
+            record.order, request, instrument, ctx.sender, await order_repo.open_buy_exposure(conn, user)
+        )
     if refusal is not None or record is None:
-        _reject(ctx, request.new_client_order_id, refusal or acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, ""))
+        _reject(
+            ctx, request.new_client_order_id, refusal or acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, "")
+        )
         return
     book = await order_repo.load_book(conn, record.issue_code)
     old = record.order
@@ -388,24 +408,48 @@ async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
         book.reduce(old.acceptance_number, request.quantity)
         old.client_order_id = request.new_client_order_id
         await order_repo.save(conn, old)
-        ctx.emit(OrderAccepted(client_order_id=old.client_order_id, acceptance_number=old.acceptance_number,
-                               request_hash=_request_hash(ctx)), to=user)
+        ctx.emit(
+            OrderAccepted(
+                client_order_id=old.client_order_id,
+                acceptance_number=old.acceptance_number,
+                request_hash=_request_hash(ctx),
+            ),
+            to=user,
+        )
         return
     book.cancel(old.acceptance_number)
     old.remaining, replaced = 0, old.remaining
     await order_repo.save(conn, old, CancelReason.REPLACED)
-    ctx.emit(OrderCancelled(client_order_id=request.client_order_id, acceptance_number=old.acceptance_number,
-                            cancelled_quantity=replaced, reason=CancelReason.REPLACED), to=user)
+    ctx.emit(
+        OrderCancelled(
+            client_order_id=request.client_order_id,
+            acceptance_number=old.acceptance_number,
+            cancelled_quantity=replaced,
+            reason=CancelReason.REPLACED,
+        ),
+        to=user,
+    )
     order = Order(
         acceptance_number=await order_repo.next_acceptance_number(conn),
         client_order_id=request.new_client_order_id,
-        user_id=user, side=old.side, order_type=old.order_type, price=request.price,
-        quantity=request.quantity, remaining=request.quantity, time_in_force=old.time_in_force,
+        user_id=user,
+        side=old.side,
+        order_type=old.order_type,
+        price=request.price,
+        quantity=request.quantity,
+        remaining=request.quantity,
+        time_in_force=old.time_in_force,
         cert_id=old.cert_id,
     )
     await order_repo.insert_replacement(conn, order, record, _request_hash(ctx))
-    ctx.emit(OrderAccepted(client_order_id=order.client_order_id, acceptance_number=order.acceptance_number,
-                           request_hash=_request_hash(ctx)), to=user)
+    ctx.emit(
+        OrderAccepted(
+            client_order_id=order.client_order_id,
+            acceptance_number=order.acceptance_number,
+            request_hash=_request_hash(ctx),
+        ),
+        to=user,
+    )
     await _apply(ctx, record.issue_code, book, order, book.submit(order))
 
 
@@ -435,6 +479,22 @@ async def on_status_request(request: OrderStatusRequest, ctx: Context) -> None:
     )
 
 
+async def on_settlement_notice(notice: SettlementNotice, ctx: Context) -> None:
+    """What settlement did with a trade's cash leg, kept with the matching record."""
+    failure = notice.failure.value if notice.failure else None
+    await order_repo.settlement_result(ctx.connection, notice.matching_number, notice.settled, failure)
+    if not notice.settled:
+        log.warning("settlement_failed", matching_number=notice.matching_number, failure=failure)
+
+
+async def end_of_day(ctx: Context) -> int:
+    """A command: DAY orders still open at the close expire; returns how many."""
+    expired = await order_repo.open_day_orders(ctx.connection)
+    for record in expired:
+        await _cancel(ctx, record, CancelReason.EXPIRED, "the trading day closed")
+    return len(expired)
+
+
 HANDLERS: dict[type[Message], Handler] = {
     SubmitOrder: on_submit,
     CancelOrder: on_cancel,
@@ -442,4 +502,5 @@ HANDLERS: dict[type[Message], Handler] = {
     OrderStatusRequest: on_status_request,
     NameTransferCompleted: on_transfer_completed,
     NameTransferFailed: on_transfer_failed,
+    SettlementNotice: on_settlement_notice,
 }

@@ -95,7 +95,9 @@ def place_order(ticket: OrderTicket) -> Command:
         if await order_repo.order(ctx.connection, user, ticket.client_order_id) is not None:
             raise OrderError(f"client order id {ticket.client_order_id} was used before")
         sealed = ctx.emit(request, to=ticket.exchange)
-        await order_repo.record_order(ctx.connection, request, sealed.digest, ticket.cert_id, ticket.dividend_delivery)
+        await order_repo.record_order(
+            ctx.connection, request, sealed.digest, ticket.cert_id, ticket.dividend_delivery
+        )
         if ticket.cert_id is not None:
             await order_repo.commit_certificate(ctx.connection, ticket.cert_id, ticket.client_order_id)
         return sealed.envelope.message_id
@@ -122,12 +124,19 @@ def cancel_order(client_order_id: str, exchange: str = EXCHANGE_ID) -> Command:
 
 
 def replace_order(
-    client_order_id: str, new_client_order_id: str, quantity: int, price: Decimal | None, exchange: str = EXCHANGE_ID
+    client_order_id: str,
+    new_client_order_id: str,
+    quantity: int,
+    price: Decimal | None,
+    exchange: str = EXCHANGE_ID,
 ) -> Command:
     async def action(ctx: Context) -> UUID:
         old = await _known_order(ctx, client_order_id)
         request = ReplaceOrder(
-            client_order_id=client_order_id, new_client_order_id=new_client_order_id, price=price, quantity=quantity
+            client_order_id=client_order_id,
+            new_client_order_id=new_client_order_id,
+            price=price,
+            quantity=quantity,
         )
         sealed = ctx.emit(request, to=exchange)
         await ctx.connection.execute(
@@ -137,7 +146,12 @@ def replace_order(
                SELECT user_id, $3, issue_code, side, order_type, $4, $5, time_in_force, settlement_account,
                       cert_id, holder_name, holder_address, dividend_method, dividend_account, $6
                FROM orders WHERE user_id = $1 AND client_order_id = $2""",
-            old.user_id, client_order_id, new_client_order_id, price, quantity, sealed.digest,
+            old.user_id,
+            client_order_id,
+            new_client_order_id,
+            price,
+            quantity,
+            sealed.digest,
         )
         return sealed.envelope.message_id
 
@@ -184,16 +198,23 @@ async def on_accepted(answer: OrderAccepted, ctx: Context) -> None:
     if answer.request_hash != record.request_hash:
         raise SecurityRejected(Reason.SIGNATURE_INVALID, "order acceptance echoes another request (R-001-07)")
     await order_repo.update_order(
-        ctx.connection, record.user_id, record.client_order_id,
-        acceptance_number=answer.acceptance_number, status="accepted",
+        ctx.connection,
+        record.user_id,
+        record.client_order_id,
+        acceptance_number=answer.acceptance_number,
+        status="accepted",
     )
 
 
 async def on_rejected(answer: OrderRejected, ctx: Context) -> None:
     record = await _order(ctx, answer.client_order_id)
     await order_repo.update_order(
-        ctx.connection, record.user_id, record.client_order_id,
-        status="rejected", reason=answer.reason.value, detail=answer.detail,
+        ctx.connection,
+        record.user_id,
+        record.client_order_id,
+        status="rejected",
+        reason=answer.reason.value,
+        detail=answer.detail,
     )
     await order_repo.release_certificates(ctx.connection, record.user_id, record.client_order_id)
     log.info("order_rejected", reason=answer.reason.value, detail=answer.detail)
@@ -218,8 +239,12 @@ async def on_cancelled(notice: OrderCancelled, ctx: Context) -> None:
     if record.filled and status == "cancelled" and notice.cancelled_quantity == 0:
         status = record.status
     await order_repo.update_order(
-        ctx.connection, record.user_id, record.client_order_id,
-        status=status, reason=notice.reason.value, detail=notice.detail or None,
+        ctx.connection,
+        record.user_id,
+        record.client_order_id,
+        status=status,
+        reason=notice.reason.value,
+        detail=notice.detail or None,
     )
     if record.side == "sell" and status == "cancelled" and not record.filled:
         await order_repo.release_certificates(ctx.connection, record.user_id, record.client_order_id)
@@ -229,8 +254,9 @@ async def on_trade_completed(notice: TradeCompleted, ctx: Context) -> None:
     """R-001-40; a buyer then asks the issuer for its certificate by NTN (message 39)."""
     record = await _order(ctx, notice.client_order_id)
     conn = ctx.connection
-    await order_repo.execution_status(conn, notice.matching_number, record.user_id, "completed",
-                                      notice.name_transfer_number)
+    await order_repo.execution_status(
+        conn, notice.matching_number, record.user_id, "completed", notice.name_transfer_number
+    )
     if notice.side is Side.SELL:
         await order_repo.surrender(conn, notice.transferred_cert_id)
         return

@@ -131,8 +131,14 @@ def new_certificate(
 ) -> ElectronicStockCertificate:
     """Seed 001 S58: the certificate with every field of Fig. 6."""
     return certificate(
-        offering, cert_id=cert_id, number=number, shares=request.shares, holder_name=request.holder_name,
-        holder_user_id=request.user_id, today=today, agent=agent,
+        offering,
+        cert_id=cert_id,
+        number=number,
+        shares=request.shares,
+        holder_name=request.holder_name,
+        holder_user_id=request.user_id,
+        today=today,
+        agent=agent,
     )
 
 

@@ -121,7 +121,10 @@ def transfer(
         return Transfer(buyer, None)
     committed_by, committed_order = commit_remainder or (None, None)
     remainder = replace(
-        old, cert_id=remainder_cert_id, shares=old.shares - shares,
-        committed_by=committed_by, committed_order=committed_order,
+        old,
+        cert_id=remainder_cert_id,
+        shares=old.shares - shares,
+        committed_by=committed_by,
+        committed_order=committed_order,
     )
     return Transfer(buyer, remainder)

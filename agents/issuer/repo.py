@@ -173,7 +173,9 @@ async def record(connection: asyncpg.Connection, cert_id: UUID) -> RegisterRecor
 
 async def retire(connection: asyncpg.Connection, cert_id: UUID) -> None:
     """S114: the old CertID stops being valid; the row stays as history."""
-    await connection.execute("UPDATE register SET status = 'retired', retired_at = now() WHERE cert_id = $1", cert_id)
+    await connection.execute(
+        "UPDATE register SET status = 'retired', retired_at = now() WHERE cert_id = $1", cert_id
+    )
 
 
 async def next_register_version(connection: asyncpg.Connection, issue_code: str) -> int:

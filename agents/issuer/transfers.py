@@ -71,8 +71,13 @@ def _verified(request: NameTransferRequest, ctx: Context) -> ElectronicStockCert
         raise TransferRefused(TransferRefusal.CERTIFICATE_SIGNATURE_INVALID, exc.detail) from exc
     try:
         verify_endorsement(
-            endorsed, len(endorsed.endorsements) - 1, ctx.trust, endorser=ctx.sender.user_id,
-            purpose="name_transfer", context=f"omn:{request.matching_number}", now=ctx.now,
+            endorsed,
+            len(endorsed.endorsements) - 1,
+            ctx.trust,
+            endorser=ctx.sender.user_id,
+            purpose="name_transfer",
+            context=f"omn:{request.matching_number}",
+            now=ctx.now,
         )
     except CertificateInvalid as exc:
         raise TransferRefused(TransferRefusal.ENDORSEMENT_INVALID, exc.detail) from exc
@@ -88,8 +93,13 @@ def _check_authority(request: NameTransferRequest, ctx: Context, record: Registe
     endorsed = request.certificate
     try:
         context = verify_endorsement(
-            endorsed, 0, ctx.trust, endorser=request.seller_user_id, purpose="sell_order",
-            context=None, now=ctx.now,
+            endorsed,
+            0,
+            ctx.trust,
+            endorser=request.seller_user_id,
+            purpose="sell_order",
+            context=None,
+            now=ctx.now,
         )
     except CertificateInvalid as exc:
         raise TransferRefused(TransferRefusal.NOT_AUTHORISED, exc.detail) from exc
@@ -107,7 +117,9 @@ async def _transfer(request: NameTransferRequest, ctx: Context, old: RegisterRec
     conn = ctx.connection
     offering = await repo.offering(conn, old.issue_code)
     assert offering is not None
-    number = domain.certificate_number(old.issue_code, await repo.next_certificate_number(conn, old.issue_code))
+    number = domain.certificate_number(
+        old.issue_code, await repo.next_certificate_number(conn, old.issue_code)
+    )
     change = transfer(
         old,
         shares=request.shares,
@@ -124,8 +136,13 @@ async def _transfer(request: NameTransferRequest, ctx: Context, old: RegisterRec
     await repo.insert_record(conn, change.buyer)
     remainder = await _register_remainder(ctx, offering, change.remainder)
     ntn = await repo.record_transfer(
-        conn, issue_code=old.issue_code, cert_id=change.buyer.cert_id, shares=request.shares,
-        buyer_user_id=request.buyer_user_id, seller_user_id=request.seller_user_id, old_cert_id=old.cert_id,
+        conn,
+        issue_code=old.issue_code,
+        cert_id=change.buyer.cert_id,
+        shares=request.shares,
+        buyer_user_id=request.buyer_user_id,
+        seller_user_id=request.seller_user_id,
+        old_cert_id=old.cert_id,
         remainder_cert_id=change.remainder.cert_id if change.remainder else None,
         matching_number=request.matching_number,
     )
@@ -133,15 +150,22 @@ async def _transfer(request: NameTransferRequest, ctx: Context, old: RegisterRec
     log.info("name_transferred", ntn=ntn, old_cert_id=str(old.cert_id), buyer=request.buyer_user_id)
     ctx.emit(
         NameTransferCompleted(
-            matching_number=request.matching_number, name_transfer_number=ntn, new_cert_id=change.buyer.cert_id,
-            buyer_user_id=request.buyer_user_id, buyer_shares=request.shares, remainder=remainder,
-            request_hash=ctx.digest, register_version=version,
+            matching_number=request.matching_number,
+            name_transfer_number=ntn,
+            new_cert_id=change.buyer.cert_id,
+            buyer_user_id=request.buyer_user_id,
+            buyer_shares=request.shares,
+            remainder=remainder,
+            request_hash=ctx.digest,
+            register_version=version,
         ),
         to=ctx.sender.user_id,
     )
     if remainder is not None:
         ctx.emit(
-            RemainderCertificate(name_transfer_number=ntn, replaces_cert_id=old.cert_id, certificate=remainder),
+            RemainderCertificate(
+                name_transfer_number=ntn, replaces_cert_id=old.cert_id, certificate=remainder
+            ),
             to=request.seller_user_id,
         )
 
@@ -158,8 +182,13 @@ async def _register_remainder(
 async def _issue(ctx: Context, offering: domain.Offering, record: RegisterRecord) -> SignedCertificate:
     """S149–S150: the certificate drawn up from the register record and signed."""
     certificate = domain.certificate(
-        offering, cert_id=record.cert_id, number=record.certificate_number, shares=record.shares,
-        holder_name=record.holder_name, holder_user_id=record.holder_user_id, today=ctx.now.date(),
+        offering,
+        cert_id=record.cert_id,
+        number=record.certificate_number,
+        shares=record.shares,
+        holder_name=record.holder_name,
+        holder_user_id=record.holder_user_id,
+        today=ctx.now.date(),
         agent=domain.issuing_agent(ctx.identity.user_id),
     )
     signed = sign_certificate(ctx.identity, certificate)
@@ -175,7 +204,8 @@ async def on_request_after_transfer(request: CertificateRequestAfterTransfer, ct
     if found is None or found.buyer_user_id != ctx.sender.user_id:  # S146
         ctx.emit(
             CertificateIssuanceRefused(
-                request_id=ctx.message_id, reason=IssuanceRefusal.UNKNOWN_TRANSFER,
+                request_id=ctx.message_id,
+                reason=IssuanceRefusal.UNKNOWN_TRANSFER,
                 detail=f"no name transfer {request.name_transfer_number} to {ctx.sender.user_id}",
             ),
             to=ctx.sender.user_id,
@@ -185,8 +215,12 @@ async def on_request_after_transfer(request: CertificateRequestAfterTransfer, ct
     if signed is None:  # first request: complete the record (S148) and issue
         delivery = request.dividend_delivery
         await repo.complete_holder(
-            conn, found.cert_id, request.holder_name, request.holder_address,
-            delivery.method.value, delivery.account,
+            conn,
+            found.cert_id,
+            request.holder_name,
+            request.holder_address,
+            delivery.method.value,
+            delivery.account,
         )
         record = await repo.record(conn, found.cert_id)
         assert record is not None
@@ -199,5 +233,7 @@ async def on_request_after_transfer(request: CertificateRequestAfterTransfer, ct
 
 async def on_release(release: CertificateRelease, ctx: Context) -> None:
     assert ctx.sender is not None
-    freed = await repo.release(ctx.connection, ctx.sender.user_id, release.seller_order, release.seller_user_id)
+    freed = await repo.release(
+        ctx.connection, ctx.sender.user_id, release.seller_order, release.seller_user_id
+    )
     log.info("remainder_released", seller_order=release.seller_order, certificates=freed)

@@ -43,8 +43,14 @@ def sell(coid: str, quantity: int, cert_id: UUID, account: str, price: str = "10
 
 def buy(coid: str, quantity: int, account: str, price: str = "1000") -> OrderTicket:
     return OrderTicket(
-        coid, support.ISSUE, Side.BUY, quantity, account, Decimal(price),
-        holder_name="Bob", holder_address="2-2 Kabuto-cho, Tokyo",
+        coid,
+        support.ISSUE,
+        Side.BUY,
+        quantity,
+        account,
+        Decimal(price),
+        holder_name="Bob",
+        holder_address="2-2 Kabuto-cho, Tokyo",
     )
 
 
@@ -69,7 +75,11 @@ async def test_partial_fills_transfer_names_issue_certificates_and_settle_cash(s
         bob = await held(investor, "bob")
         assert sorted(c["shares"] for c in bob if c["status"] == "held") == [200, 400]
         alice = await held(investor, "alice")
-        assert [(c["shares"], c["status"]) for c in alice] == [(1000, "surrendered"), (600, "surrendered"), (400, "held")]
+        assert [(c["shares"], c["status"]) for c in alice] == [
+            (1000, "surrendered"),
+            (600, "surrendered"),
+            (400, "held"),
+        ]
         assert alice[-1]["committed_order"] is None  # the order is filled: the remainder is hers again
 
         register = await support.rows(
@@ -77,7 +87,9 @@ async def test_partial_fills_transfer_names_issue_certificates_and_settle_cash(s
         )
         expected = [("alice", 400), ("bob", 200), ("bob", 400)]
         assert sorted((r["holder_user_id"], r["shares"]) for r in register) == expected
-        listed = await support.rows(exchange, "SELECT user_id, shares FROM certid_list WHERE status = 'valid'")
+        listed = await support.rows(
+            exchange, "SELECT user_id, shares FROM certid_list WHERE status = 'valid'"
+        )
         assert sorted((r["user_id"], r["shares"]) for r in listed) == expected  # the exchange agrees
 
         balances = await support.rows(
@@ -107,7 +119,9 @@ async def test_a_copied_certificate_is_refused_after_the_trade(settings: Setting
     async with support.agents(settings, *AGENTS) as rt:
         investor, exchange = rt["investor"], rt["exchange"]
         cert_id = await issue_to_alice(rt, shares=500)
-        copy = await support.rows(investor, "SELECT content, issuer_signature, issuer_certificate FROM wallet")
+        copy = await support.rows(
+            investor, "SELECT content, issuer_signature, issuer_certificate FROM wallet"
+        )
         alice_cash = await support.fund(rt["settlement"], "alice")
         bob_cash = await support.fund(rt["settlement"], "bob", Decimal("1000000"))
         await investor.command("alice", place_order(sell("s1", 500, cert_id, alice_cash)))
@@ -123,7 +137,9 @@ async def test_a_copied_certificate_is_refused_after_the_trade(settings: Setting
         )
         alice = keys.load_identity("alice")
         order = SubmitOrder(
-            client_order_id="s2", user_id="alice", issue_code=support.ISSUE,
+            client_order_id="s2",
+            user_id="alice",
+            issue_code=support.ISSUE,
             terms=OrderTerms(side=Side.SELL, order_type=OrderType.LIMIT, price=Decimal("1000"), quantity=500),
             settlement_account=alice_cash,
             certificate=endorse(alice, signed, "sell_order", "order:alice:s2"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -20,20 +19,6 @@ from broker.trust import TrustStore
 from tests import support
 
 
-def environment(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "KABUTO_AMQP_URL": settings.amqp_url,
-        "KABUTO_DATABASE_URL": settings.database_url,
-        "KABUTO_KEY_DIR": str(settings.key_dir),
-        "KABUTO_NAMESPACE": settings.namespace,
-        "KABUTO_INVESTORS": ",".join(settings.investors),
-        "KABUTO_RETRY_DELAYS_MS": ",".join(str(d) for d in settings.retry_delays_ms),
-        "KABUTO_LOG_FORMAT": "json",
-        "KABUTO_LOG_LEVEL": "info",
-    }
-
-
 @asynccontextmanager
 async def kabuto_run(settings: Settings, agent: str = "all") -> AsyncIterator[asyncio.subprocess.Process]:
     """Start ``kabuto run AGENT`` and wait until it logs that its agents are ready."""
@@ -43,7 +28,7 @@ async def kabuto_run(settings: Settings, agent: str = "all") -> AsyncIterator[as
         "agents.cli",
         "run",
         agent,
-        env=environment(settings),
+        env=support.environment(settings),
         stderr=asyncio.subprocess.PIPE,
     )
     assert process.stderr is not None

@@ -1,6 +1,4 @@
-"""``kabuto demo``: run every agent in this process and walk through the flows that work.
-
-Flow 1 (seed 001 Phase 1): an issuer opens an offering; alice asks for certificates; the
+"""Demo flow 1 (seed 001 Phase 1): an issuer opens an offering; alice asks for certificates; the
 issuer examines the request, registers her, signs the certificate and sends it; her wallet
 verifies and keeps it; the exchange stores the CertID list. Then the refusals a real
 market needs: bob asks for more than his certificate policy allows, and an altered copy of
@@ -20,10 +18,8 @@ from agents.investor import repo as investor_repo
 from agents.investor.app import IssuanceOrder, request_certificates, verified_wallet
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
-from agents.registry import AGENTS
 from broker.context import Context
-from broker.runtime import AgentRuntime, started
-from broker.settings import Settings
+from broker.runtime import AgentRuntime
 from broker.stock_certificates import CertificateInvalid, verify_certificate
 from schemas.certificates import ShareClass, SignedCertificate
 from schemas.identity import EXCHANGE_ID, ISSUER_ID
@@ -32,16 +28,7 @@ from schemas.issuance import DividendDelivery, DividendMethod
 Say = Callable[[str], None]
 
 
-async def run(settings: Settings, say: Say = print) -> None:
-    if len(settings.investors) < 2:
-        raise SystemExit("the demo needs two investors: set KABUTO_INVESTORS=alice,bob")
-    alice, bob = settings.investors[:2]
-    async with started(list(AGENTS.values()), settings) as runtimes:
-        say(f"Kabuto demo — {len(runtimes)} agents running: {', '.join(runtimes)}\n")
-        await issuance(runtimes, alice, bob, say)
-
-
-async def issuance(runtimes: dict[str, AgentRuntime], alice: str, bob: str, say: Say) -> None:
+async def issuance(runtimes: dict[str, AgentRuntime], alice: str, bob: str, say: Say) -> Offering:
     issuer, investor, exchange = runtimes[ISSUER_ID], runtimes["investor"], runtimes[EXCHANGE_ID]
     offering = _offering()
     await issuer.command(ISSUER_ID, lambda ctx: issuer_repo.open_offering(ctx.connection, offering))
@@ -92,12 +79,14 @@ async def issuance(runtimes: dict[str, AgentRuntime], alice: str, bob: str, say:
     refusal = next(r for r in requests if r.request_id == refused_id)
     say(f"\n  {bob} asks for {too_many:,} shares: refused, {refusal.reason} — {refusal.detail}.")
 
-    await _altered_copy(investor, alice, say)
+    await _altered_copy(investor, alice, say, offering.issue_code)
+    return offering
 
 
-async def _altered_copy(investor: AgentRuntime, alice: str, say: Say) -> None:
+async def _altered_copy(investor: AgentRuntime, alice: str, say: Say, issue_code: str) -> None:
     async def tamper(ctx: Context) -> str:
-        signed = (await investor_repo.held(ctx.connection, alice))[0]
+        held = await investor_repo.held(ctx.connection, alice)
+        signed = next(s for s in held if f'"issue_code":"{issue_code}"'.encode() in s.content)
         content = signed.content.replace(b'"shares":500', b'"shares":5000')
         forged = SignedCertificate(content=content, issuer_signature=signed.issuer_signature)
         try:

@@ -1,0 +1,109 @@
+"""The investor client as a library: what an external system imports to subscribe, trade and
+ask about its account.
+
+    async with InvestorClient.connect(settings, "alice") as alice:
+        await alice.place_order(OrderTicket("o-1", "KBT", Side.BUY, 100, "alice-cash", Decimal("1000"),
+                                            holder_name="Alice", holder_address="Tokyo"))
+        print(await alice.orders())
+
+Each call signs as the investor and writes to the investor agent's outbox in one transaction;
+the running investor agent publishes it and records the answers, which the query methods read.
+Needs PostgreSQL and the investor's key, not RabbitMQ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+from uuid import UUID
+
+import asyncpg
+
+from agents.investor import order_repo, repo
+from agents.investor.app import IssuanceOrder, request_certificates, verified_wallet
+from agents.investor.trading import (
+    OrderTicket,
+    ask_order_status,
+    cancel_order,
+    inquire_account,
+    place_order,
+    replace_order,
+)
+from broker.context import Context
+from broker.db import agent_pool
+from broker.pki import Identity, KeyStore
+from broker.runtime import execute
+from broker.settings import Settings
+from broker.stock_certificates import CertificateInvalid
+from broker.trust import TrustStore
+from schemas.certificates import ElectronicStockCertificate
+from schemas.settlement import AccountStatement
+
+T = TypeVar("T")
+
+
+class InvestorClient:
+    def __init__(self, pool: asyncpg.Pool, identity: Identity, trust: TrustStore) -> None:
+        self._pool = pool
+        self._identity = identity
+        self._trust = trust
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, settings: Settings, user_id: str) -> AsyncIterator[InvestorClient]:
+        keys = KeyStore(settings.key_dir)
+        identity = keys.load_identity(user_id)
+        trust = TrustStore(keys.ca_certificate(), keys.certificates())
+        async with agent_pool(settings.database_url, "investor", max_size=2) as pool:
+            yield cls(pool, identity, trust)
+
+    @property
+    def user_id(self) -> str:
+        return self._identity.user_id
+
+    async def _run(self, action: Callable[[Context], Awaitable[T]]) -> T:
+        return await execute(self._pool, "investor", self._identity, self._trust, action, datetime.now(UTC))
+
+    async def request_certificates(self, order: IssuanceOrder) -> UUID:
+        return await self._run(request_certificates(order))
+
+    async def place_order(self, ticket: OrderTicket) -> UUID:
+        return await self._run(place_order(ticket))
+
+    async def cancel_order(self, client_order_id: str) -> UUID:
+        return await self._run(cancel_order(client_order_id))
+
+    async def replace_order(
+        self, client_order_id: str, new_client_order_id: str, quantity: int, price: Decimal | None
+    ) -> UUID:
+        return await self._run(replace_order(client_order_id, new_client_order_id, quantity, price))
+
+    async def ask_order_status(self, acceptance_number: int) -> UUID:
+        return await self._run(ask_order_status(acceptance_number))
+
+    async def inquire_account(self, account: str) -> UUID:
+        return await self._run(inquire_account(account))
+
+    async def wallet(self) -> list[ElectronicStockCertificate | CertificateInvalid]:
+        return await self._run(verified_wallet)
+
+    async def orders(self) -> list[order_repo.OrderRecord]:
+        async with self._pool.acquire() as connection:
+            return await order_repo.orders(connection, self.user_id)
+
+    async def executions(self) -> list[dict[str, Any]]:
+        async with self._pool.acquire() as connection:
+            return await order_repo.executions(connection, self.user_id)
+
+    async def requests(self) -> list[repo.Request]:
+        async with self._pool.acquire() as connection:
+            return await repo.requests(connection, self.user_id)
+
+    async def statement(self, account: str) -> AccountStatement | None:
+        """The latest statement settlement sent for ``account``, if any."""
+        async with self._pool.acquire() as connection:
+            text = await order_repo.statement(connection, self.user_id, account)
+        return AccountStatement.model_validate_json(text) if text else None

@@ -1,0 +1,196 @@
+"""``kabuto investor …``: an investor's requests, orders, wallet and account, from the shell.
+
+Every sub-command acts as ``--as USER`` through the investor client library
+(``agents.investor.client``), so the shell and an importing system behave the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from uuid import UUID
+
+from agents import render
+from agents.cli_types import decimal
+from agents.investor.app import IssuanceOrder
+from agents.investor.client import InvestorClient
+from agents.investor.trading import OrderTicket
+from broker.settings import Settings
+from broker.stock_certificates import CertificateInvalid
+from schemas.certificates import ShareClass
+from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.trading import Side, TimeInForce
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    inv = sub.add_parser("investor", help="an investor's wallet, orders and account").add_subparsers(
+        dest="investor_command", required=True, metavar="INVESTOR_COMMAND"
+    )
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        parser = inv.add_parser(name, help=help_)
+        parser.add_argument("--as", dest="user", required=True, help="the investor's user id")
+        return parser
+
+    req = command("request-certificates", "subscribe to a new issue (seed 001 message 32)")
+    req.add_argument("issue_code")
+    req.add_argument("--shares", type=int, required=True)
+    req.add_argument("--class", dest="share_class", default="common", choices=[c.value for c in ShareClass])
+    req.add_argument("--name", required=True, help="holder of record")
+    req.add_argument("--address", required=True)
+    req.add_argument("--dividend-account", required=True)
+
+    order = command("order", "place a buy or sell order (seed 001 message 33)")
+    order.add_argument("side", choices=[s.value for s in Side])
+    order.add_argument("issue_code")
+    order.add_argument("quantity", type=int)
+    order.add_argument("--limit", type=decimal, help="limit price; omit for a market order")
+    order.add_argument("--tif", default="day", choices=[t.value for t in TimeInForce])
+    order.add_argument("--account", required=True, help="settlement account")
+    order.add_argument("--certificate", type=UUID, help="CertID to sell from (sell orders)")
+    order.add_argument("--name", help="holder of record (buy orders)")
+    order.add_argument("--address", help="holder's address (buy orders)")
+    order.add_argument("--id", dest="client_order_id", help="client order id (default: generated)")
+
+    cancel = command("cancel", "cancel an order by client order id")
+    cancel.add_argument("client_order_id")
+    replace = command("replace", "cancel-replace an order")
+    replace.add_argument("client_order_id")
+    replace.add_argument("new_client_order_id")
+    replace.add_argument("--quantity", type=int, required=True)
+    replace.add_argument("--limit", type=decimal)
+    status = command("status", "ask the exchange for an order's status by acceptance number")
+    status.add_argument("acceptance_number", type=int)
+    account = command("account", "ask settlement for an account and show the latest statement")
+    account.add_argument("account")
+    command("orders", "orders and their state")
+    command("executions", "executions and their name transfers")
+    command("wallet", "the certificates held, verified again")
+    command("requests", "certificate requests and their outcome")
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    async with InvestorClient.connect(settings, args.user) as client:
+        return await _run(args, client)
+
+
+async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
+    match args.investor_command:
+        case "request-certificates":
+            request_id = await client.request_certificates(_issuance(args))
+            print(
+                f"request {request_id} queued; `kabuto investor requests --as {args.user}` shows its outcome"
+            )
+        case "order":
+            ticket = _ticket(args)
+            await client.place_order(ticket)
+            print(
+                f"order {ticket.client_order_id} queued; `kabuto investor orders --as {args.user}` shows it"
+            )
+        case "cancel":
+            await client.cancel_order(args.client_order_id)
+            print(f"cancel of {args.client_order_id} queued")
+        case "replace":
+            await client.replace_order(
+                args.client_order_id, args.new_client_order_id, args.quantity, args.limit
+            )
+            print(f"replace of {args.client_order_id} by {args.new_client_order_id} queued")
+        case "status":
+            await client.ask_order_status(args.acceptance_number)
+            print("status inquiry queued; the answer appears in `kabuto investor orders`")
+        case "account":
+            await client.inquire_account(args.account)
+            _print_statement(await client.statement(args.account), args.account)
+        case "orders":
+            _print_orders(await client.orders())
+        case "executions":
+            rows = await client.executions()
+            print(
+                render.table(
+                    list(rows[0]) if rows else ["executions"], [list(r.values()) for r in rows], indent=""
+                )
+            )
+        case "wallet":
+            _print_wallet(await client.wallet())
+        case "requests":
+            reqs = await client.requests()
+            print(
+                render.table(
+                    ["request", "kind", "issue", "shares", "status", "reason", "CertID"],
+                    [
+                        [r.request_id, r.kind, r.issue_code, r.shares, r.status, r.reason, r.cert_id]
+                        for r in reqs
+                    ],
+                    indent="",
+                )
+            )
+    return 0
+
+
+def _issuance(args: argparse.Namespace) -> IssuanceOrder:
+    return IssuanceOrder(
+        issue_code=args.issue_code,
+        share_class=ShareClass(args.share_class),
+        shares=args.shares,
+        holder_name=args.name,
+        holder_address=args.address,
+        dividend_delivery=DividendDelivery(
+            method=DividendMethod.SETTLEMENT_ACCOUNT, account=args.dividend_account
+        ),
+    )
+
+
+def _ticket(args: argparse.Namespace) -> OrderTicket:
+    return OrderTicket(
+        client_order_id=args.client_order_id or f"{args.user}-{uuid.uuid4().hex[:12]}",
+        issue_code=args.issue_code,
+        side=Side(args.side),
+        quantity=args.quantity,
+        settlement_account=args.account,
+        price=args.limit,
+        time_in_force=TimeInForce(args.tif),
+        cert_id=args.certificate,
+        holder_name=args.name,
+        holder_address=args.address,
+    )
+
+
+def _print_orders(orders: list) -> None:  # type: ignore[type-arg]
+    print(
+        render.table(
+            ["client order id", "OAN", "side", "issue", "qty", "price", "filled", "status", "reason"],
+            [
+                [
+                    o.client_order_id,
+                    o.acceptance_number,
+                    o.side,
+                    o.issue_code,
+                    o.quantity,
+                    o.price or "market",
+                    o.filled,
+                    o.status,
+                    o.reason,
+                ]
+                for o in orders
+            ],
+            indent="",
+        )
+    )
+
+
+def _print_wallet(wallet: list) -> None:  # type: ignore[type-arg]
+    for item in wallet:
+        if isinstance(item, CertificateInvalid):
+            print(f"  INVALID certificate: {item.detail}")
+        else:
+            print(render.certificate(item) + "\n")
+    if not wallet:
+        print("  (no certificates)")
+
+
+def _print_statement(statement: object, account: str) -> None:
+    if statement is None:
+        print(f"inquiry about {account} queued; no statement received yet — run this again shortly")
+        return
+    print(f"latest statement received for {account}:")
+    print(statement.model_dump_json(indent=2))  # type: ignore[attr-defined]

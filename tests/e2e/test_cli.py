@@ -1,0 +1,125 @@
+"""The ``kabuto`` command as a user types it: each sub-command runs, says what it did, and
+fails with a clear message on bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from broker.settings import Settings
+from tests import support
+
+
+async def kabuto(settings: Settings, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agents.cli",
+        *args,
+        env=support.environment(settings) | {"KABUTO_LOG_LEVEL": "warning"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def ok(settings: Settings, *args: str) -> str:
+    code, out, err = await kabuto(settings, *args)
+    assert code == 0, f"kabuto {' '.join(args)} failed: {err}"
+    return out
+
+
+async def test_operators_open_an_issue_list_it_and_fund_accounts(settings: Settings) -> None:
+    assert "opened offering KBT" in await ok(
+        settings,
+        "issuer",
+        "offer",
+        "KBT",
+        "--company",
+        "Kabuto K.K.",
+        "--incorporated",
+        "2001-04-01",
+        "--shares",
+        "10000",
+        "--price",
+        "1000",
+    )
+    assert "KBT" in await ok(settings, "issuer", "offerings")
+    assert "listed KBT" in await ok(settings, "exchange", "list", "KBT", "--reference-price", "1000")
+    assert "opened bob-cash" in await ok(settings, "settlement", "open-account", "bob-cash", "--owner", "bob")
+    assert "balance 500000" in await ok(
+        settings, "settlement", "deposit", "bob-cash", "500000", "--reference", "r1"
+    )
+    statement = await ok(settings, "settlement", "statement", "bob-cash")
+    assert "deposits 500000" in statement and "r1" in statement
+
+
+async def test_an_investor_queues_requests_and_orders_without_the_broker(settings: Settings) -> None:
+    out = await ok(
+        settings,
+        "investor",
+        "request-certificates",
+        "--as",
+        "alice",
+        "KBT",
+        "--shares",
+        "500",
+        "--name",
+        "Alice",
+        "--address",
+        "Tokyo",
+        "--dividend-account",
+        "alice-cash",
+    )
+    assert "queued" in out
+    assert "sent" in await ok(settings, "investor", "requests", "--as", "alice")
+    out = await ok(
+        settings,
+        "investor",
+        "order",
+        "--as",
+        "bob",
+        "buy",
+        "KBT",
+        "100",
+        "--limit",
+        "1000",
+        "--account",
+        "bob-cash",
+        "--name",
+        "Bob",
+        "--address",
+        "Tokyo",
+        "--id",
+        "b-1",
+    )
+    assert "order b-1 queued" in out
+    assert "b-1" in await ok(settings, "investor", "orders", "--as", "bob")
+    assert "(no certificates)" in await ok(settings, "investor", "wallet", "--as", "bob")
+
+
+async def test_bad_input_is_refused_with_a_clear_message(settings: Settings) -> None:
+    code, _, err = await kabuto(
+        settings,
+        "investor",
+        "order",
+        "--as",
+        "alice",
+        "sell",
+        "KBT",
+        "100",
+        "--account",
+        "a-cash",
+        "--limit",
+        "1000",
+    )
+    assert code == 1 and "names the certificate it sells from" in err
+    code, _, err = await kabuto(settings, "investor", "orders", "--as", "mallory")
+    assert code == 1 and "mallory is not enrolled" in err
+    code, _, err = await kabuto(settings, "settlement", "deposit", "nobody", "10", "--reference", "x")
+    assert code == 1 and "nobody" in err
+    code, _, err = await kabuto(settings, "exchange", "list", "KBT", "--reference-price", "abc")
+    assert code == 2 and "not a number" in err
