@@ -97,12 +97,8 @@ async def _prepare(rt: dict[str, AgentRuntime], trades: int, timeout: float) -> 
             request_certificates(IssuanceOrder(ISSUE, ShareClass.COMMON, LOT, "Seller", "Tokyo", delivery)),
         )
     await investor.outcomes.wait_count(lambda s: s.type == "certificate.issued", trades, timeout=timeout)
-    await rt["exchange"].outcomes.wait_count(
-        lambda s: s.type == "certid_list.updated", trades, timeout=timeout
-    )
-    certs = await investor.query(
-        lambda c: c.fetch("SELECT cert_id FROM wallet WHERE holder_user_id = $1", SELLER)
-    )
+    await rt["exchange"].outcomes.wait_count(lambda s: s.type == "certid_list.updated", trades, timeout=timeout)
+    certs = await investor.query(lambda c: c.fetch("SELECT cert_id FROM wallet WHERE holder_user_id = $1", SELLER))
     for i, row in enumerate(certs):
         await investor.command(
             SELLER,
@@ -118,9 +114,7 @@ async def _run(rt: dict[str, AgentRuntime], trades: int, timeout: float) -> None
         await investor.command(
             BUYER,
             place_order(
-                OrderTicket(
-                    f"b{i}", ISSUE, Side.BUY, LOT, "buyer", PRICE, holder_name="Buyer", holder_address="Tokyo"
-                )
+                OrderTicket(f"b{i}", ISSUE, Side.BUY, LOT, "buyer", PRICE, holder_name="Buyer", holder_address="Tokyo")
             ),
         )
     await ledger.outcomes.wait_count(lambda s: s.type == "settlement.request", trades, timeout=timeout)
@@ -143,13 +137,9 @@ async def _latencies(rt: dict[str, AgentRuntime]) -> list[float]:
     }
     buy_of = {
         r["matching_number"]: r["buy_order"]
-        for r in await rt["exchange"].query(
-            lambda c: c.fetch("SELECT matching_number, buy_order FROM matches")
-        )
+        for r in await rt["exchange"].query(lambda c: c.fetch("SELECT matching_number, buy_order FROM matches"))
     }
-    settled = await rt["settlement"].query(
-        lambda c: c.fetch("SELECT matching_number, received_at FROM instructions")
-    )
+    settled = await rt["settlement"].query(lambda c: c.fetch("SELECT matching_number, received_at FROM instructions"))
     return [(r["received_at"] - accepted[buy_of[r["matching_number"]]]).total_seconds() for r in settled]
 
 

@@ -182,9 +182,7 @@ def checksum(executions: Iterable[Execution]) -> str:
     """SHA-256 of one `buy,sell,price,quantity,buyer,seller,aggressor` line per execution, in order."""
     digest = hashlib.sha256()
     for e in executions:
-        digest.update(
-            f"{e.buy},{e.sell},{e.price},{e.quantity},{e.buyer},{e.seller},{e.aggressor}\n".encode()
-        )
+        digest.update(f"{e.buy},{e.sell},{e.price},{e.quantity},{e.buyer},{e.seller},{e.aggressor}\n".encode())
     return digest.hexdigest()
 
 
@@ -215,9 +213,7 @@ def report(path: Path, operations: Sequence[Operation], run: Run, digest: str, r
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.matching", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--out", type=Path, default=Path("var/bench/orders.jsonl"), help="where to write the stream"
-    )
+    source.add_argument("--out", type=Path, default=Path("var/bench/orders.jsonl"), help="where to write the stream")
     source.add_argument("--replay", type=Path, help="replay this stream instead of generating one")
     parser.add_argument("--orders", type=int, default=200_000, help="lines to generate, submits and cancels")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generator")

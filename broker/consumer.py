@@ -86,9 +86,7 @@ class Outcomes:
                         return settled
                 await self._changed.wait()
 
-    async def wait_count(
-        self, match: Callable[[Settled], bool], count: int, *, timeout: float = 15.0
-    ) -> list[Settled]:
+    async def wait_count(self, match: Callable[[Settled], bool], count: int, *, timeout: float = 15.0) -> list[Settled]:
         """The first ``count`` outcomes that ``match`` accepts, waiting for them up to ``timeout``."""
         async with asyncio.timeout(timeout), self._changed:
             while len(found := [s for s in self._settled if match(s)]) < count:
@@ -165,9 +163,7 @@ class Consumer:
             now=self.clock(),
         )
         if type(opened.message) not in self.handlers:
-            raise InputRejected(
-                Reason.UNKNOWN_MESSAGE_TYPE, f"{self.agent} does not handle {opened.spec.type}"
-            )
+            raise InputRejected(Reason.UNKNOWN_MESSAGE_TYPE, f"{self.agent} does not handle {opened.spec.type}")
         return opened
 
     async def _process(self, delivery: AbstractIncomingMessage, opened: Opened) -> Settled:
@@ -201,18 +197,14 @@ class Consumer:
             if not inserted:
                 await self._check_redelivery(connection, opened)
                 return True
-            context = Context(
-                connection, identity, self.trust, self.clock(), envelope, opened.sender, opened.digest
-            )
+            context = Context(connection, identity, self.trust, self.clock(), envelope, opened.sender, opened.digest)
             await self.handlers[type(opened.message)](opened.message, context)
             await outbox.store(connection, self.agent, context.emitted)
         return False
 
     @staticmethod
     async def _check_redelivery(connection: asyncpg.Connection, opened: Opened) -> None:
-        digest = await connection.fetchval(
-            "SELECT digest FROM inbox WHERE message_id = $1", opened.envelope.message_id
-        )
+        digest = await connection.fetchval("SELECT digest FROM inbox WHERE message_id = $1", opened.envelope.message_id)
         if digest != opened.digest:
             raise SecurityRejected(
                 Reason.REPLAYED_MESSAGE_ID,
@@ -224,9 +216,7 @@ class Consumer:
         detail = f"{type(exc).__name__}: {exc}"[:1000]
         if attempt > len(self.retry_delays_ms):
             log.error("retries_exhausted", attempts=attempt, error=detail)
-            return await self._dead_letter(
-                delivery, InputRejected(Reason.RETRIES_EXHAUSTED, detail), kind="transient"
-            )
+            return await self._dead_letter(delivery, InputRejected(Reason.RETRIES_EXHAUSTED, detail), kind="transient")
         delay_ms = self.retry_delays_ms[attempt - 1]
         log.warning("retry_scheduled", attempt=attempt, delay_ms=delay_ms, error=detail, exc_info=exc)
         headers = dict(delivery.headers)

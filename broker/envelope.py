@@ -196,9 +196,7 @@ def _check_sender(envelope: Envelope, signer: Signer) -> None:
 def _check_recipient(envelope: Envelope, hosted: Mapping[str, Role]) -> Role:
     role = hosted.get(envelope.recipient or "")
     if role is None:
-        raise SecurityRejected(
-            Reason.MISROUTED, f"recipient {envelope.recipient} is not hosted by this agent"
-        )
+        raise SecurityRejected(Reason.MISROUTED, f"recipient {envelope.recipient} is not hosted by this agent")
     return role
 
 
@@ -207,9 +205,7 @@ def _check_fresh(envelope: Envelope, freshness: Freshness, now: datetime) -> Non
     if age > freshness.max_age:
         raise SecurityRejected(Reason.STALE_MESSAGE, f"created {age} ago, limit {freshness.max_age}")
     if -age > freshness.max_skew:
-        raise SecurityRejected(
-            Reason.STALE_MESSAGE, f"created {-age} in the future, skew limit {freshness.max_skew}"
-        )
+        raise SecurityRejected(Reason.STALE_MESSAGE, f"created {-age} in the future, skew limit {freshness.max_skew}")
 
 
 def _lookup(envelope: Envelope) -> MessageSpec:
@@ -221,13 +217,9 @@ def _lookup(envelope: Envelope) -> MessageSpec:
 
 def _check_authorised(spec: MessageSpec, sender: Participant, recipient_role: Role) -> None:
     if sender.role not in spec.senders:
-        raise SecurityRejected(
-            Reason.SENDER_NOT_AUTHORIZED, f"a {sender.role.value} may not send {spec.type}"
-        )
+        raise SecurityRejected(Reason.SENDER_NOT_AUTHORIZED, f"a {sender.role.value} may not send {spec.type}")
     if recipient_role not in spec.recipients:
-        raise SecurityRejected(
-            Reason.SENDER_NOT_AUTHORIZED, f"{spec.type} may not be sent to a {recipient_role.value}"
-        )
+        raise SecurityRejected(Reason.SENDER_NOT_AUTHORIZED, f"{spec.type} may not be sent to a {recipient_role.value}")
 
 
 def _parse_payload(spec: MessageSpec, envelope: Envelope) -> Message:
@@ -238,9 +230,7 @@ def _parse_payload(spec: MessageSpec, envelope: Envelope) -> Message:
 
 
 def _errors(exc: pydantic.ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-    )[:1000]
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors())[:1000]
 
 
 def hosted_roles(identities: Collection[Identity]) -> dict[str, Role]:

@@ -71,9 +71,7 @@ async def status(settings: Settings, agents: Sequence[str]) -> list[AgentStatus]
         await connection.close()
 
 
-async def _queues(
-    connection: aio_pika.abc.AbstractConnection, names: list[str]
-) -> dict[str, tuple[int, int]]:
+async def _queues(connection: aio_pika.abc.AbstractConnection, names: list[str]) -> dict[str, tuple[int, int]]:
     found = {}
     for name in names:
         try:

@@ -128,9 +128,7 @@ class OutboxRelay:
 
     async def _publish(self, row: asyncpg.Record) -> None:
         exchange = self._exchange(row["exchange"])
-        message = amqp_message(
-            str(row["message_id"]), row["message_type"], row["body"], json.loads(row["headers"])
-        )
+        message = amqp_message(str(row["message_id"]), row["message_type"], row["body"], json.loads(row["headers"]))
         try:
             await exchange.publish(message, routing_key=row["routing_key"], mandatory=True)
         except aiormq.exceptions.PublishError:
@@ -143,9 +141,7 @@ class OutboxRelay:
         log.debug("outbox_published", message_id=str(row["message_id"]), type=row["message_type"])
 
     async def _park(self, row: asyncpg.Record, error: str) -> None:
-        await self.pool.execute(
-            "UPDATE outbox SET failed_at = now(), error = $2 WHERE seq = $1", row["seq"], error
-        )
+        await self.pool.execute("UPDATE outbox SET failed_at = now(), error = $2 WHERE seq = $1", row["seq"], error)
         log.error(
             "outbox_unroutable",
             message_id=str(row["message_id"]),

@@ -173,9 +173,7 @@ class CertificateAuthority:
                 x509.NameAttribute(NameOID.USER_ID, participant.user_id),
             ]
         )
-        extension = x509.UnrecognizedExtension(
-            PARTICIPANT_EXTENSION_OID, _utf8_der(participant.model_dump_json())
-        )
+        extension = x509.UnrecognizedExtension(PARTICIPANT_EXTENSION_OID, _utf8_der(participant.model_dump_json()))
         certificate = (
             x509.CertificateBuilder()
             .subject_name(subject)

@@ -94,9 +94,7 @@ class AgentRuntime:
 
     async def _open(self) -> None:
         settings = self.settings
-        self.identities = {
-            pid: self.keys.load_identity(pid) for pid in self.definition.participant_ids(settings)
-        }
+        self.identities = {pid: self.keys.load_identity(pid) for pid in self.definition.participant_ids(settings)}
         self.trust = trust = TrustStore(self.keys.ca_certificate(), self.keys.certificates())
         self.pool = await self._stack.enter_async_context(agent_pool(settings.database_url, self.id))
         self.connection = await aio_pika.connect_robust(
@@ -193,9 +191,7 @@ async def execute(
     return result
 
 
-async def run_as(
-    settings: Settings, agent: str, user_id: str, action: Callable[[Context], Awaitable[T]]
-) -> T:
+async def run_as(settings: Settings, agent: str, user_id: str, action: Callable[[Context], Awaitable[T]]) -> T:
     """Run one command as a participant of ``agent``, outside a running agent (the CLI's way)."""
     keys = KeyStore(settings.key_dir)
     identity = keys.load_identity(user_id)
@@ -229,9 +225,7 @@ async def started(
 ) -> AsyncIterator[dict[str, AgentRuntime]]:
     """Open and run several agents for the body of the block; stop and close them after."""
     async with AsyncExitStack() as stack:
-        runtimes = {
-            d.id: await stack.enter_async_context(AgentRuntime(d, settings, **options)) for d in definitions
-        }
+        runtimes = {d.id: await stack.enter_async_context(AgentRuntime(d, settings, **options)) for d in definitions}
         for runtime in runtimes.values():
             await stack.enter_async_context(running(runtime))
         yield runtimes

@@ -70,14 +70,8 @@ def verify_certificate(signed: SignedCertificate, trust: TrustStore) -> Electron
             f"certificate names issuer {certificate.issuing_agent_id}, signed by {signer.participant.user_id}"
         )
     issuer_cert = signer.certificate
-    if (
-        not issuer_cert.not_valid_before_utc.date()
-        <= certificate.issued_on
-        <= issuer_cert.not_valid_after_utc.date()
-    ):
-        raise CertificateInvalid(
-            f"issued {certificate.issued_on}, outside the validity of the issuer's certificate"
-        )
+    if not issuer_cert.not_valid_before_utc.date() <= certificate.issued_on <= issuer_cert.not_valid_after_utc.date():
+        raise CertificateInvalid(f"issued {certificate.issued_on}, outside the validity of the issuer's certificate")
     return certificate
 
 
@@ -86,9 +80,7 @@ def expired(certificate: ElectronicStockCertificate, today: date) -> bool:
     return today > certificate.expires_on
 
 
-def _endorsed_bytes(
-    signed: SignedCertificate, prior: Sequence[Endorsement], purpose: str, context: str
-) -> bytes:
+def _endorsed_bytes(signed: SignedCertificate, prior: Sequence[Endorsement], purpose: str, context: str) -> bytes:
     """What an endorsement signs: the certificate, its issuer's signature, earlier endorsements,
     and the purpose and context this one is for."""
     parts = [
@@ -138,12 +130,8 @@ def verify_endorsement(
             f"endorsement is for {endorsement.purpose} {endorsement.context}, not {purpose} {context}"
         )
     try:
-        signer = trust.signer(
-            hashlib.sha256(endorsement.certificate).hexdigest(), endorsement.certificate, now
-        )
-        data = _endorsed_bytes(
-            endorsed.certificate, endorsed.endorsements[:index], purpose, endorsement.context
-        )
+        signer = trust.signer(hashlib.sha256(endorsement.certificate).hexdigest(), endorsement.certificate, now)
+        data = _endorsed_bytes(endorsed.certificate, endorsed.endorsements[:index], purpose, endorsement.context)
         signer.verify(endorsement.signature, data)
     except SecurityRejected as exc:
         raise CertificateInvalid(f"endorsement by {endorser}: {exc.detail}") from exc

@@ -132,9 +132,7 @@ async def declare_agent(
             },
         )
         await delay.bind(exchanges.retry, routing_key=names.delay_key(agent, delay_ms))
-    dead = await channel.declare_queue(
-        names.dead_letters(agent), durable=True, arguments={"x-queue-type": "quorum"}
-    )
+    dead = await channel.declare_queue(names.dead_letters(agent), durable=True, arguments={"x-queue-type": "quorum"})
     await dead.bind(exchanges.dead, routing_key=agent)
     return inbox
 

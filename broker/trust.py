@@ -65,9 +65,7 @@ class TrustStore:
         moment the signer's certificate had to be valid.
         """
         if attached_der is not None and hashlib.sha256(attached_der).hexdigest() != claimed_fingerprint:
-            raise SecurityRejected(
-                Reason.CERTIFICATE_INVALID, "attached certificate is not the one the message names"
-            )
+            raise SecurityRejected(Reason.CERTIFICATE_INVALID, "attached certificate is not the one the message names")
         signer = self._chained.get(claimed_fingerprint)
         if signer is None:
             certificate = self._certificate(claimed_fingerprint, attached_der)
@@ -79,20 +77,14 @@ class TrustStore:
         if attached_der is None:
             known = self._known.get(claimed)
             if known is None:
-                raise SecurityRejected(
-                    Reason.UNKNOWN_SIGNER, f"no certificate attached or on file for {claimed[:16]}…"
-                )
+                raise SecurityRejected(Reason.UNKNOWN_SIGNER, f"no certificate attached or on file for {claimed[:16]}…")
             return known
         try:
             certificate = x509.load_der_x509_certificate(attached_der)
         except ValueError as exc:
-            raise SecurityRejected(
-                Reason.CERTIFICATE_INVALID, "attached certificate is not DER X.509"
-            ) from exc
+            raise SecurityRejected(Reason.CERTIFICATE_INVALID, "attached certificate is not DER X.509") from exc
         if fingerprint(certificate) != claimed:
-            raise SecurityRejected(
-                Reason.CERTIFICATE_INVALID, "attached certificate is not the one the message names"
-            )
+            raise SecurityRejected(Reason.CERTIFICATE_INVALID, "attached certificate is not the one the message names")
         return certificate
 
     def _chain(self, certificate: x509.Certificate, claimed: str) -> Signer:
@@ -104,9 +96,7 @@ class TrustStore:
                 f"certificate {claimed[:16]}… was not issued by the Kabuto CA",
             ) from exc
         if _is_ca(certificate) or not _may_sign(certificate):
-            raise SecurityRejected(
-                Reason.CERTIFICATE_INVALID, "the certificate is not for signing (CA or key usage)"
-            )
+            raise SecurityRejected(Reason.CERTIFICATE_INVALID, "the certificate is not for signing (CA or key usage)")
         try:
             participant = participant_of(certificate)
         except (PkiError, ValueError) as exc:
@@ -128,9 +118,7 @@ def _check_validity(cert: x509.Certificate, whose: str, now: datetime) -> None:
             f"certificate of {whose} is valid from {cert.not_valid_before_utc}",
         )
     if now >= cert.not_valid_after_utc:
-        raise SecurityRejected(
-            Reason.CERTIFICATE_EXPIRED, f"certificate of {whose} expired {cert.not_valid_after_utc}"
-        )
+        raise SecurityRejected(Reason.CERTIFICATE_EXPIRED, f"certificate of {whose} expired {cert.not_valid_after_utc}")
 
 
 def _may_sign(certificate: x509.Certificate) -> bool:

@@ -117,9 +117,7 @@ async def publish_sealed(settings: Settings, sealed: Sealed, routing_key: str | 
     )
 
 
-async def next_message(
-    settings: Settings, queue_name: str, *, timeout: float = 10
-) -> AbstractIncomingMessage:
+async def next_message(settings: Settings, queue_name: str, *, timeout: float = 10) -> AbstractIncomingMessage:
     """The next message on a queue, consumed and acked; waits for it up to ``timeout``."""
     connection = await aio_pika.connect(settings.amqp_url)
     try:
@@ -186,9 +184,7 @@ def replies(type_: str, correlation_id: object) -> Any:
     return lambda s: s.type == type_ and s.correlation_id == key
 
 
-async def list_issue(
-    exchange: AgentRuntime, issue_code: str = ISSUE, reference: Decimal = Decimal("1000")
-) -> None:
+async def list_issue(exchange: AgentRuntime, issue_code: str = ISSUE, reference: Decimal = Decimal("1000")) -> None:
     from agents.exchange import order_repo
 
     await exchange.command(

@@ -55,10 +55,7 @@ async def issuance(runtimes: dict[str, AgentRuntime], alice: str, bob: str, say:
     say(
         render.table(
             ["certificate number", "CertID", "holder", "shares", "status"],
-            [
-                [r["certificate_number"], r["cert_id"], r["holder_user_id"], r["shares"], r["status"]]
-                for r in register
-            ],
+            [[r["certificate_number"], r["cert_id"], r["holder_user_id"], r["shares"], r["status"]] for r in register],
             indent="    ",
         )
     )
@@ -121,7 +118,5 @@ def _order(offering: Offering, user: str, shares: int) -> IssuanceOrder:
         shares=shares,
         holder_name=user.capitalize(),
         holder_address=f"1-1 Kabuto-cho, Nihonbashi, Chuo-ku, Tokyo ({user})",
-        dividend_delivery=DividendDelivery(
-            method=DividendMethod.SETTLEMENT_ACCOUNT, account=f"settlement:{user}"
-        ),
+        dividend_delivery=DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account=f"settlement:{user}"),
     )

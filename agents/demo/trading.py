@@ -26,9 +26,7 @@ from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
 from schemas.trading import Side
 
 
-async def trading(
-    runtimes: dict[str, AgentRuntime], offering: Offering, alice: str, bob: str, say: Say
-) -> None:
+async def trading(runtimes: dict[str, AgentRuntime], offering: Offering, alice: str, bob: str, say: Say) -> None:
     investor, exchange, ledger = runtimes["investor"], runtimes[EXCHANGE_ID], runtimes[SETTLEMENT_ID]
     issue, price = offering.issue_code, offering.offer_price
     await exchange.command(

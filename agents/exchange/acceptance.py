@@ -95,15 +95,12 @@ def _check_price(order: SubmitOrder, instrument: Instrument) -> None:
 
 def _check_price_value(price: Decimal, instrument: Instrument) -> None:
     if not rules.on_tick(price):
-        raise Refused(
-            OrderRefusal.INVALID_TICK, f"{price} is not a multiple of the tick {rules.tick_size(price)}"
-        )
+        raise Refused(OrderRefusal.INVALID_TICK, f"{price} is not a multiple of the tick {rules.tick_size(price)}")
     band = instrument.band
     if not band.contains(price):
         raise Refused(
             OrderRefusal.PRICE_LIMIT_EXCEEDED,
-            f"{price} is outside today's limits {band.lower}–{band.upper} "
-            f"(reference {instrument.reference_price})",
+            f"{price} is outside today's limits {band.lower}–{band.upper} (reference {instrument.reference_price})",
         )
 
 
@@ -119,9 +116,7 @@ def _check_buy(order: SubmitOrder, sender: Participant, instrument: Instrument, 
     if order.certificate is not None:
         raise Refused(OrderRefusal.UNEXPECTED_CERTIFICATE, "a buy order carries no certificate")
     if not order.holder_name or not order.holder_address:
-        raise Refused(
-            OrderRefusal.MISSING_HOLDER_DETAILS, "a buy order names the buyer and address (Fig. 12)"
-        )
+        raise Refused(OrderRefusal.MISSING_HOLDER_DETAILS, "a buy order names the buyer and address (Fig. 12)")
     if sender.policy is None:
         raise Refused(OrderRefusal.NO_CERTIFICATE_POLICY, "the identity certificate carries no policy")
     notional = worst_price(order, instrument) * order.terms.quantity
@@ -171,9 +166,7 @@ def _check_sell(
     return certificate
 
 
-def _check_certificate_terms(
-    order: SubmitOrder, certificate: ElectronicStockCertificate, now: datetime
-) -> None:
+def _check_certificate_terms(order: SubmitOrder, certificate: ElectronicStockCertificate, now: datetime) -> None:
     if certificate.issue_code != order.issue_code or certificate.share_class != order.share_class:
         raise Refused(
             OrderRefusal.WRONG_ISSUE,
@@ -188,9 +181,7 @@ def _check_certificate_terms(
         )
 
 
-def _check_sell_policy(
-    order: SubmitOrder, sender: Participant, certificate: ElectronicStockCertificate
-) -> None:
+def _check_sell_policy(order: SubmitOrder, sender: Participant, certificate: ElectronicStockCertificate) -> None:
     # Kabuto has no stock lending: whatever the policy, a seller sells only shares it holds.
     if order.terms.quantity > certificate.shares:
         prohibited = sender.policy is None or sender.policy.short_selling_prohibited
@@ -235,7 +226,5 @@ def replace_refusal(
         price = request.price or instrument.band.upper
         current = (old.price or Decimal(0)) * old.remaining
         if open_buy_exposure - current + price * request.quantity > sender.policy.account_usage_limit:
-            return Refusal(
-                OrderRefusal.ACCOUNT_USAGE_LIMIT_EXCEEDED, "the replacement exceeds the account usage limit"
-            )
+            return Refusal(OrderRefusal.ACCOUNT_USAGE_LIMIT_EXCEEDED, "the replacement exceeds the account usage limit")
     return None

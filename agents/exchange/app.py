@@ -15,6 +15,8 @@ log = logs.get("kabuto.exchange")
 async def on_certid_list(update: CertIdListUpdated, ctx: Context) -> None:
     """Seed 001 Phase 1.6 (R-001-19): store the issuer's CertID list, merged by version."""
     await repo.merge(ctx.connection, update)
+    if update.retired:  # a CertID retired off the exchange (transfer, reissue) can back no order
+        await trading.cancel_orders_backed_by(ctx, update.retired)
     log.info(
         "certid_list_stored",
         issue_code=update.issue_code,

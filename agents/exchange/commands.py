@@ -22,9 +22,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     listing = ex.add_parser("list", help="list an issue for trading, or set its reference price")
     listing.add_argument("issue_code")
     listing.add_argument("--reference-price", type=decimal, required=True, help="for the daily price limit")
-    listing.add_argument(
-        "--class", dest="share_class", default="common", choices=[c.value for c in ShareClass]
-    )
+    listing.add_argument("--class", dest="share_class", default="common", choices=[c.value for c in ShareClass])
     book = ex.add_parser("book", help="the open orders of an issue, best first")
     book.add_argument("issue_code")
     cl = ex.add_parser("certid-list", help="the CertID list")

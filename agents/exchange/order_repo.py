@@ -96,9 +96,7 @@ async def next_matching_number(connection: asyncpg.Connection) -> int:
     return number
 
 
-async def insert_order(
-    connection: asyncpg.Connection, order: Order, request: SubmitOrder, request_hash: str
-) -> None:
+async def insert_order(connection: asyncpg.Connection, order: Order, request: SubmitOrder, request_hash: str) -> None:
     certificate = request.certificate.model_dump_json() if request.certificate else None
     await connection.execute(
         """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
@@ -145,9 +143,7 @@ async def insert_replacement(
     )
 
 
-async def save(
-    connection: asyncpg.Connection, order: Order, cancel_reason: CancelReason | None = None
-) -> None:
+async def save(connection: asyncpg.Connection, order: Order, cancel_reason: CancelReason | None = None) -> None:
     """Write back what the book changed: open quantity, status, and why it stopped."""
     status = "open" if order.remaining else ("cancelled" if cancel_reason else "filled")
     await connection.execute(
@@ -221,9 +217,7 @@ async def order(connection: asyncpg.Connection, acceptance_number: int) -> Order
     return _record(row) if row else None
 
 
-async def order_by_client_id(
-    connection: asyncpg.Connection, user_id: str, client_order_id: str
-) -> OrderRecord | None:
+async def order_by_client_id(connection: asyncpg.Connection, user_id: str, client_order_id: str) -> OrderRecord | None:
     row = await connection.fetchrow(
         "SELECT * FROM orders WHERE user_id = $1 AND client_order_id = $2", user_id, client_order_id
     )
@@ -301,9 +295,7 @@ async def transfer_requested(
     )
 
 
-async def transfer_completed(
-    connection: asyncpg.Connection, matching_number: int, ntn: int, new_cert_id: UUID
-) -> None:
+async def transfer_completed(connection: asyncpg.Connection, matching_number: int, ntn: int, new_cert_id: UUID) -> None:
     await connection.execute(
         """UPDATE matches SET status = 'completed', name_transfer_number = $2, new_cert_id = $3,
                completed_at = now() WHERE matching_number = $1""",
@@ -367,3 +359,10 @@ async def matching_list(connection: asyncpg.Connection) -> list[dict[str, object
                   name_transfer_number AS ntn, settled FROM matches ORDER BY matching_number"""
     )
     return [dict(r) for r in rows]
+
+
+async def open_sell_orders_backed_by(connection: asyncpg.Connection, cert_ids: list[UUID]) -> list[OrderRecord]:
+    rows = await connection.fetch(
+        "SELECT * FROM orders WHERE status = 'open' AND side = 'sell' AND cert_id = ANY($1::uuid[])", cert_ids
+    )
+    return [_record(r) for r in rows]

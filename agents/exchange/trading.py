@@ -6,6 +6,9 @@ acceptance modules, saves what changed and emits the results, in one transaction
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from uuid import UUID
+
 from agents.exchange import acceptance, order_repo, repo
 from agents.exchange.acceptance import Books, Refused
 from agents.exchange.book import Execution, Order, OrderBook, Result
@@ -72,9 +75,7 @@ async def on_submit(request: SubmitOrder, ctx: Context) -> None:
     conn = ctx.connection
     cert_id = acceptance.cert_id_of(request)
     books = Books(
-        duplicate_client_order_id=await order_repo.client_order_used(
-            conn, request.user_id, request.client_order_id
-        ),
+        duplicate_client_order_id=await order_repo.client_order_used(conn, request.user_id, request.client_order_id),
         listed_holder=await repo.listed_holder(conn, cert_id) if cert_id else None,
         committed_to=await order_repo.committed_to(conn, cert_id) if cert_id else None,
         open_buy_exposure=await order_repo.open_buy_exposure(conn, request.user_id),
@@ -146,9 +147,7 @@ async def _executed(ctx: Context, issue_code: str, execution: Execution, orders:
     if sell.cert_id is not None:
         await repo.hold_for_transfer(conn, sell.cert_id)
     await order_repo.record_last_price(conn, issue_code, execution.price)
-    log.info(
-        "order_matched", matching_number=matching_number, price=str(execution.price), qty=execution.quantity
-    )
+    log.info("order_matched", matching_number=matching_number, price=str(execution.price), qty=execution.quantity)
     for order in (orders[execution.buy], sell):
         ctx.emit(
             OrderExecuted(
@@ -225,9 +224,7 @@ async def on_transfer_completed(answer: NameTransferCompleted, ctx: Context) -> 
         return
     conn = ctx.connection
     assert match.cert_id is not None
-    await order_repo.transfer_completed(
-        conn, match.matching_number, answer.name_transfer_number, answer.new_cert_id
-    )
+    await order_repo.transfer_completed(conn, match.matching_number, answer.name_transfer_number, answer.new_cert_id)
     valid = [(answer.new_cert_id, answer.buyer_user_id, answer.buyer_shares)]
     if answer.remainder is not None:
         remainder = verify_certificate(answer.remainder, ctx.trust)
@@ -347,16 +344,10 @@ async def _cancel(ctx: Context, record: OrderRecord, reason: CancelReason, detai
 async def _release_if_done(ctx: Context, sell_order: int) -> None:
     """A closed sell order with no transfer left frees a remainder committed to it at the issuer."""
     record = await order_repo.order(ctx.connection, sell_order)
-    if (
-        record is None
-        or record.status == "open"
-        or await order_repo.unfinished_matches(ctx.connection, sell_order)
-    ):
+    if record is None or record.status == "open" or await order_repo.unfinished_matches(ctx.connection, sell_order):
         return
     assert record.certificate is not None
-    issuer = ElectronicStockCertificate.model_validate_json(
-        record.certificate.certificate.content
-    ).issuing_agent_id
+    issuer = ElectronicStockCertificate.model_validate_json(record.certificate.certificate.content).issuing_agent_id
     ctx.emit(CertificateRelease(seller_order=sell_order, seller_user_id=record.order.user_id), to=issuer)
 
 
@@ -388,9 +379,7 @@ async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
     record = await order_repo.order_by_client_id(conn, user, request.client_order_id)
     refusal = _open_order_refusal(record, request.client_order_id)
     if refusal is None and await order_repo.client_order_used(conn, user, request.new_client_order_id):
-        refusal = acceptance.Refusal(
-            OrderRefusal.DUPLICATE_CLIENT_ORDER_ID, f"{request.new_client_order_id} was used"
-        )
+        refusal = acceptance.Refusal(OrderRefusal.DUPLICATE_CLIENT_ORDER_ID, f"{request.new_client_order_id} was used")
     if refusal is None and record is not None:
         instrument = await order_repo.instrument(conn, record.issue_code)
         assert instrument is not None
@@ -398,9 +387,7 @@ async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
             record.order, request, instrument, ctx.sender, await order_repo.open_buy_exposure(conn, user)
         )
     if refusal is not None or record is None:
-        _reject(
-            ctx, request.new_client_order_id, refusal or acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, "")
-        )
+        _reject(ctx, request.new_client_order_id, refusal or acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, ""))
         return
     book = await order_repo.load_book(conn, record.issue_code)
     old = record.order
@@ -477,6 +464,14 @@ async def on_status_request(request: OrderStatusRequest, ctx: Context) -> None:
         ),
         to=ctx.sender.user_id,
     )
+
+
+async def cancel_orders_backed_by(ctx: Context, cert_ids: Sequence[UUID]) -> None:
+    """Live sell orders whose certificate the issuer retired are cancelled, and the seller told."""
+    for record in await order_repo.open_sell_orders_backed_by(ctx.connection, list(cert_ids)):
+        book = await order_repo.load_book(ctx.connection, record.issue_code)
+        book.cancel(record.order.acceptance_number)
+        await _cancel(ctx, record, CancelReason.CERTIFICATE_INVALID, "the issuer retired the certificate's CertID")
 
 
 async def on_settlement_notice(notice: SettlementNotice, ctx: Context) -> None:

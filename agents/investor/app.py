@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from uuid import UUID
 
-from agents.investor import domain, repo, trading
+from agents.investor import domain, lifecycle, repo, trading
 from broker import logs
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
@@ -68,9 +68,7 @@ async def on_certificate_issued(message: CertificateIssued, ctx: Context) -> Non
         certificate, holder=ctx.identity.user_id, delivered_by=ctx.sender.user_id, today=ctx.now.date()
     )
     if not await repo.fulfil_request(ctx.connection, message.request_id, certificate):
-        raise SecurityRejected(
-            Reason.UNSOLICITED, f"no pending request {message.request_id} for this certificate"
-        )
+        raise SecurityRejected(Reason.UNSOLICITED, f"no pending request {message.request_id} for this certificate")
     await repo.keep(ctx.connection, certificate, message.certificate)
     log.info("certificate_kept", cert_id=str(certificate.cert_id), shares=certificate.shares)
 
@@ -101,5 +99,6 @@ AGENT = AgentDefinition(
         CertificateIssued: on_certificate_issued,
         CertificateIssuanceRefused: on_issuance_refused,
         **trading.HANDLERS,
+        **lifecycle.HANDLERS,
     },
 )

@@ -78,22 +78,16 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
     match args.investor_command:
         case "request-certificates":
             request_id = await client.request_certificates(_issuance(args))
-            print(
-                f"request {request_id} queued; `kabuto investor requests --as {args.user}` shows its outcome"
-            )
+            print(f"request {request_id} queued; `kabuto investor requests --as {args.user}` shows its outcome")
         case "order":
             ticket = _ticket(args)
             await client.place_order(ticket)
-            print(
-                f"order {ticket.client_order_id} queued; `kabuto investor orders --as {args.user}` shows it"
-            )
+            print(f"order {ticket.client_order_id} queued; `kabuto investor orders --as {args.user}` shows it")
         case "cancel":
             await client.cancel_order(args.client_order_id)
             print(f"cancel of {args.client_order_id} queued")
         case "replace":
-            await client.replace_order(
-                args.client_order_id, args.new_client_order_id, args.quantity, args.limit
-            )
+            await client.replace_order(args.client_order_id, args.new_client_order_id, args.quantity, args.limit)
             print(f"replace of {args.client_order_id} by {args.new_client_order_id} queued")
         case "status":
             await client.ask_order_status(args.acceptance_number)
@@ -105,11 +99,7 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
             _print_orders(await client.orders())
         case "executions":
             rows = await client.executions()
-            print(
-                render.table(
-                    list(rows[0]) if rows else ["executions"], [list(r.values()) for r in rows], indent=""
-                )
-            )
+            print(render.table(list(rows[0]) if rows else ["executions"], [list(r.values()) for r in rows], indent=""))
         case "wallet":
             _print_wallet(await client.wallet())
         case "requests":
@@ -117,10 +107,7 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
             print(
                 render.table(
                     ["request", "kind", "issue", "shares", "status", "reason", "CertID"],
-                    [
-                        [r.request_id, r.kind, r.issue_code, r.shares, r.status, r.reason, r.cert_id]
-                        for r in reqs
-                    ],
+                    [[r.request_id, r.kind, r.issue_code, r.shares, r.status, r.reason, r.cert_id] for r in reqs],
                     indent="",
                 )
             )
@@ -134,9 +121,7 @@ def _issuance(args: argparse.Namespace) -> IssuanceOrder:
         shares=args.shares,
         holder_name=args.name,
         holder_address=args.address,
-        dividend_delivery=DividendDelivery(
-            method=DividendMethod.SETTLEMENT_ACCOUNT, account=args.dividend_account
-        ),
+        dividend_delivery=DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account=args.dividend_account),
     )
 
 

@@ -8,9 +8,7 @@ from broker.stock_certificates import CertificateInvalid, expired
 from schemas.certificates import ElectronicStockCertificate
 
 
-def check_delivered(
-    certificate: ElectronicStockCertificate, *, holder: str, delivered_by: str, today: date
-) -> None:
+def check_delivered(certificate: ElectronicStockCertificate, *, holder: str, delivered_by: str, today: date) -> None:
     """A verified certificate must name this wallet's holder, come from its issuer, and be in date."""
     if certificate.holder_user_id != holder:
         raise CertificateInvalid(

@@ -86,15 +86,11 @@ async def order(connection: asyncpg.Connection, user_id: str, client_order_id: s
 
 
 async def orders(connection: asyncpg.Connection, user_id: str) -> list[OrderRecord]:
-    rows = await connection.fetch(
-        f"SELECT {_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY created_at", user_id
-    )
+    rows = await connection.fetch(f"SELECT {_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY created_at", user_id)
     return [OrderRecord(**dict(r)) for r in rows]
 
 
-async def update_order(
-    connection: asyncpg.Connection, user_id: str, client_order_id: str, **changes: Any
-) -> None:
+async def update_order(connection: asyncpg.Connection, user_id: str, client_order_id: str, **changes: Any) -> None:
     columns = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=3))
     await connection.execute(
         f"UPDATE orders SET {columns}, updated_at = now() WHERE user_id = $1 AND client_order_id = $2",
@@ -104,9 +100,7 @@ async def update_order(
     )
 
 
-async def add_filled(
-    connection: asyncpg.Connection, user_id: str, client_order_id: str, quantity: int
-) -> None:
+async def add_filled(connection: asyncpg.Connection, user_id: str, client_order_id: str, quantity: int) -> None:
     await connection.execute(
         """UPDATE orders SET filled = filled + $3,
                status = CASE WHEN filled + $3 >= quantity THEN 'filled'
@@ -170,18 +164,12 @@ async def committable(connection: asyncpg.Connection, holder: str, cert_id: UUID
         return None
     return SignedCertificate(
         content=row["content"],
-        issuer_signature=IssuerSignature(
-            certificate=row["issuer_certificate"], signature=row["issuer_signature"]
-        ),
+        issuer_signature=IssuerSignature(certificate=row["issuer_certificate"], signature=row["issuer_signature"]),
     )
 
 
-async def commit_certificate(
-    connection: asyncpg.Connection, cert_id: UUID, client_order_id: str | None
-) -> None:
-    await connection.execute(
-        "UPDATE wallet SET committed_order = $2 WHERE cert_id = $1", cert_id, client_order_id
-    )
+async def commit_certificate(connection: asyncpg.Connection, cert_id: UUID, client_order_id: str | None) -> None:
+    await connection.execute("UPDATE wallet SET committed_order = $2 WHERE cert_id = $1", cert_id, client_order_id)
 
 
 async def release_certificates(connection: asyncpg.Connection, holder: str, client_order_id: str) -> None:
@@ -221,9 +209,7 @@ async def notices(connection: asyncpg.Connection, user_id: str) -> list[dict[str
     return [dict(r) for r in rows]
 
 
-async def record_statement(
-    connection: asyncpg.Connection, user_id: str, account: str, statement: str
-) -> None:
+async def record_statement(connection: asyncpg.Connection, user_id: str, account: str, statement: str) -> None:
     await connection.execute(
         """INSERT INTO account_statements (user_id, account, statement) VALUES ($1, $2, $3::jsonb)
            ON CONFLICT (user_id, account) DO UPDATE SET statement = excluded.statement, received_at = now()""",

@@ -116,9 +116,7 @@ async def held(connection: asyncpg.Connection, holder: str) -> list[SignedCertif
     return [
         SignedCertificate(
             content=r["content"],
-            issuer_signature=IssuerSignature(
-                certificate=r["issuer_certificate"], signature=r["issuer_signature"]
-            ),
+            issuer_signature=IssuerSignature(certificate=r["issuer_certificate"], signature=r["issuer_signature"]),
         )
         for r in rows
     ]

@@ -95,9 +95,7 @@ def place_order(ticket: OrderTicket) -> Command:
         if await order_repo.order(ctx.connection, user, ticket.client_order_id) is not None:
             raise OrderError(f"client order id {ticket.client_order_id} was used before")
         sealed = ctx.emit(request, to=ticket.exchange)
-        await order_repo.record_order(
-            ctx.connection, request, sealed.digest, ticket.cert_id, ticket.dividend_delivery
-        )
+        await order_repo.record_order(ctx.connection, request, sealed.digest, ticket.cert_id, ticket.dividend_delivery)
         if ticket.cert_id is not None:
             await order_repo.commit_certificate(ctx.connection, ticket.cert_id, ticket.client_order_id)
         return sealed.envelope.message_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from agents.issuer import domain, repo, transfers
+from agents.issuer import domain, lifecycle, repo, transfers
 from broker import logs
 from broker.context import Context
 from broker.runtime import AgentDefinition, AgentRuntime
@@ -19,6 +19,7 @@ from schemas.issuance import (
     CertificateIssuanceRequest,
     CertificateIssued,
 )
+from schemas.lifecycle import HoldingsInquiry, OffExchangeTransferRequest, ReissueRequest
 from schemas.trading import CertificateRelease, CertificateRequestAfterTransfer, NameTransferRequest
 
 log = logs.get("kabuto.issuer")
@@ -36,9 +37,7 @@ async def on_issuance_request(request: CertificateIssuanceRequest, ctx: Context)
         )
         log.info("issuance_refused", reason=refusal.reason.value, detail=refusal.detail)
         ctx.emit(
-            CertificateIssuanceRefused(
-                request_id=ctx.message_id, reason=refusal.reason, detail=refusal.detail
-            ),
+            CertificateIssuanceRefused(request_id=ctx.message_id, reason=refusal.reason, detail=refusal.detail),
             to=ctx.sender.user_id,
         )
         return
@@ -54,9 +53,7 @@ async def on_issuance_request(request: CertificateIssuanceRequest, ctx: Context)
     await repo.register(ctx.connection, certificate, request, offering.issuance_conditions or {})
     signed = sign_certificate(ctx.identity, certificate)
     await repo.record_signed(ctx.connection, certificate.cert_id, signed)
-    await repo.record_request(
-        ctx.connection, ctx.message_id, request, outcome="issued", cert_id=certificate.cert_id
-    )
+    await repo.record_request(ctx.connection, ctx.message_id, request, outcome="issued", cert_id=certificate.cert_id)
     log.info("certificate_issued", cert_id=str(certificate.cert_id), shares=certificate.shares)
     ctx.emit(CertificateIssued(request_id=ctx.message_id, certificate=signed), to=ctx.sender.user_id)
     ctx.emit(
@@ -122,6 +119,9 @@ AGENT = AgentDefinition(
         NameTransferRequest: transfers.on_name_transfer,
         CertificateRequestAfterTransfer: transfers.on_request_after_transfer,
         CertificateRelease: transfers.on_release,
+        OffExchangeTransferRequest: lifecycle.on_off_exchange_transfer,
+        HoldingsInquiry: lifecycle.on_holdings_inquiry,
+        ReissueRequest: lifecycle.on_reissue,
     },
     background=(periodic_certid_lists,),
 )

@@ -53,9 +53,7 @@ class Refusal:
     detail: str
 
 
-def examine(
-    request: CertificateIssuanceRequest, requester: Participant, offering: Offering | None
-) -> Refusal | None:
+def examine(request: CertificateIssuanceRequest, requester: Participant, offering: Offering | None) -> Refusal | None:
     """Seed 001 S55–S56: check the request's contents and the requester's certificate policy."""
     if request.user_id != requester.user_id:
         return Refusal(
@@ -73,8 +71,7 @@ def _check_offering(request: CertificateIssuanceRequest, offering: Offering) -> 
     if request.share_class is not offering.share_class:
         return Refusal(
             IssuanceRefusal.SHARE_CLASS_MISMATCH,
-            f"{offering.issue_code} offers {offering.share_class.value} shares, "
-            f"not {request.share_class.value}",
+            f"{offering.issue_code} offers {offering.share_class.value} shares, not {request.share_class.value}",
         )
     if request.shares < offering.minimum_lot:
         return Refusal(
@@ -94,9 +91,7 @@ def _check_offering(request: CertificateIssuanceRequest, offering: Offering) -> 
     return None
 
 
-def _check_policy(
-    request: CertificateIssuanceRequest, requester: Participant, offering: Offering
-) -> Refusal | None:
+def _check_policy(request: CertificateIssuanceRequest, requester: Participant, offering: Offering) -> Refusal | None:
     policy = requester.policy
     if policy is None:
         return Refusal(IssuanceRefusal.NO_CERTIFICATE_POLICY, "the identity certificate carries no policy")

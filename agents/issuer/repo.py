@@ -19,6 +19,7 @@ from schemas.certificates import (
     TransferRestriction,
 )
 from schemas.issuance import CertIdEntry, CertificateIssuanceRequest
+from schemas.lifecycle import Holding
 
 
 class OfferingExists(Exception):
@@ -173,15 +174,12 @@ async def record(connection: asyncpg.Connection, cert_id: UUID) -> RegisterRecor
 
 async def retire(connection: asyncpg.Connection, cert_id: UUID) -> None:
     """S114: the old CertID stops being valid; the row stays as history."""
-    await connection.execute(
-        "UPDATE register SET status = 'retired', retired_at = now() WHERE cert_id = $1", cert_id
-    )
+    await connection.execute("UPDATE register SET status = 'retired', retired_at = now() WHERE cert_id = $1", cert_id)
 
 
 async def next_register_version(connection: asyncpg.Connection, issue_code: str) -> int:
     version: int = await connection.fetchval(
-        "UPDATE offerings SET register_version = register_version + 1 WHERE issue_code = $1 "
-        "RETURNING register_version",
+        "UPDATE offerings SET register_version = register_version + 1 WHERE issue_code = $1 RETURNING register_version",
         issue_code,
     )
     return version
@@ -334,8 +332,7 @@ class CertIdSnapshot:
 async def certid_snapshots(connection: asyncpg.Connection) -> list[CertIdSnapshot]:
     """Seed 001 S61–S62: every issue's valid (CertID, holder) pairs at its register version."""
     issues = await connection.fetch(
-        "SELECT issue_code, share_class, register_version FROM offerings "
-        "WHERE register_version > 0 ORDER BY issue_code"
+        "SELECT issue_code, share_class, register_version FROM offerings WHERE register_version > 0 ORDER BY issue_code"
     )
     snapshots = []
     for issue in issues:
@@ -348,9 +345,7 @@ async def certid_snapshots(connection: asyncpg.Connection) -> list[CertIdSnapsho
             CertIdEntry(cert_id=r["cert_id"], user_id=r["holder_user_id"], shares=r["shares"]) for r in rows
         )
         snapshots.append(
-            CertIdSnapshot(
-                issue["issue_code"], ShareClass(issue["share_class"]), issue["register_version"], entries
-            )
+            CertIdSnapshot(issue["issue_code"], ShareClass(issue["share_class"]), issue["register_version"], entries)
         )
     return snapshots
 
@@ -361,5 +356,61 @@ async def register_rows(connection: asyncpg.Connection, issue_code: str) -> list
                   acquired_on, dividend_method, status
            FROM register WHERE issue_code = $1 ORDER BY certificate_number, registered_at""",
         issue_code,
+    )
+    return [dict(r) for r in rows]
+
+
+async def holdings(connection: asyncpg.Connection, user_id: str, issue_code: str | None) -> list[Holding]:
+    """P4.2: the register searched by user id — the valid certificates and whether each was issued."""
+    rows = await connection.fetch(
+        """SELECT r.cert_id, r.issue_code, r.share_class, r.certificate_number, r.shares, r.committed_order,
+                  i.cert_id IS NOT NULL AS issued
+           FROM register r LEFT JOIN issued_certificates i USING (cert_id)
+           WHERE r.holder_user_id = $1 AND r.status = 'valid' AND ($2::text IS NULL OR r.issue_code = $2)
+           ORDER BY r.issue_code, r.certificate_number""",
+        user_id,
+        issue_code,
+    )
+    return [Holding(**dict(r)) for r in rows]
+
+
+async def record_reissue(
+    connection: asyncpg.Connection, request_id: UUID, user_id: str, kind: str, retired: list[UUID], created: list[UUID]
+) -> None:
+    await connection.execute(
+        "INSERT INTO reissues (request_id, user_id, kind, retired, created) VALUES ($1, $2, $3, $4, $5)",
+        request_id,
+        user_id,
+        kind,
+        retired,
+        created,
+    )
+
+
+async def history(connection: asyncpg.Connection, cert_id: UUID) -> list[dict[str, Any]]:
+    """Every event in the life of the certificates connected to ``cert_id``: issuance, name
+    transfers and reissues, oldest first, following CertIDs back and forth."""
+    rows = await connection.fetch(
+        """WITH RECURSIVE links(a, b) AS (
+               SELECT old_cert_id, cert_id FROM name_transfers
+               UNION ALL SELECT old_cert_id, remainder_cert_id FROM name_transfers WHERE remainder_cert_id IS NOT NULL
+               UNION ALL SELECT o, n FROM reissues, unnest(retired) o, unnest(created) n
+           ), family(id) AS (
+               SELECT $1::uuid
+               UNION SELECT CASE WHEN l.a = f.id THEN l.b ELSE l.a END FROM links l JOIN family f ON f.id IN (l.a, l.b)
+           )
+           SELECT * FROM (
+               SELECT r.registered_at AS at, 'registered' AS event, r.cert_id, NULL::uuid AS from_cert_id,
+                      r.holder_user_id AS holder, r.shares, r.certificate_number, r.status, NULL::bigint AS number
+               FROM register r WHERE r.cert_id IN (SELECT id FROM family)
+               UNION ALL
+               SELECT t.transferred_at, 'name transfer (' || t.kind || ')', t.cert_id, t.old_cert_id, t.buyer_user_id,
+                      t.shares, NULL, NULL, t.name_transfer_number
+               FROM name_transfers t WHERE t.cert_id IN (SELECT id FROM family)
+               UNION ALL
+               SELECT x.reissued_at, 'reissue (' || x.kind || ')', n, o, x.user_id, NULL, NULL, NULL, x.reissue_number
+               FROM reissues x, unnest(x.retired) o, unnest(x.created) n WHERE n IN (SELECT id FROM family)
+           ) events ORDER BY at, event""",
+        cert_id,
     )
     return [dict(r) for r in rows]

@@ -106,9 +106,7 @@ def _check_authority(request: NameTransferRequest, ctx: Context, record: Registe
     if not context.startswith(f"order:{request.seller_user_id}:") or len(endorsed.endorsements) != 2:
         raise TransferRefused(TransferRefusal.NOT_AUTHORISED, "the seller did not countersign a sell order")
     if record.committed_by is not None:
-        raise TransferRefused(
-            TransferRefusal.NOT_AUTHORISED, f"CertID is committed to order {record.committed_order}"
-        )
+        raise TransferRefused(TransferRefusal.NOT_AUTHORISED, f"CertID is committed to order {record.committed_order}")
 
 
 async def _transfer(request: NameTransferRequest, ctx: Context, old: RegisterRecord) -> None:
@@ -117,9 +115,7 @@ async def _transfer(request: NameTransferRequest, ctx: Context, old: RegisterRec
     conn = ctx.connection
     offering = await repo.offering(conn, old.issue_code)
     assert offering is not None
-    number = domain.certificate_number(
-        old.issue_code, await repo.next_certificate_number(conn, old.issue_code)
-    )
+    number = domain.certificate_number(old.issue_code, await repo.next_certificate_number(conn, old.issue_code))
     change = transfer(
         old,
         shares=request.shares,
@@ -163,9 +159,7 @@ async def _transfer(request: NameTransferRequest, ctx: Context, old: RegisterRec
     )
     if remainder is not None:
         ctx.emit(
-            RemainderCertificate(
-                name_transfer_number=ntn, replaces_cert_id=old.cert_id, certificate=remainder
-            ),
+            RemainderCertificate(name_transfer_number=ntn, replaces_cert_id=old.cert_id, certificate=remainder),
             to=request.seller_user_id,
         )
 
@@ -176,10 +170,10 @@ async def _register_remainder(
     if record is None:
         return None
     await repo.insert_record(ctx.connection, record)
-    return await _issue(ctx, offering, record)
+    return await issue_certificate(ctx, offering, record)
 
 
-async def _issue(ctx: Context, offering: domain.Offering, record: RegisterRecord) -> SignedCertificate:
+async def issue_certificate(ctx: Context, offering: domain.Offering, record: RegisterRecord) -> SignedCertificate:
     """S149–S150: the certificate drawn up from the register record and signed."""
     certificate = domain.certificate(
         offering,
@@ -226,14 +220,12 @@ async def on_request_after_transfer(request: CertificateRequestAfterTransfer, ct
         assert record is not None
         offering = await repo.offering(conn, record.issue_code)
         assert offering is not None
-        signed = await _issue(ctx, offering, record)
+        signed = await issue_certificate(ctx, offering, record)
     # A repeated request gets the same certificate again, byte for byte: no second CertID.
     ctx.emit(CertificateIssued(request_id=ctx.message_id, certificate=signed), to=ctx.sender.user_id)
 
 
 async def on_release(release: CertificateRelease, ctx: Context) -> None:
     assert ctx.sender is not None
-    freed = await repo.release(
-        ctx.connection, ctx.sender.user_id, release.seller_order, release.seller_user_id
-    )
+    freed = await repo.release(ctx.connection, ctx.sender.user_id, release.seller_order, release.seller_user_id)
     log.info("remainder_released", seller_order=release.seller_order, certificates=freed)

@@ -39,9 +39,7 @@ async def on_settlement_request(request: SettlementRequest, ctx: Context) -> Non
         log.warning("settlement_request_repeated", matching_number=request.matching_number)
         return
     accounts = await repo.accounts_for_update(ctx.connection, (request.buyer_account, request.seller_account))
-    decision = domain.settle(
-        request, accounts.get(request.buyer_account), accounts.get(request.seller_account)
-    )
+    decision = domain.settle(request, accounts.get(request.buyer_account), accounts.get(request.seller_account))
     if isinstance(decision, domain.Refusal):
         await _fail(ctx, request, decision)
     else:
@@ -129,9 +127,7 @@ async def on_account_inquiry(inquiry: AccountInquiry, ctx: Context) -> None:
     account = await repo.account(ctx.connection, inquiry.account)
     if account is None or not domain.may_inquire(account, inquirer):
         log.warning("account_inquiry_refused", account=inquiry.account, inquirer=inquirer)
-        ctx.emit(
-            AccountStatement(inquiry_id=ctx.message_id, account=inquiry.account, found=False), to=inquirer
-        )
+        ctx.emit(AccountStatement(inquiry_id=ctx.message_id, account=inquiry.account, found=False), to=inquirer)
         return
     statement = await repo.statement(ctx.connection, account, inquiry.entries)
     ctx.emit(
@@ -152,9 +148,7 @@ async def on_account_inquiry(inquiry: AccountInquiry, ctx: Context) -> None:
 # -- operators' commands -------------------------------------------------------------------------
 
 
-def open_account(
-    account_id: str, owner: str, currency: str = "JPY"
-) -> Callable[[Context], Awaitable[domain.Account]]:
+def open_account(account_id: str, owner: str, currency: str = "JPY") -> Callable[[Context], Awaitable[domain.Account]]:
     """A command: open a customer account for ``owner`` (seed 001 §3.7, R-001-13)."""
 
     async def action(ctx: Context) -> domain.Account:
@@ -166,9 +160,7 @@ def open_account(
     return action
 
 
-def deposit(
-    account_id: str, amount: Decimal, reference: str
-) -> Callable[[Context], Awaitable[domain.Posted]]:
+def deposit(account_id: str, amount: Decimal, reference: str) -> Callable[[Context], Awaitable[domain.Posted]]:
     """A command: money arrived for a customer account; ``reference`` posts only once."""
 
     async def action(ctx: Context) -> domain.Posted:
@@ -178,9 +170,7 @@ def deposit(
     return action
 
 
-def withdraw(
-    account_id: str, amount: Decimal, reference: str
-) -> Callable[[Context], Awaitable[domain.Posted]]:
+def withdraw(account_id: str, amount: Decimal, reference: str) -> Callable[[Context], Awaitable[domain.Posted]]:
     """A command: pay money out of a customer account, never beyond its balance."""
 
     async def action(ctx: Context) -> domain.Posted:

@@ -47,9 +47,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             )
             print(f"entry {posted.entry_id}: {args.account} balance {posted.balance}")
         case "statement":
-            st = await run_as(
-                settings, "settlement", SETTLEMENT_ID, app.statement(args.account, args.entries)
-            )
+            st = await run_as(settings, "settlement", SETTLEMENT_ID, app.statement(args.account, args.entries))
             print(
                 f"{st.account.account_id} ({st.account.owner_user_id}, {st.account.currency}) "
                 f"deposits {st.deposits} withdrawals {st.withdrawals}"
@@ -57,10 +55,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             print(
                 render.table(
                     ["entry", "posted", "kind", "reference", "amount", "balance"],
-                    [
-                        [p.entry_id, p.posted_at, p.kind, p.reference, p.amount, p.balance_after]
-                        for p in st.postings
-                    ],
+                    [[p.entry_id, p.posted_at, p.kind, p.reference, p.amount, p.balance_after] for p in st.postings],
                     indent="",
                 )
             )

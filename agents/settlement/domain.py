@@ -239,9 +239,7 @@ def withdrawal(account: Account, amount: Decimal, reference: str) -> Entry:
     )
 
 
-def _transfer(
-    kind: EntryKind, reference: str, description: str, *, debit: str, credit: str, amount: Decimal
-) -> Entry:
+def _transfer(kind: EntryKind, reference: str, description: str, *, debit: str, credit: str, amount: Decimal) -> Entry:
     return Entry(kind, reference, description, (Leg(debit, -amount), Leg(credit, amount)))
 
 

@@ -54,9 +54,7 @@ async def account(connection: asyncpg.Connection, account_id: str) -> Account | 
     return _account(row) if row else None
 
 
-async def accounts_for_update(
-    connection: asyncpg.Connection, account_ids: Collection[str]
-) -> dict[str, Account]:
+async def accounts_for_update(connection: asyncpg.Connection, account_ids: Collection[str]) -> dict[str, Account]:
     """The accounts with their balances, locked until the transaction ends.
 
     Locked in id order so that two entries touching the same accounts cannot deadlock; ``NO KEY
@@ -116,9 +114,7 @@ async def balance(connection: asyncpg.Connection, account_id: str) -> Decimal:
 
 
 async def instruction_decided(connection: asyncpg.Connection, matching_number: int) -> bool:
-    return bool(
-        await connection.fetchval("SELECT true FROM instructions WHERE matching_number = $1", matching_number)
-    )
+    return bool(await connection.fetchval("SELECT true FROM instructions WHERE matching_number = $1", matching_number))
 
 
 async def record_instruction(
@@ -177,7 +173,5 @@ async def statement(connection: asyncpg.Connection, account: Account, recent: in
         recent,
     )
     postings = tuple(Posting(**dict(row)) for row in reversed(rows))
-    current = Account(
-        account.account_id, account.owner_user_id, account.currency, account.kind, totals["balance"]
-    )
+    current = Account(account.account_id, account.owner_user_id, account.currency, account.kind, totals["balance"])
     return Statement(current, totals["deposits"], totals["withdrawals"], postings)

@@ -50,9 +50,7 @@ async def test_operators_open_an_issue_list_it_and_fund_accounts(settings: Setti
     assert "KBT" in await ok(settings, "issuer", "offerings")
     assert "listed KBT" in await ok(settings, "exchange", "list", "KBT", "--reference-price", "1000")
     assert "opened bob-cash" in await ok(settings, "settlement", "open-account", "bob-cash", "--owner", "bob")
-    assert "balance 500000" in await ok(
-        settings, "settlement", "deposit", "bob-cash", "500000", "--reference", "r1"
-    )
+    assert "balance 500000" in await ok(settings, "settlement", "deposit", "bob-cash", "500000", "--reference", "r1")
     statement = await ok(settings, "settlement", "statement", "bob-cash")
     assert "deposits 500000" in statement and "r1" in statement
 

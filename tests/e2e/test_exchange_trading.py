@@ -87,9 +87,7 @@ async def test_partial_fills_transfer_names_issue_certificates_and_settle_cash(s
         )
         expected = [("alice", 400), ("bob", 200), ("bob", 400)]
         assert sorted((r["holder_user_id"], r["shares"]) for r in register) == expected
-        listed = await support.rows(
-            exchange, "SELECT user_id, shares FROM certid_list WHERE status = 'valid'"
-        )
+        listed = await support.rows(exchange, "SELECT user_id, shares FROM certid_list WHERE status = 'valid'")
         assert sorted((r["user_id"], r["shares"]) for r in listed) == expected  # the exchange agrees
 
         balances = await support.rows(
@@ -119,9 +117,7 @@ async def test_a_copied_certificate_is_refused_after_the_trade(settings: Setting
     async with support.agents(settings, *AGENTS) as rt:
         investor, exchange = rt["investor"], rt["exchange"]
         cert_id = await issue_to_alice(rt, shares=500)
-        copy = await support.rows(
-            investor, "SELECT content, issuer_signature, issuer_certificate FROM wallet"
-        )
+        copy = await support.rows(investor, "SELECT content, issuer_signature, issuer_certificate FROM wallet")
         alice_cash = await support.fund(rt["settlement"], "alice")
         bob_cash = await support.fund(rt["settlement"], "bob", Decimal("1000000"))
         await investor.command("alice", place_order(sell("s1", 500, cert_id, alice_cash)))
@@ -147,9 +143,7 @@ async def test_a_copied_certificate_is_refused_after_the_trade(settings: Setting
         sealed = seal(alice, order, recipient="exchange", now=datetime.now(UTC))
         await support.publish_sealed(settings, sealed)
         await exchange.outcomes.wait_for(sealed.envelope.message_id)
-        rejected = await support.rows(
-            exchange, "SELECT count(*) AS n FROM orders WHERE client_order_id = 's2'"
-        )
+        rejected = await support.rows(exchange, "SELECT count(*) AS n FROM orders WHERE client_order_id = 's2'")
         assert rejected == [{"n": 0}]
         outbox = await support.rows(
             exchange,

@@ -107,9 +107,7 @@ async def test_refused_request_is_answered_with_a_reason_and_registers_nothing(s
         requests = await investor.query(lambda c: investor_repo.requests(c, "bob"))
         assert [(r.status, r.reason) for r in requests] == [("refused", "account_usage_limit_exceeded")]
         assert await support.rows(issuer, "SELECT * FROM register") == []
-        assert await support.rows(issuer, "SELECT shares_remaining FROM offerings") == [
-            {"shares_remaining": 100_000}
-        ]
+        assert await support.rows(issuer, "SELECT shares_remaining FROM offerings") == [{"shares_remaining": 100_000}]
         assert await support.rows(issuer, "SELECT outcome, reason FROM issuance_requests") == [
             {"outcome": "refused", "reason": "account_usage_limit_exceeded"}
         ]

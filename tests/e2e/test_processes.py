@@ -54,9 +54,7 @@ async def stop(process: asyncio.subprocess.Process, sig: signal.Signals) -> int:
 async def test_run_all_starts_every_agent_and_sigterm_stops_it_cleanly(settings: Settings) -> None:
     async with kabuto_run(settings) as process:
         status = await ops.status(settings, AGENT_IDS)
-        assert [(s.agent, s.consumers, s.dead_letters) for s in status] == [
-            (agent, 1, 0) for agent in AGENT_IDS
-        ]
+        assert [(s.agent, s.consumers, s.dead_letters) for s in status] == [(agent, 1, 0) for agent in AGENT_IDS]
         assert await stop(process, signal.SIGTERM) == 0
 
 
@@ -84,9 +82,7 @@ async def test_work_committed_before_a_stop_is_delivered_after_the_restart(setti
         assert await stop(process, signal.SIGTERM) == 0
 
     async with support.agents(settings, "investor", "issuer", "exchange") as rt:
-        requests = await support.rows(
-            rt["investor"], "SELECT status FROM requests WHERE request_id = $1", request_id
-        )
+        requests = await support.rows(rt["investor"], "SELECT status FROM requests WHERE request_id = $1", request_id)
         if requests != [{"status": "fulfilled"}]:  # not finished before the stop: it finishes now
             await rt["investor"].outcomes.reply("certificate.issued", request_id)
         wallet = await support.rows(rt["investor"], "SELECT holder_user_id, shares FROM wallet")

@@ -50,9 +50,7 @@ async def test_the_same_message_delivered_twice_changes_state_once(settings: Set
         assert await issuer_state(issuer) == (1, 3, 1)
 
 
-async def test_redelivery_after_a_crash_between_commit_and_ack_changes_nothing(
-    settings: Settings, keys: Any
-) -> None:
+async def test_redelivery_after_a_crash_between_commit_and_ack_changes_nothing(settings: Settings, keys: Any) -> None:
     async with AgentRuntime(AGENT_ISSUER, settings) as issuer:
         await support.open_offering(issuer)
         sealed = support.sealed_request(keys.load_identity("alice"))
@@ -115,9 +113,7 @@ async def test_unroutable_message_is_parked_as_an_error_not_dropped(settings: Se
         assert await investor.relay.publish_pending() == 0  # parked rows are not retried blindly
 
 
-async def test_transient_failures_are_retried_with_back_off_then_succeed(
-    settings: Settings, keys: Any
-) -> None:
+async def test_transient_failures_are_retried_with_back_off_then_succeed(settings: Settings, keys: Any) -> None:
     failures = {"left": 2}
 
     async def flaky(request: CertificateIssuanceRequest, ctx: Context) -> None:
@@ -149,9 +145,7 @@ async def test_retries_are_capped_then_dead_lettered_with_their_reason(settings:
         sealed = support.sealed_request(keys.load_identity("alice"))
         await support.publish_sealed(settings, sealed)
         letter = await support.dead_letter(settings, "issuer")
-        settled: Settled = await issuer.outcomes.wait(
-            outcome_of(sealed.envelope.message_id, Outcome.DEAD_LETTERED)
-        )
+        settled: Settled = await issuer.outcomes.wait(outcome_of(sealed.envelope.message_id, Outcome.DEAD_LETTERED))
         assert await issuer_state(issuer) == (0, 0, 0)
     assert settled.reason is not None and settled.reason.value == "retries_exhausted"
     assert letter.headers["x-kabuto-reason"] == "retries_exhausted"

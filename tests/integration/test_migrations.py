@@ -73,9 +73,7 @@ async def test_two_concurrent_runners_apply_each_file_exactly_once(services: Non
         assert [name for name, _ in await recorded(url)] == FILES
 
 
-async def test_a_changed_applied_file_is_refused_and_nothing_new_is_applied(
-    database: str, tmp_path: Path
-) -> None:
+async def test_a_changed_applied_file_is_refused_and_nothing_new_is_applied(database: str, tmp_path: Path) -> None:
     folder = copy_of_migrations(tmp_path)
     assert await migrate(database, folder) == []
     changed = folder / "0002_issuer.sql"
@@ -90,9 +88,7 @@ async def test_a_changed_applied_file_is_refused_and_nothing_new_is_applied(
 
 async def test_a_failing_file_raises_and_leaves_no_trace(database: str, tmp_path: Path) -> None:
     folder = copy_of_migrations(tmp_path)
-    (folder / "0099_broken.sql").write_text(
-        "CREATE TABLE issuer.half_done (id int);\nSELECT * FROM no_such_table;"
-    )
+    (folder / "0099_broken.sql").write_text("CREATE TABLE issuer.half_done (id int);\nSELECT * FROM no_such_table;")
 
     with pytest.raises(MigrationError, match=r"0099_broken\.sql"):
         await migrate(database, folder)

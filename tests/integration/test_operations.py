@@ -17,9 +17,7 @@ from schemas.issuance import CertificateIssuanceRequest
 from tests import support
 
 
-async def test_dead_letters_are_listed_with_their_reason_and_replayed_once_fixed(
-    settings: Settings, keys: Any
-) -> None:
+async def test_dead_letters_are_listed_with_their_reason_and_replayed_once_fixed(settings: Settings, keys: Any) -> None:
     async def down(request: CertificateIssuanceRequest, ctx: Context) -> None:
         raise Transient("register database is read-only")
 
@@ -32,9 +30,7 @@ async def test_dead_letters_are_listed_with_their_reason_and_replayed_once_fixed
         await rt["issuer"].outcomes.wait(lambda s: s.outcome is Outcome.DEAD_LETTERED)
 
     letters = await ops.dead_letters(settings, "issuer")
-    assert [(d.message_id, d.reason, d.kind) for d in letters] == [
-        (message_id, "retries_exhausted", "transient")
-    ]
+    assert [(d.message_id, d.reason, d.kind) for d in letters] == [(message_id, "retries_exhausted", "transient")]
     assert "read-only" in letters[0].detail and letters[0].body == sealed.body
     again = await ops.dead_letters(settings, "issuer")  # listing does not consume
     assert [d.message_id for d in again] == [message_id]

@@ -126,9 +126,7 @@ def sealed_at(identity: Identity, now: datetime) -> Sealed:
 
 async def test_malformed_json_is_dead_lettered_as_malformed_json(settings: Settings, keys: KeyStore) -> None:
     body = b'{"message_id": '
-    await expect_issuer_rejects(
-        settings, body, sign_headers(alice(keys), body), Reason.MALFORMED_JSON, "input"
-    )
+    await expect_issuer_rejects(settings, body, sign_headers(alice(keys), body), Reason.MALFORMED_JSON, "input")
 
 
 async def test_unknown_message_type_is_dead_lettered_as_unknown_message_type(
@@ -157,9 +155,7 @@ async def test_signature_over_other_bytes_is_dead_lettered_as_signature_invalid(
     await expect_issuer_rejects(settings, sealed.body, headers, Reason.SIGNATURE_INVALID, "security")
 
 
-async def test_tampered_body_is_dead_lettered_as_signature_invalid(
-    settings: Settings, keys: KeyStore
-) -> None:
+async def test_tampered_body_is_dead_lettered_as_signature_invalid(settings: Settings, keys: KeyStore) -> None:
     sealed = support.sealed_request(alice(keys), shares=500)
     tampered = sealed.body.replace(b'"shares":500', b'"shares":900')
     assert tampered != sealed.body
@@ -178,14 +174,10 @@ async def test_certificate_from_a_rogue_ca_is_dead_lettered_as_certificate_untru
     settings: Settings, tmp_path: Path
 ) -> None:
     sealed = sealed_at(foreign_identity(tmp_path / "rogue"), datetime.now(UTC))
-    await expect_issuer_rejects(
-        settings, sealed.body, sealed.headers, Reason.CERTIFICATE_UNTRUSTED, "security"
-    )
+    await expect_issuer_rejects(settings, sealed.body, sealed.headers, Reason.CERTIFICATE_UNTRUSTED, "security")
 
 
-async def test_expired_certificate_is_dead_lettered_as_certificate_expired(
-    settings: Settings, keys: KeyStore
-) -> None:
+async def test_expired_certificate_is_dead_lettered_as_certificate_expired(settings: Settings, keys: KeyStore) -> None:
     now = datetime.now(UTC)
     participant = default_participant("alice", Role.INVESTOR)
     key = Ed25519PrivateKey.generate()
@@ -200,9 +192,7 @@ async def test_request_from_a_role_not_allowed_to_send_it_is_dead_lettered_as_se
     settings: Settings, keys: KeyStore
 ) -> None:
     sealed = support.sealed_request(keys.load_identity("exchange"))
-    await expect_issuer_rejects(
-        settings, sealed.body, sealed.headers, Reason.SENDER_NOT_AUTHORIZED, "security"
-    )
+    await expect_issuer_rejects(settings, sealed.body, sealed.headers, Reason.SENDER_NOT_AUTHORIZED, "security")
 
 
 @pytest.mark.parametrize(
@@ -269,9 +259,7 @@ async def test_the_same_bytes_delivered_again_are_absorbed_not_treated_as_a_repl
         assert (first.outcome, second.outcome) == (Outcome.PROCESSED, Outcome.DUPLICATE)
         assert await support.queue_depth(settings, Names(settings.namespace).dead_letters("issuer")) == 0
         assert await support.rows(issuer, "SELECT count(*) AS n FROM register") == [{"n": 1}]
-        assert await support.rows(issuer, "SELECT digest FROM inbox") == [
-            {"digest": body_digest(sealed.body)}
-        ]
+        assert await support.rows(issuer, "SELECT digest FROM inbox") == [{"digest": body_digest(sealed.body)}]
 
 
 # --- stock certificates ------------------------------------------------------------------

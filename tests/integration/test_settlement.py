@@ -144,9 +144,7 @@ async def test_r_001_41_a_settled_trade_moves_the_cash_and_every_entry_balances(
             "external:deposits": Decimal(-1_000_000),
         }
         await assert_books_balance(settlement)
-        instruction = await support.rows(
-            settlement, "SELECT status, failure, entry_id, request_id FROM instructions"
-        )
+        instruction = await support.rows(settlement, "SELECT status, failure, entry_id, request_id FROM instructions")
         entry_id = instruction[0]["entry_id"]
         assert instruction == [
             {
@@ -156,9 +154,9 @@ async def test_r_001_41_a_settled_trade_moves_the_cash_and_every_entry_balances(
                 "request_id": request.envelope.message_id,
             }
         ]
-        assert await support.rows(
-            settlement, "SELECT kind, reference FROM entries WHERE entry_id = $1", entry_id
-        ) == [{"kind": "trade", "reference": "41"}]
+        assert await support.rows(settlement, "SELECT kind, reference FROM entries WHERE entry_id = $1", entry_id) == [
+            {"kind": "trade", "reference": "41"}
+        ]
 
         sent = await emitted(settlement)
         assert [(key, kind) for key, kind, _ in sent] == [
@@ -189,9 +187,7 @@ async def test_r_001_41_insufficient_funds_fail_the_instruction_post_nothing_and
         await send(settings, settlement, sealed(keys, EXCHANGE_ID, trade()))
 
         assert await balances(settlement) == before
-        assert await support.rows(settlement, "SELECT count(*) AS n FROM entries WHERE kind = 'trade'") == [
-            {"n": 0}
-        ]
+        assert await support.rows(settlement, "SELECT count(*) AS n FROM entries WHERE kind = 'trade'") == [{"n": 0}]
         assert await support.rows(settlement, "SELECT status, failure, entry_id FROM instructions") == [
             {"status": "failed", "failure": "insufficient_funds", "entry_id": None}
         ]
@@ -219,14 +215,10 @@ async def test_r_001_41_a_second_request_for_the_same_matching_number_changes_no
 
         assert (await balances(settlement), await emitted(settlement)) == after_first
         assert await support.rows(settlement, "SELECT count(*) AS n FROM instructions") == [{"n": 1}]
-        assert await support.rows(settlement, "SELECT count(*) AS n FROM entries WHERE kind = 'trade'") == [
-            {"n": 1}
-        ]
+        assert await support.rows(settlement, "SELECT count(*) AS n FROM entries WHERE kind = 'trade'") == [{"n": 1}]
 
 
-async def test_a_failed_settlement_is_final_for_its_matching_number(
-    settings: Settings, keys: KeyStore
-) -> None:
+async def test_a_failed_settlement_is_final_for_its_matching_number(settings: Settings, keys: KeyStore) -> None:
     async with support.agents(settings, "settlement") as rt:
         settlement = rt[SETTLEMENT_ID]
         await open_books(settlement, alice_deposit=Decimal(100_000))
@@ -281,14 +273,10 @@ async def test_r_001_43_an_inquiry_about_another_or_no_account_reveals_nothing(
         statements = []
         for account in ("bob-cash", "nobody-cash", "external:deposits"):
             await send(settings, settlement, sealed(keys, "alice", AccountInquiry(account=account)))
-            statements.append(
-                opened_by(keys, await support.next_message(settings, alice), "alice", Role.INVESTOR)
-            )
+            statements.append(opened_by(keys, await support.next_message(settings, alice), "alice", Role.INVESTOR))
 
     for reply, account in zip(statements, ("bob-cash", "nobody-cash", "external:deposits"), strict=True):
-        assert reply.message == AccountStatement(
-            inquiry_id=reply.message.inquiry_id, account=account, found=False
-        )
+        assert reply.message == AccountStatement(inquiry_id=reply.message.inquiry_id, account=account, found=False)
 
 
 async def test_r_001_05_a_settlement_request_signed_by_an_investor_is_dead_lettered(
@@ -342,9 +330,7 @@ async def operator(settings: Settings, keys: KeyStore) -> AsyncIterator[Operator
         yield Operator(pool, keys)
 
 
-async def test_r_001_13_deposits_and_withdrawals_post_balanced_entries(
-    settings: Settings, keys: KeyStore
-) -> None:
+async def test_r_001_13_deposits_and_withdrawals_post_balanced_entries(settings: Settings, keys: KeyStore) -> None:
     async with operator(settings, keys) as run:
         await run(app.open_account("carol-usd", "carol", "USD"))
         deposited = await run(app.deposit("carol-usd", Decimal("250.50"), "wire-7"))
@@ -444,9 +430,7 @@ async def test_r_001_13_the_database_refuses_an_unbalanced_entry_even_if_code_tr
             assert await connection.fetch("SELECT * FROM postings") == []
 
 
-async def test_the_agent_can_add_to_the_ledger_but_never_rewrite_it(
-    settings: Settings, keys: KeyStore
-) -> None:
+async def test_the_agent_can_add_to_the_ledger_but_never_rewrite_it(settings: Settings, keys: KeyStore) -> None:
     async with operator(settings, keys) as run:
         await run(app.open_account("alice-cash", "alice"))
         await run(app.deposit("alice-cash", Decimal(1_000), "bank-0001"))

@@ -69,14 +69,10 @@ async def test_unsolicited_certificate_is_refused_and_not_kept(settings: Setting
         assert await support.rows(rt["investor"], "SELECT * FROM wallet") == []
 
 
-async def test_certificate_that_does_not_answer_the_request_is_refused(
-    settings: Settings, keys: KeyStore
-) -> None:
+async def test_certificate_that_does_not_answer_the_request_is_refused(settings: Settings, keys: KeyStore) -> None:
     async with support.agents(settings, "investor") as rt:
         investor = rt["investor"]
-        request_id = await support.request(
-            investor, "alice", shares=500
-        )  # not published: no relay run needed
+        request_id = await support.request(investor, "alice", shares=500)  # not published: no relay run needed
         await deliver(settings, keys, request_id, shares=5_000)
         letter = await support.dead_letter(settings, "investor")
         assert letter.headers["x-kabuto-reason"] == "unsolicited"

@@ -35,9 +35,7 @@ def opened(keys: KeyStore, body: bytes, headers: dict[str, Any], hosted: dict[st
     )
 
 
-def rejection(
-    keys: KeyStore, body: bytes, headers: dict[str, Any], hosted: dict[str, Role] = HOSTED
-) -> Reason:
+def rejection(keys: KeyStore, body: bytes, headers: dict[str, Any], hosted: dict[str, Role] = HOSTED) -> Reason:
     with pytest.raises(Rejected) as caught:
         opened(keys, body, headers, hosted)
     return caught.value.reason

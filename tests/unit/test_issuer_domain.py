@@ -91,9 +91,7 @@ def test_the_new_certificate_carries_every_field_from_the_offering_and_request()
     cert_id = uuid.uuid4()
     today = date(2025, 1, 31)
 
-    certificate = new_certificate(
-        offering, request, cert_id=cert_id, number="KBT-00000007", today=today, agent=agent
-    )
+    certificate = new_certificate(offering, request, cert_id=cert_id, number="KBT-00000007", today=today, agent=agent)
 
     assert certificate.model_dump() == {
         "company_name": offering.company_name,

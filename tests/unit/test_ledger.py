@@ -38,9 +38,7 @@ def trade(**changes: Any) -> SettlementRequest:
     return SettlementRequest(**values)
 
 
-def refusal(
-    request: SettlementRequest, buyer: Account | None = ALICE, seller: Account | None = BOB
-) -> Refusal:
+def refusal(request: SettlementRequest, buyer: Account | None = ALICE, seller: Account | None = BOB) -> Refusal:
     decision = domain.settle(request, buyer, seller)
     assert isinstance(decision, Refusal), decision
     return decision
@@ -190,9 +188,7 @@ def test_a_reference_must_be_short_printable_text(reference: str) -> None:
         ("alice-cash", "alice", "yen", "ISO 4217"),
     ],
 )
-def test_a_malformed_or_reserved_account_is_refused(
-    account_id: str, owner: str, currency: str, message: str
-) -> None:
+def test_a_malformed_or_reserved_account_is_refused(account_id: str, owner: str, currency: str, message: str) -> None:
     with pytest.raises(domain.InvalidAccount, match=message):
         domain.new_account(account_id, owner, currency)
 
@@ -248,16 +244,11 @@ customer_ids = st.sampled_from(sorted(CUSTOMERS))
 # Sized so that deposits cover most withdrawals and trades, and some of each are refused.
 deposits = st.tuples(st.just("deposit"), customer_ids, st.integers(1, 5_000_000).map(Decimal))
 withdrawals = st.tuples(st.just("withdraw"), customer_ids, st.integers(1, 1_000_000).map(Decimal))
-trades = st.tuples(
-    st.just("trade"), customer_ids, customer_ids, st.integers(1, 500).map(Decimal), st.integers(1, 200)
-)
+trades = st.tuples(st.just("trade"), customer_ids, customer_ids, st.integers(1, 500).map(Decimal), st.integers(1, 200))
 operations = st.one_of(deposits, withdrawals, trades)
 # Opening deposits, so that most sequences have money to move from the start.
 openings = st.tuples(
-    *(
-        st.tuples(st.just("deposit"), st.just(i), st.integers(1, 3_000_000).map(Decimal))
-        for i in sorted(CUSTOMERS)
-    )
+    *(st.tuples(st.just("deposit"), st.just(i), st.integers(1, 3_000_000).map(Decimal)) for i in sorted(CUSTOMERS))
 )
 
 
@@ -270,9 +261,7 @@ class Book:
         self.references: set[tuple[EntryKind, str]] = set()
 
     def account(self, account_id: str) -> Account:
-        return Account(
-            account_id, CUSTOMERS[account_id], "JPY", AccountKind.CUSTOMER, self.balances[account_id]
-        )
+        return Account(account_id, CUSTOMERS[account_id], "JPY", AccountKind.CUSTOMER, self.balances[account_id])
 
     def apply(self, entry: Entry) -> None:
         assert sum(leg.amount for leg in entry.legs) == 0

@@ -52,16 +52,12 @@ def test_prices_on_their_bands_tick_are_valid(price: str) -> None:
     assert on_tick(D(price))
 
 
-@pytest.mark.parametrize(
-    "price", ["3001", "3004", "5005", "30010", "50050", "300100", "500500", "100.5", "0", "-5"]
-)
+@pytest.mark.parametrize("price", ["3001", "3004", "5005", "30010", "50050", "300100", "500500", "100.5", "0", "-5"])
 def test_prices_off_tick_or_not_positive_are_invalid(price: str) -> None:
     assert not on_tick(D(price))
 
 
-@pytest.mark.parametrize(
-    ("reference", "width"), [(1, 30), (90, 30), (99, 30), (200, 80), (300, 80), (499, 80)]
-)
+@pytest.mark.parametrize(("reference", "width"), [(1, 30), (90, 30), (99, 30), (200, 80), (300, 80), (499, 80)])
 def test_the_price_limit_width_follows_seed_002s_stated_rows(reference: int, width: int) -> None:
     assert price_limit_width(D(reference)) == D(width)
 

@@ -34,9 +34,7 @@ from tests import support
 R = OrderRefusal
 NOW = datetime.now(UTC)
 KBT = Instrument(support.ISSUE, "common", Decimal("1000"))  # band 700..1300
-LISTED = Books(
-    duplicate_client_order_id=False, listed_holder="alice", committed_to=None, open_buy_exposure=Decimal(0)
-)
+LISTED = Books(duplicate_client_order_id=False, listed_holder="alice", committed_to=None, open_buy_exposure=Decimal(0))
 
 
 @pytest.fixture(scope="module")
@@ -152,16 +150,11 @@ def test_an_order_for_an_issue_not_listed_is_refused(keys: KeyStore, trust: Trus
 
 
 def test_a_client_order_id_used_before_is_refused(keys: KeyStore, trust: TrustStore) -> None:
-    assert (
-        refusal(keys, trust, buy(), books=books(duplicate_client_order_id=True))
-        is R.DUPLICATE_CLIENT_ORDER_ID
-    )
+    assert refusal(keys, trust, buy(), books=books(duplicate_client_order_id=True)) is R.DUPLICATE_CLIENT_ORDER_ID
 
 
 @pytest.mark.parametrize(("reference", "price"), [("1000", "1000.5"), ("3000", "3001"), ("3000", "3004")])
-def test_a_price_off_the_tick_is_refused(
-    keys: KeyStore, trust: TrustStore, reference: str, price: str
-) -> None:
+def test_a_price_off_the_tick_is_refused(keys: KeyStore, trust: TrustStore, reference: str, price: str) -> None:
     """Tick 1 below 3,000 JPY, 5 from 3,000 to 5,000."""
     instrument = Instrument(support.ISSUE, "common", Decimal(reference))
     assert refusal(keys, trust, buy(price=price), instrument=instrument) is R.INVALID_TICK
@@ -169,9 +162,7 @@ def test_a_price_off_the_tick_is_refused(
 
 def test_a_price_on_the_tick_of_its_band_is_accepted(keys: KeyStore, trust: TrustStore) -> None:
     assert (
-        accepted(
-            keys, trust, buy(price="3005"), instrument=Instrument(support.ISSUE, "common", Decimal("3000"))
-        )
+        accepted(keys, trust, buy(price="3005"), instrument=Instrument(support.ISSUE, "common", Decimal("3000")))
         is None
     )
 
@@ -204,9 +195,7 @@ def test_a_buy_order_without_the_buyers_name_and_address_is_refused(
     assert refusal(keys, trust, buy().model_copy(update={missing: None})) is R.MISSING_HOLDER_DETAILS
 
 
-def test_a_buyer_whose_identity_certificate_has_no_policy_is_refused(
-    keys: KeyStore, trust: TrustStore
-) -> None:
+def test_a_buyer_whose_identity_certificate_has_no_policy_is_refused(keys: KeyStore, trust: TrustStore) -> None:
     """R-001-23: without a certificate policy there is no limit to check against."""
     bare = Participant(user_id="alice", role=Role.INVESTOR, policy=None)
     assert refusal(keys, trust, buy(), participant=bare) is R.NO_CERTIFICATE_POLICY
@@ -235,9 +224,7 @@ def test_a_market_buy_is_valued_at_the_days_upper_limit(keys: KeyStore, trust: T
 # Sell orders: the certificate (R-001-21, R-001-22)
 
 
-def test_a_sell_order_from_the_holder_of_a_listed_certificate_is_accepted(
-    keys: KeyStore, trust: TrustStore
-) -> None:
+def test_a_sell_order_from_the_holder_of_a_listed_certificate_is_accepted(keys: KeyStore, trust: TrustStore) -> None:
     certificate = signed(keys)
     verified = accepted(keys, trust, sell(keys, certificate))
     assert verified is not None and verified.shares == 500 and verified.holder_user_id == "alice"
@@ -257,9 +244,7 @@ def test_an_altered_certificate_is_refused(keys: KeyStore, trust: TrustStore) ->
     assert refusal(keys, trust, sell(keys, altered, quantity=5000)) is R.CERTIFICATE_SIGNATURE_INVALID
 
 
-def test_a_certificate_signed_by_someone_other_than_an_issuer_is_refused(
-    keys: KeyStore, trust: TrustStore
-) -> None:
+def test_a_certificate_signed_by_someone_other_than_an_issuer_is_refused(keys: KeyStore, trust: TrustStore) -> None:
     """R-001-21: alice cannot sign herself a certificate, whatever it says."""
     genuine = signed(keys)
     forged = genuine.model_copy(
@@ -333,9 +318,7 @@ def test_selling_someone_elses_certificate_is_refused(keys: KeyStore, trust: Tru
 
 
 @pytest.mark.parametrize("listed", [None, "bob"])
-def test_a_certificate_not_in_the_certid_list_is_refused(
-    keys: KeyStore, trust: TrustStore, listed: str | None
-) -> None:
+def test_a_certificate_not_in_the_certid_list_is_refused(keys: KeyStore, trust: TrustStore, listed: str | None) -> None:
     """R-001-25, R-001-57 (E8): not listed at all, or listed under another holder."""
     order = sell(keys, signed(keys))
     assert refusal(keys, trust, order, books=books(listed_holder=listed)) is R.CERTIFICATE_NOT_LISTED
@@ -350,9 +333,7 @@ def test_a_certificate_already_backing_a_live_order_is_refused(keys: KeyStore, t
 # The seed's order of checks: S72–S74, S75–S77, S78–S80, S81–S83, S84–S86
 
 
-def test_a_mis_signed_order_over_the_limit_gets_the_signature_refusal(
-    keys: KeyStore, trust: TrustStore
-) -> None:
+def test_a_mis_signed_order_over_the_limit_gets_the_signature_refusal(keys: KeyStore, trust: TrustStore) -> None:
     """S72 before S78 (R-001-21 before R-001-23): an altered certificate is refused as such, whatever else is wrong."""
     original = signed(keys)
     altered = original.model_copy(update={"content": original.content.replace(b"Alice", b"Alicia")})
@@ -389,10 +370,7 @@ def test_the_holder_is_found_before_the_certid_list(keys: KeyStore, trust: Trust
 def test_the_certid_list_is_found_before_a_commitment(keys: KeyStore, trust: TrustStore) -> None:
     """R-001-25 first; then one live order per CertID (R-001-57)."""
     order = sell(keys, signed(keys))
-    assert (
-        refusal(keys, trust, order, books=books(listed_holder=None, committed_to=3))
-        is R.CERTIFICATE_NOT_LISTED
-    )
+    assert refusal(keys, trust, order, books=books(listed_holder=None, committed_to=3)) is R.CERTIFICATE_NOT_LISTED
 
 
 def test_the_sender_is_checked_before_anything_about_the_order(keys: KeyStore, trust: TrustStore) -> None:
@@ -406,9 +384,7 @@ def test_the_sender_is_checked_before_anything_about_the_order(keys: KeyStore, t
 # Cancel-replace: the checks that apply again
 
 
-def resting(
-    side: Side, quantity: int = 500, remaining: int | None = None, price: str | None = "1000"
-) -> Order:
+def resting(side: Side, quantity: int = 500, remaining: int | None = None, price: str | None = "1000") -> Order:
     order_type = OrderType.LIMIT if price is not None else OrderType.MARKET
     return Order(
         1,
@@ -451,9 +427,7 @@ def test_a_replace_cannot_change_the_order_type(keys: KeyStore, old: Order, requ
 
 
 @pytest.mark.parametrize(("price", "reason"), [("1000.5", R.INVALID_TICK), ("1301", R.PRICE_LIMIT_EXCEEDED)])
-def test_a_replacement_price_is_checked_like_a_new_one(
-    keys: KeyStore, price: str, reason: OrderRefusal
-) -> None:
+def test_a_replacement_price_is_checked_like_a_new_one(keys: KeyStore, price: str, reason: OrderRefusal) -> None:
     assert replace_refusal(keys, resting(Side.SELL), replace(500, price)) is reason
 
 
@@ -476,13 +450,8 @@ def test_a_partly_filled_sell_order_can_only_be_reduced(keys: KeyStore) -> None:
 def test_a_buy_replace_counts_the_exposure_it_gives_up(keys: KeyStore) -> None:
     """R-001-23: the old order's 500,000 JPY comes off the 9,500,000 open before the new one is added."""
     old = resting(Side.BUY)
-    assert (
-        replace_refusal(keys, old, replace(1000, "1000"), exposure="9500000") is None
-    )  # 9,000,000 + 1,000,000
-    assert (
-        replace_refusal(keys, old, replace(1001, "1000"), exposure="9500000")
-        is R.ACCOUNT_USAGE_LIMIT_EXCEEDED
-    )
+    assert replace_refusal(keys, old, replace(1000, "1000"), exposure="9500000") is None  # 9,000,000 + 1,000,000
+    assert replace_refusal(keys, old, replace(1001, "1000"), exposure="9500000") is R.ACCOUNT_USAGE_LIMIT_EXCEEDED
 
 
 def test_a_replace_within_the_rules_is_allowed(keys: KeyStore) -> None:

@@ -72,9 +72,7 @@ def test_within_a_price_level_the_earlier_order_trades_first() -> None:
         (order(1, "alice", BUY, 5, 100), order(2, "bob", SELL, 5, 95), 100),
     ],
 )
-def test_an_execution_happens_at_the_resting_orders_price(
-    resting: Order, incoming: Order, price: int
-) -> None:
+def test_an_execution_happens_at_the_resting_orders_price(resting: Order, incoming: Order, price: int) -> None:
     result = book_with(resting).submit(incoming)
     assert [e.price for e in result.executions] == [Decimal(price)]
     assert result.executions[0].aggressor is incoming.side
@@ -114,9 +112,7 @@ def test_a_partly_filled_incoming_limit_order_rests_its_remainder() -> None:
 
 
 def test_a_market_order_sweeps_several_levels_and_cancels_what_is_left() -> None:
-    book = book_with(
-        order(1, "alice", SELL, 2, 100), order(2, "bob", SELL, 3, 101), order(3, "alice", SELL, 4, 102)
-    )
+    book = book_with(order(1, "alice", SELL, 2, 100), order(2, "bob", SELL, 3, 101), order(3, "alice", SELL, 4, 102))
     result = book.submit(order(4, "carol", BUY, 20, None))
     assert trades(result) == [(4, 1, 100, 2), (4, 2, 101, 3), (4, 3, 102, 4)]
     assert (result.cancelled_quantity, result.cancel_reason) == (11, CancelReason.MARKET_REMAINDER)
@@ -155,9 +151,7 @@ def test_a_fok_order_that_cannot_fill_completely_leaves_the_book_untouched() -> 
 
 
 def test_a_fok_order_counts_no_liquidity_behind_its_own_resting_order() -> None:
-    book = book_with(
-        order(1, "bob", SELL, 3, 100), order(2, "carol", SELL, 3, 100), order(3, "alice", SELL, 9, 101)
-    )
+    book = book_with(order(1, "bob", SELL, 3, 100), order(2, "carol", SELL, 3, 100), order(3, "alice", SELL, 9, 101))
     result = book.submit(order(4, "carol", BUY, 4, 101, FOK))
     assert result.executions == [] and result.cancel_reason is CancelReason.FOK_NOT_FILLABLE
     assert book.depth(SELL) == [(Decimal(100), 6), (Decimal(101), 9)]
@@ -213,9 +207,7 @@ def test_reduce_refuses_an_increase_or_nothing_left_and_changes_nothing(quantity
 
 
 def test_self_trade_prevention_cancels_only_the_incoming_remainder() -> None:
-    book = book_with(
-        order(1, "bob", SELL, 2, 99), order(2, "alice", SELL, 5, 100), order(3, "carol", SELL, 5, 100)
-    )
+    book = book_with(order(1, "bob", SELL, 2, 99), order(2, "alice", SELL, 5, 100), order(3, "carol", SELL, 5, 100))
     result = book.submit(order(4, "alice", BUY, 10, 100))
     assert trades(result) == [(4, 1, 99, 2)]
     assert (result.cancelled_quantity, result.cancel_reason) == (8, CancelReason.SELF_TRADE_PREVENTED)
@@ -336,9 +328,7 @@ class ReferenceBook:
 
     def queue(self, side: Side) -> list[Resting]:
         best_first = -1 if side is BUY else 1
-        return sorted(
-            (o for o in self.resting if o.side is side), key=lambda o: (best_first * o.price, o.oan)
-        )
+        return sorted((o for o in self.resting if o.side is side), key=lambda o: (best_first * o.price, o.oan))
 
     def submit(self, incoming: Submit, oan: int) -> Outcome:
         opposite = BUY if incoming.side is SELL else SELL
@@ -379,9 +369,7 @@ class ReferenceBook:
         return total
 
     @staticmethod
-    def _take(
-        incoming: Submit, oan: int, crossing: list[Resting]
-    ) -> tuple[list[Execution], int, CancelReason | None]:
+    def _take(incoming: Submit, oan: int, crossing: list[Resting]) -> tuple[list[Execution], int, CancelReason | None]:
         executions: list[Execution] = []
         open_quantity = incoming.quantity
         for resting in crossing:
