@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 
 from agents import demo as demo_scenario
-from agents import render
+from agents import reconcile, render
 from agents.registry import AGENTS
 from broker import ops
 from broker.catalogue import asyncapi
@@ -50,6 +50,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     dead.add_argument("--replay", metavar="MESSAGE_ID")
     dead.add_argument("--show", metavar="MESSAGE_ID", help="print one dead letter in full")
     sub.add_parser("catalogue", help="print the AsyncAPI document of every message")
+    rec = sub.add_parser("reconcile", help="compare the exchange's CertID list with the issuer's register")
+    rec.add_argument("issue_code", nargs="?")
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -69,6 +71,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             return await _dead_letters(args, settings)
         case "catalogue":
             print(json.dumps(asyncapi(settings.namespace), indent=2))
+        case "reconcile":
+            return await _reconcile(settings, args.issue_code)
     return 0
 
 
@@ -161,3 +165,18 @@ async def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     return 0
+
+
+async def _reconcile(settings: Settings, issue_code: str | None) -> int:
+    found = await reconcile.differences(settings, issue_code)
+    if not found:
+        print("the exchange's CertID list equals the issuer's register")
+        return 0
+    print(
+        render.table(
+            ["issue", "CertID", "difference", "issuer register", "exchange list"],
+            [[d.issue_code, d.cert_id, d.kind, d.issuer, d.exchange] for d in found],
+            indent="",
+        )
+    )
+    return 1

@@ -4,6 +4,7 @@ printing a readable account of what happened."""
 from __future__ import annotations
 
 from agents.demo.issuance import Say, issuance
+from agents.demo.lifecycle import lifecycle
 from agents.demo.trading import trading
 from agents.registry import AGENTS
 from broker.runtime import started
@@ -18,3 +19,4 @@ async def run(settings: Settings, say: Say = print) -> None:
         say(f"Kabuto demo — {len(runtimes)} agents running: {', '.join(runtimes)}\n")
         offering = await issuance(runtimes, alice, bob, say)
         await trading(runtimes, offering, alice, bob, say)
+        await lifecycle(runtimes, offering.issue_code, alice, bob, say)

@@ -21,7 +21,7 @@ from agents.issuer.domain import Offering
 from broker.context import Context
 from broker.runtime import AgentRuntime
 from broker.stock_certificates import CertificateInvalid, verify_certificate
-from schemas.certificates import ShareClass, SignedCertificate
+from schemas.certificates import ElectronicStockCertificate, ShareClass, SignedCertificate
 from schemas.identity import EXCHANGE_ID, ISSUER_ID
 from schemas.issuance import DividendDelivery, DividendMethod
 
@@ -119,4 +119,16 @@ def _order(offering: Offering, user: str, shares: int) -> IssuanceOrder:
         holder_name=user.capitalize(),
         holder_address=f"1-1 Kabuto-cho, Nihonbashi, Chuo-ku, Tokyo ({user})",
         dividend_delivery=DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account=f"settlement:{user}"),
+    )
+
+
+async def held_certificate(
+    investor: AgentRuntime, user: str, issue: str, shares: int | None = None
+) -> ElectronicStockCertificate:
+    """The newest verified certificate of ``issue`` in ``user``'s wallet (of ``shares``, if given)."""
+    wallet = await investor.command(user, verified_wallet)
+    return next(
+        c
+        for c in reversed(wallet)
+        if not isinstance(c, CertificateInvalid) and c.issue_code == issue and shares in (None, c.shares)
     )

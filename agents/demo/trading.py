@@ -11,7 +11,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from agents import render
-from agents.demo.issuance import Say
+from agents.demo.issuance import Say, held_certificate
 from agents.exchange import order_repo as exchange_orders
 from agents.investor import order_repo
 from agents.investor.app import verified_wallet
@@ -44,7 +44,7 @@ async def trading(runtimes: dict[str, AgentRuntime], offering: Offering, alice: 
         f"{bob_cash}, and 2,000,000 JPY arrives in {bob_cash}."
     )
 
-    certificate = await _held(investor, alice)
+    certificate = await held_certificate(investor, alice, issue)
     sell = OrderTicket(f"sell-{run}", issue, Side.SELL, 300, alice_cash, price, cert_id=certificate.cert_id)
     await investor.command(alice, place_order(sell))
     say(
@@ -76,11 +76,6 @@ async def trading(runtimes: dict[str, AgentRuntime], offering: Offering, alice: 
     await _wallets(investor, alice, bob, say)
     await _balances(ledger, (alice_cash, bob_cash), say)
     await _copied(investor, alice, certificate, alice_cash, price, say)
-
-
-async def _held(investor: AgentRuntime, user: str) -> ElectronicStockCertificate:
-    wallet = await investor.command(user, verified_wallet)
-    return next(c for c in wallet if not isinstance(c, CertificateInvalid))
 
 
 async def _wallets(investor: AgentRuntime, alice: str, bob: str, say: Say) -> None:

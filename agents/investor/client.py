@@ -22,7 +22,7 @@ from uuid import UUID
 
 import asyncpg
 
-from agents.investor import order_repo, repo
+from agents.investor import lifecycle, lifecycle_repo, order_repo, repo
 from agents.investor.app import IssuanceOrder, request_certificates, verified_wallet
 from agents.investor.trading import (
     OrderTicket,
@@ -40,6 +40,8 @@ from broker.settings import Settings
 from broker.stock_certificates import CertificateInvalid
 from broker.trust import TrustStore
 from schemas.certificates import ElectronicStockCertificate
+from schemas.issuance import DividendDelivery
+from schemas.lifecycle import HoldingsStatement, ReissueKind
 from schemas.settlement import AccountStatement
 
 T = TypeVar("T")
@@ -86,6 +88,30 @@ class InvestorClient:
 
     async def inquire_account(self, account: str) -> UUID:
         return await self._run(inquire_account(account))
+
+    async def hand_over(self, cert_id: UUID, transferee: str, note: str = "") -> UUID:
+        return await self._run(lifecycle.hand_over(cert_id, transferee, note))
+
+    async def claim_handover(
+        self, handover_id: UUID, holder_name: str, holder_address: str, dividend: DividendDelivery
+    ) -> UUID:
+        return await self._run(lifecycle.claim_handover(handover_id, holder_name, holder_address, dividend))
+
+    async def inquire_holdings(self, issue_code: str | None = None) -> UUID:
+        return await self._run(lifecycle.inquire_holdings(issue_code))
+
+    async def reissue(self, kind: ReissueKind, cert_ids: tuple[UUID, ...], split_into: tuple[int, ...] = ()) -> UUID:
+        return await self._run(lifecycle.reissue(kind, cert_ids, split_into))
+
+    async def handovers(self) -> list[lifecycle_repo.Handover]:
+        async with self._pool.acquire() as connection:
+            return await lifecycle_repo.handovers(connection, self.user_id)
+
+    async def holdings(self) -> HoldingsStatement | None:
+        """The latest holdings statement the issuer sent, if any."""
+        async with self._pool.acquire() as connection:
+            text = await lifecycle_repo.holdings(connection, self.user_id)
+        return HoldingsStatement.model_validate_json(text) if text else None
 
     async def wallet(self) -> list[ElectronicStockCertificate | CertificateInvalid]:
         return await self._run(verified_wallet)

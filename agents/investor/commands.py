@@ -19,6 +19,7 @@ from broker.settings import Settings
 from broker.stock_certificates import CertificateInvalid
 from schemas.certificates import ShareClass
 from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.lifecycle import ReissueKind
 from schemas.trading import Side, TimeInForce
 
 
@@ -63,6 +64,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     status.add_argument("acceptance_number", type=int)
     account = command("account", "ask settlement for an account and show the latest statement")
     account.add_argument("account")
+    give = command("hand-over", "hand a certificate to another investor (seed 001 P3.1)")
+    give.add_argument("cert_id", type=UUID)
+    give.add_argument("--to", required=True, help="the transferee's user id")
+    give.add_argument("--note", default="")
+    command("handovers", "certificates handed to you, and what became of them")
+    claim = command("claim", "ask the issuer to register a handed-over certificate to you (message 41)")
+    claim.add_argument("handover_id", type=UUID)
+    claim.add_argument("--name", required=True)
+    claim.add_argument("--address", required=True)
+    claim.add_argument("--dividend-account", required=True)
+    holdings = command("holdings", "ask the issuer what its register holds for you (message 44)")
+    holdings.add_argument("issue_code", nargs="?")
+    again = command("reissue", "replace a lost certificate, or split or merge certificates (message 46)")
+    again.add_argument("kind", choices=[k.value for k in ReissueKind])
+    again.add_argument("cert_ids", type=UUID, nargs="+")
+    again.add_argument("--into", type=int, nargs="*", default=[], help="share counts of a split")
     command("orders", "orders and their state")
     command("executions", "executions and their name transfers")
     command("wallet", "the certificates held, verified again")
@@ -95,11 +112,43 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
         case "account":
             await client.inquire_account(args.account)
             _print_statement(await client.statement(args.account), args.account)
+        case "hand-over":
+            handover_id = await client.hand_over(args.cert_id, args.to, args.note)
+            print(f"hand-over {handover_id} of {args.cert_id} to {args.to} queued")
+        case "handovers":
+            rows = [
+                [h.handover_id, h.transferor, h.cert_id, h.shares, h.status, h.reason] for h in await client.handovers()
+            ]
+            print(render.table(["hand-over", "from", "CertID", "shares", "status", "reason"], rows, indent=""))
+        case "claim":
+            dividend = DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account=args.dividend_account)
+            request_id = await client.claim_handover(args.handover_id, args.name, args.address, dividend)
+            print(f"name-transfer request {request_id} queued; `kabuto investor requests` shows its outcome")
+        case "holdings":
+            await client.inquire_holdings(args.issue_code)
+            statement = await client.holdings()
+            print("inquiry queued; latest statement received:" if statement else "inquiry queued")
+            if statement:
+                print(
+                    render.table(
+                        ["issue", "certificate number", "CertID", "shares", "issued", "committed to"],
+                        [
+                            [h.issue_code, h.certificate_number, h.cert_id, h.shares, h.issued, h.committed_order]
+                            for h in statement.holdings
+                        ],
+                        indent="",
+                    )
+                )
+        case "reissue":
+            request_id = await client.reissue(ReissueKind(args.kind), tuple(args.cert_ids), tuple(args.into))
+            print(f"reissue request {request_id} queued; `kabuto investor requests` shows its outcome")
         case "orders":
             _print_orders(await client.orders())
         case "executions":
-            rows = await client.executions()
-            print(render.table(list(rows[0]) if rows else ["executions"], [list(r.values()) for r in rows], indent=""))
+            fills = await client.executions()
+            print(
+                render.table(list(fills[0]) if fills else ["executions"], [list(f.values()) for f in fills], indent="")
+            )
         case "wallet":
             _print_wallet(await client.wallet())
         case "requests":

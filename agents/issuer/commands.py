@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import date
+from uuid import UUID
 
 from agents import render
 from agents.cli_types import decimal
@@ -33,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     reg.add_argument("issue_code")
     issuer.add_parser("offerings", help="every offering")
     issuer.add_parser("publish-certid-list", help="send the exchange every issue's CertID list")
+    history = issuer.add_parser("history", help="the life of a certificate: issuance, name transfers, reissues")
+    history.add_argument("cert_id", type=UUID)
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -77,6 +80,29 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                 indent="",
             )
         )
+    elif args.issuer_command == "history":
+        events = await run_as(settings, "issuer", ISSUER_ID, lambda ctx: repo.history(ctx.connection, args.cert_id))
+        print(
+            render.table(
+                ["when", "event", "CertID", "from CertID", "holder", "shares", "number", "status", "NTN/reissue"],
+                [
+                    [
+                        e["at"].isoformat(timespec="seconds"),
+                        e["event"],
+                        e["cert_id"],
+                        e["from_cert_id"],
+                        e["holder"],
+                        e["shares"],
+                        e["certificate_number"],
+                        e["status"],
+                        e["number"],
+                    ]
+                    for e in events
+                ],
+                indent="",
+            )
+        )
+        return 0 if events else 1
     elif args.issuer_command == "publish-certid-list":
         count = await run_as(settings, "issuer", ISSUER_ID, publish_certid_lists)
         print(f"queued CertID lists of {count} issue(s) for the exchange")
