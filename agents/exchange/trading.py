@@ -120,17 +120,7 @@ async def _apply(ctx: Context, issue_code: str, book: OrderBook, incoming: Order
     for resting in result.touched:
         await order_repo.save(conn, resting)
     if result.cancel_reason is not None:
-        ctx.emit(
-            OrderCancelled(
-                client_order_id=incoming.client_order_id,
-                acceptance_number=incoming.acceptance_number,
-                cancelled_quantity=result.cancelled_quantity,
-                reason=result.cancel_reason,
-            ),
-            to=incoming.user_id,
-        )
-        if incoming.side is Side.SELL:
-            await _release_if_done(ctx, incoming.acceptance_number)
+        await _cancelled(ctx, incoming, result.cancelled_quantity, result.cancel_reason)
     orders = {o.acceptance_number: o for o in (incoming, *result.touched)}
     for execution in result.executions:
         await _executed(ctx, issue_code, execution, orders)
@@ -327,11 +317,16 @@ async def _cancel(ctx: Context, record: OrderRecord, reason: CancelReason, detai
     cancelled = order.remaining
     order.remaining = 0
     await order_repo.save(ctx.connection, order, reason)
+    await _cancelled(ctx, order, cancelled, reason, detail)
+
+
+async def _cancelled(ctx: Context, order: Order, quantity: int, reason: CancelReason, detail: str = "") -> None:
+    """Tell the owner its order (or what was left of it) is off the book; free a closed sell order's remainder."""
     ctx.emit(
         OrderCancelled(
             client_order_id=order.client_order_id,
             acceptance_number=order.acceptance_number,
-            cancelled_quantity=cancelled,
+            cancelled_quantity=quantity,
             reason=reason,
             detail=detail,
         ),
@@ -407,6 +402,7 @@ async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
     book.cancel(old.acceptance_number)
     old.remaining, replaced = 0, old.remaining
     await order_repo.save(conn, old, CancelReason.REPLACED)
+    # Not _cancelled: the replacement inherits the certificate, so nothing is released.
     ctx.emit(
         OrderCancelled(
             client_order_id=request.client_order_id,
