@@ -53,6 +53,7 @@ class LifecycleRefusal(StrEnum):
     COMMITTED = "committed"
     SHARES_NOT_CONSERVED = "shares_not_conserved"
     MIXED_ISSUES = "mixed_issues"
+    TRANSFER_RESTRICTED = "transfer_restricted"
     BAD_REQUEST = "bad_request"
 
 

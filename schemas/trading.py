@@ -129,11 +129,19 @@ class OrderAccepted(Message):
     request_hash: Sha256 = Field(description="SHA-256 of the signed body of the order request (R-001-07).")
 
 
+class RejectedRequest(StrEnum):
+    ORDER = "order"
+    CANCEL = "cancel"
+    REPLACE = "replace"
+
+
 @message("order.rejected", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
 class OrderRejected(Message):
-    """The exchange's error notification for an order, cancel or replace (seed 001 S74–S86)."""
+    """The exchange's error notification for an order, cancel or replace (seed 001 S74–S86). A
+    refused cancel leaves its order as it was; a refused replace leaves the original order live."""
 
     client_order_id: ClientOrderId
+    request: RejectedRequest = RejectedRequest.ORDER
     reason: OrderRefusal
     detail: str
     request_hash: Sha256

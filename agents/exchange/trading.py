@@ -39,6 +39,7 @@ from schemas.trading import (
     OrderStatus,
     OrderStatusRequest,
     OrderType,
+    RejectedRequest,
     ReplaceOrder,
     Side,
     SubmitOrder,
@@ -55,12 +56,15 @@ def _request_hash(ctx: Context) -> str:
     return ctx.digest
 
 
-def _reject(ctx: Context, client_order_id: str, refusal: acceptance.Refusal) -> None:
+def _reject(
+    ctx: Context, client_order_id: str, refusal: acceptance.Refusal, request: RejectedRequest = RejectedRequest.ORDER
+) -> None:
     assert ctx.sender is not None
-    log.info("order_rejected", reason=refusal.reason.value, detail=refusal.detail)
+    log.info("order_rejected", reason=refusal.reason.value, detail=refusal.detail, request=request.value)
     ctx.emit(
         OrderRejected(
             client_order_id=client_order_id,
+            request=request,
             reason=refusal.reason,
             detail=refusal.detail,
             request_hash=_request_hash(ctx),
@@ -279,6 +283,18 @@ async def on_transfer_failed(answer: NameTransferFailed, ctx: Context) -> None:
     sell = await order_repo.order(conn, match.sell_order)
     assert sell is not None
     book.cancel(sell.order.acceptance_number)
+    for each in failed:  # the seller's fills are undone too, before its order is cancelled
+        ctx.emit(
+            ExecutionReversed(
+                client_order_id=sell.order.client_order_id,
+                acceptance_number=sell.order.acceptance_number,
+                matching_number=each.matching_number,
+                quantity=each.shares,
+                remaining_quantity=0,
+                detail=detail,
+            ),
+            to=sell.order.user_id,
+        )
     await _cancel(ctx, sell, CancelReason.CERTIFICATE_INVALID, detail)
     for each in failed:
         await _restore_buy(ctx, book, each, detail)
@@ -351,7 +367,8 @@ async def on_cancel(request: CancelOrder, ctx: Context) -> None:
     record = await order_repo.order_by_client_id(ctx.connection, ctx.sender.user_id, request.client_order_id)
     refusal = _open_order_refusal(record, request.client_order_id)
     if refusal is not None or record is None:
-        _reject(ctx, request.client_order_id, refusal or acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, ""))
+        refusal = refusal or acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, "")
+        _reject(ctx, request.client_order_id, refusal, RejectedRequest.CANCEL)
         return
     book = await order_repo.load_book(ctx.connection, record.issue_code)
     book.cancel(record.order.acceptance_number)
@@ -382,17 +399,18 @@ async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
             record.order, request, instrument, ctx.sender, await order_repo.open_buy_exposure(conn, user)
         )
     if refusal is not None or record is None:
-        _reject(ctx, request.new_client_order_id, refusal or acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, ""))
+        refusal = refusal or acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, "")
+        _reject(ctx, request.new_client_order_id, refusal, RejectedRequest.REPLACE)
         return
     book = await order_repo.load_book(conn, record.issue_code)
     old = record.order
     if request.price == old.price and request.quantity <= old.remaining:
-        book.reduce(old.acceptance_number, request.quantity)
-        old.client_order_id = request.new_client_order_id
-        await order_repo.save(conn, old)
+        reduced = book.reduce(old.acceptance_number, request.quantity)
+        reduced.client_order_id = request.new_client_order_id
+        await order_repo.save(conn, reduced)
         ctx.emit(
             OrderAccepted(
-                client_order_id=old.client_order_id,
+                client_order_id=reduced.client_order_id,
                 acceptance_number=old.acceptance_number,
                 request_hash=_request_hash(ctx),
             ),

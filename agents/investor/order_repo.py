@@ -38,11 +38,13 @@ class OrderRecord:
     reason: str | None
     detail: str | None
     updated_at: datetime
+    replaces: str | None
 
 
 _COLUMNS = """user_id, client_order_id, issue_code, side, order_type, price, quantity, time_in_force,
               settlement_account, cert_id, holder_name, holder_address, dividend_method,
-              dividend_account, request_hash, acceptance_number, status, filled, reason, detail, updated_at"""
+              dividend_account, request_hash, acceptance_number, status, filled, reason, detail, updated_at,
+              replaces"""
 
 
 async def record_order(
@@ -224,3 +226,16 @@ async def statement(connection: asyncpg.Connection, user_id: str, account: str) 
         "SELECT statement FROM account_statements WHERE user_id = $1 AND account = $2", user_id, account
     )
     return text
+
+
+async def replaced(connection: asyncpg.Connection, user_id: str, old: str, new: str) -> None:
+    """The exchange accepted ``new`` in place of ``old``: retire the old order, move its certificate."""
+    await connection.execute(
+        """UPDATE orders SET status = 'replaced', updated_at = now()
+           WHERE user_id = $1 AND client_order_id = $2 AND status IN ('sent', 'accepted')""",
+        user_id,
+        old,
+    )
+    await connection.execute(
+        "UPDATE wallet SET committed_order = $3 WHERE holder_user_id = $1 AND committed_order = $2", user_id, old, new
+    )

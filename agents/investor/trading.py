@@ -35,6 +35,7 @@ from schemas.trading import (
     OrderStatusRequest,
     OrderTerms,
     OrderType,
+    RejectedRequest,
     RemainderCertificate,
     ReplaceOrder,
     Side,
@@ -140,9 +141,9 @@ def replace_order(
         await ctx.connection.execute(
             """INSERT INTO orders (user_id, client_order_id, issue_code, side, order_type, price, quantity,
                    time_in_force, settlement_account, cert_id, holder_name, holder_address, dividend_method,
-                   dividend_account, request_hash)
+                   dividend_account, request_hash, replaces)
                SELECT user_id, $3, issue_code, side, order_type, $4, $5, time_in_force, settlement_account,
-                      cert_id, holder_name, holder_address, dividend_method, dividend_account, $6
+                      cert_id, holder_name, holder_address, dividend_method, dividend_account, $6, $2
                FROM orders WHERE user_id = $1 AND client_order_id = $2""",
             old.user_id,
             client_order_id,
@@ -202,10 +203,15 @@ async def on_accepted(answer: OrderAccepted, ctx: Context) -> None:
         acceptance_number=answer.acceptance_number,
         status="accepted",
     )
+    if record.replaces is not None:  # the replacement takes over: one live order, one commitment
+        await order_repo.replaced(ctx.connection, record.user_id, record.replaces, record.client_order_id)
 
 
 async def on_rejected(answer: OrderRejected, ctx: Context) -> None:
     record = await _order(ctx, answer.client_order_id)
+    if answer.request is RejectedRequest.CANCEL:  # the order stays as it was
+        log.info("cancel_rejected", client_order_id=record.client_order_id, reason=answer.reason.value)
+        return
     await order_repo.update_order(
         ctx.connection,
         record.user_id,
@@ -214,7 +220,8 @@ async def on_rejected(answer: OrderRejected, ctx: Context) -> None:
         reason=answer.reason.value,
         detail=answer.detail,
     )
-    await order_repo.release_certificates(ctx.connection, record.user_id, record.client_order_id)
+    if answer.request is RejectedRequest.ORDER:  # a refused replace leaves the original order its certificate
+        await order_repo.release_certificates(ctx.connection, record.user_id, record.client_order_id)
     log.info("order_rejected", reason=answer.reason.value, detail=answer.detail)
 
 

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 
 from agents.issuer import domain, repo
 from agents.issuer.register import RegisterRecord, transfer
-from agents.issuer.reissue import Refused, check_holdings, plan
+from agents.issuer.reissue import Refused, check_holdings, check_request, plan
 from agents.issuer.transfers import issue_certificate
 from broker import logs
 from broker.context import Context
 from broker.stock_certificates import CertificateInvalid, verify_certificate, verify_endorsement
-from schemas.certificates import ElectronicStockCertificate
+from schemas.certificates import ElectronicStockCertificate, TransferRestriction
 from schemas.identity import EXCHANGE_ID
 from schemas.issuance import CertIdEntry, CertIdListUpdated
 from schemas.lifecycle import (
@@ -27,7 +27,6 @@ from schemas.lifecycle import (
     OffExchangeTransferRefused,
     OffExchangeTransferRegistered,
     OffExchangeTransferRequest,
-    ReissueKind,
     ReissueRefused,
     ReissueRequest,
 )
@@ -103,6 +102,11 @@ def _verified_handover(request: OffExchangeTransferRequest, ctx: Context) -> Ele
         )
     if certificate.holder_user_id == request.user_id:
         raise Refused(LifecycleRefusal.BAD_REQUEST, "a holder cannot transfer a certificate to itself")
+    if certificate.transfer_restriction is not TransferRestriction.NONE:  # the rule the exchange applies too
+        raise Refused(
+            LifecycleRefusal.TRANSFER_RESTRICTED,
+            f"the shares are {certificate.transfer_restriction.value.replace('_', ' ')}",
+        )
     try:
         if len(endorsed.endorsements) != 1:
             raise CertificateInvalid("a hand-over carries exactly the transferor's countersignature")
@@ -139,13 +143,7 @@ async def on_reissue(request: ReissueRequest, ctx: Context) -> None:
         found = [await repo.record(conn, cert_id) for cert_id in sorted(request.cert_ids)]
         check_holdings(request.user_id, sorted(request.cert_ids), found)
         old = [r for r in found if r is not None]
-        issue = old[0].issue_code
-        needed = {ReissueKind.LOST: 0, ReissueKind.SPLIT: len(request.split_into) - 1, ReissueKind.MERGE: 1}
-        numbers = [
-            domain.certificate_number(issue, await repo.next_certificate_number(conn, issue))
-            for _ in range(needed[request.kind])
-        ]
-        new = plan(request, old, numbers.pop)
+        needed = check_request(request, old)
     except Refused as refused:
         log.info("reissue_refused", reason=refused.reason.value, detail=refused.detail)
         ctx.emit(
@@ -153,6 +151,9 @@ async def on_reissue(request: ReissueRequest, ctx: Context) -> None:
             to=ctx.sender.user_id,
         )
         return
+    issue = old[0].issue_code
+    numbers = [domain.certificate_number(issue, await repo.next_certificate_number(conn, issue)) for _ in range(needed)]
+    new = plan(request, old, iter(numbers).__next__)
     offering = await repo.offering(conn, issue)
     assert offering is not None
     for record in old:

@@ -35,31 +35,38 @@ def check_holdings(user_id: str, cert_ids: Sequence[UUID], records: Sequence[Reg
             )
 
 
+def check_request(request: ReissueRequest, records: Sequence[RegisterRecord]) -> int:
+    """Refuse what cannot be reissued; return how many new certificate numbers the reissue needs."""
+    first = records[0]
+    if request.kind is ReissueKind.SPLIT and sum(request.split_into) != first.shares:
+        raise Refused(
+            LifecycleRefusal.SHARES_NOT_CONSERVED,
+            f"parts {list(request.split_into)} do not add up to {first.shares} shares",
+        )
+    if request.kind is ReissueKind.MERGE and len({(r.issue_code, r.share_class) for r in records}) != 1:
+        raise Refused(LifecycleRefusal.MIXED_ISSUES, "only certificates of one issue and class merge")
+    return {ReissueKind.LOST: 0, ReissueKind.SPLIT: len(request.split_into) - 1, ReissueKind.MERGE: 1}[request.kind]
+
+
 def plan(
     request: ReissueRequest,
     records: Sequence[RegisterRecord],
     new_number: Callable[[], str],
     new_id: Callable[[], UUID] = uuid4,
 ) -> list[RegisterRecord]:
-    """The register records that replace ``records``."""
+    """The register records that replace ``records`` (after ``check_request``)."""
+    check_request(request, records)
     first = records[0]
     match request.kind:
         case ReissueKind.LOST:
             return [replace(first, cert_id=new_id())]
         case ReissueKind.SPLIT:
-            if sum(request.split_into) != first.shares:
-                raise Refused(
-                    LifecycleRefusal.SHARES_NOT_CONSERVED,
-                    f"parts {list(request.split_into)} do not add up to {first.shares} shares",
-                )
             numbers = [first.certificate_number, *(new_number() for _ in request.split_into[1:])]
             return [
                 replace(first, cert_id=new_id(), shares=n, certificate_number=number)
                 for n, number in zip(request.split_into, numbers, strict=True)
             ]
         case ReissueKind.MERGE:
-            if len({(r.issue_code, r.share_class) for r in records}) != 1:
-                raise Refused(LifecycleRefusal.MIXED_ISSUES, "only certificates of one issue and class merge")
             return [
                 replace(
                     first,

@@ -195,12 +195,20 @@ async def on_request_after_transfer(request: CertificateRequestAfterTransfer, ct
     assert ctx.sender is not None and ctx.message_id is not None
     conn = ctx.connection
     found = await repo.transfer_record(conn, request.name_transfer_number)
-    if found is None or found.buyer_user_id != ctx.sender.user_id:  # S146
+    record = await repo.record(conn, found.cert_id) if found else None
+    if (
+        found is None
+        or found.buyer_user_id != ctx.sender.user_id  # S146
+        or record is None
+        or record.status != "valid"  # reissued or transferred on since: that CertID is dead
+        or record.holder_user_id != ctx.sender.user_id
+    ):
         ctx.emit(
             CertificateIssuanceRefused(
                 request_id=ctx.message_id,
                 reason=IssuanceRefusal.UNKNOWN_TRANSFER,
-                detail=f"no name transfer {request.name_transfer_number} to {ctx.sender.user_id}",
+                detail=f"no name transfer {request.name_transfer_number} to {ctx.sender.user_id} "
+                "whose CertID is still valid",
             ),
             to=ctx.sender.user_id,
         )

@@ -17,15 +17,19 @@ async def test_the_list_and_the_register_agree_after_issuance_and_every_differen
         for user in ("alice", "bob", "carol"):
             request_id = await support.request(investor, user, shares=100)
             await exchange.outcomes.reply("certid_list.updated", request_id)
-            ids.append((await support.rows(rt["issuer"], "SELECT cert_id FROM register WHERE holder_user_id = $1",
-                                           user))[0]["cert_id"])
+            ids.append(
+                (await support.rows(rt["issuer"], "SELECT cert_id FROM register WHERE holder_user_id = $1", user))[0][
+                    "cert_id"
+                ]
+            )
         assert await reconcile.differences(settings, support.ISSUE) == []
 
         alice, bob, carol = ids
         await exchange.query(lambda c: c.execute("DELETE FROM certid_list WHERE cert_id = $1", alice))
         await exchange.query(lambda c: c.execute("UPDATE certid_list SET user_id = 'mallory' WHERE cert_id = $1", bob))
-        await exchange.query(lambda c: c.execute("UPDATE certid_list SET status = 'in_transfer' WHERE cert_id = $1",
-                                                 carol))
+        await exchange.query(
+            lambda c: c.execute("UPDATE certid_list SET status = 'in_transfer' WHERE cert_id = $1", carol)
+        )
         found = {d.cert_id: d for d in await reconcile.differences(settings, support.ISSUE)}
     assert found[alice].kind == "not listed at the exchange" and found[alice].issuer == "alice × 100"
     assert found[bob].kind.startswith("differs") and found[bob].exchange == "mallory × 100"
