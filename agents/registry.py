@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.brokerage import AGENT as BROKERAGE
+from agents.brokerage.app import AGENT as BROKERAGE
 from agents.credit import AGENT as CREDIT
 from agents.custody import AGENT as CUSTODY
 from agents.exchange.app import AGENT as EXCHANGE

@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from agents.exchange.book import Execution, Order, OrderBook
-from agents.exchange.rules import on_tick, price_band, tick_size
+from schemas.market_rules import on_tick, price_band, tick_size
 from schemas.trading import OrderType, Side, TimeInForce
 
 REFERENCE = Decimal(3_000)  # yesterday's close: ticks are 1 yen below it and 5 yen from it up

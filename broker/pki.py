@@ -349,4 +349,6 @@ def default_participant(user_id: str, role: Role, limit: int | None = None) -> P
     policy = None
     if role is Role.INVESTOR:
         policy = CertificatePolicy(account_usage_limit=Decimal(limit if limit is not None else 10_000_000))
+    elif role is Role.BROKERAGE:  # trades at the exchange for its customers, within its own limit
+        policy = CertificatePolicy(account_usage_limit=Decimal(limit if limit is not None else 10_000_000_000))
     return Participant(user_id=user_id, role=role, policy=policy)

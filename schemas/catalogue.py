@@ -80,4 +80,4 @@ def specs() -> Iterator[MessageSpec]:
 
 def _load_all() -> None:
     """Import every message family so the catalogue is complete."""
-    from schemas import certificates, issuance, lifecycle, settlement, trading  # noqa: F401
+    from schemas import brokerage, certificates, issuance, lifecycle, settlement, trading  # noqa: F401

@@ -40,7 +40,7 @@ class SettlementFailure(StrEnum):
     AMOUNT_MISMATCH = "amount_mismatch"
 
 
-@message("settlement.notice", senders={Role.SETTLEMENT}, recipients={Role.INVESTOR, Role.EXCHANGE})
+@message("settlement.notice", senders={Role.SETTLEMENT}, recipients={Role.INVESTOR, Role.EXCHANGE, Role.BROKERAGE})
 class SettlementNotice(Message):
     """What became of a trade's cash leg, told to the buyer, the seller and the exchange."""
 

@@ -53,7 +53,7 @@ class OrderTerms(BaseModel):
         return self
 
 
-@message("order.submit", senders={Role.INVESTOR}, recipients={Role.EXCHANGE})
+@message("order.submit", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.EXCHANGE})
 class SubmitOrder(Message):
     """An order (seed 001 message 33, Fig. 12). A sell order carries the seller's certificate,
     countersigned by the seller for this order; a buy order carries the buyer's name and address."""
@@ -69,12 +69,12 @@ class SubmitOrder(Message):
     holder_address: str | None = Field(default=None, max_length=400)
 
 
-@message("order.cancel", senders={Role.INVESTOR}, recipients={Role.EXCHANGE})
+@message("order.cancel", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.EXCHANGE})
 class CancelOrder(Message):
     client_order_id: ClientOrderId
 
 
-@message("order.replace", senders={Role.INVESTOR}, recipients={Role.EXCHANGE})
+@message("order.replace", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.EXCHANGE})
 class ReplaceOrder(Message):
     """Cancel-replace by client order id: new price and/or quantity under a new client order id.
     Lowering only the quantity keeps the order's time priority; anything else loses it."""
@@ -85,7 +85,7 @@ class ReplaceOrder(Message):
     quantity: int = Field(gt=0)
 
 
-@message("order.status.request", senders={Role.INVESTOR}, recipients={Role.EXCHANGE})
+@message("order.status.request", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.EXCHANGE})
 class OrderStatusRequest(Message):
     """Order status inquiry by order acceptance number (seed 001 ¶0030, R-001-27)."""
 
@@ -120,7 +120,7 @@ class OrderRefusal(StrEnum):
     REPLACE_NOT_ALLOWED = "replace_not_allowed"
 
 
-@message("order.accepted", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
+@message("order.accepted", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
 class OrderAccepted(Message):
     """Order acceptance response (seed 001 message 34): the OAN and the hash of the request."""
 
@@ -135,7 +135,7 @@ class RejectedRequest(StrEnum):
     REPLACE = "replace"
 
 
-@message("order.rejected", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
+@message("order.rejected", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
 class OrderRejected(Message):
     """The exchange's error notification for an order, cancel or replace (seed 001 S74–S86). A
     refused cancel leaves its order as it was; a refused replace leaves the original order live."""
@@ -158,7 +158,7 @@ class CancelReason(StrEnum):
     CERTIFICATE_INVALID = "certificate_invalid"
 
 
-@message("order.cancelled", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
+@message("order.cancelled", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
 class OrderCancelled(Message):
     """An order (or what was left of it) was taken off the book, and why (S132 for an invalid ESC)."""
 
@@ -169,7 +169,7 @@ class OrderCancelled(Message):
     detail: str = ""
 
 
-@message("order.executed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
+@message("order.executed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
 class OrderExecuted(Message):
     """A fill of the recipient's order (seed 001 S91–S93); name transfer follows."""
 
@@ -198,7 +198,7 @@ class Fill(BaseModel):
     status: str
 
 
-@message("order.status", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
+@message("order.status", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
 class OrderStatus(Message):
     acceptance_number: int
     found: bool
@@ -268,7 +268,7 @@ class NameTransferFailed(Message):
     request_hash: Sha256
 
 
-@message("trade.completed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
+@message("trade.completed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
 class TradeCompleted(Message):
     """Trade completion notice (seed 001 message 37, S129), to buyer and seller."""
 
@@ -285,7 +285,7 @@ class TradeCompleted(Message):
     transferred_cert_id: UUID = Field(description="The seller's CertID that the transfer retired.")
 
 
-@message("certificate.request_after_transfer", senders={Role.INVESTOR}, recipients={Role.ISSUER})
+@message("certificate.request_after_transfer", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.ISSUER})
 class CertificateRequestAfterTransfer(Message):
     """The buyer asks for its new certificate by name-transfer number (seed 001 message 39, S141)."""
 
@@ -295,7 +295,7 @@ class CertificateRequestAfterTransfer(Message):
     dividend_delivery: DividendDelivery
 
 
-@message("certificate.remainder", senders={Role.ISSUER}, recipients={Role.INVESTOR})
+@message("certificate.remainder", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.BROKERAGE})
 class RemainderCertificate(Message):
     """The seller's certificate for the shares left after a partial sale, pushed by the issuer."""
 
@@ -316,7 +316,7 @@ class TradeExecuted(Message):
     currency: Currency = "JPY"
 
 
-@message("order.execution_reversed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
+@message("order.execution_reversed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
 class ExecutionReversed(Message):
     """A buy order's fill was undone because the seller's certificate failed name transfer; the
     shares are back in the order (seed 001 S131) or, for an order that cannot rest, cancelled."""

@@ -9,10 +9,10 @@ from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
-from agents.exchange import rules
 from agents.exchange.book import Order
 from broker.stock_certificates import CertificateInvalid, expired, verify_certificate, verify_endorsement
 from broker.trust import TrustStore
+from schemas import market_rules as rules
 from schemas.certificates import ElectronicStockCertificate, TransferRestriction
 from schemas.identity import Participant
 from schemas.trading import OrderRefusal, OrderType, ReplaceOrder, Side, SubmitOrder

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from uuid import UUID
 
-from agents.investor import domain, lifecycle, repo, trading
+from agents.investor import brokered, domain, lifecycle, repo, trading
 from broker import logs
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
@@ -100,5 +100,6 @@ AGENT = AgentDefinition(
         CertificateIssuanceRefused: on_issuance_refused,
         **trading.HANDLERS,
         **lifecycle.HANDLERS,
+        **brokered.HANDLERS,
     },
 )

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
-from agents.settlement import domain, repo
+from agents.settlement import domain, funds, repo
 from broker import logs
 from broker.context import Context
 from broker.errors import Transient
 from broker.runtime import AgentDefinition
+from schemas.brokerage import BalanceInquiry, PlaceHold, PostBrokeredSettlement, ReleaseHold
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID, Role
 from schemas.settlement import (
     AccountInquiry,
@@ -148,11 +149,20 @@ async def on_account_inquiry(inquiry: AccountInquiry, ctx: Context) -> None:
 # -- operators' commands -------------------------------------------------------------------------
 
 
-def open_account(account_id: str, owner: str, currency: str = "JPY") -> Callable[[Context], Awaitable[domain.Account]]:
-    """A command: open a customer account for ``owner`` (seed 001 §3.7, R-001-13)."""
+def open_account(
+    account_id: str,
+    owner: str,
+    currency: str = "JPY",
+    *,
+    kind: domain.AccountKind = domain.AccountKind.CUSTOMER,
+    institution: str = "settlement",
+    label: str | None = None,
+) -> Callable[[Context], Awaitable[domain.Account]]:
+    """A command: open a customer account for ``owner`` (seed 001 §3.7, R-001-13), or an
+    institution's own account (an intermediary's or securities company's, seed 002 §8)."""
 
     async def action(ctx: Context) -> domain.Account:
-        account = domain.new_account(account_id, owner, currency)
+        account = domain.new_account(account_id, owner, currency, kind=kind, institution=institution, label=label)
         await repo.open_account(ctx.connection, account)
         log.info("account_opened", account=account_id, owner=owner, currency=currency)
         return account
@@ -217,5 +227,12 @@ async def _post(ctx: Context, account: domain.Account, entry: domain.Entry) -> d
 AGENT = AgentDefinition(
     id=SETTLEMENT_ID,
     role=Role.SETTLEMENT,
-    handlers={SettlementRequest: on_settlement_request, AccountInquiry: on_account_inquiry},
+    handlers={
+        SettlementRequest: on_settlement_request,
+        AccountInquiry: on_account_inquiry,
+        BalanceInquiry: funds.on_balance_inquiry,
+        PlaceHold: funds.on_hold,
+        ReleaseHold: funds.on_release,
+        PostBrokeredSettlement: funds.on_brokered_settlement,
+    },
 )

@@ -73,12 +73,14 @@ class UnbalancedEntry(ValueError):
 class AccountKind(StrEnum):
     CUSTOMER = "customer"
     EXTERNAL = "external"
+    INSTITUTION = "institution"  # an intermediary's or securities company's own; may run negative
 
 
 class EntryKind(StrEnum):
     DEPOSIT = "deposit"
     WITHDRAWAL = "withdrawal"
     TRADE = "trade"
+    BROKERED = "brokered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,9 @@ class Account:
     currency: str
     kind: AccountKind = AccountKind.CUSTOMER
     balance: Decimal = Decimal(0)
+    # Where the account is held: the settlement agent itself, the intermediary, or a securities company.
+    institution: str = "settlement"
+    label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +170,15 @@ def money(amount: Decimal, currency: str) -> str:
 # -- operators' commands -----------------------------------------------------------------------
 
 
-def new_account(account_id: str, owner_user_id: str, currency: str = "JPY") -> Account:
+def new_account(
+    account_id: str,
+    owner_user_id: str,
+    currency: str = "JPY",
+    *,
+    kind: AccountKind = AccountKind.CUSTOMER,
+    institution: str = "settlement",
+    label: str | None = None,
+) -> Account:
     """A customer account to open; raises ``InvalidAccount`` for a bad or reserved id."""
     if not _ACCOUNT_ID.fullmatch(account_id):
         raise InvalidAccount(
@@ -177,7 +190,9 @@ def new_account(account_id: str, owner_user_id: str, currency: str = "JPY") -> A
         raise InvalidAccount(f"owner {owner_user_id!r} is not a participant id")
     if not _CURRENCY.fullmatch(currency):
         raise InvalidAccount(f"currency {currency!r} is not a three-letter ISO 4217 code")
-    return Account(account_id, owner_user_id, currency)
+    if kind is AccountKind.EXTERNAL:
+        raise InvalidAccount("external accounts are the settlement agent's own")
+    return Account(account_id, owner_user_id, currency, kind, institution=institution, label=label)
 
 
 def check_amount(amount: Decimal, currency: str) -> Decimal:

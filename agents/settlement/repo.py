@@ -37,12 +37,15 @@ async def open_account(connection: asyncpg.Connection, account: Account) -> None
 
 async def _insert_account(connection: asyncpg.Connection, account: Account) -> bool:
     inserted = await connection.fetchval(
-        """INSERT INTO accounts (account_id, owner_user_id, currency, kind) VALUES ($1, $2, $3, $4)
+        """INSERT INTO accounts (account_id, owner_user_id, currency, kind, institution, label)
+           VALUES ($1, $2, $3, $4, $5, $6)
            ON CONFLICT (account_id) DO NOTHING RETURNING true""",
         account.account_id,
         account.owner_user_id,
         account.currency,
         account.kind.value,
+        account.institution,
+        account.label,
     )
     return bool(inserted)
 
@@ -80,6 +83,8 @@ def _account(row: asyncpg.Record) -> Account:
         currency=row["currency"],
         kind=AccountKind(row["kind"]),
         balance=row["balance"],
+        institution=row["institution"],
+        label=row["label"],
     )
 
 

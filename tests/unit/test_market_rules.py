@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.exchange.rules import (
+from schemas.market_rules import (
     PRICE_LIMIT_WIDTHS,
     PriceBand,
     on_tick,

@@ -1,4 +1,7 @@
-"""Market rules that do not depend on the book: tick sizes and the daily price limit.
+"""Market rules every participant applies alike: tick sizes and the daily price limit.
+
+Published with the wire contract because the exchange refuses orders by them and the brokerage
+values market orders by them (seed 002 §9.6): both must use the same table.
 
 The tick table follows the Tokyo Stock Exchange's standard bands. The price-limit table has
 seed 002's two stated rows (§9.6: reference < 100 → 30; 200 ≤ reference < 500 → 80) and the

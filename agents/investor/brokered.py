@@ -1,0 +1,147 @@
+"""The customer terminal's side of brokered trading (seed 000 claims 1–4, seed 002 §6): identify to
+the brokerage, render what it shows, order with an account indication, keep the trade statement
+and the settlement-completion notice."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+from broker import logs
+from broker.consumer import Handler
+from broker.context import Context
+from broker.errors import Reason, SecurityRejected
+from schemas.brokerage import (
+    BrokeredOrder,
+    BrokeredOrderAccepted,
+    BrokeredOrderRefused,
+    BrokeredSettlementCompleted,
+    CustomerView,
+    FundingLeg,
+    IdentificationRefused,
+    IdentifyCustomer,
+    MismatchRule,
+    SettlementType,
+    TradeStatement,
+)
+from schemas.catalogue import Message
+from schemas.trading import OrderType, Side, TimeInForce
+
+log = logs.get("kabuto.investor")
+BROKERAGE = "brokerage"
+Command = Callable[[Context], Awaitable[UUID]]
+
+
+def identify(customer_id: str, pin: str, brokerage: str = BROKERAGE) -> Command:
+    async def action(ctx: Context) -> UUID:
+        return ctx.emit(IdentifyCustomer(customer_id=customer_id, pin=pin), to=brokerage).envelope.message_id
+
+    return action
+
+
+def brokered_order(
+    client_order_id: str,
+    customer_id: str,
+    pin: str,
+    company: str,
+    issue_code: str,
+    side: Side,
+    quantity: int,
+    funding: Sequence[FundingLeg],
+    price: Decimal | None = None,
+    rule: MismatchRule | None = None,
+    settlement_type: SettlementType = SettlementType.IMMEDIATE,
+    time_in_force: TimeInForce = TimeInForce.DAY,
+    brokerage: str = BROKERAGE,
+) -> Command:
+    """Seed 000 claim 1: transaction order information with account indication information."""
+
+    async def action(ctx: Context) -> UUID:
+        order = BrokeredOrder(
+            client_order_id=client_order_id,
+            customer_id=customer_id,
+            pin=pin,
+            securities_company=company,
+            issue_code=issue_code,
+            side=side,
+            order_type=OrderType.LIMIT if price is not None else OrderType.MARKET,
+            price=price,
+            quantity=quantity,
+            time_in_force=time_in_force,
+            funding=tuple(funding),
+            mismatch_rule=rule,
+            settlement_type=settlement_type,
+        )
+        sealed = ctx.emit(order, to=brokerage)
+        await ctx.connection.execute(
+            "INSERT INTO brokered_orders (user_id, client_order_id) VALUES ($1, $2)",
+            ctx.identity.user_id,
+            client_order_id,
+        )
+        return sealed.envelope.message_id
+
+    return action
+
+
+async def _update(ctx: Context, client_order_id: str, status: str, **values: object) -> None:
+    names = ["status", *values]
+    sets = ", ".join(f"{n} = ${i}" for i, n in enumerate(names, start=3))
+    done = await ctx.connection.fetchval(
+        f"""UPDATE brokered_orders SET {sets}, updated_at = now()
+            WHERE user_id = $1 AND client_order_id = $2 RETURNING true""",
+        ctx.identity.user_id,
+        client_order_id,
+        status,
+        *values.values(),
+    )
+    if not done:
+        raise SecurityRejected(Reason.UNSOLICITED, f"no brokered order {client_order_id}")
+
+
+async def on_view(view: CustomerView, ctx: Context) -> None:
+    await ctx.connection.execute(
+        """INSERT INTO customer_views (user_id, view) VALUES ($1, $2::jsonb)
+           ON CONFLICT (user_id) DO UPDATE SET view = excluded.view, received_at = now()""",
+        ctx.identity.user_id,
+        view.model_dump_json(),
+    )
+
+
+async def on_identification_refused(answer: IdentificationRefused, ctx: Context) -> None:
+    log.info("identification_refused", reason=answer.reason.value, detail=answer.detail)
+
+
+async def on_accepted(answer: BrokeredOrderAccepted, ctx: Context) -> None:
+    await _update(
+        ctx, answer.client_order_id, "accepted", order_id=answer.order_id, trial=answer.trial.model_dump_json()
+    )
+
+
+async def on_refused(answer: BrokeredOrderRefused, ctx: Context) -> None:
+    await _update(ctx, answer.client_order_id, "refused", reason=answer.reason.value, detail=answer.detail)
+
+
+async def on_statement(statement: TradeStatement, ctx: Context) -> None:
+    await _update(ctx, statement.client_order_id, "statement", statement=statement.information.model_dump_json())
+
+
+async def on_settled(notice: BrokeredSettlementCompleted, ctx: Context) -> None:
+    await _update(ctx, notice.client_order_id, "settled", entry_id=notice.entry_id)
+
+
+async def view(connection: asyncpg.Connection, user_id: str) -> CustomerView | None:
+    text = await connection.fetchval("SELECT view FROM customer_views WHERE user_id = $1", user_id)
+    return CustomerView.model_validate_json(text) if text else None
+
+
+HANDLERS: dict[type[Message], Handler] = {
+    CustomerView: on_view,
+    IdentificationRefused: on_identification_refused,
+    BrokeredOrderAccepted: on_accepted,
+    BrokeredOrderRefused: on_refused,
+    TradeStatement: on_statement,
+    BrokeredSettlementCompleted: on_settled,
+}

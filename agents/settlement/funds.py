@@ -1,0 +1,151 @@
+"""Settlement's side of brokered trading (seed 002 §8–§9, R-002-22/23, R-002-33, R-002-51..76).
+
+The brokerage asks for balances of a customer's candidate accounts, places a hold covering
+the allowance before it relays an order, releases it if nothing will settle, and finally posts
+the settlement information it produced — a balanced entry whose customer legs consume the hold.
+An account's *available* balance is its balance less what is held on it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from agents.settlement import funds_repo, repo
+from agents.settlement.domain import Account, AccountKind, Entry, EntryKind, Leg, UnbalancedEntry
+from broker import logs
+from broker.context import Context
+from broker.errors import Transient
+from schemas.brokerage import (
+    AccountBalance,
+    BalanceInquiry,
+    Balances,
+    BrokeredSettlementFailed,
+    BrokeredSettlementPosted,
+    HoldFailure,
+    HoldPlaced,
+    HoldRefused,
+    PlaceHold,
+    PostBrokeredSettlement,
+    ReleaseHold,
+)
+
+log = logs.get("kabuto.settlement")
+
+
+def _balance(account: Account | None, account_id: str, held: Decimal) -> AccountBalance:
+    if account is None:
+        return AccountBalance(account=account_id, found=False)
+    return AccountBalance(
+        account=account_id,
+        found=True,
+        owner=account.owner_user_id,
+        currency=account.currency,
+        balance=account.balance,
+        available=account.balance - held,
+    )
+
+
+async def _balances(ctx: Context, owner: str, account_ids: list[str], *, lock: bool) -> dict[str, AccountBalance]:
+    found = await (repo.accounts_for_update if lock else funds_repo.accounts)(ctx.connection, account_ids)
+    held = await funds_repo.held(ctx.connection, account_ids)
+    result = {}
+    for account_id in account_ids:
+        account = found.get(account_id)
+        visible = account if account is not None and account.owner_user_id == owner else None
+        result[account_id] = _balance(visible, account_id, held.get(account_id, Decimal(0)))
+    return result
+
+
+async def on_balance_inquiry(inquiry: BalanceInquiry, ctx: Context) -> None:
+    """R-002-22/23: the balances of the owner's accounts; another owner's look unknown."""
+    assert ctx.sender is not None and ctx.message_id is not None
+    balances = await _balances(ctx, inquiry.owner, list(inquiry.accounts), lock=False)
+    ctx.emit(Balances(inquiry_id=ctx.message_id, balances=tuple(balances.values())), to=ctx.sender.user_id)
+
+
+async def on_hold(request: PlaceHold, ctx: Context) -> None:
+    """R-002-33/74: every leg's account is the owner's and has that much available; then block it."""
+    assert ctx.sender is not None
+    ids = [leg.account for leg in request.legs]
+    if await funds_repo.hold_exists(ctx.connection, request.hold_id):
+        _refuse(ctx, request, HoldFailure.DUPLICATE_HOLD, f"hold {request.hold_id} exists")
+        return
+    balances = await _balances(ctx, request.owner, ids, lock=True)
+    for leg in request.legs:
+        balance = balances[leg.account]
+        if not balance.found:
+            _refuse(ctx, request, HoldFailure.UNKNOWN_ACCOUNT, f"no account {leg.account} of {request.owner}")
+            return
+        if balance.available is None or balance.available < leg.amount:
+            _refuse(
+                ctx,
+                request,
+                HoldFailure.INSUFFICIENT_FUNDS,
+                f"{leg.account} has less available than the {leg.amount} to hold",
+            )
+            return
+    await funds_repo.place(
+        ctx.connection, request.hold_id, request.owner, [(leg.account, leg.amount) for leg in request.legs]
+    )
+    after = await _balances(ctx, request.owner, ids, lock=False)
+    log.info("hold_placed", hold_id=str(request.hold_id), total=str(sum(leg.amount for leg in request.legs)))
+    ctx.emit(HoldPlaced(hold_id=request.hold_id, balances=tuple(after.values())), to=ctx.sender.user_id)
+
+
+def _refuse(ctx: Context, request: PlaceHold, reason: HoldFailure, detail: str) -> None:
+    assert ctx.sender is not None
+    log.info("hold_refused", hold_id=str(request.hold_id), reason=reason.value)
+    ctx.emit(HoldRefused(hold_id=request.hold_id, reason=reason, detail=detail), to=ctx.sender.user_id)
+
+
+async def on_release(request: ReleaseHold, ctx: Context) -> None:
+    released = await funds_repo.release(ctx.connection, request.hold_id)
+    log.info("hold_released", hold_id=str(request.hold_id), released=str(released))
+
+
+async def on_brokered_settlement(request: PostBrokeredSettlement, ctx: Context) -> None:
+    """R-002-51..67: post the settlement information as one balanced entry; consume the hold."""
+    assert ctx.sender is not None
+    ids = [leg.account for leg in request.legs]
+    found = await repo.accounts_for_update(ctx.connection, ids)
+    problem = _check_legs(request, found, ctx.sender.user_id)
+    if problem is None:
+        try:
+            entry = Entry(
+                EntryKind.BROKERED,
+                str(request.order_id),
+                request.description,
+                tuple(Leg(leg.account, leg.amount) for leg in request.legs),
+            )
+        except UnbalancedEntry as exc:
+            problem = ("unbalanced", str(exc))
+    if problem is not None:
+        await funds_repo.release(ctx.connection, request.hold_id)
+        ctx.emit(
+            BrokeredSettlementFailed(order_id=request.order_id, reason=problem[0], detail=problem[1]),
+            to=ctx.sender.user_id,
+        )
+        return
+    await funds_repo.consume(ctx.connection, request.hold_id)  # the hold gives way to the postings
+    entry_id = await repo.post(ctx.connection, entry, ctx.now)
+    if entry_id is None:
+        raise Transient(f"brokered settlement of {request.order_id} was posted meanwhile")
+    released = await funds_repo.close(ctx.connection, request.hold_id, entry_id)
+    log.info("brokered_settlement_posted", order_id=str(request.order_id), entry_id=entry_id)
+    ctx.emit(
+        BrokeredSettlementPosted(order_id=request.order_id, entry_id=entry_id, released=released), to=ctx.sender.user_id
+    )
+
+
+def _check_legs(request: PostBrokeredSettlement, found: dict[str, Account], broker: str) -> tuple[str, str] | None:
+    """Debits from customer accounts are the customer's own; credits go to the customer or the broker."""
+    for leg in request.legs:
+        account = found.get(leg.account)
+        if account is None:
+            return "unknown_account", f"no account {leg.account}"
+        owners = (request.customer,) if leg.amount < 0 else (request.customer, broker)
+        if account.kind is AccountKind.CUSTOMER and account.owner_user_id not in owners:
+            return "account_not_owned", f"{leg.account} is not {request.customer}'s"
+        if account.kind is AccountKind.CUSTOMER and leg.amount < 0 and account.balance + leg.amount < 0:
+            return "insufficient_funds", f"{leg.account} cannot pay {-leg.amount}"
+    return None

@@ -1,0 +1,75 @@
+"""SQL for holds on settlement accounts; records never leave this module."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+from agents.settlement.domain import Account
+from agents.settlement.repo import account
+
+
+async def accounts(connection: asyncpg.Connection, account_ids: Collection[str]) -> dict[str, Account]:
+    found = {}
+    for account_id in account_ids:
+        found_account = await account(connection, account_id)
+        if found_account is not None:
+            found[account_id] = found_account
+    return found
+
+
+async def held(connection: asyncpg.Connection, account_ids: Collection[str]) -> dict[str, Decimal]:
+    rows = await connection.fetch(
+        """SELECT account_id, sum(amount) AS held FROM holds
+           WHERE status = 'placed' AND account_id = ANY($1::text[]) GROUP BY account_id""",
+        list(account_ids),
+    )
+    return {r["account_id"]: r["held"] for r in rows}
+
+
+async def hold_exists(connection: asyncpg.Connection, hold_id: UUID) -> bool:
+    return bool(await connection.fetchval("SELECT true FROM holds WHERE hold_id = $1 LIMIT 1", hold_id))
+
+
+async def place(connection: asyncpg.Connection, hold_id: UUID, owner: str, legs: Sequence[tuple[str, Decimal]]) -> None:
+    await connection.executemany(
+        "INSERT INTO holds (hold_id, account_id, owner, amount, status) VALUES ($1, $2, $3, $4, 'placed')",
+        [(hold_id, account_id, owner, amount) for account_id, amount in legs],
+    )
+
+
+async def release(connection: asyncpg.Connection, hold_id: UUID) -> Decimal:
+    """Free what is still held under ``hold_id``; returns how much."""
+    released: Decimal = await connection.fetchval(
+        """WITH freed AS (UPDATE holds SET status = 'released', closed_at = now()
+                          WHERE hold_id = $1 AND status = 'placed' RETURNING amount)
+           SELECT coalesce(sum(amount), 0) FROM freed""",
+        hold_id,
+    )
+    return released
+
+
+async def consume(connection: asyncpg.Connection, hold_id: UUID) -> None:
+    """Mark the hold as about to be settled, so the entry's debits are not blocked by it."""
+    await connection.execute(
+        "UPDATE holds SET status = 'consumed', closed_at = now() WHERE hold_id = $1 AND status = 'placed'", hold_id
+    )
+
+
+async def close(connection: asyncpg.Connection, hold_id: UUID, entry_id: int) -> Decimal:
+    """Tie the consumed hold to the entry; return how much more was held than the entry debited."""
+    await connection.execute(
+        "UPDATE holds SET entry_id = $2 WHERE hold_id = $1 AND status = 'consumed'", hold_id, entry_id
+    )
+    released: Decimal = await connection.fetchval(
+        """SELECT greatest(coalesce((SELECT sum(amount) FROM holds WHERE hold_id = $1 AND status = 'consumed'), 0)
+                  + coalesce((SELECT sum(amount) FROM postings p
+                              WHERE p.entry_id = $2 AND p.amount < 0
+                                AND p.account_id IN (SELECT account_id FROM holds WHERE hold_id = $1)), 0), 0)""",
+        hold_id,
+        entry_id,
+    )
+    return released
