@@ -15,6 +15,7 @@ import aio_pika
 import asyncpg
 
 from agents import operations
+from agents.brokerage import commands as brokerage_commands
 from agents.exchange import commands as exchange_commands
 from agents.investor import commands as investor_commands
 from agents.issuer import commands as issuer_commands
@@ -30,6 +31,7 @@ GROUPS: dict[str, Run] = {
     "investor": investor_commands.run,
     "exchange": exchange_commands.run,
     "settlement": settlement_commands.run,
+    "brokerage": brokerage_commands.run,
 }
 
 
@@ -37,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kabuto", description="Kabuto: market infrastructure in a box.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     operations.add_parsers(sub)
-    for group in (issuer_commands, investor_commands, exchange_commands, settlement_commands):
+    for group in (issuer_commands, investor_commands, exchange_commands, settlement_commands, brokerage_commands):
         group.add_parser(sub)
     return p
 

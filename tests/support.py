@@ -226,41 +226,14 @@ async def brokerage_market(
     """A securities company under contract with the brokerage, its settlement accounts, and an issue."""
     from agents.brokerage import operators
     from agents.brokerage.ledger_legs import Design
+    from agents.demo.brokered import open_company
     from agents.exchange import order_repo
-    from agents.settlement import app as ledger
-    from agents.settlement.domain import AccountKind
 
-    settlement, brokerage = rt["settlement"], rt["brokerage"]
-    accounts = operators.company_accounts(company)
-    await settlement.command("settlement", ledger.open_account(accounts.clearing, "brokerage", institution=company))
-    await settlement.command(
-        "settlement", ledger.deposit(accounts.clearing, Decimal(100_000_000), f"capital-{company}")
-    )
-    for account in (accounts.commission, accounts.tax, accounts.im_account_at_sc, accounts.sc_account_at_im):
-        await settlement.command(
-            "settlement", ledger.open_account(account, "brokerage", kind=AccountKind.INSTITUTION, institution=company)
-        )
-    for account in (accounts.im_cash, accounts.im_fees):
-        await settlement.command("settlement", _open_once(account))
-    await brokerage.command("brokerage", operators.add_company(company, company.upper(), Design(design)))
-    await brokerage.command("brokerage", operators.set_reference_price(issue, reference))
+    await open_company(rt, company, Design(design), Decimal(100_000_000))
+    await rt["brokerage"].command("brokerage", operators.set_reference_price(issue, reference))
     await rt["exchange"].command(
         "exchange", lambda ctx: order_repo.list_instrument(ctx.connection, issue, "common", reference)
     )
-
-
-def _open_once(account: str) -> Any:
-    from agents.settlement import repo as ledger_repo
-    from agents.settlement.domain import AccountKind, new_account
-
-    async def action(ctx: Any) -> None:
-        if await ledger_repo.account(ctx.connection, account) is None:
-            await ledger_repo.open_account(
-                ctx.connection,
-                new_account(account, "brokerage", kind=AccountKind.INSTITUTION, institution="intermediary"),
-            )
-
-    return action
 
 
 async def request_issue(investor: AgentRuntime, user: str, issue: str, shares: int) -> Any:

@@ -22,7 +22,7 @@ from uuid import UUID
 
 import asyncpg
 
-from agents.investor import lifecycle, lifecycle_repo, order_repo, repo
+from agents.investor import brokered, lifecycle, lifecycle_repo, order_repo, repo
 from agents.investor.app import IssuanceOrder, request_certificates, verified_wallet
 from agents.investor.trading import (
     OrderTicket,
@@ -39,10 +39,12 @@ from broker.runtime import execute
 from broker.settings import Settings
 from broker.stock_certificates import CertificateInvalid
 from broker.trust import TrustStore
+from schemas.brokerage import CustomerView, FundingLeg, MismatchRule, SettlementType
 from schemas.certificates import ElectronicStockCertificate
 from schemas.issuance import DividendDelivery
 from schemas.lifecycle import HoldingsStatement, ReissueKind
 from schemas.settlement import AccountStatement
+from schemas.trading import Side
 
 T = TypeVar("T")
 
@@ -112,6 +114,50 @@ class InvestorClient:
         async with self._pool.acquire() as connection:
             text = await lifecycle_repo.holdings(connection, self.user_id)
         return HoldingsStatement.model_validate_json(text) if text else None
+
+    async def identify(self, customer_id: str, pin: str) -> UUID:
+        return await self._run(brokered.identify(customer_id, pin))
+
+    async def broker_order(
+        self,
+        client_order_id: str,
+        customer_id: str,
+        pin: str,
+        company: str,
+        issue_code: str,
+        side: Side,
+        quantity: int,
+        funding: list[FundingLeg],
+        price: Decimal | None = None,
+        rule: MismatchRule | None = None,
+        settlement_type: SettlementType = SettlementType.IMMEDIATE,
+    ) -> UUID:
+        return await self._run(
+            brokered.brokered_order(
+                client_order_id,
+                customer_id,
+                pin,
+                company,
+                issue_code,
+                side,
+                quantity,
+                funding,
+                price,
+                rule,
+                settlement_type,
+            )
+        )
+
+    async def customer_view(self) -> CustomerView | None:
+        async with self._pool.acquire() as connection:
+            return await brokered.view(connection, self.user_id)
+
+    async def brokered_orders(self) -> list[dict[str, Any]]:
+        async with self._pool.acquire() as connection:
+            rows = await connection.fetch(
+                "SELECT * FROM brokered_orders WHERE user_id = $1 ORDER BY updated_at", self.user_id
+            )
+            return [dict(r) for r in rows]
 
     async def wallet(self) -> list[ElectronicStockCertificate | CertificateInvalid]:
         return await self._run(verified_wallet)

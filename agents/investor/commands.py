@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
+from decimal import Decimal
 from uuid import UUID
 
 from agents import render
@@ -17,6 +18,7 @@ from agents.investor.client import InvestorClient
 from agents.investor.trading import OrderTicket
 from broker.settings import Settings
 from broker.stock_certificates import CertificateInvalid
+from schemas.brokerage import FundingLeg, MismatchRule, SettlementType
 from schemas.certificates import ShareClass
 from schemas.issuance import DividendDelivery, DividendMethod
 from schemas.lifecycle import ReissueKind
@@ -80,6 +82,28 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     again.add_argument("kind", choices=[k.value for k in ReissueKind])
     again.add_argument("cert_ids", type=UUID, nargs="+")
     again.add_argument("--into", type=int, nargs="*", default=[], help="share counts of a split")
+    ident = command("identify", "identify to the brokerage; it answers with prices, holdings and accounts")
+    ident.add_argument("customer_id")
+    ident.add_argument("--pin", required=True)
+    bo = command("broker-order", "order through the brokerage with an account indication (seed 000 claim 1)")
+    bo.add_argument("customer_id")
+    bo.add_argument("side", choices=[s.value for s in Side])
+    bo.add_argument("issue_code")
+    bo.add_argument("quantity", type=int)
+    bo.add_argument("--pin", required=True)
+    bo.add_argument("--company", required=True, help="the securities company to order through")
+    bo.add_argument("--limit", type=decimal, help="limit price; omit for a market order")
+    bo.add_argument(
+        "--fund",
+        action="append",
+        required=True,
+        metavar="ACCOUNT:AMOUNT:PRIORITY",
+        help="an account, how much it pays or receives, and its priority (repeat)",
+    )
+    bo.add_argument("--rule", choices=[r.value for r in MismatchRule])
+    bo.add_argument("--regular", action="store_true", help="regular (4th-day) settlement")
+    bo.add_argument("--id", dest="client_order_id")
+    command("brokered", "brokered orders, their statements and settlement")
     command("orders", "orders and their state")
     command("executions", "executions and their name transfers")
     command("wallet", "the certificates held, verified again")
@@ -142,6 +166,37 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
         case "reissue":
             request_id = await client.reissue(ReissueKind(args.kind), tuple(args.cert_ids), tuple(args.into))
             print(f"reissue request {request_id} queued; `kabuto investor requests` shows its outcome")
+        case "identify":
+            await client.identify(args.customer_id, args.pin)
+            shown = await client.customer_view()
+            print("identification sent; latest view received:" if shown else "identification sent")
+            if shown:
+                print(shown.model_dump_json(indent=2))
+        case "broker-order":
+            coid = args.client_order_id or f"{args.user}-{uuid.uuid4().hex[:12]}"
+            await client.broker_order(
+                coid,
+                args.customer_id,
+                args.pin,
+                args.company,
+                args.issue_code,
+                Side(args.side),
+                args.quantity,
+                [_fund(f) for f in args.fund],
+                args.limit,
+                MismatchRule(args.rule) if args.rule else None,
+                SettlementType.REGULAR if args.regular else SettlementType.IMMEDIATE,
+            )
+            print(f"brokered order {coid} queued; `kabuto investor brokered --as {args.user}` shows it")
+        case "brokered":
+            placed = await client.brokered_orders()
+            print(
+                render.table(
+                    ["client order", "status", "reason", "detail", "entry"],
+                    [[r["client_order_id"], r["status"], r["reason"], r["detail"], r["entry_id"]] for r in placed],
+                    indent="",
+                )
+            )
         case "orders":
             _print_orders(await client.orders())
         case "executions":
@@ -161,6 +216,14 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
                 )
             )
     return 0
+
+
+def _fund(text: str) -> FundingLeg:
+    try:
+        account, amount, priority = text.split(":")
+        return FundingLeg(account=account, amount=Decimal(amount), priority=int(priority))
+    except (ValueError, ArithmeticError) as exc:
+        raise ValueError(f"--fund expects ACCOUNT:AMOUNT:PRIORITY, got {text!r}") from exc
 
 
 def _issuance(args: argparse.Namespace) -> IssuanceOrder:

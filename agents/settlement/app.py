@@ -170,6 +170,21 @@ def open_account(
     return action
 
 
+def open_institution_account_once(
+    account_id: str, institution: str, owner: str = "brokerage"
+) -> Callable[[Context], Awaitable[None]]:
+    """A command: an institution's own account (shared by several contracts), opened if missing."""
+
+    async def action(ctx: Context) -> None:
+        if await repo.account(ctx.connection, account_id) is None:
+            account = domain.new_account(
+                account_id, owner, kind=domain.AccountKind.INSTITUTION, institution=institution
+            )
+            await repo.open_account(ctx.connection, account)
+
+    return action
+
+
 def deposit(account_id: str, amount: Decimal, reference: str) -> Callable[[Context], Awaitable[domain.Posted]]:
     """A command: money arrived for a customer account; ``reference`` posts only once."""
 

@@ -7,6 +7,7 @@ import argparse
 from agents import render
 from agents.cli_types import decimal
 from agents.settlement import app
+from agents.settlement.domain import AccountKind
 from broker.runtime import run_as
 from broker.settings import Settings
 from schemas.identity import SETTLEMENT_ID
@@ -20,6 +21,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     opening.add_argument("account")
     opening.add_argument("--owner", required=True, help="the investor's user id")
     opening.add_argument("--currency", default="JPY")
+    opening.add_argument(
+        "--kind",
+        default="customer",
+        choices=["customer", "institution"],
+        help="institution: an intermediary's or securities company's own account (may run negative)",
+    )
+    opening.add_argument("--institution", default="settlement", help="where it is held: 'intermediary' or a company")
     for name, help_ in (("deposit", "money arrives for an account"), ("withdraw", "money leaves an account")):
         move = st.add_parser(name, help=help_)
         move.add_argument("account")
@@ -37,7 +45,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                 settings,
                 "settlement",
                 SETTLEMENT_ID,
-                app.open_account(args.account, args.owner, args.currency),
+                app.open_account(
+                    args.account, args.owner, args.currency, kind=AccountKind(args.kind), institution=args.institution
+                ),
             )
             print(f"opened {account.account_id} for {args.owner} in {args.currency}")
         case "deposit" | "withdraw":
