@@ -285,6 +285,11 @@ class PlaceHold(Message):
 class HoldPlaced(Message):
     hold_id: UUID
     balances: tuple[AccountBalance, ...]
+    held: tuple[HoldLeg, ...] = Field(
+        default=(),
+        description="What each account holds; it may differ from "
+        "what was asked when one account's balance could not take its share.",
+    )
 
 
 class HoldFailure(StrEnum):

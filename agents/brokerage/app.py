@@ -223,7 +223,11 @@ async def on_hold_placed(answer: HoldPlaced, ctx: Context) -> None:
     if order is None or order["status"] != "holding":
         ctx.emit(ReleaseHold(hold_id=answer.hold_id), to=SETTLEMENT_ID)  # nothing will use it
         return
-    balances = {b.account: str(b.available) for b in answer.balances if b.available is not None}
+    # What each account can pay at settlement: what is still free plus what this order holds on it.
+    held = {leg.account: leg.amount for leg in answer.held}
+    balances = {
+        b.account: str(b.available + held.get(b.account, 0)) for b in answer.balances if b.available is not None
+    }
     await repo.update_order(ctx.connection, answer.hold_id, status="relayed", balances=_json(balances))
     await _relay(ctx, order)
 

@@ -144,6 +144,17 @@ async def position(connection: asyncpg.Connection, customer_id: str, company_id:
 async def move_position(
     connection: asyncpg.Connection, customer_id: str, company_id: str, issue_code: str, shares: int
 ) -> None:
+    """Add to (or, with negative ``shares``, take from) a customer's book-entry position."""
+    if shares < 0:  # an INSERT of a negative row would trip the CHECK before ON CONFLICT could apply
+        await connection.execute(
+            """UPDATE positions SET shares = shares + $4
+               WHERE customer_id = $1 AND company_id = $2 AND issue_code = $3""",
+            customer_id,
+            company_id,
+            issue_code,
+            shares,
+        )
+        return
     await connection.execute(
         """INSERT INTO positions (customer_id, company_id, issue_code, shares) VALUES ($1, $2, $3, $4)
            ON CONFLICT (customer_id, company_id, issue_code) DO UPDATE SET shares = positions.shares + $4""",

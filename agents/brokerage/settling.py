@@ -239,11 +239,8 @@ async def _settle(ctx: Context, order: dict[str, Any], done: list[Any]) -> None:
 
 
 def _limits(order: dict[str, Any]) -> dict[str, Decimal]:
-    """What each account can pay: available after our hold, plus our hold, which the posting consumes."""
-    available = {k: Decimal(v) for k, v in json.loads(order["balances"] or "{}").items()}
-    for leg in hold_legs(funding_of(order), trial_of(order).allowance) if order["side"] == "buy" else ():
-        available[leg.account] = available.get(leg.account, Decimal(0)) + leg.amount
-    return available
+    """What each account can pay: still free, plus this order's hold, which the posting consumes."""
+    return {k: Decimal(v) for k, v in json.loads(order["balances"] or "{}").items()}
 
 
 async def posted(ctx: Context, answer: BrokeredSettlementPosted) -> None:

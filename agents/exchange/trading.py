@@ -123,11 +123,12 @@ async def _apply(ctx: Context, issue_code: str, book: OrderBook, incoming: Order
     await order_repo.save(conn, incoming, result.cancel_reason)
     for resting in result.touched:
         await order_repo.save(conn, resting)
-    if result.cancel_reason is not None:
-        await _cancelled(ctx, incoming, result.cancelled_quantity, result.cancel_reason)
     orders = {o.acceptance_number: o for o in (incoming, *result.touched)}
     for execution in result.executions:
         await _executed(ctx, issue_code, execution, orders)
+    # Fills first, then the cancelled rest: a client reading in order never sees an order end before its fills.
+    if result.cancel_reason is not None:
+        await _cancelled(ctx, incoming, result.cancelled_quantity, result.cancel_reason)
     for sell in sorted({e.sell for e in result.executions}):
         await _request_next_transfer(ctx, sell)
 

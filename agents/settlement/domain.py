@@ -353,3 +353,23 @@ def _check_funds(request: SettlementRequest, buyer: Account) -> Refusal | None:
 def may_inquire(account: Account | None, user_id: str) -> bool:
     """R-001-43: an investor sees its own customer accounts and nothing else."""
     return account is not None and account.kind is AccountKind.CUSTOMER and account.owner_user_id == user_id
+
+
+def spread_hold(legs: list[tuple[str, Decimal]], available: dict[str, Decimal]) -> list[tuple[str, Decimal]] | None:
+    """Seed 002 R-002-33: the selected accounts' balances *together* must cover the allowance.
+
+    Each leg keeps what it asked for as far as its account has it available; what an account
+    cannot hold moves to the next accounts, in the order given (highest priority first), as far as
+    theirs allow. None if the accounts together do not have the total available.
+    """
+    total = sum((amount for _, amount in legs), Decimal(0))
+    if sum((max(available.get(a, Decimal(0)), Decimal(0)) for a, _ in legs), Decimal(0)) < total:
+        return None
+    held = {a: min(amount, max(available.get(a, Decimal(0)), Decimal(0))) for a, amount in legs}
+    short = total - sum(held.values(), Decimal(0))
+    for account, _ in legs:
+        extra = min(short, available.get(account, Decimal(0)) - held[account])
+        if extra > 0:
+            held[account] += extra
+            short -= extra
+    return [(a, held[a]) for a, _ in legs if held[a] > 0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from agents.settlement import funds_repo, repo
-from agents.settlement.domain import Account, AccountKind, Entry, EntryKind, Leg, UnbalancedEntry
+from agents.settlement.domain import Account, AccountKind, Entry, EntryKind, Leg, UnbalancedEntry, spread_hold
 from broker import logs
 from broker.context import Context
 from broker.errors import Transient
@@ -22,6 +22,7 @@ from schemas.brokerage import (
     BrokeredSettlementFailed,
     BrokeredSettlementPosted,
     HoldFailure,
+    HoldLeg,
     HoldPlaced,
     HoldRefused,
     PlaceHold,
@@ -64,7 +65,7 @@ async def on_balance_inquiry(inquiry: BalanceInquiry, ctx: Context) -> None:
 
 
 async def on_hold(request: PlaceHold, ctx: Context) -> None:
-    """R-002-33/74: every leg's account is the owner's and has that much available; then block it."""
+    """R-002-33/74: the owner's selected accounts together cover the allowance; then block it."""
     assert ctx.sender is not None
     ids = [leg.account for leg in request.legs]
     if await funds_repo.hold_exists(ctx.connection, request.hold_id):
@@ -76,20 +77,17 @@ async def on_hold(request: PlaceHold, ctx: Context) -> None:
         if not balance.found:
             _refuse(ctx, request, HoldFailure.UNKNOWN_ACCOUNT, f"no account {leg.account} of {request.owner}")
             return
-        if balance.available is None or balance.available < leg.amount:
-            _refuse(
-                ctx,
-                request,
-                HoldFailure.INSUFFICIENT_FUNDS,
-                f"{leg.account} has less available than the {leg.amount} to hold",
-            )
-            return
-    await funds_repo.place(
-        ctx.connection, request.hold_id, request.owner, [(leg.account, leg.amount) for leg in request.legs]
-    )
+    available = {a: b.available for a, b in balances.items() if b.available is not None}
+    spread = spread_hold([(leg.account, leg.amount) for leg in request.legs], available)
+    if spread is None:
+        total = sum(leg.amount for leg in request.legs)
+        _refuse(ctx, request, HoldFailure.INSUFFICIENT_FUNDS, f"the selected accounts together hold less than {total}")
+        return
+    await funds_repo.place(ctx.connection, request.hold_id, request.owner, spread)
     after = await _balances(ctx, request.owner, ids, lock=False)
     log.info("hold_placed", hold_id=str(request.hold_id), total=str(sum(leg.amount for leg in request.legs)))
-    ctx.emit(HoldPlaced(hold_id=request.hold_id, balances=tuple(after.values())), to=ctx.sender.user_id)
+    held = tuple(HoldLeg(account=a, amount=amount) for a, amount in spread)
+    ctx.emit(HoldPlaced(hold_id=request.hold_id, balances=tuple(after.values()), held=held), to=ctx.sender.user_id)
 
 
 def _refuse(ctx: Context, request: PlaceHold, reason: HoldFailure, detail: str) -> None:
@@ -138,12 +136,12 @@ async def on_brokered_settlement(request: PostBrokeredSettlement, ctx: Context) 
 
 
 def _check_legs(request: PostBrokeredSettlement, found: dict[str, Account], broker: str) -> tuple[str, str] | None:
-    """Debits from customer accounts are the customer's own; credits go to the customer or the broker."""
+    """Customer accounts in the entry are the customer's or the broker's own (its clearing account)."""
     for leg in request.legs:
         account = found.get(leg.account)
         if account is None:
             return "unknown_account", f"no account {leg.account}"
-        owners = (request.customer,) if leg.amount < 0 else (request.customer, broker)
+        owners = (request.customer, broker)
         if account.kind is AccountKind.CUSTOMER and account.owner_user_id not in owners:
             return "account_not_owned", f"{leg.account} is not {request.customer}'s"
         if account.kind is AccountKind.CUSTOMER and leg.amount < 0 and account.balance + leg.amount < 0:
