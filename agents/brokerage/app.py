@@ -31,6 +31,7 @@ from schemas.brokerage import (
     CustomerView,
     FundingLeg,
     Holding,
+    HoldLeg,
     HoldPlaced,
     HoldRefused,
     IdentificationRefused,
@@ -229,10 +230,10 @@ async def on_hold_placed(answer: HoldPlaced, ctx: Context) -> None:
         b.account: str(b.available + held.get(b.account, 0)) for b in answer.balances if b.available is not None
     }
     await repo.update_order(ctx.connection, answer.hold_id, status="relayed", balances=_json(balances))
-    await _relay(ctx, order)
+    await _relay(ctx, order, answer.held)
 
 
-async def _relay(ctx: Context, order: dict[str, Any]) -> None:
+async def _relay(ctx: Context, order: dict[str, Any], held: tuple[HoldLeg, ...] = ()) -> None:
     """Seed 000 claim 1: transfer the order to the securities transaction system, as the customer's broker."""
     side = Side(order["side"])
     certificate = None
@@ -258,15 +259,9 @@ async def _relay(ctx: Context, order: dict[str, Any]) -> None:
         ),
         to=EXCHANGE_ID,
     )
+    priority = {leg.account: leg.priority for leg in settling.funding_of(order)}
+    holds = tuple(FundingLeg(account=leg.account, amount=leg.amount, priority=priority[leg.account]) for leg in held)
     trial = settling.trial_of(order)
-    holds = (
-        tuple(
-            FundingLeg(account=leg.account, amount=leg.amount, priority=1)
-            for leg in settling.hold_for(settling.funding_of(order), trial.allowance)
-        )
-        if side is Side.BUY
-        else ()
-    )
     ctx.emit(
         BrokeredOrderAccepted(
             client_order_id=order["client_order_id"], order_id=order["order_id"], trial=trial, holds=holds
@@ -341,13 +336,26 @@ async def on_reversed(reversal: ExecutionReversed, ctx: Context) -> None:
     order = await _exchange_order(ctx, reversal.client_order_id)
     if order is not None:
         await repo.execution_status(ctx.connection, reversal.matching_number, "reversed")
+        if reversal.remaining_quantity == 0:  # an order that cannot rest again: the shares are off
+            await repo.update_order(
+                ctx.connection,
+                order["order_id"],
+                cancelled=True,
+                cancelled_quantity=order["cancelled_quantity"] + reversal.quantity,
+            )
         await settling.settle_if_done(ctx, order["order_id"])
 
 
 async def on_cancelled(notice: OrderCancelled, ctx: Context) -> None:
     order = await _exchange_order(ctx, notice.client_order_id)
     if order is not None:
-        await repo.update_order(ctx.connection, order["order_id"], cancelled=True, detail=notice.reason.value)
+        await repo.update_order(
+            ctx.connection,
+            order["order_id"],
+            cancelled=True,
+            detail=notice.reason.value,
+            cancelled_quantity=order["cancelled_quantity"] + notice.cancelled_quantity,
+        )
         await settling.settle_if_done(ctx, order["order_id"])
 
 

@@ -138,8 +138,8 @@ async def settle_if_done(ctx: Context, order_id: UUID) -> None:
         return  # a name transfer is still under way
     done = [e for e in executions if e["status"] == "completed"]
     filled = sum(e["quantity"] for e in done)
-    if filled < order["quantity"] and not order["cancelled"]:
-        return  # still working at the exchange
+    if filled + order["cancelled_quantity"] < order["quantity"]:
+        return  # still working at the exchange, or a fill we have not heard of yet
     if filled == 0:
         await repo.update_order(conn, order_id, status="cancelled", reason="order_cancelled")
         await give_up(ctx, order)
