@@ -16,6 +16,8 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from agents.investor.app import IssuanceOrder, request_certificates
+from agents.investor.trading import OrderTicket as _OrderTicket
+from agents.investor.trading import place_order as _place_order
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
 from agents.registry import AGENTS
@@ -26,6 +28,7 @@ from broker.settings import Settings
 from broker.topology import Names
 from schemas.certificates import ElectronicStockCertificate, ShareClass, TransferRestriction
 from schemas.issuance import CertificateIssuanceRequest, DividendDelivery, DividendMethod
+from schemas.trading import Side as _Side
 
 ISSUE = "KBT"
 
@@ -238,3 +241,20 @@ async def brokerage_market(
 
 async def request_issue(investor: AgentRuntime, user: str, issue: str, shares: int) -> Any:
     return await investor.command(user, request_certificates(order(shares, issue_code=issue, holder=user.capitalize())))
+
+
+async def seller_bob(rt: dict[str, AgentRuntime], shares: int = 5000, price: str = "300", offered: int = 5000) -> None:
+    """bob holds ``offered`` shares of BRK and offers ``shares`` of them at ``price``."""
+    await open_offering(rt["issuer"], offering("BRK", offer_price=Decimal(300)))
+    request_id = await request_issue(rt["investor"], "bob", "BRK", offered)
+    await rt["investor"].outcomes.reply("certificate.issued", request_id)
+    await rt["exchange"].outcomes.reply("certid_list.updated", request_id)
+    cert = (await rows(rt["investor"], "SELECT cert_id FROM wallet WHERE holder_user_id = 'bob'"))[0]
+    bob_cash = await fund(rt["settlement"], "bob")
+    sent = await rt["investor"].command(
+        "bob",
+        _place_order(
+            _OrderTicket("bob-sell", "BRK", _Side.SELL, shares, bob_cash, Decimal(price), cert_id=cert["cert_id"])
+        ),
+    )
+    await rt["investor"].outcomes.reply("order.accepted", sent)

@@ -10,7 +10,6 @@ from typing import Any
 from agents.brokerage import operators
 from agents.brokerage.customers import CustomerAccount
 from agents.investor.brokered import brokered_order, identify
-from agents.investor.trading import OrderTicket, place_order
 from agents.settlement import app as ledger
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
@@ -43,22 +42,6 @@ async def customer_alice(rt: dict[str, AgentRuntime]) -> None:
     )
 
 
-async def seller_bob(rt: dict[str, AgentRuntime], shares: int = 5000, price: str = "300") -> None:
-    await support.open_offering(rt["issuer"], support.offering("BRK", offer_price=Decimal(300)))
-    request_id = await support.request_issue(rt["investor"], "bob", "BRK", shares)
-    await rt["investor"].outcomes.reply("certificate.issued", request_id)
-    await rt["exchange"].outcomes.reply("certid_list.updated", request_id)
-    cert = (await support.rows(rt["investor"], "SELECT cert_id FROM wallet WHERE holder_user_id = 'bob'"))[0]
-    bob_cash = await support.fund(rt["settlement"], "bob")
-    sent = await rt["investor"].command(
-        "bob",
-        place_order(
-            OrderTicket("bob-sell", "BRK", Side.SELL, shares, bob_cash, Decimal(price), cert_id=cert["cert_id"])
-        ),
-    )
-    await rt["investor"].outcomes.reply("order.accepted", sent)
-
-
 def balances(rows: list[dict[str, Any]]) -> dict[str, Decimal]:
     return {r["account_id"]: r["balance"] for r in rows}
 
@@ -68,7 +51,7 @@ async def test_seed_002s_worked_example_settles_exactly(settings: Settings) -> N
         investor, settlement = rt["investor"], rt["settlement"]
         await support.brokerage_market(rt)
         await customer_alice(rt)
-        await seller_bob(rt)
+        await support.seller_bob(rt)
 
         asked = await investor.command("alice", identify("IM-0001", "2468"))
         await investor.outcomes.reply("brokerage.customer_view", asked)

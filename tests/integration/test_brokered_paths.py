@@ -82,23 +82,6 @@ async def customer_bob(rt: Rt) -> None:
     )
 
 
-async def seller_bob(rt: Rt, shares: int = 5000, price: str = "300", offered: int = 5000) -> None:
-    """bob holds ``offered`` shares of BRK and offers ``shares`` of them at ``price``."""
-    await support.open_offering(rt["issuer"], support.offering("BRK", offer_price=Decimal(300)))
-    request_id = await support.request_issue(rt["investor"], "bob", "BRK", offered)
-    await rt["investor"].outcomes.reply("certificate.issued", request_id)
-    await rt["exchange"].outcomes.reply("certid_list.updated", request_id)
-    cert = (await support.rows(rt["investor"], "SELECT cert_id FROM wallet WHERE holder_user_id = 'bob'"))[0]
-    bob_cash = await support.fund(rt["settlement"], "bob")
-    sent = await rt["investor"].command(
-        "bob",
-        place_order(
-            OrderTicket("bob-sell", "BRK", Side.SELL, shares, bob_cash, Decimal(price), cert_id=cert["cert_id"])
-        ),
-    )
-    await rt["investor"].outcomes.reply("order.accepted", sent)
-
-
 def legs(split: Sequence[tuple[str, int, int]]) -> list[FundingLeg]:
     return [FundingLeg(account=a, amount=Decimal(amount), priority=p) for a, amount, p in split]
 
@@ -422,7 +405,7 @@ async def test_partial_fill_reduces_the_lowest_priorities_first_and_releases_the
     async with support.agents(settings, *AGENTS) as rt:
         await support.brokerage_market(rt)
         await customer_alice(rt)
-        await seller_bob(rt, shares=3000, offered=3000)
+        await support.seller_bob(rt, shares=3000, offered=3000)
 
         sent_id = await order(rt, "a-1", rule=rule)
         await rt["brokerage"].outcomes.reply("order.executed", sent_id)
@@ -447,7 +430,7 @@ async def test_remainder_cancelled_in_the_same_match_still_settles_what_executed
     async with support.agents(settings, *AGENTS) as rt:
         await support.brokerage_market(rt)
         await customer_alice(rt)
-        await seller_bob(rt, shares=3000, offered=3000)
+        await support.seller_bob(rt, shares=3000, offered=3000)
 
         sent_id = await order(rt, "a-1", price=price, tif=tif, rule=MismatchRule.DEBIT_HIGH_PRIORITY_FIRST)
         await first(rt["investor"], "brokerage.settlement_completed", "brokerage.order_refused", conversation=sent_id)
@@ -488,7 +471,7 @@ async def test_market_buy_that_costs_more_takes_the_excess_by_the_rule(
     async with support.agents(settings, *AGENTS) as rt:
         await support.brokerage_market(rt)
         await customer_alice(rt, balances={KAMATA: kamata_balance})
-        await seller_bob(rt, price=sell_at)
+        await support.seller_bob(rt, price=sell_at)
 
         await settled_buy(rt, price=None, rule=rule)
 
@@ -510,7 +493,7 @@ async def test_sell_after_a_settled_buy_receives_the_excess_in_the_highest_prior
     async with support.agents(settings, *AGENTS) as rt:
         await support.brokerage_market(rt)
         await customer_alice(rt)
-        await seller_bob(rt)
+        await support.seller_bob(rt)
         bought = await order(rt, "a-1")
         await rt["investor"].outcomes.reply("brokerage.settlement_completed", bought, timeout=30)
         await rt["brokerage"].outcomes.reply("certificate.issued", bought, timeout=30)  # the nominee certificate
@@ -557,7 +540,7 @@ async def test_the_same_buy_settles_under_both_designs_with_different_institutio
         await support.brokerage_market(rt)
         await support.brokerage_market(rt, company="y-sec", design="im_holds_sc_account")
         await customer_alice(rt, balances={OMORI: 700_000})
-        await seller_bob(rt, shares=10_000, offered=10_000)
+        await support.seller_bob(rt, shares=10_000, offered=10_000)
 
         await settled_buy(rt, "via-x")
         await settled_buy(
@@ -607,7 +590,7 @@ async def test_buy_paid_wholly_from_intermediary_accounts_settles_under_either_d
     async with support.agents(settings, *AGENTS) as rt:
         await support.brokerage_market(rt, company="x-sec", design=design)
         await customer_alice(rt)
-        await seller_bob(rt)
+        await support.seller_bob(rt)
 
         sent_id = await order(rt, "a-1", funding=((KAMATA, 1_210_500, 1), (OMORI, 300_000, 2)))
         await first(rt["investor"], "brokerage.settlement_completed", "brokerage.order_refused", conversation=sent_id)
@@ -658,7 +641,7 @@ async def test_fully_filled_buy_consumes_its_whole_hold(settings: Settings) -> N
     async with support.agents(settings, *AGENTS) as rt:
         await support.brokerage_market(rt)
         await customer_alice(rt)
-        await seller_bob(rt)
+        await support.seller_bob(rt)
 
         await settled_buy(rt)
 
@@ -700,7 +683,7 @@ async def test_identification_shows_securities_holdings_and_accounts_with_compan
         await support.brokerage_market(rt)
         await support.brokerage_market(rt, company="y-sec", design="im_holds_sc_account")
         await customer_alice(rt)
-        await seller_bob(rt)
+        await support.seller_bob(rt)
         await settled_buy(rt)
         resting = await order(rt, "a-2", quantity=1000, price="290", funding=((KAMATA, 294_200, 1),))
         await rt["brokerage"].outcomes.reply("order.accepted", resting)  # 294,200 held on Kamata
