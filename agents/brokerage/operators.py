@@ -50,6 +50,9 @@ def register_customer(
         raise ValueError("a PIN has at least four characters")
 
     async def action(ctx: Context) -> None:
+        registered = await repo.customer_of(ctx.connection, user_id)
+        if registered is not None:
+            raise ValueError(f"{user_id} is already customer {registered}; add accounts to it instead")
         salt, digest = hash_pin(pin)
         await repo.add_customer(
             ctx.connection,
@@ -90,5 +93,16 @@ def set_fee_schedule(schedule: FeeSchedule, policy: AllowancePolicy) -> Action:
             policy.factor,
             policy.regular_share,
         )
+
+    return action
+
+
+def add_accounts(customer_id: str, accounts: Sequence[CustomerAccount]) -> Action:
+    """More available accounts for a registered customer (R-002-31: later add, delete, change)."""
+
+    async def action(ctx: Context) -> None:
+        if await repo.customer(ctx.connection, customer_id) is None:
+            raise ValueError(f"no customer {customer_id}")
+        await repo.add_accounts(ctx.connection, customer_id, accounts)
 
     return action

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -75,6 +76,21 @@ async def add_customer(connection: asyncpg.Connection, customer: Customer) -> No
         """INSERT INTO customer_accounts (customer_id, account_id, institution, kind, priority)
            VALUES ($1, $2, $3, $4, $5)""",
         [(customer.customer_id, a.account_id, a.institution, a.kind, a.priority) for a in customer.accounts],
+    )
+
+
+async def customer_of(connection: asyncpg.Connection, user_id: str) -> str | None:
+    """The customer id registered for an investor participant, if any."""
+    found: str | None = await connection.fetchval("SELECT customer_id FROM customers WHERE user_id = $1", user_id)
+    return found
+
+
+async def add_accounts(connection: asyncpg.Connection, customer_id: str, accounts: Sequence[CustomerAccount]) -> None:
+    await connection.executemany(
+        """INSERT INTO customer_accounts (customer_id, account_id, institution, kind, priority)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (customer_id, account_id) DO UPDATE SET priority = excluded.priority""",
+        [(customer_id, a.account_id, a.institution, a.kind, a.priority) for a in accounts],
     )
 
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from agents import render
 from agents.brokerage import operators
+from agents.brokerage import repo as brokerage_repo
 from agents.brokerage.customers import CustomerAccount
 from agents.brokerage.ledger_legs import Design
 from agents.demo.issuance import Say, held_certificate
@@ -58,12 +59,7 @@ async def brokered(rt: dict[str, AgentRuntime], alice: str, bob: str, say: Say) 
     for account, institution, _, _, amount in accounts:
         await settlement.command("settlement", ledger.open_account(account, alice, institution=institution))
         await settlement.command("settlement", ledger.deposit(account, Decimal(amount), f"in-{account}"))
-    await brokerage.command(
-        "brokerage",
-        operators.register_customer(
-            customer, alice, "2468", [CustomerAccount(a, i, k, p) for a, i, k, p, _ in accounts]
-        ),
-    )
+    customer = await _customer(brokerage, alice, customer, [CustomerAccount(a, i, k, p) for a, i, k, p, _ in accounts])
     asked = await investor.command(alice, identify(customer, "2468"))
     await investor.outcomes.reply("brokerage.customer_view", asked, timeout=30)
     view = json.loads(
@@ -93,6 +89,16 @@ async def brokered(rt: dict[str, AgentRuntime], alice: str, bob: str, say: Say) 
     )
     await investor.outcomes.reply("brokerage.settlement_completed", order, timeout=60)
     await _statement(rt, alice, f"bo-{run}", say)
+
+
+async def _customer(brokerage: AgentRuntime, user: str, customer: str, accounts: list[CustomerAccount]) -> str:
+    """The demo registers alice once (PIN 2468); a later run adds this run's accounts to her."""
+    registered = await brokerage.query(lambda c: brokerage_repo.customer_of(c, user))
+    if registered is None:
+        await brokerage.command("brokerage", operators.register_customer(customer, user, "2468", accounts))
+        return customer
+    await brokerage.command("brokerage", operators.add_accounts(registered, accounts))
+    return registered
 
 
 async def _market(rt: dict[str, AgentRuntime], issue: str, company: str, bob: str, say: Say) -> None:
