@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 
-def configure(level: str = "info", fmt: str = "json") -> None:
-    """Configure structlog once, at the composition root."""
+def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None, *, cache: bool = True) -> None:
+    """Configure structlog once, at the composition root (``stream`` defaults to standard error).
+
+    ``cache=False`` keeps loggers re-reading the configuration, for tests that reconfigure it.
+    """
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -28,8 +32,8 @@ def configure(level: str = "info", fmt: str = "json") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=cache,
     )
 
 

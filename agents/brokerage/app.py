@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
+from uuid import UUID
 
 from agents.brokerage import customers, repo, settling
 from agents.brokerage.customers import Refused
@@ -20,6 +21,7 @@ from broker.context import Context
 from broker.runtime import AgentDefinition
 from broker.stock_certificates import endorse, verify_certificate
 from schemas.brokerage import (
+    AccountBalance,
     BalanceInquiry,
     Balances,
     BrokerageRefusal,
@@ -82,6 +84,9 @@ async def on_identify(request: IdentifyCustomer, ctx: Context) -> None:
         )
         return
     accounts = tuple(a.account_id for a in customer.accounts)
+    if not accounts:  # nothing to ask settlement about: answer at once
+        await _view(ctx, ctx.message_id, customer, {})
+        return
     sealed = ctx.emit(BalanceInquiry(owner=customer.user_id, accounts=accounts), to=SETTLEMENT_ID)
     await repo.record_identification(ctx.connection, sealed.envelope.message_id, ctx.message_id, customer.customer_id)
 
@@ -95,7 +100,13 @@ async def on_balances(answer: Balances, ctx: Context) -> None:
     request_id, customer_id = found
     customer = await repo.customer(ctx.connection, customer_id)
     assert customer is not None
-    balances = {b.account: b for b in answer.balances}
+    await _view(ctx, request_id, customer, {b.account: b for b in answer.balances})
+
+
+async def _view(
+    ctx: Context, request_id: UUID, customer: customers.Customer, balances: dict[str, AccountBalance]
+) -> None:
+    customer_id = customer.customer_id
     companies = await repo.company_ids(ctx.connection)
     accounts = [
         a.model_copy(update={"balance": balances[a.account].balance, "available": balances[a.account].available})
