@@ -45,6 +45,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("agent", choices=["all", *AGENT_IDS])
     sub.add_parser("demo", help="run the agents and the demo scenario")
     sub.add_parser("status", help="queue depth, consumers, dead letters and outbox lag per agent")
+    hp = sub.add_parser("health", help="exit 0 if the agent's database, inbox and consumer are fine")
+    hp.add_argument("agent", choices=AGENT_IDS)
     dead = sub.add_parser("dead-letters", help="list, show or replay an agent's dead letters")
     dead.add_argument("agent", choices=AGENT_IDS)
     dead.add_argument("--replay", metavar="MESSAGE_ID")
@@ -67,6 +69,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             await demo_scenario.run(settings)
         case "status":
             _print_status(await ops.status(settings, AGENT_IDS))
+        case "health":
+            problems = await ops.health(settings, args.agent)
+            print("healthy" if not problems else "; ".join(problems))
+            return 1 if problems else 0
         case "dead-letters":
             return await _dead_letters(args, settings)
         case "catalogue":

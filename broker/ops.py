@@ -195,3 +195,29 @@ async def outbox_failures(settings: Settings, agent: str) -> list[asyncpg.Record
             "WHERE failed_at IS NOT NULL ORDER BY seq"
         )
         return rows
+
+
+async def health(settings: Settings, agent: str) -> list[str]:
+    """What is wrong with a running agent: its database, its inbox, its consumer; empty if healthy."""
+    problems = []
+    try:
+        pending, failed, _ = await _outbox(settings.database_url, agent)
+        if failed:
+            problems.append(f"{failed} outbox message(s) parked as unroutable")
+    except (OSError, asyncpg.PostgresError) as exc:
+        problems.append(f"database: {exc}")
+    names = Names(settings.namespace)
+    try:
+        connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+    except (OSError, aiormq.exceptions.AMQPError) as exc:
+        return [*problems, f"broker: {exc!r}"]
+    try:
+        queues = await _queues(connection, [names.inbox(agent)])
+    finally:
+        await connection.close()
+    inbox = queues.get(names.inbox(agent))
+    if inbox is None:
+        problems.append(f"no inbox queue {names.inbox(agent)}: the agent never started")
+    elif inbox[1] == 0:
+        problems.append(f"nothing consumes {names.inbox(agent)}")
+    return problems

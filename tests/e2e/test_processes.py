@@ -62,7 +62,10 @@ async def test_sigint_stops_a_single_agent_cleanly(settings: Settings) -> None:
     async with kabuto_run(settings, "settlement") as process:
         status = await ops.status(settings, ["settlement"])
         assert status[0].consumers == 1
+        assert await ops.health(settings, "settlement") == []
         assert await stop(process, signal.SIGINT) == 0
+    assert await ops.health(settings, "settlement") == [f"nothing consumes {settings.namespace}.settlement"]
+    assert "never started" in (await ops.health(settings, "credit"))[0]
 
 
 async def test_work_committed_before_a_stop_is_delivered_after_the_restart(settings: Settings) -> None:
