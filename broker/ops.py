@@ -201,7 +201,7 @@ async def health(settings: Settings, agent: str) -> list[str]:
     """What is wrong with a running agent: its database, its inbox, its consumer; empty if healthy."""
     problems = []
     try:
-        pending, failed, _ = await _outbox(settings.database_url, agent)
+        _, failed, _ = await _outbox(settings.database_url, agent)
         if failed:
             problems.append(f"{failed} outbox message(s) parked as unroutable")
     except (OSError, asyncpg.PostgresError) as exc:
