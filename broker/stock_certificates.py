@@ -75,6 +75,13 @@ def verify_certificate(signed: SignedCertificate, trust: TrustStore) -> Electron
     return certificate
 
 
+def content_of(certificate: SignedCertificate | EndorsedCertificate) -> ElectronicStockCertificate:
+    """The certificate inside, read without checking signatures: only for bytes verified on arrival
+    (or, as at order acceptance, to look something up before verifying)."""
+    signed = certificate.certificate if isinstance(certificate, EndorsedCertificate) else certificate
+    return ElectronicStockCertificate.model_validate_json(signed.content)
+
+
 def expired(certificate: ElectronicStockCertificate, today: date) -> bool:
     """Seed 001 Fig. 6 field 8: past its expiry date the certificate no longer serves."""
     return today > certificate.expires_on

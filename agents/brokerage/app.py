@@ -63,8 +63,6 @@ from schemas.trading import (
 
 log = logs.get("kabuto.brokerage")
 BROKERAGE_ID = "brokerage"
-NOMINEE_NAME = "Kabuto Brokerage K.K. (nominee)"
-NOMINEE_ADDRESS = "Kabuto-cho, Nihonbashi, Chuo-ku, Tokyo"
 
 
 async def on_identify(request: IdentifyCustomer, ctx: Context) -> None:
@@ -240,7 +238,7 @@ async def on_hold_placed(answer: HoldPlaced, ctx: Context) -> None:
     balances = {
         b.account: str(b.available + held.get(b.account, 0)) for b in answer.balances if b.available is not None
     }
-    await repo.update_order(ctx.connection, answer.hold_id, status="relayed", balances=_json(balances))
+    await repo.update_order(ctx.connection, answer.hold_id, status="relayed", balances=json.dumps(balances))
     await _relay(ctx, order, answer.held)
 
 
@@ -265,8 +263,8 @@ async def _relay(ctx: Context, order: dict[str, Any], held: tuple[HoldLeg, ...] 
             ),
             settlement_account=(await repo.company(ctx.connection, order["company_id"])).accounts.clearing,  # type: ignore[union-attr]
             certificate=certificate,
-            holder_name=NOMINEE_NAME if side is Side.BUY else None,
-            holder_address=NOMINEE_ADDRESS if side is Side.BUY else None,
+            holder_name=settling.NOMINEE_NAME if side is Side.BUY else None,
+            holder_address=settling.NOMINEE_ADDRESS if side is Side.BUY else None,
         ),
         to=EXCHANGE_ID,
     )
@@ -408,10 +406,6 @@ async def on_posted(answer: BrokeredSettlementPosted, ctx: Context) -> None:
 
 async def on_posting_failed(answer: BrokeredSettlementFailed, ctx: Context) -> None:
     await settling.posting_failed(ctx, answer)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value)
 
 
 HANDLERS: dict[type[Message], Handler] = {

@@ -43,6 +43,9 @@ from schemas.issuance import DividendDelivery, DividendMethod
 from schemas.trading import CertificateRequestAfterTransfer, Side, TradeCompleted
 
 log = logs.get("kabuto.brokerage")
+# The holder of record for every share the brokerage buys for its customers.
+NOMINEE_NAME = "Kabuto Brokerage K.K. (nominee)"
+NOMINEE_ADDRESS = "Kabuto-cho, Nihonbashi, Chuo-ku, Tokyo"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +122,8 @@ async def request_certificate(ctx: Context, notice: TradeCompleted) -> None:
     ctx.emit(
         CertificateRequestAfterTransfer(
             name_transfer_number=notice.name_transfer_number,
-            holder_name="Kabuto Brokerage K.K. (nominee)",
-            holder_address="Kabuto-cho, Nihonbashi, Chuo-ku, Tokyo",
+            holder_name=NOMINEE_NAME,
+            holder_address=NOMINEE_ADDRESS,
             dividend_delivery=DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account="brokerage-dividends"),
         ),
         to=ISSUER_ID,

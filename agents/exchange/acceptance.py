@@ -10,7 +10,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from agents.exchange.book import Order
-from broker.stock_certificates import CertificateInvalid, expired, verify_certificate, verify_endorsement
+from broker.stock_certificates import CertificateInvalid, content_of, expired, verify_certificate, verify_endorsement
 from broker.trust import TrustStore
 from schemas import market_rules as rules
 from schemas.certificates import ElectronicStockCertificate, TransferRestriction
@@ -197,7 +197,7 @@ def cert_id_of(order: SubmitOrder) -> UUID | None:
     if order.certificate is None:
         return None
     try:
-        return ElectronicStockCertificate.model_validate_json(order.certificate.certificate.content).cert_id
+        return content_of(order.certificate).cert_id
     except ValueError:
         return None
 

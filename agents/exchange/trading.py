@@ -17,9 +17,9 @@ from broker import logs
 from broker.consumer import Handler
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
-from broker.stock_certificates import endorse, verify_certificate
+from broker.stock_certificates import content_of, endorse, verify_certificate
 from schemas.catalogue import Message
-from schemas.certificates import ElectronicStockCertificate, EndorsedCertificate
+from schemas.certificates import EndorsedCertificate
 from schemas.identity import SETTLEMENT_ID
 from schemas.settlement import SettlementNotice, SettlementRequest
 from schemas.trading import (
@@ -177,7 +177,7 @@ async def _request_next_transfer(ctx: Context, sell_order: int) -> None:
     sell = await order_repo.order(conn, sell_order)
     buy = await order_repo.order(conn, match.buy_order)
     assert sell is not None and buy is not None and sell.certificate is not None and sell.order.cert_id
-    certificate = ElectronicStockCertificate.model_validate_json(sell.certificate.certificate.content)
+    certificate = content_of(sell.certificate)
     endorsed = endorse(ctx.identity, sell.certificate, "name_transfer", f"omn:{match.matching_number}")
     unfinished = await order_repo.unfinished_matches(conn, sell_order)
     sealed = ctx.emit(
@@ -359,7 +359,7 @@ async def _release_if_done(ctx: Context, sell_order: int) -> None:
     if record is None or record.status == "open" or await order_repo.unfinished_matches(ctx.connection, sell_order):
         return
     assert record.certificate is not None
-    issuer = ElectronicStockCertificate.model_validate_json(record.certificate.certificate.content).issuing_agent_id
+    issuer = content_of(record.certificate).issuing_agent_id
     ctx.emit(CertificateRelease(seller_order=sell_order, seller_user_id=record.order.user_id), to=issuer)
 
 

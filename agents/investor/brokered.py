@@ -10,6 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
+from agents.investor import brokered_repo
 from broker import logs
 from broker.consumer import Handler
 from broker.context import Context
@@ -76,38 +77,19 @@ def brokered_order(
             settlement_type=settlement_type,
         )
         sealed = ctx.emit(order, to=brokerage)
-        await ctx.connection.execute(
-            "INSERT INTO brokered_orders (user_id, client_order_id) VALUES ($1, $2)",
-            ctx.identity.user_id,
-            client_order_id,
-        )
+        await brokered_repo.record_order(ctx.connection, ctx.identity.user_id, client_order_id)
         return sealed.envelope.message_id
 
     return action
 
 
 async def _update(ctx: Context, client_order_id: str, status: str, **values: object) -> None:
-    names = ["status", *values]
-    sets = ", ".join(f"{n} = ${i}" for i, n in enumerate(names, start=3))
-    done = await ctx.connection.fetchval(
-        f"""UPDATE brokered_orders SET {sets}, updated_at = now()
-            WHERE user_id = $1 AND client_order_id = $2 RETURNING true""",
-        ctx.identity.user_id,
-        client_order_id,
-        status,
-        *values.values(),
-    )
-    if not done:
+    if not await brokered_repo.update_order(ctx.connection, ctx.identity.user_id, client_order_id, status, **values):
         raise SecurityRejected(Reason.UNSOLICITED, f"no brokered order {client_order_id}")
 
 
 async def on_view(view: CustomerView, ctx: Context) -> None:
-    await ctx.connection.execute(
-        """INSERT INTO customer_views (user_id, view) VALUES ($1, $2::jsonb)
-           ON CONFLICT (user_id) DO UPDATE SET view = excluded.view, received_at = now()""",
-        ctx.identity.user_id,
-        view.model_dump_json(),
-    )
+    await brokered_repo.save_view(ctx.connection, ctx.identity.user_id, view.model_dump_json())
 
 
 async def on_identification_refused(answer: IdentificationRefused, ctx: Context) -> None:
@@ -133,7 +115,7 @@ async def on_settled(notice: BrokeredSettlementCompleted, ctx: Context) -> None:
 
 
 async def view(connection: asyncpg.Connection, user_id: str) -> CustomerView | None:
-    text = await connection.fetchval("SELECT view FROM customer_views WHERE user_id = $1", user_id)
+    text = await brokered_repo.view(connection, user_id)
     return CustomerView.model_validate_json(text) if text else None
 
 

@@ -22,7 +22,7 @@ from uuid import UUID
 
 import asyncpg
 
-from agents.investor import brokered, lifecycle, lifecycle_repo, order_repo, repo
+from agents.investor import brokered, brokered_repo, lifecycle, lifecycle_repo, order_repo, repo
 from agents.investor.app import IssuanceOrder, request_certificates, verified_wallet
 from agents.investor.trading import (
     OrderTicket,
@@ -154,10 +154,7 @@ class InvestorClient:
 
     async def brokered_orders(self) -> list[dict[str, Any]]:
         async with self._pool.acquire() as connection:
-            rows = await connection.fetch(
-                "SELECT * FROM brokered_orders WHERE user_id = $1 ORDER BY updated_at", self.user_id
-            )
-            return [dict(r) for r in rows]
+            return await brokered_repo.orders(connection, self.user_id)
 
     async def wallet(self) -> list[ElectronicStockCertificate | CertificateInvalid]:
         return await self._run(verified_wallet)

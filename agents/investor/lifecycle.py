@@ -13,9 +13,8 @@ from broker import logs
 from broker.consumer import Handler
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
-from broker.stock_certificates import CertificateInvalid, endorse, verify_certificate, verify_endorsement
+from broker.stock_certificates import CertificateInvalid, content_of, endorse, verify_certificate, verify_endorsement
 from schemas.catalogue import Message
-from schemas.certificates import ElectronicStockCertificate
 from schemas.identity import ISSUER_ID
 from schemas.issuance import DividendDelivery, DividendMethod
 from schemas.lifecycle import (
@@ -127,7 +126,7 @@ def claim_handover(handover_id: UUID, holder_name: str, holder_address: str, div
 
 
 def _issuer_of(handover: lifecycle_repo.Handover) -> str:
-    return ElectronicStockCertificate.model_validate_json(handover.certificate.certificate.content).issuing_agent_id
+    return content_of(handover.certificate).issuing_agent_id
 
 
 async def on_transfer_registered(answer: OffExchangeTransferRegistered, ctx: Context) -> None:

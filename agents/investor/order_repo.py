@@ -78,6 +78,31 @@ async def record_order(
     )
 
 
+async def record_replacement(
+    connection: asyncpg.Connection,
+    old: OrderRecord,
+    new_client_order_id: str,
+    price: Decimal | None,
+    quantity: int,
+    request_hash: str,
+) -> None:
+    """A replacement order: the old one's terms and accounts, the new price and quantity."""
+    await connection.execute(
+        """INSERT INTO orders (user_id, client_order_id, issue_code, side, order_type, price, quantity,
+               time_in_force, settlement_account, cert_id, holder_name, holder_address, dividend_method,
+               dividend_account, request_hash, replaces)
+           SELECT user_id, $3, issue_code, side, order_type, $4, $5, time_in_force, settlement_account,
+                  cert_id, holder_name, holder_address, dividend_method, dividend_account, $6, $2
+           FROM orders WHERE user_id = $1 AND client_order_id = $2""",
+        old.user_id,
+        old.client_order_id,
+        new_client_order_id,
+        price,
+        quantity,
+        request_hash,
+    )
+
+
 async def order(connection: asyncpg.Connection, user_id: str, client_order_id: str) -> OrderRecord | None:
     row = await connection.fetchrow(
         f"SELECT {_COLUMNS} FROM orders WHERE user_id = $1 AND client_order_id = $2 FOR UPDATE",

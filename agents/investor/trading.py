@@ -138,20 +138,7 @@ def replace_order(
             quantity=quantity,
         )
         sealed = ctx.emit(request, to=exchange)
-        await ctx.connection.execute(
-            """INSERT INTO orders (user_id, client_order_id, issue_code, side, order_type, price, quantity,
-                   time_in_force, settlement_account, cert_id, holder_name, holder_address, dividend_method,
-                   dividend_account, request_hash, replaces)
-               SELECT user_id, $3, issue_code, side, order_type, $4, $5, time_in_force, settlement_account,
-                      cert_id, holder_name, holder_address, dividend_method, dividend_account, $6, $2
-               FROM orders WHERE user_id = $1 AND client_order_id = $2""",
-            old.user_id,
-            client_order_id,
-            new_client_order_id,
-            price,
-            quantity,
-            sealed.digest,
-        )
+        await order_repo.record_replacement(ctx.connection, old, new_client_order_id, price, quantity, sealed.digest)
         return sealed.envelope.message_id
 
     return action
