@@ -18,6 +18,7 @@ the dead letter or retry copy was confirmed by the broker.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,8 @@ from broker.context import Context
 from broker.envelope import Freshness, Opened, open_delivery
 from broker.errors import InputRejected, Reason, Rejected, SecurityRejected
 from broker.pki import Identity
+from broker.progress import TaskBeat
+from broker.supervision import ConnectionLost, is_infrastructure, until_database_answers
 from broker.topology import Exchanges, Names
 from broker.trust import TrustStore
 from schemas.catalogue import Message
@@ -42,6 +45,7 @@ log = logs.get("kabuto.consumer")
 
 Handler = Callable[[Any, Context], Awaitable[None]]
 ATTEMPT_HEADER = "x-kabuto-attempt"
+HELD_WHILE_ANSWERING = 3
 
 
 class Outcome(StrEnum):
@@ -61,16 +65,26 @@ class Settled:
 
 
 class Outcomes:
-    """What the consumer did with each delivery, for waiters (tests, the demo) and metrics."""
+    """What the consumer did with recent deliveries, for waiters (tests, the demo) and metrics.
 
-    def __init__(self) -> None:
-        self._settled: list[Settled] = []
-        self._changed = asyncio.Condition()
+    Memory is bounded: the last ``history`` outcomes are kept, so a waiter that starts late
+    still finds a recent one, and every waiter sees each outcome recorded while it waits,
+    however many there are. Totals per outcome are counters, not lists.
+    """
+
+    def __init__(self, history: int = 10_000) -> None:
+        self._recent: deque[Settled] = deque(maxlen=history)
+        self._totals: Counter[Outcome] = Counter()
+        self._waiters: set[_Waiter] = set()
+
+    def __len__(self) -> int:
+        return len(self._recent)
 
     async def record(self, settled: Settled) -> None:
-        async with self._changed:
-            self._settled.append(settled)
-            self._changed.notify_all()
+        self._recent.append(settled)
+        self._totals[settled.outcome] += 1
+        for waiter in list(self._waiters):
+            waiter.offer(settled)
 
     async def wait_for(self, message_id: object, *, timeout: float = 15.0) -> Settled:
         """The first outcome recorded for ``message_id``, waiting for it up to ``timeout``."""
@@ -79,19 +93,22 @@ class Outcomes:
 
     async def wait(self, match: Callable[[Settled], bool], *, timeout: float = 15.0) -> Settled:
         """The first outcome that ``match`` accepts, waiting for it up to ``timeout``."""
-        async with asyncio.timeout(timeout), self._changed:
-            while True:
-                for settled in self._settled:
-                    if match(settled):
-                        return settled
-                await self._changed.wait()
+        return (await self.wait_count(match, 1, timeout=timeout))[0]
 
     async def wait_count(self, match: Callable[[Settled], bool], count: int, *, timeout: float = 15.0) -> list[Settled]:
         """The first ``count`` outcomes that ``match`` accepts, waiting for them up to ``timeout``."""
-        async with asyncio.timeout(timeout), self._changed:
-            while len(found := [s for s in self._settled if match(s)]) < count:
-                await self._changed.wait()
-            return found[:count]
+        waiter = _Waiter(match, count)
+        for settled in self._recent:
+            waiter.offer(settled)
+        if waiter.done.done():
+            return waiter.found
+        self._waiters.add(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter.done
+            return waiter.found
+        finally:
+            self._waiters.discard(waiter)
 
     async def reply(self, type_: str, correlation_id: object, *, timeout: float = 15.0) -> Settled:
         """The outcome of the ``type_`` message in the conversation ``correlation_id``."""
@@ -99,7 +116,21 @@ class Outcomes:
         return await self.wait(lambda s: s.type == type_ and s.correlation_id == key, timeout=timeout)
 
     def count(self, outcome: Outcome) -> int:
-        return sum(1 for s in self._settled if s.outcome is outcome)
+        """How many deliveries had ``outcome`` since the consumer started."""
+        return self._totals[outcome]
+
+
+class _Waiter:
+    def __init__(self, match: Callable[[Settled], bool], count: int) -> None:
+        self.match, self.count = match, count
+        self.found: list[Settled] = []
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def offer(self, settled: Settled) -> None:
+        if not self.done.done() and self.match(settled):
+            self.found.append(settled)
+            if len(self.found) >= self.count:
+                self.done.set_result(None)
 
 
 @dataclass(slots=True)
@@ -115,10 +146,17 @@ class Consumer:
     retry_delays_ms: tuple[int, ...]
     outcomes: Outcomes = field(default_factory=Outcomes)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    beat: TaskBeat = field(default_factory=lambda: TaskBeat("consumer"))
 
     async def run(self, queue: AbstractQueue) -> None:
-        """Consume until cancelled; a delivery in flight is finished, never cut off."""
+        """Consume until cancelled; a delivery in flight is finished, never cut off.
+
+        Raises ``ConnectionLost`` (or the broker's error) when the channel closes under it;
+        its supervisor then consumes again on a new session, and the broker redelivers
+        whatever was not acked.
+        """
         async with queue.iterator() as deliveries:
+            self.beat.running()
             async for delivery in deliveries:
                 work = asyncio.ensure_future(self._settle_and_ack(delivery))
                 try:
@@ -126,10 +164,12 @@ class Consumer:
                 except asyncio.CancelledError:
                     await work
                     raise
+        raise ConnectionLost(f"the broker stopped delivering from {queue.name}")
 
     async def _settle_and_ack(self, delivery: AbstractIncomingMessage) -> None:
-        settled = await self.settle(delivery)
-        await delivery.ack()
+        with self.beat.busy():
+            settled = await self.settle(delivery)
+            await delivery.ack()
         await self.outcomes.record(settled)
 
     async def settle(self, delivery: AbstractIncomingMessage) -> Settled:
@@ -169,7 +209,7 @@ class Consumer:
     async def _process(self, delivery: AbstractIncomingMessage, opened: Opened) -> Settled:
         message_id = str(opened.envelope.message_id)
         try:
-            duplicate = await self._transaction(opened)
+            duplicate = await self._transaction_held(opened)
         except Rejected as rejected:
             return await self._dead_letter(delivery, rejected)
         # The one place any other failure is caught: it is retried, then dead-lettered.
@@ -179,6 +219,27 @@ class Consumer:
         outcome = Outcome.DUPLICATE if duplicate else Outcome.PROCESSED
         log.info("duplicate_absorbed" if duplicate else "message_processed")
         return Settled(message_id, outcome, None, env.type, str(env.correlation_id))
+
+    async def _transaction_held(self, opened: Opened) -> bool:
+        """The transaction, tried again once the database answers if it failed for want of one.
+
+        An outage of our own database is not a failure of the message: the delivery is held
+        (not acked, not retried, never dead-lettered) and, since deliveries are settled one
+        at a time, nothing else is taken until PostgreSQL answers, however long that takes.
+        """
+        answered_at_once = 0
+        while True:
+            try:
+                return await self._transaction(opened)
+            except Exception as exc:
+                if not is_infrastructure(exc) or isinstance(exc, Rejected):
+                    raise
+                # A connection error while the database answers at once, again and again,
+                # is this message's doing (or a defect), not an outage: retry it as a failure.
+                waited = await until_database_answers(self.pool, self.beat, exc)
+                answered_at_once = 0 if waited else answered_at_once + 1
+                if answered_at_once > HELD_WHILE_ANSWERING:
+                    raise
 
     async def _transaction(self, opened: Opened) -> bool:
         """Run the handler with the inbox and outbox rows; True if it was a redelivery."""

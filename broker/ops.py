@@ -19,7 +19,9 @@ import aio_pika
 import aiormq
 import asyncpg
 
+from broker import progress
 from broker.db import agent_pool
+from broker.health import Backlog, task_problems
 from broker.outbox import amqp_message
 from broker.settings import Settings
 from broker.topology import Names, TopologyError, check_ready
@@ -198,12 +200,16 @@ async def outbox_failures(settings: Settings, agent: str) -> list[asyncpg.Record
 
 
 async def health(settings: Settings, agent: str) -> list[str]:
-    """What is wrong with a running agent: its database, its inbox, its consumer; empty if healthy."""
+    """What is wrong with a running agent: its database, its inbox, its consumer, its tasks'
+    heartbeats and progress (``broker.health``); empty if healthy."""
     problems = []
+    tasks: list[progress.TaskRecord] | None = None
+    pending, lag = 0, None
     try:
-        _, failed, _ = await _outbox(settings.database_url, agent)
+        pending, failed, lag = await _outbox(settings.database_url, agent)
         if failed:
             problems.append(f"{failed} outbox message(s) parked as unroutable")
+        tasks = await _tasks(settings.database_url, agent)
     except (OSError, asyncpg.PostgresError) as exc:
         problems.append(f"database: {exc}")
     names = Names(settings.namespace)
@@ -217,7 +223,17 @@ async def health(settings: Settings, agent: str) -> list[str]:
         await connection.close()
     inbox = queues.get(names.inbox(agent))
     if inbox is None:
-        problems.append(f"no inbox queue {names.inbox(agent)}: the agent never started")
-    elif inbox[1] == 0:
+        return [*problems, f"no inbox queue {names.inbox(agent)}: the agent never started"]
+    if inbox[1] == 0:
         problems.append(f"nothing consumes {names.inbox(agent)}")
+    if tasks is not None:
+        if not tasks:
+            problems.append("no task heartbeat recorded: the agent has not run since `kabuto migrate`")
+        backlog = Backlog(inbox_ready=inbox[0], outbox_pending=pending, outbox_lag=lag)
+        problems += task_problems(tasks, backlog, settings.stall_after)
     return problems
+
+
+async def _tasks(database_url: str, agent: str) -> list[progress.TaskRecord]:
+    async with agent_pool(database_url, agent, max_size=1) as pool:
+        return await progress.read(pool)

@@ -26,18 +26,11 @@ from aio_pika.abc import AbstractExchange
 from broker import logs
 from broker.db import notify_channel
 from broker.envelope import Sealed
+from broker.progress import TaskBeat
+from broker.supervision import ConnectionLost
 from broker.topology import Exchanges
 
 log = logs.get("kabuto.outbox")
-
-# Failures the relay outlives: the row stays pending and is published when they pass.
-RELAY_TRANSIENT = (
-    aiormq.exceptions.AMQPError,
-    ConnectionError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    TimeoutError,
-)
 
 
 async def store(connection: asyncpg.Connection, agent: str, messages: Sequence[Sealed]) -> None:
@@ -87,31 +80,48 @@ class OutboxRelay:
     database_url: str
     batch: int
     idle_poll: timedelta
+    beat: TaskBeat = field(default_factory=lambda: TaskBeat("relay"))
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _listener_lost: bool = field(default=False, init=False)
 
     async def run(self) -> None:
-        """Publish until cancelled; wake on commit, and every ``idle_poll`` as a safety net."""
-        listener = await asyncpg.connect(self.database_url)
-        await listener.add_listener(notify_channel(self.agent), self._on_notify)
+        """Publish until cancelled; wake on commit, and every ``idle_poll`` as a safety net.
+
+        Any failure of the broker or the database (a publish on a dead channel, the LISTEN
+        connection terminated, PostgreSQL restarting) ends the run with that error; the
+        relay's supervisor starts it again on a new session with a new LISTEN connection,
+        and the pending rows, still pending, are published then.
+        """
+        listener = await self._listen()
         try:
+            self.beat.running()
             while True:
                 self._wake.clear()
-                try:
+                if self._listener_lost:
+                    raise ConnectionLost("the relay's LISTEN connection was closed")
+                with self.beat.busy():
                     if await self.publish_pending() == self.batch:
                         continue  # more rows are waiting
-                except RELAY_TRANSIENT as exc:
-                    log.warning("outbox_relay_retrying", error=repr(exc))
-                    await asyncio.sleep(1.0)  # back off while the broker or database recovers
-                    continue
                 try:
                     async with asyncio.timeout(self.idle_poll.total_seconds()):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
         finally:
-            await listener.close()
+            await _close_quietly(listener)
+
+    async def _listen(self) -> asyncpg.Connection:
+        self._listener_lost = False
+        listener = await asyncpg.connect(self.database_url, timeout=10)
+        listener.add_termination_listener(self._on_listener_lost)
+        await listener.add_listener(notify_channel(self.agent), self._on_notify)
+        return listener
 
     def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    def _on_listener_lost(self, *_: object) -> None:
+        self._listener_lost = True
         self._wake.set()
 
     async def publish_pending(self) -> int:
@@ -151,3 +161,13 @@ class OutboxRelay:
 
     def _exchange(self, name: str) -> AbstractExchange:
         return self.exchanges.events if name == "events" else self.exchanges.messages
+
+
+async def _close_quietly(connection: asyncpg.Connection) -> None:
+    if connection.is_closed():
+        return
+    try:
+        async with asyncio.timeout(5):
+            await connection.close()
+    except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError):
+        connection.terminate()

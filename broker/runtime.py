@@ -1,15 +1,20 @@
 """The agent runtime: one lifespan that owns every resource an agent uses.
 
-``AgentRuntime`` opens the agent's database pool and broker connection, declares its
-topology and checks it is ready, then runs the consumer, the outbox relay and the agent's
-background tasks until asked to stop. Stopping cancels the consumer first (a delivery in
-flight is finished and acked), then the relay, then closes the connections; anything not
-acked is redelivered, anything committed but not published is published on the next start.
+``AgentRuntime`` opens the agent's database pool and broker session, declares its
+topology and checks it is ready, then runs the consumer, the outbox relay, the inbox
+pruner, the heartbeat writer and the agent's background tasks until asked to stop. Each
+runs under ``broker.supervision.supervise``: an outage of the broker or the database
+interrupts a task, which waits and resumes on a new session by itself; any other failure
+ends the agent with ``AgentFailed`` so that the process exits non-zero and is restarted.
+Stopping cancels the tasks (a delivery in flight is finished and acked), records them as
+stopped, then closes the connections; anything not acked is redelivered, anything
+committed but not published is published on the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,16 +23,19 @@ from typing import Any, TypeVar
 
 import aio_pika
 import asyncpg
-from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
 from broker import logs, outbox, topology
 from broker.consumer import Consumer, Handler, Outcomes
 from broker.context import Context
 from broker.db import agent_pool
 from broker.envelope import Freshness
+from broker.link import BrokerLink, BrokerSession
 from broker.outbox import OutboxRelay
 from broker.pki import Identity, KeyStore
+from broker.progress import Heartbeats
+from broker.pruning import run_pruner
 from broker.settings import Settings
+from broker.supervision import AgentFailed, supervise
 from broker.topology import Names
 from broker.trust import TrustStore
 from schemas.catalogue import Message
@@ -68,14 +76,15 @@ class AgentRuntime:
         self.clock = clock
         self.outcomes = Outcomes()
         self.ready = asyncio.Event()
+        self.finished = asyncio.Event()  # set when ``run`` ends, for whatever reason
+        self.heartbeats = Heartbeats()
         self._stack = AsyncExitStack()
         self.identities: dict[str, Identity] = {}
         self.trust: TrustStore
         self.pool: asyncpg.Pool
-        self.connection: AbstractRobustConnection
+        self.link: BrokerLink
         self.consumer: Consumer
         self.relay: OutboxRelay
-        self.inbox: AbstractQueue
 
     @property
     def id(self) -> str:
@@ -97,11 +106,9 @@ class AgentRuntime:
         self.identities = {pid: self.keys.load_identity(pid) for pid in self.definition.participant_ids(settings)}
         self.trust = trust = TrustStore(self.keys.ca_certificate(), self.keys.certificates())
         self.pool = await self._stack.enter_async_context(agent_pool(settings.database_url, self.id))
-        self.connection = await aio_pika.connect_robust(
-            settings.amqp_url, client_properties={"connection_name": f"kabuto-{self.id}"}
-        )
-        self._stack.push_async_callback(self.connection.close)
-        exchanges = await self._declare()
+        self.link = BrokerLink(self._open_session)
+        self._stack.push_async_callback(self.link.close)
+        exchanges = (await self.link.current()).exchanges
         self.consumer = Consumer(
             agent=self.id,
             pool=self.pool,
@@ -114,6 +121,7 @@ class AgentRuntime:
             retry_delays_ms=settings.retry_delays_ms,
             outcomes=self.outcomes,
             clock=self.clock,
+            beat=self.heartbeats.beat("consumer"),
         )
         self.relay = OutboxRelay(
             self.id,
@@ -122,24 +130,34 @@ class AgentRuntime:
             settings.database_url,
             settings.outbox_batch,
             settings.outbox_idle_poll,
+            beat=self.heartbeats.beat("relay"),
         )
 
-    async def _declare(self) -> topology.Exchanges:
-        """Declare the topology on a confirming channel, then wait until every queue answers."""
-        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-        await channel.set_qos(prefetch_count=self.settings.prefetch)
-        exchanges = await topology.declare_exchanges(channel, self.names)
-        self.inbox = await topology.declare_agent(
-            channel,
-            self.names,
-            exchanges,
-            self.id,
-            self.identities,
-            retry_delays_ms=self.settings.retry_delays_ms,
-            delivery_limit=self.settings.delivery_limit,
+    async def _open_session(self) -> BrokerSession:
+        """Connect, declare the topology on a confirming channel, wait until every queue answers."""
+        connection = await aio_pika.connect(
+            self.settings.amqp_url,
+            timeout=10,
+            client_properties={"connection_name": f"{self.settings.namespace}-{self.id}"},
         )
-        await topology.check_ready(self.connection, self.queue_names())
-        return exchanges
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await channel.set_qos(prefetch_count=self.settings.prefetch)
+            exchanges = await topology.declare_exchanges(channel, self.names)
+            inbox = await topology.declare_agent(
+                channel,
+                self.names,
+                exchanges,
+                self.id,
+                self.identities,
+                retry_delays_ms=self.settings.retry_delays_ms,
+                delivery_limit=self.settings.delivery_limit,
+            )
+            await topology.check_ready(connection, self.queue_names())
+        except BaseException:
+            await asyncio.shield(connection.close())
+            raise
+        return BrokerSession(connection, channel, exchanges, inbox)
 
     def queue_names(self) -> list[str]:
         return [
@@ -150,15 +168,58 @@ class AgentRuntime:
         ]
 
     async def run(self) -> None:
-        """Consume, relay and run background tasks until cancelled."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.relay.run(), name=f"{self.id}-relay")
-            for job in self.definition.background:
-                tasks.create_task(job(self), name=f"{self.id}-{job.__name__}")
-            consumer = tasks.create_task(self.consumer.run(self.inbox), name=f"{self.id}-consumer")
-            self.ready.set()
-            log.info("agent_started", agent=self.id, participants=sorted(self.identities))
-            await consumer
+        """Consume, relay and run background tasks, each supervised, until cancelled.
+
+        Raises ``AgentFailed`` when a task met a failure it cannot recover from.
+        """
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for name, body in self._tasks():
+                    beat = self.heartbeats.beat(name)
+                    tasks.create_task(supervise(beat, body), name=f"{self.id}-{name}")
+                self.ready.set()
+                log.info("agent_started", agent=self.id, participants=sorted(self.identities))
+        except BaseExceptionGroup as group:
+            failed = group.subgroup(AgentFailed)
+            if failed is None:
+                raise
+            log.critical("agent_failed", agent=self.id, error=str(failed.exceptions[0]), action="exiting")
+            raise _first(failed) from None
+        finally:
+            await self._record_stopped()
+            self.finished.set()
+
+    def _tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        settings = self.settings
+        freshness = self.consumer.freshness
+        prune_beat = self.heartbeats.beat("inbox-pruner")
+        return [
+            ("heartbeat", lambda: self.heartbeats.run(self.pool, settings.heartbeat_interval)),
+            ("relay", self._relay_session),
+            ("inbox-pruner", lambda: run_pruner(self.pool, freshness, settings.inbox_prune_interval, prune_beat)),
+            *((job.__name__, functools.partial(job, self)) for job in self.definition.background),
+            ("consumer", self._consumer_session),
+        ]
+
+    async def _consumer_session(self) -> None:
+        session = await self.link.current()
+        self.consumer.exchanges = session.exchanges
+        await self.consumer.run(session.inbox)
+
+    async def _relay_session(self) -> None:
+        session = await self.link.current()
+        self.relay.exchanges = session.exchanges
+        await self.relay.run()
+
+    async def _record_stopped(self) -> None:
+        for beat in self.heartbeats.beats.values():
+            if beat.state.value != "failed":
+                beat.stopped()
+        try:
+            async with asyncio.timeout(2):
+                await asyncio.shield(self.heartbeats.write(self.pool))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("stopped_state_not_recorded", agent=self.id, error=repr(exc))
 
     async def command(self, user_id: str, action: Callable[[Context], Awaitable[T]]) -> T:
         """Run a local command as a hosted participant: one transaction, emits via the outbox."""
@@ -232,8 +293,22 @@ async def started(
 
 
 async def serve(definitions: Sequence[AgentDefinition], settings: Settings, stop: asyncio.Event) -> None:
-    """Run agents in this process until ``stop`` is set (SIGINT/SIGTERM at the CLI)."""
+    """Run agents in this process until ``stop`` is set (SIGINT/SIGTERM at the CLI).
+
+    Returns early, raising ``AgentFailed``, when an agent met a failure it cannot recover from.
+    """
     async with started(definitions, settings) as runtimes:
         log.info("agents_ready", agents=list(runtimes))
-        await stop.wait()
+        waits = [asyncio.ensure_future(stop.wait())]
+        waits += [asyncio.ensure_future(r.finished.wait()) for r in runtimes.values()]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
         log.info("agents_stopping")
+
+
+def _first(group: BaseExceptionGroup[AgentFailed]) -> AgentFailed:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first

@@ -46,6 +46,14 @@ class Settings:
     outbox_batch: int = 200
     outbox_idle_poll: timedelta = timedelta(seconds=5)
     certid_list_interval: timedelta = timedelta(minutes=10)
+    # A task with pending work and no progress for this long, or no heartbeat, is unhealthy.
+    stall_after: timedelta = timedelta(seconds=60)
+    inbox_prune_interval: timedelta = timedelta(hours=1)
+
+    @property
+    def heartbeat_interval(self) -> timedelta:
+        """How often a running agent writes its tasks' heartbeats: well within ``stall_after``."""
+        return min(self.stall_after / 4, timedelta(seconds=5))
 
     @property
     def max_attempts(self) -> int:
@@ -126,4 +134,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         outbox_batch=_int(env, "KABUTO_OUTBOX_BATCH", defaults.outbox_batch),
         outbox_idle_poll=_seconds(env, "KABUTO_OUTBOX_IDLE_POLL", defaults.outbox_idle_poll),
         certid_list_interval=_seconds(env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval),
+        stall_after=_seconds(env, "KABUTO_STALL_AFTER", defaults.stall_after),
+        inbox_prune_interval=_seconds(env, "KABUTO_INBOX_PRUNE_INTERVAL", defaults.inbox_prune_interval),
     )

@@ -1,0 +1,77 @@
+"""An agent's link to the broker: one session at a time, replaced when it is lost.
+
+A ``BrokerSession`` is a plain (not robust) aio-pika connection, one confirming channel on
+it, the exchanges and the agent's inbox declared through that channel. The consumer acks
+and the relay publishes on it. When either finds it closed (the broker stopped, the
+connection was cut or forced closed, a channel error), its supervisor asks the
+``BrokerLink`` for the current session, which opens and declares a new one — the same
+code path as the first start, so a reconnection restores the whole topology.
+
+Why not ``aio_pika.connect_robust``: its reconnection is invisible to the code above it,
+so deliveries taken on the old channel still fail to ack, publishes during the gap still
+raise, and nothing could tell ``kabuto health`` that the agent is waiting for the broker.
+One explicit loop handles first start, reconnection and reporting the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
+
+from broker import logs
+from broker.topology import Exchanges
+
+log = logs.get("kabuto.link")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSession:
+    connection: AbstractConnection
+    channel: AbstractChannel
+    exchanges: Exchanges
+    inbox: AbstractQueue
+
+    @property
+    def is_closed(self) -> bool:
+        return bool(self.connection.is_closed or self.channel.is_closed)
+
+    async def close(self) -> None:
+        try:
+            async with asyncio.timeout(5):
+                await self.connection.close()
+        except (OSError, RuntimeError, TimeoutError) as exc:  # it is going away anyway
+            log.debug("broker_session_close_failed", error=repr(exc))
+
+
+class BrokerLink:
+    """Hands out the live session, opening a new one when the last was lost."""
+
+    def __init__(self, open_session: Callable[[], Awaitable[BrokerSession]]) -> None:
+        self._open = open_session
+        self._session: BrokerSession | None = None
+        self._lock = asyncio.Lock()
+        self.sessions_opened = 0
+
+    async def current(self) -> BrokerSession:
+        async with self._lock:
+            session = self._session
+            if session is not None and not session.is_closed:
+                return session
+            if session is not None:
+                await session.close()
+                log.warning("broker_session_lost", sessions_opened=self.sessions_opened)
+            self._session = None
+            self._session = await self._open()
+            self.sessions_opened += 1
+            if self.sessions_opened > 1:
+                log.info("broker_session_reopened", sessions_opened=self.sessions_opened)
+            return self._session
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._session is not None:
+                await self._session.close()
+                self._session = None

@@ -1,0 +1,158 @@
+"""Heartbeats and progress of an agent's tasks, written to its schema for ``kabuto health``.
+
+Each supervised task (consumer, relay, background job) has a ``TaskBeat``: its state
+(running, waiting for the broker or database, stopped, failed), when it last finished a
+unit of work, and since when it is busy with the current one. ``Heartbeats.run`` writes
+every beat to the ``runtime_tasks`` table at a fixed interval, so a row whose ``beat_at``
+is old means the process is down or its event loop is stuck. Ages are measured on the
+monotonic clock and written relative to the database's ``now()``, so the agent's wall
+clock plays no part. ``kabuto health`` reads the rows with ``read``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+
+import asyncpg
+
+from broker import logs
+
+log = logs.get("kabuto.progress")
+
+
+class TaskState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    WAITING = "waiting"  # for the broker or the database; the detail says which and why
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class TaskBeat:
+    """What one task is doing, kept in memory by the task and written out by ``Heartbeats``."""
+
+    task: str
+    state: TaskState = TaskState.STARTING
+    detail: str = ""
+    state_since: float = field(default_factory=time.monotonic)
+    progress_at: float | None = None
+    busy_since: float | None = None
+
+    def _set(self, state: TaskState, detail: str = "") -> None:
+        if state is not self.state:
+            self.state_since = time.monotonic()
+        self.state, self.detail = state, detail
+
+    def running(self) -> None:
+        self._set(TaskState.RUNNING)
+
+    def waiting(self, detail: str) -> None:
+        self._set(TaskState.WAITING, detail)
+
+    def stopped(self) -> None:
+        self._set(TaskState.STOPPED)
+
+    def failed(self, detail: str) -> None:
+        self._set(TaskState.FAILED, detail)
+
+    def progressed(self) -> None:
+        self.progress_at = time.monotonic()
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """One unit of work: busy while inside, progress when it completes."""
+        self.busy_since = time.monotonic()
+        try:
+            yield
+            self.progressed()
+        finally:
+            self.busy_since = None
+
+
+def _age(moment: float | None, now: float) -> float | None:
+    return None if moment is None else max(0.0, now - moment)
+
+
+@dataclass(slots=True)
+class Heartbeats:
+    """The beats of one agent's tasks, and the writer that records them."""
+
+    beats: dict[str, TaskBeat] = field(default_factory=dict)
+
+    def beat(self, task: str) -> TaskBeat:
+        return self.beats.setdefault(task, TaskBeat(task))
+
+    async def run(self, pool: asyncpg.Pool, interval: timedelta) -> None:
+        """Write every beat each ``interval`` until cancelled; an outage only skips beats."""
+        while True:
+            try:
+                async with asyncio.timeout(interval.total_seconds() * 2):
+                    await self.write(pool)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+                log.debug("heartbeat_skipped", error=repr(exc)[:200])
+            await asyncio.sleep(interval.total_seconds())  # a schedule, not synchronisation
+
+    async def write(self, pool: asyncpg.Pool) -> None:
+        now = time.monotonic()
+        await pool.executemany(
+            """INSERT INTO runtime_tasks AS t (task, state, detail, state_since, beat_at, progress_at, busy_since, pid)
+               VALUES ($1, $2, $3, now() - make_interval(secs => $4), now(),
+                       now() - make_interval(secs => $5), now() - make_interval(secs => $6), $7)
+               ON CONFLICT (task) DO UPDATE SET state = excluded.state, detail = excluded.detail,
+                   state_since = excluded.state_since, beat_at = excluded.beat_at,
+                   progress_at = excluded.progress_at, busy_since = excluded.busy_since, pid = excluded.pid""",
+            [
+                (
+                    b.task,
+                    b.state.value,
+                    b.detail,
+                    _age(b.state_since, now),
+                    _age(b.progress_at, now),
+                    _age(b.busy_since, now),
+                    os.getpid(),
+                )
+                for b in self.beats.values()
+            ],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """A task's last written beat, with ages measured by the database at reading time."""
+
+    task: str
+    state: TaskState
+    detail: str
+    in_state: timedelta
+    since_beat: timedelta
+    since_progress: timedelta | None
+    busy_for: timedelta | None
+
+
+async def read(connection: asyncpg.Connection | asyncpg.Pool) -> list[TaskRecord]:
+    rows = await connection.fetch(
+        """SELECT task, state, detail, now() - state_since AS in_state, now() - beat_at AS since_beat,
+                  now() - progress_at AS since_progress, now() - busy_since AS busy_for
+           FROM runtime_tasks ORDER BY task"""
+    )
+    return [
+        TaskRecord(
+            r["task"],
+            TaskState(r["state"]),
+            r["detail"],
+            r["in_state"],
+            r["since_beat"],
+            r["since_progress"],
+            r["busy_for"],
+        )
+        for r in rows
+    ]
+
