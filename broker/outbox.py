@@ -112,7 +112,9 @@ class OutboxRelay:
 
     async def _listen(self) -> asyncpg.Connection:
         self._listener_lost = False
-        listener = await asyncpg.connect(self.database_url, timeout=10)
+        listener = await asyncpg.connect(
+            self.database_url, timeout=10, server_settings={"application_name": f"kabuto-{self.agent}-listen"}
+        )
         listener.add_termination_listener(self._on_listener_lost)
         await listener.add_listener(notify_channel(self.agent), self._on_notify)
         return listener

@@ -45,11 +45,20 @@ class TaskBeat:
     state_since: float = field(default_factory=time.monotonic)
     progress_at: float | None = None
     busy_since: float | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
 
     def _set(self, state: TaskState, detail: str = "") -> None:
         if state is not self.state:
             self.state_since = time.monotonic()
         self.state, self.detail = state, detail
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def until(self, state: TaskState, *, timeout: float = 15.0) -> None:
+        """Wait until the task enters ``state`` (for tests and operators' tools)."""
+        async with asyncio.timeout(timeout):
+            while self.state is not state:
+                await self._changed.wait()
 
     def running(self) -> None:
         self._set(TaskState.RUNNING)
@@ -65,6 +74,14 @@ class TaskBeat:
 
     def progressed(self) -> None:
         self.progress_at = time.monotonic()
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def until_progress(self, since: float, *, timeout: float = 15.0) -> None:
+        """Wait until the task has completed a unit of work at or after ``since`` (monotonic)."""
+        async with asyncio.timeout(timeout):
+            while self.progress_at is None or self.progress_at < since:
+                await self._changed.wait()
 
     @contextmanager
     def busy(self) -> Iterator[None]:

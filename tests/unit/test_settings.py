@@ -27,6 +27,8 @@ ENV = {
     "KABUTO_OUTBOX_BATCH": "50",
     "KABUTO_OUTBOX_IDLE_POLL": "0.25",
     "KABUTO_CERTID_LIST_INTERVAL": "90",
+    "KABUTO_STALL_AFTER": "20",
+    "KABUTO_INBOX_PRUNE_INTERVAL": "300",
 }
 
 
@@ -53,7 +55,14 @@ def test_every_variable_is_read() -> None:
         outbox_batch=50,
         outbox_idle_poll=timedelta(seconds=0.25),
         certid_list_interval=timedelta(seconds=90),
+        stall_after=timedelta(seconds=20),
+        inbox_prune_interval=timedelta(seconds=300),
     )
+
+
+def test_heartbeats_are_written_well_within_the_stall_window() -> None:
+    assert Settings().heartbeat_interval == timedelta(seconds=5)
+    assert Settings(stall_after=timedelta(seconds=2)).heartbeat_interval == timedelta(seconds=0.5)
 
 
 @pytest.mark.parametrize(
@@ -66,6 +75,8 @@ def test_every_variable_is_read() -> None:
         ("KABUTO_LOG_FORMAT", "xml"),
         ("KABUTO_INVESTORS", ","),
         ("KABUTO_PREFETCH", "-1"),
+        ("KABUTO_STALL_AFTER", "0"),
+        ("KABUTO_INBOX_PRUNE_INTERVAL", "soon"),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_variable(name: str, value: str) -> None:

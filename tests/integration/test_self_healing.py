@@ -1,0 +1,263 @@
+"""Agents that heal themselves (issue 13): outages of the broker or the database interrupt an
+agent's tasks, which wait and resume by themselves; nothing is retried or dead-lettered for it.
+
+The shared RabbitMQ and PostgreSQL are never stopped: each fault is made by a fault proxy on
+loopback between the agent and the service (connections cut, refused for the length of an
+outage), by terminating the agent's own PostgreSQL backends, or by a failing background job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from agents.exchange.app import AGENT as AGENT_EXCHANGE
+from agents.investor.app import AGENT as AGENT_INVESTOR
+from agents.issuer.app import AGENT as AGENT_ISSUER
+from agents.issuer.app import on_issuance_request
+from broker import ops
+from broker.consumer import Outcome
+from broker.context import Context
+from broker.progress import TaskState
+from broker.runtime import AgentDefinition, AgentRuntime, running, serve, started
+from broker.settings import Settings
+from broker.supervision import AgentFailed
+from broker.topology import Names
+from chaos.proxy import FaultProxy
+from schemas.identity import Role
+from schemas.issuance import CertificateIssuanceRequest
+from tests import support
+
+
+class Gate:
+    """A handler that stops inside its transaction until the test lets it go on."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self, request: CertificateIssuanceRequest, ctx: Context) -> None:
+        self.calls += 1
+        await ctx.connection.execute("SELECT 1")  # the transaction is open on a pool connection
+        self.entered.set()
+        await self.release.wait()
+        await on_issuance_request(request, ctx)
+
+
+def gated(gate: Gate) -> AgentDefinition:
+    return AgentDefinition("issuer", Role.ISSUER, {CertificateIssuanceRequest: gate})
+
+
+async def dead_letters(settings: Settings, agent: str = "issuer") -> int:
+    return await support.queue_depth(settings, Names(settings.namespace).dead_letters(agent))
+
+
+async def register_rows(issuer: AgentRuntime) -> int:
+    rows = await support.rows(issuer, "SELECT count(*) AS n FROM register")
+    return int(rows[0]["n"])
+
+
+@asynccontextmanager
+async def proxied(url: str) -> AsyncIterator[FaultProxy]:
+    async with FaultProxy.for_url(url) as proxy:
+        yield proxy
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, attempts: int = 150) -> None:
+    """Wait until ``check`` holds, looking again every 0.1 s, at most ``attempts`` times."""
+    for _ in range(attempts):
+        if await check():
+            return
+        await asyncio.sleep(0.1)  # polling a condition on a real service, bounded in attempts
+    raise AssertionError(f"{check.__name__} did not hold after {attempts} looks")
+
+
+async def test_consumer_resumes_after_its_broker_connection_is_cut_between_commit_and_ack(
+    settings: Settings, keys: Any
+) -> None:
+    gate = Gate()
+    async with proxied(settings.amqp_url) as amqp:
+        agent_settings = settings.with_(amqp_url=amqp.url(settings.amqp_url))
+        async with started([gated(gate)], agent_settings) as rt:
+            issuer = rt["issuer"]
+            await support.open_offering(issuer)
+            sealed = support.sealed_request(keys.load_identity("alice"))
+            await support.publish_sealed(settings, sealed)
+            await gate.entered.wait()
+            assert amqp.cut() >= 1  # the ack will go to a dead channel (ChannelInvalidStateError)
+            gate.release.set()
+            settled = await issuer.outcomes.wait_for(sealed.envelope.message_id)
+            assert settled.outcome is Outcome.DUPLICATE  # redelivered on the new session, absorbed
+            assert issuer.link.sessions_opened >= 2
+            assert await register_rows(issuer) == 1
+            assert issuer.heartbeats.beat("consumer").state is TaskState.RUNNING
+    assert await dead_letters(settings) == 0
+
+
+async def test_a_broker_outage_of_any_length_is_waited_out_and_dead_letters_nothing(
+    settings: Settings, keys: Any
+) -> None:
+    async with proxied(settings.amqp_url) as amqp:
+        agent_settings = settings.with_(amqp_url=amqp.url(settings.amqp_url))
+        async with started([AGENT_ISSUER], agent_settings) as rt:
+            issuer = rt["issuer"]
+            await support.open_offering(issuer)
+            alice = keys.load_identity("alice")
+            requests = [support.sealed_request(alice, shares=100) for _ in range(5)]
+            with amqp.refusing():
+                await issuer.heartbeats.beat("consumer").until(TaskState.WAITING)
+                for sealed in requests:  # sent while the agent cannot reach the broker
+                    await support.publish_sealed(settings, sealed)
+                assert issuer.outcomes.count(Outcome.PROCESSED) == 0
+            for sealed in requests:
+                settled = await issuer.outcomes.wait_for(sealed.envelope.message_id, timeout=30)
+                assert settled.outcome is Outcome.PROCESSED
+            assert await register_rows(issuer) == 5
+    assert await dead_letters(settings) == 0
+
+
+async def test_a_database_outage_holds_the_delivery_without_retrying_or_dead_lettering_it(
+    settings: Settings, keys: Any
+) -> None:
+    async with proxied(settings.database_url) as pg:
+        agent_settings = settings.with_(database_url=pg.url(settings.database_url))
+        async with started([AGENT_ISSUER], agent_settings) as rt:
+            issuer = rt["issuer"]
+            await support.open_offering(issuer)
+            sealed = support.sealed_request(keys.load_identity("alice"))
+            with pg.refusing():
+                await support.publish_sealed(settings, sealed)
+                await issuer.heartbeats.beat("consumer").until(TaskState.WAITING)
+                # Far longer than the whole retry schedule (50 + 100 ms): still nothing settled.
+                with pytest.raises(TimeoutError):
+                    await issuer.outcomes.wait_for(sealed.envelope.message_id, timeout=1.0)
+            settled = await issuer.outcomes.wait_for(sealed.envelope.message_id, timeout=30)
+            assert settled.outcome is Outcome.PROCESSED
+            assert issuer.outcomes.count(Outcome.RETRY_SCHEDULED) == 0
+            assert issuer.outcomes.count(Outcome.DEAD_LETTERED) == 0
+            assert await register_rows(issuer) == 1
+    assert await dead_letters(settings) == 0
+
+
+async def test_pool_connections_terminated_mid_handler_are_not_a_message_failure(
+    settings: Settings, keys: Any
+) -> None:
+    gate = Gate()
+    async with started([gated(gate)], settings) as rt:
+        issuer = rt["issuer"]
+        await support.open_offering(issuer)
+        sealed = support.sealed_request(keys.load_identity("alice"))
+        await support.publish_sealed(settings, sealed)
+        await gate.entered.wait()
+        assert await terminate_backends(settings, "kabuto-issuer") >= 1
+        gate.release.set()
+        settled = await issuer.outcomes.wait_for(sealed.envelope.message_id, timeout=30)
+        assert settled.outcome is Outcome.PROCESSED
+        assert gate.calls == 2  # the first transaction died with its connection; the second committed
+        assert issuer.outcomes.count(Outcome.RETRY_SCHEDULED) == 0
+        assert await register_rows(issuer) == 1
+    assert await dead_letters(settings) == 0
+
+
+async def test_relay_reopens_its_listen_connection_and_wakes_on_commit_again(settings: Settings) -> None:
+    patient = settings.with_(outbox_idle_poll=timedelta(hours=1))  # without NOTIFY nothing moves for an hour
+    async with started([AGENT_ISSUER, AGENT_INVESTOR], patient) as rt:
+        await support.open_offering(rt["issuer"])
+        relay = rt["investor"].heartbeats.beat("relay")
+        first = await listen_pids(settings, "investor")
+        assert len(first) == 1
+        assert await terminate_backends(settings, "kabuto-investor-listen") == 1
+        await relay.until(TaskState.WAITING)
+        await relay.until(TaskState.RUNNING)
+        again = await listen_pids(settings, "investor")
+        assert len(again) == 1 and again != first
+        request_id = await support.request(rt["investor"], "alice")
+        await rt["investor"].outcomes.reply("certificate.issued", request_id, timeout=10)
+
+
+async def test_a_defect_in_a_task_stops_the_agent_with_agent_failed_and_health_says_so(settings: Settings) -> None:
+    async def broken_job(runtime: AgentRuntime) -> None:
+        raise RuntimeError("a defect, not an outage")
+
+    definition = AgentDefinition("issuer", Role.ISSUER, AGENT_ISSUER.handlers, background=(broken_job,))
+    stop = asyncio.Event()
+    with pytest.raises(AgentFailed, match="broken_job failed: RuntimeError: a defect"):
+        async with asyncio.timeout(30):
+            await serve([definition], settings, stop)  # returns by itself: nobody sets ``stop``
+    problems = await ops.health(settings, "issuer")
+    assert f"nothing consumes {settings.namespace}.issuer" in problems
+    assert "broken_job failed: RuntimeError: a defect, not an outage" in problems
+
+
+async def test_health_reports_a_consumer_with_work_and_no_progress(settings: Settings, keys: Any) -> None:
+    quick = settings.with_(stall_after=timedelta(seconds=1))
+    gate = Gate()
+    async with started([gated(gate), AGENT_INVESTOR, AGENT_EXCHANGE], quick) as rt:  # they receive what it sends
+        await support.open_offering(rt["issuer"])
+        assert await ops.health(quick, "issuer") == []
+        await support.publish_sealed(settings, support.sealed_request(keys.load_identity("alice")))
+        await gate.entered.wait()
+
+        async def stalled() -> bool:
+            return any("consumer has been busy" in p for p in await ops.health(quick, "issuer"))
+
+        await eventually(stalled)
+        gate.release.set()
+
+        async def healthy() -> bool:
+            return await ops.health(quick, "issuer") == []
+
+        await eventually(healthy)
+
+
+async def test_health_reports_a_relay_whose_outbox_does_not_drain(settings: Settings) -> None:
+    quick = settings.with_(stall_after=timedelta(seconds=1))
+    async with proxied(settings.amqp_url) as amqp:
+        async with AgentRuntime(AGENT_INVESTOR, quick.with_(amqp_url=amqp.url(settings.amqp_url))) as investor:
+            async with running(investor):
+                with amqp.refusing():
+                    await support.request(investor, "alice")  # committed; the relay cannot publish it
+
+                    async def stalled() -> bool:
+                        problems = await ops.health(quick, "investor")
+                        return any(p.startswith("relay has been waiting") for p in problems)
+
+                    await eventually(stalled)
+
+
+async def terminate_backends(settings: Settings, application_name: str) -> int:
+    """Terminate this test database's backends of one application; return how many."""
+    database = settings.database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(settings.database_url)
+    try:
+        return int(
+            await admin.fetchval(
+                """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                   WHERE datname = $1 AND application_name = $2""",
+                database,
+                application_name,
+            )
+        )
+    finally:
+        await admin.close()
+
+
+async def listen_pids(settings: Settings, agent: str) -> list[int]:
+    database = settings.database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = $2",
+            database,
+            f"kabuto-{agent}-listen",
+        )
+        return [r["pid"] for r in rows]
+    finally:
+        await admin.close()
