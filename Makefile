@@ -6,7 +6,7 @@ KABUTO := $(BIN)/kabuto
 
 export KABUTO_KEY_DIR ?= $(CURDIR)/var/keys
 
-.PHONY: demo test bench setup services venv migrate enrol run status lint clean
+.PHONY: demo test bench setup services venv migrate enrol run status lint clean chaos
 
 demo: setup  ## run the seven agents and the demo scenario
 	KABUTO_LOG_LEVEL=$${KABUTO_LOG_LEVEL:-warning} $(KABUTO) demo
@@ -50,3 +50,6 @@ clean:
 bench: services venv  ## (a) matching-engine throughput on a generated stream, (b) the flow through the agents
 	$(BIN)/python -m bench.matching --out var/bench/orders.jsonl
 	$(BIN)/python -m bench.flow --trades $${BENCH_TRADES:-200}
+
+chaos: venv  ## the fault suite on private PostgreSQL and RabbitMQ it starts and stops (not part of `make test`)
+	bash scripts/chaos.sh $(CHAOS_ARGS)

@@ -172,4 +172,3 @@ async def read(connection: asyncpg.Connection | asyncpg.Pool) -> list[TaskRecord
         )
         for r in rows
     ]
-

@@ -146,9 +146,7 @@ async def test_a_database_outage_holds_the_delivery_without_retrying_or_dead_let
     assert await dead_letters(settings) == 0
 
 
-async def test_pool_connections_terminated_mid_handler_are_not_a_message_failure(
-    settings: Settings, keys: Any
-) -> None:
+async def test_pool_connections_terminated_mid_handler_are_not_a_message_failure(settings: Settings, keys: Any) -> None:
     gate = Gate()
     async with started([gated(gate)], settings) as rt:
         issuer = rt["issuer"]

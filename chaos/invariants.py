@@ -1,0 +1,192 @@
+"""What must hold after every fault, each failed check classified as lost, duplicated, stuck
+or unexpected. The one module to adapt when the trading flow changes (delivery versus
+payment will move the share leg, for one).
+
+The suite trades one lot at one price between one seller and one buyer: trade ``i`` is the
+sell order ``s<i>`` (from the seller's certificate ``i``) and the buy order ``b<i>``. After
+``trades`` trades: every order is filled (an open order is legitimately resting only while
+its counter-order has not arrived), there is one match per trade, each completed and settled
+once, the cash moved is ``trades × LOT × PRICE`` with the ledger's total unchanged, the
+shares are where the register and the wallets agree, no outbox row is pending or parked,
+and no queue holds a message — no dead letter, no delivery waiting, no retry pending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+import asyncpg
+
+from broker import ops
+from broker.settings import AGENT_IDS, Settings
+from broker.topology import Names, check_ready
+
+SELLER, BUYER, ISSUE, LOT, PRICE = "chaos-seller", "chaos-buyer", "CHAOS", 100, Decimal(1000)
+
+
+class Kind(StrEnum):
+    LOST = "lost"
+    DUPLICATED = "duplicated"
+    STUCK = "stuck"
+    UNEXPECTED = "unexpected"
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    kind: Kind
+    check: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """What the suite set up: certificates issued to the seller and the buyer's deposit."""
+
+    certificates: int
+    deposit: Decimal
+
+
+def _compare(check: str, found: int | Decimal, expected: int | Decimal, *, short: Kind = Kind.LOST) -> list[Anomaly]:
+    if found == expected:
+        return []
+    kind = Kind.DUPLICATED if found > expected else short
+    return [Anomaly(kind, check, f"{found} (expected {expected})")]
+
+
+async def check(connection: asyncpg.Connection, settings: Settings, market: Market, trades: int) -> list[Anomaly]:
+    """Every invariant after ``trades`` trades; an empty list means the system is consistent."""
+    return [
+        *await _orders(connection, trades),
+        *await _matches(connection, trades),
+        *await _cash(connection, market, trades),
+        *await _shares(connection, market, trades),
+        *await _plumbing(settings),
+    ]
+
+
+async def _orders(connection: asyncpg.Connection, trades: int) -> list[Anomaly]:
+    found = []
+    sent = await connection.fetch(
+        "SELECT status, count(*) AS n FROM investor.orders WHERE user_id = ANY($1) GROUP BY status", [SELLER, BUYER]
+    )
+    by_status = {r["status"]: r["n"] for r in sent}
+    found += _compare("orders filled at the investor", by_status.pop("filled", 0), 2 * trades)
+    for status, n in by_status.items():
+        kind = Kind.UNEXPECTED if status in ("rejected", "cancelled") else Kind.STUCK
+        found.append(Anomaly(kind, f"investor orders {status}", str(n)))
+    accepted = await connection.fetch("SELECT status, count(*) AS n FROM exchange.orders GROUP BY status")
+    by_status = {r["status"]: r["n"] for r in accepted}
+    found += _compare("orders filled at the exchange", by_status.pop("filled", 0), 2 * trades)
+    for status, n in by_status.items():
+        found.append(Anomaly(Kind.STUCK if status == "open" else Kind.UNEXPECTED, f"exchange orders {status}", str(n)))
+    return found
+
+
+async def _matches(connection: asyncpg.Connection, trades: int) -> list[Anomaly]:
+    row = await connection.fetchrow(
+        """SELECT count(*) AS matches,
+                  count(*) FILTER (WHERE status = 'completed') AS completed,
+                  count(*) FILTER (WHERE settled) AS settled,
+                  count(*) FILTER (WHERE status = 'failed' OR settled = false) AS failed
+           FROM exchange.matches"""
+    )
+    settlement = await connection.fetchrow(
+        """SELECT count(*) AS instructions, count(*) FILTER (WHERE status = 'settled') AS settled,
+                  (SELECT count(*) FROM settlement.entries WHERE kind = 'trade') AS entries
+           FROM settlement.instructions"""
+    )
+    transfers = await connection.fetchval("SELECT count(*) FROM issuer.name_transfers")
+    return [
+        *_compare("matches", row["matches"], trades),
+        *_compare("matches completed (name transferred)", row["completed"], trades),
+        *_compare("matches settled", row["settled"], trades),
+        *([Anomaly(Kind.UNEXPECTED, "matches failed", str(row["failed"]))] if row["failed"] else []),
+        *_compare("name transfers at the issuer", transfers, trades),
+        *_compare("settlement instructions", settlement["instructions"], trades),
+        *_compare("settlement instructions settled", settlement["settled"], trades),
+        *_compare("trade entries in the ledger", settlement["entries"], trades),
+    ]
+
+
+async def _cash(connection: asyncpg.Connection, market: Market, trades: int) -> list[Anomaly]:
+    balances = {
+        r["owner_user_id"]: r["balance"]
+        for r in await connection.fetch(
+            """SELECT a.owner_user_id, coalesce(sum(p.amount), 0) AS balance
+               FROM settlement.accounts a LEFT JOIN settlement.postings p USING (account_id)
+               WHERE a.owner_user_id = ANY($1) GROUP BY a.owner_user_id""",
+            [SELLER, BUYER],
+        )
+    }
+    moved = trades * LOT * PRICE
+    seller, buyer = balances.get(SELLER, Decimal(0)), balances.get(BUYER, Decimal(0))
+    found = _compare("cash received by the seller", seller, moved)
+    found += _compare("cash paid by the buyer", market.deposit - buyer, moved)
+    if seller + buyer != market.deposit:
+        found.append(Anomaly(Kind.UNEXPECTED, "cash conserved", f"{seller + buyer} (expected {market.deposit})"))
+    return found
+
+
+async def _shares(connection: asyncpg.Connection, market: Market, trades: int) -> list[Anomaly]:
+    register = {
+        r["holder_user_id"]: r["shares"]
+        for r in await connection.fetch(
+            """SELECT holder_user_id, sum(shares) AS shares FROM issuer.register
+               WHERE issue_code = $1 AND status = 'valid' GROUP BY holder_user_id""",
+            ISSUE,
+        )
+    }
+    wallet = {
+        r["holder_user_id"]: r["shares"]
+        for r in await connection.fetch(
+            """SELECT holder_user_id, sum(shares) AS shares FROM investor.wallet
+               WHERE issue_code = $1 AND status = 'held' GROUP BY holder_user_id""",
+            ISSUE,
+        )
+    }
+    total = market.certificates * LOT
+    found = []
+    if sum(register.values()) != total:
+        found.append(Anomaly(Kind.UNEXPECTED, "shares conserved", f"{sum(register.values())} (expected {total})"))
+    found += _compare("shares registered to the buyer", register.get(BUYER, 0), trades * LOT)
+    found += _compare("shares in the buyer's wallet", wallet.get(BUYER, 0), trades * LOT)
+    found += _compare("shares left registered to the seller", register.get(SELLER, 0), total - trades * LOT)
+    found += _compare("shares left in the seller's wallet", wallet.get(SELLER, 0), total - trades * LOT)
+    return found
+
+
+async def _plumbing(settings: Settings) -> list[Anomaly]:
+    found = []
+    for status in await ops.status(settings, AGENT_IDS):
+        if status.outbox_pending:
+            found.append(Anomaly(Kind.STUCK, f"{status.agent} outbox pending", str(status.outbox_pending)))
+        if status.outbox_failed:
+            found.append(Anomaly(Kind.UNEXPECTED, f"{status.agent} outbox parked", str(status.outbox_failed)))
+        if status.inbox_messages:
+            found.append(Anomaly(Kind.STUCK, f"{status.agent} inbox backlog", str(status.inbox_messages)))
+        if status.dead_letters:
+            found.append(Anomaly(Kind.UNEXPECTED, f"{status.agent} dead letters", str(status.dead_letters)))
+        if status.consumers != 1:
+            found.append(Anomaly(Kind.STUCK, f"{status.agent} consumers", f"{status.consumers} (expected 1)"))
+    found += await _retries_waiting(settings)
+    return found
+
+
+async def _retries_waiting(settings: Settings) -> list[Anomaly]:
+    import aio_pika
+
+    names = Names(settings.namespace)
+    delays = [names.delay(a, d) for a in AGENT_IDS for d in settings.retry_delays_ms]
+    connection = await aio_pika.connect(settings.amqp_url, timeout=10)
+    try:
+        queues = await check_ready(connection, delays, timeout=10)
+    finally:
+        await connection.close()
+    return [Anomaly(Kind.STUCK, f"{name} retries waiting", str(n)) for name, (n, _) in queues.items() if n]
+
+
+def tally(anomalies: Sequence[Anomaly]) -> dict[Kind, int]:
+    return {kind: sum(1 for a in anomalies if a.kind is kind) for kind in Kind}
