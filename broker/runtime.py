@@ -35,7 +35,7 @@ from broker.pki import Identity, KeyStore
 from broker.progress import Heartbeats
 from broker.pruning import run_pruner
 from broker.settings import Settings
-from broker.supervision import AgentFailed, supervise
+from broker.supervision import AgentFailed, ConnectionLost, supervise
 from broker.topology import Names
 from broker.trust import TrustStore
 from schemas.catalogue import Message
@@ -154,6 +154,11 @@ class AgentRuntime:
                 delivery_limit=self.settings.delivery_limit,
             )
             await topology.check_ready(connection, self.queue_names())
+        except RuntimeError as exc:  # aiormq's way of saying the connection closed under us
+            await asyncio.shield(connection.close())
+            if connection.is_closed:
+                raise ConnectionLost(f"the broker closed the connection while it was opened: {exc}") from exc
+            raise
         except BaseException:
             await asyncio.shield(connection.close())
             raise
@@ -204,12 +209,14 @@ class AgentRuntime:
     async def _consumer_session(self) -> None:
         session = await self.link.current()
         self.consumer.exchanges = session.exchanges
-        await self.consumer.run(session.inbox)
+        async with _closed_means_lost(session):
+            await self.consumer.run(session.inbox)
 
     async def _relay_session(self) -> None:
         session = await self.link.current()
         self.relay.exchanges = session.exchanges
-        await self.relay.run()
+        async with _closed_means_lost(session):
+            await self.relay.run()
 
     async def _record_stopped(self) -> None:
         for beat in self.heartbeats.beats.values():
@@ -307,6 +314,17 @@ async def serve(definitions: Sequence[AgentDefinition], settings: Settings, stop
             for wait in waits:
                 wait.cancel()
         log.info("agents_stopping")
+
+
+@asynccontextmanager
+async def _closed_means_lost(session: BrokerSession) -> AsyncIterator[None]:
+    """aiormq raises a bare ``RuntimeError`` for a channel asked of a closed connection."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if session.is_closed:
+            raise ConnectionLost(f"the broker session closed: {exc}") from exc
+        raise
 
 
 def _first(group: BaseExceptionGroup[AgentFailed]) -> AgentFailed:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import random
 import shutil
@@ -270,7 +271,7 @@ async def converge(settings: Settings, market: Market, trades: int, deadline: fl
             finally:
                 await db.close()
         except Exception as exc:
-            if not is_infrastructure(exc):
+            if not _outage(exc):
                 raise
             anomalies = [Anomaly(invariants.Kind.STUCK, "services answer", repr(exc)[:200])]
         if not anomalies:
@@ -377,10 +378,15 @@ async def _consuming(settings: Settings) -> bool:
     try:
         status = await ops.status(settings, AGENT_IDS)
     except Exception as exc:
-        if not is_infrastructure(exc):
+        if not _outage(exc):
             raise
         return False
     return all(s.consumers == 1 for s in status)
+
+
+def _outage(exc: BaseException) -> bool:
+    # aiormq raises a bare RuntimeError when a channel is asked of a connection that just closed.
+    return is_infrastructure(exc) or isinstance(exc, RuntimeError)
 
 
 def main() -> int:
@@ -391,6 +397,8 @@ def main() -> int:
     p.add_argument("--only", help="run only the faults whose name contains this text")
     args = p.parse_args()
     logs.configure("warning", "console")
+    for noisy in ("asyncpg", "aiormq", "aio_pika"):  # the faults make them complain, on purpose
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     faults = [f for f in FAULTS if not args.only or args.only in f[0]]
     return 0 if asyncio.run(run(args.trades, args.seed, args.deadline, faults)) else 1
 
