@@ -9,7 +9,10 @@
 * otherwise the handler runs in one transaction with the inbox row and the outbox rows of
   what it emits, and the transaction commits;
 * a failure that may pass is retried through the agent's delay queues, and dead-lettered
-  as ``retries_exhausted`` once the attempts run out.
+  as ``retries_exhausted`` once the attempts run out;
+* a failure of our own infrastructure is not the message's: when the database cannot be
+  reached the delivery is held, unacked and uncounted, until PostgreSQL answers, and then
+  processed (``broker.supervision``; a lost broker session is its supervisor's business).
 
 ``run`` acks each delivery only after ``settle`` returned, that is after the commit or after
 the dead letter or retry copy was confirmed by the broker.

@@ -215,19 +215,25 @@ async def test_health_reports_a_consumer_with_work_and_no_progress(settings: Set
         await eventually(healthy)
 
 
-async def test_health_reports_a_relay_whose_outbox_does_not_drain(settings: Settings) -> None:
+async def test_a_relay_that_cannot_publish_is_reported_then_publishes_when_the_broker_is_back(
+    settings: Settings,
+) -> None:
     quick = settings.with_(stall_after=timedelta(seconds=1))
-    async with proxied(settings.amqp_url) as amqp:
+    async with proxied(settings.amqp_url) as amqp, started([AGENT_ISSUER], settings) as rt:
+        await support.open_offering(rt["issuer"])
         async with AgentRuntime(AGENT_INVESTOR, quick.with_(amqp_url=amqp.url(settings.amqp_url))) as investor:
             async with running(investor):
                 with amqp.refusing():
-                    await support.request(investor, "alice")  # committed; the relay cannot publish it
+                    request_id = await support.request(investor, "alice")  # committed; cannot be published
 
                     async def stalled() -> bool:
                         problems = await ops.health(quick, "investor")
                         return any(p.startswith("relay has been waiting") for p in problems)
 
                     await eventually(stalled)
+                    assert rt["issuer"].outcomes.count(Outcome.PROCESSED) == 0
+                await investor.outcomes.reply("certificate.issued", request_id, timeout=30)
+                assert investor.heartbeats.beat("relay").state is TaskState.RUNNING
 
 
 async def terminate_backends(settings: Settings, application_name: str) -> int:
