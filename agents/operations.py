@@ -13,7 +13,7 @@ from agents import demo as demo_scenario
 from agents import reconcile, render
 from agents.registry import AGENTS
 from broker import ops
-from broker.catalogue import asyncapi
+from broker.catalogue import asyncapi, release
 from broker.migrate import migrate as apply_migrations
 from broker.pki import KeyStore, default_participant
 from broker.runtime import serve
@@ -51,7 +51,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     dead.add_argument("agent", choices=AGENT_IDS)
     dead.add_argument("--replay", metavar="MESSAGE_ID")
     dead.add_argument("--show", metavar="MESSAGE_ID", help="print one dead letter in full")
-    sub.add_parser("catalogue", help="print the AsyncAPI document of every message")
+    cat = sub.add_parser("catalogue", help="print the AsyncAPI 3 document of every message")
+    cat.add_argument(
+        "--release", type=Path, metavar="FILE", help="add the versions not yet released to FILE (released.json)"
+    )
     rec = sub.add_parser("reconcile", help="compare the exchange's CertID list with the issuer's register")
     rec.add_argument("issue_code", nargs="?")
 
@@ -75,8 +78,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             return 1 if problems else 0
         case "dead-letters":
             return await _dead_letters(args, settings)
+        case "catalogue" if args.release:
+            return _release(args.release)
         case "catalogue":
-            print(json.dumps(asyncapi(settings.namespace), indent=2))
+            print(json.dumps(asyncapi(settings.namespace, settings.amqp_url), indent=2))
         case "reconcile":
             return await _reconcile(settings, args.issue_code)
     return 0
@@ -170,6 +175,14 @@ async def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
             indent="",
         )
     )
+    return 0
+
+
+def _release(path: Path) -> int:
+    snapshot = json.loads(path.read_text()) if path.exists() else {}
+    updated, added = release(snapshot)
+    path.write_text(json.dumps(updated, indent=1, sort_keys=True) + "\n")
+    print(f"released {', '.join(added)}" if added else "every message version is already released")
     return 0
 
 
