@@ -22,9 +22,10 @@ Every ``$ref`` points inside the document: the models' nested schemas are lifted
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from schemas import catalogue
@@ -149,7 +150,8 @@ def _headers() -> dict[str, Any]:
 
 def _model_schemas(specs: list[MessageSpec]) -> tuple[dict[Any, Any], dict[str, Any]]:
     """Every model's schema generated together, so two models of one name get distinct names."""
-    models = [(s.model, "validation") for s in specs] + [(Envelope, "validation")]
+    models: list[tuple[type[BaseModel], Literal["validation"]]] = [(s.model, "validation") for s in specs]
+    models.append((Envelope, "validation"))
     top, defs = models_json_schema(models, ref_template=SCHEMA_REF)
     return {model: ref for (model, _), ref in top.items()}, dict(defs.get("$defs", {}))
 
