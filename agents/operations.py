@@ -15,6 +15,7 @@ from agents.registry import AGENTS
 from broker import ops
 from broker.catalogue import asyncapi, release
 from broker.migrate import migrate as apply_migrations
+from broker.participants import ensure_reply_queue, is_external
 from broker.pki import KeyStore, default_participant
 from broker.runtime import serve
 from broker.settings import AGENT_IDS, Settings
@@ -37,6 +38,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     enrol.add_argument("--limit", type=int, help="investor's account usage limit (JPY)")
     enrol.add_argument("--allow-short-selling", action="store_true")
     enrol.add_argument("--renew", action="store_true", help="replace a usable certificate")
+    enrol.add_argument(
+        "--no-reply-queue", action="store_true", help="an external participant: do not declare its reply queue now"
+    )
     ca.add_parser("enrol-all", help="enrol the seven agents and the configured investors")
     show = ca.add_parser("show", help="print a participant's identity certificate")
     show.add_argument("user_id")
@@ -66,6 +70,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
         case "ca":
             _ca(args, KeyStore(settings.key_dir), settings)
+            if args.ca_command == "enrol" and is_external(settings, args.user_id) and not args.no_reply_queue:
+                queue = await ensure_reply_queue(settings, args.user_id)
+                print(f"reply queue {queue} bound to {settings.namespace}.messages by {args.user_id}")
         case "run":
             await _serve(settings, args.agent)
         case "demo":

@@ -26,6 +26,7 @@ from broker.context import Context
 from broker.db import agent_pool
 from broker.envelope import Freshness
 from broker.outbox import OutboxRelay
+from broker.parked import ParkedRetry
 from broker.pki import Identity, KeyStore
 from broker.settings import Settings
 from broker.topology import Names
@@ -153,12 +154,17 @@ class AgentRuntime:
         """Consume, relay and run background tasks until cancelled."""
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.relay.run(), name=f"{self.id}-relay")
+            tasks.create_task(self.parked_retry().run(), name=f"{self.id}-parked-retry")
             for job in self.definition.background:
                 tasks.create_task(job(self), name=f"{self.id}-{job.__name__}")
             consumer = tasks.create_task(self.consumer.run(self.inbox), name=f"{self.id}-consumer")
             self.ready.set()
             log.info("agent_started", agent=self.id, participants=sorted(self.identities))
             await consumer
+
+    def parked_retry(self) -> ParkedRetry:
+        """Sends parked replies again once their recipient has a queue (broker/parked.py)."""
+        return ParkedRetry(self.id, self.pool, self.relay.exchanges, self.settings.parked_retry_interval)
 
     async def command(self, user_id: str, action: Callable[[Context], Awaitable[T]]) -> T:
         """Run a local command as a hosted participant: one transaction, emits via the outbox."""

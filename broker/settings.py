@@ -46,6 +46,8 @@ class Settings:
     outbox_batch: int = 200
     outbox_idle_poll: timedelta = timedelta(seconds=5)
     certid_list_interval: timedelta = timedelta(minutes=10)
+    # How often a running agent retries its parked (unroutable) outbox rows.
+    parked_retry_interval: timedelta = timedelta(seconds=30)
 
     @property
     def max_attempts(self) -> int:
@@ -126,4 +128,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         outbox_batch=_int(env, "KABUTO_OUTBOX_BATCH", defaults.outbox_batch),
         outbox_idle_poll=_seconds(env, "KABUTO_OUTBOX_IDLE_POLL", defaults.outbox_idle_poll),
         certid_list_interval=_seconds(env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval),
+        parked_retry_interval=_seconds(env, "KABUTO_PARKED_RETRY_INTERVAL", defaults.parked_retry_interval),
     )
