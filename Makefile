@@ -48,7 +48,7 @@ status: venv
 	$(KABUTO) status
 
 lint: venv
-	$(BIN)/ruff check agents broker schemas tests
+	$(BIN)/ruff check agents broker schemas kabuto_client examples tests
 	$(BIN)/mypy
 
 clean:
