@@ -28,7 +28,7 @@ from uuid import UUID
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, ExchangeType
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -132,7 +132,8 @@ class Participant:
         )
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            participant = cls(identity, trust, names, await channel.get_exchange(names.messages), freshness)
+            messages = await channel.declare_exchange(names.messages, ExchangeType.DIRECT, durable=True)
+            participant = cls(identity, trust, names, messages, freshness)
             await participant._consume(channel)
             yield participant
         finally:
