@@ -10,17 +10,21 @@ investor forged into the events exchange fails the role check (``sender_not_auth
 RabbitMQ streams), and yields each entry with its offset. An integrator stores the offset of
 the last entry it handled and resumes from ``offset + 1``: no gap, no duplicate. In a replay
 an event may be up to the journal's retention old (30 days), so freshness is judged with
-``JOURNAL_FRESHNESS``; a genuine event re-published by someone else carries an id already in
-the journal and is refused as a duplicate.
+``JOURNAL_FRESHNESS``; a genuine event re-published by someone else carries an id the
+integrator has already handled and is refused as a duplicate (pass the ids handled so far as
+``seen``, as an agent's inbox would).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
 
 from broker.envelope import Freshness, Opened, open_event
 from broker.errors import Rejected
@@ -50,8 +54,13 @@ async def replay(
     namespace: str = "kabuto",
     freshness: Freshness = JOURNAL_FRESHNESS,
     prefetch: int = 100,
+    seen: set[UUID] | None = None,
 ) -> AsyncIterator[JournalEntry]:
-    """Every journal entry from ``start`` on, verified, in order; runs until the caller stops."""
+    """Every journal entry from ``start`` on, verified, in order; runs until the caller stops.
+
+    ``seen`` holds the message ids already handled (an integrator's own inbox); an entry whose
+    id is in it is refused as a duplicate, and each accepted id is added.
+    """
     if isinstance(start, datetime) and start.tzinfo is None:
         raise ValueError("a journal cursor time must be timezone-aware")
     connection = await aio_pika.connect(amqp_url)
@@ -59,19 +68,19 @@ async def replay(
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
         journal = await channel.declare_queue(Names(namespace).journal, passive=True)
-        seen: set[object] = set()
-        async with journal.iterator(arguments={"x-stream-offset": start}) as deliveries:
-            async for delivery in deliveries:
-                entry = _entry(delivery, trust, freshness, seen)
-                yield entry
-                await delivery.ack()
+        # Not queue.iterator(): closing it rejects what was prefetched, which a stream refuses.
+        arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        await journal.consume(arrived.put, arguments={"x-stream-offset": start})
+        seen = set() if seen is None else seen
+        while True:
+            delivery = await arrived.get()
+            yield _entry(delivery, trust, freshness, seen)
+            await delivery.ack()
     finally:
-        await connection.close()
+        await connection.close()  # unacked stream deliveries are simply dropped; the cursor says where to resume
 
 
-def _entry(
-    delivery: aio_pika.abc.AbstractIncomingMessage, trust: TrustStore, freshness: Freshness, seen: set[object]
-) -> JournalEntry:
+def _entry(delivery: AbstractIncomingMessage, trust: TrustStore, freshness: Freshness, seen: set[UUID]) -> JournalEntry:
     offset = int(delivery.headers["x-stream-offset"])  # type: ignore[arg-type]
     try:
         opened = open_event(delivery.body, delivery.headers, trust=trust, freshness=freshness, now=datetime.now(UTC))
