@@ -17,8 +17,10 @@ from broker.catalogue import asyncapi, release
 from broker.migrate import migrate as apply_migrations
 from broker.participants import ensure_reply_queue, is_external
 from broker.pki import KeyStore, default_participant
+from broker.provenance import Provenance
 from broker.runtime import serve
 from broker.settings import AGENT_IDS, Settings
+from broker.trust import TrustStore
 from schemas.identity import Participant, Role
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -55,6 +57,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     dead.add_argument("agent", choices=AGENT_IDS)
     dead.add_argument("--replay", metavar="MESSAGE_ID")
     dead.add_argument("--show", metavar="MESSAGE_ID", help="print one dead letter in full")
+    dead.add_argument("--offset", type=int, default=0, help="skip this many (oldest first)")
+    dead.add_argument("--limit", type=int, default=100, help="list at most this many")
     cat = sub.add_parser("catalogue", help="print the AsyncAPI 3 document of every message")
     cat.add_argument(
         "--release", type=Path, metavar="FILE", help="add the versions not yet released to FILE (released.json)"
@@ -166,23 +170,62 @@ async def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         found = await ops.replay(settings, args.agent, args.replay)
         print("replayed" if found else f"no dead letter {args.replay} for {args.agent}")
         return 0 if found else 1
-    letters = await ops.dead_letters(settings, args.agent)
+    trust = TrustStore(KeyStore(settings.key_dir).ca_certificate())
     if args.show:
-        shown = [d for d in letters if d.message_id == args.show]
+        page = await ops.dead_letter_page(settings, args.agent, trust, limit=SHOW_SEARCH_LIMIT)
+        shown = [(d, p) for d, p in page.letters if args.show in (d.message_id, p.message_id)]
         if not shown:
             print(f"no dead letter {args.show} for {args.agent}")
             return 1
-        headers = {k: str(v) for k, v in shown[0].headers.items()}
-        print(json.dumps({"headers": headers, "body": shown[0].body.decode(errors="replace")}, indent=2))
-        return 0
-    print(
-        render.table(
-            ["message id", "type", "kind", "reason", "detail", "when"],
-            [[d.message_id, d.type, d.kind, d.reason, d.detail[:60], d.dead_lettered_at] for d in letters],
-            indent="",
+        letter, proof = shown[0]
+        headers = {k: str(v) for k, v in letter.headers.items()}
+        verified = {
+            "message_id": proof.message_id,
+            "type": proof.type,
+            "sender": proof.sender,
+            "problem": proof.problem,
+        }
+        print(
+            json.dumps(
+                {"verified": verified, "headers": headers, "body": letter.body.decode(errors="replace")}, indent=2
+            )
         )
-    )
+        return 0
+    page = await ops.dead_letter_page(settings, args.agent, trust, offset=args.offset, limit=args.limit)
+    print(render.table(DEAD_LETTER_COLUMNS, [_dead_letter_row(d, p) for d, p in page.letters], indent=""))
+    shown_to = page.offset + len(page.letters)
+    print(f"{page.offset + 1 if page.letters else page.offset}–{shown_to} of {page.total} dead letter(s)", end="")
+    print(f"; {page.remaining} more: --offset {shown_to}" if page.remaining else "")
     return 0
+
+
+SHOW_SEARCH_LIMIT = 100_000
+DEAD_LETTER_COLUMNS = ["message id", "type", "sender", "verified", "kind", "reason", "detail", "when"]
+
+
+def _dead_letter_row(letter: ops.DeadLetter, proof: Provenance) -> list[object]:
+    """The envelope's own id and type when its signature holds; the unproven AMQP properties otherwise."""
+    if proof.verified:
+        return [
+            proof.message_id,
+            proof.type,
+            proof.sender,
+            "yes",
+            letter.kind,
+            letter.reason,
+            letter.detail[:60],
+            letter.dead_lettered_at,
+        ]
+    return [
+        f"{letter.message_id} (claimed)",
+        f"{letter.type} (claimed)",
+        "?",
+        f"NO — {proof.problem}"[:60],
+        letter.kind,
+        letter.reason,
+        letter.detail[:60],
+        letter.dead_lettered_at,
+    ]
 
 
 def _release(path: Path) -> int:

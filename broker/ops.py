@@ -21,8 +21,10 @@ import asyncpg
 
 from broker.db import agent_pool
 from broker.outbox import amqp_message
+from broker.provenance import Provenance, provenance
 from broker.settings import Settings
 from broker.topology import Names, TopologyError, check_ready
+from broker.trust import TrustStore
 
 KABUTO_HEADERS = (
     "x-kabuto-reason",
@@ -221,3 +223,42 @@ async def health(settings: Settings, agent: str) -> list[str]:
     elif inbox[1] == 0:
         problems.append(f"nothing consumes {names.inbox(agent)}")
     return problems
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterPage:
+    """One page of an agent's dead letters, each with what its signature proves, and how many there are."""
+
+    letters: list[tuple[DeadLetter, Provenance]]
+    offset: int
+    total: int
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.offset - len(self.letters))
+
+
+async def dead_letter_page(
+    settings: Settings, agent: str, trust: TrustStore, *, offset: int = 0, limit: int = 100
+) -> DeadLetterPage:
+    """Dead letters ``offset`` to ``offset + limit`` of ``agent``, verified; they stay in the queue."""
+    names = Names(settings.namespace)
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(names.dead_letters(agent), passive=True)
+        total = int(queue.declaration_result.message_count or 0)
+        letters = []
+        for index in range(offset + limit):
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            if index >= offset:
+                letter = _dead_letter(message)
+                letters.append((letter, provenance(letter.body, letter.headers, trust)))
+        await channel.close()  # unacked reads go back to the queue
+        return DeadLetterPage(letters, offset, max(total, offset + len(letters)))
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        raise TopologyError(f"no dead-letter queue for {agent}: has it ever started?") from exc
+    finally:
+        await connection.close()
