@@ -1,4 +1,4 @@
-"""Orders and certificates for an external participant (seed 001 messages 33/34).
+"""Orders, certificates and hand-overs for an external participant (seed 001 messages 33/34, P3.1).
 
 A buy order names the holder of record; a sell order carries the certificate it sells from,
 countersigned by the seller for this very order (docs/signatures.md §4). Client order ids
@@ -9,6 +9,7 @@ answered with the same acceptance number; the same id with another payload is re
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 
 from broker.envelope import Opened
@@ -16,6 +17,7 @@ from broker.stock_certificates import endorse, verify_certificate
 from kabuto_client.participant import Participant
 from schemas.certificates import ElectronicStockCertificate, SignedCertificate
 from schemas.identity import EXCHANGE_ID
+from schemas.lifecycle import CertificateHandover
 from schemas.trading import OrderTerms, OrderType, Side, SubmitOrder, TimeInForce
 
 ORDER_REPLIES = ("order.accepted", "order.rejected")
@@ -83,3 +85,11 @@ async def place(
 ) -> Opened:
     """Send an order; the verified ``order.accepted`` or ``order.rejected``. Safe to call again."""
     return await me.request(order, to=exchange, expect=ORDER_REPLIES, timeout=timeout, attempts=attempts)
+
+
+def handover(me: Participant, certificate: SignedCertificate, transferee: str, note: str = "") -> CertificateHandover:
+    """A hand-over off the exchange (P3.1): ``certificate`` countersigned by ``me`` for ``transferee``
+    only. Send it with ``me.send(…, to=transferee)``; the transferee asks the issuer to register it."""
+    verified(me, certificate)
+    endorsed = endorse(me.identity, certificate, "transfer", f"transfer:{transferee}")
+    return CertificateHandover(handover_id=uuid.uuid4(), certificate=endorsed, note=note)

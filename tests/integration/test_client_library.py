@@ -23,8 +23,9 @@ from broker.participants import ensure_reply_queue, reply_queue_name
 from broker.pki import KeyStore, default_participant
 from broker.settings import Settings
 from broker.topology import Names
-from kabuto_client import Participant, buy_order, place
+from kabuto_client import Participant, buy_order, handover, place
 from schemas.identity import Role
+from schemas.issuance import CertificateIssued
 from schemas.trading import OrderAccepted, OrderRefusal, OrderRejected, OrderTerms, OrderType, Side, SubmitOrder
 from tests import support
 
@@ -136,7 +137,11 @@ async def test_a_reply_to_a_participant_without_a_queue_is_parked_then_sent_when
             queue = await ensure_reply_queue(settings, "erin")
             reply = await support.next_message(settings, queue, timeout=15)
             assert reply.message_id == str(row.message_id)
-            assert await parked_rows() == []
+
+            async def none_parked() -> bool:
+                return await parked_rows() == []
+
+            await eventually(none_parked)  # marked published just after the broker confirmed it
     finally:
         await delete_queue(settings, "erin")
 
@@ -192,3 +197,28 @@ async def test_kabuto_outbox_lists_parked_rows_and_resends_them(settings: Settin
             assert reply.message_id == str(row.message_id)
     finally:
         await delete_queue(settings, "fred")
+
+
+async def test_a_certificate_handed_over_by_an_external_participant_is_verified_by_the_transferee(
+    settings: Settings, dora: Participant
+) -> None:
+    async with support.agents(settings, "issuer", "investor") as rt:
+        await support.open_offering(rt["issuer"])
+        issued = await dora.request(
+            support.issuance_request("dora", holder_name="Dora"),
+            to="issuer",
+            expect=("certificate.issued", "certificate.issuance.refused"),
+        )
+        assert isinstance(issued.message, CertificateIssued)
+        sent = await dora.send(handover(dora, issued.message.certificate, "bob", note="a gift"), to="bob")
+        await rt["investor"].outcomes.wait_for(sent.correlation_id)
+        (row,) = await support.rows(rt["investor"], "SELECT transferee, transferor, shares, status FROM handovers")
+        assert row == {"transferee": "bob", "transferor": "dora", "shares": 500, "status": "received"}
+        # Countersigned for bob, the same certificate handed to carol is refused by her wallet.
+        lifted = handover(dora, issued.message.certificate, "bob")
+        await dora.send(lifted, to="carol")
+        await rt["investor"].outcomes.wait(
+            lambda s: s.type == "certificate.handover" and s.message_id != str(sent.correlation_id)
+        )
+        statuses = await support.rows(rt["investor"], "SELECT transferee, status FROM handovers ORDER BY transferee")
+        assert statuses == [{"transferee": "bob", "status": "received"}, {"transferee": "carol", "status": "rejected"}]
