@@ -9,6 +9,8 @@ import json
 import signal
 from pathlib import Path
 
+import aio_pika
+
 from agents import demo as demo_scenario
 from agents import reconcile, render
 from agents.registry import AGENTS
@@ -75,8 +77,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         case "ca":
             _ca(args, KeyStore(settings.key_dir), settings)
             if args.ca_command == "enrol" and is_external(settings, args.user_id) and not args.no_reply_queue:
-                queue = await ensure_reply_queue(settings, args.user_id)
-                print(f"reply queue {queue} bound to {settings.namespace}.messages by {args.user_id}")
+                return await _reply_queue(settings, args.user_id)
         case "run":
             await _serve(settings, args.agent)
         case "demo":
@@ -125,6 +126,20 @@ def _ca(args: argparse.Namespace, keys: KeyStore, settings: Settings) -> None:
                 f"{cert.not_valid_after_utc}\nfingerprint  {identity.fingerprint}"
                 f"\nparticipant  {identity.participant.model_dump_json()}"
             )
+
+
+async def _reply_queue(settings: Settings, user_id: str) -> int:
+    """An external participant's reply queue, so that no reply to it is parked (docs/client.md)."""
+    try:
+        queue = await ensure_reply_queue(settings, user_id)
+    except (OSError, aio_pika.exceptions.AMQPError) as exc:
+        print(
+            f"kabuto: {user_id} is enrolled, but its reply queue could not be declared ({exc!r}); run this again "
+            "when RabbitMQ answers (the certificate is kept), or let the client declare it on connect"
+        )
+        return 1
+    print(f"reply queue {queue} bound to {settings.namespace}.messages by {user_id}")
+    return 0
 
 
 def _enrol(keys: KeyStore, participant: Participant, *, renew: bool = False) -> None:
