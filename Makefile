@@ -6,12 +6,12 @@ KABUTO := $(BIN)/kabuto
 
 export KABUTO_KEY_DIR ?= $(CURDIR)/var/keys
 
-.PHONY: demo test bench setup services venv migrate enrol run status lint clean chaos
+.PHONY: demo test bench setup services venv migrate enrol run status lint clean chaos asyncapi-parser
 
 demo: setup  ## run the seven agents and the demo scenario
 	KABUTO_LOG_LEVEL=$${KABUTO_LOG_LEVEL:-warning} $(KABUTO) demo
 
-test: services venv  ## the whole test suite against the real RabbitMQ and PostgreSQL
+test: services venv asyncapi-parser  ## the whole test suite against the real RabbitMQ and PostgreSQL
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 setup: services venv migrate enrol
@@ -25,6 +25,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# The AsyncAPI project's own parser (npm, pinned by package-lock.json) validates `kabuto catalogue` in the tests.
+asyncapi-parser: tests/asyncapi/node_modules/.installed
+
+tests/asyncapi/node_modules/.installed: tests/asyncapi/package-lock.json
+	cd tests/asyncapi && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 migrate: venv
@@ -41,11 +48,11 @@ status: venv
 	$(KABUTO) status
 
 lint: venv
-	$(BIN)/ruff check agents broker schemas tests
+	$(BIN)/ruff check agents broker schemas kabuto_client examples tests
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/asyncapi/node_modules
 
 bench: services venv  ## (a) matching-engine throughput on a generated stream, (b) the flow through the agents
 	$(BIN)/python -m bench.matching --out var/bench/orders.jsonl

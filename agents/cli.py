@@ -14,7 +14,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 
-from agents import operations
+from agents import operations, outbox_commands
 from agents.brokerage import commands as brokerage_commands
 from agents.exchange import commands as exchange_commands
 from agents.investor import commands as investor_commands
@@ -32,6 +32,7 @@ GROUPS: dict[str, Run] = {
     "exchange": exchange_commands.run,
     "settlement": settlement_commands.run,
     "brokerage": brokerage_commands.run,
+    "outbox": outbox_commands.run,
 }
 
 
@@ -41,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     operations.add_parsers(sub)
     for group in (issuer_commands, investor_commands, exchange_commands, settlement_commands, brokerage_commands):
         group.add_parser(sub)
+    outbox_commands.add_parser(sub)
     return p
 
 

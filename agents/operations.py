@@ -9,15 +9,20 @@ import json
 import signal
 from pathlib import Path
 
+import aio_pika
+
 from agents import demo as demo_scenario
 from agents import reconcile, render
 from agents.registry import AGENTS
 from broker import ops
-from broker.catalogue import asyncapi
+from broker.catalogue import asyncapi, release
 from broker.migrate import migrate as apply_migrations
+from broker.participants import ensure_reply_queue, is_external
 from broker.pki import KeyStore, default_participant
+from broker.provenance import Provenance
 from broker.runtime import serve
 from broker.settings import AGENT_IDS, Settings
+from broker.trust import TrustStore
 from schemas.identity import Participant, Role
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -37,6 +42,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     enrol.add_argument("--limit", type=int, help="investor's account usage limit (JPY)")
     enrol.add_argument("--allow-short-selling", action="store_true")
     enrol.add_argument("--renew", action="store_true", help="replace a usable certificate")
+    enrol.add_argument(
+        "--no-reply-queue", action="store_true", help="an external participant: do not declare its reply queue now"
+    )
     ca.add_parser("enrol-all", help="enrol the seven agents and the configured investors")
     show = ca.add_parser("show", help="print a participant's identity certificate")
     show.add_argument("user_id")
@@ -51,7 +59,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     dead.add_argument("agent", choices=AGENT_IDS)
     dead.add_argument("--replay", metavar="MESSAGE_ID")
     dead.add_argument("--show", metavar="MESSAGE_ID", help="print one dead letter in full")
-    sub.add_parser("catalogue", help="print the AsyncAPI document of every message")
+    dead.add_argument("--offset", type=int, default=0, help="skip this many (oldest first)")
+    dead.add_argument("--limit", type=int, default=100, help="list at most this many")
+    cat = sub.add_parser("catalogue", help="print the AsyncAPI 3 document of every message")
+    cat.add_argument(
+        "--release", type=Path, metavar="FILE", help="add the versions not yet released to FILE (released.json)"
+    )
     rec = sub.add_parser("reconcile", help="compare the exchange's CertID list with the issuer's register")
     rec.add_argument("issue_code", nargs="?")
 
@@ -63,6 +76,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
         case "ca":
             _ca(args, KeyStore(settings.key_dir), settings)
+            if args.ca_command == "enrol" and is_external(settings, args.user_id) and not args.no_reply_queue:
+                return await _reply_queue(settings, args.user_id)
         case "run":
             await _serve(settings, args.agent)
         case "demo":
@@ -75,8 +90,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             return 1 if problems else 0
         case "dead-letters":
             return await _dead_letters(args, settings)
+        case "catalogue" if args.release:
+            return _release(args.release)
         case "catalogue":
-            print(json.dumps(asyncapi(settings.namespace), indent=2))
+            print(json.dumps(asyncapi(settings.namespace, settings.amqp_url), indent=2))
         case "reconcile":
             return await _reconcile(settings, args.issue_code)
     return 0
@@ -109,6 +126,20 @@ def _ca(args: argparse.Namespace, keys: KeyStore, settings: Settings) -> None:
                 f"{cert.not_valid_after_utc}\nfingerprint  {identity.fingerprint}"
                 f"\nparticipant  {identity.participant.model_dump_json()}"
             )
+
+
+async def _reply_queue(settings: Settings, user_id: str) -> int:
+    """An external participant's reply queue, so that no reply to it is parked (docs/client.md)."""
+    try:
+        queue = await ensure_reply_queue(settings, user_id)
+    except (OSError, aio_pika.exceptions.AMQPError) as exc:
+        print(
+            f"kabuto: {user_id} is enrolled, but its reply queue could not be declared ({exc!r}); run this again "
+            "when RabbitMQ answers (the certificate is kept), or let the client declare it on connect"
+        )
+        return 1
+    print(f"reply queue {queue} bound to {settings.namespace}.messages by {user_id}")
+    return 0
 
 
 def _enrol(keys: KeyStore, participant: Participant, *, renew: bool = False) -> None:
@@ -154,22 +185,69 @@ async def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         found = await ops.replay(settings, args.agent, args.replay)
         print("replayed" if found else f"no dead letter {args.replay} for {args.agent}")
         return 0 if found else 1
-    letters = await ops.dead_letters(settings, args.agent)
+    trust = TrustStore(KeyStore(settings.key_dir).ca_certificate())
     if args.show:
-        shown = [d for d in letters if d.message_id == args.show]
+        page = await ops.dead_letter_page(settings, args.agent, trust, limit=SHOW_SEARCH_LIMIT)
+        shown = [(d, p) for d, p in page.letters if args.show in (d.message_id, p.message_id)]
         if not shown:
             print(f"no dead letter {args.show} for {args.agent}")
             return 1
-        headers = {k: str(v) for k, v in shown[0].headers.items()}
-        print(json.dumps({"headers": headers, "body": shown[0].body.decode(errors="replace")}, indent=2))
-        return 0
-    print(
-        render.table(
-            ["message id", "type", "kind", "reason", "detail", "when"],
-            [[d.message_id, d.type, d.kind, d.reason, d.detail[:60], d.dead_lettered_at] for d in letters],
-            indent="",
+        letter, proof = shown[0]
+        headers = {k: str(v) for k, v in letter.headers.items()}
+        verified = {
+            "message_id": proof.message_id,
+            "type": proof.type,
+            "sender": proof.sender,
+            "problem": proof.problem,
+        }
+        print(
+            json.dumps(
+                {"verified": verified, "headers": headers, "body": letter.body.decode(errors="replace")}, indent=2
+            )
         )
-    )
+        return 0
+    page = await ops.dead_letter_page(settings, args.agent, trust, offset=args.offset, limit=args.limit)
+    print(render.table(DEAD_LETTER_COLUMNS, [_dead_letter_row(d, p) for d, p in page.letters], indent=""))
+    shown_to = page.offset + len(page.letters)
+    print(f"{page.offset + 1 if page.letters else page.offset}–{shown_to} of {page.total} dead letter(s)", end="")
+    print(f"; {page.remaining} more: --offset {shown_to}" if page.remaining else "")
+    return 0
+
+
+SHOW_SEARCH_LIMIT = 100_000
+DEAD_LETTER_COLUMNS = ["message id", "type", "sender", "verified", "kind", "reason", "detail", "when"]
+
+
+def _dead_letter_row(letter: ops.DeadLetter, proof: Provenance) -> list[object]:
+    """The envelope's own id and type when its signature holds; the unproven AMQP properties otherwise."""
+    if proof.verified:
+        return [
+            proof.message_id,
+            proof.type,
+            proof.sender,
+            "yes",
+            letter.kind,
+            letter.reason,
+            letter.detail[:60],
+            letter.dead_lettered_at,
+        ]
+    return [
+        f"{letter.message_id} (claimed)",
+        f"{letter.type} (claimed)",
+        "?",
+        f"NO — {proof.problem}"[:60],
+        letter.kind,
+        letter.reason,
+        letter.detail[:60],
+        letter.dead_lettered_at,
+    ]
+
+
+def _release(path: Path) -> int:
+    snapshot = json.loads(path.read_text()) if path.exists() else {}
+    updated, added = release(snapshot)
+    path.write_text(json.dumps(updated, indent=1, sort_keys=True) + "\n")
+    print(f"released {', '.join(added)}" if added else "every message version is already released")
     return 0
 
 

@@ -126,7 +126,10 @@ def open_event(
     freshness: Freshness,
     now: datetime,
 ) -> Opened:
-    """What an integrator runs on an event: the same checks, for a message to no one."""
+    """What an integrator runs on an event (docs/integrators.md): signature over the body, the
+    signer's certificate chained to the CA and valid ``now``, sender = signer, addressed to no one,
+    fresh, a known event type, and the signer's role among those the catalogue lets publish it —
+    so an event an investor forged is ``sender_not_authorized``. Raises ``Rejected``."""
     signer, envelope = _signed_envelope(body, headers, trust, now)
     if envelope.recipient is not None:
         raise SecurityRejected(Reason.MISROUTED, f"{envelope.type} is addressed to {envelope.recipient}")

@@ -23,8 +23,10 @@ from broker import progress
 from broker.db import agent_pool
 from broker.health import Backlog, task_problems
 from broker.outbox import amqp_message
+from broker.provenance import Provenance, provenance
 from broker.settings import Settings
 from broker.topology import Names, TopologyError, check_ready
+from broker.trust import TrustStore
 
 KABUTO_HEADERS = (
     "x-kabuto-reason",
@@ -237,3 +239,42 @@ async def health(settings: Settings, agent: str) -> list[str]:
 async def _tasks(database_url: str, agent: str) -> list[progress.TaskRecord]:
     async with agent_pool(database_url, agent, max_size=1) as pool:
         return await progress.read(pool)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterPage:
+    """One page of an agent's dead letters, each with what its signature proves, and how many there are."""
+
+    letters: list[tuple[DeadLetter, Provenance]]
+    offset: int
+    total: int
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.offset - len(self.letters))
+
+
+async def dead_letter_page(
+    settings: Settings, agent: str, trust: TrustStore, *, offset: int = 0, limit: int = 100
+) -> DeadLetterPage:
+    """Dead letters ``offset`` to ``offset + limit`` of ``agent``, verified; they stay in the queue."""
+    names = Names(settings.namespace)
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(names.dead_letters(agent), passive=True)
+        total = int(queue.declaration_result.message_count or 0)
+        letters = []
+        for index in range(offset + limit):
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            if index >= offset:
+                letter = _dead_letter(message)
+                letters.append((letter, provenance(letter.body, letter.headers, trust)))
+        await channel.close()  # unacked reads go back to the queue
+        return DeadLetterPage(letters, offset, max(total, offset + len(letters)))
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        raise TopologyError(f"no dead-letter queue for {agent}: has it ever started?") from exc
+    finally:
+        await connection.close()

@@ -31,6 +31,7 @@ from broker.db import agent_pool
 from broker.envelope import Freshness
 from broker.link import BrokerLink, BrokerSession
 from broker.outbox import OutboxRelay
+from broker.parked import ParkedRetry
 from broker.pki import Identity, KeyStore
 from broker.progress import Heartbeats
 from broker.pruning import run_pruner
@@ -201,6 +202,7 @@ class AgentRuntime:
         return [
             ("heartbeat", lambda: self.heartbeats.run(self.pool, settings.heartbeat_interval)),
             ("relay", self._relay_session),
+            ("parked-retry", self._parked_retry_session),
             ("inbox-pruner", lambda: run_pruner(self.pool, freshness, settings.inbox_prune_interval, prune_beat)),
             *((job.__name__, functools.partial(job, self)) for job in self.definition.background),
             ("consumer", self._consumer_session),
@@ -217,6 +219,13 @@ class AgentRuntime:
         self.relay.exchanges = session.exchanges
         async with _closed_means_lost(session):
             await self.relay.run()
+
+    async def _parked_retry_session(self) -> None:
+        """Sends parked replies again once their recipient has a queue (broker/parked.py)."""
+        session = await self.link.current()
+        retry = ParkedRetry(self.id, self.pool, session.exchanges, self.settings.parked_retry_interval)
+        async with _closed_means_lost(session):
+            await retry.run()
 
     async def _record_stopped(self) -> None:
         for beat in self.heartbeats.beats.values():

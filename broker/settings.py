@@ -49,6 +49,8 @@ class Settings:
     # A task with pending work and no progress for this long, or no heartbeat, is unhealthy.
     stall_after: timedelta = timedelta(seconds=60)
     inbox_prune_interval: timedelta = timedelta(hours=1)
+    # How often a running agent retries its parked (unroutable) outbox rows.
+    parked_retry_interval: timedelta = timedelta(seconds=30)
 
     @property
     def heartbeat_interval(self) -> timedelta:
@@ -136,4 +138,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         certid_list_interval=_seconds(env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval),
         stall_after=_seconds(env, "KABUTO_STALL_AFTER", defaults.stall_after),
         inbox_prune_interval=_seconds(env, "KABUTO_INBOX_PRUNE_INTERVAL", defaults.inbox_prune_interval),
+        parked_retry_interval=_seconds(env, "KABUTO_PARKED_RETRY_INTERVAL", defaults.parked_retry_interval),
     )

@@ -145,3 +145,12 @@ def verify_endorsement(
     if signer.participant.user_id != endorser:
         raise CertificateInvalid(f"endorsement made by {signer.participant.user_id}, not {endorser}")
     return endorsement.context
+
+
+def endorsement_bytes(
+    certificate: EndorsedCertificate | SignedCertificate, purpose: EndorsementPurpose, context: str
+) -> bytes:
+    """The exact bytes the next endorsement of ``certificate`` signs (docs/signatures.md §3)."""
+    if isinstance(certificate, SignedCertificate):
+        certificate = EndorsedCertificate(certificate=certificate)
+    return _endorsed_bytes(certificate.certificate, certificate.endorsements, purpose, context)

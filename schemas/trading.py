@@ -118,6 +118,8 @@ class OrderRefusal(StrEnum):
     UNKNOWN_ORDER = "unknown_order"
     ORDER_NOT_OPEN = "order_not_open"
     REPLACE_NOT_ALLOWED = "replace_not_allowed"
+    # The client order id names an earlier order with another payload (issue 9: idempotent ids).
+    CLIENT_ORDER_ID_CONFLICT = "client_order_id_conflict"
 
 
 @message("order.accepted", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from agents.exchange import acceptance, order_repo, repo
+from agents.exchange import acceptance, order_repo, repo, resubmission
 from agents.exchange.acceptance import Books, Refused
 from agents.exchange.book import Execution, Order, OrderBook, Result
 from agents.exchange.order_repo import OrderRecord
@@ -76,6 +76,8 @@ def _reject(
 async def on_submit(request: SubmitOrder, ctx: Context) -> None:
     """S71–S88 then S91–S95: check, accept with an OAN, match, and start name transfers."""
     assert ctx.sender is not None
+    if await resubmission.answered(ctx, request):
+        return
     conn = ctx.connection
     cert_id = acceptance.cert_id_of(request)
     books = Books(
@@ -105,6 +107,7 @@ async def on_submit(request: SubmitOrder, ctx: Context) -> None:
         cert_id=certificate.cert_id if certificate else None,
     )
     await order_repo.insert_order(conn, order, request, _request_hash(ctx))
+    await resubmission.record(conn, order.acceptance_number, request)
     log.info("order_accepted", acceptance_number=order.acceptance_number, side=order.side.value)
     ctx.emit(
         OrderAccepted(

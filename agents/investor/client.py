@@ -1,5 +1,7 @@
-"""The investor client as a library: what an external system imports to subscribe, trade and
-ask about its account.
+"""The investor agent's local operator API: act for an investor the investor agent hosts.
+
+Not for external systems: it writes into the investor agent's tables and needs its database.
+An external participant uses ``kabuto_client``, which talks only to RabbitMQ (docs/client.md).
 
     async with InvestorClient.connect(settings, "alice") as alice:
         await alice.place_order(OrderTicket("o-1", "KBT", Side.BUY, 100, "alice-cash", Decimal("1000"),

@@ -29,6 +29,7 @@ ENV = {
     "KABUTO_CERTID_LIST_INTERVAL": "90",
     "KABUTO_STALL_AFTER": "20",
     "KABUTO_INBOX_PRUNE_INTERVAL": "300",
+    "KABUTO_PARKED_RETRY_INTERVAL": "12",
 }
 
 
@@ -57,6 +58,7 @@ def test_every_variable_is_read() -> None:
         certid_list_interval=timedelta(seconds=90),
         stall_after=timedelta(seconds=20),
         inbox_prune_interval=timedelta(seconds=300),
+        parked_retry_interval=timedelta(seconds=12),
     )
 
 

@@ -1,0 +1,70 @@
+"""Idempotent client order ids: an order sent again is answered, not accepted twice.
+
+A client that lost its reply (a timeout, a reconnect) sends its order again, often in a new
+envelope with a new message id, which the inbox cannot recognise. The exchange therefore
+keeps the SHA-256 of each accepted order's payload. An order whose (user, client order id)
+is already on the books is answered again with the original acceptance number when its
+payload is the same, and refused with ``client_order_id_conflict`` when it is not; either
+way nothing new enters the book.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import asyncpg
+
+from agents.exchange import order_repo
+from broker import logs
+from broker.context import Context
+from schemas.trading import OrderAccepted, OrderRefusal, OrderRejected, RejectedRequest, SubmitOrder
+
+log = logs.get("kabuto.exchange")
+
+
+def payload_digest(request: SubmitOrder) -> str:
+    """The same order always serialises to the same bytes, whatever envelope carried it."""
+    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+
+
+async def record(connection: asyncpg.Connection, acceptance_number: int, request: SubmitOrder) -> None:
+    await connection.execute(
+        "UPDATE orders SET payload_digest = $2 WHERE acceptance_number = $1", acceptance_number, payload_digest(request)
+    )
+
+
+async def _recorded(connection: asyncpg.Connection, acceptance_number: int) -> str | None:
+    digest: str | None = await connection.fetchval(
+        "SELECT payload_digest FROM orders WHERE acceptance_number = $1", acceptance_number
+    )
+    return digest
+
+
+async def answered(ctx: Context, request: SubmitOrder) -> bool:
+    """Answer a resubmitted client order id; False when the id is new (or names someone else)."""
+    assert ctx.sender is not None and ctx.digest is not None
+    if request.user_id != ctx.sender.user_id:
+        return False  # acceptance refuses it as user_mismatch
+    existing = await order_repo.order_by_client_id(ctx.connection, request.user_id, request.client_order_id)
+    if existing is None:
+        return False
+    oan = existing.order.acceptance_number
+    if await _recorded(ctx.connection, oan) == payload_digest(request):
+        log.info("order_resubmitted", acceptance_number=oan)
+        ctx.emit(
+            OrderAccepted(client_order_id=request.client_order_id, acceptance_number=oan, request_hash=ctx.digest),
+            to=request.user_id,
+        )
+        return True
+    log.info("order_id_conflict", acceptance_number=oan)
+    ctx.emit(
+        OrderRejected(
+            client_order_id=request.client_order_id,
+            request=RejectedRequest.ORDER,
+            reason=OrderRefusal.CLIENT_ORDER_ID_CONFLICT,
+            detail=f"client order id {request.client_order_id} names another order (acceptance {oan})",
+            request_hash=ctx.digest,
+        ),
+        to=request.user_id,
+    )
+    return True
