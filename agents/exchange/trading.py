@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from agents.exchange import acceptance, order_repo, repo
+from agents.exchange import acceptance, order_repo, prices, repo
 from agents.exchange.acceptance import Books, Refused
 from agents.exchange.book import Execution, Order, OrderBook, Result
 from agents.exchange.order_repo import OrderRecord
@@ -142,6 +142,7 @@ async def _executed(ctx: Context, issue_code: str, execution: Execution, orders:
     if sell.cert_id is not None:
         await repo.hold_for_transfer(conn, sell.cert_id)
     await order_repo.record_last_price(conn, issue_code, execution.price)
+    await prices.announce_trade(ctx, issue_code, execution.price)
     log.info("order_matched", matching_number=matching_number, price=str(execution.price), qty=execution.quantity)
     for order in (orders[execution.buy], sell):
         ctx.emit(
@@ -498,10 +499,12 @@ async def on_settlement_notice(notice: SettlementNotice, ctx: Context) -> None:
 
 
 async def end_of_day(ctx: Context) -> int:
-    """A command: DAY orders still open at the close expire; returns how many."""
+    """A command: DAY orders still open at the close expire (returns how many); each issue
+    closes and its reference price rolls to the close."""
     expired = await order_repo.open_day_orders(ctx.connection)
     for record in expired:
         await _cancel(ctx, record, CancelReason.EXPIRED, "the trading day closed")
+    await prices.close_day(ctx)
     return len(expired)
 
 
