@@ -164,6 +164,7 @@ class Holding:
     issue_code: str
     quantity: int
     locked_for: str | None = None  # the obligation it secures, pending or placed (R-003-41)
+    account: str = ""  # the safekeeping account at the custodian
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +263,10 @@ def select(valuation: Valuation, shortfall: int) -> Selection:
     """
     if shortfall <= 0:
         raise RefusedError(Refusal.INVALID_SHORTFALL, f"shortfall {shortfall} is not positive")
-    ordered = sorted(valuation.holdings, key=lambda v: (-v.credit_value, v.holding.custodian, v.holding.issue_code))
+    ordered = sorted(
+        valuation.holdings,
+        key=lambda v: (-v.credit_value, v.holding.custodian, v.holding.account, v.holding.issue_code),
+    )
     chosen: list[ValuedHolding] = []
     total = 0
     for candidate in ordered:

@@ -1,0 +1,45 @@
+"""The credit agent's periodic work: lapse uncaptured approvals, abandon inquiries whose
+custodians fell silent, and refresh every purchaser's holdings (R-003-24, Fig. 16)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from agents.credit import card_issuer, line, line_repo, prices
+from broker import logs
+from broker.context import Context
+from broker.runtime import AgentRuntime
+from schemas.identity import CARD_ISSUER_ID, CREDIT_ID
+
+log = logs.get("kabuto.credit.jobs")
+EVERY = timedelta(seconds=5)
+
+
+async def refresh_due(ctx: Context) -> int:
+    """S6000/S6010: ask each custodian of each purchaser not refreshed within the interval."""
+    policy = await line_repo.policy(ctx.connection)
+    if policy is None:
+        return 0
+    due = await ctx.connection.fetch(
+        """UPDATE purchasers SET last_refresh = $1
+           WHERE last_refresh IS NULL OR last_refresh <= $1 - $2::interval RETURNING purchaser""",
+        ctx.now,
+        policy.refresh_interval,
+    )
+    for row in due:
+        contract = await line_repo.purchaser(ctx.connection, row["purchaser"])
+        assert contract is not None
+        for custodian, cursor in contract.custodians:
+            await line.request_refresh(ctx, contract.purchaser, custodian, cursor, None)
+    return len(due)
+
+
+async def housekeeping(runtime: AgentRuntime) -> None:
+    """Background: subscribe to the exchange's prices once, then the periodic work, for ever."""
+    await runtime.command(CREDIT_ID, prices.subscribe)
+    while True:
+        await runtime.command(CARD_ISSUER_ID, card_issuer.expire_uncaptured())
+        await runtime.command(CREDIT_ID, line.abandon_overdue)
+        await runtime.command(CREDIT_ID, refresh_due)
+        await asyncio.sleep(EVERY.total_seconds())
