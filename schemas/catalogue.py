@@ -81,3 +81,4 @@ def specs() -> Iterator[MessageSpec]:
 def _load_all() -> None:
     """Import every message family so the catalogue is complete."""
     from schemas import brokerage, certificates, issuance, lifecycle, settlement, trading  # noqa: F401
+    from schemas import dvp  # noqa: F401  # isort: skip
