@@ -83,3 +83,4 @@ def _load_all() -> None:
     import schemas.custody  # noqa: F401
     from schemas import brokerage, certificates, issuance, lifecycle, settlement, trading  # noqa: F401
     from schemas import credit, prices  # noqa: F401  # isort: skip
+    from schemas import dvp  # noqa: F401  # isort: skip

@@ -1,0 +1,27 @@
+"""The custody agent (issue 11 §2, seed 003's custodian): its handlers, wired to the runtime.
+
+Handlers only decide: they load from ``repo``, decide in ``domain`` and write through
+``books``, emitting answers and events through the outbox in the same transaction.
+"""
+
+from __future__ import annotations
+
+from agents.custody import delivery, holdings, locks
+from broker.consumer import Handler
+from broker.runtime import AgentDefinition
+from schemas.catalogue import Message
+from schemas.custody import HoldingsDeltasRequest, HoldingsStatementRequest, PlaceLock, ReleaseLock
+from schemas.dvp import SecuritiesCommit, SecuritiesRelease, SecuritiesReserve
+from schemas.identity import Role
+
+HANDLERS: dict[type[Message], Handler] = {
+    PlaceLock: locks.on_place_lock,
+    ReleaseLock: locks.on_release_lock,
+    HoldingsDeltasRequest: holdings.on_deltas_request,
+    HoldingsStatementRequest: holdings.on_statement_request,
+    SecuritiesReserve: delivery.on_reserve,
+    SecuritiesCommit: delivery.on_commit,
+    SecuritiesRelease: delivery.on_release,
+}
+
+AGENT = AgentDefinition(id="custody", role=Role.CUSTODY, handlers=HANDLERS)
