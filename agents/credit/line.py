@@ -71,7 +71,7 @@ async def on_inquiry(inquiry: AdditionalCreditInquiry, ctx: Context) -> None:
 
 
 async def request_refresh(ctx: Context, purchaser: str, custodian: str, cursor: int, oid: UUID | None) -> None:
-    request = HoldingsDeltasRequest(client=purchaser, cursor=cursor, custodian=custodian)
+    request = HoldingsDeltasRequest(client=purchaser, cursor=cursor)
     sealed = ctx.emit(request, to=custodian)
     await obligations.add_refresh(ctx.connection, sealed.envelope.message_id, purchaser, custodian, oid, ctx.now)
     step = "S2000" if oid else "S6000"
@@ -86,7 +86,7 @@ async def on_deltas(answer: HoldingsDeltas, ctx: Context) -> None:
         log.warning("deltas_unexpected", request_id=str(answer.request_id))
         return
     purchaser, custodian, oid = found
-    applied = [await line_repo.apply_delta(conn, purchaser, d) for d in answer.deltas]
+    applied = [await line_repo.apply_delta(conn, purchaser, custodian, d) for d in answer.deltas]
     await line_repo.advance_cursor(conn, purchaser, custodian, answer.next_cursor)
     step = "S2030" if oid else "S6050"
     await audit.record(

@@ -270,8 +270,12 @@ async def quotes(conn: asyncpg.Connection) -> dict[str, PriceQuote]:
 # -- holdings (DB 620) ---------------------------------------------------------------------------
 
 
-async def apply_delta(conn: asyncpg.Connection, purchaser_id: str, delta: HoldingDelta) -> bool:
-    """S2030: reflect one delta; an older one than the row already has changes nothing."""
+async def apply_delta(conn: asyncpg.Connection, purchaser_id: str, custodian: str, delta: HoldingDelta) -> bool:
+    """S2030: reflect one delta; an older one than the row already has changes nothing.
+
+    ``custodian`` is the participant that answered (where locks and sell instructions go);
+    it may keep accounts under several custodian names, which the account id tells apart.
+    """
     b = delta.balances
     status = await conn.execute(
         """INSERT INTO holdings AS h (purchaser, custodian, account, issue_code, available, locked,
@@ -281,7 +285,7 @@ async def apply_delta(conn: asyncpg.Connection, purchaser_id: str, delta: Holdin
              available = $5, locked = $6, pending_delivery = $7, pending_receipt = $8, sequence = $9, updated_at = $10
            WHERE h.sequence < $9""",
         purchaser_id,
-        delta.custodian,
+        custodian,
         delta.account,
         delta.issue_code,
         b.available,
@@ -315,7 +319,7 @@ async def positions(conn: asyncpg.Connection, purchaser_id: str) -> list[Positio
                     WHERE c.purchaser = h.purchaser AND c.custodian = h.custodian AND c.account = h.account
                       AND c.issue_code = h.issue_code
                       AND (c.status = 'requested' OR (c.status = 'placed' AND c.lock_cursor > pc.cursor))
-                  ), 0) AS eligible
+                  ), 0)::bigint AS eligible
            FROM holdings h WHERE h.purchaser = $1
            ORDER BY h.custodian, h.account, h.issue_code""",
         purchaser_id,
