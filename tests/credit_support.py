@@ -46,7 +46,8 @@ async def prices_from_the_exchange(rt: dict[str, AgentRuntime]) -> None:
     exchange, credit = rt["exchange"], rt["credit"]
     for issue, price in ((ISSUE_A, 1_000), (ISSUE_B, 2_000)):
         await exchange.command(
-            "exchange", lambda ctx, i=issue, p=price: order_repo.list_instrument(ctx.connection, i, "common", Decimal(p))
+            "exchange",
+            lambda ctx, i=issue, p=price: order_repo.list_instrument(ctx.connection, i, "common", Decimal(p)),
         )
     await exchange.outcomes.wait(lambda s: s.type == "market.subscribe_prices")
     await exchange.command("exchange", end_of_day)
