@@ -23,7 +23,7 @@ async def refresh_due(ctx: Context) -> int:
         return 0
     due = await ctx.connection.fetch(
         """UPDATE purchasers SET last_refresh = $1
-           WHERE last_refresh IS NULL OR last_refresh <= $1 - $2::interval RETURNING purchaser""",
+           WHERE last_refresh IS NULL OR last_refresh <= $1::timestamptz - $2::interval RETURNING purchaser""",
         ctx.now,
         policy.refresh_interval,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from itertools import pairwise
 from decimal import Decimal
 
 from agents.credit import audit, card_repo, line_repo
@@ -91,7 +92,7 @@ def haircut_bands(bands: tuple[Band, ...]) -> Command:
     for band in ordered:
         if band.rate <= 0:
             raise CreditCommandError(f"rate {band.rate} is not positive")
-    for lower, upper in zip(ordered, ordered[1:], strict=False):
+    for lower, upper in pairwise(ordered):
         if lower.maximum is None or lower.maximum > upper.minimum:
             raise CreditCommandError(f"band from {lower.minimum:,} overlaps the band from {upper.minimum:,}")
 

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TypeVar
+from uuid import UUID
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
@@ -78,7 +79,7 @@ class MerchantTerminal:
         finally:
             await connection.close()
 
-    async def _send(self, payload: Message, to: str) -> None:
+    async def _send(self, payload: Message, to: str) -> UUID:
         sealed = seal(self._identity, payload, recipient=to, now=datetime.now(UTC))
         await self._exchange.publish(
             aio_pika.Message(
@@ -91,6 +92,7 @@ class MerchantTerminal:
             routing_key=to,
             mandatory=True,
         )
+        return sealed.envelope.message_id
 
     async def request_purchase(
         self,
@@ -100,15 +102,18 @@ class MerchantTerminal:
         description: str = "",
         *,
         card_issuer: str = CARD_ISSUER_ID,
-    ) -> None:
-        """S1020/S1030 (R-003-14): ask the card issuer whether the card may pay ``amount``."""
+    ) -> UUID:
+        """S1020/S1030 (R-003-14): ask the card issuer whether the card may pay ``amount``; returns
+        the request's message id, which is also the conversation's correlation id."""
         request = PurchaseRequest(
             purchase_id=purchase_id, card_number=card_number, amount=amount, description=description
         )
-        await self._send(request, card_issuer)
+        return await self._send(request, card_issuer)
 
-    async def capture(self, purchase_id: str, settlement_account: str, *, card_issuer: str = CARD_ISSUER_ID) -> None:
-        await self._send(CapturePurchase(purchase_id=purchase_id, settlement_account=settlement_account), card_issuer)
+    async def capture(self, purchase_id: str, settlement_account: str, *, card_issuer: str = CARD_ISSUER_ID) -> UUID:
+        return await self._send(
+            CapturePurchase(purchase_id=purchase_id, settlement_account=settlement_account), card_issuer
+        )
 
     async def answer(self, purchase_id: str, timeout: float = 20.0) -> PurchaseAnswer:
         return await self._wait(self._answers, purchase_id, timeout)
