@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from itertools import pairwise
 from decimal import Decimal
+from itertools import pairwise
 
 from agents.credit import audit, card_repo, line_repo
 from agents.credit import obligation_repo as obligations
