@@ -314,7 +314,7 @@ class CustodyStatusChanged(Message):
     subject: str = Field(description="deposit, withdrawal, lock, sale or delivery")
     subject_id: str
     client: ParticipantId
-    account: SafekeepingAccountId
+    account: SafekeepingAccountId | None = Field(default=None, description="None until a deposit names one.")
     status: str
     issue_code: IssueCode | None = None
     quantity: int | None = None

@@ -285,7 +285,11 @@ class TradeCompleted(Message):
     transferred_cert_id: UUID = Field(description="The seller's CertID that the transfer retired.")
 
 
-@message("certificate.request_after_transfer", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.ISSUER})
+@message(
+    "certificate.request_after_transfer",
+    senders={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY},
+    recipients={Role.ISSUER},
+)
 class CertificateRequestAfterTransfer(Message):
     """The buyer asks for its new certificate by name-transfer number (seed 001 message 39, S141)."""
 

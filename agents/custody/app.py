@@ -6,13 +6,22 @@ Handlers only decide: they load from ``repo``, decide in ``domain`` and write th
 
 from __future__ import annotations
 
-from agents.custody import delivery, holdings, locks
+from agents.custody import delivery, deposits, holdings, locks, withdrawals
 from broker.consumer import Handler
 from broker.runtime import AgentDefinition
 from schemas.catalogue import Message
 from schemas.custody import HoldingsDeltasRequest, HoldingsStatementRequest, PlaceLock, ReleaseLock
 from schemas.dvp import SecuritiesCommit, SecuritiesRelease, SecuritiesReserve
 from schemas.identity import Role
+from schemas.issuance import CertificateIssuanceRefused, CertificateIssued
+from schemas.lifecycle import (
+    CertificateHandover,
+    CertificatesReissued,
+    HoldingsStatement,
+    OffExchangeTransferRefused,
+    OffExchangeTransferRegistered,
+    ReissueRefused,
+)
 
 HANDLERS: dict[type[Message], Handler] = {
     PlaceLock: locks.on_place_lock,
@@ -22,6 +31,16 @@ HANDLERS: dict[type[Message], Handler] = {
     SecuritiesReserve: delivery.on_reserve,
     SecuritiesCommit: delivery.on_commit,
     SecuritiesRelease: delivery.on_release,
+    CertificateHandover: deposits.on_handover,
+    OffExchangeTransferRegistered: deposits.on_registered,
+    OffExchangeTransferRefused: deposits.on_refused,
+    CertificateIssued: deposits.on_certificate,
+    CertificateIssuanceRefused: deposits.on_certificate_refused,
+    CertificatesReissued: withdrawals.on_reissued,
+    ReissueRefused: withdrawals.on_reissue_refused,
+    HoldingsStatement: withdrawals.on_holdings,
 }
 
-AGENT = AgentDefinition(id="custody", role=Role.CUSTODY, handlers=HANDLERS)
+AGENT = AgentDefinition(
+    id="custody", role=Role.CUSTODY, handlers=HANDLERS, background=(withdrawals.confirm_withdrawals,)
+)
