@@ -84,6 +84,7 @@ class LockRefusal(StrEnum):
     RELEASE_ID_CONFLICT = "release_id_conflict"
     INSTRUCTION_ID_CONFLICT = "instruction_id_conflict"
     SALE_IN_PROGRESS = "sale_in_progress"
+    CERTIFICATES_BUSY = "certificates_busy"
 
 
 class LockStatus(StrEnum):

@@ -53,7 +53,7 @@ class OrderTerms(BaseModel):
         return self
 
 
-@message("order.submit", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.EXCHANGE})
+@message("order.submit", senders={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY}, recipients={Role.EXCHANGE})
 class SubmitOrder(Message):
     """An order (seed 001 message 33, Fig. 12). A sell order carries the seller's certificate,
     countersigned by the seller for this order; a buy order carries the buyer's name and address."""
@@ -120,7 +120,7 @@ class OrderRefusal(StrEnum):
     REPLACE_NOT_ALLOWED = "replace_not_allowed"
 
 
-@message("order.accepted", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("order.accepted", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class OrderAccepted(Message):
     """Order acceptance response (seed 001 message 34): the OAN and the hash of the request."""
 
@@ -135,7 +135,7 @@ class RejectedRequest(StrEnum):
     REPLACE = "replace"
 
 
-@message("order.rejected", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("order.rejected", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class OrderRejected(Message):
     """The exchange's error notification for an order, cancel or replace (seed 001 S74–S86). A
     refused cancel leaves its order as it was; a refused replace leaves the original order live."""
@@ -158,7 +158,7 @@ class CancelReason(StrEnum):
     CERTIFICATE_INVALID = "certificate_invalid"
 
 
-@message("order.cancelled", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("order.cancelled", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class OrderCancelled(Message):
     """An order (or what was left of it) was taken off the book, and why (S132 for an invalid ESC)."""
 
@@ -169,7 +169,7 @@ class OrderCancelled(Message):
     detail: str = ""
 
 
-@message("order.executed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("order.executed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class OrderExecuted(Message):
     """A fill of the recipient's order (seed 001 S91–S93); name transfer follows."""
 
@@ -268,7 +268,7 @@ class NameTransferFailed(Message):
     request_hash: Sha256
 
 
-@message("trade.completed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("trade.completed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class TradeCompleted(Message):
     """Trade completion notice (seed 001 message 37, S129), to buyer and seller."""
 
@@ -299,7 +299,7 @@ class CertificateRequestAfterTransfer(Message):
     dividend_delivery: DividendDelivery
 
 
-@message("certificate.remainder", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("certificate.remainder", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class RemainderCertificate(Message):
     """The seller's certificate for the shares left after a partial sale, pushed by the issuer."""
 
@@ -320,7 +320,7 @@ class TradeExecuted(Message):
     currency: Currency = "JPY"
 
 
-@message("order.execution_reversed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("order.execution_reversed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class ExecutionReversed(Message):
     """A buy order's fill was undone because the seller's certificate failed name transfer; the
     shares are back in the order (seed 001 S131) or, for an order that cannot rest, cancelled."""

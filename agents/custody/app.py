@@ -6,11 +6,11 @@ Handlers only decide: they load from ``repo``, decide in ``domain`` and write th
 
 from __future__ import annotations
 
-from agents.custody import delivery, deposits, holdings, locks, withdrawals
+from agents.custody import delivery, deposits, holdings, locks, sales, withdrawals
 from broker.consumer import Handler
 from broker.runtime import AgentDefinition
 from schemas.catalogue import Message
-from schemas.custody import HoldingsDeltasRequest, HoldingsStatementRequest, PlaceLock, ReleaseLock
+from schemas.custody import HoldingsDeltasRequest, HoldingsStatementRequest, PlaceLock, ReleaseLock, SellInstruction
 from schemas.dvp import SecuritiesCommit, SecuritiesRelease, SecuritiesReserve
 from schemas.identity import Role
 from schemas.issuance import CertificateIssuanceRefused, CertificateIssued
@@ -21,6 +21,16 @@ from schemas.lifecycle import (
     OffExchangeTransferRefused,
     OffExchangeTransferRegistered,
     ReissueRefused,
+)
+from schemas.settlement import SettlementNotice
+from schemas.trading import (
+    ExecutionReversed,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExecuted,
+    OrderRejected,
+    RemainderCertificate,
+    TradeCompleted,
 )
 
 HANDLERS: dict[type[Message], Handler] = {
@@ -39,6 +49,15 @@ HANDLERS: dict[type[Message], Handler] = {
     CertificatesReissued: withdrawals.on_reissued,
     ReissueRefused: withdrawals.on_reissue_refused,
     HoldingsStatement: withdrawals.on_holdings,
+    SellInstruction: sales.on_sell_instruction,
+    OrderRejected: sales.on_order_rejected,
+    OrderExecuted: sales.on_order_executed,
+    ExecutionReversed: sales.on_execution_reversed,
+    OrderCancelled: sales.on_order_cancelled,
+    TradeCompleted: sales.on_trade_completed,
+    RemainderCertificate: sales.on_remainder,
+    SettlementNotice: sales.on_settlement_notice,
+    OrderAccepted: sales.on_order_accepted,
 }
 
 AGENT = AgentDefinition(

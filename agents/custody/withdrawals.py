@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from uuid import UUID
 
-from agents.custody import books, domain, events, repo, vault_repo
+from agents.custody import books, domain, events, repo, sales, vault_repo
 from agents.custody.domain import HandOver, Merge, Refused, Split
 from agents.custody.vault_repo import Withdrawal
 from broker import logs
@@ -120,16 +120,16 @@ async def _hand_over(ctx: Context, w: Withdrawal, cert_id: UUID) -> None:
 
 
 async def on_reissued(answer: CertificatesReissued, ctx: Context) -> None:
-    """The split or merged certificates are custody's: into the vault, then the next step."""
+    """The split or merged certificates are custody's: into the vault, then the next step of
+    the withdrawal or sale that asked for them."""
     w = await vault_repo.withdrawal_by_reissue(ctx.connection, answer.request_id)
-    if w is None or w.status != "preparing":
-        raise SecurityRejected(Reason.UNSOLICITED, f"no pending reissue request {answer.request_id}")
-    await vault_repo.mark(ctx.connection, list(answer.retired), "gone")
-    for signed in answer.certificates:
-        certificate = verify_certificate(signed, ctx.trust)
-        if certificate.holder_user_id != ctx.identity.user_id:
-            raise SecurityRejected(Reason.UNSOLICITED, f"certificate {certificate.cert_id} is not custody's")
-        await vault_repo.add(ctx.connection, certificate.cert_id, certificate.issue_code, certificate.shares, signed)
+    if w is not None and w.status != "preparing":
+        return
+    await _into_vault(ctx, answer)
+    if w is None:
+        if not await sales.continue_after_merge(ctx, answer.request_id):
+            raise SecurityRejected(Reason.UNSOLICITED, f"no pending reissue request {answer.request_id}")
+        return
     certificates = await vault_repo.usable(ctx.connection, w.issue_code)
     plan = domain.plan_certificate([(c.cert_id, c.shares) for c in certificates], w.quantity, exact=True)
     if plan is None:
@@ -138,11 +138,24 @@ async def on_reissued(answer: CertificatesReissued, ctx: Context) -> None:
     await _carry_out(ctx, w, plan)
 
 
+async def _into_vault(ctx: Context, answer: CertificatesReissued) -> None:
+    await vault_repo.mark(ctx.connection, list(answer.retired), "gone")
+    for signed in answer.certificates:
+        certificate = verify_certificate(signed, ctx.trust)
+        if certificate.holder_user_id != ctx.identity.user_id:
+            raise SecurityRejected(Reason.UNSOLICITED, f"certificate {certificate.cert_id} is not custody's")
+        await vault_repo.add(ctx.connection, certificate.cert_id, certificate.issue_code, certificate.shares, signed)
+
+
 async def on_reissue_refused(answer: ReissueRefused, ctx: Context) -> None:
+    detail = f"{answer.reason.value}: {answer.detail}"
     w = await vault_repo.withdrawal_by_reissue(ctx.connection, answer.request_id)
-    if w is None or w.status != "preparing":
-        raise SecurityRejected(Reason.UNSOLICITED, f"no pending reissue request {answer.request_id}")
-    await _cancel(ctx, w, f"{answer.reason.value}: {answer.detail}")
+    if w is None:
+        if not await sales.merge_refused(ctx, answer.request_id, detail):
+            raise SecurityRejected(Reason.UNSOLICITED, f"no pending reissue request {answer.request_id}")
+        return
+    if w.status == "preparing":
+        await _cancel(ctx, w, detail)
 
 
 async def _cancel(ctx: Context, w: Withdrawal, reason: str) -> None:
