@@ -107,7 +107,8 @@ async def on_brokered_settlement(request: PostBrokeredSettlement, ctx: Context) 
     ids = [leg.account for leg in request.legs]
     found = await repo.accounts_for_update(ctx.connection, ids)
     held = await funds_repo.held_by_others(ctx.connection, ids, request.hold_id)
-    problem = await mandates.refusal_for_postings(ctx, ctx.sender.user_id, found) or _check_legs(request, found, held, ctx.sender.user_id)
+    broker = ctx.sender.user_id
+    problem = await mandates.refusal_for_postings(ctx, broker, found) or _check_legs(request, found, held, broker)
     if problem is None:
         try:
             entry = Entry(
