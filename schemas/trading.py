@@ -118,6 +118,12 @@ class OrderRefusal(StrEnum):
     UNKNOWN_ORDER = "unknown_order"
     ORDER_NOT_OPEN = "order_not_open"
     REPLACE_NOT_ALLOWED = "replace_not_allowed"
+    # Issue 11: a buy order's cover at settlement (docs/dvp.md).
+    UNKNOWN_ACCOUNT = "unknown_account"
+    ACCOUNT_NOT_OWNED = "account_not_owned"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    COVER_REQUIRED = "cover_required"
 
 
 @message("order.accepted", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})

@@ -30,6 +30,7 @@ class OrderRecord:
     holder_name: str | None
     holder_address: str | None
     certificate: EndorsedCertificate | None
+    cover_id: UUID | None = None
 
 
 async def list_instrument(
@@ -96,13 +97,15 @@ async def next_matching_number(connection: asyncpg.Connection) -> int:
     return number
 
 
-async def insert_order(connection: asyncpg.Connection, order: Order, request: SubmitOrder, request_hash: str) -> None:
+async def insert_order(
+    connection: asyncpg.Connection, order: Order, request: SubmitOrder, request_hash: str, cover_id: UUID | None = None
+) -> None:
     certificate = request.certificate.model_dump_json() if request.certificate else None
     await connection.execute(
         """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
                price, quantity, remaining, time_in_force, priority, status, settlement_account,
-               holder_name, holder_address, cert_id, certificate, request_hash)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $13, $14, $15, $16::jsonb, $17)""",
+               holder_name, holder_address, cert_id, certificate, request_hash, cover_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $13, $14, $15, $16::jsonb, $17, $18)""",
         order.acceptance_number,
         order.client_order_id,
         order.user_id,
@@ -120,6 +123,7 @@ async def insert_order(connection: asyncpg.Connection, order: Order, request: Su
         order.cert_id,
         certificate,
         request_hash,
+        cover_id,
     )
 
 
@@ -130,9 +134,9 @@ async def insert_replacement(
     await connection.execute(
         """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
                price, quantity, remaining, time_in_force, priority, status, settlement_account,
-               holder_name, holder_address, cert_id, certificate, request_hash)
+               holder_name, holder_address, cert_id, certificate, request_hash, cover_id)
            SELECT $1, $2, user_id, issue_code, side, order_type, $3, $4, $4, time_in_force, $1, 'open',
-                  settlement_account, holder_name, holder_address, cert_id, certificate, $5
+                  settlement_account, holder_name, holder_address, cert_id, certificate, $5, cover_id
            FROM orders WHERE acceptance_number = $6""",
         order.acceptance_number,
         order.client_order_id,
@@ -197,6 +201,7 @@ def _record(row: asyncpg.Record) -> OrderRecord:
         holder_name=row["holder_name"],
         holder_address=row["holder_address"],
         certificate=EndorsedCertificate.model_validate_json(certificate) if certificate else None,
+        cover_id=row["cover_id"],
     )
 
 
@@ -322,6 +327,26 @@ async def unfinished_matches(connection: asyncpg.Connection, sell_order: int) ->
     return [Match(**dict(r)) for r in rows]
 
 
+async def unfinished_buys(connection: asyncpg.Connection, buy_order: int) -> int:
+    """How many executions of this buy order are not yet settled or failed."""
+    count: int = await connection.fetchval(
+        "SELECT count(*) FROM matches WHERE buy_order = $1 AND status IN ('pending_transfer', 'transfer_requested')",
+        buy_order,
+    )
+    return count
+
+
+async def settlement_status(
+    connection: asyncpg.Connection, matching_number: int, status: str, failure: str | None
+) -> None:
+    await connection.execute(
+        "UPDATE matches SET settlement_status = $2, settlement_failure = $3 WHERE matching_number = $1",
+        matching_number,
+        status,
+        failure,
+    )
+
+
 async def fills(connection: asyncpg.Connection, acceptance_number: int) -> list[Fill]:
     rows = await connection.fetch(
         """SELECT matching_number, price, shares, status FROM matches
@@ -356,7 +381,8 @@ async def matching_list(connection: asyncpg.Connection) -> list[dict[str, object
     """The order matching list 22 with each trade's transfer and settlement, for operators."""
     rows = await connection.fetch(
         """SELECT matching_number AS omn, issue_code, buy_order, sell_order, shares, price, status,
-                  name_transfer_number AS ntn, settled FROM matches ORDER BY matching_number"""
+                  name_transfer_number AS ntn, settled, settlement_status, settlement_failure
+           FROM matches ORDER BY matching_number"""
     )
     return [dict(r) for r in rows]
 

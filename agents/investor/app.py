@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from uuid import UUID
 
-from agents.investor import brokered, domain, lifecycle, repo, trading
+from agents.investor import brokered, domain, instructions, lifecycle, repo, trading
 from broker import logs
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
@@ -101,5 +101,6 @@ AGENT = AgentDefinition(
         **trading.HANDLERS,
         **lifecycle.HANDLERS,
         **brokered.HANDLERS,
+        **instructions.HANDLERS,
     },
 )
