@@ -11,7 +11,7 @@ from broker.consumer import Handler
 from broker.runtime import AgentDefinition
 from schemas.catalogue import Message
 from schemas.custody import HoldingsDeltasRequest, HoldingsStatementRequest, PlaceLock, ReleaseLock, SellInstruction
-from schemas.dvp import SecuritiesCommit, SecuritiesRelease, SecuritiesReserve
+from schemas.dvp import InstructionStatus, SecuritiesCommit, SecuritiesRelease, SecuritiesReserve
 from schemas.identity import Role
 from schemas.issuance import CertificateIssuanceRefused, CertificateIssued
 from schemas.lifecycle import (
@@ -58,6 +58,7 @@ HANDLERS: dict[type[Message], Handler] = {
     RemainderCertificate: sales.on_remainder,
     SettlementNotice: sales.on_settlement_notice,
     OrderAccepted: sales.on_order_accepted,
+    InstructionStatus: sales.on_instruction_status,
 }
 
 AGENT = AgentDefinition(

@@ -25,6 +25,7 @@ from broker.context import Context
 from broker.errors import Reason, SecurityRejected
 from broker.stock_certificates import endorse, verify_certificate
 from schemas.custody import LockRefusal, LockStatus, SaleCompleted, SaleFill, SaleRefused, SaleStatus, SellInstruction
+from schemas.dvp import InstructionStatus
 from schemas.identity import EXCHANGE_ID, ISSUER_ID
 from schemas.lifecycle import ReissueKind, ReissueRequest
 from schemas.settlement import SettlementNotice
@@ -290,6 +291,17 @@ async def on_settlement_notice(notice: SettlementNotice, ctx: Context) -> None:
     if not notice.settled:
         log.error("sale_cash_leg_failed", matching_number=notice.matching_number, failure=str(notice.failure))
     await _finish_if_over(ctx, sale.instruction_id)
+
+
+async def on_instruction_status(status: InstructionStatus, ctx: Context) -> None:
+    """Settlement's view of a sale's instruction (docs/dvp.md): for the record; the fill's end
+    is decided by the trade completion (both legs done) or the exchange reversing it."""
+    log.info(
+        "sale_instruction_status",
+        instruction=status.instruction,
+        settlement=status.status.settlement.value,
+        reason=status.status.reason.value if status.status.reason else None,
+    )
 
 
 async def _finish_if_over(ctx: Context, instruction_id: UUID) -> None:

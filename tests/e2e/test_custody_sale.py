@@ -73,7 +73,7 @@ async def test_the_lock_holder_sells_locked_shares_through_the_exchange(settings
         custody = rt["custody"]
         lock = await market(rt)
         await send_as(settings, "credit", instruction(lock, 200))
-        await custody.outcomes.wait(lambda s: s.type == "settlement.notice", timeout=30)
+        await custody.outcomes.wait(lambda s: s.type == "trade.completed", timeout=30)
         [sale] = await outbox_payloads(custody, "custody.sale.completed")
         assert (sale["status"], sale["quantity_sold"], sale["unsold"], sale["proceeds"]) == (
             "completed",
