@@ -67,6 +67,11 @@ class SubmitOrder(Message):
     certificate: EndorsedCertificate | None = None
     holder_name: str | None = Field(default=None, max_length=200)
     holder_address: str | None = Field(default=None, max_length=400)
+    safekeeping_account: AccountId | None = Field(
+        default=None,
+        description="A custody client's safekeeping account: the securities leg is a book-entry move at custody "
+        "(a sell order then carries no certificate); book-entry orders match only book-entry orders.",
+    )
 
 
 @message("order.cancel", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.EXCHANGE})
@@ -279,7 +284,7 @@ class TradeCompleted(Message):
     """Trade completion notice (seed 001 message 37, S129), to buyer and seller."""
 
     matching_number: int
-    name_transfer_number: int
+    name_transfer_number: int | None = Field(description="None for a book-entry trade (no name transfer).")
     client_order_id: ClientOrderId
     acceptance_number: int
     side: Side
@@ -288,7 +293,9 @@ class TradeCompleted(Message):
     quantity: int
     amount: Amount
     currency: Currency = "JPY"
-    transferred_cert_id: UUID = Field(description="The seller's CertID that the transfer retired.")
+    transferred_cert_id: UUID | None = Field(
+        default=None, description="The seller's CertID that the transfer retired; None for a book-entry trade."
+    )
 
 
 @message(

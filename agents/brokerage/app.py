@@ -377,7 +377,7 @@ async def on_trade_completed(notice: TradeCompleted, ctx: Context) -> None:
     await repo.execution_status(ctx.connection, notice.matching_number, "completed")
     if notice.side is Side.BUY:
         await settling.request_certificate(ctx, notice)
-    else:
+    elif notice.transferred_cert_id is not None:
         await repo.certificate_status(ctx.connection, notice.transferred_cert_id, "surrendered")
     await settling.settle_if_done(ctx, order["order_id"])
 

@@ -263,7 +263,8 @@ async def on_trade_completed(notice: TradeCompleted, ctx: Context) -> None:
         ctx, account, sale.issue_code, domain.deliver(position, notice.quantity), "sold", notice.matching_number
     )
     await sales.mark_transferred(ctx.connection, notice.matching_number, notice.amount)
-    await vault_repo.mark(ctx.connection, [notice.transferred_cert_id], "gone")
+    if notice.transferred_cert_id is not None:
+        await vault_repo.mark(ctx.connection, [notice.transferred_cert_id], "gone")
     await _finish_if_over(ctx, sale.instruction_id)
 
 

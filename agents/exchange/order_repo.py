@@ -31,6 +31,7 @@ class OrderRecord:
     holder_address: str | None
     certificate: EndorsedCertificate | None
     cover_id: UUID | None = None
+    safekeeping_account: str | None = None
 
 
 async def list_instrument(
@@ -104,8 +105,9 @@ async def insert_order(
     await connection.execute(
         """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
                price, quantity, remaining, time_in_force, priority, status, settlement_account,
-               holder_name, holder_address, cert_id, certificate, request_hash, cover_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $13, $14, $15, $16::jsonb, $17, $18)""",
+               holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $13, $14, $15, $16::jsonb, $17, $18,
+                   $19)""",
         order.acceptance_number,
         order.client_order_id,
         order.user_id,
@@ -124,6 +126,7 @@ async def insert_order(
         certificate,
         request_hash,
         cover_id,
+        request.safekeeping_account,
     )
 
 
@@ -134,9 +137,10 @@ async def insert_replacement(
     await connection.execute(
         """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
                price, quantity, remaining, time_in_force, priority, status, settlement_account,
-               holder_name, holder_address, cert_id, certificate, request_hash, cover_id)
+               holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account)
            SELECT $1, $2, user_id, issue_code, side, order_type, $3, $4, $4, time_in_force, $1, 'open',
-                  settlement_account, holder_name, holder_address, cert_id, certificate, $5, cover_id
+                  settlement_account, holder_name, holder_address, cert_id, certificate, $5, cover_id,
+                  safekeeping_account
            FROM orders WHERE acceptance_number = $6""",
         order.acceptance_number,
         order.client_order_id,
@@ -202,14 +206,19 @@ def _record(row: asyncpg.Record) -> OrderRecord:
         holder_address=row["holder_address"],
         certificate=EndorsedCertificate.model_validate_json(certificate) if certificate else None,
         cover_id=row["cover_id"],
+        safekeeping_account=row["safekeeping_account"],
     )
 
 
-async def load_book(connection: asyncpg.Connection, issue_code: str) -> OrderBook:
-    """The issue's book, rebuilt from its open orders in priority order (locked for this decision)."""
+async def load_book(connection: asyncpg.Connection, issue_code: str, book_entry: bool = False) -> OrderBook:
+    """The issue's book, rebuilt from its open orders in priority order (locked for this decision);
+    certificate orders and book-entry orders are separate segments that never match each other."""
     await connection.execute("SELECT 1 FROM instruments WHERE issue_code = $1 FOR UPDATE", issue_code)
     rows = await connection.fetch(
-        "SELECT * FROM orders WHERE issue_code = $1 AND status = 'open' ORDER BY priority", issue_code
+        """SELECT * FROM orders WHERE issue_code = $1 AND status = 'open'
+           AND (safekeeping_account IS NOT NULL) = $2 ORDER BY priority""",
+        issue_code,
+        book_entry,
     )
     book = OrderBook(issue_code)
     for row in rows:
@@ -289,7 +298,7 @@ async def next_transfer(connection: asyncpg.Connection, sell_order: int) -> Matc
 
 
 async def transfer_requested(
-    connection: asyncpg.Connection, matching_number: int, cert_id: UUID, request_hash: str
+    connection: asyncpg.Connection, matching_number: int, cert_id: UUID | None, request_hash: str
 ) -> None:
     await connection.execute(
         """UPDATE matches SET status = 'transfer_requested', cert_id = $2, transfer_request_hash = $3
@@ -300,7 +309,9 @@ async def transfer_requested(
     )
 
 
-async def transfer_completed(connection: asyncpg.Connection, matching_number: int, ntn: int, new_cert_id: UUID) -> None:
+async def transfer_completed(
+    connection: asyncpg.Connection, matching_number: int, ntn: int | None, new_cert_id: UUID | None
+) -> None:
     await connection.execute(
         """UPDATE matches SET status = 'completed', name_transfer_number = $2, new_cert_id = $3,
                completed_at = now() WHERE matching_number = $1""",

@@ -10,12 +10,13 @@ execution as S131 says; any other failure reverses it and both orders keep what 
 
 from __future__ import annotations
 
-from agents.exchange import order_repo, repo, trading
+from agents.exchange import book_entry, order_repo, repo, trading
 from broker import logs
 from broker.context import Context
 from broker.stock_certificates import content_of, endorse, verify_certificate
 from schemas.certificates import EndorsedCertificate
 from schemas.dvp import (
+    BookEntryDelivery,
     CertificateDelivery,
     CertificateLeg,
     CoverRelease,
@@ -41,7 +42,11 @@ async def instruct_next(ctx: Context, sell_order: int) -> None:
         return
     sell = await order_repo.order(conn, sell_order)
     buy = await order_repo.order(conn, match.buy_order)
-    assert sell is not None and buy is not None and sell.certificate is not None and sell.order.cert_id
+    assert sell is not None and buy is not None
+    if sell.safekeeping_account is not None:
+        await book_entry.instruct(ctx, match, sell, buy)
+        return
+    assert sell.certificate is not None and sell.order.cert_id
     certificate = content_of(sell.certificate)
     endorsed = endorse(ctx.identity, sell.certificate, "name_transfer", f"omn:{match.matching_number}")
     unfinished = await order_repo.unfinished_matches(conn, sell_order)
@@ -88,7 +93,10 @@ async def on_instruction_status(message: InstructionStatus, ctx: Context) -> Non
     await order_repo.settlement_status(ctx.connection, match.matching_number, status.settlement.value, reason)
     if match.status != "transfer_requested":
         return
-    if status.settlement is SettlementStatus.SETTLED:
+    if status.settlement is SettlementStatus.SETTLED and isinstance(message.delivery, BookEntryDelivery):
+        await book_entry.settled(ctx, match)
+        await _go_on(ctx, match)
+    elif status.settlement is SettlementStatus.SETTLED:
         assert isinstance(message.delivery, CertificateDelivery)
         await _settled(ctx, match, message.delivery)
     elif status.settlement is SettlementStatus.FAILED or status.processing in (
@@ -96,7 +104,7 @@ async def on_instruction_status(message: InstructionStatus, ctx: Context) -> Non
         ProcessingStatus.CANCELLED,
     ):
         detail = f"settlement failed: {reason} — {status.detail}"
-        if status.reason in _CERTIFICATE_DEAD:
+        if status.reason in _CERTIFICATE_DEAD and match.cert_id is not None:
             await _certificate_failed(ctx, match, detail, reason or "")
         else:
             await _reversed(ctx, match, detail, reason or "")
@@ -185,10 +193,10 @@ async def _reversed(ctx: Context, match: order_repo.Match, detail: str, reason: 
     happened; both parties are told the execution is undone. The seller's certificate is back in
     the list; the orders are not re-offered, so the same two cannot fail each other again."""
     conn = ctx.connection
-    assert match.cert_id is not None
     await order_repo.transfer_failed(conn, match.matching_number, reason)
     await order_repo.settlement_result(conn, match.matching_number, False, reason)
-    await repo.transfer_abandoned(conn, match.cert_id)
+    if match.cert_id is not None:  # a book-entry trade has no certificate to put back in the list
+        await repo.transfer_abandoned(conn, match.cert_id)
     for number in (match.buy_order, match.sell_order):
         record = await order_repo.order(conn, number)
         assert record is not None

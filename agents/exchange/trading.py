@@ -121,7 +121,7 @@ async def book(
 ) -> None:
     """S91–S95: an acceptance number, the book, the matches."""
     conn = ctx.connection
-    book = await order_repo.load_book(conn, request.issue_code)
+    book = await order_repo.load_book(conn, request.issue_code, request.safekeeping_account is not None)
     terms = request.terms
     order = Order(
         acceptance_number=await order_repo.next_acceptance_number(conn),
@@ -257,7 +257,8 @@ async def release_if_done(ctx: Context, sell_order: int) -> None:
     record = await order_repo.order(ctx.connection, sell_order)
     if record is None or record.status == "open" or await order_repo.unfinished_matches(ctx.connection, sell_order):
         return
-    assert record.certificate is not None
+    if record.certificate is None:  # a book-entry order: nothing is committed at the issuer
+        return
     issuer = content_of(record.certificate).issuing_agent_id
     ctx.emit(CertificateRelease(seller_order=sell_order, seller_user_id=record.order.user_id), to=issuer)
 
@@ -270,7 +271,7 @@ async def on_cancel(request: CancelOrder, ctx: Context) -> None:
         refusal = refusal or acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, "")
         _reject(ctx, request.client_order_id, refusal, RejectedRequest.CANCEL)
         return
-    book = await order_repo.load_book(ctx.connection, record.issue_code)
+    book = await order_repo.load_book(ctx.connection, record.issue_code, record.safekeeping_account is not None)
     book.cancel(record.order.acceptance_number)
     await cancel(ctx, record, CancelReason.REQUESTED)
 
@@ -302,7 +303,7 @@ async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
         refusal = refusal or acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, "")
         _reject(ctx, request.new_client_order_id, refusal, RejectedRequest.REPLACE)
         return
-    book = await order_repo.load_book(conn, record.issue_code)
+    book = await order_repo.load_book(conn, record.issue_code, record.safekeeping_account is not None)
     old = record.order
     if request.price == old.price and request.quantity <= old.remaining:
         reduced = book.reduce(old.acceptance_number, request.quantity)
