@@ -232,13 +232,6 @@ def replace_refusal(
             OrderRefusal.REPLACE_NOT_ALLOWED,
             "a partly filled sell order can only be reduced; cancel it and sell the remainder anew",
         )
-    if old.side is Side.BUY and (
-        request.quantity > old.remaining or (request.price or Decimal(0)) > (old.price or Decimal(0))
-    ):
-        # Issue 11: the cover settlement holds is for this order's worst case; a replace cannot raise it.
-        return Refusal(
-            OrderRefusal.COVER_REQUIRED, "a replace cannot raise a buy order's cover; cancel it and enter a new order"
-        )
     if old.side is Side.SELL and request.quantity > old.quantity:
         return Refusal(OrderRefusal.SHORT_SELLING_PROHIBITED, "a replace cannot sell more than the order did")
     if old.side is Side.BUY and sender.policy is not None:
@@ -246,4 +239,11 @@ def replace_refusal(
         current = (old.price or Decimal(0)) * old.remaining
         if open_buy_exposure - current + price * request.quantity > sender.policy.account_usage_limit:
             return Refusal(OrderRefusal.ACCOUNT_USAGE_LIMIT_EXCEEDED, "the replacement exceeds the account usage limit")
+    if old.side is Side.BUY and (
+        request.quantity > old.remaining or (request.price or Decimal(0)) > (old.price or Decimal(0))
+    ):
+        # Issue 11: the cover settlement holds is for this order's worst case; a replace cannot raise it.
+        return Refusal(
+            OrderRefusal.COVER_REQUIRED, "a replace cannot raise a buy order's cover; cancel it and enter a new order"
+        )
     return None
