@@ -46,6 +46,10 @@ class Settings:
     outbox_batch: int = 200
     outbox_idle_poll: timedelta = timedelta(seconds=5)
     certid_list_interval: timedelta = timedelta(minutes=10)
+    # Issue 11 (DvP): how often settlement recycles pending instructions, and for how many days
+    # after the intended settlement date (the cut-off).
+    settlement_recycle_interval: timedelta = timedelta(seconds=60)
+    settlement_recycle_days: int = 2
 
     @property
     def max_attempts(self) -> int:
@@ -126,4 +130,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         outbox_batch=_int(env, "KABUTO_OUTBOX_BATCH", defaults.outbox_batch),
         outbox_idle_poll=_seconds(env, "KABUTO_OUTBOX_IDLE_POLL", defaults.outbox_idle_poll),
         certid_list_interval=_seconds(env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval),
+        settlement_recycle_interval=_seconds(
+            env, "KABUTO_SETTLEMENT_RECYCLE_INTERVAL", defaults.settlement_recycle_interval
+        ),
+        settlement_recycle_days=_int(env, "KABUTO_SETTLEMENT_RECYCLE_DAYS", defaults.settlement_recycle_days),
     )

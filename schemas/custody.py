@@ -84,6 +84,7 @@ class LockRefusal(StrEnum):
     RELEASE_ID_CONFLICT = "release_id_conflict"
     INSTRUCTION_ID_CONFLICT = "instruction_id_conflict"
     SALE_IN_PROGRESS = "sale_in_progress"
+    CERTIFICATES_BUSY = "certificates_busy"
 
 
 class LockStatus(StrEnum):
@@ -314,7 +315,7 @@ class CustodyStatusChanged(Message):
     subject: str = Field(description="deposit, withdrawal, lock, sale or delivery")
     subject_id: str
     client: ParticipantId
-    account: SafekeepingAccountId
+    account: SafekeepingAccountId | None = Field(default=None, description="None until a deposit names one.")
     status: str
     issue_code: IssueCode | None = None
     quantity: int | None = None

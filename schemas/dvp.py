@@ -298,6 +298,19 @@ class CancelInstruction(Message):
     instruction: int = Field(gt=0)
 
 
+@message(
+    "settlement.instruction.cancel_refused",
+    senders={Role.SETTLEMENT},
+    recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY},
+)
+class CancelRefused(Message):
+    """A cancel that cannot be applied: not the party's instruction (or none), or already at an end."""
+
+    instruction: int
+    reason: DvpReason
+    detail: str
+
+
 @message("settlement.trade_notice.present", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.SETTLEMENT})
 class PresentTradeNotice(Message):
     """R-001-42: a party presents the trade completion notice (37) it received."""

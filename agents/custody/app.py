@@ -6,13 +6,32 @@ Handlers only decide: they load from ``repo``, decide in ``domain`` and write th
 
 from __future__ import annotations
 
-from agents.custody import delivery, holdings, locks
+from agents.custody import delivery, deposits, holdings, locks, sales, withdrawals
 from broker.consumer import Handler
 from broker.runtime import AgentDefinition
 from schemas.catalogue import Message
-from schemas.custody import HoldingsDeltasRequest, HoldingsStatementRequest, PlaceLock, ReleaseLock
-from schemas.dvp import SecuritiesCommit, SecuritiesRelease, SecuritiesReserve
+from schemas.custody import HoldingsDeltasRequest, HoldingsStatementRequest, PlaceLock, ReleaseLock, SellInstruction
+from schemas.dvp import InstructionStatus, SecuritiesCommit, SecuritiesRelease, SecuritiesReserve
 from schemas.identity import Role
+from schemas.issuance import CertificateIssuanceRefused, CertificateIssued
+from schemas.lifecycle import (
+    CertificateHandover,
+    CertificatesReissued,
+    HoldingsStatement,
+    OffExchangeTransferRefused,
+    OffExchangeTransferRegistered,
+    ReissueRefused,
+)
+from schemas.settlement import SettlementNotice
+from schemas.trading import (
+    ExecutionReversed,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExecuted,
+    OrderRejected,
+    RemainderCertificate,
+    TradeCompleted,
+)
 
 HANDLERS: dict[type[Message], Handler] = {
     PlaceLock: locks.on_place_lock,
@@ -22,6 +41,26 @@ HANDLERS: dict[type[Message], Handler] = {
     SecuritiesReserve: delivery.on_reserve,
     SecuritiesCommit: delivery.on_commit,
     SecuritiesRelease: delivery.on_release,
+    CertificateHandover: deposits.on_handover,
+    OffExchangeTransferRegistered: deposits.on_registered,
+    OffExchangeTransferRefused: deposits.on_refused,
+    CertificateIssued: deposits.on_certificate,
+    CertificateIssuanceRefused: deposits.on_certificate_refused,
+    CertificatesReissued: withdrawals.on_reissued,
+    ReissueRefused: withdrawals.on_reissue_refused,
+    HoldingsStatement: withdrawals.on_holdings,
+    SellInstruction: sales.on_sell_instruction,
+    OrderRejected: sales.on_order_rejected,
+    OrderExecuted: sales.on_order_executed,
+    ExecutionReversed: sales.on_execution_reversed,
+    OrderCancelled: sales.on_order_cancelled,
+    TradeCompleted: sales.on_trade_completed,
+    RemainderCertificate: sales.on_remainder,
+    SettlementNotice: sales.on_settlement_notice,
+    OrderAccepted: sales.on_order_accepted,
+    InstructionStatus: sales.on_instruction_status,
 }
 
-AGENT = AgentDefinition(id="custody", role=Role.CUSTODY, handlers=HANDLERS)
+AGENT = AgentDefinition(
+    id="custody", role=Role.CUSTODY, handlers=HANDLERS, background=(withdrawals.confirm_withdrawals,)
+)

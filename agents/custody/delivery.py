@@ -111,7 +111,10 @@ async def _reserve(
         delivering = domain.reserve_delivery(before, issue, quantity)
     except Refused as refused:
         detail = f"{refused.reason.value}: {refused.detail}"
-        raise LegRefused(DvpReason.LACK_OF_SECURITIES, True, detail, before.available if before else 0) from refused
+        # Locked shares move only on the lock holder's word: not worth recycling.
+        retryable = refused.reason is not PositionRefusal.QUANTITY_LOCKED
+        available = before.available if before else 0
+        raise LegRefused(DvpReason.LACK_OF_SECURITIES, retryable, detail, available) from refused
     receiving = domain.expect_receipt(positions[receiver.account_id], quantity)
     reference = f"instruction:{request.instruction}"
     await books.apply(ctx, deliverer, issue, delivering, "delivery_reserved", reference)

@@ -223,3 +223,50 @@ def check_sale(lock_: Lock, issue: str, quantity: int) -> None:
     left = lock_.quantities.get(issue, (0, 0))[1]
     if quantity > left:
         raise Refused(LockRefusal.QUANTITY_EXCEEDS_LOCK, f"{issue}: {quantity} to sell, lock holds {left}")
+
+
+# --- which certificate leaves the vault ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HandOver:
+    """A certificate of the right size is in the vault: use it as it is."""
+
+    cert_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Ask the issuer to split a larger certificate into the quantity and the rest (46)."""
+
+    cert_id: UUID
+    parts: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """No single certificate is large enough: ask the issuer to merge these first (46)."""
+
+    cert_ids: tuple[UUID, ...]
+
+
+def plan_certificate(
+    certificates: Sequence[tuple[UUID, int]], quantity: int, *, exact: bool
+) -> HandOver | Split | Merge | None:
+    """How to get one certificate for ``quantity`` shares out of the free ones (``exact``: of
+    exactly that many, as a withdrawal needs; otherwise at least that many, as a sell order
+    needs). None when the free certificates together hold too few."""
+    fits = sorted((shares, cert_id) for cert_id, shares in certificates if shares >= quantity)
+    if fits and (fits[0][0] == quantity or not exact):
+        return HandOver(fits[0][1])
+    if fits:
+        shares, cert_id = fits[0]
+        return Split(cert_id, (quantity, shares - quantity))
+    chosen: list[UUID] = []
+    total = 0
+    for shares, cert_id in sorted(((s, c) for c, s in certificates), reverse=True):
+        chosen.append(cert_id)
+        total += shares
+        if total >= quantity:
+            return Merge(tuple(sorted(chosen)))
+    return None

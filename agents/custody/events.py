@@ -16,7 +16,7 @@ def status_changed(
     subject: str,
     subject_id: object,
     client: str,
-    account: str,
+    account: str | None,
     status: str,
     *,
     issue_code: str | None = None,

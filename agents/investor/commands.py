@@ -54,6 +54,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     order.add_argument("--name", help="holder of record (buy orders)")
     order.add_argument("--address", help="holder's address (buy orders)")
     order.add_argument("--id", dest="client_order_id", help="client order id (default: generated)")
+    order.add_argument("--safekeeping-account", help="trade book-entry from/into this custody account (no certificate)")
 
     cancel = command("cancel", "cancel an order by client order id")
     cancel.add_argument("client_order_id")
@@ -249,6 +250,7 @@ def _ticket(args: argparse.Namespace) -> OrderTicket:
         cert_id=args.certificate,
         holder_name=args.name,
         holder_address=args.address,
+        safekeeping_account=args.safekeeping_account,
     )
 
 

@@ -82,7 +82,7 @@ async def test_a_locked_position_cannot_be_delivered_and_nothing_moves(settings:
         assert refused["type"] == "securities.reservation_refused"
         assert (refused["reason"], refused["retryable"], refused["available_quantity"]) == (
             "lack_of_securities",
-            True,
+            False,  # locked shares move only on the lock holder's word: not recycled
             100,
         )
         assert refused["detail"].startswith("quantity_locked")

@@ -27,6 +27,8 @@ ENV = {
     "KABUTO_OUTBOX_BATCH": "50",
     "KABUTO_OUTBOX_IDLE_POLL": "0.25",
     "KABUTO_CERTID_LIST_INTERVAL": "90",
+    "KABUTO_SETTLEMENT_RECYCLE_INTERVAL": "15",
+    "KABUTO_SETTLEMENT_RECYCLE_DAYS": "4",
 }
 
 
@@ -53,6 +55,8 @@ def test_every_variable_is_read() -> None:
         outbox_batch=50,
         outbox_idle_poll=timedelta(seconds=0.25),
         certid_list_interval=timedelta(seconds=90),
+        settlement_recycle_interval=timedelta(seconds=15),
+        settlement_recycle_days=4,
     )
 
 

@@ -1,0 +1,366 @@
+"""Sale on the lock holder's instruction (seed 003 S9070–S9100, R-003-53..55).
+
+Only the lock holder may instruct, and only for what its lock still holds: the shares go from
+locked to pending delivery and the lock shrinks by as many. Custody sells them at the exchange
+in its own name, as holder of record, from a certificate in its vault (merged at the issuer
+first when no single one is large enough), countersigned for the order; the proceeds are
+credited to custody's settlement account ``PROCEEDS_ACCOUNT``. Each execution leaves the
+position when its name transfer completes (``trade.completed``); what the order did not sell
+(cancelled, expired, rejected) goes back into the lock. When the order is closed and every
+fill's cash leg is known, the lock holder gets ``custody.sale.completed`` with each fill and
+the proceeds (M15).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from uuid import UUID
+
+from agents.custody import books, domain, events, locks, repo, vault_repo
+from agents.custody import sales_repo as sales
+from agents.custody.domain import HandOver, Merge, Refused, Split
+from agents.custody.sales_repo import Sale
+from broker import logs
+from broker.context import Context
+from broker.errors import Reason, SecurityRejected
+from broker.stock_certificates import endorse, verify_certificate
+from schemas.custody import LockRefusal, LockStatus, SaleCompleted, SaleFill, SaleRefused, SaleStatus, SellInstruction
+from schemas.dvp import InstructionStatus
+from schemas.identity import EXCHANGE_ID, ISSUER_ID
+from schemas.lifecycle import ReissueKind, ReissueRequest
+from schemas.settlement import SettlementNotice
+from schemas.trading import (
+    ExecutionReversed,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExecuted,
+    OrderRejected,
+    OrderTerms,
+    OrderType,
+    RemainderCertificate,
+    Side,
+    SubmitOrder,
+    TradeCompleted,
+)
+
+log = logs.get("kabuto.custody")
+# Custody's own cash account at settlement, where the proceeds of its sales are credited.
+PROCEEDS_ACCOUNT = "custody-cash"
+
+
+async def on_sell_instruction(request: SellInstruction, ctx: Context) -> None:
+    assert ctx.sender is not None
+    conn, holder = ctx.connection, ctx.sender.user_id
+    digest = domain.digest(request.model_dump_json())
+    existing = await sales.sale(conn, request.instruction_id)
+    try:
+        if existing is not None:
+            await _again(ctx, request, existing, digest)
+            return
+        lock_ = domain.check_holder(await repo.lock(conn, request.lock_id, for_update=True), request.lock_id, holder)
+        domain.check_sale(lock_, request.issue_code, request.quantity)
+        certificates = await vault_repo.usable(conn, request.issue_code)
+        plan = domain.plan_certificate([(c.cert_id, c.shares) for c in certificates], request.quantity, exact=False)
+        if plan is None:
+            raise Refused(LockRefusal.CERTIFICATES_BUSY, f"custody's free {request.issue_code} certificates are busy")
+    except Refused as refused:
+        log.info("sale_refused", instruction_id=str(request.instruction_id), reason=refused.reason.value)
+        ctx.emit(
+            SaleRefused(
+                instruction_id=request.instruction_id,
+                lock_id=request.lock_id,
+                reason=locks.lock_refusal(refused),
+                detail=refused.detail,
+            ),
+            to=holder,
+        )
+        return
+    sale = await _start(ctx, request, lock_, digest)
+    await _carry_out(ctx, sale, plan)
+
+
+async def _again(ctx: Context, request: SellInstruction, existing: Sale, digest: str) -> None:
+    """The same instruction again: the outcome if there is one, otherwise nothing (under way)."""
+    if existing.digest != digest:
+        raise Refused(LockRefusal.INSTRUCTION_ID_CONFLICT, f"instruction {request.instruction_id} had other content")
+    if existing.status in ("completed", "failed"):
+        await _report(ctx, existing)
+
+
+async def _start(ctx: Context, request: SellInstruction, lock_: domain.Lock, digest: str) -> Sale:
+    account = await repo.account(ctx.connection, lock_.account_id)
+    assert account is not None
+    await repo.lock_clients(ctx.connection, [account.client])
+    position = await repo.position_for_update(ctx.connection, account.account_id, request.issue_code)
+    assert position is not None
+    after = domain.sell_locked(position, request.quantity)
+    await books.apply(ctx, account, request.issue_code, after, "sale_instructed", request.instruction_id)
+    left = lock_.quantities[request.issue_code][1] - request.quantity
+    await repo.set_lock_quantity(ctx.connection, lock_.lock_id, request.issue_code, left)
+    sale = Sale(
+        request.instruction_id,
+        request.lock_id,
+        account.account_id,
+        account.client,
+        request.issue_code,
+        request.quantity,
+        request.limit_price,
+        request.proceeds_account,
+        lock_.lock_holder,
+        digest,
+        f"sale-{request.instruction_id.hex[:24]}",
+        None,
+        "preparing",
+        0,
+        "",
+    )
+    await sales.insert(ctx.connection, sale, ctx.now)
+    _status(ctx, sale, SaleStatus.ACCEPTED.value)
+    return sale
+
+
+def _status(ctx: Context, sale: Sale, status: str, reason: str | None = None) -> None:
+    events.status_changed(
+        ctx,
+        "sale",
+        sale.instruction_id,
+        sale.client,
+        sale.account_id,
+        status,
+        issue_code=sale.issue_code,
+        quantity=sale.quantity,
+        reason=reason,
+    )
+
+
+async def _carry_out(ctx: Context, sale: Sale, plan: HandOver | Split | Merge) -> None:
+    busy = f"sale:{sale.instruction_id}"
+    if isinstance(plan, HandOver):
+        await _place_order(ctx, sale, plan.cert_id)
+        return
+    cert_ids = plan.cert_ids if isinstance(plan, Merge) else (plan.cert_id,)
+    await vault_repo.mark(ctx.connection, list(cert_ids), "busy", busy)
+    request = ReissueRequest(user_id=ctx.identity.user_id, kind=ReissueKind.MERGE, cert_ids=cert_ids)
+    sealed = ctx.emit(request, to=ISSUER_ID)
+    await sales.update(ctx.connection, sale.instruction_id, ctx.now, reissue_request_id=sealed.envelope.message_id)
+
+
+async def _place_order(ctx: Context, sale: Sale, cert_id: UUID) -> None:
+    certificate = await vault_repo.certificate(ctx.connection, cert_id)
+    assert certificate is not None and certificate.signed is not None
+    me = ctx.identity.user_id
+    await vault_repo.mark(ctx.connection, [cert_id], "busy", f"sale:{sale.instruction_id}")
+    price = sale.limit_price
+    ctx.emit(
+        SubmitOrder(
+            client_order_id=sale.client_order_id,
+            user_id=me,
+            issue_code=sale.issue_code,
+            terms=OrderTerms(
+                side=Side.SELL,
+                order_type=OrderType.LIMIT if price is not None else OrderType.MARKET,
+                price=price,
+                quantity=sale.quantity,
+            ),
+            settlement_account=PROCEEDS_ACCOUNT,
+            certificate=endorse(ctx.identity, certificate.signed, "sell_order", f"order:{me}:{sale.client_order_id}"),
+        ),
+        to=EXCHANGE_ID,
+    )
+    await sales.update(ctx.connection, sale.instruction_id, ctx.now, status="ordered", cert_id=cert_id)
+    log.info("sale_ordered", instruction_id=str(sale.instruction_id), cert_id=str(cert_id))
+
+
+async def merge_refused(ctx: Context, request_id: UUID, detail: str) -> bool:
+    sale = await sales.sale_by(ctx.connection, "reissue_request_id", request_id)
+    if sale is None:
+        return False
+    await _close(ctx, sale, unsold=sale.quantity, detail=detail)
+    return True
+
+
+async def continue_after_merge(ctx: Context, request_id: UUID) -> bool:
+    """A merge custody asked for a sale is done: sell from the merged certificate."""
+    sale = await sales.sale_by(ctx.connection, "reissue_request_id", request_id)
+    if sale is None:
+        return False
+    certificates = await vault_repo.usable(ctx.connection, sale.issue_code)
+    plan = domain.plan_certificate([(c.cert_id, c.shares) for c in certificates], sale.quantity, exact=False)
+    if isinstance(plan, HandOver):
+        await _place_order(ctx, sale, plan.cert_id)
+    else:
+        await _close(ctx, sale, unsold=sale.quantity, detail="certificates_busy: the merge left no large enough one")
+    return True
+
+
+# --- what the exchange, the issuer and settlement say about the order -----------------------
+
+
+async def _ordered(ctx: Context, client_order_id: str) -> Sale:
+    sale = await sales.sale_by(ctx.connection, "client_order_id", client_order_id)
+    if sale is None:
+        raise SecurityRejected(Reason.UNSOLICITED, f"no sale order {client_order_id}")
+    return sale
+
+
+async def on_order_rejected(answer: OrderRejected, ctx: Context) -> None:
+    sale = await _ordered(ctx, answer.client_order_id)
+    if sale.status == "ordered":
+        await _close(ctx, sale, unsold=sale.quantity, detail=f"{answer.reason.value}: {answer.detail}")
+
+
+async def on_order_accepted(answer: OrderAccepted, ctx: Context) -> None:
+    sale = await _ordered(ctx, answer.client_order_id)
+    log.info("sale_order_accepted", instruction_id=str(sale.instruction_id), oan=answer.acceptance_number)
+
+
+async def on_order_executed(fill: OrderExecuted, ctx: Context) -> None:
+    sale = await _ordered(ctx, fill.client_order_id)
+    await sales.add_fill(ctx.connection, sale.instruction_id, fill.matching_number, fill.price, fill.quantity)
+
+
+async def on_execution_reversed(reversal: ExecutionReversed, ctx: Context) -> None:
+    await _ordered(ctx, reversal.client_order_id)
+    await sales.remove_fill(ctx.connection, reversal.matching_number)
+
+
+async def on_order_cancelled(cancelled: OrderCancelled, ctx: Context) -> None:
+    """What the order did not sell goes back into the lock."""
+    sale = await _ordered(ctx, cancelled.client_order_id)
+    if sale.status != "ordered" or cancelled.cancelled_quantity == 0:
+        return
+    await _unsell(ctx, sale, cancelled.cancelled_quantity)
+    await sales.update(ctx.connection, sale.instruction_id, ctx.now, unsold=sale.unsold + cancelled.cancelled_quantity)
+    await _finish_if_over(ctx, sale.instruction_id)
+
+
+async def _unsell(ctx: Context, sale: Sale, quantity: int) -> None:
+    account = await repo.account(ctx.connection, sale.account_id)
+    assert account is not None
+    await repo.lock_clients(ctx.connection, [account.client])
+    position = await repo.position_for_update(ctx.connection, sale.account_id, sale.issue_code)
+    assert position is not None
+    after = domain.return_unsold(position, quantity)
+    await books.apply(ctx, account, sale.issue_code, after, "sale_unsold", sale.instruction_id)
+    lock_ = await repo.lock(ctx.connection, sale.lock_id, for_update=True)
+    assert lock_ is not None
+    left = lock_.quantities[sale.issue_code][1] + quantity
+    await repo.set_lock_quantity(ctx.connection, sale.lock_id, sale.issue_code, left)
+
+
+async def on_trade_completed(notice: TradeCompleted, ctx: Context) -> None:
+    """The execution's name transfer is done: those shares have left custody."""
+    sale = await _ordered(ctx, notice.client_order_id)
+    found = await sales.fill(ctx.connection, notice.matching_number)
+    if found is None or found.transferred:
+        return
+    account = await repo.account(ctx.connection, sale.account_id)
+    assert account is not None
+    await repo.lock_clients(ctx.connection, [account.client])
+    position = await repo.position_for_update(ctx.connection, sale.account_id, sale.issue_code)
+    assert position is not None
+    await books.apply(
+        ctx, account, sale.issue_code, domain.deliver(position, notice.quantity), "sold", notice.matching_number
+    )
+    await sales.mark_transferred(ctx.connection, notice.matching_number, notice.amount)
+    if notice.transferred_cert_id is not None:
+        await vault_repo.mark(ctx.connection, [notice.transferred_cert_id], "gone")
+    await _finish_if_over(ctx, sale.instruction_id)
+
+
+async def on_remainder(message: RemainderCertificate, ctx: Context) -> None:
+    """The rest of the sold certificate comes back to the vault (committed to the order while it is open)."""
+    sale = await sales.sale_by(ctx.connection, "cert_id", message.replaces_cert_id)
+    if sale is None:
+        raise SecurityRejected(Reason.UNSOLICITED, f"no sale from certificate {message.replaces_cert_id}")
+    certificate = verify_certificate(message.certificate, ctx.trust)
+    await vault_repo.add(
+        ctx.connection, certificate.cert_id, certificate.issue_code, certificate.shares, message.certificate
+    )
+    status = "busy" if sale.status == "ordered" else "held"
+    await vault_repo.mark(
+        ctx.connection, [certificate.cert_id], status, f"sale:{sale.instruction_id}" if status == "busy" else None
+    )
+    await sales.update(ctx.connection, sale.instruction_id, ctx.now, cert_id=certificate.cert_id)
+
+
+async def on_settlement_notice(notice: SettlementNotice, ctx: Context) -> None:
+    sale = await sales.sale_of_fill(ctx.connection, notice.matching_number)
+    if sale is None:
+        raise SecurityRejected(Reason.UNSOLICITED, f"no sale fill {notice.matching_number}")
+    await sales.mark_settled(ctx.connection, notice.matching_number, notice.settled)
+    if not notice.settled:
+        log.error("sale_cash_leg_failed", matching_number=notice.matching_number, failure=str(notice.failure))
+    await _finish_if_over(ctx, sale.instruction_id)
+
+
+async def on_instruction_status(status: InstructionStatus, ctx: Context) -> None:
+    """Settlement's view of a sale's instruction (docs/dvp.md): for the record; the fill's end
+    is decided by the trade completion (both legs done) or the exchange reversing it."""
+    log.info(
+        "sale_instruction_status",
+        instruction=status.instruction,
+        settlement=status.status.settlement.value,
+        reason=status.status.reason.value if status.status.reason else None,
+    )
+
+
+async def _finish_if_over(ctx: Context, instruction_id: UUID) -> None:
+    sale = await sales.sale(ctx.connection, instruction_id)
+    assert sale is not None
+    fills = await sales.fills(ctx.connection, instruction_id)
+    done = sum(f.quantity for f in fills) + sale.unsold == sale.quantity
+    if sale.status != "ordered" or not done or any(not f.transferred or f.settled is None for f in fills):
+        return
+    await _close(ctx, sale, unsold=0, detail=sale.detail)
+
+
+async def _close(ctx: Context, sale: Sale, *, unsold: int, detail: str) -> None:
+    """The sale is over: unsold shares (if the order never traded) back in the lock, the vault's
+    certificate free again, the lock closed when nothing is left in it, the lock holder told."""
+    if unsold:
+        await _unsell(ctx, sale, unsold)
+    fills = await sales.fills(ctx.connection, sale.instruction_id)
+    sold = sum(f.quantity for f in fills if f.transferred)
+    status = "completed" if sold else "failed"
+    await vault_repo.free(ctx.connection, f"sale:{sale.instruction_id}")
+    await sales.update(
+        ctx.connection, sale.instruction_id, ctx.now, status=status, unsold=sale.unsold + unsold, detail=detail
+    )
+    lock_ = await repo.lock(ctx.connection, sale.lock_id)
+    assert lock_ is not None
+    if not lock_.remaining() and lock_.status == LockStatus.ACTIVE.value:
+        await repo.set_lock_status(ctx.connection, sale.lock_id, LockStatus.SOLD.value)
+        events.status_changed(ctx, "lock", sale.lock_id, sale.client, sale.account_id, LockStatus.SOLD.value)
+    closed = await sales.sale(ctx.connection, sale.instruction_id)
+    assert closed is not None
+    await _report(ctx, closed)
+
+
+async def _report(ctx: Context, sale: Sale) -> None:
+    fills = [f for f in await sales.fills(ctx.connection, sale.instruction_id) if f.transferred]
+    sold = sum(f.quantity for f in fills)
+    proceeds = sum((f.amount or Decimal(0) for f in fills if f.settled), Decimal(0))
+    status = SaleStatus.FAILED if not sold else SaleStatus.PARTIALLY_COMPLETED if sale.unsold else SaleStatus.COMPLETED
+    _status(ctx, sale, status.value, sale.detail or None)
+    log.info("sale_completed", instruction_id=str(sale.instruction_id), sold=sold, proceeds=str(proceeds))
+    ctx.emit(
+        SaleCompleted(
+            instruction_id=sale.instruction_id,
+            lock_id=sale.lock_id,
+            issue_code=sale.issue_code,
+            status=status,
+            quantity_sold=sold,
+            unsold=sale.unsold,
+            fills=tuple(
+                SaleFill(
+                    matching_number=f.matching_number, price=f.price, quantity=f.quantity, amount=f.amount or Decimal(0)
+                )
+                for f in fills
+            ),
+            proceeds=proceeds,
+            proceeds_account=PROCEEDS_ACCOUNT,
+            detail=sale.detail or f"proceeds credited to {PROCEEDS_ACCOUNT} for {sale.proceeds_account}",
+        ),
+        to=sale.lock_holder,
+    )
