@@ -15,6 +15,7 @@ from agents.custody.domain import Balances
 from agents.exchange import order_repo
 from agents.exchange.trading import end_of_day
 from agents.settlement import app as ledger
+from agents.settlement import mandates
 from agents.settlement.domain import AccountKind
 from broker.context import Context
 from broker.runtime import AgentRuntime
@@ -64,6 +65,9 @@ async def seed_003_worked_example(
     await settlement.command("settlement", ledger.open_account(ISSUER_ACCOUNT, "card-issuer", kind=institution))
     await settlement.command("settlement", ledger.open_account(SHOP_ACCOUNT, "shop"))
     await support.fund(settlement, "alice", Decimal(1_000_000))
+    # The owners' consent that the card issuer and the line may post on their accounts.
+    for account, agent in ((SHOP_ACCOUNT, "card-issuer"), ("alice-cash", "card-issuer"), ("alice-cash", "credit")):
+        await settlement.command("settlement", mandates.grant(account, agent))
     await prices_from_the_exchange(rt)
     await credit.command("card-issuer", operators.issuer_policy(ISSUER_ACCOUNT, timedelta(days=7)))
     await credit.command("card-issuer", operators.open_card(CARD, "alice", card_type, 50_000, "alice-cash"))

@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aio_pika.abc import AbstractIncomingMessage
+
 from agents.credit import operators
 from agents.merchant.client import MerchantTerminal
 from broker.envelope import seal
