@@ -204,6 +204,7 @@ async def on_sale_completed(sale: SaleCompleted, ctx: Context) -> None:
         ctx.connection, lock.lock_id, LockStatus.SOLD, ctx.now, sold=sale.quantity_sold, proceeds=proceeds
     )
     await line_repo.remove_sold(ctx.connection, lock, sale.quantity_sold)
+    await _collect(ctx, lock, sale, proceeds)
     await audit.record(
         ctx,
         lock.purchaser,
@@ -219,6 +220,25 @@ async def on_sale_completed(sale: SaleCompleted, ctx: Context) -> None:
         ctx.emit(_partial_release(lock, sale.unsold), to=lock.custodian)
         await audit.record(ctx, lock.purchaser, "S8020", "unlock_requested", lock.obligation_id, unsold=sale.unsold)
     await _settle_if_sold(ctx, lock.obligation_id)
+
+
+async def _collect(ctx: Context, lock: Collateral, sale: SaleCompleted, proceeds: int) -> None:
+    """Proceeds credited to the custodian's own account (it sells in its own name) are collected
+    into the line's, under the custodian's mandate, so the line applies them (R-003-58)."""
+    policy = await line_repo.policy(ctx.connection)
+    assert policy is not None
+    if proceeds <= 0 or sale.proceeds_account == policy.settlement_account:
+        return
+    ledger.transfer(
+        ctx,
+        sale.instruction_id,
+        debit=sale.proceeds_account,
+        credit=policy.settlement_account,
+        amount=proceeds,
+        customer=lock.custodian,
+        description=f"proceeds of the forced sale of {lock.issue_code} for obligation {lock.obligation_id}",
+    )
+    await audit.record(ctx, lock.purchaser, "S9100", "proceeds_collected", lock.obligation_id, amount=proceeds)
 
 
 def _partial_release(lock: Collateral, unsold: int) -> ReleaseLock:
