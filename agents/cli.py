@@ -16,6 +16,7 @@ import asyncpg
 
 from agents import operations
 from agents.brokerage import commands as brokerage_commands
+from agents.credit import commands as credit_commands
 from agents.custody import commands as custody_commands
 from agents.exchange import commands as exchange_commands
 from agents.investor import commands as investor_commands
@@ -34,6 +35,7 @@ GROUPS: dict[str, Run] = {
     "settlement": settlement_commands.run,
     "brokerage": brokerage_commands.run,
     "custody": custody_commands.run,
+    "credit": credit_commands.run,
 }
 
 
@@ -43,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
     operations.add_parsers(sub)
     for group in (issuer_commands, investor_commands, exchange_commands, settlement_commands, brokerage_commands):
         group.add_parser(sub)
+    credit_commands.add_parser(sub)
     custody_commands.add_parser(sub)
     return p
 
