@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 from uuid import UUID
 
-from agents.brokerage import customers, repo, settling
+from agents.brokerage import customers, prices, repo, settling
 from agents.brokerage.customers import Refused
 from agents.brokerage.fees import trial_amounts
 from broker import logs
@@ -47,6 +47,7 @@ from schemas.dvp import InstructionStatus
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID, Role
 from schemas.issuance import CertificateIssued
 from schemas.market_rules import price_band
+from schemas.prices import PriceUpdate
 from schemas.settlement import SettlementNotice
 from schemas.trading import (
     ExecutionReversed,
@@ -438,6 +439,7 @@ HANDLERS: dict[type[Message], Handler] = {
     InstructionStatus: on_street_instruction,
     BrokeredSettlementPosted: on_posted,
     BrokeredSettlementFailed: on_posting_failed,
+    PriceUpdate: prices.on_price_update,
 }
 
-AGENT = AgentDefinition(id=BROKERAGE_ID, role=Role.BROKERAGE, handlers=HANDLERS)
+AGENT = AgentDefinition(id=BROKERAGE_ID, role=Role.BROKERAGE, handlers=HANDLERS, background=(prices.subscribe_prices,))

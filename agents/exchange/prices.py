@@ -9,12 +9,14 @@ day's close: the last trade's price, or the old reference price when nothing tra
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
 
+from agents.exchange import order_repo
 from broker import logs
 from broker.context import Context
 from schemas.prices import DailyClose, LastPrice, PriceKind, PriceUpdate, SubscribePrices
@@ -73,6 +75,18 @@ async def on_subscribe(_: SubscribePrices, ctx: Context) -> None:
     for quote in await _quotes(ctx.connection):
         ctx.emit(quote.update(PriceKind.SNAPSHOT), to=subscriber)
     log.info("price_subscriber_added", subscriber=subscriber)
+
+
+def listed(issue_code: str, share_class: str, reference: Decimal) -> Callable[[Context], Awaitable[None]]:
+    """A command: list an issue (or set its reference price) and tell the subscribers."""
+
+    async def action(ctx: Context) -> None:
+        await order_repo.list_instrument(ctx.connection, issue_code, share_class, reference)
+        (quote,) = await _quotes(ctx.connection, issue_code)
+        for subscriber in await _subscribers(ctx.connection):
+            ctx.emit(quote.update(PriceKind.SNAPSHOT), to=subscriber)
+
+    return action
 
 
 async def announce_trade(ctx: Context, issue_code: str, price: Decimal) -> None:
