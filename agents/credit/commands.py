@@ -325,8 +325,8 @@ async def _expire(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _refresh(args: argparse.Namespace, settings: Settings) -> int:
-    count = await _as(settings, CREDIT_ID, jobs.refresh_due)
-    print(f"holdings refresh requested for {count} purchaser(s)")
+    asked = await _as(settings, CREDIT_ID, jobs.refresh_due)
+    print(f"{len(asked)} holdings refresh request(s) sent")
     return 0
 
 

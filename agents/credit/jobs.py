@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from uuid import UUID
 
 from agents.credit import card_issuer, line, line_repo, prices
 from broker import logs
@@ -16,23 +17,25 @@ log = logs.get("kabuto.credit.jobs")
 EVERY = timedelta(seconds=5)
 
 
-async def refresh_due(ctx: Context) -> int:
-    """S6000/S6010: ask each custodian of each purchaser not refreshed within the interval."""
+async def refresh_due(ctx: Context) -> list[UUID]:
+    """S6000/S6010: ask each custodian of each purchaser not refreshed within the interval;
+    returns the requests' ids (each answer comes back in that conversation)."""
     policy = await line_repo.policy(ctx.connection)
     if policy is None:
-        return 0
+        return []
     due = await ctx.connection.fetch(
         """UPDATE purchasers SET last_refresh = $1
            WHERE last_refresh IS NULL OR last_refresh <= $1::timestamptz - $2::interval RETURNING purchaser""",
         ctx.now,
         policy.refresh_interval,
     )
+    asked = []
     for row in due:
         contract = await line_repo.purchaser(ctx.connection, row["purchaser"])
         assert contract is not None
         for custodian, cursor in contract.custodians:
-            await line.request_refresh(ctx, contract.purchaser, custodian, cursor, None)
-    return len(due)
+            asked.append(await line.request_refresh(ctx, contract.purchaser, custodian, cursor, None))
+    return asked
 
 
 async def housekeeping(runtime: AgentRuntime) -> None:

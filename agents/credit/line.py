@@ -70,12 +70,13 @@ async def on_inquiry(inquiry: AdditionalCreditInquiry, ctx: Context) -> None:
         await request_refresh(ctx, contract.purchaser, custodian, cursor, oid)
 
 
-async def request_refresh(ctx: Context, purchaser: str, custodian: str, cursor: int, oid: UUID | None) -> None:
+async def request_refresh(ctx: Context, purchaser: str, custodian: str, cursor: int, oid: UUID | None) -> UUID:
     request = HoldingsDeltasRequest(client=purchaser, cursor=cursor)
     sealed = ctx.emit(request, to=custodian)
     await obligations.add_refresh(ctx.connection, sealed.envelope.message_id, purchaser, custodian, oid, ctx.now)
     step = "S2000" if oid else "S6000"
     await audit.record(ctx, purchaser, step, "holdings_requested", oid, custodian=custodian, cursor=cursor)
+    return sealed.envelope.message_id
 
 
 async def on_deltas(answer: HoldingsDeltas, ctx: Context) -> None:
@@ -103,6 +104,25 @@ async def on_deltas(answer: HoldingsDeltas, ctx: Context) -> None:
         await request_refresh(ctx, purchaser, custodian, answer.next_cursor, oid)
     elif oid is not None and not await obligations.refreshes_pending(conn, oid):
         await evaluate(ctx, oid)
+    elif oid is None:
+        await revalue(ctx, purchaser)
+
+
+async def revalue(ctx: Context, purchaser: str) -> None:
+    """After a periodic refresh, DB 610 follows the holdings (seed §6.4's inferred step)."""
+    contract = await line_repo.purchaser(ctx.connection, purchaser, lock=True)
+    if contract is None:
+        return
+    try:
+        valuation = await _valuation(ctx, contract, purchaser)
+    except domain.RefusedError as refused:
+        await line_repo.record_valuation(
+            ctx.connection, purchaser, None, contract.method, None, refused.reason.value, ctx.now
+        )
+        return
+    await line_repo.record_valuation(ctx.connection, purchaser, None, contract.method, valuation, None, ctx.now)
+    await line_repo.set_grantable(ctx.connection, purchaser, valuation, ctx.now)
+    await audit.record(ctx, purchaser, "S6050", "credit_recalculated", grantable=valuation.grantable)
 
 
 async def evaluate(ctx: Context, oid: UUID) -> None:
@@ -137,15 +157,21 @@ async def evaluate(ctx: Context, oid: UUID) -> None:
         await _request_lock(ctx, ob, chosen)
 
 
-async def _value(ctx: Context, contract: line_repo.Purchaser, ob: Obligation) -> domain.Valuation:
+async def _valuation(ctx: Context, contract: line_repo.Purchaser, purchaser: str) -> domain.Valuation:
+    """Value the purchaser's pledgeable holdings by its contracted method, with the line's prices."""
     conn = ctx.connection
     policy = await line_repo.policy(conn)
     within = policy.current_within if policy else DEFAULT_CURRENT_WITHIN
-    held = line_repo.as_holdings(await line_repo.positions(conn, ob.purchaser))
+    held = line_repo.as_holdings(await line_repo.positions(conn, purchaser))
     quotes = await line_repo.quotes(conn)
     prices = {i: p for i in {h.issue_code for h in held} if (p := domain.price_for(quotes.get(i), ctx.now, within))}
     rated = {issue: rate for issue, (_, rate) in (await line_repo.ratings(conn)).items()}
-    valuation = domain.value(contract.method, held, prices, await line_repo.bands(conn), rated)
+    return domain.value(contract.method, held, prices, await line_repo.bands(conn), rated)
+
+
+async def _value(ctx: Context, contract: line_repo.Purchaser, ob: Obligation) -> domain.Valuation:
+    conn = ctx.connection
+    valuation = await _valuation(ctx, contract, ob.purchaser)
     await line_repo.record_valuation(conn, ob.purchaser, ob.obligation_id, contract.method, valuation, None, ctx.now)
     await line_repo.set_grantable(conn, ob.purchaser, valuation, ctx.now)
     await audit.record(

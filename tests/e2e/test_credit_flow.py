@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from agents.credit import card_issuer
+from agents.credit import card_issuer, jobs
 from agents.credit.domain import CardType, Method
 from agents.merchant.client import MerchantTerminal
 from broker.settings import Settings
@@ -144,3 +144,20 @@ async def _notice(rt: dict[str, support.AgentRuntime], kind: str) -> dict[str, o
     assert found, kind
     content: dict[str, object] = json.loads(found[-1]["content"])
     return content
+
+
+async def test_periodic_refresh_reflects_deltas_and_recomputes_db_610_r_003_24(settings: Settings) -> None:
+    async with support.agents(settings, *cs.AGENTS) as rt:
+        credit = rt["credit"]
+        await cs.seed_003_worked_example(rt)
+        await rt["custody"].command("custody", cs.deposit_shares("alice-sk", "alice", cs.ISSUE_B, 1_000))
+        await credit.query(lambda c: c.execute("UPDATE purchasers SET last_refresh = NULL"))
+        [asked] = await credit.command("credit", jobs.refresh_due)
+        await credit.outcomes.reply("custody.holdings.deltas", asked)
+        [b] = await support.rows(credit, "SELECT available FROM holdings WHERE issue_code = $1", cs.ISSUE_B)
+        assert b["available"] == 3_000
+        [grantable] = await support.rows(credit, "SELECT amount FROM grantable WHERE purchaser = 'alice'")
+        assert grantable["amount"] == 6_000_000 + 3_000 * 2_000 // 2  # rating: A × 1.0 + B × 0.5
+        steps = [r["step"] for r in await support.rows(credit, "SELECT step FROM audit_trail ORDER BY seq")]
+        assert "S6000" in steps and "S6050" in steps
+        assert await credit.command("credit", jobs.refresh_due) == []  # not due again within the interval
