@@ -167,3 +167,13 @@ def test_recovery_conserves_proceeds_surplus_and_deficit_r_003_58() -> None:
     assert (surplus.repaid_to_line, surplus.surplus, surplus.deficit) == (150_000, 5_850_000, 0)
     deficit = recover(150_000, 100_000)
     assert (deficit.repaid_to_line, deficit.surplus, deficit.deficit) == (100_000, 0, 50_000)
+
+
+def test_a_close_supersedes_the_trades_before_it_at_the_exchange() -> None:
+    from agents.exchange.prices import Quote
+
+    closed = NOW - timedelta(hours=1)
+    assert Quote(A, Decimal(1), Decimal(2), NOW, Decimal(1), closed).traded_since_close
+    assert not Quote(A, Decimal(1), Decimal(2), closed - timedelta(1), Decimal(1), closed).traded_since_close
+    assert not Quote(A, Decimal(1), None, None, None, None).traded_since_close
+    assert Quote(A, Decimal(1), Decimal(2), NOW, None, None).traded_since_close
