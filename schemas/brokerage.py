@@ -319,7 +319,7 @@ class LedgerLeg(_Frozen):
     means: str
 
 
-@message("funds.brokered_settlement", senders={Role.BROKERAGE}, recipients={Role.SETTLEMENT})
+@message("funds.brokered_settlement", senders={Role.BROKERAGE, Role.CUSTODY}, recipients={Role.SETTLEMENT})
 class PostBrokeredSettlement(Message):
     """Seed 002 §8: post the settlement information, consuming the order's hold (R-002-76)."""
 
@@ -330,14 +330,14 @@ class PostBrokeredSettlement(Message):
     legs: tuple[LedgerLeg, ...] = Field(min_length=2, max_length=40)
 
 
-@message("funds.brokered_posted", senders={Role.SETTLEMENT}, recipients={Role.BROKERAGE})
+@message("funds.brokered_posted", senders={Role.SETTLEMENT}, recipients={Role.BROKERAGE, Role.CUSTODY})
 class BrokeredSettlementPosted(Message):
     order_id: UUID
     entry_id: int
     released: Amount
 
 
-@message("funds.brokered_failed", senders={Role.SETTLEMENT}, recipients={Role.BROKERAGE})
+@message("funds.brokered_failed", senders={Role.SETTLEMENT}, recipients={Role.BROKERAGE, Role.CUSTODY})
 class BrokeredSettlementFailed(Message):
     order_id: UUID
     reason: str
