@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.settlement import domain
-from agents.settlement import instructions
+from agents.settlement import domain, instructions
 from agents.settlement.domain import Account, AccountKind, Entry, EntryKind, Leg
 from tests.unit.test_dvp_instructions import instruction
 
