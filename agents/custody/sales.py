@@ -221,8 +221,16 @@ async def on_order_executed(fill: OrderExecuted, ctx: Context) -> None:
 
 
 async def on_execution_reversed(reversal: ExecutionReversed, ctx: Context) -> None:
-    await _ordered(ctx, reversal.client_order_id)
+    """The execution did not settle (docs/dvp.md): those shares were not sold and the exchange
+    does not offer them again, so they go back into the lock."""
+    sale = await _ordered(ctx, reversal.client_order_id)
+    fill = await sales.fill(ctx.connection, reversal.matching_number)
+    if sale.status != "ordered" or fill is None or fill.transferred:
+        return
     await sales.remove_fill(ctx.connection, reversal.matching_number)
+    await _unsell(ctx, sale, fill.quantity)
+    await sales.update(ctx.connection, sale.instruction_id, ctx.now, unsold=sale.unsold + fill.quantity)
+    await _finish_if_over(ctx, sale.instruction_id)
 
 
 async def on_order_cancelled(cancelled: OrderCancelled, ctx: Context) -> None:
