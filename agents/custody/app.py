@@ -9,6 +9,7 @@ from __future__ import annotations
 from agents.custody import delivery, deposits, holdings, locks, sales, withdrawals
 from broker.consumer import Handler
 from broker.runtime import AgentDefinition
+from schemas.brokerage import BrokeredSettlementFailed, BrokeredSettlementPosted
 from schemas.catalogue import Message
 from schemas.custody import HoldingsDeltasRequest, HoldingsStatementRequest, PlaceLock, ReleaseLock, SellInstruction
 from schemas.dvp import InstructionStatus, SecuritiesCommit, SecuritiesRelease, SecuritiesReserve
@@ -59,6 +60,8 @@ HANDLERS: dict[type[Message], Handler] = {
     SettlementNotice: sales.on_settlement_notice,
     OrderAccepted: sales.on_order_accepted,
     InstructionStatus: sales.on_instruction_status,
+    BrokeredSettlementPosted: sales.on_payover_posted,
+    BrokeredSettlementFailed: sales.on_payover_failed,
 }
 
 AGENT = AgentDefinition(

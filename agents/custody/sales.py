@@ -24,9 +24,10 @@ from broker import logs
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
 from broker.stock_certificates import endorse, verify_certificate
+from schemas.brokerage import BrokeredSettlementFailed, BrokeredSettlementPosted, LedgerLeg, PostBrokeredSettlement
 from schemas.custody import LockRefusal, LockStatus, SaleCompleted, SaleFill, SaleRefused, SaleStatus, SellInstruction
 from schemas.dvp import InstructionStatus
-from schemas.identity import EXCHANGE_ID, ISSUER_ID
+from schemas.identity import EXCHANGE_ID, ISSUER_ID, SETTLEMENT_ID
 from schemas.lifecycle import ReissueKind, ReissueRequest
 from schemas.settlement import SettlementNotice
 from schemas.trading import (
@@ -83,7 +84,7 @@ async def _again(ctx: Context, request: SellInstruction, existing: Sale, digest:
     """The same instruction again: the outcome if there is one, otherwise nothing (under way)."""
     if existing.digest != digest:
         raise Refused(LockRefusal.INSTRUCTION_ID_CONFLICT, f"instruction {request.instruction_id} had other content")
-    if existing.status in ("completed", "failed"):
+    if existing.status in ("completed", "failed") and existing.payover != "sent":
         await _report(ctx, existing)
 
 
@@ -220,8 +221,16 @@ async def on_order_executed(fill: OrderExecuted, ctx: Context) -> None:
 
 
 async def on_execution_reversed(reversal: ExecutionReversed, ctx: Context) -> None:
-    await _ordered(ctx, reversal.client_order_id)
+    """The execution did not settle (docs/dvp.md): those shares were not sold and the exchange
+    does not offer them again, so they go back into the lock."""
+    sale = await _ordered(ctx, reversal.client_order_id)
+    fill = await sales.fill(ctx.connection, reversal.matching_number)
+    if sale.status != "ordered" or fill is None or fill.transferred:
+        return
     await sales.remove_fill(ctx.connection, reversal.matching_number)
+    await _unsell(ctx, sale, fill.quantity)
+    await sales.update(ctx.connection, sale.instruction_id, ctx.now, unsold=sale.unsold + fill.quantity)
+    await _finish_if_over(ctx, sale.instruction_id)
 
 
 async def on_order_cancelled(cancelled: OrderCancelled, ctx: Context) -> None:
@@ -334,13 +343,60 @@ async def _close(ctx: Context, sale: Sale, *, unsold: int, detail: str) -> None:
         events.status_changed(ctx, "lock", sale.lock_id, sale.client, sale.account_id, LockStatus.SOLD.value)
     closed = await sales.sale(ctx.connection, sale.instruction_id)
     assert closed is not None
+    proceeds = await _proceeds(ctx, closed)
+    if proceeds > 0:
+        _pay_over(ctx, closed, proceeds)
+        await sales.update(ctx.connection, sale.instruction_id, ctx.now, payover="sent")
+        return
     await _report(ctx, closed)
+
+
+async def _proceeds(ctx: Context, sale: Sale) -> Decimal:
+    fills = await sales.fills(ctx.connection, sale.instruction_id)
+    return sum((f.amount or Decimal(0) for f in fills if f.transferred and f.settled), Decimal(0))
+
+
+def _pay_over(ctx: Context, sale: Sale, proceeds: Decimal) -> None:
+    """From custody's account to the lock holder's proceeds account, in one balanced entry."""
+    ctx.emit(
+        PostBrokeredSettlement(
+            order_id=sale.instruction_id,
+            hold_id=sale.instruction_id,
+            customer=sale.lock_holder,
+            description=f"proceeds of sale {sale.instruction_id} for {sale.lock_holder}",
+            legs=(
+                LedgerLeg(account=PROCEEDS_ACCOUNT, amount=-proceeds, means="sale on instruction"),
+                LedgerLeg(account=sale.proceeds_account, amount=proceeds, means="sale on instruction"),
+            ),
+        ),
+        to=SETTLEMENT_ID,
+    )
+
+
+async def on_payover_posted(answer: BrokeredSettlementPosted, ctx: Context) -> None:
+    await _paid(ctx, answer.order_id, "posted", "")
+
+
+async def on_payover_failed(answer: BrokeredSettlementFailed, ctx: Context) -> None:
+    detail = f"proceeds stay in {PROCEEDS_ACCOUNT}: {answer.reason}: {answer.detail}"
+    await _paid(ctx, answer.order_id, "failed", detail)
+
+
+async def _paid(ctx: Context, instruction_id: UUID, outcome: str, detail: str) -> None:
+    sale = await sales.sale(ctx.connection, instruction_id)
+    if sale is None or sale.payover != "sent":
+        raise SecurityRejected(Reason.UNSOLICITED, f"no proceeds pay-over for sale {instruction_id}")
+    await sales.update(ctx.connection, instruction_id, ctx.now, payover=outcome, detail=detail or sale.detail)
+    paid = await sales.sale(ctx.connection, instruction_id)
+    assert paid is not None
+    await _report(ctx, paid)
 
 
 async def _report(ctx: Context, sale: Sale) -> None:
     fills = [f for f in await sales.fills(ctx.connection, sale.instruction_id) if f.transferred]
     sold = sum(f.quantity for f in fills)
     proceeds = sum((f.amount or Decimal(0) for f in fills if f.settled), Decimal(0))
+    credited = sale.proceeds_account if sale.payover == "posted" else PROCEEDS_ACCOUNT
     status = SaleStatus.FAILED if not sold else SaleStatus.PARTIALLY_COMPLETED if sale.unsold else SaleStatus.COMPLETED
     _status(ctx, sale, status.value, sale.detail or None)
     log.info("sale_completed", instruction_id=str(sale.instruction_id), sold=sold, proceeds=str(proceeds))
@@ -359,8 +415,8 @@ async def _report(ctx: Context, sale: Sale) -> None:
                 for f in fills
             ),
             proceeds=proceeds,
-            proceeds_account=PROCEEDS_ACCOUNT,
-            detail=sale.detail or f"proceeds credited to {PROCEEDS_ACCOUNT} for {sale.proceeds_account}",
+            proceeds_account=credited,
+            detail=sale.detail,
         ),
         to=sale.lock_holder,
     )

@@ -27,6 +27,7 @@ class Sale:
     status: str
     unsold: int
     detail: str
+    payover: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ def _sale(row: asyncpg.Record) -> Sale:
         row["status"],
         row["unsold"],
         row["detail"],
+        row["payover"],
     )
 
 
@@ -100,7 +102,7 @@ async def sale_of_fill(conn: asyncpg.Connection, matching_number: int) -> Sale |
 
 
 async def update(conn: asyncpg.Connection, instruction_id: UUID, now: datetime, **fields: object) -> None:
-    allowed = {"status", "cert_id", "reissue_request_id", "unsold", "detail"}
+    allowed = {"status", "cert_id", "reissue_request_id", "unsold", "detail", "payover"}
     assert set(fields) <= allowed
     sets = ", ".join(f"{name} = ${n}" for n, name in enumerate(fields, start=3))
     await conn.execute(

@@ -11,6 +11,7 @@ from typing import Any
 from uuid import uuid4
 
 from agents.investor.trading import OrderTicket, place_order
+from agents.settlement import mandates
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
 from schemas.custody import PlaceLock, PositionQuantity, SellInstruction
@@ -70,10 +71,12 @@ def instruction(lock: PlaceLock, quantity: int, **changes: Any) -> SellInstructi
 
 async def test_the_lock_holder_sells_locked_shares_through_the_exchange(settings: Settings) -> None:
     async with support.agents(settings, *AGENTS) as rt:
-        custody = rt["custody"]
+        custody, ledger = rt["custody"], rt["settlement"]
         lock = await market(rt)
+        await support.fund(ledger, "credit")
+        await ledger.command("settlement", mandates.grant("credit-cash", "custody"))  # the holder's consent
         await send_as(settings, "credit", instruction(lock, 200))
-        await custody.outcomes.wait(lambda s: s.type == "trade.completed", timeout=30)
+        await custody.outcomes.wait(lambda s: s.type == "funds.brokered_posted", timeout=30)
         [sale] = await outbox_payloads(custody, "custody.sale.completed")
         assert (sale["status"], sale["quantity_sold"], sale["unsold"], sale["proceeds"]) == (
             "completed",
@@ -81,6 +84,7 @@ async def test_the_lock_holder_sells_locked_shares_through_the_exchange(settings
             0,
             "200000.0000",
         )
+        assert (sale["proceeds_account"], sale["detail"]) == ("credit-cash", "")
         assert [(f["quantity"], f["price"]) for f in sale["fills"]] == [(200, "1000.0000")]
         assert await balances(custody, "alice-sk", "KBT") == {
             "available": 200,
@@ -91,15 +95,35 @@ async def test_the_lock_holder_sells_locked_shares_through_the_exchange(settings
         assert await register(rt["issuer"]) == [("bob", 200), ("custody", 300)]
         vault = await support.rows(custody, "SELECT shares, status FROM vault WHERE status <> 'gone'")
         assert vault == [{"shares": 300, "status": "held"}]  # the remainder, free again
-        [credited] = await support.rows(
-            rt["settlement"],
-            "SELECT sum(amount) AS total FROM postings WHERE account_id = 'custody-cash'",
-        )
-        assert credited["total"] == Decimal(200_000)
+        assert (await cash(ledger, "custody-cash"), await cash(ledger, "credit-cash")) == (0, 200_000)
         statuses = [
             p["status"] for p in await outbox_payloads(custody, "custody.status.changed") if p["subject"] == "sale"
         ]
         assert statuses == ["accepted", "completed"]
+
+
+async def test_proceeds_stay_with_custody_when_it_may_not_pay_the_lock_holder(settings: Settings) -> None:
+    async with support.agents(settings, *AGENTS) as rt:
+        custody, ledger = rt["custody"], rt["settlement"]
+        lock = await market(rt)
+        await support.fund(ledger, "credit")  # no mandate for custody on it
+        await send_as(settings, "credit", instruction(lock, 200))
+        await custody.outcomes.wait(lambda s: s.type == "funds.brokered_failed", timeout=30)
+        [sale] = await outbox_payloads(custody, "custody.sale.completed")
+        assert (sale["status"], sale["proceeds"], sale["proceeds_account"]) == (
+            "completed",
+            "200000.0000",
+            "custody-cash",
+        )
+        assert sale["detail"].startswith("proceeds stay in custody-cash: not_mandated")
+        assert (await cash(ledger, "custody-cash"), await cash(ledger, "credit-cash")) == (200_000, 0)
+
+
+async def cash(settlement: AgentRuntime, account: str) -> Decimal:
+    rows = await support.rows(
+        settlement, "SELECT coalesce(sum(amount), 0) AS b FROM postings WHERE account_id = $1", account
+    )
+    return Decimal(rows[0]["b"])
 
 
 async def test_only_the_lock_holder_and_only_what_the_lock_holds_can_be_sold(settings: Settings) -> None:
