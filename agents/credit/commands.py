@@ -66,6 +66,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     ct.add_argument("--cash-account", required=True, help="where a surplus from a forced sale is paid")
     ct.add_argument("--card", action="append", required=True)
     ct.add_argument("--custodian", action="append", required=True)
+    ct.add_argument("--pledge", action="append", default=[], help="a safekeeping account pledged (default: all)")
     hc = cr.add_parser("haircut", help="replace the haircut rate table (DB 630)")
     hc.add_argument("--band", type=_band, action="append", required=True, help="MIN:MAX:RATE, MAX empty = open")
     rt = cr.add_parser("rating", help="an issue's rating and discount rate (DB 640)")
@@ -144,7 +145,12 @@ async def _line_policy(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _contract(args: argparse.Namespace, settings: Settings) -> int:
     command = operators.contract(
-        args.purchaser, Method(args.method), args.cash_account, tuple(args.card), tuple(args.custodian)
+        args.purchaser,
+        Method(args.method),
+        args.cash_account,
+        tuple(args.card),
+        tuple(args.custodian),
+        tuple(args.pledge),
     )
     await _as(settings, CREDIT_ID, command)
     print(f"contract with {args.purchaser}: {args.method}, cards {', '.join(args.card)}")

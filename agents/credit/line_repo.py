@@ -135,13 +135,15 @@ async def register_purchaser(
     cash_account: str,
     cards: tuple[str, ...],
     custodians: tuple[str, ...],
+    pledged: tuple[str, ...] = (),
 ) -> None:
     await conn.execute(
-        """INSERT INTO purchasers (purchaser, method, cash_account) VALUES ($1, $2, $3)
-           ON CONFLICT (purchaser) DO UPDATE SET method = $2, cash_account = $3""",
+        """INSERT INTO purchasers (purchaser, method, cash_account, pledged_accounts) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (purchaser) DO UPDATE SET method = $2, cash_account = $3, pledged_accounts = $4""",
         purchaser,
         method.value,
         cash_account,
+        list(pledged) or None,
     )
     await conn.executemany(
         """INSERT INTO purchaser_cards (card_number, purchaser) VALUES ($1, $2)
@@ -320,7 +322,8 @@ async def positions(conn: asyncpg.Connection, purchaser_id: str) -> list[Positio
                       AND c.issue_code = h.issue_code
                       AND (c.status = 'requested' OR (c.status = 'placed' AND c.lock_cursor > pc.cursor))
                   ), 0)::bigint AS eligible
-           FROM holdings h WHERE h.purchaser = $1
+           FROM holdings h JOIN purchasers p USING (purchaser)
+           WHERE h.purchaser = $1 AND (p.pledged_accounts IS NULL OR h.account = ANY(p.pledged_accounts))
            ORDER BY h.custodian, h.account, h.issue_code""",
         purchaser_id,
     )

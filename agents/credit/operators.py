@@ -72,15 +72,21 @@ def line_policy(
 
 
 def contract(
-    purchaser: str, method: Method, cash_account: str, cards: tuple[str, ...], custodians: tuple[str, ...]
+    purchaser: str,
+    method: Method,
+    cash_account: str,
+    cards: tuple[str, ...],
+    custodians: tuple[str, ...],
+    pledged: tuple[str, ...] = (),
 ) -> Command:
-    """R-003-10/11/12: the purchaser's method, cards and the custodians holding its positions."""
+    """R-003-10/11/12: the purchaser's method, cards, the custodians holding its positions and,
+    if given, the only safekeeping accounts it pledges (otherwise all of them)."""
     _participant(purchaser, "purchaser")
     for custodian in custodians:
         _participant(custodian, "custodian")
 
     async def action(ctx: Context) -> None:
-        await line_repo.register_purchaser(ctx.connection, purchaser, method, cash_account, cards, custodians)
+        await line_repo.register_purchaser(ctx.connection, purchaser, method, cash_account, cards, custodians, pledged)
         await audit.record(ctx, purchaser, "R-003-10", "contract_set", method=method.value, custodians=custodians)
 
     return action

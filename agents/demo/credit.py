@@ -121,7 +121,10 @@ async def _line(rt: dict[str, AgentRuntime], run: str, alice: str, accounts: dic
     await credit.command("card-issuer", operators.issuer_policy(accounts["issuer"], timedelta(days=7)))
     await credit.command("card-issuer", operators.open_card(card, alice, CardType.CREDIT, 50_000, accounts["alice"]))
     await credit.command("credit", operators.line_policy(accounts["line"]))
-    await credit.command("credit", operators.contract(alice, Method.RATING, accounts["alice"], (card,), ("custody",)))
+    pledged = (f"{alice}-sk-{run}",)  # this run's account only: a rerun's earlier holdings stay out
+    await credit.command(
+        "credit", operators.contract(alice, Method.RATING, accounts["alice"], (card,), ("custody",), pledged)
+    )
     await credit.command("credit", operators.haircut_bands((Band(0, None, Decimal("0.8")),)))
     await credit.command("credit", operators.rating(a, "AA", Decimal("1.0")))
     await credit.command("credit", operators.rating(b, "BB", Decimal("0.5")))
