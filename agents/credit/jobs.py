@@ -7,6 +7,8 @@ import asyncio
 from datetime import timedelta
 from uuid import UUID
 
+import asyncpg
+
 from agents.credit import card_issuer, line, line_repo, prices
 from broker import logs
 from broker.context import Context
@@ -42,7 +44,10 @@ async def housekeeping(runtime: AgentRuntime) -> None:
     """Background: subscribe to the exchange's prices once, then the periodic work, for ever."""
     await runtime.command(CREDIT_ID, prices.subscribe)
     while True:
-        await runtime.command(CARD_ISSUER_ID, card_issuer.expire_uncaptured())
-        await runtime.command(CREDIT_ID, line.abandon_overdue)
-        await runtime.command(CREDIT_ID, refresh_due)
+        try:
+            await runtime.command(CARD_ISSUER_ID, card_issuer.expire_uncaptured())
+            await runtime.command(CREDIT_ID, line.abandon_overdue)
+            await runtime.command(CREDIT_ID, refresh_due)
+        except (asyncpg.PostgresConnectionError, OSError) as exc:  # the database is away: next round
+            log.warning("housekeeping_postponed", error=str(exc))
         await asyncio.sleep(EVERY.total_seconds())

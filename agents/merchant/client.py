@@ -173,7 +173,10 @@ class MerchantTerminal:
             approved=answer.approved,
             reason=answer.reason,
         )
-        await self._send(told, answer.purchaser)
+        try:
+            await self._send(told, answer.purchaser)
+        except aio_pika.exceptions.DeliveryError as exc:  # no terminal for that purchaser (R-003-02)
+            log.warning("customer_not_told", purchaser=answer.purchaser, error=str(exc))
 
 
 async def _declare_queue(
