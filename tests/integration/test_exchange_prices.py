@@ -49,7 +49,9 @@ async def test_listing_trades_and_the_close_reach_subscribers_and_roll_the_refer
         ]
         events = [
             (r["message_type"], json.loads(r["body"])["payload"])
-            for r in await support.rows(exchange, "SELECT message_type, body FROM outbox WHERE exchange = 'events'")
+            for r in await support.rows(
+                exchange, "SELECT message_type, body FROM outbox WHERE exchange = 'events' ORDER BY seq"
+            )
             if r["message_type"].startswith("market.")
         ]
         assert [(t, p["issue_code"]) for t, p in events] == [("market.last_price", "PRX"), ("market.close", "PRX")]
@@ -58,7 +60,9 @@ async def test_listing_trades_and_the_close_reach_subscribers_and_roll_the_refer
         await exchange.command("exchange", end_of_day)  # a day without trades closes at the reference
         closes = [
             json.loads(r["body"])["payload"]
-            for r in await support.rows(exchange, "SELECT body FROM outbox WHERE message_type = 'market.close'")
+            for r in await support.rows(
+                exchange, "SELECT body FROM outbox WHERE message_type = 'market.close' ORDER BY seq"
+            )
         ]
         assert [(c["close"], c["traded_today"]) for c in closes] == [("1100.0000", True), ("1100.0000", False)]
 
