@@ -107,12 +107,22 @@ async def _holdings(
         f"  {alice} deposits 6,000 {issues[0][0]} and 2,000 {issues[1][0]} with custody"
         f" (book entry, account {account})."
     )
-    await exchange.command("exchange", end_of_day)
-    await rt["credit"].outcomes.wait_count(lambda s: s.type == "market.price_update", 2, timeout=30)
+    await _close_the_day(rt, [issue for issue, _, _ in issues])
     say(
         f"  The exchange closes the day: {issues[0][0]} at 1,000 and {issues[1][0]} at 2,000,"
         " sent to the line as prices."
     )
+
+
+async def _close_the_day(rt: dict[str, AgentRuntime], issues: list[str]) -> None:
+    """The exchange closes; wait until the line has this close of each of ``issues``."""
+    await rt["exchange"].command("exchange", end_of_day)
+    sent_sql = """SELECT message_id, body FROM outbox WHERE message_type = 'market.price_update'
+                  AND routing_key = 'credit' ORDER BY seq DESC LIMIT 200"""
+    sent = await rt["exchange"].query(lambda c: c.fetch(sent_sql))
+    for issue in issues:
+        latest = next(r["message_id"] for r in sent if json.loads(r["body"])["payload"]["issue_code"] == issue)
+        await rt["credit"].outcomes.wait_for(latest, timeout=30)
 
 
 async def _line(rt: dict[str, AgentRuntime], run: str, alice: str, accounts: dict[str, str], a: str, b: str) -> None:
@@ -167,7 +177,8 @@ async def _worked_example(
         + ", ".join(f"{p['issue_code']} available {p['available']:,} locked {p['locked']:,}" for p in positions)
     )
     say(f"  Approved: covered {answer.covered:,} by the card, secured {answer.secured:,} by the line. {alice} is told:")
-    await _notices(rt, alice, say, ("card.payment_answer", "credit.collateral_statement"))
+    wanted = {"card.payment_answer": f"tv-{run}", "credit.collateral_statement": str(answer.authorisation_id)}
+    await _notices(rt, alice, say, wanted)
     return answer.authorisation_id
 
 
@@ -216,7 +227,7 @@ async def _repayment(
     await credit.command("card-issuer", card_issuer.repay(tv, 200_000))
     await credit.outcomes.wait(lambda s: s.type == "custody.lock.released", timeout=30)
     say(f"  {alice} repays 200,000 from {accounts['alice']}: the secured obligation is repaid, its lock released.")
-    await _notices(rt, alice, say, ("credit.collateral_released",))
+    await _notices(rt, alice, say, {"credit.collateral_released": str(tv)})
 
 
 async def _default(
@@ -259,7 +270,7 @@ async def _default(
         f"  the surplus {ob['surplus']:,} went back to {alice}, deficit {ob['deficit']:,};"
         " what did not sell was released."
     )
-    await _notices(rt, alice, say, ("credit.assets_sold",))
+    await _notices(rt, alice, say, {"credit.assets_sold": str(answer.authorisation_id)})
     trail_sql = "SELECT step, action FROM audit_trail WHERE obligation_id = $1 ORDER BY seq"
     trail = await credit.query(lambda c: c.fetch(trail_sql, answer.authorisation_id))
     say("  Audit trail of the default (R-003-63): " + " → ".join(f"{r['step']} {r['action']}" for r in trail))
@@ -276,12 +287,13 @@ async def _obligations(connection: Any, purchaser: str) -> list[Any]:
     return list(await connection.fetch("SELECT * FROM obligations WHERE purchaser = $1", purchaser))
 
 
-async def _notices(rt: dict[str, AgentRuntime], alice: str, say: Say, kinds: tuple[str, ...]) -> None:
-    for kind in kinds:
+async def _notices(rt: dict[str, AgentRuntime], alice: str, say: Say, wanted: dict[str, str]) -> None:
+    """What alice's terminal received of each kind about each reference (purchase or obligation)."""
+    for kind in wanted:
         await rt["investor"].outcomes.wait(_is(kind), timeout=30)
     found = await rt["investor"].query(lambda c: credit_notices.notices(c, alice))
     for notice in found:
-        if notice.kind in kinds:
+        if wanted.get(notice.kind) == notice.reference:
             summary = {
                 k: v
                 for k, v in notice.content.items()
