@@ -4,6 +4,7 @@ printing a readable account of what happened."""
 from __future__ import annotations
 
 from agents.demo.brokered import brokered
+from agents.demo.dvp import dvp
 from agents.demo.issuance import Say, issuance
 from agents.demo.lifecycle import lifecycle
 from agents.demo.trading import trading
@@ -22,3 +23,4 @@ async def run(settings: Settings, say: Say = print) -> None:
         await trading(runtimes, offering, alice, bob, say)
         await lifecycle(runtimes, offering.issue_code, alice, bob, say)
         await brokered(runtimes, alice, bob, say)
+        await dvp(runtimes, offering, alice, bob, say)
