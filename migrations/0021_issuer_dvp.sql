@@ -19,3 +19,10 @@ CREATE TABLE reservations (
     ended_at           timestamptz
 );
 CREATE UNIQUE INDEX reservations_one_per_certificate ON reservations (cert_id) WHERE status = 'reserved';
+
+-- A partially settled instruction transfers in several parts, each retiring its own CertID (the
+-- first the sold certificate, the next its remainder): one name transfer per retired CertID of a
+-- match, no longer one per match.
+DROP INDEX name_transfers_one_per_match;
+CREATE UNIQUE INDEX name_transfers_one_per_part ON name_transfers (matching_number, old_cert_id)
+    WHERE matching_number IS NOT NULL;

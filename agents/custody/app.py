@@ -6,7 +6,7 @@ Handlers only decide: they load from ``repo``, decide in ``domain`` and write th
 
 from __future__ import annotations
 
-from agents.custody import delivery, deposits, holdings, locks, sales, withdrawals
+from agents.custody import delivery, deposits, holdings, locks, sale_outcomes, sales, withdrawals
 from broker.consumer import Handler
 from broker.runtime import AgentDefinition
 from schemas.brokerage import BrokeredSettlementFailed, BrokeredSettlementPosted
@@ -51,17 +51,17 @@ HANDLERS: dict[type[Message], Handler] = {
     ReissueRefused: withdrawals.on_reissue_refused,
     HoldingsStatement: withdrawals.on_holdings,
     SellInstruction: sales.on_sell_instruction,
-    OrderRejected: sales.on_order_rejected,
-    OrderExecuted: sales.on_order_executed,
-    ExecutionReversed: sales.on_execution_reversed,
-    OrderCancelled: sales.on_order_cancelled,
-    TradeCompleted: sales.on_trade_completed,
-    RemainderCertificate: sales.on_remainder,
-    SettlementNotice: sales.on_settlement_notice,
-    OrderAccepted: sales.on_order_accepted,
-    InstructionStatus: sales.on_instruction_status,
-    BrokeredSettlementPosted: sales.on_payover_posted,
-    BrokeredSettlementFailed: sales.on_payover_failed,
+    OrderRejected: sale_outcomes.on_order_rejected,
+    OrderExecuted: sale_outcomes.on_order_executed,
+    ExecutionReversed: sale_outcomes.on_execution_reversed,
+    OrderCancelled: sale_outcomes.on_order_cancelled,
+    TradeCompleted: sale_outcomes.on_trade_completed,
+    RemainderCertificate: sale_outcomes.on_remainder,
+    SettlementNotice: sale_outcomes.on_settlement_notice,
+    OrderAccepted: sale_outcomes.on_order_accepted,
+    InstructionStatus: sale_outcomes.on_instruction_status,
+    BrokeredSettlementPosted: sale_outcomes.on_payover_posted,
+    BrokeredSettlementFailed: sale_outcomes.on_payover_failed,
 }
 
 AGENT = AgentDefinition(

@@ -33,7 +33,7 @@ async def custody(
         await keeper.command(CUSTODY_ID, operators.open_account(accounts[user], user))
         await ledger.command(SETTLEMENT_ID, settlement.open_account(cash[user], user))
     await ledger.command(SETTLEMENT_ID, settlement.deposit(cash[bob], Decimal(1_000_000), f"dvp-{run}"))
-    say("\nFlow 4 — custody and a book-entry trade, delivery versus payment (issue 11)")
+    say("\nFlow 4, book entry — custody clients trade, delivery versus payment (issue 11)")
     say(
         f"  Custody opens safekeeping accounts {accounts[alice]} and {accounts[bob]}; "
         f"1,000,000 JPY arrives in {cash[bob]}."

@@ -15,6 +15,7 @@ from agents.issuer import repo, reservations, transfers
 from agents.issuer.register import TransferRefused
 from broker import logs
 from broker.context import Context
+from schemas.certificates import ElectronicStockCertificate
 from schemas.dvp import (
     CertificateDelivery,
     CertificateLeg,
@@ -62,6 +63,9 @@ async def on_reserve(request: SecuritiesReserve, ctx: Context) -> None:
             to=to,
         )
         return
+    if existing is not None and existing.status == "committed" and isinstance(request.leg, CertificateLeg):
+        await _reserve_rest(ctx, request, request.leg, existing)
+        return
     if not isinstance(request.leg, CertificateLeg):
         _refuse(ctx, request, DvpReason.SECURITIES_INVALID, "the issuer delivers certificates, not book entries", False)
         return
@@ -80,6 +84,32 @@ async def on_reserve(request: SecuritiesReserve, ctx: Context) -> None:
     log.info("securities_reserved", instruction=request.instruction, cert_id=str(record.cert_id))
     ctx.emit(
         SecuritiesReserved(instruction=request.instruction, attempt=request.attempt, quantity=request.quantity), to=to
+    )
+
+
+async def _reserve_rest(
+    ctx: Context, request: SecuritiesReserve, leg: CertificateLeg, earlier: reservations.Reservation
+) -> None:
+    """After a partial settlement the rest of the instruction comes from the seller's remainder:
+    the seller's countersignature covered the whole instruction, so it covers the rest too."""
+    remainder = earlier.delivery.remainder if earlier.delivery else None
+    cert_id = ElectronicStockCertificate.model_validate_json(remainder.content).cert_id if remainder else None
+    record = await repo.record(ctx.connection, cert_id) if cert_id else None
+    if (
+        record is None
+        or record.status != "valid"
+        or record.holder_user_id != request.deliverer
+        or record.shares < request.quantity
+        or await reservations.reserved_elsewhere(ctx.connection, record.cert_id, request.instruction)
+    ):
+        _refuse(ctx, request, DvpReason.LACK_OF_SECURITIES, "the seller's remainder no longer covers the rest", False)
+        return
+    await reservations.reserve(ctx.connection, request, record, leg.exchange_id, leg.seller_order)
+    log.info("securities_reserved", instruction=request.instruction, cert_id=str(record.cert_id), rest=True)
+    assert ctx.sender is not None
+    ctx.emit(
+        SecuritiesReserved(instruction=request.instruction, attempt=request.attempt, quantity=request.quantity),
+        to=ctx.sender.user_id,
     )
 
 
