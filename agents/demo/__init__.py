@@ -26,5 +26,5 @@ async def run(settings: Settings, say: Say = print) -> None:
         await lifecycle(runtimes, offering.issue_code, alice, bob, say)
         await custody(runtimes, offering.issue_code, offering.offer_price, alice, bob, say)
         await brokered(runtimes, alice, bob, say)
-        await dvp(runtimes, offering, alice, bob, say)
         await credit(runtimes, settings, alice, bob, say)
+        await dvp(runtimes, offering, alice, bob, say)
