@@ -16,6 +16,8 @@ import asyncpg
 
 from agents import operations, outbox_commands
 from agents.brokerage import commands as brokerage_commands
+from agents.credit import commands as credit_commands
+from agents.custody import commands as custody_commands
 from agents.exchange import commands as exchange_commands
 from agents.investor import commands as investor_commands
 from agents.issuer import commands as issuer_commands
@@ -33,6 +35,8 @@ GROUPS: dict[str, Run] = {
     "settlement": settlement_commands.run,
     "brokerage": brokerage_commands.run,
     "outbox": outbox_commands.run,
+    "custody": custody_commands.run,
+    "credit": credit_commands.run,
 }
 
 
@@ -43,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     for group in (issuer_commands, investor_commands, exchange_commands, settlement_commands, brokerage_commands):
         group.add_parser(sub)
     outbox_commands.add_parser(sub)
+    credit_commands.add_parser(sub)
+    custody_commands.add_parser(sub)
     return p
 
 

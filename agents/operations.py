@@ -23,7 +23,7 @@ from broker.provenance import Provenance
 from broker.runtime import serve
 from broker.settings import AGENT_IDS, Settings
 from broker.trust import TrustStore
-from schemas.identity import Participant, Role
+from schemas.identity import CARD_ISSUER_ID, Participant, Role
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -115,6 +115,7 @@ def _ca(args: argparse.Namespace, keys: KeyStore, settings: Settings) -> None:
             for agent in AGENT_IDS:
                 if agent != "investor":
                     _enrol(keys, default_participant(agent, Role(agent)))
+            _enrol(keys, default_participant(CARD_ISSUER_ID, Role.CARD_ISSUER))  # hosted by credit
             for investor in settings.investors:
                 _enrol(keys, default_participant(investor, Role.INVESTOR))
         case "show":

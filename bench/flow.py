@@ -117,7 +117,8 @@ async def _run(rt: dict[str, AgentRuntime], trades: int, timeout: float) -> None
                 OrderTicket(f"b{i}", ISSUE, Side.BUY, LOT, "buyer", PRICE, holder_name="Buyer", holder_address="Tokyo")
             ),
         )
-    await ledger.outcomes.wait_count(lambda s: s.type == "settlement.request", trades, timeout=timeout)
+    # Issue 11: a trade is settled when its securities leg reports the commit (both legs done).
+    await ledger.outcomes.wait_count(lambda s: s.type == "securities.committed", trades, timeout=timeout)
     elapsed = time.perf_counter() - started_at
     latencies = await _latencies(rt)
     print(f"flow: {trades} trades through 7 agents in {elapsed:.2f} s — {trades / elapsed:.1f} orders/s")
@@ -139,8 +140,10 @@ async def _latencies(rt: dict[str, AgentRuntime]) -> list[float]:
         r["matching_number"]: r["buy_order"]
         for r in await rt["exchange"].query(lambda c: c.fetch("SELECT matching_number, buy_order FROM matches"))
     }
-    settled = await rt["settlement"].query(lambda c: c.fetch("SELECT matching_number, received_at FROM instructions"))
-    return [(r["received_at"] - accepted[buy_of[r["matching_number"]]]).total_seconds() for r in settled]
+    settled = await rt["settlement"].query(
+        lambda c: c.fetch("SELECT matching_number, updated_at FROM dvp_instructions WHERE settlement = 'settled'")
+    )
+    return [(r["updated_at"] - accepted[buy_of[r["matching_number"]]]).total_seconds() for r in settled]
 
 
 def main() -> None:

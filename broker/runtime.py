@@ -55,10 +55,15 @@ class AgentDefinition:
     role: Role
     handlers: Mapping[type[Message], Handler] = field(default_factory=dict)
     background: Sequence[Background] = ()
+    # Several institutions in one agent (the credit agent hosts the card issuer and the line).
+    participants: tuple[str, ...] = ()
 
     def participant_ids(self, settings: Settings) -> tuple[str, ...]:
-        """The participants this agent hosts: the investors' wallets, or the agent itself."""
-        return settings.investors if self.role is Role.INVESTOR else (self.id,)
+        """The participants this agent hosts: the investors' wallets, its named institutions,
+        or the agent itself."""
+        if self.role is Role.INVESTOR:
+            return settings.investors
+        return self.participants or (self.id,)
 
 
 class AgentRuntime:

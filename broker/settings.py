@@ -46,6 +46,10 @@ class Settings:
     outbox_batch: int = 200
     outbox_idle_poll: timedelta = timedelta(seconds=5)
     certid_list_interval: timedelta = timedelta(minutes=10)
+    # Issue 11 (DvP): how often settlement recycles pending instructions, and for how many days
+    # after the intended settlement date (the cut-off).
+    settlement_recycle_interval: timedelta = timedelta(seconds=60)
+    settlement_recycle_days: int = 2
     # A task with pending work and no progress for this long, or no heartbeat, is unhealthy.
     stall_after: timedelta = timedelta(seconds=60)
     inbox_prune_interval: timedelta = timedelta(hours=1)
@@ -139,4 +143,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         stall_after=_seconds(env, "KABUTO_STALL_AFTER", defaults.stall_after),
         inbox_prune_interval=_seconds(env, "KABUTO_INBOX_PRUNE_INTERVAL", defaults.inbox_prune_interval),
         parked_retry_interval=_seconds(env, "KABUTO_PARKED_RETRY_INTERVAL", defaults.parked_retry_interval),
+        settlement_recycle_interval=_seconds(
+            env, "KABUTO_SETTLEMENT_RECYCLE_INTERVAL", defaults.settlement_recycle_interval
+        ),
+        settlement_recycle_days=_int(env, "KABUTO_SETTLEMENT_RECYCLE_DAYS", defaults.settlement_recycle_days),
     )

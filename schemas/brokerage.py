@@ -319,7 +319,13 @@ class LedgerLeg(_Frozen):
     means: str
 
 
-@message("funds.brokered_settlement", senders={Role.BROKERAGE}, recipients={Role.SETTLEMENT})
+# The credit agent's card issuer and line, and custody paying sale proceeds on, post their cash
+# moves with the same balanced-entry message (seed 003 R-003-42/45/51/55); they place no hold.
+@message(
+    "funds.brokered_settlement",
+    senders={Role.BROKERAGE, Role.CUSTODY, Role.CARD_ISSUER, Role.CREDIT},
+    recipients={Role.SETTLEMENT},
+)
 class PostBrokeredSettlement(Message):
     """Seed 002 §8: post the settlement information, consuming the order's hold (R-002-76)."""
 
@@ -330,14 +336,22 @@ class PostBrokeredSettlement(Message):
     legs: tuple[LedgerLeg, ...] = Field(min_length=2, max_length=40)
 
 
-@message("funds.brokered_posted", senders={Role.SETTLEMENT}, recipients={Role.BROKERAGE})
+@message(
+    "funds.brokered_posted",
+    senders={Role.SETTLEMENT},
+    recipients={Role.BROKERAGE, Role.CUSTODY, Role.CARD_ISSUER, Role.CREDIT},
+)
 class BrokeredSettlementPosted(Message):
     order_id: UUID
     entry_id: int
     released: Amount
 
 
-@message("funds.brokered_failed", senders={Role.SETTLEMENT}, recipients={Role.BROKERAGE})
+@message(
+    "funds.brokered_failed",
+    senders={Role.SETTLEMENT},
+    recipients={Role.BROKERAGE, Role.CUSTODY, Role.CARD_ISSUER, Role.CREDIT},
+)
 class BrokeredSettlementFailed(Message):
     order_id: UUID
     reason: str

@@ -80,4 +80,7 @@ def specs() -> Iterator[MessageSpec]:
 
 def _load_all() -> None:
     """Import every message family so the catalogue is complete."""
+    import schemas.custody  # noqa: F401
     from schemas import brokerage, certificates, issuance, lifecycle, settlement, trading  # noqa: F401
+    from schemas import credit, prices  # noqa: F401  # isort: skip
+    from schemas import dvp  # noqa: F401  # isort: skip

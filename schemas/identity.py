@@ -29,12 +29,18 @@ class Role(StrEnum):
     CUSTODY = "custody"
     CREDIT = "credit"
     OPERATOR = "operator"
+    # Seed 003: the card issuer (FI server 300) hosted by the credit agent beside the line, and
+    # merchants (seller server 400), external systems that publish purchase requests.
+    CARD_ISSUER = "card_issuer"
+    MERCHANT = "merchant"
 
 
 # The participant ids of the agents that are one participant each.
 ISSUER_ID = "issuer"
 EXCHANGE_ID = "exchange"
 SETTLEMENT_ID = "settlement"
+CREDIT_ID = "credit"
+CARD_ISSUER_ID = "card-issuer"
 
 
 class CertificatePolicy(BaseModel):

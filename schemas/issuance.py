@@ -41,7 +41,7 @@ class CertificateIssuanceRequest(Message):
     dividend_delivery: DividendDelivery
 
 
-@message("certificate.issued", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("certificate.issued", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class CertificateIssued(Message):
     """The issuer delivers a signed electronic stock certificate (seed 001 S60)."""
 
@@ -62,7 +62,9 @@ class IssuanceRefusal(StrEnum):
     UNKNOWN_TRANSFER = "unknown_transfer"
 
 
-@message("certificate.issuance.refused", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message(
+    "certificate.issuance.refused", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY}
+)
 class CertificateIssuanceRefused(Message):
     """The issuer's error notification for a request it will not satisfy (seed 001 S54, S57)."""
 

@@ -13,7 +13,7 @@ from schemas.certificates import EndorsedCertificate, IssueCode, ShareClass, Sig
 from schemas.identity import ParticipantId, Role
 
 
-@message("certificate.handover", senders={Role.INVESTOR}, recipients={Role.INVESTOR})
+@message("certificate.handover", senders={Role.INVESTOR, Role.CUSTODY}, recipients={Role.INVESTOR, Role.CUSTODY})
 class CertificateHandover(Message):
     """P3.1: the transferor hands a certificate to the transferee, countersigned for it; the
     transferor's and the issuer's identity certificates travel inside the endorsed certificate."""
@@ -23,7 +23,7 @@ class CertificateHandover(Message):
     note: str = Field(default="", max_length=400)
 
 
-@message("name_transfer.off_exchange", senders={Role.INVESTOR}, recipients={Role.ISSUER})
+@message("name_transfer.off_exchange", senders={Role.INVESTOR, Role.CUSTODY}, recipients={Role.ISSUER})
 class OffExchangeTransferRequest(Message):
     """Name-transfer request 41 (Fig. 27): the transferee asks to be registered."""
 
@@ -34,7 +34,7 @@ class OffExchangeTransferRequest(Message):
     certificate: EndorsedCertificate
 
 
-@message("name_transfer.registered", senders={Role.ISSUER}, recipients={Role.INVESTOR})
+@message("name_transfer.registered", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.CUSTODY})
 class OffExchangeTransferRegistered(Message):
     """Name-transfer response 42: the transferee is registered under a new CertID; it asks for the
     certificate with 43 quoting the name-transfer number."""
@@ -57,7 +57,7 @@ class LifecycleRefusal(StrEnum):
     BAD_REQUEST = "bad_request"
 
 
-@message("name_transfer.refused", senders={Role.ISSUER}, recipients={Role.INVESTOR})
+@message("name_transfer.refused", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.CUSTODY})
 class OffExchangeTransferRefused(Message):
     """E19: the issuer will not register the transfer; the register is unchanged."""
 
@@ -66,7 +66,7 @@ class OffExchangeTransferRefused(Message):
     detail: str
 
 
-@message("holdings.inquiry", senders={Role.INVESTOR}, recipients={Role.ISSUER})
+@message("holdings.inquiry", senders={Role.INVESTOR, Role.CUSTODY}, recipients={Role.ISSUER})
 class HoldingsInquiry(Message):
     """Holdings inquiry 44 (P4.1): what the register holds for this user."""
 
@@ -86,7 +86,7 @@ class Holding(BaseModel):
     committed_order: int | None = Field(default=None, description="The exchange order it is committed to.")
 
 
-@message("holdings.statement", senders={Role.ISSUER}, recipients={Role.INVESTOR})
+@message("holdings.statement", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.CUSTODY})
 class HoldingsStatement(Message):
     """Holdings inquiry response 45 (P4.2)."""
 
@@ -100,7 +100,7 @@ class ReissueKind(StrEnum):
     MERGE = "merge"
 
 
-@message("certificate.reissue", senders={Role.INVESTOR}, recipients={Role.ISSUER})
+@message("certificate.reissue", senders={Role.INVESTOR, Role.CUSTODY}, recipients={Role.ISSUER})
 class ReissueRequest(Message):
     """Reissue request 46 (P4.3): replace a lost certificate, or split or merge certificates."""
 
@@ -127,7 +127,7 @@ class ReissueRequest(Message):
         return self
 
 
-@message("certificate.reissued", senders={Role.ISSUER}, recipients={Role.INVESTOR})
+@message("certificate.reissued", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.CUSTODY})
 class CertificatesReissued(Message):
     """P4.6: the new certificates; the old CertIDs are dead everywhere."""
 
@@ -136,7 +136,7 @@ class CertificatesReissued(Message):
     certificates: tuple[SignedCertificate, ...]
 
 
-@message("certificate.reissue_refused", senders={Role.ISSUER}, recipients={Role.INVESTOR})
+@message("certificate.reissue_refused", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.CUSTODY})
 class ReissueRefused(Message):
     """E20: no reissue; the register is unchanged."""
 

@@ -40,7 +40,11 @@ class SettlementFailure(StrEnum):
     AMOUNT_MISMATCH = "amount_mismatch"
 
 
-@message("settlement.notice", senders={Role.SETTLEMENT}, recipients={Role.INVESTOR, Role.EXCHANGE, Role.BROKERAGE})
+@message(
+    "settlement.notice",
+    senders={Role.SETTLEMENT},
+    recipients={Role.INVESTOR, Role.EXCHANGE, Role.BROKERAGE, Role.CUSTODY},
+)
 class SettlementNotice(Message):
     """What became of a trade's cash leg, told to the buyer, the seller and the exchange."""
 

@@ -53,7 +53,7 @@ class OrderTerms(BaseModel):
         return self
 
 
-@message("order.submit", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.EXCHANGE})
+@message("order.submit", senders={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY}, recipients={Role.EXCHANGE})
 class SubmitOrder(Message):
     """An order (seed 001 message 33, Fig. 12). A sell order carries the seller's certificate,
     countersigned by the seller for this order; a buy order carries the buyer's name and address."""
@@ -67,6 +67,11 @@ class SubmitOrder(Message):
     certificate: EndorsedCertificate | None = None
     holder_name: str | None = Field(default=None, max_length=200)
     holder_address: str | None = Field(default=None, max_length=400)
+    safekeeping_account: AccountId | None = Field(
+        default=None,
+        description="A custody client's safekeeping account: the securities leg is a book-entry move at custody "
+        "(a sell order then carries no certificate); book-entry orders match only book-entry orders.",
+    )
 
 
 @message("order.cancel", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.EXCHANGE})
@@ -120,9 +125,15 @@ class OrderRefusal(StrEnum):
     REPLACE_NOT_ALLOWED = "replace_not_allowed"
     # The client order id names an earlier order with another payload (issue 9: idempotent ids).
     CLIENT_ORDER_ID_CONFLICT = "client_order_id_conflict"
+    # Issue 11: a buy order's cover at settlement (docs/dvp.md).
+    UNKNOWN_ACCOUNT = "unknown_account"
+    ACCOUNT_NOT_OWNED = "account_not_owned"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    COVER_REQUIRED = "cover_required"
 
 
-@message("order.accepted", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("order.accepted", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class OrderAccepted(Message):
     """Order acceptance response (seed 001 message 34): the OAN and the hash of the request."""
 
@@ -137,7 +148,7 @@ class RejectedRequest(StrEnum):
     REPLACE = "replace"
 
 
-@message("order.rejected", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("order.rejected", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class OrderRejected(Message):
     """The exchange's error notification for an order, cancel or replace (seed 001 S74–S86). A
     refused cancel leaves its order as it was; a refused replace leaves the original order live."""
@@ -160,7 +171,7 @@ class CancelReason(StrEnum):
     CERTIFICATE_INVALID = "certificate_invalid"
 
 
-@message("order.cancelled", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("order.cancelled", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class OrderCancelled(Message):
     """An order (or what was left of it) was taken off the book, and why (S132 for an invalid ESC)."""
 
@@ -171,7 +182,7 @@ class OrderCancelled(Message):
     detail: str = ""
 
 
-@message("order.executed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("order.executed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class OrderExecuted(Message):
     """A fill of the recipient's order (seed 001 S91–S93); name transfer follows."""
 
@@ -270,12 +281,12 @@ class NameTransferFailed(Message):
     request_hash: Sha256
 
 
-@message("trade.completed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("trade.completed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class TradeCompleted(Message):
     """Trade completion notice (seed 001 message 37, S129), to buyer and seller."""
 
     matching_number: int
-    name_transfer_number: int
+    name_transfer_number: int | None = Field(description="None for a book-entry trade (no name transfer).")
     client_order_id: ClientOrderId
     acceptance_number: int
     side: Side
@@ -284,10 +295,16 @@ class TradeCompleted(Message):
     quantity: int
     amount: Amount
     currency: Currency = "JPY"
-    transferred_cert_id: UUID = Field(description="The seller's CertID that the transfer retired.")
+    transferred_cert_id: UUID | None = Field(
+        default=None, description="The seller's CertID that the transfer retired; None for a book-entry trade."
+    )
 
 
-@message("certificate.request_after_transfer", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.ISSUER})
+@message(
+    "certificate.request_after_transfer",
+    senders={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY},
+    recipients={Role.ISSUER},
+)
 class CertificateRequestAfterTransfer(Message):
     """The buyer asks for its new certificate by name-transfer number (seed 001 message 39, S141)."""
 
@@ -297,7 +314,7 @@ class CertificateRequestAfterTransfer(Message):
     dividend_delivery: DividendDelivery
 
 
-@message("certificate.remainder", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("certificate.remainder", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class RemainderCertificate(Message):
     """The seller's certificate for the shares left after a partial sale, pushed by the issuer."""
 
@@ -318,7 +335,7 @@ class TradeExecuted(Message):
     currency: Currency = "JPY"
 
 
-@message("order.execution_reversed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE})
+@message("order.execution_reversed", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
 class ExecutionReversed(Message):
     """A buy order's fill was undone because the seller's certificate failed name transfer; the
     shares are back in the order (seed 001 S131) or, for an order that cannot rest, cancelled."""

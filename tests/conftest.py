@@ -27,6 +27,7 @@ from schemas.identity import Role
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 INVESTORS = ("alice", "bob", "carol")
+MERCHANTS = ("shop",)
 AMQP_URL = os.environ.get("KABUTO_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 DATABASE_URL = os.environ.get("KABUTO_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HOW_TO_START = (
@@ -63,6 +64,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyStore:
             store.enrol(default_participant(agent, Role(agent)))
     for investor in INVESTORS:
         store.enrol(default_participant(investor, Role.INVESTOR, limit=10_000_000))
+    store.enrol(default_participant("card-issuer", Role.CARD_ISSUER))  # hosted by the credit agent
+    for merchant in MERCHANTS:
+        store.enrol(default_participant(merchant, Role.MERCHANT))
     return store
 
 

@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 from uuid import UUID
 
-from agents.brokerage import customers, repo, settling
+from agents.brokerage import customers, prices, repo, settling
 from agents.brokerage.customers import Refused
 from agents.brokerage.fees import trial_amounts
 from broker import logs
@@ -43,9 +43,11 @@ from schemas.brokerage import (
     Security,
 )
 from schemas.catalogue import Message
+from schemas.dvp import InstructionStatus
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID, Role
 from schemas.issuance import CertificateIssued
 from schemas.market_rules import price_band
+from schemas.prices import PriceUpdate
 from schemas.settlement import SettlementNotice
 from schemas.trading import (
     ExecutionReversed,
@@ -376,7 +378,7 @@ async def on_trade_completed(notice: TradeCompleted, ctx: Context) -> None:
     await repo.execution_status(ctx.connection, notice.matching_number, "completed")
     if notice.side is Side.BUY:
         await settling.request_certificate(ctx, notice)
-    else:
+    elif notice.transferred_cert_id is not None:
         await repo.certificate_status(ctx.connection, notice.transferred_cert_id, "surrendered")
     await settling.settle_if_done(ctx, order["order_id"])
 
@@ -398,6 +400,17 @@ async def on_remainder(message: RemainderCertificate, ctx: Context) -> None:
 
 async def on_street_settlement(notice: SettlementNotice, ctx: Context) -> None:
     log.info("street_settlement", matching_number=notice.matching_number, settled=notice.settled)
+
+
+async def on_street_instruction(status: InstructionStatus, ctx: Context) -> None:
+    """The street trade's instruction (issue 11): the customer's side waits for it to settle; a
+    failed one reaches the order as a reversed execution from the exchange."""
+    log.info(
+        "street_instruction",
+        matching_number=status.instruction,
+        settlement=status.status.settlement.value,
+        reason=status.status.reason.value if status.status.reason else None,
+    )
 
 
 async def on_posted(answer: BrokeredSettlementPosted, ctx: Context) -> None:
@@ -423,8 +436,10 @@ HANDLERS: dict[type[Message], Handler] = {
     CertificateIssued: on_certificate,
     RemainderCertificate: on_remainder,
     SettlementNotice: on_street_settlement,
+    InstructionStatus: on_street_instruction,
     BrokeredSettlementPosted: on_posted,
     BrokeredSettlementFailed: on_posting_failed,
+    PriceUpdate: prices.on_price_update,
 }
 
-AGENT = AgentDefinition(id=BROKERAGE_ID, role=Role.BROKERAGE, handlers=HANDLERS)
+AGENT = AgentDefinition(id=BROKERAGE_ID, role=Role.BROKERAGE, handlers=HANDLERS, background=(prices.subscribe_prices,))

@@ -119,6 +119,7 @@ async def give_up(ctx: Context, order: dict[str, Any]) -> None:
 
 async def request_certificate(ctx: Context, notice: TradeCompleted) -> None:
     """Message 39 as nominee: the brokerage holds the shares of record for its customers."""
+    assert notice.name_transfer_number is not None, "the brokerage trades certificates only"
     ctx.emit(
         CertificateRequestAfterTransfer(
             name_transfer_number=notice.name_transfer_number,

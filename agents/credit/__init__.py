@@ -1,7 +1,5 @@
-"""The credit holder (seed 003): credit limits and securities-backed credit lines."""
+"""The credit holder (seed 003): the card issuer and the securities-backed line."""
 
-from broker.runtime import AgentDefinition
-from schemas.identity import Role
+from agents.credit.app import AGENT
 
-# No flow yet: the agent starts, declares its queues and answers the runtime's checks.
-AGENT = AgentDefinition(id="credit", role=Role.CREDIT)
+__all__ = ["AGENT"]

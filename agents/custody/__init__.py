@@ -1,7 +1,5 @@
-"""Custody (seed 003): book-entry positions, locks (pledges) and holdings deltas."""
+"""Custody (seed 003): book-entry positions, locks (pledges), holdings deltas, sale on instruction."""
 
-from broker.runtime import AgentDefinition
-from schemas.identity import Role
+from agents.custody.app import AGENT
 
-# No flow yet: the agent starts, declares its queues and answers the runtime's checks.
-AGENT = AgentDefinition(id="custody", role=Role.CUSTODY)
+__all__ = ["AGENT"]

@@ -4,6 +4,9 @@ printing a readable account of what happened."""
 from __future__ import annotations
 
 from agents.demo.brokered import brokered
+from agents.demo.credit import credit
+from agents.demo.custody import custody
+from agents.demo.dvp import dvp
 from agents.demo.issuance import Say, issuance
 from agents.demo.lifecycle import lifecycle
 from agents.demo.trading import trading
@@ -21,4 +24,7 @@ async def run(settings: Settings, say: Say = print) -> None:
         offering = await issuance(runtimes, alice, bob, say)
         await trading(runtimes, offering, alice, bob, say)
         await lifecycle(runtimes, offering.issue_code, alice, bob, say)
+        await custody(runtimes, offering.issue_code, offering.offer_price, alice, bob, say)
         await brokered(runtimes, alice, bob, say)
+        await credit(runtimes, settings, alice, bob, say)
+        await dvp(runtimes, offering, alice, bob, say)

@@ -22,6 +22,7 @@ from agents.investor.trading import OrderTicket, place_order
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
 from agents.settlement import app as ledger
+from agents.settlement import mandates
 from agents.settlement.domain import AccountKind
 from broker.runtime import AgentRuntime
 from schemas.brokerage import FundingLeg
@@ -58,6 +59,7 @@ async def brokered(rt: dict[str, AgentRuntime], alice: str, bob: str, say: Say) 
     )
     for account, institution, _, _, amount in accounts:
         await settlement.command("settlement", ledger.open_account(account, alice, institution=institution))
+        await settlement.command("settlement", mandates.grant(account, "brokerage"))  # alice's consent (issue 11)
         await settlement.command("settlement", ledger.deposit(account, Decimal(amount), f"in-{account}"))
     customer = await _customer(brokerage, alice, customer, [CustomerAccount(a, i, k, p) for a, i, k, p, _ in accounts])
     asked = await investor.command(alice, identify(customer, "2468"))

@@ -82,10 +82,22 @@ def check(
     if books.duplicate_client_order_id:
         raise Refused(OrderRefusal.DUPLICATE_CLIENT_ORDER_ID, f"{order.client_order_id} was used before")
     _check_price(order, instrument)
+    if order.safekeeping_account is not None:
+        _check_book_entry(order, sender, instrument, books)
+        return None
     if order.terms.side is Side.BUY:
         _check_buy(order, sender, instrument, books)
         return None
     return _check_sell(order, sender, books, trust, now)
+
+
+def _check_book_entry(order: SubmitOrder, sender: Participant, instrument: Instrument, books: Books) -> None:
+    """A custody client's order: no certificate travels, custody checks and moves the position
+    when the trade settles (docs/dvp.md); a buy order is limited like any other."""
+    if order.certificate is not None:
+        raise Refused(OrderRefusal.UNEXPECTED_CERTIFICATE, "a book-entry order sells from its safekeeping account")
+    if order.terms.side is Side.BUY:
+        _check_buy(order.model_copy(update={"holder_name": "-", "holder_address": "-"}), sender, instrument, books)
 
 
 def _check_price(order: SubmitOrder, instrument: Instrument) -> None:
@@ -227,4 +239,11 @@ def replace_refusal(
         current = (old.price or Decimal(0)) * old.remaining
         if open_buy_exposure - current + price * request.quantity > sender.policy.account_usage_limit:
             return Refusal(OrderRefusal.ACCOUNT_USAGE_LIMIT_EXCEEDED, "the replacement exceeds the account usage limit")
+    if old.side is Side.BUY and (
+        request.quantity > old.remaining or (request.price or Decimal(0)) > (old.price or Decimal(0))
+    ):
+        # Issue 11: the cover settlement holds is for this order's worst case; a replace cannot raise it.
+        return Refusal(
+            OrderRefusal.COVER_REQUIRED, "a replace cannot raise a buy order's cover; cancel it and enter a new order"
+        )
     return None

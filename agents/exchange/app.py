@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from agents.exchange import repo, trading
+from agents.exchange import prices, repo, trading
 from broker import logs
 from broker.context import Context
 from broker.runtime import AgentDefinition
 from schemas.identity import EXCHANGE_ID, Role
 from schemas.issuance import CertIdListUpdated
+from schemas.prices import SubscribePrices
 
 log = logs.get("kabuto.exchange")
 
@@ -30,5 +31,5 @@ async def on_certid_list(update: CertIdListUpdated, ctx: Context) -> None:
 AGENT = AgentDefinition(
     id=EXCHANGE_ID,
     role=Role.EXCHANGE,
-    handlers={CertIdListUpdated: on_certid_list, **trading.HANDLERS},
+    handlers={CertIdListUpdated: on_certid_list, SubscribePrices: prices.on_subscribe, **trading.HANDLERS},
 )

@@ -6,7 +6,7 @@ import argparse
 
 from agents import render
 from agents.cli_types import decimal
-from agents.exchange import order_repo, repo
+from agents.exchange import order_repo, prices, repo
 from agents.exchange.trading import end_of_day
 from broker.runtime import run_as
 from broker.settings import Settings
@@ -38,9 +38,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                 settings,
                 "exchange",
                 EXCHANGE_ID,
-                lambda ctx: order_repo.list_instrument(
-                    ctx.connection, args.issue_code, args.share_class, args.reference_price
-                ),
+                prices.listed(args.issue_code, args.share_class, args.reference_price),
             )
             print(f"listed {args.issue_code} with reference price {args.reference_price}")
         case "book":

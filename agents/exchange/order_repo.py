@@ -30,6 +30,8 @@ class OrderRecord:
     holder_name: str | None
     holder_address: str | None
     certificate: EndorsedCertificate | None
+    cover_id: UUID | None = None
+    safekeeping_account: str | None = None
 
 
 async def list_instrument(
@@ -96,13 +98,16 @@ async def next_matching_number(connection: asyncpg.Connection) -> int:
     return number
 
 
-async def insert_order(connection: asyncpg.Connection, order: Order, request: SubmitOrder, request_hash: str) -> None:
+async def insert_order(
+    connection: asyncpg.Connection, order: Order, request: SubmitOrder, request_hash: str, cover_id: UUID | None = None
+) -> None:
     certificate = request.certificate.model_dump_json() if request.certificate else None
     await connection.execute(
         """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
                price, quantity, remaining, time_in_force, priority, status, settlement_account,
-               holder_name, holder_address, cert_id, certificate, request_hash)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $13, $14, $15, $16::jsonb, $17)""",
+               holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $13, $14, $15, $16::jsonb, $17, $18,
+                   $19)""",
         order.acceptance_number,
         order.client_order_id,
         order.user_id,
@@ -120,6 +125,8 @@ async def insert_order(connection: asyncpg.Connection, order: Order, request: Su
         order.cert_id,
         certificate,
         request_hash,
+        cover_id,
+        request.safekeeping_account,
     )
 
 
@@ -130,9 +137,10 @@ async def insert_replacement(
     await connection.execute(
         """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
                price, quantity, remaining, time_in_force, priority, status, settlement_account,
-               holder_name, holder_address, cert_id, certificate, request_hash)
+               holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account)
            SELECT $1, $2, user_id, issue_code, side, order_type, $3, $4, $4, time_in_force, $1, 'open',
-                  settlement_account, holder_name, holder_address, cert_id, certificate, $5
+                  settlement_account, holder_name, holder_address, cert_id, certificate, $5, cover_id,
+                  safekeeping_account
            FROM orders WHERE acceptance_number = $6""",
         order.acceptance_number,
         order.client_order_id,
@@ -197,14 +205,20 @@ def _record(row: asyncpg.Record) -> OrderRecord:
         holder_name=row["holder_name"],
         holder_address=row["holder_address"],
         certificate=EndorsedCertificate.model_validate_json(certificate) if certificate else None,
+        cover_id=row["cover_id"],
+        safekeeping_account=row["safekeeping_account"],
     )
 
 
-async def load_book(connection: asyncpg.Connection, issue_code: str) -> OrderBook:
-    """The issue's book, rebuilt from its open orders in priority order (locked for this decision)."""
+async def load_book(connection: asyncpg.Connection, issue_code: str, book_entry: bool = False) -> OrderBook:
+    """The issue's book, rebuilt from its open orders in priority order (locked for this decision);
+    certificate orders and book-entry orders are separate segments that never match each other."""
     await connection.execute("SELECT 1 FROM instruments WHERE issue_code = $1 FOR UPDATE", issue_code)
     rows = await connection.fetch(
-        "SELECT * FROM orders WHERE issue_code = $1 AND status = 'open' ORDER BY priority", issue_code
+        """SELECT * FROM orders WHERE issue_code = $1 AND status = 'open'
+           AND (safekeeping_account IS NOT NULL) = $2 ORDER BY priority""",
+        issue_code,
+        book_entry,
     )
     book = OrderBook(issue_code)
     for row in rows:
@@ -284,7 +298,7 @@ async def next_transfer(connection: asyncpg.Connection, sell_order: int) -> Matc
 
 
 async def transfer_requested(
-    connection: asyncpg.Connection, matching_number: int, cert_id: UUID, request_hash: str
+    connection: asyncpg.Connection, matching_number: int, cert_id: UUID | None, request_hash: str
 ) -> None:
     await connection.execute(
         """UPDATE matches SET status = 'transfer_requested', cert_id = $2, transfer_request_hash = $3
@@ -295,7 +309,9 @@ async def transfer_requested(
     )
 
 
-async def transfer_completed(connection: asyncpg.Connection, matching_number: int, ntn: int, new_cert_id: UUID) -> None:
+async def transfer_completed(
+    connection: asyncpg.Connection, matching_number: int, ntn: int | None, new_cert_id: UUID | None
+) -> None:
     await connection.execute(
         """UPDATE matches SET status = 'completed', name_transfer_number = $2, new_cert_id = $3,
                completed_at = now() WHERE matching_number = $1""",
@@ -320,6 +336,26 @@ async def unfinished_matches(connection: asyncpg.Connection, sell_order: int) ->
         sell_order,
     )
     return [Match(**dict(r)) for r in rows]
+
+
+async def unfinished_buys(connection: asyncpg.Connection, buy_order: int) -> int:
+    """How many executions of this buy order are not yet settled or failed."""
+    count: int = await connection.fetchval(
+        "SELECT count(*) FROM matches WHERE buy_order = $1 AND status IN ('pending_transfer', 'transfer_requested')",
+        buy_order,
+    )
+    return count
+
+
+async def settlement_status(
+    connection: asyncpg.Connection, matching_number: int, status: str, failure: str | None
+) -> None:
+    await connection.execute(
+        "UPDATE matches SET settlement_status = $2, settlement_failure = $3 WHERE matching_number = $1",
+        matching_number,
+        status,
+        failure,
+    )
 
 
 async def fills(connection: asyncpg.Connection, acceptance_number: int) -> list[Fill]:
@@ -356,7 +392,8 @@ async def matching_list(connection: asyncpg.Connection) -> list[dict[str, object
     """The order matching list 22 with each trade's transfer and settlement, for operators."""
     rows = await connection.fetch(
         """SELECT matching_number AS omn, issue_code, buy_order, sell_order, shares, price, status,
-                  name_transfer_number AS ntn, settled FROM matches ORDER BY matching_number"""
+                  name_transfer_number AS ntn, settled, settlement_status, settlement_failure
+           FROM matches ORDER BY matching_number"""
     )
     return [dict(r) for r in rows]
 

@@ -98,6 +98,13 @@ async def transferred(
     )
 
 
+async def transfer_abandoned(connection: asyncpg.Connection, cert_id: UUID) -> None:
+    """The trade did not settle and the certificate did not move: it is valid again (issue 11)."""
+    await connection.execute(
+        "UPDATE certid_list SET status = 'valid' WHERE cert_id = $1 AND status = 'in_transfer'", cert_id
+    )
+
+
 async def invalidated(connection: asyncpg.Connection, cert_id: UUID) -> None:
     """The issuer refused the transfer: the CertID is not valid, whatever the list said."""
     await connection.execute("UPDATE certid_list SET status = 'retired' WHERE cert_id = $1", cert_id)

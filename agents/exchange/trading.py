@@ -9,27 +9,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from agents.exchange import acceptance, order_repo, repo, resubmission
+from agents.exchange import acceptance, covering, order_repo, prices, repo, resubmission, settling
 from agents.exchange.acceptance import Books, Refused
 from agents.exchange.book import Execution, Order, OrderBook, Result
 from agents.exchange.order_repo import OrderRecord
 from broker import logs
 from broker.consumer import Handler
 from broker.context import Context
-from broker.errors import Reason, SecurityRejected
-from broker.stock_certificates import content_of, endorse, verify_certificate
+from broker.stock_certificates import content_of
 from schemas.catalogue import Message
-from schemas.certificates import EndorsedCertificate
-from schemas.identity import SETTLEMENT_ID
-from schemas.settlement import SettlementNotice, SettlementRequest
+from schemas.certificates import ElectronicStockCertificate
+from schemas.dvp import CoverGranted, CoverRefused, InstructionStatus
+from schemas.identity import Participant
 from schemas.trading import (
     CancelOrder,
     CancelReason,
     CertificateRelease,
     ExecutionReversed,
-    NameTransferCompleted,
-    NameTransferFailed,
-    NameTransferRequest,
     OrderAccepted,
     OrderCancelled,
     OrderExecuted,
@@ -44,7 +40,6 @@ from schemas.trading import (
     Side,
     SubmitOrder,
     TimeInForce,
-    TradeCompleted,
     TradeExecuted,
 )
 
@@ -60,6 +55,17 @@ def _reject(
     ctx: Context, client_order_id: str, refusal: acceptance.Refusal, request: RejectedRequest = RejectedRequest.ORDER
 ) -> None:
     assert ctx.sender is not None
+    reject(ctx, ctx.sender.user_id, client_order_id, refusal, _request_hash(ctx), request)
+
+
+def reject(
+    ctx: Context,
+    to: str,
+    client_order_id: str,
+    refusal: acceptance.Refusal,
+    request_hash: str,
+    request: RejectedRequest = RejectedRequest.ORDER,
+) -> None:
     log.info("order_rejected", reason=refusal.reason.value, detail=refusal.detail, request=request.value)
     ctx.emit(
         OrderRejected(
@@ -67,17 +73,14 @@ def _reject(
             request=request,
             reason=refusal.reason,
             detail=refusal.detail,
-            request_hash=_request_hash(ctx),
+            request_hash=request_hash,
         ),
-        to=ctx.sender.user_id,
+        to=to,
     )
 
 
-async def on_submit(request: SubmitOrder, ctx: Context) -> None:
-    """S71–S88 then S91–S95: check, accept with an OAN, match, and start name transfers."""
-    assert ctx.sender is not None
-    if await resubmission.answered(ctx, request):
-        return
+async def checked(ctx: Context, request: SubmitOrder, sender: Participant) -> ElectronicStockCertificate | None:
+    """S71–S88: every acceptance check, in the seed's order; ``Refused`` says which failed."""
     conn = ctx.connection
     cert_id = acceptance.cert_id_of(request)
     books = Books(
@@ -87,12 +90,40 @@ async def on_submit(request: SubmitOrder, ctx: Context) -> None:
         open_buy_exposure=await order_repo.open_buy_exposure(conn, request.user_id),
     )
     instrument = await order_repo.instrument(conn, request.issue_code)
+    return acceptance.check(request, sender, instrument, books, ctx.trust, ctx.now)
+
+
+async def on_submit(request: SubmitOrder, ctx: Context) -> None:
+    """S71–S88 then S91–S95: check; a buy order waits for its cover (issue 11); a sell order is
+    accepted with an OAN and matched at once."""
+    assert ctx.sender is not None
+    if await resubmission.answered(ctx, request):
+        return
     try:
-        certificate = acceptance.check(request, ctx.sender, instrument, books, ctx.trust, ctx.now)
+        if await covering.pending_client_order(ctx.connection, request.user_id, request.client_order_id):
+            raise Refused(OrderRefusal.DUPLICATE_CLIENT_ORDER_ID, f"{request.client_order_id} was used")
+        certificate = await checked(ctx, request, ctx.sender)
     except Refused as refused:
         _reject(ctx, request.client_order_id, refused.refusal)
         return
-    book = await order_repo.load_book(conn, request.issue_code)
+    if request.terms.side is Side.BUY:
+        instrument = await order_repo.instrument(ctx.connection, request.issue_code)
+        assert instrument is not None
+        await covering.ask_cover(ctx, request, instrument, ctx.sender, _request_hash(ctx))
+        return
+    await book(ctx, request, certificate, _request_hash(ctx))
+
+
+async def book(
+    ctx: Context,
+    request: SubmitOrder,
+    certificate: ElectronicStockCertificate | None,
+    request_hash: str,
+    cover_id: UUID | None = None,
+) -> None:
+    """S91–S95: an acceptance number, the book, the matches."""
+    conn = ctx.connection
+    book = await order_repo.load_book(conn, request.issue_code, request.safekeeping_account is not None)
     terms = request.terms
     order = Order(
         acceptance_number=await order_repo.next_acceptance_number(conn),
@@ -106,14 +137,14 @@ async def on_submit(request: SubmitOrder, ctx: Context) -> None:
         time_in_force=terms.time_in_force,
         cert_id=certificate.cert_id if certificate else None,
     )
-    await order_repo.insert_order(conn, order, request, _request_hash(ctx))
+    await order_repo.insert_order(conn, order, request, request_hash, cover_id)
     await resubmission.record(conn, order.acceptance_number, request)
     log.info("order_accepted", acceptance_number=order.acceptance_number, side=order.side.value)
     ctx.emit(
         OrderAccepted(
             client_order_id=order.client_order_id,
             acceptance_number=order.acceptance_number,
-            request_hash=_request_hash(ctx),
+            request_hash=request_hash,
         ),
         to=order.user_id,
     )
@@ -133,7 +164,7 @@ async def _apply(ctx: Context, issue_code: str, book: OrderBook, incoming: Order
     if result.cancel_reason is not None:
         await _cancelled(ctx, incoming, result.cancelled_quantity, result.cancel_reason)
     for sell in sorted({e.sell for e in result.executions}):
-        await _request_next_transfer(ctx, sell)
+        await settling.instruct_next(ctx, sell)
 
 
 async def _executed(ctx: Context, issue_code: str, execution: Execution, orders: dict[int, Order]) -> None:
@@ -145,6 +176,7 @@ async def _executed(ctx: Context, issue_code: str, execution: Execution, orders:
     if sell.cert_id is not None:
         await repo.hold_for_transfer(conn, sell.cert_id)
     await order_repo.record_last_price(conn, issue_code, execution.price)
+    await prices.announce_trade(ctx, issue_code, execution.price)
     log.info("order_matched", matching_number=matching_number, price=str(execution.price), qty=execution.quantity)
     for order in (orders[execution.buy], sell):
         ctx.emit(
@@ -171,141 +203,7 @@ async def _executed(ctx: Context, issue_code: str, execution: Execution, orders:
     )
 
 
-async def _request_next_transfer(ctx: Context, sell_order: int) -> None:
-    """S95: ask the issuer to transfer the next execution of this sell order, countersigned."""
-    conn = ctx.connection
-    match = await order_repo.next_transfer(conn, sell_order)
-    if match is None:
-        return
-    sell = await order_repo.order(conn, sell_order)
-    buy = await order_repo.order(conn, match.buy_order)
-    assert sell is not None and buy is not None and sell.certificate is not None and sell.order.cert_id
-    certificate = content_of(sell.certificate)
-    endorsed = endorse(ctx.identity, sell.certificate, "name_transfer", f"omn:{match.matching_number}")
-    unfinished = await order_repo.unfinished_matches(conn, sell_order)
-    sealed = ctx.emit(
-        NameTransferRequest(
-            matching_number=match.matching_number,
-            issue_code=certificate.issue_code,
-            share_class=certificate.share_class,
-            cert_id=sell.order.cert_id,
-            shares=match.shares,
-            buyer_user_id=match.buyer_user_id,
-            buyer_name=buy.holder_name or match.buyer_user_id,
-            buyer_address=buy.holder_address or "",
-            seller_user_id=match.seller_user_id,
-            certificate=endorsed,
-            seller_order=sell_order,
-            seller_order_open=sell.status == "open" or len(unfinished) > 1,
-        ),
-        to=certificate.issuing_agent_id,
-    )
-    await order_repo.transfer_requested(conn, match.matching_number, sell.order.cert_id, sealed.digest)
-
-
-async def _answered_match(ctx: Context, matching_number: int, request_hash: str) -> order_repo.Match | None:
-    match = await order_repo.match(ctx.connection, matching_number)
-    if match is None or match.status != "transfer_requested":
-        log.warning("name_transfer_answer_ignored", matching_number=matching_number)
-        return None
-    if request_hash != match.transfer_request_hash:  # R-001-07: the request we sent, unaltered
-        raise SecurityRejected(
-            Reason.SIGNATURE_INVALID, f"name-transfer answer for {matching_number} echoes another request"
-        )
-    return match
-
-
-async def on_transfer_completed(answer: NameTransferCompleted, ctx: Context) -> None:
-    """S121–S130: list the new CertIDs, notify both investors, request settlement, go on."""
-    match = await _answered_match(ctx, answer.matching_number, answer.request_hash)
-    if match is None:
-        return
-    conn = ctx.connection
-    assert match.cert_id is not None
-    await order_repo.transfer_completed(conn, match.matching_number, answer.name_transfer_number, answer.new_cert_id)
-    valid = [(answer.new_cert_id, answer.buyer_user_id, answer.buyer_shares)]
-    if answer.remainder is not None:
-        remainder = verify_certificate(answer.remainder, ctx.trust)
-        valid.append((remainder.cert_id, remainder.holder_user_id, remainder.shares))
-        await order_repo.replace_certificate(
-            conn, match.sell_order, remainder.cert_id, EndorsedCertificate(certificate=answer.remainder)
-        )
-    await repo.transferred(conn, match.issue_code, match.cert_id, answer.register_version, valid)
-    buy = await order_repo.order(conn, match.buy_order)
-    sell = await order_repo.order(conn, match.sell_order)
-    assert buy is not None and sell is not None
-    amount = match.price * match.shares
-    for record in (buy, sell):
-        ctx.emit(
-            TradeCompleted(
-                matching_number=match.matching_number,
-                name_transfer_number=answer.name_transfer_number,
-                client_order_id=record.order.client_order_id,
-                acceptance_number=record.order.acceptance_number,
-                side=record.order.side,
-                issue_code=match.issue_code,
-                price=match.price,
-                quantity=match.shares,
-                amount=amount,
-                transferred_cert_id=match.cert_id,
-            ),
-            to=record.order.user_id,
-        )
-    ctx.emit(
-        SettlementRequest(
-            matching_number=match.matching_number,
-            name_transfer_number=answer.name_transfer_number,
-            issue_code=match.issue_code,
-            shares=match.shares,
-            price=match.price,
-            amount=amount,
-            buyer_user_id=match.buyer_user_id,
-            buyer_account=buy.settlement_account,
-            seller_user_id=match.seller_user_id,
-            seller_account=sell.settlement_account,
-        ),
-        to=SETTLEMENT_ID,
-    )
-    log.info("trade_completed", matching_number=match.matching_number, ntn=answer.name_transfer_number)
-    await _request_next_transfer(ctx, match.sell_order)
-    await _release_if_done(ctx, match.sell_order)
-
-
-async def on_transfer_failed(answer: NameTransferFailed, ctx: Context) -> None:
-    """S131–S132: the buy orders get their shares back; the seller's order is cancelled and told why."""
-    match = await _answered_match(ctx, answer.matching_number, answer.request_hash)
-    if match is None:
-        return
-    conn = ctx.connection
-    assert match.cert_id is not None
-    await repo.invalidated(conn, match.cert_id)
-    detail = f"name transfer refused by the issuer: {answer.reason.value} — {answer.detail}"
-    failed = await order_repo.unfinished_matches(conn, match.sell_order)
-    for each in failed:
-        await order_repo.transfer_failed(conn, each.matching_number, answer.reason.value)
-    book = await order_repo.load_book(conn, match.issue_code)
-    sell = await order_repo.order(conn, match.sell_order)
-    assert sell is not None
-    book.cancel(sell.order.acceptance_number)
-    for each in failed:  # the seller's fills are undone too, before its order is cancelled
-        ctx.emit(
-            ExecutionReversed(
-                client_order_id=sell.order.client_order_id,
-                acceptance_number=sell.order.acceptance_number,
-                matching_number=each.matching_number,
-                quantity=each.shares,
-                remaining_quantity=0,
-                detail=detail,
-            ),
-            to=sell.order.user_id,
-        )
-    await _cancel(ctx, sell, CancelReason.CERTIFICATE_INVALID, detail)
-    for each in failed:
-        await _restore_buy(ctx, book, each, detail)
-    log.info("name_transfer_failed", matching_number=match.matching_number, reason=answer.reason.value)
-
-
-async def _restore_buy(ctx: Context, book: OrderBook, match: order_repo.Match, detail: str) -> None:
+async def restore_buy(ctx: Context, book: OrderBook, match: order_repo.Match, detail: str) -> None:
     """S131: the buy order returns to the unexecuted-order queue, matching again if it can."""
     record = await order_repo.order(ctx.connection, match.buy_order)
     assert record is not None
@@ -332,7 +230,7 @@ async def _restore_buy(ctx: Context, book: OrderBook, match: order_repo.Match, d
         await order_repo.save(ctx.connection, order, CancelReason.CERTIFICATE_INVALID)
 
 
-async def _cancel(ctx: Context, record: OrderRecord, reason: CancelReason, detail: str = "") -> None:
+async def cancel(ctx: Context, record: OrderRecord, reason: CancelReason, detail: str = "") -> None:
     order = record.order
     cancelled = order.remaining
     order.remaining = 0
@@ -353,15 +251,18 @@ async def _cancelled(ctx: Context, order: Order, quantity: int, reason: CancelRe
         to=order.user_id,
     )
     if order.side is Side.SELL:
-        await _release_if_done(ctx, order.acceptance_number)
+        await release_if_done(ctx, order.acceptance_number)
+    else:
+        await settling.release_cover_if_done(ctx, order.acceptance_number)
 
 
-async def _release_if_done(ctx: Context, sell_order: int) -> None:
+async def release_if_done(ctx: Context, sell_order: int) -> None:
     """A closed sell order with no transfer left frees a remainder committed to it at the issuer."""
     record = await order_repo.order(ctx.connection, sell_order)
     if record is None or record.status == "open" or await order_repo.unfinished_matches(ctx.connection, sell_order):
         return
-    assert record.certificate is not None
+    if record.certificate is None:  # a book-entry order: nothing is committed at the issuer
+        return
     issuer = content_of(record.certificate).issuing_agent_id
     ctx.emit(CertificateRelease(seller_order=sell_order, seller_user_id=record.order.user_id), to=issuer)
 
@@ -374,9 +275,9 @@ async def on_cancel(request: CancelOrder, ctx: Context) -> None:
         refusal = refusal or acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, "")
         _reject(ctx, request.client_order_id, refusal, RejectedRequest.CANCEL)
         return
-    book = await order_repo.load_book(ctx.connection, record.issue_code)
+    book = await order_repo.load_book(ctx.connection, record.issue_code, record.safekeeping_account is not None)
     book.cancel(record.order.acceptance_number)
-    await _cancel(ctx, record, CancelReason.REQUESTED)
+    await cancel(ctx, record, CancelReason.REQUESTED)
 
 
 def _open_order_refusal(record: OrderRecord | None, client_order_id: str) -> acceptance.Refusal | None:
@@ -406,7 +307,7 @@ async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
         refusal = refusal or acceptance.Refusal(OrderRefusal.UNKNOWN_ORDER, "")
         _reject(ctx, request.new_client_order_id, refusal, RejectedRequest.REPLACE)
         return
-    book = await order_repo.load_book(conn, record.issue_code)
+    book = await order_repo.load_book(conn, record.issue_code, record.safekeeping_account is not None)
     old = record.order
     if request.price == old.price and request.quantity <= old.remaining:
         reduced = book.reduce(old.acceptance_number, request.quantity)
@@ -489,22 +390,16 @@ async def cancel_orders_backed_by(ctx: Context, cert_ids: Sequence[UUID]) -> Non
     for record in await order_repo.open_sell_orders_backed_by(ctx.connection, list(cert_ids)):
         book = await order_repo.load_book(ctx.connection, record.issue_code)
         book.cancel(record.order.acceptance_number)
-        await _cancel(ctx, record, CancelReason.CERTIFICATE_INVALID, "the issuer retired the certificate's CertID")
-
-
-async def on_settlement_notice(notice: SettlementNotice, ctx: Context) -> None:
-    """What settlement did with a trade's cash leg, kept with the matching record."""
-    failure = notice.failure.value if notice.failure else None
-    await order_repo.settlement_result(ctx.connection, notice.matching_number, notice.settled, failure)
-    if not notice.settled:
-        log.warning("settlement_failed", matching_number=notice.matching_number, failure=failure)
+        await cancel(ctx, record, CancelReason.CERTIFICATE_INVALID, "the issuer retired the certificate's CertID")
 
 
 async def end_of_day(ctx: Context) -> int:
-    """A command: DAY orders still open at the close expire; returns how many."""
+    """A command: DAY orders still open at the close expire (returns how many); each issue
+    closes and its reference price rolls to the close."""
     expired = await order_repo.open_day_orders(ctx.connection)
     for record in expired:
-        await _cancel(ctx, record, CancelReason.EXPIRED, "the trading day closed")
+        await cancel(ctx, record, CancelReason.EXPIRED, "the trading day closed")
+    await prices.close_day(ctx)
     return len(expired)
 
 
@@ -513,7 +408,7 @@ HANDLERS: dict[type[Message], Handler] = {
     CancelOrder: on_cancel,
     ReplaceOrder: on_replace,
     OrderStatusRequest: on_status_request,
-    NameTransferCompleted: on_transfer_completed,
-    NameTransferFailed: on_transfer_failed,
-    SettlementNotice: on_settlement_notice,
+    CoverGranted: covering.on_granted,
+    CoverRefused: covering.on_refused,
+    InstructionStatus: settling.on_instruction_status,
 }

@@ -24,7 +24,7 @@ from uuid import UUID
 
 import asyncpg
 
-from agents.investor import brokered, brokered_repo, lifecycle, lifecycle_repo, order_repo, repo
+from agents.investor import brokered, brokered_repo, instructions, lifecycle, lifecycle_repo, order_repo, repo
 from agents.investor.app import IssuanceOrder, request_certificates, verified_wallet
 from agents.investor.trading import (
     OrderTicket,
@@ -172,6 +172,21 @@ class InvestorClient:
     async def requests(self) -> list[repo.Request]:
         async with self._pool.acquire() as connection:
             return await repo.requests(connection, self.user_id)
+
+    async def present_notice(self, matching_number: int) -> UUID:
+        """R-001-42: present this trade's completion notice to settlement."""
+        return await self._run(instructions.present_notice(matching_number))
+
+    async def cancel_instruction(self, matching_number: int) -> UUID:
+        return await self._run(instructions.cancel_instruction(matching_number))
+
+    async def mandate(self, account: str, agent: str, *, revoke: bool = False) -> UUID:
+        return await self._run(instructions.mandate(account, agent, revoke=revoke))
+
+    async def settlement_messages(self) -> list[dict[str, Any]]:
+        """What settlement said about this investor's instructions, notices and mandates."""
+        async with self._pool.acquire() as connection:
+            return await instructions.received(connection, self.user_id)
 
     async def statement(self, account: str) -> AccountStatement | None:
         """The latest statement settlement sent for ``account``, if any."""

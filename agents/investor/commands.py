@@ -54,6 +54,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     order.add_argument("--name", help="holder of record (buy orders)")
     order.add_argument("--address", help="holder's address (buy orders)")
     order.add_argument("--id", dest="client_order_id", help="client order id (default: generated)")
+    order.add_argument("--safekeeping-account", help="trade book-entry from/into this custody account (no certificate)")
+
+    present = command("present-notice", "present a trade completion notice (37) to settlement (R-001-42)")
+    present.add_argument("matching_number", type=int)
+    cancel_instruction = command(
+        "cancel-instruction", "ask settlement to cancel a trade's instruction (both parties must)"
+    )
+    cancel_instruction.add_argument("matching_number", type=int)
+    mandate = command("mandate", "let an agent (the brokerage) post on your settlement account")
+    mandate.add_argument("account")
+    mandate.add_argument("--to", dest="agent", required=True)
+    mandate.add_argument("--revoke", action="store_true")
+    command("instructions", "what settlement said about your instructions, notices and mandates")
 
     cancel = command("cancel", "cancel an order by client order id")
     cancel.add_argument("client_order_id")
@@ -124,6 +137,24 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
             ticket = _ticket(args)
             await client.place_order(ticket)
             print(f"order {ticket.client_order_id} queued; `kabuto investor orders --as {args.user}` shows it")
+        case "present-notice":
+            await client.present_notice(args.matching_number)
+            print(f"notice of trade {args.matching_number} presented; `kabuto investor instructions` shows the answer")
+        case "cancel-instruction":
+            await client.cancel_instruction(args.matching_number)
+            print(f"cancel of instruction {args.matching_number} queued")
+        case "mandate":
+            await client.mandate(args.account, args.agent, revoke=args.revoke)
+            print(f"mandate for {args.agent} on {args.account} {'revoked' if args.revoke else 'granted'}; queued")
+        case "instructions":
+            said = await client.settlement_messages()
+            print(
+                render.table(
+                    ["received", "type", "trade", "content"],
+                    [[m["received_at"], m["message_type"], m["matching_number"], m["body"]] for m in said],
+                    indent="",
+                )
+            )
         case "cancel":
             await client.cancel_order(args.client_order_id)
             print(f"cancel of {args.client_order_id} queued")
@@ -249,6 +280,7 @@ def _ticket(args: argparse.Namespace) -> OrderTicket:
         cert_id=args.certificate,
         holder_name=args.name,
         holder_address=args.address,
+        safekeeping_account=args.safekeeping_account,
     )
 
 

@@ -69,6 +69,8 @@ class OrderTicket:
     dividend_delivery: DividendDelivery | None = None
     share_class: ShareClass = ShareClass.COMMON
     exchange: str = EXCHANGE_ID
+    # A custody client's safekeeping account: the order's securities leg is a book entry there.
+    safekeeping_account: str | None = None
 
 
 def place_order(ticket: OrderTicket) -> Command:
@@ -89,9 +91,10 @@ def place_order(ticket: OrderTicket) -> Command:
                 time_in_force=ticket.time_in_force,
             ),
             settlement_account=ticket.settlement_account,
-            certificate=await _endorsed(ctx, ticket) if ticket.side is Side.SELL else None,
+            certificate=await _endorsed(ctx, ticket) if _carries_certificate(ticket) else None,
             holder_name=ticket.holder_name if ticket.side is Side.BUY else None,
             holder_address=ticket.holder_address if ticket.side is Side.BUY else None,
+            safekeeping_account=ticket.safekeeping_account,
         )
         if await order_repo.order(ctx.connection, user, ticket.client_order_id) is not None:
             raise OrderError(f"client order id {ticket.client_order_id} was used before")
@@ -102,6 +105,10 @@ def place_order(ticket: OrderTicket) -> Command:
         return sealed.envelope.message_id
 
     return action
+
+
+def _carries_certificate(ticket: OrderTicket) -> bool:
+    return ticket.side is Side.SELL and ticket.safekeeping_account is None
 
 
 async def _endorsed(ctx: Context, ticket: OrderTicket) -> EndorsedCertificate:
@@ -249,7 +256,11 @@ async def on_trade_completed(notice: TradeCompleted, ctx: Context) -> None:
     await order_repo.execution_status(
         conn, notice.matching_number, record.user_id, "completed", notice.name_transfer_number
     )
+    if notice.name_transfer_number is None:  # a book-entry trade: the shares moved at custody
+        log.info("book_entry_trade_completed", matching_number=notice.matching_number, side=notice.side.value)
+        return
     if notice.side is Side.SELL:
+        assert notice.transferred_cert_id is not None
         await order_repo.surrender(conn, notice.transferred_cert_id)
         return
     delivery = DividendDelivery(

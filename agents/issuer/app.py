@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from agents.issuer import domain, lifecycle, repo, transfers
+from agents.issuer import delivery, domain, lifecycle, repo, transfers
 from broker import logs
 from broker.context import Context
 from broker.runtime import AgentDefinition, AgentRuntime
 from broker.stock_certificates import sign_certificate
+from schemas.dvp import SecuritiesCommit, SecuritiesRelease, SecuritiesReserve
 from schemas.identity import EXCHANGE_ID, ISSUER_ID, Role
 from schemas.issuance import (
     CertIdEntry,
@@ -20,7 +21,7 @@ from schemas.issuance import (
     CertificateIssued,
 )
 from schemas.lifecycle import HoldingsInquiry, OffExchangeTransferRequest, ReissueRequest
-from schemas.trading import CertificateRelease, CertificateRequestAfterTransfer, NameTransferRequest
+from schemas.trading import CertificateRelease, CertificateRequestAfterTransfer
 
 log = logs.get("kabuto.issuer")
 
@@ -116,7 +117,9 @@ AGENT = AgentDefinition(
     role=Role.ISSUER,
     handlers={
         CertificateIssuanceRequest: on_issuance_request,
-        NameTransferRequest: transfers.on_name_transfer,
+        SecuritiesReserve: delivery.on_reserve,
+        SecuritiesCommit: delivery.on_commit,
+        SecuritiesRelease: delivery.on_release,
         CertificateRequestAfterTransfer: transfers.on_request_after_transfer,
         CertificateRelease: transfers.on_release,
         OffExchangeTransferRequest: lifecycle.on_off_exchange_transfer,

@@ -267,7 +267,8 @@ async def release(connection: asyncpg.Connection, exchange: str, sell_order: int
     """The exchange closed the sell order: remainders committed to it are the holder's again."""
     result: str = await connection.execute(
         """UPDATE register SET committed_order = NULL, committed_by = NULL
-           WHERE committed_by = $1 AND committed_order = $2 AND holder_user_id = $3""",
+           WHERE committed_by = $1 AND committed_order = $2 AND holder_user_id = $3
+             AND cert_id NOT IN (SELECT cert_id FROM reservations WHERE status = 'reserved')""",
         exchange,
         sell_order,
         seller,

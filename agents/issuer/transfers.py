@@ -1,10 +1,11 @@
 """The issuer's name-transfer handlers (seed 001 S101–S119, S141–S150, R-001-31..36, 44–46).
 
-A transfer on the exchange arrives as request 35 with the certificate, countersigned by the
-seller for its sell order (or, for a remainder the seller already committed to that order, by
-the exchange alone) and by the exchange for this execution. The issuer checks signatures,
-contents and register, retires the old CertID, registers the buyer (and the seller's
-remainder) under new CertIDs, records the history and answers with 36. The buyer then asks
+A transfer on the exchange arrives as the securities leg of a settlement instruction
+(``delivery.py``, issue 11): the certificate countersigned by the seller for its sell order
+(or, for a remainder the seller already committed to that order, by the exchange alone) and by
+the exchange for this execution. The issuer checks signatures, contents and register at the
+reservation, and on commit retires the old CertID, registers the buyer (and the seller's
+remainder) under new CertIDs and records the history. The buyer then asks
 for its certificate with 39, quoting the name-transfer number; the seller's remainder
 certificate is pushed at once, since nothing about its holder changed.
 """
@@ -12,6 +13,7 @@ certificate is pushed at once, since nothing about its holder changed.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from agents.issuer import domain, repo
 from agents.issuer.register import RegisterRecord, TransferRefused, check_transfer, committed_to, transfer
@@ -28,8 +30,6 @@ from schemas.issuance import CertificateIssuanceRefused, CertificateIssued, Issu
 from schemas.trading import (
     CertificateRelease,
     CertificateRequestAfterTransfer,
-    NameTransferCompleted,
-    NameTransferFailed,
     NameTransferRequest,
     RemainderCertificate,
     TransferRefusal,
@@ -38,32 +38,10 @@ from schemas.trading import (
 log = logs.get("kabuto.issuer")
 
 
-async def on_name_transfer(request: NameTransferRequest, ctx: Context) -> None:
-    assert ctx.sender is not None and ctx.digest is not None
-    try:
-        certificate = _verified(request, ctx)
-        record = await repo.record(ctx.connection, certificate.cert_id)
-        check_transfer(request, certificate, record)  # S108–S113
-        assert record is not None
-        _check_authority(request, ctx, record)
-    except TransferRefused as refused:
-        log.info("name_transfer_refused", reason=refused.reason.value, detail=refused.detail)
-        ctx.emit(
-            NameTransferFailed(
-                matching_number=request.matching_number,
-                reason=refused.reason,
-                detail=refused.detail,
-                request_hash=ctx.digest,
-            ),
-            to=ctx.sender.user_id,
-        )
-        return
-    await _transfer(request, ctx, record)
-
-
-def _verified(request: NameTransferRequest, ctx: Context) -> ElectronicStockCertificate:
+def _verified(request: NameTransferRequest, ctx: Context, exchange: str | None = None) -> ElectronicStockCertificate:
     """S105–S107: the issuer's signature, then the exchange's countersignature for this execution."""
     assert ctx.sender is not None
+    exchange = exchange or ctx.sender.user_id
     endorsed = request.certificate
     try:
         certificate = verify_certificate(endorsed.certificate, ctx.trust)
@@ -74,7 +52,7 @@ def _verified(request: NameTransferRequest, ctx: Context) -> ElectronicStockCert
             endorsed,
             len(endorsed.endorsements) - 1,
             ctx.trust,
-            endorser=ctx.sender.user_id,
+            endorser=exchange,
             purpose="name_transfer",
             context=f"omn:{request.matching_number}",
             now=ctx.now,
@@ -84,11 +62,13 @@ def _verified(request: NameTransferRequest, ctx: Context) -> ElectronicStockCert
     return certificate
 
 
-def _check_authority(request: NameTransferRequest, ctx: Context, record: RegisterRecord) -> None:
+def _check_authority(
+    request: NameTransferRequest, ctx: Context, record: RegisterRecord, exchange: str | None = None
+) -> None:
     """The seller agreed to sell this certificate: its countersignature for a sell order, or an
     earlier commitment of this remainder to the same exchange order."""
     assert ctx.sender is not None
-    if committed_to(record, ctx.sender.user_id, request.seller_order):
+    if committed_to(record, exchange or ctx.sender.user_id, request.seller_order):
         return
     endorsed = request.certificate
     try:
@@ -109,9 +89,19 @@ def _check_authority(request: NameTransferRequest, ctx: Context, record: Registe
         raise TransferRefused(TransferRefusal.NOT_AUTHORISED, f"CertID is committed to order {record.committed_order}")
 
 
-async def _transfer(request: NameTransferRequest, ctx: Context, old: RegisterRecord) -> None:
-    """S114–S119."""
-    assert ctx.sender is not None and ctx.digest is not None
+@dataclass(frozen=True, slots=True)
+class Transferred:
+    """What a name transfer did: the NTN, the buyer's CertID, the seller's remainder, the register version."""
+
+    name_transfer_number: int
+    buyer_cert_id: uuid.UUID
+    remainder: SignedCertificate | None
+    register_version: int
+
+
+async def apply_transfer(request: NameTransferRequest, ctx: Context, old: RegisterRecord, exchange: str) -> Transferred:
+    """S114–S118: retire the old CertID, register the buyer (and the remainder), record the history;
+    the seller's remainder certificate is pushed to the seller at once."""
     conn = ctx.connection
     offering = await repo.offering(conn, old.issue_code)
     assert offering is not None
@@ -126,7 +116,7 @@ async def _transfer(request: NameTransferRequest, ctx: Context, old: RegisterRec
         remainder_cert_id=uuid.uuid4(),
         new_number=number,
         today=ctx.now.date(),
-        commit_remainder=(ctx.sender.user_id, request.seller_order) if request.seller_order_open else None,
+        commit_remainder=(exchange, request.seller_order) if request.seller_order_open else None,
     )
     await repo.retire(conn, old.cert_id)
     await repo.insert_record(conn, change.buyer)
@@ -144,24 +134,12 @@ async def _transfer(request: NameTransferRequest, ctx: Context, old: RegisterRec
     )
     version = await repo.next_register_version(conn, old.issue_code)
     log.info("name_transferred", ntn=ntn, old_cert_id=str(old.cert_id), buyer=request.buyer_user_id)
-    ctx.emit(
-        NameTransferCompleted(
-            matching_number=request.matching_number,
-            name_transfer_number=ntn,
-            new_cert_id=change.buyer.cert_id,
-            buyer_user_id=request.buyer_user_id,
-            buyer_shares=request.shares,
-            remainder=remainder,
-            request_hash=ctx.digest,
-            register_version=version,
-        ),
-        to=ctx.sender.user_id,
-    )
     if remainder is not None:
         ctx.emit(
             RemainderCertificate(name_transfer_number=ntn, replaces_cert_id=old.cert_id, certificate=remainder),
             to=request.seller_user_id,
         )
+    return Transferred(ntn, change.buyer.cert_id, remainder, version)
 
 
 async def _register_remainder(
@@ -237,3 +215,14 @@ async def on_release(release: CertificateRelease, ctx: Context) -> None:
     assert ctx.sender is not None
     freed = await repo.release(ctx.connection, ctx.sender.user_id, release.seller_order, release.seller_user_id)
     log.info("remainder_released", seller_order=release.seller_order, certificates=freed)
+
+
+async def checked(request: NameTransferRequest, ctx: Context, exchange: str) -> RegisterRecord:
+    """S105–S113 for a transfer the exchange countersigned: the register record it will retire,
+    locked; ``TransferRefused`` if the certificate, its endorsements or the register disagree."""
+    certificate = _verified(request, ctx, exchange)
+    record = await repo.record(ctx.connection, certificate.cert_id)
+    check_transfer(request, certificate, record)
+    assert record is not None
+    _check_authority(request, ctx, record, exchange)
+    return record

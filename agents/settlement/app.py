@@ -11,110 +11,30 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
-from agents.settlement import domain, funds, repo
+from agents.settlement import domain, dvp, funds, funds_repo, instruction_desk, mandates, repo
 from broker import logs
 from broker.context import Context
-from broker.errors import Transient
 from broker.runtime import AgentDefinition
 from schemas.brokerage import BalanceInquiry, PlaceHold, PostBrokeredSettlement, ReleaseHold
-from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID, Role
+from schemas.dvp import (
+    CancelInstruction,
+    CoverRelease,
+    CoverRequest,
+    GrantMandate,
+    PresentTradeNotice,
+    RevokeMandate,
+    SecuritiesCommitted,
+    SecuritiesReservationRefused,
+    SecuritiesReserved,
+    SettlementInstruction,
+)
+from schemas.identity import SETTLEMENT_ID, Role
 from schemas.settlement import (
     AccountInquiry,
     AccountStatement,
-    SettlementCompleted,
-    SettlementFailed,
-    SettlementNotice,
-    SettlementRequest,
 )
 
 log = logs.get("kabuto.settlement")
-
-
-async def on_settlement_request(request: SettlementRequest, ctx: Context) -> None:
-    """Seed 001 Phase 2F (R-001-41): post the trade's cash leg, or say why not, once per trade.
-
-    The inbox absorbs a redelivered message; this guards against a *different* message for a
-    trade already decided, which changes nothing and is not answered again.
-    """
-    if await repo.instruction_decided(ctx.connection, request.matching_number):
-        log.warning("settlement_request_repeated", matching_number=request.matching_number)
-        return
-    accounts = await repo.accounts_for_update(ctx.connection, (request.buyer_account, request.seller_account))
-    decision = domain.settle(request, accounts.get(request.buyer_account), accounts.get(request.seller_account))
-    if isinstance(decision, domain.Refusal):
-        await _fail(ctx, request, decision)
-    else:
-        await _settle(ctx, request, decision)
-
-
-async def _settle(ctx: Context, request: SettlementRequest, entry: domain.Entry) -> None:
-    assert ctx.message_id is not None
-    entry_id = await repo.post(ctx.connection, entry, ctx.now)
-    if entry_id is None:
-        # Another request for this trade committed since the check above (two consumers); the
-        # retry finds its instruction and changes nothing.
-        raise Transient(f"trade {request.matching_number} was posted meanwhile")
-    await repo.record_instruction(ctx.connection, request, ctx.message_id, entry_id)
-    log.info("trade_settled", matching_number=request.matching_number, entry_id=entry_id)
-    _tell_parties(ctx, request, _settled_notice(request, entry_id))
-    ctx.emit(
-        SettlementCompleted(
-            matching_number=request.matching_number,
-            issue_code=request.issue_code,
-            shares=request.shares,
-            amount=request.amount,
-            currency=request.currency,
-            entry_id=entry_id,
-        )
-    )
-
-
-async def _fail(ctx: Context, request: SettlementRequest, refusal: domain.Refusal) -> None:
-    assert ctx.message_id is not None
-    await repo.record_instruction(ctx.connection, request, ctx.message_id, refusal)
-    log.info("settlement_failed", matching_number=request.matching_number, failure=refusal.failure.value)
-    _tell_parties(ctx, request, _failure_notice(request, refusal))
-    ctx.emit(
-        SettlementFailed(
-            matching_number=request.matching_number,
-            issue_code=request.issue_code,
-            amount=request.amount,
-            currency=request.currency,
-            failure=refusal.failure,
-            detail=refusal.detail,
-        )
-    )
-
-
-def _tell_parties(ctx: Context, request: SettlementRequest, notice: SettlementNotice) -> None:
-    """The buyer, the seller (once, if they are one investor) and the exchange."""
-    for recipient in dict.fromkeys((request.buyer_user_id, request.seller_user_id, EXCHANGE_ID)):
-        ctx.emit(notice, to=recipient)
-
-
-def _settled_notice(request: SettlementRequest, entry_id: int) -> SettlementNotice:
-    return SettlementNotice(
-        matching_number=request.matching_number,
-        settled=True,
-        amount=request.amount,
-        currency=request.currency,
-        debited_account=request.buyer_account,
-        credited_account=request.seller_account,
-        entry_id=entry_id,
-    )
-
-
-def _failure_notice(request: SettlementRequest, refusal: domain.Refusal) -> SettlementNotice:
-    return SettlementNotice(
-        matching_number=request.matching_number,
-        settled=False,
-        amount=request.amount,
-        currency=request.currency,
-        debited_account=request.buyer_account,
-        credited_account=request.seller_account,
-        failure=refusal.failure,
-        detail=refusal.detail,
-    )
 
 
 async def on_account_inquiry(inquiry: AccountInquiry, ctx: Context) -> None:
@@ -200,7 +120,9 @@ def withdraw(account_id: str, amount: Decimal, reference: str) -> Callable[[Cont
 
     async def action(ctx: Context) -> domain.Posted:
         account = await _customer_for_update(ctx, account_id)
-        return await _post(ctx, account, domain.withdrawal(account, amount, reference))
+        # Holds are honoured: covers, earmarks and brokered holds are not the owner's to take.
+        held = (await funds_repo.held(ctx.connection, (account_id,))).get(account_id, Decimal(0))
+        return await _post(ctx, account, domain.withdrawal(account, amount, reference, held=held))
 
     return action
 
@@ -243,11 +165,21 @@ AGENT = AgentDefinition(
     id=SETTLEMENT_ID,
     role=Role.SETTLEMENT,
     handlers={
-        SettlementRequest: on_settlement_request,
         AccountInquiry: on_account_inquiry,
         BalanceInquiry: funds.on_balance_inquiry,
         PlaceHold: funds.on_hold,
         ReleaseHold: funds.on_release,
         PostBrokeredSettlement: funds.on_brokered_settlement,
+        CoverRequest: dvp.on_cover_request,
+        CoverRelease: dvp.on_cover_release,
+        SettlementInstruction: dvp.on_instruction,
+        SecuritiesReserved: dvp.on_reserved,
+        SecuritiesReservationRefused: dvp.on_reservation_refused,
+        SecuritiesCommitted: dvp.on_committed,
+        CancelInstruction: dvp.on_cancel,
+        PresentTradeNotice: instruction_desk.on_present_notice,
+        GrantMandate: mandates.on_grant,
+        RevokeMandate: mandates.on_revoke,
     },
+    background=(instruction_desk.periodic_recycle,),
 )

@@ -4,9 +4,8 @@ Seed 001 §2.5 and §3.7 (R-001-13, R-001-41): the settlement server keeps each 
 account — deposits, withdrawals, balance — and settles trades between accounts. Here every
 movement is an ``Entry`` whose legs sum to zero: a deposit debits the external account money
 comes from and credits the customer; a withdrawal does the reverse; a trade's cash leg debits
-the buyer and credits the seller. A settlement request that cannot be honoured yields a
-``Refusal`` with a reason code, never an exception; an operator's bad command raises an
-``AccountError`` and changes nothing.
+the buyer and credits the seller (decided with its securities leg in ``instructions``); an
+operator's bad command raises an ``AccountError`` and changes nothing.
 
 ::
 
@@ -27,7 +26,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from schemas.identity import SETTLEMENT_ID, is_participant_id
-from schemas.settlement import Posting, SettlementFailure, SettlementRequest
+from schemas.settlement import Posting
 
 EXTERNAL_PREFIX = "external:"
 DEPOSITS_ACCOUNT = "external:deposits"
@@ -122,14 +121,6 @@ class Entry:
             raise UnbalancedEntry(f"{self.kind} {self.reference}: a posting of zero")
         if sum(leg.amount for leg in self.legs) != 0:
             raise UnbalancedEntry(f"{self.kind} {self.reference}: postings do not sum to zero")
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a settlement request could not be settled, in words fit for every party to read."""
-
-    failure: SettlementFailure
-    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,13 +227,14 @@ def deposit(account: Account, amount: Decimal, reference: str) -> Entry:
     )
 
 
-def withdrawal(account: Account, amount: Decimal, reference: str) -> Entry:
-    """Money leaves for outside, never more than the balance."""
+def withdrawal(account: Account, amount: Decimal, reference: str, *, held: Decimal = Decimal(0)) -> Entry:
+    """Money leaves for outside, never more than what is available: the balance less its holds."""
     amount = check_amount(amount, account.currency)
-    if amount > account.balance:
+    available = account.balance - held
+    if amount > available:
         raise InsufficientFunds(
-            f"{account.account_id} holds {money(account.balance, account.currency)}; "
-            f"cannot withdraw {money(amount, account.currency)}"
+            f"{account.account_id} has {money(available, account.currency)} available "
+            f"({money(held, account.currency)} held); cannot withdraw {money(amount, account.currency)}"
         )
     return _transfer(
         EntryKind.WITHDRAWAL,
@@ -256,95 +248,6 @@ def withdrawal(account: Account, amount: Decimal, reference: str) -> Entry:
 
 def _transfer(kind: EntryKind, reference: str, description: str, *, debit: str, credit: str, amount: Decimal) -> Entry:
     return Entry(kind, reference, description, (Leg(debit, -amount), Leg(credit, amount)))
-
-
-# -- settlement request 38 ---------------------------------------------------------------------
-
-
-def settle(request: SettlementRequest, buyer: Account | None, seller: Account | None) -> Entry | Refusal:
-    """Seed 001 Phase 2F (R-001-41): the trade's cash leg, buyer to seller, or why not.
-
-    Details never state a balance: the notice goes to the counterparty and the exchange too.
-    """
-    refusal = (
-        _check_amount(request)
-        or _check_known(request.buyer_account, buyer)
-        or _check_known(request.seller_account, seller)
-    )
-    if refusal is None and buyer is not None and seller is not None:
-        refusal = (
-            _check_owners(request, buyer, seller)
-            or _check_currency(request, buyer, seller)
-            or _check_funds(request, buyer)
-        )
-    if refusal is not None:
-        return refusal
-    return _transfer(
-        EntryKind.TRADE,
-        str(request.matching_number),
-        f"trade {request.matching_number}: {request.shares} {request.issue_code} at "
-        f"{money(request.price, request.currency)}, {request.buyer_user_id} pays {request.seller_user_id}",
-        debit=request.buyer_account,
-        credit=request.seller_account,
-        amount=request.amount,
-    )
-
-
-def _check_amount(request: SettlementRequest) -> Refusal | None:
-    expected = request.price * request.shares
-    if request.amount == expected:
-        return None
-    return Refusal(
-        SettlementFailure.AMOUNT_MISMATCH,
-        f"amount {money(request.amount, request.currency)} is not price "
-        f"{money(request.price, request.currency)} × {request.shares} shares = "
-        f"{money(expected, request.currency)}",
-    )
-
-
-def _check_known(account_id: str, account: Account | None) -> Refusal | None:
-    if account is None or account.kind is not AccountKind.CUSTOMER:
-        return Refusal(SettlementFailure.UNKNOWN_ACCOUNT, f"no customer account {account_id}")
-    return None
-
-
-def _check_owners(request: SettlementRequest, buyer: Account, seller: Account) -> Refusal | None:
-    for side, user_id, account in (
-        ("buyer", request.buyer_user_id, buyer),
-        ("seller", request.seller_user_id, seller),
-    ):
-        if account.owner_user_id != user_id:
-            return Refusal(
-                SettlementFailure.ACCOUNT_NOT_OWNED,
-                f"account {account.account_id} does not belong to the {side} {user_id}",
-            )
-    if buyer.account_id == seller.account_id:
-        # No reason code fits better: cash cannot move from an account to itself.
-        return Refusal(
-            SettlementFailure.ACCOUNT_NOT_OWNED,
-            f"buyer and seller both name account {buyer.account_id}; the cash leg needs two accounts",
-        )
-    return None
-
-
-def _check_currency(request: SettlementRequest, buyer: Account, seller: Account) -> Refusal | None:
-    for account in (buyer, seller):
-        if account.currency != request.currency:
-            return Refusal(
-                SettlementFailure.CURRENCY_MISMATCH,
-                f"account {account.account_id} is in {account.currency}, the trade in {request.currency}",
-            )
-    return None
-
-
-def _check_funds(request: SettlementRequest, buyer: Account) -> Refusal | None:
-    if buyer.balance >= request.amount:
-        return None
-    return Refusal(
-        SettlementFailure.INSUFFICIENT_FUNDS,
-        f"the buyer's account {buyer.account_id} does not hold the "
-        f"{money(request.amount, request.currency)} this trade needs",
-    )
 
 
 # -- account inquiry ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from agents.settlement import funds_repo, repo
+from agents.settlement import funds_repo, mandates, repo
 from agents.settlement.domain import Account, AccountKind, Entry, EntryKind, Leg, UnbalancedEntry, spread_hold
 from broker import logs
 from broker.context import Context
@@ -106,7 +106,9 @@ async def on_brokered_settlement(request: PostBrokeredSettlement, ctx: Context) 
     assert ctx.sender is not None
     ids = [leg.account for leg in request.legs]
     found = await repo.accounts_for_update(ctx.connection, ids)
-    problem = _check_legs(request, found, ctx.sender.user_id)
+    held = await funds_repo.held_by_others(ctx.connection, ids, request.hold_id)
+    broker = ctx.sender.user_id
+    problem = await mandates.refusal_for_postings(ctx, broker, found) or _check_legs(request, found, held, broker)
     if problem is None:
         try:
             entry = Entry(
@@ -135,15 +137,18 @@ async def on_brokered_settlement(request: PostBrokeredSettlement, ctx: Context) 
     )
 
 
-def _check_legs(request: PostBrokeredSettlement, found: dict[str, Account], broker: str) -> tuple[str, str] | None:
-    """Customer accounts in the entry are the customer's or the broker's own (its clearing account)."""
+def _check_legs(
+    request: PostBrokeredSettlement, found: dict[str, Account], held: dict[str, Decimal], broker: str
+) -> tuple[str, str] | None:
+    """Every account exists and is the broker's or this customer's, and no customer debit takes
+    what other holds protect (issue 11)."""
     for leg in request.legs:
         account = found.get(leg.account)
         if account is None:
             return "unknown_account", f"no account {leg.account}"
-        owners = (request.customer, broker)
-        if account.kind is AccountKind.CUSTOMER and account.owner_user_id not in owners:
+        if account.kind is AccountKind.CUSTOMER and account.owner_user_id not in (request.customer, broker):
             return "account_not_owned", f"{leg.account} is not {request.customer}'s"
-        if account.kind is AccountKind.CUSTOMER and leg.amount < 0 and account.balance + leg.amount < 0:
+        available = account.balance - held.get(leg.account, Decimal(0))
+        if account.kind is AccountKind.CUSTOMER and leg.amount < 0 and available + leg.amount < 0:
             return "insufficient_funds", f"{leg.account} cannot pay {-leg.amount}"
     return None

@@ -30,6 +30,19 @@ async def held(connection: asyncpg.Connection, account_ids: Collection[str]) -> 
     return {r["account_id"]: r["held"] for r in rows}
 
 
+async def held_by_others(
+    connection: asyncpg.Connection, account_ids: Collection[str], hold_id: UUID
+) -> dict[str, Decimal]:
+    """What is held on each account by every hold but ``hold_id``: what a posting under that hold must leave."""
+    rows = await connection.fetch(
+        """SELECT account_id, sum(amount) AS held FROM holds
+           WHERE status = 'placed' AND hold_id <> $2 AND account_id = ANY($1::text[]) GROUP BY account_id""",
+        list(account_ids),
+        hold_id,
+    )
+    return {r["account_id"]: r["held"] for r in rows}
+
+
 async def hold_exists(connection: asyncpg.Connection, hold_id: UUID) -> bool:
     return bool(await connection.fetchval("SELECT true FROM holds WHERE hold_id = $1 LIMIT 1", hold_id))
 

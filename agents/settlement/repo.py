@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 from decimal import Decimal
-from uuid import UUID
 
 import asyncpg
 
@@ -18,11 +17,10 @@ from agents.settlement.domain import (
     AccountExists,
     AccountKind,
     Entry,
-    Refusal,
     Statement,
     external_account,
 )
-from schemas.settlement import Posting, SettlementRequest
+from schemas.settlement import Posting
 
 _BALANCE = "coalesce((SELECT sum(p.amount) FROM postings p WHERE p.account_id = a.account_id), 0)"
 
@@ -116,42 +114,6 @@ async def balance(connection: asyncpg.Connection, account_id: str) -> Decimal:
         "SELECT coalesce(sum(amount), 0) FROM postings WHERE account_id = $1", account_id
     )
     return total
-
-
-async def instruction_decided(connection: asyncpg.Connection, matching_number: int) -> bool:
-    return bool(await connection.fetchval("SELECT true FROM instructions WHERE matching_number = $1", matching_number))
-
-
-async def record_instruction(
-    connection: asyncpg.Connection,
-    request: SettlementRequest,
-    request_id: UUID,
-    decision: int | Refusal,
-) -> None:
-    """The settlement request and what became of it: the entry that settled it, or why not."""
-    refusal = decision if isinstance(decision, Refusal) else None
-    await connection.execute(
-        """INSERT INTO instructions (matching_number, name_transfer_number, issue_code, shares, price,
-               amount, currency, buyer_user_id, buyer_account, seller_user_id, seller_account,
-               status, failure, detail, entry_id, request_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)""",
-        request.matching_number,
-        request.name_transfer_number,
-        request.issue_code,
-        request.shares,
-        request.price,
-        request.amount,
-        request.currency,
-        request.buyer_user_id,
-        request.buyer_account,
-        request.seller_user_id,
-        request.seller_account,
-        "failed" if refusal else "settled",
-        refusal.failure.value if refusal else None,
-        refusal.detail if refusal else None,
-        None if refusal else decision,
-        request_id,
-    )
 
 
 async def statement(connection: asyncpg.Connection, account: Account, recent: int) -> Statement:

@@ -11,6 +11,7 @@ from agents.brokerage import operators
 from agents.brokerage.customers import CustomerAccount
 from agents.investor.brokered import brokered_order, identify
 from agents.settlement import app as ledger
+from agents.settlement import mandates
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
 from schemas.brokerage import FundingLeg
@@ -29,6 +30,8 @@ async def customer_alice(rt: dict[str, AgentRuntime]) -> None:
     settlement = rt["settlement"]
     for account, institution, _, _, amount in ACCOUNTS:
         await settlement.command("settlement", ledger.open_account(account, "alice", institution=institution))
+        # Issue 11: alice's written consent that the brokerage posts her settlement legs.
+        await settlement.command("settlement", mandates.grant(account, "brokerage"))
         await settlement.command("settlement", ledger.deposit(account, Decimal(amount), f"in-{account}"))
     await rt["brokerage"].command(
         "brokerage",
@@ -101,7 +104,17 @@ async def test_seed_002s_worked_example_settles_exactly(settings: Settings) -> N
         assert after["x-sec:clearing"] == 100_000_000  # paid 1,500,000 at the exchange, reimbursed by the customer
         assert after["bob-cash"] == 1_500_000
         assert sum(after.values()) == 0
-        holds = await support.rows(settlement, "SELECT status, count(*) AS n FROM holds GROUP BY status")
-        assert holds == [{"status": "consumed", "n": 3}]
+        holds = await support.rows(
+            settlement,
+            "SELECT status, count(*) AS n FROM holds WHERE hold_id NOT IN (SELECT cover_id FROM covers) "
+            "AND hold_id NOT IN (SELECT hold_id FROM dvp_attempts) GROUP BY status",
+        )
+        assert holds == [{"status": "consumed", "n": 3}]  # the customer's three accounts
+        # Issue 11: the street trade's cover is released and its earmark consumed by the DvP posting.
+        street = await support.rows(
+            settlement, "SELECT h.status FROM holds h JOIN dvp_attempts a USING (hold_id) WHERE a.status = 'committed'"
+        )
+        assert street == [{"status": "consumed"}]
+        assert await support.rows(settlement, "SELECT * FROM holds WHERE status = 'placed'") == []
         position = await support.rows(rt["brokerage"], "SELECT shares FROM positions WHERE customer_id = 'IM-0001'")
         assert position == [{"shares": 5000}]

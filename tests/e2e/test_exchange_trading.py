@@ -70,7 +70,7 @@ async def test_partial_fills_transfer_names_issue_certificates_and_settle_cash(s
         second = await investor.command("bob", place_order(buy("b2", 200, bob_cash)))
         await investor.outcomes.reply("certificate.issued", second)
         await investor.outcomes.wait_count(support.replies("settlement.notice", second), 2)
-        await exchange.outcomes.wait_count(support.replies("name_transfer.completed", second), 1)
+        await exchange.outcomes.wait_count(support.replies("settlement.instruction.status", second), 2)
 
         bob = await held(investor, "bob")
         assert sorted(c["shares"] for c in bob if c["status"] == "held") == [200, 400]

@@ -24,6 +24,7 @@ from agents.exchange.trading import end_of_day
 from agents.investor.brokered import brokered_order, identify
 from agents.investor.trading import OrderTicket, place_order
 from agents.settlement import app as ledger
+from agents.settlement import mandates
 from broker.consumer import Settled
 from broker.context import Context
 from broker.runtime import AgentRuntime
@@ -56,6 +57,8 @@ async def customer_alice(
     settlement = rt["settlement"]
     for account, institution, _, _, amount in ACCOUNTS:
         await settlement.command("settlement", ledger.open_account(account, "alice", institution=institution))
+        # Issue 11: alice's written consent that the brokerage posts her settlement legs.
+        await settlement.command("settlement", mandates.grant(account, "brokerage"))
         amount = (balances or {}).get(account, amount)
         await settlement.command("settlement", ledger.deposit(account, Decimal(amount), f"in-{account}"))
     await rt["brokerage"].command(
@@ -74,6 +77,7 @@ async def customer_alice(
 async def customer_bob(rt: Rt) -> None:
     """Another investor's customer id, with its own account at the intermediary."""
     await rt["settlement"].command("settlement", ledger.open_account("kamata-bob", "bob", institution="intermediary"))
+    await rt["settlement"].command("settlement", mandates.grant("kamata-bob", "brokerage"))
     await rt["brokerage"].command(
         "brokerage",
         operators.register_customer(
@@ -324,7 +328,8 @@ async def test_a_reused_client_order_id_is_refused_and_holds_nothing_more(settin
         await rt["brokerage"].outcomes.reply("order.accepted", first_id)
         [original] = await support.rows(rt["brokerage"], "SELECT order_id FROM orders")
         held_before = await placed_holds(rt)
-        assert {h["hold_id"] for h in held_before} == {original["order_id"]}
+        # alice's hold; the other is the street order's cover on the company's clearing account (issue 11)
+        assert {h["hold_id"] for h in held_before if h["owner"] == "alice"} == {original["order_id"]}
 
         again = BrokeredOrder(
             client_order_id="a-1",

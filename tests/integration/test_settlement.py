@@ -1,6 +1,6 @@
 """The settlement agent against real RabbitMQ and PostgreSQL (seed 001 §2.5, Phase 2F).
 
-Settlement requests 38 signed by the exchange move cash between accounts (R-001-41), account
+Only the exchange may ask for a buyer's cover (issue 11; the DvP paths are in test_dvp.py), account
 inquiries are answered to their owner only (R-001-43), and the ledger stays a balanced double
 entry (R-001-13) — which the database enforces even against code that gets it wrong.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -31,35 +32,27 @@ from broker.settings import Settings
 from broker.topology import Names
 from broker.trust import TrustStore
 from schemas.catalogue import Message
-from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID, Role
-from schemas.settlement import (
-    AccountInquiry,
-    AccountStatement,
-    SettlementFailure,
-    SettlementNotice,
-    SettlementRequest,
-)
+from schemas.dvp import CoverRequest
+from schemas.identity import SETTLEMENT_ID, Role
+from schemas.settlement import AccountInquiry, AccountStatement
 from tests import support
 
 T = TypeVar("T")
 UNBALANCED = "SELECT entry_id, sum(amount) FROM postings GROUP BY entry_id HAVING sum(amount) <> 0"
 
 
-def trade(**changes: Any) -> SettlementRequest:
+def cover(**changes: Any) -> CoverRequest:
     values: dict[str, Any] = dict(
-        matching_number=41,
-        name_transfer_number=9,
-        issue_code=support.ISSUE,
-        shares=500,
-        price=Decimal(1200),
+        cover_id=uuid.uuid4(),
+        user_id="bob",
+        account="bob-cash",
+        client_order_id="b1",
+        quantity=500,
+        unit_price=Decimal(1200),
         amount=Decimal(600_000),
-        buyer_user_id="alice",
-        buyer_account="alice-cash",
-        seller_user_id="bob",
-        seller_account="bob-cash",
     )
     values.update(changes)
-    return SettlementRequest(**values)
+    return CoverRequest(**values)
 
 
 def sealed(keys: KeyStore, sender: str, payload: Message, to: str = SETTLEMENT_ID) -> Sealed:
@@ -129,109 +122,6 @@ def opened_by(keys: KeyStore, delivery: AbstractIncomingMessage, participant: st
     )
 
 
-async def test_r_001_41_a_settled_trade_moves_the_cash_and_every_entry_balances(
-    settings: Settings, keys: KeyStore
-) -> None:
-    async with support.agents(settings, "settlement") as rt, listening(settings, EXCHANGE_ID) as exchange:
-        settlement = rt[SETTLEMENT_ID]
-        await open_books(settlement)
-        request = sealed(keys, EXCHANGE_ID, trade())
-        await send(settings, settlement, request)
-
-        assert await balances(settlement) == {
-            "alice-cash": Decimal(400_000),
-            "bob-cash": Decimal(600_000),
-            "external:deposits": Decimal(-1_000_000),
-        }
-        await assert_books_balance(settlement)
-        instruction = await support.rows(settlement, "SELECT status, failure, entry_id, request_id FROM instructions")
-        entry_id = instruction[0]["entry_id"]
-        assert instruction == [
-            {
-                "status": "settled",
-                "failure": None,
-                "entry_id": entry_id,
-                "request_id": request.envelope.message_id,
-            }
-        ]
-        assert await support.rows(settlement, "SELECT kind, reference FROM entries WHERE entry_id = $1", entry_id) == [
-            {"kind": "trade", "reference": "41"}
-        ]
-
-        sent = await emitted(settlement)
-        assert [(key, kind) for key, kind, _ in sent] == [
-            ("alice", "settlement.notice"),
-            ("bob", "settlement.notice"),
-            (EXCHANGE_ID, "settlement.notice"),
-            ("settlement.completed", "settlement.completed"),
-        ]
-        notice = opened_by(keys, await support.next_message(settings, exchange), EXCHANGE_ID, Role.EXCHANGE)
-    assert isinstance(notice.message, SettlementNotice)
-    assert (notice.message.settled, notice.message.entry_id, notice.message.amount) == (
-        True,
-        entry_id,
-        Decimal(600_000),
-    )
-    assert (notice.message.debited_account, notice.message.credited_account) == ("alice-cash", "bob-cash")
-    assert notice.envelope.sender == SETTLEMENT_ID
-    assert notice.envelope.causation_id == request.envelope.message_id
-
-
-async def test_r_001_41_insufficient_funds_fail_the_instruction_post_nothing_and_the_notices_say_why(
-    settings: Settings, keys: KeyStore
-) -> None:
-    async with support.agents(settings, "settlement") as rt:
-        settlement = rt[SETTLEMENT_ID]
-        await open_books(settlement, alice_deposit=Decimal(100_000))
-        before = await balances(settlement)
-        await send(settings, settlement, sealed(keys, EXCHANGE_ID, trade()))
-
-        assert await balances(settlement) == before
-        assert await support.rows(settlement, "SELECT count(*) AS n FROM entries WHERE kind = 'trade'") == [{"n": 0}]
-        assert await support.rows(settlement, "SELECT status, failure, entry_id FROM instructions") == [
-            {"status": "failed", "failure": "insufficient_funds", "entry_id": None}
-        ]
-        sent = [(key, payload) for key, _, payload in await emitted(settlement)]
-    assert [key for key, _ in sent] == ["alice", "bob", EXCHANGE_ID, "settlement.failed"]
-    for _, payload in sent:
-        assert payload["failure"] == SettlementFailure.INSUFFICIENT_FUNDS.value
-        assert "does not hold the 600,000 JPY" in payload["detail"]
-    for _, notice in sent[:3]:
-        assert notice["settled"] is False and notice["entry_id"] is None
-
-
-async def test_r_001_41_a_second_request_for_the_same_matching_number_changes_nothing(
-    settings: Settings, keys: KeyStore
-) -> None:
-    async with support.agents(settings, "settlement") as rt:
-        settlement = rt[SETTLEMENT_ID]
-        await open_books(settlement)
-        await send(settings, settlement, sealed(keys, EXCHANGE_ID, trade()))
-        after_first = (await balances(settlement), await emitted(settlement))
-
-        # Another message for the same trade, even one that would settle differently.
-        second = trade(shares=100, amount=Decimal(120_000), name_transfer_number=10)
-        await send(settings, settlement, sealed(keys, EXCHANGE_ID, second))
-
-        assert (await balances(settlement), await emitted(settlement)) == after_first
-        assert await support.rows(settlement, "SELECT count(*) AS n FROM instructions") == [{"n": 1}]
-        assert await support.rows(settlement, "SELECT count(*) AS n FROM entries WHERE kind = 'trade'") == [{"n": 1}]
-
-
-async def test_a_failed_settlement_is_final_for_its_matching_number(settings: Settings, keys: KeyStore) -> None:
-    async with support.agents(settings, "settlement") as rt:
-        settlement = rt[SETTLEMENT_ID]
-        await open_books(settlement, alice_deposit=Decimal(100_000))
-        await send(settings, settlement, sealed(keys, EXCHANGE_ID, trade()))
-        await settlement.command(SETTLEMENT_ID, app.deposit("alice-cash", Decimal(900_000), "bank-0002"))
-        funded = await balances(settlement)
-
-        await send(settings, settlement, sealed(keys, EXCHANGE_ID, trade()))
-
-        assert await balances(settlement) == funded
-        assert await support.rows(settlement, "SELECT status FROM instructions") == [{"status": "failed"}]
-
-
 async def test_r_001_43_an_account_inquiry_by_its_owner_returns_the_balance_and_postings(
     settings: Settings, keys: KeyStore
 ) -> None:
@@ -239,9 +129,9 @@ async def test_r_001_43_an_account_inquiry_by_its_owner_returns_the_balance_and_
         settlement = rt[SETTLEMENT_ID]
         await open_books(settlement)
         await settlement.command(SETTLEMENT_ID, app.withdraw("alice-cash", Decimal(150_000), "payout-0001"))
-        await send(settings, settlement, sealed(keys, EXCHANGE_ID, trade()))
+        await settlement.command(SETTLEMENT_ID, app.withdraw("alice-cash", Decimal(600_000), "payout-0002"))
 
-        async with listening(settings, "alice") as alice:  # after the trade: only the answer arrives
+        async with listening(settings, "alice") as alice:  # only the answer arrives
             inquiry = sealed(keys, "alice", AccountInquiry(account="alice-cash", entries=10))
             await send(settings, settlement, inquiry)
             reply = opened_by(keys, await support.next_message(settings, alice), "alice", Role.INVESTOR)
@@ -254,12 +144,12 @@ async def test_r_001_43_an_account_inquiry_by_its_owner_returns_the_balance_and_
     assert (statement.balance, statement.deposits, statement.withdrawals) == (
         Decimal(250_000),
         Decimal(1_000_000),
-        Decimal(150_000),
+        Decimal(750_000),
     )
     assert [(p.kind, p.reference, p.amount, p.balance_after) for p in statement.postings] == [
         ("deposit", "bank-0001", Decimal(1_000_000), Decimal(1_000_000)),
         ("withdrawal", "payout-0001", Decimal(-150_000), Decimal(850_000)),
-        ("trade", "41", Decimal(-600_000), Decimal(250_000)),
+        ("withdrawal", "payout-0002", Decimal(-600_000), Decimal(250_000)),
     ]
 
 
@@ -279,29 +169,22 @@ async def test_r_001_43_an_inquiry_about_another_or_no_account_reveals_nothing(
         assert reply.message == AccountStatement(inquiry_id=reply.message.inquiry_id, account=account, found=False)
 
 
-async def test_r_001_05_a_settlement_request_signed_by_an_investor_is_dead_lettered(
+async def test_r_001_05_a_cover_request_signed_by_an_investor_is_dead_lettered(
     settings: Settings, keys: KeyStore
 ) -> None:
     async with support.agents(settings, "settlement") as rt:
         settlement = rt[SETTLEMENT_ID]
         await open_books(settlement)
-        forged = sealed(
-            keys,
-            "alice",
-            trade(
-                buyer_user_id="bob",
-                buyer_account="bob-cash",
-                seller_user_id="alice",
-                seller_account="alice-cash",
-            ),
-        )
+        # Issue 11: only the exchange may ask settlement to hold a buyer's cash.
+        forged = sealed(keys, "alice", cover(user_id="alice", account="alice-cash"))
         await support.publish_sealed(settings, forged)
         letter = await support.dead_letter(settings, SETTLEMENT_ID)
         settled = await settlement.outcomes.wait_for(forged.envelope.message_id)
 
         assert settled.outcome is Outcome.DEAD_LETTERED
         assert letter.headers["x-kabuto-reason"] == "sender_not_authorized"
-        assert await support.rows(settlement, "SELECT * FROM instructions") == []
+        assert await support.rows(settlement, "SELECT * FROM covers") == []
+        assert await support.rows(settlement, "SELECT * FROM holds") == []
         assert await support.rows(settlement, "SELECT * FROM inbox") == []
 
 
@@ -363,7 +246,7 @@ async def test_r_001_13_deposits_and_withdrawals_post_balanced_entries(settings:
         (
             app.withdraw("alice-cash", Decimal(1_000_001), "payout-9"),
             domain.InsufficientFunds,
-            "holds 1,000,000",
+            "1,000,000 JPY available",
         ),
         (app.statement("nobody-cash"), domain.UnknownAccount, "no account nobody-cash"),
     ],

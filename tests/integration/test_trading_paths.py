@@ -291,13 +291,14 @@ async def test_after_a_reduce_the_investor_has_one_live_order(settings: Settings
 
 
 async def test_changing_the_price_gives_a_new_acceptance_number(settings: Settings) -> None:
-    """R-001-26: a repriced order is a new order — new acceptance number, new time priority."""
+    """R-001-26: a repriced order is a new order — new acceptance number, new time priority.
+    (Issue 11: a buy order's replacement may lower its price, never raise its cover.)"""
     async with support.agents(settings, *AGENTS) as rt:
         await market(rt)
         await place(rt, "bob", buy("b1", 300))
         old = (await investor_order(rt, "bob", "b1"))["acceptance_number"]
 
-        await replace(rt, "bob", "b1", "b1r", 300, "1010")
+        await replace(rt, "bob", "b1", "b1r", 300, "990")
         new = (await investor_order(rt, "bob", "b1r"))["acceptance_number"]
         assert new > old
         replaced = await exchange_order(rt, "b1")
@@ -305,7 +306,7 @@ async def test_changing_the_price_gives_a_new_acceptance_number(settings: Settin
         live = await exchange_order(rt, "b1r")
         assert (live["acceptance_number"], live["price"], live["status"], live["priority"]) == (
             new,
-            Decimal("1010"),
+            Decimal("990"),
             "open",
             new,
         )
@@ -442,14 +443,18 @@ async def test_a_refused_name_transfer_returns_the_buy_order_and_cancels_the_sal
         assert notice["reason"] == "certificate_invalid" and "not_registered" in notice["detail"]
         told_alice = await investor_order(rt, "alice", "s1")
         assert told_alice["reason"] == "certificate_invalid" and "not_registered" in told_alice["detail"]
+        # Issue 11: the securities leg failed at the reservation; the cash leg never happened.
         assert await support.rows(exchange, "SELECT status, failure FROM matches") == [
-            {"status": "failed", "failure": "not_registered"}
+            {"status": "failed", "failure": "lack_of_securities"}
         ]
         listed = await support.rows(exchange, "SELECT status FROM certid_list WHERE cert_id = $1", cert_id)
         assert listed == [{"status": "retired"}]
 
         assert (await investor_order(rt, "bob", "b1"))["filled"] == 0
-        assert await support.rows(rt["settlement"], "SELECT * FROM instructions") == []
+        instructions = await support.rows(rt["settlement"], "SELECT settlement, reason, detail FROM dvp_instructions")
+        assert [(i["settlement"], i["reason"]) for i in instructions] == [("failed", "lack_of_securities")]
+        assert "not_registered" in instructions[0]["detail"]
+        assert await support.rows(rt["settlement"], "SELECT * FROM entries WHERE kind = 'trade'") == []
         assert await support.rows(investor, "SELECT * FROM wallet WHERE holder_user_id = 'bob'") == []
         assert await support.rows(rt["issuer"], "SELECT * FROM register WHERE holder_user_id = 'bob'") == []
 
@@ -542,6 +547,6 @@ async def test_an_order_redelivered_after_a_crash_is_accepted_and_matched_once(s
             ("b1", "filled"),
         ]
         assert len(await sent(exchange, "order.accepted", order)) == 1
-        assert len(await sent(exchange, "name_transfer.request", order)) == 1
+        assert len(await sent(exchange, "settlement.instruction", order)) == 1
         assert await buy_oans_matched(rt) == [(await exchange_order(rt, "b1"))["acceptance_number"]]
         assert len(await support.rows(rt["investor"], "SELECT * FROM wallet WHERE holder_user_id = 'bob'")) == 1

@@ -1,7 +1,7 @@
 """The settlement ledger's decisions (seed 001 §2.5, Phase 2F; R-001-13, R-001-41, R-001-43), no services.
 
-A trade's cash leg, every reason a settlement request fails, deposits and withdrawals, the
-checks on operators' input, and the double-entry property over any sequence of movements.
+Deposits and withdrawals, the checks on operators' input, and the double-entry property over any
+sequence of movements, trades included (their decisions are in test_dvp_instructions).
 """
 
 from __future__ import annotations
@@ -13,111 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.settlement import domain
-from agents.settlement.domain import Account, AccountKind, Entry, EntryKind, Leg, Refusal
-from schemas.settlement import SettlementFailure, SettlementRequest
+from agents.settlement import domain, instructions
+from agents.settlement.domain import Account, AccountKind, Entry, EntryKind, Leg
+from tests.unit.test_dvp_instructions import instruction
 
 ALICE = Account("alice-cash", "alice", "JPY", balance=Decimal(1_000_000))
 BOB = Account("bob-cash", "bob", "JPY", balance=Decimal(0))
-
-
-def trade(**changes: Any) -> SettlementRequest:
-    values: dict[str, Any] = dict(
-        matching_number=7,
-        name_transfer_number=3,
-        issue_code="KBT",
-        shares=500,
-        price=Decimal(1200),
-        amount=Decimal(600_000),
-        buyer_user_id="alice",
-        buyer_account="alice-cash",
-        seller_user_id="bob",
-        seller_account="bob-cash",
-    )
-    values.update(changes)
-    return SettlementRequest(**values)
-
-
-def refusal(request: SettlementRequest, buyer: Account | None = ALICE, seller: Account | None = BOB) -> Refusal:
-    decision = domain.settle(request, buyer, seller)
-    assert isinstance(decision, Refusal), decision
-    return decision
-
-
-def test_r_001_41_a_covered_trade_debits_the_buyer_and_credits_the_seller() -> None:
-    entry = domain.settle(trade(), ALICE, BOB)
-    assert isinstance(entry, Entry)
-    assert (entry.kind, entry.reference) == (EntryKind.TRADE, "7")
-    assert entry.legs == (Leg("alice-cash", Decimal(-600_000)), Leg("bob-cash", Decimal(600_000)))
-    assert "500 KBT" in entry.description
-
-
-def test_a_buyer_holding_exactly_the_amount_settles() -> None:
-    exact = Account("alice-cash", "alice", "JPY", balance=Decimal(600_000))
-    assert isinstance(domain.settle(trade(), exact, BOB), Entry)
-
-
-def test_a_fractional_price_settles_when_the_amount_is_exact() -> None:
-    request = trade(price=Decimal("12.5"), shares=3, amount=Decimal("37.5"), currency="USD")
-    buyer = Account("alice-cash", "alice", "USD", balance=Decimal(100))
-    seller = Account("bob-cash", "bob", "USD")
-    assert isinstance(domain.settle(request, buyer, seller), Entry)
-
-
-@pytest.mark.parametrize(
-    ("request_changes", "buyer", "seller", "failure", "in_detail"),
-    [
-        ({"amount": Decimal(599_999)}, ALICE, BOB, SettlementFailure.AMOUNT_MISMATCH, "600,000 JPY"),
-        ({}, None, BOB, SettlementFailure.UNKNOWN_ACCOUNT, "alice-cash"),
-        ({}, ALICE, None, SettlementFailure.UNKNOWN_ACCOUNT, "bob-cash"),
-        (
-            {"buyer_account": "external:deposits", "buyer_user_id": "settlement"},
-            domain.external_account("JPY"),
-            BOB,
-            SettlementFailure.UNKNOWN_ACCOUNT,
-            "external:deposits",
-        ),
-        ({"buyer_user_id": "carol"}, ALICE, BOB, SettlementFailure.ACCOUNT_NOT_OWNED, "buyer carol"),
-        ({"seller_user_id": "carol"}, ALICE, BOB, SettlementFailure.ACCOUNT_NOT_OWNED, "seller carol"),
-        (
-            {"seller_user_id": "alice", "seller_account": "alice-cash"},
-            ALICE,
-            ALICE,
-            SettlementFailure.ACCOUNT_NOT_OWNED,
-            "both name account alice-cash",
-        ),
-        ({}, ALICE, Account("bob-cash", "bob", "USD"), SettlementFailure.CURRENCY_MISMATCH, "in USD"),
-        ({"currency": "USD"}, ALICE, BOB, SettlementFailure.CURRENCY_MISMATCH, "the trade in USD"),
-        (
-            {},
-            Account("alice-cash", "alice", "JPY", balance=Decimal(599_999)),
-            BOB,
-            SettlementFailure.INSUFFICIENT_FUNDS,
-            "600,000 JPY",
-        ),
-    ],
-)
-def test_r_001_41_a_request_failing_one_check_is_refused_for_it(
-    request_changes: dict[str, Any],
-    buyer: Account | None,
-    seller: Account | None,
-    failure: SettlementFailure,
-    in_detail: str,
-) -> None:
-    refused = refusal(trade(**request_changes), buyer, seller)
-    assert refused.failure is failure
-    assert in_detail in refused.detail
-
-
-def test_an_insufficient_funds_detail_does_not_reveal_the_buyers_balance() -> None:
-    poor = Account("alice-cash", "alice", "JPY", balance=Decimal(123_456))
-    refused = refusal(trade(), poor, BOB)
-    assert refused.failure is SettlementFailure.INSUFFICIENT_FUNDS
-    assert "123,456" not in refused.detail and "123456" not in refused.detail
-
-
-def test_an_inconsistent_request_is_refused_before_the_accounts_are_looked_at() -> None:
-    assert refusal(trade(amount=Decimal(1)), None, None).failure is SettlementFailure.AMOUNT_MISMATCH
 
 
 def test_a_deposit_debits_the_external_account_and_credits_the_customer() -> None:
@@ -141,8 +42,15 @@ def test_a_withdrawal_credits_the_external_account_up_to_the_balance() -> None:
 
 
 def test_a_withdrawal_beyond_the_balance_is_refused_with_the_balance() -> None:
-    with pytest.raises(domain.InsufficientFunds, match=r"holds 1,000,000 JPY; cannot withdraw 1,000,001 JPY"):
+    with pytest.raises(domain.InsufficientFunds, match=r"has 1,000,000 JPY available .*cannot withdraw 1,000,001 JPY"):
         domain.withdrawal(ALICE, Decimal(1_000_001), "payout-1")
+
+
+def test_issue_11_a_withdrawal_cannot_take_what_a_hold_protects() -> None:
+    with pytest.raises(domain.InsufficientFunds, match=r"400,000 JPY available \(600,000 JPY held\)"):
+        domain.withdrawal(ALICE, Decimal(400_001), "payout-2", held=Decimal(600_000))
+    entry = domain.withdrawal(ALICE, Decimal(400_000), "payout-3", held=Decimal(600_000))
+    assert entry.legs[0] == Leg("alice-cash", Decimal(-400_000))
 
 
 @pytest.mark.parametrize(
@@ -291,19 +199,23 @@ def test_r_001_41_any_sequence_of_movements_keeps_the_books_balanced(
                 assert amount > book.balances[account_id]
         else:
             _, buyer, seller, price, shares = operation
-            request = trade(
+            # Issue 11: a trade's cash leg is an attempt of a DvP instruction.
+            request = instruction(
                 matching_number=number,
                 price=price,
-                shares=shares,
+                quantity=shares,
                 amount=price * shares,
                 buyer_user_id=CUSTOMERS[buyer],
                 buyer_account=buyer,
                 seller_user_id=CUSTOMERS[seller],
                 seller_account=seller,
             )
-            decision = domain.settle(request, book.account(buyer), book.account(seller))
-            if isinstance(decision, Entry):
-                book.apply(decision)
+            checked = instructions.validate(request, book.account(buyer), book.account(seller))
+            plan = instructions.plan(checked, None, book.balances[buyer], checked.intended_settlement_date)
+            if checked.live and isinstance(plan, instructions.Attempt):
+                book.apply(
+                    Entry(EntryKind.TRADE, f"{number}/1", "trade", (Leg(buyer, -plan.amount), Leg(seller, plan.amount)))
+                )
             else:
                 assert buyer == seller or price * shares > book.balances[buyer]
         book.check()

@@ -450,7 +450,8 @@ def test_a_partly_filled_sell_order_can_only_be_reduced(keys: KeyStore) -> None:
 def test_a_buy_replace_counts_the_exposure_it_gives_up(keys: KeyStore) -> None:
     """R-001-23: the old order's 500,000 JPY comes off the 9,500,000 open before the new one is added."""
     old = resting(Side.BUY)
-    assert replace_refusal(keys, old, replace(1000, "1000"), exposure="9500000") is None  # 9,000,000 + 1,000,000
+    # 9,000,000 + 1,000,000 is within the limit; the larger order then needs a new cover (issue 11).
+    assert replace_refusal(keys, old, replace(1000, "1000"), exposure="9500000") is OrderRefusal.COVER_REQUIRED
     assert replace_refusal(keys, old, replace(1001, "1000"), exposure="9500000") is R.ACCOUNT_USAGE_LIMIT_EXCEEDED
 
 

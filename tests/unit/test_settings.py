@@ -30,6 +30,8 @@ ENV = {
     "KABUTO_STALL_AFTER": "20",
     "KABUTO_INBOX_PRUNE_INTERVAL": "300",
     "KABUTO_PARKED_RETRY_INTERVAL": "12",
+    "KABUTO_SETTLEMENT_RECYCLE_INTERVAL": "15",
+    "KABUTO_SETTLEMENT_RECYCLE_DAYS": "4",
 }
 
 
@@ -59,6 +61,8 @@ def test_every_variable_is_read() -> None:
         stall_after=timedelta(seconds=20),
         inbox_prune_interval=timedelta(seconds=300),
         parked_retry_interval=timedelta(seconds=12),
+        settlement_recycle_interval=timedelta(seconds=15),
+        settlement_recycle_days=4,
     )
 
 

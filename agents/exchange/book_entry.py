@@ -1,0 +1,73 @@
+"""Book-entry trades at the exchange (issue 11 §2, docs/dvp.md): a custody client's order names
+its safekeeping account instead of carrying a certificate, and trades only with other
+book-entry orders of the issue. Each execution is instructed to settlement with a book-entry
+securities leg — custody moves the position from the seller's account to the buyer's, against
+the cash — and completes, like a certificate trade, only when both legs settled. There is no
+name transfer and no CertID list change."""
+
+from __future__ import annotations
+
+from agents.exchange import order_repo
+from agents.exchange.order_repo import Match, OrderRecord
+from broker import logs
+from broker.context import Context
+from schemas.dvp import BookEntryLeg, SettlementInstruction
+from schemas.identity import SETTLEMENT_ID
+from schemas.trading import TradeCompleted
+
+log = logs.get("kabuto.exchange")
+CUSTODY_ID = "custody"
+
+
+async def instruct(ctx: Context, match: Match, sell: OrderRecord, buy: OrderRecord) -> None:
+    assert sell.safekeeping_account is not None and buy.safekeeping_account is not None
+    today = ctx.now.date()
+    sealed = ctx.emit(
+        SettlementInstruction(
+            matching_number=match.matching_number,
+            trade_date=today,
+            intended_settlement_date=today,
+            issue_code=match.issue_code,
+            quantity=match.shares,
+            price=match.price,
+            amount=match.price * match.shares,
+            buyer_user_id=match.buyer_user_id,
+            buyer_account=buy.settlement_account,
+            seller_user_id=match.seller_user_id,
+            seller_account=sell.settlement_account,
+            cover_id=buy.cover_id,
+            securities=BookEntryLeg(
+                agent=CUSTODY_ID,
+                deliverer_account=sell.safekeeping_account,
+                receiver_account=buy.safekeeping_account,
+            ),
+        ),
+        to=SETTLEMENT_ID,
+    )
+    await order_repo.transfer_requested(ctx.connection, match.matching_number, None, sealed.digest)
+    log.info("book_entry_instructed", matching_number=match.matching_number)
+
+
+async def settled(ctx: Context, match: Match) -> None:
+    """Both legs are done: the trade completion notice (37) to buyer and seller."""
+    conn = ctx.connection
+    await order_repo.transfer_completed(conn, match.matching_number, None, None)
+    await order_repo.settlement_result(conn, match.matching_number, True, None)
+    for number in (match.buy_order, match.sell_order):
+        record = await order_repo.order(conn, number)
+        assert record is not None
+        ctx.emit(
+            TradeCompleted(
+                matching_number=match.matching_number,
+                name_transfer_number=None,
+                client_order_id=record.order.client_order_id,
+                acceptance_number=record.order.acceptance_number,
+                side=record.order.side,
+                issue_code=match.issue_code,
+                price=match.price,
+                quantity=match.shares,
+                amount=match.price * match.shares,
+            ),
+            to=record.order.user_id,
+        )
+    log.info("book_entry_trade_completed", matching_number=match.matching_number)

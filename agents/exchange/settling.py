@@ -1,0 +1,225 @@
+"""The exchange's side of delivery versus payment (issue 11, docs/dvp.md; seed 001 S95–S132).
+
+On every match the exchange instructs settlement — both parties, the cash, and the securities
+leg: the seller's certificate countersigned for ``omn:<matching number>``. Executions of one
+sell order are instructed one at a time, since each name transfer leaves the remainder under a
+new CertID. Settlement answers with the instruction's status; only ``settled`` (both legs done)
+completes the trade (37 to buyer and seller); a certificate that will never deliver undoes the
+execution as S131 says; any other failure reverses it and both orders keep what they had.
+"""
+
+from __future__ import annotations
+
+from agents.exchange import book_entry, order_repo, repo, trading
+from broker import logs
+from broker.context import Context
+from broker.stock_certificates import content_of, endorse, verify_certificate
+from schemas.certificates import EndorsedCertificate
+from schemas.dvp import (
+    BookEntryDelivery,
+    CertificateDelivery,
+    CertificateLeg,
+    CoverRelease,
+    DvpReason,
+    InstructionStatus,
+    ProcessingStatus,
+    SettlementInstruction,
+    SettlementStatus,
+)
+from schemas.identity import SETTLEMENT_ID
+from schemas.trading import CancelReason, ExecutionReversed, TradeCompleted
+
+log = logs.get("kabuto.exchange")
+# The seller's certificate will never deliver: S131 applies.
+_CERTIFICATE_DEAD = {DvpReason.SECURITIES_INVALID, DvpReason.LACK_OF_SECURITIES}
+
+
+async def instruct_next(ctx: Context, sell_order: int) -> None:
+    """S95: instruct the sell order's next execution, its certificate countersigned for it."""
+    conn = ctx.connection
+    match = await order_repo.next_transfer(conn, sell_order)
+    if match is None:
+        return
+    sell = await order_repo.order(conn, sell_order)
+    buy = await order_repo.order(conn, match.buy_order)
+    assert sell is not None and buy is not None
+    if sell.safekeeping_account is not None:
+        await book_entry.instruct(ctx, match, sell, buy)
+        return
+    assert sell.certificate is not None and sell.order.cert_id
+    certificate = content_of(sell.certificate)
+    endorsed = endorse(ctx.identity, sell.certificate, "name_transfer", f"omn:{match.matching_number}")
+    unfinished = await order_repo.unfinished_matches(conn, sell_order)
+    today = ctx.now.date()
+    sealed = ctx.emit(
+        SettlementInstruction(
+            matching_number=match.matching_number,
+            trade_date=today,
+            intended_settlement_date=today,  # exchange certificate trades settle the same day
+            issue_code=match.issue_code,
+            quantity=match.shares,
+            price=match.price,
+            amount=match.price * match.shares,
+            buyer_user_id=match.buyer_user_id,
+            buyer_account=buy.settlement_account,
+            seller_user_id=match.seller_user_id,
+            seller_account=sell.settlement_account,
+            cover_id=buy.cover_id,
+            securities=CertificateLeg(
+                agent=certificate.issuing_agent_id,
+                exchange_id=ctx.identity.user_id,
+                cert_id=sell.order.cert_id,
+                share_class=certificate.share_class,
+                certificate=endorsed,
+                buyer_name=buy.holder_name or match.buyer_user_id,
+                buyer_address=buy.holder_address or "",
+                seller_order=sell_order,
+                seller_order_open=sell.status == "open" or len(unfinished) > 1,
+            ),
+        ),
+        to=SETTLEMENT_ID,
+    )
+    await order_repo.transfer_requested(conn, match.matching_number, sell.order.cert_id, sealed.digest)
+
+
+async def on_instruction_status(message: InstructionStatus, ctx: Context) -> None:
+    """What settlement says about an instruction: kept; a settled or failed one ends the trade."""
+    match = await order_repo.match(ctx.connection, message.instruction)
+    status = message.status
+    reason = status.reason.value if status.reason else None
+    if match is None:
+        log.warning("instruction_status_ignored", matching_number=message.instruction)
+        return
+    await order_repo.settlement_status(ctx.connection, match.matching_number, status.settlement.value, reason)
+    if match.status != "transfer_requested":
+        return
+    if status.settlement is SettlementStatus.SETTLED and isinstance(message.delivery, BookEntryDelivery):
+        await book_entry.settled(ctx, match)
+        await _go_on(ctx, match)
+    elif status.settlement is SettlementStatus.SETTLED:
+        assert isinstance(message.delivery, CertificateDelivery)
+        await _settled(ctx, match, message.delivery)
+    elif status.settlement is SettlementStatus.FAILED or status.processing in (
+        ProcessingStatus.REJECTED,
+        ProcessingStatus.CANCELLED,
+    ):
+        detail = f"settlement failed: {reason} — {status.detail}"
+        if status.reason in _CERTIFICATE_DEAD and match.cert_id is not None:
+            await _certificate_failed(ctx, match, detail, reason or "")
+        else:
+            await _reversed(ctx, match, detail, reason or "")
+    else:
+        log.info("instruction_pending", matching_number=match.matching_number, reason=reason)
+
+
+async def _settled(ctx: Context, match: order_repo.Match, delivery: CertificateDelivery) -> None:
+    """S121–S130, now that both legs are done: the CertID list, 37 to both, the next execution."""
+    conn = ctx.connection
+    assert match.cert_id is not None
+    await order_repo.transfer_completed(
+        conn, match.matching_number, delivery.name_transfer_number, delivery.new_cert_id
+    )
+    await order_repo.settlement_result(conn, match.matching_number, True, None)
+    valid = [(delivery.new_cert_id, match.buyer_user_id, match.shares)]
+    if delivery.remainder is not None:
+        remainder = verify_certificate(delivery.remainder, ctx.trust)
+        valid.append((remainder.cert_id, remainder.holder_user_id, remainder.shares))
+        await order_repo.replace_certificate(
+            conn, match.sell_order, remainder.cert_id, EndorsedCertificate(certificate=delivery.remainder)
+        )
+    await repo.transferred(conn, match.issue_code, match.cert_id, delivery.register_version, valid)
+    buy = await order_repo.order(conn, match.buy_order)
+    sell = await order_repo.order(conn, match.sell_order)
+    assert buy is not None and sell is not None
+    for record in (buy, sell):
+        ctx.emit(
+            TradeCompleted(
+                matching_number=match.matching_number,
+                name_transfer_number=delivery.name_transfer_number,
+                client_order_id=record.order.client_order_id,
+                acceptance_number=record.order.acceptance_number,
+                side=record.order.side,
+                issue_code=match.issue_code,
+                price=match.price,
+                quantity=match.shares,
+                amount=match.price * match.shares,
+                transferred_cert_id=match.cert_id,
+            ),
+            to=record.order.user_id,
+        )
+    log.info("trade_completed", matching_number=match.matching_number, ntn=delivery.name_transfer_number)
+    await _go_on(ctx, match)
+
+
+async def _go_on(ctx: Context, match: order_repo.Match) -> None:
+    await instruct_next(ctx, match.sell_order)
+    await trading.release_if_done(ctx, match.sell_order)
+    await release_cover_if_done(ctx, match.buy_order)
+
+
+async def _certificate_failed(ctx: Context, match: order_repo.Match, detail: str, reason: str) -> None:
+    """S131–S132: the buy orders get their shares back; the seller's order is cancelled and told why."""
+    conn = ctx.connection
+    assert match.cert_id is not None
+    await repo.invalidated(conn, match.cert_id)
+    failed = await order_repo.unfinished_matches(conn, match.sell_order)
+    for each in failed:
+        await order_repo.transfer_failed(conn, each.matching_number, reason)
+    book = await order_repo.load_book(conn, match.issue_code)
+    sell = await order_repo.order(conn, match.sell_order)
+    assert sell is not None
+    book.cancel(sell.order.acceptance_number)
+    for each in failed:  # the seller's fills are undone too, before its order is cancelled
+        ctx.emit(
+            ExecutionReversed(
+                client_order_id=sell.order.client_order_id,
+                acceptance_number=sell.order.acceptance_number,
+                matching_number=each.matching_number,
+                quantity=each.shares,
+                remaining_quantity=0,
+                detail=detail,
+            ),
+            to=sell.order.user_id,
+        )
+    await trading.cancel(ctx, sell, CancelReason.CERTIFICATE_INVALID, detail)
+    for each in failed:
+        await trading.restore_buy(ctx, book, each, detail)
+        await release_cover_if_done(ctx, each.buy_order)
+    log.info("securities_leg_failed", matching_number=match.matching_number, reason=reason)
+
+
+async def _reversed(ctx: Context, match: order_repo.Match, detail: str, reason: str) -> None:
+    """The trade did not settle for another reason (cash, cut-off, cancelled by both): neither leg
+    happened; both parties are told the execution is undone. The seller's certificate is back in
+    the list; the orders are not re-offered, so the same two cannot fail each other again."""
+    conn = ctx.connection
+    await order_repo.transfer_failed(conn, match.matching_number, reason)
+    await order_repo.settlement_result(conn, match.matching_number, False, reason)
+    if match.cert_id is not None:  # a book-entry trade has no certificate to put back in the list
+        await repo.transfer_abandoned(conn, match.cert_id)
+    for number in (match.buy_order, match.sell_order):
+        record = await order_repo.order(conn, number)
+        assert record is not None
+        ctx.emit(
+            ExecutionReversed(
+                client_order_id=record.order.client_order_id,
+                acceptance_number=record.order.acceptance_number,
+                matching_number=match.matching_number,
+                quantity=match.shares,
+                remaining_quantity=record.order.remaining if record.status == "open" else 0,
+                detail=detail,
+            ),
+            to=record.order.user_id,
+        )
+    log.info("trade_reversed", matching_number=match.matching_number, reason=reason)
+    await _go_on(ctx, match)
+
+
+async def release_cover_if_done(ctx: Context, buy_order: int) -> None:
+    """A closed buy order with nothing left to settle frees what remains of its cover."""
+    record = await order_repo.order(ctx.connection, buy_order)
+    if record is None or record.cover_id is None or record.status == "open":
+        return
+    if await order_repo.unfinished_buys(ctx.connection, buy_order):
+        return
+    ctx.emit(CoverRelease(cover_id=record.cover_id), to=SETTLEMENT_ID)

@@ -1,0 +1,359 @@
+"""Settlement as the DvP coordinator (issue 11, docs/dvp.md): covers, instructions, the two legs.
+
+Each handler is one step of the protocol and one transaction: load and lock, decide in
+``instructions``, save, emit. Cash moves only in ``on_reserved``, in the same transaction as
+the ``securities.commit`` it sends, and only after the securities-leg agent reserved: so
+neither leg can happen without the other, whichever agent crashes where.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import date
+
+from pydantic import TypeAdapter
+
+from agents.settlement import dvp_repo, repo
+from agents.settlement import instructions as decide
+from agents.settlement.domain import Entry, EntryKind, Leg, money
+from agents.settlement.instructions import Attempt, Fail, Instruction, Wait
+from broker import logs
+from broker.context import Context
+from broker.errors import Transient
+from schemas.dvp import (
+    CancelInstruction,
+    CancelRefused,
+    CoverGranted,
+    CoverRefusal,
+    CoverRefused,
+    CoverRelease,
+    CoverRequest,
+    Delivery,
+    DvpReason,
+    InstructionStatus,
+    InstructionStatusChanged,
+    SecuritiesCommit,
+    SecuritiesCommitted,
+    SecuritiesLeg,
+    SecuritiesRelease,
+    SecuritiesReservationRefused,
+    SecuritiesReserve,
+    SecuritiesReserved,
+    SettlementInstruction,
+    SettlementStatus,
+)
+from schemas.identity import EXCHANGE_ID
+from schemas.settlement import SettlementCompleted, SettlementNotice
+
+log = logs.get("kabuto.settlement")
+LEG: TypeAdapter[SecuritiesLeg] = TypeAdapter(SecuritiesLeg)
+
+
+# -- cover ---------------------------------------------------------------------------------------
+
+
+async def on_cover_request(request: CoverRequest, ctx: Context) -> None:
+    """Hold a buy order's worst case on the buyer's own account, or say why not."""
+    assert ctx.sender is not None
+    if await dvp_repo.cover(ctx.connection, request.cover_id) is not None:
+        ctx.emit(
+            CoverRefused(cover_id=request.cover_id, reason=CoverRefusal.DUPLICATE_COVER, detail="cover exists"),
+            to=ctx.sender.user_id,
+        )
+        return
+    account = (await repo.accounts_for_update(ctx.connection, (request.account,))).get(request.account)
+    held = await dvp_repo.held_on(ctx.connection, request.account)
+    available = account.balance - held if account else 0
+    refusal = decide.cover_refusal(request, account, available)  # type: ignore[arg-type]
+    if refusal is not None:
+        log.info("cover_refused", cover_id=str(request.cover_id), reason=refusal[0].value)
+        ctx.emit(CoverRefused(cover_id=request.cover_id, reason=refusal[0], detail=refusal[1]), to=ctx.sender.user_id)
+        return
+    await dvp_repo.insert_cover(ctx.connection, request)
+    cover = await dvp_repo.cover(ctx.connection, request.cover_id)
+    assert cover is not None
+    await dvp_repo.save_cover(ctx.connection, cover)
+    log.info("cover_granted", cover_id=str(request.cover_id), amount=str(request.amount))
+    ctx.emit(CoverGranted(cover_id=request.cover_id, amount=request.amount), to=ctx.sender.user_id)
+
+
+async def on_cover_release(release: CoverRelease, ctx: Context) -> None:
+    cover = await dvp_repo.cover(ctx.connection, release.cover_id, lock=True)
+    if cover is None or not cover.active:
+        return
+    await dvp_repo.save_cover(ctx.connection, replace(cover, active=False))
+    log.info("cover_released", cover_id=str(release.cover_id), freed=str(cover.held))
+
+
+# -- instruction ---------------------------------------------------------------------------------
+
+
+async def on_instruction(message: SettlementInstruction, ctx: Context) -> None:
+    """Record and validate an execution's instruction, then make its first attempt."""
+    assert ctx.message_id is not None
+    if await dvp_repo.instruction(ctx.connection, message.matching_number) is not None:
+        log.warning("instruction_repeated", matching_number=message.matching_number)
+        return
+    accounts = await repo.accounts_for_update(ctx.connection, (message.buyer_account, message.seller_account))
+    instruction = decide.validate(
+        decide.received(message, message.securities.agent),
+        accounts.get(message.buyer_account),
+        accounts.get(message.seller_account),
+    )
+    await dvp_repo.insert_instruction(ctx.connection, instruction, message.securities, ctx.message_id)
+    log.info("instruction_received", matching_number=message.matching_number, processing=instruction.processing.value)
+    _announce(ctx, instruction)
+    if instruction.live:
+        await attempt(ctx, instruction)
+
+
+async def attempt(ctx: Context, instruction: Instruction) -> Instruction:
+    """Earmark the cash (cover first) and ask for the securities; or stay pending and say why."""
+    conn = ctx.connection
+    await repo.accounts_for_update(conn, (instruction.buyer_account,))
+    buyer = await repo.account(conn, instruction.buyer_account)
+    cover = await dvp_repo.cover(conn, instruction.cover_id, lock=True) if instruction.cover_id else None
+    held = await dvp_repo.held_on(conn, instruction.buyer_account, excluding=instruction.cover_id)
+    available = (buyer.balance if buyer else 0) - held
+    plan = decide.plan(instruction, cover, available, ctx.now.date())
+    if isinstance(plan, Wait):
+        return await _wait(ctx, instruction, plan)
+    if cover is not None and plan.from_cover:
+        await dvp_repo.save_cover(conn, replace(cover, remaining=cover.remaining - plan.from_cover))
+    await dvp_repo.start_attempt(conn, instruction, plan, uuid.uuid4())
+    instruction = decide.started(instruction, plan)
+    await dvp_repo.save_instruction(conn, instruction)
+    ctx.emit(await _reserve(ctx, instruction, plan), to=instruction.leg_agent)
+    log.info("securities_reserve_sent", matching_number=instruction.matching_number, attempt=plan.number)
+    return instruction
+
+
+async def _reserve(ctx: Context, instruction: Instruction, plan: Attempt) -> SecuritiesReserve:
+    leg = LEG.validate_json(await dvp_repo.securities_leg(ctx.connection, instruction.matching_number))
+    return SecuritiesReserve(
+        instruction=instruction.matching_number,
+        attempt=plan.number,
+        issue_code=instruction.issue_code,
+        quantity=plan.quantity,
+        deliverer=instruction.seller_user_id,
+        receiver=instruction.buyer_user_id,
+        leg=leg,
+    )
+
+
+async def _wait(ctx: Context, instruction: Instruction, wait: Wait) -> Instruction:
+    changed = instruction.reason is not wait.reason
+    instruction = decide.waiting(instruction, wait)
+    await dvp_repo.save_instruction(ctx.connection, instruction)
+    if changed:
+        log.info("instruction_pending", matching_number=instruction.matching_number, reason=wait.reason.value)
+        _announce(ctx, instruction)
+    return instruction
+
+
+async def _current(ctx: Context, matching_number: int, number: int) -> tuple[Instruction, Attempt, uuid.UUID] | None:
+    """The instruction and its outstanding attempt ``number``, locked; None for a stale answer."""
+    instruction = await dvp_repo.instruction(ctx.connection, matching_number, lock=True)
+    found = await dvp_repo.attempt(ctx.connection, matching_number, number)
+    if instruction is None or found is None or not instruction.in_flight or instruction.attempt != number:
+        return None
+    return instruction, found[0], found[1]
+
+
+async def on_reserved(answer: SecuritiesReserved, ctx: Context) -> None:
+    """Both legs are reserved: move the cash and send the commit, in one transaction."""
+    current = await _current(ctx, answer.instruction, answer.attempt)
+    if current is None:
+        log.warning("stale_reservation_released", matching_number=answer.instruction, attempt=answer.attempt)
+        ctx.emit(SecuritiesRelease(instruction=answer.instruction, attempt=answer.attempt), to=_sender(ctx))
+        return
+    instruction, plan, hold_id = current
+    if decide.cancel_due(replace(instruction, in_flight=False)) is not None:
+        ctx.emit(SecuritiesRelease(instruction=answer.instruction, attempt=answer.attempt), to=_sender(ctx))
+        instruction = await _unwind(ctx, instruction, plan, hold_id, DvpReason.CANCELLED_BY_PARTY)
+        await fail(ctx, instruction, Fail(DvpReason.CANCELLED_BY_PARTY, "cancelled by both parties"))
+        return
+    await repo.accounts_for_update(ctx.connection, (instruction.buyer_account, instruction.seller_account))
+    await dvp_repo.close_hold(ctx.connection, hold_id, "consumed")  # the earmark gives way to the posting
+    entry_id = await repo.post(ctx.connection, _cash_leg(instruction, plan), ctx.now)
+    if entry_id is None:
+        raise Transient(f"instruction {instruction.matching_number} attempt {plan.number} was posted meanwhile")
+    await dvp_repo.end_attempt(
+        ctx.connection, instruction.matching_number, plan.number, "committing", entry_id=entry_id
+    )
+    ctx.emit(SecuritiesCommit(instruction=answer.instruction, attempt=answer.attempt), to=instruction.leg_agent)
+    log.info("cash_posted_commit_sent", matching_number=instruction.matching_number, entry_id=entry_id)
+
+
+def _cash_leg(instruction: Instruction, plan: Attempt) -> Entry:
+    return Entry(
+        EntryKind.TRADE,
+        f"{instruction.matching_number}/{plan.number}",
+        f"trade {instruction.matching_number}: {plan.quantity} {instruction.issue_code} at "
+        f"{money(instruction.price, instruction.currency)}, {instruction.buyer_user_id} pays "
+        f"{instruction.seller_user_id} (delivery versus payment)",
+        (Leg(instruction.buyer_account, -plan.amount), Leg(instruction.seller_account, plan.amount)),
+    )
+
+
+async def on_committed(answer: SecuritiesCommitted, ctx: Context) -> None:
+    """The securities moved: the attempt is settled, and everyone is told."""
+    instruction = await dvp_repo.instruction(ctx.connection, answer.instruction, lock=True)
+    found = await dvp_repo.attempt(ctx.connection, answer.instruction, answer.attempt)
+    if instruction is None or found is None or found[2] != "committing":
+        log.warning("commit_answer_ignored", matching_number=answer.instruction, attempt=answer.attempt)
+        return
+    plan = found[0]
+    rows = await dvp_repo.attempts(ctx.connection, answer.instruction)
+    entry_id = next(int(r["entry_id"]) for r in rows if r["attempt"] == answer.attempt)  # type: ignore[call-overload]
+    await dvp_repo.end_attempt(ctx.connection, answer.instruction, answer.attempt, "committed")
+    instruction = decide.settled(instruction, plan.quantity, plan.amount)
+    await dvp_repo.save_instruction(ctx.connection, instruction)
+    log.info("instruction_settled", matching_number=instruction.matching_number, status=instruction.settlement.value)
+    _announce(ctx, instruction, answer.delivery, entry_id)
+    _notify_settled(ctx, instruction, plan, entry_id)
+
+
+def _notify_settled(ctx: Context, instruction: Instruction, plan: Attempt, entry_id: int) -> None:
+    notice = SettlementNotice(
+        matching_number=instruction.matching_number,
+        settled=True,
+        amount=plan.amount,
+        currency=instruction.currency,
+        debited_account=instruction.buyer_account,
+        credited_account=instruction.seller_account,
+        entry_id=entry_id,
+    )
+    for party in _parties(instruction):
+        ctx.emit(notice, to=party)
+    ctx.emit(
+        SettlementCompleted(
+            matching_number=instruction.matching_number,
+            issue_code=instruction.issue_code,
+            shares=plan.quantity,
+            amount=plan.amount,
+            currency=instruction.currency,
+            entry_id=entry_id,
+        )
+    )
+
+
+async def on_reservation_refused(answer: SecuritiesReservationRefused, ctx: Context) -> None:
+    """Nothing was reserved: the earmark goes back, and the instruction waits or fails."""
+    current = await _current(ctx, answer.instruction, answer.attempt)
+    if current is None:
+        log.warning("refusal_ignored", matching_number=answer.instruction, attempt=answer.attempt)
+        return
+    instruction, plan, hold_id = current
+    instruction = await _unwind(ctx, instruction, plan, hold_id, answer.reason)
+    instruction = decide.refused(instruction, answer.reason, answer.detail, answer.retryable)
+    cancel = decide.cancel_due(instruction)
+    if cancel is not None:
+        await fail(ctx, instruction, cancel)
+        return
+    await dvp_repo.save_instruction(ctx.connection, instruction)
+    log.info("reservation_refused", matching_number=answer.instruction, reason=answer.reason.value)
+    _announce(ctx, instruction)
+
+
+async def _unwind(
+    ctx: Context, instruction: Instruction, plan: Attempt, hold_id: uuid.UUID, reason: DvpReason
+) -> Instruction:
+    """The attempt ends unsettled: its earmark is freed and its shares go back on the cover."""
+    await dvp_repo.close_hold(ctx.connection, hold_id, "released")
+    await dvp_repo.end_attempt(ctx.connection, instruction.matching_number, plan.number, "refused", reason=reason)
+    if instruction.cover_id and plan.from_cover:
+        cover = await dvp_repo.cover(ctx.connection, instruction.cover_id, lock=True)
+        if cover is not None and cover.active:
+            await dvp_repo.save_cover(ctx.connection, replace(cover, remaining=cover.remaining + plan.from_cover))
+    return replace(instruction, in_flight=False)
+
+
+async def fail(ctx: Context, instruction: Instruction, failure: Fail) -> Instruction:
+    instruction = decide.failed(instruction, failure)
+    await dvp_repo.save_instruction(ctx.connection, instruction)
+    log.info("instruction_failed", matching_number=instruction.matching_number, reason=failure.reason.value)
+    _announce(ctx, instruction)
+    return instruction
+
+
+# -- cancellation by the parties -----------------------------------------------------------------
+
+
+async def on_cancel(request: CancelInstruction, ctx: Context) -> None:
+    party = _sender(ctx)
+    instruction = await dvp_repo.instruction(ctx.connection, request.instruction, lock=True)
+    await cancel(ctx, request.instruction, instruction, party, operator=False)
+
+
+async def cancel(
+    ctx: Context, number: int, instruction: Instruction | None, party: str, *, operator: bool
+) -> Instruction | DvpReason:
+    asked = decide.ask_cancel(instruction, party, operator) if instruction else DvpReason.UNKNOWN_INSTRUCTION
+    if isinstance(asked, DvpReason):
+        if not operator:
+            detail = f"instruction {number} cannot be cancelled by {party}"
+            ctx.emit(CancelRefused(instruction=number, reason=asked, detail=detail), to=party)
+        return asked
+    due = decide.cancel_due(asked)
+    if due is not None:
+        return await fail(ctx, asked, due)
+    await dvp_repo.save_instruction(ctx.connection, asked)
+    log.info("cancel_recorded", matching_number=number, party=party)
+    return asked
+
+
+# -- recycling -----------------------------------------------------------------------------------
+
+
+async def recycle(ctx: Context, today: date, recycle_days: int) -> dict[str, int]:
+    """Attempt every due instruction again; those past their cut-off fail. Returns what happened."""
+    outcome = {"attempted": 0, "failed": 0, "waiting": 0}
+    for number in await dvp_repo.recyclable(ctx.connection, today):
+        instruction = await dvp_repo.instruction(ctx.connection, number, lock=True)
+        if instruction is None or not instruction.live or instruction.in_flight:
+            continue
+        failure = decide.recycle(instruction, today, recycle_days) or decide.cancel_due(instruction)
+        if failure is not None:
+            await fail(ctx, instruction, failure)
+            outcome["failed"] += 1
+            continue
+        after = await attempt(ctx, instruction)
+        outcome["attempted" if after.in_flight else "waiting"] += 1
+    return outcome
+
+
+# -- telling everyone ----------------------------------------------------------------------------
+
+
+def _parties(instruction: Instruction) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((instruction.buyer_user_id, instruction.seller_user_id)))
+
+
+def _announce(
+    ctx: Context, instruction: Instruction, delivery: Delivery | None = None, entry_id: int | None = None
+) -> None:
+    """Every status change: the exchange (with the delivery), both parties, and integrators."""
+    status = InstructionStatus(
+        instruction=instruction.matching_number, status=instruction.status(), delivery=delivery, entry_id=entry_id
+    )
+    ctx.emit(status, to=EXCHANGE_ID)
+    for party in _parties(instruction):
+        ctx.emit(status.model_copy(update={"delivery": None}), to=party)
+    ctx.emit(
+        InstructionStatusChanged(
+            instruction=instruction.matching_number,
+            issue_code=instruction.issue_code,
+            intended_settlement_date=instruction.intended_settlement_date,
+            status=instruction.status(),
+        )
+    )
+
+
+def _sender(ctx: Context) -> str:
+    assert ctx.sender is not None
+    return ctx.sender.user_id
+
+
+SETTLED = (SettlementStatus.SETTLED,)

@@ -1,0 +1,332 @@
+"""SQL for covers, settlement instructions, attempts and mandates; records never leave this module.
+
+Covers and attempt earmarks are rows of ``holds`` (migration 0012): one sum gives every
+account's held amount, so every debit sees ``available = balance − holds``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+from agents.settlement.instructions import Attempt, Cover, Instruction
+from schemas.dvp import (
+    CoverRequest,
+    DvpReason,
+    MatchingStatus,
+    ProcessingStatus,
+    SecuritiesLeg,
+    SettlementStatus,
+)
+
+# -- covers --------------------------------------------------------------------------------------
+
+
+async def cover(connection: asyncpg.Connection, cover_id: UUID, *, lock: bool = False) -> Cover | None:
+    row = await connection.fetchrow(
+        "SELECT * FROM covers WHERE cover_id = $1" + (" FOR UPDATE" if lock else ""), cover_id
+    )
+    if row is None:
+        return None
+    return Cover(
+        row["cover_id"],
+        row["user_id"],
+        row["account_id"],
+        row["remaining"],
+        row["unit_price"],
+        row["status"] == "active",
+    )
+
+
+async def insert_cover(connection: asyncpg.Connection, request: CoverRequest) -> bool:
+    inserted = await connection.fetchval(
+        """INSERT INTO covers (cover_id, user_id, account_id, client_order_id, quantity, remaining, unit_price,
+               currency, status)
+           VALUES ($1, $2, $3, $4, $5, $5, $6, $7, 'active') ON CONFLICT (cover_id) DO NOTHING RETURNING true""",
+        request.cover_id,
+        request.user_id,
+        request.account,
+        request.client_order_id,
+        request.quantity,
+        request.unit_price,
+        request.currency,
+    )
+    return bool(inserted)
+
+
+async def save_cover(connection: asyncpg.Connection, cover: Cover) -> None:
+    """Store the cover's remaining shares and make its hold row say what it now holds."""
+    await connection.execute(
+        """UPDATE covers SET remaining = $2, status = $3,
+               released_at = CASE WHEN $3 = 'released' THEN now() ELSE released_at END
+           WHERE cover_id = $1""",
+        cover.cover_id,
+        cover.remaining,
+        "active" if cover.active else "released",
+    )
+    held = cover.held
+    await connection.execute(
+        """INSERT INTO holds (hold_id, account_id, owner, amount, status)
+           VALUES ($1, $2, $3, CASE WHEN $4 > 0 THEN $4 ELSE $5 END, CASE WHEN $4 > 0 THEN 'placed' ELSE 'released' END)
+           ON CONFLICT (hold_id, account_id) DO UPDATE SET
+               amount = CASE WHEN $4 > 0 THEN $4 ELSE holds.amount END,
+               status = CASE WHEN $4 > 0 THEN 'placed' ELSE 'released' END,
+               closed_at = CASE WHEN $4 > 0 THEN NULL ELSE now() END""",
+        cover.cover_id,
+        cover.account_id,
+        cover.user_id,
+        held,
+        cover.unit_price,
+    )
+
+
+async def held_on(connection: asyncpg.Connection, account_id: str, *, excluding: UUID | None = None) -> Decimal:
+    total: Decimal = await connection.fetchval(
+        """SELECT coalesce(sum(amount), 0) FROM holds
+           WHERE account_id = $1 AND status = 'placed' AND ($2::uuid IS NULL OR hold_id <> $2)""",
+        account_id,
+        excluding,
+    )
+    return total
+
+
+# -- instructions --------------------------------------------------------------------------------
+
+
+async def insert_instruction(
+    connection: asyncpg.Connection, instruction: Instruction, leg: SecuritiesLeg, request_id: UUID
+) -> bool:
+    i = instruction
+    inserted = await connection.fetchval(
+        """INSERT INTO dvp_instructions (matching_number, trade_date, intended_settlement_date, issue_code,
+               quantity, price, amount, currency, buyer_user_id, buyer_account, seller_user_id, seller_account,
+               cover_id, partial_allowed, securities, leg_agent, processing, matching, settlement, reason, detail,
+               request_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
+                   $22)
+           ON CONFLICT (matching_number) DO NOTHING RETURNING true""",
+        i.matching_number,
+        i.trade_date,
+        i.intended_settlement_date,
+        i.issue_code,
+        i.quantity,
+        i.price,
+        i.amount,
+        i.currency,
+        i.buyer_user_id,
+        i.buyer_account,
+        i.seller_user_id,
+        i.seller_account,
+        i.cover_id,
+        i.partial_allowed,
+        leg.model_dump_json(),
+        i.leg_agent,
+        i.processing.value,
+        i.matching.value,
+        i.settlement.value,
+        i.reason.value if i.reason else None,
+        i.detail,
+        request_id,
+    )
+    return bool(inserted)
+
+
+async def save_instruction(connection: asyncpg.Connection, i: Instruction) -> None:
+    await connection.execute(
+        """UPDATE dvp_instructions SET processing = $2, settlement = $3, reason = $4, detail = $5,
+               settled_quantity = $6, settled_amount = $7, attempt = $8, in_flight = $9,
+               cancel_by_buyer = $10, cancel_by_seller = $11, updated_at = now()
+           WHERE matching_number = $1""",
+        i.matching_number,
+        i.processing.value,
+        i.settlement.value,
+        i.reason.value if i.reason else None,
+        i.detail,
+        i.settled_quantity,
+        i.settled_amount,
+        i.attempt,
+        i.in_flight,
+        i.cancel_by_buyer,
+        i.cancel_by_seller,
+    )
+
+
+async def instruction(
+    connection: asyncpg.Connection, matching_number: int, *, lock: bool = False
+) -> Instruction | None:
+    row = await connection.fetchrow(
+        "SELECT * FROM dvp_instructions WHERE matching_number = $1" + (" FOR UPDATE" if lock else ""),
+        matching_number,
+    )
+    return _instruction(row) if row else None
+
+
+async def securities_leg(connection: asyncpg.Connection, matching_number: int) -> str:
+    leg: str = await connection.fetchval(
+        "SELECT securities::text FROM dvp_instructions WHERE matching_number = $1", matching_number
+    )
+    return leg
+
+
+async def instructions(
+    connection: asyncpg.Connection, *, live_only: bool = False, limit: int = 200
+) -> list[Instruction]:
+    rows = await connection.fetch(
+        """SELECT * FROM dvp_instructions
+           WHERE NOT $1 OR (processing = 'accepted' AND settlement IN ('pending', 'partially_settled'))
+           ORDER BY matching_number DESC LIMIT $2""",
+        live_only,
+        limit,
+    )
+    return [_instruction(r) for r in rows]
+
+
+async def recyclable(connection: asyncpg.Connection, today: date) -> list[int]:
+    """Live instructions due by ``today`` with no attempt under way, oldest first."""
+    rows = await connection.fetch(
+        """SELECT matching_number FROM dvp_instructions
+           WHERE processing = 'accepted' AND settlement IN ('pending', 'partially_settled')
+             AND NOT in_flight AND intended_settlement_date <= $1
+           ORDER BY matching_number""",
+        today,
+    )
+    return [r["matching_number"] for r in rows]
+
+
+def _instruction(row: asyncpg.Record) -> Instruction:
+    return Instruction(
+        matching_number=row["matching_number"],
+        trade_date=row["trade_date"],
+        intended_settlement_date=row["intended_settlement_date"],
+        issue_code=row["issue_code"],
+        quantity=row["quantity"],
+        price=row["price"],
+        amount=row["amount"],
+        currency=row["currency"],
+        buyer_user_id=row["buyer_user_id"],
+        buyer_account=row["buyer_account"],
+        seller_user_id=row["seller_user_id"],
+        seller_account=row["seller_account"],
+        cover_id=row["cover_id"],
+        partial_allowed=row["partial_allowed"],
+        leg_agent=row["leg_agent"],
+        processing=ProcessingStatus(row["processing"]),
+        matching=MatchingStatus(row["matching"]),
+        settlement=SettlementStatus(row["settlement"]),
+        reason=DvpReason(row["reason"]) if row["reason"] else None,
+        detail=row["detail"],
+        settled_quantity=row["settled_quantity"],
+        settled_amount=row["settled_amount"],
+        attempt=row["attempt"],
+        in_flight=row["in_flight"],
+        cancel_by_buyer=row["cancel_by_buyer"],
+        cancel_by_seller=row["cancel_by_seller"],
+    )
+
+
+# -- attempts ------------------------------------------------------------------------------------
+
+
+async def start_attempt(
+    connection: asyncpg.Connection, instruction: Instruction, attempt: Attempt, hold_id: UUID
+) -> None:
+    """The attempt and its earmark on the buyer's account, in one go."""
+    await connection.execute(
+        """INSERT INTO dvp_attempts (matching_number, attempt, quantity, amount, hold_id, from_cover, status)
+           VALUES ($1, $2, $3, $4, $5, $6, 'reserving')""",
+        instruction.matching_number,
+        attempt.number,
+        attempt.quantity,
+        attempt.amount,
+        hold_id,
+        attempt.from_cover,
+    )
+    await connection.execute(
+        "INSERT INTO holds (hold_id, account_id, owner, amount, status) VALUES ($1, $2, $3, $4, 'placed')",
+        hold_id,
+        instruction.buyer_account,
+        instruction.buyer_user_id,
+        attempt.amount,
+    )
+
+
+async def attempt(
+    connection: asyncpg.Connection, matching_number: int, number: int
+) -> tuple[Attempt, UUID, str] | None:
+    row = await connection.fetchrow(
+        "SELECT * FROM dvp_attempts WHERE matching_number = $1 AND attempt = $2", matching_number, number
+    )
+    if row is None:
+        return None
+    return Attempt(row["attempt"], row["quantity"], row["amount"], row["from_cover"]), row["hold_id"], row["status"]
+
+
+async def end_attempt(
+    connection: asyncpg.Connection,
+    matching_number: int,
+    number: int,
+    status: str,
+    *,
+    reason: DvpReason | None = None,
+    entry_id: int | None = None,
+) -> None:
+    await connection.execute(
+        """UPDATE dvp_attempts SET status = $3, reason = coalesce($4, reason), entry_id = coalesce($5, entry_id),
+               ended_at = CASE WHEN $3 IN ('committed', 'refused') THEN now() ELSE ended_at END
+           WHERE matching_number = $1 AND attempt = $2""",
+        matching_number,
+        number,
+        status,
+        reason.value if reason else None,
+        entry_id,
+    )
+
+
+async def close_hold(connection: asyncpg.Connection, hold_id: UUID, status: str, entry_id: int | None = None) -> None:
+    await connection.execute(
+        "UPDATE holds SET status = $2, closed_at = now(), entry_id = $3 WHERE hold_id = $1 AND status = 'placed'",
+        hold_id,
+        status,
+        entry_id,
+    )
+
+
+async def attempts(connection: asyncpg.Connection, matching_number: int) -> list[dict[str, object]]:
+    rows = await connection.fetch(
+        "SELECT * FROM dvp_attempts WHERE matching_number = $1 ORDER BY attempt", matching_number
+    )
+    return [dict(r) for r in rows]
+
+
+# -- mandates ------------------------------------------------------------------------------------
+
+
+async def grant_mandate(connection: asyncpg.Connection, account_id: str, agent: str, granted_by: str) -> None:
+    await connection.execute(
+        """INSERT INTO mandates (account_id, agent, granted_by) VALUES ($1, $2, $3)
+           ON CONFLICT (account_id, agent) DO UPDATE SET granted_by = $3, granted_at = now(), revoked_at = NULL""",
+        account_id,
+        agent,
+        granted_by,
+    )
+
+
+async def revoke_mandate(connection: asyncpg.Connection, account_id: str, agent: str) -> None:
+    await connection.execute(
+        "UPDATE mandates SET revoked_at = now() WHERE account_id = $1 AND agent = $2 AND revoked_at IS NULL",
+        account_id,
+        agent,
+    )
+
+
+async def mandated(connection: asyncpg.Connection, agent: str, account_ids: Sequence[str]) -> set[str]:
+    rows = await connection.fetch(
+        "SELECT account_id FROM mandates WHERE agent = $1 AND revoked_at IS NULL AND account_id = ANY($2::text[])",
+        agent,
+        list(account_ids),
+    )
+    return {r["account_id"] for r in rows}

@@ -1,0 +1,328 @@
+"""Delivery versus payment decisions at settlement, free of I/O (issue 11, docs/dvp.md).
+
+Settlement coordinates every trade's two legs: it grants a buy order's *cover* (a hold for its
+worst case), takes each execution's cash from that cover into an *attempt's earmark*, asks the
+securities-leg agent to reserve, and only then posts the cash and sends the commit. These
+functions decide; ``dvp.py`` loads, saves and emits. Nothing here states a balance in a
+detail: the details reach the counterparty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+from agents.settlement.domain import Account, AccountKind, money
+from schemas.dvp import (
+    CoverRefusal,
+    CoverRequest,
+    DvpReason,
+    MatchingStatus,
+    PresentTradeNotice,
+    ProcessingStatus,
+    SettlementInstruction,
+    SettlementStatus,
+    StatusFields,
+)
+from schemas.trading import Side
+
+
+@dataclass(frozen=True, slots=True)
+class Cover:
+    """A buy order's hold: ``remaining`` shares not yet instructed, at ``unit_price`` each."""
+
+    cover_id: UUID
+    user_id: str
+    account_id: str
+    remaining: int
+    unit_price: Decimal
+    active: bool
+
+    @property
+    def held(self) -> Decimal:
+        return self.remaining * self.unit_price if self.active else Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    """A settlement instruction as settlement keeps it, with its three-part status."""
+
+    matching_number: int
+    trade_date: date
+    intended_settlement_date: date
+    issue_code: str
+    quantity: int
+    price: Decimal
+    amount: Decimal
+    currency: str
+    buyer_user_id: str
+    buyer_account: str
+    seller_user_id: str
+    seller_account: str
+    cover_id: UUID | None
+    partial_allowed: bool
+    leg_agent: str
+    processing: ProcessingStatus = ProcessingStatus.RECEIVED
+    matching: MatchingStatus = MatchingStatus.MATCHED
+    settlement: SettlementStatus = SettlementStatus.PENDING
+    reason: DvpReason | None = None
+    detail: str = ""
+    settled_quantity: int = 0
+    settled_amount: Decimal = Decimal(0)
+    attempt: int = 0
+    in_flight: bool = False
+    cancel_by_buyer: bool = False
+    cancel_by_seller: bool = False
+
+    @property
+    def open_quantity(self) -> int:
+        return self.quantity - self.settled_quantity
+
+    @property
+    def live(self) -> bool:
+        """Accepted and not yet at an end: it may still be attempted."""
+        return self.processing is ProcessingStatus.ACCEPTED and self.settlement in (
+            SettlementStatus.PENDING,
+            SettlementStatus.PARTIALLY_SETTLED,
+        )
+
+    def status(self) -> StatusFields:
+        return StatusFields(
+            processing=self.processing,
+            matching=self.matching,
+            settlement=self.settlement,
+            reason=self.reason,
+            detail=self.detail,
+            quantity=self.quantity,
+            settled_quantity=self.settled_quantity,
+            amount=self.amount,
+            settled_amount=self.settled_amount,
+            currency=self.currency,
+            attempt=self.attempt,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one attempt settles: ``quantity`` shares for ``amount``, ``from_cover`` of them off the cover."""
+
+    number: int
+    quantity: int
+    amount: Decimal
+    from_cover: int
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """No attempt now: the instruction stays pending for this reason."""
+
+    reason: DvpReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """The instruction ends failed, both sides as they were."""
+
+    reason: DvpReason
+    detail: str
+
+
+# -- cover ---------------------------------------------------------------------------------------
+
+
+def cover_refusal(
+    request: CoverRequest, account: Account | None, available: Decimal
+) -> tuple[CoverRefusal, str] | None:
+    """R-001-23 / issue 11: the account is a customer account of the buyer, in the currency, with
+    the worst case available (balance − holds). Unknown and someone else's look different to the
+    exchange only by code, never by balance."""
+    if account is None or account.kind is AccountKind.EXTERNAL:
+        return CoverRefusal.UNKNOWN_ACCOUNT, f"no settlement account {request.account}"
+    if account.owner_user_id != request.user_id:
+        return CoverRefusal.ACCOUNT_NOT_OWNED, f"account {request.account} does not belong to {request.user_id}"
+    if account.currency != request.currency:
+        return CoverRefusal.CURRENCY_MISMATCH, f"account {request.account} is in {account.currency}"
+    if request.amount != request.quantity * request.unit_price:
+        return CoverRefusal.INSUFFICIENT_FUNDS, "the cover asked for is not quantity × unit price"
+    if available < request.amount:
+        return CoverRefusal.INSUFFICIENT_FUNDS, (
+            f"account {request.account} lacks {money(request.amount, request.currency)} available for this order"
+        )
+    return None
+
+
+# -- instruction ---------------------------------------------------------------------------------
+
+
+def received(message: SettlementInstruction, leg_agent: str) -> Instruction:
+    return Instruction(
+        matching_number=message.matching_number,
+        trade_date=message.trade_date,
+        intended_settlement_date=message.intended_settlement_date,
+        issue_code=message.issue_code,
+        quantity=message.quantity,
+        price=message.price,
+        amount=message.amount,
+        currency=message.currency,
+        buyer_user_id=message.buyer_user_id,
+        buyer_account=message.buyer_account,
+        seller_user_id=message.seller_user_id,
+        seller_account=message.seller_account,
+        cover_id=message.cover_id,
+        partial_allowed=message.partial_allowed,
+        leg_agent=leg_agent,
+    )
+
+
+def validate(instruction: Instruction, buyer: Account | None, seller: Account | None) -> Instruction:
+    """Processing: accepted, or rejected with the first reason (amount, accounts, owners, currency)."""
+    problem = _problem(instruction, buyer, seller)
+    if problem is None:
+        return replace(instruction, processing=ProcessingStatus.ACCEPTED)
+    return replace(
+        instruction,
+        processing=ProcessingStatus.REJECTED,
+        settlement=SettlementStatus.FAILED,
+        reason=problem[0],
+        detail=problem[1],
+    )
+
+
+def _problem(i: Instruction, buyer: Account | None, seller: Account | None) -> tuple[DvpReason, str] | None:
+    if i.amount != i.price * i.quantity:
+        return DvpReason.AMOUNT_MISMATCH, f"amount {i.amount} is not price × {i.quantity} shares"
+    for side, user, account_id, account in (
+        ("buyer", i.buyer_user_id, i.buyer_account, buyer),
+        ("seller", i.seller_user_id, i.seller_account, seller),
+    ):
+        if account is None or account.kind is AccountKind.EXTERNAL:
+            return DvpReason.UNKNOWN_ACCOUNT, f"no settlement account {account_id}"
+        if account.owner_user_id != user:
+            return DvpReason.ACCOUNT_NOT_OWNED, f"account {account_id} does not belong to the {side} {user}"
+        if account.currency != i.currency:
+            return (
+                DvpReason.CURRENCY_MISMATCH,
+                f"account {account_id} is in {account.currency}, the trade in {i.currency}",
+            )
+    if i.buyer_account == i.seller_account:
+        return DvpReason.ACCOUNT_NOT_OWNED, f"buyer and seller both name account {i.buyer_account}"
+    return None
+
+
+def plan(instruction: Instruction, cover: Cover | None, available: Decimal, today: date) -> Attempt | Wait:
+    """The next attempt: cash from the buy order's cover first, then from the buyer's available
+    balance (``available`` excludes the cover's own hold); partial only where allowed."""
+    if today < instruction.intended_settlement_date:
+        return Wait(DvpReason.AWAITING_SETTLEMENT_DATE, f"settles on {instruction.intended_settlement_date}")
+    open_quantity = instruction.open_quantity
+    usable = cover is not None and cover.active and cover.account_id == instruction.buyer_account
+    from_cover = min(open_quantity, cover.remaining) if usable and cover is not None else 0
+    affordable = int(max(available, Decimal(0)) // instruction.price)
+    quantity = min(open_quantity, from_cover + affordable)
+    if quantity < open_quantity and not (instruction.partial_allowed and quantity > 0):
+        return Wait(
+            DvpReason.LACK_OF_CASH, f"the buyer's account {instruction.buyer_account} cannot pay for this trade"
+        )
+    return Attempt(instruction.attempt + 1, quantity, quantity * instruction.price, min(from_cover, quantity))
+
+
+def started(instruction: Instruction, attempt: Attempt) -> Instruction:
+    return replace(instruction, attempt=attempt.number, in_flight=True)
+
+
+def waiting(instruction: Instruction, wait: Wait) -> Instruction:
+    return replace(instruction, reason=wait.reason, detail=wait.detail)
+
+
+def refused(instruction: Instruction, reason: DvpReason, detail: str, retryable: bool) -> Instruction:
+    """A reservation refused: pending for recycling if the seller may yet deliver, failed if never."""
+    settlement = instruction.settlement if retryable else SettlementStatus.FAILED
+    return replace(instruction, in_flight=False, reason=reason, detail=detail, settlement=settlement)
+
+
+def settled(
+    instruction: Instruction, quantity: int, amount: Decimal, short: DvpReason = DvpReason.LACK_OF_CASH
+) -> Instruction:
+    done = instruction.settled_quantity + quantity
+    whole = done == instruction.quantity
+    return replace(
+        instruction,
+        in_flight=False,
+        settled_quantity=done,
+        settled_amount=instruction.settled_amount + amount,
+        settlement=SettlementStatus.SETTLED if whole else SettlementStatus.PARTIALLY_SETTLED,
+        reason=None if whole else short,
+        detail="" if whole else f"{instruction.quantity - done} shares still to settle",
+    )
+
+
+def failed(instruction: Instruction, fail: Fail) -> Instruction:
+    cancelled = fail.reason is DvpReason.CANCELLED_BY_PARTY
+    return replace(
+        instruction,
+        processing=ProcessingStatus.CANCELLED if cancelled else instruction.processing,
+        settlement=instruction.settlement if cancelled and instruction.settled_quantity else SettlementStatus.FAILED,
+        reason=fail.reason,
+        detail=fail.detail,
+    )
+
+
+def cut_off(instruction: Instruction, recycle_days: int) -> date:
+    """The last day an instruction is recycled: its intended settlement date plus the window."""
+    return instruction.intended_settlement_date + timedelta(days=recycle_days)
+
+
+def recycle(instruction: Instruction, today: date, recycle_days: int) -> Fail | None:
+    """Past the cut-off a pending instruction fails; before it, it is attempted again."""
+    if today > cut_off(instruction, recycle_days):
+        return Fail(DvpReason.PAST_CUT_OFF, f"not settled by the cut-off {cut_off(instruction, recycle_days)}")
+    return None
+
+
+# -- cancellation by the parties -----------------------------------------------------------------
+
+
+def ask_cancel(instruction: Instruction, party: str, operator: bool = False) -> Instruction | DvpReason:
+    """A matched instruction is cancelled when both parties asked (or an operator did); never after
+    it settled. While a reservation is outstanding the cancel waits for the answer."""
+    if not operator and party not in _parties(instruction):
+        return DvpReason.UNKNOWN_INSTRUCTION  # someone else's instruction looks like none
+    if not instruction.live:
+        return DvpReason.NOT_CANCELLABLE
+    return replace(
+        instruction,
+        cancel_by_buyer=operator or instruction.cancel_by_buyer or party == instruction.buyer_user_id,
+        cancel_by_seller=operator or instruction.cancel_by_seller or party == instruction.seller_user_id,
+    )
+
+
+def _parties(instruction: Instruction) -> tuple[str, str]:
+    return instruction.buyer_user_id, instruction.seller_user_id
+
+
+def cancel_due(instruction: Instruction) -> Fail | None:
+    if instruction.live and not instruction.in_flight and instruction.cancel_by_buyer and instruction.cancel_by_seller:
+        return Fail(DvpReason.CANCELLED_BY_PARTY, "cancelled by both parties")
+    return None
+
+
+# -- R-001-42 ------------------------------------------------------------------------------------
+
+
+def notice_reason(instruction: Instruction | None, notice: PresentTradeNotice, presenter: str) -> DvpReason | None:
+    """The presenter is the notice's side of this trade and the notice says what the instruction says."""
+    if instruction is None:
+        return DvpReason.UNKNOWN_INSTRUCTION
+    party = instruction.buyer_user_id if notice.side is Side.BUY else instruction.seller_user_id
+    if presenter != party:
+        return DvpReason.UNKNOWN_INSTRUCTION  # someone else's trade looks like no trade
+    agrees = (
+        notice.issue_code == instruction.issue_code
+        and notice.quantity == instruction.quantity
+        and notice.price == instruction.price
+        and notice.amount == instruction.amount
+    )
+    return None if agrees else DvpReason.NOTICE_MISMATCH

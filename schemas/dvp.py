@@ -1,0 +1,358 @@
+"""Delivery versus payment (issue 11, flow 4; protocol in docs/dvp.md).
+
+Three message families: the **cover** a buy order needs before the exchange books it; the
+**settlement instruction** the exchange sends for every execution, with its ISO 20022-style
+status; and the **securities leg** settlement drives at the agent that holds the securities —
+the issuer for certificate trades, custody for book-entry trades. The securities-leg messages
+are the same for both; only the leg's ``kind`` differs, so a securities-leg agent answers
+``securities.reserve``, ``securities.commit`` and ``securities.release`` and nothing else.
+An instruction is identified by the exchange's order matching number (OMN).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.catalogue import Message, message
+from schemas.certificates import EndorsedCertificate, IssueCode, ShareClass, SignedCertificate
+from schemas.identity import ParticipantId, Role
+from schemas.money import AccountId, Amount, Currency, Price
+from schemas.trading import Side
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DvpReason(StrEnum):
+    """Why an instruction or a cover is not (yet) settled; ISO 20022 reason codes in words."""
+
+    LACK_OF_CASH = "lack_of_cash"
+    LACK_OF_SECURITIES = "lack_of_securities"
+    SECURITIES_INVALID = "securities_invalid"
+    UNKNOWN_ACCOUNT = "unknown_account"
+    ACCOUNT_NOT_OWNED = "account_not_owned"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    AMOUNT_MISMATCH = "amount_mismatch"
+    CANCELLED_BY_PARTY = "cancelled_by_party"
+    PAST_CUT_OFF = "past_cut_off"
+    AWAITING_SETTLEMENT_DATE = "awaiting_settlement_date"
+    NOT_MANDATED = "not_mandated"
+    UNKNOWN_INSTRUCTION = "unknown_instruction"
+    NOTICE_MISMATCH = "notice_mismatch"
+    NOT_CANCELLABLE = "not_cancellable"
+
+
+class ProcessingStatus(StrEnum):
+    RECEIVED = "received"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+class MatchingStatus(StrEnum):
+    MATCHED = "matched"
+    UNMATCHED = "unmatched"
+
+
+class SettlementStatus(StrEnum):
+    PENDING = "pending"
+    PARTIALLY_SETTLED = "partially_settled"
+    SETTLED = "settled"
+    FAILED = "failed"
+
+
+# -- cover at order entry ------------------------------------------------------------------------
+
+
+class CoverRefusal(StrEnum):
+    UNKNOWN_ACCOUNT = "unknown_account"
+    ACCOUNT_NOT_OWNED = "account_not_owned"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    DUPLICATE_COVER = "duplicate_cover"
+
+
+@message("settlement.cover.request", senders={Role.EXCHANGE}, recipients={Role.SETTLEMENT})
+class CoverRequest(Message):
+    """Hold a buy order's worst case (quantity × limit, or × the day's upper limit for a market
+    order) on the buyer's own account, before the exchange books the order."""
+
+    cover_id: UUID
+    user_id: ParticipantId
+    account: AccountId
+    client_order_id: str = Field(max_length=64)
+    quantity: int = Field(gt=0)
+    unit_price: Price = Field(description="The worst price per share this order can pay.")
+    amount: Amount = Field(gt=0, description="quantity × unit_price")
+    currency: Currency = "JPY"
+
+
+@message("settlement.cover.granted", senders={Role.SETTLEMENT}, recipients={Role.EXCHANGE})
+class CoverGranted(Message):
+    cover_id: UUID
+    amount: Amount
+
+
+@message("settlement.cover.refused", senders={Role.SETTLEMENT}, recipients={Role.EXCHANGE})
+class CoverRefused(Message):
+    cover_id: UUID
+    reason: CoverRefusal
+    detail: str
+
+
+@message("settlement.cover.release", senders={Role.EXCHANGE}, recipients={Role.SETTLEMENT})
+class CoverRelease(Message):
+    """The buy order is closed and none of its instructions is open: free what is left of its cover."""
+
+    cover_id: UUID
+
+
+# -- the securities leg --------------------------------------------------------------------------
+
+
+class CertificateLeg(_Frozen):
+    """A name transfer at the issuer: the certificate countersigned by the seller for its order and
+    by the exchange for ``omn:<matching number>`` (seed 001 S95), so only the exchange's trade moves it."""
+
+    kind: Literal["certificate"] = "certificate"
+    agent: ParticipantId = Field(description="The issuing agent that keeps the register.")
+    exchange_id: ParticipantId
+    cert_id: UUID
+    share_class: ShareClass
+    certificate: EndorsedCertificate
+    buyer_name: str = Field(max_length=200)
+    buyer_address: str = Field(max_length=400)
+    seller_order: int = Field(gt=0, description="The sell order's acceptance number.")
+    seller_order_open: bool = Field(description="The sell order has shares left: the remainder stays committed to it.")
+
+
+class BookEntryLeg(_Frozen):
+    """A position move at custody, from the seller's safekeeping account to the buyer's."""
+
+    kind: Literal["book_entry"] = "book_entry"
+    agent: ParticipantId = Field(description="The custodian that keeps both safekeeping accounts.")
+    deliverer_account: str = Field(min_length=1, max_length=64)
+    receiver_account: str = Field(min_length=1, max_length=64)
+
+
+SecuritiesLeg = Annotated[CertificateLeg | BookEntryLeg, Field(discriminator="kind")]
+
+
+class CertificateDelivery(_Frozen):
+    """What a committed name transfer produced (seed 001 message 36's content)."""
+
+    kind: Literal["certificate"] = "certificate"
+    name_transfer_number: int
+    new_cert_id: UUID
+    remainder: SignedCertificate | None = None
+    register_version: int
+
+
+class BookEntryDelivery(_Frozen):
+    kind: Literal["book_entry"] = "book_entry"
+    deliverer_account: str
+    receiver_account: str
+
+
+Delivery = Annotated[CertificateDelivery | BookEntryDelivery, Field(discriminator="kind")]
+
+_LEG_AGENTS = {Role.ISSUER, Role.CUSTODY}
+
+
+@message("securities.reserve", senders={Role.SETTLEMENT}, recipients=_LEG_AGENTS)
+class SecuritiesReserve(Message):
+    """Check the seller can deliver and lock the securities for this instruction, nothing more."""
+
+    instruction: int = Field(gt=0)
+    attempt: int = Field(gt=0)
+    issue_code: IssueCode
+    quantity: int = Field(gt=0)
+    deliverer: ParticipantId
+    receiver: ParticipantId
+    leg: SecuritiesLeg
+
+
+@message("securities.reserved", senders=_LEG_AGENTS, recipients={Role.SETTLEMENT})
+class SecuritiesReserved(Message):
+    """The securities are locked for the instruction: only a commit or a release moves them now."""
+
+    instruction: int
+    attempt: int
+    quantity: int
+
+
+@message("securities.reservation_refused", senders=_LEG_AGENTS, recipients={Role.SETTLEMENT})
+class SecuritiesReservationRefused(Message):
+    """Nothing was locked. ``retryable``: the seller may yet have them (recycle); otherwise never."""
+
+    instruction: int
+    attempt: int
+    reason: DvpReason
+    retryable: bool
+    detail: str
+    available_quantity: int = Field(default=0, ge=0, description="What could be delivered now, for partial settlement.")
+
+
+@message("securities.commit", senders={Role.SETTLEMENT}, recipients=_LEG_AGENTS)
+class SecuritiesCommit(Message):
+    """The cash has moved: deliver. Cannot fail once reserved."""
+
+    instruction: int
+    attempt: int
+
+
+@message("securities.committed", senders=_LEG_AGENTS, recipients={Role.SETTLEMENT})
+class SecuritiesCommitted(Message):
+    instruction: int
+    attempt: int
+    quantity: int
+    delivery: Delivery
+
+
+@message("securities.release", senders={Role.SETTLEMENT}, recipients=_LEG_AGENTS)
+class SecuritiesRelease(Message):
+    """The attempt will not settle: unlock what it reserved (nothing, if nothing was)."""
+
+    instruction: int
+    attempt: int
+
+
+# -- the settlement instruction ------------------------------------------------------------------
+
+
+@message("settlement.instruction", senders={Role.EXCHANGE}, recipients={Role.SETTLEMENT})
+class SettlementInstruction(Message):
+    """One execution to settle delivery versus payment (replaces seed 001's request 38 after 36)."""
+
+    matching_number: int = Field(gt=0)
+    trade_date: date
+    intended_settlement_date: date
+    issue_code: IssueCode
+    quantity: int = Field(gt=0)
+    price: Price
+    amount: Amount = Field(gt=0, description="price × quantity")
+    currency: Currency = "JPY"
+    buyer_user_id: ParticipantId
+    buyer_account: AccountId
+    seller_user_id: ParticipantId
+    seller_account: AccountId
+    cover_id: UUID | None = Field(default=None, description="The buy order's cover, from which the cash is earmarked.")
+    partial_allowed: bool = False
+    securities: SecuritiesLeg
+
+
+class StatusFields(_Frozen):
+    """The three parts of an instruction's status, and what has settled so far."""
+
+    processing: ProcessingStatus
+    matching: MatchingStatus
+    settlement: SettlementStatus
+    reason: DvpReason | None = None
+    detail: str = ""
+    quantity: int
+    settled_quantity: int = 0
+    amount: Amount
+    settled_amount: Amount = 0  # type: ignore[assignment]
+    currency: Currency = "JPY"
+    attempt: int = 0
+
+
+@message(
+    "settlement.instruction.status",
+    senders={Role.SETTLEMENT},
+    recipients={Role.EXCHANGE, Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY},
+)
+class InstructionStatus(Message):
+    """An instruction's status changed; to the exchange with the delivery, so it can complete the trade."""
+
+    instruction: int
+    status: StatusFields
+    delivery: Delivery | None = None
+    entry_id: int | None = None
+
+
+@message("settlement.instruction.status_changed", senders={Role.SETTLEMENT})
+class InstructionStatusChanged(Message):
+    """Event for integrators at every status change of every instruction."""
+
+    instruction: int
+    issue_code: IssueCode
+    intended_settlement_date: date
+    status: StatusFields
+
+
+@message(
+    "settlement.instruction.cancel",
+    senders={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY},
+    recipients={Role.SETTLEMENT},
+)
+class CancelInstruction(Message):
+    """A party asks to cancel; a matched instruction is cancelled once both parties asked."""
+
+    instruction: int = Field(gt=0)
+
+
+@message(
+    "settlement.instruction.cancel_refused",
+    senders={Role.SETTLEMENT},
+    recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY},
+)
+class CancelRefused(Message):
+    """A cancel that cannot be applied: not the party's instruction (or none), or already at an end."""
+
+    instruction: int
+    reason: DvpReason
+    detail: str
+
+
+@message("settlement.trade_notice.present", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.SETTLEMENT})
+class PresentTradeNotice(Message):
+    """R-001-42: a party presents the trade completion notice (37) it received."""
+
+    matching_number: int = Field(gt=0)
+    side: Side
+    issue_code: IssueCode
+    quantity: int = Field(gt=0)
+    price: Price
+    amount: Amount
+
+
+@message("settlement.trade_notice.verified", senders={Role.SETTLEMENT}, recipients={Role.INVESTOR, Role.BROKERAGE})
+class TradeNoticeVerified(Message):
+    """The answer to a presented notice: the instruction's status, or why the notice is not recognised."""
+
+    matching_number: int
+    verified: bool
+    reason: DvpReason | None = None
+    status: StatusFields | None = None
+
+
+# -- mandates ------------------------------------------------------------------------------------
+
+
+@message("settlement.mandate.grant", senders={Role.INVESTOR}, recipients={Role.SETTLEMENT})
+class GrantMandate(Message):
+    """The account owner lets an agent (the brokerage) post on its account."""
+
+    account: AccountId
+    agent: ParticipantId
+
+
+@message("settlement.mandate.revoke", senders={Role.INVESTOR}, recipients={Role.SETTLEMENT})
+class RevokeMandate(Message):
+    account: AccountId
+    agent: ParticipantId
+
+
+@message("settlement.mandate.recorded", senders={Role.SETTLEMENT}, recipients={Role.INVESTOR})
+class MandateRecorded(Message):
+    account: AccountId
+    agent: ParticipantId
+    active: bool
+    refused: DvpReason | None = None

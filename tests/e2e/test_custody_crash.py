@@ -1,0 +1,96 @@
+"""A kill -9 of the custody process in the middle of the securities leg (docs/dvp.md steps 5
+and 7; issue 11 §3): after the restart every reservation is whole or absent, a commit moves
+the shares exactly once, and the shares are conserved."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from agents.custody import books, repo
+from agents.custody.domain import Balances
+from broker import ops
+from broker.context import Context
+from broker.runtime import run_as
+from broker.settings import Settings
+from broker.topology import Names
+from schemas.dvp import BookEntryLeg, SecuritiesCommit, SecuritiesRelease, SecuritiesReserve
+from tests import support
+from tests.custody_support import send_as
+from tests.e2e.test_processes import kabuto_run
+
+
+async def setup_books(ctx: Context) -> None:
+    for account, client in (("alice-sk", "alice"), ("bob-sk", "bob")):
+        await repo.open_account(ctx.connection, account, client, "custody")
+    alice = await repo.account(ctx.connection, "alice-sk")
+    assert alice is not None
+    await books.apply(ctx, alice, "KBT", Balances(available=500), "deposit", "crash-test")
+
+
+async def positions(settings: Settings) -> dict[str, tuple[int, int, int, int]]:
+    async def read(ctx: Context) -> dict[str, tuple[int, int, int, int]]:
+        rows = await ctx.connection.fetch("SELECT * FROM positions ORDER BY account_id")
+        return {
+            r["account_id"]: (r["available"], r["locked"], r["pending_delivery"], r["pending_receipt"]) for r in rows
+        }
+
+    return await run_as(settings, "custody", "custody", read)
+
+
+async def reply(settings: Settings) -> dict[str, Any]:
+    """settlement's next message from custody: {"type": …, **payload}."""
+    message = await support.next_message(settings, Names(settings.namespace).inbox("settlement"), timeout=30)
+    envelope = json.loads(message.body)
+    return {"type": envelope["type"], **envelope["payload"]}
+
+
+def reserve(instruction: int, attempt: int = 1) -> SecuritiesReserve:
+    return SecuritiesReserve(
+        instruction=instruction,
+        attempt=attempt,
+        issue_code="KBT",
+        quantity=200,
+        deliverer="alice",
+        receiver="bob",
+        leg=BookEntryLeg(agent="custody", deliverer_account="alice-sk", receiver_account="bob-sk"),
+    )
+
+
+async def test_a_killed_custody_leaves_each_leg_whole_or_absent(settings: Settings) -> None:
+    async with support.agents(settings, "settlement"):
+        pass  # settlement's queue exists; nothing consumes it, so custody's answers wait there for the test
+    await run_as(settings, "custody", "custody", setup_books)
+    started = datetime.now(UTC)
+
+    async with kabuto_run(settings, "custody") as process:
+        assert await ops.health(settings, "custody") == []  # a consumer with handlers answers
+        await send_as(settings, "settlement", reserve(1))
+        assert (await reply(settings))["type"] == "securities.reserved"
+        await send_as(settings, "settlement", SecuritiesCommit(instruction=1, attempt=1))
+        await send_as(settings, "settlement", reserve(2))
+        process.kill()  # SIGKILL, somewhere in the commit of 1 or the reserve of 2
+        await process.wait()
+    middle = await positions(settings)
+    assert sum(p[0] + p[1] + p[2] for p in middle.values()) == 500  # held shares conserved at any point
+
+    async with kabuto_run(settings, "custody"):
+        answers = [await reply(settings), await reply(settings)]
+        assert sorted(a["type"] for a in answers) == ["securities.committed", "securities.reserved"]
+        assert await positions(settings) == {"alice-sk": (100, 0, 200, 0), "bob-sk": (200, 0, 0, 200)}
+        await send_as(settings, "settlement", SecuritiesRelease(instruction=2, attempt=1))
+        await send_as(settings, "settlement", SecuritiesCommit(instruction=1, attempt=1))  # again: same answer
+        again = await reply(settings)
+        assert again["type"] == "securities.committed" and again["instruction"] == 1
+
+    assert await positions(settings) == {"alice-sk": (300, 0, 0, 0), "bob-sk": (200, 0, 0, 0)}
+
+    async def moves(ctx: Context) -> list[str]:
+        rows = await ctx.connection.fetch(
+            "SELECT cause FROM position_changes WHERE changed_at >= $1 ORDER BY client, sequence", started
+        )
+        return [r["cause"] for r in rows]
+
+    causes = await run_as(settings, "custody", "custody", moves)
+    assert causes.count("delivered") == 1 and causes.count("received") == 1  # the commit moved once

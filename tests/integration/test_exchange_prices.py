@@ -1,0 +1,85 @@
+"""The exchange's prices as events (design flow 5, R-003-25): subscribers get the listing, every
+last price and the close; at the close the reference price rolls to the day's close, and the
+brokerage and the credit holder use those prices instead of their own copies."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from agents.credit import line_repo
+from agents.exchange import order_repo, prices
+from agents.exchange.trading import end_of_day
+from broker.context import Context
+from broker.settings import Settings
+from tests import support
+
+AGENTS = ("exchange", "brokerage", "credit")
+
+
+async def _trade(ctx: Context) -> None:
+    """What the matcher does after an execution at 1,100 (trading._executed)."""
+    await order_repo.record_last_price(ctx.connection, "PRX", Decimal(1_100))
+    await prices.announce_trade(ctx, "PRX", Decimal(1_100))
+
+
+async def test_listing_trades_and_the_close_reach_subscribers_and_roll_the_reference(settings: Settings) -> None:
+    async with support.agents(settings, *AGENTS) as rt:
+        exchange, brokerage, credit = rt["exchange"], rt["brokerage"], rt["credit"]
+        await exchange.outcomes.wait_count(lambda s: s.type == "market.subscribe_prices", 2)
+        await exchange.command("exchange", prices.listed("PRX", "common", Decimal(1_000)))
+        await brokerage.outcomes.wait(lambda s: s.type == "market.price_update")
+        assert await support.rows(brokerage, "SELECT reference_price FROM securities WHERE issue_code = 'PRX'") == [
+            {"reference_price": Decimal(1_000)}
+        ]
+        await exchange.command("exchange", _trade)
+        await credit.outcomes.wait_count(lambda s: s.type == "market.price_update", 2)
+        [quote] = await support.rows(credit, "SELECT * FROM prices")
+        assert (quote["last_price"], quote["previous_close"]) == (Decimal(1_100), None)
+
+        await exchange.command("exchange", end_of_day)
+        await credit.outcomes.wait_count(lambda s: s.type == "market.price_update", 3)
+        await brokerage.outcomes.wait_count(lambda s: s.type == "market.price_update", 3)
+        [instrument] = await support.rows(exchange, "SELECT reference_price, previous_close FROM instruments")
+        assert instrument == {"reference_price": Decimal(1_100), "previous_close": Decimal(1_100)}
+        [quote] = await support.rows(credit, "SELECT * FROM prices")
+        assert (quote["reference_price"], quote["previous_close"]) == (Decimal(1_100), Decimal(1_100))
+        assert await support.rows(brokerage, "SELECT reference_price FROM securities WHERE issue_code = 'PRX'") == [
+            {"reference_price": Decimal(1_100)}
+        ]
+        events = [
+            (r["message_type"], json.loads(r["body"])["payload"])
+            for r in await support.rows(
+                exchange, "SELECT message_type, body FROM outbox WHERE exchange = 'events' ORDER BY seq"
+            )
+            if r["message_type"].startswith("market.")
+        ]
+        assert [(t, p["issue_code"]) for t, p in events] == [("market.last_price", "PRX"), ("market.close", "PRX")]
+        assert events[1][1]["traded_today"] is True and events[1][1]["close"] == "1100.0000"
+
+        await exchange.command("exchange", end_of_day)  # a day without trades closes at the reference
+        closes = [
+            json.loads(r["body"])["payload"]
+            for r in await support.rows(
+                exchange, "SELECT body FROM outbox WHERE message_type = 'market.close' ORDER BY seq"
+            )
+        ]
+        assert [(c["close"], c["traded_today"]) for c in closes] == [("1100.0000", True), ("1100.0000", False)]
+
+
+async def test_a_late_price_update_never_rolls_the_lines_price_back(settings: Settings) -> None:
+    async with support.agents(settings, *AGENTS) as rt:
+        exchange, credit = rt["exchange"], rt["credit"]
+        await exchange.outcomes.wait_count(lambda s: s.type == "market.subscribe_prices", 2)
+        await exchange.command("exchange", prices.listed("PRX", "common", Decimal(1_000)))
+        await exchange.command("exchange", _trade)
+        await credit.outcomes.wait_count(lambda s: s.type == "market.price_update", 2)
+        snapshot = await support.rows(exchange, "SELECT body FROM outbox WHERE routing_key = 'credit' ORDER BY seq")
+        assert len(snapshot) == 2
+        # The listing snapshot delivered again, after the trade, changes nothing.
+        await credit.command(
+            "credit",
+            lambda ctx: line_repo.store_price(ctx.connection, "PRX", Decimal(1_000), None, None, None, None, ctx.now),
+        )
+        [quote] = await support.rows(credit, "SELECT last_price FROM prices")
+        assert quote["last_price"] == Decimal(1_100)
