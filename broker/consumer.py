@@ -18,6 +18,7 @@ the dead letter or retry copy was confirmed by the broker.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from broker import logs, outbox
+from broker import logs, metrics, outbox
 from broker.context import Context
 from broker.envelope import Freshness, Opened, open_delivery
 from broker.errors import InputRejected, Reason, Rejected, SecurityRejected
@@ -128,9 +129,11 @@ class Consumer:
                     raise
 
     async def _settle_and_ack(self, delivery: AbstractIncomingMessage) -> None:
+        started = time.perf_counter()
         settled = await self.settle(delivery)
         await delivery.ack()
         await self.outcomes.record(settled)
+        metrics.observe(self.agent, settled, time.perf_counter() - started)
 
     async def settle(self, delivery: AbstractIncomingMessage) -> Settled:
         """Decide and carry out everything for one delivery except its ack."""

@@ -20,7 +20,7 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
-from broker import logs, outbox, topology
+from broker import logs, metrics, outbox, topology
 from broker.consumer import Consumer, Handler, Outcomes
 from broker.context import Context
 from broker.db import agent_pool
@@ -233,7 +233,12 @@ async def started(
 
 async def serve(definitions: Sequence[AgentDefinition], settings: Settings, stop: asyncio.Event) -> None:
     """Run agents in this process until ``stop`` is set (SIGINT/SIGTERM at the CLI)."""
-    async with started(definitions, settings) as runtimes:
+    port = metrics.port_for(settings.metrics_port, [d.id for d in definitions])
+    interval = settings.metrics_interval
+    async with (
+        started(definitions, settings) as runtimes,
+        metrics.exported(runtimes.values(), settings.metrics_address, port, interval),
+    ):
         log.info("agents_ready", agents=list(runtimes))
         await stop.wait()
         log.info("agents_stopping")

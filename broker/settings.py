@@ -46,6 +46,10 @@ class Settings:
     outbox_batch: int = 200
     outbox_idle_poll: timedelta = timedelta(seconds=5)
     certid_list_interval: timedelta = timedelta(minutes=10)
+    # Prometheus endpoint of each agent process (broker/metrics.py): base port, 0 turns it off.
+    metrics_port: int = 9464
+    metrics_address: str = "127.0.0.1"
+    metrics_interval: timedelta = timedelta(seconds=5)
 
     @property
     def max_attempts(self) -> int:
@@ -80,6 +84,15 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {raw!r}")
     return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > 65535 - len(AGENT_IDS):
+        raise SettingsError(f"{name} must be a port number (0 turns it off), got {raw!r}")
+    return int(raw)
 
 
 def _csv(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -126,4 +139,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         outbox_batch=_int(env, "KABUTO_OUTBOX_BATCH", defaults.outbox_batch),
         outbox_idle_poll=_seconds(env, "KABUTO_OUTBOX_IDLE_POLL", defaults.outbox_idle_poll),
         certid_list_interval=_seconds(env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval),
+        metrics_port=_port(env, "KABUTO_METRICS_PORT", defaults.metrics_port),
+        metrics_address=env.get("KABUTO_METRICS_ADDRESS", defaults.metrics_address),
+        metrics_interval=_seconds(env, "KABUTO_METRICS_INTERVAL", defaults.metrics_interval),
     )

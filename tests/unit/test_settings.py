@@ -27,6 +27,9 @@ ENV = {
     "KABUTO_OUTBOX_BATCH": "50",
     "KABUTO_OUTBOX_IDLE_POLL": "0.25",
     "KABUTO_CERTID_LIST_INTERVAL": "90",
+    "KABUTO_METRICS_PORT": "9100",
+    "KABUTO_METRICS_ADDRESS": "0.0.0.0",
+    "KABUTO_METRICS_INTERVAL": "2",
 }
 
 
@@ -53,6 +56,9 @@ def test_every_variable_is_read() -> None:
         outbox_batch=50,
         outbox_idle_poll=timedelta(seconds=0.25),
         certid_list_interval=timedelta(seconds=90),
+        metrics_port=9100,
+        metrics_address="0.0.0.0",
+        metrics_interval=timedelta(seconds=2),
     )
 
 
