@@ -78,3 +78,20 @@ async def test_kabuto_status_watch_runs_bounded_from_the_shell(settings: Setting
         out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     assert out.decode().count("Kabuto agents —") == 2 + 1 and "never started" in out.decode()
+
+
+async def test_kabuto_status_without_watch_prints_the_table_once(settings: Settings) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agents.cli",
+        "status",
+        env=support.environment(settings) | {"COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    text = out.decode()
+    assert text.count("Kabuto agents —") == 1 and all(f"│ {agent} " in text for agent in AGENT_IDS)
