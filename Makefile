@@ -6,7 +6,7 @@ KABUTO := $(BIN)/kabuto
 
 export KABUTO_KEY_DIR ?= $(CURDIR)/var/keys
 
-.PHONY: demo test bench setup services venv migrate enrol run status lint clean chaos asyncapi-parser
+.PHONY: demo test bench setup services venv migrate enrol run status watch lint clean chaos asyncapi-parser
 
 demo: setup  ## run the seven agents and the demo scenario
 	KABUTO_LOG_LEVEL=$${KABUTO_LOG_LEVEL:-warning} $(KABUTO) demo
@@ -46,6 +46,9 @@ run: setup  ## run every agent in this process until Ctrl-C
 
 status: venv
 	$(KABUTO) status
+
+watch: venv  ## the live per-agent view until Ctrl-C
+	$(KABUTO) status --watch
 
 lint: venv
 	$(BIN)/ruff check agents broker schemas kabuto_client examples tests

@@ -10,9 +10,10 @@ import signal
 from pathlib import Path
 
 import aio_pika
+from rich.console import Console
 
 from agents import demo as demo_scenario
-from agents import reconcile, render
+from agents import reconcile, render, status_view
 from agents.registry import AGENTS
 from broker import ops
 from broker.catalogue import asyncapi, release
@@ -52,7 +53,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run = sub.add_parser("run", help="run agents until SIGINT/SIGTERM")
     run.add_argument("agent", choices=["all", *AGENT_IDS])
     sub.add_parser("demo", help="run the agents and the demo scenario")
-    sub.add_parser("status", help="queue depth, consumers, dead letters and outbox lag per agent")
+    st = sub.add_parser("status", help="depth, consumers, rates, dead letters, outbox lag and last error per agent")
+    st.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
+    st.add_argument("--interval", type=float, default=2.0, help="seconds between redraws (--watch)")
+    st.add_argument("--iterations", type=int, help="stop after this many redraws (--watch)")
     hp = sub.add_parser("health", help="exit 0 if the agent's database, inbox and consumer are fine")
     hp.add_argument("agent", choices=AGENT_IDS)
     dead = sub.add_parser("dead-letters", help="list, show or replay an agent's dead letters")
@@ -83,7 +87,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         case "demo":
             await demo_scenario.run(settings)
         case "status":
-            _print_status(await ops.status(settings, AGENT_IDS))
+            await _status(settings, args.watch, args.interval, args.iterations)
         case "health":
             problems = await ops.health(settings, args.agent)
             print("healthy" if not problems else "; ".join(problems))
@@ -160,25 +164,12 @@ async def _serve(settings: Settings, agent: str) -> None:
     await serve(definitions, settings, stop)
 
 
-def _print_status(rows: list[ops.AgentStatus]) -> None:
-    print(
-        render.table(
-            ["agent", "inbox", "consumers", "dead letters", "outbox pending", "outbox failed", "outbox lag"],
-            [
-                [
-                    s.agent,
-                    s.inbox_messages,
-                    s.consumers,
-                    s.dead_letters,
-                    s.outbox_pending,
-                    s.outbox_failed,
-                    s.outbox_lag,
-                ]
-                for s in rows
-            ],
-            indent="",
-        )
-    )
+async def _status(settings: Settings, watch: bool, interval: float, iterations: int | None) -> None:
+    console = Console()
+    if watch:
+        await status_view.watch(settings, AGENT_IDS, console, interval, iterations)
+    else:
+        await status_view.show(settings, AGENT_IDS, console)
 
 
 async def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:

@@ -21,6 +21,7 @@ the dead letter or retry copy was confirmed by the broker.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from broker import logs, outbox
+from broker import logs, metrics, outbox
 from broker.context import Context
 from broker.envelope import Freshness, Opened, open_delivery
 from broker.errors import InputRejected, Reason, Rejected, SecurityRejected
@@ -170,10 +171,12 @@ class Consumer:
         raise ConnectionLost(f"the broker stopped delivering from {queue.name}")
 
     async def _settle_and_ack(self, delivery: AbstractIncomingMessage) -> None:
+        started = time.perf_counter()
         with self.beat.busy():
             settled = await self.settle(delivery)
             await delivery.ack()
         await self.outcomes.record(settled)
+        metrics.observe(self.agent, settled, time.perf_counter() - started)
 
     async def settle(self, delivery: AbstractIncomingMessage) -> Settled:
         """Decide and carry out everything for one delivery except its ack."""

@@ -70,6 +70,12 @@ class BrokerLink:
                 log.info("broker_session_reopened", sessions_opened=self.sessions_opened)
             return self._session
 
+    @property
+    def live(self) -> BrokerSession | None:
+        """The session in use, if it is still open; never opens one."""
+        session = self._session
+        return session if session is not None and not session.is_closed else None
+
     async def close(self) -> None:
         async with self._lock:
             if self._session is not None:

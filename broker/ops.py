@@ -22,6 +22,7 @@ import asyncpg
 from broker import progress
 from broker.db import agent_pool
 from broker.health import Backlog, task_problems
+from broker.metrics import outbox_figures
 from broker.outbox import amqp_message
 from broker.provenance import Provenance, provenance
 from broker.settings import Settings
@@ -87,14 +88,8 @@ async def _queues(connection: aio_pika.abc.AbstractConnection, names: list[str])
 
 async def _outbox(database_url: str, agent: str) -> tuple[int, int, timedelta | None]:
     async with agent_pool(database_url, agent, max_size=1) as pool:
-        row = await pool.fetchrow(
-            """SELECT count(*) FILTER (WHERE published_at IS NULL AND failed_at IS NULL) AS pending,
-                      count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed,
-                      now() - min(created_at) FILTER (WHERE published_at IS NULL
-                                                      AND failed_at IS NULL) AS lag
-               FROM outbox"""
-        )
-    return row["pending"], row["failed"], row["lag"]
+        figures = await outbox_figures(pool)
+    return figures.pending, figures.parked, figures.lag
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import aiormq
 import asyncpg
 from aio_pika.abc import AbstractExchange
 
-from broker import logs
+from broker import logs, metrics
 from broker.db import notify_channel
 from broker.envelope import Sealed
 from broker.progress import TaskBeat
@@ -150,6 +150,7 @@ class OutboxRelay:
             log.warning("outbox_nacked", message_id=str(row["message_id"]), error=str(exc))
             raise
         await self.pool.execute("UPDATE outbox SET published_at = now() WHERE seq = $1", row["seq"])
+        metrics.published(self.agent, row["message_type"])
         log.debug("outbox_published", message_id=str(row["message_id"]), type=row["message_type"])
 
     async def _park(self, row: asyncpg.Record, error: str) -> None:

@@ -23,8 +23,9 @@ from typing import Any, TypeVar
 
 import aio_pika
 import asyncpg
+from aio_pika.abc import AbstractConnection
 
-from broker import logs, outbox, topology
+from broker import logs, metrics, outbox, topology
 from broker.consumer import Consumer, Handler, Outcomes
 from broker.context import Context
 from broker.db import agent_pool
@@ -169,6 +170,14 @@ class AgentRuntime:
             await asyncio.shield(connection.close())
             raise
         return BrokerSession(connection, channel, exchanges, inbox)
+
+    @property
+    def connection(self) -> AbstractConnection:
+        """The live broker connection (for samplers); ``ConnectionLost`` while there is none."""
+        session = self.link.live
+        if session is None:
+            raise ConnectionLost("no live broker session")
+        return session.connection
 
     def queue_names(self) -> list[str]:
         return [
@@ -318,7 +327,12 @@ async def serve(definitions: Sequence[AgentDefinition], settings: Settings, stop
 
     Returns early, raising ``AgentFailed``, when an agent met a failure it cannot recover from.
     """
-    async with started(definitions, settings) as runtimes:
+    port = metrics.port_for(settings.metrics_port, [d.id for d in definitions])
+    interval = settings.metrics_interval
+    async with (
+        started(definitions, settings) as runtimes,
+        metrics.exported(runtimes.values(), settings.metrics_address, port, interval),
+    ):
         log.info("agents_ready", agents=list(runtimes))
         waits = [asyncio.ensure_future(stop.wait())]
         waits += [asyncio.ensure_future(r.finished.wait()) for r in runtimes.values()]

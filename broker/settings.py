@@ -56,6 +56,11 @@ class Settings:
     # How often a running agent retries its parked (unroutable) outbox rows.
     parked_retry_interval: timedelta = timedelta(seconds=30)
 
+    # Prometheus endpoint of each agent process (broker/metrics.py): base port, 0 turns it off.
+    metrics_port: int = 9464
+    metrics_address: str = "127.0.0.1"
+    metrics_interval: timedelta = timedelta(seconds=5)
+
     @property
     def heartbeat_interval(self) -> timedelta:
         """How often a running agent writes its tasks' heartbeats: well within ``stall_after``."""
@@ -94,6 +99,15 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {raw!r}")
     return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > 65535 - len(AGENT_IDS):
+        raise SettingsError(f"{name} must be a port number (0 turns it off), got {raw!r}")
+    return int(raw)
 
 
 def _csv(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -147,4 +161,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             env, "KABUTO_SETTLEMENT_RECYCLE_INTERVAL", defaults.settlement_recycle_interval
         ),
         settlement_recycle_days=_int(env, "KABUTO_SETTLEMENT_RECYCLE_DAYS", defaults.settlement_recycle_days),
+        metrics_port=_port(env, "KABUTO_METRICS_PORT", defaults.metrics_port),
+        metrics_address=env.get("KABUTO_METRICS_ADDRESS", defaults.metrics_address),
+        metrics_interval=_seconds(env, "KABUTO_METRICS_INTERVAL", defaults.metrics_interval),
     )

@@ -124,6 +124,7 @@ class BrokerageRefusal(StrEnum):
     EXCHANGE_REJECTED = "exchange_rejected"
     ORDER_CANCELLED = "order_cancelled"
     SETTLEMENT_FAILED = "settlement_failed"
+    CUSTOMER_RECORD_INVALID = "customer_record_invalid"  # stored before issue 10's validation; correct it
 
 
 @message("brokerage.identify_refused", senders={Role.BROKERAGE}, recipients={Role.INVESTOR})

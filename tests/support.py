@@ -216,6 +216,7 @@ def environment(settings: Settings) -> dict[str, str]:
         "KABUTO_RETRY_DELAYS_MS": ",".join(str(d) for d in settings.retry_delays_ms),
         "KABUTO_LOG_FORMAT": "json",
         "KABUTO_LOG_LEVEL": "info",
+        "KABUTO_METRICS_PORT": "0",  # off unless a test asks for it: agent processes would share the port
     }
 
 

@@ -77,6 +77,7 @@ async def on_identify(request: IdentifyCustomer, ctx: Context) -> None:
             request.pin,
             ctx.sender.user_id,
         )
+        customers.check_record(customer)
     except Refused as refused:
         ctx.emit(
             IdentificationRefused(request_id=ctx.message_id, reason=refused.reason, detail=refused.detail),
@@ -170,6 +171,7 @@ async def _checked(request: BrokeredOrder, ctx: Context) -> tuple[dict[str, Any]
     customer = customers.authenticate(
         await repo.customer(conn, request.customer_id), request.customer_id, request.pin, ctx.sender.user_id
     )
+    customers.check_record(customer)
     if await repo.client_order_used(conn, customer.user_id, request.client_order_id):
         raise Refused(BrokerageRefusal.DUPLICATE_ORDER, f"{request.client_order_id} was used before")
     company = await repo.company(conn, request.securities_company)

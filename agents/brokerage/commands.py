@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from decimal import Decimal
 
-from agents import render
-from agents.brokerage import operators
-from agents.brokerage.customers import CustomerAccount
+from agents import contracts, render
+from agents.brokerage import customer_update, operators
 from agents.brokerage.fees import DEFAULT_FEES, AllowancePolicy, FeeSchedule
 from agents.brokerage.ledger_legs import Design
 from agents.cli_types import decimal
@@ -17,14 +16,6 @@ from schemas.brokerage import MismatchRule, TransactionConditions
 from schemas.trading import OrderType, Side
 
 BROKERAGE_ID = "brokerage"
-
-
-def _account(text: str) -> CustomerAccount:
-    try:
-        account, institution, kind, priority = text.split(":")
-        return CustomerAccount(account, institution, kind, int(priority))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected ACCOUNT:INSTITUTION:bank|fund:PRIORITY, got {text!r}") from exc
 
 
 def _band(text: str) -> tuple[Decimal, Decimal]:
@@ -48,13 +39,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         choices=[d.value for d in Design],
         help="who settles on whose account (seed 002 §8.2 means 23, §8.4 means 40)",
     )
+    company.add_argument("--capital", type=decimal, help="fund the company's clearing account with this much (once)")
     customer = bk.add_parser("customer", help="register a customer with its accounts and conditions")
     customer.add_argument("customer_id")
     customer.add_argument("--user", required=True, help="the investor participant the customer's terminal signs as")
     customer.add_argument("--pin", required=True)
     customer.add_argument(
         "--account",
-        type=_account,
+        type=customer_update.account,
         action="append",
         required=True,
         help="ACCOUNT:INSTITUTION:bank|fund:PRIORITY (INSTITUTION is 'intermediary' or a company)",
@@ -66,6 +58,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     customer.add_argument(
         "--rule", default=MismatchRule.PROTECT_HIGH_PRIORITY.value, choices=[r.value for r in MismatchRule]
     )
+    customer_update.add_parser(bk)
     price = bk.add_parser("price", help="an issue's reference price (previous close) for price limits")
     price.add_argument("issue_code")
     price.add_argument("reference", type=decimal)
@@ -82,13 +75,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     match args.brokerage_command:
         case "company":
-            await run_as(
-                settings,
-                BROKERAGE_ID,
-                BROKERAGE_ID,
-                operators.add_company(args.company_id, args.name, Design(args.design)),
+            accounts = await contracts.open_contract(
+                settings, args.company_id, args.name, Design(args.design), args.capital
             )
-            accounts = operators.company_accounts(args.company_id)
             names = (
                 accounts.clearing,
                 accounts.commission,
@@ -98,7 +87,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                 accounts.sc_account_at_im,
                 accounts.im_fees,
             )
-            print(f"contract with {args.company_id} ({args.design}); its settlement accounts: {', '.join(names)}")
+            print(f"contract with {args.company_id} ({args.design}); settlement accounts opened: {', '.join(names)}")
         case "customer":
             conditions = TransactionConditions(
                 allowed_issues=tuple(args.allowed_issue),
@@ -114,6 +103,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                 operators.register_customer(args.customer_id, args.user, args.pin, args.account, conditions),
             )
             print(f"registered customer {args.customer_id} ({args.user}) with {len(args.account)} account(s)")
+        case "customer-update":
+            return await customer_update.run(args, settings)
         case "price":
             await run_as(
                 settings, BROKERAGE_ID, BROKERAGE_ID, operators.set_reference_price(args.issue_code, args.reference)

@@ -13,7 +13,17 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from schemas.brokerage import AvailableAccount, BrokerageRefusal, FundingLeg, TransactionConditions
+from pydantic import TypeAdapter, ValidationError
+
+from schemas.brokerage import (
+    AvailableAccount,
+    BrokerageRefusal,
+    CompanyId,
+    CustomerId,
+    FundingLeg,
+    TransactionConditions,
+)
+from schemas.money import AccountId
 from schemas.trading import OrderType, Side
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
@@ -110,3 +120,56 @@ def available_accounts(customer: Customer, companies: Sequence[str]) -> list[Ava
         )
         for a in sorted(customer.accounts, key=lambda a: a.priority)
     ]
+
+
+_ACCOUNT_ID = TypeAdapter(AccountId)
+_COMPANY_ID = TypeAdapter(CompanyId)
+_CUSTOMER_ID = TypeAdapter(CustomerId)
+
+
+def record_problems(customer_id: str, accounts: Sequence[CustomerAccount]) -> list[str]:
+    """What is wrong with a customer record, each said so an operator can correct it (issue 10).
+
+    The account ids must be ones settlement can be asked about (``schemas.money.AccountId``),
+    each account held at the intermediary or at a company (a well-formed company id: a customer
+    may hold an MRF at a company before the brokerage contracts with it; such an account is not
+    selectable until then), of a known kind, with a distinct priority; an empty list means the
+    record can be stored and used.
+    """
+    problems = [] if _valid(_CUSTOMER_ID, customer_id) else [f"customer id {customer_id!r} is malformed"]
+    if not accounts:
+        problems.append("a customer needs at least one account")
+    for a in accounts:
+        if not _valid(_ACCOUNT_ID, a.account_id):
+            problems.append(f"account id {a.account_id!r} is malformed (lower-case letters, digits and :._- only)")
+        if a.institution != "intermediary" and not _valid(_COMPANY_ID, a.institution):
+            problems.append(f"{a.account_id} is held at {a.institution!r}: not 'intermediary' nor a company id")
+        if a.kind not in ("bank", "fund"):
+            problems.append(f"{a.account_id} is of kind {a.kind!r}: not bank or fund")
+        if not 1 <= a.priority <= 99:
+            problems.append(f"{a.account_id} has priority {a.priority}: not 1–99")
+    ids, priorities = [a.account_id for a in accounts], [a.priority for a in accounts]
+    if len(set(ids)) != len(ids):
+        problems.append("an account is listed twice")
+    if len(set(priorities)) != len(priorities):
+        problems.append("two accounts have the same priority")
+    return problems
+
+
+def check_record(customer: Customer) -> None:
+    """Refuse, with a reason, to act on a stored record that could not be used (one stored before validation)."""
+    malformed = [a.account_id for a in customer.accounts if not _valid(_ACCOUNT_ID, a.account_id)]
+    if malformed:
+        raise Refused(
+            BrokerageRefusal.CUSTOMER_RECORD_INVALID,
+            f"customer {customer.customer_id} has malformed account id(s) {', '.join(malformed)}; "
+            "the brokerage must correct them (`kabuto brokerage customer-update`)",
+        )
+
+
+def _valid(adapter: TypeAdapter[str], value: str) -> bool:
+    try:
+        adapter.validate_python(value)
+    except ValidationError:
+        return False
+    return True

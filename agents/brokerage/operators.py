@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 
 from agents.brokerage import repo
-from agents.brokerage.customers import Customer, CustomerAccount, hash_pin
+from agents.brokerage.customers import Customer, CustomerAccount, hash_pin, record_problems
 from agents.brokerage.fees import AllowancePolicy, FeeSchedule
 from agents.brokerage.ledger_legs import CompanyAccounts, Design
 from broker.context import Context
@@ -52,7 +52,8 @@ def register_customer(
     async def action(ctx: Context) -> None:
         registered = await repo.customer_of(ctx.connection, user_id)
         if registered is not None:
-            raise ValueError(f"{user_id} is already customer {registered}; add accounts to it instead")
+            raise ValueError(f"{user_id} is already customer {registered}; correct it with customer-update instead")
+        _refuse_problems(customer_id, accounts)
         salt, digest = hash_pin(pin)
         await repo.add_customer(
             ctx.connection,
@@ -68,6 +69,32 @@ def register_customer(
         )
 
     return action
+
+
+def update_customer(customer_id: str, pin: str | None, accounts: Sequence[CustomerAccount] | None) -> Action:
+    """Correct a registered customer (R-002-31: later add, delete, change): a new PIN, or its accounts
+    replaced by ``accounts`` — validated as at registration, so a bad record can be mended."""
+    if pin is not None and len(pin) < 4:
+        raise ValueError("a PIN has at least four characters")
+    if pin is None and accounts is None:
+        raise ValueError("nothing to change: give --pin or --account")
+
+    async def action(ctx: Context) -> None:
+        if await repo.customer(ctx.connection, customer_id) is None:
+            raise ValueError(f"no customer {customer_id}")
+        if accounts is not None:
+            _refuse_problems(customer_id, accounts)
+            await repo.replace_accounts(ctx.connection, customer_id, accounts)
+        if pin is not None:
+            await repo.set_pin(ctx.connection, customer_id, *hash_pin(pin))
+
+    return action
+
+
+def _refuse_problems(customer_id: str, accounts: Sequence[CustomerAccount]) -> None:
+    problems = record_problems(customer_id, accounts)
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def set_reference_price(issue_code: str, reference: Decimal) -> Action:
@@ -103,6 +130,7 @@ def add_accounts(customer_id: str, accounts: Sequence[CustomerAccount]) -> Actio
     async def action(ctx: Context) -> None:
         if await repo.customer(ctx.connection, customer_id) is None:
             raise ValueError(f"no customer {customer_id}")
+        _refuse_problems(customer_id, accounts)
         await repo.add_accounts(ctx.connection, customer_id, accounts)
 
     return action

@@ -5,6 +5,8 @@ the allowance for market orders) and last price as the exchange's ``market.price
 
 from __future__ import annotations
 
+import asyncio
+
 from agents.brokerage import repo
 from broker import logs
 from broker.context import Context
@@ -27,5 +29,10 @@ async def _subscribe(ctx: Context) -> None:
 
 
 async def subscribe_prices(runtime: AgentRuntime) -> None:
-    """Background: ask the exchange once for every price (the exchange keeps subscribers)."""
+    """Background: ask the exchange for every price once per start (the exchange keeps subscribers).
+
+    A supervised task runs until cancelled (``broker.supervision``), so it then stays; when the
+    supervisor restarts it after an outage it subscribes again, which the exchange absorbs.
+    """
     await runtime.command(runtime.id, _subscribe)
+    await asyncio.Event().wait()

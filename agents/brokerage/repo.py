@@ -341,3 +341,16 @@ async def record_fee(
         fee,
         entry_id,
     )
+
+
+async def replace_accounts(
+    connection: asyncpg.Connection, customer_id: str, accounts: Sequence[CustomerAccount]
+) -> None:
+    await connection.execute("DELETE FROM customer_accounts WHERE customer_id = $1", customer_id)
+    await add_accounts(connection, customer_id, accounts)
+
+
+async def set_pin(connection: asyncpg.Connection, customer_id: str, salt: bytes, digest: bytes) -> None:
+    await connection.execute(
+        "UPDATE customers SET pin_salt = $2, pin_hash = $3 WHERE customer_id = $1", customer_id, salt, digest
+    )

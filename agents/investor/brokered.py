@@ -4,6 +4,7 @@ and the settlement-completion notice."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from uuid import UUID
@@ -38,7 +39,9 @@ Command = Callable[[Context], Awaitable[UUID]]
 
 def identify(customer_id: str, pin: str, brokerage: str = BROKERAGE) -> Command:
     async def action(ctx: Context) -> UUID:
-        return ctx.emit(IdentifyCustomer(customer_id=customer_id, pin=pin), to=brokerage).envelope.message_id
+        request_id = ctx.emit(IdentifyCustomer(customer_id=customer_id, pin=pin), to=brokerage).envelope.message_id
+        await brokered_repo.record_identification(ctx.connection, request_id, ctx.identity.user_id, customer_id)
+        return request_id
 
     return action
 
@@ -90,15 +93,24 @@ async def _update(ctx: Context, client_order_id: str, status: str, **values: obj
 
 async def on_view(view: CustomerView, ctx: Context) -> None:
     await brokered_repo.save_view(ctx.connection, ctx.identity.user_id, view.model_dump_json())
+    await brokered_repo.answer_identification(ctx.connection, view.request_id, "answered")
 
 
 async def on_identification_refused(answer: IdentificationRefused, ctx: Context) -> None:
     log.info("identification_refused", reason=answer.reason.value, detail=answer.detail)
+    await brokered_repo.answer_identification(
+        ctx.connection, answer.request_id, "refused", answer.reason.value, answer.detail
+    )
 
 
 async def on_accepted(answer: BrokeredOrderAccepted, ctx: Context) -> None:
     await _update(
-        ctx, answer.client_order_id, "accepted", order_id=answer.order_id, trial=answer.trial.model_dump_json()
+        ctx,
+        answer.client_order_id,
+        "accepted",
+        order_id=answer.order_id,
+        trial=answer.trial.model_dump_json(),
+        holds=json.dumps([leg.model_dump(mode="json") for leg in answer.holds]),
     )
 
 
@@ -111,7 +123,7 @@ async def on_statement(statement: TradeStatement, ctx: Context) -> None:
 
 
 async def on_settled(notice: BrokeredSettlementCompleted, ctx: Context) -> None:
-    await _update(ctx, notice.client_order_id, "settled", entry_id=notice.entry_id)
+    await _update(ctx, notice.client_order_id, "settled", entry_id=notice.entry_id, released=notice.released)
 
 
 async def view(connection: asyncpg.Connection, user_id: str) -> CustomerView | None:

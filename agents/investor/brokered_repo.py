@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -47,3 +48,28 @@ async def save_view(connection: asyncpg.Connection, user_id: str, view: str) -> 
 async def view(connection: asyncpg.Connection, user_id: str) -> str | None:
     text: str | None = await connection.fetchval("SELECT view FROM customer_views WHERE user_id = $1", user_id)
     return text
+
+
+async def record_identification(
+    connection: asyncpg.Connection, request_id: UUID, user_id: str, customer_id: str
+) -> None:
+    await connection.execute(
+        "INSERT INTO identifications (request_id, user_id, customer_id) VALUES ($1, $2, $3)",
+        request_id,
+        user_id,
+        customer_id,
+    )
+
+
+async def answer_identification(
+    connection: asyncpg.Connection, request_id: UUID, status: str, reason: str | None = None, detail: str | None = None
+) -> None:
+    """The brokerage answered (a view) or refused; an identification from before issue 10 has no row."""
+    await connection.execute(
+        """UPDATE identifications SET status = $2, reason = $3, detail = $4, updated_at = now()
+           WHERE request_id = $1""",
+        request_id,
+        status,
+        reason,
+        detail,
+    )

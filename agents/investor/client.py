@@ -34,6 +34,7 @@ from agents.investor.trading import (
     place_order,
     replace_order,
 )
+from broker.awaiting import Answer, Sent, outcome
 from broker.context import Context
 from broker.db import agent_pool
 from broker.pki import Identity, KeyStore
@@ -52,10 +53,13 @@ T = TypeVar("T")
 
 
 class InvestorClient:
-    def __init__(self, pool: asyncpg.Pool, identity: Identity, trust: TrustStore) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, identity: Identity, trust: TrustStore, settings: Settings | None = None
+    ) -> None:
         self._pool = pool
         self._identity = identity
         self._trust = trust
+        self._settings = settings
 
     @classmethod
     @asynccontextmanager
@@ -64,7 +68,7 @@ class InvestorClient:
         identity = keys.load_identity(user_id)
         trust = TrustStore(keys.ca_certificate(), keys.certificates())
         async with agent_pool(settings.database_url, "investor", max_size=2) as pool:
-            yield cls(pool, identity, trust)
+            yield cls(pool, identity, trust, settings)
 
     @property
     def user_id(self) -> str:
@@ -72,6 +76,12 @@ class InvestorClient:
 
     async def _run(self, action: Callable[[Context], Awaitable[T]]) -> T:
         return await execute(self._pool, "investor", self._identity, self._trust, action, datetime.now(UTC))
+
+    async def answer(self, sent: Sent, timeout: float = 30.0) -> Answer:
+        """Wait for what became of a message this client sent (``broker.awaiting``)."""
+        if self._settings is None:
+            raise ValueError("a client made without settings cannot wait for answers; use InvestorClient.connect")
+        return await outcome(self._settings, self._pool, sent, timeout)
 
     async def request_certificates(self, order: IssuanceOrder) -> UUID:
         return await self._run(request_certificates(order))

@@ -11,11 +11,13 @@ import uuid
 from decimal import Decimal
 from uuid import UUID
 
-from agents import render
+from agents import render, waiting
 from agents.cli_types import decimal
+from agents.investor import answer_repo, brokered_view
 from agents.investor.app import IssuanceOrder
 from agents.investor.client import InvestorClient
 from agents.investor.trading import OrderTicket
+from broker.awaiting import Probe, Sent
 from broker.settings import Settings
 from broker.stock_certificates import CertificateInvalid
 from schemas.brokerage import FundingLeg, MismatchRule, SettlementType
@@ -23,6 +25,24 @@ from schemas.certificates import ShareClass
 from schemas.issuance import DividendDelivery, DividendMethod
 from schemas.lifecycle import ReissueKind
 from schemas.trading import Side, TimeInForce
+
+# The commands that send a message: they wait for its answer unless --no-wait (agents/waiting.py).
+SENDING = frozenset(
+    {
+        "request-certificates",
+        "order",
+        "cancel",
+        "replace",
+        "status",
+        "account",
+        "hand-over",
+        "claim",
+        "holdings",
+        "reissue",
+        "identify",
+        "broker-order",
+    }
+)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     def command(name: str, help_: str) -> argparse.ArgumentParser:
         parser = inv.add_parser(name, help=help_)
         parser.add_argument("--as", dest="user", required=True, help="the investor's user id")
+        if name in SENDING:
+            waiting.add_arguments(parser)
         return parser
 
     req = command("request-certificates", "subscribe to a new issue (seed 001 message 32)")
@@ -132,11 +154,17 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
     match args.investor_command:
         case "request-certificates":
             request_id = await client.request_certificates(_issuance(args))
-            print(f"request {request_id} queued; `kabuto investor requests --as {args.user}` shows its outcome")
+            queued = f"request {request_id} queued; `kabuto investor requests --as {args.user}` shows its outcome"
+            return await waiting.report(
+                args, client, _sent(request_id, "issuer", answer_repo.request(request_id)), queued
+            )
         case "order":
             ticket = _ticket(args)
-            await client.place_order(ticket)
-            print(f"order {ticket.client_order_id} queued; `kabuto investor orders --as {args.user}` shows it")
+            sent = _sent(
+                await client.place_order(ticket), "exchange", answer_repo.order(args.user, ticket.client_order_id)
+            )
+            queued = f"order {ticket.client_order_id} queued; `kabuto investor orders --as {args.user}` shows it"
+            return await waiting.report(args, client, sent, queued)
         case "present-notice":
             await client.present_notice(args.matching_number)
             print(f"notice of trade {args.matching_number} presented; `kabuto investor instructions` shows the answer")
@@ -156,20 +184,37 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
                 )
             )
         case "cancel":
-            await client.cancel_order(args.client_order_id)
-            print(f"cancel of {args.client_order_id} queued")
+            message_id = await client.cancel_order(args.client_order_id)
+            probe = answer_repo.cancel(args.user, args.client_order_id, message_id)
+            return await waiting.report(
+                args, client, _sent(message_id, "exchange", probe), f"cancel of {args.client_order_id} queued"
+            )
         case "replace":
-            await client.replace_order(args.client_order_id, args.new_client_order_id, args.quantity, args.limit)
-            print(f"replace of {args.client_order_id} by {args.new_client_order_id} queued")
+            message_id = await client.replace_order(
+                args.client_order_id, args.new_client_order_id, args.quantity, args.limit
+            )
+            sent = _sent(message_id, "exchange", answer_repo.order(args.user, args.new_client_order_id))
+            queued = f"replace of {args.client_order_id} by {args.new_client_order_id} queued"
+            return await waiting.report(args, client, sent, queued)
         case "status":
-            await client.ask_order_status(args.acceptance_number)
-            print("status inquiry queued; the answer appears in `kabuto investor orders`")
+            message_id = await client.ask_order_status(args.acceptance_number)
+            probe = answer_repo.order_status(args.user, args.acceptance_number, message_id)
+            queued = "status inquiry queued; the answer appears in `kabuto investor orders`"
+            return await waiting.report(args, client, _sent(message_id, "exchange", probe), queued)
         case "account":
-            await client.inquire_account(args.account)
+            message_id = await client.inquire_account(args.account)
+            probe = answer_repo.statement(args.user, args.account, message_id)
+            code = await waiting.report(
+                args, client, _sent(message_id, "settlement", probe), f"inquiry about {args.account} queued"
+            )
             _print_statement(await client.statement(args.account), args.account)
+            return code
         case "hand-over":
             handover_id = await client.hand_over(args.cert_id, args.to, args.note)
-            print(f"hand-over {handover_id} of {args.cert_id} to {args.to} queued")
+            queued = f"hand-over {handover_id} of {args.cert_id} to {args.to} queued"
+            return await waiting.report(
+                args, client, _sent(handover_id, "investor", answer_repo.handover(handover_id)), queued
+            )
         case "handovers":
             rows = [
                 [h.handover_id, h.transferor, h.cert_id, h.shares, h.status, h.reason] for h in await client.handovers()
@@ -178,12 +223,17 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
         case "claim":
             dividend = DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account=args.dividend_account)
             request_id = await client.claim_handover(args.handover_id, args.name, args.address, dividend)
-            print(f"name-transfer request {request_id} queued; `kabuto investor requests` shows its outcome")
+            queued = f"name-transfer request {request_id} queued; `kabuto investor requests` shows its outcome"
+            return await waiting.report(
+                args, client, _sent(request_id, "issuer", answer_repo.request(request_id)), queued
+            )
         case "holdings":
-            await client.inquire_holdings(args.issue_code)
+            message_id = await client.inquire_holdings(args.issue_code)
+            probe = answer_repo.holdings(args.user, message_id)
+            code = await waiting.report(args, client, _sent(message_id, "issuer", probe), "inquiry queued")
             statement = await client.holdings()
-            print("inquiry queued; latest statement received:" if statement else "inquiry queued")
             if statement:
+                print("latest statement received:")
                 print(
                     render.table(
                         ["issue", "certificate number", "CertID", "shares", "issued", "committed to"],
@@ -194,18 +244,25 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
                         indent="",
                     )
                 )
+            return code
         case "reissue":
             request_id = await client.reissue(ReissueKind(args.kind), tuple(args.cert_ids), tuple(args.into))
-            print(f"reissue request {request_id} queued; `kabuto investor requests` shows its outcome")
+            queued = f"reissue request {request_id} queued; `kabuto investor requests` shows its outcome"
+            return await waiting.report(
+                args, client, _sent(request_id, "issuer", answer_repo.request(request_id)), queued
+            )
         case "identify":
-            await client.identify(args.customer_id, args.pin)
+            request_id = await client.identify(args.customer_id, args.pin)
+            sent = _sent(request_id, "brokerage", answer_repo.identification(request_id))
+            code = await waiting.report(args, client, sent, "identification sent")
             shown = await client.customer_view()
-            print("identification sent; latest view received:" if shown else "identification sent")
             if shown:
+                print("latest view received:")
                 print(shown.model_dump_json(indent=2))
+            return code
         case "broker-order":
             coid = args.client_order_id or f"{args.user}-{uuid.uuid4().hex[:12]}"
-            await client.broker_order(
+            message_id = await client.broker_order(
                 coid,
                 args.customer_id,
                 args.pin,
@@ -218,16 +275,13 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
                 MismatchRule(args.rule) if args.rule else None,
                 SettlementType.REGULAR if args.regular else SettlementType.IMMEDIATE,
             )
-            print(f"brokered order {coid} queued; `kabuto investor brokered --as {args.user}` shows it")
+            queued = f"brokered order {coid} queued; `kabuto investor brokered --as {args.user}` shows it"
+            return await waiting.report(
+                args, client, _sent(message_id, "brokerage", answer_repo.brokered_order(args.user, coid)), queued
+            )
         case "brokered":
             placed = await client.brokered_orders()
-            print(
-                render.table(
-                    ["client order", "status", "reason", "detail", "entry"],
-                    [[r["client_order_id"], r["status"], r["reason"], r["detail"], r["entry_id"]] for r in placed],
-                    indent="",
-                )
-            )
+            print("\n".join(line for order in placed for line in brokered_view.lines(order)) or "(no brokered orders)")
         case "orders":
             _print_orders(await client.orders())
         case "executions":
@@ -247,6 +301,10 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
                 )
             )
     return 0
+
+
+def _sent(message_id: UUID, recipient: str, probe: Probe) -> Sent:
+    return Sent("investor", message_id, recipient, probe)
 
 
 def _fund(text: str) -> FundingLeg:

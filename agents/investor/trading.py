@@ -205,6 +205,10 @@ async def on_rejected(answer: OrderRejected, ctx: Context) -> None:
     record = await _order(ctx, answer.client_order_id)
     if answer.request is RejectedRequest.CANCEL:  # the order stays as it was
         log.info("cancel_rejected", client_order_id=record.client_order_id, reason=answer.reason.value)
+        # Kept so that `kabuto investor cancel` can say why; the status is unchanged.
+        await order_repo.update_order(
+            ctx.connection, record.user_id, record.client_order_id, reason=answer.reason.value, detail=answer.detail
+        )
         return
     await order_repo.update_order(
         ctx.connection,

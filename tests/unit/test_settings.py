@@ -32,6 +32,9 @@ ENV = {
     "KABUTO_PARKED_RETRY_INTERVAL": "12",
     "KABUTO_SETTLEMENT_RECYCLE_INTERVAL": "15",
     "KABUTO_SETTLEMENT_RECYCLE_DAYS": "4",
+    "KABUTO_METRICS_PORT": "9100",
+    "KABUTO_METRICS_ADDRESS": "0.0.0.0",
+    "KABUTO_METRICS_INTERVAL": "2",
 }
 
 
@@ -63,6 +66,9 @@ def test_every_variable_is_read() -> None:
         parked_retry_interval=timedelta(seconds=12),
         settlement_recycle_interval=timedelta(seconds=15),
         settlement_recycle_days=4,
+        metrics_port=9100,
+        metrics_address="0.0.0.0",
+        metrics_interval=timedelta(seconds=2),
     )
 
 

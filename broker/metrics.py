@@ -1,0 +1,213 @@
+"""Prometheus metrics of the agents in this process, served over HTTP for scraping.
+
+Every series carries an ``agent`` label, so one registry serves one agent (``kabuto run
+exchange``, or one OS process per agent) or several (``kabuto run all`` in one process) alike.
+The process listens on one port (``port_for``): ``KABUTO_METRICS_PORT`` plus the agent's
+position in ``AGENT_IDS`` when it runs one agent, ``KABUTO_METRICS_PORT`` plus seven when it
+runs several, so every agent process on one host has a port of its own; 0 turns it off.
+
+Counters move where things happen, through two hooks: ``observe`` where the consumer
+records an outcome, and ``published`` where the relay marks an outbox row sent. Gauges
+(inbox depth and consumers, dead letters, outbox pending, parked and lag) are sampled by
+``exported``'s periodic task from the agent's own queues and outbox, not at call sites.
+
+    kabuto_messages_handled_total{agent,type,outcome}     processed or duplicate
+    kabuto_messages_rejected_total{agent,reason}          refused by a check, dead-lettered
+    kabuto_messages_retried_total{agent}                  transient failure, retry scheduled
+    kabuto_messages_dead_lettered_total{agent,reason}     every dead letter, retries exhausted included
+    kabuto_handler_seconds{agent,type}                    histogram: delivery to outcome
+    kabuto_outbox_published_total{agent,type}             confirmed by the broker
+    kabuto_outbox_pending / _parked / _lag_seconds{agent}
+    kabuto_inbox_depth / kabuto_inbox_consumers / kabuto_dead_letters{agent}
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Protocol
+
+import aiormq
+import asyncpg
+from aio_pika.abc import AbstractConnection
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+
+from broker import logs
+from broker.errors import KabutoError, Reason
+from broker.settings import AGENT_IDS
+from broker.supervision import ConnectionLost
+from broker.topology import Names, TopologyError, check_ready
+
+if TYPE_CHECKING:
+    from broker.consumer import Settled
+
+log = logs.get("kabuto.metrics")
+
+HANDLED = Counter("kabuto_messages_handled", "Deliveries handled", ["agent", "type", "outcome"])
+REJECTED = Counter("kabuto_messages_rejected", "Deliveries refused by a check", ["agent", "reason"])
+RETRIED = Counter("kabuto_messages_retried", "Transient failures sent to a delay queue", ["agent"])
+DEAD_LETTERED = Counter("kabuto_messages_dead_lettered", "Deliveries dead-lettered", ["agent", "reason"])
+LATENCY = Histogram(
+    "kabuto_handler_seconds",
+    "Seconds from a delivery to its outcome (checks, handler, commit, ack)",
+    ["agent", "type"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+PUBLISHED = Counter("kabuto_outbox_published", "Outbox rows published and confirmed", ["agent", "type"])
+OUTBOX_PENDING = Gauge("kabuto_outbox_pending", "Outbox rows waiting for the relay", ["agent"])
+OUTBOX_PARKED = Gauge("kabuto_outbox_parked", "Outbox rows parked as unroutable", ["agent"])
+OUTBOX_LAG = Gauge("kabuto_outbox_lag_seconds", "Age of the oldest pending outbox row", ["agent"])
+INBOX_DEPTH = Gauge("kabuto_inbox_depth", "Messages ready in the agent's inbox queue", ["agent"])
+INBOX_CONSUMERS = Gauge("kabuto_inbox_consumers", "Consumers of the agent's inbox queue", ["agent"])
+DEAD_LETTERS = Gauge("kabuto_dead_letters", "Messages in the agent's dead-letter queue", ["agent"])
+
+METRICS = (
+    HANDLED,
+    REJECTED,
+    RETRIED,
+    DEAD_LETTERED,
+    LATENCY,
+    PUBLISHED,
+    OUTBOX_PENDING,
+    OUTBOX_PARKED,
+    OUTBOX_LAG,
+    INBOX_DEPTH,
+    INBOX_CONSUMERS,
+    DEAD_LETTERS,
+)
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+
+
+def exported_series() -> frozenset[str]:
+    """Every series name a scraper sees from Kabuto (``…_total`` of counters, ``…_bucket`` …)."""
+    return frozenset(
+        family.name + suffix for metric in METRICS for family in metric.describe() for suffix in _SUFFIXES[family.type]
+    )
+
+
+class MetricsError(KabutoError):
+    """The metrics endpoint could not be opened."""
+
+
+def observe(agent: str, settled: Settled, seconds: float) -> None:
+    """Count one delivery's outcome and time it: the consumer's single hook."""
+    from broker.consumer import Outcome  # the consumer imports this module
+
+    kind = settled.type or "unknown"
+    match settled.outcome:
+        case Outcome.PROCESSED | Outcome.DUPLICATE:
+            HANDLED.labels(agent, kind, settled.outcome.value).inc()
+            LATENCY.labels(agent, kind).observe(seconds)
+        case Outcome.RETRY_SCHEDULED:
+            RETRIED.labels(agent).inc()
+        case Outcome.DEAD_LETTERED:
+            reason = settled.reason.value if settled.reason else "unknown"
+            DEAD_LETTERED.labels(agent, reason).inc()
+            if settled.reason is not Reason.RETRIES_EXHAUSTED:
+                REJECTED.labels(agent, reason).inc()
+
+
+def published(agent: str, message_type: str) -> None:
+    """Count one outbox row the broker confirmed: the relay's hook."""
+    PUBLISHED.labels(agent, message_type).inc()
+
+
+def port_for(base: int, agents: Sequence[str]) -> int:
+    """The process's port: base + the agent's position for one agent, base + 7 for several; 0 is off."""
+    if base == 0:
+        return 0
+    if len(agents) == 1:
+        return base + AGENT_IDS.index(agents[0])
+    return base + len(AGENT_IDS)
+
+
+class Sampled(Protocol):
+    """What the sampler reads of a running agent (an ``AgentRuntime``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def pool(self) -> asyncpg.Pool: ...
+    @property
+    def connection(self) -> AbstractConnection: ...
+    @property
+    def names(self) -> Names: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    address: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}/metrics"
+
+
+@asynccontextmanager
+async def exported(
+    runtimes: Iterable[Sampled], address: str, port: int, interval: timedelta
+) -> AsyncIterator[Endpoint | None]:
+    """Serve the metrics on ``address:port`` and sample the gauges every ``interval``; port 0 is off."""
+    if port == 0:
+        yield None
+        return
+    try:
+        server, thread = start_http_server(port, address, REGISTRY)
+    except OSError as exc:
+        raise MetricsError(f"cannot serve metrics on {address}:{port} (KABUTO_METRICS_PORT): {exc}") from exc
+    sampler = asyncio.create_task(_sample_forever(list(runtimes), interval), name="metrics-sampler")
+    log.info("metrics_serving", address=address, port=port)
+    try:
+        yield Endpoint(address, port)
+    finally:
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+async def _sample_forever(runtimes: list[Sampled], interval: timedelta) -> None:
+    while True:
+        for runtime in runtimes:
+            try:
+                await sample(runtime)
+            except (ConnectionLost, TopologyError, aiormq.exceptions.AMQPError, OSError, asyncpg.PostgresError) as exc:
+                log.warning("metrics_sample_failed", agent=runtime.id, error=repr(exc))
+        await asyncio.sleep(interval.total_seconds())
+
+
+async def sample(runtime: Sampled) -> None:
+    """Set one agent's gauges from its queues and its outbox."""
+    agent, names = runtime.id, runtime.names
+    queues = await check_ready(runtime.connection, [names.inbox(agent), names.dead_letters(agent)], timeout=5)
+    depth, consumers = queues[names.inbox(agent)]
+    INBOX_DEPTH.labels(agent).set(depth)
+    INBOX_CONSUMERS.labels(agent).set(consumers)
+    DEAD_LETTERS.labels(agent).set(queues[names.dead_letters(agent)][0])
+    figures = await outbox_figures(runtime.pool)
+    OUTBOX_PENDING.labels(agent).set(figures.pending)
+    OUTBOX_PARKED.labels(agent).set(figures.parked)
+    OUTBOX_LAG.labels(agent).set(figures.lag.total_seconds() if figures.lag else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxFigures:
+    pending: int
+    parked: int
+    lag: timedelta | None
+
+
+async def outbox_figures(pool: asyncpg.Pool) -> OutboxFigures:
+    """Pending and parked rows of an agent's outbox, and the age of the oldest pending one."""
+    row = await pool.fetchrow(
+        """SELECT count(*) FILTER (WHERE published_at IS NULL AND failed_at IS NULL) AS pending,
+                  count(*) FILTER (WHERE failed_at IS NOT NULL) AS parked,
+                  now() - min(created_at) FILTER (WHERE published_at IS NULL AND failed_at IS NULL) AS lag
+           FROM outbox"""
+    )
+    return OutboxFigures(row["pending"], row["parked"], row["lag"])

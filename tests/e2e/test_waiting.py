@@ -1,0 +1,65 @@
+"""Commands that send a message wait for its answer and print it (issue 10): accepted, refused with
+the reason, or timed out with what to check; ``--no-wait`` returns at once (tests/e2e/test_cli.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+from broker.awaiting import Sent, Verdict, outcome
+from broker.context import Context
+from broker.db import agent_pool
+from broker.runtime import execute
+from broker.settings import Settings
+from schemas.settlement import AccountInquiry
+from tests import support
+from tests.e2e.test_cli import kabuto
+
+ORDER = ("--account", "bob-cash", "--name", "Bob", "--address", "Tokyo")
+
+
+async def test_an_order_waits_for_the_exchange_and_prints_accepted_or_refused(settings: Settings) -> None:
+    async with support.agents(settings, "investor", "exchange", "brokerage") as rt:
+        await support.list_issue(rt["exchange"])
+        code, out, err = await kabuto(
+            settings, "investor", "order", "--as", "bob", "buy", "KBT", "100", "--limit", "1000", *ORDER, "--id", "b-1"
+        )
+        assert code == 0, err
+        assert out.startswith("accepted: order b-1 accepted as number ") and "0 of 100 filled" in out
+        code, out, _ = await kabuto(
+            settings, "investor", "order", "--as", "bob", "buy", "NOPE", "100", "--limit", "1000", *ORDER, "--id", "b-2"
+        )
+        assert code == 1 and out.startswith("refused: order b-2: unknown_issue")
+        code, out, _ = await kabuto(settings, "investor", "identify", "--as", "alice", "IM-NOBODY", "--pin", "1234")
+        assert code == 1 and out.startswith("refused: unknown_customer: no customer IM-NOBODY")
+
+
+async def test_with_no_agent_running_the_command_times_out_and_says_what_to_check(settings: Settings) -> None:
+    code, out, _ = await kabuto(
+        settings, "investor", "order", "--as", "bob", "buy", "KBT", "100", "--limit", "1000", *ORDER, "--timeout", "0.5"
+    )
+    assert code == 3
+    assert out.startswith("timed out: message ") and "still in the investor outbox" in out
+    assert "`kabuto run investor`" in out and "`kabuto status`" in out
+
+
+async def test_a_message_the_recipient_dead_letters_is_refused_with_the_recipients_reason(
+    settings: Settings,
+) -> None:
+    async with support.agents(settings, "investor", "exchange") as rt:
+        identity = rt["investor"].identities["alice"]
+        async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
+
+            async def misaddressed(ctx: Context) -> UUID:
+                return ctx.emit(AccountInquiry(account="alice-cash"), to="exchange").envelope.message_id
+
+            message_id = await execute(
+                pool, "investor", identity, rt["investor"].trust, misaddressed, datetime.now(UTC)
+            )
+
+            async def nothing(_: object) -> None:
+                return None
+
+            answer = await outcome(settings, pool, Sent("investor", message_id, "exchange", nothing), timeout=3)
+    assert answer.verdict is Verdict.REFUSED
+    assert answer.summary.startswith("exchange dead-lettered it: ")
