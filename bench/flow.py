@@ -58,6 +58,9 @@ async def bench(trades: int, timeout: float) -> None:
     url = urlunsplit(urlsplit(base.database_url)._replace(path=f"/{name}"))
     keys = KeyStore(Path(base.key_dir))
     keys.init_ca()
+    for agent in AGENTS:  # a fresh clone has no identities yet: the bench prepares its own
+        if agent != "investor":
+            keys.enrol(default_participant(agent, Role(agent)))
     for user in (SELLER, BUYER):
         keys.enrol(default_participant(user, Role.INVESTOR, limit=10**12))
     settings = base.with_(
