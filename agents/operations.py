@@ -7,20 +7,23 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
 from pathlib import Path
 
 from agents import demo as demo_scenario
 from agents import reconcile, render
 from agents.registry import AGENTS
-from broker import ops
+from broker import logs, ops
 from broker.catalogue import asyncapi
 from broker.migrate import migrate as apply_migrations
 from broker.pki import KeyStore, default_participant
 from broker.runtime import serve
 from broker.settings import AGENT_IDS, Settings
+from broker.supervisor import Child, supervise
 from schemas.identity import Participant, Role
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+log = logs.get("kabuto.run")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,6 +46,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     run = sub.add_parser("run", help="run agents until SIGINT/SIGTERM")
     run.add_argument("agent", choices=["all", *AGENT_IDS])
+    run.add_argument(
+        "--in-process", action="store_true", help="run all agents in this one process, not one process each"
+    )
     sub.add_parser("demo", help="run the agents and the demo scenario")
     sub.add_parser("status", help="queue depth, consumers, dead letters and outbox lag per agent")
     hp = sub.add_parser("health", help="exit 0 if the agent's database, inbox and consumer are fine")
@@ -64,7 +70,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         case "ca":
             _ca(args, KeyStore(settings.key_dir), settings)
         case "run":
-            await _serve(settings, args.agent)
+            await _serve(settings, args.agent, in_process=args.in_process)
         case "demo":
             await demo_scenario.run(settings)
         case "status":
@@ -119,13 +125,29 @@ def _enrol(keys: KeyStore, participant: Participant, *, renew: bool = False) -> 
     )
 
 
-async def _serve(settings: Settings, agent: str) -> None:
+async def _serve(settings: Settings, agent: str, *, in_process: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if agent == "all" and not in_process:  # one OS process per agent, so every core works
+        children = [Child(a, (sys.executable, "-m", "agents.cli", "run", a)) for a in AGENTS]
+        async with asyncio.TaskGroup() as tasks:
+            supervising = tasks.create_task(supervise(children, stop))
+            tasks.create_task(_announce_ready(settings, list(AGENTS), supervising))
+        return
     definitions = list(AGENTS.values()) if agent == "all" else [AGENTS[agent]]
     await serve(definitions, settings, stop)
+
+
+async def _announce_ready(settings: Settings, agents: list[str], supervising: asyncio.Task[None]) -> None:
+    """Log ``agents_ready`` once every agent's inbox has its consumer, as one-process ``run all`` does."""
+    while not supervising.done():
+        status = await ops.status(settings, agents)
+        if all(s.consumers for s in status):
+            log.info("agents_ready", agents=agents, processes=True)
+            return
+        await asyncio.sleep(0.25)  # polling the broker at start-up only
 
 
 def _print_status(rows: list[ops.AgentStatus]) -> None:

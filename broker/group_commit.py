@@ -166,4 +166,3 @@ def _bound(
         causation_id=str(env.causation_id or ""),
         sender=opened.envelope.sender,
     )
-
