@@ -201,8 +201,14 @@ def _record(row: asyncpg.Record) -> OrderRecord:
 
 
 async def load_book(connection: asyncpg.Connection, issue_code: str) -> OrderBook:
-    """The issue's book, rebuilt from its open orders in priority order (locked for this decision)."""
-    await connection.execute("SELECT 1 FROM instruments WHERE issue_code = $1 FOR UPDATE", issue_code)
+    """The issue's book, locked for this decision: the warm one if it matches the rows (warm_book.py)."""
+    from agents.exchange.warm_book import BOOKS  # the cache builds on this module
+
+    return await BOOKS.load(connection, issue_code)
+
+
+async def rebuild_book(connection: asyncpg.Connection, issue_code: str) -> OrderBook:
+    """The issue's book, rebuilt from its open orders in priority order (the instrument row is locked)."""
     rows = await connection.fetch(
         "SELECT * FROM orders WHERE issue_code = $1 AND status = 'open' ORDER BY priority", issue_code
     )
