@@ -47,6 +47,9 @@ lint: venv
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
 
-bench: services venv  ## (a) matching-engine throughput on a generated stream, (b) the flow through the agents
-	$(BIN)/python -m bench.matching --out var/bench/orders.jsonl
-	$(BIN)/python -m bench.flow --trades $${BENCH_TRADES:-200}
+bench: services venv $(VENV)/.bench  ## every figure of issue 8 with its target (docs/performance.md)
+	$(BIN)/python -m bench
+
+$(VENV)/.bench: pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@

@@ -24,7 +24,7 @@ from bench.matching import Operation
 def lightmatchingengine(operations: Sequence[Operation], runs: int = 3) -> float | None:
     """Events per second of lightmatchingengine on ``operations``; None if it is not installed."""
     try:
-        from lightmatchingengine.lightmatchingengine import LightMatchingEngine, Side
+        from lightmatchingengine.lightmatchingengine import LightMatchingEngine, Side  # type: ignore[import-untyped]
     except ImportError:
         return None
     inputs = [
@@ -35,7 +35,7 @@ def lightmatchingengine(operations: Sequence[Operation], runs: int = 3) -> float
     ]
     best = float("inf")
     for _ in range(runs):
-        engine, ids = LightMatchingEngine(), {}
+        engine, ids = LightMatchingEngine(), dict[int, int]()
         start = time.perf_counter()
         for op in inputs:
             if isinstance(op, int):
@@ -53,7 +53,7 @@ def lightmatchingengine(operations: Sequence[Operation], runs: int = 3) -> float
 
 def liquibook_note() -> str:
     try:
-        import liquibook
+        import liquibook  # type: ignore[import-untyped]
     except ImportError:
         return "liquibook: not installed"
     if not hasattr(liquibook.SimpleOrderBook, "add"):

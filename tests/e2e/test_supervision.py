@@ -68,7 +68,6 @@ async def _children(process: asyncio.subprocess.Process) -> dict[str, int]:
     async with asyncio.timeout(60):
         while b'"agents_ready"' not in (line := await process.stderr.readline()):
             assert line, "kabuto run all exited before its agents were ready"
-            open("/tmp/tp_lines.txt", "ab").write(line)
             if b'"child_started"' in line:
                 event = json.loads(line)
                 pids[event["child"]] = event["pid"]
