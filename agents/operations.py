@@ -10,6 +10,9 @@ import signal
 import sys
 from pathlib import Path
 
+import aio_pika
+import asyncpg
+
 from agents import demo as demo_scenario
 from agents import reconcile, render
 from agents.registry import AGENTS
@@ -143,11 +146,15 @@ async def _serve(settings: Settings, agent: str, *, in_process: bool = False) ->
 async def _announce_ready(settings: Settings, agents: list[str], supervising: asyncio.Task[None]) -> None:
     """Log ``agents_ready`` once every agent's inbox has its consumer, as one-process ``run all`` does."""
     while not supervising.done():
-        status = await ops.status(settings, agents)
-        if all(s.consumers for s in status):
+        try:
+            status = await ops.status(settings, agents)
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, asyncpg.PostgresError) as exc:
+            log.debug("agents_not_ready", error=repr(exc))  # a slow start: asked again below
+            status = []
+        if status and all(s.consumers for s in status):
             log.info("agents_ready", agents=agents, processes=True)
             return
-        await asyncio.sleep(0.25)  # polling the broker at start-up only
+        await asyncio.sleep(0.5)  # polling the broker at start-up only
 
 
 def _print_status(rows: list[ops.AgentStatus]) -> None:
