@@ -10,9 +10,6 @@ import signal
 import sys
 from pathlib import Path
 
-import aio_pika
-import asyncpg
-
 from agents import demo as demo_scenario
 from agents import reconcile, render
 from agents.registry import AGENTS
@@ -148,8 +145,9 @@ async def _announce_ready(settings: Settings, agents: list[str], supervising: as
     while not supervising.done():
         try:
             status = await ops.status(settings, agents)
-        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, asyncpg.PostgresError) as exc:
-            log.debug("agents_not_ready", error=repr(exc))  # a slow start: asked again below
+        # Any failure to ask is "not ready yet" (queues not declared, a slow broker at start-up).
+        except Exception as exc:  # noqa: BLE001
+            log.debug("agents_not_ready", error=repr(exc))
             status = []
         if status and all(s.consumers for s in status):
             log.info("agents_ready", agents=agents, processes=True)

@@ -17,12 +17,13 @@ import asyncpg
 from bench.stage import Stage
 from broker.envelope import Sealed
 from broker.pki import Identity
-from schemas.envelope import SIGNATURE_HEADER
+from schemas.envelope import SIGNATURE_HEADER, SIGNER_HEADER
 
 
-async def bare_rate(st: Stage, identity: Identity, messages: list[Sealed]) -> float:
-    """Messages per second through the bare loop."""
-    public_key = identity.certificate.public_key()
+async def bare_rate(st: Stage, signers: list[Identity], messages: list[Sealed]) -> float:
+    """Messages per second through the bare loop; ``signers`` signed ``messages``, the first signs replies."""
+    keys = {signer.fingerprint: signer.certificate.public_key() for signer in signers}
+    identity = signers[0]
     connection = await aio_pika.connect(st.settings.amqp_url)
     database = await asyncpg.connect(st.settings.database_url)
     try:
@@ -43,6 +44,7 @@ async def bare_rate(st: Stage, identity: Identity, messages: list[Sealed]) -> fl
         async with inbox.iterator() as deliveries:
             async for delivery in deliveries:
                 signature = base64.b64decode(str(delivery.headers[SIGNATURE_HEADER]))
+                public_key = keys[str(delivery.headers[SIGNER_HEADER])]  # the signer named, as a trust store does
                 public_key.verify(signature, delivery.body)  # type: ignore[union-attr,call-arg]
                 await database.execute(
                     "INSERT INTO public.bench_bare (message_id, body) VALUES ($1, $2)",

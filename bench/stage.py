@@ -154,10 +154,13 @@ async def _ready(settings: Settings, process: asyncio.subprocess.Process) -> Non
         while True:
             if process.returncode is not None:
                 raise SystemExit(f"kabuto run all exited with {process.returncode} before its agents were ready")
-            status = await ops.status(settings, list(AGENT_IDS))
-            if all(s.consumers for s in status):
+            try:
+                status = await ops.status(settings, list(AGENT_IDS))
+            except Exception:  # noqa: BLE001 — a slow start (timeouts, queues not declared yet): ask again
+                status = []
+            if status and all(s.consumers for s in status):
                 return
-            await asyncio.sleep(0.5)  # the broker has no event for a consumer appearing
+            await asyncio.sleep(1)  # the broker has no event for a consumer appearing
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
