@@ -34,7 +34,7 @@ enrol: venv
 	$(KABUTO) ca init
 	$(KABUTO) ca enrol-all
 
-run: setup  ## run every agent in this process until Ctrl-C
+run: setup  ## run every agent, each its own supervised process, until Ctrl-C
 	$(KABUTO) run all
 
 status: venv
