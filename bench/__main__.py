@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import bare, entry, flow, matching, peers
-from bench.stage import stage
+from bench.stage import Stage, stage
 from broker import logs
 
 
@@ -87,44 +87,65 @@ def bench_matching(sizes: Sizes, report: Report) -> None:
     report.progress(peers.liquibook_note())
 
 
-async def bench_entry(sizes: Sizes, report: Report) -> None:
+async def bench_entry(sizes: Sizes, report: Report, parts: set[str]) -> None:
+    """``parts``: any of hop, depth, entry, memory (empty: all)."""
     async with stage(traders=entry.TRADERS) as st:
         ent = await entry.open_entry(st)
         report.progress(f"order entry: agents up as processes {sorted(st.agent_pids())}")
         await entry.burst(ent, entry.WINDOW)  # warm-up: connections, prepared statements, the book
-        hop = await entry.burst(ent, sizes.burst_orders)
-        bare_messages = ent.orders(sizes.burst_orders)
-        bare_rate = await bare.bare_rate(st, ent.identities, bare_messages)
-        ratio = hop / bare_rate
-        report.figure(
-            "messages/s per hop vs bare loop", f"{hop:,.0f} vs {bare_rate:,.0f}/s = {ratio:.2f}", "≥ 0.5", ratio >= 0.5
-        )
-        shallow, deep = await entry.depth(ent, sizes.depth_orders, report.progress)
-        report.figure(
-            "depth 10,000 vs 100 resting",
-            f"{deep:,.0f} vs {shallow:,.0f} orders/s = {deep / shallow:.2f}",
-            "≥ 0.8",
-            deep / shallow >= 0.8,
-        )
-        report.progress(f"order entry: offering {sizes.entry_rate:,}/s for {sizes.entry_seconds} s")
-        rate = await entry.offered(ent, sizes.entry_rate, sizes.entry_seconds, report.progress)
-        report.figure(
-            "order entry (open loop)",
-            f"{rate:,.0f} orders/s accepted of {sizes.entry_rate:,}/s offered for {sizes.entry_seconds} s",
-            "≥ 1,000/s",
-            rate >= 1000,
-        )
-        memory = await entry.memory(ent, sizes.memory_messages, report.progress)
-        worst = max(memory.early_kib, key=memory.growth)
-        report.figure(
-            f"memory over {memory.messages:,} messages",
-            f"{worst} {memory.early_kib[worst] // 1024} → {memory.late_kib[worst] // 1024} MiB "
-            f"({memory.growth(worst):+.1%})",
-            "within 10 %",
-            abs(memory.growth(worst)) <= 0.10,
-        )
-        for agent in sorted(memory.early_kib):
-            report.progress(f"memory: {agent} {memory.early_kib[agent] // 1024} → {memory.late_kib[agent] // 1024} MiB")
+        if not parts or "hop" in parts:
+            await _hop(ent, st, sizes, report)
+        if not parts or "depth" in parts:
+            await _depth(ent, sizes, report)
+        if not parts or "entry" in parts:
+            await _offered(ent, sizes, report)
+        if not parts or "memory" in parts:
+            await _memory(ent, sizes, report)
+
+
+async def _hop(ent: entry.Entry, st: Stage, sizes: Sizes, report: Report) -> None:
+    hop = await entry.burst(ent, sizes.burst_orders)
+    bare_messages = ent.orders(sizes.burst_orders)
+    bare_rate = await bare.bare_rate(st, ent.identities, bare_messages)
+    ratio = hop / bare_rate
+    report.figure(
+        "messages/s per hop vs bare loop", f"{hop:,.0f} vs {bare_rate:,.0f}/s = {ratio:.2f}", "≥ 0.5", ratio >= 0.5
+    )
+
+
+async def _depth(ent: entry.Entry, sizes: Sizes, report: Report) -> None:
+    shallow, deep = await entry.depth(ent, sizes.depth_orders, report.progress)
+    report.figure(
+        "depth 10,000 vs 100 resting",
+        f"{deep:,.0f} vs {shallow:,.0f} orders/s = {deep / shallow:.2f}",
+        "≥ 0.8",
+        deep / shallow >= 0.8,
+    )
+
+
+async def _offered(ent: entry.Entry, sizes: Sizes, report: Report) -> None:
+    report.progress(f"order entry: offering {sizes.entry_rate:,}/s for {sizes.entry_seconds} s")
+    rate = await entry.offered(ent, sizes.entry_rate, sizes.entry_seconds, report.progress)
+    report.figure(
+        "order entry (open loop)",
+        f"{rate:,.0f} orders/s accepted of {sizes.entry_rate:,}/s offered for {sizes.entry_seconds} s",
+        "≥ 1,000/s",
+        rate >= 1000,
+    )
+
+
+async def _memory(ent: entry.Entry, sizes: Sizes, report: Report) -> None:
+    memory = await entry.memory(ent, sizes.memory_messages, report.progress)
+    worst = max(memory.early_kib, key=memory.growth)
+    report.figure(
+        f"memory over {memory.messages:,} messages",
+        f"{worst} {memory.early_kib[worst] // 1024} → {memory.late_kib[worst] // 1024} MiB "
+        f"({memory.growth(worst):+.1%})",
+        "within 10 %",
+        abs(memory.growth(worst)) <= 0.10,
+    )
+    for agent in sorted(memory.early_kib):
+        report.progress(f"memory: {agent} {memory.early_kib[agent] // 1024} → {memory.late_kib[agent] // 1024} MiB")
 
 
 async def bench_flow(sizes: Sizes, report: Report) -> None:
@@ -142,11 +163,6 @@ async def bench_flow(sizes: Sizes, report: Report) -> None:
         )
 
 
-async def bench_services(sizes: Sizes, report: Report) -> None:
-    await bench_entry(sizes, report)
-    await bench_flow(sizes, report)
-
-
 def main() -> None:
     logs.configure("warning", "console")
     sizes = Sizes.from_env()
@@ -155,8 +171,9 @@ def main() -> None:
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
     if not only or "matching" in only:
         bench_matching(sizes, report)
-    if not only or "entry" in only:
-        asyncio.run(bench_entry(sizes, report))
+    entry_parts = only & {"hop", "depth", "entry", "memory"}
+    if not only or entry_parts:
+        asyncio.run(bench_entry(sizes, report, entry_parts))
     if not only or "flow" in only:
         asyncio.run(bench_flow(sizes, report))
     report.print()
