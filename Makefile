@@ -41,7 +41,7 @@ enrol: venv
 	$(KABUTO) ca init
 	$(KABUTO) ca enrol-all
 
-run: setup  ## run every agent in this process until Ctrl-C
+run: setup  ## run every agent, each its own supervised process, until Ctrl-C
 	$(KABUTO) run all
 
 status: venv
@@ -57,9 +57,12 @@ lint: venv
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/asyncapi/node_modules
 
-bench: services venv  ## (a) matching-engine throughput on a generated stream, (b) the flow through the agents
-	$(BIN)/python -m bench.matching --out var/bench/orders.jsonl
-	$(BIN)/python -m bench.flow --trades $${BENCH_TRADES:-200}
+bench: services venv $(VENV)/.bench  ## every figure of issue 8 with its target (docs/performance.md)
+	$(BIN)/python -m bench
+
+$(VENV)/.bench: pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
 
 chaos: venv  ## the fault suite on private PostgreSQL and RabbitMQ it starts and stops (not part of `make test`)
 	bash scripts/chaos.sh $(CHAOS_ARGS)

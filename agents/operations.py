@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
 from pathlib import Path
 
 import aio_pika
@@ -15,7 +16,7 @@ from rich.console import Console
 from agents import demo as demo_scenario
 from agents import reconcile, render, status_view
 from agents.registry import AGENTS
-from broker import ops
+from broker import logs, ops
 from broker.catalogue import asyncapi, release
 from broker.migrate import migrate as apply_migrations
 from broker.participants import ensure_reply_queue, is_external
@@ -23,10 +24,12 @@ from broker.pki import KeyStore, default_participant
 from broker.provenance import Provenance
 from broker.runtime import serve
 from broker.settings import AGENT_IDS, Settings
+from broker.supervisor import Child, supervise
 from broker.trust import TrustStore
 from schemas.identity import CARD_ISSUER_ID, Participant, Role
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+log = logs.get("kabuto.run")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,6 +55,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     run = sub.add_parser("run", help="run agents until SIGINT/SIGTERM")
     run.add_argument("agent", choices=["all", *AGENT_IDS])
+    run.add_argument(
+        "--in-process", action="store_true", help="run all agents in this one process, not one process each"
+    )
     sub.add_parser("demo", help="run the agents and the demo scenario")
     st = sub.add_parser("status", help="depth, consumers, rates, dead letters, outbox lag and last error per agent")
     st.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
@@ -83,7 +89,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             if args.ca_command == "enrol" and is_external(settings, args.user_id) and not args.no_reply_queue:
                 return await _reply_queue(settings, args.user_id)
         case "run":
-            await _serve(settings, args.agent)
+            await _serve(settings, args.agent, in_process=args.in_process)
         case "demo":
             await demo_scenario.run(settings)
         case "status":
@@ -155,11 +161,17 @@ def _enrol(keys: KeyStore, participant: Participant, *, renew: bool = False) -> 
     )
 
 
-async def _serve(settings: Settings, agent: str) -> None:
+async def _serve(settings: Settings, agent: str, *, in_process: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if agent == "all" and not in_process:  # one OS process per agent, so every core works
+        children = [Child(a, (sys.executable, "-m", "agents.cli", "run", a)) for a in AGENTS]
+        async with asyncio.TaskGroup() as tasks:
+            supervising = tasks.create_task(supervise(children, stop))
+            tasks.create_task(_announce_ready(settings, list(AGENTS), supervising))
+        return
     definitions = list(AGENTS.values()) if agent == "all" else [AGENTS[agent]]
     await serve(definitions, settings, stop)
 
@@ -170,6 +182,21 @@ async def _status(settings: Settings, watch: bool, interval: float, iterations: 
         await status_view.watch(settings, AGENT_IDS, console, interval, iterations)
     else:
         await status_view.show(settings, AGENT_IDS, console)
+
+
+async def _announce_ready(settings: Settings, agents: list[str], supervising: asyncio.Task[None]) -> None:
+    """Log ``agents_ready`` once every agent's inbox has its consumer, as one-process ``run all`` does."""
+    while not supervising.done():
+        try:
+            status = await ops.status(settings, agents)
+        # Any failure to ask is "not ready yet" (queues not declared, a slow broker at start-up).
+        except Exception as exc:  # noqa: BLE001
+            log.debug("agents_not_ready", error=repr(exc))
+            status = []
+        if status and all(s.consumers for s in status):
+            log.info("agents_ready", agents=agents, processes=True)
+            return
+        await asyncio.sleep(0.5)  # polling the broker at start-up only
 
 
 async def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:

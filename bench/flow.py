@@ -1,13 +1,13 @@
-"""Benchmark of the whole trading flow through the running agents: orders per second and
-latency from order accepted to settlement completed. A benchmark, not a test.
+"""Trades end to end through the seven agents, each its own OS process: a burst for the rate, and
+an open-loop load (buys sent at a fixed rate) for the latency. A benchmark, not a test.
 
-It makes its own database and broker namespace (both removed afterwards), enrols a seller
-and a buyer with a large account usage limit, issues the seller one certificate per trade,
-rests one sell order per certificate, then sends the crossing buy orders and waits until
-every trade is settled. Latency is read from the agents' own records: the buy order's
+The seller is issued one certificate per trade and rests one sell order per certificate; then
+crossing buy orders are placed through the investor agent (a signed order.submit each) and every
+trade goes accepted → matched → name transfer at the issuer → settlement, every hop signed,
+verified and committed. Latency is read from the agents' own records: the buy order's
 acceptance time at the exchange to the settlement instruction's time at settlement.
 
-    python -m bench.flow --trades 200
+    python -m bench.flow --trades 300 --rate 100 --seconds 5
 """
 
 from __future__ import annotations
@@ -16,140 +16,160 @@ import argparse
 import asyncio
 import statistics
 import time
-import uuid
-from datetime import date, timedelta
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import asyncpg
 
 from agents.exchange import order_repo
 from agents.investor.app import IssuanceOrder, request_certificates
 from agents.investor.trading import OrderTicket, place_order
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
-from agents.registry import AGENTS
 from agents.settlement import app as settlement
+from bench.stage import Stage, stage
 from broker import logs
-from broker.migrate import migrate
-from broker.pki import KeyStore, default_participant
-from broker.runtime import AgentRuntime, started
-from broker.settings import load
 from schemas.certificates import ShareClass
-from schemas.identity import Role
 from schemas.issuance import DividendDelivery, DividendMethod
 from schemas.trading import Side
 
 SELLER, BUYER, ISSUE, LOT, PRICE = "bench-seller", "bench-buyer", "BENCH", 100, Decimal(1000)
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    p.add_argument("--trades", type=int, default=200)
-    p.add_argument("--timeout", type=float, default=600)
-    return p.parse_args()
+@dataclass(frozen=True)
+class Latency:
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    count: int
 
 
-async def bench(trades: int, timeout: float) -> None:
-    base = load()
-    name = f"kabuto_bench_{uuid.uuid4().hex[:8]}"
-    url = urlunsplit(urlsplit(base.database_url)._replace(path=f"/{name}"))
-    keys = KeyStore(Path(base.key_dir))
-    keys.init_ca()
-    for user in (SELLER, BUYER):
-        keys.enrol(default_participant(user, Role.INVESTOR, limit=10**12))
-    settings = base.with_(
-        database_url=url,
-        namespace=f"bench{uuid.uuid4().hex[:6]}",
-        investors=(SELLER, BUYER),
-        outbox_idle_poll=timedelta(seconds=1),
-    )
-    await migrate(url, MIGRATIONS)
+@dataclass(frozen=True)
+class FlowResult:
+    trades: int
+    seconds: float
+    latency: Latency | None  # of the open-loop run
+
+    @property
+    def rate(self) -> float:
+        return self.trades / self.seconds
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Wait for ``check`` to hold: the agents are other processes, so their tables are read."""
     try:
-        async with started(list(AGENTS.values()), settings) as rt:
-            await _prepare(rt, trades, timeout)
-            await _run(rt, trades, timeout)
-    finally:
-        admin = await asyncpg.connect(urlunsplit(urlsplit(url)._replace(path="/postgres")))
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        async with asyncio.timeout(timeout):
+            while not await check():  # noqa: ASYNC110 — another process's tables have no event to wait on
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise SystemExit(f"bench: timed out after {timeout:g} s waiting for {what}") from None
 
 
-async def _prepare(rt: dict[str, AgentRuntime], trades: int, timeout: float) -> None:
+async def count(st: Stage, agent: str, sql: str, *args: object) -> int:
+    return int(await st.fetchval(agent, sql, *args))
+
+
+async def prepare(st: Stage, trades: int, timeout: float) -> None:
     offering = Offering(
         ISSUE, "Bench K.K.", date(2000, 1, 1), ShareClass.COMMON, PRICE, trades * LOT, trades * LOT, LOT
     )
-    await rt["issuer"].command("issuer", lambda ctx: issuer_repo.open_offering(ctx.connection, offering))
-    await rt["exchange"].command(
-        "exchange", lambda ctx: order_repo.list_instrument(ctx.connection, ISSUE, "common", PRICE)
+    await st.command("issuer", "issuer", lambda ctx: issuer_repo.open_offering(ctx.connection, offering))
+    await st.command(
+        "exchange", "exchange", lambda ctx: order_repo.list_instrument(ctx.connection, ISSUE, "common", PRICE)
     )
-    ledger = rt["settlement"]
-    await ledger.command("settlement", settlement.open_account("seller", SELLER))
-    await ledger.command("settlement", settlement.open_account("buyer", BUYER))
-    await ledger.command("settlement", settlement.deposit("buyer", PRICE * LOT * trades, "bench"))
-    investor = rt["investor"]
+    await st.command("settlement", "settlement", settlement.open_account("seller", SELLER))
+    await st.command("settlement", "settlement", settlement.open_account("buyer", BUYER))
+    await st.command("settlement", "settlement", settlement.deposit("buyer", PRICE * LOT * trades, "bench"))
     delivery = DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account="seller")
+    order = IssuanceOrder(ISSUE, ShareClass.COMMON, LOT, "Seller", "Tokyo", delivery)
     for _ in range(trades):
-        await investor.command(
-            SELLER,
-            request_certificates(IssuanceOrder(ISSUE, ShareClass.COMMON, LOT, "Seller", "Tokyo", delivery)),
-        )
-    await investor.outcomes.wait_count(lambda s: s.type == "certificate.issued", trades, timeout=timeout)
-    await rt["exchange"].outcomes.wait_count(lambda s: s.type == "certid_list.updated", trades, timeout=timeout)
-    certs = await investor.query(lambda c: c.fetch("SELECT cert_id FROM wallet WHERE holder_user_id = $1", SELLER))
+        await st.command("investor", SELLER, request_certificates(order))
+    wallet = "SELECT count(*) FROM wallet WHERE holder_user_id = $1"
+    await until(lambda: _at_least(st, "investor", trades, wallet, SELLER), timeout, "certificates issued")
+    listed = "SELECT count(*) FROM certid_list WHERE user_id = $1 AND status = 'valid'"
+    await until(lambda: _at_least(st, "exchange", trades, listed, SELLER), timeout, "certificates listed")
+    certs = await st.fetch("investor", "SELECT cert_id FROM wallet WHERE holder_user_id = $1", SELLER)
     for i, row in enumerate(certs):
-        await investor.command(
-            SELLER,
-            place_order(OrderTicket(f"s{i}", ISSUE, Side.SELL, LOT, "seller", PRICE, cert_id=row["cert_id"])),
-        )
-    await rt["exchange"].outcomes.wait_count(lambda s: s.type == "order.submit", trades, timeout=timeout)
+        ticket = OrderTicket(f"s{i}", ISSUE, Side.SELL, LOT, "seller", PRICE, cert_id=row["cert_id"])
+        await st.command("investor", SELLER, place_order(ticket))
+    sells = "SELECT count(*) FROM orders WHERE side = 'sell' AND status = 'open'"
+    await until(lambda: _at_least(st, "exchange", trades, sells), timeout, "sell orders resting")
 
 
-async def _run(rt: dict[str, AgentRuntime], trades: int, timeout: float) -> None:
-    investor, ledger = rt["investor"], rt["settlement"]
-    started_at = time.perf_counter()
+async def _at_least(st: Stage, agent: str, want: int, sql: str, *args: object) -> bool:
+    return await count(st, agent, sql, *args) >= want
+
+
+def _buy(i: int) -> OrderTicket:
+    return OrderTicket(f"b{i}", ISSUE, Side.BUY, LOT, "buyer", PRICE, holder_name="Buyer", holder_address="Tokyo")
+
+
+async def burst(st: Stage, trades: int, timeout: float) -> float:
+    """Seconds from the first buy placed to the last trade settled, all buys placed at once."""
+    started = time.perf_counter()
     for i in range(trades):
-        await investor.command(
-            BUYER,
-            place_order(
-                OrderTicket(f"b{i}", ISSUE, Side.BUY, LOT, "buyer", PRICE, holder_name="Buyer", holder_address="Tokyo")
-            ),
-        )
-    # Issue 11: a trade is settled when its securities leg reports the commit (both legs done).
-    await ledger.outcomes.wait_count(lambda s: s.type == "securities.committed", trades, timeout=timeout)
-    elapsed = time.perf_counter() - started_at
-    latencies = await _latencies(rt)
-    print(f"flow: {trades} trades through 7 agents in {elapsed:.2f} s — {trades / elapsed:.1f} orders/s")
-    quantiles = statistics.quantiles(latencies, n=100)
-    print(
-        f"flow: order accepted → settlement completed: p50 {quantiles[49] * 1000:.0f} ms, "
-        f"p99 {quantiles[98] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
-    )
+        await st.command("investor", BUYER, place_order(_buy(i)))
+    # Issue 11: a trade is settled when both legs are (docs/dvp.md).
+    settled = "SELECT count(*) FROM dvp_instructions WHERE settlement = 'settled'"
+    await until(lambda: _at_least(st, "settlement", trades, settled), timeout, "trades settled")
+    return time.perf_counter() - started
 
 
-async def _latencies(rt: dict[str, AgentRuntime]) -> list[float]:
+async def open_loop(st: Stage, first: int, rate: float, seconds: float, timeout: float) -> Latency:
+    """Buys placed at ``rate`` per second for ``seconds``; latency accepted → settled of those trades."""
+    trades = int(rate * seconds)
+    started = time.perf_counter()
+    for i in range(trades):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)  # the offered load's schedule, not synchronisation
+        await st.command("investor", BUYER, place_order(_buy(first + i)))
+    settled = "SELECT count(*) FROM instructions"
+    await until(lambda: _at_least(st, "settlement", first + trades, settled), timeout, "trades settled")
+    values = (await latencies(st))[first:]
+    q = statistics.quantiles(values, n=100)
+    return Latency(q[49] * 1000, q[98] * 1000, max(values) * 1000, len(values))
+
+
+async def latencies(st: Stage) -> list[float]:
+    """Accepted → settled per trade, in the order the buys were accepted."""
     accepted = {
         r["acceptance_number"]: r["accepted_at"]
-        for r in await rt["exchange"].query(
-            lambda c: c.fetch("SELECT acceptance_number, accepted_at FROM orders WHERE side = 'buy'")
-        )
+        for r in await st.fetch("exchange", "SELECT acceptance_number, accepted_at FROM orders WHERE side = 'buy'")
     }
-    buy_of = {
-        r["matching_number"]: r["buy_order"]
-        for r in await rt["exchange"].query(lambda c: c.fetch("SELECT matching_number, buy_order FROM matches"))
-    }
-    settled = await rt["settlement"].query(
-        lambda c: c.fetch("SELECT matching_number, updated_at FROM dvp_instructions WHERE settlement = 'settled'")
+    buy_of = {r["matching_number"]: r["buy_order"] for r in await st.fetch("exchange", "SELECT * FROM matches")}
+    settled = await st.fetch(
+        "settlement", "SELECT matching_number, updated_at FROM dvp_instructions WHERE settlement = 'settled'"
     )
-    return [(r["updated_at"] - accepted[buy_of[r["matching_number"]]]).total_seconds() for r in settled]
+    pairs = sorted((buy_of[r["matching_number"]], r["updated_at"]) for r in settled)
+    return [(at - accepted[buy]).total_seconds() for buy, at in pairs]
+
+
+async def run(trades: int, rate: float, seconds: float, timeout: float, progress: Callable[[str], None]) -> FlowResult:
+    async with stage(investors=(SELLER, BUYER)) as st:
+        total = trades + int(rate * seconds)
+        progress(f"trades: preparing {total} certificates and resting sell orders")
+        await prepare(st, total, timeout)
+        progress(f"trades: burst of {trades} buys")
+        elapsed = await burst(st, trades, timeout)
+        progress(f"trades: {trades / elapsed:.1f} trades/s; open loop at {rate:g}/s for {seconds:g} s")
+        latency = await open_loop(st, trades, rate, seconds, timeout) if rate and seconds else None
+    return FlowResult(trades, elapsed, latency)
 
 
 def main() -> None:
-    args = parse()
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    p.add_argument("--trades", type=int, default=300)
+    p.add_argument("--rate", type=float, default=100)
+    p.add_argument("--seconds", type=float, default=5)
+    p.add_argument("--timeout", type=float, default=600)
+    args = p.parse_args()
     logs.configure("warning", "console")
-    asyncio.run(bench(args.trades, args.timeout))
+    result = asyncio.run(run(args.trades, args.rate, args.seconds, args.timeout, print))
+    print(f"trades end to end: {result.rate:.1f} trades/s ({result.trades} in {result.seconds:.1f} s)")
+    if result.latency:
+        lat = result.latency
+        print(f"latency accepted → settled: p50 {lat.p50_ms:.0f} ms, p99 {lat.p99_ms:.0f} ms, max {lat.max_ms:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from broker import logs, metrics, outbox
+from broker import group_commit, logs, metrics, outbox
 from broker.context import Context
 from broker.envelope import Freshness, Opened, open_delivery
 from broker.errors import InputRejected, Reason, Rejected, SecurityRejected
@@ -149,20 +149,22 @@ class Consumer:
     freshness: Freshness
     retry_delays_ms: tuple[int, ...]
     outcomes: Outcomes = field(default_factory=Outcomes)
+    # Deliveries settled in one transaction at most (broker.group_commit); 1 is one by one.
+    batch_size: int = 1
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     beat: TaskBeat = field(default_factory=lambda: TaskBeat("consumer"))
 
     async def run(self, queue: AbstractQueue) -> None:
-        """Consume until cancelled; a delivery in flight is finished, never cut off.
+        """Consume until cancelled; a batch in flight is finished, never cut off.
 
         Raises ``ConnectionLost`` (or the broker's error) when the channel closes under it;
         its supervisor then consumes again on a new session, and the broker redelivers
         whatever was not acked.
         """
-        async with queue.iterator() as deliveries:
+        async with group_commit.Deliveries(queue) as deliveries:
             self.beat.running()
-            async for delivery in deliveries:
-                work = asyncio.ensure_future(self._settle_and_ack(delivery))
+            while (batch := await deliveries.next_batch(self.batch_size)) is not None:
+                work = asyncio.ensure_future(self._settle_and_ack(batch))
                 try:
                     await asyncio.shield(work)
                 except asyncio.CancelledError:
@@ -170,13 +172,17 @@ class Consumer:
                     raise
         raise ConnectionLost(f"the broker stopped delivering from {queue.name}")
 
-    async def _settle_and_ack(self, delivery: AbstractIncomingMessage) -> None:
+    async def _settle_and_ack(self, batch: list[AbstractIncomingMessage]) -> None:
+        """Acks only after the batch's commit (or its dead letters and retries) are done."""
         started = time.perf_counter()
         with self.beat.busy():
-            settled = await self.settle(delivery)
-            await delivery.ack()
-        await self.outcomes.record(settled)
-        metrics.observe(self.agent, settled, time.perf_counter() - started)
+            outcomes = await group_commit.settle_batch(self, batch)
+            for delivery in batch:
+                await delivery.ack()
+        elapsed = (time.perf_counter() - started) / len(batch)
+        for settled in outcomes:
+            await self.outcomes.record(settled)
+            metrics.observe(self.agent, settled, elapsed)
 
     async def settle(self, delivery: AbstractIncomingMessage) -> Settled:
         """Decide and carry out everything for one delivery except its ack."""
@@ -213,7 +219,6 @@ class Consumer:
         return opened
 
     async def _process(self, delivery: AbstractIncomingMessage, opened: Opened) -> Settled:
-        message_id = str(opened.envelope.message_id)
         try:
             duplicate = await self._transaction_held(opened)
         except Rejected as rejected:
@@ -221,10 +226,14 @@ class Consumer:
         # The one place any other failure is caught: it is retried, then dead-lettered.
         except Exception as exc:  # noqa: BLE001
             return await self._retry_or_give_up(delivery, exc)
+        return self.committed(opened, duplicate=duplicate)
+
+    def committed(self, opened: Opened, *, duplicate: bool) -> Settled:
+        """The outcome of a delivery whose transaction committed."""
         env = opened.envelope
         outcome = Outcome.DUPLICATE if duplicate else Outcome.PROCESSED
         log.info("duplicate_absorbed" if duplicate else "message_processed")
-        return Settled(message_id, outcome, None, env.type, str(env.correlation_id))
+        return Settled(str(env.message_id), outcome, None, env.type, str(env.correlation_id))
 
     async def _transaction_held(self, opened: Opened) -> bool:
         """The transaction, tried again once the database answers if it failed for want of one.
@@ -249,25 +258,32 @@ class Consumer:
 
     async def _transaction(self, opened: Opened) -> bool:
         """Run the handler with the inbox and outbox rows; True if it was a redelivery."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            return await self.apply(connection, opened) is None
+
+    async def apply(self, connection: asyncpg.Connection, opened: Opened, *, notify: bool = True) -> Context | None:
+        """In the caller's transaction: the inbox row, the handler, the outbox rows.
+
+        None if the delivery was already in the inbox with the same bytes (a redelivery).
+        """
         envelope = opened.envelope
         identity = self.identities[envelope.recipient or ""]
-        async with self.pool.acquire() as connection, connection.transaction():
-            inserted = await connection.fetchval(
-                """INSERT INTO inbox (message_id, digest, message_type, sender)
-                   VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING
-                   RETURNING true""",
-                envelope.message_id,
-                opened.digest,
-                envelope.type,
-                envelope.sender,
-            )
-            if not inserted:
-                await self._check_redelivery(connection, opened)
-                return True
-            context = Context(connection, identity, self.trust, self.clock(), envelope, opened.sender, opened.digest)
-            await self.handlers[type(opened.message)](opened.message, context)
-            await outbox.store(connection, self.agent, context.emitted)
-        return False
+        inserted = await connection.fetchval(
+            """INSERT INTO inbox (message_id, digest, message_type, sender)
+               VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING
+               RETURNING true""",
+            envelope.message_id,
+            opened.digest,
+            envelope.type,
+            envelope.sender,
+        )
+        if not inserted:
+            await self._check_redelivery(connection, opened)
+            return None
+        context = Context(connection, identity, self.trust, self.clock(), envelope, opened.sender, opened.digest)
+        await self.handlers[type(opened.message)](opened.message, context)
+        await outbox.store(connection, self.agent, context.emitted, notify=notify)
+        return context
 
     @staticmethod
     async def _check_redelivery(connection: asyncpg.Connection, opened: Opened) -> None:

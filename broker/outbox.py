@@ -33,8 +33,11 @@ from broker.topology import Exchanges
 log = logs.get("kabuto.outbox")
 
 
-async def store(connection: asyncpg.Connection, agent: str, messages: Sequence[Sealed]) -> None:
-    """Add sealed messages to the outbox within the caller's transaction."""
+async def store(connection: asyncpg.Connection, agent: str, messages: Sequence[Sealed], *, notify: bool = True) -> None:
+    """Add sealed messages to the outbox within the caller's transaction.
+
+    ``notify=False`` leaves the wake-up to the caller (group commit sends one per transaction).
+    """
     if not messages:
         return
     await connection.executemany(
@@ -42,6 +45,12 @@ async def store(connection: asyncpg.Connection, agent: str, messages: Sequence[S
            VALUES ($1, $2, $3, $4, $5, $6::jsonb)""",
         [_row(m) for m in messages],
     )
+    if notify:
+        await notify_relay(connection, agent)
+
+
+async def notify_relay(connection: asyncpg.Connection, agent: str) -> None:
+    """Wake the agent's relay when the caller's transaction commits."""
     await connection.execute("SELECT pg_notify($1, '')", notify_channel(agent))
 
 
@@ -134,8 +143,10 @@ class OutboxRelay:
                ORDER BY seq LIMIT $1""",
             self.batch,
         )
-        for row in rows:
-            await self._publish(row)
+        # A window at a time, confirmed together (broker.relay_window); imported here, as it builds on this module.
+        from broker.relay_window import publish_window
+
+        await publish_window(self.pool, self.exchanges, rows)
         return len(rows)
 
     async def _publish(self, row: asyncpg.Record) -> None:

@@ -127,6 +127,7 @@ class AgentRuntime:
             freshness=Freshness(settings.max_message_age, settings.max_clock_skew),
             retry_delays_ms=settings.retry_delays_ms,
             outcomes=self.outcomes,
+            batch_size=settings.batch_size,
             clock=self.clock,
             beat=self.heartbeats.beat("consumer"),
         )

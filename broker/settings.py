@@ -42,7 +42,9 @@ class Settings:
     max_clock_skew: timedelta = timedelta(seconds=30)
     retry_delays_ms: tuple[int, ...] = (500, 2_000, 10_000)
     delivery_limit: int = 10
-    prefetch: int = 32
+    prefetch: int = 64
+    # Deliveries settled in one transaction at most (group commit, docs/performance.md).
+    batch_size: int = 32
     outbox_batch: int = 200
     outbox_idle_poll: timedelta = timedelta(seconds=5)
     certid_list_interval: timedelta = timedelta(minutes=10)
@@ -151,6 +153,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         retry_delays_ms=_delays(env),
         delivery_limit=_int(env, "KABUTO_DELIVERY_LIMIT", defaults.delivery_limit),
         prefetch=_int(env, "KABUTO_PREFETCH", defaults.prefetch),
+        batch_size=_int(env, "KABUTO_BATCH_SIZE", defaults.batch_size),
         outbox_batch=_int(env, "KABUTO_OUTBOX_BATCH", defaults.outbox_batch),
         outbox_idle_poll=_seconds(env, "KABUTO_OUTBOX_IDLE_POLL", defaults.outbox_idle_poll),
         certid_list_interval=_seconds(env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval),

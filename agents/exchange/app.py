@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agents.exchange import prices, repo, trading
+from agents.exchange.warm_book import BOOKS
 from broker import logs
 from broker.context import Context
 from broker.runtime import AgentDefinition
@@ -31,5 +32,8 @@ async def on_certid_list(update: CertIdListUpdated, ctx: Context) -> None:
 AGENT = AgentDefinition(
     id=EXCHANGE_ID,
     role=Role.EXCHANGE,
-    handlers={CertIdListUpdated: on_certid_list, SubscribePrices: prices.on_subscribe, **trading.HANDLERS},
+    # Every handler puts the books it used back warm (issue 8, agents/exchange/warm_book.py).
+    handlers=BOOKS.sealing_all(
+        {CertIdListUpdated: on_certid_list, SubscribePrices: prices.on_subscribe, **trading.HANDLERS}
+    ),
 )

@@ -211,9 +211,16 @@ def _record(row: asyncpg.Record) -> OrderRecord:
 
 
 async def load_book(connection: asyncpg.Connection, issue_code: str, book_entry: bool = False) -> OrderBook:
-    """The issue's book, rebuilt from its open orders in priority order (locked for this decision);
+    """The issue's book, locked for this decision: the warm one if it matches the rows (warm_book.py);
     certificate orders and book-entry orders are separate segments that never match each other."""
-    await connection.execute("SELECT 1 FROM instruments WHERE issue_code = $1 FOR UPDATE", issue_code)
+    from agents.exchange.warm_book import BOOKS  # the cache builds on this module
+
+    return await BOOKS.load(connection, issue_code, book_entry)
+
+
+async def rebuild_book(connection: asyncpg.Connection, issue_code: str, book_entry: bool) -> OrderBook:
+    """One segment of the issue's book, rebuilt from its open orders in priority order
+    (the instrument row is locked)."""
     rows = await connection.fetch(
         """SELECT * FROM orders WHERE issue_code = $1 AND status = 'open'
            AND (safekeeping_account IS NOT NULL) = $2 ORDER BY priority""",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -32,8 +33,9 @@ async def kabuto_run(settings: Settings, agent: str = "all") -> AsyncIterator[as
         stderr=asyncio.subprocess.PIPE,
     )
     assert process.stderr is not None
-    async with asyncio.timeout(30):
-        while b'"agents_ready"' not in (line := await process.stderr.readline()):
+    expected = sorted(AGENT_IDS) if agent == "all" else [agent]
+    async with asyncio.timeout(120):  # each agent's process says it is ready, then `run all` for all of them
+        while not (b'"agents_ready"' in (line := await process.stderr.readline()) and _agents(line) == expected):
             assert line, "kabuto run exited before its agents were ready"
     drain = asyncio.create_task(process.stderr.read())  # keep the pipe from filling up
     try:
@@ -43,6 +45,13 @@ async def kabuto_run(settings: Settings, agent: str = "all") -> AsyncIterator[as
             process.kill()
             await process.wait()
         await drain
+
+
+def _agents(line: bytes) -> list[str]:
+    try:
+        return sorted(json.loads(line).get("agents", []))
+    except ValueError:  # not one JSON object: not the line looked for
+        return []
 
 
 async def stop(process: asyncio.subprocess.Process, sig: signal.Signals) -> int:

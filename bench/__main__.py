@@ -1,0 +1,183 @@
+"""`make bench`: every throughput figure of issue 8, each printed with its target.
+
+    python -m bench                  # the default run, under ten minutes on the 2-core machine
+    BENCH_MEMORY_MESSAGES=100000 python -m bench   # the 100,000-message memory run
+
+Sizes come from the environment (see README.md, "Benchmarks"). The agents run as OS
+processes under `kabuto run all`, on a fresh database, namespace and key directory each stage.
+A benchmark, not a test: it asserts nothing, it prints what it measured and whether that met
+the target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import bare, entry, flow, matching, peers
+from bench.stage import Stage, stage
+from broker import logs
+
+
+@dataclass(frozen=True)
+class Sizes:
+    entry_rate: int
+    entry_seconds: int
+    burst_orders: int
+    depth_orders: int
+    memory_messages: int
+    trades: int
+    latency_rate: float
+    latency_seconds: float
+    matching_orders: int
+
+    @classmethod
+    def from_env(cls) -> Sizes:
+        env = os.environ
+        return cls(
+            entry_rate=int(env.get("BENCH_ENTRY_RATE", 1000)),
+            entry_seconds=int(env.get("BENCH_ENTRY_SECONDS", 60)),
+            burst_orders=int(env.get("BENCH_BURST_ORDERS", 2000)),
+            depth_orders=int(env.get("BENCH_DEPTH_ORDERS", 2000)),
+            memory_messages=int(env.get("BENCH_MEMORY_MESSAGES", 20_000)),
+            trades=int(env.get("BENCH_TRADES", 300)),
+            latency_rate=float(env.get("BENCH_LATENCY_RATE", 100)),
+            latency_seconds=float(env.get("BENCH_LATENCY_SECONDS", 5)),
+            matching_orders=int(env.get("BENCH_MATCHING_ORDERS", 200_000)),
+        )
+
+
+class Report:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def progress(self, line: str) -> None:
+        print(f"[{time.perf_counter() - self.started:6.0f} s] {line}", flush=True)
+
+    def figure(self, name: str, measured: str, target: str, met: bool | None) -> None:
+        verdict = "n/a" if met is None else ("met" if met else "NOT met")
+        self.rows.append((name, measured, target, verdict))
+        self.progress(f"{name}: {measured} (target {target}) — {verdict}")
+
+    def print(self) -> None:
+        print(f"\nKabuto benchmark on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+        width = max(len(r[0]) for r in self.rows)
+        for name, measured, target, verdict in self.rows:
+            print(f"  {name:<{width}}  {measured:<34} target {target:<16} {verdict}")
+
+
+def bench_matching(sizes: Sizes, report: Report) -> None:
+    path = Path("var/bench/orders.jsonl")
+    matching.write_stream(matching.generate(sizes.matching_orders, 1), path)
+    operations = matching.read_stream(path)
+    run, _ = matching.best_of(operations, 3)
+    ours = len(operations) / run.seconds
+    peer = peers.lightmatchingengine(operations)
+    if peer is None:
+        report.figure("matching engine", f"{ours:,.0f} events/s", "≥ 3 × peer", None)
+        report.progress("lightmatchingengine is not installed: `pip install -e '.[bench]'`")
+    else:
+        ratio = ours / peer
+        measured = f"{ours:,.0f} vs {peer:,.0f} events/s = {ratio:.2f}×"
+        report.figure("matching vs lightmatchingengine", measured, "≥ 3×", ratio >= 3)
+    report.progress(peers.liquibook_note())
+
+
+async def bench_entry(sizes: Sizes, report: Report, parts: set[str]) -> None:
+    """``parts``: any of hop, depth, entry, memory (empty: all)."""
+    async with stage(traders=entry.TRADERS) as st:
+        ent = await entry.open_entry(st)
+        report.progress(f"order entry: agents up as processes {sorted(st.agent_pids())}")
+        await entry.burst(ent, entry.WINDOW)  # warm-up: connections, prepared statements, the book
+        if not parts or "hop" in parts:
+            await _hop(ent, st, sizes, report)
+        if not parts or "depth" in parts:
+            await _depth(ent, sizes, report)
+        if not parts or "entry" in parts:
+            await _offered(ent, sizes, report)
+        if not parts or "memory" in parts:
+            await _memory(ent, sizes, report)
+
+
+async def _hop(ent: entry.Entry, st: Stage, sizes: Sizes, report: Report) -> None:
+    hop = await entry.burst(ent, sizes.burst_orders)
+    bare_messages = ent.orders(sizes.burst_orders)
+    bare_rate = await bare.bare_rate(st, ent.identities, bare_messages)
+    ratio = hop / bare_rate
+    report.figure(
+        "messages/s per hop vs bare loop", f"{hop:,.0f} vs {bare_rate:,.0f}/s = {ratio:.2f}", "≥ 0.5", ratio >= 0.5
+    )
+
+
+async def _depth(ent: entry.Entry, sizes: Sizes, report: Report) -> None:
+    shallow, deep = await entry.depth(ent, sizes.depth_orders, report.progress)
+    report.figure(
+        "depth 10,000 vs 100 resting",
+        f"{deep:,.0f} vs {shallow:,.0f} orders/s = {deep / shallow:.2f}",
+        "≥ 0.8",
+        deep / shallow >= 0.8,
+    )
+
+
+async def _offered(ent: entry.Entry, sizes: Sizes, report: Report) -> None:
+    report.progress(f"order entry: offering {sizes.entry_rate:,}/s for {sizes.entry_seconds} s")
+    rate = await entry.offered(ent, sizes.entry_rate, sizes.entry_seconds, report.progress)
+    report.figure(
+        "order entry (open loop)",
+        f"{rate:,.0f} orders/s accepted of {sizes.entry_rate:,}/s offered for {sizes.entry_seconds} s",
+        "≥ 1,000/s",
+        rate >= 1000,
+    )
+
+
+async def _memory(ent: entry.Entry, sizes: Sizes, report: Report) -> None:
+    memory = await entry.memory(ent, sizes.memory_messages, report.progress)
+    worst = max(memory.early_kib, key=memory.growth)
+    report.figure(
+        f"memory over {memory.messages:,} messages",
+        f"{worst} {memory.early_kib[worst] // 1024} → {memory.late_kib[worst] // 1024} MiB "
+        f"({memory.growth(worst):+.1%})",
+        "within 10 %",
+        abs(memory.growth(worst)) <= 0.10,
+    )
+    for agent in sorted(memory.early_kib):
+        report.progress(f"memory: {agent} {memory.early_kib[agent] // 1024} → {memory.late_kib[agent] // 1024} MiB")
+
+
+async def bench_flow(sizes: Sizes, report: Report) -> None:
+    result = await flow.run(sizes.trades, sizes.latency_rate, sizes.latency_seconds, 900, report.progress)
+    report.figure(
+        "trades end to end", f"{result.rate:,.1f} trades/s ({result.trades} trades)", "≥ 200/s", result.rate >= 200
+    )
+    if result.latency is not None:
+        lat = result.latency
+        report.figure(
+            f"latency at {sizes.latency_rate:g} trades/s",
+            f"p50 {lat.p50_ms:,.0f} ms, p99 {lat.p99_ms:,.0f} ms, max {lat.max_ms:,.0f} ms",
+            "p99 ≤ 250 ms",
+            lat.p99_ms <= 250,
+        )
+
+
+def main() -> None:
+    logs.configure("warning", "console")
+    sizes = Sizes.from_env()
+    report = Report()
+    report.progress(f"Kabuto benchmark: {os.cpu_count()} cores; sizes {sizes}")
+    only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+    if not only or "matching" in only:
+        bench_matching(sizes, report)
+    entry_parts = only & {"hop", "depth", "entry", "memory"}
+    if not only or entry_parts:
+        asyncio.run(bench_entry(sizes, report, entry_parts))
+    if not only or "flow" in only:
+        asyncio.run(bench_flow(sizes, report))
+    report.print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Order entry at the exchange, from outside: signed order.submit in, signed order.accepted out.
+
+* ``offered``: orders sent at a fixed rate for a fixed time (open loop); the figure is what
+  was accepted over the time until the last acceptance arrived, so a backlog shows as a lower rate;
+* ``burst``: orders sent as fast as confirms allow, windows of ``WINDOW``; the exchange's
+  messages per second through one hop (the same figure the bare loop is compared with);
+* ``depth``: a burst with 100 resting orders on the book, then with 10,000;
+* ``memory``: a long run of orders that do not rest (IOC buys with nothing to meet), each
+  agent's resident memory sampled after the first tenth and at the end.
+
+Every order is signed by one of ``TRADERS`` (investors enrolled for the bench, not hosted by the
+investor agent: the acceptances come back to the bench's own queue, and are counted there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+from agents.exchange import order_repo
+from bench.client import Client, buy_order, connect
+from bench.stage import Stage
+from broker.envelope import Sealed
+from broker.pki import Identity
+from schemas.trading import TimeInForce
+
+ISSUE, REFERENCE, LOT, WINDOW = "ENTRY", Decimal(1000), 100, 200
+TRADERS = tuple(f"bench-t{i:02d}" for i in range(20))
+ACCEPTED = "order.accepted"
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Entry:
+    st: Stage
+    client: Client
+    identities: list[Identity]
+    sent: int = 0
+
+    def orders(self, count: int, tif: TimeInForce = TimeInForce.DAY) -> list[Sealed]:
+        """Signed buys that never cross (there are no sells), round robin over the traders."""
+        made = []
+        for i in range(self.sent, self.sent + count):
+            price = REFERENCE - 1 - (i % 40)
+            made.append(buy_order(self.identities[i % len(self.identities)], f"e{i}", ISSUE, price, LOT, tif))
+        self.sent += count
+        return made
+
+    async def accepted(self, count: int, timeout: float = 600) -> None:
+        await self.client.wait_for(ACCEPTED, count, timeout)
+
+
+async def open_entry(st: Stage) -> Entry:
+    await st.command(
+        "exchange", "exchange", lambda ctx: order_repo.list_instrument(ctx.connection, ISSUE, "common", REFERENCE)
+    )
+    client = await connect(st.settings.amqp_url, st.settings.namespace, list(TRADERS))
+    return Entry(st, client, [st.identity(t) for t in TRADERS])
+
+
+async def offered(entry: Entry, rate: int, seconds: int, progress: Progress) -> float:
+    """Accepted orders per second while ``rate`` per second were offered for ``seconds``."""
+    total, tick = rate * seconds, 0.05
+    orders = entry.orders(total)  # signed before the clock starts: the bench measures Kabuto
+    first = entry.client.received[ACCEPTED]
+    per_tick = max(1, int(rate * tick))
+    started = last_report = time.perf_counter()
+    for index, start in enumerate(range(0, total, per_tick)):
+        delay = started + index * tick - time.perf_counter()
+        if delay > 0:
+            await _pause(delay)
+        await entry.client.publish_window(orders[start : start + per_tick])
+        if time.perf_counter() - last_report >= 10:
+            last_report = time.perf_counter()
+            done = entry.client.received[ACCEPTED] - first
+            progress(f"order entry: {last_report - started:.0f} s, {start + per_tick:,} sent, {done:,} accepted")
+    await entry.accepted(first + total)
+    return total / (time.perf_counter() - started)
+
+
+async def burst(entry: Entry, count: int) -> float:
+    """Accepted orders per second when ``count`` are sent as fast as the broker confirms them."""
+    orders = entry.orders(count)
+    first = entry.client.received[ACCEPTED]
+    started = time.perf_counter()
+    for start in range(0, count, WINDOW):
+        await entry.client.publish_window(orders[start : start + WINDOW])
+    await entry.accepted(first + count)
+    return count / (time.perf_counter() - started)
+
+
+async def rest(st: Stage, resting: int) -> None:
+    """Top the book up to ``resting`` open orders, written as rows (set-up, not measured)."""
+    have = int(await st.fetchval("exchange", "SELECT count(*) FROM orders WHERE status = 'open'"))
+    await st.execute_sql(
+        "exchange",
+        """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
+               price, quantity, remaining, time_in_force, priority, status, settlement_account, request_hash)
+           SELECT n, 'depth-' || n, 'bench-depth', $1, 'buy', 'limit', $2 - 50 - (n % 100), 100, 100,
+                  'gtc', n, 'open', 'acct-depth', 'bench'
+           FROM (SELECT nextval('acceptance_numbers') AS n FROM generate_series(1, $3)) s""",
+        ISSUE,
+        REFERENCE,
+        max(0, resting - have),
+    )
+
+
+async def depth(entry: Entry, count: int, progress: Progress) -> tuple[float, float]:
+    """Burst rates with 100 and with 10,000 orders resting on the book."""
+    rates = []
+    for resting in (100, 10_000):
+        await rest(entry.st, resting)
+        await burst(entry, WINDOW)  # the first order after the rows were written rebuilds the book
+        rates.append(await burst(entry, count))
+        progress(f"depth: {resting:,} resting → {rates[-1]:,.0f} orders/s")
+    return rates[0], rates[1]
+
+
+@dataclass(frozen=True)
+class Memory:
+    messages: int
+    early_kib: dict[str, int]
+    late_kib: dict[str, int]
+
+    def growth(self, agent: str) -> float:
+        return self.late_kib[agent] / self.early_kib[agent] - 1
+
+
+async def memory(entry: Entry, messages: int, progress: Progress) -> Memory:
+    """Resident memory after the first tenth of ``messages`` orders and after all of them."""
+    early: dict[str, int] = {}
+    for done, chunk in _chunks(messages, 2_000):
+        for start in range(0, chunk, WINDOW):
+            await entry.client.publish_window(entry.orders(min(WINDOW, chunk - start), TimeInForce.IOC))
+        await entry.accepted(entry.sent)  # every order the bench sent is accepted (then cancelled)
+        if not early and done >= messages // 10:
+            early = entry.st.rss_kib()
+        if done % 10_000 == 0 or done == messages:
+            progress(f"memory: {done:,}/{messages:,} orders")
+    return Memory(messages, early, entry.st.rss_kib())
+
+
+def _chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
+    done = 0
+    while done < total:
+        chunk = min(size, total - done)
+        done += chunk
+        yield done, chunk
+
+
+async def _pause(seconds: float) -> None:
+    await asyncio.sleep(seconds)  # the offered load's schedule, not synchronisation

@@ -1,0 +1,197 @@
+"""A stage for a benchmark: its own database, broker namespace and keys, and the seven agents
+running as OS processes under `kabuto run all` — as an operator runs them.
+
+Everything is made fresh (so `make bench` works on a fresh clone: the CA and every identity
+are created in a temporary key directory) and removed afterwards, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import asyncpg
+
+from broker import ops
+from broker.context import Context
+from broker.migrate import migrate
+from broker.pki import Identity, KeyStore, default_participant
+from broker.runtime import execute
+from broker.settings import AGENT_IDS, Settings, load
+from broker.topology import Names
+from broker.trust import TrustStore
+from schemas.identity import Role
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+T = TypeVar("T")
+
+
+@dataclass
+class Stage:
+    settings: Settings
+    keys: KeyStore
+    process: asyncio.subprocess.Process
+    pools: dict[str, asyncpg.Pool]
+
+    def identity(self, user_id: str) -> Identity:
+        return self.keys.load_identity(user_id)
+
+    def trust(self) -> TrustStore:
+        return TrustStore(self.keys.ca_certificate(), self.keys.certificates())
+
+    async def command(self, agent: str, user_id: str, action: Callable[[Context], Any]) -> Any:
+        """Run a command as ``user_id`` of ``agent`` (what `kabuto` commands do), on a kept pool."""
+        pool = await self._pool(agent)
+        return await execute(pool, agent, self.identity(user_id), self.trust(), action, datetime.now(UTC))
+
+    async def fetchval(self, agent: str, sql: str, *args: object) -> Any:
+        return await (await self._pool(agent)).fetchval(sql, *args)
+
+    async def fetch(self, agent: str, sql: str, *args: object) -> list[asyncpg.Record]:
+        return list(await (await self._pool(agent)).fetch(sql, *args))
+
+    async def execute_sql(self, agent: str, sql: str, *args: object) -> None:
+        await (await self._pool(agent)).execute(sql, *args)
+
+    async def _pool(self, agent: str) -> asyncpg.Pool:
+        if agent not in self.pools:
+            pool = await asyncpg.create_pool(
+                self.settings.database_url, min_size=1, max_size=4, server_settings={"search_path": agent}
+            )
+            assert pool is not None
+            self.pools[agent] = pool
+        return self.pools[agent]
+
+    def agent_pids(self) -> dict[str, int]:
+        """The pid of each agent's process: the children of `kabuto run all`."""
+        found = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().split()
+                argv = [part for part in (stat.parent / "cmdline").read_bytes().split(b"\0") if part]
+            except OSError:
+                continue
+            if int(fields[3]) == self.process.pid and len(argv) >= 2 and argv[-2] == b"run":
+                found[argv[-1].decode()] = int(fields[0])
+        return found
+
+    def rss_kib(self) -> dict[str, int]:
+        rss = {}
+        for agent, pid in self.agent_pids().items():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss[agent] = int(line.split()[1])
+        return rss
+
+
+@asynccontextmanager
+async def stage(investors: tuple[str, ...] = (), traders: tuple[str, ...] = ()) -> AsyncIterator[Stage]:
+    """Agents hosting ``investors``; ``traders`` are enrolled investors the bench itself speaks for."""
+    base = load()
+    database = f"kabuto_bench_{uuid.uuid4().hex[:8]}"
+    url = urlunsplit(urlsplit(base.database_url)._replace(path=f"/{database}"))
+    key_dir = Path(tempfile.mkdtemp(prefix="kabuto-bench-keys-"))
+    keys = KeyStore(key_dir)
+    keys.init_ca()
+    for agent in AGENT_IDS:
+        if agent != "investor":
+            keys.enrol(default_participant(agent, Role(agent)))
+    for user in (*investors, *traders):
+        keys.enrol(default_participant(user, Role.INVESTOR, limit=10**15))
+    settings = base.with_(
+        database_url=url,
+        namespace=f"bench{uuid.uuid4().hex[:6]}",
+        investors=investors or ("bench-nobody",),
+        key_dir=key_dir,
+        outbox_idle_poll=timedelta(seconds=1),
+    )
+    if not investors:
+        keys.enrol(default_participant("bench-nobody", Role.INVESTOR))
+    await migrate(url, MIGRATIONS)
+    process = await _run_all(settings)
+    result = Stage(settings, keys, process, {})
+    try:
+        await _ready(settings, process)
+        yield result
+    finally:
+        for pool in result.pools.values():
+            await pool.close()
+        await _stop(process)
+        await _remove(settings, database, key_dir)
+
+
+async def _run_all(settings: Settings) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "KABUTO_AMQP_URL": settings.amqp_url,
+        "KABUTO_DATABASE_URL": settings.database_url,
+        "KABUTO_KEY_DIR": str(settings.key_dir),
+        "KABUTO_NAMESPACE": settings.namespace,
+        "KABUTO_INVESTORS": ",".join(settings.investors),
+        "KABUTO_OUTBOX_IDLE_POLL": "1",
+        "KABUTO_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
+        "KABUTO_LOG_FORMAT": "console",
+    }
+    argv = (sys.executable, "-m", "agents.cli", "run", "all")
+    return await asyncio.create_subprocess_exec(*argv, env=env, stdin=asyncio.subprocess.DEVNULL)
+
+
+async def _ready(settings: Settings, process: asyncio.subprocess.Process) -> None:
+    async with asyncio.timeout(120):
+        while True:
+            if process.returncode is not None:
+                raise SystemExit(f"kabuto run all exited with {process.returncode} before its agents were ready")
+            try:
+                status = await ops.status(settings, list(AGENT_IDS))
+            except Exception:  # noqa: BLE001 — a slow start (timeouts, queues not declared yet): ask again
+                status = []
+            if status and all(s.consumers for s in status):
+                return
+            await asyncio.sleep(1)  # the broker has no event for a consumer appearing
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(60):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def _remove(settings: Settings, database: str, key_dir: Path) -> None:
+    admin = await asyncpg.connect(urlunsplit(urlsplit(settings.database_url)._replace(path="/postgres")))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    names = Names(settings.namespace)
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        for agent in AGENT_IDS:
+            for queue in (names.inbox(agent), names.dead_letters(agent)):
+                await channel.queue_delete(queue)
+            for delay in settings.retry_delays_ms:
+                await channel.queue_delete(names.delay(agent, delay))
+        await channel.queue_delete(names.journal)
+        for exchange in (names.messages, names.events, names.retry, names.dead):
+            await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
+    shutil.rmtree(key_dir, ignore_errors=True)

@@ -1,0 +1,183 @@
+"""Group commit: several deliveries settled in one transaction, each in its own savepoint.
+
+The broker pushes up to ``prefetch`` deliveries ahead; ``Deliveries`` hands them to the
+consumer in batches of what has already arrived (never waiting to fill a batch, so a lone
+message is not delayed). ``settle_batch`` then does for a batch what ``Consumer.settle``
+does for one delivery, with one connection, one transaction and one commit (one WAL flush)
+for all of them:
+
+* every delivery is verified and parsed first, outside the transaction; one that fails a
+  check is dead-lettered with its reason, exactly as alone;
+* the others run in delivery order, so order per book and per account is the queue's order,
+  each in a savepoint: a delivery whose handler refuses (``Rejected``) or fails is rolled back
+  to its savepoint alone and, after the commit, dead-lettered or scheduled for retry — a
+  poisoned delivery never takes the rest of its batch down;
+* if the transaction as a whole cannot commit (the connection broke, a serialization
+  failure), nothing of it happened: the batch is settled again one delivery at a time
+  through ``Consumer.settle``, each in its own transaction, as before group commit.
+
+Acks follow the commit (``Consumer.run``), so exactly-once through the inbox is unchanged:
+a crash before the ack redelivers the whole batch, and the inbox absorbs every delivery of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
+
+from broker import logs, outbox
+from broker.context import Context
+from broker.envelope import Opened
+from broker.errors import Rejected
+from broker.supervision import is_infrastructure
+
+if TYPE_CHECKING:
+    from broker.consumer import Consumer, Settled
+
+log = logs.get("kabuto.consumer")
+
+
+class Deliveries:
+    """The deliveries the broker pushed to this consumer, taken in batches of what has arrived.
+
+    On exit the consumer is cancelled and every delivery not yet taken is handed back
+    (nack with requeue), so a stop loses nothing and redelivers it to the next consumer.
+    """
+
+    def __init__(self, queue: AbstractQueue) -> None:
+        self._queue = queue
+        # None marks the end: the queue's channel closed, so nothing more will arrive.
+        self._buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._tag: ConsumerTag | None = None
+
+    async def __aenter__(self) -> Deliveries:
+        self._queue.close_callbacks.add(self._closed)
+        self._tag = await self._queue.consume(self._arrived)
+        return self
+
+    async def _arrived(self, delivery: AbstractIncomingMessage) -> None:
+        self._buffer.put_nowait(delivery)
+
+    def _closed(self, *_: object) -> None:
+        self._buffer.put_nowait(None)
+
+    async def next_batch(self, limit: int) -> list[AbstractIncomingMessage] | None:
+        """Wait for one delivery, then take whatever else is already here, up to ``limit``;
+        None once the channel has closed and every delivery that arrived before was taken."""
+        first = await self._buffer.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < limit and not self._buffer.empty():
+            delivery = self._buffer.get_nowait()
+            if delivery is None:
+                self._buffer.put_nowait(None)  # the end, for the next call
+                break
+            batch.append(delivery)
+        return batch
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._queue.close_callbacks.discard(self._closed)
+        if self._tag is not None and not self._queue.channel.is_closed:
+            await self._queue.cancel(self._tag)
+        while not self._buffer.empty():
+            delivery = self._buffer.get_nowait()
+            if delivery is not None and not self._queue.channel.is_closed:
+                await delivery.nack(requeue=True)
+
+
+@dataclass(slots=True)
+class _Item:
+    """One delivery of a batch on its way through the shared transaction."""
+
+    delivery: AbstractIncomingMessage
+    opened: Opened
+    duplicate: bool = False
+    rejected: Rejected | None = None
+    failure: Exception | None = None
+    context: Context | None = field(default=None, repr=False)
+
+
+async def settle_batch(consumer: Consumer, deliveries: list[AbstractIncomingMessage]) -> list[Settled]:
+    """Decide and carry out everything for a batch except the acks; one outcome per delivery, in order."""
+    if len(deliveries) == 1:
+        return [await consumer.settle(deliveries[0])]
+    settled: dict[int, Settled] = {}
+    items: dict[int, _Item] = {}
+    for index, delivery in enumerate(deliveries):
+        try:
+            items[index] = _Item(delivery, consumer._open(delivery))
+        except Rejected as rejected:
+            with _bound(consumer, delivery):
+                settled[index] = await consumer._dead_letter(delivery, rejected)
+    try:
+        await _transaction(consumer, list(items.values()))
+    except Exception as exc:  # noqa: BLE001 — the batch did not commit: nothing of it happened
+        log.warning("group_commit_fell_back", deliveries=len(items), error=repr(exc))
+        for index, item in items.items():
+            settled[index] = await consumer.settle(item.delivery)
+        return [settled[i] for i in range(len(deliveries))]
+    for index, item in items.items():
+        settled[index] = await _conclude(consumer, item)
+    return [settled[i] for i in range(len(deliveries))]
+
+
+async def _transaction(consumer: Consumer, items: list[_Item]) -> None:
+    if not items:
+        return
+    emitted = False
+    async with consumer.pool.acquire() as connection, connection.transaction():
+        for item in items:
+            with _bound(consumer, item.delivery, item.opened):
+                await _savepoint(consumer, connection, item)
+            emitted = emitted or bool(item.context and item.context.emitted)
+        if emitted:
+            await outbox.notify_relay(connection, consumer.agent)
+
+
+async def _savepoint(consumer: Consumer, connection: asyncpg.Connection, item: _Item) -> None:
+    try:
+        async with connection.transaction():
+            item.context = await consumer.apply(connection, item.opened, notify=False)
+            item.duplicate = item.context is None
+    except Rejected as rejected:
+        item.rejected, item.context = rejected, None
+    except Exception as exc:
+        if is_infrastructure(exc):
+            raise  # the transaction itself is gone: the batch falls back (and waits out an outage)
+        item.failure, item.context = exc, None
+        return
+
+
+async def _conclude(consumer: Consumer, item: _Item) -> Settled:
+    with _bound(consumer, item.delivery, item.opened):
+        if item.rejected is not None:
+            return await consumer._dead_letter(item.delivery, item.rejected)
+        if item.failure is not None:
+            return await consumer._retry_or_give_up(item.delivery, item.failure)
+        return consumer.committed(item.opened, duplicate=item.duplicate)
+
+
+def _bound(
+    consumer: Consumer, delivery: AbstractIncomingMessage, opened: Opened | None = None
+) -> AbstractContextManager[None]:
+    if opened is None:
+        return structlog.contextvars.bound_contextvars(
+            agent=consumer.agent, message_id=delivery.message_id, type=delivery.type, correlation_id=None
+        )
+    env = opened.envelope
+    return structlog.contextvars.bound_contextvars(
+        agent=consumer.agent,
+        message_id=str(env.message_id),
+        type=env.type,
+        correlation_id=str(env.correlation_id),
+        causation_id=str(env.causation_id or ""),
+        sender=opened.envelope.sender,
+    )

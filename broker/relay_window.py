@@ -1,0 +1,62 @@
+"""The relay's publish path: a window of outbox rows published together, confirmed together.
+
+Row by row, the relay paid a broker round trip (the confirm) and a database round trip (the
+mark) per message. Here a window of pending rows is published in sequence order without
+waiting between them — the channel's lock and write queue keep that order on the wire, so
+each queue still receives an agent's messages in outbox order — then every confirm is awaited
+at once, and every confirmed row is marked published in one statement.
+
+What each row's confirm said decides its fate, as row by row: confirmed → marked published;
+returned unroutable → parked as failed with the reason; nacked by the broker → left pending
+and published again on the next pass (receivers absorb a repeat through their inbox). A
+nacked row may thus arrive after rows behind it in its window; a nack is the broker's own
+failure (it lost the message), which the row-by-row relay met by stopping the window instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+
+import aiormq
+import asyncpg
+
+from broker import logs
+from broker.outbox import amqp_message
+from broker.topology import Exchanges
+
+log = logs.get("kabuto.outbox")
+
+
+async def publish_window(pool: asyncpg.Pool, exchanges: Exchanges, rows: Sequence[asyncpg.Record]) -> None:
+    """Publish ``rows`` (pending outbox rows in sequence order) and record what became of each."""
+    sends = [asyncio.ensure_future(_send(exchanges, row)) for row in rows]
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    published = [row["seq"] for row, result in zip(rows, results, strict=True) if result is None]
+    if published:
+        await pool.execute("UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])", published)
+    nacked: BaseException | None = None
+    for row, result in zip(rows, results, strict=True):
+        if isinstance(result, aiormq.exceptions.PublishError):
+            await _park(pool, row, f"unroutable: no queue for routing key {row['routing_key']!r}")
+        elif isinstance(result, aiormq.exceptions.DeliveryError):
+            log.warning("outbox_nacked", message_id=str(row["message_id"]), error=str(result))
+            nacked = nacked or result
+        elif isinstance(result, BaseException):
+            raise result  # the broker or the channel went away: the rest stays pending
+    if nacked is not None:
+        raise nacked
+
+
+async def _send(exchanges: Exchanges, row: asyncpg.Record) -> None:
+    exchange = exchanges.events if row["exchange"] == "events" else exchanges.messages
+    message = amqp_message(str(row["message_id"]), row["message_type"], row["body"], json.loads(row["headers"]))
+    await exchange.publish(message, routing_key=row["routing_key"], mandatory=True)
+
+
+async def _park(pool: asyncpg.Pool, row: asyncpg.Record, error: str) -> None:
+    await pool.execute("UPDATE outbox SET failed_at = now(), error = $2 WHERE seq = $1", row["seq"], error)
+    log.error(
+        "outbox_unroutable", message_id=str(row["message_id"]), type=row["message_type"], routing_key=row["routing_key"]
+    )

@@ -1,0 +1,85 @@
+"""Group commit (issue 8): deliveries waiting together commit together, and a poisoned one
+among them is rolled back alone — dead-lettered or retried with its reason — while the rest
+of its batch commits once; a redelivered batch changes nothing twice (R-001-26)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.issuer.app import on_issuance_request
+from broker.consumer import Outcome
+from broker.context import Context
+from broker.errors import InputRejected, Reason, Transient
+from broker.runtime import AgentDefinition, AgentRuntime, running
+from broker.settings import Settings
+from schemas.identity import Role
+from schemas.issuance import CertificateIssuanceRequest
+from tests import support
+
+POISON, REFUSED = 13, 7
+
+
+def issuer_recording(transactions: list[int]) -> AgentDefinition:
+    """The real issuance handler, noting each transaction it ran in; shares 13 fail, shares 7 are refused."""
+
+    async def handler(request: CertificateIssuanceRequest, ctx: Context) -> None:
+        transactions.append(await ctx.connection.fetchval("SELECT txid_current()"))
+        await on_issuance_request(request, ctx)  # its writes are rolled back by a failure below
+        if request.shares == POISON:
+            raise Transient("this delivery always fails")
+        if request.shares == REFUSED:
+            raise InputRejected(Reason.SCHEMA_VIOLATION, "refused by the handler")
+
+    return AgentDefinition("issuer", Role.ISSUER, {CertificateIssuanceRequest: handler})
+
+
+async def publish_requests(settings: Settings, keys: Any, shares: list[int]) -> list[str]:
+    ids = []
+    for count in shares:
+        sealed = support.sealed_request(keys.load_identity("alice"), shares=count)
+        await support.publish_sealed(settings, sealed)
+        ids.append(str(sealed.envelope.message_id))
+    return ids
+
+
+async def test_waiting_deliveries_commit_in_one_transaction_and_a_poisoned_one_alone_fails(
+    settings: Settings, keys: Any
+) -> None:
+    transactions: list[int] = []
+    async with AgentRuntime(issuer_recording(transactions), settings) as issuer:
+        await support.open_offering(issuer)
+        shares = [100, 200, POISON, 300, REFUSED, 400]
+        ids = await publish_requests(settings, keys, shares)  # all queued before the consumer starts
+        async with running(issuer):
+            done = await issuer.outcomes.wait_count(lambda s: s.outcome is Outcome.PROCESSED, 4, timeout=20)
+            refused = await issuer.outcomes.wait_for(ids[4])
+            poisoned = await issuer.outcomes.wait(
+                lambda s: s.message_id == ids[2] and s.outcome is Outcome.DEAD_LETTERED, timeout=20
+            )
+            letters = [await support.dead_letter(settings, "issuer") for _ in range(2)]
+        registered = await support.rows(issuer, "SELECT shares FROM register ORDER BY shares")
+        inbox = await support.rows(issuer, "SELECT message_id::text AS id FROM inbox")
+    assert sorted(s.message_id for s in done) == sorted(ids[i] for i in (0, 1, 3, 5))
+    # The first pass shared transactions (as many as the broker's pushes made batches), never one each.
+    assert len(set(transactions[:6])) < 6
+    assert [r["shares"] for r in registered] == [100, 200, 300, 400]
+    assert {r["id"] for r in inbox} == {ids[i] for i in (0, 1, 3, 5)}
+    assert refused.outcome is Outcome.DEAD_LETTERED and refused.reason is Reason.SCHEMA_VIOLATION
+    assert poisoned.reason is Reason.RETRIES_EXHAUSTED
+    assert issuer.outcomes.count(Outcome.RETRY_SCHEDULED) == len(settings.retry_delays_ms)
+    reasons = sorted(str(letter.headers["x-kabuto-reason"]) for letter in letters)
+    assert reasons == ["retries_exhausted", "schema_violation"]
+
+
+async def test_a_batch_delivered_again_is_absorbed_by_the_inbox(settings: Settings, keys: Any) -> None:
+    transactions: list[int] = []
+    async with AgentRuntime(issuer_recording(transactions), settings) as issuer:
+        await support.open_offering(issuer)
+        sealed = [support.sealed_request(keys.load_identity("alice"), shares=n) for n in (100, 200, 300)]
+        for each in (*sealed, *sealed):  # the same three, twice, as after a crash before the acks
+            await support.publish_sealed(settings, each)
+        async with running(issuer):
+            outcomes = await issuer.outcomes.wait_count(lambda s: True, 6, timeout=20)
+        registered = await support.rows(issuer, "SELECT shares FROM register ORDER BY shares")
+    assert sorted(s.outcome.value for s in outcomes) == ["duplicate"] * 3 + ["processed"] * 3
+    assert [r["shares"] for r in registered] == [100, 200, 300]
