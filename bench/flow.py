@@ -34,6 +34,8 @@ from schemas.issuance import DividendDelivery, DividendMethod
 from schemas.trading import Side
 
 SELLER, BUYER, ISSUE, LOT, PRICE = "bench-seller", "bench-buyer", "BENCH", 100, Decimal(1000)
+# Issue 11: a trade is settled when both legs are (docs/dvp.md).
+SETTLED = "SELECT count(*) FROM dvp_instructions WHERE settlement = 'settled'"
 
 
 @dataclass(frozen=True)
@@ -109,9 +111,7 @@ async def burst(st: Stage, trades: int, timeout: float) -> float:
     started = time.perf_counter()
     for i in range(trades):
         await st.command("investor", BUYER, place_order(_buy(i)))
-    # Issue 11: a trade is settled when both legs are (docs/dvp.md).
-    settled = "SELECT count(*) FROM dvp_instructions WHERE settlement = 'settled'"
-    await until(lambda: _at_least(st, "settlement", trades, settled), timeout, "trades settled")
+    await until(lambda: _at_least(st, "settlement", trades, SETTLED), timeout, "trades settled")
     return time.perf_counter() - started
 
 
@@ -124,8 +124,7 @@ async def open_loop(st: Stage, first: int, rate: float, seconds: float, timeout:
         if delay > 0:
             await asyncio.sleep(delay)  # the offered load's schedule, not synchronisation
         await st.command("investor", BUYER, place_order(_buy(first + i)))
-    settled = "SELECT count(*) FROM instructions"
-    await until(lambda: _at_least(st, "settlement", first + trades, settled), timeout, "trades settled")
+    await until(lambda: _at_least(st, "settlement", first + trades, SETTLED), timeout, "trades settled")
     values = (await latencies(st))[first:]
     q = statistics.quantiles(values, n=100)
     return Latency(q[49] * 1000, q[98] * 1000, max(values) * 1000, len(values))

@@ -94,9 +94,9 @@ async def _matches(connection: asyncpg.Connection, trades: int) -> list[Anomaly]
            FROM exchange.matches"""
     )
     settlement = await connection.fetchrow(
-        """SELECT count(*) AS instructions, count(*) FILTER (WHERE status = 'settled') AS settled,
+        """SELECT count(*) AS instructions, count(*) FILTER (WHERE settlement = 'settled') AS settled,
                   (SELECT count(*) FROM settlement.entries WHERE kind = 'trade') AS entries
-           FROM settlement.instructions"""
+           FROM settlement.dvp_instructions"""
     )
     transfers = await connection.fetchval("SELECT count(*) FROM issuer.name_transfers")
     return [
