@@ -114,6 +114,7 @@ class AgentRuntime:
             retry_delays_ms=settings.retry_delays_ms,
             outcomes=self.outcomes,
             clock=self.clock,
+            max_message_bytes=settings.max_message_bytes,
         )
         self.relay = OutboxRelay(
             self.id,

@@ -46,6 +46,8 @@ class Settings:
     outbox_batch: int = 200
     outbox_idle_poll: timedelta = timedelta(seconds=5)
     certid_list_interval: timedelta = timedelta(minutes=10)
+    # Largest message body accepted; larger ones are refused before verification (issue 13).
+    max_message_bytes: int = 1_048_576
 
     @property
     def max_attempts(self) -> int:
@@ -126,4 +128,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         outbox_batch=_int(env, "KABUTO_OUTBOX_BATCH", defaults.outbox_batch),
         outbox_idle_poll=_seconds(env, "KABUTO_OUTBOX_IDLE_POLL", defaults.outbox_idle_poll),
         certid_list_interval=_seconds(env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval),
+        max_message_bytes=_int(env, "KABUTO_MAX_MESSAGE_BYTES", defaults.max_message_bytes),
     )

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from schemas.catalogue import Message, message
 from schemas.certificates import IssueCode
 from schemas.identity import ParticipantId, Role
-from schemas.money import AccountId, Amount, Currency, Price
+from schemas.money import AccountId, Amount, Currency, Price, Quantity
 from schemas.trading import ClientOrderId, OrderType, Side, TimeInForce
 
 CustomerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,40}$")]
@@ -124,6 +124,8 @@ class BrokerageRefusal(StrEnum):
     EXCHANGE_REJECTED = "exchange_rejected"
     ORDER_CANCELLED = "order_cancelled"
     SETTLEMENT_FAILED = "settlement_failed"
+    # Issue 13: the brokerage's own record of the customer does not pass the wire contract.
+    CUSTOMER_RECORD_INVALID = "customer_record_invalid"
 
 
 @message("brokerage.identify_refused", senders={Role.BROKERAGE}, recipients={Role.INVESTOR})
@@ -145,7 +147,7 @@ class BrokeredOrder(Message):
     side: Side
     order_type: OrderType
     price: Price | None = None
-    quantity: int = Field(gt=0)
+    quantity: Quantity
     time_in_force: TimeInForce = TimeInForce.DAY
     funding: tuple[FundingLeg, ...] = Field(min_length=1, max_length=20)
     mismatch_rule: MismatchRule | None = Field(default=None, description="None: the customer's contract rule.")

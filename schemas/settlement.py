@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.catalogue import Message, message
 from schemas.certificates import IssueCode
 from schemas.identity import ParticipantId, Role
-from schemas.money import AccountId, Amount, Currency, Price
+from schemas.money import AccountId, Amount, Currency, Price, Quantity
 
 
 @message("settlement.request", senders={Role.EXCHANGE}, recipients={Role.SETTLEMENT})
@@ -22,7 +22,7 @@ class SettlementRequest(Message):
     matching_number: int = Field(gt=0, description="The order matching number (OMN) of the trade.")
     name_transfer_number: int = Field(gt=0)
     issue_code: IssueCode
-    shares: int = Field(gt=0)
+    shares: Quantity
     price: Price
     amount: Amount = Field(gt=0, description="price × shares")
     currency: Currency = "JPY"

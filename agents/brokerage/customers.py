@@ -13,10 +13,26 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import pydantic
+
 from schemas.brokerage import AvailableAccount, BrokerageRefusal, FundingLeg, TransactionConditions
+from schemas.money import AccountId
 from schemas.trading import OrderType, Side
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+_ACCOUNT_ID: pydantic.TypeAdapter[str] = pydantic.TypeAdapter(AccountId)
+INSTITUTION_KINDS = ("bank", "fund")
+
+
+def account_problem(account: CustomerAccount) -> str | None:
+    """Why an account cannot be used in a message, or None: operator input and stored rows alike."""
+    try:
+        _ACCOUNT_ID.validate_python(account.account_id)
+    except pydantic.ValidationError:
+        return f"account id {account.account_id!r} is not a valid account id (a-z, 0-9, ':._-', 2-64 long)"
+    if account.kind not in INSTITUTION_KINDS:
+        return f"account {account.account_id} has kind {account.kind!r}, not bank or fund"
+    return None
 
 
 def hash_pin(pin: str, salt: bytes | None = None) -> tuple[bytes, bytes]:
@@ -69,7 +85,16 @@ def authenticate(customer: Customer | None, customer_id: str, pin: str, signer: 
         raise Refused(BrokerageRefusal.NOT_YOUR_CUSTOMER_ID, f"customer {customer_id} is not {signer}")
     if not pin_matches(pin, customer.pin_salt, customer.pin_hash):
         raise Refused(BrokerageRefusal.AUTHENTICATION_FAILED, "the personal authentication does not match")
+    check_record(customer)
     return customer
+
+
+def check_record(customer: Customer) -> None:
+    """Stored data is not trusted either: a record no message could carry is refused with a reason."""
+    for account in customer.accounts:
+        problem = account_problem(account)
+        if problem is not None:
+            raise Refused(BrokerageRefusal.CUSTOMER_RECORD_INVALID, f"customer {customer.customer_id}: {problem}")
 
 
 def check_conditions(customer: Customer, issue_code: str, side: Side, order_type: OrderType) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 
 from agents.brokerage import repo
-from agents.brokerage.customers import Customer, CustomerAccount, hash_pin
+from agents.brokerage.customers import Customer, CustomerAccount, account_problem, hash_pin
 from agents.brokerage.fees import AllowancePolicy, FeeSchedule
 from agents.brokerage.ledger_legs import CompanyAccounts, Design
 from broker.context import Context
@@ -48,6 +48,7 @@ def register_customer(
 ) -> Action:
     if len(pin) < 4:
         raise ValueError("a PIN has at least four characters")
+    _check_accounts(accounts)
 
     async def action(ctx: Context) -> None:
         registered = await repo.customer_of(ctx.connection, user_id)
@@ -99,6 +100,7 @@ def set_fee_schedule(schedule: FeeSchedule, policy: AllowancePolicy) -> Action:
 
 def add_accounts(customer_id: str, accounts: Sequence[CustomerAccount]) -> Action:
     """More available accounts for a registered customer (R-002-31: later add, delete, change)."""
+    _check_accounts(accounts)
 
     async def action(ctx: Context) -> None:
         if await repo.customer(ctx.connection, customer_id) is None:
@@ -106,3 +108,11 @@ def add_accounts(customer_id: str, accounts: Sequence[CustomerAccount]) -> Actio
         await repo.add_accounts(ctx.connection, customer_id, accounts)
 
     return action
+
+
+def _check_accounts(accounts: Sequence[CustomerAccount]) -> None:
+    """Refuse operator input that no message could carry, before it is stored (issue 13)."""
+    for account in accounts:
+        problem = account_problem(account)
+        if problem is not None:
+            raise ValueError(problem)

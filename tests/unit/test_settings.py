@@ -27,6 +27,7 @@ ENV = {
     "KABUTO_OUTBOX_BATCH": "50",
     "KABUTO_OUTBOX_IDLE_POLL": "0.25",
     "KABUTO_CERTID_LIST_INTERVAL": "90",
+    "KABUTO_MAX_MESSAGE_BYTES": "65536",
 }
 
 
@@ -53,6 +54,7 @@ def test_every_variable_is_read() -> None:
         outbox_batch=50,
         outbox_idle_poll=timedelta(seconds=0.25),
         certid_list_interval=timedelta(seconds=90),
+        max_message_bytes=65536,
     )
 
 
