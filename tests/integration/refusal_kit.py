@@ -76,9 +76,20 @@ async def expect_dead_letter(
 
 
 async def expect_refusal(
-    settings: Settings, runtime: AgentRuntime, sealed: Sealed, reply_type: str, reason: str, *, field: str = "reason"
+    settings: Settings,
+    runtime: AgentRuntime,
+    sealed: Sealed,
+    reply_type: str,
+    reason: object,
+    *,
+    field: str = "reason",
+    journal: str | None = None,
 ) -> dict[str, Any]:
-    """Publish one request; it is answered by one ``reply_type`` carrying ``reason``, and nothing else changes."""
+    """Publish one request; it is answered by one ``reply_type`` carrying ``reason``, and nothing else changes.
+
+    ``journal`` names a table where the agent records every request it examined, refused ones
+    included (the issuer's ``issuance_requests``): it may gain that one row, nothing more.
+    """
     before = await state(runtime)
     await support.publish_sealed(settings, sealed, routing_key=_route(runtime, sealed))
     settled = await runtime.outcomes.wait_for(sealed.envelope.message_id)
@@ -91,7 +102,10 @@ async def expect_refusal(
     payload: dict[str, Any] = replies[0]["payload"]
     assert payload[field] == reason, payload
     after = await state(runtime)
-    assert after.without(*RUNTIME_TABLES) == before.without(*RUNTIME_TABLES)
+    kept = (*RUNTIME_TABLES, journal) if journal else RUNTIME_TABLES
+    assert after.without(*kept) == before.without(*kept)
+    if journal:
+        assert len(after.tables[journal]) == len(before.tables[journal]) + 1
     assert len(after.tables["inbox"]) == len(before.tables["inbox"]) + 1
     assert len(after.tables["outbox"]) == len(before.tables["outbox"]) + 1
     return payload
