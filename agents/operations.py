@@ -9,8 +9,8 @@ import json
 import signal
 from pathlib import Path
 
+from agents import ca_commands, reconcile, render
 from agents import demo as demo_scenario
-from agents import reconcile, render
 from agents.registry import AGENTS
 from broker import ops
 from broker.catalogue import asyncapi
@@ -40,6 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ca.add_parser("enrol-all", help="enrol the seven agents and the configured investors")
     show = ca.add_parser("show", help="print a participant's identity certificate")
     show.add_argument("user_id")
+    ca_commands.add_ca_parsers(ca)
 
     run = sub.add_parser("run", help="run agents until SIGINT/SIGTERM")
     run.add_argument("agent", choices=["all", *AGENT_IDS])
@@ -100,6 +101,8 @@ def _ca(args: argparse.Namespace, keys: KeyStore, settings: Settings) -> None:
                     _enrol(keys, default_participant(agent, Role(agent)))
             for investor in settings.investors:
                 _enrol(keys, default_participant(investor, Role.INVESTOR))
+        case "revoke" | "sign-csr" | "request":
+            ca_commands.run_ca(args, keys)
         case "show":
             identity = keys.load_identity(args.user_id)
             cert = identity.certificate

@@ -27,6 +27,7 @@ from broker.db import agent_pool
 from broker.envelope import Freshness
 from broker.outbox import OutboxRelay
 from broker.pki import Identity, KeyStore
+from broker.revocation import trust_store
 from broker.settings import Settings
 from broker.topology import Names
 from broker.trust import TrustStore
@@ -95,7 +96,7 @@ class AgentRuntime:
     async def _open(self) -> None:
         settings = self.settings
         self.identities = {pid: self.keys.load_identity(pid) for pid in self.definition.participant_ids(settings)}
-        self.trust = trust = TrustStore(self.keys.ca_certificate(), self.keys.certificates())
+        self.trust = trust = trust_store(self.keys)
         self.pool = await self._stack.enter_async_context(agent_pool(settings.database_url, self.id))
         self.connection = await aio_pika.connect_robust(
             settings.amqp_url, client_properties={"connection_name": f"kabuto-{self.id}"}
@@ -196,7 +197,7 @@ async def run_as(settings: Settings, agent: str, user_id: str, action: Callable[
     """Run one command as a participant of ``agent``, outside a running agent (the CLI's way)."""
     keys = KeyStore(settings.key_dir)
     identity = keys.load_identity(user_id)
-    trust = TrustStore(keys.ca_certificate(), keys.certificates())
+    trust = trust_store(keys)
     async with agent_pool(settings.database_url, agent, max_size=1) as pool:
         return await execute(pool, agent, identity, trust, action, datetime.now(UTC))
 
