@@ -12,7 +12,7 @@ from pathlib import Path
 from agents import ca_commands, reconcile, render
 from agents import demo as demo_scenario
 from agents.registry import AGENTS
-from broker import ops
+from broker import enrolment, ops
 from broker.catalogue import asyncapi
 from broker.migrate import migrate as apply_migrations
 from broker.pki import KeyStore, default_participant
@@ -90,10 +90,7 @@ def _ca(args: argparse.Namespace, keys: KeyStore, settings: Settings) -> None:
             subject = authority.certificate.subject.rfc4514_string()
             print(f"{'created' if created else 'kept existing'} CA {subject} in {keys.root}")
         case "enrol":
-            participant = default_participant(args.user_id, Role(args.role), args.limit)
-            if participant.policy and args.allow_short_selling:
-                policy = participant.policy.model_copy(update={"short_selling_prohibited": False})
-                participant = participant.model_copy(update={"policy": policy})
+            participant = ca_commands.participant_for(args.user_id, args.role, args.limit, args.allow_short_selling)
             _enrol(keys, participant, renew=args.renew)
         case "enrol-all":
             for agent in AGENT_IDS:
@@ -115,6 +112,7 @@ def _ca(args: argparse.Namespace, keys: KeyStore, settings: Settings) -> None:
 
 
 def _enrol(keys: KeyStore, participant: Participant, *, renew: bool = False) -> None:
+    enrolment.examine(keys, participant)  # R-001-02: the CA examines the requester first
     identity, created = keys.enrol(participant, renew=renew)
     print(
         f"{'enrolled' if created else 'kept'} {identity.user_id} ({participant.role.value}) "

@@ -5,10 +5,17 @@ carries Kabuto's participant extension (user id, role and, for investors, the ce
 policy: account usage limit and short-selling prohibition). Private keys are written as
 files readable only by their owner (mode 0600 in a 0700 directory) and are never logged.
 
+Enrolment is by certificate signing request (R-001-02): the participant makes its own key
+pair in its own directory and sends a CSR; the CA examines the request and signs a
+certificate for the public key. No participant private key is made or read by the CA.
+
 Layout under the key directory::
 
-    ca/ca.key  ca/ca.crt  ca/register.jsonl      (the CA's certificate DB 29)
-    participants/<user id>.key  participants/<user id>.crt
+    ca/ca.key  ca/ca.crt  ca/register.jsonl  ca/crl.pem   (the CA's certificate DB 29)
+    participants/<user id>/identity.key  identity.crt  request.csr   (one directory each)
+
+Participants enrolled before CSR enrolment keep ``participants/<user id>.key|.crt``; they
+are read from there until renewed.
 """
 
 from __future__ import annotations
@@ -94,6 +101,15 @@ def _write_private(path: Path, data: bytes) -> None:
 def _write_public(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.write_bytes(data)
+
+
+def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
+    """A private key file only its owner reads (0600 in a 0700 directory)."""
+    _write_private(path, _private_pem(key))
+
+
+def write_certificate(path: Path, certificate: x509.Certificate) -> None:
+    _write_public(path, certificate.public_bytes(serialization.Encoding.PEM))
 
 
 def _private_pem(key: Ed25519PrivateKey) -> bytes:
@@ -194,6 +210,25 @@ class CertificateAuthority:
         self._register(certificate, participant)
         return certificate
 
+    def sign_request(
+        self, request: x509.CertificateSigningRequest, participant: Participant, **validity: datetime
+    ) -> x509.Certificate:
+        """Issue the certificate a CSR asks for, to the participant the CA examined (R-001-02).
+
+        The request proves possession of its key (its self-signature) and names the participant;
+        what the certificate says about the participant (role, policy) is the CA's decision,
+        never the request's.
+        """
+        key = request.public_key()
+        if not isinstance(key, Ed25519PublicKey):
+            raise PkiError("the request's key is not Ed25519")
+        if not request.is_signature_valid:
+            raise PkiError("the request is not signed by the key it carries")
+        named = {a.value for a in request.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
+        if named != {participant.user_id}:
+            raise PkiError(f"the request names {sorted(map(str, named))}, not {participant.user_id}")
+        return self.issue(participant, key, **validity)
+
     def _register(self, certificate: x509.Certificate, participant: Participant) -> None:
         if self.register_path is None:
             return
@@ -208,6 +243,15 @@ class CertificateAuthority:
         }
         with self.register_path.open("a") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def new_request(user_id: str) -> tuple[Ed25519PrivateKey, x509.CertificateSigningRequest]:
+    """The participant's side of enrolment: a fresh key pair and a CSR signed with it."""
+    key = Ed25519PrivateKey.generate()
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, user_id), x509.NameAttribute(NameOID.USER_ID, user_id)]
+    )
+    return key, x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, algorithm=None)
 
 
 def _signing_key_usage(*, ca: bool) -> x509.KeyUsage:
@@ -268,11 +312,20 @@ class KeyStore:
     def register_path(self) -> Path:
         return self.root / "ca" / "register.jsonl"
 
+    def participant_dir(self, user_id: str) -> Path:
+        """The participant's own key directory; the CA never writes a private key there."""
+        return self.root / "participants" / user_id
+
     def key_path(self, user_id: str) -> Path:
-        return self.root / "participants" / f"{user_id}.key"
+        legacy = self.root / "participants" / f"{user_id}.key"
+        return legacy if legacy.exists() else self.participant_dir(user_id) / "identity.key"
 
     def certificate_path(self, user_id: str) -> Path:
-        return self.root / "participants" / f"{user_id}.crt"
+        legacy = self.root / "participants" / f"{user_id}.crt"
+        return legacy if legacy.exists() else self.participant_dir(user_id) / "identity.crt"
+
+    def request_path(self, user_id: str) -> Path:
+        return self.participant_dir(user_id) / "request.csr"
 
     def has_ca(self) -> bool:
         return self.ca_key_path.exists() and self.ca_certificate_path.exists()
@@ -306,15 +359,20 @@ class KeyStore:
             existing = self.load_identity(participant.user_id)
             if existing.participant == participant and _usable_now(existing.certificate):
                 return existing, False
-        ca = self.load_ca()
-        key = Ed25519PrivateKey.generate()
-        certificate = ca.issue(participant, key.public_key())
-        _write_private(self.key_path(participant.user_id), _private_pem(key))
-        _write_public(
-            self.certificate_path(participant.user_id),
-            certificate.public_bytes(serialization.Encoding.PEM),
-        )
+        # The participant's side makes the key and the request; the CA sees only the request.
+        key, request = new_request(participant.user_id)
+        _write_public(self.request_path(participant.user_id), request.public_bytes(serialization.Encoding.PEM))
+        certificate = self.load_ca().sign_request(request, participant)
+        self._install(participant.user_id, key, certificate)
         return Identity(participant, key, certificate), True
+
+    def _install(self, user_id: str, key: Ed25519PrivateKey, certificate: x509.Certificate) -> None:
+        """Write the participant's key and certificate to its own directory (replacing a legacy pair)."""
+        for legacy in (self.root / "participants" / f"{user_id}.key", self.root / "participants" / f"{user_id}.crt"):
+            legacy.unlink(missing_ok=True)
+        directory = self.participant_dir(user_id)
+        _write_private(directory / "identity.key", _private_pem(key))
+        _write_public(directory / "identity.crt", certificate.public_bytes(serialization.Encoding.PEM))
 
     def has_identity(self, user_id: str) -> bool:
         return self.key_path(user_id).exists() and self.certificate_path(user_id).exists()
@@ -336,7 +394,8 @@ class KeyStore:
         folder = self.root / "participants"
         if not folder.exists():
             return []
-        return [load_certificate(p) for p in sorted(folder.glob("*.crt"))]
+        files = [*folder.glob("*.crt"), *folder.glob("*/identity.crt")]
+        return [load_certificate(p) for p in sorted(files)]
 
 
 def _usable_now(certificate: x509.Certificate) -> bool:
