@@ -20,7 +20,6 @@ def add_ca_parsers(ca: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--superseded", action="store_true", help="every certificate but the current one (after `enrol --renew`)"
     )
 
-
     request = ca.add_parser("request", help="a participant's side: make its key pair and a CSR in its own directory")
     request.add_argument("user_id")
     request.add_argument("--dir", type=Path, required=True, help="the participant's key directory (not the CA's)")

@@ -9,7 +9,7 @@ import json
 import signal
 from pathlib import Path
 
-from agents import ca_commands, reconcile, render
+from agents import access_commands, ca_commands, reconcile, render
 from agents import demo as demo_scenario
 from agents.registry import AGENTS
 from broker import enrolment, ops
@@ -53,6 +53,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     dead.add_argument("--replay", metavar="MESSAGE_ID")
     dead.add_argument("--show", metavar="MESSAGE_ID", help="print one dead letter in full")
     sub.add_parser("catalogue", help="print the AsyncAPI document of every message")
+    access_commands.add_parsers(sub)
     rec = sub.add_parser("reconcile", help="compare the exchange's CertID list with the issuer's register")
     rec.add_argument("issue_code", nargs="?")
 
@@ -80,6 +81,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps(asyncapi(settings.namespace), indent=2))
         case "reconcile":
             return await _reconcile(settings, args.issue_code)
+        case "access":
+            return await access_commands.run(args, settings)
     return 0
 
 

@@ -21,6 +21,7 @@ import asyncpg
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
 from broker import logs, outbox, topology
+from broker.access import agent_urls
 from broker.consumer import Consumer, Handler, Outcomes
 from broker.context import Context
 from broker.db import agent_pool
@@ -97,9 +98,10 @@ class AgentRuntime:
         settings = self.settings
         self.identities = {pid: self.keys.load_identity(pid) for pid in self.definition.participant_ids(settings)}
         self.trust = trust = trust_store(self.keys)
-        self.pool = await self._stack.enter_async_context(agent_pool(settings.database_url, self.id))
+        urls = agent_urls(settings, self.id)  # its own logins, with KABUTO_AGENT_CREDENTIALS=1
+        self.pool = await self._stack.enter_async_context(agent_pool(urls.database, self.id))
         self.connection = await aio_pika.connect_robust(
-            settings.amqp_url, client_properties={"connection_name": f"kabuto-{self.id}"}
+            urls.amqp, client_properties={"connection_name": f"kabuto-{self.id}"}
         )
         self._stack.push_async_callback(self.connection.close)
         exchanges = await self._declare()
@@ -121,7 +123,7 @@ class AgentRuntime:
             self.id,
             self.pool,
             exchanges,
-            settings.database_url,
+            urls.database,
             settings.outbox_batch,
             settings.outbox_idle_poll,
         )
@@ -198,7 +200,7 @@ async def run_as(settings: Settings, agent: str, user_id: str, action: Callable[
     keys = KeyStore(settings.key_dir)
     identity = keys.load_identity(user_id)
     trust = trust_store(keys)
-    async with agent_pool(settings.database_url, agent, max_size=1) as pool:
+    async with agent_pool(agent_urls(settings, agent).database, agent, max_size=1) as pool:
         return await execute(pool, agent, identity, trust, action, datetime.now(UTC))
 
 

@@ -48,6 +48,8 @@ class Settings:
     certid_list_interval: timedelta = timedelta(minutes=10)
     # Largest message body accepted; larger ones are refused before verification (issue 13).
     max_message_bytes: int = 1_048_576
+    # Each agent connects with its own logins from <key_dir>/credentials/ (broker.access).
+    agent_credentials: bool = False
 
     @property
     def max_attempts(self) -> int:
@@ -94,6 +96,15 @@ def _csv(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[s
     return items
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if raw not in ("0", "1"):
+        raise SettingsError(f"{name} must be 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
 def _delays(env: Mapping[str, str]) -> tuple[int, ...]:
     raw = _csv(env, "KABUTO_RETRY_DELAYS_MS", tuple(str(d) for d in Settings().retry_delays_ms))
     try:
@@ -129,4 +140,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         outbox_idle_poll=_seconds(env, "KABUTO_OUTBOX_IDLE_POLL", defaults.outbox_idle_poll),
         certid_list_interval=_seconds(env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval),
         max_message_bytes=_int(env, "KABUTO_MAX_MESSAGE_BYTES", defaults.max_message_bytes),
+        agent_credentials=_flag(env, "KABUTO_AGENT_CREDENTIALS", defaults.agent_credentials),
     )

@@ -28,6 +28,7 @@ ENV = {
     "KABUTO_OUTBOX_IDLE_POLL": "0.25",
     "KABUTO_CERTID_LIST_INTERVAL": "90",
     "KABUTO_MAX_MESSAGE_BYTES": "65536",
+    "KABUTO_AGENT_CREDENTIALS": "1",
 }
 
 
@@ -55,6 +56,7 @@ def test_every_variable_is_read() -> None:
         outbox_idle_poll=timedelta(seconds=0.25),
         certid_list_interval=timedelta(seconds=90),
         max_message_bytes=65536,
+        agent_credentials=True,
     )
 
 

@@ -1,0 +1,317 @@
+"""Least privilege on the broker and the database: one login per agent and per external participant.
+
+RabbitMQ. Each agent gets a user whose permissions (configure, write, read regexes on the
+vhost) reach its own queues and the four shared exchanges only, and whose topic permission on
+the events exchange lets it publish just the event types its role sends (from the message
+catalogue). An external participant gets a user that may publish to the messages exchange
+and read its own queue ``ns.<participant>`` — nothing else: it cannot declare or bind (so it
+cannot bind its queue under another participant's routing key), read another queue, or
+publish to the events exchange. Users are created with ``rabbitmqctl`` (the management plugin
+is not needed); ``definitions`` writes the same users as a definitions document that a broker
+loads at start (``load_definitions``), for compose.
+
+PostgreSQL. Each agent gets a login role that is a member of its schema role
+``kabuto_<agent>`` (migration 0001) and nothing else, so even ``RESET ROLE`` gives it no
+other schema.
+
+Credentials live in ``<key dir>/credentials/<agent>.json`` (mode 0600); with
+``KABUTO_AGENT_CREDENTIALS=1`` an agent connects with its own, else with the URLs as given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aio_pika
+import asyncpg
+
+from broker.errors import KabutoError
+from broker.settings import Settings
+from broker.topology import Names, declare_exchanges
+from schemas import catalogue
+from schemas.identity import Role
+
+
+class AccessError(KabutoError):
+    """A credential is missing, or the broker or database refused to provision one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What one RabbitMQ user may do on the vhost (regexes), and on the events exchange by routing key."""
+
+    user: str
+    configure: str
+    write: str
+    read: str
+    publishes_events: str  # topic permission (write) on the events exchange
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    amqp_user: str
+    amqp_password: str
+    database_user: str
+    database_password: str
+
+
+def _any_of(names: Iterable[str]) -> str:
+    return "^(" + "|".join(re.escape(n) for n in names) + ")$"
+
+
+def agent_grant(names: Names, agent: str, role: Role, user: str) -> Grant:
+    own = re.escape(names.inbox(agent)) + r"(\..+)?"
+    shared = [names.messages, names.events, names.retry, names.dead]
+    shared_and_own = "^(" + own + "|" + "|".join(re.escape(n) for n in [*shared, names.journal]) + ")$"
+    return Grant(
+        user=user,
+        configure=shared_and_own,
+        write=shared_and_own,
+        read="^(" + own + "|" + "|".join(re.escape(n) for n in shared) + ")$",
+        publishes_events=_any_of(event_types(role)) if event_types(role) else "^$",
+    )
+
+
+def participant_grant(names: Names, participant_id: str, user: str) -> Grant:
+    return Grant(
+        user=user,
+        configure="^$",
+        write=_any_of([names.messages]),
+        read=_any_of([names.inbox(participant_id)]),
+        publishes_events="^$",
+    )
+
+
+def event_types(role: Role) -> list[str]:
+    return sorted(s.type for s in catalogue.specs() if s.is_event and role in s.senders)
+
+
+def password_hash(password: str, salt: bytes | None = None) -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password))."""
+    salt = salt if salt is not None else os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def definitions(grants: Iterable[tuple[Grant, str]], names: Names, vhost: str = "/") -> dict[str, Any]:
+    """A RabbitMQ definitions document creating each user with its password and permissions."""
+    pairs = list(grants)
+    return {
+        "users": [
+            {
+                "name": g.user,
+                "password_hash": password_hash(password),
+                "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": "",
+            }
+            for g, password in pairs
+        ],
+        "permissions": [
+            {"user": g.user, "vhost": vhost, "configure": g.configure, "write": g.write, "read": g.read}
+            for g, _ in pairs
+        ],
+        "topic_permissions": [
+            {"user": g.user, "vhost": vhost, "exchange": names.events, "write": g.publishes_events, "read": ".*"}
+            for g, _ in pairs
+        ],
+    }
+
+
+async def rabbitmqctl(*args: str, stdin: bytes | None = None) -> str:
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl",
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate(stdin)
+    if process.returncode != 0:
+        raise AccessError(f"rabbitmqctl {args[0]} failed: {err.decode(errors='replace').strip()[:500]}")
+    return out.decode()
+
+
+async def create_user(grant: Grant, password: str, names: Names, vhost: str = "/") -> None:
+    """Create the user on the local broker with rabbitmqctl, synchronously (an imported
+    definitions document is applied asynchronously); the password goes on standard input,
+    never on a command line."""
+    await rabbitmqctl("add_user", grant.user, stdin=password.encode() + b"\n")
+    await rabbitmqctl("set_permissions", "-p", vhost, grant.user, grant.configure, grant.write, grant.read)
+    await rabbitmqctl("set_topic_permissions", "-p", vhost, grant.user, names.events, grant.publishes_events, ".*")
+
+
+async def delete_users(users: Iterable[str]) -> None:
+    for user in users:
+        await rabbitmqctl("delete_user", user)
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def credentials_path(key_dir: Path, agent: str) -> Path:
+    return key_dir / "credentials" / f"{agent}.json"
+
+
+def save_credentials(key_dir: Path, agent: str, credentials: Credentials) -> Path:
+    path = credentials_path(key_dir, agent)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(
+            {
+                "amqp_user": credentials.amqp_user,
+                "amqp_password": credentials.amqp_password,
+                "database_user": credentials.database_user,
+                "database_password": credentials.database_password,
+            },
+            fh,
+        )
+    return path
+
+
+def load_credentials(key_dir: Path, agent: str) -> Credentials:
+    path = credentials_path(key_dir, agent)
+    try:
+        raw = json.loads(path.read_text())
+        return Credentials(raw["amqp_user"], raw["amqp_password"], raw["database_user"], raw["database_password"])
+    except FileNotFoundError as exc:
+        raise AccessError(f"no credentials for {agent} at {path}; run `kabuto access provision`") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AccessError(f"{path} is not a Kabuto credentials file") from exc
+
+
+def with_login(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True, slots=True)
+class AgentUrls:
+    amqp: str
+    database: str
+
+
+def agent_urls(settings: Settings, agent: str) -> AgentUrls:
+    """The URLs an agent connects with: its own logins when KABUTO_AGENT_CREDENTIALS is on."""
+    if not settings.agent_credentials:
+        return AgentUrls(settings.amqp_url, settings.database_url)
+    credentials = load_credentials(settings.key_dir, agent)
+    return AgentUrls(
+        with_login(settings.amqp_url, credentials.amqp_user, credentials.amqp_password),
+        with_login(settings.database_url, credentials.database_user, credentials.database_password),
+    )
+
+
+def database_login(agent: str, prefix: str = "kabuto") -> str:
+    return f"{prefix}_{agent}_login"
+
+
+_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def create_login_sql(login: str, agent: str, password: str) -> list[str]:
+    """A login that may only become the agent's schema role (NOINHERIT: nothing without it)."""
+    if not (_SAFE.fullmatch(login) and _SAFE.fullmatch(agent) and _SAFE.fullmatch(password)):
+        raise AccessError("logins, agents and passwords are plain [A-Za-z0-9_-] here")
+    return [
+        f'DROP ROLE IF EXISTS "{login}"',
+        f'CREATE ROLE "{login}" LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE '
+        f"PASSWORD '{password}' IN ROLE \"kabuto_{agent}\"",
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Provisioned:
+    agents: dict[str, Credentials]
+    participants: dict[str, tuple[str, str]]  # participant id → (amqp user, password)
+
+    broker: bool = True
+
+    @property
+    def amqp_users(self) -> list[str]:
+        if not self.broker:
+            return []
+        return [c.amqp_user for c in self.agents.values()] + [u for u, _ in self.participants.values()]
+
+    @property
+    def database_logins(self) -> list[str]:
+        return [c.database_user for c in self.agents.values()]
+
+
+async def provision(
+    settings: Settings,
+    agents: Iterable[tuple[str, Role]],
+    participants: Iterable[str] = (),
+    *,
+    prefix: str | None = None,
+    save: bool = True,
+    broker: bool = True,
+) -> Provisioned:
+    """Create a broker user and a database login per agent, and a broker user and queue per
+    external participant; run as the administrator (``KABUTO_AMQP_URL``/``KABUTO_DATABASE_URL``)."""
+    names = Names(settings.namespace)
+    prefix = prefix or settings.namespace
+    made: dict[str, Credentials] = {}
+    grants: list[tuple[Grant, str]] = []
+    for agent, role in agents:
+        credentials = Credentials(f"{prefix}-{agent}", new_password(), database_login(agent, prefix), new_password())
+        grants.append((agent_grant(names, agent, role, credentials.amqp_user), credentials.amqp_password))
+        made[agent] = credentials
+    outside = {pid: (f"{prefix}-{pid}", new_password()) for pid in participants}
+    grants += [(participant_grant(names, pid, user), password) for pid, (user, password) in outside.items()]
+    if broker:
+        for grant, password in grants:
+            await create_user(grant, password, names)
+        await _declare_participant_queues(settings.amqp_url, names, outside)
+    await _create_logins(settings.database_url, made)
+    if save:
+        for agent, credentials in made.items():
+            save_credentials(settings.key_dir, agent, credentials)
+    return Provisioned(made, outside, broker)
+
+
+async def _create_logins(database_url: str, made: dict[str, Credentials]) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        for agent, credentials in made.items():
+            for statement in create_login_sql(credentials.database_user, agent, credentials.database_password):
+                await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def drop_logins(database_url: str, logins: Iterable[str]) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        for login in logins:
+            if not _SAFE.fullmatch(login):
+                raise AccessError(f"not a Kabuto login: {login!r}")
+            await connection.execute(f'DROP ROLE IF EXISTS "{login}"')
+    finally:
+        await connection.close()
+
+
+async def _declare_participant_queues(amqp_url: str, names: Names, outside: dict[str, tuple[str, str]]) -> None:
+    """The participant's queue, bound under its own id: it may read it but never bind or declare."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        exchanges = await declare_exchanges(channel, names)
+        for pid in outside:
+            queue = await channel.declare_queue(names.inbox(pid), durable=True, arguments={"x-queue-type": "quorum"})
+            await queue.bind(exchanges.messages, routing_key=pid)
+    finally:
+        await connection.close()
