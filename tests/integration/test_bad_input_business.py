@@ -235,3 +235,27 @@ def test_B55_malformed_operator_input_at_the_command_line_is_refused_with_a_clea
             kabuto(argv)
         assert exited.value.code == 2, argv
         assert "error:" in capsys.readouterr().err
+
+
+async def test_B61_sell_beyond_the_customers_holdings_is_refused_as_insufficient_holdings(
+    settings: Settings, keys: KeyStore
+) -> None:
+    from schemas.brokerage import BrokeredOrder, FundingLeg
+
+    async with support.agents(settings, "settlement", "brokerage", "exchange") as rt:
+        await support.brokerage_market(rt, company="x-sec", issue="BRK")
+        await _customer(rt["brokerage"], CustomerAccount("alice-bank", "intermediary", "bank", 1))
+        order = BrokeredOrder(
+            client_order_id="sell-more-than-held",
+            customer_id="IM-0001",
+            pin=PIN,
+            securities_company="x-sec",
+            issue_code="BRK",
+            side=Side.SELL,
+            order_type=OrderType.LIMIT,
+            price=Decimal(300),
+            quantity=100,
+            funding=(FundingLeg(account="alice-bank", amount=Decimal(0), priority=1),),
+        )
+        sealed = seal(keys.load_identity("alice"), order, recipient="brokerage", now=datetime.now(UTC))
+        await expect_refusal(settings, rt["brokerage"], sealed, "brokerage.order_refused", "insufficient_holdings")
