@@ -49,6 +49,7 @@ class Reason(StrEnum):
     MESSAGE_TOO_LARGE = "message_too_large"
     CERTIFICATE_REVOKED = "certificate_revoked"
     DATA_INVALID = "data_invalid"
+    SEALED_FIELD_INVALID = "sealed_field_invalid"
 
 
 class KabutoError(Exception):

@@ -31,6 +31,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from schemas.identity import CertificatePolicy, Participant, Role
@@ -38,6 +39,10 @@ from schemas.identity import CertificatePolicy, Participant, Role
 # A UUID-derived OID (ITU-T X.667, arc 2.25) names the participant extension without a
 # registered enterprise number.
 PARTICIPANT_EXTENSION_OID = ObjectIdentifier("2.25.37399489929064402520551318797375356842")
+# The participant's X25519 key for messages sealed to it (R-001-06: Ed25519 cannot encrypt), raw
+# 32 bytes, certified by the CA beside the signing key. Only roles that receive secrets have one.
+ENCRYPTION_KEY_OID = ObjectIdentifier("2.25.205878429262413337413930006219447361977")
+ENCRYPTING_ROLES = frozenset({Role.SETTLEMENT, Role.BROKERAGE})
 DEFAULT_VALIDITY = timedelta(days=365)
 CA_VALIDITY = timedelta(days=3650)
 
@@ -112,7 +117,7 @@ def write_certificate(path: Path, certificate: x509.Certificate) -> None:
     _write_public(path, certificate.public_bytes(serialization.Encoding.PEM))
 
 
-def _private_pem(key: Ed25519PrivateKey) -> bytes:
+def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -141,6 +146,8 @@ class Identity:
     participant: Participant
     private_key: Ed25519PrivateKey
     certificate: x509.Certificate
+    # What opens messages sealed to this participant (broker.sealed_box), if its role has one.
+    decryption_key: X25519PrivateKey | None = None
 
     @property
     def user_id(self) -> str:
@@ -176,6 +183,7 @@ class CertificateAuthority:
         *,
         not_before: datetime | None = None,
         not_after: datetime | None = None,
+        encryption_key: bytes | None = None,
     ) -> x509.Certificate:
         """Issue an identity certificate (seed 001 R-001-02/03) and register it."""
         now = datetime.now(UTC)
@@ -190,7 +198,7 @@ class CertificateAuthority:
             ]
         )
         extension = x509.UnrecognizedExtension(PARTICIPANT_EXTENSION_OID, _utf8_der(participant.model_dump_json()))
-        certificate = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(self.certificate.subject)
@@ -205,8 +213,12 @@ class CertificateAuthority:
                 critical=False,
             )
             .add_extension(extension, critical=False)
-            .sign(self.private_key, algorithm=None)
         )
+        if encryption_key is not None:
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(ENCRYPTION_KEY_OID, encryption_key), critical=False
+            )
+        certificate = builder.sign(self.private_key, algorithm=None)
         self._register(certificate, participant)
         return certificate
 
@@ -227,7 +239,7 @@ class CertificateAuthority:
         named = {a.value for a in request.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
         if named != {participant.user_id}:
             raise PkiError(f"the request names {sorted(map(str, named))}, not {participant.user_id}")
-        return self.issue(participant, key, **validity)
+        return self.issue(participant, key, encryption_key=_requested_encryption_key(request), **validity)
 
     def _register(self, certificate: x509.Certificate, participant: Participant) -> None:
         if self.register_path is None:
@@ -245,13 +257,41 @@ class CertificateAuthority:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-def new_request(user_id: str) -> tuple[Ed25519PrivateKey, x509.CertificateSigningRequest]:
-    """The participant's side of enrolment: a fresh key pair and a CSR signed with it."""
+def new_request(
+    user_id: str, encryption_key: X25519PublicKey | None = None
+) -> tuple[Ed25519PrivateKey, x509.CertificateSigningRequest]:
+    """The participant's side of enrolment: a fresh key pair and a CSR signed with it, asking
+    also for its X25519 encryption key to be certified when it has one."""
     key = Ed25519PrivateKey.generate()
     subject = x509.Name(
         [x509.NameAttribute(NameOID.COMMON_NAME, user_id), x509.NameAttribute(NameOID.USER_ID, user_id)]
     )
-    return key, x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, algorithm=None)
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    if encryption_key is not None:
+        raw = encryption_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        builder = builder.add_extension(x509.UnrecognizedExtension(ENCRYPTION_KEY_OID, raw), critical=False)
+    return key, builder.sign(key, algorithm=None)
+
+
+def _requested_encryption_key(request: x509.CertificateSigningRequest) -> bytes | None:
+    try:
+        value = request.extensions.get_extension_for_oid(ENCRYPTION_KEY_OID).value
+    except x509.ExtensionNotFound:
+        return None
+    if not isinstance(value, x509.UnrecognizedExtension) or len(value.value) != 32:
+        raise PkiError("the requested encryption key is not a raw X25519 key")
+    return value.value
+
+
+def encryption_key_of(certificate: x509.Certificate) -> X25519PublicKey | None:
+    """The X25519 key the CA certified for messages sealed to this participant, if any."""
+    try:
+        value = certificate.extensions.get_extension_for_oid(ENCRYPTION_KEY_OID).value
+    except x509.ExtensionNotFound:
+        return None
+    if not isinstance(value, x509.UnrecognizedExtension):
+        raise PkiError("encryption key extension has an unexpected type")
+    return X25519PublicKey.from_public_bytes(value.value)
 
 
 def _signing_key_usage(*, ca: bool) -> x509.KeyUsage:
@@ -357,14 +397,20 @@ class KeyStore:
         """Give a participant a key and identity certificate unless it has a usable one."""
         if not renew and self.has_identity(participant.user_id):
             existing = self.load_identity(participant.user_id)
-            if existing.participant == participant and _usable_now(existing.certificate):
+            # A role that receives secrets needs its certified encryption key (issue 13): an
+            # older certificate without one is replaced, so `ca enrol-all` upgrades it.
+            has_keys = participant.role not in ENCRYPTING_ROLES or existing.decryption_key is not None
+            if existing.participant == participant and _usable_now(existing.certificate) and has_keys:
                 return existing, False
-        # The participant's side makes the key and the request; the CA sees only the request.
-        key, request = new_request(participant.user_id)
+        # The participant's side makes the keys and the request; the CA sees only the request.
+        decryption = X25519PrivateKey.generate() if participant.role in ENCRYPTING_ROLES else None
+        key, request = new_request(participant.user_id, decryption.public_key() if decryption else None)
         _write_public(self.request_path(participant.user_id), request.public_bytes(serialization.Encoding.PEM))
         certificate = self.load_ca().sign_request(request, participant)
         self._install(participant.user_id, key, certificate)
-        return Identity(participant, key, certificate), True
+        if decryption is not None:
+            _write_private(self.participant_dir(participant.user_id) / "encryption.key", _private_pem(decryption))
+        return Identity(participant, key, certificate, decryption), True
 
     def _install(self, user_id: str, key: Ed25519PrivateKey, certificate: x509.Certificate) -> None:
         """Write the participant's key and certificate to its own directory (replacing a legacy pair)."""
@@ -387,7 +433,19 @@ class KeyStore:
         participant = participant_of(certificate)
         if participant.user_id != user_id:
             raise PkiError(f"certificate file of {user_id} names {participant.user_id}")
-        return Identity(participant, key, certificate)
+        return Identity(participant, key, certificate, self._decryption_key(user_id, certificate))
+
+    def _decryption_key(self, user_id: str, certificate: x509.Certificate) -> X25519PrivateKey | None:
+        path = self.participant_dir(user_id) / "encryption.key"
+        if not path.exists():
+            return None
+        if path.stat().st_mode & 0o077:
+            raise PkiError(f"{path} is readable by others; chmod 600 it")
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        certified = encryption_key_of(certificate)
+        if not isinstance(key, X25519PrivateKey) or certified is None or key.public_key() != certified:
+            raise PkiError(f"{path} is not the X25519 key certified for {user_id}")
+        return key
 
     def certificates(self) -> list[x509.Certificate]:
         """Every participant certificate on file: the directory a trust store can consult."""

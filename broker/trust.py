@@ -62,6 +62,11 @@ class TrustStore:
     def ca_certificate(self) -> x509.Certificate:
         return self._ca
 
+    def known_certificate(self, user_id: str) -> x509.Certificate | None:
+        """The newest certificate on file for ``user_id`` (to seal a secret to it)."""
+        found = [c for c in self._known.values() if _names(c, user_id)]
+        return max(found, key=lambda c: c.not_valid_before_utc, default=None)
+
     def signer(self, claimed_fingerprint: str, attached_der: bytes | None, now: datetime) -> Signer:
         """The signer named by a message, verified and valid ``now``; else ``SecurityRejected``."""
         signer = self.chained(claimed_fingerprint, attached_der)
@@ -148,3 +153,10 @@ def _may_sign(certificate: x509.Certificate) -> bool:
     except x509.ExtensionNotFound:
         return False
     return bool(usage.digital_signature)
+
+
+def _names(certificate: x509.Certificate, user_id: str) -> bool:
+    try:
+        return participant_of(certificate).user_id == user_id
+    except (PkiError, ValueError):
+        return False

@@ -15,6 +15,7 @@ from schemas.catalogue import Message, message
 from schemas.certificates import IssueCode
 from schemas.identity import ParticipantId, Role
 from schemas.money import AccountId, Amount, Currency, Price, Quantity
+from schemas.sealed import SealedText
 from schemas.trading import ClientOrderId, OrderType, Side, TimeInForce
 
 CustomerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,40}$")]
@@ -51,7 +52,7 @@ class IdentifyCustomer(Message):
     """Seed 000 claims 3–4, seed 002 R-002-06: the customer's id and personal authentication."""
 
     customer_id: CustomerId
-    pin: str = Field(min_length=4, max_length=64)
+    pin: SealedText = Field(description="The PIN sealed to the brokerage's key: never in clear on the way.")
 
 
 class Security(_Frozen):
@@ -141,7 +142,7 @@ class BrokeredOrder(Message):
 
     client_order_id: ClientOrderId
     customer_id: CustomerId
-    pin: str = Field(min_length=4, max_length=64)
+    pin: SealedText = Field(description="The PIN sealed to the brokerage's key: never in clear on the way.")
     securities_company: CompanyId
     issue_code: IssueCode
     side: Side

@@ -15,6 +15,7 @@ from broker import logs
 from broker.consumer import Handler
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
+from broker.sealed_box import seal_for
 from schemas.brokerage import (
     BrokeredOrder,
     BrokeredOrderAccepted,
@@ -29,6 +30,7 @@ from schemas.brokerage import (
     TradeStatement,
 )
 from schemas.catalogue import Message
+from schemas.sealed import CUSTOMER_PIN
 from schemas.trading import OrderType, Side, TimeInForce
 
 log = logs.get("kabuto.investor")
@@ -38,7 +40,8 @@ Command = Callable[[Context], Awaitable[UUID]]
 
 def identify(customer_id: str, pin: str, brokerage: str = BROKERAGE) -> Command:
     async def action(ctx: Context) -> UUID:
-        return ctx.emit(IdentifyCustomer(customer_id=customer_id, pin=pin), to=brokerage).envelope.message_id
+        sealed_pin = seal_for(ctx.trust, brokerage, pin, CUSTOMER_PIN)  # never in clear in our outbox
+        return ctx.emit(IdentifyCustomer(customer_id=customer_id, pin=sealed_pin), to=brokerage).envelope.message_id
 
     return action
 
@@ -64,7 +67,7 @@ def brokered_order(
         order = BrokeredOrder(
             client_order_id=client_order_id,
             customer_id=customer_id,
-            pin=pin,
+            pin=seal_for(ctx.trust, brokerage, pin, CUSTOMER_PIN),
             securities_company=company,
             issue_code=issue_code,
             side=side,

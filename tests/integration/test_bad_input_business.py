@@ -30,6 +30,7 @@ from broker.settings import Settings
 from schemas.brokerage import HoldLeg, IdentifyCustomer, PlaceHold
 from schemas.catalogue import Message
 from schemas.certificates import ShareClass
+from schemas.sealed import ACCOUNT_INQUIRY_ACCOUNT, CUSTOMER_PIN
 from schemas.settlement import AccountInquiry
 from schemas.trading import CancelOrder, OrderTerms, OrderType, Side, SubmitOrder
 from tests import support
@@ -158,7 +159,10 @@ async def test_hold_the_settlement_agent_refuses_changes_nothing(
 
 async def test_B51_inquiry_into_another_investors_account_reveals_nothing(settings: Settings, keys: KeyStore) -> None:
     sealed = seal(
-        keys.load_identity("bob"), AccountInquiry(account="alice-cash"), recipient="settlement", now=datetime.now(UTC)
+        keys.load_identity("bob"),
+        AccountInquiry(account=support.sealed_to(keys, "settlement", "alice-cash", ACCOUNT_INQUIRY_ACCOUNT)),
+        recipient="settlement",
+        now=datetime.now(UTC),
     )
     async with support.agents(settings, "settlement") as rt:
         await support.fund(rt["settlement"], "alice", Decimal(1000))
@@ -180,7 +184,7 @@ def _account(account_id: str) -> CustomerAccount:
 
 
 def _identify(keys: KeyStore, pin: str = PIN) -> Any:
-    request = IdentifyCustomer(customer_id="IM-0001", pin=pin)
+    request = IdentifyCustomer(customer_id="IM-0001", pin=support.sealed_to(keys, "brokerage", pin, CUSTOMER_PIN))
     return seal(keys.load_identity("alice"), request, recipient="brokerage", now=datetime.now(UTC))
 
 
@@ -248,7 +252,7 @@ async def test_B61_sell_beyond_the_customers_holdings_is_refused_as_insufficient
         order = BrokeredOrder(
             client_order_id="sell-more-than-held",
             customer_id="IM-0001",
-            pin=PIN,
+            pin=support.sealed_to(keys, "brokerage", PIN, CUSTOMER_PIN),
             securities_company="x-sec",
             issue_code="BRK",
             side=Side.SELL,
