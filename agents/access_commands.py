@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from broker import access
+from broker import access, provisioning
 from broker.settings import AGENT_IDS, Settings
 from broker.topology import Names
 from schemas.identity import Role
@@ -28,7 +28,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     agents = [(a, Role(a)) for a in AGENT_IDS]
     match args.access_command:
         case "provision":
-            made = await access.provision(settings, agents, args.participant)
+            made = await provisioning.provision(settings, agents, args.participant)
             for agent, credentials in made.agents.items():
                 print(f"{agent}: broker user {credentials.amqp_user}, database login {credentials.database_user}")
             for pid, (user, _) in made.participants.items():

@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from broker import access
+from broker import access, provisioning
 from broker.consumer import Outcome
 from broker.pki import KeyStore
 from broker.settings import Settings
@@ -38,7 +38,7 @@ REFUSED = (aiormq.exceptions.ChannelAccessRefused, aio_pika.exceptions.ChannelCl
 class World:
     settings: Settings
     names: Names
-    made: access.Provisioned
+    made: provisioning.Provisioned
 
     @property
     def participant(self) -> str:
@@ -56,7 +56,7 @@ class World:
 @asynccontextmanager
 async def provisioned(settings: Settings, agents: bool, participant: bool, broker: bool = True) -> AsyncIterator[World]:
     """Users and logins made for this test under its namespace, and deleted after it."""
-    made = await access.provision(
+    made = await provisioning.provision(
         settings,
         [("issuer", Role.ISSUER)] if agents else [],
         [f"zed{uuid4().hex[:6]}"] if participant else [],
@@ -65,8 +65,8 @@ async def provisioned(settings: Settings, agents: bool, participant: bool, broke
     try:
         yield World(settings, Names(settings.namespace), made)
     finally:
-        await access.delete_users(made.amqp_users)
-        await access.drop_logins(settings.database_url, made.database_logins)
+        await provisioning.delete_users(made.amqp_users)
+        await provisioning.drop_logins(settings.database_url, made.database_logins)
         for pid in made.participants:
             await _delete_queue(settings, Names(settings.namespace).inbox(pid))
 
