@@ -17,10 +17,11 @@ from uuid import uuid4
 
 import pytest
 
+from agents import cli
 from agents.brokerage import operators
 from agents.brokerage import repo as brokerage_repo
 from agents.brokerage.customers import CustomerAccount
-from agents.cli import main as kabuto
+from broker import logs
 from broker.consumer import Outcome
 from broker.envelope import seal, sign_headers
 from broker.errors import Reason
@@ -37,6 +38,14 @@ from tests import support
 from tests.integration.refusal_kit import expect_dead_letter, expect_refusal, state
 
 PIN = "2468"
+
+
+@pytest.fixture
+def kabuto(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], int]:
+    """The ``kabuto`` command in this process, leaving the test run's logging as it was
+    (``main`` would point structlog at this test's captured, soon closed, stdout)."""
+    monkeypatch.setattr(logs, "configure", lambda *args, **kwargs: None)
+    return cli.main
 
 
 def _order(user: str = "alice", issue: str = support.ISSUE, **terms: Any) -> SubmitOrder:
@@ -229,6 +238,7 @@ async def test_B54_operator_cannot_store_a_malformed_account_id(settings: Settin
 
 def test_B55_malformed_operator_input_at_the_command_line_is_refused_with_a_clear_error(
     capsys: pytest.CaptureFixture[str],
+    kabuto: Callable[[list[str]], int],
 ) -> None:
     for argv in (
         ["brokerage", "customer", "IM-9", "--user", "alice", "--pin", "2468", "--account", "only-two:parts"],

@@ -7,6 +7,7 @@ accepted during the overlap, and the old one alone is refused once it is revoked
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -14,8 +15,8 @@ from uuid import uuid4
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from agents.cli import main as kabuto
-from broker import revocation
+from agents import cli
+from broker import logs, revocation
 from broker.consumer import Outcome
 from broker.envelope import Sealed, seal
 from broker.errors import Reason
@@ -26,6 +27,14 @@ from schemas.identity import Role
 from schemas.lifecycle import HoldingsInquiry
 from tests import support
 from tests.integration.refusal_kit import expect_dead_letter
+
+
+@pytest.fixture
+def kabuto(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], int]:
+    """The ``kabuto`` command in this process, leaving the test run's logging as it was
+    (``main`` would point structlog at this test's captured, soon closed, stdout)."""
+    monkeypatch.setattr(logs, "configure", lambda *args, **kwargs: None)
+    return cli.main
 
 
 def _newcomer(keys: KeyStore) -> Identity:
@@ -118,7 +127,10 @@ def test_revoking_what_the_ca_never_issued_fails_clearly(tmp_path: Path) -> None
 
 
 def test_kabuto_ca_revoke_superseded_after_renew(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    kabuto: Callable[[list[str]], int],
 ) -> None:
     monkeypatch.setenv("KABUTO_KEY_DIR", str(tmp_path))
     assert kabuto(["ca", "init"]) == 0

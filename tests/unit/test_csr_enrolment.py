@@ -4,16 +4,25 @@ key pair in its own directory; the CA examines the request and signs, and never 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agents.cli import main as kabuto
-from broker import enrolment
+from agents import cli
+from broker import enrolment, logs
 from broker.pki import KeyStore, PkiError, default_participant, load_certificate, new_request, participant_of
 from schemas.identity import Role
+
+
+@pytest.fixture
+def kabuto(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], int]:
+    """The ``kabuto`` command in this process, leaving the test run's logging as it was
+    (``main`` would point structlog at this test's captured, soon closed, stdout)."""
+    monkeypatch.setattr(logs, "configure", lambda *args, **kwargs: None)
+    return cli.main
 
 
 def mode(path: Path) -> int:
@@ -93,7 +102,11 @@ def test_the_examination_refuses_a_second_role_for_an_enrolled_id(keys: KeyStore
 
 
 def test_an_external_participant_requests_and_the_ca_signs_from_the_command_line(
-    keys: KeyStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    keys: KeyStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    kabuto: Callable[[list[str]], int],
 ) -> None:
     monkeypatch.setenv("KABUTO_KEY_DIR", str(keys.root))
     own = tmp_path / "dave-laptop"
