@@ -13,10 +13,10 @@ from pathlib import Path
 import aio_pika
 from rich.console import Console
 
+from agents import access_commands, ca_commands, reconcile, render, status_view
 from agents import demo as demo_scenario
-from agents import reconcile, render, status_view
 from agents.registry import AGENTS
-from broker import logs, ops
+from broker import enrolment, logs, ops
 from broker.catalogue import asyncapi, release
 from broker.migrate import migrate as apply_migrations
 from broker.participants import ensure_reply_queue, is_external
@@ -52,6 +52,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ca.add_parser("enrol-all", help="enrol the seven agents and the configured investors")
     show = ca.add_parser("show", help="print a participant's identity certificate")
     show.add_argument("user_id")
+    ca_commands.add_ca_parsers(ca)
 
     run = sub.add_parser("run", help="run agents until SIGINT/SIGTERM")
     run.add_argument("agent", choices=["all", *AGENT_IDS])
@@ -75,6 +76,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     cat.add_argument(
         "--release", type=Path, metavar="FILE", help="add the versions not yet released to FILE (released.json)"
     )
+    access_commands.add_parsers(sub)
     rec = sub.add_parser("reconcile", help="compare the exchange's CertID list with the issuer's register")
     rec.add_argument("issue_code", nargs="?")
 
@@ -106,6 +108,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps(asyncapi(settings.namespace, settings.amqp_url), indent=2))
         case "reconcile":
             return await _reconcile(settings, args.issue_code)
+        case "access":
+            return await access_commands.run(args, settings)
     return 0
 
 
@@ -116,10 +120,7 @@ def _ca(args: argparse.Namespace, keys: KeyStore, settings: Settings) -> None:
             subject = authority.certificate.subject.rfc4514_string()
             print(f"{'created' if created else 'kept existing'} CA {subject} in {keys.root}")
         case "enrol":
-            participant = default_participant(args.user_id, Role(args.role), args.limit)
-            if participant.policy and args.allow_short_selling:
-                policy = participant.policy.model_copy(update={"short_selling_prohibited": False})
-                participant = participant.model_copy(update={"policy": policy})
+            participant = ca_commands.participant_for(args.user_id, args.role, args.limit, args.allow_short_selling)
             _enrol(keys, participant, renew=args.renew)
         case "enrol-all":
             for agent in AGENT_IDS:
@@ -128,6 +129,8 @@ def _ca(args: argparse.Namespace, keys: KeyStore, settings: Settings) -> None:
             _enrol(keys, default_participant(CARD_ISSUER_ID, Role.CARD_ISSUER))  # hosted by credit
             for investor in settings.investors:
                 _enrol(keys, default_participant(investor, Role.INVESTOR))
+        case "revoke" | "sign-csr" | "request":
+            ca_commands.run_ca(args, keys)
         case "show":
             identity = keys.load_identity(args.user_id)
             cert = identity.certificate
@@ -154,6 +157,7 @@ async def _reply_queue(settings: Settings, user_id: str) -> int:
 
 
 def _enrol(keys: KeyStore, participant: Participant, *, renew: bool = False) -> None:
+    enrolment.examine(keys, participant)  # R-001-02: the CA examines the requester first
     identity, created = keys.enrol(participant, renew=renew)
     print(
         f"{'enrolled' if created else 'kept'} {identity.user_id} ({participant.role.value}) "

@@ -31,12 +31,13 @@ from typing import Any
 
 import aio_pika
 import asyncpg
+import pydantic
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from broker import group_commit, logs, metrics, outbox
 from broker.context import Context
-from broker.envelope import Freshness, Opened, open_delivery
+from broker.envelope import MAX_MESSAGE_BYTES, Freshness, Opened, open_delivery
 from broker.errors import InputRejected, Reason, Rejected, SecurityRejected
 from broker.pki import Identity
 from broker.progress import TaskBeat
@@ -50,6 +51,7 @@ log = logs.get("kabuto.consumer")
 Handler = Callable[[Any, Context], Awaitable[None]]
 ATTEMPT_HEADER = "x-kabuto-attempt"
 HELD_WHILE_ANSWERING = 3
+EVIDENCE_BYTES = 4096
 
 
 class Outcome(StrEnum):
@@ -151,6 +153,7 @@ class Consumer:
     outcomes: Outcomes = field(default_factory=Outcomes)
     # Deliveries settled in one transaction at most (broker.group_commit); 1 is one by one.
     batch_size: int = 1
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     beat: TaskBeat = field(default_factory=lambda: TaskBeat("consumer"))
 
@@ -213,6 +216,7 @@ class Consumer:
             hosted={i.user_id: i.participant.role for i in self.identities.values()},
             freshness=self.freshness,
             now=self.clock(),
+            max_bytes=self.max_message_bytes,
         )
         if type(opened.message) not in self.handlers:
             raise InputRejected(Reason.UNKNOWN_MESSAGE_TYPE, f"{self.agent} does not handle {opened.spec.type}")
@@ -223,6 +227,9 @@ class Consumer:
             duplicate = await self._transaction_held(opened)
         except Rejected as rejected:
             return await self._dead_letter(delivery, rejected)
+        except (pydantic.ValidationError, asyncpg.DataError) as exc:  # deterministic: a retry fails alike
+            detail = f"{type(exc).__name__}: {exc}"[:1000]
+            return await self._dead_letter(delivery, InputRejected(Reason.DATA_INVALID, detail))
         # The one place any other failure is caught: it is retried, then dead-lettered.
         except Exception as exc:  # noqa: BLE001
             return await self._retry_or_give_up(delivery, exc)
@@ -328,7 +335,13 @@ class Consumer:
                 "x-kabuto-dead-lettered-at": datetime.now(UTC).isoformat(),
             }
         )
-        await self.exchanges.dead.publish(_copy(delivery, headers), routing_key=self.agent)
+        body = delivery.body
+        if rejected.reason is Reason.MESSAGE_TOO_LARGE:  # keep evidence, not the payload of a flood
+            headers["x-kabuto-original-size"] = len(body)
+            body = body[:EVIDENCE_BYTES]
+        await self.exchanges.dead.publish(
+            outbox.amqp_message(delivery.message_id, delivery.type, body, headers), routing_key=self.agent
+        )
         return Settled(delivery.message_id, Outcome.DEAD_LETTERED, rejected.reason)
 
 

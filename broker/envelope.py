@@ -2,10 +2,11 @@
 
 ``seal`` turns a payload into the exact body bytes and headers to publish. ``open_delivery``
 runs every check a receiver makes before any handler sees a message, in this order:
-signature headers → signer certificate (chain to the Kabuto CA, validity) → signature over
-the body → JSON → envelope → signer and sender consistency → recipient → freshness →
-message type → sender authorisation → payload schema. Each failure raises a ``Rejected``
-with its reason code; nothing is parsed before the signature is verified.
+size (body and headers, before anything is decoded) → signature headers → signer
+certificate (chain to the Kabuto CA, validity, revocation) → signature over the body →
+JSON → envelope → signer and sender consistency → recipient → freshness → message type
+→ sender authorisation → payload schema. Each failure raises a ``Rejected`` with its reason
+code; nothing is parsed before the signature is verified.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ class Opened:
     message: Message
     sender: Participant
     digest: str
+
+
+# The largest body an agent accepts (settings: KABUTO_MAX_MESSAGE_BYTES); the broker's
+# ``max_message_size`` is set to the same value where we run it (docs/security.md).
+MAX_MESSAGE_BYTES = 1_048_576
+# Headers carry a signature, a fingerprint and one certificate: a few kilobytes at most.
+MAX_HEADER_BYTES = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +116,10 @@ def open_delivery(
     hosted: Mapping[str, Role],
     freshness: Freshness,
     now: datetime,
+    max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> Opened:
     """Verify and parse one delivery, or raise ``Rejected`` with the reason."""
+    check_size(body, headers, max_bytes)
     signer, envelope = _signed_envelope(body, headers, trust, now)
     recipient_role = _check_recipient(envelope, hosted)
     _check_fresh(envelope, freshness, now)
@@ -125,11 +135,13 @@ def open_event(
     trust: TrustStore,
     freshness: Freshness,
     now: datetime,
+    max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> Opened:
     """What an integrator runs on an event (docs/integrators.md): signature over the body, the
     signer's certificate chained to the CA and valid ``now``, sender = signer, addressed to no one,
     fresh, a known event type, and the signer's role among those the catalogue lets publish it —
     so an event an investor forged is ``sender_not_authorized``. Raises ``Rejected``."""
+    check_size(body, headers, max_bytes)
     signer, envelope = _signed_envelope(body, headers, trust, now)
     if envelope.recipient is not None:
         raise SecurityRejected(Reason.MISROUTED, f"{envelope.type} is addressed to {envelope.recipient}")
@@ -140,6 +152,15 @@ def open_event(
             Reason.SENDER_NOT_AUTHORIZED, f"a {signer.participant.role.value} may not publish {spec.type}"
         )
     return Opened(envelope, spec, _parse_payload(spec, envelope), signer.participant, body_digest(body))
+
+
+def check_size(body: bytes, headers: Mapping[str, object], max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    """Refuse an oversize delivery before a byte of it is hashed, verified or parsed."""
+    if len(body) > max_bytes:
+        raise SecurityRejected(Reason.MESSAGE_TOO_LARGE, f"body of {len(body)} bytes, limit {max_bytes}")
+    header_bytes = sum(len(k) + len(v) for k, v in headers.items() if isinstance(v, str | bytes))
+    if header_bytes > MAX_HEADER_BYTES:
+        raise SecurityRejected(Reason.MESSAGE_TOO_LARGE, f"headers of {header_bytes} bytes, limit {MAX_HEADER_BYTES}")
 
 
 def _signed_envelope(

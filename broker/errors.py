@@ -8,6 +8,8 @@
     │   ├── SecurityRejected    logged as a security event (signature, certificate,
     │   │                       authorisation, freshness, replay)
     │   └── InputRejected       logged as an input event (JSON, type, schema)
+    │   (a handler's ``pydantic.ValidationError`` or ``asyncpg.DataError`` is mapped to
+    │   ``InputRejected(data_invalid)`` by the consumer: the same data fails the same way again)
     └── Transient           worth another try: retried with back-off, then dead-lettered
                             as ``retries_exhausted``
 
@@ -42,6 +44,12 @@ class Reason(StrEnum):
     STOCK_CERTIFICATE_INVALID = "stock_certificate_invalid"
     UNSOLICITED = "unsolicited"
     RETRIES_EXHAUSTED = "retries_exhausted"
+    # Issue 13 (security): refused before verification, revoked signers, and data a handler
+    # read or wrote that fails the wire contract or a database check (deterministic: no retry).
+    MESSAGE_TOO_LARGE = "message_too_large"
+    CERTIFICATE_REVOKED = "certificate_revoked"
+    DATA_INVALID = "data_invalid"
+    SEALED_FIELD_INVALID = "sealed_field_invalid"
 
 
 class KabutoError(Exception):

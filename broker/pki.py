@@ -5,10 +5,17 @@ carries Kabuto's participant extension (user id, role and, for investors, the ce
 policy: account usage limit and short-selling prohibition). Private keys are written as
 files readable only by their owner (mode 0600 in a 0700 directory) and are never logged.
 
+Enrolment is by certificate signing request (R-001-02): the participant makes its own key
+pair in its own directory and sends a CSR; the CA examines the request and signs a
+certificate for the public key. No participant private key is made or read by the CA.
+
 Layout under the key directory::
 
-    ca/ca.key  ca/ca.crt  ca/register.jsonl      (the CA's certificate DB 29)
-    participants/<user id>.key  participants/<user id>.crt
+    ca/ca.key  ca/ca.crt  ca/register.jsonl  ca/crl.pem   (the CA's certificate DB 29)
+    participants/<user id>/identity.key  identity.crt  request.csr   (one directory each)
+
+Participants enrolled before CSR enrolment keep ``participants/<user id>.key|.crt``; they
+are read from there until renewed.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from schemas.identity import CertificatePolicy, Participant, Role
@@ -31,6 +39,10 @@ from schemas.identity import CertificatePolicy, Participant, Role
 # A UUID-derived OID (ITU-T X.667, arc 2.25) names the participant extension without a
 # registered enterprise number.
 PARTICIPANT_EXTENSION_OID = ObjectIdentifier("2.25.37399489929064402520551318797375356842")
+# The participant's X25519 key for messages sealed to it (R-001-06: Ed25519 cannot encrypt), raw
+# 32 bytes, certified by the CA beside the signing key. Only roles that receive secrets have one.
+ENCRYPTION_KEY_OID = ObjectIdentifier("2.25.205878429262413337413930006219447361977")
+ENCRYPTING_ROLES = frozenset({Role.SETTLEMENT, Role.BROKERAGE})
 DEFAULT_VALIDITY = timedelta(days=365)
 CA_VALIDITY = timedelta(days=3650)
 
@@ -96,7 +108,16 @@ def _write_public(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _private_pem(key: Ed25519PrivateKey) -> bytes:
+def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
+    """A private key file only its owner reads (0600 in a 0700 directory)."""
+    _write_private(path, _private_pem(key))
+
+
+def write_certificate(path: Path, certificate: x509.Certificate) -> None:
+    _write_public(path, certificate.public_bytes(serialization.Encoding.PEM))
+
+
+def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -125,6 +146,8 @@ class Identity:
     participant: Participant
     private_key: Ed25519PrivateKey
     certificate: x509.Certificate
+    # What opens messages sealed to this participant (broker.sealed_box), if its role has one.
+    decryption_key: X25519PrivateKey | None = None
 
     @property
     def user_id(self) -> str:
@@ -160,6 +183,7 @@ class CertificateAuthority:
         *,
         not_before: datetime | None = None,
         not_after: datetime | None = None,
+        encryption_key: bytes | None = None,
     ) -> x509.Certificate:
         """Issue an identity certificate (seed 001 R-001-02/03) and register it."""
         now = datetime.now(UTC)
@@ -174,7 +198,7 @@ class CertificateAuthority:
             ]
         )
         extension = x509.UnrecognizedExtension(PARTICIPANT_EXTENSION_OID, _utf8_der(participant.model_dump_json()))
-        certificate = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(self.certificate.subject)
@@ -189,10 +213,33 @@ class CertificateAuthority:
                 critical=False,
             )
             .add_extension(extension, critical=False)
-            .sign(self.private_key, algorithm=None)
         )
+        if encryption_key is not None:
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(ENCRYPTION_KEY_OID, encryption_key), critical=False
+            )
+        certificate = builder.sign(self.private_key, algorithm=None)
         self._register(certificate, participant)
         return certificate
+
+    def sign_request(
+        self, request: x509.CertificateSigningRequest, participant: Participant, **validity: datetime
+    ) -> x509.Certificate:
+        """Issue the certificate a CSR asks for, to the participant the CA examined (R-001-02).
+
+        The request proves possession of its key (its self-signature) and names the participant;
+        what the certificate says about the participant (role, policy) is the CA's decision,
+        never the request's.
+        """
+        key = request.public_key()
+        if not isinstance(key, Ed25519PublicKey):
+            raise PkiError("the request's key is not Ed25519")
+        if not request.is_signature_valid:
+            raise PkiError("the request is not signed by the key it carries")
+        named = {a.value for a in request.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
+        if named != {participant.user_id}:
+            raise PkiError(f"the request names {sorted(map(str, named))}, not {participant.user_id}")
+        return self.issue(participant, key, encryption_key=_requested_encryption_key(request), **validity)
 
     def _register(self, certificate: x509.Certificate, participant: Participant) -> None:
         if self.register_path is None:
@@ -208,6 +255,43 @@ class CertificateAuthority:
         }
         with self.register_path.open("a") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def new_request(
+    user_id: str, encryption_key: X25519PublicKey | None = None
+) -> tuple[Ed25519PrivateKey, x509.CertificateSigningRequest]:
+    """The participant's side of enrolment: a fresh key pair and a CSR signed with it, asking
+    also for its X25519 encryption key to be certified when it has one."""
+    key = Ed25519PrivateKey.generate()
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, user_id), x509.NameAttribute(NameOID.USER_ID, user_id)]
+    )
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    if encryption_key is not None:
+        raw = encryption_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        builder = builder.add_extension(x509.UnrecognizedExtension(ENCRYPTION_KEY_OID, raw), critical=False)
+    return key, builder.sign(key, algorithm=None)
+
+
+def _requested_encryption_key(request: x509.CertificateSigningRequest) -> bytes | None:
+    try:
+        value = request.extensions.get_extension_for_oid(ENCRYPTION_KEY_OID).value
+    except x509.ExtensionNotFound:
+        return None
+    if not isinstance(value, x509.UnrecognizedExtension) or len(value.value) != 32:
+        raise PkiError("the requested encryption key is not a raw X25519 key")
+    return value.value
+
+
+def encryption_key_of(certificate: x509.Certificate) -> X25519PublicKey | None:
+    """The X25519 key the CA certified for messages sealed to this participant, if any."""
+    try:
+        value = certificate.extensions.get_extension_for_oid(ENCRYPTION_KEY_OID).value
+    except x509.ExtensionNotFound:
+        return None
+    if not isinstance(value, x509.UnrecognizedExtension):
+        raise PkiError("encryption key extension has an unexpected type")
+    return X25519PublicKey.from_public_bytes(value.value)
 
 
 def _signing_key_usage(*, ca: bool) -> x509.KeyUsage:
@@ -268,11 +352,20 @@ class KeyStore:
     def register_path(self) -> Path:
         return self.root / "ca" / "register.jsonl"
 
+    def participant_dir(self, user_id: str) -> Path:
+        """The participant's own key directory; the CA never writes a private key there."""
+        return self.root / "participants" / user_id
+
     def key_path(self, user_id: str) -> Path:
-        return self.root / "participants" / f"{user_id}.key"
+        legacy = self.root / "participants" / f"{user_id}.key"
+        return legacy if legacy.exists() else self.participant_dir(user_id) / "identity.key"
 
     def certificate_path(self, user_id: str) -> Path:
-        return self.root / "participants" / f"{user_id}.crt"
+        legacy = self.root / "participants" / f"{user_id}.crt"
+        return legacy if legacy.exists() else self.participant_dir(user_id) / "identity.crt"
+
+    def request_path(self, user_id: str) -> Path:
+        return self.participant_dir(user_id) / "request.csr"
 
     def has_ca(self) -> bool:
         return self.ca_key_path.exists() and self.ca_certificate_path.exists()
@@ -304,17 +397,28 @@ class KeyStore:
         """Give a participant a key and identity certificate unless it has a usable one."""
         if not renew and self.has_identity(participant.user_id):
             existing = self.load_identity(participant.user_id)
-            if existing.participant == participant and _usable_now(existing.certificate):
+            # A role that receives secrets needs its certified encryption key (issue 13): an
+            # older certificate without one is replaced, so `ca enrol-all` upgrades it.
+            has_keys = participant.role not in ENCRYPTING_ROLES or existing.decryption_key is not None
+            if existing.participant == participant and _usable_now(existing.certificate) and has_keys:
                 return existing, False
-        ca = self.load_ca()
-        key = Ed25519PrivateKey.generate()
-        certificate = ca.issue(participant, key.public_key())
-        _write_private(self.key_path(participant.user_id), _private_pem(key))
-        _write_public(
-            self.certificate_path(participant.user_id),
-            certificate.public_bytes(serialization.Encoding.PEM),
-        )
-        return Identity(participant, key, certificate), True
+        # The participant's side makes the keys and the request; the CA sees only the request.
+        decryption = X25519PrivateKey.generate() if participant.role in ENCRYPTING_ROLES else None
+        key, request = new_request(participant.user_id, decryption.public_key() if decryption else None)
+        _write_public(self.request_path(participant.user_id), request.public_bytes(serialization.Encoding.PEM))
+        certificate = self.load_ca().sign_request(request, participant)
+        self._install(participant.user_id, key, certificate)
+        if decryption is not None:
+            _write_private(self.participant_dir(participant.user_id) / "encryption.key", _private_pem(decryption))
+        return Identity(participant, key, certificate, decryption), True
+
+    def _install(self, user_id: str, key: Ed25519PrivateKey, certificate: x509.Certificate) -> None:
+        """Write the participant's key and certificate to its own directory (replacing a legacy pair)."""
+        for legacy in (self.root / "participants" / f"{user_id}.key", self.root / "participants" / f"{user_id}.crt"):
+            legacy.unlink(missing_ok=True)
+        directory = self.participant_dir(user_id)
+        _write_private(directory / "identity.key", _private_pem(key))
+        _write_public(directory / "identity.crt", certificate.public_bytes(serialization.Encoding.PEM))
 
     def has_identity(self, user_id: str) -> bool:
         return self.key_path(user_id).exists() and self.certificate_path(user_id).exists()
@@ -329,14 +433,27 @@ class KeyStore:
         participant = participant_of(certificate)
         if participant.user_id != user_id:
             raise PkiError(f"certificate file of {user_id} names {participant.user_id}")
-        return Identity(participant, key, certificate)
+        return Identity(participant, key, certificate, self._decryption_key(user_id, certificate))
+
+    def _decryption_key(self, user_id: str, certificate: x509.Certificate) -> X25519PrivateKey | None:
+        path = self.participant_dir(user_id) / "encryption.key"
+        if not path.exists():
+            return None
+        if path.stat().st_mode & 0o077:
+            raise PkiError(f"{path} is readable by others; chmod 600 it")
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        certified = encryption_key_of(certificate)
+        if not isinstance(key, X25519PrivateKey) or certified is None or key.public_key() != certified:
+            raise PkiError(f"{path} is not the X25519 key certified for {user_id}")
+        return key
 
     def certificates(self) -> list[x509.Certificate]:
         """Every participant certificate on file: the directory a trust store can consult."""
         folder = self.root / "participants"
         if not folder.exists():
             return []
-        return [load_certificate(p) for p in sorted(folder.glob("*.crt"))]
+        files = [*folder.glob("*.crt"), *folder.glob("*/identity.crt")]
+        return [load_certificate(p) for p in sorted(files)]
 
 
 def _usable_now(certificate: x509.Certificate) -> bool:

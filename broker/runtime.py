@@ -26,6 +26,7 @@ import asyncpg
 from aio_pika.abc import AbstractConnection
 
 from broker import logs, metrics, outbox, topology
+from broker.access import AgentUrls, agent_urls
 from broker.consumer import Consumer, Handler, Outcomes
 from broker.context import Context
 from broker.db import agent_pool
@@ -36,6 +37,7 @@ from broker.parked import ParkedRetry
 from broker.pki import Identity, KeyStore
 from broker.progress import Heartbeats
 from broker.pruning import run_pruner
+from broker.revocation import trust_store
 from broker.settings import Settings
 from broker.supervision import AgentFailed, ConnectionLost, supervise
 from broker.topology import Names
@@ -89,6 +91,7 @@ class AgentRuntime:
         self.identities: dict[str, Identity] = {}
         self.trust: TrustStore
         self.pool: asyncpg.Pool
+        self.urls: AgentUrls
         self.link: BrokerLink
         self.consumer: Consumer
         self.relay: OutboxRelay
@@ -111,8 +114,9 @@ class AgentRuntime:
     async def _open(self) -> None:
         settings = self.settings
         self.identities = {pid: self.keys.load_identity(pid) for pid in self.definition.participant_ids(settings)}
-        self.trust = trust = TrustStore(self.keys.ca_certificate(), self.keys.certificates())
-        self.pool = await self._stack.enter_async_context(agent_pool(settings.database_url, self.id))
+        self.trust = trust = trust_store(self.keys)
+        self.urls = urls = agent_urls(settings, self.id)  # its own logins, with KABUTO_AGENT_CREDENTIALS=1
+        self.pool = await self._stack.enter_async_context(agent_pool(urls.database, self.id))
         self.link = BrokerLink(self._open_session)
         self._stack.push_async_callback(self.link.close)
         exchanges = (await self.link.current()).exchanges
@@ -130,12 +134,13 @@ class AgentRuntime:
             batch_size=settings.batch_size,
             clock=self.clock,
             beat=self.heartbeats.beat("consumer"),
+            max_message_bytes=settings.max_message_bytes,
         )
         self.relay = OutboxRelay(
             self.id,
             self.pool,
             exchanges,
-            settings.database_url,
+            urls.database,
             settings.outbox_batch,
             settings.outbox_idle_poll,
             beat=self.heartbeats.beat("relay"),
@@ -144,7 +149,7 @@ class AgentRuntime:
     async def _open_session(self) -> BrokerSession:
         """Connect, declare the topology on a confirming channel, wait until every queue answers."""
         connection = await aio_pika.connect(
-            self.settings.amqp_url,
+            self.urls.amqp,
             timeout=10,
             client_properties={"connection_name": f"{self.settings.namespace}-{self.id}"},
         )
@@ -287,8 +292,8 @@ async def run_as(settings: Settings, agent: str, user_id: str, action: Callable[
     """Run one command as a participant of ``agent``, outside a running agent (the CLI's way)."""
     keys = KeyStore(settings.key_dir)
     identity = keys.load_identity(user_id)
-    trust = TrustStore(keys.ca_certificate(), keys.certificates())
-    async with agent_pool(settings.database_url, agent, max_size=1) as pool:
+    trust = trust_store(keys)
+    async with agent_pool(agent_urls(settings, agent).database, agent, max_size=1) as pool:
         return await execute(pool, agent, identity, trust, action, datetime.now(UTC))
 
 

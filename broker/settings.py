@@ -63,6 +63,11 @@ class Settings:
     metrics_address: str = "127.0.0.1"
     metrics_interval: timedelta = timedelta(seconds=5)
 
+    # Largest message body accepted; larger ones are refused before verification (issue 13).
+    max_message_bytes: int = 1_048_576
+    # Each agent connects with its own logins from <key_dir>/credentials/ (broker.access).
+    agent_credentials: bool = False
+
     @property
     def heartbeat_interval(self) -> timedelta:
         """How often a running agent writes its tasks' heartbeats: well within ``stall_after``."""
@@ -122,6 +127,15 @@ def _csv(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[s
     return items
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if raw not in ("0", "1"):
+        raise SettingsError(f"{name} must be 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
 def _delays(env: Mapping[str, str]) -> tuple[int, ...]:
     raw = _csv(env, "KABUTO_RETRY_DELAYS_MS", tuple(str(d) for d in Settings().retry_delays_ms))
     try:
@@ -167,4 +181,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         metrics_port=_port(env, "KABUTO_METRICS_PORT", defaults.metrics_port),
         metrics_address=env.get("KABUTO_METRICS_ADDRESS", defaults.metrics_address),
         metrics_interval=_seconds(env, "KABUTO_METRICS_INTERVAL", defaults.metrics_interval),
+        max_message_bytes=_int(env, "KABUTO_MAX_MESSAGE_BYTES", defaults.max_message_bytes),
+        agent_credentials=_flag(env, "KABUTO_AGENT_CREDENTIALS", defaults.agent_credentials),
     )

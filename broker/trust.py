@@ -1,7 +1,8 @@
 """The trust store: which certificates a receiver accepts as a message signer.
 
 A signer certificate is accepted when it was issued directly by the Kabuto CA, is within
-its validity period now, is not a CA certificate and names a participant. Certificates
+its validity period now, is not a CA certificate, names a participant and is not on the
+CA's revocation list (``broker.revocation``, reloaded when the file changes). Certificates
 arrive attached to each message; a store may also know enrolled certificates in advance,
 so that a message naming a signer without attaching its certificate can still be checked.
 """
@@ -12,6 +13,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -19,6 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker.errors import Reason, SecurityRejected
 from broker.pki import PkiError, fingerprint, participant_of
+
+if TYPE_CHECKING:
+    from broker.revocation import RevocationList
 from schemas.identity import Participant
 
 
@@ -42,8 +47,14 @@ class Signer:
 
 
 class TrustStore:
-    def __init__(self, ca_certificate: x509.Certificate, known: Iterable[x509.Certificate] = ()):
+    def __init__(
+        self,
+        ca_certificate: x509.Certificate,
+        known: Iterable[x509.Certificate] = (),
+        revocations: RevocationList | None = None,
+    ):
         self._ca = ca_certificate
+        self._revocations = revocations
         self._chained: dict[str, Signer] = {}
         self._known = {fingerprint(c): c for c in known}
 
@@ -51,12 +62,27 @@ class TrustStore:
     def ca_certificate(self) -> x509.Certificate:
         return self._ca
 
+    def known_certificate(self, user_id: str) -> x509.Certificate | None:
+        """The newest certificate on file for ``user_id`` (to seal a secret to it)."""
+        found = [c for c in self._known.values() if _names(c, user_id)]
+        return max(found, key=lambda c: c.not_valid_before_utc, default=None)
+
     def signer(self, claimed_fingerprint: str, attached_der: bytes | None, now: datetime) -> Signer:
         """The signer named by a message, verified and valid ``now``; else ``SecurityRejected``."""
         signer = self.chained(claimed_fingerprint, attached_der)
         _check_validity(self._ca, "the Kabuto CA", now)
         _check_validity(signer.certificate, signer.participant.user_id, now)
+        self._check_not_revoked(signer)
         return signer
+
+    def _check_not_revoked(self, signer: Signer) -> None:
+        revoked = self._revocations.revoked(signer.certificate) if self._revocations else None
+        if revoked is not None:
+            raise SecurityRejected(
+                Reason.CERTIFICATE_REVOKED,
+                f"certificate {signer.certificate.serial_number:x} of {signer.participant.user_id} "
+                f"was revoked {revoked.revoked_at.isoformat()}",
+            )
 
     def chained(self, claimed_fingerprint: str, attached_der: bytes | None) -> Signer:
         """The signer's certificate checked against the CA, whatever the time.
@@ -127,3 +153,10 @@ def _may_sign(certificate: x509.Certificate) -> bool:
     except x509.ExtensionNotFound:
         return False
     return bool(usage.digital_signature)
+
+
+def _names(certificate: x509.Certificate, user_id: str) -> bool:
+    try:
+        return participant_of(certificate).user_id == user_id
+    except (PkiError, ValueError):
+        return False

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from schemas.catalogue import Message, message
 from schemas.certificates import IssueCode
 from schemas.identity import ParticipantId, Role
-from schemas.money import AccountId, Amount, Currency, Price
+from schemas.money import AccountId, Amount, Currency, Price, Quantity
+from schemas.sealed import SealedText
 from schemas.trading import ClientOrderId, OrderType, Side, TimeInForce
 
 CustomerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,40}$")]
@@ -51,7 +52,7 @@ class IdentifyCustomer(Message):
     """Seed 000 claims 3–4, seed 002 R-002-06: the customer's id and personal authentication."""
 
     customer_id: CustomerId
-    pin: str = Field(min_length=4, max_length=64)
+    pin: SealedText = Field(description="The PIN sealed to the brokerage's key: never in clear on the way.")
 
 
 class Security(_Frozen):
@@ -124,7 +125,8 @@ class BrokerageRefusal(StrEnum):
     EXCHANGE_REJECTED = "exchange_rejected"
     ORDER_CANCELLED = "order_cancelled"
     SETTLEMENT_FAILED = "settlement_failed"
-    CUSTOMER_RECORD_INVALID = "customer_record_invalid"  # stored before issue 10's validation; correct it
+    # Issue 13: the brokerage's own record of the customer does not pass the wire contract.
+    CUSTOMER_RECORD_INVALID = "customer_record_invalid"
 
 
 @message("brokerage.identify_refused", senders={Role.BROKERAGE}, recipients={Role.INVESTOR})
@@ -140,13 +142,13 @@ class BrokeredOrder(Message):
 
     client_order_id: ClientOrderId
     customer_id: CustomerId
-    pin: str = Field(min_length=4, max_length=64)
+    pin: SealedText = Field(description="The PIN sealed to the brokerage's key: never in clear on the way.")
     securities_company: CompanyId
     issue_code: IssueCode
     side: Side
     order_type: OrderType
     price: Price | None = None
-    quantity: int = Field(gt=0)
+    quantity: Quantity
     time_in_force: TimeInForce = TimeInForce.DAY
     funding: tuple[FundingLeg, ...] = Field(min_length=1, max_length=20)
     mismatch_rule: MismatchRule | None = Field(default=None, description="None: the customer's contract rule.")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from schemas.binary import Binary
 from schemas.identity import ParticipantId
+from schemas.money import Quantity
 
 IssueCode = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9._-]{0,31}$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -49,7 +50,7 @@ class ElectronicStockCertificate(BaseModel):
     incorporated_on: date  # 2
     certificate_number: str = Field(min_length=1, max_length=40)  # 3
     cert_id: UUID  # 4: changes whenever the holder changes, and on reissue
-    shares: int = Field(gt=0)  # 5
+    shares: Quantity  # 5
     par_value_per_share: Decimal | None = Field(default=None, ge=0)  # 6: None for no-par shares
     currency: Currency = "JPY"
     issued_on: date  # 7

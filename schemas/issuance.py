@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.catalogue import Message, message
 from schemas.certificates import IssueCode, ShareClass, SignedCertificate
 from schemas.identity import ParticipantId, Role
+from schemas.money import Quantity
 
 
 class DividendMethod(StrEnum):
@@ -37,7 +38,7 @@ class CertificateIssuanceRequest(Message):
     holder_address: str = Field(min_length=1, max_length=400)
     issue_code: IssueCode
     share_class: ShareClass
-    shares: int = Field(gt=0)
+    shares: Quantity
     dividend_delivery: DividendDelivery
 
 
@@ -78,7 +79,7 @@ class CertIdEntry(BaseModel):
 
     cert_id: UUID
     user_id: ParticipantId
-    shares: int = Field(gt=0)
+    shares: Quantity
 
 
 @message("certid_list.updated", senders={Role.ISSUER}, recipients={Role.EXCHANGE})

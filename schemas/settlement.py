@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.catalogue import Message, message
 from schemas.certificates import IssueCode
 from schemas.identity import ParticipantId, Role
-from schemas.money import AccountId, Amount, Currency, Price
+from schemas.money import AccountId, Amount, Currency, Price, Quantity
+from schemas.sealed import SealedText
 
 
 @message("settlement.request", senders={Role.EXCHANGE}, recipients={Role.SETTLEMENT})
@@ -22,7 +23,7 @@ class SettlementRequest(Message):
     matching_number: int = Field(gt=0, description="The order matching number (OMN) of the trade.")
     name_transfer_number: int = Field(gt=0)
     issue_code: IssueCode
-    shares: int = Field(gt=0)
+    shares: Quantity
     price: Price
     amount: Amount = Field(gt=0, description="price × shares")
     currency: Currency = "JPY"
@@ -87,7 +88,7 @@ class SettlementFailed(Message):
 class AccountInquiry(Message):
     """An investor asks for its settlement account (seed 001 units 15 and 28, R-001-43)."""
 
-    account: AccountId
+    account: SealedText = Field(description="The account id sealed to the settlement agent's key (R-001-06).")
     entries: int = Field(default=20, ge=0, le=500, description="How many recent postings to include.")
 
 

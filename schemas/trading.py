@@ -12,7 +12,7 @@ from schemas.catalogue import Message, message
 from schemas.certificates import EndorsedCertificate, IssueCode, ShareClass, SignedCertificate
 from schemas.identity import ParticipantId, Role
 from schemas.issuance import DividendDelivery
-from schemas.money import AccountId, Amount, Currency, Price
+from schemas.money import AccountId, Amount, Currency, Price, Quantity
 
 ClientOrderId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -43,7 +43,7 @@ class OrderTerms(BaseModel):
     side: Side
     order_type: OrderType
     price: Price | None = Field(default=None, description="Limit price; none for a market order.")
-    quantity: int = Field(gt=0)
+    quantity: Quantity
     time_in_force: TimeInForce = TimeInForce.DAY
 
     @model_validator(mode="after")
@@ -87,7 +87,7 @@ class ReplaceOrder(Message):
     client_order_id: ClientOrderId
     new_client_order_id: ClientOrderId
     price: Price | None = None
-    quantity: int = Field(gt=0)
+    quantity: Quantity
 
 
 @message("order.status.request", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.EXCHANGE})
@@ -233,7 +233,7 @@ class NameTransferRequest(Message):
     issue_code: IssueCode
     share_class: ShareClass
     cert_id: UUID
-    shares: int = Field(gt=0, description="Shares to transfer to the buyer.")
+    shares: Quantity = Field(description="Shares to transfer to the buyer.")
     buyer_user_id: ParticipantId
     buyer_name: str
     buyer_address: str

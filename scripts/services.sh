@@ -74,6 +74,9 @@ if ! listening $AMQP_PORT; then
   if ! command -v rabbitmq-server >/dev/null 2>&1; then
     say "installing RabbitMQ from the OS packages"
     need rabbitmq-server
+    # Kabuto's broker limits (max_message_size; docs/security.md), on the broker we installed only.
+    mkdir -p /etc/rabbitmq/conf.d
+    cp "$here/deploy/rabbitmq/20-kabuto.conf" /etc/rabbitmq/conf.d/
   fi
   say "starting RabbitMQ"
   rabbitmq-server -detached || true

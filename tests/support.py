@@ -259,3 +259,13 @@ async def seller_bob(rt: dict[str, AgentRuntime], shares: int = 5000, price: str
         ),
     )
     await rt["investor"].outcomes.reply("order.accepted", sent)
+
+
+def sealed_to(keys: Any, recipient: str, text: str, context: str) -> str:
+    """``text`` sealed to the encryption key certified for ``recipient`` (R-001-06), as a sender does."""
+    from broker.pki import encryption_key_of
+    from broker.sealed_box import seal_to
+
+    key = encryption_key_of(keys.load_identity(recipient).certificate)
+    assert key is not None, f"{recipient} has no certified encryption key"
+    return seal_to(key, text, context)

@@ -18,7 +18,9 @@ from agents.brokerage.fees import trial_amounts
 from broker import logs
 from broker.consumer import Handler
 from broker.context import Context
+from broker.pki import PkiError
 from broker.runtime import AgentDefinition
+from broker.sealed_box import open_box
 from broker.stock_certificates import endorse, verify_certificate
 from schemas.brokerage import (
     AccountBalance,
@@ -48,6 +50,7 @@ from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID, Role
 from schemas.issuance import CertificateIssued
 from schemas.market_rules import price_band
 from schemas.prices import PriceUpdate
+from schemas.sealed import CUSTOMER_PIN
 from schemas.settlement import SettlementNotice
 from schemas.trading import (
     ExecutionReversed,
@@ -67,6 +70,13 @@ log = logs.get("kabuto.brokerage")
 BROKERAGE_ID = "brokerage"
 
 
+def _pin(sealed: str, ctx: Context) -> str:
+    """The customer's PIN, opened with the brokerage's key; it is never stored or logged."""
+    if ctx.identity.decryption_key is None:
+        raise PkiError("the brokerage has no encryption key; renew its certificate (`ca enrol brokerage --renew`)")
+    return open_box(ctx.identity.decryption_key, sealed, CUSTOMER_PIN)
+
+
 async def on_identify(request: IdentifyCustomer, ctx: Context) -> None:
     """Seed 000 claims 3–4: authenticate, then fetch the accounts' balances for the view."""
     assert ctx.sender is not None and ctx.message_id is not None
@@ -74,7 +84,7 @@ async def on_identify(request: IdentifyCustomer, ctx: Context) -> None:
         customer = customers.authenticate(
             await repo.customer(ctx.connection, request.customer_id),
             request.customer_id,
-            request.pin,
+            _pin(request.pin, ctx),
             ctx.sender.user_id,
         )
         customers.check_record(customer)
@@ -169,7 +179,7 @@ async def _checked(request: BrokeredOrder, ctx: Context) -> tuple[dict[str, Any]
     assert ctx.sender is not None
     conn = ctx.connection
     customer = customers.authenticate(
-        await repo.customer(conn, request.customer_id), request.customer_id, request.pin, ctx.sender.user_id
+        await repo.customer(conn, request.customer_id), request.customer_id, _pin(request.pin, ctx), ctx.sender.user_id
     )
     customers.check_record(customer)
     if await repo.client_order_used(conn, customer.user_id, request.client_order_id):

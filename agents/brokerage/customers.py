@@ -27,6 +27,7 @@ from schemas.money import AccountId
 from schemas.trading import OrderType, Side
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+INSTITUTION_KINDS = ("bank", "fund")
 
 
 def hash_pin(pin: str, salt: bytes | None = None) -> tuple[bytes, bytes]:
@@ -79,6 +80,7 @@ def authenticate(customer: Customer | None, customer_id: str, pin: str, signer: 
         raise Refused(BrokerageRefusal.NOT_YOUR_CUSTOMER_ID, f"customer {customer_id} is not {signer}")
     if not pin_matches(pin, customer.pin_salt, customer.pin_hash):
         raise Refused(BrokerageRefusal.AUTHENTICATION_FAILED, "the personal authentication does not match")
+    check_record(customer)
     return customer
 
 
@@ -144,7 +146,7 @@ def record_problems(customer_id: str, accounts: Sequence[CustomerAccount]) -> li
             problems.append(f"account id {a.account_id!r} is malformed (lower-case letters, digits and :._- only)")
         if a.institution != "intermediary" and not _valid(_COMPANY_ID, a.institution):
             problems.append(f"{a.account_id} is held at {a.institution!r}: not 'intermediary' nor a company id")
-        if a.kind not in ("bank", "fund"):
+        if a.kind not in INSTITUTION_KINDS:
             problems.append(f"{a.account_id} is of kind {a.kind!r}: not bank or fund")
         if not 1 <= a.priority <= 99:
             problems.append(f"{a.account_id} has priority {a.priority}: not 1–99")
@@ -158,11 +160,15 @@ def record_problems(customer_id: str, accounts: Sequence[CustomerAccount]) -> li
 
 def check_record(customer: Customer) -> None:
     """Refuse, with a reason, to act on a stored record that could not be used (one stored before validation)."""
-    malformed = [a.account_id for a in customer.accounts if not _valid(_ACCOUNT_ID, a.account_id)]
+    malformed = [
+        a.account_id
+        for a in customer.accounts
+        if not _valid(_ACCOUNT_ID, a.account_id) or a.kind not in INSTITUTION_KINDS
+    ]
     if malformed:
         raise Refused(
             BrokerageRefusal.CUSTOMER_RECORD_INVALID,
-            f"customer {customer.customer_id} has malformed account id(s) {', '.join(malformed)}; "
+            f"customer {customer.customer_id} has malformed account(s) {', '.join(malformed)}; "
             "the brokerage must correct them (`kabuto brokerage customer-update`)",
         )
 

@@ -48,6 +48,7 @@ def register_customer(
 ) -> Action:
     if len(pin) < 4:
         raise ValueError("a PIN has at least four characters")
+    _check_accounts(customer_id, accounts)
 
     async def action(ctx: Context) -> None:
         registered = await repo.customer_of(ctx.connection, user_id)
@@ -126,6 +127,7 @@ def set_fee_schedule(schedule: FeeSchedule, policy: AllowancePolicy) -> Action:
 
 def add_accounts(customer_id: str, accounts: Sequence[CustomerAccount]) -> Action:
     """More available accounts for a registered customer (R-002-31: later add, delete, change)."""
+    _check_accounts(customer_id, accounts)
 
     async def action(ctx: Context) -> None:
         if await repo.customer(ctx.connection, customer_id) is None:
@@ -134,3 +136,8 @@ def add_accounts(customer_id: str, accounts: Sequence[CustomerAccount]) -> Actio
         await repo.add_accounts(ctx.connection, customer_id, accounts)
 
     return action
+
+
+def _check_accounts(customer_id: str, accounts: Sequence[CustomerAccount]) -> None:
+    """Refuse operator input that no message could carry, before anything is opened (issues 10, 13)."""
+    _refuse_problems(customer_id, accounts)

@@ -16,6 +16,7 @@ from broker import logs
 from broker.consumer import Handler
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
+from broker.sealed_box import seal_for
 from schemas.brokerage import (
     BrokeredOrder,
     BrokeredOrderAccepted,
@@ -30,6 +31,7 @@ from schemas.brokerage import (
     TradeStatement,
 )
 from schemas.catalogue import Message
+from schemas.sealed import CUSTOMER_PIN
 from schemas.trading import OrderType, Side, TimeInForce
 
 log = logs.get("kabuto.investor")
@@ -39,7 +41,9 @@ Command = Callable[[Context], Awaitable[UUID]]
 
 def identify(customer_id: str, pin: str, brokerage: str = BROKERAGE) -> Command:
     async def action(ctx: Context) -> UUID:
-        request_id = ctx.emit(IdentifyCustomer(customer_id=customer_id, pin=pin), to=brokerage).envelope.message_id
+        sealed_pin = seal_for(ctx.trust, brokerage, pin, CUSTOMER_PIN)  # never in clear in our outbox
+        identify = IdentifyCustomer(customer_id=customer_id, pin=sealed_pin)
+        request_id = ctx.emit(identify, to=brokerage).envelope.message_id
         await brokered_repo.record_identification(ctx.connection, request_id, ctx.identity.user_id, customer_id)
         return request_id
 
@@ -67,7 +71,7 @@ def brokered_order(
         order = BrokeredOrder(
             client_order_id=client_order_id,
             customer_id=customer_id,
-            pin=pin,
+            pin=seal_for(ctx.trust, brokerage, pin, CUSTOMER_PIN),
             securities_company=company,
             issue_code=issue_code,
             side=side,

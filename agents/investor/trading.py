@@ -17,11 +17,13 @@ from broker import logs
 from broker.consumer import Handler
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
+from broker.sealed_box import seal_for
 from broker.stock_certificates import endorse, verify_certificate
 from schemas.catalogue import Message
 from schemas.certificates import EndorsedCertificate, ShareClass
 from schemas.identity import EXCHANGE_ID, ISSUER_ID, SETTLEMENT_ID
 from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.sealed import ACCOUNT_INQUIRY_ACCOUNT
 from schemas.settlement import AccountInquiry, AccountStatement, SettlementNotice
 from schemas.trading import (
     CancelOrder,
@@ -170,7 +172,8 @@ def inquire_account(account: str, settlement: str = SETTLEMENT_ID) -> Command:
     """Unit 15 (R-001-43): ask settlement for the account's balance and postings."""
 
     async def action(ctx: Context) -> UUID:
-        return ctx.emit(AccountInquiry(account=account), to=settlement).envelope.message_id
+        sealed = seal_for(ctx.trust, settlement, account, ACCOUNT_INQUIRY_ACCOUNT)  # R-001-06
+        return ctx.emit(AccountInquiry(account=sealed), to=settlement).envelope.message_id
 
     return action
 

@@ -11,10 +11,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
+import pydantic
+
 from agents.settlement import domain, dvp, funds, funds_repo, instruction_desk, mandates, repo
 from broker import logs
 from broker.context import Context
+from broker.errors import InputRejected, Reason
+from broker.pki import PkiError
 from broker.runtime import AgentDefinition
+from broker.sealed_box import open_box
 from schemas.brokerage import BalanceInquiry, PlaceHold, PostBrokeredSettlement, ReleaseHold
 from schemas.dvp import (
     CancelInstruction,
@@ -29,12 +34,28 @@ from schemas.dvp import (
     SettlementInstruction,
 )
 from schemas.identity import SETTLEMENT_ID, Role
+from schemas.money import AccountId
+from schemas.sealed import ACCOUNT_INQUIRY_ACCOUNT
 from schemas.settlement import (
     AccountInquiry,
     AccountStatement,
 )
 
 log = logs.get("kabuto.settlement")
+
+
+_ACCOUNT_ID: pydantic.TypeAdapter[str] = pydantic.TypeAdapter(AccountId)
+
+
+def _opened_account(inquiry: AccountInquiry, ctx: Context) -> str:
+    """R-001-06: the account id travels sealed to this agent's key; opened, it is checked like any input."""
+    if ctx.identity.decryption_key is None:
+        raise PkiError("settlement has no encryption key; renew its certificate (`ca enrol settlement --renew`)")
+    opened = open_box(ctx.identity.decryption_key, inquiry.account, ACCOUNT_INQUIRY_ACCOUNT)
+    try:
+        return _ACCOUNT_ID.validate_python(opened)
+    except pydantic.ValidationError as exc:
+        raise InputRejected(Reason.SCHEMA_VIOLATION, "the sealed account is not an account id") from exc
 
 
 async def on_account_inquiry(inquiry: AccountInquiry, ctx: Context) -> None:
@@ -45,10 +66,11 @@ async def on_account_inquiry(inquiry: AccountInquiry, ctx: Context) -> None:
     """
     assert ctx.message_id is not None and ctx.sender is not None
     inquirer = ctx.sender.user_id
-    account = await repo.account(ctx.connection, inquiry.account)
+    account_id = _opened_account(inquiry, ctx)
+    account = await repo.account(ctx.connection, account_id)
     if account is None or not domain.may_inquire(account, inquirer):
-        log.warning("account_inquiry_refused", account=inquiry.account, inquirer=inquirer)
-        ctx.emit(AccountStatement(inquiry_id=ctx.message_id, account=inquiry.account, found=False), to=inquirer)
+        log.warning("account_inquiry_refused", inquirer=inquirer)  # the account id stays sealed in logs
+        ctx.emit(AccountStatement(inquiry_id=ctx.message_id, account=account_id, found=False), to=inquirer)
         return
     statement = await repo.statement(ctx.connection, account, inquiry.entries)
     ctx.emit(

@@ -27,9 +27,11 @@ from agents.settlement import app as ledger
 from agents.settlement import mandates
 from broker.consumer import Settled
 from broker.context import Context
+from broker.pki import KeyStore
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
 from schemas.brokerage import BrokeredOrder, FundingLeg, MismatchRule, TransactionConditions
+from schemas.sealed import CUSTOMER_PIN
 from schemas.trading import OrderType, Side, TimeInForce
 from tests import support
 
@@ -319,7 +321,7 @@ async def test_failed_identification_is_refused_with_its_reason_and_shows_nothin
         assert await support.rows(rt["investor"], "SELECT * FROM customer_views") == []
 
 
-async def test_a_reused_client_order_id_is_refused_and_holds_nothing_more(settings: Settings) -> None:
+async def test_a_reused_client_order_id_is_refused_and_holds_nothing_more(settings: Settings, keys: KeyStore) -> None:
     """R-002-39/41: one order per client order id; a second order under it is refused untouched."""
     async with support.agents(settings, *NO_TRADE) as rt:
         await support.brokerage_market(rt)
@@ -334,7 +336,7 @@ async def test_a_reused_client_order_id_is_refused_and_holds_nothing_more(settin
         again = BrokeredOrder(
             client_order_id="a-1",
             customer_id="IM-0001",
-            pin=PIN,
+            pin=support.sealed_to(keys, "brokerage", PIN, CUSTOMER_PIN),
             securities_company="x-sec",
             issue_code="BRK",
             side=Side.BUY,

@@ -34,6 +34,7 @@ from broker.trust import TrustStore
 from schemas.catalogue import Message
 from schemas.dvp import CoverRequest
 from schemas.identity import SETTLEMENT_ID, Role
+from schemas.sealed import ACCOUNT_INQUIRY_ACCOUNT
 from schemas.settlement import AccountInquiry, AccountStatement
 from tests import support
 
@@ -132,7 +133,7 @@ async def test_r_001_43_an_account_inquiry_by_its_owner_returns_the_balance_and_
         await settlement.command(SETTLEMENT_ID, app.withdraw("alice-cash", Decimal(600_000), "payout-0002"))
 
         async with listening(settings, "alice") as alice:  # only the answer arrives
-            inquiry = sealed(keys, "alice", AccountInquiry(account="alice-cash", entries=10))
+            inquiry = sealed(keys, "alice", AccountInquiry(account=_sealed_account(keys, "alice-cash"), entries=10))
             await send(settings, settlement, inquiry)
             reply = opened_by(keys, await support.next_message(settings, alice), "alice", Role.INVESTOR)
 
@@ -162,7 +163,9 @@ async def test_r_001_43_an_inquiry_about_another_or_no_account_reveals_nothing(
         await settlement.command(SETTLEMENT_ID, app.deposit("bob-cash", Decimal(5_000), "bank-0002"))
         statements = []
         for account in ("bob-cash", "nobody-cash", "external:deposits"):
-            await send(settings, settlement, sealed(keys, "alice", AccountInquiry(account=account)))
+            await send(
+                settings, settlement, sealed(keys, "alice", AccountInquiry(account=_sealed_account(keys, account)))
+            )
             statements.append(opened_by(keys, await support.next_message(settings, alice), "alice", Role.INVESTOR))
 
     for reply, account in zip(statements, ("bob-cash", "nobody-cash", "external:deposits"), strict=True):
@@ -320,3 +323,7 @@ async def test_the_agent_can_add_to_the_ledger_but_never_rewrite_it(settings: Se
         for sql in ("UPDATE postings SET amount = amount * 2", "DELETE FROM entries"):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await run.pool.execute(sql)
+
+
+def _sealed_account(keys: KeyStore, account: str) -> str:
+    return support.sealed_to(keys, SETTLEMENT_ID, account, ACCOUNT_INQUIRY_ACCOUNT)

@@ -36,6 +36,8 @@ ENV = {
     "KABUTO_METRICS_PORT": "9100",
     "KABUTO_METRICS_ADDRESS": "0.0.0.0",
     "KABUTO_METRICS_INTERVAL": "2",
+    "KABUTO_MAX_MESSAGE_BYTES": "65536",
+    "KABUTO_AGENT_CREDENTIALS": "1",
 }
 
 
@@ -71,6 +73,8 @@ def test_every_variable_is_read() -> None:
         metrics_port=9100,
         metrics_address="0.0.0.0",
         metrics_interval=timedelta(seconds=2),
+        max_message_bytes=65536,
+        agent_credentials=True,
     )
 
 

@@ -1,0 +1,70 @@
+"""Sealing a secret field to one participant's X25519 key (R-001-06, R-001-44; issue 13).
+
+A sealed box: the sender makes a one-time X25519 key pair, agrees a secret with the
+recipient's certified key, derives a ChaCha20-Poly1305 key with HKDF-SHA256 (salted with both
+public keys) and encrypts. Only the recipient's private key opens it; the sender cannot, and
+nobody on the way (the agent relaying it, an outbox, a log, the broker) can. The field's
+``context`` (for example ``account.inquiry/account``) is bound in as associated data, so a
+sealed value cannot be cut from one field and pasted into another.
+
+Wire form: ``ks1.`` + base64url(ephemeral public key ‖ ciphertext ‖ tag), see
+``schemas.sealed.SealedText``. The whole message stays signed by its sender as usual.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from broker.errors import InputRejected, Reason
+from broker.pki import PkiError, encryption_key_of
+from broker.trust import TrustStore
+from schemas.sealed import SEALED_PREFIX
+
+# A fresh ephemeral key per box makes every derived key single-use, so a fixed nonce is safe.
+_NONCE = bytes(12)
+
+
+def _raw(key: X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _key(shared: bytes, ephemeral: bytes, recipient: bytes, context: str) -> bytes:
+    hkdf = HKDF(
+        hashes.SHA256(), length=32, salt=ephemeral + recipient, info=b"kabuto sealed box v1 " + context.encode()
+    )
+    return hkdf.derive(shared)
+
+
+def seal_to(recipient: X25519PublicKey, plaintext: str, context: str) -> str:
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_raw, recipient_raw = _raw(ephemeral.public_key()), _raw(recipient)
+    key = _key(ephemeral.exchange(recipient), ephemeral_raw, recipient_raw, context)
+    box = ChaCha20Poly1305(key).encrypt(_NONCE, plaintext.encode(), context.encode())
+    return SEALED_PREFIX + base64.urlsafe_b64encode(ephemeral_raw + box).decode()
+
+
+def open_box(private: X25519PrivateKey, sealed: str, context: str) -> str:
+    """The plaintext, or ``InputRejected(sealed_field_invalid)`` for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(sealed.removeprefix(SEALED_PREFIX))
+        ephemeral = X25519PublicKey.from_public_bytes(raw[:32])
+        key = _key(private.exchange(ephemeral), raw[:32], _raw(private.public_key()), context)
+        return ChaCha20Poly1305(key).decrypt(_NONCE, raw[32:], context.encode()).decode()
+    except (binascii.Error, ValueError, InvalidTag, UnicodeDecodeError) as exc:
+        raise InputRejected(Reason.SEALED_FIELD_INVALID, f"{context} does not open with this agent's key") from exc
+
+
+def seal_for(trust: TrustStore, recipient: str, plaintext: str, context: str) -> str:
+    """Seal to the key the CA certified for ``recipient`` (from the certificates on file)."""
+    certificate = trust.known_certificate(recipient)
+    key = encryption_key_of(certificate) if certificate is not None else None
+    if key is None:
+        raise PkiError(f"no certified encryption key for {recipient}; renew its certificate (`ca enrol --renew`)")
+    return seal_to(key, plaintext, context)

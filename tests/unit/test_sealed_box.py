@@ -1,0 +1,98 @@
+"""Secret fields sealed to the recipient's certified X25519 key (R-001-06, issue 13)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from broker.errors import InputRejected, Reason
+from broker.pki import KeyStore, PkiError, default_participant, encryption_key_of
+from broker.revocation import trust_store
+from broker.sealed_box import open_box, seal_for, seal_to
+from schemas.identity import Role
+from schemas.sealed import ACCOUNT_INQUIRY_ACCOUNT, CUSTOMER_PIN
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> KeyStore:
+    store = KeyStore(tmp_path)
+    store.init_ca()
+    for agent in ("settlement", "brokerage", "issuer"):
+        store.enrol(default_participant(agent, Role(agent)))
+    store.enrol(default_participant("alice", Role.INVESTOR))
+    return store
+
+
+def test_settlement_and_brokerage_have_a_certified_encryption_key_others_do_not(keys: KeyStore) -> None:
+    for who in ("settlement", "brokerage"):
+        identity = keys.load_identity(who)
+        assert identity.decryption_key is not None
+        assert encryption_key_of(identity.certificate) == identity.decryption_key.public_key()
+        assert (keys.participant_dir(who) / "encryption.key").stat().st_mode & 0o777 == 0o600
+    for who in ("issuer", "alice"):
+        assert keys.load_identity(who).decryption_key is None
+        assert encryption_key_of(keys.load_identity(who).certificate) is None
+
+
+def test_only_the_recipient_opens_what_was_sealed_to_it(keys: KeyStore) -> None:
+    settlement = keys.load_identity("settlement")
+    sealed = seal_for(trust_store(keys), "settlement", "alice-cash", ACCOUNT_INQUIRY_ACCOUNT)
+    assert "alice-cash" not in sealed
+    assert open_box(settlement.decryption_key, sealed, ACCOUNT_INQUIRY_ACCOUNT) == "alice-cash"  # type: ignore[arg-type]
+    brokerage = keys.load_identity("brokerage")
+    with pytest.raises(InputRejected) as refused:
+        open_box(brokerage.decryption_key, sealed, ACCOUNT_INQUIRY_ACCOUNT)  # type: ignore[arg-type]
+    assert refused.value.reason is Reason.SEALED_FIELD_INVALID
+
+
+def test_a_sealed_value_cannot_be_moved_to_another_field_or_altered(keys: KeyStore) -> None:
+    brokerage = keys.load_identity("brokerage").decryption_key
+    assert brokerage is not None
+    sealed = seal_for(trust_store(keys), "brokerage", "2468", CUSTOMER_PIN)
+    with pytest.raises(InputRejected):
+        open_box(brokerage, sealed, ACCOUNT_INQUIRY_ACCOUNT)
+    flipped = sealed[:-3] + ("A" if sealed[-3] != "A" else "B") + sealed[-2:]
+    with pytest.raises(InputRejected):
+        open_box(brokerage, flipped, CUSTOMER_PIN)
+    with pytest.raises(InputRejected):
+        open_box(brokerage, "ks1.%%%", CUSTOMER_PIN)
+
+
+def test_every_seal_is_different_so_equal_secrets_do_not_show(keys: KeyStore) -> None:
+    key = X25519PrivateKey.generate()
+    one, two = seal_to(key.public_key(), "2468", CUSTOMER_PIN), seal_to(key.public_key(), "2468", CUSTOMER_PIN)
+    assert one != two
+    assert open_box(key, one, CUSTOMER_PIN) == open_box(key, two, CUSTOMER_PIN) == "2468"
+
+
+def test_sealing_to_a_participant_without_an_encryption_key_fails_clearly(keys: KeyStore) -> None:
+    with pytest.raises(PkiError, match="no certified encryption key for issuer"):
+        seal_for(trust_store(keys), "issuer", "x", CUSTOMER_PIN)
+
+
+def test_a_renewed_settlement_certificate_carries_its_new_encryption_key(keys: KeyStore) -> None:
+    old = keys.load_identity("settlement")
+    new, _ = keys.enrol(old.participant, renew=True)
+    assert new.decryption_key is not None and old.decryption_key is not None
+    assert encryption_key_of(new.certificate) == new.decryption_key.public_key()
+    assert new.decryption_key.public_key() != old.decryption_key.public_key()
+    assert keys.load_identity("settlement").decryption_key.public_key() == new.decryption_key.public_key()  # type: ignore[union-attr]
+
+
+def test_enrol_all_upgrades_a_settlement_certificate_issued_without_an_encryption_key(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from broker.pki import write_certificate, write_private_key
+
+    store = KeyStore(tmp_path)
+    store.init_ca()
+    participant = default_participant("settlement", Role.SETTLEMENT)
+    key = Ed25519PrivateKey.generate()
+    write_private_key(store.key_path("settlement"), key)
+    write_certificate(store.certificate_path("settlement"), store.load_ca().issue(participant, key.public_key()))
+    assert store.load_identity("settlement").decryption_key is None
+    upgraded, created = store.enrol(participant)
+    assert created and upgraded.decryption_key is not None
+    assert store.enrol(participant)[1] is False  # and kept from then on
