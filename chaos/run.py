@@ -36,7 +36,7 @@ import asyncpg
 
 from agents.exchange import order_repo
 from agents.investor.app import IssuanceOrder, request_certificates
-from agents.investor.trading import OrderTicket, place_order
+from agents.investor.trading import OrderError, OrderTicket, place_order
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
 from agents.settlement import app as settlement
@@ -154,6 +154,7 @@ class Driver:
         """Run one command, again after an outage; None if it had committed before the outage."""
         if user not in self.identities:
             self.identities[user] = self.keys.load_identity(user)
+        retried = False
         for _ in range(600):
             try:
                 if agent not in self.pools:
@@ -165,11 +166,14 @@ class Driver:
                     )
                 now = datetime.now(UTC)
                 return await execute(self.pools[agent], agent, self.identities[user], self.trust, action, now)
-            except asyncpg.UniqueViolationError:
-                return None  # it committed before the connection dropped
+            except (asyncpg.UniqueViolationError, OrderError):
+                if retried:
+                    return None  # it committed before the connection dropped; the retry found it
+                raise
             except Exception as exc:
                 if not is_infrastructure(exc):
                     raise
+                retried = True
                 await asyncio.sleep(0.5)  # the database is away; the suite waits like an agent
         raise RuntimeError(f"{agent} command could not be run for 5 minutes")
 
@@ -391,7 +395,7 @@ def _outage(exc: BaseException) -> bool:
 
 def main() -> int:
     p = argparse.ArgumentParser(description="Kabuto's fault suite (run it through `make chaos`).")
-    p.add_argument("--trades", type=int, default=int(os.environ.get("CHAOS_TRADES", "500")))
+    p.add_argument("--trades", type=int, default=int(os.environ.get("CHAOS_TRADES", "750")))
     p.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", str(random.randrange(10**6)))))
     p.add_argument("--deadline", type=float, default=180.0, help="seconds a wave may take to recover")
     p.add_argument("--only", help="run only the faults whose name contains this text")
