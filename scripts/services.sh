@@ -78,6 +78,13 @@ if ! listening $AMQP_PORT; then
     mkdir -p /etc/rabbitmq/conf.d
     cp "$here/deploy/rabbitmq/20-kabuto.conf" /etc/rabbitmq/conf.d/
   fi
+  # The broker runs as the rabbitmq user through su, which applies PAM limits: 1,024 open files
+  # by default. A quorum queue holds files open and every connection is a socket, and a broker at
+  # its limit accepts TCP but never answers the AMQP handshake (seen here with several test runs
+  # at once). Give it room before it starts.
+  if [ "$(id -u)" = 0 ] && [ -d /etc/security/limits.d ] && [ ! -e /etc/security/limits.d/rabbitmq.conf ]; then
+    echo "rabbitmq - nofile 20000" > /etc/security/limits.d/rabbitmq.conf
+  fi
   say "starting RabbitMQ"
   rabbitmq-server -detached || true
   wait_for $AMQP_PORT RabbitMQ 120
