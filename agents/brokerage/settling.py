@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
-from agents.brokerage import repo
+from agents.brokerage import deferred, repo
 from agents.brokerage.allocation import FundingShortfall, allocate
 from agents.brokerage.customers import Refused
 from agents.brokerage.fees import DEFAULT_FEES, AllowancePolicy, FeeSchedule, hold_legs, settlement_total
@@ -34,6 +34,7 @@ from schemas.brokerage import (
     PostBrokeredSettlement,
     ReleaseHold,
     SettlementInformation,
+    SettlementType,
     TradeStatement,
     TrialAmounts,
 )
@@ -219,6 +220,9 @@ async def _settle(ctx: Context, order: dict[str, Any], done: list[Any]) -> None:
             if leg.account not in customer_accounts
         ),
     )
+    if SettlementType(order["settlement_type"]) is SettlementType.REGULAR:
+        await deferred.defer(ctx, order, information, legs)
+        return
     await repo.update_order(conn, order["order_id"], status="settling", information=information.model_dump_json())
     ctx.emit(
         TradeStatement(
@@ -288,6 +292,9 @@ async def posted(ctx: Context, answer: BrokeredSettlementPosted) -> None:
 async def posting_failed(ctx: Context, answer: BrokeredSettlementFailed) -> None:
     order = await repo.order(ctx.connection, answer.order_id)
     if order is None:
+        return
+    if order["settlement_date"] is not None and answer.reason == "insufficient_funds":
+        await deferred.customer_fail(ctx, order, answer.detail)
         return
     await repo.update_order(
         ctx.connection, answer.order_id, status="settlement_failed", reason=answer.reason, detail=answer.detail

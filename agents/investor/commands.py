@@ -223,8 +223,19 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
             placed = await client.brokered_orders()
             print(
                 render.table(
-                    ["client order", "status", "reason", "detail", "entry"],
-                    [[r["client_order_id"], r["status"], r["reason"], r["detail"], r["entry_id"]] for r in placed],
+                    ["client order", "status", "settles", "settlement", "reason", "detail", "entry"],
+                    [
+                        [
+                            r["client_order_id"],
+                            r["status"],
+                            r["settlement_date"],
+                            r["settlement_status"],
+                            r["reason"],
+                            r["detail"],
+                            r["entry_id"],
+                        ]
+                        for r in placed
+                    ],
                     indent="",
                 )
             )

@@ -15,7 +15,7 @@ from agents.settlement import domain, dvp, funds, funds_repo, instruction_desk, 
 from broker import logs
 from broker.context import Context
 from broker.runtime import AgentDefinition
-from schemas.brokerage import BalanceInquiry, PlaceHold, PostBrokeredSettlement, ReleaseHold
+from schemas.brokerage import BalanceInquiry, PlaceHold, PostBrokeredSettlement, ReleaseHold, ReviseHold
 from schemas.dvp import (
     CancelInstruction,
     CoverRelease,
@@ -169,6 +169,7 @@ AGENT = AgentDefinition(
         BalanceInquiry: funds.on_balance_inquiry,
         PlaceHold: funds.on_hold,
         ReleaseHold: funds.on_release,
+        ReviseHold: funds.on_revise_hold,
         PostBrokeredSettlement: funds.on_brokered_settlement,
         CoverRequest: dvp.on_cover_request,
         CoverRelease: dvp.on_cover_release,
