@@ -5,6 +5,8 @@ the allowance for market orders) and last price as the exchange's ``market.price
 
 from __future__ import annotations
 
+import asyncio
+
 from agents.brokerage import repo
 from broker import logs
 from broker.context import Context
@@ -27,5 +29,7 @@ async def _subscribe(ctx: Context) -> None:
 
 
 async def subscribe_prices(runtime: AgentRuntime) -> None:
-    """Background: ask the exchange once for every price (the exchange keeps subscribers)."""
+    """Background: ask the exchange once for every price (the exchange keeps subscribers), then
+    stay, as a supervised task runs until cancelled."""
     await runtime.command(runtime.id, _subscribe)
+    await asyncio.Event().wait()
