@@ -148,7 +148,10 @@ def interval() -> float:
 
 
 async def settle_due_job(runtime: AgentRuntime) -> None:
-    """Background: post what is due today, every ``KABUTO_BROKERAGE_SETTLE_INTERVAL`` seconds."""
+    """Background: post what is due today, every ``KABUTO_BROKERAGE_SETTLE_INTERVAL`` seconds.
+    A malformed holiday list or interval stops the agent at start, not at the first trade."""
+    holidays()
+    interval()
     while True:
         sent = await runtime.command(runtime.id, lambda ctx: settle_due(ctx, ctx.now.date()))
         if sent:
