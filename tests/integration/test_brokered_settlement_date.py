@@ -26,6 +26,7 @@ from broker.settings import Settings
 from schemas.brokerage import SettlementType
 from schemas.trading import Side
 from tests import support
+from tests.e2e.test_cli import kabuto, ok
 from tests.integration.test_brokered_paths import (
     AGENTS,
     KAMATA,
@@ -197,8 +198,17 @@ async def test_customer_emptied_before_the_date_is_a_recorded_fail_then_settles_
         assert await postings(rt, "r-2") == {}
         assert await positions(rt) == []
 
+        listing = await ok(settings, "brokerage", "orders")
+        assert "customer_fail" in listing and "lack_of_cash" in listing and due.isoformat() in listing
+        code, _, err = await kabuto(settings, "brokerage", "settle-due", "--as-of", "tomorrow")
+        assert code == 2 and "--as-of" in err  # a bad date changes nothing
+        assert (await brokerage_order(rt, "r-2"))["attempts"] == 1
+
         await rt["settlement"].command("settlement", ledger.deposit(KAMATA, Decimal(755_250), "top-up"))
-        assert await due_on(rt, due + timedelta(days=1)) == 1
+        retry = (due + timedelta(days=1)).isoformat()
+        assert f"1 customer settlement(s) due on {retry}" in await ok(
+            settings, "brokerage", "settle-due", "--as-of", retry
+        )
         await first(rt["investor"], "brokerage.settlement_completed")
         row = await investor_order(rt, "r-2")
         assert (row["status"], row["settlement_status"]) == ("settled", "settled")
