@@ -175,7 +175,7 @@ async def _settle(ctx: Context, order: dict[str, Any], done: list[Any]) -> None:
     company = await repo.company(conn, order["company_id"])
     assert customer is not None and company is not None
     try:
-        amounts = allocate(side, funding, total, rule, _limits(order))
+        amounts = _allocation(order, side, funding, total, rule)
     except FundingShortfall as exc:
         await repo.update_order(
             conn, order["order_id"], status="settlement_failed", reason="funding_shortfall", detail=str(exc)
@@ -244,6 +244,21 @@ async def _settle(ctx: Context, order: dict[str, Any], done: list[Any]) -> None:
         to=SETTLEMENT_ID,
     )
     log.info("settlement_information", order_id=str(order["order_id"]), total=str(total), design=company.design.value)
+
+
+def _allocation(
+    order: dict[str, Any], side: Side, funding: tuple[FundingLeg, ...], total: Decimal, rule: MismatchRule
+) -> tuple[tuple[str, Decimal], ...]:
+    """The mismatch-rule allocation; a regular trade's excess that today's balances cannot take
+    is still placed by the rule (issue 11): the customer has until the settlement date to pay it,
+    and a customer who does not is a customer fail, not a refused order (R-002-77)."""
+    try:
+        return allocate(side, funding, total, rule, _limits(order))
+    except FundingShortfall:
+        if SettlementType(order["settlement_type"]) is not SettlementType.REGULAR:
+            raise
+        unbounded = {leg.account: total + leg.amount for leg in funding}
+        return allocate(side, funding, total, rule, unbounded)
 
 
 def _limits(order: dict[str, Any]) -> dict[str, Decimal]:

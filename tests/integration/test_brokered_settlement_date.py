@@ -23,7 +23,7 @@ from agents.brokerage.settlement_date import cut_off, settlement_date
 from agents.investor.brokered import brokered_order
 from agents.settlement import app as ledger
 from broker.settings import Settings
-from schemas.brokerage import SettlementType
+from schemas.brokerage import MismatchRule, SettlementType
 from schemas.trading import Side
 from tests import support
 from tests.e2e.test_cli import kabuto, ok
@@ -246,4 +246,42 @@ async def test_customer_fail_past_the_cut_off_leaves_the_shares_with_the_nominee
         assert await postings(rt, "r-3") == {}
         assert await positions(rt) == []
         await assert_nothing_held(rt)
+        await assert_ledger_balanced(rt)
+
+
+async def test_regular_market_buy_costing_more_than_the_balances_is_not_refused(settings: Settings) -> None:
+    """R-002-78 rule 2 with R-002-77: a regular market buy fills at 310, above what alice's
+    designated accounts can pay today; the excess still goes to the highest priority (she has
+    until the date), the order is not refused, and on the date it is a customer fail."""
+    async with support.agents(settings, *AGENTS) as rt:
+        await support.brokerage_market(rt)
+        await customer_alice(rt, balances={KAMATA: 1_000_000, OMORI: 300_000, X_MRF: 210_500})
+        await support.seller_bob(rt, price="310")
+        await rt["investor"].command(
+            "alice",
+            brokered_order(
+                "r-4",
+                "IM-0001",
+                PIN,
+                "x-sec",
+                "BRK",
+                Side.BUY,
+                5000,
+                legs(SEED_SPLIT),
+                rule=MismatchRule.DEBIT_HIGH_PRIORITY_FIRST,
+                settlement_type=SettlementType.REGULAR,
+            ),
+        )
+        due = await awaiting(rt, "r-4")
+        information = await statement(rt, "r-4")
+        total = Decimal(information["total"])
+        assert Decimal(information["consideration"]) == 1_550_000  # 5,000 × 310
+        assert amounts(information["customer"]) == {KAMATA: total - 510_500, OMORI: 300_000, X_MRF: 210_500}
+        assert await sent(rt["brokerage"], "brokerage.order_refused") == []
+
+        assert await due_on(rt, due) == 1
+        await first(rt["brokerage"], "funds.brokered_failed")
+        await statements_received(rt, "customer_fail")
+        order = await brokerage_order(rt, "r-4")
+        assert (order["status"], order["fail_amount"]) == ("customer_fail", total)
         await assert_ledger_balanced(rt)
