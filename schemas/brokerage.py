@@ -5,6 +5,7 @@ the exchange, and on execution produces the settlement information that settleme
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 from typing import Annotated
 from uuid import UUID
@@ -208,6 +209,15 @@ class SettlementInformation(_Frozen):
     institutions: tuple[AccountAmount, ...]
 
 
+class CustomerSettlementStatus(StrEnum):
+    """Where the customer's side of a brokered trade stands (issue 11): never "refused" once executed."""
+
+    SETTLING = "settling"  # being posted now (immediate trades, R-002-69)
+    AWAITING_SETTLEMENT_DATE = "awaiting_settlement_date"  # regular trade, held until the date (R-002-72)
+    CUSTOMER_FAIL = "customer_fail"  # the customer could not pay on the date; retried until the cut-off
+    CUSTOMER_FAILED = "customer_failed"  # past the cut-off: the brokerage's nominee keeps the position
+
+
 @message("brokerage.trade_statement", senders={Role.BROKERAGE}, recipients={Role.INVESTOR})
 class TradeStatement(Message):
     """The customer's trade statement: executions and the settlement information (R-002-49)."""
@@ -216,6 +226,11 @@ class TradeStatement(Message):
     order_id: UUID
     issue_code: IssueCode
     information: SettlementInformation
+    settlement_date: date | None = Field(
+        default=None, description="Intended settlement date of the customer legs (regular trades: R-002-72)."
+    )
+    settlement_status: CustomerSettlementStatus = CustomerSettlementStatus.SETTLING
+    fail_amount: Amount | None = Field(default=None, description="A customer fail: what the customer owes.")
 
 
 @message("brokerage.settlement_completed", senders={Role.BROKERAGE}, recipients={Role.INVESTOR})
@@ -316,6 +331,15 @@ class ReleaseHold(Message):
     hold_id: UUID
 
 
+@message("funds.hold_revise", senders={Role.BROKERAGE}, recipients={Role.SETTLEMENT})
+class ReviseHold(Message):
+    """Issue 11, seed 002 S22: hold exactly what the settlement information will debit each account,
+    as far as the account can cover it; accounts left out are freed."""
+
+    hold_id: UUID
+    legs: tuple[HoldLeg, ...] = Field(max_length=20)
+
+
 class LedgerLeg(_Frozen):
     account: AccountId
     amount: Amount = Field(description="Positive credits the account, negative debits it.")
@@ -337,6 +361,10 @@ class PostBrokeredSettlement(Message):
     customer: ParticipantId
     description: str
     legs: tuple[LedgerLeg, ...] = Field(min_length=2, max_length=40)
+    keep_hold_on_shortfall: bool = Field(
+        default=False,
+        description="Issue 11: a posting refused for lack of cash keeps the hold, to be retried (a customer fail).",
+    )
 
 
 @message(

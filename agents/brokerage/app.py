@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 from uuid import UUID
 
-from agents.brokerage import customers, prices, repo, settling
+from agents.brokerage import customers, deferred, prices, repo, settling
 from agents.brokerage.customers import Refused
 from agents.brokerage.fees import trial_amounts
 from broker import logs
@@ -454,4 +454,9 @@ HANDLERS: dict[type[Message], Handler] = {
     PriceUpdate: prices.on_price_update,
 }
 
-AGENT = AgentDefinition(id=BROKERAGE_ID, role=Role.BROKERAGE, handlers=HANDLERS, background=(prices.subscribe_prices,))
+AGENT = AgentDefinition(
+    id=BROKERAGE_ID,
+    role=Role.BROKERAGE,
+    handlers=HANDLERS,
+    background=(prices.subscribe_prices, deferred.settle_due_job),
+)

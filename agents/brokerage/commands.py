@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from agents import contracts, render
-from agents.brokerage import customer_update, operators
+from agents.brokerage import customer_update, deferred, operators
 from agents.brokerage.fees import DEFAULT_FEES, AllowancePolicy, FeeSchedule
 from agents.brokerage.ledger_legs import Design
 from agents.cli_types import decimal
@@ -70,6 +71,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     fees.add_argument("--allowance-factor", type=decimal, default=Decimal(1))
     fees.add_argument("--regular-share", type=decimal, default=Decimal("0.5"))
     bk.add_parser("orders", help="brokered orders and where each stands")
+    due = bk.add_parser("settle-due", help="post the regular trades' customer legs due on a date (issue 11)")
+    due.add_argument("--as-of", type=date.fromisoformat, help="the business date (YYYY-MM-DD); today (UTC) by default")
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -127,14 +130,31 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                 BROKERAGE_ID,
                 lambda ctx: ctx.connection.fetch(
                     """SELECT client_order_id, customer_id, company_id, issue_code, side, quantity, price,
-                          status, reason FROM orders ORDER BY created_at"""
+                          settlement_date, status, coalesce(fail_reason, reason), fail_amount
+                       FROM orders ORDER BY created_at"""
                 ),
             )
             print(
                 render.table(
-                    ["client order", "customer", "company", "issue", "side", "qty", "price", "status", "reason"],
+                    [
+                        "client order",
+                        "customer",
+                        "company",
+                        "issue",
+                        "side",
+                        "qty",
+                        "price",
+                        "settles",
+                        "status",
+                        "reason",
+                        "owed",
+                    ],
                     [list(r.values()) for r in rows],
                     indent="",
                 )
             )
+        case "settle-due":
+            as_of = args.as_of or datetime.now(UTC).date()
+            sent = await run_as(settings, BROKERAGE_ID, BROKERAGE_ID, lambda ctx: deferred.settle_due(ctx, as_of))
+            print(f"{sent} customer settlement(s) due on {as_of.isoformat()} sent for posting")
     return 0

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
-from agents.brokerage import repo
+from agents.brokerage import deferred, repo
 from agents.brokerage.allocation import FundingShortfall, allocate
 from agents.brokerage.customers import Refused
 from agents.brokerage.fees import DEFAULT_FEES, AllowancePolicy, FeeSchedule, hold_legs, settlement_total
@@ -34,6 +34,7 @@ from schemas.brokerage import (
     PostBrokeredSettlement,
     ReleaseHold,
     SettlementInformation,
+    SettlementType,
     TradeStatement,
     TrialAmounts,
 )
@@ -174,7 +175,7 @@ async def _settle(ctx: Context, order: dict[str, Any], done: list[Any]) -> None:
     company = await repo.company(conn, order["company_id"])
     assert customer is not None and company is not None
     try:
-        amounts = allocate(side, funding, total, rule, _limits(order))
+        amounts = _allocation(order, side, funding, total, rule)
     except FundingShortfall as exc:
         await repo.update_order(
             conn, order["order_id"], status="settlement_failed", reason="funding_shortfall", detail=str(exc)
@@ -219,6 +220,9 @@ async def _settle(ctx: Context, order: dict[str, Any], done: list[Any]) -> None:
             if leg.account not in customer_accounts
         ),
     )
+    if SettlementType(order["settlement_type"]) is SettlementType.REGULAR:
+        await deferred.defer(ctx, order, information, legs)
+        return
     await repo.update_order(conn, order["order_id"], status="settling", information=information.model_dump_json())
     ctx.emit(
         TradeStatement(
@@ -240,6 +244,21 @@ async def _settle(ctx: Context, order: dict[str, Any], done: list[Any]) -> None:
         to=SETTLEMENT_ID,
     )
     log.info("settlement_information", order_id=str(order["order_id"]), total=str(total), design=company.design.value)
+
+
+def _allocation(
+    order: dict[str, Any], side: Side, funding: tuple[FundingLeg, ...], total: Decimal, rule: MismatchRule
+) -> tuple[tuple[str, Decimal], ...]:
+    """The mismatch-rule allocation; a regular trade's excess that today's balances cannot take
+    is still placed by the rule (issue 11): the customer has until the settlement date to pay it,
+    and a customer who does not is a customer fail, not a refused order (R-002-77)."""
+    try:
+        return allocate(side, funding, total, rule, _limits(order))
+    except FundingShortfall:
+        if SettlementType(order["settlement_type"]) is not SettlementType.REGULAR:
+            raise
+        unbounded = {leg.account: total + leg.amount for leg in funding}
+        return allocate(side, funding, total, rule, unbounded)
 
 
 def _limits(order: dict[str, Any]) -> dict[str, Decimal]:
@@ -288,6 +307,9 @@ async def posted(ctx: Context, answer: BrokeredSettlementPosted) -> None:
 async def posting_failed(ctx: Context, answer: BrokeredSettlementFailed) -> None:
     order = await repo.order(ctx.connection, answer.order_id)
     if order is None:
+        return
+    if order["settlement_date"] is not None and answer.reason == "insufficient_funds":
+        await deferred.customer_fail(ctx, order, answer.detail)
         return
     await repo.update_order(
         ctx.connection, answer.order_id, status="settlement_failed", reason=answer.reason, detail=answer.detail

@@ -123,11 +123,25 @@ async def on_refused(answer: BrokeredOrderRefused, ctx: Context) -> None:
 
 
 async def on_statement(statement: TradeStatement, ctx: Context) -> None:
-    await _update(ctx, statement.client_order_id, "statement", statement=statement.information.model_dump_json())
+    await _update(
+        ctx,
+        statement.client_order_id,
+        "statement",
+        statement=statement.information.model_dump_json(),
+        settlement_date=statement.settlement_date,
+        settlement_status=statement.settlement_status.value,
+    )
 
 
 async def on_settled(notice: BrokeredSettlementCompleted, ctx: Context) -> None:
-    await _update(ctx, notice.client_order_id, "settled", entry_id=notice.entry_id, released=notice.released)
+    await _update(
+        ctx,
+        notice.client_order_id,
+        "settled",
+        entry_id=notice.entry_id,
+        released=notice.released,
+        settlement_status="settled",
+    )
 
 
 async def view(connection: asyncpg.Connection, user_id: str) -> CustomerView | None:

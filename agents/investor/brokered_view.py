@@ -26,6 +26,8 @@ def lines(order: dict[str, Any]) -> list[str]:
         out.append(f"  held        {held}")
     if order["statement"]:
         out.extend(_statement(json.loads(order["statement"])))
+    if order.get("settlement_date") is not None:
+        out.append(f"  settles     {order['settlement_date']} ({order.get('settlement_status') or 'awaiting'})")
     if order["entry_id"] is not None:
         released = _money(order["released"]) if order["released"] is not None else "—"
         out.append(f"  settled     ledger entry {order['entry_id']}; hold released {released}")

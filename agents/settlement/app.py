@@ -20,7 +20,7 @@ from broker.errors import InputRejected, Reason
 from broker.pki import PkiError
 from broker.runtime import AgentDefinition
 from broker.sealed_box import open_box
-from schemas.brokerage import BalanceInquiry, PlaceHold, PostBrokeredSettlement, ReleaseHold
+from schemas.brokerage import BalanceInquiry, PlaceHold, PostBrokeredSettlement, ReleaseHold, ReviseHold
 from schemas.dvp import (
     CancelInstruction,
     CoverRelease,
@@ -191,6 +191,7 @@ AGENT = AgentDefinition(
         BalanceInquiry: funds.on_balance_inquiry,
         PlaceHold: funds.on_hold,
         ReleaseHold: funds.on_release,
+        ReviseHold: funds.on_revise_hold,
         PostBrokeredSettlement: funds.on_brokered_settlement,
         CoverRequest: dvp.on_cover_request,
         CoverRelease: dvp.on_cover_release,

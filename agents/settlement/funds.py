@@ -28,6 +28,7 @@ from schemas.brokerage import (
     PlaceHold,
     PostBrokeredSettlement,
     ReleaseHold,
+    ReviseHold,
 )
 
 log = logs.get("kabuto.settlement")
@@ -101,6 +102,28 @@ async def on_release(request: ReleaseHold, ctx: Context) -> None:
     log.info("hold_released", hold_id=str(request.hold_id), released=str(released))
 
 
+async def on_revise_hold(request: ReviseHold, ctx: Context) -> None:
+    """Issue 11: the settlement information is known before the date; hold exactly what each
+    account will pay, as far as its balance (less other holds) covers it. Only accounts the hold
+    already covers are revised; one left out is freed."""
+    current = await funds_repo.placed(ctx.connection, request.hold_id)
+    if not current:
+        log.info("hold_revision_ignored", hold_id=str(request.hold_id))
+        return
+    found = await repo.accounts_for_update(ctx.connection, list(current))
+    others = await funds_repo.held_by_others(ctx.connection, list(current), request.hold_id)
+    target = {leg.account: leg.amount for leg in request.legs}
+    revised = {
+        account: max(
+            Decimal(0),
+            min(target.get(account, Decimal(0)), found[account].balance - others.get(account, Decimal(0))),
+        )
+        for account in current
+    }
+    await funds_repo.revise(ctx.connection, request.hold_id, revised)
+    log.info("hold_revised", hold_id=str(request.hold_id), held=str(sum(revised.values())))
+
+
 async def on_brokered_settlement(request: PostBrokeredSettlement, ctx: Context) -> None:
     """R-002-51..67: post the settlement information as one balanced entry; consume the hold."""
     assert ctx.sender is not None
@@ -120,7 +143,8 @@ async def on_brokered_settlement(request: PostBrokeredSettlement, ctx: Context) 
         except UnbalancedEntry as exc:
             problem = ("unbalanced", str(exc))
     if problem is not None:
-        await funds_repo.release(ctx.connection, request.hold_id)
+        if not (request.keep_hold_on_shortfall and problem[0] == "insufficient_funds"):
+            await funds_repo.release(ctx.connection, request.hold_id)
         ctx.emit(
             BrokeredSettlementFailed(order_id=request.order_id, reason=problem[0], detail=problem[1]),
             to=ctx.sender.user_id,

@@ -86,3 +86,30 @@ async def close(connection: asyncpg.Connection, hold_id: UUID, entry_id: int) ->
         entry_id,
     )
     return released
+
+
+async def placed(connection: asyncpg.Connection, hold_id: UUID) -> dict[str, Decimal]:
+    """What ``hold_id`` still holds on each account, locking its rows."""
+    rows = await connection.fetch(
+        "SELECT account_id, amount FROM holds WHERE hold_id = $1 AND status = 'placed' FOR UPDATE", hold_id
+    )
+    return {r["account_id"]: r["amount"] for r in rows}
+
+
+async def revise(connection: asyncpg.Connection, hold_id: UUID, amounts: dict[str, Decimal]) -> None:
+    """Set each placed row of ``hold_id`` to its new amount; a row revised to nothing is released."""
+    for account_id, amount in amounts.items():
+        if amount > 0:
+            await connection.execute(
+                "UPDATE holds SET amount = $3 WHERE hold_id = $1 AND account_id = $2 AND status = 'placed'",
+                hold_id,
+                account_id,
+                amount,
+            )
+        else:
+            await connection.execute(
+                """UPDATE holds SET status = 'released', closed_at = now()
+                   WHERE hold_id = $1 AND account_id = $2 AND status = 'placed'""",
+                hold_id,
+                account_id,
+            )
