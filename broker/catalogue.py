@@ -153,7 +153,22 @@ def _model_schemas(specs: list[MessageSpec]) -> tuple[dict[Any, Any], dict[str, 
     models: list[tuple[type[BaseModel], Literal["validation"]]] = [(s.model, "validation") for s in specs]
     models.append((Envelope, "validation"))
     top, defs = models_json_schema(models, ref_template=SCHEMA_REF)
-    return {model: ref for (model, _), ref in top.items()}, dict(defs.get("$defs", {}))
+    return {model: ref for (model, _), ref in top.items()}, _asyncapi_discriminators(dict(defs.get("$defs", {})))
+
+
+def _asyncapi_discriminators(node: Any) -> Any:
+    """pydantic writes OpenAPI's discriminator object (``propertyName`` and ``mapping``); an
+    AsyncAPI schema's ``discriminator`` is the property name alone. The ``oneOf`` beside it
+    still lists every variant, so nothing is lost."""
+    if isinstance(node, dict):
+        out = {k: _asyncapi_discriminators(v) for k, v in node.items()}
+        found = out.get("discriminator")
+        if isinstance(found, dict) and "propertyName" in found:
+            out["discriminator"] = found["propertyName"]
+        return out
+    if isinstance(node, list):
+        return [_asyncapi_discriminators(v) for v in node]
+    return node
 
 
 def _message(spec: MessageSpec, payload_ref: dict[str, Any]) -> dict[str, Any]:

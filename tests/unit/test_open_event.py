@@ -18,8 +18,7 @@ from broker.errors import Reason, Rejected
 from broker.pki import Identity, KeyStore, create_ca, default_participant
 from broker.trust import TrustStore
 from schemas.identity import Role
-from schemas.settlement import AccountInquiry
-from schemas.trading import TradeExecuted
+from schemas.trading import CancelOrder, TradeExecuted
 
 NOW = datetime.now(UTC)
 FRESH = Freshness(max_age=timedelta(hours=1), max_skew=timedelta(seconds=30))
@@ -53,8 +52,8 @@ def test_an_event_from_an_agent_of_another_role_is_refused(keys: KeyStore) -> No
 
 
 def test_a_point_to_point_message_is_not_an_event(keys: KeyStore) -> None:
-    inquiry = AccountInquiry(account="alice-cash")
-    assert reason(keys, seal(keys.load_identity("alice"), inquiry, recipient=None, now=NOW)) is (
+    cancel = CancelOrder(client_order_id="c1")
+    assert reason(keys, seal(keys.load_identity("alice"), cancel, recipient=None, now=NOW)) is (
         Reason.SENDER_NOT_AUTHORIZED
     )
 
