@@ -4,7 +4,9 @@ both sides as they were — recycled and settled, both legs at once, once the bu
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from uuid import UUID
@@ -21,6 +23,7 @@ from agents.investor.trading import OrderTicket, place_order
 from agents.issuer.domain import Offering
 from agents.settlement import app as settlement
 from agents.settlement import dvp_repo, instruction_desk
+from agents.settlement.instructions import Instruction
 from broker.context import Context
 from broker.runtime import AgentRuntime
 from broker.stock_certificates import content_of, endorse
@@ -87,7 +90,7 @@ async def _recycled(
     number = await exchange.command(
         EXCHANGE_ID, lambda ctx: _report(ctx, offering, certificate.cert_id, by_alice, price, (alice, bob), accounts)
     )
-    await ledger.outcomes.wait(lambda s: s.type == "settlement.instruction", timeout=30)
+    await _until(ledger, number, lambda i: i.settlement == "pending" and i.reason is not None)
     say(
         f"  {alice} and {bob} agree 100 shares at {price:,} off the order book; the exchange reports the trade "
         f"for settlement (instruction {number}). Such a trade has no order cover, so settlement checks {bob}'s "
@@ -100,7 +103,7 @@ async def _recycled(
     )
     await ledger.command(SETTLEMENT_ID, settlement.deposit(bob_cash, price * 100, f"dvp-{number}"))
     await ledger.command(SETTLEMENT_ID, instruction_desk.recycle())
-    await ledger.outcomes.wait(lambda s: s.type == "securities.committed", timeout=30)
+    await _until(ledger, number, lambda i: i.settlement == "settled")
     await _show(ledger, number, say)
     rows = []
     for account in accounts:
@@ -163,6 +166,19 @@ def _instruction(
             seller_order_open=False,
         ),
     )
+
+
+async def _until(ledger: AgentRuntime, number: int, reached: Callable[[Instruction], bool]) -> None:
+    """Wait until settlement's instruction ``number`` is in the state the next line describes.
+
+    The demo's earlier flows settled instructions too, so a message type alone would match one
+    of theirs; settlement's own row is the answer for this trade."""
+    async with asyncio.timeout(30):
+        while True:
+            found = await ledger.query(lambda c: dvp_repo.instruction(c, number))
+            if found is not None and reached(found):
+                return
+            await asyncio.sleep(0.1)  # a demo watching another agent's progress, not a test
 
 
 async def _show(ledger: AgentRuntime, number: int, say: Say) -> None:

@@ -231,7 +231,7 @@ async def test_B54_operator_cannot_store_a_malformed_account_id(settings: Settin
     async with support.agents(settings, "brokerage") as rt:
         brokerage = rt["brokerage"]
         before = await state(brokerage)
-        with pytest.raises(ValueError, match="not a valid account id"):
+        with pytest.raises(ValueError, match="is malformed"):
             await _customer(brokerage, _account(account_id))
         assert await state(brokerage) == before
 
