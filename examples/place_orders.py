@@ -14,6 +14,11 @@ Before running it (see README, "External participants"):
 
     python examples/place_orders.py trader-1 DEMO --buy-price 990 --sell-price 1010
 
+The buy order is booked only once settlement has covered it (delivery versus payment,
+docs/dvp.md): the participant needs a settlement account of its own with enough available cash,
+opened and funded by an operator (`kabuto settlement open-account trader-1-cash --owner trader-1`,
+`kabuto settlement deposit trader-1-cash 1000000 --reference funding`).
+
 It reads ``KABUTO_AMQP_URL``, ``KABUTO_KEY_DIR`` and ``KABUTO_NAMESPACE`` like the ``kabuto``
 command, and exits 1 if the issuer or the exchange refuses anything.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import aio_pika
@@ -42,9 +43,11 @@ async def test_example_places_a_buy_and_a_sell_order_through_the_broker(settings
     assert code == 0, out
     assert f"reply queue {queue} bound to {settings.namespace}.messages by trader-1" in out
     try:
-        async with support.agents(settings, "issuer", "exchange") as rt:
+        async with support.agents(settings, "issuer", "exchange", "settlement") as rt:
             await support.open_offering(rt["issuer"])
             await support.list_issue(rt["exchange"])
+            # A buy is booked only once settlement covers it (issue 11): the operator opens and funds the account.
+            await support.fund(rt["settlement"], "trader-1", Decimal(1_000_000))
             code, out = await run(settings, sys.executable, str(EXAMPLE), "trader-1", support.ISSUE)
             assert code == 0, out
             assert "certificate " in out and "500 shares of KBT" in out

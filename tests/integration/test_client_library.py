@@ -81,8 +81,9 @@ def order(me: Participant, client_order_id: str = "dora-1", quantity: int = 100)
 async def test_the_same_client_order_id_is_answered_again_and_another_payload_is_a_conflict(
     settings: Settings, dora: Participant
 ) -> None:
-    async with support.agents(settings, "exchange") as rt:
+    async with support.agents(settings, "exchange", "settlement") as rt:
         await support.list_issue(rt["exchange"])
+        await support.fund(rt["settlement"], "dora", Decimal(1_000_000))  # a buy is covered first (issue 11)
         first = await place(dora, order(dora))
         again = await place(dora, order(dora))
         other = await place(dora, order(dora, quantity=200))
@@ -131,7 +132,7 @@ async def test_a_reply_to_a_participant_without_a_queue_is_parked_then_sent_when
 
             await eventually(parked_rows)
             (row,) = await parked_rows()
-            assert row.routing_key == "erin" and row.message_type == "order.accepted"
+            assert row.routing_key == "erin" and row.message_type == "order.rejected"
             assert row.error is not None and row.error.startswith("unroutable")
 
             queue = await ensure_reply_queue(settings, "erin")
@@ -147,11 +148,13 @@ async def test_a_reply_to_a_participant_without_a_queue_is_parked_then_sent_when
 
 
 def order_for(user: str) -> SubmitOrder:
+    """An order the exchange answers at once: a sell (no cash cover to wait for, issue 11) of a
+    certificate it never listed, refused with a reason. The reply is what these tests route."""
     return SubmitOrder(
         client_order_id=f"{user}-1",
         user_id=user,
         issue_code=support.ISSUE,
-        terms=OrderTerms(side=Side.BUY, order_type=OrderType.LIMIT, price=Decimal(990), quantity=100),
+        terms=OrderTerms(side=Side.SELL, order_type=OrderType.LIMIT, price=Decimal(990), quantity=100),
         settlement_account=f"{user}-cash",
         holder_name=user.title(),
         holder_address="3-3 Kabuto-cho, Tokyo",
