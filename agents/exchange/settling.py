@@ -188,7 +188,8 @@ async def _reversed(ctx: Context, match: order_repo.Match, detail: str, reason: 
     assert match.cert_id is not None
     await order_repo.transfer_failed(conn, match.matching_number, reason)
     await order_repo.settlement_result(conn, match.matching_number, False, reason)
-    await repo.transfer_abandoned(conn, match.cert_id)
+    if not await order_repo.unfinished_matches(conn, match.sell_order):  # else the next execution uses it
+        await repo.transfer_abandoned(conn, match.cert_id)
     for number in (match.buy_order, match.sell_order):
         record = await order_repo.order(conn, number)
         assert record is not None
