@@ -84,10 +84,10 @@ async def _recycled(
         investor.identities[alice], signed, "sell_order", f"order:{alice}:negotiated-{certificate.cert_id}"
     )
     price = offering.offer_price
-    number = await exchange.command(
+    number, sent = await exchange.command(
         EXCHANGE_ID, lambda ctx: _report(ctx, offering, certificate.cert_id, by_alice, price, (alice, bob), accounts)
     )
-    await ledger.outcomes.wait(lambda s: s.type == "settlement.instruction", timeout=30)
+    await ledger.outcomes.wait_for(sent, timeout=30)
     say(
         f"  {alice} and {bob} agree 100 shares at {price:,} off the order book; the exchange reports the trade "
         f"for settlement (instruction {number}). Such a trade has no order cover, so settlement checks {bob}'s "
@@ -100,7 +100,13 @@ async def _recycled(
     )
     await ledger.command(SETTLEMENT_ID, settlement.deposit(bob_cash, price * 100, f"dvp-{number}"))
     await ledger.command(SETTLEMENT_ID, instruction_desk.recycle())
-    await ledger.outcomes.wait(lambda s: s.type == "securities.committed", timeout=30)
+    # The recycled attempt's reserve opens a conversation that the commit answer closes.
+    reserve = await ledger.query(
+        lambda c: c.fetchval(
+            "SELECT message_id FROM outbox WHERE message_type = 'securities.reserve' ORDER BY seq DESC LIMIT 1"
+        )
+    )
+    await ledger.outcomes.reply("securities.committed", reserve, timeout=30)
     await _show(ledger, number, say)
     rows = []
     for account in accounts:
@@ -118,14 +124,14 @@ async def _report(
     price: Decimal,
     parties: tuple[str, str],
     accounts: tuple[str, str],
-) -> int:
+) -> tuple[int, UUID]:
     """The exchange instructs settlement for a negotiated trade: a matching number of its own, and
     the certificate countersigned for it."""
     number = await exchange_orders.next_matching_number(ctx.connection)
     certificate = endorse(ctx.identity, by_alice, "name_transfer", f"omn:{number}")
     today = ctx.now.date()
-    ctx.emit(_instruction(number, today, offering, cert_id, certificate, price, parties, accounts), to=SETTLEMENT_ID)
-    return number
+    instruction = _instruction(number, today, offering, cert_id, certificate, price, parties, accounts)
+    return number, ctx.emit(instruction, to=SETTLEMENT_ID).envelope.message_id
 
 
 def _instruction(
