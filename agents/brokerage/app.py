@@ -212,7 +212,9 @@ async def _checked(request: BrokeredOrder, ctx: Context) -> tuple[dict[str, Any]
     cert_id = None
     hold: tuple[Any, ...] = ()
     if request.side is Side.BUY:
-        hold = settling.hold_for(request.funding, trial.allowance)
+        hold = settling.hold_for(
+            request.funding, trial.allowance, request.mismatch_rule or customer.conditions.mismatch_rule
+        )
     else:
         cert_id = await settling.certificate_to_sell(
             conn, customer.customer_id, company.company_id, request.issue_code, request.quantity

@@ -139,8 +139,6 @@ def record_problems(customer_id: str, accounts: Sequence[CustomerAccount]) -> li
     record can be stored and used.
     """
     problems = [] if _valid(_CUSTOMER_ID, customer_id) else [f"customer id {customer_id!r} is malformed"]
-    if not accounts:
-        problems.append("a customer needs at least one account")
     for a in accounts:
         if not _valid(_ACCOUNT_ID, a.account_id):
             problems.append(f"account id {a.account_id!r} is malformed (lower-case letters, digits and :._- only)")

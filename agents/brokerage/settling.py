@@ -16,7 +16,7 @@ import asyncpg
 from agents.brokerage import deferred, repo
 from agents.brokerage.allocation import FundingShortfall, allocate
 from agents.brokerage.customers import Refused
-from agents.brokerage.fees import DEFAULT_FEES, AllowancePolicy, FeeSchedule, hold_legs, settlement_total
+from agents.brokerage.fees import DEFAULT_FEES, AllowancePolicy, FeeSchedule, settlement_total
 from agents.brokerage.ledger_legs import settlement_legs
 from broker import logs
 from broker.context import Context
@@ -70,10 +70,15 @@ async def fee_schedule(connection: asyncpg.Connection) -> Fees:
     return Fees(schedule, AllowancePolicy(factor=row["allowance_factor"], regular_share=row["regular_share"]))
 
 
-def hold_for(funding: tuple[FundingLeg, ...], allowance: Decimal) -> tuple[HoldLeg, ...]:
+def hold_for(funding: tuple[FundingLeg, ...], allowance: Decimal, rule: MismatchRule) -> tuple[HoldLeg, ...]:
+    """Issue 11: hold on each account what the mismatch rule would debit it if the order cost its
+    whole allowance — the most any execution can take from it, since the rule's debit per account
+    only grows with the amount — not a pro-rata share, which left the priority-1 account under-held."""
     if allowance > 0 and not any(leg.amount for leg in funding):
         raise Refused(BrokerageRefusal.NO_FUNDING, "a buy order indicates how much each account pays")
-    return hold_legs(funding, allowance)
+    unbounded = {leg.account: Decimal(10) ** 16 for leg in funding}  # settlement checks what is available
+    debits = allocate(Side.BUY, funding, allowance, rule, unbounded)
+    return tuple(HoldLeg(account=account, amount=amount) for account, amount in debits if amount > 0)
 
 
 def trial_of(order: dict[str, Any]) -> TrialAmounts:

@@ -4,9 +4,7 @@ both sides as they were — recycled and settled, both legs at once, once the bu
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from uuid import UUID
@@ -23,7 +21,6 @@ from agents.investor.trading import OrderTicket, place_order
 from agents.issuer.domain import Offering
 from agents.settlement import app as settlement
 from agents.settlement import dvp_repo, instruction_desk
-from agents.settlement.instructions import Instruction
 from broker.context import Context
 from broker.runtime import AgentRuntime
 from broker.stock_certificates import content_of, endorse
@@ -87,10 +84,10 @@ async def _recycled(
         investor.identities[alice], signed, "sell_order", f"order:{alice}:negotiated-{certificate.cert_id}"
     )
     price = offering.offer_price
-    number = await exchange.command(
+    number, sent = await exchange.command(
         EXCHANGE_ID, lambda ctx: _report(ctx, offering, certificate.cert_id, by_alice, price, (alice, bob), accounts)
     )
-    await _until(ledger, number, lambda i: i.settlement == "pending" and i.reason is not None)
+    await ledger.outcomes.wait_for(sent, timeout=30)
     say(
         f"  {alice} and {bob} agree 100 shares at {price:,} off the order book; the exchange reports the trade "
         f"for settlement (instruction {number}). Such a trade has no order cover, so settlement checks {bob}'s "
@@ -103,7 +100,13 @@ async def _recycled(
     )
     await ledger.command(SETTLEMENT_ID, settlement.deposit(bob_cash, price * 100, f"dvp-{number}"))
     await ledger.command(SETTLEMENT_ID, instruction_desk.recycle())
-    await _until(ledger, number, lambda i: i.settlement == "settled")
+    # The recycled attempt's reserve opens a conversation that the commit answer closes.
+    reserve = await ledger.query(
+        lambda c: c.fetchval(
+            "SELECT message_id FROM outbox WHERE message_type = 'securities.reserve' ORDER BY seq DESC LIMIT 1"
+        )
+    )
+    await ledger.outcomes.reply("securities.committed", reserve, timeout=30)
     await _show(ledger, number, say)
     rows = []
     for account in accounts:
@@ -121,14 +124,14 @@ async def _report(
     price: Decimal,
     parties: tuple[str, str],
     accounts: tuple[str, str],
-) -> int:
+) -> tuple[int, UUID]:
     """The exchange instructs settlement for a negotiated trade: a matching number of its own, and
     the certificate countersigned for it."""
     number = await exchange_orders.next_matching_number(ctx.connection)
     certificate = endorse(ctx.identity, by_alice, "name_transfer", f"omn:{number}")
     today = ctx.now.date()
-    ctx.emit(_instruction(number, today, offering, cert_id, certificate, price, parties, accounts), to=SETTLEMENT_ID)
-    return number
+    instruction = _instruction(number, today, offering, cert_id, certificate, price, parties, accounts)
+    return number, ctx.emit(instruction, to=SETTLEMENT_ID).envelope.message_id
 
 
 def _instruction(
@@ -166,19 +169,6 @@ def _instruction(
             seller_order_open=False,
         ),
     )
-
-
-async def _until(ledger: AgentRuntime, number: int, reached: Callable[[Instruction], bool]) -> None:
-    """Wait until settlement's instruction ``number`` is in the state the next line describes.
-
-    The demo's earlier flows settled instructions too, so a message type alone would match one
-    of theirs; settlement's own row is the answer for this trade."""
-    async with asyncio.timeout(30):
-        while True:
-            found = await ledger.query(lambda c: dvp_repo.instruction(c, number))
-            if found is not None and reached(found):
-                return
-            await asyncio.sleep(0.1)  # a demo watching another agent's progress, not a test
 
 
 async def _show(ledger: AgentRuntime, number: int, say: Say) -> None:

@@ -70,8 +70,10 @@ async def trading(runtimes: dict[str, AgentRuntime], offering: Offering, alice: 
     say(
         f"  {bob} bids for 200 at {price:,}: a partial fill of {alice}'s order. The exchange takes the CertID "
         f"off its list, the issuer re-registers 200 shares to {bob} under a new CertID and the other "
-        f"{certificate.shares - 200} to {alice} under another (committed to her open order); {bob} asks for "
-        f"his certificate by name-transfer number; settlement moves the cash.\n"
+        f"{certificate.shares - 200} to {alice} under another (committed to her open order) — delivery versus "
+        f"payment: settlement held {bob}'s cover before the order traded, earmarked the cash, had the issuer "
+        f"reserve the certificate, then moved the cash and committed the transfer together; {bob} asks for "
+        f"his certificate by name-transfer number.\n"
     )
     await _wallets(investor, alice, bob, say)
     await _balances(ledger, (alice_cash, bob_cash), say)

@@ -195,7 +195,8 @@ async def _reversed(ctx: Context, match: order_repo.Match, detail: str, reason: 
     conn = ctx.connection
     await order_repo.transfer_failed(conn, match.matching_number, reason)
     await order_repo.settlement_result(conn, match.matching_number, False, reason)
-    if match.cert_id is not None:  # a book-entry trade has no certificate to put back in the list
+    # a book-entry trade has no certificate to put back; otherwise only when the next execution does not use it
+    if match.cert_id is not None and not await order_repo.unfinished_matches(conn, match.sell_order):
         await repo.transfer_abandoned(conn, match.cert_id)
     for number in (match.buy_order, match.sell_order):
         record = await order_repo.order(conn, number)

@@ -69,7 +69,7 @@ def present_notice(matching_number: int, settlement: str = SETTLEMENT_ID) -> Com
             ctx.identity.user_id,
         )
         if row is None:
-            raise LookupError(f"{ctx.identity.user_id} has no completed trade {matching_number}")
+            raise ValueError(f"{ctx.identity.user_id} has no completed trade {matching_number}")
         notice = PresentTradeNotice(
             matching_number=matching_number,
             side=Side(row["side"]),

@@ -44,7 +44,7 @@ class InstructionView:
     attempts: list[dict[str, object]]
 
 
-class UnknownInstruction(LookupError):
+class UnknownInstruction(ValueError):
     """No instruction with that matching number."""
 
 

@@ -14,7 +14,7 @@ from broker.envelope import seal
 from broker.pki import KeyStore
 from broker.settings import Settings
 from broker.trust import TrustStore
-from schemas.settlement import AccountInquiry
+from schemas.dvp import CancelInstruction
 from tests import support
 
 
@@ -37,7 +37,7 @@ async def kabuto(settings: Settings, *args: str) -> tuple[int, str]:
 async def test_dead_letters_show_verified_ids_mark_forgeries_and_page(settings: Settings, keys: KeyStore) -> None:
     alice = keys.load_identity("alice")
     # A genuine message the exchange may not receive: its id and type verify.
-    wrong_type = seal(alice, AccountInquiry(account="alice-cash"), recipient="exchange", now=datetime.now(UTC))
+    wrong_type = seal(alice, CancelInstruction(instruction=7), recipient="exchange", now=datetime.now(UTC))
     # The same bytes under a signature that does not hold, with lying AMQP properties.
     forged_headers: dict[str, Any] = {**wrong_type.headers, "kabuto-signature": base64.b64encode(b"x" * 64).decode()}
     extras = [support.sealed_request(alice, to="exchange") for _ in range(4)]
@@ -53,7 +53,7 @@ async def test_dead_letters_show_verified_ids_mark_forgeries_and_page(settings: 
     assert (first.total, first.remaining, len(first.letters)) == (6, 4, 2)
     (genuine, proof), (forged, forged_proof) = first.letters
     assert proof.verified and proof.message_id == str(wrong_type.envelope.message_id)
-    assert (proof.type, proof.sender) == ("account.inquiry v1", "alice")
+    assert (proof.type, proof.sender) == ("settlement.instruction.cancel v1", "alice")
     assert genuine.reason == "sender_not_authorized"
     assert not forged_proof.verified and forged_proof.message_id is None
     assert forged_proof.problem is not None and forged_proof.problem.startswith("signature_invalid")
@@ -66,7 +66,7 @@ async def test_dead_letters_show_verified_ids_mark_forgeries_and_page(settings: 
     code, out = await kabuto(settings, "dead-letters", "exchange", "--limit", "3")
     assert code == 0, out
     assert "claimed-id (claimed)" in out and "NO — signature_invalid" in out
-    assert str(wrong_type.envelope.message_id) in out and "account.inquiry v1" in out
+    assert str(wrong_type.envelope.message_id) in out and "settlement.instruction.cancel v1" in out
     assert "1–3 of 6 dead letter(s); 3 more: --offset 3" in out
     code, out = await kabuto(settings, "dead-letters", "exchange", "--offset", "3")
     assert "4–6 of 6 dead letter(s)" in out and "more" not in out.splitlines()[-1]

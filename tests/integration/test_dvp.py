@@ -264,8 +264,8 @@ async def test_issue_11_lack_of_cash_leaves_both_sides_as_they_were_then_recycli
 async def sent_statuses(rt: Rt, to: str) -> list[dict[str, Any]]:
     rows = await support.rows(
         rt["settlement"],
-        "SELECT body FROM outbox WHERE message_type = 'settlement.instruction.status'"
-        " AND routing_key = $1 ORDER BY seq",
+        "SELECT body FROM outbox WHERE message_type = 'settlement.instruction.status' AND routing_key = $1 "
+        "ORDER BY seq",
         to,
     )
     return [json.loads(r["body"])["payload"] for r in rows]

@@ -501,3 +501,16 @@ def test_settlement_legs_always_balance(
     for account, amount, at_im in customer:
         if amount:
             assert LedgerLeg(account=account, amount=sign * amount, means="39" if at_im else "22") in posted
+
+
+def test_issue_11_a_brokered_hold_protects_what_the_mismatch_rule_will_debit_each_account() -> None:
+    """Half the allowance held (regular settlement): the rule debits the priority-1 account first, so
+    that is where the hold is — a pro-rata hold left it 255,250 short, and a withdrawal could take it."""
+    from agents.brokerage.settling import hold_for
+
+    held = hold_for(WORKED_FUNDING, D(755_250), RULE_1)
+    assert [(leg.account, leg.amount) for leg in held] == [(WORKED_FUNDING[0].account, D(755_250))]
+    whole = hold_for(WORKED_FUNDING, D(1_510_500), RULE_1)
+    assert [leg.amount for leg in whole] == [D(1_000_000), D(300_000), D(210_500)]
+    excess = hold_for(WORKED_FUNDING, D(1_600_000), RULE_2)  # rule 2: the excess on priority 1
+    assert [leg.amount for leg in excess] == [D(1_089_500), D(300_000), D(210_500)]
