@@ -7,11 +7,11 @@ name transfer and no CertID list change."""
 
 from __future__ import annotations
 
-from agents.exchange import order_repo
+from agents.exchange import instructions, order_repo
 from agents.exchange.order_repo import Match, OrderRecord
 from broker import logs
 from broker.context import Context
-from schemas.dvp import BookEntryLeg, SettlementInstruction
+from schemas.dvp import BookEntryLeg
 from schemas.identity import SETTLEMENT_ID
 from schemas.trading import TradeCompleted
 
@@ -21,29 +21,10 @@ CUSTODY_ID = "custody"
 
 async def instruct(ctx: Context, match: Match, sell: OrderRecord, buy: OrderRecord) -> None:
     assert sell.safekeeping_account is not None and buy.safekeeping_account is not None
-    today = ctx.now.date()
-    sealed = ctx.emit(
-        SettlementInstruction(
-            matching_number=match.matching_number,
-            trade_date=today,
-            intended_settlement_date=today,
-            issue_code=match.issue_code,
-            quantity=match.shares,
-            price=match.price,
-            amount=match.price * match.shares,
-            buyer_user_id=match.buyer_user_id,
-            buyer_account=buy.settlement_account,
-            seller_user_id=match.seller_user_id,
-            seller_account=sell.settlement_account,
-            cover_id=buy.cover_id,
-            securities=BookEntryLeg(
-                agent=CUSTODY_ID,
-                deliverer_account=sell.safekeeping_account,
-                receiver_account=buy.safekeeping_account,
-            ),
-        ),
-        to=SETTLEMENT_ID,
+    leg = BookEntryLeg(
+        agent=CUSTODY_ID, deliverer_account=sell.safekeeping_account, receiver_account=buy.safekeeping_account
     )
+    sealed = ctx.emit(instructions.for_execution(match, buy, sell, ctx.now.date(), leg), to=SETTLEMENT_ID)
     await order_repo.transfer_requested(ctx.connection, match.matching_number, None, sealed.digest)
     log.info("book_entry_instructed", matching_number=match.matching_number)
 

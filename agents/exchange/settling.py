@@ -10,7 +10,7 @@ execution as S131 says; any other failure reverses it and both orders keep what 
 
 from __future__ import annotations
 
-from agents.exchange import book_entry, order_repo, repo, trading
+from agents.exchange import book_entry, instructions, order_repo, repo, trading
 from broker import logs
 from broker.context import Context
 from broker.stock_certificates import content_of, endorse, verify_certificate
@@ -23,7 +23,6 @@ from schemas.dvp import (
     DvpReason,
     InstructionStatus,
     ProcessingStatus,
-    SettlementInstruction,
     SettlementStatus,
 )
 from schemas.identity import SETTLEMENT_ID
@@ -50,35 +49,18 @@ async def instruct_next(ctx: Context, sell_order: int) -> None:
     certificate = content_of(sell.certificate)
     endorsed = endorse(ctx.identity, sell.certificate, "name_transfer", f"omn:{match.matching_number}")
     unfinished = await order_repo.unfinished_matches(conn, sell_order)
-    today = ctx.now.date()
-    sealed = ctx.emit(
-        SettlementInstruction(
-            matching_number=match.matching_number,
-            trade_date=today,
-            intended_settlement_date=today,  # exchange certificate trades settle the same day
-            issue_code=match.issue_code,
-            quantity=match.shares,
-            price=match.price,
-            amount=match.price * match.shares,
-            buyer_user_id=match.buyer_user_id,
-            buyer_account=buy.settlement_account,
-            seller_user_id=match.seller_user_id,
-            seller_account=sell.settlement_account,
-            cover_id=buy.cover_id,
-            securities=CertificateLeg(
-                agent=certificate.issuing_agent_id,
-                exchange_id=ctx.identity.user_id,
-                cert_id=sell.order.cert_id,
-                share_class=certificate.share_class,
-                certificate=endorsed,
-                buyer_name=buy.holder_name or match.buyer_user_id,
-                buyer_address=buy.holder_address or "",
-                seller_order=sell_order,
-                seller_order_open=sell.status == "open" or len(unfinished) > 1,
-            ),
-        ),
-        to=SETTLEMENT_ID,
+    leg = CertificateLeg(
+        agent=certificate.issuing_agent_id,
+        exchange_id=ctx.identity.user_id,
+        cert_id=sell.order.cert_id,
+        share_class=certificate.share_class,
+        certificate=endorsed,
+        buyer_name=buy.holder_name or match.buyer_user_id,
+        buyer_address=buy.holder_address or "",
+        seller_order=sell_order,
+        seller_order_open=sell.status == "open" or len(unfinished) > 1,
     )
+    sealed = ctx.emit(instructions.for_execution(match, buy, sell, ctx.now.date(), leg), to=SETTLEMENT_ID)
     await order_repo.transfer_requested(conn, match.matching_number, sell.order.cert_id, sealed.digest)
 
 
