@@ -19,11 +19,10 @@ from datetime import timedelta
 from typing import Any
 
 import aio_pika
-import aiormq
 import asyncpg
 from aio_pika.abc import AbstractExchange
 
-from broker import logs, metrics
+from broker import logs
 from broker.db import notify_channel
 from broker.envelope import Sealed
 from broker.progress import TaskBeat
@@ -146,32 +145,8 @@ class OutboxRelay:
         # A window at a time, confirmed together (broker.relay_window); imported here, as it builds on this module.
         from broker.relay_window import publish_window
 
-        await publish_window(self.pool, self.exchanges, rows)
+        await publish_window(self.agent, self.pool, self.exchanges, rows)
         return len(rows)
-
-    async def _publish(self, row: asyncpg.Record) -> None:
-        exchange = self._exchange(row["exchange"])
-        message = amqp_message(str(row["message_id"]), row["message_type"], row["body"], json.loads(row["headers"]))
-        try:
-            await exchange.publish(message, routing_key=row["routing_key"], mandatory=True)
-        except aiormq.exceptions.PublishError:
-            await self._park(row, f"unroutable: no queue for routing key {row['routing_key']!r}")
-            return
-        except aiormq.exceptions.DeliveryError as exc:  # the broker nacked it: try again later
-            log.warning("outbox_nacked", message_id=str(row["message_id"]), error=str(exc))
-            raise
-        await self.pool.execute("UPDATE outbox SET published_at = now() WHERE seq = $1", row["seq"])
-        metrics.published(self.agent, row["message_type"])
-        log.debug("outbox_published", message_id=str(row["message_id"]), type=row["message_type"])
-
-    async def _park(self, row: asyncpg.Record, error: str) -> None:
-        await self.pool.execute("UPDATE outbox SET failed_at = now(), error = $2 WHERE seq = $1", row["seq"], error)
-        log.error(
-            "outbox_unroutable",
-            message_id=str(row["message_id"]),
-            type=row["message_type"],
-            routing_key=row["routing_key"],
-        )
 
     def _exchange(self, name: str) -> AbstractExchange:
         return self.exchanges.events if name == "events" else self.exchanges.messages

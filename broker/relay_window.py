@@ -22,20 +22,25 @@ from collections.abc import Sequence
 import aiormq
 import asyncpg
 
-from broker import logs
+from broker import logs, metrics
 from broker.outbox import amqp_message
 from broker.topology import Exchanges
 
 log = logs.get("kabuto.outbox")
 
 
-async def publish_window(pool: asyncpg.Pool, exchanges: Exchanges, rows: Sequence[asyncpg.Record]) -> None:
+async def publish_window(
+    agent: str, pool: asyncpg.Pool, exchanges: Exchanges, rows: Sequence[asyncpg.Record]
+) -> None:
     """Publish ``rows`` (pending outbox rows in sequence order) and record what became of each."""
     sends = [asyncio.ensure_future(_send(exchanges, row)) for row in rows]
     results = await asyncio.gather(*sends, return_exceptions=True)
     published = [row["seq"] for row, result in zip(rows, results, strict=True) if result is None]
     if published:
         await pool.execute("UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])", published)
+        for row, result in zip(rows, results, strict=True):
+            if result is None:
+                metrics.published(agent, row["message_type"])
     nacked: BaseException | None = None
     for row, result in zip(rows, results, strict=True):
         if isinstance(result, aiormq.exceptions.PublishError):

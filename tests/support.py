@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -269,3 +270,15 @@ def sealed_to(keys: Any, recipient: str, text: str, context: str) -> str:
     key = encryption_key_of(keys.load_identity(recipient).certificate)
     assert key is not None, f"{recipient} has no certified encryption key"
     return seal_to(key, text, context)
+
+
+async def eventually(check: Callable[[], object], *, timeout: float = 10.0) -> None:
+    """Wait for an outcome that has no event to wait on (a row the relay parks), up to ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.05)

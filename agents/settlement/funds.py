@@ -104,23 +104,33 @@ async def on_release(request: ReleaseHold, ctx: Context) -> None:
 
 async def on_revise_hold(request: ReviseHold, ctx: Context) -> None:
     """Issue 11: the settlement information is known before the date; hold exactly what each
-    account will pay, as far as its balance (less other holds) covers it. Only accounts the hold
-    already covers are revised; one left out is freed."""
+    account will pay (the mismatch rule's allocation), as far as its balance (less other holds)
+    covers it. An account the first hold did not reach is held too when the sender may post on it
+    (its own, an institution's, or mandated); one left out of the allocation is freed."""
+    assert ctx.sender is not None
     current = await funds_repo.placed(ctx.connection, request.hold_id)
-    if not current:
+    owner = await funds_repo.owner_of(ctx.connection, request.hold_id)
+    if not current or owner is None:
         log.info("hold_revision_ignored", hold_id=str(request.hold_id))
         return
-    found = await repo.accounts_for_update(ctx.connection, list(current))
-    others = await funds_repo.held_by_others(ctx.connection, list(current), request.hold_id)
     target = {leg.account: leg.amount for leg in request.legs}
+    found = await repo.accounts_for_update(ctx.connection, sorted(set(current) | set(target)))
+    added = {a: found[a] for a in target if a not in current and a in found}
+    if await mandates.refusal_for_postings(ctx, ctx.sender.user_id, added) is not None:
+        added = {}
+    accounts = [*current, *added]
+    others = await funds_repo.held_by_others(ctx.connection, accounts, request.hold_id)
     revised = {
         account: max(
             Decimal(0),
             min(target.get(account, Decimal(0)), found[account].balance - others.get(account, Decimal(0))),
         )
-        for account in current
+        for account in accounts
     }
-    await funds_repo.revise(ctx.connection, request.hold_id, revised)
+    await funds_repo.revise(ctx.connection, request.hold_id, {a: revised[a] for a in current})
+    new_legs = [(a, revised[a]) for a in added if revised[a] > 0]
+    if new_legs:
+        await funds_repo.place(ctx.connection, request.hold_id, owner, new_legs)
     log.info("hold_revised", hold_id=str(request.hold_id), held=str(sum(revised.values())))
 
 

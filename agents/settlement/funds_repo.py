@@ -96,6 +96,11 @@ async def placed(connection: asyncpg.Connection, hold_id: UUID) -> dict[str, Dec
     return {r["account_id"]: r["amount"] for r in rows}
 
 
+async def owner_of(connection: asyncpg.Connection, hold_id: UUID) -> str | None:
+    owner: str | None = await connection.fetchval("SELECT owner FROM holds WHERE hold_id = $1 LIMIT 1", hold_id)
+    return owner
+
+
 async def revise(connection: asyncpg.Connection, hold_id: UUID, amounts: dict[str, Decimal]) -> None:
     """Set each placed row of ``hold_id`` to its new amount; a row revised to nothing is released."""
     for account_id, amount in amounts.items():

@@ -32,13 +32,14 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def kabuto_run_with_metrics(settings: Settings, port: int) -> AsyncIterator[None]:
-    """``kabuto run all`` serving its metrics on ``port`` (KABUTO_METRICS_PORT + 7 for several agents)."""
+    """``kabuto run all --in-process`` serving its metrics on ``port``: KABUTO_METRICS_PORT + 7 for
+    several agents in one process."""
     env = support.environment(settings) | {
         "KABUTO_METRICS_PORT": str(port - len(AGENT_IDS)),
         "KABUTO_METRICS_INTERVAL": "0.2",
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agents.cli", "run", "all", env=env, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "agents.cli", "run", "all", "--in-process", env=env, stderr=asyncio.subprocess.PIPE
     )
     assert process.stderr is not None
     async with asyncio.timeout(30):

@@ -4,6 +4,7 @@ the reason, or timed out with what to check; ``--no-wait`` returns at once (test
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from uuid import UUID
 
 from broker.awaiting import Sent, Verdict, outcome
@@ -11,7 +12,7 @@ from broker.context import Context
 from broker.db import agent_pool
 from broker.runtime import execute
 from broker.settings import Settings
-from schemas.settlement import AccountInquiry
+from schemas.dvp import CancelInstruction
 from tests import support
 from tests.e2e.test_cli import kabuto
 
@@ -19,8 +20,9 @@ ORDER = ("--account", "bob-cash", "--name", "Bob", "--address", "Tokyo")
 
 
 async def test_an_order_waits_for_the_exchange_and_prints_accepted_or_refused(settings: Settings) -> None:
-    async with support.agents(settings, "investor", "exchange", "brokerage") as rt:
+    async with support.agents(settings, "investor", "exchange", "brokerage", "settlement") as rt:
         await support.list_issue(rt["exchange"])
+        await support.fund(rt["settlement"], "bob", Decimal(1_000_000))  # a buy is covered first (issue 11)
         code, out, err = await kabuto(
             settings, "investor", "order", "--as", "bob", "buy", "KBT", "100", "--limit", "1000", *ORDER, "--id", "b-1"
         )
@@ -51,7 +53,7 @@ async def test_a_message_the_recipient_dead_letters_is_refused_with_the_recipien
         async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
 
             async def misaddressed(ctx: Context) -> UUID:
-                return ctx.emit(AccountInquiry(account="alice-cash"), to="exchange").envelope.message_id
+                return ctx.emit(CancelInstruction(instruction=7), to="exchange").envelope.message_id
 
             message_id = await execute(
                 pool, "investor", identity, rt["investor"].trust, misaddressed, datetime.now(UTC)

@@ -8,9 +8,8 @@ the client, and a reply parked for want of a queue and sent again once the queue
 from __future__ import annotations
 
 import asyncio
-import inspect
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -28,18 +27,7 @@ from schemas.identity import Role
 from schemas.issuance import CertificateIssued
 from schemas.trading import OrderAccepted, OrderRefusal, OrderRejected, OrderTerms, OrderType, Side, SubmitOrder
 from tests import support
-
-
-async def eventually(check: Callable[[], object], *, timeout: float = 10.0) -> None:
-    """Wait for an outcome that has no event to wait on (a row the relay parks), up to ``timeout``."""
-    async with asyncio.timeout(timeout):
-        while True:
-            result = check()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.05)
+from tests.support import eventually
 
 
 async def delete_queue(settings: Settings, participant: str) -> None:

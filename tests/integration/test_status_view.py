@@ -11,6 +11,7 @@ from rich.console import Console
 
 from agents import status_view
 from broker.consumer import Outcome
+from broker.runtime import AgentRuntime
 from broker.settings import AGENT_IDS, Settings
 from broker.watch import Watcher
 from tests import support
@@ -32,6 +33,9 @@ async def test_status_shows_depth_consumers_rates_dead_letters_and_the_last_erro
         await support.open_offering(rt["issuer"])
         request_id = await support.request(rt["investor"], "alice")
         await rt["investor"].outcomes.reply("certificate.issued", request_id)
+        parked = "SELECT count(*) AS n FROM outbox WHERE failed_at IS NOT NULL"
+        # Its CertID list for an exchange that never started is parked first: the dead letter is the last error.
+        await support.eventually(lambda: _parked(rt["issuer"], parked))
         await support.publish(settings, b"not signed", {}, "issuer", "garbage-1")
         await rt["issuer"].outcomes.wait(lambda s: s.outcome is Outcome.DEAD_LETTERED)
         async with Watcher.open(settings, AGENT_IDS) as watcher:
@@ -95,3 +99,8 @@ async def test_kabuto_status_without_watch_prints_the_table_once(settings: Setti
     assert process.returncode == 0, err.decode()
     text = out.decode()
     assert text.count("Kabuto agents —") == 1 and all(f"│ {agent} " in text for agent in AGENT_IDS)
+
+
+async def _parked(issuer: AgentRuntime, sql: str) -> bool:
+    rows = await support.rows(issuer, sql)
+    return bool(rows[0]["n"])
