@@ -8,7 +8,7 @@ key and endorsed by the investors' keys from the session CA; then the order the 
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -280,7 +280,7 @@ def test_an_unendorsed_certificate_is_refused(keys: KeyStore, trust: TrustStore)
 
 def test_an_expired_certificate_is_refused(keys: KeyStore, trust: TrustStore) -> None:
     """R-001-22 (E5): Fig. 6 field 8."""
-    expired = signed(keys, expires_on=date.today() - timedelta(days=1))
+    expired = signed(keys, expires_on=NOW.date() - timedelta(days=1))
     assert refusal(keys, trust, sell(keys, expired)) is R.CERTIFICATE_EXPIRED
 
 
@@ -345,13 +345,13 @@ def test_a_mis_signed_order_over_the_limit_gets_the_signature_refusal(keys: KeyS
 
 def test_a_bad_endorsement_is_found_before_expiry(keys: KeyStore, trust: TrustStore) -> None:
     """S72 before S75 (R-001-21 before R-001-22)."""
-    expired = signed(keys, expires_on=date.today() - timedelta(days=1))
+    expired = signed(keys, expires_on=NOW.date() - timedelta(days=1))
     assert refusal(keys, trust, sell(keys, expired, endorser="bob")) is R.SELLER_ENDORSEMENT_INVALID
 
 
 def test_expiry_is_found_before_the_policy(keys: KeyStore, trust: TrustStore) -> None:
     """S75 before S78 (R-001-22 before R-001-23)."""
-    expired = signed(keys, expires_on=date.today() - timedelta(days=1))
+    expired = signed(keys, expires_on=NOW.date() - timedelta(days=1))
     assert refusal(keys, trust, sell(keys, expired, quantity=600)) is R.CERTIFICATE_EXPIRED
 
 
