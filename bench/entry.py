@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from agents.exchange import order_repo
+from agents.settlement import app as settlement
 from bench.client import Client, buy_order, connect
 from bench.stage import Stage
 from broker.envelope import Sealed
@@ -28,6 +29,7 @@ from broker.pki import Identity
 from schemas.trading import TimeInForce
 
 ISSUE, REFERENCE, LOT, WINDOW = "ENTRY", Decimal(1000), 100, 200
+FUNDS = Decimal(10**12)  # per trader: far more than every order of a run covers
 TRADERS = tuple(f"bench-t{i:02d}" for i in range(20))
 ACCEPTED = "order.accepted"
 Progress = Callable[[str], None]
@@ -57,6 +59,9 @@ async def open_entry(st: Stage) -> Entry:
     await st.command(
         "exchange", "exchange", lambda ctx: order_repo.list_instrument(ctx.connection, ISSUE, "common", REFERENCE)
     )
+    for trader in TRADERS:  # a buy order is accepted once settlement covers it (docs/dvp.md)
+        await st.command("settlement", "settlement", settlement.open_account(f"acct-{trader}", trader))
+        await st.command("settlement", "settlement", settlement.deposit(f"acct-{trader}", FUNDS, "bench"))
     client = await connect(st.settings.amqp_url, st.settings.namespace, list(TRADERS))
     return Entry(st, client, [st.identity(t) for t in TRADERS])
 

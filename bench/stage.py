@@ -28,13 +28,15 @@ import asyncpg
 from broker import ops
 from broker.context import Context
 from broker.migrate import migrate
-from broker.pki import Identity, KeyStore, default_participant
+from broker.pki import Identity, KeyStore, default_participant, platform_participants
 from broker.runtime import execute
 from broker.settings import AGENT_IDS, Settings, load
 from broker.topology import Names
 from broker.trust import TrustStore
 from schemas.identity import Role
 
+# Seven processes starting on two busy cores can take minutes to declare and consume.
+READY_WITHIN_S = 300
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 T = TypeVar("T")
 
@@ -106,9 +108,8 @@ async def stage(investors: tuple[str, ...] = (), traders: tuple[str, ...] = ()) 
     key_dir = Path(tempfile.mkdtemp(prefix="kabuto-bench-keys-"))
     keys = KeyStore(key_dir)
     keys.init_ca()
-    for agent in AGENT_IDS:
-        if agent != "investor":
-            keys.enrol(default_participant(agent, Role(agent)))
+    for participant in platform_participants():
+        keys.enrol(participant)
     for user in (*investors, *traders):
         keys.enrol(default_participant(user, Role.INVESTOR, limit=10**15))
     settings = base.with_(
@@ -150,7 +151,7 @@ async def _run_all(settings: Settings) -> asyncio.subprocess.Process:
 
 
 async def _ready(settings: Settings, process: asyncio.subprocess.Process) -> None:
-    async with asyncio.timeout(120):
+    async with asyncio.timeout(READY_WITHIN_S):
         while True:
             if process.returncode is not None:
                 raise SystemExit(f"kabuto run all exited with {process.returncode} before its agents were ready")

@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from schemas.identity import CertificatePolicy, Participant, Role
+from broker.settings import AGENT_IDS
+from schemas.identity import CARD_ISSUER_ID, CertificatePolicy, Participant, Role
 
 # A UUID-derived OID (ITU-T X.667, arc 2.25) names the participant extension without a
 # registered enterprise number.
@@ -469,3 +470,10 @@ def default_participant(user_id: str, role: Role, limit: int | None = None) -> P
     elif role is Role.BROKERAGE:  # trades at the exchange for its customers, within its own limit
         policy = CertificatePolicy(account_usage_limit=Decimal(limit if limit is not None else 10_000_000_000))
     return Participant(user_id=user_id, role=role, policy=policy)
+
+
+def platform_participants() -> list[Participant]:
+    """Every identity the agents themselves host: the six institutions (the investor agent hosts
+    investors, enrolled one by one) and the card issuer, which the credit agent hosts."""
+    agents = [default_participant(agent, Role(agent)) for agent in AGENT_IDS if agent != "investor"]
+    return [*agents, default_participant(CARD_ISSUER_ID, Role.CARD_ISSUER)]

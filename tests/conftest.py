@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from broker.migrate import migrate
-from broker.pki import KeyStore, default_participant
+from broker.pki import KeyStore, default_participant, platform_participants
 from broker.settings import AGENT_IDS, Settings
 from broker.topology import Names
 from schemas.identity import Role
@@ -59,12 +59,10 @@ async def services() -> None:
 def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyStore:
     store = KeyStore(tmp_path_factory.mktemp("keys"))
     store.init_ca()
-    for agent in AGENT_IDS:
-        if agent != "investor":
-            store.enrol(default_participant(agent, Role(agent)))
+    for participant in platform_participants():
+        store.enrol(participant)
     for investor in INVESTORS:
         store.enrol(default_participant(investor, Role.INVESTOR, limit=10_000_000))
-    store.enrol(default_participant("card-issuer", Role.CARD_ISSUER))  # hosted by the credit agent
     for merchant in MERCHANTS:
         store.enrol(default_participant(merchant, Role.MERCHANT))
     return store
