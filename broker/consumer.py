@@ -35,10 +35,10 @@ import pydantic
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from broker import group_commit, logs, metrics, outbox
+from broker import group_commit, inbox, logs, metrics, outbox
 from broker.context import Context
 from broker.envelope import MAX_MESSAGE_BYTES, Freshness, Opened, open_delivery
-from broker.errors import InputRejected, Reason, Rejected, SecurityRejected
+from broker.errors import InputRejected, Reason, Rejected
 from broker.pki import Identity
 from broker.progress import TaskBeat
 from broker.supervision import ConnectionLost, is_infrastructure, until_database_answers
@@ -180,8 +180,7 @@ class Consumer:
         started = time.perf_counter()
         with self.beat.busy():
             outcomes = await group_commit.settle_batch(self, batch)
-            for delivery in batch:
-                await delivery.ack()
+            await group_commit.ack(batch)
         elapsed = (time.perf_counter() - started) / len(batch)
         for settled in outcomes:
             await self.outcomes.record(settled)
@@ -273,33 +272,19 @@ class Consumer:
 
         None if the delivery was already in the inbox with the same bytes (a redelivery).
         """
-        envelope = opened.envelope
-        identity = self.identities[envelope.recipient or ""]
-        inserted = await connection.fetchval(
-            """INSERT INTO inbox (message_id, digest, message_type, sender)
-               VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING
-               RETURNING true""",
-            envelope.message_id,
-            opened.digest,
-            envelope.type,
-            envelope.sender,
-        )
-        if not inserted:
-            await self._check_redelivery(connection, opened)
+        if not await inbox.claim(connection, opened):
             return None
-        context = Context(connection, identity, self.trust, self.clock(), envelope, opened.sender, opened.digest)
-        await self.handlers[type(opened.message)](opened.message, context)
+        context = await self.handle(connection, opened)
         await outbox.store(connection, self.agent, context.emitted, notify=notify)
         return context
 
-    @staticmethod
-    async def _check_redelivery(connection: asyncpg.Connection, opened: Opened) -> None:
-        digest = await connection.fetchval("SELECT digest FROM inbox WHERE message_id = $1", opened.envelope.message_id)
-        if digest != opened.digest:
-            raise SecurityRejected(
-                Reason.REPLAYED_MESSAGE_ID,
-                f"message id {opened.envelope.message_id} was already used for other content",
-            )
+    async def handle(self, connection: asyncpg.Connection, opened: Opened) -> Context:
+        """Run the handler of a claimed delivery in the caller's transaction; what it emitted is in the context."""
+        envelope = opened.envelope
+        identity = self.identities[envelope.recipient or ""]
+        context = Context(connection, identity, self.trust, self.clock(), envelope, opened.sender, opened.digest)
+        await self.handlers[type(opened.message)](opened.message, context)
+        return context
 
     async def _retry_or_give_up(self, delivery: AbstractIncomingMessage, exc: Exception) -> Settled:
         attempt = _attempt(delivery)

@@ -1,4 +1,4 @@
-"""Group commit: several deliveries settled in one transaction, each in its own savepoint.
+"""Group commit: several deliveries settled in one transaction.
 
 The broker pushes up to ``prefetch`` deliveries ahead; ``Deliveries`` hands them to the
 consumer in batches of what has already arrived (never waiting to fill a batch, so a lone
@@ -8,16 +8,21 @@ for all of them:
 
 * every delivery is verified and parsed first, outside the transaction; one that fails a
   check is dead-lettered with its reason, exactly as alone;
-* the others run in delivery order, so order per book and per account is the queue's order,
-  each in a savepoint: a delivery whose handler refuses (``Rejected``) or fails is rolled back
-  to its savepoint alone and, after the commit, dead-lettered or scheduled for retry — a
-  poisoned delivery never takes the rest of its batch down;
-* if the transaction as a whole cannot commit (the connection broke, a serialization
-  failure), nothing of it happened: the batch is settled again one delivery at a time
-  through ``Consumer.settle``, each in its own transaction, as before group commit.
+* the others run in delivery order, so order per book and per account is the queue's order.
+  First all at once: one statement claims every inbox row, the handlers run one after the
+  other with no savepoint, one statement writes every outbox row. That is the common case,
+  and it costs two round trips for the batch on top of the handlers' own statements;
+* if any handler refuses (``Rejected``) or fails, that transaction is rolled back whole and
+  the batch runs again with each delivery in its own savepoint: the one that refused or
+  failed is rolled back to its savepoint alone and, after the commit, dead-lettered or
+  scheduled for retry — a poisoned delivery never takes the rest of its batch down;
+* if the transaction cannot commit at all (the connection broke, a serialization failure),
+  nothing of it happened: the batch is settled again one delivery at a time through
+  ``Consumer.settle``, each in its own transaction, as before group commit.
 
-Acks follow the commit (``Consumer.run``), so exactly-once through the inbox is unchanged:
-a crash before the ack redelivers the whole batch, and the inbox absorbs every delivery of it.
+Acks follow the commit (``Consumer.run``), one frame for the batch, so exactly-once through
+the inbox is unchanged: a crash before the ack redelivers the whole batch, and the inbox
+absorbs every delivery of it.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
-from broker import logs, outbox
+from broker import inbox, logs, outbox
 from broker.context import Context
 from broker.envelope import Opened
 from broker.errors import Rejected
@@ -132,14 +137,48 @@ async def settle_batch(consumer: Consumer, deliveries: list[AbstractIncomingMess
 async def _transaction(consumer: Consumer, items: list[_Item]) -> None:
     if not items:
         return
-    emitted = False
-    async with consumer.pool.acquire() as connection, connection.transaction():
+    async with consumer.pool.acquire() as connection:
+        try:
+            async with connection.transaction():
+                await _all_at_once(consumer, connection, items)
+            return
+        except _OneRefused as refused:
+            log.info("group_commit_savepoints", deliveries=len(items), cause=repr(refused.__cause__))
         for item in items:
-            with _bound(consumer, item.delivery, item.opened):
-                await _savepoint(consumer, connection, item)
-            emitted = emitted or bool(item.context and item.context.emitted)
-        if emitted:
-            await outbox.notify_relay(connection, consumer.agent)
+            item.duplicate, item.context = False, None
+        async with connection.transaction():
+            await _one_savepoint_each(consumer, connection, items)
+
+
+class _OneRefused(Exception):
+    """A delivery of the batch refused or failed: the batch runs again, a savepoint each."""
+
+
+async def _all_at_once(consumer: Consumer, connection: asyncpg.Connection, items: list[_Item]) -> None:
+    """Claim every inbox row, run every handler and store every emitted message, no savepoint."""
+    try:
+        fresh = await inbox.claim_all(connection, [item.opened for item in items])
+        for item, new in zip(items, fresh, strict=True):
+            item.duplicate = not new
+            if new:
+                with _bound(consumer, item.delivery, item.opened):
+                    item.context = await consumer.handle(connection, item.opened)
+    except Exception as exc:
+        if is_infrastructure(exc) and not isinstance(exc, Rejected):
+            raise  # the transaction itself is gone: the batch falls back (and waits out an outage)
+        raise _OneRefused from exc
+    emitted = [sealed for item in items if item.context for sealed in item.context.emitted]
+    await outbox.store(connection, consumer.agent, emitted)
+
+
+async def _one_savepoint_each(consumer: Consumer, connection: asyncpg.Connection, items: list[_Item]) -> None:
+    emitted = False
+    for item in items:
+        with _bound(consumer, item.delivery, item.opened):
+            await _savepoint(consumer, connection, item)
+        emitted = emitted or bool(item.context and item.context.emitted)
+    if emitted:
+        await outbox.notify_relay(connection, consumer.agent)
 
 
 async def _savepoint(consumer: Consumer, connection: asyncpg.Connection, item: _Item) -> None:
@@ -154,6 +193,16 @@ async def _savepoint(consumer: Consumer, connection: asyncpg.Connection, item: _
             raise  # the transaction itself is gone: the batch falls back (and waits out an outage)
         item.failure, item.context = exc, None
         return
+
+
+async def ack(batch: list[AbstractIncomingMessage]) -> None:
+    """Ack a settled batch: one frame when it came on one channel, since every earlier
+    delivery of that channel was acked with the batches before it."""
+    if len({id(delivery.channel) for delivery in batch}) == 1:
+        await batch[-1].ack(multiple=True)
+        return
+    for delivery in batch:  # a reconnect happened between two deliveries of the batch
+        await delivery.ack()
 
 
 async def _conclude(consumer: Consumer, item: _Item) -> Settled:

@@ -4,11 +4,13 @@ of its batch commits once; a redelivered batch changes nothing twice (R-001-26).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from agents.issuer.app import on_issuance_request
 from broker.consumer import Outcome
 from broker.context import Context
+from broker.envelope import seal
 from broker.errors import InputRejected, Reason, Transient
 from broker.runtime import AgentDefinition, AgentRuntime, running
 from broker.settings import Settings
@@ -83,3 +85,38 @@ async def test_a_batch_delivered_again_is_absorbed_by_the_inbox(settings: Settin
         registered = await support.rows(issuer, "SELECT shares FROM register ORDER BY shares")
     assert sorted(s.outcome.value for s in outcomes) == ["duplicate"] * 3 + ["processed"] * 3
     assert [r["shares"] for r in registered] == [100, 200, 300]
+
+
+async def test_a_message_id_reused_for_other_content_inside_one_batch_is_refused_alone(
+    settings: Settings, keys: Any
+) -> None:
+    """The batch's one-statement inbox claim sees a replay inside the batch itself: the first
+    occurrence is processed, the other content under its id is dead-lettered as a replay, and
+    the rest of the batch commits (the batch ran again, a savepoint each)."""
+    transactions: list[int] = []
+    alice = keys.load_identity("alice")
+    async with AgentRuntime(issuer_recording(transactions), settings) as issuer:
+        await support.open_offering(issuer)
+        first = support.sealed_request(alice, shares=100)
+        replay = seal(
+            alice,
+            support.issuance_request("alice", shares=900),
+            recipient="issuer",
+            now=datetime.now(UTC),
+            message_id=first.envelope.message_id,
+        )
+        after = support.sealed_request(alice, shares=300)
+        for each in (first, replay, after):  # queued before the consumer starts: one batch
+            await support.publish_sealed(settings, each)
+        async with running(issuer):
+            outcomes = await issuer.outcomes.wait_count(lambda s: True, 3, timeout=20)
+            letter = await support.dead_letter(settings, "issuer")
+        registered = await support.rows(issuer, "SELECT shares FROM register ORDER BY shares")
+    assert sorted((s.outcome.value, s.reason) for s in outcomes) == [
+        ("dead_lettered", Reason.REPLAYED_MESSAGE_ID),
+        ("processed", None),
+        ("processed", None),
+    ]
+    assert letter.body == replay.body and letter.headers["x-kabuto-reason"] == "replayed_message_id"
+    assert [r["shares"] for r in registered] == [100, 300]
+    assert len(set(transactions)) < len(transactions)  # the batch still shared one transaction
