@@ -71,14 +71,6 @@ async def ask_cover(
     log.info("cover_requested", cover_id=str(cover_id), client_order_id=request.client_order_id)
 
 
-async def pending_client_order(connection: asyncpg.Connection, user_id: str, client_order_id: str) -> bool:
-    return bool(
-        await connection.fetchval(
-            "SELECT true FROM pending_orders WHERE user_id = $1 AND client_order_id = $2", user_id, client_order_id
-        )
-    )
-
-
 async def _take(
     connection: asyncpg.Connection, cover_id: uuid.UUID, status: str, reason: str | None = None
 ) -> tuple[SubmitOrder, Participant, str] | None:
@@ -107,7 +99,7 @@ async def on_granted(answer: CoverGranted, ctx: Context) -> None:
         return
     request, sender, digest = taken
     try:
-        certificate = await trading.checked(ctx, request, sender)
+        certificate, _ = await trading.checked(ctx, request, sender)
     except acceptance.Refused as refused:
         trading.reject(ctx, request.user_id, request.client_order_id, refused.refusal, digest)
         ctx.emit(CoverRelease(cover_id=answer.cover_id), to=SETTLEMENT_ID)

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
-from agents.exchange.acceptance import Instrument
+from agents.exchange.acceptance import Books, Instrument
 from agents.exchange.book import Execution, Order, OrderBook
 from schemas.certificates import EndorsedCertificate
 from schemas.trading import CancelReason, Fill, OrderType, Side, SubmitOrder, TimeInForce
@@ -52,6 +52,54 @@ async def instrument(connection: asyncpg.Connection, issue_code: str) -> Instrum
         issue_code,
     )
     return Instrument(**dict(row)) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptanceView:
+    """Everything the acceptance checks read about one submitted order, read in one statement."""
+
+    instrument: Instrument | None
+    books: Books
+    existing: tuple[int, str | None] | None  # the order already under this client order id: OAN, payload digest
+    pending: bool  # a buy order under this client order id waits for its cover
+
+
+async def acceptance_view(
+    connection: asyncpg.Connection, user_id: str, client_order_id: str, issue_code: str, cert_id: UUID | None
+) -> AcceptanceView:
+    """One round trip for what S71–S88 and idempotent resubmission need (issue 8: every
+    statement of order entry is a round trip on the exchange's hottest path)."""
+    row = await connection.fetchrow(
+        """SELECT i.issue_code, i.share_class, i.reference_price, i.last_price,
+                  o.acceptance_number AS existing, o.payload_digest,
+                  EXISTS (SELECT 1 FROM pending_orders p WHERE p.user_id = $1 AND p.client_order_id = $2) AS pending,
+                  (SELECT coalesce(sum(b.remaining * b.price), 0) FROM orders b
+                    WHERE b.user_id = $1 AND b.side = 'buy' AND b.status = 'open') AS exposure,
+                  (SELECT l.user_id FROM certid_list l WHERE l.cert_id = $4 AND l.status = 'valid') AS listed_holder,
+                  (SELECT c.acceptance_number FROM orders c
+                    WHERE c.cert_id = $4 AND c.status = 'open' AND c.side = 'sell') AS committed_to
+           FROM (VALUES (1)) AS one (x)
+           LEFT JOIN instruments i ON i.issue_code = $3
+           LEFT JOIN orders o ON o.user_id = $1 AND o.client_order_id = $2""",
+        user_id,
+        client_order_id,
+        issue_code,
+        cert_id,
+    )
+    assert row is not None  # one row, always: the VALUES row
+    instrument = (
+        Instrument(row["issue_code"], row["share_class"], row["reference_price"], row["last_price"])
+        if row["issue_code"] is not None
+        else None
+    )
+    books = Books(
+        duplicate_client_order_id=row["existing"] is not None,
+        listed_holder=row["listed_holder"],
+        committed_to=row["committed_to"],
+        open_buy_exposure=row["exposure"],
+    )
+    existing = (row["existing"], row["payload_digest"]) if row["existing"] is not None else None
+    return AcceptanceView(instrument, books, existing, row["pending"])
 
 
 async def record_last_price(connection: asyncpg.Connection, issue_code: str, price: Decimal) -> None:
@@ -99,15 +147,23 @@ async def next_matching_number(connection: asyncpg.Connection) -> int:
 
 
 async def insert_order(
-    connection: asyncpg.Connection, order: Order, request: SubmitOrder, request_hash: str, cover_id: UUID | None = None
+    connection: asyncpg.Connection,
+    order: Order,
+    request: SubmitOrder,
+    request_hash: str,
+    payload_digest: str,
+    cover_id: UUID | None = None,
+    cancel_reason: CancelReason | None = None,
 ) -> None:
+    """A newly accepted order as its submission left it (open, filled or cancelled): one statement."""
     certificate = request.certificate.model_dump_json() if request.certificate else None
     await connection.execute(
         """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
                price, quantity, remaining, time_in_force, priority, status, settlement_account,
-               holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $13, $14, $15, $16::jsonb, $17, $18,
-                   $19)""",
+               holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account,
+               payload_digest, cancel_reason)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::jsonb, $18, $19,
+                   $20, $21, $22)""",
         order.acceptance_number,
         order.client_order_id,
         order.user_id,
@@ -119,6 +175,7 @@ async def insert_order(
         order.remaining,
         order.time_in_force.value,
         order.priority,
+        _status(order, cancel_reason),
         request.settlement_account,
         request.holder_name,
         request.holder_address,
@@ -127,7 +184,13 @@ async def insert_order(
         request_hash,
         cover_id,
         request.safekeeping_account,
+        payload_digest,
+        cancel_reason.value if cancel_reason else None,
     )
+
+
+def _status(order: Order, cancel_reason: CancelReason | None) -> str:
+    return "open" if order.remaining else ("cancelled" if cancel_reason else "filled")
 
 
 async def insert_replacement(
@@ -153,7 +216,7 @@ async def insert_replacement(
 
 async def save(connection: asyncpg.Connection, order: Order, cancel_reason: CancelReason | None = None) -> None:
     """Write back what the book changed: open quantity, status, and why it stopped."""
-    status = "open" if order.remaining else ("cancelled" if cancel_reason else "filled")
+    status = _status(order, cancel_reason)
     await connection.execute(
         """UPDATE orders SET remaining = $2, quantity = $3, status = $4,
                cancel_reason = coalesce($5, cancel_reason), client_order_id = $6, updated_at = now()

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import hashlib
 
-import asyncpg
-
-from agents.exchange import order_repo
 from broker import logs
 from broker.context import Context
 from schemas.trading import OrderAccepted, OrderRefusal, OrderRejected, RejectedRequest, SubmitOrder
@@ -27,29 +24,19 @@ def payload_digest(request: SubmitOrder) -> str:
     return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
 
 
-async def record(connection: asyncpg.Connection, acceptance_number: int, request: SubmitOrder) -> None:
-    await connection.execute(
-        "UPDATE orders SET payload_digest = $2 WHERE acceptance_number = $1", acceptance_number, payload_digest(request)
-    )
+def answered(ctx: Context, request: SubmitOrder, existing: tuple[int, str | None] | None) -> bool:
+    """Answer a resubmitted client order id; False when the id is new (or names someone else).
 
-
-async def _recorded(connection: asyncpg.Connection, acceptance_number: int) -> str | None:
-    digest: str | None = await connection.fetchval(
-        "SELECT payload_digest FROM orders WHERE acceptance_number = $1", acceptance_number
-    )
-    return digest
-
-
-async def answered(ctx: Context, request: SubmitOrder) -> bool:
-    """Answer a resubmitted client order id; False when the id is new (or names someone else)."""
+    ``existing``: the acceptance number and payload digest of the order already on the books
+    under the request's user and client order id (``order_repo.acceptance_view``).
+    """
     assert ctx.sender is not None and ctx.digest is not None
     if request.user_id != ctx.sender.user_id:
         return False  # acceptance refuses it as user_mismatch
-    existing = await order_repo.order_by_client_id(ctx.connection, request.user_id, request.client_order_id)
     if existing is None:
         return False
-    oan = existing.order.acceptance_number
-    if await _recorded(ctx.connection, oan) == payload_digest(request):
+    oan, recorded = existing
+    if recorded == payload_digest(request):
         log.info("order_resubmitted", acceptance_number=oan)
         ctx.emit(
             OrderAccepted(client_order_id=request.client_order_id, acceptance_number=oan, request_hash=ctx.digest),

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from uuid import UUID
 
 from agents.exchange import acceptance, covering, order_repo, prices, repo, resubmission, settling
-from agents.exchange.acceptance import Books, Refused
+from agents.exchange.acceptance import Instrument, Refused
 from agents.exchange.book import Execution, Order, OrderBook, Result
 from agents.exchange.order_repo import OrderRecord
 from broker import logs
@@ -79,36 +79,42 @@ def reject(
     )
 
 
-async def checked(ctx: Context, request: SubmitOrder, sender: Participant) -> ElectronicStockCertificate | None:
-    """S71–S88: every acceptance check, in the seed's order; ``Refused`` says which failed."""
-    conn = ctx.connection
+async def checked(
+    ctx: Context, request: SubmitOrder, sender: Participant, view: order_repo.AcceptanceView | None = None
+) -> tuple[ElectronicStockCertificate | None, Instrument]:
+    """S71–S88: every acceptance check, in the seed's order; ``Refused`` says which failed.
+
+    Returns the verified certificate of a sell order and the instrument the order is for.
+    """
+    if view is None:
+        view = await _view(ctx, request)
+    certificate = acceptance.check(request, sender, view.instrument, view.books, ctx.trust, ctx.now)
+    assert view.instrument is not None  # check refuses an unlisted issue
+    return certificate, view.instrument
+
+
+async def _view(ctx: Context, request: SubmitOrder) -> order_repo.AcceptanceView:
     cert_id = acceptance.cert_id_of(request)
-    books = Books(
-        duplicate_client_order_id=await order_repo.client_order_used(conn, request.user_id, request.client_order_id),
-        listed_holder=await repo.listed_holder(conn, cert_id) if cert_id else None,
-        committed_to=await order_repo.committed_to(conn, cert_id) if cert_id else None,
-        open_buy_exposure=await order_repo.open_buy_exposure(conn, request.user_id),
+    return await order_repo.acceptance_view(
+        ctx.connection, request.user_id, request.client_order_id, request.issue_code, cert_id
     )
-    instrument = await order_repo.instrument(conn, request.issue_code)
-    return acceptance.check(request, sender, instrument, books, ctx.trust, ctx.now)
 
 
 async def on_submit(request: SubmitOrder, ctx: Context) -> None:
     """S71–S88 then S91–S95: check; a buy order waits for its cover (issue 11); a sell order is
     accepted with an OAN and matched at once."""
     assert ctx.sender is not None
-    if await resubmission.answered(ctx, request):
+    view = await _view(ctx, request)
+    if resubmission.answered(ctx, request, view.existing):
         return
     try:
-        if await covering.pending_client_order(ctx.connection, request.user_id, request.client_order_id):
+        if view.pending:
             raise Refused(OrderRefusal.DUPLICATE_CLIENT_ORDER_ID, f"{request.client_order_id} was used")
-        certificate = await checked(ctx, request, ctx.sender)
+        certificate, instrument = await checked(ctx, request, ctx.sender, view)
     except Refused as refused:
         _reject(ctx, request.client_order_id, refused.refusal)
         return
     if request.terms.side is Side.BUY:
-        instrument = await order_repo.instrument(ctx.connection, request.issue_code)
-        assert instrument is not None
         await covering.ask_cover(ctx, request, instrument, ctx.sender, _request_hash(ctx))
         return
     await book(ctx, request, certificate, _request_hash(ctx))
@@ -137,8 +143,9 @@ async def book(
         time_in_force=terms.time_in_force,
         cert_id=certificate.cert_id if certificate else None,
     )
-    await order_repo.insert_order(conn, order, request, request_hash, cover_id)
-    await resubmission.record(conn, order.acceptance_number, request)
+    result = book.submit(order)
+    digest = resubmission.payload_digest(request)
+    await order_repo.insert_order(conn, order, request, request_hash, digest, cover_id, result.cancel_reason)
     log.info("order_accepted", acceptance_number=order.acceptance_number, side=order.side.value)
     ctx.emit(
         OrderAccepted(
@@ -148,13 +155,13 @@ async def book(
         ),
         to=order.user_id,
     )
-    await _apply(ctx, request.issue_code, book, order, book.submit(order))
+    await _apply(ctx, request.issue_code, order, result)
 
 
-async def _apply(ctx: Context, issue_code: str, book: OrderBook, incoming: Order, result: Result) -> None:
-    """Save what a submission changed and tell everyone concerned."""
+async def _apply(ctx: Context, issue_code: str, incoming: Order, result: Result) -> None:
+    """Save what a submission changed in the resting orders and tell everyone concerned
+    (the incoming order is saved by the caller)."""
     conn = ctx.connection
-    await order_repo.save(conn, incoming, result.cancel_reason)
     for resting in result.touched:
         await order_repo.save(conn, resting)
     orders = {o.acceptance_number: o for o in (incoming, *result.touched)}
@@ -225,7 +232,9 @@ async def restore_buy(ctx: Context, book: OrderBook, match: order_repo.Match, de
         to=order.user_id,
     )
     if order.remaining:
-        await _apply(ctx, match.issue_code, book, order, book.submit(order))
+        result = book.submit(order)
+        await order_repo.save(ctx.connection, order, result.cancel_reason)
+        await _apply(ctx, match.issue_code, order, result)
     else:
         await order_repo.save(ctx.connection, order, CancelReason.CERTIFICATE_INVALID)
 
@@ -356,7 +365,9 @@ async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
         ),
         to=user,
     )
-    await _apply(ctx, record.issue_code, book, order, book.submit(order))
+    result = book.submit(order)
+    await order_repo.save(conn, order, result.cancel_reason)
+    await _apply(ctx, record.issue_code, order, result)
 
 
 async def on_status_request(request: OrderStatusRequest, ctx: Context) -> None:

@@ -56,24 +56,20 @@ LEG: TypeAdapter[SecuritiesLeg] = TypeAdapter(SecuritiesLeg)
 async def on_cover_request(request: CoverRequest, ctx: Context) -> None:
     """Hold a buy order's worst case on the buyer's own account, or say why not."""
     assert ctx.sender is not None
-    if await dvp_repo.cover(ctx.connection, request.cover_id) is not None:
+    view = await repo.cover_view(ctx.connection, request.account, request.cover_id)
+    if view.duplicate:
         ctx.emit(
             CoverRefused(cover_id=request.cover_id, reason=CoverRefusal.DUPLICATE_COVER, detail="cover exists"),
             to=ctx.sender.user_id,
         )
         return
-    account = (await repo.accounts_for_update(ctx.connection, (request.account,))).get(request.account)
-    held = await dvp_repo.held_on(ctx.connection, request.account)
-    available = account.balance - held if account else 0
-    refusal = decide.cover_refusal(request, account, available)  # type: ignore[arg-type]
+    available = view.account.balance - view.held if view.account else 0
+    refusal = decide.cover_refusal(request, view.account, available)  # type: ignore[arg-type]
     if refusal is not None:
         log.info("cover_refused", cover_id=str(request.cover_id), reason=refusal[0].value)
         ctx.emit(CoverRefused(cover_id=request.cover_id, reason=refusal[0], detail=refusal[1]), to=ctx.sender.user_id)
         return
-    await dvp_repo.insert_cover(ctx.connection, request)
-    cover = await dvp_repo.cover(ctx.connection, request.cover_id)
-    assert cover is not None
-    await dvp_repo.save_cover(ctx.connection, cover)
+    await dvp_repo.open_cover(ctx.connection, request)
     log.info("cover_granted", cover_id=str(request.cover_id), amount=str(request.amount))
     ctx.emit(CoverGranted(cover_id=request.cover_id, amount=request.amount), to=ctx.sender.user_id)
 

@@ -42,11 +42,17 @@ async def cover(connection: asyncpg.Connection, cover_id: UUID, *, lock: bool = 
     )
 
 
-async def insert_cover(connection: asyncpg.Connection, request: CoverRequest) -> bool:
-    inserted = await connection.fetchval(
-        """INSERT INTO covers (cover_id, user_id, account_id, client_order_id, quantity, remaining, unit_price,
-               currency, status)
-           VALUES ($1, $2, $3, $4, $5, $5, $6, $7, 'active') ON CONFLICT (cover_id) DO NOTHING RETURNING true""",
+async def open_cover(connection: asyncpg.Connection, request: CoverRequest) -> Cover:
+    """A new active cover and its hold on the buyer's account, in one statement."""
+    cover = Cover(request.cover_id, request.user_id, request.account, request.quantity, request.unit_price, True)
+    await connection.execute(
+        """WITH cover AS (
+               INSERT INTO covers (cover_id, user_id, account_id, client_order_id, quantity, remaining, unit_price,
+                   currency, status)
+               VALUES ($1, $2, $3, $4, $5, $5, $6, $7, 'active')
+               RETURNING cover_id, account_id, user_id)
+           INSERT INTO holds (hold_id, account_id, owner, amount, status)
+           SELECT cover_id, account_id, user_id, $8, 'placed' FROM cover""",
         request.cover_id,
         request.user_id,
         request.account,
@@ -54,8 +60,9 @@ async def insert_cover(connection: asyncpg.Connection, request: CoverRequest) ->
         request.quantity,
         request.unit_price,
         request.currency,
+        cover.held,
     )
-    return bool(inserted)
+    return cover
 
 
 async def save_cover(connection: asyncpg.Connection, cover: Cover) -> None:

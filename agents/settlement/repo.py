@@ -7,8 +7,10 @@ database refuses an unbalanced entry at commit (migration 0005) whatever the cod
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from uuid import UUID
 
 import asyncpg
 
@@ -72,6 +74,34 @@ async def accounts_for_update(connection: asyncpg.Connection, account_ids: Colle
         f"SELECT a.*, {_BALANCE} AS balance FROM accounts a WHERE a.account_id = ANY($1::text[])", ids
     )
     return {row["account_id"]: _account(row) for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class CoverView:
+    """What a cover decision reads: the buyer's account (locked), what is held on it, and
+    whether this cover id was seen before."""
+
+    account: Account | None
+    held: Decimal
+    duplicate: bool
+
+
+async def cover_view(connection: asyncpg.Connection, account_id: str, cover_id: UUID) -> CoverView:
+    """Lock the account, then read it with its holds and the cover id's use in one statement
+    (the lock and the read stay apart, as in ``accounts_for_update``)."""
+    await connection.execute("SELECT 1 FROM accounts WHERE account_id = $1 FOR NO KEY UPDATE", account_id)
+    row = await connection.fetchrow(
+        f"""SELECT a.*, {_BALANCE} AS balance,
+                   (SELECT coalesce(sum(h.amount), 0) FROM holds h
+                     WHERE h.account_id = $1 AND h.status = 'placed') AS held,
+                   EXISTS (SELECT 1 FROM covers c WHERE c.cover_id = $2) AS duplicate
+            FROM (VALUES (1)) AS one (x) LEFT JOIN accounts a ON a.account_id = $1""",
+        account_id,
+        cover_id,
+    )
+    assert row is not None  # the VALUES row
+    account = _account(row) if row["account_id"] is not None else None
+    return CoverView(account, row["held"], row["duplicate"])
 
 
 def _account(row: asyncpg.Record) -> Account:
