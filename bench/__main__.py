@@ -104,7 +104,7 @@ async def bench_entry(sizes: Sizes, report: Report, parts: set[str]) -> None:
 
 
 async def _hop(ent: entry.Entry, st: Stage, sizes: Sizes, report: Report) -> None:
-    hop = await entry.burst(ent, sizes.burst_orders)
+    hop = await entry.burst(ent, sizes.burst_orders, one_hop=True)
     bare_messages = ent.orders(sizes.burst_orders)
     bare_rate = await bare.bare_rate(st, ent.identities, bare_messages)
     ratio = hop / bare_rate

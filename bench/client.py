@@ -87,3 +87,19 @@ def buy_order(
         holder_address="Tokyo",
     )
     return seal(identity, request, recipient=EXCHANGE_ID, now=datetime.now(UTC))
+
+
+def book_entry_sell_order(
+    identity: Identity, client_order_id: str, issue_code: str, price: Decimal, quantity: int
+) -> Sealed:
+    """A signed book-entry sell limit order: the exchange accepts it in one hop (custody moves
+    the shares only when a trade settles, docs/dvp.md), so it measures one hop alone."""
+    request = SubmitOrder(
+        client_order_id=client_order_id,
+        user_id=identity.user_id,
+        issue_code=issue_code,
+        terms=OrderTerms(side=Side.SELL, order_type=OrderType.LIMIT, price=price, quantity=quantity),
+        settlement_account=f"acct-{identity.user_id}",
+        safekeeping_account=f"safe-{identity.user_id}",
+    )
+    return seal(identity, request, recipient=EXCHANGE_ID, now=datetime.now(UTC))

@@ -22,7 +22,7 @@ from decimal import Decimal
 
 from agents.exchange import order_repo
 from agents.settlement import app as settlement
-from bench.client import Client, buy_order, connect
+from bench.client import Client, book_entry_sell_order, buy_order, connect
 from bench.stage import Stage
 from broker.envelope import Sealed
 from broker.pki import Identity
@@ -51,6 +51,15 @@ class Entry:
         self.sent += count
         return made
 
+    def sells(self, count: int) -> list[Sealed]:
+        """Signed book-entry sells above the buys' prices (nothing crosses): one hop each."""
+        made = []
+        for i in range(self.sent, self.sent + count):
+            price = REFERENCE + 1 + (i % 40)
+            made.append(book_entry_sell_order(self.identities[i % len(self.identities)], f"e{i}", ISSUE, price, LOT))
+        self.sent += count
+        return made
+
     async def accepted(self, count: int, timeout: float = 600) -> None:
         await self.client.wait_for(ACCEPTED, count, timeout)
 
@@ -61,7 +70,7 @@ async def open_entry(st: Stage) -> Entry:
     )
     for trader in TRADERS:  # a buy order is accepted once settlement covers it (docs/dvp.md)
         await st.command("settlement", "settlement", settlement.open_account(f"acct-{trader}", trader))
-        await st.command("settlement", "settlement", settlement.deposit(f"acct-{trader}", FUNDS, "bench"))
+        await st.command("settlement", "settlement", settlement.deposit(f"acct-{trader}", FUNDS, f"bench-{trader}"))
     client = await connect(st.settings.amqp_url, st.settings.namespace, list(TRADERS))
     return Entry(st, client, [st.identity(t) for t in TRADERS])
 
@@ -86,9 +95,11 @@ async def offered(entry: Entry, rate: int, seconds: int, progress: Progress) -> 
     return total / (time.perf_counter() - started)
 
 
-async def burst(entry: Entry, count: int) -> float:
-    """Accepted orders per second when ``count`` are sent as fast as the broker confirms them."""
-    orders = entry.orders(count)
+async def burst(entry: Entry, count: int, *, one_hop: bool = False) -> float:
+    """Accepted orders per second when ``count`` are sent as fast as the broker confirms them:
+    buy orders (three hops: submit, cover at settlement, grant), or with ``one_hop`` book-entry
+    sell orders, which the exchange accepts in the hop that receives them."""
+    orders = entry.sells(count) if one_hop else entry.orders(count)
     first = entry.client.received[ACCEPTED]
     started = time.perf_counter()
     for start in range(0, count, WINDOW):
