@@ -25,7 +25,7 @@ from aio_pika.abc import AbstractExchange
 from broker import logs
 from broker.db import notify_channel
 from broker.envelope import Sealed
-from broker.progress import TaskBeat
+from broker.progress import TaskBeat, stopping
 from broker.supervision import ConnectionLost
 from broker.topology import Exchanges
 
@@ -113,8 +113,9 @@ class OutboxRelay:
                 try:
                     async with asyncio.timeout(self.idle_poll.total_seconds()):
                         await self._wake.wait()
-                except TimeoutError:
-                    pass
+                except TimeoutError as exc:
+                    if stopping():
+                        raise asyncio.CancelledError from exc
         finally:
             await _close_quietly(listener)
 

@@ -98,6 +98,17 @@ def _age(moment: float | None, now: float) -> float | None:
     return None if moment is None else max(0.0, now - moment)
 
 
+def stopping() -> bool:
+    """True once the running task has been asked to stop (``Task.cancel``), whatever it raised since.
+
+    A loop that catches an error and goes on must ask this first: a cancellation may reach it
+    as another error (aiormq and asyncpg answer one with a closed channel or connection, and in
+    Python 3.11 a timeout expiring in the same step turns it into ``TimeoutError``).
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 @dataclass(slots=True)
 class Heartbeats:
     """The beats of one agent's tasks, and the writer that records them."""
@@ -114,6 +125,8 @@ class Heartbeats:
                 async with asyncio.timeout(interval.total_seconds() * 2):
                     await self.write(pool)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+                if stopping():
+                    raise asyncio.CancelledError from exc
                 log.debug("heartbeat_skipped", error=repr(exc)[:200])
             await asyncio.sleep(interval.total_seconds())  # a schedule, not synchronisation
 

@@ -29,9 +29,7 @@ from broker.topology import Exchanges
 log = logs.get("kabuto.outbox")
 
 
-async def publish_window(
-    agent: str, pool: asyncpg.Pool, exchanges: Exchanges, rows: Sequence[asyncpg.Record]
-) -> None:
+async def publish_window(agent: str, pool: asyncpg.Pool, exchanges: Exchanges, rows: Sequence[asyncpg.Record]) -> None:
     """Publish ``rows`` (pending outbox rows in sequence order) and record what became of each."""
     sends = [asyncio.ensure_future(_send(exchanges, row)) for row in rows]
     results = await asyncio.gather(*sends, return_exceptions=True)

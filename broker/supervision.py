@@ -23,7 +23,7 @@ import asyncpg
 
 from broker import logs
 from broker.errors import KabutoError
-from broker.progress import TaskBeat
+from broker.progress import TaskBeat, stopping
 
 log = logs.get("kabuto.supervision")
 
@@ -92,6 +92,13 @@ async def supervise(beat: TaskBeat, body: Callable[[], Awaitable[None]], backoff
             beat.stopped()
             raise
         except Exception as exc:
+            if stopping():
+                # Asked to stop, the body raised something else on its way out (aiormq and
+                # asyncpg may answer a cancellation with a closed-channel or connection error,
+                # and a timeout expiring at the same moment turns it into TimeoutError).
+                # Restarting would swallow the cancellation and its task group would wait forever.
+                beat.stopped()
+                raise asyncio.CancelledError from exc
             if not is_infrastructure(exc):
                 beat.failed(f"{type(exc).__name__}: {exc}")
                 log.critical("task_failed", task=beat.task, error=repr(exc), exc_info=exc)
@@ -116,6 +123,8 @@ async def until_database_answers(pool: asyncpg.Pool, beat: TaskBeat, cause: Base
         except Exception as exc:
             if not is_infrastructure(exc):
                 raise
+            if stopping():
+                raise asyncio.CancelledError from exc
             waited = True
             await asyncio.sleep(delay)  # back-off until PostgreSQL answers
             delay = backoff.next(delay)

@@ -69,6 +69,36 @@ async def test_a_task_interrupted_by_outages_is_restarted_until_it_runs() -> Non
     assert beat.state is TaskState.STOPPED
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        aiormq.exceptions.ChannelInvalidStateError("writer is None"),
+        ConnectionLost("the channel closed as we stopped"),
+        TimeoutError(),  # asyncio.timeout expiring in the same step as the cancellation (3.11)
+    ],
+    ids=["channel_invalid_state", "connection_lost", "timeout"],
+)
+async def test_a_task_asked_to_stop_stops_whatever_its_body_raises_on_the_way_out(answer: Exception) -> None:
+    """The cause of a hang at shutdown: a cancelled body that answered with an outage error
+    was restarted, the cancellation was lost, and the agent's task group waited forever."""
+    beat, starts, running = TaskBeat("relay"), [], asyncio.Event()
+
+    async def body() -> None:
+        starts.append(1)
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise answer from None
+
+    task = asyncio.create_task(supervise(beat, body, QUICK))
+    await asyncio.wait_for(running.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert starts == [1] and beat.state is TaskState.STOPPED
+
+
 async def test_a_defect_ends_the_task_with_agent_failed_and_records_why() -> None:
     beat = TaskBeat("consumer")
 
