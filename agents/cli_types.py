@@ -43,3 +43,9 @@ def seconds(value: str | timedelta) -> timedelta:
         return timedelta(seconds=float(value))
     except ValueError as exc:
         raise typer.BadParameter(f"not a number of seconds: {value!r}") from exc
+
+
+# For a command with a number among its arguments: a negative one (`settlement deposit ACC -5`) reaches the command,
+# which refuses it with its reason (exit 1) as it would any other bad amount, instead of being taken for an unknown
+# option. A mistyped option is still a usage error there ("Got unexpected extra argument").
+SIGNED_ARGUMENTS = {"ignore_unknown_options": True}

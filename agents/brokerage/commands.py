@@ -14,7 +14,7 @@ from agents.brokerage.customers import CustomerAccount
 from agents.brokerage.fees import DEFAULT_FEES, AllowancePolicy, FeeSchedule
 from agents.brokerage.ledger_legs import Design
 from agents.cli_runtime import run
-from agents.cli_types import decimal, split
+from agents.cli_types import SIGNED_ARGUMENTS, decimal, split
 from broker.context import Context
 from broker.runtime import run_as
 from broker.settings import Settings
@@ -110,7 +110,7 @@ def customer(
     run(body)
 
 
-@app.command()
+@app.command(context_settings=SIGNED_ARGUMENTS)
 def price(
     issue_code: Annotated[str, typer.Argument(help="the issue code", show_default=False)],
     reference: Annotated[Decimal, typer.Argument(parser=decimal, help="the previous close", show_default=False)],

@@ -14,7 +14,7 @@ import typer
 
 from agents import render
 from agents.cli_runtime import run
-from agents.cli_types import decimal, seconds, split
+from agents.cli_types import SIGNED_ARGUMENTS, decimal, seconds, split
 from agents.credit import audit, card_issuer, card_repo, jobs, line_repo, operators
 from agents.credit import obligation_repo as obligations
 from agents.credit.domain import Band, CardAccount, CardType, Method
@@ -166,7 +166,7 @@ def haircut(
     run(body)
 
 
-@app.command()
+@app.command(context_settings=SIGNED_ARGUMENTS)
 def rating(
     issue_code: Annotated[str, typer.Argument(help="the issue code", show_default=False)],
     grade: Annotated[str, typer.Argument(help="its rating", show_default=False)],
@@ -344,7 +344,7 @@ def audit_trail(
     run(body)
 
 
-@app.command()
+@app.command(context_settings=SIGNED_ARGUMENTS)
 def repay(
     authorisation: Authorisation,
     amount: Annotated[int, typer.Argument(help="how much (JPY)", show_default=False)],

@@ -11,6 +11,7 @@ import typer
 
 from agents import render
 from agents.cli_runtime import run
+from agents.cli_types import SIGNED_ARGUMENTS
 from agents.custody import deposits as vault_deposits
 from agents.custody import operators
 from agents.custody import withdrawals as vault_withdrawals
@@ -99,7 +100,7 @@ def deposits() -> None:
     run(body)
 
 
-@app.command()
+@app.command(context_settings=SIGNED_ARGUMENTS)
 def withdraw(
     account: Account,
     issue: Annotated[str, typer.Argument(help="the issue code", show_default=False)],

@@ -17,7 +17,7 @@ import typer
 
 from agents import render, waiting
 from agents.cli_runtime import run
-from agents.cli_types import As, decimal, split
+from agents.cli_types import SIGNED_ARGUMENTS, As, decimal, split
 from agents.investor import answer_repo, brokered_view
 from agents.investor.app import IssuanceOrder
 from agents.investor.client import InvestorClient
@@ -100,7 +100,7 @@ def request_certificates(
     _acting(user, act)
 
 
-@app.command()
+@app.command(context_settings=SIGNED_ARGUMENTS)
 def order(
     user: As,
     side: SideArgument,
@@ -142,7 +142,7 @@ def order(
     _acting(user, act)
 
 
-@app.command("present-notice")
+@app.command("present-notice", context_settings=SIGNED_ARGUMENTS)
 def present_notice(user: As, matching_number: Number) -> None:
     """Present a trade completion notice (37) to settlement (R-001-42)."""
 
@@ -153,7 +153,7 @@ def present_notice(user: As, matching_number: Number) -> None:
     _acting(user, act)
 
 
-@app.command("cancel-instruction")
+@app.command("cancel-instruction", context_settings=SIGNED_ARGUMENTS)
 def cancel_instruction(user: As, matching_number: Number) -> None:
     """Ask settlement to cancel a trade's instruction (both parties must)."""
 
@@ -237,7 +237,7 @@ def replace(
     _acting(user, act)
 
 
-@app.command()
+@app.command(context_settings=SIGNED_ARGUMENTS)
 def status(
     user: As,
     acceptance_number: Annotated[int, typer.Argument(help="the order acceptance number (OAN)", show_default=False)],
@@ -396,7 +396,7 @@ def identify(user: As, customer_id: Customer, pin: Pin, no_wait: NoWait = False,
     _acting(user, act)
 
 
-@app.command("broker-order")
+@app.command("broker-order", context_settings=SIGNED_ARGUMENTS)
 def broker_order(
     user: As,
     customer_id: Customer,
@@ -503,8 +503,8 @@ def _sent(message_id: UUID, recipient: str, probe: Probe) -> Sent:
 def _fund(text: str) -> FundingLeg:
     account, amount, priority = split(text, 3, "ACCOUNT:AMOUNT:PRIORITY")
     try:
-        return FundingLeg(account=account, amount=decimal(amount), priority=int(priority))
-    except ValueError as exc:  # pydantic's ValidationError is one
+        return FundingLeg(account=account, amount=Decimal(amount), priority=int(priority))
+    except (ValueError, ArithmeticError) as exc:  # pydantic's ValidationError is a ValueError
         raise typer.BadParameter(f"expected ACCOUNT:AMOUNT:PRIORITY, got {text!r}: {exc}") from exc
 
 

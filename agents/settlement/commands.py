@@ -12,7 +12,7 @@ import typer
 
 from agents import render
 from agents.cli_runtime import run
-from agents.cli_types import decimal
+from agents.cli_types import SIGNED_ARGUMENTS, decimal
 from agents.settlement import app as ledger
 from agents.settlement import instruction_desk, mandates
 from agents.settlement.domain import AccountKind, Posted
@@ -57,13 +57,13 @@ def open_account(
     run(body)
 
 
-@app.command()
+@app.command(context_settings=SIGNED_ARGUMENTS)
 def deposit(account: Account, amount: Amount, reference: Reference) -> None:
     """Money arrives for an account."""
     run(lambda settings: _post(settings, ledger.deposit(account, amount, reference), account))
 
 
-@app.command()
+@app.command(context_settings=SIGNED_ARGUMENTS)
 def withdraw(account: Account, amount: Amount, reference: Reference) -> None:
     """Money leaves an account."""
     run(lambda settings: _post(settings, ledger.withdraw(account, amount, reference), account))
@@ -109,7 +109,7 @@ def instructions(live: Annotated[bool, typer.Option("--live", help="only those s
     run(body)
 
 
-@app.command()
+@app.command(context_settings=SIGNED_ARGUMENTS)
 def instruction(matching_number: Number) -> None:
     """One instruction, its attempts and their reasons."""
 
@@ -123,7 +123,7 @@ def instruction(matching_number: Number) -> None:
     run(body)
 
 
-@app.command()
+@app.command(context_settings=SIGNED_ARGUMENTS)
 def cancel(matching_number: Number) -> None:
     """Cancel an instruction on both parties' behalf (nothing moves)."""
 
