@@ -1,6 +1,6 @@
 """The ``kabuto`` command: the composition root that mounts every group's commands on one Typer app.
 
-Each command is one typed function in its group's module (``agents/<agent>/commands.py``, the
+Each command is one typed function in its group's module (``agents/<agent>/commands``, the
 ``ca``, ``access`` and ``outbox`` modules, and ``agents/operations.py`` for the top-level ones);
 ``agents.cli_runtime`` reads the settings once per command and maps what happened to the exit
 codes. Run ``kabuto --help`` for the commands; docs/cli.md and the README explain them.

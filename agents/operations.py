@@ -102,9 +102,10 @@ def dead_letters(
     """List, show or replay an agent's dead letters."""
     if replay:
         run_command(lambda settings: _replay(settings, agent, replay))
-    if show:
+    elif show:
         run_command(lambda settings: _show_dead_letter(settings, agent, show))
-    run_command(lambda settings: _dead_letters(settings, agent, offset, limit))
+    else:
+        run_command(lambda settings: _dead_letters(settings, agent, offset, limit))
 
 
 @app.command()

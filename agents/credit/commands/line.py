@@ -1,6 +1,6 @@
-"""``kabuto credit …``: the card issuer's cards and the line's contracts, rate tables, obligations,
-collateral and audit trail, for operators (seed 003). Each command acts as one institution:
-``card-issuer`` or ``credit``."""
+"""``kabuto credit line-policy|contract|haircut|rating|rates|prices|obligations|collateral|holdings|
+valuations|audit|refresh``: the securities-backed line's contracts, rate tables, obligations,
+collateral and audit trail, acting as ``credit`` (seed 003)."""
 
 from __future__ import annotations
 
@@ -14,22 +14,18 @@ import typer
 
 from agents import render
 from agents.cli_runtime import run
-from agents.cli_types import SIGNED_ARGUMENTS, decimal, seconds, split
-from agents.credit import audit, card_issuer, card_repo, jobs, line_repo, operators
+from agents.cli_types import SIGNED_ARGUMENTS, decimal, split
+from agents.credit import audit, jobs, line_repo, operators
 from agents.credit import obligation_repo as obligations
-from agents.credit.domain import Band, CardAccount, CardType, Method
+from agents.credit.commands.params import LedgerAccount, Purchaser, Seconds
+from agents.credit.domain import Band, Method
 from broker.context import Context
 from broker.runtime import run_as
 from broker.settings import Settings
-from schemas.identity import CARD_ISSUER_ID, CREDIT_ID
+from schemas.identity import CREDIT_ID
 
 T = TypeVar("T")
-app = typer.Typer(help="The card issuer and the securities-backed line.", no_args_is_help=True)
-
-Purchaser = Annotated[str | None, typer.Option(help="only this purchaser")]
-LedgerAccount = Annotated[str, typer.Option("--account", help="its settlement ledger account", show_default=False)]
-Seconds = Annotated[timedelta, typer.Option(parser=seconds, help="seconds")]
-Authorisation = Annotated[UUID, typer.Argument(help="the card issuer's authorisation", show_default=False)]
+app = typer.Typer()
 
 
 def _band(text: str) -> Band:
@@ -41,64 +37,8 @@ def _band(text: str) -> Band:
         raise typer.BadParameter(f"expected whole numbers MIN and MAX, got {text!r}") from exc
 
 
-async def _as(settings: Settings, who: str, action: Callable[[Context], Awaitable[T]]) -> T:
-    return await run_as(settings, "credit", who, action)
-
-
-@app.command()
-def card(
-    card_number: Annotated[str, typer.Argument(help="the card number", show_default=False)],
-    purchaser: Annotated[str, typer.Option(help="the card's purchaser", show_default=False)],
-    card_type: Annotated[CardType, typer.Option("--type", help="credit or debit", show_default=False)],
-    limit: Annotated[
-        int, typer.Option(help="credit limit, or a debit card's deposit balance (JPY)", show_default=False)
-    ],
-    repayment_account: Annotated[
-        str, typer.Option(help="the settlement account withdrawals draw on", show_default=False)
-    ],
-) -> None:
-    """Open or change a card (DB 600): its purchaser, type and limit."""
-
-    async def body(settings: Settings) -> None:
-        await _as(
-            settings, CARD_ISSUER_ID, operators.open_card(card_number, purchaser, card_type, limit, repayment_account)
-        )
-        print(f"card {card_number}: {purchaser}, {card_type.value}, limit {limit:,}")
-
-    run(body)
-
-
-@app.command()
-def cards() -> None:
-    """The card issuer's cards, limits and usage."""
-
-    async def q(ctx: Context) -> list[tuple[CardAccount, str]]:
-        return await card_repo.cards(ctx.connection)
-
-    async def body(settings: Settings) -> None:
-        rows = await _as(settings, CARD_ISSUER_ID, q)
-        print(
-            render.table(
-                ["card", "purchaser", "type", "limit", "outstanding", "remaining", "repayment account"],
-                [
-                    [c.card_number, c.purchaser, c.card_type, c.credit_limit, c.outstanding, c.remaining, acc]
-                    for c, acc in rows
-                ],
-            )
-        )
-
-    run(body)
-
-
-@app.command("issuer-policy")
-def issuer_policy(account: LedgerAccount, capture_window: Seconds = timedelta(days=7)) -> None:
-    """The card issuer's ledger account and capture window."""
-
-    async def body(settings: Settings) -> None:
-        await _as(settings, CARD_ISSUER_ID, operators.issuer_policy(account, capture_window))
-        print(f"card issuer: ledger account {account}, capture window {capture_window}")
-
-    run(body)
+async def _as_line(settings: Settings, action: Callable[[Context], Awaitable[T]]) -> T:
+    return await run_as(settings, "credit", CREDIT_ID, action)
 
 
 @app.command("line-policy")
@@ -111,9 +51,7 @@ def line_policy(
     """The line's ledger account, price freshness, timeouts, refresh interval."""
 
     async def body(settings: Settings) -> None:
-        await _as(
-            settings, CREDIT_ID, operators.line_policy(account, current_within, inquiry_timeout, refresh_interval)
-        )
+        await _as_line(settings, operators.line_policy(account, current_within, inquiry_timeout, refresh_interval))
         print(f"line: ledger account {account}")
 
     run(body)
@@ -138,7 +76,7 @@ def contract(
         terms = operators.contract(
             purchaser, method, cash_account, tuple(cards), tuple(custodians), tuple(pledges or ())
         )
-        await _as(settings, CREDIT_ID, terms)
+        await _as_line(settings, terms)
         print(f"contract with {purchaser}: {method.value}, cards {', '.join(cards)}")
 
     run(body)
@@ -160,7 +98,7 @@ def haircut(
     """Replace the haircut rate table (DB 630)."""
 
     async def body(settings: Settings) -> None:
-        await _as(settings, CREDIT_ID, operators.haircut_bands(tuple(bands)))
+        await _as_line(settings, operators.haircut_bands(tuple(bands)))
         print(f"{len(bands)} haircut band(s) set")
 
     run(body)
@@ -175,7 +113,7 @@ def rating(
     """An issue's rating and discount rate (DB 640)."""
 
     async def body(settings: Settings) -> None:
-        await _as(settings, CREDIT_ID, operators.rating(issue_code, grade, rate))
+        await _as_line(settings, operators.rating(issue_code, grade, rate))
         print(f"{issue_code}: rating {grade}, discount rate {rate}")
 
     run(body)
@@ -189,7 +127,7 @@ def rates() -> None:
         return await line_repo.bands(ctx.connection), await line_repo.ratings(ctx.connection)
 
     async def body(settings: Settings) -> None:
-        bands, ratings = await _as(settings, CREDIT_ID, q)
+        bands, ratings = await _as_line(settings, q)
         print("Haircut rates (DB 630)")
         print(render.table(["from", "below", "rate"], [[b.minimum, b.maximum, b.rate] for b in bands]))
         print("Ratings and discount rates (DB 640)")
@@ -206,28 +144,9 @@ def prices() -> None:
         return [dict(r) for r in await ctx.connection.fetch("SELECT * FROM prices ORDER BY issue_code")]
 
     async def body(settings: Settings) -> None:
-        rows = await _as(settings, CREDIT_ID, q)
+        rows = await _as_line(settings, q)
         headers = ["issue_code", "reference_price", "last_price", "last_traded_at", "previous_close", "closed_at"]
         print(render.table(headers, [[r[h] for h in headers] for r in rows]))
-
-    run(body)
-
-
-@app.command()
-def authorisations() -> None:
-    """The card issuer's purchases and what became of them."""
-
-    async def q(ctx: Context) -> list[card_repo.Authorisation]:
-        return await card_repo.authorisations(ctx.connection)
-
-    async def body(settings: Settings) -> None:
-        found = await _as(settings, CARD_ISSUER_ID, q)
-        headers = ["authorisation", "merchant", "purchase", "purchaser", "price", "covered", "secured", "repaid"]
-        rows = [
-            [a.authorisation_id, a.merchant, a.purchase_id, a.purchaser, a.price, a.covered, a.secured, a.repaid]
-            for a in found
-        ]
-        print(render.table([*headers, "status"], [[*r, a.status] for r, a in zip(rows, found, strict=True)]))
 
     run(body)
 
@@ -240,7 +159,7 @@ def obligation_list(purchaser: Purchaser = None) -> None:
         return await obligations.listing(ctx.connection, purchaser)
 
     async def body(settings: Settings) -> None:
-        found = await _as(settings, CREDIT_ID, q)
+        found = await _as_line(settings, q)
         headers = ["obligation", "purchaser", "shortfall", "status", "S", "grantable", "advanced", "proceeds"]
         rows = [
             [o.obligation_id, o.purchaser, o.shortfall, o.status, o.accumulated, o.grantable, o.advanced, o.proceeds]
@@ -264,7 +183,7 @@ def collateral(purchaser: Purchaser = None) -> None:
         return await obligations.all_collateral(ctx.connection, purchaser)
 
     async def body(settings: Settings) -> None:
-        found = await _as(settings, CREDIT_ID, q)
+        found = await _as_line(settings, q)
         headers = ["lock", "obligation", "custodian", "account", "issue", "qty", "price", "source", "credit value"]
         rows = [
             [
@@ -296,7 +215,7 @@ def holdings(purchaser: Purchaser = None) -> None:
 
     async def body(settings: Settings) -> None:
         headers = ["custodian", "account", "issue", "available", "locked", "may be pledged"]
-        for owner, positions in await _as(settings, CREDIT_ID, q):
+        for owner, positions in await _as_line(settings, q):
             print(f"{owner}:")
             rows = [[p.custodian, p.account, p.issue_code, p.available, p.locked, p.eligible] for p in positions]
             print(render.table(headers, rows))
@@ -313,7 +232,7 @@ def valuations(purchaser: Purchaser = None) -> None:
 
     async def body(settings: Settings) -> None:
         headers = ["issue", "quantity", "price", "price_source", "price_age_seconds", "market_value", "credit_value"]
-        for v in await _as(settings, CREDIT_ID, q):
+        for v in await _as_line(settings, q):
             print(
                 f"{v['valued_at']} {v['purchaser']} {v['method']}: total {v['total_market_value']} "
                 f"rate {v['haircut_rate']} grantable {v['grantable']} {v['refusal'] or ''}"
@@ -336,46 +255,10 @@ def audit_trail(
         return await audit.entries(ctx, purchaser, obligation)
 
     async def body(settings: Settings) -> None:
-        found = await _as(settings, CREDIT_ID, q)
+        found = await _as_line(settings, q)
         headers = ["seq", "at", "institution", "purchaser", "step", "action", "obligation", "detail"]
         rows = [[e.seq, e.at, e.institution, e.purchaser, e.step, e.action, e.obligation_id, e.detail] for e in found]
         print(render.table(headers, rows))
-
-    run(body)
-
-
-@app.command(context_settings=SIGNED_ARGUMENTS)
-def repay(
-    authorisation: Authorisation,
-    amount: Annotated[int, typer.Argument(help="how much (JPY)", show_default=False)],
-) -> None:
-    """S7000: withdraw from the purchaser's account for a captured purchase."""
-
-    async def body(settings: Settings) -> None:
-        attempt = await _as(settings, CARD_ISSUER_ID, card_issuer.repay(authorisation, amount))
-        print(f"withdrawal {attempt} of {amount:,} requested; the settlement ledger decides")
-
-    run(body)
-
-
-@app.command()
-def default(authorisation: Authorisation) -> None:
-    """S9000: declare the secured part overdue; the line recovers it."""
-
-    async def body(settings: Settings) -> None:
-        shortage = await _as(settings, CARD_ISSUER_ID, card_issuer.declare_default(authorisation))
-        print(f"shortage of {shortage:,} reported to the line")
-
-    run(body)
-
-
-@app.command()
-def expire() -> None:
-    """Lapse approvals not captured in time (also done periodically)."""
-
-    async def body(settings: Settings) -> None:
-        count = await _as(settings, CARD_ISSUER_ID, card_issuer.expire_uncaptured())
-        print(f"{count} approval(s) lapsed")
 
     run(body)
 
@@ -385,7 +268,7 @@ def refresh() -> None:
     """S6000: refresh every purchaser's holdings now (also done periodically)."""
 
     async def body(settings: Settings) -> None:
-        asked = await _as(settings, CREDIT_ID, jobs.refresh_due)
+        asked = await _as_line(settings, jobs.refresh_due)
         print(f"{len(asked)} holdings refresh request(s) sent")
 
     run(body)
