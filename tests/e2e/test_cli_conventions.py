@@ -22,9 +22,10 @@ import typer
 
 from agents import cli
 from broker import logs
+from broker.db import agent_pool
 from broker.settings import AGENT_IDS, Settings
 from tests import support
-from tests.e2e.test_cli import kabuto
+from tests.e2e.test_cli import kabuto, ok
 
 TOP_LEVEL = ["migrate", "run", "demo", "status", "health", "dead-letters", "catalogue", "reconcile"]
 ORDER = ("--account", "bob-cash", "--name", "Bob", "--address", "Tokyo")
@@ -127,6 +128,29 @@ async def test_a_failure_exits_1_with_the_reason_on_stderr(settings: Settings) -
     assert code == 1 and (out + err).strip()
     code, _, err = await kabuto(settings, "ca", "show", "nobody-enrolled")
     assert code == 1 and err.startswith("kabuto: ") and "nobody-enrolled" in err
+
+
+async def test_a_split_names_each_part_with_a_repeated_into(settings: Settings) -> None:
+    """The one argv change from argparse (docs/cli.md): `--into` once per part of the split."""
+    cert_id = "0b9f7e1c-4d2a-4c56-9a7e-3f1d2b6c8a90"
+    out = await ok(
+        settings,
+        "investor",
+        "reissue",
+        "--no-wait",
+        "--as",
+        "alice",
+        "split",
+        cert_id,
+        "--into",
+        "300",
+        "--into",
+        "200",
+    )
+    assert out.startswith("reissue request ") and "queued" in out
+    async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
+        body = await pool.fetchval("SELECT body FROM outbox WHERE message_type LIKE '%reissue%'")
+    assert b'"split_into":[300,200]' in body.replace(b" ", b"") and cert_id.encode() in body
 
 
 def test_shell_completion_prints_a_script_and_completes_groups_commands_and_choices() -> None:
