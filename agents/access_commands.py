@@ -3,42 +3,49 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+from typing import Annotated
 
+import typer
+
+from agents.cli_runtime import run
 from broker import access, provisioning
 from broker.settings import AGENT_IDS, Settings
 from broker.topology import Names
 from schemas.identity import Role
 
-
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    acc = sub.add_parser("access", help="least privilege: per-agent and per-participant logins").add_subparsers(
-        dest="access_command", required=True, metavar="ACCESS_COMMAND"
-    )
-    prov = acc.add_parser("provision", help="create the logins on the local broker (rabbitmqctl) and database")
-    prov.add_argument("--participant", action="append", default=[], help="an external participant (repeatable)")
-    defs = acc.add_parser("definitions", help="write the broker users as a definitions file (compose)")
-    defs.add_argument("--out", type=Path, required=True)
-    defs.add_argument("--participant", action="append", default=[])
+app = typer.Typer(help="Least privilege: per-agent and per-participant logins.", no_args_is_help=True)
+Participants = Annotated[list[str] | None, typer.Option("--participant", help="an external participant (repeat)")]
+AGENTS = [(a, Role(a)) for a in AGENT_IDS]
 
 
-async def run(args: argparse.Namespace, settings: Settings) -> int:
-    agents = [(a, Role(a)) for a in AGENT_IDS]
-    match args.access_command:
-        case "provision":
-            made = await provisioning.provision(settings, agents, args.participant)
-            for agent, credentials in made.agents.items():
-                print(f"{agent}: broker user {credentials.amqp_user}, database login {credentials.database_user}")
-            for pid, (user, _) in made.participants.items():
-                print(f"{pid}: broker user {user} (password shown once): {made.participants[pid][1]}")
-            print(
-                f"agent credentials in {settings.key_dir / 'credentials'}; run agents with KABUTO_AGENT_CREDENTIALS=1"
-            )
-        case "definitions":
-            _write_definitions(settings, agents, args.participant, args.out)
-    return 0
+@app.command()
+def provision(participants: Participants = None) -> None:
+    """Create the logins on the local broker (rabbitmqctl) and database."""
+
+    async def body(settings: Settings) -> None:
+        made = await provisioning.provision(settings, AGENTS, participants or [])
+        for agent, credentials in made.agents.items():
+            print(f"{agent}: broker user {credentials.amqp_user}, database login {credentials.database_user}")
+        for pid, (user, password) in made.participants.items():
+            print(f"{pid}: broker user {user} (password shown once): {password}")
+        print(f"agent credentials in {settings.key_dir / 'credentials'}; run agents with KABUTO_AGENT_CREDENTIALS=1")
+
+    run(body)
+
+
+@app.command()
+def definitions(
+    out: Annotated[Path, typer.Option(help="the definitions file to write", show_default=False)],
+    participants: Participants = None,
+) -> None:
+    """Write the broker users as a definitions file (compose)."""
+
+    async def body(settings: Settings) -> None:
+        _write_definitions(settings, AGENTS, participants or [], out)
+
+    run(body)
 
 
 def _write_definitions(settings: Settings, agents: list[tuple[str, Role]], participants: list[str], out: Path) -> None:

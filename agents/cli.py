@@ -1,20 +1,19 @@
-"""The ``kabuto`` command: the composition root that reads settings once and wires agents.
+"""The ``kabuto`` command: the composition root that mounts every group's commands on one Typer app.
 
-Run ``kabuto --help`` for the commands; the README explains each.
+Each command is one typed function in its group's module (``agents/<agent>/commands``, the
+``ca``, ``access`` and ``outbox`` modules, and ``agents/operations.py`` for the top-level ones);
+``agents.cli_runtime`` reads the settings once per command and maps what happened to the exit
+codes. Run ``kabuto --help`` for the commands; docs/cli.md and the README explain them.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import aio_pika
-import asyncpg
+import typer
 
-from agents import operations, outbox_commands
+from agents import access_commands, ca_commands, operations, outbox_commands
 from agents.brokerage import commands as brokerage_commands
 from agents.credit import commands as credit_commands
 from agents.custody import commands as custody_commands
@@ -22,66 +21,42 @@ from agents.exchange import commands as exchange_commands
 from agents.investor import commands as investor_commands
 from agents.issuer import commands as issuer_commands
 from agents.settlement import commands as settlement_commands
-from broker import logs
-from broker.errors import KabutoError
-from broker.pki import PkiError
-from broker.settings import Settings, SettingsError, load
 
-Run = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
-GROUPS: dict[str, Run] = {
-    "issuer": issuer_commands.run,
-    "investor": investor_commands.run,
-    "exchange": exchange_commands.run,
-    "settlement": settlement_commands.run,
-    "brokerage": brokerage_commands.run,
-    "outbox": outbox_commands.run,
-    "custody": custody_commands.run,
-    "credit": credit_commands.run,
+GROUPS: dict[str, typer.Typer] = {
+    "ca": ca_commands.app,
+    "access": access_commands.app,
+    "outbox": outbox_commands.app,
+    "issuer": issuer_commands.app,
+    "investor": investor_commands.app,
+    "exchange": exchange_commands.app,
+    "settlement": settlement_commands.app,
+    "brokerage": brokerage_commands.app,
+    "custody": custody_commands.app,
+    "credit": credit_commands.app,
 }
 
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kabuto", description="Kabuto: market infrastructure in a box.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    operations.add_parsers(sub)
-    for group in (issuer_commands, investor_commands, exchange_commands, settlement_commands, brokerage_commands):
-        group.add_parser(sub)
-    outbox_commands.add_parser(sub)
-    credit_commands.add_parser(sub)
-    custody_commands.add_parser(sub)
-    return p
+app = typer.Typer(
+    name="kabuto",
+    help="Kabuto: market infrastructure in a box.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,  # locals would print the settings' passwords
+)
+app.add_typer(operations.app)
+for _name, _group in GROUPS.items():
+    app.add_typer(_group, name=_name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """The console script: run the command ``argv`` names (default ``sys.argv[1:]``); return its exit code."""
     try:
-        settings = load()
-    except SettingsError as exc:
-        print(f"kabuto: {exc}", file=sys.stderr)
-        return 2
-    logs.configure(settings.log_level, settings.log_format)
-    command = GROUPS.get(args.command, operations.run)
-    try:
-        return asyncio.run(command(args, settings))
-    except (
-        asyncpg.InvalidCatalogNameError,
-        asyncpg.UndefinedTableError,
-        asyncpg.InvalidSchemaNameError,
-    ) as exc:
-        print(f"kabuto: {exc} — run `kabuto migrate` (or `make setup`) first", file=sys.stderr)
-        return 1
-    except (
-        KabutoError,
-        PkiError,
-        ValueError,
-        asyncpg.PostgresError,
-        aio_pika.exceptions.AMQPError,
-        OSError,
-    ) as exc:
-        print(f"kabuto: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        typer.main.get_command(app).main(args=argv, prog_name="kabuto")
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # `raise SystemExit("why")`: say why, as the interpreter would
+            print(f"kabuto: {exc.code}", file=sys.stderr)
+            return 1
+        return exc.code or 0
+    return 0
 
 
 if __name__ == "__main__":

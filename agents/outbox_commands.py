@@ -8,47 +8,57 @@ agents also retry parked rows by themselves every ``KABUTO_PARKED_RETRY_INTERVAL
 
 from __future__ import annotations
 
-import argparse
+from typing import Annotated
 from uuid import UUID
 
+import typer
+
 from agents import render
+from agents.cli_runtime import run
 from broker import parked
 from broker.db import agent_pool
-from broker.settings import AGENT_IDS, Settings
+from broker.settings import AgentId, Settings
+
+app = typer.Typer(help="An agent's unpublished and parked outbox rows.", no_args_is_help=True)
+Agent = Annotated[AgentId, typer.Argument(help="the agent", show_default=False)]
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    outbox = sub.add_parser("outbox", help="an agent's unpublished and parked outbox rows").add_subparsers(
-        dest="outbox_command", required=True, metavar="OUTBOX_COMMAND"
-    )
-    listing = outbox.add_parser("list", help="rows not yet published, oldest first")
-    listing.add_argument("agent", choices=AGENT_IDS)
-    listing.add_argument("--parked", action="store_true", help="only the parked (unroutable) rows")
-    listing.add_argument("--limit", type=int, default=100)
-    resend = outbox.add_parser("resend", help="give parked rows back to the relay")
-    resend.add_argument("agent", choices=AGENT_IDS)
-    resend.add_argument("message_id", nargs="?", type=UUID, help="one row (default: every parked row)")
+@app.command("list")
+def listing(
+    agent: Agent,
+    parked_only: Annotated[bool, typer.Option("--parked", help="only the parked (unroutable) rows")] = False,
+    limit: Annotated[int, typer.Option(help="list at most this many")] = 100,
+) -> None:
+    """Rows not yet published, oldest first."""
 
-
-async def run(args: argparse.Namespace, settings: Settings) -> int:
-    async with agent_pool(settings.database_url, args.agent, max_size=1) as pool:
-        if args.outbox_command == "list":
-            rows = await parked.listing(pool, parked_only=args.parked, limit=args.limit)
-            print(
-                render.table(
-                    ["seq", "message id", "type", "to", "created", "state", "error"],
-                    [
-                        [r.seq, r.message_id, r.message_type, r.routing_key, r.created_at, r.state, r.error]
-                        for r in rows
-                    ],
-                    indent="",
-                )
+    async def body(settings: Settings) -> None:
+        async with agent_pool(settings.database_url, agent, max_size=1) as pool:
+            rows = await parked.listing(pool, parked_only=parked_only, limit=limit)
+        print(
+            render.table(
+                ["seq", "message id", "type", "to", "created", "state", "error"],
+                [[r.seq, r.message_id, r.message_type, r.routing_key, r.created_at, r.state, r.error] for r in rows],
+                indent="",
             )
-            return 0
-        async with pool.acquire() as connection:
-            count = await parked.unpark(connection, args.agent, args.message_id)
-    if args.message_id is not None and count == 0:
-        print(f"no parked row {args.message_id} in the {args.agent} outbox")
-        return 1
-    print(f"{count} parked row(s) handed back to the {args.agent} relay")
-    return 0
+        )
+
+    run(body)
+
+
+@app.command()
+def resend(
+    agent: Agent,
+    message_id: Annotated[UUID | None, typer.Argument(help="one row (default: every parked row)")] = None,
+) -> None:
+    """Give parked rows back to the relay."""
+
+    async def body(settings: Settings) -> int:
+        async with agent_pool(settings.database_url, agent, max_size=1) as pool, pool.acquire() as connection:
+            count = await parked.unpark(connection, agent, message_id)
+        if message_id is not None and count == 0:
+            print(f"no parked row {message_id} in the {agent} outbox")
+            return 1
+        print(f"{count} parked row(s) handed back to the {agent} relay")
+        return 0
+
+    run(body)

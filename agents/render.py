@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from collections.abc import Iterable, Sequence
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from schemas.certificates import ElectronicStockCertificate
 
@@ -42,17 +49,23 @@ def certificate(esc: ElectronicStockCertificate, *, indent: str = "  ") -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, indent: str = "  ") -> str:
-    text_rows = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in text_rows]) for i, h in enumerate(headers)]
+    """A Rich table as text, never wrapped or cut (scripts and tests find every value whole), in bold
+    and colour only when stdout is a terminal."""
+    grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold", expand=False)
+    for heading in headers:
+        grid.add_column(Text(heading), no_wrap=True, overflow="ignore")
+    for row in rows:
+        grid.add_row(*(Text(_cell(v)) for v in row))
+    styled = sys.stdout.isatty()
+    console = Console(width=_UNLIMITED, file=io.StringIO(), record=True, force_terminal=styled, highlight=False)
+    console.print(grid)
+    lines = console.export_text(styles=styled).splitlines()
+    if not grid.rows:
+        lines.append("(none)")
+    return "\n".join(indent + line.rstrip() for line in lines)
 
-    def line(cells: Sequence[str]) -> str:
-        return indent + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
 
-    out = [line(headers), line(["-" * w for w in widths])]
-    out.extend(line(r) for r in text_rows)
-    if not text_rows:
-        out.append(indent + "(none)")
-    return "\n".join(out)
+_UNLIMITED = 100_000  # a table is as wide as its widest row; the terminal may scroll it sideways
 
 
 def _cell(value: object) -> str:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents import progress
 from bench import bare, entry, flow, matching, peers
 from bench.stage import Stage, stage
 from broker import logs
@@ -169,13 +171,20 @@ def main() -> None:
     report = Report()
     report.progress(f"Kabuto benchmark: {os.cpu_count()} cores; sizes {sizes}")
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
-    if not only or "matching" in only:
-        bench_matching(sizes, report)
     entry_parts = only & {"hop", "depth", "entry", "memory"}
+    phases: list[tuple[str, Callable[[], None]]] = []
+    if not only or "matching" in only:
+        phases.append(("matching engine", lambda: bench_matching(sizes, report)))
     if not only or entry_parts:
-        asyncio.run(bench_entry(sizes, report, entry_parts))
+        phases.append(("order entry", lambda: asyncio.run(bench_entry(sizes, report, entry_parts))))
     if not only or "flow" in only:
-        asyncio.run(bench_flow(sizes, report))
+        phases.append(("trades end to end", lambda: asyncio.run(bench_flow(sizes, report))))
+    # A bar per phase on stderr for a person at a terminal; the timed lines above stay as they were.
+    with progress.steps("benchmark", total=len(phases)) as steps:
+        for name, phase in phases:
+            steps.doing(name)
+            phase()
+            steps.done(name)
     report.print()
 
 

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from broker.errors import KabutoError
+from broker.steps import SILENT, Steps
 
 LOCK_ID = 0x4B414255544F  # "KABUTO"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -69,22 +70,22 @@ async def ensure_database(database_url: str) -> bool:
     return True
 
 
-async def migrate(database_url: str, folder: Path) -> list[str]:
-    """Apply what is new; return the names applied now."""
+async def migrate(database_url: str, folder: Path, steps: Steps = SILENT) -> list[str]:
+    """Apply what is new, telling ``steps`` of each file; return the names applied now."""
     migrations = discover(folder)
     await ensure_database(database_url)
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", LOCK_ID)
         try:
-            return await _apply(conn, migrations)
+            return await _apply(conn, migrations, steps)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_ID)
     finally:
         await conn.close()
 
 
-async def _apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[str]:
+async def _apply(conn: asyncpg.Connection, migrations: list[Migration], steps: Steps) -> list[str]:
     await conn.execute(
         """CREATE SCHEMA IF NOT EXISTS kabuto_meta;
            CREATE TABLE IF NOT EXISTS kabuto_meta.migrations (
@@ -95,10 +96,11 @@ async def _apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[
     rows = await conn.fetch("SELECT name, checksum FROM kabuto_meta.migrations")
     applied = {r["name"]: r["checksum"] for r in rows}
     _refuse_drift(migrations, applied)
+    new = [m for m in migrations if m.name not in applied]
+    steps.expect(len(new))
     done = []
-    for migration in migrations:
-        if migration.name in applied:
-            continue
+    for migration in new:
+        steps.doing(migration.name)
         async with conn.transaction():
             try:
                 await conn.execute(migration.sql)
@@ -110,6 +112,7 @@ async def _apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[
                 migration.checksum,
             )
         done.append(migration.name)
+        steps.done(migration.name)
     return done
 
 

@@ -11,16 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal, get_args
 
-AGENT_IDS: tuple[str, ...] = (
-    "investor",
-    "issuer",
-    "exchange",
-    "settlement",
-    "brokerage",
-    "custody",
-    "credit",
-)
+# One type for the seven agent ids, so a command that takes an agent (`kabuto health AGENT`) is checked
+# against the same list its choices come from.
+AgentId = Literal["investor", "issuer", "exchange", "settlement", "brokerage", "custody", "credit"]
+AGENT_IDS: tuple[str, ...] = get_args(AgentId)
 
 
 class SettingsError(ValueError):

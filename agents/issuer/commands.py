@@ -2,65 +2,83 @@
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Awaitable, Callable
 from datetime import date
+from decimal import Decimal
+from typing import Annotated, TypeVar
 from uuid import UUID
 
+import typer
+
 from agents import render
+from agents.cli_runtime import run
 from agents.cli_types import decimal
 from agents.issuer import repo
 from agents.issuer.app import publish_certid_lists
 from agents.issuer.domain import Offering
+from broker.context import Context
 from broker.runtime import run_as
 from broker.settings import Settings
 from schemas.certificates import ShareClass
 from schemas.identity import ISSUER_ID
 
+T = TypeVar("T")
+app = typer.Typer(help="The issuing agent's books.", no_args_is_help=True)
+Issue = Annotated[str, typer.Argument(help="the issue code", show_default=False)]
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    issuer = sub.add_parser("issuer", help="the issuing agent's books").add_subparsers(
-        dest="issuer_command", required=True, metavar="ISSUER_COMMAND"
+
+async def _as_issuer(settings: Settings, action: Callable[[Context], Awaitable[T]]) -> T:
+    return await run_as(settings, "issuer", ISSUER_ID, action)
+
+
+@app.command()
+def offer(
+    issue_code: Issue,
+    company: Annotated[str, typer.Option(help="the company's name", show_default=False)],
+    incorporated: Annotated[date, typer.Option(help="YYYY-MM-DD", show_default=False)],
+    shares: Annotated[int, typer.Option(help="shares offered", show_default=False)],
+    price: Annotated[Decimal, typer.Option(parser=decimal, help="offer price per share", show_default=False)],
+    lot: Annotated[int, typer.Option(help="the minimum lot")] = 100,
+    par_value: Annotated[Decimal | None, typer.Option(parser=decimal, help="par value per share")] = None,
+    share_class: Annotated[ShareClass, typer.Option("--class", help="the class of shares")] = ShareClass.COMMON,
+) -> None:
+    """Open a new-share offering."""
+    offering = Offering(
+        issue_code=issue_code,
+        company_name=company,
+        incorporated_on=incorporated,
+        share_class=share_class,
+        offer_price=price,
+        shares_offered=shares,
+        shares_remaining=shares,
+        minimum_lot=lot,
+        par_value_per_share=par_value,
     )
-    offer = issuer.add_parser("offer", help="open a new-share offering")
-    offer.add_argument("issue_code")
-    offer.add_argument("--company", required=True)
-    offer.add_argument("--incorporated", required=True, type=date.fromisoformat, help="YYYY-MM-DD")
-    offer.add_argument("--shares", type=int, required=True)
-    offer.add_argument("--price", type=decimal, required=True)
-    offer.add_argument("--lot", type=int, default=100)
-    offer.add_argument("--par-value", type=decimal)
-    offer.add_argument("--class", dest="share_class", default="common", choices=[c.value for c in ShareClass])
-    reg = issuer.add_parser("register", help="the shareholder register of an issue")
-    reg.add_argument("issue_code")
-    issuer.add_parser("offerings", help="every offering")
-    issuer.add_parser("publish-certid-list", help="send the exchange every issue's CertID list")
-    history = issuer.add_parser("history", help="the life of a certificate: issuance, name transfers, reissues")
-    history.add_argument("cert_id", type=UUID)
 
-
-async def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.issuer_command == "offer":
-        offering = Offering(
-            issue_code=args.issue_code,
-            company_name=args.company,
-            incorporated_on=args.incorporated,
-            share_class=ShareClass(args.share_class),
-            offer_price=args.price,
-            shares_offered=args.shares,
-            shares_remaining=args.shares,
-            minimum_lot=args.lot,
-            par_value_per_share=args.par_value,
-        )
-        await run_as(settings, "issuer", ISSUER_ID, lambda ctx: repo.open_offering(ctx.connection, offering))
+    async def body(settings: Settings) -> None:
+        await _as_issuer(settings, lambda ctx: repo.open_offering(ctx.connection, offering))
         print(f"opened offering {offering.issue_code}")
-    elif args.issuer_command == "register":
-        rows = await run_as(
-            settings, "issuer", ISSUER_ID, lambda ctx: repo.register_rows(ctx.connection, args.issue_code)
-        )
-        headers = list(rows[0]) if rows else ["register"]
-        print(render.table(headers, [list(r.values()) for r in rows], indent=""))
-    elif args.issuer_command == "offerings":
-        offerings = await run_as(settings, "issuer", ISSUER_ID, lambda ctx: repo.offerings(ctx.connection))
+
+    run(body)
+
+
+@app.command()
+def register(issue_code: Issue) -> None:
+    """The shareholder register of an issue."""
+
+    async def body(settings: Settings) -> None:
+        rows = await _as_issuer(settings, lambda ctx: repo.register_rows(ctx.connection, issue_code))
+        print(render.table(list(rows[0]) if rows else ["register"], [list(r.values()) for r in rows], indent=""))
+
+    run(body)
+
+
+@app.command()
+def offerings() -> None:
+    """Every offering."""
+
+    async def body(settings: Settings) -> None:
+        found = await _as_issuer(settings, lambda ctx: repo.offerings(ctx.connection))
         print(
             render.table(
                 ["issue", "company", "class", "price", "offered", "remaining", "lot", "status"],
@@ -75,13 +93,32 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                         o.minimum_lot,
                         o.status,
                     ]
-                    for o in offerings
+                    for o in found
                 ],
                 indent="",
             )
         )
-    elif args.issuer_command == "history":
-        events = await run_as(settings, "issuer", ISSUER_ID, lambda ctx: repo.history(ctx.connection, args.cert_id))
+
+    run(body)
+
+
+@app.command("publish-certid-list")
+def publish_certid_list() -> None:
+    """Send the exchange every issue's CertID list."""
+
+    async def body(settings: Settings) -> None:
+        count = await _as_issuer(settings, publish_certid_lists)
+        print(f"queued CertID lists of {count} issue(s) for the exchange")
+
+    run(body)
+
+
+@app.command()
+def history(cert_id: Annotated[UUID, typer.Argument(help="the CertID", show_default=False)]) -> None:
+    """The life of a certificate: issuance, name transfers, reissues."""
+
+    async def body(settings: Settings) -> int:
+        events = await _as_issuer(settings, lambda ctx: repo.history(ctx.connection, cert_id))
         print(
             render.table(
                 ["when", "event", "CertID", "from CertID", "holder", "shares", "number", "status", "NTN/reissue"],
@@ -103,7 +140,5 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
         return 0 if events else 1
-    elif args.issuer_command == "publish-certid-list":
-        count = await run_as(settings, "issuer", ISSUER_ID, publish_certid_lists)
-        print(f"queued CertID lists of {count} issue(s) for the exchange")
-    return 0
+
+    run(body)
