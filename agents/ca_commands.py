@@ -14,9 +14,9 @@ from agents import progress
 from agents.cli_runtime import run
 from broker import enrolment, revocation
 from broker.participants import ensure_reply_queue, is_external
-from broker.pki import KeyStore, default_participant
-from broker.settings import AGENT_IDS, Settings
-from schemas.identity import CARD_ISSUER_ID, Participant, Role
+from broker.pki import KeyStore, default_participant, platform_participants
+from broker.settings import Settings
+from schemas.identity import Participant, Role
 
 app = typer.Typer(help="The Kabuto certificate authority.", no_args_is_help=True)
 
@@ -76,8 +76,7 @@ def enrol_all() -> None:
 
     async def body(settings: Settings) -> None:
         keys = KeyStore(settings.key_dir)
-        everyone = [default_participant(a, Role(a)) for a in AGENT_IDS if a != "investor"]
-        everyone.append(default_participant(CARD_ISSUER_ID, Role.CARD_ISSUER))  # hosted by credit
+        everyone = platform_participants()
         everyone.extend(default_participant(i, Role.INVESTOR) for i in settings.investors)
         with progress.steps("enrolment", total=len(everyone)) as steps:
             for participant in everyone:
