@@ -17,7 +17,7 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 from uuid import UUID
@@ -74,12 +74,13 @@ class Execution(NamedTuple):
 
 @dataclass(slots=True)
 class Result:
-    executions: list[Execution] = field(default_factory=list)
-    rested: bool = False
-    cancelled_quantity: int = 0
-    cancel_reason: CancelReason | None = None
+    # No defaults: a default factory made the one `Result` per submit cost a third more.
+    executions: list[Execution]
+    rested: bool
+    cancelled_quantity: int
+    cancel_reason: CancelReason | None
     # Resting orders the submission touched, so the caller can save them.
-    touched: list[Order] = field(default_factory=list)
+    touched: list[Order]
 
 
 class _Side:
@@ -159,7 +160,7 @@ class OrderBook:
 
     def submit(self, order: Order) -> Result:
         """Match an incoming order, then rest, cancel or keep its remainder by its time in force."""
-        result = Result()
+        result = Result([], False, 0, None, [])
         tif = order.time_in_force
         if tif is _FOK and self._fillable(order) < order.remaining:
             return _cancel_remainder(order, result, CancelReason.FOK_NOT_FILLABLE)
@@ -201,10 +202,13 @@ class OrderBook:
         """Trade against the opposite side, best price first; True if self-trade prevention stopped it."""
         buying = incoming.side is _BUY
         opposite = self._asks if buying else self._bids
-        levels, prices, best = opposite.levels, opposite.prices, opposite.best
+        prices, best = opposite.prices, opposite.best
         limit = None if incoming.order_type is _MARKET else incoming.price
+        # Most limit orders cross nothing and rest: they leave before the loop is set up.
+        if not prices or (limit is not None and (prices[best] > limit if buying else prices[best] < limit)):
+            return False
+        levels, orders, executions, touched = opposite.levels, self.orders, result.executions, result.touched
         oan, user, side = incoming.acceptance_number, incoming.user_id, incoming.side
-        orders, executions, touched = self.orders, result.executions, result.touched
         remaining = incoming.remaining
         while remaining and prices:
             price = prices[best]
