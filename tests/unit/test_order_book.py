@@ -175,6 +175,63 @@ def test_cancel_removes_a_resting_order_and_its_empty_level() -> None:
     assert 1 not in book.orders and book.depth(BUY) == [(Decimal(99), 5)]
 
 
+@pytest.mark.parametrize("cancelled", [1, 2, 3], ids=["oldest", "middle", "newest"])
+def test_cancel_anywhere_in_a_level_keeps_the_others_in_time_order(cancelled: int) -> None:
+    book = book_with(order(1, "alice", SELL, 5, 100), order(2, "bob", SELL, 5, 100), order(3, "dave", SELL, 5, 100))
+    assert book.cancel(cancelled) is not None
+    left = [oan for oan in (1, 2, 3) if oan != cancelled]
+    assert oans(book, SELL) == left and book.depth(SELL) == [(Decimal(100), 10)]
+    result = book.submit(order(4, "carol", BUY, 7, 100))
+    assert trades(result) == [(4, left[0], 100, 5), (4, left[1], 100, 2)]
+
+
+@pytest.mark.parametrize(
+    ("side", "prices", "cancelled", "best"),
+    [
+        (BUY, (99, 100, 101), 3, 100),  # the best bid is the highest price, the last one the book keeps
+        (BUY, (99, 100, 101), 2, 101),
+        (BUY, (99, 100, 101), 1, 101),
+        (SELL, (99, 100, 101), 1, 100),  # the best ask is the lowest, the first one
+        (SELL, (99, 100, 101), 2, 99),
+        (SELL, (99, 100, 101), 3, 99),
+    ],
+)
+def test_a_level_emptied_by_cancel_is_gone_from_best_price_and_depth(
+    side: Side, prices: tuple[int, ...], cancelled: int, best: int
+) -> None:
+    book = book_with(*(order(oan, "alice", side, 5, p) for oan, p in enumerate(prices, start=1)))
+    book.cancel(cancelled)
+    best_price = book.best_bid() if side is BUY else book.best_ask()
+    assert best_price == Decimal(best)
+    assert Decimal(prices[cancelled - 1]) not in dict(book.depth(side)) and len(book.depth(side)) == 2
+
+
+@pytest.mark.parametrize(("side", "taken"), [(BUY, 101), (SELL, 99)])
+def test_a_level_emptied_by_a_match_is_gone_and_the_next_price_is_best(side: Side, taken: int) -> None:
+    book = book_with(order(1, "alice", side, 5, 99), order(2, "bob", side, 5, 100), order(3, "dave", side, 5, 101))
+    result = book.submit(order(4, "carol", SELL if side is BUY else BUY, 5, None))
+    assert [e.price for e in result.executions] == [Decimal(taken)]
+    assert [price for price, _ in book.depth(side)] == [Decimal(100), Decimal(99 if side is BUY else 101)]
+    assert (book.best_bid() if side is BUY else book.best_ask()) == Decimal(100)
+
+
+def test_an_order_that_crosses_nothing_rests_without_touching_the_other_side() -> None:
+    book = book_with(order(1, "alice", SELL, 5, 101))
+    result = book.submit(order(2, "bob", BUY, 5, 100))
+    assert result == Result([], True, 0, None, [])
+    assert book.depth(SELL) == [(Decimal(101), 5)] and book.depth(BUY) == [(Decimal(100), 5)]
+
+
+def test_a_cancelled_order_submitted_again_rests_once_in_its_own_time_priority() -> None:
+    """The exchange resubmits the very object it cancelled when a trade is reversed (trading.restore_buy)."""
+    book = book_with(order(1, "alice", BUY, 5, 100), order(2, "bob", BUY, 5, 100))
+    cancelled = book.cancel(1)
+    assert cancelled is not None and book.submit(cancelled).rested
+    assert oans(book, BUY) == [1, 2] and book.depth(BUY) == [(Decimal(100), 10)]
+    result = book.submit(order(3, "carol", SELL, 20, 100))
+    assert trades(result) == [(1, 3, 100, 5), (2, 3, 100, 5)] and book.depth(BUY) == []
+
+
 def test_cancelling_an_unknown_or_finished_order_does_nothing() -> None:
     book = book_with(order(1, "alice", SELL, 5, 100))
     book.submit(order(2, "bob", BUY, 5, 100))
@@ -250,6 +307,14 @@ def test_a_loaded_order_with_older_priority_goes_ahead_in_its_level() -> None:
     older.priority = 3
     book.load(older)
     assert oans(book, SELL) == [7, 5]
+
+
+def test_an_execution_is_an_immutable_record_named_by_field() -> None:
+    execution = book_with(order(1, "alice", SELL, 5, 100)).submit(order(2, "bob", BUY, 3, None)).executions[0]
+    assert (execution.buy, execution.sell, execution.price, execution.quantity) == (2, 1, Decimal(100), 3)
+    assert (execution.buyer, execution.seller, execution.aggressor) == ("bob", "alice", BUY)
+    with pytest.raises(AttributeError):
+        execution.quantity = 5  # type: ignore[misc]
 
 
 def test_a_cancelled_remainder_is_not_reported_as_filled() -> None:
@@ -564,3 +629,23 @@ def test_order_filled_equals_its_executed_quantity(steps: list[Action]) -> None:
         pass
     for oan, ledger in session.ledgers.items():
         assert ledger.order.filled == session.executed(oan)
+
+
+def reference_depth(reference: ReferenceBook, side: Side) -> list[tuple[Decimal, int]]:
+    levels: dict[Decimal, int] = {}
+    for resting in reference.queue(side):
+        levels[resting.price] = levels.get(resting.price, 0) + resting.remaining
+    return list(levels.items())
+
+
+@properties
+@given(actions)
+def test_best_prices_and_depth_match_the_reference_at_every_step(steps: list[Action]) -> None:
+    """Levels come and go by matches, cancels and FOK look-aheads: none is left behind empty."""
+    session = Session()
+    for _ in session.run(steps):
+        for side in Side:
+            expected = reference_depth(session.reference, side)
+            assert session.book.depth(side) == expected
+            best = session.book.best_bid() if side is BUY else session.book.best_ask()
+            assert best == (expected[0][0] if expected else None)
