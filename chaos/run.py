@@ -36,6 +36,7 @@ import asyncpg
 
 from agents.exchange import order_repo
 from agents.investor.app import IssuanceOrder, request_certificates
+from agents.investor.domain import Dividend
 from agents.investor.trading import OrderError, OrderTicket, place_order
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
@@ -55,7 +56,7 @@ from chaos.proxy import FaultProxy
 from chaos.services import ROOT, PrivatePostgres, PrivateRabbit
 from schemas.certificates import ShareClass
 from schemas.identity import Role
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from schemas.trading import Side
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -236,7 +237,7 @@ async def prepare(driver: Driver, settings: Settings, certificates: int) -> tupl
     await driver.command("settlement", "settlement", settlement.open_account("seller", SELLER))
     await driver.command("settlement", "settlement", settlement.open_account("buyer", BUYER))
     await driver.command("settlement", "settlement", settlement.deposit("buyer", deposit, "chaos"))
-    delivery = DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account="seller")
+    delivery = Dividend(method=DividendMethod.SETTLEMENT_ACCOUNT, account="seller")
     order = IssuanceOrder(ISSUE, ShareClass.COMMON, LOT, "Seller", "Tokyo", delivery)
     for _ in range(certificates):
         await driver.command("investor", SELLER, request_certificates(order))

@@ -39,6 +39,7 @@ from broker.pki import Identity, KeyStore, PkiError, load_certificate, participa
 from broker.topology import Names
 from broker.trust import TrustStore
 from schemas.catalogue import Message
+from schemas.identity import SETTLEMENT_ID
 
 DEFAULT_FRESHNESS = Freshness(max_age=timedelta(hours=24), max_skew=timedelta(seconds=30))
 
@@ -122,10 +123,16 @@ class Participant:
         ca_certificate: Path,
         namespace: str = "kabuto",
         freshness: Freshness = DEFAULT_FRESHNESS,
+        settlement_certificate: Path | None = None,
     ) -> AsyncIterator[Participant]:
-        """Connect as the participant of ``key`` and ``certificate``, trusting ``ca_certificate``."""
+        """Connect as the participant of ``key`` and ``certificate``, trusting ``ca_certificate``.
+
+        ``settlement_certificate`` is the settlement agent's identity certificate: the key it
+        certifies is the one accounts are sealed to (R-001-06); it is checked against the CA
+        before anything is sealed to it."""
         identity = load_identity(key, certificate)
-        trust = TrustStore(load_certificate(ca_certificate))
+        known = [load_certificate(settlement_certificate)] if settlement_certificate else []
+        trust = TrustStore(load_certificate(ca_certificate), known)
         names = Names(namespace)
         connection = await aio_pika.connect_robust(
             amqp_url, client_properties={"connection_name": f"kabuto-client-{identity.user_id}"}
@@ -152,6 +159,7 @@ class Participant:
     ) -> AsyncIterator[Participant]:
         """Connect with the files ``kabuto ca enrol`` wrote under ``key_dir``."""
         keys = KeyStore(key_dir)
+        settlement = keys.certificate_path(SETTLEMENT_ID)  # public: what accounts are sealed to
         async with cls.connect(
             amqp_url,
             key=keys.key_path(user_id),
@@ -159,6 +167,7 @@ class Participant:
             ca_certificate=keys.ca_certificate_path,
             namespace=namespace,
             freshness=freshness,
+            settlement_certificate=settlement if settlement.exists() else None,
         ) as participant:
             yield participant
 

@@ -16,13 +16,14 @@ from agents.cli_types import decimal
 from agents.investor import answer_repo, brokered_view
 from agents.investor.app import IssuanceOrder
 from agents.investor.client import InvestorClient
+from agents.investor.domain import Dividend
 from agents.investor.trading import OrderTicket
 from broker.awaiting import Probe, Sent
 from broker.settings import Settings
 from broker.stock_certificates import CertificateInvalid
 from schemas.brokerage import FundingLeg, MismatchRule, SettlementType
 from schemas.certificates import ShareClass
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from schemas.lifecycle import ReissueKind
 from schemas.trading import Side, TimeInForce
 
@@ -221,7 +222,7 @@ async def _run(args: argparse.Namespace, client: InvestorClient) -> int:
             ]
             print(render.table(["hand-over", "from", "CertID", "shares", "status", "reason"], rows, indent=""))
         case "claim":
-            dividend = DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account=args.dividend_account)
+            dividend = Dividend(method=DividendMethod.SETTLEMENT_ACCOUNT, account=args.dividend_account)
             request_id = await client.claim_handover(args.handover_id, args.name, args.address, dividend)
             queued = f"name-transfer request {request_id} queued; `kabuto investor requests` shows its outcome"
             return await waiting.report(
@@ -322,7 +323,7 @@ def _issuance(args: argparse.Namespace) -> IssuanceOrder:
         shares=args.shares,
         holder_name=args.name,
         holder_address=args.address,
-        dividend_delivery=DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account=args.dividend_account),
+        dividend_delivery=Dividend(method=DividendMethod.SETTLEMENT_ACCOUNT, account=args.dividend_account),
     )
 
 

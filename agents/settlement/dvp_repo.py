@@ -16,6 +16,7 @@ import asyncpg
 from agents.settlement.instructions import Attempt, Cover, Instruction
 from schemas.dvp import (
     CoverRequest,
+    CoverRequestV1,
     DvpReason,
     MatchingStatus,
     ProcessingStatus,
@@ -42,14 +43,14 @@ async def cover(connection: asyncpg.Connection, cover_id: UUID, *, lock: bool = 
     )
 
 
-async def insert_cover(connection: asyncpg.Connection, request: CoverRequest) -> bool:
+async def insert_cover(connection: asyncpg.Connection, request: CoverRequest | CoverRequestV1, account_id: str) -> bool:
     inserted = await connection.fetchval(
         """INSERT INTO covers (cover_id, user_id, account_id, client_order_id, quantity, remaining, unit_price,
                currency, status)
            VALUES ($1, $2, $3, $4, $5, $5, $6, $7, 'active') ON CONFLICT (cover_id) DO NOTHING RETURNING true""",
         request.cover_id,
         request.user_id,
-        request.account,
+        account_id,
         request.client_order_id,
         request.quantity,
         request.unit_price,

@@ -21,6 +21,7 @@ import pytest
 
 from agents.investor import repo as investor_repo
 from agents.investor.app import request_certificates
+from agents.investor.domain import Dividend
 from agents.investor.lifecycle import LifecycleError, claim_handover, hand_over, reissue
 from broker.consumer import Outcome
 from broker.envelope import seal
@@ -30,7 +31,7 @@ from broker.settings import Settings
 from broker.stock_certificates import endorse
 from schemas.catalogue import Message
 from schemas.certificates import EndorsedCertificate, IssuerSignature, SignedCertificate, TransferRestriction
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from schemas.lifecycle import (
     CertificateHandover,
     HoldingsInquiry,
@@ -42,7 +43,7 @@ from schemas.trading import CertificateRequestAfterTransfer
 from tests import support
 
 AGENTS = ("investor", "issuer", "exchange")
-DIVIDEND = DividendDelivery(method=DividendMethod.BANK_TRANSFER, account="0002-999999")
+DIVIDEND = Dividend(method=DividendMethod.BANK_TRANSFER, account="0002-999999")
 Runtimes = dict[str, AgentRuntime]
 
 
