@@ -16,15 +16,17 @@ from rich.console import Console
 from agents import access_commands, ca_commands, reconcile, render, status_view
 from agents import demo as demo_scenario
 from agents.registry import AGENTS
-from broker import enrolment, logs, ops
+from broker import enrolment, logs, ops, provisioning
+from broker.access import AccessError, participant_credentials_path
 from broker.catalogue import asyncapi, release
 from broker.migrate import migrate as apply_migrations
-from broker.participants import ensure_reply_queue, is_external
+from broker.participants import is_external, reply_queue_name
 from broker.pki import KeyStore, default_participant
 from broker.provenance import Provenance
 from broker.runtime import serve
 from broker.settings import AGENT_IDS, Settings
 from broker.supervisor import Child, supervise
+from broker.topology import Names
 from broker.trust import TrustStore
 from schemas.identity import CARD_ISSUER_ID, Participant, Role
 
@@ -47,7 +49,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     enrol.add_argument("--allow-short-selling", action="store_true")
     enrol.add_argument("--renew", action="store_true", help="replace a usable certificate")
     enrol.add_argument(
-        "--no-reply-queue", action="store_true", help="an external participant: do not declare its reply queue now"
+        "--no-reply-queue",
+        action="store_true",
+        help="an external participant: declare no reply queue and make no broker user now (no broker needed)",
     )
     ca.add_parser("enrol-all", help="enrol the seven agents and the configured investors")
     show = ca.add_parser("show", help="print a participant's identity certificate")
@@ -89,7 +93,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         case "ca":
             _ca(args, KeyStore(settings.key_dir), settings)
             if args.ca_command == "enrol" and is_external(settings, args.user_id) and not args.no_reply_queue:
-                return await _reply_queue(settings, args.user_id)
+                return await _participant_access(settings, args.user_id)
         case "run":
             await _serve(settings, args.agent, in_process=args.in_process)
         case "demo":
@@ -142,17 +146,23 @@ def _ca(args: argparse.Namespace, keys: KeyStore, settings: Settings) -> None:
             )
 
 
-async def _reply_queue(settings: Settings, user_id: str) -> int:
-    """An external participant's reply queue, so that no reply to it is parked (docs/client.md)."""
+async def _participant_access(settings: Settings, user_id: str) -> int:
+    """An external participant's reply queue, so that no reply to it is parked (docs/client.md),
+    and its own broker user, which may read that queue and publish messages, nothing else
+    (issue 13, docs/security.md §5)."""
     try:
-        queue = await ensure_reply_queue(settings, user_id)
-    except (OSError, aio_pika.exceptions.AMQPError) as exc:
+        made = await provisioning.provision(settings, [], [user_id])
+    except (OSError, aio_pika.exceptions.AMQPError, AccessError) as exc:
         print(
-            f"kabuto: {user_id} is enrolled, but its reply queue could not be declared ({exc!r}); run this again "
-            "when RabbitMQ answers (the certificate is kept), or let the client declare it on connect"
+            f"kabuto: {user_id} is enrolled, but its reply queue and broker user could not be made ({exc}); run "
+            f"this again (the certificate is kept) or `kabuto access provision --participant {user_id}` where "
+            "RabbitMQ and rabbitmqctl answer"
         )
         return 1
+    user, _ = made.participants[user_id]
+    queue = reply_queue_name(Names(settings.namespace), user_id)
     print(f"reply queue {queue} bound to {settings.namespace}.messages by {user_id}")
+    print(f"broker user {user}, its login in {participant_credentials_path(settings.key_dir, user_id)}")
     return 0
 
 

@@ -7,6 +7,7 @@ variable listed here.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -65,11 +66,14 @@ class Settings:
 
     # Largest message body accepted; larger ones are refused before verification (issue 13).
     max_message_bytes: int = 1_048_576
-    # Each agent connects with its own logins from <key_dir>/credentials/ (broker.access).
-    agent_credentials: bool = False
+    # Each agent connects with its own logins from <key_dir>/credentials/ (broker.access), made by
+    # `kabuto access provision`; off, it uses the URLs as given (issue 13: least privilege by default).
+    agent_credentials: bool = True
     # Message versions with account information in clear (R-001-06) are accepted until this
     # moment and refused from it; None: refused already (docs/security.md §6).
     clear_accounts_until: datetime | None = None
+    # The command `kabuto access provision` imports broker users with (docs/security.md §5).
+    rabbitmqctl: tuple[str, ...] = ("rabbitmqctl",)
 
     @property
     def heartbeat_interval(self) -> timedelta:
@@ -198,4 +202,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_message_bytes=_int(env, "KABUTO_MAX_MESSAGE_BYTES", defaults.max_message_bytes),
         agent_credentials=_flag(env, "KABUTO_AGENT_CREDENTIALS", defaults.agent_credentials),
         clear_accounts_until=_moment(env, "KABUTO_CLEAR_ACCOUNTS_UNTIL"),
+        rabbitmqctl=tuple(shlex.split(env.get("KABUTO_RABBITMQCTL", ""))) or defaults.rabbitmqctl,
     )

@@ -193,6 +193,7 @@ def environment(settings: Settings, amqp_url: str, database_url: str) -> dict[st
         "KABUTO_INVESTORS": ",".join(settings.investors),
         "KABUTO_LOG_FORMAT": "json",
         "KABUTO_LOG_LEVEL": "warning",
+        "KABUTO_AGENT_CREDENTIALS": "0",
         "KABUTO_STALL_AFTER": str(int(settings.stall_after.total_seconds())),
     }
 
@@ -349,6 +350,7 @@ async def run(trades: int, seed: int, deadline_s: float, faults: list[tuple[str,
         namespace=namespace,
         investors=(SELLER, BUYER),
         stall_after=timedelta(seconds=30),
+        agent_credentials=False,  # private services run as their administrator; the tests prove least privilege
     )
     rng = random.Random(seed)
     per_wave = max(1, trades // len(faults))

@@ -28,13 +28,14 @@ from uuid import UUID
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, ExchangeType
+from aio_pika.abc import AbstractConnection, AbstractExchange, AbstractIncomingMessage
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker.access import participant_login, with_login
 from broker.envelope import Freshness, Opened, Sealed, open_delivery, seal
 from broker.errors import Rejected
-from broker.participants import declare_reply_queue
+from broker.participants import open_messages_exchange, open_reply_queue
 from broker.pki import Identity, KeyStore, PkiError, load_certificate, participant_of
 from broker.topology import Names
 from broker.trust import TrustStore
@@ -138,10 +139,9 @@ class Participant:
             amqp_url, client_properties={"connection_name": f"kabuto-client-{identity.user_id}"}
         )
         try:
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            messages = await channel.declare_exchange(names.messages, ExchangeType.DIRECT, durable=True)
+            messages = await open_messages_exchange(connection, names)
             participant = cls(identity, trust, names, messages, freshness)
-            await participant._consume(channel)
+            await participant._consume(connection)
             yield participant
         finally:
             await connection.close()
@@ -157,8 +157,11 @@ class Participant:
         namespace: str = "kabuto",
         freshness: Freshness = DEFAULT_FRESHNESS,
     ) -> AsyncIterator[Participant]:
-        """Connect with the files ``kabuto ca enrol`` wrote under ``key_dir``."""
+        """Connect with the files ``kabuto ca enrol`` wrote under ``key_dir``: the key, the
+        certificate and, when enrolment made one, the participant's own broker login."""
         keys = KeyStore(key_dir)
+        login = participant_login(key_dir, user_id)
+        amqp_url = with_login(amqp_url, *login) if login else amqp_url
         settlement = keys.certificate_path(SETTLEMENT_ID)  # public: what accounts are sealed to
         async with cls.connect(
             amqp_url,
@@ -175,9 +178,8 @@ class Participant:
     def user_id(self) -> str:
         return self.identity.user_id
 
-    async def _consume(self, channel: AbstractChannel) -> None:
-        await channel.set_qos(prefetch_count=32)
-        queue = await declare_reply_queue(channel, self.names, self.user_id)
+    async def _consume(self, connection: AbstractConnection) -> None:
+        queue = await open_reply_queue(connection, self.names, self.user_id, prefetch=32)
         await queue.consume(self._on_delivery, no_ack=False)
 
     async def _on_delivery(self, delivery: AbstractIncomingMessage) -> None:

@@ -39,6 +39,7 @@ ENV = {
     "KABUTO_MAX_MESSAGE_BYTES": "65536",
     "KABUTO_AGENT_CREDENTIALS": "1",
     "KABUTO_CLEAR_ACCOUNTS_UNTIL": "2027-04-01T00:00:00+09:00",
+    "KABUTO_RABBITMQCTL": "docker compose exec -T rabbitmq rabbitmqctl",
 }
 
 
@@ -77,6 +78,7 @@ def test_every_variable_is_read() -> None:
         max_message_bytes=65536,
         agent_credentials=True,
         clear_accounts_until=datetime(2027, 3, 31, 15, tzinfo=UTC),
+        rabbitmqctl=("docker", "compose", "exec", "-T", "rabbitmq", "rabbitmqctl"),
     )
 
 
