@@ -31,7 +31,7 @@ from broker.settings import Settings
 from broker.stock_certificates import endorse
 from schemas.catalogue import Message
 from schemas.certificates import EndorsedCertificate, IssuerSignature, SignedCertificate, TransferRestriction
-from schemas.issuance import DividendMethod
+from schemas.issuance import DividendDelivery, DividendMethod
 from schemas.lifecycle import (
     CertificateHandover,
     HoldingsInquiry,
@@ -344,8 +344,9 @@ async def test_a_not_transferable_certificate_is_not_transferred_off_the_exchang
 
 
 def request_43(ntn: int, user: str) -> CertificateRequestAfterTransfer:
+    dividend = DividendDelivery(method=DIVIDEND.method, account=support.box(DIVIDEND.account))  # never opened here
     return CertificateRequestAfterTransfer(
-        name_transfer_number=ntn, holder_name=user.capitalize(), holder_address="Tokyo", dividend_delivery=DIVIDEND
+        name_transfer_number=ntn, holder_name=user.capitalize(), holder_address="Tokyo", dividend_delivery=dividend
     )
 
 

@@ -5,8 +5,8 @@ A trade through the real investor, issuer, exchange and settlement agents: every
 outbox row of the exchange and the issuer holds boxes, never an account; settlement opens them
 and moves the right cash; each party's notice names its own account only. A box that does not
 open — sealed for another party, for another field or to another key — is refused as
-``sealed_field_invalid`` and nothing moves. Version 1, with the account in clear, is refused
-after the cut-over and sealed on receipt before it.
+``sealed_field_invalid`` and nothing moves (B64–B67). Version 1, with the account in clear, is
+refused after the cut-over (B68) and sealed on receipt before it.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ UNOPENABLE = {
 
 
 @pytest.mark.parametrize("box", UNOPENABLE.values(), ids=UNOPENABLE.keys())
-async def test_a_buy_whose_account_does_not_open_is_refused_and_settlement_holds_nothing(
+async def test_B64_B66_a_buy_whose_account_does_not_open_is_refused_and_settlement_holds_nothing(
     settings: Settings, keys: KeyStore, box: Any
 ) -> None:
     async with support.agents(settings, "exchange", "settlement") as rt:
@@ -132,7 +132,7 @@ async def test_a_buy_whose_account_does_not_open_is_refused_and_settlement_holds
         assert answer["reason"] == "sealed_field_invalid" and "bob-cash" not in answer["detail"]
 
 
-async def test_an_instruction_whose_sellers_account_does_not_open_is_rejected_and_nothing_moves(
+async def test_B67_an_instruction_whose_sellers_account_does_not_open_is_rejected_and_nothing_moves(
     settings: Settings, keys: KeyStore
 ) -> None:
     """The exchange cannot tell a bad box from a good one; settlement can, and refuses the whole
@@ -195,7 +195,7 @@ def _clear_order(keys: KeyStore) -> Sealed:
     return seal(keys.load_identity("bob"), order, recipient=EXCHANGE_ID, now=datetime.now(UTC))
 
 
-async def test_an_order_with_its_account_in_clear_is_dead_lettered_after_the_cut_over(
+async def test_B68_an_order_with_its_account_in_clear_is_dead_lettered_after_the_cut_over(
     settings: Settings, keys: KeyStore
 ) -> None:
     cut_over = settings.with_(clear_accounts_until=datetime.now(UTC) - timedelta(days=1))
