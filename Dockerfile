@@ -20,7 +20,9 @@ ARG KABUTO_GID=10001
 RUN groupadd --system --gid "${KABUTO_GID}" kabuto \
  && useradd --system --uid "${KABUTO_UID}" --gid kabuto --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin kabuto \
- && install -d -o kabuto -g kabuto -m 0700 /var/lib/kabuto /var/lib/kabuto/keys
+ && install -d -o kabuto -g kabuto -m 0755 /var/lib/kabuto \
+ && install -d -o kabuto -g kabuto -m 0700 /var/lib/kabuto/keys \
+ && install -d -o kabuto -g kabuto -m 0755 /var/lib/kabuto/broker
 
 WORKDIR /app
 # Source (and migrations/) stay owned by root: the agents only read them.
@@ -31,6 +33,8 @@ RUN pip install --no-cache-dir /app \
 
 # An empty named volume mounted at /var/lib/kabuto/keys inherits that directory's owner and
 # mode from the image (kabuto, 0700), so the non-root setup container can write the keys.
+# /var/lib/kabuto/broker (0755) holds the broker users' definitions (salted hashes, no
+# password), which the broker-users service reads as RabbitMQ's own user.
 USER kabuto:kabuto
 
 ENTRYPOINT ["kabuto"]

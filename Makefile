@@ -6,7 +6,7 @@ KABUTO := $(BIN)/kabuto
 
 export KABUTO_KEY_DIR ?= $(CURDIR)/var/keys
 
-.PHONY: demo test bench setup services venv migrate enrol run status watch lint clean chaos asyncapi-parser
+.PHONY: demo test bench setup services venv migrate enrol provision run status watch lint clean chaos asyncapi-parser
 
 demo: setup  ## run the seven agents and the demo scenario
 	KABUTO_LOG_LEVEL=$${KABUTO_LOG_LEVEL:-warning} $(KABUTO) demo
@@ -14,7 +14,7 @@ demo: setup  ## run the seven agents and the demo scenario
 test: services venv asyncapi-parser  ## the whole test suite against the real RabbitMQ and PostgreSQL
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-setup: services venv migrate enrol
+setup: services venv migrate enrol provision
 
 services:
 	@bash scripts/services.sh
@@ -40,6 +40,11 @@ migrate: venv
 enrol: venv
 	$(KABUTO) ca init
 	$(KABUTO) ca enrol-all
+
+# Least privilege (issue 13): a broker user and a database login per agent, made with the
+# administrator's URLs; every agent then connects as itself (KABUTO_AGENT_CREDENTIALS=1, the default).
+provision: venv
+	KABUTO_RABBITMQCTL="$${KABUTO_RABBITMQCTL:-$$(bash scripts/services.sh --rabbitmqctl)}" $(KABUTO) access provision
 
 run: setup  ## run every agent, each its own supervised process, until Ctrl-C
 	$(KABUTO) run all

@@ -21,16 +21,22 @@ AGENTS = [(a, Role(a)) for a in AGENT_IDS]
 
 
 @app.command()
-def provision(participants: Participants = None) -> None:
-    """Create the logins on the local broker (rabbitmqctl) and database."""
+def provision(
+    participants: Participants = None,
+    no_broker: Annotated[
+        bool, typer.Option("--no-broker", help="database logins only (the broker loads the definitions itself)")
+    ] = False,
+) -> None:
+    """Create the logins on the broker (rabbitmqctl) and the database."""
 
     async def body(settings: Settings) -> None:
-        made = await provisioning.provision(settings, AGENTS, participants or [])
+        made = await provisioning.provision(settings, AGENTS, participants or [], broker=not no_broker)
         for agent, credentials in made.agents.items():
             print(f"{agent}: broker user {credentials.amqp_user}, database login {credentials.database_user}")
-        for pid, (user, password) in made.participants.items():
-            print(f"{pid}: broker user {user} (password shown once): {password}")
-        print(f"agent credentials in {settings.key_dir / 'credentials'}; run agents with KABUTO_AGENT_CREDENTIALS=1")
+        for pid, (user, _) in made.participants.items():
+            path = access.participant_credentials_path(settings.key_dir, pid)
+            print(f"{pid}: broker user {user}, its login in {path}")
+        print(f"agent credentials in {settings.key_dir / 'credentials'} (used while KABUTO_AGENT_CREDENTIALS=1)")
 
     run(body)
 
@@ -43,34 +49,28 @@ def definitions(
     """Write the broker users as a definitions file (compose)."""
 
     async def body(settings: Settings) -> None:
-        _write_definitions(settings, AGENTS, participants or [], out)
+        _write_definitions(settings, participants or [], out)
 
     run(body)
 
 
-def _write_definitions(settings: Settings, agents: list[tuple[str, Role]], participants: list[str], out: Path) -> None:
-    """Users for a broker that loads them at start; each agent's credentials file is written too."""
+def _write_definitions(settings: Settings, participants: list[str], out: Path) -> None:
+    """Users for a broker that imports them itself; the credentials on file are kept, new ones saved.
+    The file holds salted hashes only, so the broker's own user may read it (0644)."""
     names = Names(settings.namespace)
     grants: list[tuple[access.Grant, str]] = []
-    for agent, role in agents:
-        user, password = f"{settings.namespace}-{agent}", access.new_password()
-        grants.append((access.agent_grant(names, agent, role, user), password))
-        previous = access.credentials_path(settings.key_dir, agent)
-        database = access.load_credentials(settings.key_dir, agent) if previous.exists() else None
-        access.save_credentials(
-            settings.key_dir,
-            agent,
-            access.Credentials(
-                user,
-                password,
-                database.database_user if database else access.database_login(agent, settings.namespace),
-                database.database_password if database else access.new_password(),
-            ),
-        )
+    for agent, role in AGENTS:
+        user, login = f"{settings.namespace}-{agent}", access.database_login(agent, settings.namespace)
+        credentials = access.kept_or_new(settings.key_dir, agent, user, login)
+        access.save_credentials(settings.key_dir, agent, credentials)
+        grants.append((access.agent_grant(names, agent, role, user), credentials.amqp_password))
     for pid in participants:
-        user, password = f"{settings.namespace}-{pid}", access.new_password()
+        user = f"{settings.namespace}-{pid}"
+        kept = access.participant_login(settings.key_dir, pid)
+        password = kept[1] if kept and kept[0] == user else access.new_password()
+        access.save_participant_login(settings.key_dir, pid, user, password)
         grants.append((access.participant_grant(names, pid, user), password))
-        print(f"{pid}: broker user {user} (password shown once): {password}")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(access.definitions(grants, names), indent=2))
-    out.chmod(0o600)
+    out.chmod(0o644)
     print(f"wrote {len(grants)} user(s) to {out}; agent credentials in {settings.key_dir / 'credentials'}")

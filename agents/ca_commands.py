@@ -12,10 +12,12 @@ import typer
 
 from agents import progress
 from agents.cli_runtime import run
-from broker import enrolment, revocation
-from broker.participants import ensure_reply_queue, is_external
+from broker import enrolment, provisioning, revocation
+from broker.access import AccessError, participant_credentials_path
+from broker.participants import is_external, reply_queue_name
 from broker.pki import KeyStore, default_participant, platform_participants
 from broker.settings import Settings
+from broker.topology import Names
 from schemas.identity import Participant, Role
 
 app = typer.Typer(help="The Kabuto certificate authority.", no_args_is_help=True)
@@ -56,7 +58,11 @@ def enrol(
     allow_short_selling: ShortSelling = False,
     renew: Annotated[bool, typer.Option("--renew", help="replace a usable certificate")] = False,
     no_reply_queue: Annotated[
-        bool, typer.Option("--no-reply-queue", help="an external participant: do not declare its reply queue now")
+        bool,
+        typer.Option(
+            "--no-reply-queue",
+            help="an external participant: declare no reply queue and make no broker user now (no broker needed)",
+        ),
     ] = False,
 ) -> None:
     """Issue an identity certificate."""
@@ -64,7 +70,7 @@ def enrol(
     async def body(settings: Settings) -> int:
         _enrol(KeyStore(settings.key_dir), participant_for(user_id, role, limit, allow_short_selling), renew=renew)
         if is_external(settings, user_id) and not no_reply_queue:
-            return await _reply_queue(settings, user_id)
+            return await _participant_access(settings, user_id)
         return 0
 
     run(body)
@@ -184,15 +190,21 @@ def _enrol(keys: KeyStore, participant: Participant, *, renew: bool = False) -> 
     )
 
 
-async def _reply_queue(settings: Settings, user_id: str) -> int:
-    """An external participant's reply queue, so that no reply to it is parked (docs/client.md)."""
+async def _participant_access(settings: Settings, user_id: str) -> int:
+    """An external participant's reply queue, so that no reply to it is parked (docs/client.md),
+    and its own broker user, which may read that queue and publish messages, nothing else
+    (issue 13, docs/security.md §5)."""
     try:
-        queue = await ensure_reply_queue(settings, user_id)
-    except (OSError, aio_pika.exceptions.AMQPError) as exc:
+        made = await provisioning.provision(settings, [], [user_id])
+    except (OSError, aio_pika.exceptions.AMQPError, AccessError) as exc:
         print(
-            f"kabuto: {user_id} is enrolled, but its reply queue could not be declared ({exc!r}); run this again "
-            "when RabbitMQ answers (the certificate is kept), or let the client declare it on connect"
+            f"kabuto: {user_id} is enrolled, but its reply queue and broker user could not be made ({exc}); run "
+            f"this again (the certificate is kept) or `kabuto access provision --participant {user_id}` where "
+            "RabbitMQ and rabbitmqctl answer"
         )
         return 1
+    user, _ = made.participants[user_id]
+    queue = reply_queue_name(Names(settings.namespace), user_id)
     print(f"reply queue {queue} bound to {settings.namespace}.messages by {user_id}")
+    print(f"broker user {user}, its login in {participant_credentials_path(settings.key_dir, user_id)}")
     return 0

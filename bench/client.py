@@ -16,7 +16,9 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobu
 
 from broker.envelope import Sealed, seal
 from broker.pki import Identity
+from broker.sealed_box import seal_account
 from broker.topology import Names
+from broker.trust import TrustStore
 from schemas.identity import EXCHANGE_ID
 from schemas.trading import OrderTerms, OrderType, Side, SubmitOrder, TimeInForce
 
@@ -70,6 +72,7 @@ async def connect(amqp_url: str, namespace: str, users: list[str]) -> Client:
 
 def buy_order(
     identity: Identity,
+    trust: TrustStore,
     client_order_id: str,
     issue_code: str,
     price: Decimal,
@@ -82,7 +85,7 @@ def buy_order(
         user_id=identity.user_id,
         issue_code=issue_code,
         terms=OrderTerms(side=Side.BUY, order_type=OrderType.LIMIT, price=price, quantity=quantity, time_in_force=tif),
-        settlement_account=f"acct-{identity.user_id}",
+        settlement_account=seal_account(trust, identity.user_id, f"acct-{identity.user_id}"),
         holder_name=identity.user_id,
         holder_address="Tokyo",
     )

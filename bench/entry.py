@@ -26,6 +26,7 @@ from bench.client import Client, book_entry_sell_order, buy_order, connect
 from bench.stage import Stage
 from broker.envelope import Sealed
 from broker.pki import Identity
+from broker.trust import TrustStore
 from schemas.trading import TimeInForce
 
 ISSUE, REFERENCE, LOT, WINDOW = "ENTRY", Decimal(1000), 100, 200
@@ -40,6 +41,7 @@ class Entry:
     st: Stage
     client: Client
     identities: list[Identity]
+    trust: TrustStore
     sent: int = 0
 
     def orders(self, count: int, tif: TimeInForce = TimeInForce.DAY) -> list[Sealed]:
@@ -47,7 +49,9 @@ class Entry:
         made = []
         for i in range(self.sent, self.sent + count):
             price = REFERENCE - 1 - (i % 40)
-            made.append(buy_order(self.identities[i % len(self.identities)], f"e{i}", ISSUE, price, LOT, tif))
+            made.append(
+                buy_order(self.identities[i % len(self.identities)], self.trust, f"e{i}", ISSUE, price, LOT, tif)
+            )
         self.sent += count
         return made
 
@@ -72,7 +76,7 @@ async def open_entry(st: Stage) -> Entry:
         await st.command("settlement", "settlement", settlement.open_account(f"acct-{trader}", trader))
         await st.command("settlement", "settlement", settlement.deposit(f"acct-{trader}", FUNDS, f"bench-{trader}"))
     client = await connect(st.settings.amqp_url, st.settings.namespace, list(TRADERS))
-    return Entry(st, client, [st.identity(t) for t in TRADERS])
+    return Entry(st, client, [st.identity(t) for t in TRADERS], st.trust())
 
 
 async def offered(entry: Entry, rate: int, seconds: int, progress: Progress) -> float:

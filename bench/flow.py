@@ -23,6 +23,7 @@ from decimal import Decimal
 
 from agents.exchange import order_repo
 from agents.investor.app import IssuanceOrder, request_certificates
+from agents.investor.domain import Dividend
 from agents.investor.trading import OrderTicket, place_order
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
@@ -30,7 +31,7 @@ from agents.settlement import app as settlement
 from bench.stage import Stage, stage
 from broker import logs
 from schemas.certificates import ShareClass
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from schemas.trading import Side
 
 SELLER, BUYER, ISSUE, LOT, PRICE = "bench-seller", "bench-buyer", "BENCH", 100, Decimal(1000)
@@ -82,7 +83,7 @@ async def prepare(st: Stage, trades: int, timeout: float) -> None:
     await st.command("settlement", "settlement", settlement.open_account("seller", SELLER))
     await st.command("settlement", "settlement", settlement.open_account("buyer", BUYER))
     await st.command("settlement", "settlement", settlement.deposit("buyer", PRICE * LOT * trades, "bench"))
-    delivery = DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account="seller")
+    delivery = Dividend(method=DividendMethod.SETTLEMENT_ACCOUNT, account="seller")
     order = IssuanceOrder(ISSUE, ShareClass.COMMON, LOT, "Seller", "Tokyo", delivery)
     for _ in range(trades):
         await st.command("investor", SELLER, request_certificates(order))

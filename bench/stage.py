@@ -118,6 +118,7 @@ async def stage(investors: tuple[str, ...] = (), traders: tuple[str, ...] = ()) 
         investors=investors or ("bench-nobody",),
         key_dir=key_dir,
         outbox_idle_poll=timedelta(seconds=1),
+        agent_credentials=False,  # a throw-away stage run as the administrator; the tests prove least privilege
     )
     if not investors:
         keys.enrol(default_participant("bench-nobody", Role.INVESTOR))
@@ -143,6 +144,7 @@ async def _run_all(settings: Settings) -> asyncio.subprocess.Process:
         "KABUTO_NAMESPACE": settings.namespace,
         "KABUTO_INVESTORS": ",".join(settings.investors),
         "KABUTO_OUTBOX_IDLE_POLL": "1",
+        "KABUTO_AGENT_CREDENTIALS": "0",
         "KABUTO_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
         "KABUTO_LOG_FORMAT": "console",
     }

@@ -198,7 +198,15 @@ def _message(spec: MessageSpec, payload_ref: dict[str, Any]) -> dict[str, Any]:
         "x-kabuto-version": spec.version,
         "x-kabuto-senders": sorted(r.value for r in spec.senders),
         "x-kabuto-recipients": sorted(r.value for r in spec.recipients),
+        **({"x-kabuto-retired": _RETIRED} if spec.clear_accounts else {}),
     }
+
+
+# Why a released version is refused (docs/security.md §6): it stays documented, it is not taken.
+_RETIRED = (
+    "carries account information in clear (R-001-06): dead-lettered as clear_account_refused unless "
+    "KABUTO_CLEAR_ACCOUNTS_UNTIL lies ahead; send the next version, which seals it to the settlement agent"
+)
 
 
 def _doc(spec: MessageSpec) -> str:

@@ -44,7 +44,7 @@ from broker.progress import TaskBeat
 from broker.supervision import ConnectionLost, is_infrastructure, until_database_answers
 from broker.topology import Exchanges, Names
 from broker.trust import TrustStore
-from schemas.catalogue import Message
+from schemas.catalogue import Message, MessageSpec
 
 log = logs.get("kabuto.consumer")
 
@@ -155,6 +155,8 @@ class Consumer:
     batch_size: int = 1
     max_message_bytes: int = MAX_MESSAGE_BYTES
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Versions with clear accounts are handled until then (None: refused already).
+    clear_accounts_until: datetime | None = None
     beat: TaskBeat = field(default_factory=lambda: TaskBeat("consumer"))
 
     async def run(self, queue: AbstractQueue) -> None:
@@ -219,6 +221,8 @@ class Consumer:
         )
         if type(opened.message) not in self.handlers:
             raise InputRejected(Reason.UNKNOWN_MESSAGE_TYPE, f"{self.agent} does not handle {opened.spec.type}")
+        if opened.spec.clear_accounts:
+            check_cut_over(opened.spec, self.clear_accounts_until, self.clock())
         return opened
 
     async def _process(self, delivery: AbstractIncomingMessage, opened: Opened) -> Settled:
@@ -328,6 +332,16 @@ class Consumer:
             outbox.amqp_message(delivery.message_id, delivery.type, body, headers), routing_key=self.agent
         )
         return Settled(delivery.message_id, Outcome.DEAD_LETTERED, rejected.reason)
+
+
+def check_cut_over(spec: MessageSpec, until: datetime | None, now: datetime) -> None:
+    """R-001-06: a version with account information in clear only before the cut-over."""
+    if until is None or now >= until:
+        raise InputRejected(
+            Reason.CLEAR_ACCOUNT_REFUSED,
+            f"{spec.type} v{spec.version} carries account information in clear; send the version that "
+            "seals it to the settlement agent's key" + (f" (accepted until {until.isoformat()})" if until else ""),
+        )
 
 
 def _attempt(delivery: AbstractIncomingMessage) -> int:

@@ -50,6 +50,8 @@ class Reason(StrEnum):
     CERTIFICATE_REVOKED = "certificate_revoked"
     DATA_INVALID = "data_invalid"
     SEALED_FIELD_INVALID = "sealed_field_invalid"
+    # A message version that carries account information in clear, after the cut-over (R-001-06).
+    CLEAR_ACCOUNT_REFUSED = "clear_account_refused"
 
 
 class KabutoError(Exception):

@@ -20,6 +20,7 @@ import aiormq
 import asyncpg
 
 from broker import progress
+from broker.access import agent_urls
 from broker.db import agent_pool
 from broker.health import Backlog, task_problems
 from broker.metrics import outbox_figures
@@ -198,20 +199,22 @@ async def outbox_failures(settings: Settings, agent: str) -> list[asyncpg.Record
 
 async def health(settings: Settings, agent: str) -> list[str]:
     """What is wrong with a running agent: its database, its inbox, its consumer, its tasks'
-    heartbeats and progress (``broker.health``); empty if healthy."""
+    heartbeats and progress (``broker.health``); empty if healthy. It looks with the agent's
+    own logins (the compose health check runs in the agent's container, which has no other)."""
     problems = []
     tasks: list[progress.TaskRecord] | None = None
     pending, lag = 0, None
+    urls = agent_urls(settings, agent)
     try:
-        pending, failed, lag = await _outbox(settings.database_url, agent)
+        pending, failed, lag = await _outbox(urls.database, agent)
         if failed:
             problems.append(f"{failed} outbox message(s) parked as unroutable")
-        tasks = await _tasks(settings.database_url, agent)
+        tasks = await _tasks(urls.database, agent)
     except (OSError, asyncpg.PostgresError) as exc:
         problems.append(f"database: {exc}")
     names = Names(settings.namespace)
     try:
-        connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+        connection = await aio_pika.connect(urls.amqp, timeout=5)
     except (OSError, aiormq.exceptions.AMQPError) as exc:
         return [*problems, f"broker: {exc!r}"]
     try:

@@ -135,6 +135,7 @@ class AgentRuntime:
             clock=self.clock,
             beat=self.heartbeats.beat("consumer"),
             max_message_bytes=settings.max_message_bytes,
+            clear_accounts_until=settings.clear_accounts_until,
         )
         self.relay = OutboxRelay(
             self.id,

@@ -23,9 +23,11 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from broker.errors import InputRejected, Reason
-from broker.pki import PkiError, encryption_key_of
+from broker.pki import PkiError, encryption_key_of, fingerprint
 from broker.trust import TrustStore
-from schemas.sealed import SEALED_PREFIX
+from schemas.identity import SETTLEMENT_ID
+from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.sealed import SEALED_PREFIX, dividend_account, order_account
 
 # A fresh ephemeral key per box makes every derived key single-use, so a fixed nonce is safe.
 _NONCE = bytes(12)
@@ -43,7 +45,11 @@ def _key(shared: bytes, ephemeral: bytes, recipient: bytes, context: str) -> byt
 
 
 def seal_to(recipient: X25519PublicKey, plaintext: str, context: str) -> str:
-    ephemeral = X25519PrivateKey.generate()
+    return seal_with(X25519PrivateKey.generate(), recipient, plaintext, context)
+
+
+def seal_with(ephemeral: X25519PrivateKey, recipient: X25519PublicKey, plaintext: str, context: str) -> str:
+    """``seal_to`` with a given one-time key: for the test vectors only, never reuse one."""
     ephemeral_raw, recipient_raw = _raw(ephemeral.public_key()), _raw(recipient)
     key = _key(ephemeral.exchange(recipient), ephemeral_raw, recipient_raw, context)
     box = ChaCha20Poly1305(key).encrypt(_NONCE, plaintext.encode(), context.encode())
@@ -62,9 +68,21 @@ def open_box(private: X25519PrivateKey, sealed: str, context: str) -> str:
 
 
 def seal_for(trust: TrustStore, recipient: str, plaintext: str, context: str) -> str:
-    """Seal to the key the CA certified for ``recipient`` (from the certificates on file)."""
+    """Seal to the key the CA certified for ``recipient`` (from the certificates on file);
+    a certificate on file that the CA did not issue is refused, never sealed to."""
     certificate = trust.known_certificate(recipient)
     key = encryption_key_of(certificate) if certificate is not None else None
-    if key is None:
+    if certificate is None or key is None:
         raise PkiError(f"no certified encryption key for {recipient}; renew its certificate (`ca enrol --renew`)")
+    trust.chained(fingerprint(certificate), certificate.public_bytes(serialization.Encoding.DER))
     return seal_to(key, plaintext, context)
+
+
+def seal_account(trust: TrustStore, user_id: str, account: str) -> str:
+    """An order's settlement account (33), for the settlement agent only (R-001-06)."""
+    return seal_for(trust, SETTLEMENT_ID, account, order_account(user_id))
+
+
+def sealed_dividend(trust: TrustStore, holder: str, method: DividendMethod, account: str) -> DividendDelivery:
+    """The dividend delivery of 32 and 39 with its account sealed to settlement (R-001-44)."""
+    return DividendDelivery(method=method, account=seal_for(trust, SETTLEMENT_ID, account, dividend_account(holder)))

@@ -7,9 +7,10 @@ variable listed here.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -61,8 +62,14 @@ class Settings:
 
     # Largest message body accepted; larger ones are refused before verification (issue 13).
     max_message_bytes: int = 1_048_576
-    # Each agent connects with its own logins from <key_dir>/credentials/ (broker.access).
-    agent_credentials: bool = False
+    # Each agent connects with its own logins from <key_dir>/credentials/ (broker.access), made by
+    # `kabuto access provision`; off, it uses the URLs as given (issue 13: least privilege by default).
+    agent_credentials: bool = True
+    # Message versions with account information in clear (R-001-06) are accepted until this
+    # moment and refused from it; None: refused already (docs/security.md §6).
+    clear_accounts_until: datetime | None = None
+    # The command `kabuto access provision` imports broker users with (docs/security.md §5).
+    rabbitmqctl: tuple[str, ...] = ("rabbitmqctl",)
 
     @property
     def heartbeat_interval(self) -> timedelta:
@@ -143,6 +150,17 @@ def _delays(env: Mapping[str, str]) -> tuple[int, ...]:
     return delays
 
 
+def _moment(env: Mapping[str, str], name: str) -> datetime | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an ISO 8601 date or time (UTC unless it says), got {raw!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read the ``KABUTO_*`` variables once; unknown values fail loudly here, not later."""
     env = os.environ if env is None else env
@@ -179,4 +197,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         metrics_interval=_seconds(env, "KABUTO_METRICS_INTERVAL", defaults.metrics_interval),
         max_message_bytes=_int(env, "KABUTO_MAX_MESSAGE_BYTES", defaults.max_message_bytes),
         agent_credentials=_flag(env, "KABUTO_AGENT_CREDENTIALS", defaults.agent_credentials),
+        clear_accounts_until=_moment(env, "KABUTO_CLEAR_ACCOUNTS_UNTIL"),
+        rabbitmqctl=tuple(shlex.split(env.get("KABUTO_RABBITMQCTL", ""))) or defaults.rabbitmqctl,
     )

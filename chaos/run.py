@@ -36,6 +36,7 @@ import asyncpg
 
 from agents.exchange import order_repo
 from agents.investor.app import IssuanceOrder, request_certificates
+from agents.investor.domain import Dividend
 from agents.investor.trading import OrderError, OrderTicket, place_order
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
@@ -55,7 +56,7 @@ from chaos.proxy import FaultProxy
 from chaos.services import ROOT, PrivatePostgres, PrivateRabbit
 from schemas.certificates import ShareClass
 from schemas.identity import Role
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from schemas.trading import Side
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -192,6 +193,7 @@ def environment(settings: Settings, amqp_url: str, database_url: str) -> dict[st
         "KABUTO_INVESTORS": ",".join(settings.investors),
         "KABUTO_LOG_FORMAT": "json",
         "KABUTO_LOG_LEVEL": "warning",
+        "KABUTO_AGENT_CREDENTIALS": "0",
         "KABUTO_STALL_AFTER": str(int(settings.stall_after.total_seconds())),
     }
 
@@ -236,7 +238,7 @@ async def prepare(driver: Driver, settings: Settings, certificates: int) -> tupl
     await driver.command("settlement", "settlement", settlement.open_account("seller", SELLER))
     await driver.command("settlement", "settlement", settlement.open_account("buyer", BUYER))
     await driver.command("settlement", "settlement", settlement.deposit("buyer", deposit, "chaos"))
-    delivery = DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account="seller")
+    delivery = Dividend(method=DividendMethod.SETTLEMENT_ACCOUNT, account="seller")
     order = IssuanceOrder(ISSUE, ShareClass.COMMON, LOT, "Seller", "Tokyo", delivery)
     for _ in range(certificates):
         await driver.command("investor", SELLER, request_certificates(order))
@@ -348,6 +350,7 @@ async def run(trades: int, seed: int, deadline_s: float, faults: list[tuple[str,
         namespace=namespace,
         investors=(SELLER, BUYER),
         stall_after=timedelta(seconds=30),
+        agent_credentials=False,  # private services run as their administrator; the tests prove least privilege
     )
     rng = random.Random(seed)
     per_wave = max(1, trades // len(faults))

@@ -17,7 +17,9 @@ Before running it (see README, "External participants"):
 The buy order is booked only once settlement has covered it (delivery versus payment,
 docs/dvp.md): the participant needs a settlement account of its own with enough available cash,
 opened and funded by an operator (`kabuto settlement open-account trader-1-cash --owner trader-1`,
-`kabuto settlement deposit trader-1-cash 1000000 --reference funding`).
+`kabuto settlement deposit trader-1-cash 1000000 --reference funding`). The account travels
+sealed to the settlement agent's key, read from its certificate beside ours under the key
+directory (R-001-06): the exchange and the issuer keep and forward the box, never the account.
 
 It reads ``KABUTO_AMQP_URL``, ``KABUTO_KEY_DIR`` and ``KABUTO_NAMESPACE`` like the ``kabuto``
 command, and exits 1 if the issuer or the exchange refuses anything.
@@ -32,9 +34,9 @@ import uuid
 from decimal import Decimal
 
 from broker.settings import load
-from kabuto_client import Participant, buy_order, place, sell_order, verified
+from kabuto_client import Participant, buy_order, dividend, place, sell_order, verified
 from schemas.certificates import ShareClass
-from schemas.issuance import CertificateIssuanceRequest, CertificateIssued, DividendDelivery, DividendMethod
+from schemas.issuance import CertificateIssuanceRequest, CertificateIssued, DividendMethod
 from schemas.trading import CancelOrder, OrderAccepted
 
 
@@ -64,7 +66,7 @@ async def main(args: argparse.Namespace) -> int:
             issue_code=args.issue_code,
             share_class=ShareClass.COMMON,
             shares=args.shares,
-            dividend_delivery=DividendDelivery(method=DividendMethod.BANK_TRANSFER, account=account),
+            dividend_delivery=dividend(me, DividendMethod.BANK_TRANSFER, account),  # sealed to settlement
         )
         reply = await me.request(request, to="issuer", expect=("certificate.issued", "certificate.issuance.refused"))
         if not isinstance(reply.message, CertificateIssued):

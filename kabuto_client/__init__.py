@@ -7,7 +7,7 @@ docs/client.md; ``examples/place_orders.py`` runs it end to end.
 """
 
 from kabuto_client.events import JOURNAL_FRESHNESS, JournalEntry, open_event, replay
-from kabuto_client.orders import buy_order, handover, place, sell_order, verified
+from kabuto_client.orders import buy_order, dividend, handover, place, sell_order, verified
 from kabuto_client.participant import ClientError, Conversation, Participant, Refusal
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Participant",
     "Refusal",
     "buy_order",
+    "dividend",
     "handover",
     "open_event",
     "place",

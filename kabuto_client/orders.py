@@ -1,7 +1,9 @@
 """Orders, certificates and hand-overs for an external participant (seed 001 messages 33/34, P3.1).
 
 A buy order names the holder of record; a sell order carries the certificate it sells from,
-countersigned by the seller for this very order (docs/signatures.md §4). Client order ids
+countersigned by the seller for this very order (docs/signatures.md §4). The settlement account
+is sealed to the settlement agent's certified key (R-001-06, docs/security.md §6): the exchange
+forwards the box and never reads it; ``dividend`` does the same for 32 and 39. Client order ids
 are idempotent at the exchange: sending the same order again (after a lost reply) is
 answered with the same acceptance number; the same id with another payload is refused as
 ``client_order_id_conflict``.
@@ -13,10 +15,12 @@ import uuid
 from decimal import Decimal
 
 from broker.envelope import Opened
+from broker.sealed_box import seal_account, sealed_dividend
 from broker.stock_certificates import endorse, verify_certificate
 from kabuto_client.participant import Participant
 from schemas.certificates import ElectronicStockCertificate, SignedCertificate
 from schemas.identity import EXCHANGE_ID
+from schemas.issuance import DividendDelivery, DividendMethod
 from schemas.lifecycle import CertificateHandover
 from schemas.trading import OrderTerms, OrderType, Side, SubmitOrder, TimeInForce
 
@@ -45,7 +49,7 @@ def buy_order(
         user_id=me.user_id,
         issue_code=issue_code,
         terms=_terms(Side.BUY, quantity, price, time_in_force),
-        settlement_account=account,
+        settlement_account=seal_account(me.trust, me.user_id, account),
         holder_name=holder_name,
         holder_address=holder_address,
     )
@@ -70,9 +74,14 @@ def sell_order(
         issue_code=content.issue_code,
         share_class=content.share_class,
         terms=_terms(Side.SELL, quantity, price, time_in_force),
-        settlement_account=account,
+        settlement_account=seal_account(me.trust, me.user_id, account),
         certificate=endorse(me.identity, certificate, "sell_order", context),
     )
+
+
+def dividend(me: Participant, method: DividendMethod, account: str) -> DividendDelivery:
+    """How ``me`` wants its dividends, for 32 and 39: the account sealed to settlement (R-001-44)."""
+    return sealed_dividend(me.trust, me.user_id, method, account)
 
 
 def verified(me: Participant, certificate: SignedCertificate) -> ElectronicStockCertificate:

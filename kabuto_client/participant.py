@@ -28,17 +28,19 @@ from uuid import UUID
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, ExchangeType
+from aio_pika.abc import AbstractConnection, AbstractExchange, AbstractIncomingMessage
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker.access import participant_login, with_login
 from broker.envelope import Freshness, Opened, Sealed, open_delivery, seal
 from broker.errors import Rejected
-from broker.participants import declare_reply_queue
+from broker.participants import open_messages_exchange, open_reply_queue
 from broker.pki import Identity, KeyStore, PkiError, load_certificate, participant_of
 from broker.topology import Names
 from broker.trust import TrustStore
 from schemas.catalogue import Message
+from schemas.identity import SETTLEMENT_ID
 
 DEFAULT_FRESHNESS = Freshness(max_age=timedelta(hours=24), max_skew=timedelta(seconds=30))
 
@@ -122,19 +124,24 @@ class Participant:
         ca_certificate: Path,
         namespace: str = "kabuto",
         freshness: Freshness = DEFAULT_FRESHNESS,
+        settlement_certificate: Path | None = None,
     ) -> AsyncIterator[Participant]:
-        """Connect as the participant of ``key`` and ``certificate``, trusting ``ca_certificate``."""
+        """Connect as the participant of ``key`` and ``certificate``, trusting ``ca_certificate``.
+
+        ``settlement_certificate`` is the settlement agent's identity certificate: the key it
+        certifies is the one accounts are sealed to (R-001-06); it is checked against the CA
+        before anything is sealed to it."""
         identity = load_identity(key, certificate)
-        trust = TrustStore(load_certificate(ca_certificate))
+        known = [load_certificate(settlement_certificate)] if settlement_certificate else []
+        trust = TrustStore(load_certificate(ca_certificate), known)
         names = Names(namespace)
         connection = await aio_pika.connect_robust(
             amqp_url, client_properties={"connection_name": f"kabuto-client-{identity.user_id}"}
         )
         try:
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            messages = await channel.declare_exchange(names.messages, ExchangeType.DIRECT, durable=True)
+            messages = await open_messages_exchange(connection, names)
             participant = cls(identity, trust, names, messages, freshness)
-            await participant._consume(channel)
+            await participant._consume(connection)
             yield participant
         finally:
             await connection.close()
@@ -150,8 +157,12 @@ class Participant:
         namespace: str = "kabuto",
         freshness: Freshness = DEFAULT_FRESHNESS,
     ) -> AsyncIterator[Participant]:
-        """Connect with the files ``kabuto ca enrol`` wrote under ``key_dir``."""
+        """Connect with the files ``kabuto ca enrol`` wrote under ``key_dir``: the key, the
+        certificate and, when enrolment made one, the participant's own broker login."""
         keys = KeyStore(key_dir)
+        login = participant_login(key_dir, user_id)
+        amqp_url = with_login(amqp_url, *login) if login else amqp_url
+        settlement = keys.certificate_path(SETTLEMENT_ID)  # public: what accounts are sealed to
         async with cls.connect(
             amqp_url,
             key=keys.key_path(user_id),
@@ -159,6 +170,7 @@ class Participant:
             ca_certificate=keys.ca_certificate_path,
             namespace=namespace,
             freshness=freshness,
+            settlement_certificate=settlement if settlement.exists() else None,
         ) as participant:
             yield participant
 
@@ -166,9 +178,8 @@ class Participant:
     def user_id(self) -> str:
         return self.identity.user_id
 
-    async def _consume(self, channel: AbstractChannel) -> None:
-        await channel.set_qos(prefetch_count=32)
-        queue = await declare_reply_queue(channel, self.names, self.user_id)
+    async def _consume(self, connection: AbstractConnection) -> None:
+        queue = await open_reply_queue(connection, self.names, self.user_id, prefetch=32)
         await queue.consume(self._on_delivery, no_ack=False)
 
     async def _on_delivery(self, delivery: AbstractIncomingMessage) -> None:

@@ -34,6 +34,9 @@ class MessageSpec:
     # Empty for an event: it goes to the integrators' topic exchange, not to one participant.
     recipients: frozenset[Role]
     summary: str
+    # This version carries account information in clear (R-001-06): a newer version seals it,
+    # and receivers refuse this one after the cut-over (KABUTO_CLEAR_ACCOUNTS_UNTIL).
+    clear_accounts: bool = False
 
     @property
     def is_event(self) -> bool:
@@ -45,7 +48,12 @@ M = TypeVar("M", bound=type[Message])
 
 
 def message(
-    type_: str, *, version: int = 1, senders: set[Role], recipients: set[Role] | None = None
+    type_: str,
+    *,
+    version: int = 1,
+    senders: set[Role],
+    recipients: set[Role] | None = None,
+    clear_accounts: bool = False,
 ) -> Callable[[M], M]:
     """Register a message model under its wire type and version."""
 
@@ -60,6 +68,7 @@ def message(
             frozenset(senders),
             frozenset(recipients or ()),
             (model.__doc__ or "").strip().split("\n")[0],
+            clear_accounts,
         )
         model.spec = spec
         _CATALOGUE[key] = spec

@@ -22,6 +22,7 @@ from schemas.catalogue import Message, message
 from schemas.certificates import EndorsedCertificate, IssueCode, ShareClass, SignedCertificate
 from schemas.identity import ParticipantId, Role
 from schemas.money import AccountId, Amount, Currency, Price
+from schemas.sealed import SealedText
 from schemas.trading import Side
 
 
@@ -46,6 +47,9 @@ class DvpReason(StrEnum):
     UNKNOWN_INSTRUCTION = "unknown_instruction"
     NOTICE_MISMATCH = "notice_mismatch"
     NOT_CANCELLABLE = "not_cancellable"
+    # An account box that does not open with settlement's key (R-001-06): sealed for another
+    # field, another party or another key.
+    SEALED_FIELD_INVALID = "sealed_field_invalid"
 
 
 class ProcessingStatus(StrEnum):
@@ -76,21 +80,33 @@ class CoverRefusal(StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     CURRENCY_MISMATCH = "currency_mismatch"
     DUPLICATE_COVER = "duplicate_cover"
+    SEALED_FIELD_INVALID = "sealed_field_invalid"
 
 
-@message("settlement.cover.request", senders={Role.EXCHANGE}, recipients={Role.SETTLEMENT})
-class CoverRequest(Message):
-    """Hold a buy order's worst case (quantity × limit, or × the day's upper limit for a market
-    order) on the buyer's own account, before the exchange books the order."""
-
+class _CoverFields(Message):
     cover_id: UUID
     user_id: ParticipantId
-    account: AccountId
     client_order_id: str = Field(max_length=64)
     quantity: int = Field(gt=0)
     unit_price: Price = Field(description="The worst price per share this order can pay.")
     amount: Amount = Field(gt=0, description="quantity × unit_price")
     currency: Currency = "JPY"
+
+
+@message("settlement.cover.request", version=2, senders={Role.EXCHANGE}, recipients={Role.SETTLEMENT})
+class CoverRequest(_CoverFields):
+    """Hold a buy order's worst case (quantity × limit, or × the day's upper limit for a market
+    order) on the buyer's own account, before the exchange books the order. The account is the
+    box the buyer sealed in its order, forwarded unopened."""
+
+    account: SealedText = Field(description="The order's sealed settlement account, context order.submit/…/<user_id>.")
+
+
+@message("settlement.cover.request", senders={Role.EXCHANGE}, recipients={Role.SETTLEMENT}, clear_accounts=True)
+class CoverRequestV1(_CoverFields):
+    """A cover request with the buyer's account in clear (version 1); refused after the cut-over."""
+
+    account: AccountId
 
 
 @message("settlement.cover.granted", senders={Role.SETTLEMENT}, recipients={Role.EXCHANGE})
@@ -226,10 +242,7 @@ class SecuritiesRelease(Message):
 # -- the settlement instruction ------------------------------------------------------------------
 
 
-@message("settlement.instruction", senders={Role.EXCHANGE}, recipients={Role.SETTLEMENT})
-class SettlementInstruction(Message):
-    """One execution to settle delivery versus payment (replaces seed 001's request 38 after 36)."""
-
+class _InstructionFields(Message):
     matching_number: int = Field(gt=0)
     trade_date: date
     intended_settlement_date: date
@@ -239,12 +252,28 @@ class SettlementInstruction(Message):
     amount: Amount = Field(gt=0, description="price × quantity")
     currency: Currency = "JPY"
     buyer_user_id: ParticipantId
-    buyer_account: AccountId
     seller_user_id: ParticipantId
-    seller_account: AccountId
     cover_id: UUID | None = Field(default=None, description="The buy order's cover, from which the cash is earmarked.")
     partial_allowed: bool = False
     securities: SecuritiesLeg
+
+
+@message("settlement.instruction", version=2, senders={Role.EXCHANGE}, recipients={Role.SETTLEMENT})
+class SettlementInstruction(_InstructionFields):
+    """One execution to settle delivery versus payment (replaces seed 001's request 38 after 36).
+    Both accounts are the boxes the parties sealed in their orders (R-001-06): only settlement
+    opens them."""
+
+    buyer_account: SealedText = Field(description="The buy order's sealed settlement account.")
+    seller_account: SealedText = Field(description="The sell order's sealed settlement account.")
+
+
+@message("settlement.instruction", senders={Role.EXCHANGE}, recipients={Role.SETTLEMENT}, clear_accounts=True)
+class SettlementInstructionV1(_InstructionFields):
+    """An instruction with both accounts in clear (version 1); refused after the cut-over."""
+
+    buyer_account: AccountId
+    seller_account: AccountId
 
 
 class StatusFields(_Frozen):

@@ -12,6 +12,7 @@ from schemas.catalogue import Message, message
 from schemas.certificates import IssueCode, ShareClass, SignedCertificate
 from schemas.identity import ParticipantId, Role
 from schemas.money import Quantity
+from schemas.sealed import SealedText
 
 
 class DividendMethod(StrEnum):
@@ -21,7 +22,19 @@ class DividendMethod(StrEnum):
 
 
 class DividendDelivery(BaseModel):
-    """Seed 001 Fig. 5 field 5: how dividends reach the holder, with the account to use."""
+    """Seed 001 Fig. 5 field 5: how dividends reach the holder, with the account to use sealed to
+    the settlement agent's key (R-001-06, R-001-44). The issuer keeps the box in its register."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: DividendMethod
+    account: SealedText = Field(
+        description="Sealed to the settlement agent's key, context dividend_delivery/account/<holder>."
+    )
+
+
+class DividendDeliveryV1(BaseModel):
+    """The dividend delivery of version 1 messages: the account in clear."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -29,17 +42,28 @@ class DividendDelivery(BaseModel):
     account: str = Field(min_length=1, max_length=200)
 
 
-@message("certificate.issuance.request", senders={Role.INVESTOR}, recipients={Role.ISSUER})
-class CertificateIssuanceRequest(Message):
-    """An investor asks for certificates of a new share issue (seed 001 message 32, Fig. 5)."""
-
+class _IssuanceRequest(Message):
     user_id: ParticipantId
     holder_name: str = Field(min_length=1, max_length=200)
     holder_address: str = Field(min_length=1, max_length=400)
     issue_code: IssueCode
     share_class: ShareClass
     shares: Quantity
+
+
+@message("certificate.issuance.request", version=2, senders={Role.INVESTOR}, recipients={Role.ISSUER})
+class CertificateIssuanceRequest(_IssuanceRequest):
+    """An investor asks for certificates of a new share issue (seed 001 message 32, Fig. 5); its
+    dividend account is sealed to the settlement agent's key (R-001-06)."""
+
     dividend_delivery: DividendDelivery
+
+
+@message("certificate.issuance.request", senders={Role.INVESTOR}, recipients={Role.ISSUER}, clear_accounts=True)
+class CertificateIssuanceRequestV1(_IssuanceRequest):
+    """Message 32 with the dividend account in clear (version 1); refused after the cut-over."""
+
+    dividend_delivery: DividendDeliveryV1
 
 
 @message("certificate.issued", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})

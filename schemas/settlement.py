@@ -14,11 +14,13 @@ from schemas.certificates import IssueCode
 from schemas.identity import ParticipantId, Role
 from schemas.money import AccountId, Amount, Currency, Price, Quantity
 from schemas.sealed import SealedText
+from schemas.trading import Side
 
 
-@message("settlement.request", senders={Role.EXCHANGE}, recipients={Role.SETTLEMENT})
+@message("settlement.request", senders={Role.EXCHANGE}, recipients={Role.SETTLEMENT}, clear_accounts=True)
 class SettlementRequest(Message):
-    """The exchange asks for the cash leg of an executed trade (seed 001 message 38, S130)."""
+    """The exchange asks for the cash leg of an executed trade (seed 001 message 38, S130).
+    Retired with delivery versus payment: ``settlement.instruction`` replaced it."""
 
     matching_number: int = Field(gt=0, description="The order matching number (OMN) of the trade.")
     name_transfer_number: int = Field(gt=0)
@@ -42,12 +44,33 @@ class SettlementFailure(StrEnum):
 
 
 @message(
+    "settlement.notice", version=2, senders={Role.SETTLEMENT}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY}
+)
+class SettlementNotice(Message):
+    """What became of a trade's cash leg, told to each party about its own account only: the
+    counterparty's account never leaves settlement (R-001-06)."""
+
+    matching_number: int = Field(gt=0)
+    side: Side = Field(
+        description="The recipient's side of the trade: the buyer's account is debited, the seller's credited."
+    )
+    settled: bool
+    amount: Amount
+    currency: Currency
+    account: AccountId = Field(description="The recipient's own settlement account.")
+    failure: SettlementFailure | None = None
+    detail: str | None = None
+    entry_id: int | None = Field(default=None, description="The ledger entry, when settled.")
+
+
+@message(
     "settlement.notice",
     senders={Role.SETTLEMENT},
     recipients={Role.INVESTOR, Role.EXCHANGE, Role.BROKERAGE, Role.CUSTODY},
+    clear_accounts=True,
 )
-class SettlementNotice(Message):
-    """What became of a trade's cash leg, told to the buyer, the seller and the exchange."""
+class SettlementNoticeV1(Message):
+    """Version 1 of the notice named both accounts to both parties; settlement no longer sends it."""
 
     matching_number: int = Field(gt=0)
     settled: bool

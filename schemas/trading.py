@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from schemas.catalogue import Message, message
 from schemas.certificates import EndorsedCertificate, IssueCode, ShareClass, SignedCertificate
 from schemas.identity import ParticipantId, Role
-from schemas.issuance import DividendDelivery
+from schemas.issuance import DividendDelivery, DividendDeliveryV1
 from schemas.money import AccountId, Amount, Currency, Price, Quantity
+from schemas.sealed import SealedText
 
 ClientOrderId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -53,17 +54,14 @@ class OrderTerms(BaseModel):
         return self
 
 
-@message("order.submit", senders={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY}, recipients={Role.EXCHANGE})
-class SubmitOrder(Message):
-    """An order (seed 001 message 33, Fig. 12). A sell order carries the seller's certificate,
-    countersigned by the seller for this order; a buy order carries the buyer's name and address."""
+class _OrderRequest(Message):
+    """What every version of ``order.submit`` carries besides the settlement account."""
 
     client_order_id: ClientOrderId
     user_id: ParticipantId
     issue_code: IssueCode
     share_class: ShareClass = ShareClass.COMMON
     terms: OrderTerms
-    settlement_account: AccountId
     certificate: EndorsedCertificate | None = None
     holder_name: str | None = Field(default=None, max_length=200)
     holder_address: str | None = Field(default=None, max_length=400)
@@ -72,6 +70,30 @@ class SubmitOrder(Message):
         description="A custody client's safekeeping account: the securities leg is a book-entry move at custody "
         "(a sell order then carries no certificate); book-entry orders match only book-entry orders.",
     )
+
+
+_ORDER_SENDERS = {Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY}
+
+
+@message("order.submit", version=2, senders=_ORDER_SENDERS, recipients={Role.EXCHANGE})
+class SubmitOrder(_OrderRequest):
+    """An order (seed 001 message 33, Fig. 12). A sell order carries the seller's certificate,
+    countersigned by the seller for this order; a buy order carries the buyer's name and address.
+    The settlement account is sealed to the settlement agent's key (R-001-06): the exchange keeps
+    and forwards the box and never sees the account."""
+
+    settlement_account: SealedText = Field(
+        description="The orderer's settlement account sealed to the settlement agent's key, context "
+        "order.submit/settlement_account/<user_id> (docs/security.md §6)."
+    )
+
+
+@message("order.submit", senders=_ORDER_SENDERS, recipients={Role.EXCHANGE}, clear_accounts=True)
+class SubmitOrderV1(_OrderRequest):
+    """An order with its settlement account in clear (version 1). Refused after the cut-over
+    ``KABUTO_CLEAR_ACCOUNTS_UNTIL``; until then the exchange seals the account on receipt."""
+
+    settlement_account: AccountId
 
 
 @message("order.cancel", senders={Role.INVESTOR, Role.BROKERAGE}, recipients={Role.EXCHANGE})
@@ -131,6 +153,8 @@ class OrderRefusal(StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     CURRENCY_MISMATCH = "currency_mismatch"
     COVER_REQUIRED = "cover_required"
+    # The settlement account's box does not open with settlement's key (R-001-06).
+    SEALED_FIELD_INVALID = "sealed_field_invalid"
 
 
 @message("order.accepted", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
@@ -300,18 +324,28 @@ class TradeCompleted(Message):
     )
 
 
-@message(
-    "certificate.request_after_transfer",
-    senders={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY},
-    recipients={Role.ISSUER},
-)
-class CertificateRequestAfterTransfer(Message):
-    """The buyer asks for its new certificate by name-transfer number (seed 001 message 39, S141)."""
-
+class _RequestAfterTransfer(Message):
     name_transfer_number: int = Field(gt=0)
     holder_name: str
     holder_address: str
+
+
+_HOLDERS = {Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY}
+
+
+@message("certificate.request_after_transfer", version=2, senders=_HOLDERS, recipients={Role.ISSUER})
+class CertificateRequestAfterTransfer(_RequestAfterTransfer):
+    """The buyer asks for its new certificate by name-transfer number (seed 001 message 39, S141),
+    with its dividend account sealed to the settlement agent's key (R-001-44)."""
+
     dividend_delivery: DividendDelivery
+
+
+@message("certificate.request_after_transfer", senders=_HOLDERS, recipients={Role.ISSUER}, clear_accounts=True)
+class CertificateRequestAfterTransferV1(_RequestAfterTransfer):
+    """Message 39 with the dividend account in clear (version 1); refused after the cut-over."""
+
+    dividend_delivery: DividendDeliveryV1
 
 
 @message("certificate.remainder", senders={Role.ISSUER}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})

@@ -4,6 +4,8 @@
 #   2. otherwise `docker compose up` them when a Docker engine works;
 #   3. otherwise, as root, start them from the OS packages (installing them if missing);
 #   4. otherwise stop and say exactly what to do.
+# `services.sh --rabbitmqctl` prints the command that reaches the broker's rabbitmqctl instead
+# (least privilege provisioning, `make provision`): the local one, or the compose container's.
 set -euo pipefail
 
 AMQP_PORT=5672
@@ -23,6 +25,18 @@ wait_for() {  # port, name, seconds
 }
 
 say() { echo "services: $*"; }
+
+if [ "${1:-}" = "--rabbitmqctl" ]; then
+  if command -v rabbitmqctl >/dev/null 2>&1; then
+    echo rabbitmqctl
+  elif command -v docker >/dev/null 2>&1 && [ -n "$(docker compose -f "$here/compose.yaml" ps -q rabbitmq 2>/dev/null)" ]; then
+    echo "docker compose -f $here/compose.yaml exec -T rabbitmq rabbitmqctl"
+  else
+    echo "services: no rabbitmqctl here and no compose rabbitmq container; set KABUTO_RABBITMQCTL" >&2
+    echo rabbitmqctl
+  fi
+  exit 0
+fi
 
 if listening $AMQP_PORT && listening $PG_PORT; then
   say "reusing RabbitMQ on 127.0.0.1:$AMQP_PORT and PostgreSQL on 127.0.0.1:$PG_PORT"

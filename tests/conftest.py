@@ -4,6 +4,10 @@ The services are required. If either does not answer, every test that needs it e
 a message saying how to start it; nothing is skipped. Each test gets its own database
 (cloned from a migrated template, so it starts empty and fast) and its own RabbitMQ name
 prefix, deleted afterwards, so tests never see each other's messages or rows.
+
+Every agent of the suite runs under its own RabbitMQ user and PostgreSQL login (issue 13,
+least privilege by default): made once per session with permissions for the test namespaces
+(``t`` + 10 hex digits) only, written to the session's key directory, and deleted at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import aio_pika
 import asyncpg
 import pytest
 
+from broker import provisioning
 from broker.migrate import migrate
 from broker.pki import KeyStore, default_participant, platform_participants
 from broker.settings import AGENT_IDS, Settings
@@ -28,6 +33,7 @@ from schemas.identity import Role
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 INVESTORS = ("alice", "bob", "carol")
 MERCHANTS = ("shop",)
+TEST_NAMESPACES = r"t[0-9a-f]{10}"
 AMQP_URL = os.environ.get("KABUTO_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 DATABASE_URL = os.environ.get("KABUTO_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HOW_TO_START = (
@@ -82,6 +88,20 @@ async def template_database(services: None) -> AsyncIterator[str]:
         await admin.close()
 
 
+@pytest.fixture(scope="session")
+async def agent_logins(keys: KeyStore, template_database: str) -> AsyncIterator[provisioning.Provisioned]:
+    """One broker user and one database login per agent for the whole session, reaching only that
+    agent's queues in any test namespace and only its schema role (``kabuto_<agent>``, made by the
+    template's migrations)."""
+    admin = Settings(amqp_url=AMQP_URL, database_url=DATABASE_URL, key_dir=keys.root, namespace="t")
+    made = await provisioning.provision(
+        admin, [(a, Role(a)) for a in AGENT_IDS], prefix=f"kt{os.getpid()}", namespace_pattern=TEST_NAMESPACES
+    )
+    yield made
+    await provisioning.delete_users(made.amqp_users)
+    await provisioning.drop_logins(DATABASE_URL, made.database_logins)
+
+
 @pytest.fixture
 async def database(template_database: str) -> AsyncIterator[str]:
     name = f"kabuto_test_{uuid.uuid4().hex[:12]}"
@@ -95,7 +115,7 @@ async def database(template_database: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def settings(database: str, keys: KeyStore) -> AsyncIterator[Settings]:
+async def settings(database: str, keys: KeyStore, agent_logins: provisioning.Provisioned) -> AsyncIterator[Settings]:
     namespace = f"t{uuid.uuid4().hex[:10]}"
     yield Settings(
         amqp_url=AMQP_URL,
@@ -106,6 +126,7 @@ async def settings(database: str, keys: KeyStore) -> AsyncIterator[Settings]:
         retry_delays_ms=(50, 100),
         outbox_idle_poll=timedelta(seconds=2),
         certid_list_interval=timedelta(hours=1),
+        agent_credentials=True,
     )
     await delete_namespace(namespace)
 

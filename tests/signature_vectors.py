@@ -4,7 +4,9 @@
 regenerates every signed thing from them — envelope bodies, headers, the stock certificate,
 the countersignatures — so the test can compare the result with the committed file byte for
 byte. ``python -m tests.signature_vectors`` writes a new file with new keys and certificates
-(only needed if the format changes; every other value then changes too).
+(only needed if the format changes; every other value then changes too);
+``python -m tests.signature_vectors --keep-keys`` rebuilds it from the keys on file, adding any
+that are missing (after a message the vectors carry changed version).
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ from uuid import UUID
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker.envelope import Sealed, seal
 from broker.pki import CertificateAuthority, Identity, create_ca, default_participant, participant_of
+from broker.sealed_box import seal_with
 from broker.stock_certificates import endorse, endorsement_bytes, sign_certificate
 from schemas.certificates import ElectronicStockCertificate, ShareClass, TransferRestriction
 from schemas.identity import Role
 from schemas.lifecycle import CertificateHandover
+from schemas.sealed import order_account
 from schemas.trading import OrderTerms, OrderType, Side, SubmitOrder, TimeInForce, TradeExecuted
 
 VECTORS = Path(__file__).resolve().parents[1] / "docs" / "signature-vectors.json"
@@ -61,6 +66,34 @@ def new_keys() -> dict[str, Any]:
         )
         keys[user_id] = _key_entry(key, cert)
     return keys
+
+
+def new_sealing_keys() -> dict[str, str]:
+    """The settlement agent's X25519 key (a test key) and the one-time key of the vector's box."""
+    return {
+        "recipient_private_key_hex": _x25519_raw(X25519PrivateKey.generate()).hex(),
+        "ephemeral_private_key_hex": _x25519_raw(X25519PrivateKey.generate()).hex(),
+    }
+
+
+def _x25519_raw(key: X25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+
+
+def sealed_account(sealing: dict[str, str]) -> dict[str, str]:
+    """docs/signatures.md §6: alice's settlement account sealed to settlement, as her order carries it."""
+    recipient = X25519PrivateKey.from_private_bytes(bytes.fromhex(sealing["recipient_private_key_hex"]))
+    ephemeral = X25519PrivateKey.from_private_bytes(bytes.fromhex(sealing["ephemeral_private_key_hex"]))
+    context = order_account("alice")
+    raw = recipient.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {
+        "recipient_private_key_hex": sealing["recipient_private_key_hex"],
+        "ephemeral_private_key_hex": sealing["ephemeral_private_key_hex"],
+        "recipient_public_key_hex": raw.hex(),
+        "context": context,
+        "plaintext": "alice-cash",
+        "sealed": seal_with(ephemeral, recipient.public_key(), "alice-cash", context),
+    }
 
 
 def _key_entry(key: Ed25519PrivateKey, certificate: x509.Certificate) -> dict[str, str]:
@@ -105,8 +138,8 @@ def _envelope(sealed: Sealed) -> dict[str, Any]:
     return {"body_utf8": sealed.body.decode(), "body_sha256_hex": sealed.digest, "headers": sealed.headers}
 
 
-def build(keys: dict[str, Any]) -> dict[str, Any]:
-    """Every vector, regenerated from ``keys`` with Kabuto's code."""
+def build(keys: dict[str, Any], sealing: dict[str, str]) -> dict[str, Any]:
+    """Every vector, regenerated from ``keys`` (and the sealed box's ``sealing`` keys) with Kabuto's code."""
     issuer, alice, exchange = identity(keys, "issuer"), identity(keys, "alice"), identity(keys, "exchange")
     signed = sign_certificate(issuer, stock_certificate())
     order_context = "order:alice:alice-0001"
@@ -116,6 +149,7 @@ def build(keys: dict[str, Any]) -> dict[str, Any]:
     transferred = endorse(exchange, for_order, "name_transfer", "omn:1")
     handover_bytes = endorsement_bytes(signed, "transfer", "transfer:bob")
     handed = endorse(alice, signed, "transfer", "transfer:bob")
+    box = sealed_account(sealing)
     order = SubmitOrder(
         client_order_id="alice-0001",
         user_id="alice",
@@ -127,7 +161,7 @@ def build(keys: dict[str, Any]) -> dict[str, Any]:
             quantity=300,
             time_in_force=TimeInForce.DAY,
         ),
-        settlement_account="alice-cash",
+        settlement_account=box["sealed"],
         certificate=for_order,
     )
     ids = [UUID(f"00000000-0000-4000-8000-00000000000{i}") for i in range(1, 4)]
@@ -165,6 +199,7 @@ def build(keys: dict[str, Any]) -> dict[str, Any]:
             "signature_b64": b64(handed.endorsements[0].signature),
             "prior_signatures_b64": [],
         },
+        "sealed_account": box,
         "sell_order_envelope": _envelope(seal(alice, order, recipient="exchange", now=NOW, message_id=ids[0])),
         "handover_envelope": _envelope(
             seal(
@@ -190,7 +225,11 @@ def build(keys: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    VECTORS.write_text(json.dumps(build(new_keys()), indent=1) + "\n")
+    keys, sealing = new_keys(), new_sealing_keys()
+    if "--keep-keys" in sys.argv:
+        kept = json.loads(VECTORS.read_text())
+        keys, sealing = kept["keys"], kept.get("sealed_account", sealing)
+    VECTORS.write_text(json.dumps(build(keys, sealing), indent=1) + "\n")
     print(f"wrote {VECTORS}", file=sys.stderr)
 
 

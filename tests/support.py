@@ -17,6 +17,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from agents.investor.app import IssuanceOrder, request_certificates
+from agents.investor.domain import Dividend
 from agents.investor.trading import OrderTicket as _OrderTicket
 from agents.investor.trading import place_order as _place_order
 from agents.issuer import repo as issuer_repo
@@ -69,7 +70,7 @@ def order(shares: int = 500, issue_code: str = ISSUE, holder: str = "Alice") -> 
         shares=shares,
         holder_name=holder,
         holder_address="1-1 Kabuto-cho, Tokyo",
-        dividend_delivery=DividendDelivery(method=DividendMethod.BANK_TRANSFER, account="0001-234567"),
+        dividend_delivery=Dividend(method=DividendMethod.BANK_TRANSFER, account="0001-234567"),
     )
 
 
@@ -85,7 +86,7 @@ def issuance_request(user: str = "alice", shares: int = 500, **changes: Any) -> 
         issue_code=ISSUE,
         share_class=ShareClass.COMMON,
         shares=shares,
-        dividend_delivery=DividendDelivery(method=DividendMethod.BANK_TRANSFER, account="0001-234567"),
+        dividend_delivery=DividendDelivery(method=DividendMethod.BANK_TRANSFER, account=DIVIDEND_BOX),
     )
     values.update(changes)
     return CertificateIssuanceRequest(**values)
@@ -218,6 +219,7 @@ def environment(settings: Settings) -> dict[str, str]:
         "KABUTO_LOG_FORMAT": "json",
         "KABUTO_LOG_LEVEL": "info",
         "KABUTO_METRICS_PORT": "0",  # off unless a test asks for it: agent processes would share the port
+        "KABUTO_AGENT_CREDENTIALS": "1" if settings.agent_credentials else "0",
     }
 
 
@@ -260,6 +262,26 @@ async def seller_bob(rt: dict[str, AgentRuntime], shares: int = 5000, price: str
         ),
     )
     await rt["investor"].outcomes.reply("order.accepted", sent)
+
+
+def box(text: str = "0001-234567", context: str = "test/nobody") -> str:
+    """A well-formed sealed box that nobody here can open: for a message whose receiver keeps the
+    box without opening it (the issuer's dividend account, a domain test of the wire model)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from broker.sealed_box import seal_to
+
+    return seal_to(X25519PrivateKey.generate().public_key(), text, context)
+
+
+DIVIDEND_BOX = box()  # one box, so two requests built alike are equal
+
+
+def account_box(keys: Any, user: str, account: str) -> str:
+    """``user``'s order account sealed to settlement, as its order carries it (R-001-06)."""
+    from schemas.sealed import order_account
+
+    return sealed_to(keys, "settlement", account, order_account(user))
 
 
 def sealed_to(keys: Any, recipient: str, text: str, context: str) -> str:

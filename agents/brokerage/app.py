@@ -20,7 +20,7 @@ from broker.consumer import Handler
 from broker.context import Context
 from broker.pki import PkiError
 from broker.runtime import AgentDefinition
-from broker.sealed_box import open_box
+from broker.sealed_box import open_box, seal_account
 from broker.stock_certificates import endorse, verify_certificate
 from schemas.brokerage import (
     AccountBalance,
@@ -51,7 +51,7 @@ from schemas.issuance import CertificateIssued
 from schemas.market_rules import price_band
 from schemas.prices import PriceUpdate
 from schemas.sealed import CUSTOMER_PIN
-from schemas.settlement import SettlementNotice
+from schemas.settlement import SettlementNotice, SettlementNoticeV1
 from schemas.trading import (
     ExecutionReversed,
     OrderAccepted,
@@ -277,7 +277,7 @@ async def _relay(ctx: Context, order: dict[str, Any], held: tuple[HoldLeg, ...] 
                 quantity=order["quantity"],
                 time_in_force=order["time_in_force"],
             ),
-            settlement_account=(await repo.company(ctx.connection, order["company_id"])).accounts.clearing,  # type: ignore[union-attr]
+            settlement_account=seal_account(ctx.trust, ctx.identity.user_id, await _clearing(ctx, order)),  # R-001-06
             certificate=certificate,
             holder_name=settling.NOMINEE_NAME if side is Side.BUY else None,
             holder_address=settling.NOMINEE_ADDRESS if side is Side.BUY else None,
@@ -293,6 +293,13 @@ async def _relay(ctx: Context, order: dict[str, Any], held: tuple[HoldLeg, ...] 
         ),
         to=order["user_id"],
     )
+
+
+async def _clearing(ctx: Context, order: dict[str, Any]) -> str:
+    """The securities company's clearing account, from which the brokerage trades as nominee."""
+    company = await repo.company(ctx.connection, order["company_id"])
+    assert company is not None
+    return company.accounts.clearing
 
 
 async def on_hold_refused(answer: HoldRefused, ctx: Context) -> None:
@@ -412,7 +419,7 @@ async def on_remainder(message: RemainderCertificate, ctx: Context) -> None:
     )
 
 
-async def on_street_settlement(notice: SettlementNotice, ctx: Context) -> None:
+async def on_street_settlement(notice: SettlementNotice | SettlementNoticeV1, ctx: Context) -> None:
     log.info("street_settlement", matching_number=notice.matching_number, settled=notice.settled)
 
 
@@ -450,6 +457,7 @@ HANDLERS: dict[type[Message], Handler] = {
     CertificateIssued: on_certificate,
     RemainderCertificate: on_remainder,
     SettlementNotice: on_street_settlement,
+    SettlementNoticeV1: on_street_settlement,
     InstructionStatus: on_street_instruction,
     BrokeredSettlementPosted: on_posted,
     BrokeredSettlementFailed: on_posting_failed,

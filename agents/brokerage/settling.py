@@ -20,6 +20,7 @@ from agents.brokerage.fees import DEFAULT_FEES, AllowancePolicy, FeeSchedule, se
 from agents.brokerage.ledger_legs import settlement_legs
 from broker import logs
 from broker.context import Context
+from broker.sealed_box import sealed_dividend
 from schemas.brokerage import (
     AccountAmount,
     BrokerageRefusal,
@@ -40,7 +41,7 @@ from schemas.brokerage import (
 )
 from schemas.certificates import IssuerSignature, SignedCertificate
 from schemas.identity import ISSUER_ID, SETTLEMENT_ID
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from schemas.trading import CertificateRequestAfterTransfer, Side, TradeCompleted
 
 log = logs.get("kabuto.brokerage")
@@ -131,7 +132,9 @@ async def request_certificate(ctx: Context, notice: TradeCompleted) -> None:
             name_transfer_number=notice.name_transfer_number,
             holder_name=NOMINEE_NAME,
             holder_address=NOMINEE_ADDRESS,
-            dividend_delivery=DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account="brokerage-dividends"),
+            dividend_delivery=sealed_dividend(
+                ctx.trust, ctx.identity.user_id, DividendMethod.SETTLEMENT_ACCOUNT, "brokerage-dividends"
+            ),  # R-001-44
         ),
         to=ISSUER_ID,
     )

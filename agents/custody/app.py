@@ -23,7 +23,7 @@ from schemas.lifecycle import (
     OffExchangeTransferRegistered,
     ReissueRefused,
 )
-from schemas.settlement import SettlementNotice
+from schemas.settlement import SettlementNotice, SettlementNoticeV1
 from schemas.trading import (
     ExecutionReversed,
     OrderAccepted,
@@ -58,6 +58,7 @@ HANDLERS: dict[type[Message], Handler] = {
     TradeCompleted: sale_outcomes.on_trade_completed,
     RemainderCertificate: sale_outcomes.on_remainder,
     SettlementNotice: sale_outcomes.on_settlement_notice,
+    SettlementNoticeV1: sale_outcomes.on_settlement_notice,
     OrderAccepted: sale_outcomes.on_order_accepted,
     InstructionStatus: sale_outcomes.on_instruction_status,
     BrokeredSettlementPosted: sale_outcomes.on_payover_posted,

@@ -20,9 +20,10 @@ from agents.custody.vault_repo import Deposit
 from broker import logs
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
+from broker.sealed_box import sealed_dividend
 from broker.stock_certificates import CertificateInvalid, content_of, verify_certificate, verify_endorsement
 from schemas.identity import ISSUER_ID
-from schemas.issuance import CertificateIssuanceRefused, CertificateIssued, DividendDelivery, DividendMethod
+from schemas.issuance import CertificateIssuanceRefused, CertificateIssued, DividendMethod
 from schemas.lifecycle import (
     CertificateHandover,
     OffExchangeTransferRefused,
@@ -173,7 +174,9 @@ async def on_registered(answer: OffExchangeTransferRegistered, ctx: Context) -> 
             name_transfer_number=answer.name_transfer_number,
             holder_name=account.custodian,
             holder_address=HOLDER_ADDRESS,
-            dividend_delivery=DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account=account.custodian),
+            dividend_delivery=sealed_dividend(  # R-001-44
+                ctx.trust, ctx.identity.user_id, DividendMethod.SETTLEMENT_ACCOUNT, account.custodian
+            ),
         ),
         to=ISSUER_ID,
     )

@@ -19,7 +19,7 @@ from schemas.brokerage import BrokeredSettlementFailed, BrokeredSettlementPosted
 from schemas.custody import LockStatus, SaleCompleted, SaleFill, SaleStatus
 from schemas.dvp import InstructionStatus
 from schemas.identity import SETTLEMENT_ID
-from schemas.settlement import SettlementNotice
+from schemas.settlement import SettlementNotice, SettlementNoticeV1
 from schemas.trading import (
     ExecutionReversed,
     OrderAccepted,
@@ -145,7 +145,7 @@ async def on_remainder(message: RemainderCertificate, ctx: Context) -> None:
     await sales.update(ctx.connection, sale.instruction_id, ctx.now, cert_id=certificate.cert_id)
 
 
-async def on_settlement_notice(notice: SettlementNotice, ctx: Context) -> None:
+async def on_settlement_notice(notice: SettlementNotice | SettlementNoticeV1, ctx: Context) -> None:
     sale = await sales.sale_of_fill(ctx.connection, notice.matching_number)
     if sale is None:
         raise SecurityRejected(Reason.UNSOLICITED, f"no sale fill {notice.matching_number}")

@@ -18,6 +18,7 @@ from agents.custody.domain import HandOver, Merge, Refused, Split
 from agents.custody.sales_repo import Sale
 from broker import logs
 from broker.context import Context
+from broker.sealed_box import seal_account
 from broker.stock_certificates import endorse
 from schemas.custody import LockRefusal, SaleRefused, SaleStatus, SellInstruction
 from schemas.identity import EXCHANGE_ID, ISSUER_ID
@@ -132,7 +133,7 @@ async def _place_order(ctx: Context, sale: Sale, cert_id: UUID) -> None:
                 price=price,
                 quantity=sale.quantity,
             ),
-            settlement_account=sale_outcomes.PROCEEDS_ACCOUNT,
+            settlement_account=seal_account(ctx.trust, me, sale_outcomes.PROCEEDS_ACCOUNT),  # R-001-06
             certificate=endorse(ctx.identity, certificate.signed, "sell_order", f"order:{me}:{sale.client_order_id}"),
         ),
         to=EXCHANGE_ID,

@@ -18,6 +18,7 @@ from agents.demo.issuance import Say, held_certificate
 from agents.exchange import order_repo as exchange_orders
 from agents.investor.app import IssuanceOrder, request_certificates
 from agents.investor.brokered import brokered_order, identify
+from agents.investor.domain import Dividend
 from agents.investor.trading import OrderTicket, place_order
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
@@ -27,7 +28,7 @@ from agents.settlement.domain import AccountKind
 from broker.runtime import AgentRuntime
 from schemas.brokerage import FundingLeg
 from schemas.certificates import ShareClass
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from schemas.trading import Side
 
 
@@ -121,7 +122,7 @@ async def _market(rt: dict[str, AgentRuntime], issue: str, company: str, bob: st
     )
     await rt["brokerage"].command("brokerage", operators.set_reference_price(issue, Decimal(300)))
     await open_company(rt, company, Design.SC_HOLDS_IM_ACCOUNT, Decimal(100_000_000))
-    dividend = DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account=f"{bob}-{issue}")
+    dividend = Dividend(method=DividendMethod.SETTLEMENT_ACCOUNT, account=f"{bob}-{issue}")
     request = await investor.command(
         bob, request_certificates(IssuanceOrder(issue, ShareClass.COMMON, 5000, bob.capitalize(), "Tokyo", dividend))
     )

@@ -25,6 +25,7 @@ from agents.exchange import order_repo as exchange_orders
 from agents.exchange.trading import end_of_day
 from agents.investor import credit_notices
 from agents.investor.app import IssuanceOrder, request_certificates
+from agents.investor.domain import Dividend
 from agents.investor.lifecycle import hand_over
 from agents.investor.trading import OrderTicket, place_order
 from agents.issuer import repo as issuer_repo
@@ -40,7 +41,7 @@ from broker.runtime import AgentRuntime
 from broker.settings import Settings
 from schemas.certificates import ShareClass
 from schemas.identity import Role
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from schemas.trading import Side
 
 MERCHANT = "demo-shop"
@@ -346,5 +347,5 @@ def _order(issue: str, user: str, shares: int) -> IssuanceOrder:
         shares=shares,
         holder_name=user.capitalize(),
         holder_address=f"1-1 Kabuto-cho, Tokyo ({user})",
-        dividend_delivery=DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account=f"settlement:{user}"),
+        dividend_delivery=Dividend(method=DividendMethod.SETTLEMENT_ACCOUNT, account=f"settlement:{user}"),
     )

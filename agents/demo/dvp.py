@@ -17,17 +17,19 @@ from agents.exchange import order_repo as exchange_orders
 from agents.investor import order_repo
 from agents.investor import repo as investor_repo
 from agents.investor.app import IssuanceOrder, request_certificates
+from agents.investor.domain import Dividend
 from agents.investor.trading import OrderTicket, place_order
 from agents.issuer.domain import Offering
 from agents.settlement import app as settlement
 from agents.settlement import dvp_repo, instruction_desk
 from broker.context import Context
 from broker.runtime import AgentRuntime
+from broker.sealed_box import seal_account
 from broker.stock_certificates import content_of, endorse
 from schemas.certificates import EndorsedCertificate, SignedCertificate
 from schemas.dvp import CertificateLeg, SettlementInstruction
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from schemas.trading import Side
 
 
@@ -125,12 +127,14 @@ async def _report(
     parties: tuple[str, str],
     accounts: tuple[str, str],
 ) -> tuple[int, UUID]:
-    """The exchange instructs settlement for a negotiated trade: a matching number of its own, and
-    the certificate countersigned for it."""
+    """The exchange instructs settlement for a negotiated trade: a matching number of its own, the
+    certificate countersigned for it, and each party's account sealed for settlement (R-001-06), as
+    the parties hand them over."""
     number = await exchange_orders.next_matching_number(ctx.connection)
     certificate = endorse(ctx.identity, by_alice, "name_transfer", f"omn:{number}")
     today = ctx.now.date()
-    instruction = _instruction(number, today, offering, cert_id, certificate, price, parties, accounts)
+    sealed = (seal_account(ctx.trust, parties[0], accounts[0]), seal_account(ctx.trust, parties[1], accounts[1]))
+    instruction = _instruction(number, today, offering, cert_id, certificate, price, parties, sealed)
     return number, ctx.emit(instruction, to=SETTLEMENT_ID).envelope.message_id
 
 
@@ -204,5 +208,5 @@ def _order(offering: Offering, user: str) -> IssuanceOrder:
         shares=100,
         holder_name=user.capitalize(),
         holder_address=f"1-1 Kabuto-cho, Nihonbashi, Chuo-ku, Tokyo ({user})",
-        dividend_delivery=DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account=f"settlement:{user}"),
+        dividend_delivery=Dividend(method=DividendMethod.SETTLEMENT_ACCOUNT, account=f"settlement:{user}"),
     )

@@ -16,6 +16,7 @@ from agents import render
 from agents.exchange import repo as exchange_repo
 from agents.investor import repo as investor_repo
 from agents.investor.app import IssuanceOrder, request_certificates, verified_wallet
+from agents.investor.domain import Dividend
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
 from broker.context import Context
@@ -23,7 +24,7 @@ from broker.runtime import AgentRuntime
 from broker.stock_certificates import CertificateInvalid, verify_certificate
 from schemas.certificates import ElectronicStockCertificate, ShareClass, SignedCertificate
 from schemas.identity import EXCHANGE_ID, ISSUER_ID
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 
 Say = Callable[[str], None]
 
@@ -118,7 +119,7 @@ def _order(offering: Offering, user: str, shares: int) -> IssuanceOrder:
         shares=shares,
         holder_name=user.capitalize(),
         holder_address=f"1-1 Kabuto-cho, Nihonbashi, Chuo-ku, Tokyo ({user})",
-        dividend_delivery=DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account=f"settlement:{user}"),
+        dividend_delivery=Dividend(method=DividendMethod.SETTLEMENT_ACCOUNT, account=f"settlement:{user}"),
     )
 
 

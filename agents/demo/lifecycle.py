@@ -9,11 +9,12 @@ from uuid import UUID
 from agents import reconcile, render
 from agents.demo.issuance import Say, held_certificate
 from agents.investor import lifecycle_repo
+from agents.investor.domain import Dividend
 from agents.investor.lifecycle import claim_handover, hand_over, reissue
 from agents.issuer import repo as issuer_repo
 from broker.runtime import AgentRuntime
 from schemas.identity import EXCHANGE_ID, ISSUER_ID
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from schemas.lifecycle import ReissueKind
 
 
@@ -29,7 +30,7 @@ async def lifecycle(runtimes: dict[str, AgentRuntime], issue: str, alice: str, b
         f"  {bob} countersigns his {gift.shares}-share certificate over to {alice}; her client verifies "
         f"{bob}'s signature, then the issuer's: {handover.status}."
     )
-    dividend = DividendDelivery(method=DividendMethod.BANK_TRANSFER, account=f"{alice}-bank")
+    dividend = Dividend(method=DividendMethod.BANK_TRANSFER, account=f"{alice}-bank")
     claim = await investor.command(alice, claim_handover(handover_id, alice.capitalize(), "1-1 Kabuto-cho", dividend))
     await investor.outcomes.reply("certificate.issued", claim, timeout=30)
     await exchange.outcomes.reply("certid_list.updated", claim, timeout=30)

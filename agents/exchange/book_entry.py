@@ -24,7 +24,7 @@ async def instruct(ctx: Context, match: Match, sell: OrderRecord, buy: OrderReco
     leg = BookEntryLeg(
         agent=CUSTODY_ID, deliverer_account=sell.safekeeping_account, receiver_account=buy.safekeeping_account
     )
-    sealed = ctx.emit(instructions.for_execution(match, buy, sell, ctx.now.date(), leg), to=SETTLEMENT_ID)
+    sealed = ctx.emit(instructions.for_execution(match, buy, sell, ctx.now.date(), leg, ctx.trust), to=SETTLEMENT_ID)
     await order_repo.transfer_requested(ctx.connection, match.matching_number, None, sealed.digest)
     log.info("book_entry_instructed", matching_number=match.matching_number)
 

@@ -2,7 +2,7 @@
 
 A client that lost its reply (a timeout, a reconnect) sends its order again, often in a new
 envelope with a new message id, which the inbox cannot recognise. The exchange therefore
-keeps the SHA-256 of each accepted order's payload. An order whose (user, client order id)
+keeps the SHA-256 of each accepted order's payload (its sealed account aside). An order whose (user, client order id)
 is already on the books is answered again with the original acceptance number when its
 payload is the same, and refused with ``client_order_id_conflict`` when it is not; either
 way nothing new enters the book.
@@ -20,8 +20,13 @@ log = logs.get("kabuto.exchange")
 
 
 def payload_digest(request: SubmitOrder) -> str:
-    """The same order always serialises to the same bytes, whatever envelope carried it."""
-    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+    """The same order always serialises to the same bytes, whatever envelope carried it.
+
+    The sealed account is left out: sealing the same account twice gives two different boxes
+    (a fresh key each time), and the exchange cannot open them to compare. An order sent again
+    is the same order, with the account of the one first accepted (R-001-06, docs/security.md)."""
+    comparable = request.model_copy(update={"settlement_account": "sealed"})
+    return hashlib.sha256(comparable.model_dump_json().encode()).hexdigest()
 
 
 def answered(ctx: Context, request: SubmitOrder, existing: tuple[int, str | None] | None) -> bool:

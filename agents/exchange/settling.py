@@ -60,7 +60,7 @@ async def instruct_next(ctx: Context, sell_order: int) -> None:
         seller_order=sell_order,
         seller_order_open=sell.status == "open" or len(unfinished) > 1,
     )
-    sealed = ctx.emit(instructions.for_execution(match, buy, sell, ctx.now.date(), leg), to=SETTLEMENT_ID)
+    sealed = ctx.emit(instructions.for_execution(match, buy, sell, ctx.now.date(), leg, ctx.trust), to=SETTLEMENT_ID)
     await order_repo.transfer_requested(conn, match.matching_number, sell.order.cert_id, sealed.digest)
 
 

@@ -13,7 +13,7 @@ from agents.exchange import acceptance, covering, order_repo, prices, repo, resu
 from agents.exchange.acceptance import Instrument, Refused
 from agents.exchange.book import Execution, Order, OrderBook, Result
 from agents.exchange.order_repo import OrderRecord
-from broker import logs
+from broker import clear_accounts, logs
 from broker.consumer import Handler
 from broker.context import Context
 from broker.stock_certificates import content_of
@@ -39,6 +39,7 @@ from schemas.trading import (
     ReplaceOrder,
     Side,
     SubmitOrder,
+    SubmitOrderV1,
     TimeInForce,
     TradeExecuted,
 )
@@ -118,6 +119,11 @@ async def on_submit(request: SubmitOrder, ctx: Context) -> None:
         await covering.ask_cover(ctx, request, instrument, ctx.sender, _request_hash(ctx))
         return
     await book(ctx, request, certificate, _request_hash(ctx))
+
+
+async def on_submit_v1(request: SubmitOrderV1, ctx: Context) -> None:
+    """Before the cut-over an order may still carry its account in clear: sealed at once (R-001-06)."""
+    await on_submit(clear_accounts.sealed_order(ctx.trust, request), ctx)
 
 
 async def book(
@@ -416,6 +422,7 @@ async def end_of_day(ctx: Context) -> int:
 
 HANDLERS: dict[type[Message], Handler] = {
     SubmitOrder: on_submit,
+    SubmitOrderV1: on_submit_v1,
     CancelOrder: on_cancel,
     ReplaceOrder: on_replace,
     OrderStatusRequest: on_status_request,

@@ -11,6 +11,7 @@ from broker import logs
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
 from broker.runtime import AgentDefinition
+from broker.sealed_box import sealed_dividend
 from broker.stock_certificates import CertificateInvalid, verify_certificate
 from schemas.certificates import ElectronicStockCertificate, ShareClass
 from schemas.identity import ISSUER_ID, Role
@@ -18,7 +19,6 @@ from schemas.issuance import (
     CertificateIssuanceRefused,
     CertificateIssuanceRequest,
     CertificateIssued,
-    DividendDelivery,
 )
 
 log = logs.get("kabuto.investor")
@@ -33,7 +33,7 @@ class IssuanceOrder:
     shares: int
     holder_name: str
     holder_address: str
-    dividend_delivery: DividendDelivery
+    dividend_delivery: domain.Dividend
     issuer: str = ISSUER_ID
 
 
@@ -48,7 +48,9 @@ def request_certificates(order: IssuanceOrder) -> Callable[[Context], Awaitable[
             issue_code=order.issue_code,
             share_class=order.share_class,
             shares=order.shares,
-            dividend_delivery=order.dividend_delivery,
+            dividend_delivery=sealed_dividend(
+                ctx.trust, ctx.identity.user_id, order.dividend_delivery.method, order.dividend_delivery.account
+            ),  # R-001-06: only settlement reads the account
         )
         sealed = ctx.emit(request, to=order.issuer)
         request_id = sealed.envelope.message_id

@@ -26,6 +26,7 @@ import asyncpg
 
 from agents.investor import brokered, brokered_repo, instructions, lifecycle, lifecycle_repo, order_repo, repo
 from agents.investor.app import IssuanceOrder, request_certificates, verified_wallet
+from agents.investor.domain import Dividend
 from agents.investor.trading import (
     OrderTicket,
     ask_order_status,
@@ -34,6 +35,7 @@ from agents.investor.trading import (
     place_order,
     replace_order,
 )
+from broker.access import agent_urls
 from broker.awaiting import Answer, Sent, outcome
 from broker.context import Context
 from broker.db import agent_pool
@@ -44,7 +46,6 @@ from broker.stock_certificates import CertificateInvalid
 from broker.trust import TrustStore
 from schemas.brokerage import CustomerView, FundingLeg, MismatchRule, SettlementType
 from schemas.certificates import ElectronicStockCertificate
-from schemas.issuance import DividendDelivery
 from schemas.lifecycle import HoldingsStatement, ReissueKind
 from schemas.settlement import AccountStatement
 from schemas.trading import Side
@@ -67,7 +68,7 @@ class InvestorClient:
         keys = KeyStore(settings.key_dir)
         identity = keys.load_identity(user_id)
         trust = TrustStore(keys.ca_certificate(), keys.certificates())
-        async with agent_pool(settings.database_url, "investor", max_size=2) as pool:
+        async with agent_pool(agent_urls(settings, "investor").database, "investor", max_size=2) as pool:
             yield cls(pool, identity, trust, settings)
 
     @property
@@ -107,7 +108,7 @@ class InvestorClient:
         return await self._run(lifecycle.hand_over(cert_id, transferee, note))
 
     async def claim_handover(
-        self, handover_id: UUID, holder_name: str, holder_address: str, dividend: DividendDelivery
+        self, handover_id: UUID, holder_name: str, holder_address: str, dividend: Dividend
     ) -> UUID:
         return await self._run(lifecycle.claim_handover(handover_id, holder_name, holder_address, dividend))
 

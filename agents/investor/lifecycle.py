@@ -9,14 +9,16 @@ from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 from agents.investor import domain, lifecycle_repo, order_repo, repo
+from agents.investor.domain import Dividend
 from broker import logs
 from broker.consumer import Handler
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
+from broker.sealed_box import sealed_dividend
 from broker.stock_certificates import CertificateInvalid, content_of, endorse, verify_certificate, verify_endorsement
 from schemas.catalogue import Message
 from schemas.identity import ISSUER_ID
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from schemas.lifecycle import (
     CertificateHandover,
     CertificatesReissued,
@@ -89,7 +91,7 @@ async def on_handover(handover: CertificateHandover, ctx: Context) -> None:
     )
 
 
-def claim_handover(handover_id: UUID, holder_name: str, holder_address: str, dividend: DividendDelivery) -> Command:
+def claim_handover(handover_id: UUID, holder_name: str, holder_address: str, dividend: Dividend) -> Command:
     """P3.3 (R-001-49): ask the issuer to register the handed-over certificate in our name (41)."""
 
     async def action(ctx: Context) -> UUID:
@@ -143,9 +145,11 @@ async def on_transfer_registered(answer: OffExchangeTransferRegistered, ctx: Con
             name_transfer_number=answer.name_transfer_number,
             holder_name=handover.holder_name or me,
             holder_address=handover.holder_address or "",
-            dividend_delivery=DividendDelivery(
-                method=DividendMethod(handover.dividend_method or DividendMethod.SETTLEMENT_ACCOUNT),
-                account=handover.dividend_account or me,
+            dividend_delivery=sealed_dividend(  # R-001-44
+                ctx.trust,
+                me,
+                DividendMethod(handover.dividend_method or DividendMethod.SETTLEMENT_ACCOUNT),
+                handover.dividend_account or me,
             ),
         ),
         to=ISSUER_ID,

@@ -10,8 +10,8 @@ from uuid import UUID
 
 import asyncpg
 
+from agents.investor.domain import Dividend
 from schemas.certificates import IssuerSignature, SignedCertificate
-from schemas.issuance import DividendDelivery
 from schemas.trading import SubmitOrder
 
 
@@ -52,8 +52,10 @@ async def record_order(
     order: SubmitOrder,
     request_hash: str,
     cert_id: UUID | None,
-    dividend: DividendDelivery | None,
+    dividend: Dividend | None,
+    settlement_account: str,
 ) -> None:
+    """The investor's own record of its order: its account in clear (the order carries it sealed)."""
     terms = order.terms
     await connection.execute(
         """INSERT INTO orders (user_id, client_order_id, issue_code, side, order_type, price, quantity,
@@ -68,7 +70,7 @@ async def record_order(
         terms.price,
         terms.quantity,
         terms.time_in_force.value,
-        order.settlement_account,
+        settlement_account,
         cert_id,
         order.holder_name,
         order.holder_address,

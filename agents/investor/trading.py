@@ -13,18 +13,19 @@ from decimal import Decimal
 from uuid import UUID
 
 from agents.investor import domain, order_repo, repo
+from agents.investor.domain import Dividend
 from broker import logs
 from broker.consumer import Handler
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
-from broker.sealed_box import seal_for
+from broker.sealed_box import seal_account, seal_for, sealed_dividend
 from broker.stock_certificates import endorse, verify_certificate
 from schemas.catalogue import Message
 from schemas.certificates import EndorsedCertificate, ShareClass
 from schemas.identity import EXCHANGE_ID, ISSUER_ID, SETTLEMENT_ID
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from schemas.sealed import ACCOUNT_INQUIRY_ACCOUNT
-from schemas.settlement import AccountInquiry, AccountStatement, SettlementNotice
+from schemas.settlement import AccountInquiry, AccountStatement, SettlementNotice, SettlementNoticeV1
 from schemas.trading import (
     CancelOrder,
     CertificateRequestAfterTransfer,
@@ -68,7 +69,7 @@ class OrderTicket:
     cert_id: UUID | None = None  # the certificate a sell order sells from
     holder_name: str | None = None  # a buyer's name and address, for the register
     holder_address: str | None = None
-    dividend_delivery: DividendDelivery | None = None
+    dividend_delivery: Dividend | None = None
     share_class: ShareClass = ShareClass.COMMON
     exchange: str = EXCHANGE_ID
     # A custody client's safekeeping account: the order's securities leg is a book entry there.
@@ -92,7 +93,7 @@ def place_order(ticket: OrderTicket) -> Command:
                 quantity=ticket.quantity,
                 time_in_force=ticket.time_in_force,
             ),
-            settlement_account=ticket.settlement_account,
+            settlement_account=seal_account(ctx.trust, user, ticket.settlement_account),  # R-001-06
             certificate=await _endorsed(ctx, ticket) if _carries_certificate(ticket) else None,
             holder_name=ticket.holder_name if ticket.side is Side.BUY else None,
             holder_address=ticket.holder_address if ticket.side is Side.BUY else None,
@@ -101,7 +102,9 @@ def place_order(ticket: OrderTicket) -> Command:
         if await order_repo.order(ctx.connection, user, ticket.client_order_id) is not None:
             raise OrderError(f"client order id {ticket.client_order_id} was used before")
         sealed = ctx.emit(request, to=ticket.exchange)
-        await order_repo.record_order(ctx.connection, request, sealed.digest, ticket.cert_id, ticket.dividend_delivery)
+        await order_repo.record_order(
+            ctx.connection, request, sealed.digest, ticket.cert_id, ticket.dividend_delivery, ticket.settlement_account
+        )
         if ticket.cert_id is not None:
             await order_repo.commit_certificate(ctx.connection, ticket.cert_id, ticket.client_order_id)
         return sealed.envelope.message_id
@@ -270,10 +273,12 @@ async def on_trade_completed(notice: TradeCompleted, ctx: Context) -> None:
         assert notice.transferred_cert_id is not None
         await order_repo.surrender(conn, notice.transferred_cert_id)
         return
-    delivery = DividendDelivery(
-        method=DividendMethod(record.dividend_method or DividendMethod.SETTLEMENT_ACCOUNT),
-        account=record.dividend_account or record.settlement_account,
-    )
+    delivery = sealed_dividend(
+        ctx.trust,
+        record.user_id,
+        DividendMethod(record.dividend_method or DividendMethod.SETTLEMENT_ACCOUNT),
+        record.dividend_account or record.settlement_account,
+    )  # R-001-44: the dividend account for settlement's eyes only
     sealed = ctx.emit(
         CertificateRequestAfterTransfer(
             name_transfer_number=notice.name_transfer_number,
@@ -316,7 +321,7 @@ async def on_status(status: OrderStatus, ctx: Context) -> None:
     )
 
 
-async def on_settlement_notice(notice: SettlementNotice, ctx: Context) -> None:
+async def on_settlement_notice(notice: SettlementNotice | SettlementNoticeV1, ctx: Context) -> None:
     values = notice.model_dump() | {"failure": notice.failure.value if notice.failure else None}
     await order_repo.record_notice(ctx.connection, ctx.identity.user_id, values)
 
@@ -337,5 +342,6 @@ HANDLERS: dict[type[Message], Handler] = {
     RemainderCertificate: on_remainder,
     OrderStatus: on_status,
     SettlementNotice: on_settlement_notice,
+    SettlementNoticeV1: on_settlement_notice,
     AccountStatement: on_statement,
 }

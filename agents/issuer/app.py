@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 from agents.issuer import delivery, domain, lifecycle, repo, transfers
-from broker import logs
+from broker import clear_accounts, logs
 from broker.context import Context
 from broker.runtime import AgentDefinition, AgentRuntime
 from broker.stock_certificates import sign_certificate
@@ -18,12 +18,25 @@ from schemas.issuance import (
     CertificateIssuanceCompleted,
     CertificateIssuanceRefused,
     CertificateIssuanceRequest,
+    CertificateIssuanceRequestV1,
     CertificateIssued,
 )
 from schemas.lifecycle import HoldingsInquiry, OffExchangeTransferRequest, ReissueRequest
-from schemas.trading import CertificateRelease, CertificateRequestAfterTransfer
+from schemas.trading import CertificateRelease, CertificateRequestAfterTransfer, CertificateRequestAfterTransferV1
 
 log = logs.get("kabuto.issuer")
+
+
+async def on_issuance_request_v1(request: CertificateIssuanceRequestV1, ctx: Context) -> None:
+    """Before the cut-over 32 may carry its dividend account in clear: sealed at once (R-001-06)."""
+    await on_issuance_request(clear_accounts.sealed_issuance_request(ctx.trust, request), ctx)
+
+
+async def on_request_after_transfer_v1(request: CertificateRequestAfterTransferV1, ctx: Context) -> None:
+    """39 likewise (R-001-44); the holder is its sender."""
+    assert ctx.sender is not None
+    sealed = clear_accounts.sealed_request_after_transfer(ctx.trust, ctx.sender.user_id, request)
+    await transfers.on_request_after_transfer(sealed, ctx)
 
 
 async def on_issuance_request(request: CertificateIssuanceRequest, ctx: Context) -> None:
@@ -117,10 +130,12 @@ AGENT = AgentDefinition(
     role=Role.ISSUER,
     handlers={
         CertificateIssuanceRequest: on_issuance_request,
+        CertificateIssuanceRequestV1: on_issuance_request_v1,
         SecuritiesReserve: delivery.on_reserve,
         SecuritiesCommit: delivery.on_commit,
         SecuritiesRelease: delivery.on_release,
         CertificateRequestAfterTransfer: transfers.on_request_after_transfer,
+        CertificateRequestAfterTransferV1: on_request_after_transfer_v1,
         CertificateRelease: transfers.on_release,
         OffExchangeTransferRequest: lifecycle.on_off_exchange_transfer,
         HoldingsInquiry: lifecycle.on_holdings_inquiry,

@@ -32,7 +32,7 @@ class RegisterRecord:
     acquired_on: date
     issuance_conditions: dict[str, Any]
     dividend_method: str | None = None
-    dividend_account: str | None = None
+    dividend_account: str | None = None  # sealed to settlement (R-001-44): the issuer cannot read it
     status: str = "valid"
     committed_order: int | None = None
     committed_by: str | None = None

@@ -25,6 +25,7 @@ from schemas.dvp import (
     CancelInstruction,
     CoverRelease,
     CoverRequest,
+    CoverRequestV1,
     GrantMandate,
     PresentTradeNotice,
     RevokeMandate,
@@ -32,6 +33,7 @@ from schemas.dvp import (
     SecuritiesReservationRefused,
     SecuritiesReserved,
     SettlementInstruction,
+    SettlementInstructionV1,
 )
 from schemas.identity import SETTLEMENT_ID, Role
 from schemas.money import AccountId
@@ -194,8 +196,10 @@ AGENT = AgentDefinition(
         ReviseHold: funds.on_revise_hold,
         PostBrokeredSettlement: funds.on_brokered_settlement,
         CoverRequest: dvp.on_cover_request,
+        CoverRequestV1: dvp.on_cover_request_v1,
         CoverRelease: dvp.on_cover_release,
         SettlementInstruction: dvp.on_instruction,
+        SettlementInstructionV1: dvp.on_instruction_v1,
         SecuritiesReserved: dvp.on_reserved,
         SecuritiesReservationRefused: dvp.on_reservation_refused,
         SecuritiesCommitted: dvp.on_committed,

@@ -14,7 +14,7 @@ from datetime import date
 
 from pydantic import TypeAdapter
 
-from agents.settlement import dvp_repo, repo
+from agents.settlement import dvp_repo, repo, sealed_accounts
 from agents.settlement import instructions as decide
 from agents.settlement.domain import Entry, EntryKind, Leg, money
 from agents.settlement.instructions import Attempt, Fail, Instruction, Wait
@@ -29,6 +29,7 @@ from schemas.dvp import (
     CoverRefused,
     CoverRelease,
     CoverRequest,
+    CoverRequestV1,
     Delivery,
     DvpReason,
     InstructionStatus,
@@ -41,10 +42,12 @@ from schemas.dvp import (
     SecuritiesReserve,
     SecuritiesReserved,
     SettlementInstruction,
+    SettlementInstructionV1,
     SettlementStatus,
 )
 from schemas.identity import EXCHANGE_ID
 from schemas.settlement import SettlementCompleted, SettlementNotice
+from schemas.trading import Side
 
 log = logs.get("kabuto.settlement")
 LEG: TypeAdapter[SecuritiesLeg] = TypeAdapter(SecuritiesLeg)
@@ -54,22 +57,41 @@ LEG: TypeAdapter[SecuritiesLeg] = TypeAdapter(SecuritiesLeg)
 
 
 async def on_cover_request(request: CoverRequest, ctx: Context) -> None:
-    """Hold a buy order's worst case on the buyer's own account, or say why not."""
+    """Hold a buy order's worst case on the buyer's own account, or say why not; the account is
+    the box the buyer sealed in its order (R-001-06)."""
+    account = sealed_accounts.opened(ctx, request.account, request.user_id)
+    if account is None:
+        _refuse_cover(ctx, request.cover_id, CoverRefusal.SEALED_FIELD_INVALID, _UNOPENED)
+        return
+    await _cover(ctx, request, account)
+
+
+async def on_cover_request_v1(request: CoverRequestV1, ctx: Context) -> None:
+    """Before the cut-over: the account in clear (the consumer refuses this version after it)."""
+    await _cover(ctx, request, request.account)
+
+
+_UNOPENED = "the settlement account does not open with settlement's key (sealed for another order, field or key)"
+
+
+def _refuse_cover(ctx: Context, cover_id: uuid.UUID, reason: CoverRefusal, detail: str) -> None:
     assert ctx.sender is not None
-    view = await repo.cover_view(ctx.connection, request.account, request.cover_id)
+    log.info("cover_refused", cover_id=str(cover_id), reason=reason.value)
+    ctx.emit(CoverRefused(cover_id=cover_id, reason=reason, detail=detail), to=ctx.sender.user_id)
+
+
+async def _cover(ctx: Context, request: CoverRequest | CoverRequestV1, account_id: str) -> None:
+    assert ctx.sender is not None
+    view = await repo.cover_view(ctx.connection, account_id, request.cover_id)
     if view.duplicate:
-        ctx.emit(
-            CoverRefused(cover_id=request.cover_id, reason=CoverRefusal.DUPLICATE_COVER, detail="cover exists"),
-            to=ctx.sender.user_id,
-        )
+        _refuse_cover(ctx, request.cover_id, CoverRefusal.DUPLICATE_COVER, "cover exists")
         return
     available = view.account.balance - view.held if view.account else 0
     refusal = decide.cover_refusal(request, view.account, available)  # type: ignore[arg-type]
     if refusal is not None:
-        log.info("cover_refused", cover_id=str(request.cover_id), reason=refusal[0].value)
-        ctx.emit(CoverRefused(cover_id=request.cover_id, reason=refusal[0], detail=refusal[1]), to=ctx.sender.user_id)
+        _refuse_cover(ctx, request.cover_id, *refusal)
         return
-    await dvp_repo.open_cover(ctx.connection, request)
+    await dvp_repo.open_cover(ctx.connection, request, account_id)
     log.info("cover_granted", cover_id=str(request.cover_id), amount=str(request.amount))
     ctx.emit(CoverGranted(cover_id=request.cover_id, amount=request.amount), to=ctx.sender.user_id)
 
@@ -86,17 +108,33 @@ async def on_cover_release(release: CoverRelease, ctx: Context) -> None:
 
 
 async def on_instruction(message: SettlementInstruction, ctx: Context) -> None:
-    """Record and validate an execution's instruction, then make its first attempt."""
+    """Record and validate an execution's instruction, then make its first attempt; both accounts
+    are the parties' sealed boxes, opened here only (R-001-06)."""
+    buyer = sealed_accounts.opened(ctx, message.buyer_account, message.buyer_user_id)
+    seller = sealed_accounts.opened(ctx, message.seller_account, message.seller_user_id)
+    await _instruction(ctx, message, buyer, seller)
+
+
+async def on_instruction_v1(message: SettlementInstructionV1, ctx: Context) -> None:
+    """Before the cut-over: both accounts in clear (the consumer refuses this version after it)."""
+    await _instruction(ctx, message, message.buyer_account, message.seller_account)
+
+
+async def _instruction(
+    ctx: Context,
+    message: SettlementInstruction | SettlementInstructionV1,
+    buyer_account: str | None,
+    seller_account: str | None,
+) -> None:
+    """A box that did not open (None) rejects the instruction as ``sealed_field_invalid``."""
     assert ctx.message_id is not None
     if await dvp_repo.instruction(ctx.connection, message.matching_number) is not None:
         log.warning("instruction_repeated", matching_number=message.matching_number)
         return
-    accounts = await repo.accounts_for_update(ctx.connection, (message.buyer_account, message.seller_account))
-    instruction = decide.validate(
-        decide.received(message, message.securities.agent),
-        accounts.get(message.buyer_account),
-        accounts.get(message.seller_account),
-    )
+    received = decide.received(message, buyer_account or "", seller_account or "", message.securities.agent)
+    ids = tuple(a for a in (buyer_account, seller_account) if a)
+    accounts = await repo.accounts_for_update(ctx.connection, ids)
+    instruction = decide.validate(received, accounts.get(received.buyer_account), accounts.get(received.seller_account))
     await dvp_repo.insert_instruction(ctx.connection, instruction, message.securities, ctx.message_id)
     log.info("instruction_received", matching_number=message.matching_number, processing=instruction.processing.value)
     _announce(ctx, instruction)
@@ -212,16 +250,20 @@ async def on_committed(answer: SecuritiesCommitted, ctx: Context) -> None:
 
 
 def _notify_settled(ctx: Context, instruction: Instruction, plan: Attempt, entry_id: int) -> None:
-    notice = SettlementNotice(
-        matching_number=instruction.matching_number,
-        settled=True,
-        amount=plan.amount,
-        currency=instruction.currency,
-        debited_account=instruction.buyer_account,
-        credited_account=instruction.seller_account,
-        entry_id=entry_id,
-    )
-    for party in _parties(instruction):
+    """Each party hears of its own account only: the counterparty's stays here (R-001-06)."""
+    for side, party, account in (
+        (Side.BUY, instruction.buyer_user_id, instruction.buyer_account),
+        (Side.SELL, instruction.seller_user_id, instruction.seller_account),
+    ):
+        notice = SettlementNotice(
+            matching_number=instruction.matching_number,
+            side=side,
+            settled=True,
+            amount=plan.amount,
+            currency=instruction.currency,
+            account=account,
+            entry_id=entry_id,
+        )
         ctx.emit(notice, to=party)
     ctx.emit(
         SettlementCompleted(

@@ -16,6 +16,7 @@ import asyncpg
 from agents.settlement.instructions import Attempt, Cover, Instruction
 from schemas.dvp import (
     CoverRequest,
+    CoverRequestV1,
     DvpReason,
     MatchingStatus,
     ProcessingStatus,
@@ -42,9 +43,11 @@ async def cover(connection: asyncpg.Connection, cover_id: UUID, *, lock: bool = 
     )
 
 
-async def open_cover(connection: asyncpg.Connection, request: CoverRequest) -> Cover:
-    """A new active cover and its hold on the buyer's account, in one statement."""
-    cover = Cover(request.cover_id, request.user_id, request.account, request.quantity, request.unit_price, True)
+async def open_cover(
+    connection: asyncpg.Connection, request: CoverRequest | CoverRequestV1, account_id: str
+) -> Cover:
+    """A new active cover and its hold on the buyer's account (opened from its box), in one statement."""
+    cover = Cover(request.cover_id, request.user_id, account_id, request.quantity, request.unit_price, True)
     await connection.execute(
         """WITH cover AS (
                INSERT INTO covers (cover_id, user_id, account_id, client_order_id, quantity, remaining, unit_price,
@@ -55,7 +58,7 @@ async def open_cover(connection: asyncpg.Connection, request: CoverRequest) -> C
            SELECT cover_id, account_id, user_id, $8, 'placed' FROM cover""",
         request.cover_id,
         request.user_id,
-        request.account,
+        account_id,
         request.client_order_id,
         request.quantity,
         request.unit_price,

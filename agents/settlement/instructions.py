@@ -18,11 +18,13 @@ from agents.settlement.domain import Account, AccountKind, money
 from schemas.dvp import (
     CoverRefusal,
     CoverRequest,
+    CoverRequestV1,
     DvpReason,
     MatchingStatus,
     PresentTradeNotice,
     ProcessingStatus,
     SettlementInstruction,
+    SettlementInstructionV1,
     SettlementStatus,
     StatusFields,
 )
@@ -134,22 +136,23 @@ class Fail:
 
 
 def cover_refusal(
-    request: CoverRequest, account: Account | None, available: Decimal
+    request: CoverRequest | CoverRequestV1, account: Account | None, available: Decimal
 ) -> tuple[CoverRefusal, str] | None:
     """R-001-23 / issue 11: the account is a customer account of the buyer, in the currency, with
     the worst case available (balance − holds). Unknown and someone else's look different to the
-    exchange only by code, never by balance."""
+    exchange only by code, never by balance; no detail names the account, which the exchange
+    must not learn (R-001-06)."""
     if account is None or account.kind is AccountKind.EXTERNAL:
-        return CoverRefusal.UNKNOWN_ACCOUNT, f"no settlement account {request.account}"
+        return CoverRefusal.UNKNOWN_ACCOUNT, "no such settlement account"
     if account.owner_user_id != request.user_id:
-        return CoverRefusal.ACCOUNT_NOT_OWNED, f"account {request.account} does not belong to {request.user_id}"
+        return CoverRefusal.ACCOUNT_NOT_OWNED, f"the settlement account does not belong to {request.user_id}"
     if account.currency != request.currency:
-        return CoverRefusal.CURRENCY_MISMATCH, f"account {request.account} is in {account.currency}"
+        return CoverRefusal.CURRENCY_MISMATCH, f"the settlement account is in {account.currency}"
     if request.amount != request.quantity * request.unit_price:
         return CoverRefusal.INSUFFICIENT_FUNDS, "the cover asked for is not quantity × unit price"
     if available < request.amount:
         return CoverRefusal.INSUFFICIENT_FUNDS, (
-            f"account {request.account} lacks {money(request.amount, request.currency)} available for this order"
+            f"the settlement account lacks {money(request.amount, request.currency)} available for this order"
         )
     return None
 
@@ -157,7 +160,10 @@ def cover_refusal(
 # -- instruction ---------------------------------------------------------------------------------
 
 
-def received(message: SettlementInstruction, leg_agent: str) -> Instruction:
+def received(
+    message: SettlementInstruction | SettlementInstructionV1, buyer_account: str, seller_account: str, leg_agent: str
+) -> Instruction:
+    """The instruction with its accounts opened; an empty one did not open (R-001-06)."""
     return Instruction(
         matching_number=message.matching_number,
         trade_date=message.trade_date,
@@ -168,9 +174,9 @@ def received(message: SettlementInstruction, leg_agent: str) -> Instruction:
         amount=message.amount,
         currency=message.currency,
         buyer_user_id=message.buyer_user_id,
-        buyer_account=message.buyer_account,
+        buyer_account=buyer_account,
         seller_user_id=message.seller_user_id,
-        seller_account=message.seller_account,
+        seller_account=seller_account,
         cover_id=message.cover_id,
         partial_allowed=message.partial_allowed,
         leg_agent=leg_agent,
@@ -192,23 +198,27 @@ def validate(instruction: Instruction, buyer: Account | None, seller: Account | 
 
 
 def _problem(i: Instruction, buyer: Account | None, seller: Account | None) -> tuple[DvpReason, str] | None:
+    """The details reach the exchange and the counterparty: they never name an account (R-001-06)."""
+    for side, account_id in (("buyer", i.buyer_account), ("seller", i.seller_account)):
+        if not account_id:
+            return (
+                DvpReason.SEALED_FIELD_INVALID,
+                f"the {side}'s settlement account does not open with settlement's key",
+            )
     if i.amount != i.price * i.quantity:
         return DvpReason.AMOUNT_MISMATCH, f"amount {i.amount} is not price × {i.quantity} shares"
-    for side, user, account_id, account in (
-        ("buyer", i.buyer_user_id, i.buyer_account, buyer),
-        ("seller", i.seller_user_id, i.seller_account, seller),
-    ):
+    for side, user, account in (("buyer", i.buyer_user_id, buyer), ("seller", i.seller_user_id, seller)):
         if account is None or account.kind is AccountKind.EXTERNAL:
-            return DvpReason.UNKNOWN_ACCOUNT, f"no settlement account {account_id}"
+            return DvpReason.UNKNOWN_ACCOUNT, f"the {side}'s settlement account is unknown"
         if account.owner_user_id != user:
-            return DvpReason.ACCOUNT_NOT_OWNED, f"account {account_id} does not belong to the {side} {user}"
+            return DvpReason.ACCOUNT_NOT_OWNED, f"the {side}'s settlement account does not belong to {user}"
         if account.currency != i.currency:
             return (
                 DvpReason.CURRENCY_MISMATCH,
-                f"account {account_id} is in {account.currency}, the trade in {i.currency}",
+                f"the {side}'s settlement account is in {account.currency}, the trade in {i.currency}",
             )
     if i.buyer_account == i.seller_account:
-        return DvpReason.ACCOUNT_NOT_OWNED, f"buyer and seller both name account {i.buyer_account}"
+        return DvpReason.ACCOUNT_NOT_OWNED, "buyer and seller name the same settlement account"
     return None
 
 
@@ -223,9 +233,7 @@ def plan(instruction: Instruction, cover: Cover | None, available: Decimal, toda
     affordable = int(max(available, Decimal(0)) // instruction.price)
     quantity = min(open_quantity, from_cover + affordable)
     if quantity < open_quantity and not (instruction.partial_allowed and quantity > 0):
-        return Wait(
-            DvpReason.LACK_OF_CASH, f"the buyer's account {instruction.buyer_account} cannot pay for this trade"
-        )
+        return Wait(DvpReason.LACK_OF_CASH, "the buyer's settlement account cannot pay for this trade")
     return Attempt(instruction.attempt + 1, quantity, quantity * instruction.price, min(from_cover, quantity))
 
 

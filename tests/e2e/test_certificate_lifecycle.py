@@ -8,17 +8,18 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from agents.investor.domain import Dividend
 from agents.investor.lifecycle import claim_handover, hand_over, inquire_holdings, reissue
 from agents.investor.trading import OrderTicket, place_order
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from schemas.lifecycle import ReissueKind
 from schemas.trading import Side
 from tests import support
 
 AGENTS = ("investor", "issuer", "exchange")
-DIVIDEND = DividendDelivery(method=DividendMethod.BANK_TRANSFER, account="0002-999999")
+DIVIDEND = Dividend(method=DividendMethod.BANK_TRANSFER, account="0002-999999")
 
 
 async def wallet(investor: AgentRuntime, user: str) -> list[dict[str, Any]]:

@@ -11,16 +11,17 @@ from uuid import UUID, uuid4
 import pytest
 
 from agents.custody import deposits, withdrawals
+from agents.investor.domain import Dividend
 from agents.investor.lifecycle import claim_handover, hand_over
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
 from schemas.custody import PlaceLock, PositionQuantity
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from tests import support
 from tests.custody_support import ask, balances, open_account
 
 AGENTS = ("investor", "issuer", "exchange", "custody")
-DIVIDEND = DividendDelivery(method=DividendMethod.BANK_TRANSFER, account="0002-999999")
+DIVIDEND = Dividend(method=DividendMethod.BANK_TRANSFER, account="0002-999999")
 
 
 async def register(issuer: AgentRuntime) -> list[tuple[str, int]]:

@@ -137,7 +137,7 @@ async def test_a_copied_certificate_is_refused_after_the_trade(settings: Setting
             user_id="alice",
             issue_code=support.ISSUE,
             terms=OrderTerms(side=Side.SELL, order_type=OrderType.LIMIT, price=Decimal("1000"), quantity=500),
-            settlement_account=alice_cash,
+            settlement_account=support.account_box(keys, "alice", alice_cash),
             certificate=endorse(alice, signed, "sell_order", "order:alice:s2"),
         )
         sealed = seal(alice, order, recipient="exchange", now=datetime.now(UTC))

@@ -1,5 +1,9 @@
 """The runnable example, run as a user would: an external participant enrolled with
-``kabuto ca enrol`` places a buy and a sell order with the client library alone (issue 9)."""
+``kabuto ca enrol`` places a buy and a sell order with the client library alone (issue 9).
+
+Enrolment also makes the participant's own broker user (issue 13), and the client connects with
+it: a user that may not declare, bind, or read anything but its reply queue, so the run proves
+the client needs nothing more. The orders carry the settlement account sealed to settlement."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 
 import aio_pika
 
+from broker import access, provisioning
 from broker.participants import reply_queue_name
 from broker.settings import Settings
 from broker.topology import Names
@@ -42,7 +47,11 @@ async def test_example_places_a_buy_and_a_sell_order_through_the_broker(settings
     code, out = await run(settings, sys.executable, "-m", "agents.cli", "ca", "enrol", "trader-1", "--role", "investor")
     assert code == 0, out
     assert f"reply queue {queue} bound to {settings.namespace}.messages by trader-1" in out
+    user = f"{settings.namespace}-trader-1"
+    assert f"broker user {user}" in out
+    login = access.participant_login(settings.key_dir, "trader-1")
     try:
+        assert login is not None and login[0] == user
         async with support.agents(settings, "issuer", "exchange", "settlement") as rt:
             await support.open_offering(rt["issuer"])
             await support.list_issue(rt["exchange"])
@@ -58,5 +67,9 @@ async def test_example_places_a_buy_and_a_sell_order_through_the_broker(settings
                 rt["exchange"], "SELECT side, status FROM orders WHERE user_id = 'trader-1' ORDER BY side"
             )
             assert orders == [{"side": "buy", "status": "cancelled"}, {"side": "sell", "status": "cancelled"}]
+            [stored] = await support.rows(rt["exchange"], "SELECT settlement_account FROM orders WHERE side = 'buy'")
+            assert stored["settlement_account"].startswith("ks1.")  # sealed by the client library
     finally:
         await delete_queue(settings, queue)
+        await provisioning.delete_users([user])
+        access.participant_credentials_path(settings.key_dir, "trader-1").unlink(missing_ok=True)

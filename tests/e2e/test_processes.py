@@ -89,7 +89,7 @@ async def test_work_committed_before_a_stop_is_delivered_after_the_restart(setti
                 pool,
                 "investor",
                 keys.load_identity("alice"),
-                TrustStore(keys.ca_certificate()),
+                TrustStore(keys.ca_certificate(), keys.certificates()),  # settlement's certificate, as the agent has
                 request_certificates(support.order()),
                 datetime.now(UTC),
             )

@@ -57,7 +57,7 @@ def _order(user: str = "alice", issue: str = support.ISSUE, **terms: Any) -> Sub
         issue_code=issue,
         share_class=ShareClass.COMMON,
         terms=OrderTerms(**values),
-        settlement_account=f"{user}-cash",
+        settlement_account=support.box(f"{user}-cash"),
         holder_name=user.capitalize(),
         holder_address="1-1 Kabuto-cho, Tokyo",
     )

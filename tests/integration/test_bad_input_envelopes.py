@@ -143,7 +143,7 @@ def _order_to_the_issuer(keys: KeyStore) -> Delivery:
         issue_code=support.ISSUE,
         share_class=ShareClass.COMMON,
         terms=OrderTerms(side=Side.BUY, order_type=OrderType.LIMIT, price=1000, quantity=100),
-        settlement_account="alice-cash",
+        settlement_account=support.box("alice-cash"),
         holder_name="Alice",
         holder_address="1-1 Kabuto-cho, Tokyo",
     )

@@ -143,7 +143,7 @@ def order_for(user: str) -> SubmitOrder:
         user_id=user,
         issue_code=support.ISSUE,
         terms=OrderTerms(side=Side.SELL, order_type=OrderType.LIMIT, price=Decimal(990), quantity=100),
-        settlement_account=f"{user}-cash",
+        settlement_account=support.box(f"{user}-cash"),
         holder_name=user.title(),
         holder_address="3-3 Kabuto-cho, Tokyo",
     )

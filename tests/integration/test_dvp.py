@@ -200,9 +200,9 @@ async def exchange_instruction(
         price=Decimal(1000),
         amount=Decimal(1000 * quantity),
         buyer_user_id="bob",
-        buyer_account="bob-cash",
+        buyer_account=support.account_box(keys, "bob", "bob-cash"),
         seller_user_id="alice",
-        seller_account="alice-cash",
+        seller_account=support.account_box(keys, "alice", "alice-cash"),
         partial_allowed=partial,
         securities=CertificateLeg(
             agent="issuer",

@@ -21,6 +21,7 @@ import pytest
 
 from agents.investor import repo as investor_repo
 from agents.investor.app import request_certificates
+from agents.investor.domain import Dividend
 from agents.investor.lifecycle import LifecycleError, claim_handover, hand_over, reissue
 from broker.consumer import Outcome
 from broker.envelope import seal
@@ -42,7 +43,7 @@ from schemas.trading import CertificateRequestAfterTransfer
 from tests import support
 
 AGENTS = ("investor", "issuer", "exchange")
-DIVIDEND = DividendDelivery(method=DividendMethod.BANK_TRANSFER, account="0002-999999")
+DIVIDEND = Dividend(method=DividendMethod.BANK_TRANSFER, account="0002-999999")
 Runtimes = dict[str, AgentRuntime]
 
 
@@ -343,8 +344,9 @@ async def test_a_not_transferable_certificate_is_not_transferred_off_the_exchang
 
 
 def request_43(ntn: int, user: str) -> CertificateRequestAfterTransfer:
+    dividend = DividendDelivery(method=DIVIDEND.method, account=support.box(DIVIDEND.account))  # never opened here
     return CertificateRequestAfterTransfer(
-        name_transfer_number=ntn, holder_name=user.capitalize(), holder_address="Tokyo", dividend_delivery=DIVIDEND
+        name_transfer_number=ntn, holder_name=user.capitalize(), holder_address="Tokyo", dividend_delivery=dividend
     )
 
 

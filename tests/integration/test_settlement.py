@@ -46,7 +46,7 @@ def cover(**changes: Any) -> CoverRequest:
     values: dict[str, Any] = dict(
         cover_id=uuid.uuid4(),
         user_id="bob",
-        account="bob-cash",
+        account=support.box("bob-cash"),
         client_order_id="b1",
         quantity=500,
         unit_price=Decimal(1200),
@@ -179,7 +179,7 @@ async def test_r_001_05_a_cover_request_signed_by_an_investor_is_dead_lettered(
         settlement = rt[SETTLEMENT_ID]
         await open_books(settlement)
         # Issue 11: only the exchange may ask settlement to hold a buyer's cash.
-        forged = sealed(keys, "alice", cover(user_id="alice", account="alice-cash"))
+        forged = sealed(keys, "alice", cover(user_id="alice", account=support.account_box(keys, "alice", "alice-cash")))
         await support.publish_sealed(settings, forged)
         letter = await support.dead_letter(settings, SETTLEMENT_ID)
         settled = await settlement.outcomes.wait_for(forged.envelope.message_id)

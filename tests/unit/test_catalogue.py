@@ -107,3 +107,11 @@ def test_every_message_has_its_channel_operations_headers_and_servers() -> None:
         assert document["operations"][f"receive.{key}"]["action"] == "receive"
         fixed = message["payload"]["allOf"][1]["properties"]
         assert fixed["type"] == {"const": spec.type} and fixed["version"] == {"const": spec.version}
+
+
+def test_a_version_with_accounts_in_clear_is_documented_as_retired_and_its_successor_is_not() -> None:
+    messages = asyncapi("ns")["components"]["messages"]
+    assert "clear_account_refused" in messages["order.submit.v1"]["x-kabuto-retired"]
+    assert "x-kabuto-retired" not in messages["order.submit.v2"]
+    retired = {key for key, message in messages.items() if "x-kabuto-retired" in message}
+    assert retired == {message_key(s) for s in catalogue.specs() if s.clear_accounts}

@@ -27,6 +27,7 @@ from schemas.dvp import (
     SettlementStatus,
 )
 from schemas.trading import Side
+from tests import support
 
 TODAY = date(2026, 12, 1)
 ALICE = Account("alice-cash", "alice", "JPY", balance=Decimal(1_000_000))
@@ -68,7 +69,7 @@ def cover_request(**changes: Any) -> CoverRequest:
     values: dict[str, Any] = dict(
         cover_id=COVER_ID,
         user_id="alice",
-        account="alice-cash",
+        account=support.box("alice-cash"),
         client_order_id="b1",
         quantity=500,
         unit_price=Decimal(1300),

@@ -86,3 +86,19 @@ def test_the_dashboard_shows_rates_latency_outbox_lag_and_dead_letters_per_agent
     assert all(
         "by (agent" in t["expr"] or "by (le, agent" in t["expr"] for p in DASHBOARD["panels"] for t in p["targets"]
     )
+
+
+def test_only_setup_holds_the_administrators_logins_and_every_agent_waits_for_its_own() -> None:
+    """Issue 13, least privilege by default: the agents' URLs name no usable user; setup writes
+    their logins, broker-users imports the broker's half, and only then do they start."""
+    setup, users = services()["setup"], services()["broker-users"]
+    assert "guest:guest@" in setup["environment"]["KABUTO_AMQP_URL"]
+    assert "access definitions --out /var/lib/kabuto/broker/definitions.json" in setup["command"][0]
+    assert "access provision --no-broker" in setup["command"][0]
+    assert "import_definitions /var/lib/kabuto/broker/definitions.json" in users["command"][0]
+    assert users["depends_on"]["setup"]["condition"] == "service_completed_successfully"
+    for name in (*AGENT_IDS, "demo"):
+        env = services()[name]["environment"]
+        assert env["KABUTO_AGENT_CREDENTIALS"] == "1", name
+        assert "guest" not in env["KABUTO_AMQP_URL"] and "postgres@" not in env["KABUTO_DATABASE_URL"], name
+        assert services()[name]["depends_on"]["broker-users"]["condition"] == "service_completed_successfully"

@@ -52,7 +52,7 @@ def buy(quantity: int = 100, price: str | None = "1000", **changes: Any) -> Subm
         user_id="alice",
         issue_code=support.ISSUE,
         terms=terms(Side.BUY, quantity, price),
-        settlement_account="alice-cash",
+        settlement_account=support.box("alice-cash"),
         holder_name="Alice",
         holder_address="1-1 Kabuto-cho, Tokyo",
     )
@@ -87,7 +87,7 @@ def sell(
         user_id=seller,
         issue_code=support.ISSUE,
         terms=terms(Side.SELL, quantity, price),
-        settlement_account=f"{seller}-cash",
+        settlement_account=support.box(f"{seller}-cash"),
         **changes,
     )
     if certificate is None:

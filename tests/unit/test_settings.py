@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -38,6 +38,8 @@ ENV = {
     "KABUTO_METRICS_INTERVAL": "2",
     "KABUTO_MAX_MESSAGE_BYTES": "65536",
     "KABUTO_AGENT_CREDENTIALS": "1",
+    "KABUTO_CLEAR_ACCOUNTS_UNTIL": "2027-04-01T00:00:00+09:00",
+    "KABUTO_RABBITMQCTL": "docker compose exec -T rabbitmq rabbitmqctl",
 }
 
 
@@ -75,7 +77,13 @@ def test_every_variable_is_read() -> None:
         metrics_interval=timedelta(seconds=2),
         max_message_bytes=65536,
         agent_credentials=True,
+        clear_accounts_until=datetime(2027, 3, 31, 15, tzinfo=UTC),
+        rabbitmqctl=("docker", "compose", "exec", "-T", "rabbitmq", "rabbitmqctl"),
     )
+
+
+def test_a_clear_accounts_cut_over_without_a_zone_is_utc() -> None:
+    assert load({"KABUTO_CLEAR_ACCOUNTS_UNTIL": "2027-04-01"}).clear_accounts_until == datetime(2027, 4, 1, tzinfo=UTC)
 
 
 def test_heartbeats_are_written_well_within_the_stall_window() -> None:
@@ -95,6 +103,7 @@ def test_heartbeats_are_written_well_within_the_stall_window() -> None:
         ("KABUTO_PREFETCH", "-1"),
         ("KABUTO_STALL_AFTER", "0"),
         ("KABUTO_INBOX_PRUNE_INTERVAL", "soon"),
+        ("KABUTO_CLEAR_ACCOUNTS_UNTIL", "next spring"),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_variable(name: str, value: str) -> None:

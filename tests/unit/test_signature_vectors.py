@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 from datetime import datetime, timedelta
 from typing import Any
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 import pytest
@@ -54,7 +56,7 @@ def tlv(data: bytes, at: int) -> tuple[int, int]:
 
 
 def test_the_vectors_regenerate_byte_for_byte_with_our_code(vectors: dict[str, Any]) -> None:
-    assert build(vectors["keys"]) == vectors
+    assert build(vectors["keys"], vectors["sealed_account"]) == vectors
 
 
 def test_the_keys_are_ed25519_seeds_of_their_public_keys(vectors: dict[str, Any]) -> None:
@@ -86,7 +88,7 @@ def test_envelope_signature_is_over_the_exact_body_bytes(vectors: dict[str, Any]
     assert vector["body_sha256_hex"] == hashlib.sha256(body).hexdigest()
     seed = bytes.fromhex(vectors["keys"][sender]["private_key_seed_hex"])
     assert base64.b64encode(nacl.signing.SigningKey(seed).sign(body).signature).decode() == headers["kabuto-signature"]
-    altered = body.replace(b'"version":1', b'"version":2', 1)
+    altered = body.replace(b"-8000-", b"-8001-", 1)  # one character of the message id
     assert altered != body
     with pytest.raises(nacl.exceptions.BadSignatureError):
         verify_key(vectors, sender).verify(altered, base64.b64decode(headers["kabuto-signature"]))
@@ -142,3 +144,30 @@ def test_kabutos_receiver_accepts_every_vector(vectors: dict[str, Any]) -> None:
     assert opened.envelope.type == "order.submit" and opened.sender.user_id == "alice"
     event = vectors["event_envelope"]
     assert open_event(event["body_utf8"].encode(), event["headers"], trust=trust, freshness=freshness, now=now)
+
+
+def _hkdf_sha256(secret: bytes, salt: bytes, info: bytes) -> bytes:
+    """RFC 5869 with one block of output: all a 32-byte key needs."""
+    prk = hmac.new(salt, secret, hashlib.sha256).digest()
+    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()
+
+
+def test_the_sealed_account_opens_with_libsodium_and_rfc_5869(vectors: dict[str, Any]) -> None:
+    """docs/signatures.md §6, from the bytes: X25519, HKDF-SHA256, ChaCha20-Poly1305 (IETF), no Kabuto code."""
+    vector = vectors["sealed_account"]
+    raw = base64.urlsafe_b64decode(vector["sealed"].removeprefix("ks1."))
+    ephemeral_public, box = raw[:32], raw[32:]
+    recipient_private = bytes.fromhex(vector["recipient_private_key_hex"])
+    recipient_public = nacl.bindings.crypto_scalarmult_base(recipient_private)
+    assert recipient_public.hex() == vector["recipient_public_key_hex"]
+    assert ephemeral_public == nacl.bindings.crypto_scalarmult_base(bytes.fromhex(vector["ephemeral_private_key_hex"]))
+    shared = nacl.bindings.crypto_scalarmult(recipient_private, ephemeral_public)
+    context = vector["context"].encode()
+    key = _hkdf_sha256(shared, ephemeral_public + recipient_public, b"kabuto sealed box v1 " + context)
+    opened = nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt(box, context, bytes(12), key)
+    assert opened.decode() == vector["plaintext"] == "alice-cash"
+    assert vector["context"] == "order.submit/settlement_account/alice"
+    envelope = json.loads(vectors["sell_order_envelope"]["body_utf8"])
+    assert envelope["version"] == 2 and envelope["payload"]["settlement_account"] == vector["sealed"]
+    with pytest.raises(nacl.exceptions.CryptoError):  # the context is bound in: another field cannot open it
+        nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt(box, b"account.inquiry/account", bytes(12), key)

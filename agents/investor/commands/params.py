@@ -15,9 +15,10 @@ from agents import waiting
 from agents.cli_runtime import run
 from agents.cli_types import decimal
 from agents.investor.client import InvestorClient
+from agents.investor.domain import Dividend
 from broker.awaiting import Probe, Sent
 from broker.settings import Settings
-from schemas.issuance import DividendDelivery, DividendMethod
+from schemas.issuance import DividendMethod
 from schemas.trading import Side
 
 Act = Callable[[InvestorClient], Awaitable[int | None]]
@@ -51,8 +52,9 @@ def sent_to(message_id: UUID, recipient: str, probe: Probe) -> Sent:
     return Sent("investor", message_id, recipient, probe)
 
 
-def dividend(account: str) -> DividendDelivery:
-    return DividendDelivery(method=DividendMethod.SETTLEMENT_ACCOUNT, account=account)
+def dividend(account: str) -> Dividend:
+    """The investor's dividend account as filled in; sealed to settlement when a message carries it."""
+    return Dividend(method=DividendMethod.SETTLEMENT_ACCOUNT, account=account)
 
 
 def order_id(user: str, given: str | None) -> str:
