@@ -15,7 +15,7 @@ from rich.console import Console
 
 from agents import access_commands, ca_commands, reconcile, render, status_view
 from agents import demo as demo_scenario
-from agents.registry import AGENTS
+from agents.registry import AGENTS, institutions
 from broker import enrolment, logs, ops
 from broker.catalogue import asyncapi, release
 from broker.migrate import migrate as apply_migrations
@@ -26,7 +26,7 @@ from broker.runtime import serve
 from broker.settings import AGENT_IDS, Settings
 from broker.supervisor import Child, supervise
 from broker.trust import TrustStore
-from schemas.identity import CARD_ISSUER_ID, Participant, Role
+from schemas.identity import Participant, Role
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 log = logs.get("kabuto.run")
@@ -123,10 +123,8 @@ def _ca(args: argparse.Namespace, keys: KeyStore, settings: Settings) -> None:
             participant = ca_commands.participant_for(args.user_id, args.role, args.limit, args.allow_short_selling)
             _enrol(keys, participant, renew=args.renew)
         case "enrol-all":
-            for agent in AGENT_IDS:
-                if agent != "investor":
-                    _enrol(keys, default_participant(agent, Role(agent)))
-            _enrol(keys, default_participant(CARD_ISSUER_ID, Role.CARD_ISSUER))  # hosted by credit
+            for institution in institutions():
+                _enrol(keys, institution)
             for investor in settings.investors:
                 _enrol(keys, default_participant(investor, Role.INVESTOR))
         case "revoke" | "sign-csr" | "request":

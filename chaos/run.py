@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -39,6 +40,7 @@ from agents.investor.app import IssuanceOrder, request_certificates
 from agents.investor.trading import OrderError, OrderTicket, place_order
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
+from agents.registry import institutions
 from agents.settlement import app as settlement
 from broker import logs, ops
 from broker.context import Context
@@ -59,6 +61,7 @@ from schemas.issuance import DividendDelivery, DividendMethod
 from schemas.trading import Side
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+METRICS_PORT = 55480  # the agents' Prometheus endpoints, 55480–55486
 T = TypeVar("T")
 
 
@@ -86,19 +89,26 @@ def kill(agent: str) -> tuple[str, Fault]:
 
 
 async def rabbit_stop_start(lab: Lab) -> None:
-    await asyncio.to_thread(lab.rabbit.stop_app)
-    await asyncio.sleep(10)  # the outage
-    await asyncio.to_thread(lab.rabbit.start_app)
+    try:
+        await asyncio.to_thread(lab.rabbit.stop_app)
+        await asyncio.sleep(10)  # the outage
+    finally:  # started again whatever happens, even when the suite is interrupted here
+        await asyncio.shield(asyncio.to_thread(lab.rabbit.start_app))
 
 
 async def postgres_restart(lab: Lab) -> None:
-    await asyncio.to_thread(lab.pg.restart)
+    try:
+        await asyncio.to_thread(lab.pg.restart)
+    finally:
+        await asyncio.shield(asyncio.to_thread(lab.pg.start))
 
 
 async def postgres_stop_20s(lab: Lab) -> None:
-    await asyncio.to_thread(lab.pg._pg_ctl, "-m", "fast", "stop")
-    await asyncio.sleep(20)  # longer than the whole retry schedule
-    await asyncio.to_thread(lab.pg._pg_ctl, "start")
+    try:
+        await asyncio.to_thread(lab.pg.stop)
+        await asyncio.sleep(20)  # longer than the whole retry schedule
+    finally:
+        await asyncio.shield(asyncio.to_thread(lab.pg.start))
 
 
 async def cut_amqp(lab: Lab) -> None:
@@ -193,6 +203,8 @@ def environment(settings: Settings, amqp_url: str, database_url: str) -> dict[st
         "KABUTO_LOG_FORMAT": "json",
         "KABUTO_LOG_LEVEL": "warning",
         "KABUTO_STALL_AFTER": str(int(settings.stall_after.total_seconds())),
+        # Beside the private services' ports: agents run elsewhere on this machine hold the default ones.
+        "KABUTO_METRICS_PORT": str(METRICS_PORT),
     }
 
 
@@ -209,9 +221,8 @@ def enrol(key_dir: Path) -> KeyStore:
     shutil.rmtree(key_dir, ignore_errors=True)
     keys = KeyStore(key_dir)
     keys.init_ca()
-    for agent in AGENT_IDS:
-        if agent != "investor":
-            keys.enrol(default_participant(agent, Role(agent)))
+    for institution in institutions():  # the credit agent hosts the card issuer too
+        keys.enrol(institution)
     for user in (SELLER, BUYER):
         keys.enrol(default_participant(user, Role.INVESTOR, limit=10**12))
     return keys
@@ -404,7 +415,22 @@ def main() -> int:
     for noisy in ("asyncpg", "aiormq", "aio_pika"):  # the faults make them complain, on purpose
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     faults = [f for f in FAULTS if not args.only or args.only in f[0]]
-    return 0 if asyncio.run(run(args.trades, args.seed, args.deadline, faults)) else 1
+    try:
+        return 0 if asyncio.run(interruptible(run(args.trades, args.seed, args.deadline, faults))) else 1
+    except asyncio.CancelledError:
+        print("chaos: interrupted; agents stopped, services started again", file=sys.stderr)
+        return 130
+
+
+async def interruptible(suite: Awaitable[T]) -> T:
+    """Run ``suite``, cancelled by SIGTERM or SIGINT (ignored by a shell's background jobs
+    otherwise), so that every ``finally`` runs: services started again, agents stopped."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    return await suite
 
 
 if __name__ == "__main__":
