@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from uuid import UUID
@@ -24,6 +24,7 @@ import asyncpg
 from broker import logs
 from broker.db import notify_channel
 from broker.outbox import amqp_message
+from broker.progress import TaskBeat
 from broker.topology import Exchanges
 
 log = logs.get("kabuto.parked")
@@ -96,6 +97,7 @@ class ParkedRetry:
     pool: asyncpg.Pool
     exchanges: Exchanges
     interval: timedelta
+    beat: TaskBeat = field(default_factory=lambda: TaskBeat("parked-retry"))
 
     async def run(self) -> None:
         """Retry parked rows every ``interval`` until cancelled.
@@ -105,7 +107,8 @@ class ParkedRetry:
         """
         while True:
             await asyncio.sleep(self.interval.total_seconds())
-            await self.retry_once()
+            with self.beat.round():
+                await self.retry_once()
 
     async def retry_once(self) -> int:
         """Probe each parked routing key with its oldest row; returns how many keys became routable."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -243,7 +243,8 @@ class AgentRuntime:
     async def _parked_retry_session(self) -> None:
         """Sends parked replies again once their recipient has a queue (broker/parked.py)."""
         session = await self.link.current()
-        retry = ParkedRetry(self.id, self.pool, session.exchanges, self.settings.parked_retry_interval)
+        interval = self.settings.parked_retry_interval
+        retry = ParkedRetry(self.id, self.pool, session.exchanges, interval, self.heartbeats.beat("parked-retry"))
         async with _closed_means_lost(session):
             await retry.run()
 
@@ -256,6 +257,10 @@ class AgentRuntime:
                 await asyncio.shield(self.heartbeats.write(self.pool))
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("stopped_state_not_recorded", agent=self.id, error=repr(exc))
+
+    def round_of(self, job: Background) -> AbstractContextManager[None]:
+        """One round of the background ``job`` (its task is named after it): see ``TaskBeat.round``."""
+        return self.heartbeats.beat(job.__name__).round()
 
     async def command(self, user_id: str, action: Callable[[Context], Awaitable[T]]) -> T:
         """Run a local command as a hosted participant: one transaction, emits via the outbox."""

@@ -265,3 +265,27 @@ async def listen_pids(settings: Settings, agent: str) -> list[int]:
         return [r["pid"] for r in rows]
     finally:
         await admin.close()
+
+
+async def test_background_jobs_are_running_again_after_a_database_outage_and_health_is_clean(
+    settings: Settings,
+) -> None:
+    """Found by `make chaos`: a job its supervisor had marked waiting stayed so after the outage."""
+    quick = settings.with_(
+        stall_after=timedelta(seconds=1),
+        certid_list_interval=timedelta(milliseconds=200),
+        parked_retry_interval=timedelta(milliseconds=200),
+    )
+    async with proxied(settings.database_url) as pg:
+        async with started([AGENT_ISSUER], quick.with_(database_url=pg.url(settings.database_url))) as rt:
+            jobs = [rt["issuer"].heartbeats.beat(task) for task in ("periodic_certid_lists", "parked-retry")]
+            with pg.refusing():
+                for beat in jobs:
+                    await beat.until(TaskState.WAITING)
+            for beat in jobs:
+                await beat.until(TaskState.RUNNING)
+
+            async def healthy() -> bool:
+                return await ops.health(quick, "issuer") == []
+
+            await eventually(healthy)
