@@ -61,6 +61,7 @@ async def check(connection: asyncpg.Connection, settings: Settings, market: Mark
     return [
         *await _orders(connection, trades),
         *await _matches(connection, trades),
+        *await _delivery_versus_payment(connection, trades),
         *await _cash(connection, market, trades),
         *await _shares(connection, market, trades),
         *await _plumbing(settings),
@@ -109,6 +110,51 @@ async def _matches(connection: asyncpg.Connection, trades: int) -> list[Anomaly]
         *_compare("settlement instructions settled", settlement["settled"], trades),
         *_compare("trade entries in the ledger", settlement["entries"], trades),
     ]
+
+
+async def _delivery_versus_payment(connection: asyncpg.Connection, trades: int) -> list[Anomaly]:
+    """Each instruction settled once, both legs, and nothing it held still held (docs/dvp.md)."""
+    row = await connection.fetchrow(
+        """SELECT (SELECT count(*) FROM settlement.dvp_attempts WHERE status = 'committed') AS committed,
+                  (SELECT count(*) FROM settlement.dvp_attempts WHERE status IN ('reserving', 'committing'))
+                      AS attempts_open,
+                  (SELECT count(*) FROM settlement.dvp_instructions
+                    WHERE settlement IN ('pending', 'partially_settled') AND reason IS NULL AND NOT in_flight)
+                      AS waiting_without_reason,
+                  (SELECT count(*) FROM settlement.dvp_instructions WHERE settlement = 'settled'
+                    AND (settled_quantity <> quantity OR settled_amount <> amount)) AS settled_short,
+                  (SELECT count(*) FROM settlement.dvp_instructions WHERE settlement = 'failed') AS failed,
+                  (SELECT count(*) FROM settlement.covers WHERE status = 'active') AS covers_active,
+                  (SELECT count(*) FROM settlement.holds WHERE status = 'placed') AS holds_placed,
+                  (SELECT count(*) FROM exchange.pending_orders WHERE status = 'awaiting_cover') AS awaiting_cover,
+                  (SELECT count(*) FROM exchange.pending_orders WHERE status = 'refused') AS cover_refused,
+                  (SELECT count(*) FROM issuer.reservations WHERE status = 'committed') AS issuer_committed,
+                  (SELECT count(*) FROM issuer.reservations WHERE status = 'reserved') AS issuer_reserved,
+                  (SELECT count(*) FROM custody.reservations WHERE status = 'reserved') AS custody_reserved,
+                  (SELECT count(*) FROM custody.locks WHERE status = 'active') AS custody_locks"""
+    )
+    found = [
+        *_compare("instructions settled by one committed attempt", row["committed"], trades),
+        *_compare("certificates delivered (issuer reservations committed)", row["issuer_committed"], trades),
+    ]
+    stuck = {
+        "settlement attempts reserving or committing": row["attempts_open"],
+        "instructions pending with no reason": row["waiting_without_reason"],
+        "buy covers still active": row["covers_active"],
+        "cash holds still placed (covers, earmarks)": row["holds_placed"],
+        "buy orders awaiting cover at the exchange": row["awaiting_cover"],
+        "certificates still reserved at the issuer": row["issuer_reserved"],
+        "positions still reserved at custody": row["custody_reserved"],
+        "custody locks still active": row["custody_locks"],
+    }
+    unexpected = {
+        "instructions settled for less than traded": row["settled_short"],
+        "instructions failed": row["failed"],
+        "buy orders refused cover": row["cover_refused"],
+    }
+    found += [Anomaly(Kind.STUCK, check, str(n)) for check, n in stuck.items() if n]
+    found += [Anomaly(Kind.UNEXPECTED, check, str(n)) for check, n in unexpected.items() if n]
+    return found
 
 
 async def _cash(connection: asyncpg.Connection, market: Market, trades: int) -> list[Anomaly]:
