@@ -48,6 +48,8 @@ from schemas.identity import Role
 log = logs.get("kabuto.runtime")
 T = TypeVar("T")
 Background = Callable[["AgentRuntime"], Coroutine[Any, Any, None]]
+# Tasks that mark themselves running once connected; the others (scheduled jobs) run from each start.
+REPORT_THEMSELVES = frozenset({"consumer", "relay", "inbox-pruner"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +204,8 @@ class AgentRuntime:
             async with asyncio.TaskGroup() as tasks:
                 for name, body in self._tasks():
                     beat = self.heartbeats.beat(name)
-                    tasks.create_task(supervise(beat, body), name=f"{self.id}-{name}")
+                    reports = name in REPORT_THEMSELVES
+                    tasks.create_task(supervise(beat, body, reports_itself=reports), name=f"{self.id}-{name}")
                 self.ready.set()
                 log.info("agent_started", agent=self.id, participants=sorted(self.identities))
         except BaseExceptionGroup as group:
