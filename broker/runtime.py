@@ -318,10 +318,11 @@ async def running(runtime: AgentRuntime) -> AsyncIterator[AgentRuntime]:
         yield runtime
     finally:
         task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        # Waited for, not awaited: awaiting it and swallowing CancelledError also swallowed a
+        # cancellation of the caller (its own timeout), so a stop that hung could not be cut short.
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.result()  # raises why it stopped
 
 
 @asynccontextmanager
