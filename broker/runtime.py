@@ -31,7 +31,7 @@ from broker.consumer import Consumer, Handler, Outcomes
 from broker.context import Context
 from broker.db import agent_pool
 from broker.envelope import Freshness
-from broker.link import BrokerLink, BrokerSession
+from broker.link import BrokerLink, BrokerSession, close_within
 from broker.outbox import OutboxRelay
 from broker.parked import ParkedRetry
 from broker.pki import Identity, KeyStore
@@ -170,12 +170,12 @@ class AgentRuntime:
             )
             await topology.check_ready(connection, self.queue_names())
         except RuntimeError as exc:  # aiormq's way of saying the connection closed under us
-            await asyncio.shield(connection.close())
+            await asyncio.shield(close_within(connection))
             if connection.is_closed:
                 raise ConnectionLost(f"the broker closed the connection while it was opened: {exc}") from exc
             raise
         except BaseException:
-            await asyncio.shield(connection.close())
+            await asyncio.shield(close_within(connection))
             raise
         return BrokerSession(connection, channel, exchanges, inbox)
 
