@@ -132,7 +132,11 @@ class ParkedRetry:
         except aiormq.exceptions.PublishError:
             return False  # still no queue for this recipient
         async with self.pool.acquire() as connection, connection.transaction():
-            await connection.execute("UPDATE outbox SET published_at = now() WHERE seq = $1", head["seq"])
+            # No longer parked: a published row kept its failed_at and counted as parked for ever
+            # in `kabuto status` and the metrics (found by make chaos).
+            await connection.execute(
+                "UPDATE outbox SET published_at = now(), failed_at = NULL, error = NULL WHERE seq = $1", head["seq"]
+            )
             await connection.execute(
                 """UPDATE outbox SET failed_at = NULL, error = NULL
                    WHERE routing_key = $1 AND failed_at IS NOT NULL AND published_at IS NULL AND error LIKE $2""",
