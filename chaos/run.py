@@ -430,7 +430,7 @@ def _outage(exc: BaseException) -> bool:
 
 def main() -> int:
     p = argparse.ArgumentParser(description="Kabuto's fault suite (run it through `make chaos`).")
-    p.add_argument("--trades", type=int, default=int(os.environ.get("CHAOS_TRADES", "750")))
+    p.add_argument("--trades", type=int, default=int(os.environ.get("CHAOS_TRADES", "1400")))
     p.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", str(random.randrange(10**6)))))
     p.add_argument("--deadline", type=float, default=180.0, help="seconds a wave may take to recover")
     p.add_argument("--only", help="run only the faults whose name contains this text")
