@@ -2,9 +2,11 @@
 injected, and a report of what recovered, how fast, and every anomaly (``make chaos``).
 
 On private services (``chaos.services``): the suite migrates a fresh database, enrols a
-seller and a buyer, starts the agents with ``kabuto run AGENT`` behind two fault proxies
-(one before RabbitMQ, one before PostgreSQL), issues the seller one certificate per trade,
-then runs one wave of trades per fault. During each wave, at a random moment, it injects
+seller, a buyer, a shopper and a merchant, starts the agents with ``kabuto run AGENT`` behind
+two fault proxies (one before RabbitMQ, one before PostgreSQL), issues the seller a
+certificate per certificate trade and deposits shares at custody for the book-entry ones,
+opens the shopper's card (``chaos.shopping``), then runs one wave of trades and one card
+purchase per fault. During each wave, at a random moment, it injects
 the fault — kill -9 of one agent (restarted by the suite's fleet, as compose would),
 RabbitMQ ``stop_app``/``start_app``, a PostgreSQL restart, PostgreSQL stopped for a while,
 every connection cut, connections delayed — then waits until every invariant of
