@@ -51,6 +51,7 @@ log = logs.get("kabuto.consumer")
 Handler = Callable[[Any, Context], Awaitable[None]]
 ATTEMPT_HEADER = "x-kabuto-attempt"
 HELD_WHILE_ANSWERING = 3
+STOP_GRACE = 15.0  # seconds a batch in flight may take to finish once the consumer is stopped
 EVIDENCE_BYTES = 4096
 
 
@@ -160,7 +161,10 @@ class Consumer:
     beat: TaskBeat = field(default_factory=lambda: TaskBeat("consumer"))
 
     async def run(self, queue: AbstractQueue) -> None:
-        """Consume until cancelled; a batch in flight is finished, never cut off.
+        """Consume until cancelled; a batch in flight is finished, never cut off, unless it takes
+        longer than ``STOP_GRACE`` after the stop (the broker or the database not answering):
+        then it is cancelled unacked, redelivered to the next consumer and absorbed by the
+        inbox if it had committed — a stop never waits on a service for ever.
 
         Raises ``ConnectionLost`` (or the broker's error) when the channel closes under it;
         its supervisor then consumes again on a new session, and the broker redelivers
@@ -173,7 +177,7 @@ class Consumer:
                 try:
                     await asyncio.shield(work)
                 except asyncio.CancelledError:
-                    await work
+                    await _finish_within(work, STOP_GRACE)
                     raise
         raise ConnectionLost(f"the broker stopped delivering from {queue.name}")
 
@@ -351,3 +355,16 @@ def _attempt(delivery: AbstractIncomingMessage) -> int:
 
 def _copy(delivery: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
     return outbox.amqp_message(delivery.message_id, delivery.type, delivery.body, headers)
+
+
+async def _finish_within(work: asyncio.Future[None], seconds: float) -> None:
+    """Let ``work`` finish for ``seconds`` at most, then cancel it. The consumer is stopping, so
+    how the work ended is logged, not raised."""
+    done, _ = await asyncio.wait({work}, timeout=seconds)
+    if not done:
+        work.cancel()
+        log.warning("delivery_in_flight_abandoned_at_stop", after_s=seconds)
+        await asyncio.wait({work})
+    failure = None if work.cancelled() else work.exception()
+    if failure is not None:
+        log.warning("delivery_in_flight_failed_at_stop", error=repr(failure)[:300])

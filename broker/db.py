@@ -10,6 +10,7 @@ login user's rights, so a production deployment gives each agent its own login r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,7 +36,17 @@ async def agent_pool(database_url: str, agent: str, *, max_size: int = 4) -> Asy
     try:
         yield pool
     finally:
-        await pool.close()
+        await close_pool(pool)
+
+
+async def close_pool(pool: asyncpg.Pool, within: float = 10.0) -> None:
+    """Close gracefully, but only for ``within`` seconds: a connection a stuck task still holds
+    (the database not answering it) must not keep the agent from stopping; it is terminated."""
+    try:
+        async with asyncio.timeout(within):
+            await pool.close()
+    except TimeoutError:
+        pool.terminate()
 
 
 def notify_channel(agent: str) -> str:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+import aiormq
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from broker.consumer import Consumer, Settled
 
 log = logs.get("kabuto.consumer")
+CANCEL_WITHIN = 5.0  # seconds the broker has to confirm a consumer's cancel when it stops
 
 
 class Deliveries:
@@ -91,11 +93,23 @@ class Deliveries:
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self._queue.close_callbacks.discard(self._closed)
         if self._tag is not None and not self._queue.channel.is_closed:
-            await self._queue.cancel(self._tag)
+            await self._cancel(self._tag)
         while not self._buffer.empty():
             delivery = self._buffer.get_nowait()
             if delivery is not None and not self._queue.channel.is_closed:
                 await delivery.nack(requeue=True)
+
+    async def _cancel(self, tag: ConsumerTag) -> None:
+        """Stop the broker's deliveries, waiting for its answer ``CANCEL_WITHIN`` seconds at most.
+
+        Unbounded, this wait hung a stopping agent — and the whole test suite — for as long as a
+        busy broker left a quorum queue's ``basic.cancel`` unanswered. Past the bound aiormq
+        closes the channel, which cancels the consumer and requeues every unacked delivery.
+        """
+        try:
+            await self._queue.cancel(tag, timeout=CANCEL_WITHIN)
+        except (TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
+            log.warning("consumer_cancel_unanswered", queue=self._queue.name, error=repr(exc)[:200])
 
 
 @dataclass(slots=True)

@@ -39,11 +39,17 @@ class BrokerSession:
         return bool(self.connection.is_closed or self.channel.is_closed)
 
     async def close(self) -> None:
-        try:
-            async with asyncio.timeout(5):
-                await self.connection.close()
-        except (OSError, RuntimeError, TimeoutError) as exc:  # it is going away anyway
-            log.debug("broker_session_close_failed", error=repr(exc))
+        await close_within(self.connection)
+
+
+async def close_within(connection: AbstractConnection, seconds: float = 5.0) -> None:
+    """Close a broker connection, waiting ``seconds`` at most for the broker's answer: a stop or a
+    failed start never waits on a broker that does not answer."""
+    try:
+        async with asyncio.timeout(seconds):
+            await connection.close()
+    except (OSError, RuntimeError, TimeoutError) as exc:  # it is going away anyway
+        log.debug("broker_session_close_failed", error=repr(exc))
 
 
 class BrokerLink:

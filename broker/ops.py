@@ -23,6 +23,7 @@ from broker import progress
 from broker.access import agent_urls
 from broker.db import agent_pool
 from broker.health import Backlog, task_problems
+from broker.link import close_within
 from broker.metrics import outbox_figures
 from broker.outbox import amqp_message
 from broker.provenance import Provenance, provenance
@@ -185,7 +186,7 @@ async def replay(settings: Settings, agent: str, message_id: str) -> bool:
     except aiormq.exceptions.ChannelNotFoundEntity as exc:
         raise TopologyError(f"no dead-letter queue for {agent}: has it ever started?") from exc
     finally:
-        await asyncio.shield(connection.close())
+        await asyncio.shield(close_within(connection))
 
 
 async def outbox_failures(settings: Settings, agent: str) -> list[asyncpg.Record]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from uuid import UUID
@@ -24,6 +24,7 @@ import asyncpg
 from broker import logs
 from broker.db import notify_channel
 from broker.outbox import amqp_message
+from broker.progress import TaskBeat
 from broker.topology import Exchanges
 
 log = logs.get("kabuto.parked")
@@ -96,6 +97,7 @@ class ParkedRetry:
     pool: asyncpg.Pool
     exchanges: Exchanges
     interval: timedelta
+    beat: TaskBeat = field(default_factory=lambda: TaskBeat("parked-retry"))
 
     async def run(self) -> None:
         """Retry parked rows every ``interval`` until cancelled.
@@ -105,7 +107,8 @@ class ParkedRetry:
         """
         while True:
             await asyncio.sleep(self.interval.total_seconds())
-            await self.retry_once()
+            with self.beat.round():
+                await self.retry_once()
 
     async def retry_once(self) -> int:
         """Probe each parked routing key with its oldest row; returns how many keys became routable."""
@@ -129,7 +132,11 @@ class ParkedRetry:
         except aiormq.exceptions.PublishError:
             return False  # still no queue for this recipient
         async with self.pool.acquire() as connection, connection.transaction():
-            await connection.execute("UPDATE outbox SET published_at = now() WHERE seq = $1", head["seq"])
+            # No longer parked: a published row kept its failed_at and counted as parked for ever
+            # in `kabuto status` and the metrics (found by make chaos).
+            await connection.execute(
+                "UPDATE outbox SET published_at = now(), failed_at = NULL, error = NULL WHERE seq = $1", head["seq"]
+            )
             await connection.execute(
                 """UPDATE outbox SET failed_at = NULL, error = NULL
                    WHERE routing_key = $1 AND failed_at IS NOT NULL AND published_at IS NULL AND error LIKE $2""",

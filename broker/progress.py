@@ -93,6 +93,14 @@ class TaskBeat:
         finally:
             self.busy_since = None
 
+    @contextmanager
+    def round(self) -> Iterator[None]:
+        """One round of a periodic job: busy while inside; once a round completes the task is
+        running — again, after an outage during which its supervisor marked it waiting."""
+        with self.busy():
+            yield
+        self.running()
+
 
 def _age(moment: float | None, now: float) -> float | None:
     return None if moment is None else max(0.0, now - moment)

@@ -108,7 +108,7 @@ def create_login_sql(login: str, agent: str, password: str) -> list[str]:
     return [
         f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{login}') "
         f'THEN CREATE ROLE "{login}" LOGIN; END IF; END $$',
-        f'ALTER ROLE "{login}" LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD \'{password}\'',
+        f"ALTER ROLE \"{login}\" LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{password}'",
         f'GRANT "kabuto_{agent}" TO "{login}"',
     ]
 

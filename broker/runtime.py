@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -31,7 +31,7 @@ from broker.consumer import Consumer, Handler, Outcomes
 from broker.context import Context
 from broker.db import agent_pool
 from broker.envelope import Freshness
-from broker.link import BrokerLink, BrokerSession
+from broker.link import BrokerLink, BrokerSession, close_within
 from broker.outbox import OutboxRelay
 from broker.parked import ParkedRetry
 from broker.pki import Identity, KeyStore
@@ -48,6 +48,8 @@ from schemas.identity import Role
 log = logs.get("kabuto.runtime")
 T = TypeVar("T")
 Background = Callable[["AgentRuntime"], Coroutine[Any, Any, None]]
+# Tasks that mark themselves running once connected; the others (scheduled jobs) run from each start.
+REPORT_THEMSELVES = frozenset({"consumer", "relay", "inbox-pruner"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +171,12 @@ class AgentRuntime:
             )
             await topology.check_ready(connection, self.queue_names())
         except RuntimeError as exc:  # aiormq's way of saying the connection closed under us
-            await asyncio.shield(connection.close())
+            await asyncio.shield(close_within(connection))
             if connection.is_closed:
                 raise ConnectionLost(f"the broker closed the connection while it was opened: {exc}") from exc
             raise
         except BaseException:
-            await asyncio.shield(connection.close())
+            await asyncio.shield(close_within(connection))
             raise
         return BrokerSession(connection, channel, exchanges, inbox)
 
@@ -203,7 +205,8 @@ class AgentRuntime:
             async with asyncio.TaskGroup() as tasks:
                 for name, body in self._tasks():
                     beat = self.heartbeats.beat(name)
-                    tasks.create_task(supervise(beat, body), name=f"{self.id}-{name}")
+                    reports = name in REPORT_THEMSELVES
+                    tasks.create_task(supervise(beat, body, reports_itself=reports), name=f"{self.id}-{name}")
                 self.ready.set()
                 log.info("agent_started", agent=self.id, participants=sorted(self.identities))
         except BaseExceptionGroup as group:
@@ -244,7 +247,8 @@ class AgentRuntime:
     async def _parked_retry_session(self) -> None:
         """Sends parked replies again once their recipient has a queue (broker/parked.py)."""
         session = await self.link.current()
-        retry = ParkedRetry(self.id, self.pool, session.exchanges, self.settings.parked_retry_interval)
+        interval = self.settings.parked_retry_interval
+        retry = ParkedRetry(self.id, self.pool, session.exchanges, interval, self.heartbeats.beat("parked-retry"))
         async with _closed_means_lost(session):
             await retry.run()
 
@@ -257,6 +261,10 @@ class AgentRuntime:
                 await asyncio.shield(self.heartbeats.write(self.pool))
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("stopped_state_not_recorded", agent=self.id, error=repr(exc))
+
+    def round_of(self, job: Background) -> AbstractContextManager[None]:
+        """One round of the background ``job`` (its task is named after it): see ``TaskBeat.round``."""
+        return self.heartbeats.beat(job.__name__).round()
 
     async def command(self, user_id: str, action: Callable[[Context], Awaitable[T]]) -> T:
         """Run a local command as a hosted participant: one transaction, emits via the outbox."""
@@ -311,10 +319,11 @@ async def running(runtime: AgentRuntime) -> AsyncIterator[AgentRuntime]:
         yield runtime
     finally:
         task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        # Waited for, not awaited: awaiting it and swallowing CancelledError also swallowed a
+        # cancellation of the caller (its own timeout), so a stop that hung could not be cut short.
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.result()  # raises why it stopped
 
 
 @asynccontextmanager

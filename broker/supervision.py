@@ -80,11 +80,21 @@ class Backoff:
         return min(max(delay * 2, self.first), self.cap)
 
 
-async def supervise(beat: TaskBeat, body: Callable[[], Awaitable[None]], backoff: Backoff = Backoff()) -> None:
-    """Run ``body`` until cancelled, restarting it after each infrastructure failure."""
+async def supervise(
+    beat: TaskBeat, body: Callable[[], Awaitable[None]], backoff: Backoff = Backoff(), *, reports_itself: bool = True
+) -> None:
+    """Run ``body`` until cancelled, restarting it after each infrastructure failure.
+
+    A task that ``reports_itself`` (consumer, relay) marks itself running once it has its
+    connections; any other (a scheduled job, sleeping until its next round) is running from
+    each start: it was *waiting* only while held here in back-off, and learns at its next
+    round whether the outage is over.
+    """
     delay = backoff.first
     while True:
         started = time.monotonic()
+        if not reports_itself:
+            beat.running()
         try:
             await body()
             raise AgentFailed(f"{beat.task} returned; a supervised task runs until cancelled")

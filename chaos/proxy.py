@@ -3,7 +3,9 @@
 Put between an agent and RabbitMQ or PostgreSQL, it forwards bytes both ways until told
 otherwise: ``cut()`` drops every open connection at once (as a network failure would),
 ``refusing()`` drops new connections too for the length of a block (an outage of any
-length, without stopping the shared service), ``delay`` holds each chunk back. It only
+length, without stopping the shared service), ``silent()`` holds every byte for the length
+of a block without closing anything (a service that stopped answering), ``delay`` holds
+each chunk back. It only
 listens on and forwards to loopback, and bounds what it does: delays are capped at
 ``MAX_DELAY`` and it serves at most ``max_connections`` connections at a time.
 """
@@ -34,6 +36,8 @@ class FaultProxy:
         self._pipes: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
+        self._speaking = asyncio.Event()
+        self._speaking.set()
 
     @classmethod
     def for_url(cls, url: str, *, port: int = 0) -> FaultProxy:
@@ -81,6 +85,16 @@ class FaultProxy:
         finally:
             self.refuse = False
 
+    @contextmanager
+    def silent(self) -> Iterator[None]:
+        """For the length of the block nothing is forwarded either way and nothing is closed: the
+        service seems to have stopped answering (a hung broker, a link that drops every packet)."""
+        self._speaking.clear()
+        try:
+            yield
+        finally:
+            self._speaking.set()
+
     @asynccontextmanager
     async def delayed(self, seconds: float) -> AsyncIterator[None]:
         self.delay = min(max(seconds, 0.0), MAX_DELAY)
@@ -120,6 +134,7 @@ class FaultProxy:
             while chunk := await reader.read(65536):
                 if self.delay:
                     await asyncio.sleep(self.delay)  # the injected latency itself
+                await self._speaking.wait()
                 writer.write(chunk)
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):

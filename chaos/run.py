@@ -2,9 +2,11 @@
 injected, and a report of what recovered, how fast, and every anomaly (``make chaos``).
 
 On private services (``chaos.services``): the suite migrates a fresh database, enrols a
-seller and a buyer, starts the agents with ``kabuto run AGENT`` behind two fault proxies
-(one before RabbitMQ, one before PostgreSQL), issues the seller one certificate per trade,
-then runs one wave of trades per fault. During each wave, at a random moment, it injects
+seller, a buyer, a shopper and a merchant, starts the agents with ``kabuto run AGENT`` behind
+two fault proxies (one before RabbitMQ, one before PostgreSQL), issues the seller a
+certificate per certificate trade and deposits shares at custody for the book-entry ones,
+opens the shopper's card (``chaos.shopping``), then runs one wave of trades and one card
+purchase per fault. During each wave, at a random moment, it injects
 the fault — kill -9 of one agent (restarted by the suite's fleet, as compose would),
 RabbitMQ ``stop_app``/``start_app``, a PostgreSQL restart, PostgreSQL stopped for a while,
 every connection cut, connections delayed — then waits until every invariant of
@@ -23,43 +25,59 @@ import logging
 import os
 import random
 import shutil
+import signal
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 
+from agents.custody import repo as custody_repo
 from agents.exchange import order_repo
-from agents.investor.app import IssuanceOrder, request_certificates
-from agents.investor.domain import Dividend
-from agents.investor.trading import OrderError, OrderTicket, place_order
+from agents.investor.app import request_certificates
+from agents.investor.trading import OrderTicket, place_order
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
+from agents.merchant.client import MerchantTerminal
 from agents.settlement import app as settlement
 from broker import logs, ops
 from broker.context import Context
 from broker.migrate import migrate
-from broker.pki import Identity, KeyStore, default_participant
-from broker.runtime import execute
+from broker.pki import KeyStore, default_participant, platform_participants
 from broker.settings import AGENT_IDS, Settings
 from broker.supervision import is_infrastructure
-from broker.trust import TrustStore
-from chaos import invariants
+from chaos import invariants, shopping
+from chaos.driver import Driver, deposit_at_custody, issuance, until
 from chaos.fleet import Fleet
-from chaos.invariants import BUYER, ISSUE, LOT, PRICE, SELLER, Anomaly, Market
+from chaos.invariants import (
+    BUYER,
+    CASH_ACCOUNT,
+    ISSUE,
+    LOT,
+    MERCHANT,
+    PRICE,
+    SAFEKEEPING,
+    SELLER,
+    SHOPPER,
+    Anomaly,
+    Market,
+    Trades,
+    certificate_index,
+    is_book_entry,
+)
 from chaos.proxy import FaultProxy
 from chaos.services import ROOT, PrivatePostgres, PrivateRabbit
 from schemas.certificates import ShareClass
 from schemas.identity import Role
-from schemas.issuance import DividendMethod
 from schemas.trading import Side
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+METRICS_PORT = 55480  # the agents' Prometheus endpoints, 55480–55486
 T = TypeVar("T")
 
 
@@ -87,19 +105,26 @@ def kill(agent: str) -> tuple[str, Fault]:
 
 
 async def rabbit_stop_start(lab: Lab) -> None:
-    await asyncio.to_thread(lab.rabbit.stop_app)
-    await asyncio.sleep(10)  # the outage
-    await asyncio.to_thread(lab.rabbit.start_app)
+    try:
+        await asyncio.to_thread(lab.rabbit.stop_app)
+        await asyncio.sleep(10)  # the outage
+    finally:  # started again whatever happens, even when the suite is interrupted here
+        await asyncio.shield(asyncio.to_thread(lab.rabbit.start_app))
 
 
 async def postgres_restart(lab: Lab) -> None:
-    await asyncio.to_thread(lab.pg.restart)
+    try:
+        await asyncio.to_thread(lab.pg.restart)
+    finally:
+        await asyncio.shield(asyncio.to_thread(lab.pg.start))
 
 
 async def postgres_stop_20s(lab: Lab) -> None:
-    await asyncio.to_thread(lab.pg._pg_ctl, "-m", "fast", "stop")
-    await asyncio.sleep(20)  # longer than the whole retry schedule
-    await asyncio.to_thread(lab.pg._pg_ctl, "start")
+    try:
+        await asyncio.to_thread(lab.pg.stop)
+        await asyncio.sleep(20)  # longer than the whole retry schedule
+    finally:
+        await asyncio.shield(asyncio.to_thread(lab.pg.start))
 
 
 async def cut_amqp(lab: Lab) -> None:
@@ -141,48 +166,6 @@ class Outcome:
     anomalies: list[Anomaly]
 
 
-class Driver:
-    """Places the suite's commands in the agents' schemas, as the CLI would, through outages."""
-
-    def __init__(self, settings: Settings, keys: KeyStore) -> None:
-        self.settings = settings
-        self.trust = TrustStore(keys.ca_certificate(), keys.certificates())
-        self.identities: dict[str, Identity] = {}
-        self.keys = keys
-        self.pools: dict[str, asyncpg.Pool] = {}
-
-    async def command(self, agent: str, user: str, action: Callable[[Context], Awaitable[T]]) -> T | None:
-        """Run one command, again after an outage; None if it had committed before the outage."""
-        if user not in self.identities:
-            self.identities[user] = self.keys.load_identity(user)
-        retried = False
-        for _ in range(600):
-            try:
-                if agent not in self.pools:
-                    self.pools[agent] = await asyncpg.create_pool(
-                        self.settings.database_url,
-                        min_size=1,
-                        max_size=4,
-                        server_settings={"search_path": agent, "role": f"kabuto_{agent}"},
-                    )
-                now = datetime.now(UTC)
-                return await execute(self.pools[agent], agent, self.identities[user], self.trust, action, now)
-            except (asyncpg.UniqueViolationError, OrderError):
-                if retried:
-                    return None  # it committed before the connection dropped; the retry found it
-                raise
-            except Exception as exc:
-                if not is_infrastructure(exc):
-                    raise
-                retried = True
-                await asyncio.sleep(0.5)  # the database is away; the suite waits like an agent
-        raise RuntimeError(f"{agent} command could not be run for 5 minutes")
-
-    async def close(self) -> None:
-        for pool in self.pools.values():
-            pool.terminate()
-
-
 def environment(settings: Settings, amqp_url: str, database_url: str) -> dict[str, str]:
     return {
         **os.environ,
@@ -195,6 +178,8 @@ def environment(settings: Settings, amqp_url: str, database_url: str) -> dict[st
         "KABUTO_LOG_LEVEL": "warning",
         "KABUTO_AGENT_CREDENTIALS": "0",
         "KABUTO_STALL_AFTER": str(int(settings.stall_after.total_seconds())),
+        # Beside the private services' ports: agents run elsewhere on this machine hold the default ones.
+        "KABUTO_METRICS_PORT": str(METRICS_PORT),
     }
 
 
@@ -211,69 +196,95 @@ def enrol(key_dir: Path) -> KeyStore:
     shutil.rmtree(key_dir, ignore_errors=True)
     keys = KeyStore(key_dir)
     keys.init_ca()
-    for agent in AGENT_IDS:
-        if agent != "investor":
-            keys.enrol(default_participant(agent, Role(agent)))
-    for user in (SELLER, BUYER):
+    for institution in platform_participants():  # the credit agent hosts the card issuer too
+        keys.enrol(institution)
+    for user in (SELLER, BUYER, SHOPPER):
         keys.enrol(default_participant(user, Role.INVESTOR, limit=10**12))
+    keys.enrol(default_participant(MERCHANT, Role.MERCHANT))
     return keys
 
 
-async def until(check: Callable[[], Awaitable[bool]], deadline: float, what: str) -> None:
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.5)  # polling the agents' books, bounded by the deadline
-
-
-async def prepare(driver: Driver, settings: Settings, certificates: int) -> tuple[Market, list[Any]]:
-    offering = Offering(
-        ISSUE, "Chaos K.K.", date(2000, 1, 1), ShareClass.COMMON, PRICE, certificates * LOT, certificates * LOT, LOT
-    )
+async def prepare(driver: Driver, settings: Settings, trades: Trades) -> tuple[Market, list[Any]]:
+    """The seller's certificates (one per certificate trade) and book-entry shares at custody
+    (one certificate handed over to it), the buyer's cash for every trade, the shopper's card."""
+    market = Market(trades.certificate, trades.book_entry * LOT, PRICE * LOT * trades.total)
+    shares = market.certificates * LOT + market.custody_shares + market.shopper_shares
+    offering = Offering(ISSUE, "Chaos K.K.", date(2000, 1, 1), ShareClass.COMMON, PRICE, shares, shares, LOT)
     await driver.command("issuer", "issuer", lambda ctx: issuer_repo.open_offering(ctx.connection, offering))
     await driver.command(
         "exchange", "exchange", lambda ctx: order_repo.list_instrument(ctx.connection, ISSUE, "common", PRICE)
     )
-    deposit = PRICE * LOT * certificates
-    await driver.command("settlement", "settlement", settlement.open_account("seller", SELLER))
-    await driver.command("settlement", "settlement", settlement.open_account("buyer", BUYER))
-    await driver.command("settlement", "settlement", settlement.deposit("buyer", deposit, "chaos"))
-    delivery = Dividend(method=DividendMethod.SETTLEMENT_ACCOUNT, account="seller")
-    order = IssuanceOrder(ISSUE, ShareClass.COMMON, LOT, "Seller", "Tokyo", delivery)
-    for _ in range(certificates):
-        await driver.command("investor", SELLER, request_certificates(order))
+    for user in (SELLER, BUYER):
+        await driver.command("settlement", "settlement", settlement.open_account(CASH_ACCOUNT[user], user))
+    await driver.command("settlement", "settlement", settlement.deposit(CASH_ACCOUNT[BUYER], market.deposit, "chaos"))
+    for user, account in SAFEKEEPING.items():
+        await driver.command("custody", "custody", _open_safekeeping(account, user))
     db = await asyncpg.connect(settings.database_url)
     try:
-
-        async def issued() -> bool:
-            n = await db.fetchval("SELECT count(*) FROM investor.wallet WHERE holder_user_id = $1", SELLER)
-            return bool(n == certificates)
-
-        await until(issued, time.monotonic() + 600, "certificates issued")
-        certs = await db.fetch(
-            "SELECT cert_id FROM investor.wallet WHERE holder_user_id = $1 ORDER BY received_at, cert_id", SELLER
-        )
+        if market.custody_shares:
+            await deposit_at_custody(driver, db, SELLER, SAFEKEEPING[SELLER], market.custody_shares)
+        certs = await _issued(driver, db, market.certificates)
+        await shopping.open_credit(driver, db, market)
     finally:
         await db.close()
-    return Market(certificates, deposit), [r["cert_id"] for r in certs]
+    return market, certs
+
+
+def _open_safekeeping(account: str, client: str) -> Callable[[Context], Awaitable[None]]:
+    async def action(ctx: Context) -> None:
+        await custody_repo.open_account(ctx.connection, account, client, "custody")
+
+    return action
+
+
+async def _issued(driver: Driver, db: asyncpg.Connection, certificates: int) -> list[Any]:
+    """One certificate of one lot per certificate trade, issued to the seller; their ids in order."""
+    for _ in range(certificates):
+        await driver.command("investor", SELLER, request_certificates(issuance(SELLER, LOT)))
+
+    async def held() -> list[Any]:
+        rows = await db.fetch(
+            """SELECT cert_id FROM investor.wallet WHERE holder_user_id = $1 AND status = 'held'
+               ORDER BY received_at, cert_id""",
+            SELLER,
+        )
+        return [r["cert_id"] for r in rows]
+
+    async def issued() -> bool:
+        return len(await held()) == certificates
+
+    await until(issued, time.monotonic() + 600, "certificates issued")
+    return await held()
+
+
+def tickets(trade: int, certs: list[Any]) -> tuple[OrderTicket, OrderTicket]:
+    """Trade ``trade``'s sell and buy orders: a certificate trade, or a book-entry one at custody."""
+    if is_book_entry(trade):
+        sell_from: dict[str, Any] = {"safekeeping_account": SAFEKEEPING[SELLER]}
+        buy_into: dict[str, Any] = {"safekeeping_account": SAFEKEEPING[BUYER]}
+    else:
+        sell_from = {"cert_id": certs[certificate_index(trade)]}
+        buy_into = {"holder_name": "Buyer", "holder_address": "Tokyo"}
+    sell = OrderTicket(f"s{trade}", ISSUE, Side.SELL, LOT, CASH_ACCOUNT[SELLER], PRICE, **sell_from)
+    buy = OrderTicket(f"b{trade}", ISSUE, Side.BUY, LOT, CASH_ACCOUNT[BUYER], PRICE, **buy_into)
+    return sell, buy
 
 
 async def place_trades(driver: Driver, certs: list[Any], first: int, last: int) -> None:
-    for i in range(first, last):
-        sell = OrderTicket(f"s{i}", ISSUE, Side.SELL, LOT, "seller", PRICE, cert_id=certs[i])
-        buy = OrderTicket(f"b{i}", ISSUE, Side.BUY, LOT, "buyer", PRICE, holder_name="Buyer", holder_address="Tokyo")
+    for trade in range(first, last):
+        sell, buy = tickets(trade, certs)
         await driver.command("investor", SELLER, place_order(sell))
         await driver.command("investor", BUYER, place_order(buy))
 
 
-async def converge(settings: Settings, market: Market, trades: int, deadline: float) -> list[Anomaly]:
+async def converge(settings: Settings, market: Market, trades: int, purchases: int, deadline: float) -> list[Anomaly]:
     """Check until every invariant holds or the deadline passes; return what is still wrong."""
     anomalies: list[Anomaly] = []
     while time.monotonic() < deadline:
         try:
             db = await asyncpg.connect(settings.database_url, timeout=5)
             try:
-                anomalies = await invariants.check(db, settings, market, trades)
+                anomalies = await invariants.check(db, settings, market, trades, purchases)
             finally:
                 await db.close()
         except Exception as exc:
@@ -294,19 +305,34 @@ async def unhealthy(settings: Settings) -> list[Anomaly]:
     return found
 
 
+@dataclass(slots=True)
+class Business:
+    """What the waves trade and buy with: the driver, the market set up, the merchant's terminal."""
+
+    driver: Driver
+    settings: Settings
+    market: Market
+    certs: list[Any]
+    shop: MerchantTerminal
+
+
 async def wave(
-    lab: Lab, driver: Driver, settings: Settings, market: Market, certs: list[Any], span: tuple[int, int],
-    fault: tuple[str, Fault], rng: random.Random, deadline_s: float,
+    lab: Lab, business: Business, n: int, span: tuple[int, int], fault: tuple[str, Fault], rng: random.Random,
+    deadline_s: float,
 ) -> Outcome:  # fmt: skip
+    """Trades ``span`` and card purchase ``n`` (the wave's number) while ``fault`` happens."""
     name, inject = fault
+    settings, driver = business.settings, business.driver
     started = time.monotonic()
-    placing = asyncio.create_task(place_trades(driver, certs, *span))
+    placing = asyncio.create_task(place_trades(driver, business.certs, *span))
+    buying = asyncio.create_task(shopping.purchase(driver, business.shop, n, started + deadline_s))
     injected_after = rng.uniform(0.3, 3.0)
     await asyncio.sleep(injected_after)  # the random moment of the fault
     await inject(lab)
     fault_over = time.monotonic()
     await placing
-    anomalies = await converge(settings, market, span[1], time.monotonic() + deadline_s)
+    await buying
+    anomalies = await converge(settings, business.market, span[1], n + 1, time.monotonic() + deadline_s)
     recovered = None if anomalies else time.monotonic() - fault_over
     if not anomalies:
         anomalies = await unhealthy(settings)
@@ -326,7 +352,11 @@ def report(outcomes: list[Outcome], fleet: Fleet, elapsed: float, orders: int) -
     recovered = [o.recovered_in for o in outcomes if o.recovered_in is not None]
     print("\nchaos report")
     print(f"  faults injected: {len(outcomes)}, recovered without a human: {len(recovered)}")
-    print(f"  orders placed: {orders} ({orders // 2} trades), run time {elapsed:.0f} s")
+    trades = Trades(orders // 2)
+    print(
+        f"  orders placed: {orders} ({trades.total} trades: {trades.certificate} certificate, {trades.book_entry}"
+        f" book-entry at custody); card purchases on credit: {len(outcomes)}; run time {elapsed:.0f} s"
+    )
     if recovered:
         print(f"  time to recover: max {max(recovered):.1f} s, mean {sum(recovered) / len(recovered):.1f} s")
     print("  anomalies: " + ", ".join(f"{k.value} {n}" for k, n in totals.items()))
@@ -348,7 +378,7 @@ async def run(trades: int, seed: int, deadline_s: float, faults: list[tuple[str,
         database_url=pg.url,
         key_dir=keys.root,
         namespace=namespace,
-        investors=(SELLER, BUYER),
+        investors=(SELLER, BUYER, SHOPPER),
         stall_after=timedelta(seconds=30),
         agent_credentials=False,  # private services run as their administrator; the tests prove least privilege
     )
@@ -364,17 +394,22 @@ async def run(trades: int, seed: int, deadline_s: float, faults: list[tuple[str,
         try:
             await fleet.start_all()
             await until(lambda: _consuming(settings), time.monotonic() + 120, "agents consuming")
-            market, certs = await prepare(driver, settings, per_wave * len(faults))
-            print(f"chaos: {len(certs)} certificates issued in {time.monotonic() - started:.0f} s; faults:", flush=True)
+            market, certs = await prepare(driver, settings, Trades(per_wave * len(faults)))
+            print(
+                f"chaos: {len(certs)} certificates issued, {market.custody_shares} shares deposited at custody,"
+                f" the shopper's card open in {time.monotonic() - started:.0f} s; faults:",
+                flush=True,
+            )
             outcomes = []
-            for n, fault in enumerate(faults):
-                outcome = await wave(
-                    lab, driver, settings, market, certs, (n * per_wave, (n + 1) * per_wave), fault, rng, deadline_s
-                )
-                outcomes.append(outcome)
-                if outcome.recovered_in is None:
-                    print("chaos: stopping early: the last fault did not recover", flush=True)
-                    break
+            async with MerchantTerminal.connect(settings, MERCHANT) as shop:
+                business = Business(driver, settings, market, certs, shop)
+                for n, fault in enumerate(faults):
+                    span = (n * per_wave, (n + 1) * per_wave)
+                    outcome = await wave(lab, business, n, span, fault, rng, deadline_s)
+                    outcomes.append(outcome)
+                    if outcome.recovered_in is None:
+                        print("chaos: stopping early: the last fault did not recover", flush=True)
+                        break
             return report(outcomes, fleet, time.monotonic() - started, 2 * per_wave * len(outcomes))
         finally:
             await driver.close()
@@ -398,7 +433,7 @@ def _outage(exc: BaseException) -> bool:
 
 def main() -> int:
     p = argparse.ArgumentParser(description="Kabuto's fault suite (run it through `make chaos`).")
-    p.add_argument("--trades", type=int, default=int(os.environ.get("CHAOS_TRADES", "750")))
+    p.add_argument("--trades", type=int, default=int(os.environ.get("CHAOS_TRADES", "1400")))
     p.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", str(random.randrange(10**6)))))
     p.add_argument("--deadline", type=float, default=180.0, help="seconds a wave may take to recover")
     p.add_argument("--only", help="run only the faults whose name contains this text")
@@ -407,7 +442,22 @@ def main() -> int:
     for noisy in ("asyncpg", "aiormq", "aio_pika"):  # the faults make them complain, on purpose
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     faults = [f for f in FAULTS if not args.only or args.only in f[0]]
-    return 0 if asyncio.run(run(args.trades, args.seed, args.deadline, faults)) else 1
+    try:
+        return 0 if asyncio.run(interruptible(run(args.trades, args.seed, args.deadline, faults))) else 1
+    except asyncio.CancelledError:
+        print("chaos: interrupted; agents stopped, services started again", file=sys.stderr)
+        return 130
+
+
+async def interruptible(suite: Awaitable[T]) -> T:
+    """Run ``suite``, cancelled by SIGTERM or SIGINT (ignored by a shell's background jobs
+    otherwise), so that every ``finally`` runs: services started again, agents stopped."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    return await suite
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,8 @@ class PrivateRabbit:
         return _run([str(RABBIT_BIN / "rabbitmqctl"), "-n", self.node, *args], env=self.env(), timeout=timeout)
 
     def start(self) -> None:
+        if not self.running():  # a fresh node: no queue of an earlier run to elect leaders for
+            shutil.rmtree(self.root / "mnesia", ignore_errors=True)
         for folder in ("home", "mnesia", "log"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         (self.root / "enabled_plugins").write_text("[].\n")
@@ -118,8 +121,15 @@ class PrivateRabbit:
         (self.root / "rabbitmq-env.conf").write_text("")
         if self.running():
             return
-        _run([str(RABBIT_BIN / "rabbitmq-server"), "-detached"], env=self.env())
-        self.ctl("wait", str(self.root / "node.pid"), "--timeout", "120", timeout=150)
+        for attempt in (1, 2):  # once more if the port was briefly taken (a client's ephemeral port)
+            _run([str(RABBIT_BIN / "rabbitmq-server"), "-detached"], env=self.env())
+            try:
+                self.ctl("wait", str(self.root / "node.pid"), "--timeout", "120", timeout=150)
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                time.sleep(5)  # the failed node exits; then start again
 
     def running(self) -> bool:
         pid = self.root / "node.pid"

@@ -45,9 +45,10 @@ async def housekeeping(runtime: AgentRuntime) -> None:
     await runtime.command(CREDIT_ID, prices.subscribe)
     while True:
         try:
-            await runtime.command(CARD_ISSUER_ID, card_issuer.expire_uncaptured())
-            await runtime.command(CREDIT_ID, line.abandon_overdue)
-            await runtime.command(CREDIT_ID, refresh_due)
+            with runtime.round_of(housekeeping):
+                await runtime.command(CARD_ISSUER_ID, card_issuer.expire_uncaptured())
+                await runtime.command(CREDIT_ID, line.abandon_overdue)
+                await runtime.command(CREDIT_ID, refresh_due)
         except (asyncpg.PostgresConnectionError, OSError) as exc:  # the database is away: next round
             log.warning("housekeeping_postponed", error=str(exc))
         await asyncio.sleep(EVERY.total_seconds())

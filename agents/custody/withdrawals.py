@@ -185,7 +185,8 @@ async def ask_register(ctx: Context) -> bool:
 async def confirm_withdrawals(runtime: AgentRuntime) -> None:
     while True:
         await asyncio.sleep(CONFIRM_INTERVAL)  # a schedule, not synchronisation
-        await runtime.command(runtime.id, ask_register)
+        with runtime.round_of(confirm_withdrawals):
+            await runtime.command(runtime.id, ask_register)
 
 
 async def on_holdings(statement: HoldingsStatement, ctx: Context) -> None:

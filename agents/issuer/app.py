@@ -121,7 +121,8 @@ async def periodic_certid_lists(runtime: AgentRuntime) -> None:
     interval = runtime.settings.certid_list_interval.total_seconds()
     while True:
         await asyncio.sleep(interval)  # a schedule, not synchronisation
-        count = await runtime.command(ISSUER_ID, publish_certid_lists)
+        with runtime.round_of(periodic_certid_lists):
+            count = await runtime.command(ISSUER_ID, publish_certid_lists)
         log.info("certid_lists_published", issues=count)
 
 

@@ -43,9 +43,7 @@ async def cover(connection: asyncpg.Connection, cover_id: UUID, *, lock: bool = 
     )
 
 
-async def open_cover(
-    connection: asyncpg.Connection, request: CoverRequest | CoverRequestV1, account_id: str
-) -> Cover:
+async def open_cover(connection: asyncpg.Connection, request: CoverRequest | CoverRequestV1, account_id: str) -> Cover:
     """A new active cover and its hold on the buyer's account (opened from its box), in one statement."""
     cover = Cover(request.cover_id, request.user_id, account_id, request.quantity, request.unit_price, True)
     await connection.execute(

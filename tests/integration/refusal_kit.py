@@ -31,6 +31,7 @@ RUNTIME_TABLES = ("inbox", "outbox")
 RELAY_COLUMNS = ("published_at", "failed_at", "error")
 # The runtime's own heartbeats (broker/progress.py) move every few seconds whatever arrives.
 LIVENESS_TABLES = ("runtime_tasks",)
+START_UP_JOB = "subscribe_prices"  # the brokerage's, which emits as the agent starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,11 @@ class State:
 
 
 async def state(runtime: AgentRuntime) -> State:
-    """Every row of every table in the agent's schema, as sorted text."""
+    """Every row of every table in the agent's schema, as sorted text, once its start-up work is
+    in: the brokerage subscribes to prices as it starts, and a snapshot taken before that row was
+    written differed from the next one (seen under load)."""
+    if START_UP_JOB in runtime.heartbeats.beats:
+        await runtime.heartbeats.beat(START_UP_JOB).until_progress(0.0)
     names = await support.rows(
         runtime,
         """SELECT table_name FROM information_schema.tables

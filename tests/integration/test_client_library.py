@@ -18,6 +18,7 @@ import pytest
 
 from broker import parked
 from broker.envelope import seal
+from broker.metrics import outbox_figures
 from broker.participants import ensure_reply_queue, reply_queue_name
 from broker.pki import KeyStore, default_participant
 from broker.settings import Settings
@@ -131,6 +132,7 @@ async def test_a_reply_to_a_participant_without_a_queue_is_parked_then_sent_when
                 return await parked_rows() == []
 
             await eventually(none_parked)  # marked published just after the broker confirmed it
+            assert (await outbox_figures(rt["exchange"].pool)).parked == 0  # `kabuto status` agrees
     finally:
         await delete_queue(settings, "erin")
 

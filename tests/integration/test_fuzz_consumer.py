@@ -26,7 +26,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from hypothesis import HealthCheck, event, given
+from hypothesis import HealthCheck, event, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
@@ -190,6 +190,7 @@ async def fuzz_issuer(settings: Settings) -> AsyncIterator[AgentRuntime]:
 
 @hypothesis_settings(FUZZ)
 @given(plan=PLANS)
+@example(plan=("json", (["payload", "holder_address"], "\x00", True)))  # a NUL: schema-valid, not storable
 async def test_mutated_delivery_never_crashes_never_changes_state_and_always_has_a_reason(
     fuzz_issuer: AgentRuntime, keys: KeyStore, plan: Plan
 ) -> None:

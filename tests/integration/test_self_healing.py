@@ -9,8 +9,9 @@ outage), by terminating the agent's own PostgreSQL backends, or by a failing bac
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from agents.issuer.app import on_issuance_request
 from broker import ops
 from broker.consumer import Outcome
 from broker.context import Context
+from broker.group_commit import CANCEL_WITHIN
 from broker.progress import TaskState
 from broker.runtime import AgentDefinition, AgentRuntime, running, serve, started
 from broker.settings import Settings
@@ -265,3 +267,48 @@ async def listen_pids(settings: Settings, agent: str) -> list[int]:
         return [r["pid"] for r in rows]
     finally:
         await admin.close()
+
+
+async def test_background_jobs_are_running_again_after_a_database_outage_and_health_is_clean(
+    settings: Settings,
+) -> None:
+    """Found by `make chaos`: a job its supervisor had marked waiting stayed so after the outage."""
+    quick = settings.with_(
+        stall_after=timedelta(seconds=1),
+        certid_list_interval=timedelta(milliseconds=200),
+        parked_retry_interval=timedelta(milliseconds=200),
+    )
+    async with proxied(settings.database_url) as pg:
+        async with started([AGENT_ISSUER], quick.with_(database_url=pg.url(settings.database_url))) as rt:
+            jobs = [rt["issuer"].heartbeats.beat(task) for task in ("periodic_certid_lists", "parked-retry")]
+            with pg.refusing():
+                for beat in jobs:
+                    await beat.until(TaskState.WAITING)
+            for beat in jobs:
+                await beat.until(TaskState.RUNNING)
+
+            async def healthy() -> bool:
+                return await ops.health(quick, "issuer") == []
+
+            await eventually(healthy)
+
+
+async def test_an_agent_stops_within_bounds_when_the_broker_stops_answering(settings: Settings) -> None:
+    """The full suite once stalled for good at ~31 %: a stopping agent waited without end for the
+    broker to confirm its consumer's cancel (a quorum queue's basic.cancel on a busy shared
+    broker). Here the broker answers nothing at all, and the agent still stops within the
+    bounds of the cancel and of the connection's close."""
+    async with proxied(settings.amqp_url) as amqp:
+        stack = AsyncExitStack()
+        issuer = await stack.enter_async_context(
+            AgentRuntime(AGENT_ISSUER, settings.with_(amqp_url=amqp.url(settings.amqp_url)))
+        )
+        await stack.enter_async_context(running(issuer))
+        await issuer.heartbeats.beat("consumer").until(TaskState.RUNNING)
+        with amqp.silent():
+            stopping = time.monotonic()
+            async with asyncio.timeout(60):  # unbounded before: this wait never ended
+                await stack.aclose()
+            stopped_in = time.monotonic() - stopping
+    assert stopped_in < CANCEL_WITHIN + 5 + 5  # the cancel's bound, the close's bound, slack
+    assert issuer.heartbeats.beat("consumer").state is TaskState.STOPPED

@@ -117,3 +117,12 @@ def test_a_message_type_the_recipient_role_may_not_receive_is_not_authorized(key
     )
     sealed = seal(issuer, payload, recipient="issuer", now=datetime.now(UTC))
     assert rejection(keys, sealed.body, sealed.headers) is Reason.SENDER_NOT_AUTHORIZED
+
+
+def test_a_nul_character_in_a_text_field_is_data_invalid_before_any_handler(keys: KeyStore) -> None:
+    """Valid by the schema, but no PostgreSQL text column can hold it (found by the fuzz test)."""
+    alice = keys.load_identity("alice")
+    sealed = support.sealed_request(alice, holder_address="1-1 Kabuto-cho\x00, Tokyo")
+    assert rejection(keys, sealed.body, sealed.headers) is Reason.DATA_INVALID
+    escaped = support.sealed_request(alice, holder_address="a backslash and u0000 as text: \\u0000")
+    assert opened(keys, escaped.body, escaped.headers).message.holder_address.endswith("\\u0000")

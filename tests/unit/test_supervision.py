@@ -124,3 +124,23 @@ def test_back_off_doubles_up_to_its_cap() -> None:
     for _ in range(8):
         delays.append(backoff.next(delays[-1]))
     assert delays == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
+
+
+async def test_a_scheduled_job_is_running_again_from_its_restart_not_from_its_next_round() -> None:
+    """Found by `make chaos`: a job whose next round was 30 s away stayed *waiting* that long
+    after the outage had ended, and `kabuto health` called its agent unhealthy."""
+    beat, seen, sleeping = TaskBeat("periodic_recycle"), [], asyncio.Event()
+
+    async def body() -> None:
+        seen.append(beat.state)
+        if len(seen) <= 2:
+            raise asyncpg.CannotConnectNowError("the database system is starting up")
+        sleeping.set()
+        await asyncio.Event().wait()  # until the next round, far away
+
+    task = asyncio.create_task(supervise(beat, body, QUICK, reports_itself=False))
+    await asyncio.wait_for(sleeping.wait(), 5)
+    assert seen == [TaskState.RUNNING] * 3 and beat.state is TaskState.RUNNING
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
