@@ -93,7 +93,7 @@ def buy_order(
 
 
 def book_entry_sell_order(
-    identity: Identity, client_order_id: str, issue_code: str, price: Decimal, quantity: int
+    identity: Identity, trust: TrustStore, client_order_id: str, issue_code: str, price: Decimal, quantity: int
 ) -> Sealed:
     """A signed book-entry sell limit order: the exchange accepts it in one hop (custody moves
     the shares only when a trade settles, docs/dvp.md), so it measures one hop alone."""
@@ -102,7 +102,7 @@ def book_entry_sell_order(
         user_id=identity.user_id,
         issue_code=issue_code,
         terms=OrderTerms(side=Side.SELL, order_type=OrderType.LIMIT, price=price, quantity=quantity),
-        settlement_account=f"acct-{identity.user_id}",
+        settlement_account=seal_account(trust, identity.user_id, f"acct-{identity.user_id}"),
         safekeeping_account=f"safe-{identity.user_id}",
     )
     return seal(identity, request, recipient=EXCHANGE_ID, now=datetime.now(UTC))

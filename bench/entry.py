@@ -60,7 +60,8 @@ class Entry:
         made = []
         for i in range(self.sent, self.sent + count):
             price = REFERENCE + 1 + (i % 40)
-            made.append(book_entry_sell_order(self.identities[i % len(self.identities)], f"e{i}", ISSUE, price, LOT))
+            trader = self.identities[i % len(self.identities)]
+            made.append(book_entry_sell_order(trader, self.trust, f"e{i}", ISSUE, price, LOT))
         self.sent += count
         return made
 
