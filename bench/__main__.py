@@ -114,16 +114,19 @@ async def bench_entry(sizes: Sizes, report: Report, parts: set[str]) -> None:
     """``parts``: any of hop, depth, entry, memory (empty: all)."""
     async with stage(traders=entry.TRADERS) as st:
         ent = await entry.open_entry(st)
-        report.progress(f"order entry: agents up as processes {sorted(st.agent_pids())}")
-        await entry.burst(ent, entry.WINDOW)  # warm-up: connections, prepared statements, the book
-        if not parts or "hop" in parts:
-            await _hop(ent, st, sizes, report)
-        if not parts or "depth" in parts:
-            await _depth(ent, sizes, report)
-        if not parts or "entry" in parts:
-            await _offered(ent, sizes, report)
-        if not parts or "memory" in parts:
-            await _memory(ent, sizes, report)
+        try:
+            report.progress(f"order entry: agents up as processes {sorted(st.agent_pids())}")
+            await entry.burst(ent, entry.WINDOW)  # warm-up: connections, prepared statements, the book
+            if not parts or "hop" in parts:
+                await _hop(ent, st, sizes, report)
+            if not parts or "depth" in parts:
+                await _depth(ent, sizes, report)
+            if not parts or "entry" in parts:
+                await _offered(ent, sizes, report)
+            if not parts or "memory" in parts:
+                await _memory(ent, sizes, report)
+        finally:
+            await ent.client.connection.close()
 
 
 async def _hop(ent: entry.Entry, st: Stage, sizes: Sizes, report: Report) -> None:

@@ -37,6 +37,7 @@ from schemas.identity import Role
 
 # Seven processes starting on two busy cores can take minutes to declare and consume.
 READY_WITHIN_S = 300
+METRICS_PORT = 55490  # the stage's agents' Prometheus endpoints, 55490–55496
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 T = TypeVar("T")
 
@@ -145,6 +146,8 @@ async def _run_all(settings: Settings) -> asyncio.subprocess.Process:
         "KABUTO_INVESTORS": ",".join(settings.investors),
         "KABUTO_OUTBOX_IDLE_POLL": "1",
         "KABUTO_AGENT_CREDENTIALS": "0",
+        # Beside the default ports, which a `make run` on this machine may hold (every agent would exit).
+        "KABUTO_METRICS_PORT": str(METRICS_PORT),
         "KABUTO_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
         "KABUTO_LOG_FORMAT": "console",
     }
