@@ -39,7 +39,7 @@ from broker.progress import Heartbeats
 from broker.pruning import run_pruner
 from broker.revocation import trust_store
 from broker.settings import Settings
-from broker.supervision import AgentFailed, ConnectionLost, supervise
+from broker.supervision import AgentFailed, ConnectionLost, is_infrastructure, supervise
 from broker.topology import Names
 from broker.trust import TrustStore
 from schemas.catalogue import Message
@@ -235,13 +235,13 @@ class AgentRuntime:
     async def _consumer_session(self) -> None:
         session = await self.link.current()
         self.consumer.exchanges = session.exchanges
-        async with _closed_means_lost(session):
+        async with closed_means_lost(session):
             await self.consumer.run(session.inbox)
 
     async def _relay_session(self) -> None:
         session = await self.link.current()
         self.relay.exchanges = session.exchanges
-        async with _closed_means_lost(session):
+        async with closed_means_lost(session):
             await self.relay.run()
 
     async def _parked_retry_session(self) -> None:
@@ -249,7 +249,7 @@ class AgentRuntime:
         session = await self.link.current()
         interval = self.settings.parked_retry_interval
         retry = ParkedRetry(self.id, self.pool, session.exchanges, interval, self.heartbeats.beat("parked-retry"))
-        async with _closed_means_lost(session):
+        async with closed_means_lost(session):
             await retry.run()
 
     async def _record_stopped(self) -> None:
@@ -361,13 +361,19 @@ async def serve(definitions: Sequence[AgentDefinition], settings: Settings, stop
 
 
 @asynccontextmanager
-async def _closed_means_lost(session: BrokerSession) -> AsyncIterator[None]:
-    """aiormq raises a bare ``RuntimeError`` for a channel asked of a closed connection."""
+async def closed_means_lost(session: BrokerSession) -> AsyncIterator[None]:
+    """Whatever a task raised because its broker session closed is the outage, not a defect.
+
+    aiormq raises a bare ``RuntimeError`` for a channel asked of a closed connection, and fails
+    the publisher confirmations pending on a closed channel with whatever the close carried — a
+    bare ``Exception()`` when the connection dropped without a reason (seen in ``make chaos``:
+    the exchange's relay exited instead of reconnecting).
+    """
     try:
         yield
-    except RuntimeError as exc:
-        if session.is_closed:
-            raise ConnectionLost(f"the broker session closed: {exc}") from exc
+    except Exception as exc:
+        if session.is_closed and not is_infrastructure(exc):
+            raise ConnectionLost(f"the broker session closed: {type(exc).__name__}: {exc}") from exc
         raise
 
 

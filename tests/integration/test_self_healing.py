@@ -27,9 +27,9 @@ from broker.consumer import Outcome
 from broker.context import Context
 from broker.group_commit import CANCEL_WITHIN
 from broker.progress import TaskState
-from broker.runtime import AgentDefinition, AgentRuntime, running, serve, started
+from broker.runtime import AgentDefinition, AgentRuntime, closed_means_lost, running, serve, started
 from broker.settings import Settings
-from broker.supervision import AgentFailed
+from broker.supervision import AgentFailed, ConnectionLost
 from broker.topology import Names
 from chaos.proxy import FaultProxy
 from schemas.identity import Role
@@ -312,3 +312,21 @@ async def test_an_agent_stops_within_bounds_when_the_broker_stops_answering(sett
             stopped_in = time.monotonic() - stopping
     assert stopped_in < CANCEL_WITHIN + 5 + 5  # the cancel's bound, the close's bound, slack
     assert issuer.heartbeats.beat("consumer").state is TaskState.STOPPED
+
+
+@pytest.mark.parametrize("raised", [Exception(), RuntimeError("connection closed")], ids=["bare", "runtime"])
+async def test_what_a_task_raises_because_its_broker_session_closed_is_an_outage(
+    settings: Settings, raised: Exception
+) -> None:
+    """aiormq fails confirmations pending on a closed channel with a bare ``Exception()`` (seen in
+    make chaos: the exchange's relay exited instead of reconnecting); on a closed session that is
+    ``ConnectionLost``, which supervision waits out, while on a live session it stays what it is."""
+    async with AgentRuntime(AGENT_ISSUER, settings) as issuer:
+        session = await issuer.link.current()
+        with pytest.raises(type(raised)):
+            async with closed_means_lost(session):
+                raise raised
+        await session.connection.close()
+        with pytest.raises(ConnectionLost):
+            async with closed_means_lost(session):
+                raise raised
