@@ -118,15 +118,6 @@ async def client_order_used(connection: asyncpg.Connection, user_id: str, client
     )
 
 
-async def committed_to(connection: asyncpg.Connection, cert_id: UUID) -> int | None:
-    """The live sell order a CertID backs, if any."""
-    oan: int | None = await connection.fetchval(
-        "SELECT acceptance_number FROM orders WHERE cert_id = $1 AND status = 'open' AND side = 'sell'",
-        cert_id,
-    )
-    return oan
-
-
 async def open_buy_exposure(connection: asyncpg.Connection, user_id: str) -> Decimal:
     exposure: Decimal = await connection.fetchval(
         """SELECT coalesce(sum(remaining * price), 0) FROM orders

@@ -65,14 +65,6 @@ async def merge(connection: asyncpg.Connection, update: CertIdListUpdated) -> No
     )
 
 
-async def listed_holder(connection: asyncpg.Connection, cert_id: UUID) -> str | None:
-    """The holder of a CertID that is valid in the list (S84–S86), if it is."""
-    holder: str | None = await connection.fetchval(
-        "SELECT user_id FROM certid_list WHERE cert_id = $1 AND status = 'valid'", cert_id
-    )
-    return holder
-
-
 async def hold_for_transfer(connection: asyncpg.Connection, cert_id: UUID) -> None:
     """S94: at execution the CertID leaves the list at once, so a copy cannot be sold again."""
     await connection.execute("UPDATE certid_list SET status = 'in_transfer' WHERE cert_id = $1", cert_id)
