@@ -23,6 +23,8 @@ from bench import bare, entry, flow, matching, peers
 from bench.stage import Stage, stage
 from broker import logs
 
+HOP_ROUNDS = 3
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -130,12 +132,20 @@ async def bench_entry(sizes: Sizes, report: Report, parts: set[str]) -> None:
 
 
 async def _hop(ent: entry.Entry, st: Stage, sizes: Sizes, report: Report) -> None:
-    hop = await entry.burst(ent, sizes.burst_orders, one_hop=True)
-    bare_messages = ent.orders(sizes.burst_orders)
-    bare_rate = await bare.bare_rate(st, ent.identities, bare_messages)
+    """Kabuto's hop and the bare loop in turns, ``HOP_ROUNDS`` each, the best of each compared:
+    on a shared machine one run of either can vary by half (the disk's fsync, the neighbours)."""
+    hops, bares = [], []
+    for round_ in range(1, HOP_ROUNDS + 1):
+        hops.append(await entry.burst(ent, sizes.burst_orders, one_hop=True))
+        bares.append(await bare.bare_rate(st, ent.identities, ent.orders(sizes.burst_orders)))
+        report.progress(f"one hop, round {round_}: Kabuto {hops[-1]:,.0f}/s, bare loop {bares[-1]:,.0f}/s")
+    hop, bare_rate = max(hops), max(bares)
     ratio = hop / bare_rate
     report.figure(
-        "messages/s per hop vs bare loop", f"{hop:,.0f} vs {bare_rate:,.0f}/s = {ratio:.2f}", "≥ 0.5", ratio >= 0.5
+        "messages/s per hop vs bare loop",
+        f"{hop:,.0f} vs {bare_rate:,.0f}/s = {ratio:.2f} (best of {HOP_ROUNDS})",
+        "≥ 0.5",
+        ratio >= 0.5,
     )
 
 

@@ -159,6 +159,7 @@ class Consumer:
     # Versions with clear accounts are handled until then (None: refused already).
     clear_accounts_until: datetime | None = None
     beat: TaskBeat = field(default_factory=lambda: TaskBeat("consumer"))
+    batch_scope: group_commit.BatchScope = group_commit.no_scope
 
     async def run(self, queue: AbstractQueue) -> None:
         """Consume until cancelled; a batch in flight is finished, never cut off, unless it takes

@@ -28,7 +28,8 @@ absorbs every delivery of it.
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractContextManager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -48,6 +49,10 @@ if TYPE_CHECKING:
     from broker.consumer import Consumer, Settled
 
 log = logs.get("kabuto.consumer")
+# What an agent keeps across the handlers of one batch and finishes before the commit
+# (the exchange's warm books: agents/exchange/warm_book.py); entered only when the batch runs
+# all at once, left with an error if any handler raised.
+BatchScope = Callable[[asyncpg.Connection], AbstractAsyncContextManager[None]]
 CANCEL_WITHIN = 5.0  # seconds the broker has to confirm a consumer's cancel when it stops
 
 
@@ -171,12 +176,13 @@ class _OneRefused(Exception):
 async def _all_at_once(consumer: Consumer, connection: asyncpg.Connection, items: list[_Item]) -> None:
     """Claim every inbox row, run every handler and store every emitted message, no savepoint."""
     try:
-        fresh = await inbox.claim_all(connection, [item.opened for item in items])
-        for item, new in zip(items, fresh, strict=True):
-            item.duplicate = not new
-            if new:
-                with _bound(consumer, item.delivery, item.opened):
-                    item.context = await consumer.handle(connection, item.opened)
+        async with consumer.batch_scope(connection):
+            fresh = await inbox.claim_all(connection, [item.opened for item in items])
+            for item, new in zip(items, fresh, strict=True):
+                item.duplicate = not new
+                if new:
+                    with _bound(consumer, item.delivery, item.opened):
+                        item.context = await consumer.handle(connection, item.opened)
     except Exception as exc:
         if is_infrastructure(exc) and not isinstance(exc, Rejected):
             raise  # the transaction itself is gone: the batch falls back (and waits out an outage)
@@ -207,6 +213,10 @@ async def _savepoint(consumer: Consumer, connection: asyncpg.Connection, item: _
             raise  # the transaction itself is gone: the batch falls back (and waits out an outage)
         item.failure, item.context = exc, None
         return
+
+
+def no_scope(_: asyncpg.Connection) -> AbstractAsyncContextManager[None]:
+    return nullcontext()
 
 
 async def ack(batch: list[AbstractIncomingMessage]) -> None:

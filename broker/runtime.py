@@ -31,6 +31,7 @@ from broker.consumer import Consumer, Handler, Outcomes
 from broker.context import Context
 from broker.db import agent_pool
 from broker.envelope import Freshness
+from broker.group_commit import BatchScope, no_scope
 from broker.link import BrokerLink, BrokerSession, close_within
 from broker.outbox import OutboxRelay
 from broker.parked import ParkedRetry
@@ -62,6 +63,8 @@ class AgentDefinition:
     background: Sequence[Background] = ()
     # Several institutions in one agent (the credit agent hosts the card issuer and the line).
     participants: tuple[str, ...] = ()
+    # Kept across the handlers of a group-committed batch (broker.group_commit.BatchScope).
+    batch_scope: BatchScope = no_scope
 
     def participant_ids(self, settings: Settings) -> tuple[str, ...]:
         """The participants this agent hosts: the investors' wallets, its named institutions,
@@ -138,6 +141,7 @@ class AgentRuntime:
             beat=self.heartbeats.beat("consumer"),
             max_message_bytes=settings.max_message_bytes,
             clear_accounts_until=settings.clear_accounts_until,
+            batch_scope=self.definition.batch_scope,
         )
         self.relay = OutboxRelay(
             self.id,

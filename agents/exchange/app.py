@@ -36,4 +36,6 @@ AGENT = AgentDefinition(
     handlers=BOOKS.sealing_all(
         {CertIdListUpdated: on_certid_list, SubscribePrices: prices.on_subscribe, **trading.HANDLERS}
     ),
+    # and a group-committed batch passes them from handler to handler, sealed once at its end.
+    batch_scope=BOOKS.batch,
 )

@@ -148,7 +148,7 @@ async def insert_order(
 ) -> None:
     """A newly accepted order as its submission left it (open, filled or cancelled): one statement."""
     certificate = request.certificate.model_dump_json() if request.certificate else None
-    await connection.execute(
+    status = await connection.execute(
         """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
                price, quantity, remaining, time_in_force, priority, status, settlement_account,
                holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account,
@@ -178,6 +178,15 @@ async def insert_order(
         payload_digest,
         cancel_reason.value if cancel_reason else None,
     )
+    _wrote(request.issue_code, status)
+
+
+def _wrote(issue_code: str, status: str) -> None:
+    """Every order row the exchange writes is written here and reported to the warm books
+    (warm_book.py: a batch passes books from handler to handler only while it saw every write)."""
+    from agents.exchange.warm_book import BOOKS  # the cache builds on this module
+
+    BOOKS.wrote(issue_code, int(status.rsplit(" ", 1)[-1]))
 
 
 def _status(order: Order, cancel_reason: CancelReason | None) -> str:
@@ -188,7 +197,7 @@ async def insert_replacement(
     connection: asyncpg.Connection, order: Order, replaced: OrderRecord, request_hash: str
 ) -> None:
     """A replacement order inherits the replaced one's accounts, holder details and certificate."""
-    await connection.execute(
+    status = await connection.execute(
         """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
                price, quantity, remaining, time_in_force, priority, status, settlement_account,
                holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account)
@@ -203,34 +212,42 @@ async def insert_replacement(
         request_hash,
         replaced.order.acceptance_number,
     )
+    _wrote(replaced.issue_code, status)
 
 
-async def save(connection: asyncpg.Connection, order: Order, cancel_reason: CancelReason | None = None) -> None:
+async def save(
+    connection: asyncpg.Connection, issue_code: str, order: Order, cancel_reason: CancelReason | None = None
+) -> None:
     """Write back what the book changed: open quantity, status, and why it stopped."""
-    status = _status(order, cancel_reason)
-    await connection.execute(
+    written = await connection.execute(
         """UPDATE orders SET remaining = $2, quantity = $3, status = $4,
                cancel_reason = coalesce($5, cancel_reason), client_order_id = $6, updated_at = now()
            WHERE acceptance_number = $1""",
         order.acceptance_number,
         order.remaining,
         order.quantity,
-        status,
+        _status(order, cancel_reason),
         cancel_reason.value if cancel_reason else None,
         order.client_order_id,
     )
+    _wrote(issue_code, written)
 
 
 async def replace_certificate(
-    connection: asyncpg.Connection, acceptance_number: int, cert_id: UUID, certificate: EndorsedCertificate
+    connection: asyncpg.Connection,
+    issue_code: str,
+    acceptance_number: int,
+    cert_id: UUID,
+    certificate: EndorsedCertificate,
 ) -> None:
     """After a partial sale the order is backed by the seller's remainder certificate."""
-    await connection.execute(
+    status = await connection.execute(
         "UPDATE orders SET cert_id = $2, certificate = $3::jsonb WHERE acceptance_number = $1",
         acceptance_number,
         cert_id,
         certificate.model_dump_json(),
     )
+    _wrote(issue_code, status)
 
 
 def _order(row: asyncpg.Record) -> Order:

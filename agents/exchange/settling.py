@@ -107,7 +107,11 @@ async def _settled(ctx: Context, match: order_repo.Match, delivery: CertificateD
         remainder = verify_certificate(delivery.remainder, ctx.trust)
         valid.append((remainder.cert_id, remainder.holder_user_id, remainder.shares))
         await order_repo.replace_certificate(
-            conn, match.sell_order, remainder.cert_id, EndorsedCertificate(certificate=delivery.remainder)
+            conn,
+            match.issue_code,
+            match.sell_order,
+            remainder.cert_id,
+            EndorsedCertificate(certificate=delivery.remainder),
         )
     await repo.transferred(conn, match.issue_code, match.cert_id, delivery.register_version, valid)
     buy = await order_repo.order(conn, match.buy_order)

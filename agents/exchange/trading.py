@@ -169,7 +169,7 @@ async def _apply(ctx: Context, issue_code: str, incoming: Order, result: Result)
     (the incoming order is saved by the caller)."""
     conn = ctx.connection
     for resting in result.touched:
-        await order_repo.save(conn, resting)
+        await order_repo.save(conn, issue_code, resting)
     orders = {o.acceptance_number: o for o in (incoming, *result.touched)}
     for execution in result.executions:
         await _executed(ctx, issue_code, execution, orders)
@@ -239,17 +239,17 @@ async def restore_buy(ctx: Context, book: OrderBook, match: order_repo.Match, de
     )
     if order.remaining:
         result = book.submit(order)
-        await order_repo.save(ctx.connection, order, result.cancel_reason)
+        await order_repo.save(ctx.connection, match.issue_code, order, result.cancel_reason)
         await _apply(ctx, match.issue_code, order, result)
     else:
-        await order_repo.save(ctx.connection, order, CancelReason.CERTIFICATE_INVALID)
+        await order_repo.save(ctx.connection, match.issue_code, order, CancelReason.CERTIFICATE_INVALID)
 
 
 async def cancel(ctx: Context, record: OrderRecord, reason: CancelReason, detail: str = "") -> None:
     order = record.order
     cancelled = order.remaining
     order.remaining = 0
-    await order_repo.save(ctx.connection, order, reason)
+    await order_repo.save(ctx.connection, record.issue_code, order, reason)
     await _cancelled(ctx, order, cancelled, reason, detail)
 
 
@@ -327,7 +327,7 @@ async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
     if request.price == old.price and request.quantity <= old.remaining:
         reduced = book.reduce(old.acceptance_number, request.quantity)
         reduced.client_order_id = request.new_client_order_id
-        await order_repo.save(conn, reduced)
+        await order_repo.save(conn, record.issue_code, reduced)
         ctx.emit(
             OrderAccepted(
                 client_order_id=reduced.client_order_id,
@@ -339,7 +339,7 @@ async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
         return
     book.cancel(old.acceptance_number)
     old.remaining, replaced = 0, old.remaining
-    await order_repo.save(conn, old, CancelReason.REPLACED)
+    await order_repo.save(conn, record.issue_code, old, CancelReason.REPLACED)
     # Not _cancelled: the replacement inherits the certificate, so nothing is released.
     ctx.emit(
         OrderCancelled(
@@ -372,7 +372,7 @@ async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
         to=user,
     )
     result = book.submit(order)
-    await order_repo.save(conn, order, result.cancel_reason)
+    await order_repo.save(conn, record.issue_code, order, result.cancel_reason)
     await _apply(ctx, record.issue_code, order, result)
 
 

@@ -10,7 +10,14 @@ with the depth of the book. Here the book stays in memory, and a token in the is
 * any write to an order clears the token (a trigger, migration 0055): a command run from
   another process, this handler's own writes, anything;
 * ``sealing`` wraps a handler: when it returns, each book it loaded is given a fresh token,
-  written in the handler's transaction, and put back in the cache.
+  written in the handler's transaction, and put back in the cache;
+* in a batch (``batch``, the consumer's group commit) the books a handler leaves stay with the
+  batch instead: the next handler of the batch takes them without a round trip (the instrument
+  row is locked since the batch first loaded it, so no other transaction wrote its orders),
+  and they are sealed once, when the batch's last handler has returned. A handler that writes
+  orders of an issue whose book it does not hold makes the batch forget that issue's books
+  (``wrote``), and the seal fails if the database counted an order row the exchange did not
+  (migration 0066): the batch is then rolled back and run again a delivery at a time.
 
 So the cache is right whatever happens: a handler that fails never puts its book back; a
 transaction (or savepoint) rolled back after the seal takes the new token with it, and the
@@ -22,9 +29,10 @@ cached copy stale and it is rebuilt. The tokens are random, so two databases nev
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -50,28 +58,91 @@ class _Warm:
     token: UUID
 
 
+@dataclass(slots=True)
+class _Batch:
+    """The books a batch's handlers left, to be sealed when its last handler returned."""
+
+    books: dict[Segment, OrderBook] = field(default_factory=dict)
+    rows_written: int = 0  # order rows this batch wrote through order_repo
+    loaded: bool = False  # a handler of the batch loaded a book
+
+    def forget(self, issue_code: str) -> None:
+        for segment in [s for s in self.books if s.issue_code == issue_code]:
+            del self.books[segment]
+
+
+class UncountedOrderWrite(Exception):
+    """The database counted order rows that order_repo did not report: a book held by the
+    batch may not match its rows. Raised before the commit, so the batch runs again."""
+
+
 class WarmBooks:
     def __init__(self) -> None:
         self._warm: dict[Segment, _Warm] = {}
         self._in_use: ContextVar[dict[Segment, OrderBook] | None] = ContextVar("books_in_use", default=None)
+        self._batch: ContextVar[_Batch | None] = ContextVar("books_in_batch", default=None)
         self.rebuilt = 0  # how many loads had to read the rows, for the benchmark and tests
+        self.locked = 0  # how many loads read the token under the row lock (a round trip each)
 
     async def load(self, connection: asyncpg.Connection, issue_code: str, book_entry: bool = False) -> OrderBook:
         """One segment of the issue's book, locked for this transaction's decision."""
-        token = await connection.fetchval(
-            "SELECT book_token FROM instruments WHERE issue_code = $1 FOR UPDATE", issue_code
-        )
         segment = Segment(issue_code, book_entry)
-        warm = self._warm.pop(segment, None)
-        if warm is not None and token is not None and warm.token == token:
-            book = warm.book
-        else:
-            self.rebuilt += 1
-            book = await order_repo.rebuild_book(connection, issue_code, book_entry)
+        batch = self._batch.get()
+        book = None
+        if batch is not None:
+            batch.loaded = True
+            book = batch.books.pop(segment, None)
+        if book is None:
+            book = await self._locked(connection, segment)
         in_use = self._in_use.get()
         if in_use is not None:
             in_use[segment] = book
         return book
+
+    async def _locked(self, connection: asyncpg.Connection, segment: Segment) -> OrderBook:
+        """Lock the instrument row; the warm book if its token is the row's, else one rebuilt from rows."""
+        self.locked += 1
+        token = await connection.fetchval(
+            "SELECT book_token FROM instruments WHERE issue_code = $1 FOR UPDATE", segment.issue_code
+        )
+        warm = self._warm.pop(segment, None)
+        if warm is not None and token is not None and warm.token == token:
+            return warm.book
+        self.rebuilt += 1
+        return await order_repo.rebuild_book(connection, segment.issue_code, segment.book_entry)
+
+    def wrote(self, issue_code: str, rows: int) -> None:
+        """order_repo wrote ``rows`` order rows of ``issue_code``. Outside a batch the token the
+        trigger cleared is enough. In one, the books of that issue the batch holds are forgotten:
+        only the books the writing handler holds itself are taken to reflect its writes (as
+        outside a batch), and a segment it does not hold may be the one written."""
+        batch = self._batch.get()
+        if batch is not None:
+            batch.rows_written += rows
+            batch.forget(issue_code)
+
+    @asynccontextmanager
+    async def batch(self, connection: asyncpg.Connection) -> AsyncIterator[None]:
+        """Around a batch's handlers in one transaction: books pass from handler to handler and
+        are sealed once at the end, if no handler raised."""
+        batch = _Batch()
+        reset = self._batch.set(batch)
+        try:
+            yield
+            if batch.loaded:
+                await self._check_counted(connection, batch)
+                await self._seal(connection, batch.books)
+        finally:
+            self._batch.reset(reset)
+
+    async def _check_counted(self, connection: asyncpg.Connection, batch: _Batch) -> None:
+        counted = await connection.fetchval(
+            "SELECT coalesce(nullif(current_setting('kabuto.order_rows_written', true), ''), '0')::bigint"
+        )
+        if counted != batch.rows_written:
+            raise UncountedOrderWrite(
+                f"the database counted {counted} order rows written in this batch, order_repo {batch.rows_written}"
+            )
 
     def sealing(self, handler: Handler) -> Handler:
         """``handler``, putting each book it loaded back in the cache under a new token when it returns."""
@@ -80,7 +151,12 @@ class WarmBooks:
             reset = self._in_use.set({})
             try:
                 await handler(message, ctx)
-                await self._seal(ctx.connection, self._in_use.get() or {})
+                used = self._in_use.get() or {}
+                batch = self._batch.get()
+                if batch is None:
+                    await self._seal(ctx.connection, used)
+                else:
+                    batch.books.update(used)
             finally:
                 self._in_use.reset(reset)
 
