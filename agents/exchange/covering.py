@@ -99,13 +99,14 @@ async def on_granted(answer: CoverGranted, ctx: Context) -> None:
         log.warning("cover_grant_ignored", cover_id=str(answer.cover_id))
         return
     request, sender, digest = taken
+    read = await trading.view(ctx, request, booking=True)
     try:
-        certificate, _ = await trading.checked(ctx, request, sender)
+        certificate = trading.checked(ctx, request, sender, read)
     except acceptance.Refused as refused:
         trading.reject(ctx, request.user_id, request.client_order_id, refused.refusal, digest)
         ctx.emit(CoverRelease(cover_id=answer.cover_id), to=SETTLEMENT_ID)
         return
-    await trading.book(ctx, request, certificate, digest, answer.cover_id)
+    await trading.book(ctx, request, certificate, digest, read.acceptance_number, answer.cover_id)
 
 
 async def on_refused(answer: CoverRefused, ctx: Context) -> None:

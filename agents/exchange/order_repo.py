@@ -62,15 +62,27 @@ class AcceptanceView:
     books: Books
     existing: tuple[int, str | None] | None  # the order already under this client order id: OAN, payload digest
     pending: bool  # a buy order under this client order id waits for its cover
+    # Drawn when the view was read for booking a new order (a sell, or a buy whose cover came).
+    acceptance_number: int | None = None
 
 
 async def acceptance_view(
-    connection: asyncpg.Connection, user_id: str, client_order_id: str, issue_code: str, cert_id: UUID | None
+    connection: asyncpg.Connection,
+    user_id: str,
+    client_order_id: str,
+    issue_code: str,
+    cert_id: UUID | None,
+    *,
+    booking: bool = False,
 ) -> AcceptanceView:
     """One round trip for what S71–S88 and idempotent resubmission need (issue 8: every
-    statement of order entry is a round trip on the exchange's hottest path)."""
+    statement of order entry is a round trip on the exchange's hottest path). ``booking``:
+    the order is booked if it passes, so its acceptance number is drawn in the same round trip
+    (an order the checks then refuse leaves a gap in the numbers, as a rolled-back one does)."""
     row = await connection.fetchrow(
         """SELECT i.issue_code, i.share_class, i.reference_price, i.last_price,
+                  CASE WHEN $5 AND i.issue_code IS NOT NULL AND o.acceptance_number IS NULL
+                       THEN nextval('acceptance_numbers') END AS acceptance_number,
                   o.acceptance_number AS existing, o.payload_digest,
                   EXISTS (SELECT 1 FROM pending_orders p WHERE p.user_id = $1 AND p.client_order_id = $2) AS pending,
                   (SELECT coalesce(sum(b.remaining * b.price), 0) FROM orders b
@@ -85,6 +97,7 @@ async def acceptance_view(
         client_order_id,
         issue_code,
         cert_id,
+        booking,
     )
     assert row is not None  # one row, always: the VALUES row
     instrument = (
@@ -99,7 +112,7 @@ async def acceptance_view(
         open_buy_exposure=row["exposure"],
     )
     existing = (row["existing"], row["payload_digest"]) if row["existing"] is not None else None
-    return AcceptanceView(instrument, books, existing, row["pending"])
+    return AcceptanceView(instrument, books, existing, row["pending"], row["acceptance_number"])
 
 
 async def record_last_price(connection: asyncpg.Connection, issue_code: str, price: Decimal) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from uuid import UUID
 
 from agents.exchange import acceptance, covering, order_repo, prices, repo, resubmission, settling
-from agents.exchange.acceptance import Instrument, Refused
+from agents.exchange.acceptance import Refused
 from agents.exchange.book import Execution, Order, OrderBook, Result
 from agents.exchange.order_repo import OrderRecord
 from broker import clear_accounts, logs
@@ -80,24 +80,21 @@ def reject(
     )
 
 
-async def checked(
-    ctx: Context, request: SubmitOrder, sender: Participant, view: order_repo.AcceptanceView | None = None
-) -> tuple[ElectronicStockCertificate | None, Instrument]:
+def checked(
+    ctx: Context, request: SubmitOrder, sender: Participant, view: order_repo.AcceptanceView
+) -> ElectronicStockCertificate | None:
     """S71–S88: every acceptance check, in the seed's order; ``Refused`` says which failed.
 
-    Returns the verified certificate of a sell order and the instrument the order is for.
+    Returns the verified certificate of a sell order.
     """
-    if view is None:
-        view = await _view(ctx, request)
-    certificate = acceptance.check(request, sender, view.instrument, view.books, ctx.trust, ctx.now)
-    assert view.instrument is not None  # check refuses an unlisted issue
-    return certificate, view.instrument
+    return acceptance.check(request, sender, view.instrument, view.books, ctx.trust, ctx.now)
 
 
-async def _view(ctx: Context, request: SubmitOrder) -> order_repo.AcceptanceView:
+async def view(ctx: Context, request: SubmitOrder, *, booking: bool = False) -> order_repo.AcceptanceView:
+    """What the checks read; ``booking``: with the acceptance number the order is booked under."""
     cert_id = acceptance.cert_id_of(request)
     return await order_repo.acceptance_view(
-        ctx.connection, request.user_id, request.client_order_id, request.issue_code, cert_id
+        ctx.connection, request.user_id, request.client_order_id, request.issue_code, cert_id, booking=booking
     )
 
 
@@ -105,20 +102,22 @@ async def on_submit(request: SubmitOrder, ctx: Context) -> None:
     """S71–S88 then S91–S95: check; a buy order waits for its cover (issue 11); a sell order is
     accepted with an OAN and matched at once."""
     assert ctx.sender is not None
-    view = await _view(ctx, request)
-    if resubmission.answered(ctx, request, view.existing):
+    buy = request.terms.side is Side.BUY
+    read = await view(ctx, request, booking=not buy)  # a buy order is booked once its cover is held
+    if resubmission.answered(ctx, request, read.existing):
         return
     try:
-        if view.pending:
+        if read.pending:
             raise Refused(OrderRefusal.DUPLICATE_CLIENT_ORDER_ID, f"{request.client_order_id} was used")
-        certificate, instrument = await checked(ctx, request, ctx.sender, view)
+        certificate = checked(ctx, request, ctx.sender, read)
     except Refused as refused:
         _reject(ctx, request.client_order_id, refused.refusal)
         return
-    if request.terms.side is Side.BUY:
-        await covering.ask_cover(ctx, request, instrument, ctx.sender, _request_hash(ctx))
+    assert read.instrument is not None  # the checks refuse an unlisted issue
+    if buy:
+        await covering.ask_cover(ctx, request, read.instrument, ctx.sender, _request_hash(ctx))
         return
-    await book(ctx, request, certificate, _request_hash(ctx))
+    await book(ctx, request, certificate, _request_hash(ctx), read.acceptance_number)
 
 
 async def on_submit_v1(request: SubmitOrderV1, ctx: Context) -> None:
@@ -131,14 +130,15 @@ async def book(
     request: SubmitOrder,
     certificate: ElectronicStockCertificate | None,
     request_hash: str,
+    acceptance_number: int | None,
     cover_id: UUID | None = None,
 ) -> None:
-    """S91–S95: an acceptance number, the book, the matches."""
+    """S91–S95: an acceptance number (drawn with the checks' read, or now), the book, the matches."""
     conn = ctx.connection
     book = await order_repo.load_book(conn, request.issue_code, request.safekeeping_account is not None)
     terms = request.terms
     order = Order(
-        acceptance_number=await order_repo.next_acceptance_number(conn),
+        acceptance_number=acceptance_number or await order_repo.next_acceptance_number(conn),
         client_order_id=request.client_order_id,
         user_id=request.user_id,
         side=terms.side,

@@ -209,4 +209,5 @@ AGENT = AgentDefinition(
         RevokeMandate: mandates.on_revoke,
     },
     background=(instruction_desk.periodic_recycle,),
+    batch_scope=repo.LOCKS.batch,
 )

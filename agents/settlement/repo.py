@@ -22,8 +22,11 @@ from agents.settlement.domain import (
     Statement,
     external_account,
 )
+from broker.batch_locks import BatchLocks
 from schemas.settlement import Posting
 
+# Account locks a group-committed batch already holds (the agent's batch scope, app.py).
+LOCKS = BatchLocks("settlement")
 _BALANCE = "coalesce((SELECT sum(p.amount) FROM postings p WHERE p.account_id = a.account_id), 0)"
 
 
@@ -88,8 +91,14 @@ class CoverView:
 
 async def cover_view(connection: asyncpg.Connection, account_id: str, cover_id: UUID) -> CoverView:
     """Lock the account, then read it with its holds and the cover id's use in one statement
-    (the lock and the read stay apart, as in ``accounts_for_update``)."""
-    await connection.execute("SELECT 1 FROM accounts WHERE account_id = $1 FOR NO KEY UPDATE", account_id)
+    (the lock and the read stay apart, as in ``accounts_for_update``). In a batch the account
+    is locked once (broker.batch_locks): a buyer's covers often come several to a batch."""
+    await LOCKS.lock(
+        connection,
+        ("account", account_id),
+        "SELECT 1 FROM accounts WHERE account_id = $1 FOR NO KEY UPDATE",
+        account_id,
+    )
     row = await connection.fetchrow(
         f"""SELECT a.*, {_BALANCE} AS balance,
                    (SELECT coalesce(sum(h.amount), 0) FROM holds h
