@@ -7,6 +7,7 @@ moment brings the book back exactly as committed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
@@ -113,14 +114,6 @@ async def acceptance_view(
     )
     existing = (row["existing"], row["payload_digest"]) if row["existing"] is not None else None
     return AcceptanceView(instrument, books, existing, row["pending"], row["acceptance_number"])
-
-
-async def record_last_price(connection: asyncpg.Connection, issue_code: str, price: Decimal) -> None:
-    await connection.execute(
-        "UPDATE instruments SET last_price = $2, last_traded_at = now() WHERE issue_code = $1",
-        issue_code,
-        price,
-    )
 
 
 async def client_order_used(connection: asyncpg.Connection, user_id: str, client_order_id: str) -> bool:
@@ -322,6 +315,14 @@ async def order(connection: asyncpg.Connection, acceptance_number: int) -> Order
     return _record(row) if row else None
 
 
+async def orders(connection: asyncpg.Connection, acceptance_numbers: Sequence[int]) -> dict[int, OrderRecord]:
+    """Several orders in one round trip, by acceptance number (those that exist)."""
+    rows = await connection.fetch(
+        "SELECT * FROM orders WHERE acceptance_number = ANY($1::bigint[])", list(acceptance_numbers)
+    )
+    return {row["acceptance_number"]: _record(row) for row in rows}
+
+
 async def order_by_client_id(connection: asyncpg.Connection, user_id: str, client_order_id: str) -> OrderRecord | None:
     row = await connection.fetchrow(
         "SELECT * FROM orders WHERE user_id = $1 AND client_order_id = $2", user_id, client_order_id
@@ -329,15 +330,14 @@ async def order_by_client_id(connection: asyncpg.Connection, user_id: str, clien
     return _record(row) if row else None
 
 
-async def insert_match(
-    connection: asyncpg.Connection, matching_number: int, issue_code: str, execution: Execution
-) -> None:
-    """S92–S93: the execution enters the order matching list, its name transfer pending."""
-    await connection.execute(
+async def insert_match(connection: asyncpg.Connection, issue_code: str, execution: Execution) -> int:
+    """S92–S93: the execution enters the order matching list under a new matching number (drawn
+    in the same round trip), its name transfer pending."""
+    number: int = await connection.fetchval(
         """INSERT INTO matches (matching_number, issue_code, buy_order, sell_order, shares, price,
                buyer_user_id, seller_user_id, status)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending_transfer')""",
-        matching_number,
+           VALUES (nextval('matching_numbers'), $1, $2, $3, $4, $5, $6, $7, 'pending_transfer')
+           RETURNING matching_number""",
         issue_code,
         execution.buy,
         execution.sell,
@@ -346,6 +346,7 @@ async def insert_match(
         execution.buyer,
         execution.seller,
     )
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,18 +375,13 @@ async def match(connection: asyncpg.Connection, matching_number: int) -> Match |
     return Match(**dict(row)) if row else None
 
 
-async def next_transfer(connection: asyncpg.Connection, sell_order: int) -> Match | None:
-    """The sell order's oldest execution awaiting transfer, unless one is already with the issuer:
-    transfers of one certificate go one at a time, each on the CertID the last one left."""
-    rows = await connection.fetch(
-        f"""SELECT {_MATCH_COLUMNS} FROM matches
-            WHERE sell_order = $1 AND status IN ('pending_transfer', 'transfer_requested')
-            ORDER BY matching_number""",
-        sell_order,
-    )
-    if not rows or rows[0]["status"] == "transfer_requested":
+def next_transfer(unfinished: list[Match]) -> Match | None:
+    """Of a sell order's unfinished executions (``unfinished_matches``), the oldest awaiting
+    transfer, unless one is already with the issuer: transfers of one certificate go one at a
+    time, each on the CertID the last one left."""
+    if not unfinished or unfinished[0].status == "transfer_requested":
         return None
-    return Match(**dict(rows[0]))
+    return unfinished[0]
 
 
 async def transfer_requested(

@@ -49,6 +49,7 @@ class Quote:
         )
 
 
+_QUOTE_FIELDS = ("issue_code", "reference_price", "last_price", "last_traded_at", "previous_close", "closed_at")
 _QUOTE = """SELECT issue_code, reference_price, last_price, last_traded_at, previous_close, closed_at
             FROM instruments"""
 
@@ -90,11 +91,20 @@ def listed(issue_code: str, share_class: str, reference: Decimal) -> Callable[[C
 
 
 async def announce_trade(ctx: Context, issue_code: str, price: Decimal) -> None:
-    """After an execution recorded the last price: the event and each subscriber's update."""
-    (quote,) = await _quotes(ctx.connection, issue_code)
+    """An execution at ``price``: the issue's last price recorded, the event, and each
+    subscriber's update — one round trip for the record, the quote and the subscribers."""
+    row = await ctx.connection.fetchrow(
+        """UPDATE instruments SET last_price = $2, last_traded_at = now() WHERE issue_code = $1
+           RETURNING issue_code, reference_price, last_price, last_traded_at, previous_close, closed_at,
+                     ARRAY(SELECT participant FROM price_subscribers ORDER BY 1) AS subscribers""",
+        issue_code,
+        price,
+    )
+    assert row is not None  # an execution is of a listed issue
+    quote = Quote(**{key: row[key] for key in _QUOTE_FIELDS})
     assert quote.last_traded_at is not None
     ctx.emit(LastPrice(issue_code=issue_code, price=price, traded_at=quote.last_traded_at))
-    for subscriber in await _subscribers(ctx.connection):
+    for subscriber in row["subscribers"]:
         ctx.emit(quote.update(PriceKind.LAST_TRADE), to=subscriber)
 
 

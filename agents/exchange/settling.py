@@ -33,22 +33,23 @@ log = logs.get("kabuto.exchange")
 _CERTIFICATE_DEAD = {DvpReason.SECURITIES_INVALID, DvpReason.LACK_OF_SECURITIES}
 
 
-async def instruct_next(ctx: Context, sell_order: int) -> None:
-    """S95: instruct the sell order's next execution, its certificate countersigned for it."""
+async def instruct_next(ctx: Context, sell_order: int, unfinished: list[order_repo.Match] | None = None) -> None:
+    """S95: instruct the sell order's next execution, its certificate countersigned for it.
+    ``unfinished``: the sell order's unfinished executions, if the caller read them already."""
     conn = ctx.connection
-    match = await order_repo.next_transfer(conn, sell_order)
+    if unfinished is None:
+        unfinished = await order_repo.unfinished_matches(conn, sell_order)
+    match = order_repo.next_transfer(unfinished)
     if match is None:
         return
-    sell = await order_repo.order(conn, sell_order)
-    buy = await order_repo.order(conn, match.buy_order)
-    assert sell is not None and buy is not None
+    records = await order_repo.orders(conn, (sell_order, match.buy_order))
+    sell, buy = records[sell_order], records[match.buy_order]
     if sell.safekeeping_account is not None:
         await book_entry.instruct(ctx, match, sell, buy)
         return
     assert sell.certificate is not None and sell.order.cert_id
     certificate = content_of(sell.certificate)
     endorsed = endorse(ctx.identity, sell.certificate, "name_transfer", f"omn:{match.matching_number}")
-    unfinished = await order_repo.unfinished_matches(conn, sell_order)
     leg = CertificateLeg(
         agent=certificate.issuing_agent_id,
         exchange_id=ctx.identity.user_id,
@@ -138,9 +139,13 @@ async def _settled(ctx: Context, match: order_repo.Match, delivery: CertificateD
 
 
 async def _go_on(ctx: Context, match: order_repo.Match) -> None:
-    await instruct_next(ctx, match.sell_order)
-    await trading.release_if_done(ctx, match.sell_order)
-    await release_cover_if_done(ctx, match.buy_order)
+    """After a trade ended: the sell order's next execution, then what its end frees, each read once."""
+    conn = ctx.connection
+    unfinished = await order_repo.unfinished_matches(conn, match.sell_order)
+    await instruct_next(ctx, match.sell_order, unfinished)  # changes the status of one of them, not the set
+    records = await order_repo.orders(conn, (match.sell_order, match.buy_order))
+    trading.release_when_done(ctx, records.get(match.sell_order), unfinished)
+    await release_cover_when_done(ctx, records.get(match.buy_order))
 
 
 async def _certificate_failed(ctx: Context, match: order_repo.Match, detail: str, reason: str) -> None:
@@ -204,9 +209,12 @@ async def _reversed(ctx: Context, match: order_repo.Match, detail: str, reason: 
 
 async def release_cover_if_done(ctx: Context, buy_order: int) -> None:
     """A closed buy order with nothing left to settle frees what remains of its cover."""
-    record = await order_repo.order(ctx.connection, buy_order)
+    await release_cover_when_done(ctx, await order_repo.order(ctx.connection, buy_order))
+
+
+async def release_cover_when_done(ctx: Context, record: order_repo.OrderRecord | None) -> None:
     if record is None or record.cover_id is None or record.status == "open":
         return
-    if await order_repo.unfinished_buys(ctx.connection, buy_order):
+    if await order_repo.unfinished_buys(ctx.connection, record.order.acceptance_number):
         return
     ctx.emit(CoverRelease(cover_id=record.cover_id), to=SETTLEMENT_ID)

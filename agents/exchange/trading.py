@@ -183,12 +183,10 @@ async def _apply(ctx: Context, issue_code: str, incoming: Order, result: Result)
 async def _executed(ctx: Context, issue_code: str, execution: Execution, orders: dict[int, Order]) -> None:
     """S92–S94: a matching number, the matching list, and the CertID out of the list at once."""
     conn = ctx.connection
-    matching_number = await order_repo.next_matching_number(conn)
-    await order_repo.insert_match(conn, matching_number, issue_code, execution)
+    matching_number = await order_repo.insert_match(conn, issue_code, execution)
     sell = orders[execution.sell]
     if sell.cert_id is not None:
         await repo.hold_for_transfer(conn, sell.cert_id)
-    await order_repo.record_last_price(conn, issue_code, execution.price)
     await prices.announce_trade(ctx, issue_code, execution.price)
     log.info("order_matched", matching_number=matching_number, price=str(execution.price), qty=execution.quantity)
     for order in (orders[execution.buy], sell):
@@ -274,12 +272,21 @@ async def _cancelled(ctx: Context, order: Order, quantity: int, reason: CancelRe
 async def release_if_done(ctx: Context, sell_order: int) -> None:
     """A closed sell order with no transfer left frees a remainder committed to it at the issuer."""
     record = await order_repo.order(ctx.connection, sell_order)
-    if record is None or record.status == "open" or await order_repo.unfinished_matches(ctx.connection, sell_order):
+    if record is None or record.status == "open":
+        return
+    release_when_done(ctx, record, await order_repo.unfinished_matches(ctx.connection, sell_order))
+
+
+def release_when_done(ctx: Context, record: OrderRecord | None, unfinished: Sequence[order_repo.Match]) -> None:
+    """``release_if_done`` on what the caller read: the sell order and its unfinished executions."""
+    if record is None or record.status == "open" or unfinished:
         return
     if record.certificate is None:  # a book-entry order: nothing is committed at the issuer
         return
     issuer = content_of(record.certificate).issuing_agent_id
-    ctx.emit(CertificateRelease(seller_order=sell_order, seller_user_id=record.order.user_id), to=issuer)
+    ctx.emit(
+        CertificateRelease(seller_order=record.order.acceptance_number, seller_user_id=record.order.user_id), to=issuer
+    )
 
 
 async def on_cancel(request: CancelOrder, ctx: Context) -> None:

@@ -153,3 +153,21 @@ async def test_retries_are_capped_then_dead_lettered_with_their_reason(settings:
     assert "settlement ledger unreachable" in str(letter.headers["x-kabuto-detail"])
     assert letter.body == sealed.body
     assert issuer.outcomes.count(Outcome.RETRY_SCHEDULED) == len(settings.retry_delays_ms)
+
+
+async def test_the_relay_marks_published_rows_without_changing_how_the_agent_commits(settings: Settings) -> None:
+    """The mark commits asynchronously (broker.relay_window); the pool's connections, which the
+    consumer's transactions use next, still wait for their WAL flush."""
+    async with started([AGENT_ISSUER], settings), AgentRuntime(AGENT_INVESTOR, settings) as investor:
+        await support.request(investor, "alice")
+        assert await investor.relay.publish_pending() == 1
+        marked = await support.rows(investor, "SELECT published_at FROM outbox")
+        assert len(marked) == 1 and marked[0]["published_at"] is not None
+        pool = investor.pool
+        connections = [await pool.acquire() for _ in range(pool.get_size())]
+        try:
+            modes = {await connection.fetchval("SHOW synchronous_commit") for connection in connections}
+        finally:
+            for connection in connections:
+                await pool.release(connection)
+        assert modes == {"on"}

@@ -8,7 +8,7 @@ import json
 from decimal import Decimal
 
 from agents.credit import line_repo
-from agents.exchange import order_repo, prices
+from agents.exchange import prices
 from agents.exchange.trading import end_of_day
 from broker.context import Context
 from broker.settings import Settings
@@ -19,7 +19,6 @@ AGENTS = ("exchange", "brokerage", "credit")
 
 async def _trade(ctx: Context) -> None:
     """What the matcher does after an execution at 1,100 (trading._executed)."""
-    await order_repo.record_last_price(ctx.connection, "PRX", Decimal(1_100))
     await prices.announce_trade(ctx, "PRX", Decimal(1_100))
 
 
