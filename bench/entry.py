@@ -129,14 +129,15 @@ async def rest(st: Stage, resting: int) -> None:
     )
 
 
-async def depth(entry: Entry, count: int, progress: Progress) -> tuple[float, float]:
-    """Burst rates with 100 and with 10,000 orders resting on the book."""
+async def depth(entry: Entry, count: int, progress: Progress, rounds: int = 2) -> tuple[float, float]:
+    """Burst rates with 100 and with 10,000 orders resting on the book, the best of ``rounds`` bursts
+    at each (one burst of a thousand orders varied by a fifth on this machine)."""
     rates = []
     for resting in (100, 10_000):
         await rest(entry.st, resting)
         await burst(entry, WINDOW)  # the first order after the rows were written rebuilds the book
-        rates.append(await burst(entry, count))
-        progress(f"depth: {resting:,} resting → {rates[-1]:,.0f} orders/s")
+        rates.append(max([await burst(entry, count) for _ in range(rounds)]))
+        progress(f"depth: {resting:,} resting → {rates[-1]:,.0f} orders/s (best of {rounds})")
     return rates[0], rates[1]
 
 
