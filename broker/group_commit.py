@@ -11,7 +11,10 @@ for all of them:
 * the others run in delivery order, so order per book and per account is the queue's order.
   First all at once: one statement claims every inbox row, the handlers run one after the
   other with no savepoint, one statement writes every outbox row. That is the common case,
-  and it costs two round trips for the batch on top of the handlers' own statements;
+  and it costs two round trips for the batch on top of the handlers' own statements. An agent
+  may keep something across the handlers of such a batch (``BatchScope``: the exchange's books,
+  settlement's account locks), since no savepoint there releases a lock; its end may still
+  refuse the batch, which then runs as below;
 * if any handler refuses (``Rejected``) or fails, that transaction is rolled back whole and
   the batch runs again with each delivery in its own savepoint: the one that refused or
   failed is rolled back to its savepoint alone and, after the commit, dead-lettered or
