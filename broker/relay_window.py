@@ -32,7 +32,7 @@ log = logs.get("kabuto.outbox")
 # handles, a row confirmed but not marked: it is published again and the receiver's inbox
 # absorbs the identical bytes. The agent's own transactions keep synchronous commit: the
 # relay never waits on an fsync of its own, one per window, between two windows.
-_MARK_PUBLISHED = """WITH asynchronous AS (SELECT set_config('synchronous_commit', 'off', true))
+MARK_PUBLISHED = """WITH asynchronous AS (SELECT set_config('synchronous_commit', 'off', true))
     UPDATE outbox SET published_at = now() FROM asynchronous WHERE seq = ANY($1::bigint[])"""
 
 
@@ -42,7 +42,7 @@ async def publish_window(agent: str, pool: asyncpg.Pool, exchanges: Exchanges, r
     results = await asyncio.gather(*sends, return_exceptions=True)
     published = [row["seq"] for row, result in zip(rows, results, strict=True) if result is None]
     if published:
-        await pool.execute(_MARK_PUBLISHED, published)
+        await pool.execute(MARK_PUBLISHED, published)
         for row, result in zip(rows, results, strict=True):
             if result is None:
                 metrics.published(agent, row["message_type"])

@@ -8,7 +8,8 @@ with the depth of the book. Here the book stays in memory, and a token in the is
   the token; if the book kept in memory carries that token it is used as is, otherwise it is
   rebuilt from rows. Either way the book is taken out of the cache while a handler uses it;
 * any write to an order clears the token (a trigger, migration 0055): a command run from
-  another process, this handler's own writes, anything;
+  another process, this handler's own writes, anything; and it locks the instrument row first
+  (migration 0068), so it waits for a transaction deciding on that book and is seen by the next;
 * ``sealing`` wraps a handler: when it returns, each book it loaded is given a fresh token,
   written in the handler's transaction, and put back in the cache;
 * in a batch (``batch``, the consumer's group commit) the books a handler leaves stay with the
@@ -85,6 +86,7 @@ class WarmBooks:
         self._batch: ContextVar[_Batch | None] = ContextVar("books_in_batch", default=None)
         self.rebuilt = 0  # how many loads had to read the rows, for the benchmark and tests
         self.locked = 0  # how many loads read the token under the row lock (a round trip each)
+        self.uncounted = 0  # batches refused for an order write order_repo did not report (a defect)
 
     async def load(self, connection: asyncpg.Connection, issue_code: str, book_entry: bool = False) -> OrderBook:
         """One segment of the issue's book, locked for this transaction's decision."""
@@ -144,6 +146,7 @@ class WarmBooks:
         if counted != batch.rows_written:
             # A defect: some statement wrote orders behind order_repo. The batch is safe (it runs
             # again a delivery at a time), but every batch that writes that way will pay it.
+            self.uncounted += 1
             log.error("order_write_uncounted", counted=counted, reported=batch.rows_written)
             raise UncountedOrderWrite(
                 f"the database counted {counted} order rows written in this batch, order_repo {batch.rows_written}"

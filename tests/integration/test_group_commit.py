@@ -154,3 +154,6 @@ async def test_a_batch_whose_scope_fails_before_the_commit_runs_again_a_delivery
     assert [r["shares"] for r in registered] == shares
     assert len(refused) > 1 and len(set(refused)) == 1  # the refused pass ran its batch in one transaction
     assert len(transactions) == len(shares) + len(refused)  # and each delivery of it ran once more, then committed
+    start = transactions.index(refused[0]) + len(refused)
+    again = transactions[start : start + len(refused)]
+    assert len(set(again)) == 1 and again[0] != refused[0]  # again in one new transaction: a savepoint each

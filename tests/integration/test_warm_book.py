@@ -188,12 +188,15 @@ async def test_a_write_by_a_handler_without_the_book_makes_the_batch_forget_it(
 async def test_a_batch_that_raises_seals_nothing_and_keeps_no_book(connection: asyncpg.Connection) -> None:
     books, seen = WarmBooks(), []
     (first,) = await numbers(connection, 1)
-    with pytest.raises(Failed):
-        async with connection.transaction(), books.batch(connection):
-            await adding(books, seen, first)(None, Ctx(connection))
-            raise Failed
-    await run(connection, handler(books, seen))
-    assert books.rebuilt == 2 and seen[-1] == []
+    async with connection.transaction():
+        with pytest.raises(Failed):
+            async with books.batch(connection):
+                await adding(books, seen, first)(None, Ctx(connection))
+                raise Failed
+        # Still in the transaction: no seal was written over the token the order's write cleared.
+        assert await connection.fetchval("SELECT book_token FROM instruments WHERE issue_code = $1", ISSUE) is None
+        await handler(books, seen)(None, Ctx(connection))
+    assert books.rebuilt == 2 and seen[-1] == [first]  # rebuilt from the rows, not taken from the batch
 
 
 async def test_order_repo_reports_each_row_it_writes(connection: asyncpg.Connection) -> None:
@@ -211,3 +214,21 @@ async def test_order_repo_reports_each_row_it_writes(connection: asyncpg.Connect
             written = Order(row[0], "x", "someone", Side.BUY, OrderType.LIMIT, Decimal(970), 100, 40)
             await order_repo.save(connection, ISSUE, written)
     assert await connection.fetchval("SELECT remaining FROM orders WHERE issue_code = $1", ISSUE) == 40
+
+
+async def test_an_order_write_waits_for_the_transaction_deciding_on_the_book_even_with_no_token(
+    connection: asyncpg.Connection, database: str
+) -> None:
+    """Migration 0068: with the token already cleared, a command's order write (the end of day)
+    used to take no lock, so the exchange could rebuild from rows without it and seal that book."""
+    number = await insert_resting(connection, 990)  # leaves the token cleared, as any outside write does
+    assert await connection.fetchval("SELECT book_token FROM instruments WHERE issue_code = $1", ISSUE) is None
+    other = await asyncpg.connect(database, server_settings={"search_path": "exchange", "lock_timeout": "300ms"})
+    try:
+        async with connection.transaction():
+            await WarmBooks().load(connection, ISSUE)  # the exchange deciding: the instrument row locked
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                await other.execute("UPDATE orders SET status = 'cancelled' WHERE acceptance_number = $1", number)
+        await other.execute("UPDATE orders SET status = 'cancelled' WHERE acceptance_number = $1", number)
+    finally:
+        await other.close()
