@@ -1,6 +1,6 @@
 """`make bench`: every throughput figure of issue 8, each printed with its target.
 
-    python -m bench                  # the default run, under ten minutes on the 2-core machine
+    python -m bench                  # the default run, about a quarter of an hour on the 2-core machine
     BENCH_MEMORY_MESSAGES=100000 python -m bench   # the 100,000-message memory run
 
 Sizes come from the environment (see README.md, "Benchmarks"). The agents run as OS
