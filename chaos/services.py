@@ -2,8 +2,8 @@
 
 The suite restarts and stops its services on purpose, so it never touches the shared ones
 on 5432 and 5672: it makes its own PostgreSQL cluster (``initdb`` into ``var/chaos/pg`` as
-the ``postgres`` OS user, port 55432) and its own RabbitMQ node (``kabuto-chaos@localhost``,
-port 55672, its own configuration, cookie, database and logs under ``var/chaos/rabbit``).
+the ``postgres`` OS user, port 27432) and its own RabbitMQ node (``kabuto-chaos@localhost``,
+port 27672, its own configuration, cookie, database and logs under ``var/chaos/rabbit``).
 Every ``rabbitmqctl`` call names the private node explicitly.
 
     python -m chaos.services stop     # what the Makefile's trap runs on any exit
@@ -33,7 +33,7 @@ def _run(args: list[str], *, env: dict[str, str] | None = None, timeout: float =
 @dataclass(frozen=True, slots=True)
 class PrivatePostgres:
     root: Path = ROOT / "pg"
-    port: int = 55432
+    port: int = 27432
 
     @property
     def url(self) -> str:
@@ -82,7 +82,7 @@ class PrivatePostgres:
 @dataclass(frozen=True, slots=True)
 class PrivateRabbit:
     root: Path = ROOT / "rabbit"
-    port: int = 55672
+    port: int = 27672
     node: str = "kabuto-chaos@localhost"
 
     @property

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make chaos`: the fault suite on private PostgreSQL (port 55432) and RabbitMQ (node
-# kabuto-chaos@localhost, port 55672) that it starts here and always stops on the way out —
+# `make chaos`: the fault suite on private PostgreSQL (port 27432) and RabbitMQ (node
+# kabuto-chaos@localhost, port 27672) that it starts here and always stops on the way out —
 # never the shared services on 5432 and 5672, which it restarts and stops on purpose.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
