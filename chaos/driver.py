@@ -19,7 +19,7 @@ from broker.context import Context
 from broker.pki import Identity, KeyStore
 from broker.runtime import execute
 from broker.settings import Settings
-from broker.supervision import is_infrastructure
+from broker.supervision import INFRASTRUCTURE, PERMANENT
 from broker.trust import TrustStore
 from chaos.invariants import CASH_ACCOUNT, ISSUE
 from schemas.certificates import ShareClass
@@ -65,8 +65,8 @@ class Driver:
                 if retried:
                     return None  # it committed before the connection dropped; the retry found it
                 raise
-            except Exception as exc:
-                if not is_infrastructure(exc):
+            except INFRASTRUCTURE as exc:
+                if isinstance(exc, PERMANENT):
                     raise
                 retried = True
                 await asyncio.sleep(0.5)  # the database is away; the suite waits like an agent
@@ -89,8 +89,8 @@ async def until(check: Callable[[], Awaitable[bool]], deadline: float, what: str
 async def _holds(check: Callable[[], Awaitable[bool]]) -> bool:
     try:
         return await check()
-    except Exception as exc:
-        if not is_infrastructure(exc):
+    except INFRASTRUCTURE as exc:
+        if isinstance(exc, PERMANENT):
             raise
         return False
 

@@ -50,7 +50,7 @@ from broker.context import Context
 from broker.migrate import migrate
 from broker.pki import KeyStore, default_participant, platform_participants
 from broker.settings import AGENT_IDS, Settings
-from broker.supervision import is_infrastructure
+from broker.supervision import INFRASTRUCTURE, PERMANENT
 from chaos import invariants, shopping
 from chaos.driver import Driver, deposit_at_custody, issuance, until
 from chaos.fleet import Fleet
@@ -287,8 +287,8 @@ async def converge(settings: Settings, market: Market, trades: int, purchases: i
                 anomalies = await invariants.check(db, settings, market, trades, purchases)
             finally:
                 await db.close()
-        except Exception as exc:
-            if not _outage(exc):
+        except OUTAGE as exc:
+            if isinstance(exc, PERMANENT):
                 raise
             anomalies = [Anomaly(invariants.Kind.STUCK, "services answer", repr(exc)[:200])]
         if not anomalies:
@@ -419,16 +419,16 @@ async def run(trades: int, seed: int, deadline_s: float, faults: list[tuple[str,
 async def _consuming(settings: Settings) -> bool:
     try:
         status = await ops.status(settings, AGENT_IDS)
-    except Exception as exc:
-        if not _outage(exc):
+    except OUTAGE as exc:
+        if isinstance(exc, PERMANENT):
             raise
         return False
     return all(s.consumers == 1 for s in status)
 
 
-def _outage(exc: BaseException) -> bool:
-    # aiormq raises a bare RuntimeError when a channel is asked of a connection that just closed.
-    return is_infrastructure(exc) or isinstance(exc, RuntimeError)
+# What the services being away raises: aiormq raises a bare RuntimeError when a channel is
+# asked of a connection that just closed.
+OUTAGE: tuple[type[BaseException], ...] = (*INFRASTRUCTURE, RuntimeError)
 
 
 def main() -> int:

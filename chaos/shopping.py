@@ -32,7 +32,7 @@ from agents.settlement import app as settlement
 from agents.settlement import mandates
 from agents.settlement.domain import AccountKind
 from broker.context import Context
-from broker.supervision import is_infrastructure
+from broker.supervision import INFRASTRUCTURE
 from chaos.driver import Driver, deposit_at_custody, until
 from chaos.invariants import (
     CARD,
@@ -123,6 +123,11 @@ async def purchase(driver: Driver, shop: MerchantTerminal, n: int, deadline: flo
         return
 
 
+# What a send raises while the broker is away: its outages, aiormq's bare RuntimeError for a
+# channel of a closed connection, and any AMQP error of a session being torn down.
+_BROKER_AWAY: tuple[type[BaseException], ...] = (*INFRASTRUCTURE, RuntimeError, aio_pika.exceptions.AMQPError)
+
+
 async def _resend_until(
     send: Callable[[], Awaitable[Any]], done: Callable[[], Awaitable[bool]], deadline: float
 ) -> None:
@@ -130,9 +135,7 @@ async def _resend_until(
     while time.monotonic() < deadline:
         try:
             await send()
-        except Exception as exc:
-            if not (is_infrastructure(exc) or isinstance(exc, RuntimeError | aio_pika.exceptions.AMQPError)):
-                raise
+        except _BROKER_AWAY:
             await asyncio.sleep(0.5)  # the broker is away: a merchant's retry, bounded by the deadline
             continue
         try:

@@ -106,6 +106,7 @@ async def on_granted(answer: CoverGranted, ctx: Context) -> None:
         trading.reject(ctx, request.user_id, request.client_order_id, refused.refusal, digest)
         ctx.emit(CoverRelease(cover_id=answer.cover_id), to=SETTLEMENT_ID)
         return
+    assert read.acceptance_number is not None  # drawn for a listed issue and a new client order id
     await trading.book(ctx, request, certificate, digest, read.acceptance_number, answer.cover_id)
 
 

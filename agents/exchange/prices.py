@@ -50,8 +50,13 @@ class Quote:
 
 
 _QUOTE_FIELDS = ("issue_code", "reference_price", "last_price", "last_traded_at", "previous_close", "closed_at")
-_QUOTE = """SELECT issue_code, reference_price, last_price, last_traded_at, previous_close, closed_at
-            FROM instruments"""
+_QUOTE_COLUMNS = ", ".join(_QUOTE_FIELDS)
+_QUOTE = f"SELECT {_QUOTE_COLUMNS} FROM instruments"
+
+
+def _quote(row: asyncpg.Record) -> Quote:
+    """A quote from a row that has the quote's columns (and maybe others)."""
+    return Quote(**{name: row[name] for name in _QUOTE_FIELDS})
 
 
 async def _quotes(connection: asyncpg.Connection, issue_code: str | None = None) -> list[Quote]:
@@ -59,7 +64,7 @@ async def _quotes(connection: asyncpg.Connection, issue_code: str | None = None)
         rows = await connection.fetch(_QUOTE + " ORDER BY issue_code FOR UPDATE")
     else:
         rows = await connection.fetch(_QUOTE + " WHERE issue_code = $1", issue_code)
-    return [Quote(**dict(r)) for r in rows]
+    return [_quote(r) for r in rows]
 
 
 async def _subscribers(connection: asyncpg.Connection) -> list[str]:
@@ -94,14 +99,13 @@ async def announce_trade(ctx: Context, issue_code: str, price: Decimal) -> None:
     """An execution at ``price``: the issue's last price recorded, the event, and each
     subscriber's update — one round trip for the record, the quote and the subscribers."""
     row = await ctx.connection.fetchrow(
-        """UPDATE instruments SET last_price = $2, last_traded_at = now() WHERE issue_code = $1
-           RETURNING issue_code, reference_price, last_price, last_traded_at, previous_close, closed_at,
-                     ARRAY(SELECT participant FROM price_subscribers ORDER BY 1) AS subscribers""",
+        f"""UPDATE instruments SET last_price = $2, last_traded_at = now() WHERE issue_code = $1
+            RETURNING {_QUOTE_COLUMNS}, ARRAY(SELECT participant FROM price_subscribers ORDER BY 1) AS subscribers""",
         issue_code,
         price,
     )
     assert row is not None  # an execution is of a listed issue
-    quote = Quote(**{key: row[key] for key in _QUOTE_FIELDS})
+    quote = _quote(row)
     assert quote.last_traded_at is not None
     ctx.emit(LastPrice(issue_code=issue_code, price=price, traded_at=quote.last_traded_at))
     for subscriber in row["subscribers"]:

@@ -117,6 +117,7 @@ async def on_submit(request: SubmitOrder, ctx: Context) -> None:
     if buy:
         await covering.ask_cover(ctx, request, read.instrument, ctx.sender, _request_hash(ctx))
         return
+    assert read.acceptance_number is not None  # drawn for a listed issue and a new client order id
     await book(ctx, request, certificate, _request_hash(ctx), read.acceptance_number)
 
 
@@ -130,15 +131,15 @@ async def book(
     request: SubmitOrder,
     certificate: ElectronicStockCertificate | None,
     request_hash: str,
-    acceptance_number: int | None,
+    acceptance_number: int,
     cover_id: UUID | None = None,
 ) -> None:
-    """S91–S95: an acceptance number (drawn with the checks' read, or now), the book, the matches."""
+    """S91–S95: the acceptance number (drawn with the checks' read), the book, the matches."""
     conn = ctx.connection
     book = await order_repo.load_book(conn, request.issue_code, request.safekeeping_account is not None)
     terms = request.terms
     order = Order(
-        acceptance_number=acceptance_number or await order_repo.next_acceptance_number(conn),
+        acceptance_number=acceptance_number,
         client_order_id=request.client_order_id,
         user_id=request.user_id,
         side=terms.side,

@@ -9,7 +9,7 @@ with the depth of the book. Here the book stays in memory, and a token in the is
   rebuilt from rows. Either way the book is taken out of the cache while a handler uses it;
 * any write to an order clears the token (a trigger, migration 0055): a command run from
   another process, this handler's own writes, anything; and it locks the instrument row first
-  (migration 0068), so it waits for a transaction deciding on that book and is seen by the next;
+  (migration 0066), so it waits for a transaction deciding on that book and is seen by the next;
 * ``sealing`` wraps a handler: when it returns, each book it loaded is given a fresh token,
   written in the handler's transaction, and put back in the cache;
 * in a batch (``batch``, the consumer's group commit) the books a handler leaves stay with the

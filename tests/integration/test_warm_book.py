@@ -219,7 +219,7 @@ async def test_order_repo_reports_each_row_it_writes(connection: asyncpg.Connect
 async def test_an_order_write_waits_for_the_transaction_deciding_on_the_book_even_with_no_token(
     connection: asyncpg.Connection, database: str
 ) -> None:
-    """Migration 0068: with the token already cleared, a command's order write (the end of day)
+    """Migration 0066: with the token already cleared, a command's order write (the end of day)
     used to take no lock, so the exchange could rebuild from rows without it and seal that book."""
     number = await insert_resting(connection, 990)  # leaves the token cleared, as any outside write does
     assert await connection.fetchval("SELECT book_token FROM instruments WHERE issue_code = $1", ISSUE) is None
