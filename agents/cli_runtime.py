@@ -8,7 +8,6 @@ waiting for an answer (``agents.waiting``); 130 interrupted (Ctrl-C).
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
@@ -17,7 +16,7 @@ import aio_pika
 import asyncpg
 import typer
 
-from broker import logs
+from broker import event_loop, logs
 from broker.errors import KabutoError
 from broker.pki import PkiError
 from broker.settings import Settings, SettingsError, load
@@ -50,7 +49,7 @@ def _code(settings: Settings, body: Body) -> int:
         return await body(settings)
 
     try:
-        return asyncio.run(main()) or 0
+        return event_loop.run(main(), settings.event_loop) or 0
     except _NOT_MIGRATED as exc:
         _fail(f"{exc} — run `kabuto migrate` (or `make setup`) first")
     except _FAILED as exc:

@@ -11,7 +11,6 @@ the target.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from pathlib import Path
 from agents import progress
 from bench import bare, entry, flow, matching, peers
 from bench.stage import Stage, stage
-from broker import logs
+from broker import event_loop, logs, settings
 
 HOP_ROUNDS = 3
 
@@ -204,15 +203,17 @@ def main() -> None:
     sizes = Sizes.from_env()
     report = Report()
     report.progress(f"Kabuto benchmark: {os.cpu_count()} cores; sizes {sizes}")
+    loop = settings.load().event_loop  # the bench client and the bare loop run on the agents' loop
+    report.progress(f"event loop: {loop}")
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
     entry_parts = only & {"hop", "depth", "entry", "memory"}
     phases: list[tuple[str, Callable[[], None]]] = []
     if not only or "matching" in only:
         phases.append(("matching engine", lambda: bench_matching(sizes, report)))
     if not only or entry_parts:
-        phases.append(("order entry", lambda: asyncio.run(bench_entry(sizes, report, entry_parts))))
+        phases.append(("order entry", lambda: event_loop.run(bench_entry(sizes, report, entry_parts), loop)))
     if not only or "flow" in only:
-        phases.append(("trades end to end", lambda: asyncio.run(bench_flow(sizes, report))))
+        phases.append(("trades end to end", lambda: event_loop.run(bench_flow(sizes, report), loop)))
     # A bar per phase on stderr for a person at a terminal; the timed lines above stay as they were.
     with progress.steps("benchmark", total=len(phases)) as steps:
         for name, phase in phases:

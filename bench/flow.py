@@ -29,7 +29,7 @@ from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
 from agents.settlement import app as settlement
 from bench.stage import Stage, stage
-from broker import logs
+from broker import event_loop, logs, settings
 from schemas.certificates import ShareClass
 from schemas.issuance import DividendMethod
 from schemas.trading import Side
@@ -165,7 +165,7 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=600)
     args = p.parse_args()
     logs.configure("warning", "console")
-    result = asyncio.run(run(args.trades, args.rate, args.seconds, args.timeout, print))
+    result = event_loop.run(run(args.trades, args.rate, args.seconds, args.timeout, print), settings.load().event_loop)
     print(f"trades end to end: {result.rate:.1f} trades/s ({result.trades} in {result.seconds:.1f} s)")
     if result.latency:
         lat = result.latency

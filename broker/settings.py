@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
+
+from broker.event_loop import EVENT_LOOPS, EventLoop
 
 # One type for the seven agent ids, so a command that takes an agent (`kabuto health AGENT`) is checked
 # against the same list its choices come from.
@@ -70,6 +72,8 @@ class Settings:
     clear_accounts_until: datetime | None = None
     # The command `kabuto access provision` imports broker users with (docs/security.md §5).
     rabbitmqctl: tuple[str, ...] = ("rabbitmqctl",)
+    # The event loop every process runs on (broker/event_loop.py, docs/performance.md).
+    event_loop: EventLoop = "uvloop"
 
     @property
     def heartbeat_interval(self) -> timedelta:
@@ -168,6 +172,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     log_format = env.get("KABUTO_LOG_FORMAT", defaults.log_format)
     if log_format not in ("json", "console"):
         raise SettingsError(f"KABUTO_LOG_FORMAT must be json or console, got {log_format!r}")
+    event_loop = env.get("KABUTO_EVENT_LOOP", defaults.event_loop)
+    if event_loop not in EVENT_LOOPS:
+        raise SettingsError(f"KABUTO_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}, got {event_loop!r}")
     return Settings(
         amqp_url=env.get("KABUTO_AMQP_URL", defaults.amqp_url),
         database_url=env.get("KABUTO_DATABASE_URL", defaults.database_url),
@@ -199,4 +206,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         agent_credentials=_flag(env, "KABUTO_AGENT_CREDENTIALS", defaults.agent_credentials),
         clear_accounts_until=_moment(env, "KABUTO_CLEAR_ACCOUNTS_UNTIL"),
         rabbitmqctl=tuple(shlex.split(env.get("KABUTO_RABBITMQCTL", ""))) or defaults.rabbitmqctl,
+        event_loop=cast(EventLoop, event_loop),
     )

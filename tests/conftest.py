@@ -24,10 +24,10 @@ import asyncpg
 import pytest
 
 from agents.exchange.warm_book import BOOKS
-from broker import provisioning
+from broker import event_loop, provisioning
 from broker.migrate import migrate
 from broker.pki import KeyStore, default_participant, platform_participants
-from broker.settings import AGENT_IDS, Settings
+from broker.settings import AGENT_IDS, Settings, load
 from broker.topology import Names
 from schemas.identity import Role
 
@@ -42,6 +42,12 @@ HOW_TO_START = (
     "(or KABUTO_TEST_AMQP_URL / KABUTO_TEST_DATABASE_URL). Run `make test`, which starts them, "
     "or `bash scripts/services.sh`."
 )
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, event_loop.LoopFactory]:
+    """The tests run on the loop the agents run on (``KABUTO_EVENT_LOOP``, uvloop by default)."""
+    name = load().event_loop
+    return {name: event_loop.factory(name)}
 
 
 def database_url(name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import broker.settings
+from broker import event_loop
 from broker.settings import Settings, SettingsError, load
 
 ENV = {
@@ -40,6 +42,7 @@ ENV = {
     "KABUTO_AGENT_CREDENTIALS": "1",
     "KABUTO_CLEAR_ACCOUNTS_UNTIL": "2027-04-01T00:00:00+09:00",
     "KABUTO_RABBITMQCTL": "docker compose exec -T rabbitmq rabbitmqctl",
+    "KABUTO_EVENT_LOOP": "asyncio",
 }
 
 
@@ -79,6 +82,7 @@ def test_every_variable_is_read() -> None:
         agent_credentials=True,
         clear_accounts_until=datetime(2027, 3, 31, 15, tzinfo=UTC),
         rabbitmqctl=("docker", "compose", "exec", "-T", "rabbitmq", "rabbitmqctl"),
+        event_loop="asyncio",
     )
 
 
@@ -104,8 +108,17 @@ def test_heartbeats_are_written_well_within_the_stall_window() -> None:
         ("KABUTO_STALL_AFTER", "0"),
         ("KABUTO_INBOX_PRUNE_INTERVAL", "soon"),
         ("KABUTO_CLEAR_ACCOUNTS_UNTIL", "next spring"),
+        ("KABUTO_EVENT_LOOP", "trio"),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load({name: value})
+
+
+@pytest.mark.parametrize("name", ["uvloop", "asyncio"])
+def test_each_event_loop_runs_a_coroutine_to_its_result(name: event_loop.EventLoop) -> None:
+    async def kind() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert event_loop.run(kind(), name).startswith(name)

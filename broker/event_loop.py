@@ -1,0 +1,34 @@
+"""The event loop a Kabuto process runs on (issue 8, docs/performance.md).
+
+uvloop by default: every hop is socket work — asyncpg statements, AMQP frames, the relay's
+publishes — and uvloop's transports do it in C where asyncio's selector loop does it in Python.
+``KABUTO_EVENT_LOOP=asyncio`` runs the standard library's loop instead (to compare, or where
+uvloop does not build); both run the same code, and the tests run on the one configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, TypeVar, get_args
+
+T = TypeVar("T")
+
+EventLoop = Literal["uvloop", "asyncio"]
+EVENT_LOOPS: tuple[str, ...] = get_args(EventLoop)
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def factory(name: EventLoop) -> LoopFactory:
+    """A new loop of the named kind."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def run(main: Coroutine[Any, Any, T], name: EventLoop) -> T:
+    """``asyncio.run`` on the named loop (Python 3.11 has no ``loop_factory`` on ``asyncio.run``)."""
+    with asyncio.Runner(loop_factory=factory(name)) as runner:
+        return runner.run(main)
