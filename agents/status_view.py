@@ -21,6 +21,7 @@ from broker.watch import AgentView, Watcher
 COLUMNS = (
     "agent",
     "inbox",
+    "answers",
     "consumers",
     "publish/s",
     "deliver/s",
@@ -41,6 +42,7 @@ def table(views: Sequence[AgentView], at: datetime) -> Table:
         grid.add_row(
             v.agent,
             _count(v.inbox_depth, "never started"),
+            _count(v.answers_depth, "—"),
             _count(v.consumers, "—", alarm=v.consumers == 0),
             f"{v.published_per_second:.2f}",
             f"{v.delivered_per_second:.2f}",

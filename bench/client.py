@@ -14,6 +14,7 @@ from decimal import Decimal
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
+from broker import outbox
 from broker.envelope import Sealed, seal
 from broker.pki import Identity
 from broker.sealed_box import seal_account
@@ -38,7 +39,7 @@ class Client:
             type=sealed.envelope.type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        await self.exchange.publish(message, routing_key=sealed.envelope.recipient or "")
+        await self.exchange.publish(message, routing_key=outbox.routing_key(sealed.envelope))
 
     async def publish_window(self, sealed: list[Sealed]) -> None:
         """Publish in order, the confirms awaited together."""

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import asyncpg
 
-from broker import ops
+from broker import ops, topology
 from broker.context import Context
 from broker.migrate import migrate
 from broker.pki import Identity, KeyStore, default_participant, platform_participants
@@ -189,15 +189,7 @@ async def _remove(settings: Settings, database: str, key_dir: Path) -> None:
     names = Names(settings.namespace)
     connection = await aio_pika.connect(settings.amqp_url)
     try:
-        channel = await connection.channel()
-        for agent in AGENT_IDS:
-            for queue in (names.inbox(agent), names.dead_letters(agent)):
-                await channel.queue_delete(queue)
-            for delay in settings.retry_delays_ms:
-                await channel.queue_delete(names.delay(agent, delay))
-        await channel.queue_delete(names.journal)
-        for exchange in (names.messages, names.events, names.retry, names.dead):
-            await channel.exchange_delete(exchange)
+        await topology.delete_namespace(await connection.channel(), names, AGENT_IDS, settings.retry_delays_ms)
     finally:
         await connection.close()
     shutil.rmtree(key_dir, ignore_errors=True)

@@ -5,9 +5,9 @@ A non-Python client can be written from it alone. It holds:
 * ``servers``: the RabbitMQ broker (AMQP 0.9.1) and its login (``userPassword``);
 * one channel per message type and version: a point-to-point message on ``<ns>.messages``
   (direct, routing key = the recipient's participant id, the channel parameter
-  ``recipient``) or an event on ``<ns>.events`` (topic, routing key = the message type);
-  plus the events journal (a stream an integrator replays from a cursor) and the reply
-  queue of an external participant;
+  ``recipient``, followed by ``.answers`` for an answer) or an event on ``<ns>.events``
+  (topic, routing key = the message type); plus the events journal (a stream an integrator
+  replays from a cursor) and the reply queue of an external participant;
 * one ``send`` operation per message (the roles that may send it, in ``x-kabuto-senders``)
   and one ``receive`` operation (the recipients, or integrators for an event);
 * each message: the envelope, with ``type`` and ``version`` fixed and ``payload`` the
@@ -248,11 +248,18 @@ def _channel(spec: MessageSpec, namespace: str) -> dict[str, Any]:
             "messages": ref,
             "bindings": _exchange_binding(f"{namespace}.events", "topic"),
         }
+    routing = (
+        "participant id followed by .answers as routing key: an answer, which goes to the recipient agent's "
+        "answers queue and is taken ahead of its inbox (a message that is not an answer sent there is "
+        "dead-lettered as misrouted)."
+        if spec.answer
+        else "participant id as routing key."
+    )
     return {
-        "address": "{recipient}",
+        "address": "{recipient}.answers" if spec.answer else "{recipient}",
         "title": f"message {spec.type}",
         "description": f"{_doc(spec)} Published to the direct exchange {namespace}.messages with the recipient's "
-        "participant id as routing key.",
+        + routing,
         "servers": servers,
         "parameters": {
             "recipient": {

@@ -38,7 +38,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from broker import group_commit, inbox, logs, metrics, outbox
 from broker.context import Context
 from broker.envelope import MAX_MESSAGE_BYTES, Freshness, Opened, open_delivery
-from broker.errors import InputRejected, Reason, Rejected
+from broker.errors import InputRejected, Reason, Rejected, SecurityRejected
 from broker.pki import Identity
 from broker.progress import TaskBeat
 from broker.supervision import ConnectionLost, is_infrastructure, until_database_answers
@@ -161,17 +161,18 @@ class Consumer:
     beat: TaskBeat = field(default_factory=lambda: TaskBeat("consumer"))
     batch_scope: group_commit.BatchScope = group_commit.no_scope
 
-    async def run(self, queue: AbstractQueue) -> None:
+    async def run(self, *queues: AbstractQueue) -> None:
         """Consume until cancelled; a batch in flight is finished, never cut off, unless it takes
         longer than ``STOP_GRACE`` after the stop (the broker or the database not answering):
         then it is cancelled unacked, redelivered to the next consumer and absorbed by the
         inbox if it had committed — a stop never waits on a service for ever.
 
-        Raises ``ConnectionLost`` (or the broker's error) when the channel closes under it;
-        its supervisor then consumes again on a new session, and the broker redelivers
-        whatever was not acked.
+        ``queues`` are taken in that order (``group_commit.Deliveries``): the answers queue,
+        then the inbox. Raises ``ConnectionLost`` (or the broker's error) when a channel closes
+        under it; its supervisor then consumes again on a new session, and the broker
+        redelivers whatever was not acked.
         """
-        async with group_commit.Deliveries(queue) as deliveries:
+        async with group_commit.Deliveries(*queues) as deliveries:
             self.beat.running()
             while (batch := await deliveries.next_batch(self.batch_size)) is not None:
                 work = asyncio.ensure_future(self._settle_and_ack(batch))
@@ -180,7 +181,7 @@ class Consumer:
                 except asyncio.CancelledError:
                     await _finish_within(work, STOP_GRACE)
                     raise
-        raise ConnectionLost(f"the broker stopped delivering from {queue.name}")
+        raise ConnectionLost(f"the broker stopped delivering from {', '.join(q.name for q in queues)}")
 
     async def _settle_and_ack(self, batch: list[AbstractIncomingMessage]) -> None:
         """Acks only after the batch's commit (or its dead letters and retries) are done."""
@@ -226,6 +227,9 @@ class Consumer:
         )
         if type(opened.message) not in self.handlers:
             raise InputRejected(Reason.UNKNOWN_MESSAGE_TYPE, f"{self.agent} does not handle {opened.spec.type}")
+        if Names.is_answers_key(delivery.routing_key) and not opened.spec.answer:
+            # The answers queue is taken ahead of the inbox: new work sent there would jump the queue.
+            raise SecurityRejected(Reason.MISROUTED, f"{opened.spec.type} is not an answer; it goes to the inbox")
         if opened.spec.clear_accounts:
             check_cut_over(opened.spec, self.clear_accounts_until, self.clock())
         return opened

@@ -31,6 +31,8 @@ absorbs every delivery of it.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -62,52 +64,62 @@ CANCEL_WITHIN = 5.0  # seconds the broker has to confirm a consumer's cancel whe
 class Deliveries:
     """The deliveries the broker pushed to this consumer, taken in batches of what has arrived.
 
-    On exit the consumer is cancelled and every delivery not yet taken is handed back
+    Several queues are taken in the order given: a batch takes whatever the first has, then
+    the next (the agent's answers queue ahead of its inbox, so work under way is finished
+    before new work is started). Each queue's deliveries stay in their order.
+
+    On exit the consumers are cancelled and every delivery not yet taken is handed back
     (nack with requeue), so a stop loses nothing and redelivers it to the next consumer.
     """
 
-    def __init__(self, queue: AbstractQueue) -> None:
-        self._queue = queue
-        # None marks the end: the queue's channel closed, so nothing more will arrive.
-        self._buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
-        self._tag: ConsumerTag | None = None
+    def __init__(self, *queues: AbstractQueue) -> None:
+        self._queues = queues
+        self._buffers: list[deque[AbstractIncomingMessage]] = [deque() for _ in queues]
+        self._arrival = asyncio.Event()
+        # A queue's channel closed: nothing more will arrive.
+        self._ended = False
+        self._tags: list[tuple[AbstractQueue, ConsumerTag]] = []
 
     async def __aenter__(self) -> Deliveries:
-        self._queue.close_callbacks.add(self._closed)
-        self._tag = await self._queue.consume(self._arrived)
+        for buffer, queue in zip(self._buffers, self._queues, strict=True):
+            queue.close_callbacks.add(self._closed)
+            self._tags.append((queue, await queue.consume(functools.partial(self._arrived, buffer))))
         return self
 
-    async def _arrived(self, delivery: AbstractIncomingMessage) -> None:
-        self._buffer.put_nowait(delivery)
+    async def _arrived(self, buffer: deque[AbstractIncomingMessage], delivery: AbstractIncomingMessage) -> None:
+        buffer.append(delivery)
+        self._arrival.set()
 
     def _closed(self, *_: object) -> None:
-        self._buffer.put_nowait(None)
+        self._ended = True
+        self._arrival.set()
 
     async def next_batch(self, limit: int) -> list[AbstractIncomingMessage] | None:
         """Wait for one delivery, then take whatever else is already here, up to ``limit``;
-        None once the channel has closed and every delivery that arrived before was taken."""
-        first = await self._buffer.get()
-        if first is None:
-            return None
-        batch = [first]
-        while len(batch) < limit and not self._buffer.empty():
-            delivery = self._buffer.get_nowait()
-            if delivery is None:
-                self._buffer.put_nowait(None)  # the end, for the next call
-                break
-            batch.append(delivery)
+        None once a channel has closed and every delivery that arrived before was taken."""
+        while not any(self._buffers):
+            if self._ended:
+                return None
+            self._arrival.clear()
+            await self._arrival.wait()
+        batch: list[AbstractIncomingMessage] = []
+        for buffer in self._buffers:
+            while buffer and len(batch) < limit:
+                batch.append(buffer.popleft())
         return batch
 
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self._queue.close_callbacks.discard(self._closed)
-        if self._tag is not None and not self._queue.channel.is_closed:
-            await self._cancel(self._tag)
-        while not self._buffer.empty():
-            delivery = self._buffer.get_nowait()
-            if delivery is not None and not self._queue.channel.is_closed:
-                await delivery.nack(requeue=True)
+        for queue, tag in self._tags:
+            queue.close_callbacks.discard(self._closed)
+            if not queue.channel.is_closed:
+                await self._cancel(queue, tag)
+        for buffer in self._buffers:
+            while buffer:
+                delivery = buffer.popleft()
+                if not delivery.channel.is_closed:
+                    await delivery.nack(requeue=True)
 
-    async def _cancel(self, tag: ConsumerTag) -> None:
+    async def _cancel(self, queue: AbstractQueue, tag: ConsumerTag) -> None:
         """Stop the broker's deliveries, waiting for its answer ``CANCEL_WITHIN`` seconds at most.
 
         Unbounded, this wait hung a stopping agent — and the whole test suite — for as long as a
@@ -115,9 +127,9 @@ class Deliveries:
         closes the channel, which cancels the consumer and requeues every unacked delivery.
         """
         try:
-            await self._queue.cancel(tag, timeout=CANCEL_WITHIN)
+            await queue.cancel(tag, timeout=CANCEL_WITHIN)
         except (TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
-            log.warning("consumer_cancel_unanswered", queue=self._queue.name, error=repr(exc)[:200])
+            log.warning("consumer_cancel_unanswered", queue=queue.name, error=repr(exc)[:200])
 
 
 @dataclass(slots=True)
@@ -223,13 +235,14 @@ def no_scope(_: asyncpg.Connection) -> AbstractAsyncContextManager[None]:
 
 
 async def ack(batch: list[AbstractIncomingMessage]) -> None:
-    """Ack a settled batch: one frame when it came on one channel, since every earlier
-    delivery of that channel was acked with the batches before it."""
-    if len({id(delivery.channel) for delivery in batch}) == 1:
-        await batch[-1].ack(multiple=True)
-        return
-    for delivery in batch:  # a reconnect happened between two deliveries of the batch
-        await delivery.ack()
+    """Ack a settled batch: one frame per channel it came on (the answers queue has its own),
+    since every earlier delivery of that channel was in this batch or acked with the batches
+    before it — a batch takes each queue's deliveries from the front."""
+    last: dict[int, AbstractIncomingMessage] = {}
+    for delivery in batch:
+        last[id(delivery.channel)] = delivery
+    for delivery in last.values():
+        await delivery.ack(multiple=True)
 
 
 async def _conclude(consumer: Consumer, item: _Item) -> Settled:

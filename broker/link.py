@@ -33,10 +33,13 @@ class BrokerSession:
     channel: AbstractChannel
     exchanges: Exchanges
     inbox: AbstractQueue
+    # Consumed on a channel of its own: acks of one channel acknowledge its deliveries in
+    # order (``multiple``), and the answers are taken ahead of the inbox's older deliveries.
+    answers: AbstractQueue
 
     @property
     def is_closed(self) -> bool:
-        return bool(self.connection.is_closed or self.channel.is_closed)
+        return bool(self.connection.is_closed or self.channel.is_closed or self.answers.channel.is_closed)
 
     async def close(self) -> None:
         await close_within(self.connection)

@@ -61,6 +61,7 @@ OUTBOX_PENDING = Gauge("kabuto_outbox_pending", "Outbox rows waiting for the rel
 OUTBOX_PARKED = Gauge("kabuto_outbox_parked", "Outbox rows parked as unroutable", ["agent"])
 OUTBOX_LAG = Gauge("kabuto_outbox_lag_seconds", "Age of the oldest pending outbox row", ["agent"])
 INBOX_DEPTH = Gauge("kabuto_inbox_depth", "Messages ready in the agent's inbox queue", ["agent"])
+ANSWERS_DEPTH = Gauge("kabuto_answers_depth", "Messages ready in the agent's answers queue", ["agent"])
 INBOX_CONSUMERS = Gauge("kabuto_inbox_consumers", "Consumers of the agent's inbox queue", ["agent"])
 DEAD_LETTERS = Gauge("kabuto_dead_letters", "Messages in the agent's dead-letter queue", ["agent"])
 
@@ -184,9 +185,12 @@ async def _sample_forever(runtimes: list[Sampled], interval: timedelta) -> None:
 async def sample(runtime: Sampled) -> None:
     """Set one agent's gauges from its queues and its outbox."""
     agent, names = runtime.id, runtime.names
-    queues = await check_ready(runtime.connection, [names.inbox(agent), names.dead_letters(agent)], timeout=5)
+    queues = await check_ready(
+        runtime.connection, [names.inbox(agent), names.answers(agent), names.dead_letters(agent)], timeout=5
+    )
     depth, consumers = queues[names.inbox(agent)]
     INBOX_DEPTH.labels(agent).set(depth)
+    ANSWERS_DEPTH.labels(agent).set(queues[names.answers(agent)][0])
     INBOX_CONSUMERS.labels(agent).set(consumers)
     DEAD_LETTERS.labels(agent).set(queues[names.dead_letters(agent)][0])
     figures = await outbox_figures(runtime.pool)

@@ -45,6 +45,7 @@ KABUTO_HEADERS = (
 class AgentStatus:
     agent: str
     inbox_messages: int | None
+    answers_messages: int | None
     consumers: int | None
     dead_letters: int | None
     outbox_pending: int
@@ -58,14 +59,16 @@ async def status(settings: Settings, agents: Sequence[str]) -> list[AgentStatus]
     try:
         result = []
         for agent in agents:
-            queues = await _queues(connection, [names.inbox(agent), names.dead_letters(agent)])
+            queues = await _queues(connection, [names.inbox(agent), names.answers(agent), names.dead_letters(agent)])
             inbox = queues.get(names.inbox(agent))
+            answers = queues.get(names.answers(agent))
             dead = queues.get(names.dead_letters(agent))
             pending, failed, lag = await _outbox(settings.database_url, agent)
             result.append(
                 AgentStatus(
                     agent,
                     inbox[0] if inbox else None,
+                    answers[0] if answers else None,
                     inbox[1] if inbox else None,
                     dead[0] if dead else None,
                     pending,
@@ -219,18 +222,22 @@ async def health(settings: Settings, agent: str) -> list[str]:
     except (OSError, aiormq.exceptions.AMQPError) as exc:
         return [*problems, f"broker: {exc!r}"]
     try:
-        queues = await _queues(connection, [names.inbox(agent)])
+        queues = await _queues(connection, [names.inbox(agent), names.answers(agent)])
     finally:
         await connection.close()
     inbox = queues.get(names.inbox(agent))
+    answers = queues.get(names.answers(agent), (0, 0))
     if inbox is None:
         return [*problems, f"no inbox queue {names.inbox(agent)}: the agent never started"]
-    if inbox[1] == 0:
-        problems.append(f"nothing consumes {names.inbox(agent)}")
+    idle = [
+        name for name, (_, consumers) in ((names.inbox(agent), inbox), (names.answers(agent), answers)) if not consumers
+    ]
+    if idle:
+        problems.append(f"nothing consumes {' or '.join(idle)}")
     if tasks is not None:
         if not tasks:
             problems.append("no task heartbeat recorded: the agent has not run since `kabuto migrate`")
-        backlog = Backlog(inbox_ready=inbox[0], outbox_pending=pending, outbox_lag=lag)
+        backlog = Backlog(inbox_ready=inbox[0] + answers[0], outbox_pending=pending, outbox_lag=lag)
         problems += task_problems(tasks, backlog, settings.stall_after)
     return problems
 

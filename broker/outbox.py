@@ -27,7 +27,9 @@ from broker.db import notify_channel
 from broker.envelope import Sealed
 from broker.progress import TaskBeat, stopping
 from broker.supervision import ConnectionLost
-from broker.topology import Exchanges
+from broker.topology import Exchanges, Names
+from schemas import catalogue
+from schemas.envelope import Envelope
 
 log = logs.get("kabuto.outbox")
 
@@ -55,15 +57,22 @@ async def notify_relay(connection: asyncpg.Connection, agent: str) -> None:
 
 def _row(sealed: Sealed) -> tuple[object, ...]:
     env = sealed.envelope
-    is_event = env.recipient is None
     return (
         env.message_id,
         env.type,
-        "events" if is_event else "messages",
-        env.type if is_event else env.recipient,
+        "events" if env.recipient is None else "messages",
+        routing_key(env),
         sealed.body,
         json.dumps(sealed.headers),
     )
+
+
+def routing_key(env: Envelope) -> str:
+    """An event by its type; a message by its recipient, an answer to the recipient's answers queue."""
+    if env.recipient is None:
+        return env.type
+    spec = catalogue.lookup(env.type, env.version)
+    return Names.answers_key(env.recipient) if spec is not None and spec.answer else env.recipient
 
 
 def amqp_message(

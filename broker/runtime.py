@@ -164,7 +164,7 @@ class AgentRuntime:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel.set_qos(prefetch_count=self.settings.prefetch)
             exchanges = await topology.declare_exchanges(channel, self.names)
-            inbox = await topology.declare_agent(
+            queues = await topology.declare_agent(
                 channel,
                 self.names,
                 exchanges,
@@ -174,6 +174,9 @@ class AgentRuntime:
                 delivery_limit=self.settings.delivery_limit,
             )
             await topology.check_ready(connection, self.queue_names())
+            answers_channel = await connection.channel(publisher_confirms=False)
+            await answers_channel.set_qos(prefetch_count=self.settings.prefetch)
+            answers = await answers_channel.get_queue(queues.answers.name, ensure=True)
         except RuntimeError as exc:  # aiormq's way of saying the connection closed under us
             await asyncio.shield(close_within(connection))
             if connection.is_closed:
@@ -182,7 +185,7 @@ class AgentRuntime:
         except BaseException:
             await asyncio.shield(close_within(connection))
             raise
-        return BrokerSession(connection, channel, exchanges, inbox)
+        return BrokerSession(connection, channel, exchanges, queues.inbox, answers)
 
     @property
     def connection(self) -> AbstractConnection:
@@ -193,12 +196,7 @@ class AgentRuntime:
         return session.connection
 
     def queue_names(self) -> list[str]:
-        return [
-            self.names.inbox(self.id),
-            self.names.dead_letters(self.id),
-            self.names.journal,
-            *(self.names.delay(self.id, d) for d in self.settings.retry_delays_ms),
-        ]
+        return [*topology.agent_queues(self.names, self.id, self.settings.retry_delays_ms), self.names.journal]
 
     async def run(self) -> None:
         """Consume, relay and run background tasks, each supervised, until cancelled.
@@ -240,7 +238,7 @@ class AgentRuntime:
         session = await self.link.current()
         self.consumer.exchanges = session.exchanges
         async with closed_means_lost(session):
-            await self.consumer.run(session.inbox)
+            await self.consumer.run(session.answers, session.inbox)
 
     async def _relay_session(self) -> None:
         session = await self.link.current()

@@ -3,7 +3,11 @@
 Per namespace ``ns`` (``kabuto`` by default):
 
 * ``ns.messages`` (direct): point-to-point messages, routed by recipient participant id to
-  the quorum queue ``ns.<agent>`` of the agent that hosts the recipient.
+  the quorum queue ``ns.<agent>`` of the agent that hosts the recipient — or, for an answer
+  (``MessageSpec.answer``: a cover granted, securities reserved), under ``<id>.answers`` to the
+  agent's answers queue ``ns.<agent>.answers``, which it consumes ahead of its inbox, so work
+  under way is finished before new work is taken (under overload a grant does not wait
+  behind every order submitted since its request).
 * ``ns.events`` (topic): events for integrators, routed by message type
   (``certificate.issuance.completed`` …); the stream ``ns.events.journal`` keeps every event
   so an integrator can replay history, and makes every event routable.
@@ -23,8 +27,11 @@ from dataclasses import dataclass
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
+from pamqp.common import FieldTable
 
 from broker.errors import KabutoError
+
+ANSWERS_SUFFIX = ".answers"
 
 
 class TopologyError(KabutoError):
@@ -58,6 +65,9 @@ class Names:
     def inbox(self, agent: str) -> str:
         return f"{self.namespace}.{agent}"
 
+    def answers(self, agent: str) -> str:
+        return f"{self.namespace}.{agent}.answers"
+
     def dead_letters(self, agent: str) -> str:
         return f"{self.namespace}.{agent}.dead"
 
@@ -67,6 +77,15 @@ class Names:
     @staticmethod
     def retry_key(agent: str) -> str:
         return f"{agent}.retry"
+
+    @staticmethod
+    def answers_key(participant_id: str) -> str:
+        """Participant ids have no dots, so this never names a participant."""
+        return f"{participant_id}{ANSWERS_SUFFIX}"
+
+    @staticmethod
+    def is_answers_key(routing_key: str | None) -> bool:
+        return bool(routing_key and routing_key.endswith(ANSWERS_SUFFIX))
 
     @staticmethod
     def delay_key(agent: str, delay_ms: int) -> str:
@@ -96,6 +115,12 @@ async def declare_exchanges(channel: AbstractChannel, names: Names) -> Exchanges
     return Exchanges(messages, events, retry, dead)
 
 
+@dataclass(frozen=True, slots=True)
+class AgentQueues:
+    inbox: AbstractQueue
+    answers: AbstractQueue
+
+
 async def declare_agent(
     channel: AbstractChannel,
     names: Names,
@@ -105,20 +130,20 @@ async def declare_agent(
     *,
     retry_delays_ms: Iterable[int],
     delivery_limit: int,
-) -> AbstractQueue:
-    """An agent's inbox, its retry delays and its dead-letter queue; returns the inbox."""
-    inbox = await channel.declare_queue(
-        names.inbox(agent),
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": delivery_limit,
-            "x-dead-letter-exchange": names.dead,
-            "x-dead-letter-routing-key": agent,
-        },
-    )
+) -> AgentQueues:
+    """An agent's inbox, its answers queue, its retry delays and its dead-letter queue."""
+    consumed: FieldTable = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": names.dead,
+        "x-dead-letter-routing-key": agent,
+    }
+    inbox = await channel.declare_queue(names.inbox(agent), durable=True, arguments=consumed)
+    answers = await channel.declare_queue(names.answers(agent), durable=True, arguments=consumed)
     for participant_id in participant_ids:
         await inbox.bind(exchanges.messages, routing_key=participant_id)
+        await answers.bind(exchanges.messages, routing_key=names.answers_key(participant_id))
+    # A retried answer comes back through the inbox: its delay is its wait already.
     await inbox.bind(exchanges.messages, routing_key=names.retry_key(agent))
     for delay_ms in retry_delays_ms:
         delay = await channel.declare_queue(
@@ -134,7 +159,30 @@ async def declare_agent(
         await delay.bind(exchanges.retry, routing_key=names.delay_key(agent, delay_ms))
     dead = await channel.declare_queue(names.dead_letters(agent), durable=True, arguments={"x-queue-type": "quorum"})
     await dead.bind(exchanges.dead, routing_key=agent)
-    return inbox
+    return AgentQueues(inbox, answers)
+
+
+def agent_queues(names: Names, agent: str, retry_delays_ms: Iterable[int]) -> list[str]:
+    """Every queue ``declare_agent`` declares for ``agent``."""
+    return [
+        names.inbox(agent),
+        names.answers(agent),
+        names.dead_letters(agent),
+        *(names.delay(agent, d) for d in retry_delays_ms),
+    ]
+
+
+async def delete_namespace(
+    channel: AbstractChannel, names: Names, agents: Iterable[str], retry_delays_ms: Iterable[int]
+) -> None:
+    """Every queue and exchange of a namespace (a test's or a benchmark stage's), with its messages."""
+    delays = tuple(retry_delays_ms)
+    for agent in agents:
+        for queue in agent_queues(names, agent, delays):
+            await channel.queue_delete(queue)
+    await channel.queue_delete(names.journal)
+    for exchange in (names.messages, names.events, names.retry, names.dead):
+        await channel.exchange_delete(exchange)
 
 
 async def check_ready(

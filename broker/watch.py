@@ -41,6 +41,7 @@ class LastError:
 class AgentView:
     agent: str
     inbox_depth: int | None  # None: the queue was never declared (the agent never started)
+    answers_depth: int | None
     consumers: int | None
     dead_letters: int | None
     outbox: OutboxFigures
@@ -76,6 +77,7 @@ class Watcher:
     async def _view(self, agent: str, pool: asyncpg.Pool, window: timedelta) -> AgentView:
         names = self._names
         inbox = await _queue(self._connection, names.inbox(agent))
+        answers = await _queue(self._connection, names.answers(agent))
         dead = await _queue(self._connection, names.dead_letters(agent))
         published, delivered, parked = await _activity(pool, window)
         dead_count = dead[0] if dead else None
@@ -83,6 +85,7 @@ class Watcher:
         return AgentView(
             agent=agent,
             inbox_depth=inbox[0] if inbox else None,
+            answers_depth=answers[0] if answers else None,
             consumers=inbox[1] if inbox else None,
             dead_letters=dead_count,
             outbox=await outbox_figures(pool),

@@ -333,6 +333,8 @@ async def _plumbing(settings: Settings) -> list[Anomaly]:
             found.append(Anomaly(Kind.UNEXPECTED, f"{status.agent} outbox parked", str(status.outbox_failed)))
         if status.inbox_messages:
             found.append(Anomaly(Kind.STUCK, f"{status.agent} inbox backlog", str(status.inbox_messages)))
+        if status.answers_messages:
+            found.append(Anomaly(Kind.STUCK, f"{status.agent} answers backlog", str(status.answers_messages)))
         if status.dead_letters:
             found.append(Anomaly(Kind.UNEXPECTED, f"{status.agent} dead letters", str(status.dead_letters)))
         if status.consumers != 1:

@@ -37,6 +37,10 @@ class MessageSpec:
     # This version carries account information in clear (R-001-06): a newer version seals it,
     # and receivers refuse this one after the cut-over (KABUTO_CLEAR_ACCOUNTS_UNTIL).
     clear_accounts: bool = False
+    # An answer to work its recipient already took on (a cover granted, securities reserved):
+    # routed to the recipient agent's answers queue, which it consumes ahead of its inbox, so
+    # the answer never waits behind new work (broker/topology.py, docs/performance.md).
+    answer: bool = False
 
     @property
     def is_event(self) -> bool:
@@ -44,6 +48,10 @@ class MessageSpec:
 
 
 _CATALOGUE: dict[tuple[str, int], MessageSpec] = {}
+# Roles only Kabuto's agents take (investors and merchants may be external systems).
+AGENT_ROLES = frozenset(
+    {Role.ISSUER, Role.EXCHANGE, Role.SETTLEMENT, Role.BROKERAGE, Role.CUSTODY, Role.CREDIT, Role.CARD_ISSUER}
+)
 M = TypeVar("M", bound=type[Message])
 
 
@@ -54,6 +62,7 @@ def message(
     senders: set[Role],
     recipients: set[Role] | None = None,
     clear_accounts: bool = False,
+    answer: bool = False,
 ) -> Callable[[M], M]:
     """Register a message model under its wire type and version."""
 
@@ -61,6 +70,8 @@ def message(
         key = (type_, version)
         if key in _CATALOGUE:
             raise ValueError(f"message {type_} v{version} is registered twice")
+        if answer and not (recipients and recipients <= AGENT_ROLES):
+            raise ValueError(f"answer {type_} must go to agents only: an external participant has no answers queue")
         spec = MessageSpec(
             type_,
             version,
@@ -69,6 +80,7 @@ def message(
             frozenset(recipients or ()),
             (model.__doc__ or "").strip().split("\n")[0],
             clear_accounts,
+            answer,
         )
         model.spec = spec
         _CATALOGUE[key] = spec

@@ -109,13 +109,13 @@ class CoverRequestV1(_CoverFields):
     account: AccountId
 
 
-@message("settlement.cover.granted", senders={Role.SETTLEMENT}, recipients={Role.EXCHANGE})
+@message("settlement.cover.granted", senders={Role.SETTLEMENT}, recipients={Role.EXCHANGE}, answer=True)
 class CoverGranted(Message):
     cover_id: UUID
     amount: Amount
 
 
-@message("settlement.cover.refused", senders={Role.SETTLEMENT}, recipients={Role.EXCHANGE})
+@message("settlement.cover.refused", senders={Role.SETTLEMENT}, recipients={Role.EXCHANGE}, answer=True)
 class CoverRefused(Message):
     cover_id: UUID
     reason: CoverRefusal
@@ -194,7 +194,7 @@ class SecuritiesReserve(Message):
     leg: SecuritiesLeg
 
 
-@message("securities.reserved", senders=_LEG_AGENTS, recipients={Role.SETTLEMENT})
+@message("securities.reserved", senders=_LEG_AGENTS, recipients={Role.SETTLEMENT}, answer=True)
 class SecuritiesReserved(Message):
     """The securities are locked for the instruction: only a commit or a release moves them now."""
 
@@ -203,7 +203,7 @@ class SecuritiesReserved(Message):
     quantity: int
 
 
-@message("securities.reservation_refused", senders=_LEG_AGENTS, recipients={Role.SETTLEMENT})
+@message("securities.reservation_refused", senders=_LEG_AGENTS, recipients={Role.SETTLEMENT}, answer=True)
 class SecuritiesReservationRefused(Message):
     """Nothing was locked. ``retryable``: the seller may yet have them (recycle); otherwise never."""
 
@@ -215,7 +215,7 @@ class SecuritiesReservationRefused(Message):
     available_quantity: int = Field(default=0, ge=0, description="What could be delivered now, for partial settlement.")
 
 
-@message("securities.commit", senders={Role.SETTLEMENT}, recipients=_LEG_AGENTS)
+@message("securities.commit", senders={Role.SETTLEMENT}, recipients=_LEG_AGENTS, answer=True)
 class SecuritiesCommit(Message):
     """The cash has moved: deliver. Cannot fail once reserved."""
 
@@ -223,7 +223,7 @@ class SecuritiesCommit(Message):
     attempt: int
 
 
-@message("securities.committed", senders=_LEG_AGENTS, recipients={Role.SETTLEMENT})
+@message("securities.committed", senders=_LEG_AGENTS, recipients={Role.SETTLEMENT}, answer=True)
 class SecuritiesCommitted(Message):
     instruction: int
     attempt: int
@@ -231,7 +231,7 @@ class SecuritiesCommitted(Message):
     delivery: Delivery
 
 
-@message("securities.release", senders={Role.SETTLEMENT}, recipients=_LEG_AGENTS)
+@message("securities.release", senders={Role.SETTLEMENT}, recipients=_LEG_AGENTS, answer=True)
 class SecuritiesRelease(Message):
     """The attempt will not settle: unlock what it reserved (nothing, if nothing was)."""
 

@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 
 from agents.exchange.warm_book import BOOKS
-from broker import event_loop, provisioning
+from broker import event_loop, provisioning, topology
 from broker.migrate import migrate
 from broker.pki import KeyStore, default_participant, platform_participants
 from broker.settings import AGENT_IDS, Settings, load
@@ -142,17 +142,7 @@ async def delete_namespace(namespace: str) -> None:
     names = Names(namespace)
     connection = await aio_pika.connect(AMQP_URL)
     try:
-        channel = await connection.channel()
-        for agent in AGENT_IDS:
-            for queue in (
-                names.inbox(agent),
-                names.dead_letters(agent),
-                *(names.delay(agent, d) for d in (50, 100)),
-            ):
-                await channel.queue_delete(queue)
-        await channel.queue_delete(names.journal)
-        for exchange in (names.messages, names.events, names.retry, names.dead):
-            await channel.exchange_delete(exchange)
+        await topology.delete_namespace(await connection.channel(), names, AGENT_IDS, (50, 100))
     finally:
         await connection.close()
 

@@ -23,6 +23,7 @@ from agents.investor.trading import place_order as _place_order
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
 from agents.registry import AGENTS
+from broker import outbox
 from broker.envelope import Sealed, seal
 from broker.pki import Identity
 from broker.runtime import AgentRuntime, started
@@ -117,7 +118,7 @@ async def publish_sealed(settings: Settings, sealed: Sealed, routing_key: str | 
         settings,
         sealed.body,
         sealed.headers,
-        routing_key or sealed.envelope.recipient or "",
+        routing_key or outbox.routing_key(sealed.envelope),
         str(sealed.envelope.message_id),
     )
 

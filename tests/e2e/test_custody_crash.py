@@ -40,8 +40,8 @@ async def positions(settings: Settings) -> dict[str, tuple[int, int, int, int]]:
 
 
 async def reply(settings: Settings) -> dict[str, Any]:
-    """settlement's next message from custody: {"type": …, **payload}."""
-    message = await support.next_message(settings, Names(settings.namespace).inbox("settlement"), timeout=30)
+    """settlement's next answer from custody (its answers queue): {"type": …, **payload}."""
+    message = await support.next_message(settings, Names(settings.namespace).answers("settlement"), timeout=30)
     envelope = json.loads(message.body)
     return {"type": envelope["type"], **envelope["payload"]}
 

@@ -1,4 +1,4 @@
-"""The bad-input catalogue, part 1: deliveries no agent may process (docs/bad-input.md, B01–B24).
+"""The bad-input catalogue, part 1: deliveries no agent may process (docs/bad-input.md, B01–B24, B70).
 
 Each case is published straight to the messages exchange, as any client on the network
 could, to the real issuer agent with an offering open. Each is dead-lettered with its reason
@@ -241,3 +241,13 @@ async def test_B24_cross_type_replay_same_id_other_type_is_refused(settings: Set
 def test_the_catalogue_ids_are_unique_and_numbered() -> None:
     numbers = [case.split("_")[0] for case in CASES]
     assert numbers == sorted(set(numbers)) and numbers[0] == "B01"
+
+
+async def test_B70_new_work_sent_to_the_answers_queue_is_misrouted(settings: Settings, keys: KeyStore) -> None:
+    """B70: the answers queue is taken ahead of the inbox, so a request published under
+    ``<id>.answers`` would jump the queue; it is refused, and the same request through the
+    inbox is processed."""
+    body, headers = _valid(keys)
+    async with support.agents(settings, "issuer") as rt:
+        await support.open_offering(rt["issuer"])
+        await expect_dead_letter(settings, rt["issuer"], body, headers, Reason.MISROUTED, routing_key="issuer.answers")

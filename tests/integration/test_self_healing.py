@@ -192,7 +192,7 @@ async def test_a_defect_in_a_task_stops_the_agent_with_agent_failed_and_health_s
         async with asyncio.timeout(30):
             await serve([definition], settings, stop)  # returns by itself: nobody sets ``stop``
     problems = await ops.health(settings, "issuer")
-    assert f"nothing consumes {settings.namespace}.issuer" in problems
+    assert f"nothing consumes {settings.namespace}.issuer or {settings.namespace}.issuer.answers" in problems
     assert "broken_job failed: RuntimeError: a defect, not an outage" in problems
 
 

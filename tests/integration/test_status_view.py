@@ -42,16 +42,16 @@ async def test_status_shows_depth_consumers_rates_dead_letters_and_the_last_erro
             views = {v.agent: v for v in await watcher.snapshot()}
             text = text_of(list(views.values()))
     issuer, investor, credit = views["issuer"], views["investor"], views["credit"]
-    assert (issuer.inbox_depth, issuer.consumers, issuer.dead_letters) == (0, 1, 1)
+    assert (issuer.inbox_depth, issuer.answers_depth, issuer.consumers, issuer.dead_letters) == (0, 0, 1, 1)
     assert issuer.delivered_per_second > 0 and investor.published_per_second > 0 and issuer.published_per_second > 0
     assert issuer.last_error is not None and issuer.last_error.what.startswith("unsigned:")
     assert issuer.outbox.parked == 1  # its CertID list for an exchange that never started
     assert investor.last_error is None and investor.outbox.pending == 0
-    assert credit.inbox_depth is None and credit.consumers is None
+    assert credit.inbox_depth is None and credit.answers_depth is None and credit.consumers is None
     cells = row(text, "issuer")
-    assert cells[:3] == ["issuer", "0", "1"] and cells[5] == "1" and "unsigned" in cells[-1]
-    assert row(text, "credit")[1:3] == ["never started", "—"]
-    assert float(row(text, "investor")[3]) > 0  # publish/s
+    assert cells[:4] == ["issuer", "0", "0", "1"] and cells[6] == "1" and "unsigned" in cells[-1]
+    assert row(text, "credit")[1:4] == ["never started", "—", "—"]
+    assert float(row(text, "investor")[4]) > 0  # publish/s
 
 
 async def test_watch_redraws_the_table_as_often_as_asked(settings: Settings) -> None:
