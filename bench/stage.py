@@ -37,7 +37,9 @@ from schemas.identity import Role
 
 # Seven processes starting on two busy cores can take minutes to declare and consume.
 READY_WITHIN_S = 300
-METRICS_PORT = 55490  # the stage's agents' Prometheus endpoints, 55490–55496
+# The stage's agents' Prometheus endpoints, 27490–27496: below the ephemeral range, where a
+# client socket may hold a port.
+METRICS_PORT = 27490
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 T = TypeVar("T")
 

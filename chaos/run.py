@@ -77,7 +77,9 @@ from schemas.identity import Role
 from schemas.trading import Side
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
-METRICS_PORT = 55480  # the agents' Prometheus endpoints, 55480–55486
+# The agents' Prometheus endpoints, 27480–27486: below the ephemeral range, where a client
+# socket may hold a port.
+METRICS_PORT = 27480
 T = TypeVar("T")
 
 
