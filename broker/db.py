@@ -3,9 +3,12 @@
 Each agent connects with ``search_path`` set to its schema and ``role`` set to
 ``kabuto_<agent>``, a role the migrations grant rights on that schema only, so a query that
 strays into another agent's schema fails with a permission error instead of succeeding.
-Both are startup parameters, so they survive the pool's ``RESET ALL`` between uses. The
-role guards against mistakes, not attacks: code that ran ``RESET ROLE`` would regain the
-login user's rights, so a production deployment gives each agent its own login role.
+Both are startup parameters. The role guards against mistakes, not attacks: code that ran
+``RESET ROLE`` would regain the login user's rights, which is why each agent logs in with its
+own login role by default (``KABUTO_AGENT_CREDENTIALS``, docs/security.md §5).
+
+A connection taken back by the pool is not reset beyond what asyncpg always does (roll back
+a transaction left open): see ``_nothing_to_undo``.
 """
 
 from __future__ import annotations
@@ -32,11 +35,21 @@ async def agent_pool(database_url: str, agent: str, *, max_size: int = 4) -> Asy
             "role": role_of(agent),
             "application_name": f"kabuto-{agent}",
         },
+        reset=_nothing_to_undo,
     )
     try:
         yield pool
     finally:
         await close_pool(pool)
+
+
+async def _nothing_to_undo(connection: asyncpg.Connection) -> None:
+    """The pool's reset of a connection it takes back, after asyncpg rolled back any transaction
+    left open: nothing. Kabuto leaves no session state on a pooled connection — its settings are
+    transaction-local (``set_config(..., true)``), its locks transaction locks, and the relay
+    LISTENs on a connection of its own — so asyncpg's default reset (``SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) was a round trip per use with
+    nothing to undo: about ten per trade across the agents (docs/performance.md, stop 17)."""
 
 
 async def close_pool(pool: asyncpg.Pool, within: float = 10.0) -> None:

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 
 from agents.settlement import dvp_repo, repo, sealed_accounts
 from agents.settlement import instructions as decide
-from agents.settlement.domain import Entry, EntryKind, Leg, money
+from agents.settlement.domain import Account, Entry, EntryKind, Leg, money
 from agents.settlement.instructions import Attempt, Fail, Instruction, Wait
 from broker import logs
 from broker.context import Context
@@ -138,15 +138,20 @@ async def _instruction(
     await dvp_repo.insert_instruction(ctx.connection, instruction, message.securities, ctx.message_id)
     log.info("instruction_received", matching_number=message.matching_number, processing=instruction.processing.value)
     _announce(ctx, instruction)
-    if instruction.live:
-        await attempt(ctx, instruction)
+    if instruction.live:  # the buyer's account is locked and read already, the leg is in hand
+        await _attempt(ctx, instruction, accounts.get(instruction.buyer_account), message.securities)
 
 
 async def attempt(ctx: Context, instruction: Instruction) -> Instruction:
     """Earmark the cash (cover first) and ask for the securities; or stay pending and say why."""
+    accounts = await repo.accounts_for_update(ctx.connection, (instruction.buyer_account,))
+    leg = LEG.validate_json(await dvp_repo.securities_leg(ctx.connection, instruction.matching_number))
+    return await _attempt(ctx, instruction, accounts.get(instruction.buyer_account), leg)
+
+
+async def _attempt(ctx: Context, instruction: Instruction, buyer: Account | None, leg: SecuritiesLeg) -> Instruction:
+    """``attempt`` with the buyer's account locked and read (its balance) in this transaction."""
     conn = ctx.connection
-    await repo.accounts_for_update(conn, (instruction.buyer_account,))
-    buyer = await repo.account(conn, instruction.buyer_account)
     cover = await dvp_repo.cover(conn, instruction.cover_id, lock=True) if instruction.cover_id else None
     held = await dvp_repo.held_on(conn, instruction.buyer_account, excluding=instruction.cover_id)
     available = (buyer.balance if buyer else 0) - held
@@ -158,13 +163,12 @@ async def attempt(ctx: Context, instruction: Instruction) -> Instruction:
     await dvp_repo.start_attempt(conn, instruction, plan, uuid.uuid4())
     instruction = decide.started(instruction, plan)
     await dvp_repo.save_instruction(conn, instruction)
-    ctx.emit(await _reserve(ctx, instruction, plan), to=instruction.leg_agent)
+    ctx.emit(_reserve(instruction, plan, leg), to=instruction.leg_agent)
     log.info("securities_reserve_sent", matching_number=instruction.matching_number, attempt=plan.number)
     return instruction
 
 
-async def _reserve(ctx: Context, instruction: Instruction, plan: Attempt) -> SecuritiesReserve:
-    leg = LEG.validate_json(await dvp_repo.securities_leg(ctx.connection, instruction.matching_number))
+def _reserve(instruction: Instruction, plan: Attempt, leg: SecuritiesLeg) -> SecuritiesReserve:
     return SecuritiesReserve(
         instruction=instruction.matching_number,
         attempt=plan.number,
