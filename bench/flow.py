@@ -126,9 +126,14 @@ async def open_loop(st: Stage, first: int, rate: float, seconds: float, timeout:
             await asyncio.sleep(delay)  # the offered load's schedule, not synchronisation
         await st.command("investor", BUYER, place_order(_buy(first + i)))
     await until(lambda: _at_least(st, "settlement", first + trades, SETTLED), timeout, "trades settled")
-    values = (await latencies(st))[first:]
-    q = statistics.quantiles(values, n=100)
-    return Latency(q[49] * 1000, q[98] * 1000, max(values) * 1000, len(values))
+    return latency_of((await latencies(st))[first:])
+
+
+def latency_of(seconds: list[float]) -> Latency:
+    """p50, p99 and max in milliseconds. Inclusive quantiles: the default (exclusive) method
+    extrapolates past the largest value of a small sample, and printed a p99 above the max."""
+    q = statistics.quantiles(seconds, n=100, method="inclusive")
+    return Latency(q[49] * 1000, q[98] * 1000, max(seconds) * 1000, len(seconds))
 
 
 async def latencies(st: Stage) -> list[float]:
