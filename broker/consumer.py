@@ -160,6 +160,9 @@ class Consumer:
     clear_accounts_until: datetime | None = None
     beat: TaskBeat = field(default_factory=lambda: TaskBeat("consumer"))
     batch_scope: group_commit.BatchScope = group_commit.no_scope
+    # Set while the broker knows this consumer on every queue it takes (``kabuto run`` says
+    # ``agents_ready`` only then).
+    consuming: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, *queues: AbstractQueue) -> None:
         """Consume until cancelled; a batch in flight is finished, never cut off, unless it takes
@@ -174,13 +177,17 @@ class Consumer:
         """
         async with group_commit.Deliveries(*queues) as deliveries:
             self.beat.running()
-            while (batch := await deliveries.next_batch(self.batch_size)) is not None:
-                work = asyncio.ensure_future(self._settle_and_ack(batch))
-                try:
-                    await asyncio.shield(work)
-                except asyncio.CancelledError:
-                    await _finish_within(work, STOP_GRACE)
-                    raise
+            self.consuming.set()
+            try:
+                while (batch := await deliveries.next_batch(self.batch_size)) is not None:
+                    work = asyncio.ensure_future(self._settle_and_ack(batch))
+                    try:
+                        await asyncio.shield(work)
+                    except asyncio.CancelledError:
+                        await _finish_within(work, STOP_GRACE)
+                        raise
+            finally:
+                self.consuming.clear()
         raise ConnectionLost(f"the broker stopped delivering from {', '.join(q.name for q in queues)}")
 
     async def _settle_and_ack(self, batch: list[AbstractIncomingMessage]) -> None:

@@ -351,13 +351,17 @@ async def serve(definitions: Sequence[AgentDefinition], settings: Settings, stop
         started(definitions, settings) as runtimes,
         metrics.exported(runtimes.values(), settings.metrics_address, port, interval),
     ):
-        log.info("agents_ready", agents=list(runtimes))
-        waits = [asyncio.ensure_future(stop.wait())]
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
         waits += [asyncio.ensure_future(r.finished.wait()) for r in runtimes.values()]
+        # Ready means consuming: the broker knows every agent's consumer on its inbox and answers queue.
+        consuming: asyncio.Future[Any] = asyncio.gather(*(r.consumer.consuming.wait() for r in runtimes.values()))
         try:
+            await asyncio.wait([consuming, *waits], return_when=asyncio.FIRST_COMPLETED)
+            if consuming.done():
+                log.info("agents_ready", agents=list(runtimes))
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for wait in waits:
+            for wait in [consuming, *waits]:
                 wait.cancel()
         log.info("agents_stopping")
 
