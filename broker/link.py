@@ -1,7 +1,8 @@
 """An agent's link to the broker: one session at a time, replaced when it is lost.
 
 A ``BrokerSession`` is a plain (not robust) aio-pika connection, one confirming channel on
-it, the exchanges and the agent's inbox declared through that channel. The consumer acks
+it, the exchanges and the agent's queues declared through that channel (the answers queue is
+consumed on a channel of its own). The consumer acks
 and the relay publishes on it. When either finds it closed (the broker stopped, the
 connection was cut or forced closed, a channel error), its supervisor asks the
 ``BrokerLink`` for the current session, which opens and declares a new one — the same
@@ -18,13 +19,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
 from broker import logs
 from broker.topology import Exchanges
 
 log = logs.get("kabuto.link")
+
+
+async def connect(url: str, **options: Any) -> AbstractConnection:
+    """``aio_pika.connect``, with a broker that closes the socket before its handshake as the
+    connection error it is. aiormq raises ``StopAsyncIteration`` when the socket is at its end
+    before the first frame — seen under uvloop in ``make chaos`` while the broker restarted,
+    where the agents exited instead of waiting for it."""
+    try:
+        connection: AbstractConnection = await aio_pika.connect(url, **options)
+    except StopAsyncIteration as exc:
+        raise aiormq.exceptions.AMQPConnectionError("the broker closed the connection before its handshake") from exc
+    return connection
 
 
 @dataclass(frozen=True, slots=True)

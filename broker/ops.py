@@ -19,7 +19,7 @@ import aio_pika
 import aiormq
 import asyncpg
 
-from broker import progress
+from broker import link, progress
 from broker.access import agent_urls
 from broker.db import agent_pool
 from broker.health import Backlog, task_problems
@@ -55,7 +55,7 @@ class AgentStatus:
 
 async def status(settings: Settings, agents: Sequence[str]) -> list[AgentStatus]:
     names = Names(settings.namespace)
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await link.connect(settings.amqp_url)
     try:
         result = []
         for agent in agents:
@@ -114,7 +114,7 @@ class DeadLetter:
 async def dead_letters(settings: Settings, agent: str, limit: int = 100) -> list[DeadLetter]:
     """Read up to ``limit`` dead letters of ``agent``; they stay in the queue."""
     names = Names(settings.namespace)
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await link.connect(settings.amqp_url)
     try:
         channel = await connection.channel()
         queue = await channel.declare_queue(names.dead_letters(agent), passive=True)
@@ -155,7 +155,7 @@ def _dead_letter(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
 async def replay(settings: Settings, agent: str, message_id: str) -> bool:
     """Send one dead letter back to its agent's inbox, unchanged; True if it was found."""
     names = Names(settings.namespace)
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await link.connect(settings.amqp_url)
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         queue = await channel.declare_queue(names.dead_letters(agent), passive=True)
@@ -218,7 +218,7 @@ async def health(settings: Settings, agent: str) -> list[str]:
         problems.append(f"database: {exc}")
     names = Names(settings.namespace)
     try:
-        connection = await aio_pika.connect(urls.amqp, timeout=5)
+        connection = await link.connect(urls.amqp, timeout=5)
     except (OSError, aiormq.exceptions.AMQPError) as exc:
         return [*problems, f"broker: {exc!r}"]
     try:
@@ -265,7 +265,7 @@ async def dead_letter_page(
 ) -> DeadLetterPage:
     """Dead letters ``offset`` to ``offset + limit`` of ``agent``, verified; they stay in the queue."""
     names = Names(settings.namespace)
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await link.connect(settings.amqp_url)
     try:
         channel = await connection.channel()
         queue = await channel.declare_queue(names.dead_letters(agent), passive=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
 
+from broker import link
 from broker.settings import AGENT_IDS, Settings
 from broker.topology import Names
 
@@ -65,7 +66,7 @@ async def open_messages_exchange(connection: aio_pika.abc.AbstractConnection, na
 async def ensure_reply_queue(settings: Settings, participant_id: str) -> str:
     """Declare an external participant's reply queue on the broker; returns its name."""
     names = Names(settings.namespace)
-    connection = await aio_pika.connect(settings.amqp_url, timeout=10)
+    connection = await link.connect(settings.amqp_url, timeout=10)
     try:
         channel = await connection.channel()
         queue = await declare_reply_queue(channel, names, participant_id)

@@ -23,6 +23,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 
+from broker import link
 from broker.access import (
     AccessError,
     Credentials,
@@ -82,7 +83,7 @@ async def _await_login(url: str, user: str) -> None:
     delay, waited = 0.05, 0.0
     while True:
         try:
-            connection = await aio_pika.connect(url, timeout=5)
+            connection = await link.connect(url, timeout=5)
         except (aio_pika.exceptions.AMQPConnectionError, ConnectionError) as exc:
             if waited >= LOGIN_WAIT_S:
                 raise AccessError(f"the broker did not let {user} log in after importing it: {exc!r}") from exc
@@ -207,7 +208,7 @@ async def _declare_participant_queues(amqp_url: str, names: Names, outside: dict
     """The participant's reply queue, bound under its own id: it may read it but never bind or declare."""
     if not outside:
         return
-    connection = await aio_pika.connect(amqp_url)
+    connection = await link.connect(amqp_url)
     try:
         channel = await connection.channel()
         for pid in outside:

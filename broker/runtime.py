@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractConnection
 
@@ -32,7 +31,7 @@ from broker.context import Context
 from broker.db import agent_pool
 from broker.envelope import Freshness
 from broker.group_commit import BatchScope, no_scope
-from broker.link import BrokerLink, BrokerSession, close_within
+from broker.link import BrokerLink, BrokerSession, close_within, connect
 from broker.outbox import OutboxRelay
 from broker.parked import ParkedRetry
 from broker.pki import Identity, KeyStore
@@ -155,7 +154,7 @@ class AgentRuntime:
 
     async def _open_session(self) -> BrokerSession:
         """Connect, declare the topology on a confirming channel, wait until every queue answers."""
-        connection = await aio_pika.connect(
+        connection = await connect(
             self.urls.amqp,
             timeout=10,
             client_properties={"connection_name": f"{self.settings.namespace}-{self.id}"},

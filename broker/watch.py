@@ -17,12 +17,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-import aio_pika
 import aiormq
 import asyncpg
 from aio_pika.abc import AbstractConnection
 
-from broker import ops
+from broker import link, ops
 from broker.db import agent_pool
 from broker.metrics import OutboxFigures, outbox_figures
 from broker.settings import Settings
@@ -64,7 +63,7 @@ class Watcher:
     @asynccontextmanager
     async def open(cls, settings: Settings, agents: Sequence[str]) -> AsyncIterator[Watcher]:
         async with AsyncExitStack() as stack:
-            connection = await aio_pika.connect(settings.amqp_url)
+            connection = await link.connect(settings.amqp_url)
             stack.push_async_callback(connection.close)
             pools = {}
             for agent in agents:
