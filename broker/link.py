@@ -2,11 +2,11 @@
 
 A ``BrokerSession`` is a plain (not robust) aio-pika connection, one confirming channel on
 it, the exchanges and the agent's queues declared through that channel (the answers queue is
-consumed on a channel of its own). The consumer acks
-and the relay publishes on it. When either finds it closed (the broker stopped, the
-connection was cut or forced closed, a channel error), its supervisor asks the
-``BrokerLink`` for the current session, which opens and declares a new one — the same
-code path as the first start, so a reconnection restores the whole topology.
+consumed on a channel of its own). The consumer acks and the relay publishes on it. When
+either finds it closed (the broker stopped, the connection was cut or forced closed, a channel
+error), its supervisor asks the ``BrokerLink`` for the current session, which opens and
+declares a new one — the same code path as the first start, so a reconnection restores the
+whole topology.
 
 Why not ``aio_pika.connect_robust``: its reconnection is invisible to the code above it,
 so deliveries taken on the old channel still fail to ack, publishes during the gap still

@@ -163,7 +163,7 @@ class AgentRuntime:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel.set_qos(prefetch_count=self.settings.prefetch)
             exchanges = await topology.declare_exchanges(channel, self.names)
-            queues = await topology.declare_agent(
+            inbox = await topology.declare_agent(
                 channel,
                 self.names,
                 exchanges,
@@ -175,7 +175,7 @@ class AgentRuntime:
             await topology.check_ready(connection, self.queue_names())
             answers_channel = await connection.channel(publisher_confirms=False)
             await answers_channel.set_qos(prefetch_count=self.settings.prefetch)
-            answers = await answers_channel.get_queue(queues.answers.name, ensure=True)
+            answers = await answers_channel.get_queue(self.names.answers(self.id), ensure=True)
         except RuntimeError as exc:  # aiormq's way of saying the connection closed under us
             await asyncio.shield(close_within(connection))
             if connection.is_closed:
@@ -184,7 +184,7 @@ class AgentRuntime:
         except BaseException:
             await asyncio.shield(close_within(connection))
             raise
-        return BrokerSession(connection, channel, exchanges, queues.inbox, answers)
+        return BrokerSession(connection, channel, exchanges, inbox, answers)
 
     @property
     def connection(self) -> AbstractConnection:

@@ -115,12 +115,6 @@ async def declare_exchanges(channel: AbstractChannel, names: Names) -> Exchanges
     return Exchanges(messages, events, retry, dead)
 
 
-@dataclass(frozen=True, slots=True)
-class AgentQueues:
-    inbox: AbstractQueue
-    answers: AbstractQueue
-
-
 async def declare_agent(
     channel: AbstractChannel,
     names: Names,
@@ -130,8 +124,9 @@ async def declare_agent(
     *,
     retry_delays_ms: Iterable[int],
     delivery_limit: int,
-) -> AgentQueues:
-    """An agent's inbox, its answers queue, its retry delays and its dead-letter queue."""
+) -> AbstractQueue:
+    """An agent's inbox, its answers queue, its retry delays and its dead-letter queue; returns
+    the inbox (the answers queue is consumed on a channel of its own: ``AgentRuntime``)."""
     consumed: FieldTable = {
         "x-queue-type": "quorum",
         "x-delivery-limit": delivery_limit,
@@ -159,7 +154,7 @@ async def declare_agent(
         await delay.bind(exchanges.retry, routing_key=names.delay_key(agent, delay_ms))
     dead = await channel.declare_queue(names.dead_letters(agent), durable=True, arguments={"x-queue-type": "quorum"})
     await dead.bind(exchanges.dead, routing_key=agent)
-    return AgentQueues(inbox, answers)
+    return inbox
 
 
 def agent_queues(names: Names, agent: str, retry_delays_ms: Iterable[int]) -> list[str]:

@@ -26,6 +26,9 @@ from schemas.certificates import ShareClass
 from schemas.issuance import DividendMethod
 
 T = TypeVar("T")
+# What the services being away raises: aiormq raises a bare RuntimeError when a channel is
+# asked of a connection that just closed.
+OUTAGE: tuple[type[BaseException], ...] = (*INFRASTRUCTURE, RuntimeError)
 
 
 class Driver:

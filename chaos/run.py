@@ -50,9 +50,9 @@ from broker.context import Context
 from broker.migrate import migrate
 from broker.pki import KeyStore, default_participant, platform_participants
 from broker.settings import AGENT_IDS, Settings
-from broker.supervision import INFRASTRUCTURE, PERMANENT
+from broker.supervision import PERMANENT
 from chaos import invariants, shopping
-from chaos.driver import Driver, deposit_at_custody, issuance, until
+from chaos.driver import OUTAGE, Driver, deposit_at_custody, issuance, until
 from chaos.fleet import Fleet
 from chaos.invariants import (
     BUYER,
@@ -426,11 +426,6 @@ async def _consuming(settings: Settings) -> bool:
             raise
         return False
     return all(s.consumers == 1 for s in status)
-
-
-# What the services being away raises: aiormq raises a bare RuntimeError when a channel is
-# asked of a connection that just closed.
-OUTAGE: tuple[type[BaseException], ...] = (*INFRASTRUCTURE, RuntimeError)
 
 
 def main() -> int:

@@ -32,8 +32,7 @@ from agents.settlement import app as settlement
 from agents.settlement import mandates
 from agents.settlement.domain import AccountKind
 from broker.context import Context
-from broker.supervision import INFRASTRUCTURE
-from chaos.driver import Driver, deposit_at_custody, until
+from chaos.driver import OUTAGE, Driver, deposit_at_custody, until
 from chaos.invariants import (
     CARD,
     CARD_ISSUER_CASH,
@@ -123,9 +122,9 @@ async def purchase(driver: Driver, shop: MerchantTerminal, n: int, deadline: flo
         return
 
 
-# What a send raises while the broker is away: its outages, aiormq's bare RuntimeError for a
-# channel of a closed connection, and any AMQP error of a session being torn down.
-_BROKER_AWAY: tuple[type[BaseException], ...] = (*INFRASTRUCTURE, RuntimeError, aio_pika.exceptions.AMQPError)
+# What a send raises while the broker is away: the outages, and any AMQP error of a session
+# being torn down.
+_BROKER_AWAY: tuple[type[BaseException], ...] = (*OUTAGE, aio_pika.exceptions.AMQPError)
 
 
 async def _resend_until(
