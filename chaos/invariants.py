@@ -11,9 +11,9 @@ counter-order has not arrived), there is one match per trade, each completed and
 once by one committed attempt, nothing the settlement held is still held (covers, cash
 holds, reservations at the issuer and custody, custody locks), no instruction waits without
 a reason, the cash moved is ``trades × LOT × PRICE`` with the ledger's total unchanged, the
-shares are where the register, the wallets and custody's positions agree, no outbox row is
-pending or parked, and no queue holds a message — no dead letter, no delivery waiting, no
-retry pending.
+shares are where the register, the wallets and custody's positions agree, the running totals
+of open buys and placed holds equal the sums of their rows, no outbox row is pending or parked,
+and no queue holds a message — no dead letter, no delivery waiting, no retry pending.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from enum import StrEnum
 
 import asyncpg
 
+from agents.exchange import order_repo
+from agents.settlement import funds_repo
 from broker import ops
 from broker.settings import AGENT_IDS, Settings
 from broker.topology import Names, check_ready
@@ -110,6 +112,7 @@ async def check(
         *await _shares(connection, market, trades.certificate),
         *await _custody(connection, market, trades.book_entry),
         *await _credit(connection, market, purchases),
+        *await _running_totals(connection),
         *await _plumbing(settings),
     ]
 
@@ -322,6 +325,17 @@ async def _balances(connection: asyncpg.Connection, accounts: list[str]) -> dict
     )
     found = {r["account_id"]: r["balance"] for r in rows}
     return {account: found.get(account, Decimal(0)) for account in accounts}
+
+
+async def _running_totals(connection: asyncpg.Connection) -> list[Anomaly]:
+    """The totals kept beside their rows (migration 0068) still equal the sums of those rows."""
+    found = []
+    for schema, drift in (("exchange", order_repo.exposure_drift), ("settlement", funds_repo.held_drift)):
+        await connection.execute(f"SET search_path TO {schema}")
+        for key, kept, summed in await drift(connection):
+            found.append(Anomaly(Kind.UNEXPECTED, f"{schema} running total of {key}", f"{kept} (rows: {summed})"))
+    await connection.execute("RESET search_path")
+    return found
 
 
 async def _plumbing(settings: Settings) -> list[Anomaly]:

@@ -23,7 +23,9 @@ import aio_pika
 import asyncpg
 import pytest
 
+from agents.exchange import order_repo
 from agents.exchange.warm_book import BOOKS
+from agents.settlement import funds_repo
 from broker import event_loop, provisioning, topology
 from broker.migrate import migrate
 from broker.pki import KeyStore, default_participant, platform_participants
@@ -115,10 +117,25 @@ async def database(template_database: str) -> AsyncIterator[str]:
     admin = await asyncpg.connect(DATABASE_URL)
     try:
         await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-        yield database_url(name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        try:
+            yield database_url(name)
+            await assert_running_totals_match(database_url(name))
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+async def assert_running_totals_match(url: str) -> None:
+    """Whatever a test did through the agents, the totals kept beside their rows (migration 0068)
+    still equal the sums of those rows."""
+    connection = await asyncpg.connect(url, server_settings={"search_path": "exchange"})
+    try:
+        assert await order_repo.exposure_drift(connection) == [], "open buy exposure drifted from the orders"
+        await connection.execute("SET search_path TO settlement")
+        assert await funds_repo.held_drift(connection) == [], "placed holds total drifted from the holds"
+    finally:
+        await connection.close()
 
 
 @pytest.fixture

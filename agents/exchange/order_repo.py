@@ -86,8 +86,7 @@ async def acceptance_view(
                        THEN nextval('acceptance_numbers') END AS acceptance_number,
                   o.acceptance_number AS existing, o.payload_digest,
                   EXISTS (SELECT 1 FROM pending_orders p WHERE p.user_id = $1 AND p.client_order_id = $2) AS pending,
-                  (SELECT coalesce(sum(b.remaining * b.price), 0) FROM orders b
-                    WHERE b.user_id = $1 AND b.side = 'buy' AND b.status = 'open') AS exposure,
+                  coalesce((SELECT e.amount FROM open_buy_exposure e WHERE e.user_id = $1), 0) AS exposure,
                   (SELECT l.user_id FROM certid_list l WHERE l.cert_id = $4 AND l.status = 'valid') AS listed_holder,
                   (SELECT c.acceptance_number FROM orders c
                     WHERE c.cert_id = $4 AND c.status = 'open' AND c.side = 'sell') AS committed_to
@@ -125,12 +124,26 @@ async def client_order_used(connection: asyncpg.Connection, user_id: str, client
 
 
 async def open_buy_exposure(connection: asyncpg.Connection, user_id: str) -> Decimal:
+    """The notional of the user's open buy orders, kept by a trigger on ``orders`` (migration 0068)."""
     exposure: Decimal = await connection.fetchval(
-        """SELECT coalesce(sum(remaining * price), 0) FROM orders
-           WHERE user_id = $1 AND side = 'buy' AND status = 'open'""",
-        user_id,
+        "SELECT coalesce((SELECT amount FROM open_buy_exposure WHERE user_id = $1), 0)", user_id
     )
     return exposure
+
+
+async def exposure_drift(connection: asyncpg.Connection) -> list[tuple[str, Decimal, Decimal]]:
+    """Every user whose kept open buy exposure differs from the sum over their open buy orders:
+    (user, kept, summed). Empty unless migration 0068's trigger missed a write."""
+    rows = await connection.fetch(
+        """SELECT coalesce(e.user_id, s.user_id) AS user_id,
+                  coalesce(e.amount, 0) AS kept, coalesce(s.summed, 0) AS summed
+           FROM open_buy_exposure e
+           FULL JOIN (SELECT user_id, sum(remaining * price) AS summed FROM orders
+                      WHERE side = 'buy' AND status = 'open' AND price IS NOT NULL GROUP BY user_id) s
+             ON s.user_id = e.user_id
+           WHERE coalesce(e.amount, 0) <> coalesce(s.summed, 0)"""
+    )
+    return [(r["user_id"], r["kept"], r["summed"]) for r in rows]
 
 
 async def next_acceptance_number(connection: asyncpg.Connection) -> int:

@@ -93,9 +93,12 @@ async def save_cover(connection: asyncpg.Connection, cover: Cover) -> None:
 
 
 async def held_on(connection: asyncpg.Connection, account_id: str, *, excluding: UUID | None = None) -> Decimal:
+    """What placed holds keep on the account, but for the hold ``excluding``: a total kept by a
+    trigger on ``holds`` (migration 0068), less that one hold's amount."""
     total: Decimal = await connection.fetchval(
-        """SELECT coalesce(sum(amount), 0) FROM holds
-           WHERE account_id = $1 AND status = 'placed' AND ($2::uuid IS NULL OR hold_id <> $2)""",
+        """SELECT coalesce((SELECT amount FROM placed_holds WHERE account_id = $1), 0)
+                  - coalesce((SELECT amount FROM holds
+                               WHERE hold_id = $2 AND account_id = $1 AND status = 'placed'), 0)""",
         account_id,
         excluding,
     )

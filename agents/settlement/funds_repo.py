@@ -22,12 +22,13 @@ async def accounts(connection: asyncpg.Connection, account_ids: Collection[str])
 
 
 async def held(connection: asyncpg.Connection, account_ids: Collection[str]) -> dict[str, Decimal]:
+    """What placed holds keep on each account (only accounts with some): the total is kept by a
+    trigger on ``holds`` (migration 0068), so it costs the same however many holds there are."""
     rows = await connection.fetch(
-        """SELECT account_id, sum(amount) AS held FROM holds
-           WHERE status = 'placed' AND account_id = ANY($1::text[]) GROUP BY account_id""",
+        "SELECT account_id, amount FROM placed_holds WHERE account_id = ANY($1::text[]) AND amount > 0",
         list(account_ids),
     )
-    return {r["account_id"]: r["held"] for r in rows}
+    return {r["account_id"]: r["amount"] for r in rows}
 
 
 async def held_by_others(
@@ -35,12 +36,28 @@ async def held_by_others(
 ) -> dict[str, Decimal]:
     """What is held on each account by every hold but ``hold_id``: what a posting under that hold must leave."""
     rows = await connection.fetch(
-        """SELECT account_id, sum(amount) AS held FROM holds
-           WHERE status = 'placed' AND hold_id <> $2 AND account_id = ANY($1::text[]) GROUP BY account_id""",
+        """SELECT p.account_id, p.amount - coalesce(
+                      (SELECT h.amount FROM holds h
+                        WHERE h.hold_id = $2 AND h.account_id = p.account_id AND h.status = 'placed'), 0) AS held
+           FROM placed_holds p WHERE p.account_id = ANY($1::text[])""",
         list(account_ids),
         hold_id,
     )
-    return {r["account_id"]: r["held"] for r in rows}
+    return {r["account_id"]: r["held"] for r in rows if r["held"] > 0}
+
+
+async def held_drift(connection: asyncpg.Connection) -> list[tuple[str, Decimal, Decimal]]:
+    """Every account whose kept total of placed holds differs from the sum over its placed holds:
+    (account, kept, summed). Empty unless migration 0068's trigger missed a write."""
+    rows = await connection.fetch(
+        """SELECT coalesce(p.account_id, s.account_id) AS account_id,
+                  coalesce(p.amount, 0) AS kept, coalesce(s.summed, 0) AS summed
+           FROM placed_holds p
+           FULL JOIN (SELECT account_id, sum(amount) AS summed FROM holds
+                      WHERE status = 'placed' GROUP BY account_id) s ON s.account_id = p.account_id
+           WHERE coalesce(p.amount, 0) <> coalesce(s.summed, 0)"""
+    )
+    return [(r["account_id"], r["kept"], r["summed"]) for r in rows]
 
 
 async def hold_exists(connection: asyncpg.Connection, hold_id: UUID) -> bool:

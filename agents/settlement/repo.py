@@ -101,8 +101,7 @@ async def cover_view(connection: asyncpg.Connection, account_id: str, cover_id: 
     )
     row = await connection.fetchrow(
         f"""SELECT a.*, {_BALANCE} AS balance,
-                   (SELECT coalesce(sum(h.amount), 0) FROM holds h
-                     WHERE h.account_id = $1 AND h.status = 'placed') AS held,
+                   coalesce((SELECT h.amount FROM placed_holds h WHERE h.account_id = $1), 0) AS held,
                    EXISTS (SELECT 1 FROM covers c WHERE c.cover_id = $2) AS duplicate
             FROM (VALUES (1)) AS one (x) LEFT JOIN accounts a ON a.account_id = $1""",
         account_id,
