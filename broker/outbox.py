@@ -98,6 +98,9 @@ class OutboxRelay:
     batch: int
     idle_poll: timedelta
     beat: TaskBeat = field(default_factory=lambda: TaskBeat("relay"))
+    # Set when a row for one of Kabuto's agents is parked (the agent has not declared its queues
+    # yet), so that the parked rows are tried again soon (broker.parked.SOON).
+    parked: asyncio.Event = field(default_factory=asyncio.Event)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _listener_lost: bool = field(default=False, init=False)
 
@@ -155,7 +158,8 @@ class OutboxRelay:
         # A window at a time, confirmed together (broker.relay_window); imported here, as it builds on this module.
         from broker.relay_window import publish_window
 
-        await publish_window(self.agent, self.pool, self.exchanges, rows)
+        if await publish_window(self.agent, self.pool, self.exchanges, rows):
+            self.parked.set()
         return len(rows)
 
     def _exchange(self, name: str) -> AbstractExchange:

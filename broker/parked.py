@@ -3,10 +3,11 @@
 The relay parks a row the broker could not route (``mandatory`` returned it), typically a
 reply to an external participant whose reply queue did not exist yet. Parked rows are kept,
 never dropped. ``ParkedRetry`` tries the oldest parked row of each routing key every
-``interval``: when it is confirmed — a queue for that recipient has appeared — it is marked
-published and the other parked rows for that key go back to the relay, which publishes
-them in order. Operators list and resend rows with ``kabuto outbox`` (``listing``,
-``unpark``); a resent row that is still unroutable is parked again.
+``interval``, and soon after a row for one of Kabuto's agents was parked (``SOON``): when it
+is confirmed — a queue for that recipient has appeared — it is marked published and the other
+parked rows for that key go back to the relay, which publishes them in order. Operators list
+and resend rows with ``kabuto outbox`` (``listing``, ``unpark``); a resent row that is still
+unroutable is parked again.
 """
 
 from __future__ import annotations
@@ -91,6 +92,13 @@ async def unpark(connection: asyncpg.Connection, agent: str, message_id: UUID | 
     return count
 
 
+# Seconds between the tries that follow a row just parked for one of Kabuto's agents: on a first
+# start the agents come up in any order, and a message to one that has not declared its queues
+# yet waits for it this long rather than a whole interval (15.5 s in all; after that, the
+# interval). A reply to an external participant waits for the interval or an operator's resend.
+SOON = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
 @dataclass(slots=True)
 class ParkedRetry:
     agent: str
@@ -98,17 +106,40 @@ class ParkedRetry:
     exchanges: Exchanges
     interval: timedelta
     beat: TaskBeat = field(default_factory=lambda: TaskBeat("parked-retry"))
+    # Set by the relay when it parks a row for one of Kabuto's agents (``OutboxRelay.parked``).
+    parked: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
-        """Retry parked rows every ``interval`` until cancelled.
+        """Retry parked rows every ``interval`` until cancelled, and at ``SOON`` after the relay
+        parked one for an agent, until none is left parked.
 
         A lost broker or database connection ends the run: the runtime's supervisor
         (``broker.supervision``) waits for the infrastructure and starts it on a new session.
         """
         while True:
-            await asyncio.sleep(self.interval.total_seconds())
-            with self.beat.round():
-                await self.retry_once()
+            try:
+                async with asyncio.timeout(self.interval.total_seconds()):
+                    await self.parked.wait()
+            except TimeoutError:
+                with self.beat.round():
+                    await self.retry_once()
+                continue
+            self.parked.clear()
+            for delay in SOON:
+                await asyncio.sleep(delay)
+                with self.beat.round():
+                    await self.retry_once()
+                if not await self.any_parked():
+                    break
+
+    async def any_parked(self) -> bool:
+        return bool(
+            await self.pool.fetchval(
+                """SELECT true FROM outbox
+                   WHERE failed_at IS NOT NULL AND published_at IS NULL AND error LIKE $1 LIMIT 1""",
+                UNROUTABLE,
+            )
+        )
 
     async def retry_once(self) -> int:
         """Probe each parked routing key with its oldest row; returns how many keys became routable."""

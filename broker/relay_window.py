@@ -24,7 +24,7 @@ import asyncpg
 
 from broker import logs, metrics
 from broker.outbox import amqp_message
-from broker.topology import Exchanges
+from broker.topology import Exchanges, Names
 
 log = logs.get("kabuto.outbox")
 # The mark commits without waiting for its WAL flush (synchronous_commit off for this one
@@ -36,8 +36,9 @@ MARK_PUBLISHED = """WITH asynchronous AS (SELECT set_config('synchronous_commit'
     UPDATE outbox SET published_at = now() FROM asynchronous WHERE seq = ANY($1::bigint[])"""
 
 
-async def publish_window(agent: str, pool: asyncpg.Pool, exchanges: Exchanges, rows: Sequence[asyncpg.Record]) -> None:
-    """Publish ``rows`` (pending outbox rows in sequence order) and record what became of each."""
+async def publish_window(agent: str, pool: asyncpg.Pool, exchanges: Exchanges, rows: Sequence[asyncpg.Record]) -> int:
+    """Publish ``rows`` (pending outbox rows in sequence order) and record what became of each;
+    returns how many were parked for one of Kabuto's agents that has not declared its queues yet."""
     sends = [asyncio.ensure_future(_send(exchanges, row)) for row in rows]
     results = await asyncio.gather(*sends, return_exceptions=True)
     published = [row["seq"] for row, result in zip(rows, results, strict=True) if result is None]
@@ -47,9 +48,10 @@ async def publish_window(agent: str, pool: asyncpg.Pool, exchanges: Exchanges, r
             if result is None:
                 metrics.published(agent, row["message_type"])
     nacked: BaseException | None = None
+    parked = 0
     for row, result in zip(rows, results, strict=True):
         if isinstance(result, aiormq.exceptions.PublishError):
-            await _park(pool, row, f"unroutable: no queue for routing key {row['routing_key']!r}")
+            parked += await _park(pool, row, f"unroutable: no queue for routing key {row['routing_key']!r}")
         elif isinstance(result, aiormq.exceptions.DeliveryError):
             log.warning("outbox_nacked", message_id=str(row["message_id"]), error=str(result))
             nacked = nacked or result
@@ -57,6 +59,7 @@ async def publish_window(agent: str, pool: asyncpg.Pool, exchanges: Exchanges, r
             raise result  # the broker or the channel went away: the rest stays pending
     if nacked is not None:
         raise nacked
+    return parked
 
 
 async def _send(exchanges: Exchanges, row: asyncpg.Record) -> None:
@@ -65,8 +68,14 @@ async def _send(exchanges: Exchanges, row: asyncpg.Record) -> None:
     await exchange.publish(message, routing_key=row["routing_key"], mandatory=True)
 
 
-async def _park(pool: asyncpg.Pool, row: asyncpg.Record, error: str) -> None:
+async def _park(pool: asyncpg.Pool, row: asyncpg.Record, error: str) -> bool:
+    """Park ``row``; True if it waits for one of Kabuto's agents rather than for a participant."""
     await pool.execute("UPDATE outbox SET failed_at = now(), error = $2 WHERE seq = $1", row["seq"], error)
-    log.error(
-        "outbox_unroutable", message_id=str(row["message_id"]), type=row["message_type"], routing_key=row["routing_key"]
-    )
+    fields = {"message_id": str(row["message_id"]), "type": row["message_type"], "routing_key": row["routing_key"]}
+    if Names.agent_of_key(row["routing_key"]) is None:
+        log.error("outbox_unroutable", **fields)
+        return False
+    # One of Kabuto's agents has not declared its queues yet: on a first start the agents come
+    # up in any order. Parked rows are tried again soon (broker.parked.SOON), not an error.
+    log.warning("outbox_recipient_not_declared_yet", **fields)
+    return True

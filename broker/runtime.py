@@ -249,7 +249,9 @@ class AgentRuntime:
         """Sends parked replies again once their recipient has a queue (broker/parked.py)."""
         session = await self.link.current()
         interval = self.settings.parked_retry_interval
-        retry = ParkedRetry(self.id, self.pool, session.exchanges, interval, self.heartbeats.beat("parked-retry"))
+        retry = ParkedRetry(
+            self.id, self.pool, session.exchanges, interval, self.heartbeats.beat("parked-retry"), self.relay.parked
+        )
         async with closed_means_lost(session):
             await retry.run()
 

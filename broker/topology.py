@@ -30,6 +30,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, Excha
 from pamqp.common import FieldTable
 
 from broker.errors import KabutoError
+from broker.settings import AGENT_IDS
 
 ANSWERS_SUFFIX = ".answers"
 
@@ -86,6 +87,12 @@ class Names:
     @staticmethod
     def is_answers_key(routing_key: str | None) -> bool:
         return bool(routing_key and routing_key.endswith(ANSWERS_SUFFIX))
+
+    @staticmethod
+    def agent_of_key(routing_key: str) -> str | None:
+        """The Kabuto agent a message routing key addresses (its inbox or its answers), if any."""
+        agent = routing_key.removesuffix(ANSWERS_SUFFIX)
+        return agent if agent in AGENT_IDS else None
 
     @staticmethod
     def delay_key(agent: str, delay_ms: int) -> str:

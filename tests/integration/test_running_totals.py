@@ -183,8 +183,8 @@ async def test_the_readers_see_the_totals(connection: asyncpg.Connection) -> Non
     assert await funds_repo.held_by_others(connection, ACCOUNTS, first) == {"acct-a": Decimal(40)}
     assert await dvp_repo.held_on(connection, "acct-a") == Decimal(340)
     assert await dvp_repo.held_on(connection, "acct-a", excluding=second) == Decimal(300)
-    view = await settlement_repo.cover_view(connection, "acct-a", first)
-    assert view.held == Decimal(340)
+    cover = await settlement_repo.cover_view(connection, "acct-a", first)
+    assert cover.held == Decimal(340)
     await funds_repo.release(connection, first)
     assert await funds_repo.held(connection, ACCOUNTS) == {"acct-a": Decimal(40)}
     assert await funds_repo.held_by_others(connection, ACCOUNTS, second) == {}

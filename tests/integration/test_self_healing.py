@@ -18,11 +18,12 @@ from typing import Any
 import asyncpg
 import pytest
 
+from agents.brokerage.app import AGENT as AGENT_BROKERAGE
 from agents.exchange.app import AGENT as AGENT_EXCHANGE
 from agents.investor.app import AGENT as AGENT_INVESTOR
 from agents.issuer.app import AGENT as AGENT_ISSUER
 from agents.issuer.app import on_issuance_request
-from broker import ops
+from broker import ops, parked
 from broker.consumer import Outcome
 from broker.context import Context
 from broker.group_commit import CANCEL_WITHIN
@@ -330,3 +331,35 @@ async def test_what_a_task_raises_because_its_broker_session_closed_is_an_outage
         with pytest.raises(ConnectionLost):
             async with closed_means_lost(session):
                 raise raised
+
+
+async def test_a_message_to_an_agent_not_started_yet_goes_soon_after_that_agent_starts(settings: Settings) -> None:
+    """On a first start the agents come up in any order (seen in make bench: the brokerage asked
+    the exchange for prices before the exchange had declared its queues, and the request waited
+    a whole retry interval, parked as an error). The row is parked, then tried again within
+    seconds — here the interval is an hour, so only the tries that follow a parking can send it."""
+    slow = settings.with_(parked_retry_interval=timedelta(hours=1))
+    async with started([AGENT_BROKERAGE], slow) as brokerage_only:
+        pool = brokerage_only["brokerage"].pool
+
+        async def parked_rows() -> list[parked.OutboxRow]:
+            return await parked.listing(pool, parked_only=True, limit=10)
+
+        await support.eventually(parked_rows)
+        [row] = await parked_rows()
+        assert (row.message_type, row.routing_key) == ("market.subscribe_prices", "exchange")
+        async with started([AGENT_EXCHANGE], slow) as exchange_too:
+            await support.eventually(lambda: _not(parked_rows()), timeout=20)
+
+            async def subscribed() -> bool:
+                return bool(
+                    await exchange_too["exchange"].query(
+                        lambda c: c.fetchval("SELECT true FROM price_subscribers WHERE participant = 'brokerage'")
+                    )
+                )
+
+            await support.eventually(subscribed)
+
+
+async def _not(result: Awaitable[object]) -> bool:
+    return not await result
