@@ -1,21 +1,41 @@
 -- Issue 8 (cost independent of depth): the exchange's usage-limit check read a buyer's open
 -- buy exposure as a sum over every open buy of that user, and settlement's cover read what is
 -- held on an account as a sum over every placed hold on it. Both were read for every new
--- order, so a buyer with thousands of resting buys paid for each of them on every order. Each
--- total is now kept in a row of its own, beside the rows it sums, by a trigger on those rows:
--- every write to them — through the agents, a command, or SQL by hand — moves the total in the
--- same transaction, so the total cannot drift from the rows it stands for
--- (tests/integration/test_running_totals.py compares them after every kind of write).
--- A row's share of its total: an open buy's remaining × price (a market order has no price
--- and adds nothing, as the sum skipped it); a placed hold's amount. The trigger functions carry
--- their schema's search path, so a write made from any session moves the right total.
+-- order, so a buyer with thousands of resting buys paid for each of them on every order.
+--
+-- Each total is now kept as a folded amount plus the changes not folded yet:
+-- * a trigger on the rows records every change of a row's share as a row of its own in
+--   `..._changes` — an insert, so no writer ever waits on another writer's lock because of it
+--   (a total updated in place would be a row every writer of that buyer or account locks until
+--   commit, in whatever order its writes come: review found it deadlocking the end of day with
+--   the exchange's batch, and settlement's batch with its own recycle);
+-- * the agent folds the changes into the amounts every second (`fold` in order_repo and
+--   funds_repo, a background job), in one short transaction that is the only writer of the
+--   amounts and takes them in key order;
+-- * a reader adds the amount and the changes not folded yet: a second's worth of rows at most,
+--   however many orders rest or holds are placed.
+-- A row's share of its total: an open buy's remaining × price (a market order has no price and
+-- adds nothing, as the sum skipped it); a placed hold's amount. Each table is locked against
+-- writes for this migration, so no write can fall between the backfill and its trigger. The
+-- trigger functions carry their schema's search path, so a write from any session is recorded.
+-- The totals equal the sums unless a statement bypasses row triggers (TRUNCATE, triggers
+-- disabled); tests and the fault suite compare them (order_repo.exposure_drift,
+-- funds_repo.held_drift).
 
 SET search_path TO exchange;
 
+LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE open_buy_exposure (
     user_id  text PRIMARY KEY,
-    amount   numeric NOT NULL CHECK (amount >= 0)
+    amount   numeric NOT NULL
 );
+
+CREATE TABLE open_buy_exposure_changes (
+    user_id  text NOT NULL,
+    change   numeric NOT NULL
+);
+CREATE INDEX open_buy_exposure_changes_by_user ON open_buy_exposure_changes (user_id);
 
 INSERT INTO open_buy_exposure (user_id, amount)
 SELECT user_id, sum(remaining * price) FROM orders
@@ -26,7 +46,8 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN side = 'buy' AND status = 'open' THEN coalesce(remaining * price, 0) ELSE 0 END
 $$;
 
-CREATE FUNCTION track_open_buy_exposure() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION record_open_buy_exposure_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     was numeric := 0;
     now_ numeric := 0;
@@ -37,41 +58,49 @@ BEGIN
     IF TG_OP <> 'DELETE' THEN
         now_ := order_exposure(NEW.side, NEW.status, NEW.remaining, NEW.price);
     END IF;
-    IF TG_OP = 'UPDATE' AND OLD.user_id = NEW.user_id THEN  -- one total moves by the difference
-        IF now_ >= was THEN
-            now_ := now_ - was;
-            was := 0;
-        ELSE
-            was := was - now_;
-            now_ := 0;
+    IF TG_OP = 'UPDATE' AND OLD.user_id = NEW.user_id THEN
+        IF now_ <> was THEN
+            INSERT INTO open_buy_exposure_changes (user_id, change) VALUES (NEW.user_id, now_ - was);
         END IF;
+        RETURN NULL;
     END IF;
-    IF was > 0 THEN  -- a fall: the total's row is there (an upsert would check a negative row first)
-        UPDATE open_buy_exposure SET amount = amount - was WHERE user_id = OLD.user_id;
+    IF was <> 0 THEN
+        INSERT INTO open_buy_exposure_changes (user_id, change) VALUES (OLD.user_id, -was);
     END IF;
-    IF now_ > 0 THEN
-        INSERT INTO open_buy_exposure AS e (user_id, amount) VALUES (NEW.user_id, now_)
-        ON CONFLICT (user_id) DO UPDATE SET amount = e.amount + excluded.amount;
+    IF now_ <> 0 THEN
+        INSERT INTO open_buy_exposure_changes (user_id, change) VALUES (NEW.user_id, now_);
     END IF;
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER orders_track_open_buy_exposure
+CREATE TRIGGER orders_record_open_buy_exposure_change
     AFTER INSERT OR DELETE OR UPDATE OF user_id, side, status, remaining, price ON orders
-    FOR EACH ROW EXECUTE FUNCTION track_open_buy_exposure();
+    FOR EACH ROW EXECUTE FUNCTION record_open_buy_exposure_change();
+
+-- The partial index of migration 0067 served only the sum the readers no longer take.
+DROP INDEX orders_open_buys;
 
 
 SET search_path TO settlement;
 
+LOCK TABLE holds IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE placed_holds (
-    account_id  text PRIMARY KEY REFERENCES accounts,
-    amount      numeric NOT NULL CHECK (amount >= 0)
+    account_id  text PRIMARY KEY,
+    amount      numeric NOT NULL
 );
+
+CREATE TABLE placed_holds_changes (
+    account_id  text NOT NULL,
+    change      numeric NOT NULL
+);
+CREATE INDEX placed_holds_changes_by_account ON placed_holds_changes (account_id);
 
 INSERT INTO placed_holds (account_id, amount)
 SELECT account_id, sum(amount) FROM holds WHERE status = 'placed' GROUP BY account_id;
 
-CREATE FUNCTION track_placed_holds() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION record_placed_holds_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     was numeric := 0;
     now_ numeric := 0;
@@ -82,25 +111,21 @@ BEGIN
     IF TG_OP <> 'DELETE' AND NEW.status = 'placed' THEN
         now_ := NEW.amount;
     END IF;
-    IF TG_OP = 'UPDATE' AND OLD.account_id = NEW.account_id THEN  -- one total moves by the difference
-        IF now_ >= was THEN
-            now_ := now_ - was;
-            was := 0;
-        ELSE
-            was := was - now_;
-            now_ := 0;
+    IF TG_OP = 'UPDATE' AND OLD.account_id = NEW.account_id THEN
+        IF now_ <> was THEN
+            INSERT INTO placed_holds_changes (account_id, change) VALUES (NEW.account_id, now_ - was);
         END IF;
+        RETURN NULL;
     END IF;
-    IF was > 0 THEN  -- a fall: the total's row is there (an upsert would check a negative row first)
-        UPDATE placed_holds SET amount = amount - was WHERE account_id = OLD.account_id;
+    IF was <> 0 THEN
+        INSERT INTO placed_holds_changes (account_id, change) VALUES (OLD.account_id, -was);
     END IF;
-    IF now_ > 0 THEN
-        INSERT INTO placed_holds AS p (account_id, amount) VALUES (NEW.account_id, now_)
-        ON CONFLICT (account_id) DO UPDATE SET amount = p.amount + excluded.amount;
+    IF now_ <> 0 THEN
+        INSERT INTO placed_holds_changes (account_id, change) VALUES (NEW.account_id, now_);
     END IF;
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER holds_track_placed_holds
+CREATE TRIGGER holds_record_placed_holds_change
     AFTER INSERT OR DELETE OR UPDATE OF account_id, status, amount ON holds
-    FOR EACH ROW EXECUTE FUNCTION track_placed_holds();
+    FOR EACH ROW EXECUTE FUNCTION record_placed_holds_change();

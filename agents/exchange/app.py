@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from agents.exchange import prices, repo, trading
+from agents.exchange import order_repo, prices, repo, trading
 from agents.exchange.warm_book import BOOKS
 from broker import logs
 from broker.context import Context
+from broker.running_totals import folding
 from broker.runtime import AgentDefinition
 from schemas.identity import EXCHANGE_ID, Role
 from schemas.issuance import CertIdListUpdated
@@ -38,4 +39,5 @@ AGENT = AgentDefinition(
     ),
     # and a group-committed batch passes them from handler to handler, sealed once at its end.
     batch_scope=BOOKS.batch,
+    background=(folding(order_repo.OPEN_BUY_EXPOSURE),),
 )

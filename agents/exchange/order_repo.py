@@ -16,8 +16,13 @@ import asyncpg
 
 from agents.exchange.acceptance import Books, Instrument
 from agents.exchange.book import Execution, Order, OrderBook
+from broker.running_totals import RunningTotal
 from schemas.certificates import EndorsedCertificate
 from schemas.trading import CancelReason, Fill, OrderType, Side, SubmitOrder, TimeInForce
+
+# The notional of each user's open buy orders (remaining × price), kept beside the orders
+# (migration 0068; broker.running_totals) so that it costs the same however many rest.
+OPEN_BUY_EXPOSURE = RunningTotal("open_buy_exposure", "user_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +86,12 @@ async def acceptance_view(
     the order is booked if it passes, so its acceptance number is drawn in the same round trip
     (an order the checks then refuse leaves a gap in the numbers, as a rolled-back one does)."""
     row = await connection.fetchrow(
-        """SELECT i.issue_code, i.share_class, i.reference_price, i.last_price,
+        f"""SELECT i.issue_code, i.share_class, i.reference_price, i.last_price,
                   CASE WHEN $5 AND i.issue_code IS NOT NULL AND o.acceptance_number IS NULL
                        THEN nextval('acceptance_numbers') END AS acceptance_number,
                   o.acceptance_number AS existing, o.payload_digest,
                   EXISTS (SELECT 1 FROM pending_orders p WHERE p.user_id = $1 AND p.client_order_id = $2) AS pending,
-                  coalesce((SELECT e.amount FROM open_buy_exposure e WHERE e.user_id = $1), 0) AS exposure,
+                  {OPEN_BUY_EXPOSURE.of("$1")} AS exposure,
                   (SELECT l.user_id FROM certid_list l WHERE l.cert_id = $4 AND l.status = 'valid') AS listed_holder,
                   (SELECT c.acceptance_number FROM orders c
                     WHERE c.cert_id = $4 AND c.status = 'open' AND c.side = 'sell') AS committed_to
@@ -124,26 +129,19 @@ async def client_order_used(connection: asyncpg.Connection, user_id: str, client
 
 
 async def open_buy_exposure(connection: asyncpg.Connection, user_id: str) -> Decimal:
-    """The notional of the user's open buy orders, kept by a trigger on ``orders`` (migration 0068)."""
-    exposure: Decimal = await connection.fetchval(
-        "SELECT coalesce((SELECT amount FROM open_buy_exposure WHERE user_id = $1), 0)", user_id
-    )
+    """The notional of the user's open buy orders (``OPEN_BUY_EXPOSURE``)."""
+    exposure: Decimal = await connection.fetchval(f"SELECT {OPEN_BUY_EXPOSURE.of('$1')}", user_id)
     return exposure
 
 
 async def exposure_drift(connection: asyncpg.Connection) -> list[tuple[str, Decimal, Decimal]]:
     """Every user whose kept open buy exposure differs from the sum over their open buy orders:
-    (user, kept, summed). Empty unless migration 0068's trigger missed a write."""
-    rows = await connection.fetch(
-        """SELECT coalesce(e.user_id, s.user_id) AS user_id,
-                  coalesce(e.amount, 0) AS kept, coalesce(s.summed, 0) AS summed
-           FROM open_buy_exposure e
-           FULL JOIN (SELECT user_id, sum(remaining * price) AS summed FROM orders
-                      WHERE side = 'buy' AND status = 'open' AND price IS NOT NULL GROUP BY user_id) s
-             ON s.user_id = e.user_id
-           WHERE coalesce(e.amount, 0) <> coalesce(s.summed, 0)"""
+    (user, kept, summed). Empty unless a write bypassed migration 0068's trigger."""
+    return await OPEN_BUY_EXPOSURE.drift(
+        connection,
+        """SELECT user_id AS key, sum(remaining * price) AS summed FROM orders
+           WHERE side = 'buy' AND status = 'open' AND price IS NOT NULL GROUP BY user_id""",
     )
-    return [(r["user_id"], r["kept"], r["summed"]) for r in rows]
 
 
 async def next_acceptance_number(connection: asyncpg.Connection) -> int:

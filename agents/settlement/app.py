@@ -18,6 +18,7 @@ from broker import logs
 from broker.context import Context
 from broker.errors import InputRejected, Reason
 from broker.pki import PkiError
+from broker.running_totals import folding
 from broker.runtime import AgentDefinition
 from broker.sealed_box import open_box
 from schemas.brokerage import BalanceInquiry, PlaceHold, PostBrokeredSettlement, ReleaseHold, ReviseHold
@@ -208,6 +209,6 @@ AGENT = AgentDefinition(
         GrantMandate: mandates.on_grant,
         RevokeMandate: mandates.on_revoke,
     },
-    background=(instruction_desk.periodic_recycle,),
+    background=(instruction_desk.periodic_recycle, folding(repo.PLACED_HOLDS)),
     batch_scope=repo.LOCKS.batch,
 )

@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from agents.settlement.instructions import Attempt, Cover, Instruction
+from agents.settlement.repo import PLACED_HOLDS
 from schemas.dvp import (
     CoverRequest,
     CoverRequestV1,
@@ -93,12 +94,11 @@ async def save_cover(connection: asyncpg.Connection, cover: Cover) -> None:
 
 
 async def held_on(connection: asyncpg.Connection, account_id: str, *, excluding: UUID | None = None) -> Decimal:
-    """What placed holds keep on the account, but for the hold ``excluding``: a total kept by a
-    trigger on ``holds`` (migration 0068), less that one hold's amount."""
+    """What placed holds keep on the account (``repo.PLACED_HOLDS``), but for the hold ``excluding``."""
     total: Decimal = await connection.fetchval(
-        """SELECT coalesce((SELECT amount FROM placed_holds WHERE account_id = $1), 0)
-                  - coalesce((SELECT amount FROM holds
-                               WHERE hold_id = $2 AND account_id = $1 AND status = 'placed'), 0)""",
+        f"""SELECT {PLACED_HOLDS.of("$1")}
+                   - coalesce((SELECT amount FROM holds
+                                WHERE hold_id = $2 AND account_id = $1 AND status = 'placed'), 0)""",
         account_id,
         excluding,
     )

@@ -9,7 +9,7 @@ from uuid import UUID
 import asyncpg
 
 from agents.settlement.domain import Account
-from agents.settlement.repo import account
+from agents.settlement.repo import PLACED_HOLDS, account
 
 
 async def accounts(connection: asyncpg.Connection, account_ids: Collection[str]) -> dict[str, Account]:
@@ -22,13 +22,9 @@ async def accounts(connection: asyncpg.Connection, account_ids: Collection[str])
 
 
 async def held(connection: asyncpg.Connection, account_ids: Collection[str]) -> dict[str, Decimal]:
-    """What placed holds keep on each account (only accounts with some): the total is kept by a
-    trigger on ``holds`` (migration 0068), so it costs the same however many holds there are."""
-    rows = await connection.fetch(
-        "SELECT account_id, amount FROM placed_holds WHERE account_id = ANY($1::text[]) AND amount > 0",
-        list(account_ids),
-    )
-    return {r["account_id"]: r["amount"] for r in rows}
+    """What placed holds keep on each account (only accounts with some): ``repo.PLACED_HOLDS``,
+    which costs the same however many holds there are."""
+    return await PLACED_HOLDS.totals(connection, list(account_ids))
 
 
 async def held_by_others(
@@ -36,28 +32,21 @@ async def held_by_others(
 ) -> dict[str, Decimal]:
     """What is held on each account by every hold but ``hold_id``: what a posting under that hold must leave."""
     rows = await connection.fetch(
-        """SELECT p.account_id, p.amount - coalesce(
-                      (SELECT h.amount FROM holds h
-                        WHERE h.hold_id = $2 AND h.account_id = p.account_id AND h.status = 'placed'), 0) AS held
-           FROM placed_holds p WHERE p.account_id = ANY($1::text[])""",
+        f"""SELECT t.key, t.amount - coalesce(h.amount, 0) AS held FROM ({PLACED_HOLDS.each("$1::text[]")}) AS t
+            LEFT JOIN holds h ON h.hold_id = $2 AND h.account_id = t.key AND h.status = 'placed'""",
         list(account_ids),
         hold_id,
     )
-    return {r["account_id"]: r["held"] for r in rows if r["held"] > 0}
+    return {r["key"]: r["held"] for r in rows if r["held"] > 0}
 
 
 async def held_drift(connection: asyncpg.Connection) -> list[tuple[str, Decimal, Decimal]]:
     """Every account whose kept total of placed holds differs from the sum over its placed holds:
-    (account, kept, summed). Empty unless migration 0068's trigger missed a write."""
-    rows = await connection.fetch(
-        """SELECT coalesce(p.account_id, s.account_id) AS account_id,
-                  coalesce(p.amount, 0) AS kept, coalesce(s.summed, 0) AS summed
-           FROM placed_holds p
-           FULL JOIN (SELECT account_id, sum(amount) AS summed FROM holds
-                      WHERE status = 'placed' GROUP BY account_id) s ON s.account_id = p.account_id
-           WHERE coalesce(p.amount, 0) <> coalesce(s.summed, 0)"""
+    (account, kept, summed). Empty unless a write bypassed migration 0068's trigger."""
+    return await PLACED_HOLDS.drift(
+        connection,
+        "SELECT account_id AS key, sum(amount) AS summed FROM holds WHERE status = 'placed' GROUP BY account_id",
     )
-    return [(r["account_id"], r["kept"], r["summed"]) for r in rows]
 
 
 async def hold_exists(connection: asyncpg.Connection, hold_id: UUID) -> bool:

@@ -23,10 +23,14 @@ from agents.settlement.domain import (
     external_account,
 )
 from broker.batch_locks import BatchLocks
+from broker.running_totals import RunningTotal
 from schemas.settlement import Posting
 
 # Account locks a group-committed batch already holds (the agent's batch scope, app.py).
 LOCKS = BatchLocks("settlement")
+# What placed holds keep on each account, kept beside the holds (migration 0068;
+# broker.running_totals) so that it costs the same however many are placed.
+PLACED_HOLDS = RunningTotal("placed_holds", "account_id")
 _BALANCE = "coalesce((SELECT sum(p.amount) FROM postings p WHERE p.account_id = a.account_id), 0)"
 
 
@@ -101,7 +105,7 @@ async def cover_view(connection: asyncpg.Connection, account_id: str, cover_id: 
     )
     row = await connection.fetchrow(
         f"""SELECT a.*, {_BALANCE} AS balance,
-                   coalesce((SELECT h.amount FROM placed_holds h WHERE h.account_id = $1), 0) AS held,
+                   {PLACED_HOLDS.of("$1")} AS held,
                    EXISTS (SELECT 1 FROM covers c WHERE c.cover_id = $2) AS duplicate
             FROM (VALUES (1)) AS one (x) LEFT JOIN accounts a ON a.account_id = $1""",
         account_id,

@@ -1,24 +1,37 @@
-"""Running totals kept beside the rows they sum (issue 8, migration 0068): a buyer's open buy
-exposure at the exchange and what placed holds keep on an account at settlement. A trigger moves
-each total with every write to its rows, so an order's acceptance and a cover read one row
-however many orders rest or holds are placed. Here every kind of write — insert, partial fill,
-fill, cancel, a price or owner changed, delete, a rolled-back transaction — is made in SQL, as a
-command or a hand repair would, in a random sequence, and the totals are compared with the sums
-after each one."""
+"""Running totals kept beside the rows they sum (issue 8, migration 0068, broker.running_totals):
+a buyer's open buy exposure at the exchange and what placed holds keep on an account at
+settlement. A trigger records every change of a row's share as a row of its own, which the
+agents fold into the amounts every second, so an order's acceptance and a cover read a
+second's worth of rows however many orders rest or holds are placed. Here every kind of write —
+insert, partial fill, fill, cancel, a price or owner changed, delete, a rolled-back transaction —
+is made in SQL, as a command or a hand repair would, in a random sequence with folds between,
+and the totals are compared with the sums after each one; two writers of one total never wait
+on each other (review found the first design, one row updated in place, deadlocking the end of
+day with the exchange's batch), and the migration leaves out no write made while it ran."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from agents.exchange import order_repo
+from agents.exchange.app import AGENT as EXCHANGE
 from agents.settlement import dvp_repo, funds_repo
 from agents.settlement import repo as settlement_repo
+from agents.settlement.app import AGENT as SETTLEMENT
+from broker.migrate import migrate
+from broker.progress import TaskState
+from broker.runtime import started
+from broker.settings import Settings
+from tests import support
+from tests.conftest import DATABASE_URL, MIGRATIONS, database_url
 
 ISSUE = "TOTALS"
 USERS = ("alice", "bob", "carol")
@@ -116,7 +129,14 @@ async def reopen_hold(conn: asyncpg.Connection, rng: random.Random) -> None:
     )
 
 
-WRITES = (place_order, place_order, change_order, change_order, place_hold, change_hold, change_hold, reopen_hold)
+async def fold(conn: asyncpg.Connection, _: random.Random) -> None:
+    await conn.execute("SET search_path TO exchange")
+    await order_repo.OPEN_BUY_EXPOSURE.fold(conn)
+    await conn.execute("SET search_path TO settlement")
+    await settlement_repo.PLACED_HOLDS.fold(conn)
+
+
+WRITES = (place_order, place_order, change_order, change_order, place_hold, change_hold, change_hold, reopen_hold, fold)
 
 
 async def assert_totals_match(conn: asyncpg.Connection) -> None:
@@ -135,6 +155,10 @@ async def test_the_totals_follow_every_kind_of_write(connection: asyncpg.Connect
     opened = await connection.fetchval("SELECT count(*) FROM exchange.orders WHERE status = 'open' AND side = 'buy'")
     placed = await connection.fetchval("SELECT count(*) FROM settlement.holds WHERE status = 'placed'")
     assert opened > 0 and placed > 0  # the sequence left something to sum, so the comparison could fail
+    await fold(connection, rng)
+    assert await connection.fetchval("SELECT count(*) FROM exchange.open_buy_exposure_changes") == 0
+    assert await connection.fetchval("SELECT count(*) FROM settlement.placed_holds_changes") == 0
+    await assert_totals_match(connection)  # all of it now in the folded amounts
 
 
 async def test_a_rolled_back_write_leaves_the_totals_as_they_were(connection: asyncpg.Connection) -> None:
@@ -143,16 +167,110 @@ async def test_a_rolled_back_write_leaves_the_totals_as_they_were(connection: as
         await place_order(connection, rng)
         await place_hold(connection, rng)
     await connection.execute("SET search_path TO exchange")
-    before = await connection.fetch("SELECT * FROM exchange.open_buy_exposure ORDER BY user_id")
-    held = await connection.fetch("SELECT * FROM settlement.placed_holds ORDER BY account_id")
+    before = await totals(connection)
+    assert before != ({}, {})
     with pytest.raises(asyncpg.CheckViolationError):
         async with connection.transaction():
             await connection.execute("UPDATE exchange.orders SET status = 'cancelled'")
             await connection.execute("UPDATE settlement.holds SET status = 'released'")
             await connection.execute("UPDATE settlement.holds SET amount = -1")  # refused: the whole of it undone
-    assert await connection.fetch("SELECT * FROM exchange.open_buy_exposure ORDER BY user_id") == before
-    assert await connection.fetch("SELECT * FROM settlement.placed_holds ORDER BY account_id") == held
+    assert await totals(connection) == before
     await assert_totals_match(connection)
+
+
+async def insert_buy(conn: asyncpg.Connection, issue: str) -> int:
+    """A buy of alice's resting in ``issue`` (search path: exchange)."""
+    number: int = await conn.fetchval(
+        """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
+               price, quantity, remaining, time_in_force, priority, status, settlement_account, request_hash)
+           VALUES (nextval('acceptance_numbers'), 'c' || currval('acceptance_numbers'), 'alice', $1, 'buy',
+                   'limit', 10, 100, 100, 'day', currval('acceptance_numbers'), 'open', 'acct', 'hash')
+           RETURNING acceptance_number""",
+        issue,
+    )
+    return number
+
+
+async def totals(conn: asyncpg.Connection) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+    exposure = await conn.fetch(order_repo.OPEN_BUY_EXPOSURE.kept.replace("FROM open", "FROM exchange.open"))
+    held = await conn.fetch(settlement_repo.PLACED_HOLDS.kept.replace("FROM placed", "FROM settlement.placed"))
+    return {r["key"]: r["amount"] for r in exposure}, {r["key"]: r["amount"] for r in held}
+
+
+async def test_two_writers_of_one_total_never_wait_on_each_other(database: str, connection: asyncpg.Connection) -> None:
+    """The end of day cancels alice's buy in one issue while the exchange's batch books a new buy
+    of hers in another (and settlement's batch releases a hold on an account its recycle earmarks
+    on): each write moves the same total, and neither may wait for the other's commit — with the
+    other locks each holds, a wait there was a deadlock."""
+    await connection.execute("SET search_path TO exchange")
+    await order_repo.list_instrument(connection, "OTHER", "common", Decimal(1000))
+    cancelled = await insert_buy(connection, ISSUE)
+    rng = random.Random(11)
+    await place_hold(connection, rng)
+    hold = await connection.fetchrow("SELECT hold_id, account_id FROM settlement.holds LIMIT 1")
+    first = await asyncpg.connect(database, server_settings={"search_path": "exchange"})
+    second = await asyncpg.connect(database, server_settings={"search_path": "exchange", "lock_timeout": "2s"})
+    try:
+        async with first.transaction():
+            await first.execute(
+                "UPDATE orders SET status = 'cancelled', cancel_reason = 'expired' WHERE acceptance_number = $1",
+                cancelled,
+            )
+            await first.execute("UPDATE settlement.holds SET status = 'released' WHERE hold_id = $1", hold["hold_id"])
+            async with second.transaction():  # raises LockNotAvailableError after 2 s if it waits
+                await insert_buy(second, "OTHER")
+                await second.execute("SET search_path TO settlement")
+                await second.execute(
+                    """INSERT INTO holds (hold_id, account_id, owner, amount, status)
+                       VALUES (gen_random_uuid(), $1, 'x', 5, 'placed')""",
+                    hold["account_id"],
+                )
+                await settlement_repo.PLACED_HOLDS.fold(second)  # a fold meanwhile waits on neither
+                await second.execute("SET search_path TO exchange")
+                await order_repo.OPEN_BUY_EXPOSURE.fold(second)
+    finally:
+        await first.close()
+        await second.close()
+    await assert_totals_match(connection)
+
+
+async def test_a_write_made_while_the_migration_runs_is_counted(tmp_path: Path) -> None:
+    """The backfill and the trigger are one transaction that locks out writes: an order written
+    while migration 0068 runs is in the backfill or moves the total, never neither."""
+    name = f"kabuto_totals_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(DATABASE_URL)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = database_url(name)
+    before = tmp_path / "before"
+    before.mkdir()
+    for migration in sorted(MIGRATIONS.glob("*.sql")):
+        if migration.name < "0068":
+            (before / migration.name).write_text(migration.read_text())
+    try:
+        await migrate(url, before)
+        writer = await asyncpg.connect(url, server_settings={"search_path": "exchange"})
+        await order_repo.list_instrument(writer, ISSUE, "common", Decimal(1000))
+        async with writer.transaction():
+            await insert_buy(writer, ISSUE)
+            migrating = asyncio.ensure_future(migrate(url, MIGRATIONS))
+
+            async def waits_for_the_writer() -> bool:
+                return bool(
+                    await admin.fetchval(
+                        """SELECT true FROM pg_stat_activity
+                           WHERE datname = $1 AND wait_event_type = 'Lock'""",  # only the migration waits
+                        name,
+                    )
+                )
+
+            await support.eventually(waits_for_the_writer)
+        assert "0068_running_open_totals.sql" in await migrating
+        assert await order_repo.exposure_drift(writer) == []
+        assert await order_repo.open_buy_exposure(writer, "alice") == 1000
+        await writer.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 async def test_the_readers_see_the_totals(connection: asyncpg.Connection) -> None:
@@ -188,3 +306,34 @@ async def test_the_readers_see_the_totals(connection: asyncpg.Connection) -> Non
     await funds_repo.release(connection, first)
     assert await funds_repo.held(connection, ACCOUNTS) == {"acct-a": Decimal(40)}
     assert await funds_repo.held_by_others(connection, ACCOUNTS, second) == {}
+
+
+async def test_the_exchange_and_settlement_fold_their_totals_every_second(settings: Settings) -> None:
+    """The fold is a background job of each agent (supervised, with a heartbeat): the changes a
+    write recorded move into the amounts by themselves."""
+    async with started([EXCHANGE, SETTLEMENT], settings) as agents:
+        exchange, settlement = agents["exchange"], agents["settlement"]
+
+        async def write(connection: asyncpg.Connection) -> None:
+            await order_repo.list_instrument(connection, ISSUE, "common", Decimal(1000))
+            await insert_buy(connection, ISSUE)
+
+        await exchange.query(write)
+        await settlement.query(
+            lambda c: c.execute(
+                """INSERT INTO accounts (account_id, owner_user_id) VALUES ('acct-f', 'f');
+                   INSERT INTO holds (hold_id, account_id, owner, amount, status)
+                   VALUES (gen_random_uuid(), 'acct-f', 'x', 7, 'placed')"""
+            )
+        )
+
+        async def folded() -> bool:
+            changes = await exchange.query(lambda c: c.fetchval("SELECT count(*) FROM open_buy_exposure_changes"))
+            changes += await settlement.query(lambda c: c.fetchval("SELECT count(*) FROM placed_holds_changes"))
+            return changes == 0
+
+        await support.eventually(folded)
+        assert await exchange.query(lambda c: c.fetchval("SELECT amount FROM open_buy_exposure")) == 1000
+        assert await settlement.query(lambda c: c.fetchval("SELECT amount FROM placed_holds")) == 7
+        for agent in (exchange, settlement):
+            await agent.heartbeats.beat("fold_running_totals").until(TaskState.RUNNING)
