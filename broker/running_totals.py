@@ -7,7 +7,9 @@ each other for it, whatever order their other locks come in. ``fold`` moves the 
 the amounts in one statement; an agent runs it every ``FOLD_EVERY`` (``folding``), and it is the
 only writer of the amounts. A reader adds the amount and the changes not folded yet, which one
 statement reads from one snapshot: a fold commits the deleted changes and the new amounts at
-once, so a reader sees both before or both after.
+once, so a reader sees both before or both after. What a reader passes is about a second's
+worth of changes, plus the index entries of folded ones until autovacuum clears them (the
+migration sets the change tables to be vacuumed every round they have a thousand dead rows).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ class RunningTotal:
     key: str
 
     def of(self, key: str) -> str:
-        """A SQL expression for the total of the key the SQL expression ``key`` gives."""
+        """A SQL expression for the total of the key the SQL expression ``key`` gives: a
+        parameter (``$1``) or a qualified column — a bare column named like this total's key
+        column would be read from the inner tables."""
         return (
             f"(coalesce((SELECT amount FROM {self.table} WHERE {self.key} = {key}), 0)"
             f" + coalesce((SELECT sum(change) FROM {self.table}_changes WHERE {self.key} = {key}), 0))"
@@ -88,7 +92,8 @@ class RunningTotal:
 
 
 def folding(*totals: RunningTotal) -> Background:
-    """The background job that folds ``totals`` every ``FOLD_EVERY``, for an agent's definition."""
+    """The background job that folds ``totals`` every ``FOLD_EVERY``, for an agent's definition
+    (one per agent: its heartbeat is named ``fold_running_totals``)."""
 
     async def fold_running_totals(runtime: AgentRuntime) -> None:
         while True:

@@ -12,11 +12,15 @@
 -- * the agent folds the changes into the amounts every second (`fold` in order_repo and
 --   funds_repo, a background job), in one short transaction that is the only writer of the
 --   amounts and takes them in key order;
--- * a reader adds the amount and the changes not folded yet: a second's worth of rows at most,
---   however many orders rest or holds are placed.
+-- * a reader adds the amount and the changes not folded yet — about a second's worth, plus the
+--   index entries of folded ones until autovacuum clears them (set below to vacuum the change
+--   tables each round they have a thousand dead rows) — however many orders rest or holds are
+--   placed.
 -- A row's share of its total: an open buy's remaining × price (a market order has no price and
 -- adds nothing, as the sum skipped it); a placed hold's amount. Each table is locked against
--- writes for this migration, so no write can fall between the backfill and its trigger. The
+-- writes for this migration, so no write can fall between the backfill and its trigger, and
+-- nothing here takes a stronger lock on it after that (a running agent that read the table
+-- before the lock and writes it after would deadlock with a lock upgrade). The
 -- trigger functions carry their schema's search path, so a write from any session is recorded.
 -- The totals equal the sums unless a statement bypasses row triggers (TRUNCATE, triggers
 -- disabled); tests and the fault suite compare them (order_repo.exposure_drift,
@@ -36,6 +40,9 @@ CREATE TABLE open_buy_exposure_changes (
     change   numeric NOT NULL
 );
 CREATE INDEX open_buy_exposure_changes_by_user ON open_buy_exposure_changes (user_id);
+-- Folded changes are deleted, and a reader's index scan passes their entries until a vacuum
+-- clears them: vacuum this table every autovacuum round it has a thousand dead rows in.
+ALTER TABLE open_buy_exposure_changes SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 
 INSERT INTO open_buy_exposure (user_id, amount)
 SELECT user_id, sum(remaining * price) FROM orders
@@ -77,9 +84,6 @@ CREATE TRIGGER orders_record_open_buy_exposure_change
     AFTER INSERT OR DELETE OR UPDATE OF user_id, side, status, remaining, price ON orders
     FOR EACH ROW EXECUTE FUNCTION record_open_buy_exposure_change();
 
--- The partial index of migration 0067 served only the sum the readers no longer take.
-DROP INDEX orders_open_buys;
-
 
 SET search_path TO settlement;
 
@@ -95,6 +99,7 @@ CREATE TABLE placed_holds_changes (
     change      numeric NOT NULL
 );
 CREATE INDEX placed_holds_changes_by_account ON placed_holds_changes (account_id);
+ALTER TABLE placed_holds_changes SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 
 INSERT INTO placed_holds (account_id, amount)
 SELECT account_id, sum(amount) FROM holds WHERE status = 'placed' GROUP BY account_id;

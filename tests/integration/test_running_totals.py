@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -27,7 +28,6 @@ from agents.settlement import dvp_repo, funds_repo
 from agents.settlement import repo as settlement_repo
 from agents.settlement.app import AGENT as SETTLEMENT
 from broker.migrate import migrate
-from broker.progress import TaskState
 from broker.runtime import started
 from broker.settings import Settings
 from tests import support
@@ -234,9 +234,12 @@ async def test_two_writers_of_one_total_never_wait_on_each_other(database: str, 
     await assert_totals_match(connection)
 
 
-async def test_a_write_made_while_the_migration_runs_is_counted(tmp_path: Path) -> None:
-    """The backfill and the trigger are one transaction that locks out writes: an order written
-    while migration 0068 runs is in the backfill or moves the total, never neither."""
+async def test_writes_made_while_the_migration_runs_are_counted_and_nothing_deadlocks(tmp_path: Path) -> None:
+    """The backfill and the trigger are one transaction that locks out writes: an order and a
+    hold written while migration 0068 runs are each in the backfill or move the total, never
+    neither (review found a write in flight counted nowhere). And a running exchange that read
+    its orders before the migration's lock and writes them after does not deadlock with it
+    (review found 0068 dropping an index — an exclusive lock on top of its own — doing so)."""
     name = f"kabuto_totals_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(DATABASE_URL)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -246,31 +249,64 @@ async def test_a_write_made_while_the_migration_runs_is_counted(tmp_path: Path) 
     for migration in sorted(MIGRATIONS.glob("*.sql")):
         if migration.name < "0068":
             (before / migration.name).write_text(migration.read_text())
+
+    connections: list[asyncpg.Connection] = []
     try:
         await migrate(url, before)
-        writer = await asyncpg.connect(url, server_settings={"search_path": "exchange"})
+        inspector = await asyncpg.connect(url)
+        connections.append(inspector)
+        for _ in range(3):
+            connections.append(await asyncpg.connect(url, server_settings={"search_path": "exchange"}))
+        _, writer, holder, reader = connections
         await order_repo.list_instrument(writer, ISSUE, "common", Decimal(1000))
-        async with writer.transaction():
-            await insert_buy(writer, ISSUE)
-            migrating = asyncio.ensure_future(migrate(url, MIGRATIONS))
-
-            async def waits_for_the_writer() -> bool:
-                return bool(
-                    await admin.fetchval(
-                        """SELECT true FROM pg_stat_activity
-                           WHERE datname = $1 AND wait_event_type = 'Lock'""",  # only the migration waits
-                        name,
-                    )
-                )
-
-            await support.eventually(waits_for_the_writer)
-        assert "0068_running_open_totals.sql" in await migrating
+        resting = await insert_buy(writer, ISSUE)
+        await holder.execute("INSERT INTO settlement.accounts (account_id, owner_user_id) VALUES ('acct-m', 'm')")
+        writing, holding, reading = writer.transaction(), holder.transaction(), reader.transaction()
+        for transaction in (writing, holding, reading):
+            await transaction.start()
+        await insert_buy(writer, ISSUE)  # in flight when the migration starts
+        await holder.execute(
+            """INSERT INTO settlement.holds (hold_id, account_id, owner, amount, status)
+               VALUES (gen_random_uuid(), 'acct-m', 'x', 9, 'placed')"""
+        )
+        await reader.fetch("SELECT * FROM orders WHERE status = 'open'")  # a book loaded
+        migrating = asyncio.ensure_future(migrate(url, MIGRATIONS))
+        orders_oid = await inspector.fetchval("SELECT 'exchange.orders'::regclass::oid")
+        await support.eventually(lambda: waits_on_oid(admin, name, orders_oid))
+        await writing.commit()
+        holds_oid = await inspector.fetchval("SELECT 'settlement.holds'::regclass::oid")
+        await support.eventually(lambda: waits_on_oid(admin, name, holds_oid))
+        # 0068 holds orders now: the exchange's fill waits for it, and must not deadlock with it.
+        filling = asyncio.ensure_future(
+            reader.execute("UPDATE orders SET remaining = 50 WHERE acceptance_number = $1", resting)
+        )
+        await support.eventually(lambda: waits_on_oid(admin, name, orders_oid))
+        await holding.commit()
+        await filling
+        await reading.commit()
+        assert await migrating == ["0068_running_open_totals.sql", "0069_drop_open_buys_index.sql"]
         assert await order_repo.exposure_drift(writer) == []
-        assert await order_repo.open_buy_exposure(writer, "alice") == 1000
-        await writer.close()
+        assert await order_repo.open_buy_exposure(writer, "alice") == 1500
+        await writer.execute("SET search_path TO settlement")
+        assert await funds_repo.held_drift(writer) == []
+        assert await funds_repo.held(writer, ["acct-m"]) == {"acct-m": 9}
     finally:
+        for connection in connections:
+            await connection.close()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def waits_on_oid(admin: asyncpg.Connection, database: str, relation: int) -> bool:
+    """Someone in ``database`` waits for a lock on ``relation``."""
+    return bool(
+        await admin.fetchval(
+            """SELECT true FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+               WHERE a.datname = $1 AND NOT l.granted AND l.relation = $2""",
+            database,
+            relation,
+        )
+    )
 
 
 async def test_the_readers_see_the_totals(connection: asyncpg.Connection) -> None:
@@ -335,5 +371,6 @@ async def test_the_exchange_and_settlement_fold_their_totals_every_second(settin
         await support.eventually(folded)
         assert await exchange.query(lambda c: c.fetchval("SELECT amount FROM open_buy_exposure")) == 1000
         assert await settlement.query(lambda c: c.fetchval("SELECT amount FROM placed_holds")) == 7
-        for agent in (exchange, settlement):
-            await agent.heartbeats.beat("fold_running_totals").until(TaskState.RUNNING)
+        since = time.monotonic()
+        for agent in (exchange, settlement):  # a round completed: what `kabuto health` watches
+            await agent.heartbeats.beat("fold_running_totals").until_progress(since)
