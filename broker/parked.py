@@ -128,32 +128,23 @@ class ParkedRetry:
             for delay in SOON:
                 await asyncio.sleep(delay)
                 with self.beat.round():
-                    await self.retry_once()
-                if not await self.any_parked():
+                    still_parked = await self.retry_once()
+                if not still_parked:
                     break
 
-    async def any_parked(self) -> bool:
-        return bool(
-            await self.pool.fetchval(
-                """SELECT true FROM outbox
-                   WHERE failed_at IS NOT NULL AND published_at IS NULL AND error LIKE $1 LIMIT 1""",
-                UNROUTABLE,
-            )
-        )
-
     async def retry_once(self) -> int:
-        """Probe each parked routing key with its oldest row; returns how many keys became routable."""
+        """Probe each parked routing key with its oldest row; returns how many keys are still parked."""
         heads = await self.pool.fetch(
             """SELECT DISTINCT ON (routing_key) seq, message_id, message_type, exchange, routing_key, body, headers
                FROM outbox WHERE failed_at IS NOT NULL AND published_at IS NULL AND error LIKE $1
                ORDER BY routing_key, seq""",
             UNROUTABLE,
         )
-        routable = 0
+        still_parked = 0
         for head in heads:
-            if await self._publish(head):
-                routable += 1
-        return routable
+            if not await self._publish(head):
+                still_parked += 1
+        return still_parked
 
     async def _publish(self, head: asyncpg.Record) -> bool:
         exchange = self.exchanges.events if head["exchange"] == "events" else self.exchanges.messages

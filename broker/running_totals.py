@@ -47,19 +47,17 @@ class RunningTotal:
     @property
     def kept(self) -> str:
         """A SQL query of every key's total, as (key, amount) rows: folded and not."""
-        return (
-            f"SELECT {self.key} AS key, sum(amount) AS amount FROM"
-            f" (SELECT {self.key}, amount FROM {self.table}"
-            f"  UNION ALL SELECT {self.key}, change FROM {self.table}_changes) AS parts GROUP BY {self.key}"
-        )
+        return self._grouped("")
 
     def each(self, keys: str) -> str:
         """A SQL query of (key, amount) rows, the total of each key in the SQL array ``keys``."""
+        return self._grouped(f" WHERE {self.key} = ANY({keys})")
+
+    def _grouped(self, where: str) -> str:
         return (
             f"SELECT {self.key} AS key, sum(amount) AS amount FROM"
-            f" (SELECT {self.key}, amount FROM {self.table} WHERE {self.key} = ANY({keys})"
-            f"  UNION ALL SELECT {self.key}, change FROM {self.table}_changes WHERE {self.key} = ANY({keys})) AS parts"
-            f" GROUP BY {self.key}"
+            f" (SELECT {self.key}, amount FROM {self.table}{where}"
+            f"  UNION ALL SELECT {self.key}, change FROM {self.table}_changes{where}) AS parts GROUP BY {self.key}"
         )
 
     async def totals(self, connection: asyncpg.Connection, keys: list[str]) -> dict[str, Decimal]:

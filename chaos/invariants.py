@@ -112,7 +112,7 @@ async def check(
         *await _shares(connection, market, trades.certificate),
         *await _custody(connection, market, trades.book_entry),
         *await _credit(connection, market, purchases),
-        *await _running_totals(connection),
+        *await running_totals(connection),
         *await _plumbing(settings),
     ]
 
@@ -327,7 +327,7 @@ async def _balances(connection: asyncpg.Connection, accounts: list[str]) -> dict
     return {account: found.get(account, Decimal(0)) for account in accounts}
 
 
-async def _running_totals(connection: asyncpg.Connection) -> list[Anomaly]:
+async def running_totals(connection: asyncpg.Connection) -> list[Anomaly]:
     """The totals kept beside their rows (migration 0068) still equal the sums of those rows."""
     found = []
     for schema, drift in (("exchange", order_repo.exposure_drift), ("settlement", funds_repo.held_drift)):

@@ -23,14 +23,13 @@ import aio_pika
 import asyncpg
 import pytest
 
-from agents.exchange import order_repo
 from agents.exchange.warm_book import BOOKS
-from agents.settlement import funds_repo
 from broker import event_loop, provisioning, topology
 from broker.migrate import migrate
 from broker.pki import KeyStore, default_participant, platform_participants
 from broker.settings import AGENT_IDS, Settings, load
 from broker.topology import Names
+from chaos import invariants
 from schemas.identity import Role
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -129,11 +128,9 @@ async def database(template_database: str) -> AsyncIterator[str]:
 async def assert_running_totals_match(url: str) -> None:
     """Whatever a test did through the agents, the totals kept beside their rows (migration 0068)
     still equal the sums of those rows."""
-    connection = await asyncpg.connect(url, server_settings={"search_path": "exchange"})
+    connection = await asyncpg.connect(url)
     try:
-        assert await order_repo.exposure_drift(connection) == [], "open buy exposure drifted from the orders"
-        await connection.execute("SET search_path TO settlement")
-        assert await funds_repo.held_drift(connection) == [], "placed holds total drifted from the holds"
+        assert await invariants.running_totals(connection) == []
     finally:
         await connection.close()
 
