@@ -37,8 +37,10 @@ class Context:
     def message_id(self) -> UUID | None:
         return self.envelope.message_id if self.envelope else None
 
-    def emit(self, payload: Message, *, to: str | None = None) -> Sealed:
-        """Seal ``payload`` to ``to`` (or to integrators, for an event) in this conversation."""
+    def emit(self, payload: Message, *, to: str | None = None, conversation: UUID | None = None) -> Sealed:
+        """Seal ``payload`` to ``to`` (or to integrators, for an event) in this conversation, or
+        in ``conversation``: the answer to a request this handler did not receive (a request
+        answered once something later happened)."""
         spec = type(payload).spec
         if spec.is_event != (to is None):
             raise ValueError(f"{spec.type}: events have no recipient; messages need one")
@@ -47,7 +49,7 @@ class Context:
             payload,
             recipient=to,
             now=self.now,
-            correlation_id=self.envelope.correlation_id if self.envelope else None,
+            correlation_id=conversation or (self.envelope.correlation_id if self.envelope else None),
             causation_id=self.message_id,
         )
         self.emitted.append(sealed)

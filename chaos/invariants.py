@@ -25,7 +25,7 @@ from enum import StrEnum
 
 import asyncpg
 
-from agents.exchange import order_repo
+from agents.exchange import order_repo, standing_repo
 from agents.settlement import funds_repo
 from broker import ops
 from broker.settings import AGENT_IDS, Settings
@@ -328,9 +328,14 @@ async def _balances(connection: asyncpg.Connection, accounts: list[str]) -> dict
 
 
 async def running_totals(connection: asyncpg.Connection) -> list[Anomaly]:
-    """The totals kept beside their rows (migration 0068) still equal the sums of those rows."""
+    """The totals kept beside their rows (migrations 0068, 0070) still equal the sums of those rows."""
     found = []
-    for schema, drift in (("exchange", order_repo.exposure_drift), ("settlement", funds_repo.held_drift)):
+    drifts = (
+        ("exchange", order_repo.exposure_drift),
+        ("exchange", standing_repo.drawn_drift),
+        ("settlement", funds_repo.held_drift),
+    )
+    for schema, drift in drifts:
         await connection.execute(f"SET search_path TO {schema}")
         for key, kept, summed in await drift(connection):
             found.append(Anomaly(Kind.UNEXPECTED, f"{schema} running total of {key}", f"{kept} (rows: {summed})"))

@@ -6,6 +6,7 @@ id, place idempotent orders, check events, replay the events journal. See
 docs/client.md; ``examples/place_orders.py`` runs it end to end.
 """
 
+from kabuto_client.covers import close_standing_cover, open_standing_cover
 from kabuto_client.events import JOURNAL_FRESHNESS, JournalEntry, open_event, replay
 from kabuto_client.orders import buy_order, dividend, handover, place, sell_order, verified
 from kabuto_client.participant import ClientError, Conversation, Participant, Refusal
@@ -18,9 +19,11 @@ __all__ = [
     "Participant",
     "Refusal",
     "buy_order",
+    "close_standing_cover",
     "dividend",
     "handover",
     "open_event",
+    "open_standing_cover",
     "place",
     "replay",
     "sell_order",

@@ -49,7 +49,7 @@ def buy_order(
         user_id=me.user_id,
         issue_code=issue_code,
         terms=_terms(Side.BUY, quantity, price, time_in_force),
-        settlement_account=seal_account(me.trust, me.user_id, account),
+        settlement_account=me.account_box(account),
         holder_name=holder_name,
         holder_address=holder_address,
     )

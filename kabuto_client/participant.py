@@ -37,6 +37,7 @@ from broker.envelope import Freshness, Opened, Sealed, open_delivery, seal
 from broker.errors import Rejected
 from broker.participants import open_messages_exchange, open_reply_queue
 from broker.pki import Identity, KeyStore, PkiError, load_certificate, participant_of
+from broker.sealed_box import seal_account
 from broker.topology import Names
 from broker.trust import TrustStore
 from schemas.catalogue import Message
@@ -112,6 +113,7 @@ class Participant:
         self._exchange = exchange
         self._conversations: dict[UUID, Conversation] = {}
         self._seen_ids: set[UUID] = set()
+        self._account_boxes: dict[str, str] = {}
 
     @classmethod
     @asynccontextmanager
@@ -177,6 +179,14 @@ class Participant:
     @property
     def user_id(self) -> str:
         return self.identity.user_id
+
+    def account_box(self, account: str) -> str:
+        """``account`` sealed to settlement for this participant's orders (R-001-06), sealed once
+        and reused: a buy order draws on a standing cover only with the very box the cover was
+        opened with (docs/dvp.md, "Standing cover")."""
+        if account not in self._account_boxes:
+            self._account_boxes[account] = seal_account(self.trust, self.user_id, account)
+        return self._account_boxes[account]
 
     async def _consume(self, connection: AbstractConnection) -> None:
         queue = await open_reply_queue(connection, self.names, self.user_id, prefetch=32)

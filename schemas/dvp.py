@@ -129,6 +129,89 @@ class CoverRelease(Message):
     cover_id: UUID
 
 
+# -- standing cover (docs/dvp.md, "Standing cover") -------------------------------------------
+
+
+class StandingCoverRefusal(StrEnum):
+    """Why a standing cover was not opened or closed: settlement's cover reasons and the exchange's own."""
+
+    UNKNOWN_ACCOUNT = "unknown_account"
+    ACCOUNT_NOT_OWNED = "account_not_owned"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    DUPLICATE_COVER = "duplicate_cover"
+    SEALED_FIELD_INVALID = "sealed_field_invalid"
+    USER_MISMATCH = "user_mismatch"
+    STANDING_COVER_EXISTS = "standing_cover_exists"
+    UNKNOWN_COVER = "unknown_cover"
+    NOT_ACTIVE = "not_active"
+
+
+_BUYERS = {Role.INVESTOR, Role.BROKERAGE}
+
+
+@message("standing_cover.open", senders=_BUYERS, recipients={Role.EXCHANGE})
+class OpenStandingCover(Message):
+    """Set cash aside once for buy orders: settlement holds ``amount`` on the account, and every
+    buy order sealed with the same account box draws its worst case on it at acceptance, so the
+    exchange books it in the hop that receives it (no per-order cover request)."""
+
+    cover_id: UUID
+    user_id: ParticipantId
+    account: SealedText = Field(
+        description="The settlement account sealed to settlement, context order.submit/settlement_account/<user_id>: "
+        "the very box the buyer's orders carry (orders with another box take a per-order cover)."
+    )
+    amount: Amount = Field(gt=0)
+    currency: Currency = "JPY"
+
+
+@message("settlement.standing_cover.request", senders={Role.EXCHANGE}, recipients={Role.SETTLEMENT})
+class StandingCoverRequest(Message):
+    """Hold ``amount`` on the buyer's own account as a standing cover; answered with
+    ``settlement.cover.granted`` or ``settlement.cover.refused`` under the same cover id."""
+
+    cover_id: UUID
+    user_id: ParticipantId
+    account: SealedText = Field(description="The buyer's sealed box, forwarded unopened.")
+    amount: Amount = Field(gt=0)
+    currency: Currency = "JPY"
+
+
+@message("standing_cover.opened", senders={Role.EXCHANGE}, recipients=_BUYERS)
+class StandingCoverOpened(Message):
+    """Settlement holds the amount; buy orders with the cover's box now draw on it."""
+
+    cover_id: UUID
+    amount: Amount
+
+
+@message("standing_cover.refused", senders={Role.EXCHANGE}, recipients=_BUYERS)
+class StandingCoverRefused(Message):
+    """The open or the close was refused; nothing changed."""
+
+    cover_id: UUID
+    reason: StandingCoverRefusal
+    detail: str
+
+
+@message("standing_cover.close", senders=_BUYERS, recipients={Role.EXCHANGE})
+class CloseStandingCover(Message):
+    """Stop drawing on the cover; it is released once no order drawn on it is open and no trade
+    of one is unsettled (resting orders keep it until they end)."""
+
+    cover_id: UUID
+
+
+@message("standing_cover.closed", senders={Role.EXCHANGE}, recipients=_BUYERS)
+class StandingCoverClosed(Message):
+    """The cover is released: settlement frees what was not spent."""
+
+    cover_id: UUID
+    amount: Amount
+    spent: Amount = Field(description="What the settled trades drawn on it paid.")
+
+
 # -- the securities leg --------------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.exchange import order_repo, prices, repo, trading
+from agents.exchange import order_repo, prices, repo, standing_repo, trading
 from agents.exchange.warm_book import BOOKS
 from broker import logs
 from broker.context import Context
@@ -39,5 +39,5 @@ AGENT = AgentDefinition(
     ),
     # and a group-committed batch passes them from handler to handler, sealed once at its end.
     batch_scope=BOOKS.batch,
-    background=(folding(order_repo.OPEN_BUY_EXPOSURE),),
+    background=(folding(order_repo.OPEN_BUY_EXPOSURE, standing_repo.STANDING_COVER_DRAWN),),
 )

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from agents.exchange import acceptance, trading
+from agents.exchange import acceptance, standing, trading
 from agents.exchange.acceptance import Instrument
 from broker import logs
 from broker.context import Context
@@ -96,7 +96,8 @@ async def on_granted(answer: CoverGranted, ctx: Context) -> None:
     """The cover is held: check the order again (the book may have moved) and book it."""
     taken = await _take(ctx.connection, answer.cover_id, "booked")
     if taken is None:
-        log.warning("cover_grant_ignored", cover_id=str(answer.cover_id))
+        if not await standing.on_granted(answer, ctx):
+            log.warning("cover_grant_ignored", cover_id=str(answer.cover_id))
         return
     request, sender, digest = taken
     read = await trading.view(ctx, request, booking=True)
@@ -113,6 +114,7 @@ async def on_granted(answer: CoverGranted, ctx: Context) -> None:
 async def on_refused(answer: CoverRefused, ctx: Context) -> None:
     taken = await _take(ctx.connection, answer.cover_id, "refused", answer.reason.value)
     if taken is None:
+        await standing.on_refused(answer, ctx)
         return
     request, _, digest = taken
     refusal = acceptance.Refusal(_REFUSALS[answer.reason], answer.detail)

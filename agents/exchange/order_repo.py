@@ -16,6 +16,7 @@ import asyncpg
 
 from agents.exchange.acceptance import Books, Instrument
 from agents.exchange.book import Execution, Order, OrderBook
+from agents.exchange.standing_repo import STANDING_COVER_DRAWN, Room
 from broker.running_totals import RunningTotal
 from schemas.certificates import EndorsedCertificate
 from schemas.trading import CancelReason, Fill, OrderType, Side, SubmitOrder, TimeInForce
@@ -38,6 +39,11 @@ class OrderRecord:
     certificate: EndorsedCertificate | None
     cover_id: UUID | None = None
     safekeeping_account: str | None = None
+    cover_unit: Decimal | None = None  # set when cover_id is a standing cover the order drew on
+
+    @property
+    def standing_cover(self) -> UUID | None:
+        return self.cover_id if self.cover_unit is not None else None
 
 
 async def list_instrument(
@@ -68,8 +74,10 @@ class AcceptanceView:
     books: Books
     existing: tuple[int, str | None] | None  # the order already under this client order id: OAN, payload digest
     pending: bool  # a buy order under this client order id waits for its cover
-    # Drawn when the view was read for booking a new order (a sell, or a buy whose cover came).
+    # Drawn when the view was read for booking a new order (a sell, or a buy whose cover came),
+    # or for a buy order that may draw on a standing cover.
     acceptance_number: int | None = None
+    standing: Room | None = None  # the buyer's active standing cover for the order's account box
 
 
 async def acceptance_view(
@@ -80,15 +88,19 @@ async def acceptance_view(
     cert_id: UUID | None,
     *,
     booking: bool = False,
+    account_box: str | None = None,
 ) -> AcceptanceView:
     """One round trip for what S71–S88 and idempotent resubmission need (issue 8: every
     statement of order entry is a round trip on the exchange's hottest path). ``booking``:
     the order is booked if it passes, so its acceptance number is drawn in the same round trip
-    (an order the checks then refuse leaves a gap in the numbers, as a rolled-back one does)."""
+    (an order the checks then refuse leaves a gap in the numbers, as a rolled-back one does).
+    ``account_box``: a buy order's sealed account, to find the standing cover it may draw on
+    (then a number is drawn too: the order is booked at once if the cover has room)."""
     row = await connection.fetchrow(
         f"""SELECT i.issue_code, i.share_class, i.reference_price, i.last_price,
-                  CASE WHEN $5 AND i.issue_code IS NOT NULL AND o.acceptance_number IS NULL
+                  CASE WHEN ($5 OR s.cover_id IS NOT NULL) AND i.issue_code IS NOT NULL AND o.acceptance_number IS NULL
                        THEN nextval('acceptance_numbers') END AS acceptance_number,
+                  s.cover_id AS standing_cover, s.amount - {STANDING_COVER_DRAWN.of("s.cover_id")} AS standing_room,
                   o.acceptance_number AS existing, o.payload_digest,
                   EXISTS (SELECT 1 FROM pending_orders p WHERE p.user_id = $1 AND p.client_order_id = $2) AS pending,
                   {OPEN_BUY_EXPOSURE.of("$1")} AS exposure,
@@ -97,12 +109,14 @@ async def acceptance_view(
                     WHERE c.cert_id = $4 AND c.status = 'open' AND c.side = 'sell') AS committed_to
            FROM (VALUES (1)) AS one (x)
            LEFT JOIN instruments i ON i.issue_code = $3
-           LEFT JOIN orders o ON o.user_id = $1 AND o.client_order_id = $2""",
+           LEFT JOIN orders o ON o.user_id = $1 AND o.client_order_id = $2
+           LEFT JOIN standing_covers s ON s.user_id = $1 AND s.account = $6 AND s.status = 'active'""",
         user_id,
         client_order_id,
         issue_code,
         cert_id,
         booking,
+        account_box,
     )
     assert row is not None  # one row, always: the VALUES row
     instrument = (
@@ -117,7 +131,8 @@ async def acceptance_view(
         open_buy_exposure=row["exposure"],
     )
     existing = (row["existing"], row["payload_digest"]) if row["existing"] is not None else None
-    return AcceptanceView(instrument, books, existing, row["pending"], row["acceptance_number"])
+    standing = Room(row["standing_cover"], row["standing_room"]) if row["standing_cover"] is not None else None
+    return AcceptanceView(instrument, books, existing, row["pending"], row["acceptance_number"], standing)
 
 
 async def client_order_used(connection: asyncpg.Connection, user_id: str, client_order_id: str) -> bool:
@@ -162,16 +177,18 @@ async def insert_order(
     payload_digest: str,
     cover_id: UUID | None = None,
     cancel_reason: CancelReason | None = None,
+    cover_unit: Decimal | None = None,
 ) -> None:
-    """A newly accepted order as its submission left it (open, filled or cancelled): one statement."""
+    """A newly accepted order as its submission left it (open, filled or cancelled): one statement.
+    ``cover_unit``: the worst price per share it drew on the standing cover ``cover_id``."""
     certificate = request.certificate.model_dump_json() if request.certificate else None
     status = await connection.execute(
         """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
                price, quantity, remaining, time_in_force, priority, status, settlement_account,
                holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account,
-               payload_digest, cancel_reason)
+               payload_digest, cancel_reason, cover_unit)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::jsonb, $18, $19,
-                   $20, $21, $22)""",
+                   $20, $21, $22, $23)""",
         order.acceptance_number,
         order.client_order_id,
         order.user_id,
@@ -194,6 +211,7 @@ async def insert_order(
         request.safekeeping_account,
         payload_digest,
         cancel_reason.value if cancel_reason else None,
+        cover_unit,
     )
     _wrote(request.issue_code, status)
 
@@ -217,10 +235,11 @@ async def insert_replacement(
     status = await connection.execute(
         """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
                price, quantity, remaining, time_in_force, priority, status, settlement_account,
-               holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account)
+               holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account,
+               cover_unit)
            SELECT $1, $2, user_id, issue_code, side, order_type, $3, $4, $4, time_in_force, $1, 'open',
                   settlement_account, holder_name, holder_address, cert_id, certificate, $5, cover_id,
-                  safekeeping_account
+                  safekeeping_account, cover_unit
            FROM orders WHERE acceptance_number = $6""",
         order.acceptance_number,
         order.client_order_id,
@@ -295,6 +314,7 @@ def _record(row: asyncpg.Record) -> OrderRecord:
         certificate=EndorsedCertificate.model_validate_json(certificate) if certificate else None,
         cover_id=row["cover_id"],
         safekeeping_account=row["safekeeping_account"],
+        cover_unit=row.get("cover_unit"),
     )
 
 

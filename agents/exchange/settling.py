@@ -10,7 +10,7 @@ execution as S131 says; any other failure reverses it and both orders keep what 
 
 from __future__ import annotations
 
-from agents.exchange import book_entry, instructions, order_repo, repo, trading
+from agents.exchange import book_entry, instructions, order_repo, repo, standing, trading
 from broker import logs
 from broker.context import Context
 from broker.stock_certificates import content_of, endorse, verify_certificate
@@ -213,6 +213,9 @@ async def release_cover_if_done(ctx: Context, buy_order: int) -> None:
 
 
 async def release_cover_when_done(ctx: Context, record: order_repo.OrderRecord | None) -> None:
+    if record is not None and record.standing_cover is not None:  # released when its cover closes
+        await standing.close_if_done(ctx, record.standing_cover)
+        return
     if record is None or record.cover_id is None or record.status == "open":
         return
     if await order_repo.unfinished_buys(ctx.connection, record.order.acceptance_number):

@@ -7,9 +7,10 @@ acceptance modules, saves what changed and emits the results, in one transaction
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from uuid import UUID
 
-from agents.exchange import acceptance, covering, order_repo, prices, repo, resubmission, settling
+from agents.exchange import acceptance, covering, order_repo, prices, repo, resubmission, settling, standing
 from agents.exchange.acceptance import Refused
 from agents.exchange.book import Execution, Order, OrderBook, Result
 from agents.exchange.order_repo import OrderRecord
@@ -19,7 +20,7 @@ from broker.context import Context
 from broker.stock_certificates import content_of
 from schemas.catalogue import Message
 from schemas.certificates import ElectronicStockCertificate
-from schemas.dvp import CoverGranted, CoverRefused, InstructionStatus
+from schemas.dvp import CloseStandingCover, CoverGranted, CoverRefused, InstructionStatus, OpenStandingCover
 from schemas.identity import Participant
 from schemas.trading import (
     CancelOrder,
@@ -90,20 +91,30 @@ def checked(
     return acceptance.check(request, sender, view.instrument, view.books, ctx.trust, ctx.now)
 
 
-async def view(ctx: Context, request: SubmitOrder, *, booking: bool = False) -> order_repo.AcceptanceView:
-    """What the checks read; ``booking``: with the acceptance number the order is booked under."""
+async def view(
+    ctx: Context, request: SubmitOrder, *, booking: bool = False, standing: bool = False
+) -> order_repo.AcceptanceView:
+    """What the checks read; ``booking``: with the acceptance number the order is booked under;
+    ``standing``: with the standing cover a buy order may draw on (drawing a number if there is one)."""
     cert_id = acceptance.cert_id_of(request)
     return await order_repo.acceptance_view(
-        ctx.connection, request.user_id, request.client_order_id, request.issue_code, cert_id, booking=booking
+        ctx.connection,
+        request.user_id,
+        request.client_order_id,
+        request.issue_code,
+        cert_id,
+        booking=booking,
+        account_box=request.settlement_account if standing else None,
     )
 
 
 async def on_submit(request: SubmitOrder, ctx: Context) -> None:
-    """S71–S88 then S91–S95: check; a buy order waits for its cover (issue 11); a sell order is
-    accepted with an OAN and matched at once."""
+    """S71–S88 then S91–S95: check; a buy order draws on its standing cover or waits for a cover
+    of its own (issue 11, docs/dvp.md); a sell order is accepted with an OAN and matched at once."""
     assert ctx.sender is not None
     buy = request.terms.side is Side.BUY
-    read = await view(ctx, request, booking=not buy)  # a buy order is booked once its cover is held
+    # a buy order is booked once its cover is held: now, if a standing cover has room for it
+    read = await view(ctx, request, booking=not buy, standing=buy)
     if resubmission.answered(ctx, request, read.existing):
         return
     try:
@@ -115,7 +126,13 @@ async def on_submit(request: SubmitOrder, ctx: Context) -> None:
         return
     assert read.instrument is not None  # the checks refuse an unlisted issue
     if buy:
-        await covering.ask_cover(ctx, request, read.instrument, ctx.sender, _request_hash(ctx))
+        unit = covering.worst_price(request, read.instrument)
+        if read.standing is None or not read.standing.draws(unit * request.terms.quantity):
+            await covering.ask_cover(ctx, request, read.instrument, ctx.sender, _request_hash(ctx))
+            return
+        assert read.acceptance_number is not None  # drawn for a listed issue with a standing cover
+        digest = _request_hash(ctx)
+        await book(ctx, request, None, digest, read.acceptance_number, read.standing.cover_id, cover_unit=unit)
         return
     assert read.acceptance_number is not None  # drawn for a listed issue and a new client order id
     await book(ctx, request, certificate, _request_hash(ctx), read.acceptance_number)
@@ -133,8 +150,11 @@ async def book(
     request_hash: str,
     acceptance_number: int,
     cover_id: UUID | None = None,
+    *,
+    cover_unit: Decimal | None = None,
 ) -> None:
-    """S91–S95: the acceptance number (drawn with the checks' read), the book, the matches."""
+    """S91–S95: the acceptance number (drawn with the checks' read), the book, the matches.
+    ``cover_unit``: the worst price per share drawn on the standing cover ``cover_id``."""
     conn = ctx.connection
     book = await order_repo.load_book(conn, request.issue_code, request.safekeeping_account is not None)
     terms = request.terms
@@ -152,7 +172,9 @@ async def book(
     )
     result = book.submit(order)
     digest = resubmission.payload_digest(request)
-    await order_repo.insert_order(conn, order, request, request_hash, digest, cover_id, result.cancel_reason)
+    await order_repo.insert_order(
+        conn, order, request, request_hash, digest, cover_id, result.cancel_reason, cover_unit=cover_unit
+    )
     log.info("order_accepted", acceptance_number=order.acceptance_number, side=order.side.value)
     ctx.emit(
         OrderAccepted(
@@ -436,5 +458,7 @@ HANDLERS: dict[type[Message], Handler] = {
     OrderStatusRequest: on_status_request,
     CoverGranted: covering.on_granted,
     CoverRefused: covering.on_refused,
+    OpenStandingCover: standing.on_open,
+    CloseStandingCover: standing.on_close,
     InstructionStatus: settling.on_instruction_status,
 }

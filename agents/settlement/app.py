@@ -35,6 +35,7 @@ from schemas.dvp import (
     SecuritiesReserved,
     SettlementInstruction,
     SettlementInstructionV1,
+    StandingCoverRequest,
 )
 from schemas.identity import SETTLEMENT_ID, Role
 from schemas.money import AccountId
@@ -198,6 +199,7 @@ AGENT = AgentDefinition(
         PostBrokeredSettlement: funds.on_brokered_settlement,
         CoverRequest: dvp.on_cover_request,
         CoverRequestV1: dvp.on_cover_request_v1,
+        StandingCoverRequest: dvp.on_standing_cover_request,
         CoverRelease: dvp.on_cover_release,
         SettlementInstruction: dvp.on_instruction,
         SettlementInstructionV1: dvp.on_instruction_v1,

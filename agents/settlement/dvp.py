@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import date
+from decimal import Decimal
 
 from pydantic import TypeAdapter
 
@@ -44,6 +45,7 @@ from schemas.dvp import (
     SettlementInstruction,
     SettlementInstructionV1,
     SettlementStatus,
+    StandingCoverRequest,
 )
 from schemas.identity import EXCHANGE_ID
 from schemas.settlement import SettlementCompleted, SettlementNotice
@@ -80,18 +82,31 @@ def _refuse_cover(ctx: Context, cover_id: uuid.UUID, reason: CoverRefusal, detai
     ctx.emit(CoverRefused(cover_id=cover_id, reason=reason, detail=detail), to=ctx.sender.user_id)
 
 
-async def _cover(ctx: Context, request: CoverRequest | CoverRequestV1, account_id: str) -> None:
+async def on_standing_cover_request(request: StandingCoverRequest, ctx: Context) -> None:
+    """Hold a standing cover's amount on the buyer's own account (docs/dvp.md, "Standing
+    cover"): the same checks and answers as a buy order's cover, under the cover's id."""
+    account = sealed_accounts.opened(ctx, request.account, request.user_id)
+    if account is None:
+        _refuse_cover(ctx, request.cover_id, CoverRefusal.SEALED_FIELD_INVALID, _UNOPENED)
+        return
+    await _cover(ctx, request, account)
+
+
+async def _cover(ctx: Context, request: CoverRequest | CoverRequestV1 | StandingCoverRequest, account_id: str) -> None:
     assert ctx.sender is not None
     view = await repo.cover_view(ctx.connection, account_id, request.cover_id)
     if view.duplicate:
         _refuse_cover(ctx, request.cover_id, CoverRefusal.DUPLICATE_COVER, "cover exists")
         return
-    available = view.account.balance - view.held if view.account else 0
-    refusal = decide.cover_refusal(request, view.account, available)  # type: ignore[arg-type]
+    available = view.account.balance - view.held if view.account else Decimal(0)
+    refusal = decide.cover_refusal(request, view.account, available)
     if refusal is not None:
         _refuse_cover(ctx, request.cover_id, *refusal)
         return
-    await dvp_repo.open_cover(ctx.connection, request, account_id)
+    if isinstance(request, StandingCoverRequest):
+        await dvp_repo.open_standing_cover(ctx.connection, request, account_id)
+    else:
+        await dvp_repo.open_cover(ctx.connection, request, account_id)
     log.info("cover_granted", cover_id=str(request.cover_id), amount=str(request.amount))
     ctx.emit(CoverGranted(cover_id=request.cover_id, amount=request.amount), to=ctx.sender.user_id)
 
@@ -159,7 +174,7 @@ async def _attempt(ctx: Context, instruction: Instruction, buyer: Account | None
     if isinstance(plan, Wait):
         return await _wait(ctx, instruction, plan)
     if cover is not None and plan.from_cover:
-        await dvp_repo.save_cover(conn, replace(cover, remaining=cover.remaining - plan.from_cover))
+        await dvp_repo.save_cover(conn, cover.taken(plan.from_cover, instruction.price))
     await dvp_repo.start_attempt(conn, instruction, plan, uuid.uuid4())
     instruction = decide.started(instruction, plan)
     await dvp_repo.save_instruction(conn, instruction)
@@ -308,7 +323,7 @@ async def _unwind(
     if instruction.cover_id and plan.from_cover:
         cover = await dvp_repo.cover(ctx.connection, instruction.cover_id, lock=True)
         if cover is not None and cover.active:
-            await dvp_repo.save_cover(ctx.connection, replace(cover, remaining=cover.remaining + plan.from_cover))
+            await dvp_repo.save_cover(ctx.connection, cover.given_back(plan.from_cover, instruction.price))
     return replace(instruction, in_flight=False)
 
 

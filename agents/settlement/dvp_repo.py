@@ -23,6 +23,7 @@ from schemas.dvp import (
     ProcessingStatus,
     SecuritiesLeg,
     SettlementStatus,
+    StandingCoverRequest,
 )
 
 # -- covers --------------------------------------------------------------------------------------
@@ -34,14 +35,10 @@ async def cover(connection: asyncpg.Connection, cover_id: UUID, *, lock: bool = 
     )
     if row is None:
         return None
-    return Cover(
-        row["cover_id"],
-        row["user_id"],
-        row["account_id"],
-        row["remaining"],
-        row["unit_price"],
-        row["status"] == "active",
-    )
+    active = row["status"] == "active"
+    if row["kind"] == "standing":
+        return Cover(row["cover_id"], row["user_id"], row["account_id"], 0, row["amount"], active, row["unspent"])
+    return Cover(row["cover_id"], row["user_id"], row["account_id"], row["remaining"], row["unit_price"], active)
 
 
 async def open_cover(connection: asyncpg.Connection, request: CoverRequest | CoverRequestV1, account_id: str) -> Cover:
@@ -67,15 +64,35 @@ async def open_cover(connection: asyncpg.Connection, request: CoverRequest | Cov
     return cover
 
 
-async def save_cover(connection: asyncpg.Connection, cover: Cover) -> None:
-    """Store the cover's remaining shares and make its hold row say what it now holds."""
+async def open_standing_cover(connection: asyncpg.Connection, request: StandingCoverRequest, account_id: str) -> None:
+    """A new active standing cover, all of it unspent, and its hold, in one statement."""
     await connection.execute(
-        """UPDATE covers SET remaining = $2, status = $3,
+        """WITH cover AS (
+               INSERT INTO covers (cover_id, user_id, account_id, kind, amount, unspent, currency, status)
+               VALUES ($1, $2, $3, 'standing', $4, $4, $5, 'active')
+               RETURNING cover_id, account_id, user_id)
+           INSERT INTO holds (hold_id, account_id, owner, amount, status)
+           SELECT cover_id, account_id, user_id, $4, 'placed' FROM cover""",
+        request.cover_id,
+        request.user_id,
+        account_id,
+        request.amount,
+        request.currency,
+    )
+
+
+async def save_cover(connection: asyncpg.Connection, cover: Cover) -> None:
+    """Store what is left of the cover (shares, or a standing cover's cash) and make its hold row
+    say what it now holds."""
+    await connection.execute(
+        """UPDATE covers SET remaining = CASE WHEN kind = 'order' THEN $2::bigint END,
+               unspent = CASE WHEN kind = 'standing' THEN $4::numeric END, status = $3,
                released_at = CASE WHEN $3 = 'released' THEN now() ELSE released_at END
            WHERE cover_id = $1""",
         cover.cover_id,
         cover.remaining,
         "active" if cover.active else "released",
+        cover.unspent,
     )
     held = cover.held
     await connection.execute(

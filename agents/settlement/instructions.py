@@ -26,6 +26,7 @@ from schemas.dvp import (
     SettlementInstruction,
     SettlementInstructionV1,
     SettlementStatus,
+    StandingCoverRequest,
     StatusFields,
 )
 from schemas.trading import Side
@@ -33,7 +34,9 @@ from schemas.trading import Side
 
 @dataclass(frozen=True, slots=True)
 class Cover:
-    """A buy order's hold: ``remaining`` shares not yet instructed, at ``unit_price`` each."""
+    """Cash held for a buyer's trades. A buy order's cover counts ``remaining`` shares not yet
+    instructed, at ``unit_price`` each; a standing cover (``unspent`` set) counts cash, which
+    any of the buyer's trades drawn on it takes at its own price (docs/dvp.md)."""
 
     cover_id: UUID
     user_id: str
@@ -41,10 +44,33 @@ class Cover:
     remaining: int
     unit_price: Decimal
     active: bool
+    unspent: Decimal | None = None
+
+    @property
+    def standing(self) -> bool:
+        return self.unspent is not None
 
     @property
     def held(self) -> Decimal:
-        return self.remaining * self.unit_price if self.active else Decimal(0)
+        if not self.active:
+            return Decimal(0)
+        return self.unspent if self.unspent is not None else self.remaining * self.unit_price
+
+    def shares_for(self, wanted: int, price: Decimal) -> int:
+        """How many of ``wanted`` shares at ``price`` the cover pays for."""
+        if self.unspent is not None:
+            return min(wanted, int(self.unspent // price))
+        return min(wanted, self.remaining)
+
+    def taken(self, shares: int, price: Decimal) -> Cover:
+        """The cover once ``shares`` at ``price`` were earmarked from it."""
+        if self.unspent is not None:
+            return replace(self, unspent=self.unspent - shares * price)
+        return replace(self, remaining=self.remaining - shares)
+
+    def given_back(self, shares: int, price: Decimal) -> Cover:
+        """The cover once an attempt that took ``shares`` at ``price`` ended unsettled."""
+        return self.taken(-shares, price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +162,7 @@ class Fail:
 
 
 def cover_refusal(
-    request: CoverRequest | CoverRequestV1, account: Account | None, available: Decimal
+    request: CoverRequest | CoverRequestV1 | StandingCoverRequest, account: Account | None, available: Decimal
 ) -> tuple[CoverRefusal, str] | None:
     """R-001-23 / issue 11: the account is a customer account of the buyer, in the currency, with
     the worst case available (balance − holds). Unknown and someone else's look different to the
@@ -148,11 +174,12 @@ def cover_refusal(
         return CoverRefusal.ACCOUNT_NOT_OWNED, f"the settlement account does not belong to {request.user_id}"
     if account.currency != request.currency:
         return CoverRefusal.CURRENCY_MISMATCH, f"the settlement account is in {account.currency}"
-    if request.amount != request.quantity * request.unit_price:
+    if not isinstance(request, StandingCoverRequest) and request.amount != request.quantity * request.unit_price:
         return CoverRefusal.INSUFFICIENT_FUNDS, "the cover asked for is not quantity × unit price"
     if available < request.amount:
         return CoverRefusal.INSUFFICIENT_FUNDS, (
-            f"the settlement account lacks {money(request.amount, request.currency)} available for this order"
+            f"the settlement account lacks {money(request.amount, request.currency)} available for this "
+            + ("standing cover" if isinstance(request, StandingCoverRequest) else "order")
         )
     return None
 
@@ -229,7 +256,7 @@ def plan(instruction: Instruction, cover: Cover | None, available: Decimal, toda
         return Wait(DvpReason.AWAITING_SETTLEMENT_DATE, f"settles on {instruction.intended_settlement_date}")
     open_quantity = instruction.open_quantity
     usable = cover is not None and cover.active and cover.account_id == instruction.buyer_account
-    from_cover = min(open_quantity, cover.remaining) if usable and cover is not None else 0
+    from_cover = cover.shares_for(open_quantity, instruction.price) if usable and cover is not None else 0
     affordable = int(max(available, Decimal(0)) // instruction.price)
     quantity = min(open_quantity, from_cover + affordable)
     if quantity < open_quantity and not (instruction.partial_allowed and quantity > 0):

@@ -25,6 +25,7 @@ from schemas.dvp import (
     PresentTradeNotice,
     ProcessingStatus,
     SettlementStatus,
+    StandingCoverRequest,
 )
 from schemas.trading import Side
 from tests import support
@@ -188,6 +189,37 @@ def test_a_cover_of_another_account_or_released_is_not_used() -> None:
     other = replace(cover(), account_id="alice-other")
     assert isinstance(decide.plan(accepted(cover_id=COVER_ID), other, Decimal(0), TODAY), Wait)
     assert isinstance(decide.plan(accepted(cover_id=COVER_ID), cover(active=False), Decimal(0), TODAY), Wait)
+
+
+def standing(unspent: str = "1000000", active: bool = True) -> Cover:
+    return Cover(COVER_ID, "alice", "alice-cash", 0, Decimal(1_000_000), active, Decimal(unspent))
+
+
+def test_a_standing_cover_pays_any_trade_at_its_own_price_and_holds_what_is_unspent() -> None:
+    """docs/dvp.md, "Standing cover": cash, not shares; each trade takes quantity × its price."""
+    plan = decide.plan(accepted(cover_id=COVER_ID), standing(), Decimal(0), TODAY)
+    assert plan == Attempt(1, 500, Decimal(600_000), 500)
+    after = standing().taken(plan.from_cover, Decimal(1200))
+    assert (after.unspent, after.held) == (Decimal(400_000), Decimal(400_000))
+    assert after.given_back(plan.from_cover, Decimal(1200)) == standing()
+    assert standing(active=False).held == 0
+
+
+def test_what_a_standing_cover_lacks_comes_from_the_free_balance_or_the_trade_waits() -> None:
+    short = standing("599999")  # 499 shares at 1,200
+    assert short.shares_for(500, Decimal(1200)) == 499
+    plan = decide.plan(accepted(cover_id=COVER_ID), short, Decimal(1200), TODAY)
+    assert plan == Attempt(1, 500, Decimal(600_000), 499)
+    waits = decide.plan(accepted(cover_id=COVER_ID), short, Decimal(1199), TODAY)
+    assert isinstance(waits, Wait) and waits.reason is DvpReason.LACK_OF_CASH
+
+
+def test_a_standing_cover_refusal_checks_the_account_but_not_a_share_count() -> None:
+    request = StandingCoverRequest(cover_id=COVER_ID, user_id="alice", account=support.box(), amount=Decimal(500_000))
+    assert decide.cover_refusal(request, ALICE, Decimal(500_000)) is None
+    refusal = decide.cover_refusal(request, ALICE, Decimal(499_999))
+    assert refusal is not None and refusal[0] is CoverRefusal.INSUFFICIENT_FUNDS
+    assert "standing cover" in refusal[1] and "499" not in refusal[1]
 
 
 def test_an_instruction_waits_for_its_intended_settlement_date() -> None:
