@@ -33,8 +33,14 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
+from collections.abc import AsyncIterator, Callable
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    nullcontext,
+)
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -232,6 +238,20 @@ async def _savepoint(consumer: Consumer, connection: asyncpg.Connection, item: _
 
 def no_scope(_: asyncpg.Connection) -> AbstractAsyncContextManager[None]:
     return nullcontext()
+
+
+def scopes(*each: BatchScope) -> BatchScope:
+    """One batch scope of several, entered in order and left in reverse (each finishes before
+    the one it was entered after)."""
+
+    @asynccontextmanager
+    async def combined(connection: asyncpg.Connection) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for scope in each:
+                await stack.enter_async_context(scope(connection))
+            yield
+
+    return combined
 
 
 async def ack(batch: list[AbstractIncomingMessage]) -> None:

@@ -6,6 +6,7 @@ from agents.exchange import order_repo, prices, repo, standing_repo, trading
 from agents.exchange.warm_book import BOOKS
 from broker import logs
 from broker.context import Context
+from broker.group_commit import scopes
 from broker.running_totals import folding
 from broker.runtime import AgentDefinition
 from schemas.identity import EXCHANGE_ID, Role
@@ -37,7 +38,8 @@ AGENT = AgentDefinition(
     handlers=BOOKS.sealing_all(
         {CertIdListUpdated: on_certid_list, SubscribePrices: prices.on_subscribe, **trading.HANDLERS}
     ),
-    # and a group-committed batch passes them from handler to handler, sealed once at its end.
-    batch_scope=BOOKS.batch,
+    # and a group-committed batch passes them from handler to handler, sealed once at its end;
+    # its trades' prices are announced once per issue at its end (prices.Conflation).
+    batch_scope=scopes(BOOKS.batch, prices.PRICES.batch),
     background=(folding(order_repo.OPEN_BUY_EXPOSURE, standing_repo.STANDING_COVER_DRAWN),),
 )

@@ -9,7 +9,9 @@ day's close: the last trade's price, or the old reference price when nothing tra
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -95,9 +97,48 @@ def listed(issue_code: str, share_class: str, reference: Decimal) -> Callable[[C
     return action
 
 
+class Conflation:
+    """Within one group-committed batch, an issue's last price is announced once, at the
+    batch's end, with the price of its last trade there (issue 8: the price event and the
+    subscribers' updates were three signed messages per trade). Market data is conflated, as
+    feeds are: the last price is what subscribers need, and every trade is still its own
+    ``trade.executed`` event. Outside a batch run all at once (a delivery alone, or a batch run
+    again with a savepoint each) every trade is announced at once."""
+
+    def __init__(self) -> None:
+        self._pending: ContextVar[dict[str, tuple[Context, Decimal]] | None] = ContextVar("prices", default=None)
+
+    @asynccontextmanager
+    async def batch(self, _: asyncpg.Connection) -> AsyncIterator[None]:
+        pending: dict[str, tuple[Context, Decimal]] = {}
+        reset = self._pending.set(pending)
+        try:
+            yield
+            for issue_code, (ctx, price) in pending.items():  # announced by the delivery of its last trade
+                await _announce(ctx, issue_code, price)
+        finally:
+            self._pending.reset(reset)
+
+    async def trade(self, ctx: Context, issue_code: str, price: Decimal) -> None:
+        pending = self._pending.get()
+        if pending is None:
+            await _announce(ctx, issue_code, price)
+        else:
+            pending.pop(issue_code, None)  # keep the issues in the order of their last trades
+            pending[issue_code] = (ctx, price)
+
+
+PRICES = Conflation()
+
+
 async def announce_trade(ctx: Context, issue_code: str, price: Decimal) -> None:
-    """An execution at ``price``: the issue's last price recorded, the event, and each
-    subscriber's update — one round trip for the record, the quote and the subscribers."""
+    """An execution at ``price``: announced now, or at the end of its batch (``Conflation``)."""
+    await PRICES.trade(ctx, issue_code, price)
+
+
+async def _announce(ctx: Context, issue_code: str, price: Decimal) -> None:
+    """The issue's last price recorded, the event, and each subscriber's update — one round
+    trip for the record, the quote and the subscribers."""
     row = await ctx.connection.fetchrow(
         f"""UPDATE instruments SET last_price = $2, last_traded_at = now() WHERE issue_code = $1
             RETURNING {_QUOTE_COLUMNS}, ARRAY(SELECT participant FROM price_subscribers ORDER BY 1) AS subscribers""",

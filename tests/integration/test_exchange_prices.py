@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+import pytest
+
 from agents.credit import line_repo
 from agents.exchange import prices
 from agents.exchange.trading import end_of_day
@@ -82,3 +84,56 @@ async def test_a_late_price_update_never_rolls_the_lines_price_back(settings: Se
         )
         [quote] = await support.rows(credit, "SELECT last_price FROM prices")
         assert quote["last_price"] == Decimal(1_100)
+
+
+async def test_a_batchs_trades_announce_each_issues_last_price_once_at_its_end(settings: Settings) -> None:
+    """Issue 8: market data is conflated per group-committed batch — one last price event and
+    one update per subscriber for each issue, with the price of its last trade there; a batch
+    that fails announces nothing (it runs again a delivery at a time, each trade announced)."""
+    async with support.agents(settings, *AGENTS) as rt:
+        exchange = rt["exchange"]
+        await exchange.outcomes.wait_count(lambda s: s.type == "market.subscribe_prices", 2)
+        await exchange.command("exchange", prices.listed("PRX", "common", Decimal(1_000)))
+        await exchange.command("exchange", prices.listed("PRY", "common", Decimal(500)))
+
+        async def batch(ctx: Context) -> None:
+            async with prices.PRICES.batch(ctx.connection):
+                for issue, price in (("PRX", 1_010), ("PRY", 505), ("PRX", 1_020), ("PRX", 1_030)):
+                    await prices.announce_trade(ctx, issue, Decimal(price))
+                assert (
+                    await support.rows(exchange, "SELECT * FROM outbox WHERE message_type = 'market.last_price'") == []
+                )
+
+        async def failing(ctx: Context) -> None:
+            async with prices.PRICES.batch(ctx.connection):
+                await prices.announce_trade(ctx, "PRX", Decimal(1_040))
+                raise RuntimeError("a later handler of the batch failed")
+
+        await exchange.command("exchange", batch)
+        with pytest.raises(RuntimeError, match="later handler"):
+            await exchange.command("exchange", failing)
+
+        sent = [
+            (r["message_type"], r["routing_key"], json.loads(r["body"])["payload"])
+            for r in await support.rows(
+                exchange,
+                """SELECT message_type, routing_key, body FROM outbox
+                   WHERE message_type IN ('market.last_price', 'market.price_update') ORDER BY seq""",
+            )
+        ]
+        trades = [(t, key, p["issue_code"], Decimal(p.get("price") or p.get("last_price") or 0)) for t, key, p in sent]
+        assert [t for t in trades if t[0] == "market.last_price"] == [
+            ("market.last_price", "market.last_price", "PRY", Decimal(505)),
+            ("market.last_price", "market.last_price", "PRX", Decimal(1_030)),
+        ]
+        updates = [t for t in trades if t[0] == "market.price_update" and t[3]]  # not the listings' snapshots
+        assert sorted(updates) == sorted(
+            ("market.price_update", subscriber, issue, price)
+            for subscriber in ("brokerage", "credit")
+            for issue, price in (("PRY", Decimal(505)), ("PRX", Decimal(1_030)))
+        )
+        instruments = await support.rows(exchange, "SELECT issue_code, last_price FROM instruments ORDER BY 1")
+        assert instruments == [
+            {"issue_code": "PRX", "last_price": Decimal(1_030)},
+            {"issue_code": "PRY", "last_price": Decimal(505)},
+        ]
