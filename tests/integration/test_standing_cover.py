@@ -9,8 +9,10 @@ per-order cover as before. Closing waits for what was drawn; every refusal chang
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -18,6 +20,8 @@ from uuid import UUID
 import pytest
 
 from agents.exchange import standing_repo
+from broker.envelope import seal, sign_headers
+from broker.errors import Reason
 from broker.pki import KeyStore
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
@@ -32,6 +36,7 @@ from schemas.dvp import (
 from schemas.identity import EXCHANGE_ID
 from schemas.trading import CancelOrder, OrderAccepted
 from tests import support
+from tests.integration.refusal_kit import expect_dead_letter
 from tests.integration.test_client_library import delete_queue, enrol
 from tests.integration.test_trading_paths import issue, sell
 from tests.integration.test_trading_paths import place as place_hosted
@@ -192,6 +197,11 @@ async def test_every_refusal_is_specific_and_changes_nothing(
         )
         answer = await dora.request(mismatch, to=EXCHANGE_ID, expect=("standing_cover.refused",))
         assert isinstance(answer.message, StandingCoverRefused) and answer.message.reason == "user_mismatch"
+        wrong_box = OpenStandingCover(
+            cover_id=uuid.uuid4(), user_id="dora", account=support.box(account), amount=Decimal(1000)
+        )  # sealed for another field: settlement cannot open it
+        answer = await dora.request(wrong_box, to=EXCHANGE_ID, expect=("standing_cover.refused",))
+        assert isinstance(answer.message, StandingCoverRefused) and answer.message.reason == "sealed_field_invalid"
         assert await placed_holds(rt["settlement"], account) == {}
 
         cover = await opened(dora, "50000")
@@ -201,7 +211,7 @@ async def test_every_refusal_is_specific_and_changes_nothing(
         assert isinstance(unknown.message, StandingCoverRefused) and unknown.message.reason == "unknown_cover"
         assert await placed_holds(rt["settlement"], account) == {"standing": Decimal(50_000)}
         statuses = await support.rows(rt["exchange"], "SELECT status, count(*) AS n FROM standing_covers GROUP BY 1")
-        assert sorted((r["status"], r["n"]) for r in statuses) == [("active", 1), ("refused", 3)]
+        assert sorted((r["status"], r["n"]) for r in statuses) == [("active", 1), ("refused", 4)]
 
         # a refused cover cannot be closed
         refused_covers = "SELECT cover_id FROM standing_covers WHERE status = 'refused' LIMIT 1"
@@ -249,3 +259,34 @@ async def test_a_trade_drawn_on_the_cover_settles_from_its_hold_and_closing_repo
 async def _settled(settlement: AgentRuntime) -> bool:
     rows = await support.rows(settlement, "SELECT settlement FROM dvp_instructions")
     return rows == [{"settlement": "settled"}]
+
+
+def _raw_open(amount: object) -> Callable[[KeyStore], tuple[bytes, dict[str, str]]]:
+    """A signed standing_cover.open whose amount was changed past what the model would build."""
+
+    def build(keys: KeyStore) -> tuple[bytes, dict[str, str]]:
+        alice = keys.load_identity("alice")
+        request = OpenStandingCover(cover_id=uuid.uuid4(), user_id="alice", account=support.box(), amount=Decimal(1000))
+        envelope = json.loads(seal(alice, request, recipient=EXCHANGE_ID, now=datetime.now(UTC)).body)
+        envelope["payload"]["amount"] = amount
+        body = json.dumps(envelope).encode()
+        return body, sign_headers(alice, body)
+
+    return build
+
+
+MALFORMED_OPENS = {
+    "B76_zero_amount": _raw_open("0"),
+    "B77_negative_amount": _raw_open("-1000"),
+    "B78_amount_not_a_number": _raw_open("NaN"),
+    "B79_amount_with_too_many_digits": _raw_open("1" * 30),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_OPENS, ids=list(MALFORMED_OPENS))
+async def test_an_impossible_amount_is_dead_lettered_as_schema_violation(
+    settings: Settings, keys: KeyStore, case: str
+) -> None:
+    body, headers = MALFORMED_OPENS[case](keys)
+    async with support.agents(settings, "exchange") as rt:
+        await expect_dead_letter(settings, rt["exchange"], body, headers, Reason.SCHEMA_VIOLATION)
