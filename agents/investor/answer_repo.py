@@ -173,3 +173,47 @@ def brokered_order(user_id: str, client_order_id: str) -> Probe:
         return Answer(ACCEPTED, f"brokered order {client_order_id} relayed to the exchange ({row['status']}){held}")
 
     return probe
+
+
+def standing_cover_opened(user_id: str, cover_id: UUID) -> Probe:
+    """A standing cover's open: held by settlement (active), or refused with the reason."""
+
+    async def probe(c: asyncpg.Connection) -> Answer | None:
+        row = await c.fetchrow(
+            "SELECT account, amount, status, reason, detail FROM standing_covers WHERE user_id = $1 AND cover_id = $2",
+            user_id,
+            cover_id,
+        )
+        if row is None or row["status"] == "requested":
+            return None
+        if row["status"] == "refused":
+            return Answer(REFUSED, f"standing cover {cover_id}: {row['reason']}: {row['detail']}")
+        return Answer(
+            ACCEPTED,
+            f"standing cover {cover_id} opened: settlement holds {row['amount']:,} on {row['account']}; "
+            f"buy orders on {row['account']} draw on it",
+        )
+
+    return probe
+
+
+def standing_cover_closed(user_id: str, cover_id: UUID, message_id: UUID) -> Probe:
+    """A standing cover's close: closed once nothing drawn on it is live, or refused."""
+
+    async def probe(c: asyncpg.Connection) -> Answer | None:
+        row = await c.fetchrow(
+            f"""SELECT amount, spent, status, reason, detail, updated_at >= {_SENT} AS answered
+                FROM standing_covers WHERE user_id = $1 AND cover_id = $3""",
+            user_id,
+            message_id,
+            cover_id,
+        )
+        if row is None or not row["answered"]:
+            return None
+        if row["status"] == "closed":
+            return Answer(ACCEPTED, f"standing cover {cover_id} closed: {row['spent']:,} of {row['amount']:,} spent")
+        if row["reason"]:
+            return Answer(REFUSED, f"close of standing cover {cover_id}: {row['reason']}: {row['detail']}")
+        return None
+
+    return probe

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from uuid import UUID
 
-from agents.investor import brokered, credit_notices, domain, instructions, lifecycle, repo, trading
+from agents.investor import brokered, credit_notices, domain, instructions, lifecycle, repo, standing, trading
 from broker import logs
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
@@ -105,5 +105,6 @@ AGENT = AgentDefinition(
         **brokered.HANDLERS,
         **credit_notices.HANDLERS,
         **instructions.HANDLERS,
+        **standing.HANDLERS,
     },
 )

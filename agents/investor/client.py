@@ -24,7 +24,17 @@ from uuid import UUID
 
 import asyncpg
 
-from agents.investor import brokered, brokered_repo, instructions, lifecycle, lifecycle_repo, order_repo, repo
+from agents.investor import (
+    brokered,
+    brokered_repo,
+    instructions,
+    lifecycle,
+    lifecycle_repo,
+    order_repo,
+    repo,
+    standing,
+    standing_repo,
+)
 from agents.investor.app import IssuanceOrder, request_certificates, verified_wallet
 from agents.investor.domain import Dividend
 from agents.investor.trading import (
@@ -103,6 +113,21 @@ class InvestorClient:
 
     async def inquire_account(self, account: str) -> UUID:
         return await self._run(inquire_account(account))
+
+    async def open_standing_cover(self, account: str, amount: Decimal) -> UUID:
+        """Set ``amount`` aside on ``account`` for buy orders (docs/dvp.md, "Standing cover"); the cover id."""
+        return await self._run(standing.open_standing_cover(account, amount))
+
+    async def close_standing_cover(self, cover_id: UUID) -> UUID:
+        return await self._run(standing.close_standing_cover(cover_id))
+
+    async def standing_cover(self, cover_id: UUID) -> standing_repo.StandingCover | None:
+        async with self._pool.acquire() as connection:
+            return await standing_repo.find(connection, self.user_id, cover_id)
+
+    async def standing_covers(self) -> list[standing_repo.StandingCover]:
+        async with self._pool.acquire() as connection:
+            return await standing_repo.covers(connection, self.user_id)
 
     async def hand_over(self, cert_id: UUID, transferee: str, note: str = "") -> UUID:
         return await self._run(lifecycle.hand_over(cert_id, transferee, note))

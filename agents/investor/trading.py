@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
-from agents.investor import domain, order_repo, repo
+from agents.investor import domain, order_repo, repo, standing_repo
 from agents.investor.domain import Dividend
 from broker import logs
 from broker.consumer import Handler
@@ -93,7 +93,7 @@ def place_order(ticket: OrderTicket) -> Command:
                 quantity=ticket.quantity,
                 time_in_force=ticket.time_in_force,
             ),
-            settlement_account=seal_account(ctx.trust, user, ticket.settlement_account),  # R-001-06
+            settlement_account=await _account_box(ctx, ticket),  # R-001-06
             certificate=await _endorsed(ctx, ticket) if _carries_certificate(ticket) else None,
             holder_name=ticket.holder_name if ticket.side is Side.BUY else None,
             holder_address=ticket.holder_address if ticket.side is Side.BUY else None,
@@ -110,6 +110,18 @@ def place_order(ticket: OrderTicket) -> Command:
         return sealed.envelope.message_id
 
     return action
+
+
+async def _account_box(ctx: Context, ticket: OrderTicket) -> str:
+    """The order's account sealed to settlement. A buy order on an account with an active standing
+    cover carries the box the cover was opened with: the exchange draws the order on the cover only
+    if the boxes are equal byte for byte (docs/dvp.md, "Standing cover"; R-001-23)."""
+    user = ctx.identity.user_id
+    if ticket.side is Side.BUY:
+        box = await standing_repo.active_box(ctx.connection, user, ticket.settlement_account)
+        if box is not None:
+            return box
+    return seal_account(ctx.trust, user, ticket.settlement_account)
 
 
 def _carries_certificate(ticket: OrderTicket) -> bool:
