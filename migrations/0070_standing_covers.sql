@@ -34,8 +34,8 @@ ALTER TABLE orders ADD COLUMN cover_unit numeric(20, 4) CHECK (cover_unit > 0);
 CREATE INDEX orders_by_standing_cover ON orders (cover_id) WHERE cover_unit IS NOT NULL;
 
 -- What each standing cover has drawn, kept as a running total (broker.running_totals, as in
--- 0068): an open order's share is remaining × cover_unit; an execution of such an order that
--- has not failed adds shares × price.
+-- 0068): an open order's share is remaining × cover_unit; an execution of such an order adds
+-- its share below.
 CREATE TABLE standing_cover_drawn (
     cover_id  uuid PRIMARY KEY,
     amount    numeric NOT NULL
@@ -83,24 +83,34 @@ CREATE TRIGGER orders_record_draw_change
     AFTER INSERT OR DELETE OR UPDATE OF side, status, remaining, cover_unit, cover_id ON orders
     FOR EACH ROW EXECUTE FUNCTION record_order_draw_change();
 
--- An execution's share: its amount while it has not failed, on its buy order's standing cover.
+-- An execution's share, on its buy order's standing cover: until it settles, its shares at the
+-- order's cover_unit (what the order drew for them), so that S131 putting a failed execution's
+-- shares back on the order moves nothing (review found a restore drawing beyond the amount when
+-- a cheaper fill's difference had been given back and drawn again); once completed, its
+-- amount (a fill below the limit gives the difference back then); once failed, nothing.
+CREATE FUNCTION execution_draw(status text, shares bigint, price numeric, unit numeric) RETURNS numeric
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE status WHEN 'failed' THEN 0 WHEN 'completed' THEN shares * price ELSE shares * unit END
+$$;
+
 CREATE FUNCTION record_execution_draw_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     cover uuid;
+    unit numeric;
     was numeric := 0;
     now_ numeric := 0;
 BEGIN
-    SELECT o.cover_id INTO cover FROM orders o
+    SELECT o.cover_id, o.cover_unit INTO cover, unit FROM orders o
     WHERE o.acceptance_number = coalesce(NEW.buy_order, OLD.buy_order) AND o.cover_unit IS NOT NULL;
     IF cover IS NULL THEN
         RETURN NULL;
     END IF;
-    IF TG_OP <> 'INSERT' AND OLD.status <> 'failed' THEN
-        was := OLD.shares * OLD.price;
+    IF TG_OP <> 'INSERT' THEN
+        was := execution_draw(OLD.status, OLD.shares, OLD.price, unit);
     END IF;
-    IF TG_OP <> 'DELETE' AND NEW.status <> 'failed' THEN
-        now_ := NEW.shares * NEW.price;
+    IF TG_OP <> 'DELETE' THEN
+        now_ := execution_draw(NEW.status, NEW.shares, NEW.price, unit);
     END IF;
     IF now_ <> was THEN
         INSERT INTO standing_cover_drawn_changes (cover_id, change) VALUES (cover, now_ - was);

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.exchange import order_repo, prices, repo, standing_repo, trading
+from agents.exchange import order_repo, prices, repo, standing, standing_repo, trading
 from agents.exchange.warm_book import BOOKS
 from broker import logs
 from broker.context import Context
@@ -41,5 +41,5 @@ AGENT = AgentDefinition(
     # and a group-committed batch passes them from handler to handler, sealed once at its end;
     # its trades' prices are announced once per issue at its end (prices.Conflation).
     batch_scope=scopes(BOOKS.batch, prices.PRICES.batch),
-    background=(folding(order_repo.OPEN_BUY_EXPOSURE, standing_repo.STANDING_COVER_DRAWN),),
+    background=(folding(order_repo.OPEN_BUY_EXPOSURE, standing_repo.STANDING_COVER_DRAWN), standing.close_drained),
 )

@@ -48,6 +48,10 @@ class Order:
     cert_id: UUID | None = None
     # What a time-in-force or self-trade prevention cancelled, so it is not counted as filled.
     cancelled: int = 0
+    # A market order trades no further than this: the day's price limit on its side (seed 002
+    # §9.6), set when it is submitted. A resting order outside today's limits (a GTC order from
+    # before the close) must not trade with it, and its cover held no more than the limit.
+    bound: Decimal | None = None
 
     def __post_init__(self) -> None:
         if not self.priority:
@@ -197,7 +201,7 @@ class OrderBook:
         buying = incoming.side is _BUY
         opposite = self._asks if buying else self._bids
         prices, best = opposite.prices, opposite.best
-        limit = None if incoming.order_type is _MARKET else incoming.price
+        limit = incoming.bound if incoming.order_type is _MARKET else incoming.price
         # Most limit orders cross nothing and rest: they leave before the loop is set up.
         if not prices or (limit is not None and (prices[best] > limit if buying else prices[best] < limit)):
             return False
@@ -239,7 +243,7 @@ class OrderBook:
         """What would fill now, stopping where self-trade prevention would."""
         buying = incoming.side is _BUY
         opposite = self._asks if buying else self._bids
-        limit = None if incoming.order_type is _MARKET else incoming.price
+        limit = incoming.bound if incoming.order_type is _MARKET else incoming.price
         total, wanted = 0, incoming.remaining
         for price in opposite.best_first():
             if limit is not None and (price > limit if buying else price < limit):

@@ -108,7 +108,8 @@ async def on_granted(answer: CoverGranted, ctx: Context) -> None:
         ctx.emit(CoverRelease(cover_id=answer.cover_id), to=SETTLEMENT_ID)
         return
     assert read.acceptance_number is not None  # drawn for a listed issue and a new client order id
-    await trading.book(ctx, request, certificate, digest, read.acceptance_number, answer.cover_id)
+    assert read.instrument is not None  # the checks refuse an unlisted issue
+    await trading.book(ctx, request, read.instrument, certificate, digest, read.acceptance_number, answer.cover_id)
 
 
 async def on_refused(answer: CoverRefused, ctx: Context) -> None:

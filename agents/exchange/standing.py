@@ -8,6 +8,10 @@ has drawn is a running total of its orders and executions (``standing_repo``).
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from datetime import timedelta
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from agents.exchange import standing_repo
@@ -25,7 +29,10 @@ from schemas.dvp import (
     StandingCoverRefused,
     StandingCoverRequest,
 )
-from schemas.identity import SETTLEMENT_ID
+from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
+
+if TYPE_CHECKING:
+    from broker.runtime import AgentRuntime
 
 log = logs.get("kabuto.exchange")
 
@@ -98,7 +105,13 @@ async def on_close(message: CloseStandingCover, ctx: Context) -> None:
 
 
 async def close_if_done(ctx: Context, cover_id: UUID) -> None:
-    """Release a closing cover once no order drawn on it is open and no trade of one unsettled."""
+    """Release a closing cover once no order drawn on it is open and no trade of one unsettled.
+
+    Called wherever an order or a trade drawn on a cover ends, and by ``close_drained``: two
+    transactions at once (the end of day expiring the last order while the consumer takes the
+    close) can each decide on a snapshot without the other's write, and neither closes it
+    (found by review); the job closes it within ``CLOSE_SWEEP_EVERY``, taking no lock on the
+    hot path."""
     closed = await standing_repo.close_if_done(ctx.connection, cover_id)
     if closed is None:
         return
@@ -109,3 +122,16 @@ async def close_if_done(ctx: Context, cover_id: UUID) -> None:
         conversation=closed.conversation,
     )
     log.info("standing_cover_closed", cover_id=str(cover_id), spent=str(closed.spent))
+
+
+CLOSE_SWEEP_EVERY = timedelta(seconds=5)
+
+
+async def close_drained(runtime: AgentRuntime) -> None:
+    """A background job: every closing cover whose orders and trades have all ended is released
+    (the path no handler saw: two transactions that each decided before the other committed)."""
+    while True:
+        await asyncio.sleep(CLOSE_SWEEP_EVERY.total_seconds())  # a schedule, not synchronisation
+        with runtime.round_of(close_drained):
+            for cover_id in await runtime.query(standing_repo.closing):
+                await runtime.command(EXCHANGE_ID, functools.partial(close_if_done, cover_id=cover_id))

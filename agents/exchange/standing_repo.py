@@ -12,9 +12,9 @@ import asyncpg
 from broker.running_totals import RunningTotal
 from schemas.dvp import OpenStandingCover
 
-# What each standing cover has drawn: open orders' remaining × cover_unit plus executions that
-# have not failed (migration 0070), kept beside the rows so drawing costs the same however many
-# orders drew.
+# What each standing cover has drawn: open orders' remaining × cover_unit, unsettled executions'
+# shares × cover_unit, settled executions' amounts (migration 0070), kept beside the rows so
+# drawing costs the same however many orders drew.
 STANDING_COVER_DRAWN = RunningTotal("standing_cover_drawn", "cover_id")
 
 
@@ -113,6 +113,12 @@ async def close_if_done(connection: asyncpg.Connection, cover_id: UUID) -> Close
     return Closed(row["user_id"], row["amount"], row["spent"], row["closing_conversation"]) if row else None
 
 
+async def closing(connection: asyncpg.Connection) -> list[UUID]:
+    """Every cover still closing, oldest change first."""
+    rows = await connection.fetch("SELECT cover_id FROM standing_covers WHERE status = 'closing' ORDER BY updated_at")
+    return [r["cover_id"] for r in rows]
+
+
 async def drawn_drift(connection: asyncpg.Connection) -> list[tuple[str, Decimal, Decimal]]:
     """Every standing cover whose kept drawn amount differs from the sum over its orders and
     executions: (cover, kept, summed). Empty unless a write bypassed migration 0070's triggers."""
@@ -122,7 +128,8 @@ async def drawn_drift(connection: asyncpg.Connection) -> list[tuple[str, Decimal
                SELECT cover_id, remaining * cover_unit AS share FROM orders
                WHERE side = 'buy' AND status = 'open' AND cover_unit IS NOT NULL
                UNION ALL
-               SELECT o.cover_id, m.shares * m.price FROM matches m JOIN orders o ON o.acceptance_number = m.buy_order
-               WHERE o.cover_unit IS NOT NULL AND m.status <> 'failed') AS shares
+               SELECT o.cover_id, execution_draw(m.status, m.shares, m.price, o.cover_unit)
+               FROM matches m JOIN orders o ON o.acceptance_number = m.buy_order
+               WHERE o.cover_unit IS NOT NULL) AS shares
            GROUP BY cover_id""",
     )

@@ -132,10 +132,11 @@ async def on_submit(request: SubmitOrder, ctx: Context) -> None:
             return
         assert read.acceptance_number is not None  # drawn for a listed issue with a standing cover
         digest = _request_hash(ctx)
-        await book(ctx, request, None, digest, read.acceptance_number, read.standing.cover_id, cover_unit=unit)
+        number, cover_id = read.acceptance_number, read.standing.cover_id
+        await book(ctx, request, read.instrument, None, digest, number, cover_id, cover_unit=unit)
         return
     assert read.acceptance_number is not None  # drawn for a listed issue and a new client order id
-    await book(ctx, request, certificate, _request_hash(ctx), read.acceptance_number)
+    await book(ctx, request, read.instrument, certificate, _request_hash(ctx), read.acceptance_number)
 
 
 async def on_submit_v1(request: SubmitOrderV1, ctx: Context) -> None:
@@ -146,6 +147,7 @@ async def on_submit_v1(request: SubmitOrderV1, ctx: Context) -> None:
 async def book(
     ctx: Context,
     request: SubmitOrder,
+    instrument: acceptance.Instrument,
     certificate: ElectronicStockCertificate | None,
     request_hash: str,
     acceptance_number: int,
@@ -169,6 +171,7 @@ async def book(
         remaining=terms.quantity,
         time_in_force=terms.time_in_force,
         cert_id=certificate.cert_id if certificate else None,
+        bound=_market_bound(terms.side, instrument) if terms.order_type is OrderType.MARKET else None,
     )
     result = book.submit(order)
     digest = resubmission.payload_digest(request)
@@ -185,6 +188,13 @@ async def book(
         to=order.user_id,
     )
     await _apply(ctx, request.issue_code, order, result)
+
+
+def _market_bound(side: Side, instrument: acceptance.Instrument) -> Decimal:
+    """The furthest a market order may trade today: the day's upper price limit for a buy, the
+    lower for a sell — what a market buy's cover was held for (covering.worst_price)."""
+    band = instrument.band
+    return band.upper if side is Side.BUY else band.lower
 
 
 async def _apply(ctx: Context, issue_code: str, incoming: Order, result: Result) -> None:

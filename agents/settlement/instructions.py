@@ -250,14 +250,19 @@ def _problem(i: Instruction, buyer: Account | None, seller: Account | None) -> t
 
 
 def plan(instruction: Instruction, cover: Cover | None, available: Decimal, today: date) -> Attempt | Wait:
-    """The next attempt: cash from the buy order's cover first, then from the buyer's available
-    balance (``available`` excludes the cover's own hold); partial only where allowed."""
+    """The next attempt: cash from the buy order's cover first, then from the buyer's free
+    balance (``available`` less what the cover holds: ``available`` excludes the cover's own
+    hold); partial only where allowed."""
     if today < instruction.intended_settlement_date:
         return Wait(DvpReason.AWAITING_SETTLEMENT_DATE, f"settles on {instruction.intended_settlement_date}")
     open_quantity = instruction.open_quantity
     usable = cover is not None and cover.active and cover.account_id == instruction.buyer_account
     from_cover = cover.shares_for(open_quantity, instruction.price) if usable and cover is not None else 0
-    affordable = int(max(available, Decimal(0)) // instruction.price)
+    # What the cover holds is in ``available`` too (the cover's own hold is excluded from it), and
+    # is kept for the cover's other trades: only the rest is free (review found a short standing
+    # cover's cash counted twice, an attempt earmarking more than the account had).
+    free = available - (cover.held if usable and cover is not None else Decimal(0))
+    affordable = int(max(free, Decimal(0)) // instruction.price)
     quantity = min(open_quantity, from_cover + affordable)
     if quantity < open_quantity and not (instruction.partial_allowed and quantity > 0):
         return Wait(DvpReason.LACK_OF_CASH, "the buyer's settlement account cannot pay for this trade")

@@ -208,10 +208,14 @@ def test_a_standing_cover_pays_any_trade_at_its_own_price_and_holds_what_is_unsp
 def test_what_a_standing_cover_lacks_comes_from_the_free_balance_or_the_trade_waits() -> None:
     short = standing("599999")  # 499 shares at 1,200
     assert short.shares_for(500, Decimal(1200)) == 499
-    plan = decide.plan(accepted(cover_id=COVER_ID), short, Decimal(1200), TODAY)
+    # ``available`` counts the cover's cash too (its hold is excluded): only what is beyond it is free
+    plan = decide.plan(accepted(cover_id=COVER_ID), short, Decimal(599_999 + 1200), TODAY)
     assert plan == Attempt(1, 500, Decimal(600_000), 499)
-    waits = decide.plan(accepted(cover_id=COVER_ID), short, Decimal(1199), TODAY)
+    waits = decide.plan(accepted(cover_id=COVER_ID), short, Decimal(599_999 + 1199), TODAY)
     assert isinstance(waits, Wait) and waits.reason is DvpReason.LACK_OF_CASH
+    # the review's case: everything the account has is in the cover, the trade costs more
+    alone = decide.plan(accepted(cover_id=COVER_ID), standing("90000"), Decimal(90_000), TODAY)
+    assert isinstance(alone, Wait) and alone.reason is DvpReason.LACK_OF_CASH
 
 
 def test_a_standing_cover_refusal_checks_the_account_but_not_a_share_count() -> None:
