@@ -188,6 +188,12 @@ class Participant:
             self._account_boxes[account] = seal_account(self.trust, self.user_id, account)
         return self._account_boxes[account]
 
+    def keep_account_box(self, account: str, box: str) -> None:
+        """Seal ``account`` as ``box`` from now on: a box kept from an earlier session (the
+        ``account`` of the ``standing_cover.open`` it sent), so that after a restart its buy
+        orders still draw on the cover opened with it."""
+        self._account_boxes[account] = box
+
     async def _consume(self, connection: AbstractConnection) -> None:
         queue = await open_reply_queue(connection, self.names, self.user_id, prefetch=32)
         await queue.consume(self._on_delivery, no_ack=False)

@@ -290,3 +290,22 @@ async def test_an_impossible_amount_is_dead_lettered_as_schema_violation(
     body, headers = MALFORMED_OPENS[case](keys)
     async with support.agents(settings, "exchange") as rt:
         await expect_dead_letter(settings, rt["exchange"], body, headers, Reason.SCHEMA_VIOLATION)
+
+
+async def test_a_client_that_restarts_keeps_drawing_with_the_box_it_kept(settings: Settings, keys: KeyStore) -> None:
+    enrol(keys, "dora")
+    try:
+        async with support.agents(settings, "exchange", "settlement") as rt:
+            await support.list_issue(rt["exchange"])
+            await support.fund(rt["settlement"], "dora", Decimal(1_000_000))
+            async with Participant.enrolled(settings.amqp_url, keys.root, "dora", namespace=settings.namespace) as me:
+                cover = await opened(me, "200000")
+                kept = me.account_box("dora-cash")
+            async with Participant.enrolled(settings.amqp_url, keys.root, "dora", namespace=settings.namespace) as me:
+                await bought(me, "d1", 100, "990")  # a new box: a per-order cover
+                me.keep_account_box("dora-cash", kept)
+                await bought(me, "d2", 100, "990")  # the kept box: drawn on the cover
+            assert await cover_requests(rt["exchange"]) == 1
+            assert await drawn(rt["exchange"], cover) == Decimal(99_000)
+    finally:
+        await delete_queue(settings, "dora")
