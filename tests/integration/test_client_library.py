@@ -9,49 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-
-import aio_pika
-import pytest
 
 from broker import parked
 from broker.envelope import seal
 from broker.metrics import outbox_figures
-from broker.participants import ensure_reply_queue, reply_queue_name
-from broker.pki import KeyStore, default_participant
+from broker.participants import ensure_reply_queue
+from broker.pki import KeyStore
 from broker.settings import Settings
-from broker.topology import Names
 from kabuto_client import Participant, buy_order, handover, place
-from schemas.identity import Role
 from schemas.issuance import CertificateIssued
 from schemas.trading import OrderAccepted, OrderRefusal, OrderRejected, OrderTerms, OrderType, Side, SubmitOrder
 from tests import support
+from tests.integration.conftest import delete_queue, enrol
 from tests.support import eventually
-
-
-async def delete_queue(settings: Settings, participant: str) -> None:
-    connection = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        await channel.queue_delete(reply_queue_name(Names(settings.namespace), participant))
-    finally:
-        await connection.close()
-
-
-def enrol(keys: KeyStore, user_id: str) -> None:
-    keys.enrol(default_participant(user_id, Role.INVESTOR, limit=10_000_000))
-
-
-@pytest.fixture
-async def dora(settings: Settings, keys: KeyStore) -> AsyncIterator[Participant]:
-    enrol(keys, "dora")
-    try:
-        async with Participant.enrolled(settings.amqp_url, keys.root, "dora", namespace=settings.namespace) as me:
-            yield me
-    finally:
-        await delete_queue(settings, "dora")
 
 
 def order(me: Participant, client_order_id: str = "dora-1", quantity: int = 100) -> SubmitOrder:

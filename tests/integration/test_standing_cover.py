@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -36,22 +36,12 @@ from schemas.dvp import (
 from schemas.identity import EXCHANGE_ID
 from schemas.trading import CancelOrder, OrderAccepted
 from tests import support
+from tests.integration.conftest import delete_queue, enrol
 from tests.integration.refusal_kit import expect_dead_letter
-from tests.integration.test_client_library import delete_queue, enrol
 from tests.integration.test_trading_paths import issue, sell
 from tests.integration.test_trading_paths import place as place_hosted
 
 Rt = dict[str, AgentRuntime]
-
-
-@pytest.fixture
-async def dora(settings: Settings, keys: KeyStore) -> AsyncIterator[Participant]:
-    enrol(keys, "dora")
-    try:
-        async with Participant.enrolled(settings.amqp_url, keys.root, "dora", namespace=settings.namespace) as me:
-            yield me
-    finally:
-        await delete_queue(settings, "dora")
 
 
 async def opened(dora: Participant, amount: str, account: str = "dora-cash") -> UUID:

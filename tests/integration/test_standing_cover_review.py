@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
-
-import pytest
 
 from agents.exchange import standing, standing_repo, trading
 from agents.investor.instructions import cancel_instruction
@@ -35,7 +32,7 @@ from schemas.dvp import (
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
 from schemas.trading import OrderAccepted, OrderRejected, ReplaceOrder, SubmitOrder, TimeInForce
 from tests import support
-from tests.integration.test_client_library import delete_queue, enrol
+from tests.integration.conftest import delete_queue, enrol
 from tests.integration.test_standing_cover import (
     bought,
     cancel,
@@ -48,16 +45,6 @@ from tests.integration.test_trading_paths import buy, issue, sell
 from tests.integration.test_trading_paths import place as place_hosted
 
 Rt = dict[str, AgentRuntime]
-
-
-@pytest.fixture
-async def dora(settings: Settings, keys: KeyStore) -> AsyncIterator[Participant]:
-    enrol(keys, "dora")
-    try:
-        async with Participant.enrolled(settings.amqp_url, keys.root, "dora", namespace=settings.namespace) as me:
-            yield me
-    finally:
-        await delete_queue(settings, "dora")
 
 
 def dora_buy(
