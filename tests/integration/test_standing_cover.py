@@ -230,7 +230,8 @@ async def test_a_trade_drawn_on_the_cover_settles_from_its_hold_and_closing_repo
         await support.eventually(lambda: _settled(rt["settlement"]), timeout=20)
 
         assert await cover_requests(rt["exchange"]) == 0
-        assert await drawn(rt["exchange"], cover) == Decimal(500_000)
+        # drawn at the limit until the exchange learns the trade settled, then at its price
+        await support.eventually(lambda: _drawn_is(rt["exchange"], cover, Decimal(500_000)))
         standing = await support.rows(rt["settlement"], "SELECT unspent FROM covers WHERE cover_id = $1", cover)
         assert standing == [{"unspent": Decimal(100_000)}]
         assert await placed_holds(rt["settlement"], account) == {"standing": Decimal(100_000)}
@@ -244,6 +245,10 @@ async def test_a_trade_drawn_on_the_cover_settles_from_its_hold_and_closing_repo
             rt["settlement"], "SELECT account_id, sum(amount) AS b FROM postings GROUP BY 1 ORDER BY 1"
         )
         assert {r["account_id"]: Decimal(r["b"]) for r in balances}["dora-cash"] == Decimal(500_000)
+
+
+async def _drawn_is(exchange: AgentRuntime, cover: UUID, value: Decimal) -> bool:
+    return await drawn(exchange, cover) == value
 
 
 async def _settled(settlement: AgentRuntime) -> bool:
