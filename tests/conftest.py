@@ -2,7 +2,7 @@
 
 The services are required. If either does not answer, every test that needs it errors with
 a message saying how to start it; nothing is skipped. Each test gets its own database
-(cloned from a migrated template, so it starts empty and fast) and its own RabbitMQ name
+(cloned from a migrated template ahead of time, so it starts empty and fast) and its own RabbitMQ name
 prefix, deleted afterwards, so tests never see each other's messages or rows.
 
 Every agent of the suite runs under its own RabbitMQ user and PostgreSQL login (issue 13,
@@ -12,7 +12,10 @@ least privilege by default): made once per session with permissions for the test
 
 from __future__ import annotations
 
+import asyncio
 import os
+import queue
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -110,19 +113,89 @@ async def agent_logins(keys: KeyStore, template_database: str) -> AsyncIterator[
     await provisioning.drop_logins(DATABASE_URL, made.database_logins)
 
 
-@pytest.fixture
-async def database(template_database: str) -> AsyncIterator[str]:
-    name = f"kabuto_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(DATABASE_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+class ReadyDatabases:
+    """Databases cloned from the template ahead of the tests that take them, and dropped after
+    them, in a thread of its own. A clone waits on the disk for most of a second here (``CREATE
+    DATABASE … TEMPLATE`` writes and syncs every file of the template), which was most of the
+    suite's time; cloned while the tests run, each test still gets a fresh database and rarely
+    waits for it."""
+
+    AHEAD = 3
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self._ready: queue.Queue[str] = queue.Queue(maxsize=self.AHEAD)
+        self._used: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._clone()), name="ready-databases", daemon=True)
+        self._thread.start()
+
+    async def _clone(self) -> None:
+        admin = await asyncpg.connect(DATABASE_URL)
         try:
-            yield database_url(name)
-            await assert_running_totals_match(database_url(name))
+            while not self._stop.is_set():
+                name = f"kabuto_test_{uuid.uuid4().hex[:12]}"
+                await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+                while not self._stop.is_set():
+                    await self._drop_used(admin)
+                    try:
+                        self._ready.put(name, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                else:
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            await self._drop_used(admin)
+        except Exception as exc:  # noqa: BLE001 — a thread: reported to the next test that takes a database
+            self._failure = exc
         finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+
+    async def _drop_used(self, admin: asyncpg.Connection) -> None:
+        while not self._used.empty():
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self._used.get_nowait()}" WITH (FORCE)')
+
+    async def take(self) -> str:
+        """A fresh clone of the template, its name."""
+        while True:
+            if self._failure is not None:
+                raise RuntimeError(f"cloning test databases failed: {self._failure!r}") from self._failure
+            try:
+                return await asyncio.to_thread(self._ready.get, timeout=1)
+            except queue.Empty:
+                continue
+
+    def done_with(self, name: str) -> None:
+        """The test that took ``name`` ended: the thread drops it."""
+        self._used.put(name)
+
+    async def close(self) -> None:
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join, 30)
+        admin = await asyncpg.connect(DATABASE_URL)
+        try:
+            while not self._ready.empty():
+                await admin.execute(f'DROP DATABASE IF EXISTS "{self._ready.get_nowait()}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def ready_databases(template_database: str) -> AsyncIterator[ReadyDatabases]:
+    ready = ReadyDatabases(template_database)
+    yield ready
+    await ready.close()
+
+
+@pytest.fixture
+async def database(ready_databases: ReadyDatabases) -> AsyncIterator[str]:
+    name = await ready_databases.take()
+    try:
+        yield database_url(name)
+        await assert_running_totals_match(database_url(name))
     finally:
-        await admin.close()
+        ready_databases.done_with(name)
 
 
 async def assert_running_totals_match(url: str) -> None:
