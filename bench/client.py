@@ -20,6 +20,7 @@ from broker.pki import Identity
 from broker.sealed_box import seal_account
 from broker.topology import Names
 from broker.trust import TrustStore
+from schemas.dvp import OpenStandingCover
 from schemas.identity import EXCHANGE_ID
 from schemas.trading import OrderTerms, OrderType, Side, SubmitOrder, TimeInForce
 
@@ -71,22 +72,34 @@ async def connect(amqp_url: str, namespace: str, users: list[str]) -> Client:
     return client
 
 
+def account_box(trust: TrustStore, user_id: str) -> str:
+    """The bench trader's settlement account sealed to settlement (R-001-06)."""
+    return seal_account(trust, user_id, f"acct-{user_id}")
+
+
+def standing_cover(identity: Identity, box: str, amount: Decimal) -> Sealed:
+    """A signed standing_cover.open on the trader's account box (docs/dvp.md, "Standing cover")."""
+    request = OpenStandingCover(cover_id=uuid.uuid4(), user_id=identity.user_id, account=box, amount=amount)
+    return seal(identity, request, recipient=EXCHANGE_ID, now=datetime.now(UTC))
+
+
 def buy_order(
     identity: Identity,
-    trust: TrustStore,
+    box: str,
     client_order_id: str,
     issue_code: str,
     price: Decimal,
     quantity: int,
     tif: TimeInForce = TimeInForce.DAY,
 ) -> Sealed:
-    """A signed buy limit order from ``identity`` to the exchange."""
+    """A signed buy limit order from ``identity`` to the exchange, its account sealed in ``box``:
+    the box of the trader's standing cover, so the order draws on it."""
     request = SubmitOrder(
         client_order_id=client_order_id,
         user_id=identity.user_id,
         issue_code=issue_code,
         terms=OrderTerms(side=Side.BUY, order_type=OrderType.LIMIT, price=price, quantity=quantity, time_in_force=tif),
-        settlement_account=seal_account(trust, identity.user_id, f"acct-{identity.user_id}"),
+        settlement_account=box,
         holder_name=identity.user_id,
         holder_address="Tokyo",
     )

@@ -22,7 +22,7 @@ from decimal import Decimal
 
 from agents.exchange import order_repo
 from agents.settlement import app as settlement
-from bench.client import Client, book_entry_sell_order, buy_order, connect
+from bench.client import Client, account_box, book_entry_sell_order, buy_order, connect, standing_cover
 from bench.stage import Stage
 from broker.envelope import Sealed
 from broker.pki import Identity
@@ -33,6 +33,7 @@ ISSUE, REFERENCE, LOT, WINDOW = "ENTRY", Decimal(1000), 100, 200
 FUNDS = Decimal(10**12)  # per trader: far more than every order of a run covers
 TRADERS = tuple(f"bench-t{i:02d}" for i in range(20))
 ACCEPTED = "order.accepted"
+STANDING_COVER_OPENED = "standing_cover.opened"
 Progress = Callable[[str], None]
 
 
@@ -42,6 +43,7 @@ class Entry:
     client: Client
     identities: list[Identity]
     trust: TrustStore
+    boxes: list[str]
     sent: int = 0
 
     def orders(self, count: int, tif: TimeInForce = TimeInForce.DAY) -> list[Sealed]:
@@ -49,9 +51,8 @@ class Entry:
         made = []
         for i in range(self.sent, self.sent + count):
             price = REFERENCE - 1 - (i % 40)
-            made.append(
-                buy_order(self.identities[i % len(self.identities)], self.trust, f"e{i}", ISSUE, price, LOT, tif)
-            )
+            trader = i % len(self.identities)
+            made.append(buy_order(self.identities[trader], self.boxes[trader], f"e{i}", ISSUE, price, LOT, tif))
         self.sent += count
         return made
 
@@ -77,7 +78,13 @@ async def open_entry(st: Stage) -> Entry:
         await st.command("settlement", "settlement", settlement.open_account(f"acct-{trader}", trader))
         await st.command("settlement", "settlement", settlement.deposit(f"acct-{trader}", FUNDS, f"bench-{trader}"))
     client = await connect(st.settings.amqp_url, st.settings.namespace, list(TRADERS))
-    return Entry(st, client, [st.identity(t) for t in TRADERS], st.trust())
+    identities, trust = [st.identity(t) for t in TRADERS], st.trust()
+    boxes = [account_box(trust, t) for t in TRADERS]
+    # each trader's buys draw on a standing cover, as a participant sending a thousand orders a
+    # second would fund them: booked in the hop that receives them (docs/dvp.md, "Standing cover")
+    await client.publish_window([standing_cover(i, box, FUNDS) for i, box in zip(identities, boxes, strict=True)])
+    await client.wait_for(STANDING_COVER_OPENED, len(TRADERS), timeout=60)
+    return Entry(st, client, identities, trust, boxes)
 
 
 async def offered(entry: Entry, rate: int, seconds: int, progress: Progress) -> float:
@@ -102,8 +109,8 @@ async def offered(entry: Entry, rate: int, seconds: int, progress: Progress) -> 
 
 async def burst(entry: Entry, count: int, *, one_hop: bool = False) -> float:
     """Accepted orders per second when ``count`` are sent as fast as the broker confirms them:
-    buy orders (three hops: submit, cover at settlement, grant), or with ``one_hop`` book-entry
-    sell orders, which the exchange accepts in the hop that receives them."""
+    buy orders drawn on their trader's standing cover, or with ``one_hop`` book-entry sell
+    orders; the exchange accepts either in the hop that receives it."""
     orders = entry.sells(count) if one_hop else entry.orders(count)
     first = entry.client.received[ACCEPTED]
     started = time.perf_counter()

@@ -1,8 +1,9 @@
 """Trades end to end through the seven agents, each its own OS process: a burst for the rate, and
 an open-loop load (buys sent at a fixed rate) for the latency. A benchmark, not a test.
 
-The seller is issued one certificate per trade and rests one sell order per certificate; then
-crossing buy orders are placed through the investor agent (a signed order.submit each) and every
+The seller is issued one certificate per trade and rests one sell order per certificate; the
+buyer sets its cash aside as a standing cover; then crossing buy orders are placed through the
+investor agent (a signed order.submit each, drawn on the cover at the exchange) and every
 trade goes accepted → matched → name transfer at the issuer → settlement, every hop signed,
 verified and committed. Latency is read from the agents' own records: the buy order's
 acceptance time at the exchange to the settlement instruction's time at settlement.
@@ -24,6 +25,7 @@ from decimal import Decimal
 from agents.exchange import order_repo
 from agents.investor.app import IssuanceOrder, request_certificates
 from agents.investor.domain import Dividend
+from agents.investor.standing import open_standing_cover
 from agents.investor.trading import OrderTicket, place_order
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
@@ -83,6 +85,10 @@ async def prepare(st: Stage, trades: int, timeout: float) -> None:
     await st.command("settlement", "settlement", settlement.open_account("seller", SELLER))
     await st.command("settlement", "settlement", settlement.open_account("buyer", BUYER))
     await st.command("settlement", "settlement", settlement.deposit("buyer", PRICE * LOT * trades, "bench"))
+    # the buyer's orders draw on a standing cover, booked in the hop that receives them (docs/dvp.md)
+    await st.command("investor", BUYER, open_standing_cover("buyer", PRICE * LOT * trades))
+    covered = "SELECT count(*) FROM standing_covers WHERE user_id = $1 AND status = 'active'"
+    await until(lambda: _at_least(st, "investor", 1, covered, BUYER), timeout, "the buyer's standing cover")
     delivery = Dividend(method=DividendMethod.SETTLEMENT_ACCOUNT, account="seller")
     order = IssuanceOrder(ISSUE, ShareClass.COMMON, LOT, "Seller", "Tokyo", delivery)
     for _ in range(trades):
