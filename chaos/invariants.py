@@ -12,7 +12,8 @@ once by one committed attempt, nothing the settlement held is still held (covers
 holds, reservations at the issuer and custody, custody locks), no instruction waits without
 a reason, the cash moved is ``trades × LOT × PRICE`` with the ledger's total unchanged, the
 shares are where the register, the wallets and custody's positions agree, the running totals
-of open buys and placed holds equal the sums of their rows, no outbox row is pending or parked,
+of open buys and placed holds equal the sums of their rows, the exchange and settlement agree on
+what each standing cover may still draw, no outbox row is pending or parked,
 and no queue holds a message — no dead letter, no delivery waiting, no retry pending.
 """
 
@@ -112,9 +113,35 @@ async def check(
         *await _shares(connection, market, trades.certificate),
         *await _custody(connection, market, trades.book_entry),
         *await _credit(connection, market, purchases),
+        *await _standing_covers(connection),
         *await running_totals(connection),
         *await _plumbing(settings),
     ]
+
+
+async def _standing_covers(connection: asyncpg.Connection) -> list[Anomaly]:
+    """The exchange and settlement agree on every live standing cover (docs/dvp.md): what the
+    exchange may still draw is what settlement still holds for it — at rest, every trade drawn
+    on it is settled at both — and settlement's hold says the same amount."""
+    await connection.execute("SET search_path TO exchange")
+    try:
+        rows = await connection.fetch(
+            f"""SELECT s.cover_id, s.status, s.amount - {standing_repo.STANDING_COVER_DRAWN.of("s.cover_id")} AS room,
+                       c.unspent, c.status AS held_as,
+                       (SELECT h.amount FROM settlement.holds h
+                         WHERE h.hold_id = s.cover_id AND h.status = 'placed') AS held
+                FROM exchange.standing_covers s LEFT JOIN settlement.covers c ON c.cover_id = s.cover_id
+                WHERE s.status IN ('active', 'closing')"""
+        )
+    finally:
+        await connection.execute("RESET search_path")
+    found = []
+    for r in rows:
+        held = r["held"] if r["held"] is not None else Decimal(0)
+        if r["unspent"] is None or r["held_as"] != "active" or not r["room"] == r["unspent"] == held:
+            seen = f"room {r['room']} at the exchange, unspent {r['unspent']} and held {held} at settlement"
+            found.append(Anomaly(Kind.STUCK, f"standing cover {r['cover_id']} ({r['status']})", seen))
+    return found
 
 
 async def _orders(connection: asyncpg.Connection, trades: int) -> list[Anomaly]:
@@ -173,8 +200,11 @@ async def _delivery_versus_payment(connection: asyncpg.Connection, trades: Trade
                   (SELECT count(*) FROM settlement.dvp_instructions WHERE settlement = 'settled'
                     AND (settled_quantity <> quantity OR settled_amount <> amount)) AS settled_short,
                   (SELECT count(*) FROM settlement.dvp_instructions WHERE settlement = 'failed') AS failed,
-                  (SELECT count(*) FROM settlement.covers WHERE status = 'active') AS covers_active,
-                  (SELECT count(*) FROM settlement.holds WHERE status = 'placed') AS holds_placed,
+                  (SELECT count(*) FROM settlement.covers WHERE status = 'active' AND kind = 'order')
+                      AS covers_active,
+                  (SELECT count(*) FROM settlement.holds WHERE status = 'placed'
+                    AND hold_id NOT IN (SELECT cover_id FROM settlement.covers WHERE kind = 'standing'))
+                      AS holds_placed,
                   (SELECT count(*) FROM exchange.pending_orders WHERE status = 'awaiting_cover') AS awaiting_cover,
                   (SELECT count(*) FROM exchange.pending_orders WHERE status = 'refused') AS cover_refused,
                   (SELECT count(*) FROM issuer.reservations WHERE status = 'committed') AS issuer_committed,

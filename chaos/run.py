@@ -40,6 +40,7 @@ import asyncpg
 from agents.custody import repo as custody_repo
 from agents.exchange import order_repo
 from agents.investor.app import request_certificates
+from agents.investor.standing import open_standing_cover
 from agents.investor.trading import OrderTicket, place_order
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
@@ -219,6 +220,9 @@ async def prepare(driver: Driver, settings: Settings, trades: Trades) -> tuple[M
     for user in (SELLER, BUYER):
         await driver.command("settlement", "settlement", settlement.open_account(CASH_ACCOUNT[user], user))
     await driver.command("settlement", "settlement", settlement.deposit(CASH_ACCOUNT[BUYER], market.deposit, "chaos"))
+    # half the buyer's cash is a standing cover: the first half of its buys draw on it, the rest
+    # take per-order covers, so both paths run through every fault (docs/dvp.md)
+    await driver.command("investor", BUYER, open_standing_cover(CASH_ACCOUNT[BUYER], market.deposit / 2))
     for user, account in SAFEKEEPING.items():
         await driver.command("custody", "custody", _open_safekeeping(account, user))
     db = await asyncpg.connect(settings.database_url)
@@ -226,6 +230,8 @@ async def prepare(driver: Driver, settings: Settings, trades: Trades) -> tuple[M
         if market.custody_shares:
             await deposit_at_custody(driver, db, SELLER, SAFEKEEPING[SELLER], market.custody_shares)
         certs = await _issued(driver, db, market.certificates)
+        active = "SELECT count(*) > 0 FROM investor.standing_covers WHERE status = 'active'"
+        await until(lambda: db.fetchval(active), time.monotonic() + 60, "the buyer's standing cover active")
         await shopping.open_credit(driver, db, market)
     finally:
         await db.close()

@@ -15,9 +15,11 @@ from agents.demo.issuance import Say, held_certificate
 from agents.exchange import order_repo as exchange_orders
 from agents.investor import order_repo
 from agents.investor.app import verified_wallet
+from agents.investor.standing import close_standing_cover, open_standing_cover
 from agents.investor.trading import OrderTicket, place_order
 from agents.issuer.domain import Offering
 from agents.settlement import app as settlement
+from broker.consumer import Outcome
 from broker.context import Context
 from broker.runtime import AgentRuntime
 from broker.stock_certificates import CertificateInvalid
@@ -51,6 +53,12 @@ async def trading(runtimes: dict[str, AgentRuntime], offering: Offering, alice: 
         f"  {alice} offers 300 of her {certificate.shares} shares at {price:,}, the certificate countersigned "
         f"for this order."
     )
+    cover_id = await investor.command(bob, open_standing_cover(bob_cash, Decimal(1_000_000)))
+    await investor.outcomes.wait(lambda s: s.type == "standing_cover.opened", timeout=30)
+    say(
+        f"  {bob} sets 1,000,000 JPY of {bob_cash} aside as a standing cover: settlement holds it, and his "
+        f"buy orders on that account draw their worst case on it at the exchange (docs/dvp.md)."
+    )
     buy = OrderTicket(
         f"buy-{run}",
         issue,
@@ -71,10 +79,15 @@ async def trading(runtimes: dict[str, AgentRuntime], offering: Offering, alice: 
         f"  {bob} bids for 200 at {price:,}: a partial fill of {alice}'s order. The exchange takes the CertID "
         f"off its list, the issuer re-registers 200 shares to {bob} under a new CertID and the other "
         f"{certificate.shares - 200} to {alice} under another (committed to her open order) — delivery versus "
-        f"payment: settlement held {bob}'s cover before the order traded, earmarked the cash, had the issuer "
-        f"reserve the certificate, then moved the cash and committed the transfer together; {bob} asks for "
-        f"his certificate by name-transfer number.\n"
+        f"payment: {bob}'s order drew on his standing cover and was booked in the hop that received it (no "
+        f"cover request), settlement earmarked the trade's cash from that cover, had the issuer reserve the "
+        f"certificate, then moved the cash and committed the transfer together; {bob} asks for his "
+        f"certificate by name-transfer number."
     )
+    await investor.command(bob, close_standing_cover(cover_id))
+    closed = await investor.outcomes.wait(lambda s: s.type == "standing_cover.closed", timeout=30)
+    assert closed.outcome is Outcome.PROCESSED
+    say(f"  {bob} closes the standing cover: it spent {200 * price:,} JPY and settlement frees the rest.\n")
     await _wallets(investor, alice, bob, say)
     await _balances(ledger, (alice_cash, bob_cash), say)
     await _copied(investor, alice, certificate, alice_cash, price, say)
