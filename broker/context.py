@@ -37,6 +37,11 @@ class Context:
     def message_id(self) -> UUID | None:
         return self.envelope.message_id if self.envelope else None
 
+    @property
+    def conversation(self) -> UUID | None:
+        """The conversation the message handled belongs to (its correlation id)."""
+        return self.envelope.correlation_id if self.envelope else None
+
     def emit(self, payload: Message, *, to: str | None = None, conversation: UUID | None = None) -> Sealed:
         """Seal ``payload`` to ``to`` (or to integrators, for an event) in this conversation, or
         in ``conversation``: the answer to a request this handler did not receive (a request
@@ -49,7 +54,7 @@ class Context:
             payload,
             recipient=to,
             now=self.now,
-            correlation_id=conversation or (self.envelope.correlation_id if self.envelope else None),
+            correlation_id=conversation or self.conversation,
             causation_id=self.message_id,
         )
         self.emitted.append(sealed)

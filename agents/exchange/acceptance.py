@@ -29,6 +29,12 @@ class Instrument:
     def band(self) -> rules.PriceBand:
         return rules.price_band(self.reference_price)
 
+    def market_limit(self, side: Side) -> Decimal:
+        """The furthest a market order may trade today (seed 002 §9.6): the day's upper price
+        limit for a buy — what its cover holds per share — and the lower for a sell."""
+        band = self.band
+        return band.upper if side is Side.BUY else band.lower
+
 
 @dataclass(frozen=True, slots=True)
 class Refusal:

@@ -39,7 +39,7 @@ def worst_price(request: SubmitOrder, instrument: Instrument) -> Decimal:
     if request.terms.order_type is OrderType.LIMIT:
         assert request.terms.price is not None
         return request.terms.price
-    return instrument.band.upper
+    return instrument.market_limit(request.terms.side)
 
 
 async def ask_cover(

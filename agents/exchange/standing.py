@@ -98,8 +98,7 @@ async def on_close(message: CloseStandingCover, ctx: Context) -> None:
     if cover.status != "active":
         _refuse(ctx, sender, message.cover_id, StandingCoverRefusal.NOT_ACTIVE, f"the cover is {cover.status}")
         return
-    conversation = ctx.envelope.correlation_id if ctx.envelope else None
-    await standing_repo.start_closing(ctx.connection, cover.cover_id, conversation)
+    await standing_repo.start_closing(ctx.connection, cover.cover_id, ctx.conversation)
     log.info("standing_cover_closing", cover_id=str(cover.cover_id))
     await close_if_done(ctx, cover.cover_id)
 

@@ -171,7 +171,7 @@ async def book(
         remaining=terms.quantity,
         time_in_force=terms.time_in_force,
         cert_id=certificate.cert_id if certificate else None,
-        bound=_market_bound(terms.side, instrument) if terms.order_type is OrderType.MARKET else None,
+        bound=instrument.market_limit(terms.side) if terms.order_type is OrderType.MARKET else None,
     )
     result = book.submit(order)
     digest = resubmission.payload_digest(request)
@@ -188,13 +188,6 @@ async def book(
         to=order.user_id,
     )
     await _apply(ctx, request.issue_code, order, result)
-
-
-def _market_bound(side: Side, instrument: acceptance.Instrument) -> Decimal:
-    """The furthest a market order may trade today: the day's upper price limit for a buy, the
-    lower for a sell — what a market buy's cover was held for (covering.worst_price)."""
-    band = instrument.band
-    return band.upper if side is Side.BUY else band.lower
 
 
 async def _apply(ctx: Context, issue_code: str, incoming: Order, result: Result) -> None:

@@ -149,7 +149,7 @@ async def test_closing_waits_for_the_orders_drawn_on_the_cover_and_then_frees_it
         await bought(dora, "d1", 100, "990")
 
         closing = await dora.send(CloseStandingCover(cover_id=cover), to=EXCHANGE_ID)
-        await support.eventually(lambda: _status(rt["exchange"], cover, "closing"))
+        await support.eventually(lambda: status_is(rt["exchange"], cover, "closing"))
         assert closing.seen == []  # nothing answered while d1 rests
 
         await bought(dora, "d2", 100, "990")  # a closing cover is not drawn on
@@ -166,7 +166,7 @@ async def test_closing_waits_for_the_orders_drawn_on_the_cover_and_then_frees_it
         assert isinstance(again.message, StandingCoverRefused) and again.message.reason == "not_active"
 
 
-async def _status(exchange: AgentRuntime, cover_id: UUID, status: str) -> bool:
+async def status_is(exchange: AgentRuntime, cover_id: UUID, status: str) -> bool:
     rows = await support.rows(exchange, "SELECT status FROM standing_covers WHERE cover_id = $1", cover_id)
     return rows == [{"status": status}]
 
@@ -231,7 +231,7 @@ async def test_a_trade_drawn_on_the_cover_settles_from_its_hold_and_closing_repo
 
         assert await cover_requests(rt["exchange"]) == 0
         # drawn at the limit until the exchange learns the trade settled, then at its price
-        await support.eventually(lambda: _drawn_is(rt["exchange"], cover, Decimal(500_000)))
+        await support.eventually(lambda: drawn_is(rt["exchange"], cover, Decimal(500_000)))
         standing = await support.rows(rt["settlement"], "SELECT unspent FROM covers WHERE cover_id = $1", cover)
         assert standing == [{"unspent": Decimal(100_000)}]
         assert await placed_holds(rt["settlement"], account) == {"standing": Decimal(100_000)}
@@ -247,7 +247,7 @@ async def test_a_trade_drawn_on_the_cover_settles_from_its_hold_and_closing_repo
         assert {r["account_id"]: Decimal(r["b"]) for r in balances}["dora-cash"] == Decimal(500_000)
 
 
-async def _drawn_is(exchange: AgentRuntime, cover: UUID, value: Decimal) -> bool:
+async def drawn_is(exchange: AgentRuntime, cover: UUID, value: Decimal) -> bool:
     return await drawn(exchange, cover) == value
 
 

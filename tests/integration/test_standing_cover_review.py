@@ -38,8 +38,10 @@ from tests.integration.test_standing_cover import (
     cancel,
     cover_requests,
     drawn,
+    drawn_is,
     opened,
     placed_holds,
+    status_is,
 )
 from tests.integration.test_trading_paths import buy, issue, sell
 from tests.integration.test_trading_paths import place as place_hosted
@@ -181,11 +183,6 @@ async def test_a_market_buy_does_not_trade_beyond_the_days_upper_limit(settings:
         assert await unspent(rt["settlement"], cover) == Decimal(90_000)
 
 
-async def _waits_for_cash(settlement: AgentRuntime) -> bool:
-    rows = await support.rows(settlement, "SELECT reason, in_flight FROM dvp_instructions WHERE buyer_user_id = 'dora'")
-    return rows == [{"reason": "lack_of_cash", "in_flight": False}]
-
-
 # --- a closing cover is released whichever path ends the last of it ----------------------------
 
 
@@ -213,21 +210,17 @@ async def test_a_close_that_arrives_while_end_of_day_expires_the_last_order_stil
         eod = asyncio.create_task(rt["exchange"].command("exchange", slow_end_of_day))
         await asyncio.wait_for(expired.wait(), 10)
         closing = await dora.send(CloseStandingCover(cover_id=cover), to=EXCHANGE_ID)
-        await support.eventually(lambda: _status_is(rt["exchange"], cover, "closing"))
+        await support.eventually(lambda: status_is(rt["exchange"], cover, "closing"))
         finish.set()
         assert await eod == 1
         assert (await order_row(rt["exchange"], "d1"))["status"] == "cancelled"
 
         closed_within = standing.CLOSE_SWEEP_EVERY.total_seconds() + 10
-        await support.eventually(lambda: _status_is(rt["exchange"], cover, "closed"), timeout=closed_within)
+        await support.eventually(lambda: status_is(rt["exchange"], cover, "closed"), timeout=closed_within)
         answer = await closing.wait_for("standing_cover.closed", timeout=5)
         assert isinstance(answer.message, StandingCoverClosed)
         await rt["settlement"].outcomes.wait(lambda s: s.type == "settlement.cover.release")
         assert await placed_holds(rt["settlement"], account) == {}
-
-
-async def _status_is(exchange: AgentRuntime, cover: UUID, status: str) -> bool:
-    return await status_of(exchange, cover) == status
 
 
 async def test_a_closing_cover_is_released_when_its_last_order_expires_at_the_close_of_day(
@@ -241,7 +234,7 @@ async def test_a_closing_cover_is_released_when_its_last_order_expires_at_the_cl
         gtc = await place(dora, dora_buy(dora, "d2", 100, "980", TimeInForce.GTC))
         assert isinstance(gtc.message, OrderAccepted)
         closing = await dora.send(CloseStandingCover(cover_id=cover), to=EXCHANGE_ID)
-        await support.eventually(lambda: _status_is(rt["exchange"], cover, "closing"))
+        await support.eventually(lambda: status_is(rt["exchange"], cover, "closing"))
 
         assert await rt["exchange"].command("exchange", trading.end_of_day) == 1  # d1 expires, d2 is GTC
         assert await status_of(rt["exchange"], cover) == "closing"
@@ -265,7 +258,7 @@ async def test_a_closing_cover_is_released_when_its_last_trade_settles(settings:
         cover = await opened(dora, "500000")
         await bought(dora, "d1", 300, "1100")  # 330,000 drawn
         closing = await dora.send(CloseStandingCover(cover_id=cover), to=EXCHANGE_ID)
-        await support.eventually(lambda: _status_is(rt["exchange"], cover, "closing"))
+        await support.eventually(lambda: status_is(rt["exchange"], cover, "closing"))
 
         cert_id = await issue(rt, "alice", 300)
         await place_hosted(rt, "alice", sell("s1", 300, cert_id, price="1050"))  # trades at dora's 1,100
@@ -301,7 +294,7 @@ async def test_a_trade_cancelled_by_both_parties_gives_its_cash_back_and_the_clo
         await bought(dora, "d1", 100, "1100")  # trades at 1,000
         await support.eventually(lambda: _unspent_is(base["settlement"], cover, Decimal(100_000)))
         closing = await dora.send(CloseStandingCover(cover_id=cover), to=EXCHANGE_ID)
-        await support.eventually(lambda: _status_is(base["exchange"], cover, "closing"))
+        await support.eventually(lambda: status_is(base["exchange"], cover, "closing"))
         [match] = await support.rows(base["exchange"], "SELECT matching_number FROM matches")
         number = match["matching_number"]
         await dora.send(CancelInstruction(instruction=number), to=SETTLEMENT_ID)
@@ -392,13 +385,9 @@ async def test_partial_fills_below_the_limit_ioc_and_fok_draw_only_what_traded(
         # the fill draws 100 × 1,100 until it settles, then its 100,000
         assert await drawn(rt["exchange"], cover) in (Decimal(110_000), Decimal(100_000))
         await support.eventually(lambda: _settled_count(rt["settlement"], 1), timeout=20)
-        await support.eventually(lambda: _drawn_is(rt["exchange"], cover, Decimal(100_000)))
+        await support.eventually(lambda: drawn_is(rt["exchange"], cover, Decimal(100_000)))
         assert await unspent(rt["settlement"], cover) == Decimal(500_000)
         assert await cover_requests(rt["exchange"]) == 0
-
-
-async def _drawn_is(exchange: AgentRuntime, cover: UUID, value: Decimal) -> bool:
-    return await drawn(exchange, cover) == value
 
 
 async def _settled_count(settlement: AgentRuntime, count: int) -> bool:
