@@ -5,7 +5,8 @@ outbox backlog) and ``task_problems`` decides, with no I/O: a task that failed o
 a task whose heartbeat is older than ``stall_after`` (the process is down or its loop is
 stuck), a task waiting for the broker or the database longer than that, one unit of work
 taking longer than that, or pending work — deliveries in the inbox, rows in the outbox —
-with no progress for that long. One problem per task, the most serious first.
+with no progress for that long — each measured as of the task's last heartbeat, what the agent
+knew then. One problem per task, the most serious first.
 """
 
 from __future__ import annotations
@@ -45,19 +46,31 @@ def _problem(r: TaskRecord, backlog: Backlog, stall: timedelta) -> str | None:
         return f"{r.task} stopped {_s(r.in_state)} ago"
     if r.since_beat > stall:
         return f"{r.task}: no heartbeat for {_s(r.since_beat)} (the agent is down or stuck)"
-    if r.state is TaskState.WAITING and r.in_state > stall:
-        return f"{r.task} has been waiting for {_s(r.in_state)}: {r.detail}"
-    if r.busy_for is not None and r.busy_for > stall:
-        return f"{r.task} has been busy with one unit of work for {_s(r.busy_for)}"
-    idle = r.since_progress is None or r.since_progress > stall
-    if not idle or r.in_state <= stall:
+    # What the row says held when it was written; nothing is known of the time since. Read as
+    # of now, a row written before a database outage that kept the writer out showed a task
+    # "waiting" for the outage's length after it had long been running again (make chaos).
+    in_state, busy_for, since_progress = (
+        _at_beat(age, r.since_beat) for age in (r.in_state, r.busy_for, r.since_progress)
+    )
+    assert in_state is not None
+    if r.state is TaskState.WAITING and in_state > stall:
+        return f"{r.task} has been waiting for {_s(in_state)}: {r.detail}"
+    if busy_for is not None and busy_for > stall:
+        return f"{r.task} has been busy with one unit of work for {_s(busy_for)}"
+    idle = since_progress is None or since_progress > stall
+    if not idle or in_state <= stall:
         return None
-    quiet = f"none done for {_s(r.since_progress)}" if r.since_progress else "none done since it started"
+    quiet = f"none done for {_s(since_progress)}" if since_progress else "none done since it started"
     if r.task == "consumer" and backlog.inbox_ready:
         return f"consumer: {backlog.inbox_ready} deliveries waiting, {quiet}"
     if r.task == "relay" and backlog.outbox_pending and backlog.outbox_lag and backlog.outbox_lag > stall:
         return f"relay: {backlog.outbox_pending} outbox rows pending, {quiet}"
     return None
+
+
+def _at_beat(age: timedelta | None, since_beat: timedelta) -> timedelta | None:
+    """An age read now, as it was when the row was written."""
+    return None if age is None else max(age - since_beat, timedelta())
 
 
 def _s(age: timedelta | None) -> str:

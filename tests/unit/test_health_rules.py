@@ -21,7 +21,7 @@ def task(name: str = "consumer", state: TaskState = TaskState.RUNNING, **ages: f
         state,
         "",
         age("in_state", 600) or timedelta(),
-        age("since_beat", 1) or timedelta(),
+        age("since_beat", 0) or timedelta(),
         age("since_progress", 5),
         age("busy_for", None),
     )
@@ -55,6 +55,20 @@ def test_waiting_for_infrastructure_longer_than_the_window_is_unhealthy_shorter_
     long_wait = task("relay", TaskState.WAITING, in_state=90)
     short_wait = task("consumer", TaskState.WAITING, in_state=10)
     assert task_problems([long_wait, short_wait], IDLE, STALL) == ["relay has been waiting for 90 s: "]
+
+
+def test_ages_are_read_as_of_the_last_heartbeat_not_as_of_now() -> None:
+    """Found by make chaos: a row written 26 s before the check, just before PostgreSQL stopped
+    and kept the writer out, said the consumer had been waiting 15 s; read as of now it looked
+    41 s long, while the consumer had been running again since a second after that row."""
+    stale = task("consumer", TaskState.WAITING, in_state=41, since_beat=26)
+    assert task_problems([stale], IDLE, timedelta(seconds=30)) == []
+    still = task("consumer", TaskState.WAITING, in_state=61, since_beat=26)
+    assert task_problems([still], IDLE, timedelta(seconds=30)) == ["consumer has been waiting for 35 s: "]
+    busy = task("relay", busy_for=50, since_beat=25)
+    idle = task("consumer", since_progress=50, since_beat=25, in_state=50)
+    backlog = Backlog(inbox_ready=3, outbox_pending=0, outbox_lag=None)
+    assert task_problems([busy, idle], backlog, timedelta(seconds=30)) == []
 
 
 def test_one_unit_of_work_taking_too_long_is_unhealthy() -> None:
