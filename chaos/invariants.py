@@ -28,6 +28,7 @@ import asyncpg
 
 from agents.exchange import order_repo, standing_repo
 from agents.settlement import funds_repo
+from agents.settlement import repo as settlement_repo
 from broker import ops
 from broker.settings import AGENT_IDS, Settings
 from broker.topology import Names, check_ready
@@ -358,12 +359,13 @@ async def _balances(connection: asyncpg.Connection, accounts: list[str]) -> dict
 
 
 async def running_totals(connection: asyncpg.Connection) -> list[Anomaly]:
-    """The totals kept beside their rows (migrations 0068, 0070) still equal the sums of those rows."""
+    """The totals kept beside their rows (migrations 0068, 0070, 0072) still equal the sums of those rows."""
     found = []
     drifts = (
         ("exchange", order_repo.exposure_drift),
         ("exchange", standing_repo.drawn_drift),
         ("settlement", funds_repo.held_drift),
+        ("settlement", settlement_repo.balance_drift),
     )
     for schema, drift in drifts:
         await connection.execute(f"SET search_path TO {schema}")

@@ -211,6 +211,6 @@ AGENT = AgentDefinition(
         GrantMandate: mandates.on_grant,
         RevokeMandate: mandates.on_revoke,
     },
-    background=(instruction_desk.periodic_recycle, folding(repo.PLACED_HOLDS)),
+    background=(instruction_desk.periodic_recycle, folding(repo.PLACED_HOLDS, repo.ACCOUNT_BALANCES)),
     batch_scope=repo.LOCKS.batch,
 )

@@ -31,7 +31,10 @@ LOCKS = BatchLocks("settlement")
 # What placed holds keep on each account, kept beside the holds (migration 0068;
 # broker.running_totals) so that it costs the same however many are placed.
 PLACED_HOLDS = RunningTotal("placed_holds", "account_id")
-_BALANCE = "coalesce((SELECT sum(p.amount) FROM postings p WHERE p.account_id = a.account_id), 0)"
+# An account's balance, kept beside its postings (migration 0072): the sum of its postings, read
+# at the same cost however many it has. The ledger stays append-only; ``balance_drift`` compares.
+ACCOUNT_BALANCES = RunningTotal("account_balances", "account_id")
+_BALANCE = ACCOUNT_BALANCES.of("a.account_id")
 
 
 async def open_account(connection: asyncpg.Connection, account: Account) -> None:
@@ -152,10 +155,16 @@ async def post(connection: asyncpg.Connection, entry: Entry, posted_at: datetime
 
 
 async def balance(connection: asyncpg.Connection, account_id: str) -> Decimal:
-    total: Decimal = await connection.fetchval(
-        "SELECT coalesce(sum(amount), 0) FROM postings WHERE account_id = $1", account_id
-    )
+    total: Decimal = await connection.fetchval(f"SELECT {ACCOUNT_BALANCES.of('$1')}", account_id)
     return total
+
+
+async def balance_drift(connection: asyncpg.Connection) -> list[tuple[str, Decimal, Decimal]]:
+    """Every account whose kept balance differs from the sum of its postings: (account, kept,
+    summed). Empty unless a write bypassed migration 0072's trigger."""
+    return await ACCOUNT_BALANCES.drift(
+        connection, "SELECT account_id AS key, sum(amount) AS summed FROM postings GROUP BY account_id"
+    )
 
 
 async def statement(connection: asyncpg.Connection, account: Account, recent: int) -> Statement:
