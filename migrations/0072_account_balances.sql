@@ -12,6 +12,12 @@
 -- the statement an operator reads still sums them, and the tests and the fault suite compare the
 -- kept balances with the sums (repo.balance_drift). `postings` is locked against writes for this
 -- migration, so no posting falls between the backfill and the trigger.
+--
+-- Unlike 0068's totals, this one is what the database's own overdraft check trusts, so the agent
+-- may not write it (review found one stray row through the agent's login enough to let an
+-- overdraft commit, where 0005 made the ledger unwritable to it): the agent's role may only read
+-- the two tables; the trigger and the fold are SECURITY DEFINER functions of the migrating role,
+-- and the only ways to change a kept balance are a posting and a fold.
 SET search_path TO settlement;
 LOCK TABLE postings IN SHARE ROW EXCLUSIVE MODE;
 
@@ -32,7 +38,7 @@ SELECT account_id, sum(amount) FROM postings GROUP BY account_id;
 -- UPDATE and DELETE are recorded too, so that a superuser's correction (the agent may not
 -- rewrite the ledger) leaves the kept balance equal to the sum rather than drifting.
 CREATE FUNCTION record_account_balance_change() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     IF TG_OP <> 'INSERT' THEN
         INSERT INTO account_balances_changes (account_id, change) VALUES (OLD.account_id, -OLD.amount);
@@ -46,6 +52,22 @@ END $$;
 CREATE TRIGGER postings_record_account_balance_change
     AFTER INSERT OR DELETE OR UPDATE OF account_id, amount ON postings
     FOR EACH ROW EXECUTE FUNCTION record_account_balance_change();
+
+-- The fold (broker/running_totals.py's, as a function the agent may run but not rewrite): every
+-- committed change moved into its account's amount, in account order; returns how many moved.
+CREATE FUNCTION fold_account_balances() RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+    WITH moved AS (DELETE FROM account_balances_changes RETURNING account_id, change),
+         summed AS (SELECT account_id, sum(change) AS change FROM moved GROUP BY account_id),
+         folded AS (INSERT INTO account_balances AS t (account_id, amount)
+                    SELECT account_id, change FROM summed ORDER BY account_id
+                    ON CONFLICT (account_id) DO UPDATE SET amount = t.amount + excluded.amount
+                    RETURNING 1)
+    SELECT count(*) FROM folded
+$$;
+
+-- 0001's default privileges gave the agent every write on the new tables: reading is all it needs.
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON account_balances, account_balances_changes FROM kabuto_settlement;
 
 -- The overdraft check at commit reads the kept balance (the entry's own changes are among the
 -- changes not folded yet: the row trigger above ran before this deferred one). Unchanged otherwise.

@@ -1,7 +1,9 @@
 """SQL for the settlement agent's own schema: accounts, the ledger and settlement instructions.
 
-Records never leave this module. Balances are computed from postings, never stored; the
-database refuses an unbalanced entry at commit (migration 0005) whatever the code does.
+Records never leave this module. A balance is the sum of an account's postings, kept beside them
+by the database (migration 0072: a trigger records each posting, the agent may read the kept
+balance but not write it); the database refuses an unbalanced or overdrawing entry at commit
+(migrations 0005, 0072) whatever the code does.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ LOCKS = BatchLocks("settlement")
 PLACED_HOLDS = RunningTotal("placed_holds", "account_id")
 # An account's balance, kept beside its postings (migration 0072): the sum of its postings, read
 # at the same cost however many it has. The ledger stays append-only; ``balance_drift`` compares.
-ACCOUNT_BALANCES = RunningTotal("account_balances", "account_id")
+ACCOUNT_BALANCES = RunningTotal("account_balances", "account_id", folder="fold_account_balances")
 _BALANCE = ACCOUNT_BALANCES.of("a.account_id")
 
 

@@ -510,3 +510,35 @@ def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node.get("Plans", []):
         yield from _nodes(child)
+
+
+async def test_the_agents_login_may_read_the_kept_balances_but_not_write_them(database: str) -> None:
+    """Found by review: the overdraft check trusts the kept balance, and 0001's default
+    privileges let the agent's role write it — one stray change row through the agent's login
+    and an overdraft committed (postings summing to -1,000 on a customer account). The agent's
+    role may read the two tables; postings and the fold (a SECURITY DEFINER function) are the
+    only ways a kept balance changes."""
+    admin = await asyncpg.connect(database, server_settings={"search_path": "settlement"})
+    agent = await asyncpg.connect(database, server_settings={"search_path": "settlement", "role": "kabuto_settlement"})
+    try:
+        for account in ACCOUNTS:
+            await admin.execute("INSERT INTO accounts (account_id, owner_user_id) VALUES ($1, $1)", account)
+        writes = (
+            "INSERT INTO account_balances_changes (account_id, change) VALUES ('acct-a', 1000)",
+            "INSERT INTO account_balances (account_id, amount) VALUES ('acct-a', 1000)",
+            "UPDATE account_balances SET amount = amount + 1000",
+            "DELETE FROM account_balances_changes",
+        )
+        for write in writes:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await agent.execute(write)
+        await deposit(agent, "acct-a", Decimal(40))  # the agent posts; the trigger records it
+        with pytest.raises(asyncpg.CheckViolationError, match="overdraws customer account acct-a"):
+            await transfer(agent, "acct-a", "acct-b", Decimal(1000))
+        assert await settlement_repo.ACCOUNT_BALANCES.fold(agent) == 2  # acct-a and the deposits account
+        assert await settlement_repo.balance(agent, "acct-a") == Decimal(40)
+        assert await admin.fetchval("SELECT amount FROM account_balances WHERE account_id = 'acct-a'") == 40
+        assert await settlement_repo.balance_drift(admin) == []
+    finally:
+        await agent.close()
+        await admin.close()
