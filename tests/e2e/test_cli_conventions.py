@@ -154,9 +154,7 @@ async def test_a_split_names_each_part_with_a_repeated_into(settings: Settings) 
 
 
 def test_shell_completion_prints_a_script_and_completes_groups_commands_and_choices() -> None:
-    script = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "--show-completion", "bash"], capture_output=True, text=True, check=True
-    ).stdout
+    script = _run([sys.executable, "-m", "agents.cli", "--show-completion", "bash"])
     assert "_KABUTO_COMPLETE=complete_bash" in script and "complete -o default -F _kabuto_completion kabuto" in script
     assert _complete("kabuto inv", 1) == ["investor"]
     assert _complete("kabuto investor order --as bob ", 5) == ["buy", "sell"]
@@ -165,8 +163,15 @@ def test_shell_completion_prints_a_script_and_completes_groups_commands_and_choi
 
 def _complete(words: str, index: int) -> list[str]:
     env = {**os.environ, "_KABUTO_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(index)}
-    done = subprocess.run([sys.executable, "-m", "agents.cli"], env=env, capture_output=True, text=True, check=True)
-    return done.stdout.split()
+    return _run([sys.executable, "-m", "agents.cli"], env).split()
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
+    """Its output; a failure says what the command wrote to stderr (it failed once in a full run
+    with nothing else to go on)."""
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{argv[2:]} exited {done.returncode}: {done.stderr[-2000:]}"
+    return done.stdout
 
 
 async def test_enrol_all_draws_progress_on_a_terminal_and_nothing_when_piped(
