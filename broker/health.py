@@ -49,10 +49,8 @@ def _problem(r: TaskRecord, backlog: Backlog, stall: timedelta) -> str | None:
     # What the row says held when it was written; nothing is known of the time since. Read as
     # of now, a row written before a database outage that kept the writer out showed a task
     # "waiting" for the outage's length after it had long been running again (make chaos).
-    in_state, busy_for, since_progress = (
-        _at_beat(age, r.since_beat) for age in (r.in_state, r.busy_for, r.since_progress)
-    )
-    assert in_state is not None
+    in_state = max(r.in_state - r.since_beat, timedelta())
+    busy_for, since_progress = _at_beat(r.busy_for, r.since_beat), _at_beat(r.since_progress, r.since_beat)
     if r.state is TaskState.WAITING and in_state > stall:
         return f"{r.task} has been waiting for {_s(in_state)}: {r.detail}"
     if busy_for is not None and busy_for > stall:
