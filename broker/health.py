@@ -49,8 +49,9 @@ def _problem(r: TaskRecord, backlog: Backlog, stall: timedelta) -> str | None:
     # What the row says held when it was written; nothing is known of the time since. Read as
     # of now, a row written before a database outage that kept the writer out showed a task
     # "waiting" for the outage's length after it had long been running again (make chaos).
-    in_state = max(r.in_state - r.since_beat, timedelta())
-    busy_for, since_progress = _at_beat(r.busy_for, r.since_beat), _at_beat(r.since_progress, r.since_beat)
+    in_state = _at_beat(r.in_state, r.since_beat)
+    busy_for = r.busy_for and _at_beat(r.busy_for, r.since_beat)
+    since_progress = r.since_progress and _at_beat(r.since_progress, r.since_beat)
     if r.state is TaskState.WAITING and in_state > stall:
         return f"{r.task} has been waiting for {_s(in_state)}: {r.detail}"
     if busy_for is not None and busy_for > stall:
@@ -66,9 +67,9 @@ def _problem(r: TaskRecord, backlog: Backlog, stall: timedelta) -> str | None:
     return None
 
 
-def _at_beat(age: timedelta | None, since_beat: timedelta) -> timedelta | None:
+def _at_beat(age: timedelta, since_beat: timedelta) -> timedelta:
     """An age read now, as it was when the row was written."""
-    return None if age is None else max(age - since_beat, timedelta())
+    return max(age - since_beat, timedelta())
 
 
 def _s(age: timedelta | None) -> str:

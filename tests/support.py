@@ -156,6 +156,23 @@ async def rows(runtime: AgentRuntime, sql: str, *args: Any) -> list[dict[str, An
     return [dict(r) for r in await runtime.query(lambda c: c.fetch(sql, *args))]
 
 
+async def plan_nodes(connection: Any, sql: str, *args: Any) -> list[dict[str, Any]]:
+    """Every node of the plan ``sql`` ran under (EXPLAIN ANALYZE, so each node says how many
+    times it ran), in a transaction rolled back: a statement that writes changes nothing."""
+    explained = connection.transaction()
+    await explained.start()
+    try:
+        plan = json.loads(await connection.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args))
+    finally:
+        await explained.rollback()
+    nodes, pending = [], [plan[0]["Plan"]]
+    while pending:
+        node = pending.pop()
+        nodes.append(node)
+        pending.extend(node.get("Plans", []))
+    return nodes
+
+
 def envelope_json(sealed: Sealed) -> dict[str, Any]:
     return json.loads(sealed.body)
 

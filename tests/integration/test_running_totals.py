@@ -13,14 +13,12 @@ with the exchange's batch), and the migration leaves out no write made while it 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -133,6 +131,22 @@ async def reopen_hold(conn: asyncpg.Connection, rng: random.Random) -> None:
     )
 
 
+async def deposit(conn: asyncpg.Connection, account: str, amount: Decimal) -> None:
+    await transfer(conn, "external:deposits", account, amount)
+
+
+async def transfer(conn: asyncpg.Connection, payer: str, payee: str, amount: Decimal) -> None:
+    async with conn.transaction():
+        entry = await conn.fetchval(
+            "INSERT INTO entries (kind, reference, description) VALUES ('deposit', $1, 'test') RETURNING entry_id",
+            str(uuid.uuid4()),
+        )
+        await conn.executemany(
+            "INSERT INTO postings (entry_id, account_id, amount) VALUES ($1, $2, $3)",
+            [(entry, payer, -amount), (entry, payee, amount)],
+        )
+
+
 async def post_entry(conn: asyncpg.Connection, rng: random.Random) -> None:
     """A deposit into an account, or a transfer between two of no more than the payer has."""
     await conn.execute("SET search_path TO settlement")
@@ -143,15 +157,7 @@ async def post_entry(conn: asyncpg.Connection, rng: random.Random) -> None:
         amount = min(amount, await settlement_repo.balance(conn, payer))
         if amount <= 0:
             return
-    async with conn.transaction():
-        entry = await conn.fetchval(
-            "INSERT INTO entries (kind, reference, description) VALUES ('deposit', $1, 'test') RETURNING entry_id",
-            str(uuid.UUID(int=rng.getrandbits(128))),
-        )
-        await conn.executemany(
-            "INSERT INTO postings (entry_id, account_id, amount) VALUES ($1, $2, $3)",
-            [(entry, payer, -amount), (entry, payee, amount)],
-        )
+    await transfer(conn, payer, payee, amount)
 
 
 async def remove_entry(conn: asyncpg.Connection, rng: random.Random) -> None:
@@ -164,22 +170,15 @@ async def remove_entry(conn: asyncpg.Connection, rng: random.Random) -> None:
     )
     if entry is None:
         return
-    try:
-        async with conn.transaction():
-            await conn.execute("DELETE FROM postings WHERE entry_id = $1", entry)
-            await conn.execute("DELETE FROM entries WHERE entry_id = $1", entry)
-            overdrawn = await conn.fetchval(
-                f"""SELECT count(*) FROM accounts a WHERE a.kind = 'customer'
-                    AND {settlement_repo.ACCOUNT_BALANCES.of("a.account_id")} < 0"""
-            )
-            if overdrawn:
-                raise _Undo
-    except _Undo:
-        pass
-
-
-class _Undo(Exception):
-    pass
+    removal = conn.transaction()
+    await removal.start()
+    await conn.execute("DELETE FROM postings WHERE entry_id = $1", entry)
+    await conn.execute("DELETE FROM entries WHERE entry_id = $1", entry)
+    overdrawn = await conn.fetchval(
+        f"""SELECT count(*) FROM accounts a WHERE a.kind = 'customer'
+            AND {settlement_repo.ACCOUNT_BALANCES.of("a.account_id")} < 0"""
+    )
+    await (removal.rollback() if overdrawn else removal.commit())
 
 
 async def fold(conn: asyncpg.Connection, _: random.Random) -> None:
@@ -447,22 +446,6 @@ async def test_the_exchange_and_settlement_fold_their_totals_every_second(settin
             await agent.heartbeats.beat("fold_running_totals").until_progress(since)
 
 
-async def deposit(conn: asyncpg.Connection, account: str, amount: Decimal) -> None:
-    await transfer(conn, "external:deposits", account, amount)
-
-
-async def transfer(conn: asyncpg.Connection, payer: str, payee: str, amount: Decimal) -> None:
-    async with conn.transaction():
-        entry = await conn.fetchval(
-            "INSERT INTO entries (kind, reference, description) VALUES ('deposit', $1, 'test') RETURNING entry_id",
-            str(uuid.uuid4()),
-        )
-        await conn.executemany(
-            "INSERT INTO postings (entry_id, account_id, amount) VALUES ($1, $2, $3)",
-            [(entry, payer, -amount), (entry, payee, amount)],
-        )
-
-
 @pytest.mark.parametrize("folded", [True, False], ids=["folded", "not folded"])
 async def test_the_overdraft_check_at_commit_reads_the_kept_balance(
     connection: asyncpg.Connection, folded: bool
@@ -493,23 +476,11 @@ async def test_reading_an_account_reads_none_of_its_postings(connection: asyncpg
     for _ in range(30):
         await deposit(connection, "acct-a", Decimal(10))
     await settlement_repo.ACCOUNT_BALANCES.fold(connection)
-    plan = json.loads(
-        await connection.fetchval(
-            "EXPLAIN (ANALYZE, FORMAT JSON) SELECT a.*, "
-            f"{settlement_repo.ACCOUNT_BALANCES.of('a.account_id')} AS balance FROM accounts a WHERE a.account_id = $1",
-            "acct-a",
-        )
-    )
-    relations = {n.get("Relation Name") for n in _nodes(plan[0]["Plan"])}
+    read = f"SELECT a.*, {settlement_repo.ACCOUNT_BALANCES.of('a.account_id')} FROM accounts a WHERE a.account_id = $1"
+    relations = {n.get("Relation Name") for n in await support.plan_nodes(connection, read, "acct-a")}
     assert "account_balances" in relations and "postings" not in relations, relations
     account = await settlement_repo.account(connection, "acct-a")
     assert account is not None and account.balance == Decimal(300)
-
-
-def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from _nodes(child)
 
 
 async def test_the_agents_login_may_read_the_kept_balances_but_not_write_them(database: str) -> None:

@@ -152,23 +152,11 @@ async def test_a_trade_on_an_active_cover_reads_none_of_the_orders_drawn_on_it(
         for i in range(3):
             await bought(dora, f"h{i}", 100, "990")
         async with rt["exchange"].pool.acquire() as connection:
-            explained = connection.transaction()  # EXPLAIN ANALYZE runs the update: rolled back
-            await explained.start()
-            plan = json.loads(
-                await connection.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {standing_repo.CLOSE_IF_DONE}", cover)
-            )
-            await explained.rollback()
-        scans = list(_nodes(plan[0]["Plan"]))
+            scans = await support.plan_nodes(connection, standing_repo.CLOSE_IF_DONE, cover)
         drawn_on = [n for n in scans if n.get("Relation Name") in ("orders", "matches")]
         assert drawn_on, "the plan reads orders and matches for a closing cover"
         assert all(n["Actual Loops"] == 0 for n in drawn_on), [(n["Node Type"], n["Actual Loops"]) for n in drawn_on]
         assert await drawn(rt["exchange"], cover) == Decimal(297_000)  # what was drawn is untouched
-
-
-def _nodes(node: dict[str, Any]) -> Any:
-    yield node
-    for child in node.get("Plans", []):
-        yield from _nodes(child)
 
 
 async def test_closing_waits_for_the_orders_drawn_on_the_cover_and_then_frees_it(
