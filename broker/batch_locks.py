@@ -11,11 +11,13 @@ every lock is taken every time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 
 import asyncpg
+
+from schemas.catalogue import Message
 
 
 class BatchLocks:
@@ -24,7 +26,7 @@ class BatchLocks:
         self.taken = 0  # lock statements sent, for the tests and the benchmark
 
     @asynccontextmanager
-    async def batch(self, _connection: asyncpg.Connection) -> AsyncIterator[None]:
+    async def batch(self, _connection: asyncpg.Connection, _messages: Sequence[Message]) -> AsyncIterator[None]:
         """A broker.group_commit.BatchScope: the locks taken inside are remembered until it ends."""
         reset = self._held.set(set())
         try:

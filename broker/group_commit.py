@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -55,6 +55,7 @@ from broker.context import Context
 from broker.envelope import Opened
 from broker.errors import Rejected
 from broker.supervision import is_infrastructure
+from schemas.catalogue import Message
 
 if TYPE_CHECKING:
     from broker.consumer import Consumer, Settled
@@ -62,8 +63,10 @@ if TYPE_CHECKING:
 log = logs.get("kabuto.consumer")
 # What an agent keeps across the handlers of one batch and finishes before the commit
 # (the exchange's warm books: agents/exchange/warm_book.py); entered only when the batch runs
-# all at once, left with an error if any handler raised.
-BatchScope = Callable[[asyncpg.Connection], AbstractAsyncContextManager[None]]
+# all at once, left with an error if any handler raised. It is given the messages its
+# handlers are about to handle, in order (the deliveries the inbox had not seen), so it may
+# read ahead for them (the exchange's acceptance views: agents/exchange/read_ahead.py).
+BatchScope = Callable[[asyncpg.Connection, Sequence[Message]], AbstractAsyncContextManager[None]]
 CANCEL_WITHIN = 5.0  # seconds the broker has to confirm a consumer's cancel when it stops
 
 
@@ -196,14 +199,15 @@ class _OneRefused(Exception):
 
 async def _all_at_once(consumer: Consumer, connection: asyncpg.Connection, items: list[_Item]) -> None:
     """Claim every inbox row, run every handler and store every emitted message, no savepoint."""
+    fresh = await inbox.claim_all(connection, [item.opened for item in items])
+    for item, new in zip(items, fresh, strict=True):
+        item.duplicate = not new
+    handled = [item for item in items if not item.duplicate]
     try:
-        async with consumer.batch_scope(connection):
-            fresh = await inbox.claim_all(connection, [item.opened for item in items])
-            for item, new in zip(items, fresh, strict=True):
-                item.duplicate = not new
-                if new:
-                    with _bound(consumer, item.delivery, item.opened):
-                        item.context = await consumer.handle(connection, item.opened)
+        async with consumer.batch_scope(connection, [item.opened.message for item in handled]):
+            for item in handled:
+                with _bound(consumer, item.delivery, item.opened):
+                    item.context = await consumer.handle(connection, item.opened)
     except Exception as exc:
         if is_infrastructure(exc) and not isinstance(exc, Rejected):
             raise  # the transaction itself is gone: the batch falls back (and waits out an outage)
@@ -236,7 +240,7 @@ async def _savepoint(consumer: Consumer, connection: asyncpg.Connection, item: _
         return
 
 
-def no_scope(_: asyncpg.Connection) -> AbstractAsyncContextManager[None]:
+def no_scope(_: asyncpg.Connection, __: Sequence[Message]) -> AbstractAsyncContextManager[None]:
     return nullcontext()
 
 
@@ -245,10 +249,10 @@ def scopes(*each: BatchScope) -> BatchScope:
     the one it was entered after)."""
 
     @asynccontextmanager
-    async def combined(connection: asyncpg.Connection) -> AsyncIterator[None]:
+    async def combined(connection: asyncpg.Connection, messages: Sequence[Message]) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             for scope in each:
-                await stack.enter_async_context(scope(connection))
+                await stack.enter_async_context(scope(connection, messages))
             yield
 
     return combined

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agents.exchange import order_repo, prices, repo, standing, standing_repo, trading
+from agents.exchange.read_ahead import READ_AHEAD
 from agents.exchange.warm_book import BOOKS
 from broker import logs
 from broker.context import Context
@@ -40,6 +41,8 @@ AGENT = AgentDefinition(
     ),
     # and a group-committed batch passes them from handler to handler, sealed once at its end;
     # its trades' prices are announced once per issue at its end (prices.Conflation).
-    batch_scope=scopes(BOOKS.batch, prices.PRICES.batch),
+    # and the acceptance views of its orders are read by runs, a statement for each
+    # (agents/exchange/read_ahead.py).
+    batch_scope=scopes(BOOKS.batch, prices.PRICES.batch, READ_AHEAD.batch),
     background=(folding(order_repo.OPEN_BUY_EXPOSURE, standing_repo.STANDING_COVER_DRAWN), standing.close_drained),
 )

@@ -9,12 +9,13 @@ the ledger and is the only place that sees every debit.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from decimal import Decimal
 
 import asyncpg
 
-from agents.exchange import acceptance, standing, trading
+from agents.exchange import acceptance, order_repo, read_ahead, standing, trading
 from agents.exchange.acceptance import Instrument
 from broker import logs
 from broker.context import Context
@@ -100,7 +101,8 @@ async def on_granted(answer: CoverGranted, ctx: Context) -> None:
             log.warning("cover_grant_ignored", cover_id=str(answer.cover_id))
         return
     request, sender, digest = taken
-    read = await trading.view(ctx, request, booking=True)
+    key = dataclasses.replace(read_ahead.view_key(request), booking=True, account_box=None)
+    read = await order_repo.acceptance_view(ctx.connection, key)
     try:
         certificate = trading.checked(ctx, request, sender, read)
     except acceptance.Refused as refused:

@@ -80,45 +80,69 @@ class AcceptanceView:
     standing: Room | None = None  # the buyer's active standing cover for the order's account box
 
 
-async def acceptance_view(
-    connection: asyncpg.Connection,
-    user_id: str,
-    client_order_id: str,
-    issue_code: str,
-    cert_id: UUID | None,
-    *,
-    booking: bool = False,
-    account_box: str | None = None,
-) -> AcceptanceView:
+@dataclass(frozen=True, slots=True)
+class ViewKey:
+    """What an acceptance view is read for: the order's user, client order id, issue and the
+    CertID it names. ``booking``: the order is booked if it passes, so its acceptance number is
+    drawn with the view (an order the checks then refuse leaves a gap in the numbers, as a
+    rolled-back one does). ``account_box``: a buy order's sealed account, to find the standing
+    cover it may draw on (then a number is drawn too: the order is booked at once if the cover
+    has room)."""
+
+    user_id: str
+    client_order_id: str
+    issue_code: str
+    cert_id: UUID | None
+    booking: bool = False
+    account_box: str | None = None
+
+
+async def acceptance_view(connection: asyncpg.Connection, key: ViewKey) -> AcceptanceView:
     """One round trip for what S71–S88 and idempotent resubmission need (issue 8: every
-    statement of order entry is a round trip on the exchange's hottest path). ``booking``:
-    the order is booked if it passes, so its acceptance number is drawn in the same round trip
-    (an order the checks then refuse leaves a gap in the numbers, as a rolled-back one does).
-    ``account_box``: a buy order's sealed account, to find the standing cover it may draw on
-    (then a number is drawn too: the order is booked at once if the cover has room)."""
-    row = await connection.fetchrow(
-        f"""SELECT i.issue_code, i.share_class, i.reference_price, i.last_price,
-                  CASE WHEN ($5 OR s.cover_id IS NOT NULL) AND i.issue_code IS NOT NULL AND o.acceptance_number IS NULL
+    statement of order entry is a round trip on the exchange's hottest path)."""
+    (view,) = await acceptance_views(connection, [key])
+    return view
+
+
+async def acceptance_views(connection: asyncpg.Connection, keys: Sequence[ViewKey]) -> list[AcceptanceView]:
+    """``acceptance_view`` for several orders in one statement, in the order of ``keys``, all read
+    from the same snapshot: each is right only if no order of the others changes what it reads
+    (agents/exchange/read_ahead.py). The acceptance numbers drawn are handed out in the order of
+    ``keys``, whatever order PostgreSQL drew them in, so orders read together keep their priority."""
+    rows = await connection.fetch(
+        f"""SELECT k.n, i.issue_code, i.share_class, i.reference_price, i.last_price,
+                  CASE WHEN (k.booking OR s.cover_id IS NOT NULL) AND i.issue_code IS NOT NULL
+                            AND o.acceptance_number IS NULL
                        THEN nextval('acceptance_numbers') END AS acceptance_number,
                   s.cover_id AS standing_cover, s.amount - {STANDING_COVER_DRAWN.of("s.cover_id")} AS standing_room,
                   o.acceptance_number AS existing, o.payload_digest,
-                  EXISTS (SELECT 1 FROM pending_orders p WHERE p.user_id = $1 AND p.client_order_id = $2) AS pending,
-                  {OPEN_BUY_EXPOSURE.of("$1")} AS exposure,
-                  (SELECT l.user_id FROM certid_list l WHERE l.cert_id = $4 AND l.status = 'valid') AS listed_holder,
+                  EXISTS (SELECT 1 FROM pending_orders p
+                          WHERE p.user_id = k.user_id AND p.client_order_id = k.client_order_id) AS pending,
+                  {OPEN_BUY_EXPOSURE.of("k.user_id")} AS exposure,
+                  (SELECT l.user_id FROM certid_list l
+                    WHERE l.cert_id = k.cert_id AND l.status = 'valid') AS listed_holder,
                   (SELECT c.acceptance_number FROM orders c
-                    WHERE c.cert_id = $4 AND c.status = 'open' AND c.side = 'sell') AS committed_to
-           FROM (VALUES (1)) AS one (x)
-           LEFT JOIN instruments i ON i.issue_code = $3
-           LEFT JOIN orders o ON o.user_id = $1 AND o.client_order_id = $2
-           LEFT JOIN standing_covers s ON s.user_id = $1 AND s.account = $6 AND s.status = 'active'""",
-        user_id,
-        client_order_id,
-        issue_code,
-        cert_id,
-        booking,
-        account_box,
+                    WHERE c.cert_id = k.cert_id AND c.status = 'open' AND c.side = 'sell') AS committed_to
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::bool[], $6::text[])
+                WITH ORDINALITY AS k (user_id, client_order_id, issue_code, cert_id, booking, account_box, n)
+           LEFT JOIN instruments i ON i.issue_code = k.issue_code
+           LEFT JOIN orders o ON o.user_id = k.user_id AND o.client_order_id = k.client_order_id
+           LEFT JOIN standing_covers s
+                  ON s.user_id = k.user_id AND s.account = k.account_box AND s.status = 'active'""",
+        [k.user_id for k in keys],
+        [k.client_order_id for k in keys],
+        [k.issue_code for k in keys],
+        [k.cert_id for k in keys],
+        [k.booking for k in keys],
+        [k.account_box for k in keys],
     )
-    assert row is not None  # one row, always: the VALUES row
+    rows = sorted(rows, key=lambda row: row["n"])
+    assert len(rows) == len(keys)  # one row per key: every join is on a unique key
+    numbers = iter(sorted(row["acceptance_number"] for row in rows if row["acceptance_number"] is not None))
+    return [_view(row, next(numbers) if row["acceptance_number"] is not None else None) for row in rows]
+
+
+def _view(row: asyncpg.Record, acceptance_number: int | None) -> AcceptanceView:
     instrument = (
         Instrument(row["issue_code"], row["share_class"], row["reference_price"], row["last_price"])
         if row["issue_code"] is not None
@@ -132,7 +156,7 @@ async def acceptance_view(
     )
     existing = (row["existing"], row["payload_digest"]) if row["existing"] is not None else None
     standing = Room(row["standing_cover"], row["standing_room"]) if row["standing_cover"] is not None else None
-    return AcceptanceView(instrument, books, existing, row["pending"], row["acceptance_number"], standing)
+    return AcceptanceView(instrument, books, existing, row["pending"], acceptance_number, standing)
 
 
 async def client_order_used(connection: asyncpg.Connection, user_id: str, client_order_id: str) -> bool:

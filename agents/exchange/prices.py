@@ -9,7 +9,7 @@ day's close: the last trade's price, or the old reference price when nothing tra
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ import asyncpg
 from agents.exchange import order_repo
 from broker import logs
 from broker.context import Context
+from schemas.catalogue import Message
 from schemas.prices import DailyClose, LastPrice, PriceKind, PriceUpdate, SubscribePrices
 
 log = logs.get("kabuto.exchange")
@@ -109,7 +110,7 @@ class Conflation:
         self._pending: ContextVar[dict[str, tuple[Context, Decimal]] | None] = ContextVar("prices", default=None)
 
     @asynccontextmanager
-    async def batch(self, _: asyncpg.Connection) -> AsyncIterator[None]:
+    async def batch(self, _: asyncpg.Connection, __: Sequence[Message]) -> AsyncIterator[None]:
         pending: dict[str, tuple[Context, Decimal]] = {}
         reset = self._pending.set(pending)
         try:

@@ -14,6 +14,7 @@ from agents.exchange import acceptance, covering, order_repo, prices, repo, resu
 from agents.exchange.acceptance import Refused
 from agents.exchange.book import Execution, Order, OrderBook, Result
 from agents.exchange.order_repo import OrderRecord
+from agents.exchange.read_ahead import READ_AHEAD
 from broker import clear_accounts, logs
 from broker.consumer import Handler
 from broker.context import Context
@@ -91,30 +92,14 @@ def checked(
     return acceptance.check(request, sender, view.instrument, view.books, ctx.trust, ctx.now)
 
 
-async def view(
-    ctx: Context, request: SubmitOrder, *, booking: bool = False, standing: bool = False
-) -> order_repo.AcceptanceView:
-    """What the checks read; ``booking``: with the acceptance number the order is booked under;
-    ``standing``: with the standing cover a buy order may draw on (drawing a number if there is one)."""
-    cert_id = acceptance.cert_id_of(request)
-    return await order_repo.acceptance_view(
-        ctx.connection,
-        request.user_id,
-        request.client_order_id,
-        request.issue_code,
-        cert_id,
-        booking=booking,
-        account_box=request.settlement_account if standing else None,
-    )
-
-
 async def on_submit(request: SubmitOrder, ctx: Context) -> None:
     """S71–S88 then S91–S95: check; a buy order draws on its standing cover or waits for a cover
     of its own (issue 11, docs/dvp.md); a sell order is accepted with an OAN and matched at once."""
     assert ctx.sender is not None
     buy = request.terms.side is Side.BUY
-    # a buy order is booked once its cover is held: now, if a standing cover has room for it
-    read = await view(ctx, request, booking=not buy, standing=buy)
+    # a sell order's number is drawn with its view; a buy order is booked once its cover is
+    # held: now, if a standing cover has room for it (read_ahead.view_key)
+    read = await READ_AHEAD.view(ctx.connection, request)
     if resubmission.answered(ctx, request, read.existing):
         return
     try:
@@ -174,6 +159,8 @@ async def book(
         bound=instrument.market_limit(terms.side) if terms.order_type is OrderType.MARKET else None,
     )
     result = book.submit(order)
+    if result.executions or result.touched or result.cancel_reason is not None:
+        READ_AHEAD.changed_others()  # trades, resting orders, a cancelled rest: not this order's rows alone
     digest = resubmission.payload_digest(request)
     await order_repo.insert_order(
         conn, order, request, request_hash, digest, cover_id, result.cancel_reason, cover_unit=cover_unit

@@ -30,7 +30,7 @@ cached copy stale and it is rebuilt. The tokens are random, so two databases nev
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -126,7 +126,7 @@ class WarmBooks:
             batch.forget(issue_code)
 
     @asynccontextmanager
-    async def batch(self, connection: asyncpg.Connection) -> AsyncIterator[None]:
+    async def batch(self, connection: asyncpg.Connection, _: Sequence[Message]) -> AsyncIterator[None]:
         """Around a batch's handlers in one transaction: books pass from handler to handler and
         are sealed once at the end, if no handler raised."""
         batch = _Batch()

@@ -42,7 +42,7 @@ async def test_a_batch_takes_each_lock_once_and_holds_it_until_it_ends(
 ) -> None:
     ours, other = connections
     locks = BatchLocks("test")
-    async with ours.transaction(), locks.batch(ours):
+    async with ours.transaction(), locks.batch(ours, ()):
         for account in ("acct-a", "acct-b", "acct-a", "acct-a"):
             await locks.lock(ours, ("account", account), LOCK, account)
         assert locks.taken == 2
@@ -71,8 +71,8 @@ async def test_outside_a_batch_every_lock_is_taken_every_time(
             await locks.lock(ours, ("account", "acct-a"), LOCK, "acct-a")
         assert await locked_elsewhere(other, "acct-a")
     assert locks.taken == 2
-    async with locks.batch(ours), ours.transaction():
+    async with locks.batch(ours, ()), ours.transaction():
         await locks.lock(ours, ("account", "acct-a"), LOCK, "acct-a")
-    async with locks.batch(ours), ours.transaction():  # a new batch remembers nothing of the last
+    async with locks.batch(ours, ()), ours.transaction():  # a new batch remembers nothing of the last
         await locks.lock(ours, ("account", "acct-a"), LOCK, "acct-a")
     assert locks.taken == 4

@@ -97,7 +97,7 @@ async def test_a_batchs_trades_announce_each_issues_last_price_once_at_its_end(s
         await exchange.command("exchange", prices.listed("PRY", "common", Decimal(500)))
 
         async def batch(ctx: Context) -> None:
-            async with prices.PRICES.batch(ctx.connection):
+            async with prices.PRICES.batch(ctx.connection, ()):
                 for issue, price in (("PRX", 1_010), ("PRY", 505), ("PRX", 1_020), ("PRX", 1_030)):
                     await prices.announce_trade(ctx, issue, Decimal(price))
                 assert (
@@ -105,7 +105,7 @@ async def test_a_batchs_trades_announce_each_issues_last_price_once_at_its_end(s
                 )
 
         async def failing(ctx: Context) -> None:
-            async with prices.PRICES.batch(ctx.connection):
+            async with prices.PRICES.batch(ctx.connection, ()):
                 await prices.announce_trade(ctx, "PRX", Decimal(1_040))
                 raise RuntimeError("a later handler of the batch failed")
 

@@ -134,7 +134,7 @@ async def test_a_batch_whose_scope_fails_before_the_commit_runs_again_a_delivery
     refused: list[int] = []  # the transactions of the pass the scope refused
 
     @asynccontextmanager
-    async def refusing_the_first(_: object) -> AsyncIterator[None]:
+    async def refusing_the_first(_: object, __: object) -> AsyncIterator[None]:
         start = len(transactions)
         yield
         if not refused:

@@ -392,7 +392,7 @@ async def test_the_readers_see_the_totals(connection: asyncpg.Connection) -> Non
         )
     assert await order_repo.open_buy_exposure(connection, "alice") == Decimal("299900")
     assert await order_repo.open_buy_exposure(connection, "nobody") == 0
-    view = await order_repo.acceptance_view(connection, "alice", "new", ISSUE, None)
+    view = await order_repo.acceptance_view(connection, order_repo.ViewKey("alice", "new", ISSUE, None))
     assert view.books.open_buy_exposure == Decimal("299900")
 
     await connection.execute("SET search_path TO settlement")

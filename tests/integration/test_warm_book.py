@@ -143,7 +143,7 @@ async def test_a_batch_locks_the_book_once_and_every_handler_sees_the_orders_bef
 ) -> None:
     books, seen = WarmBooks(), []
     first, second, third = await numbers(connection, 3)
-    async with connection.transaction(), books.batch(connection):
+    async with connection.transaction(), books.batch(connection, ()):
         for number in (first, second, third):
             await adding(books, seen, number)(None, Ctx(connection))
     assert books.locked == 1 and books.rebuilt == 1
@@ -160,7 +160,7 @@ async def test_an_order_row_written_behind_order_repo_fails_the_batch_before_it_
     books, seen = WarmBooks(), []
     (first,) = await numbers(connection, 1)
     with pytest.raises(UncountedOrderWrite, match=r"counted 2 order rows.*order_repo 1"):
-        async with connection.transaction(), books.batch(connection):
+        async with connection.transaction(), books.batch(connection, ()):
             await adding(books, seen, first)(None, Ctx(connection))
             await insert_resting(connection, 980)  # not reported: the book the batch holds misses it
             await handler(books, seen)(None, Ctx(connection))
@@ -174,7 +174,7 @@ async def test_a_write_by_a_handler_without_the_book_makes_the_batch_forget_it(
 ) -> None:
     books, seen = WarmBooks(), []
     first, second = await numbers(connection, 2)
-    async with connection.transaction(), books.batch(connection):
+    async with connection.transaction(), books.batch(connection, ()):
         await adding(books, seen, first)(None, Ctx(connection))
         await connection.execute("UPDATE orders SET remaining = 50 WHERE acceptance_number = $1", first)
         books.wrote(ISSUE, 1)  # a handler that changed an order without loading the book
@@ -190,7 +190,7 @@ async def test_a_batch_that_raises_seals_nothing_and_keeps_no_book(connection: a
     (first,) = await numbers(connection, 1)
     async with connection.transaction():
         with pytest.raises(Failed):
-            async with books.batch(connection):
+            async with books.batch(connection, ()):
                 await adding(books, seen, first)(None, Ctx(connection))
                 raise Failed
         # Still in the transaction: no seal was written over the token the order's write cleared.
@@ -206,7 +206,7 @@ async def test_order_repo_reports_each_row_it_writes(connection: asyncpg.Connect
     (first,) = await numbers(connection, 1)
     await insert_resting(connection, 970)
     order = Order(first, "gone", "someone", Side.BUY, OrderType.LIMIT, Decimal(1), 100, 0)
-    async with connection.transaction(), BOOKS.batch(connection):
+    async with connection.transaction(), BOOKS.batch(connection, ()):
         await BOOKS.load(connection, ISSUE)
         await order_repo.save(connection, ISSUE, order)  # no such row: nothing written, nothing counted
         rows = await connection.fetch("SELECT acceptance_number FROM orders WHERE issue_code = $1", ISSUE)
