@@ -36,8 +36,12 @@ AGENT = AgentDefinition(
     id=EXCHANGE_ID,
     role=Role.EXCHANGE,
     # Every handler puts the books it used back warm (issue 8, agents/exchange/warm_book.py).
+    # An order whose view was read ahead may leave its row to be written with its run's
+    # (agents/exchange/read_ahead.py); any other handler writes them first.
     handlers=BOOKS.sealing_all(
-        {CertIdListUpdated: on_certid_list, SubscribePrices: prices.on_subscribe, **trading.HANDLERS}
+        READ_AHEAD.writing_held_all(
+            {CertIdListUpdated: on_certid_list, SubscribePrices: prices.on_subscribe, **trading.HANDLERS}
+        )
     ),
     # and a group-committed batch passes them from handler to handler, sealed once at its end;
     # its trades' prices are announced once per issue at its end (prices.Conflation).

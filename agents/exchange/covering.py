@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from agents.exchange import acceptance, order_repo, read_ahead, standing, trading
+from agents.exchange import acceptance, read_ahead, standing, trading
 from agents.exchange.acceptance import Instrument
 from broker import logs
 from broker.context import Context
@@ -102,7 +102,7 @@ async def on_granted(answer: CoverGranted, ctx: Context) -> None:
         return
     request, sender, digest = taken
     key = dataclasses.replace(read_ahead.view_key(request), booking=True, account_box=None)
-    read = await order_repo.acceptance_view(ctx.connection, key)
+    read = await read_ahead.view_alone(ctx.connection, key)
     try:
         certificate = trading.checked(ctx, request, sender, read)
     except acceptance.Refused as refused:

@@ -7,7 +7,9 @@ moment brings the book back exactly as committed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
@@ -193,6 +195,16 @@ async def next_matching_number(connection: asyncpg.Connection) -> int:
     return number
 
 
+_INSERT_ORDER = """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
+        price, quantity, remaining, time_in_force, priority, status, settlement_account,
+        holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account,
+        payload_digest, cancel_reason, cover_unit)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::jsonb, $18, $19,
+            $20, $21, $22, $23)"""
+# New order rows held back while a run of orders is decided (read_ahead.py), written together.
+_HELD: ContextVar[list[tuple[object, ...]] | None] = ContextVar("order_rows_held", default=None)
+
+
 async def insert_order(
     connection: asyncpg.Connection,
     order: Order,
@@ -202,17 +214,14 @@ async def insert_order(
     cover_id: UUID | None = None,
     cancel_reason: CancelReason | None = None,
     cover_unit: Decimal | None = None,
+    *,
+    may_wait: bool = False,
 ) -> None:
     """A newly accepted order as its submission left it (open, filled or cancelled): one statement.
-    ``cover_unit``: the worst price per share it drew on the standing cover ``cover_id``."""
+    ``cover_unit``: the worst price per share it drew on the standing cover ``cover_id``.
+    ``may_wait``: inside ``holding_rows``, the row waits to be written with the others held."""
     certificate = request.certificate.model_dump_json() if request.certificate else None
-    status = await connection.execute(
-        """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
-               price, quantity, remaining, time_in_force, priority, status, settlement_account,
-               holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account,
-               payload_digest, cancel_reason, cover_unit)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::jsonb, $18, $19,
-                   $20, $21, $22, $23)""",
+    row = (
         order.acceptance_number,
         order.client_order_id,
         order.user_id,
@@ -237,7 +246,34 @@ async def insert_order(
         cancel_reason.value if cancel_reason else None,
         cover_unit,
     )
-    _wrote(request.issue_code, status)
+    held = _HELD.get()
+    if may_wait and held is not None:
+        held.append(row)
+        _wrote(request.issue_code, "INSERT 0 1")
+        return
+    await write_held(connection)
+    _wrote(request.issue_code, await connection.execute(_INSERT_ORDER, *row))
+
+
+@contextmanager
+def holding_rows() -> Iterator[None]:
+    """New order rows inserted with ``may_wait`` are held until ``write_held``; the holder
+    writes them before any statement that could read them (read_ahead.py) and before the
+    commit. Left with rows still held, they are dropped: the transaction is failing."""
+    reset = _HELD.set([])
+    try:
+        yield
+    finally:
+        _HELD.reset(reset)
+
+
+async def write_held(connection: asyncpg.Connection) -> None:
+    """Write every order row held (one statement for all of them), if any."""
+    held = _HELD.get()
+    if held:
+        rows = list(held)
+        held.clear()
+        await connection.executemany(_INSERT_ORDER, rows)
 
 
 def _wrote(issue_code: str, status: str) -> None:

@@ -1,4 +1,5 @@
-"""Acceptance views read ahead for a batch's orders: one statement for a run of orders.
+"""Acceptance views read ahead for a batch's orders: one statement for a run of orders,
+and one for the rows of those it books.
 
 Every submitted order needs its acceptance view (``order_repo.acceptance_view``: the issue,
 the client order id's history, the sender's open exposure and standing cover, the CertID's
@@ -21,25 +22,47 @@ before it in the batch has run. So a run is cut where that could differ:
   exposure and standing covers, a CertID's listing and the instrument's last price: every view
   read ahead is then dropped (``changed_others``), and the next order reads a new run.
 
+A view is read only once the instrument rows of its run's issues are locked
+(``WarmBooks.lock_issues``, once per issue in a batch): a command holding one (closing the day,
+setting a new reference price) has then committed, and every order is decided on what it
+committed, as it would be if the command had come first — which it did.
+
 The acceptance numbers a run draws are handed out in the run's order, so orders keep their
 arrival priority; a view dropped leaves its number unused, a gap, as a refused order does.
+
+The rows of a run's orders that rest whole are written together too (``order_repo``'s held
+rows, one statement): an order's row may wait while the orders after it in its run are
+decided, since none of them reads it (that is what cuts the run). Held rows are written before
+anything that could read them:
+
+* before any handler runs whose message is not an order read ahead with the run under way
+  (``writing_held``), so a cancel, a cover granted or the next run's first order sees them;
+* before an order that trades, touches or cancels writes anything (``changed_others``);
+* before the warm book reads an issue's token or rebuilds a book from rows (warm_book.py);
+* at the batch's end, before the warm books count the rows written and seal.
+
 Outside a batch run all at once (a delivery alone, a batch run again a savepoint each) no
-view is read ahead: each order reads its own.
+view is read ahead and no row is held: each order reads its own and writes its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
 from agents.exchange import acceptance, order_repo
 from agents.exchange.order_repo import AcceptanceView, ViewKey
+from agents.exchange.warm_book import BOOKS
+from broker.context import Context
 from schemas.catalogue import Message
 from schemas.trading import Side, SubmitOrder
+
+Handler = Callable[[Any, Context], Awaitable[None]]
 
 
 def view_key(request: SubmitOrder) -> ViewKey:
@@ -71,40 +94,76 @@ class ReadAhead:
         self.dropped = 0  # views read ahead and dropped unused
 
     @asynccontextmanager
-    async def batch(self, _: asyncpg.Connection, messages: Sequence[Message]) -> AsyncIterator[None]:
-        """A broker.group_commit.BatchScope: the views of this batch's orders are read by runs."""
+    async def batch(self, connection: asyncpg.Connection, messages: Sequence[Message]) -> AsyncIterator[None]:
+        """A broker.group_commit.BatchScope: the views of this batch's orders are read by runs,
+        and the rows of the orders a run books are written together (``order_repo.holding_rows``)."""
         reset = self._batch.set(_Batch(messages, {id(m): i for i, m in enumerate(messages)}))
         try:
-            yield
+            with order_repo.holding_rows():
+                yield
+                await order_repo.write_held(connection)
         finally:
             self._batch.reset(reset)
+
+    def read_ahead(self, message: Message) -> bool:
+        """Whether this message's view was read ahead with the run under way."""
+        batch = self._batch.get()
+        return batch is not None and batch.index.get(id(message)) in batch.views
 
     async def view(self, connection: asyncpg.Connection, request: SubmitOrder) -> AcceptanceView:
         """The order's acceptance view: read ahead with its run, or alone outside a batch."""
         batch = self._batch.get()
         place = batch.index.get(id(request)) if batch is not None else None
+        if batch is not None and place in batch.views:
+            return batch.views.pop(place)
         if batch is None or place is None:  # not one of the batch's messages (an order rebuilt from a row)
-            return await order_repo.acceptance_view(connection, view_key(request))
-        if place not in batch.views:
-            self.dropped += len(batch.views)
-            batch.views = await self._read_run(connection, batch.messages, place)
+            return await view_alone(connection, view_key(request))
+        self.dropped += len(batch.views)
+        batch.views = await self._read_run(connection, batch.messages, place)
         return batch.views.pop(place)
 
-    def changed_others(self) -> None:
-        """The handler running changed what other orders' views read: drop every view read ahead."""
+    async def changed_others(self, connection: asyncpg.Connection) -> None:
+        """The handler running is about to change what other orders' views read, and to write
+        orders: every view read ahead is dropped, and every order row held is written first."""
         batch = self._batch.get()
         if batch is not None:
             self.dropped += len(batch.views)
             batch.views.clear()
+        await order_repo.write_held(connection)
+
+    def writing_held(self, handler: Handler) -> Handler:
+        """``handler``, writing the order rows held before it runs unless its message is an order
+        whose view was read ahead with the run under way: only such a handler's statements are
+        known not to read another order of the run (this module's docstring)."""
+
+        async def writing(message: Any, ctx: Context) -> None:
+            if not self.read_ahead(message):
+                await order_repo.write_held(ctx.connection)
+            await handler(message, ctx)
+
+        writing.__name__ = writing.__qualname__ = getattr(handler, "__name__", "handler")
+        return writing
+
+    def writing_held_all(self, handlers: Mapping[type[Message], Handler]) -> dict[type[Message], Handler]:
+        return {kind: self.writing_held(handler) for kind, handler in handlers.items()}
 
     async def _read_run(
         self, connection: asyncpg.Connection, messages: Sequence[Message], first: int
     ) -> dict[int, AcceptanceView]:
         places, keys = run(messages, first)
+        await order_repo.write_held(connection)  # the views read the orders booked before them
+        await BOOKS.lock_issues(connection, (key.issue_code for key in keys))
         views = await order_repo.acceptance_views(connection, keys)
         self.runs += 1
         self.read += len(views)
         return dict(zip(places, views, strict=True))
+
+
+async def view_alone(connection: asyncpg.Connection, key: ViewKey) -> AcceptanceView:
+    """One order's view, read after the rows held are written and its issue's row is locked."""
+    await order_repo.write_held(connection)
+    await BOOKS.lock_issues(connection, (key.issue_code,))
+    return await order_repo.acceptance_view(connection, key)
 
 
 def run(messages: Sequence[Message], first: int) -> tuple[list[int], list[ViewKey]]:

@@ -159,11 +159,20 @@ async def book(
         bound=instrument.market_limit(terms.side) if terms.order_type is OrderType.MARKET else None,
     )
     result = book.submit(order)
-    if result.executions or result.touched or result.cancel_reason is not None:
-        READ_AHEAD.changed_others()  # trades, resting orders, a cancelled rest: not this order's rows alone
+    rested_whole = not (result.executions or result.touched or result.cancel_reason is not None)
+    if not rested_whole:  # trades, resting orders, a cancelled rest: not this order's rows alone
+        await READ_AHEAD.changed_others(conn)
     digest = resubmission.payload_digest(request)
     await order_repo.insert_order(
-        conn, order, request, request_hash, digest, cover_id, result.cancel_reason, cover_unit=cover_unit
+        conn,
+        order,
+        request,
+        request_hash,
+        digest,
+        cover_id,
+        result.cancel_reason,
+        cover_unit=cover_unit,
+        may_wait=rested_whole,
     )
     log.info("order_accepted", acceptance_number=order.acceptance_number, side=order.side.value)
     ctx.emit(

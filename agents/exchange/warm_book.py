@@ -30,7 +30,7 @@ cached copy stale and it is rebuilt. The tokens are random, so two databases nev
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -68,6 +68,7 @@ class _Batch:
     books: dict[Segment, OrderBook] = field(default_factory=dict)
     rows_written: int = 0  # order rows this batch wrote through order_repo
     loaded: bool = False  # a handler of the batch loaded a book
+    locked: set[str] = field(default_factory=set)  # issues whose instrument row the batch locked
 
     def forget(self, issue_code: str) -> None:
         for segment in [s for s in self.books if s.issue_code == issue_code]:
@@ -106,6 +107,10 @@ class WarmBooks:
     async def _locked(self, connection: asyncpg.Connection, segment: Segment) -> OrderBook:
         """Lock the instrument row; the warm book if its token is the row's, else one rebuilt from rows."""
         self.locked += 1
+        batch = self._batch.get()
+        if batch is not None:
+            batch.locked.add(segment.issue_code)
+        await order_repo.write_held(connection)  # the token and the rows must count every order booked
         token = await connection.fetchval(
             "SELECT book_token FROM instruments WHERE issue_code = $1 FOR UPDATE", segment.issue_code
         )
@@ -114,6 +119,21 @@ class WarmBooks:
             return warm.book
         self.rebuilt += 1
         return await order_repo.rebuild_book(connection, segment.issue_code, segment.book_entry)
+
+    async def lock_issues(self, connection: asyncpg.Connection, issue_codes: Iterable[str]) -> None:
+        """Lock the instrument rows of ``issue_codes`` (in issue order) that this batch has not
+        locked yet, so that what is read next is read after every transaction that held one has
+        committed: an order decided on its book must decide on what the database holds once the
+        book is its own (a command closing the day or setting a new reference price holds the row)."""
+        batch = self._batch.get()
+        wanted = sorted(set(issue_codes) - (batch.locked if batch is not None else set()))
+        if not wanted:
+            return
+        await connection.execute(
+            "SELECT 1 FROM instruments WHERE issue_code = ANY($1::text[]) ORDER BY issue_code FOR UPDATE", wanted
+        )
+        if batch is not None:
+            batch.locked.update(wanted)
 
     def wrote(self, issue_code: str, rows: int) -> None:
         """order_repo wrote ``rows`` order rows of ``issue_code``. Outside a batch the token the

@@ -11,20 +11,27 @@ transaction, where nothing is read ahead: both must give the outcome written out
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from decimal import Decimal
 from uuid import UUID
 
 import aio_pika
+import asyncpg
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
-from agents.exchange import order_repo
+from agents.exchange import order_repo, prices
+from agents.exchange.book import Order
 from agents.exchange.read_ahead import READ_AHEAD, run, view_key
+from agents.exchange.trading import end_of_day
+from agents.exchange.warm_book import WarmBooks
 from agents.registry import AGENTS
 from broker import group_commit
-from broker.consumer import Outcome
+from broker.consumer import Outcome, Settled
+from broker.context import Context
 from broker.pki import KeyStore, default_participant
 from broker.runtime import AgentRuntime, running
 from broker.settings import Settings
@@ -35,7 +42,7 @@ from kabuto_client.participant import Conversation
 from schemas.certificates import SignedCertificate
 from schemas.dvp import StandingCoverOpened
 from schemas.identity import EXCHANGE_ID, Role
-from schemas.trading import CancelOrder, OrderTerms, OrderType, Side, SubmitOrder
+from schemas.trading import CancelOrder, OrderCancelled, OrderTerms, OrderType, Side, SubmitOrder
 from tests import support
 from tests.integration.conftest import delete_queue, enrol
 from tests.integration.test_standing_cover import cover_requests, drawn
@@ -76,12 +83,12 @@ def buy(
     return order.model_copy(update={"safekeeping_account": f"{me.user_id}-sk"}) if book_entry else order
 
 
-def book_entry_sell(me: Participant, coid: str, quantity: int = 100) -> SubmitOrder:
+def book_entry_sell(me: Participant, coid: str, quantity: int = 100, price: Decimal = PRICE) -> SubmitOrder:
     return SubmitOrder(
         client_order_id=coid,
         user_id=me.user_id,
         issue_code=support.ISSUE,
-        terms=OrderTerms(side=Side.SELL, order_type=OrderType.LIMIT, price=PRICE, quantity=quantity),
+        terms=OrderTerms(side=Side.SELL, order_type=OrderType.LIMIT, price=price, quantity=quantity),
         settlement_account=me.account_box(f"{me.user_id}-cash"),
         safekeeping_account=f"{me.user_id}-sk",
     )
@@ -102,14 +109,21 @@ async def answer(conversation: Conversation) -> tuple[str, object]:
 async def settle_queued_as_one_batch(settings: Settings, exchange: AgentRuntime, count: int) -> None:
     """Take ``count`` deliveries waiting in the exchange's inbox and settle them as one batch, as
     its consumer does (group commit), so that which orders share a batch is not up to the broker."""
+    async with queued(settings, count) as deliveries:
+        settled = await group_commit.settle_batch(exchange.consumer, deliveries)
+    assert {s.outcome for s in settled} == {Outcome.PROCESSED}
+
+
+@asynccontextmanager
+async def queued(settings: Settings, count: int) -> AsyncIterator[list[AbstractIncomingMessage]]:
+    """``count`` deliveries taken from the exchange's inbox, acked when the block ends."""
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(Names(settings.namespace).inbox("exchange"), passive=True)
         deliveries = [await queue.get(no_ack=False, timeout=5) for _ in range(count)]
-        settled = await group_commit.settle_batch(exchange.consumer, deliveries)
+        yield deliveries
         await group_commit.ack(deliveries)
-    assert {s.outcome for s in settled} == {Outcome.PROCESSED}
 
 
 @pytest.mark.parametrize("one_batch", [False, True], ids=["one at a time", "one batch"])
@@ -139,10 +153,13 @@ async def test_a_batch_of_orders_is_decided_as_they_would_be_one_at_a_time(
             await erin.send(buy(erin, "e2", price=Decimal(980)), to=EXCHANGE_ID),  # e2 names another order
             await dora.send(buy(dora, "d3", quantity=50), to=EXCHANGE_ID),  # 148,500 drawn: room for it
         ]
+        # d3's row may wait to be written with its run's: a cancel after it in the batch must find it
+        cancelled = await dora.send(CancelOrder(client_order_id="d3"), to=EXCHANGE_ID)
         if one_batch:
-            await settle_queued_as_one_batch(settings, exchange, len(sent))
+            await settle_queued_as_one_batch(settings, exchange, len(sent) + 1)
         async with running(exchange):
             d1, e1, d2, e2, d1_again, f1, e3, e2_other, d3 = [await answer(c) for c in sent]
+            gone = (await cancelled.wait_for("order.cancelled", "order.rejected")).message
             matches = await support.rows(exchange, "SELECT buy_order, sell_order, shares, price FROM matches")
             held = await drawn(exchange, cover)
             requests = await cover_requests(exchange)
@@ -158,7 +175,8 @@ async def test_a_batch_of_orders_is_decided_as_they_would_be_one_at_a_time(
     assert d2[0] == "order.accepted" and d2[1] not in numbers
     assert requests == 1  # d2's; d3 drew on the standing cover after the trade
     assert matches == [{"buy_order": e1[1], "sell_order": f1[1], "shares": 100, "price": PRICE}]
-    assert held == Decimal(99_000) + Decimal(49_500)
+    assert isinstance(gone, OrderCancelled) and (gone.acceptance_number, gone.cancelled_quantity) == (d3[1], 50)
+    assert held == Decimal(99_000)  # d3's 49,500 was drawn, and given back by its cancel
     assert drift == []
     ahead = (READ_AHEAD.runs - runs, READ_AHEAD.read - read, READ_AHEAD.dropped - dropped)
     if one_batch:
@@ -203,3 +221,144 @@ def test_a_run_ends_at_another_message_and_at_a_second_order_of_a_user_or_a_cert
     assert view_key(sells[2]).account_box == BOX and view_key(sells[0]).account_box is None
     assert run(sells, 0)[0] == [0]  # bob names alice's CertID: his order is read after hers is booked
     assert run(sells, 1)[0] == [1, 2]
+
+
+@pytest.fixture
+async def connection(database: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database, server_settings={"search_path": "exchange"})
+    await order_repo.list_instrument(conn, support.ISSUE, "common", Decimal(1000))
+    yield conn
+    await conn.close()
+
+
+async def test_order_rows_held_are_written_before_a_book_is_read_from_rows(connection: asyncpg.Connection) -> None:
+    """A row held for its run (``may_wait``) is in the table before the warm book reads the
+    issue's token or rebuilds a book from its rows; nothing else of the run may read it."""
+    request = order("ada", "held-1")
+    number = await order_repo.next_acceptance_number(connection)
+    resting = Order(number, "held-1", "ada", Side.BUY, OrderType.LIMIT, PRICE, 100, 100)
+    rows = "SELECT count(*) FROM orders WHERE client_order_id = 'held-1'"
+    with order_repo.holding_rows():
+        async with connection.transaction():
+            await order_repo.insert_order(connection, resting, request, "hash", "digest", may_wait=True)
+            assert await connection.fetchval(rows) == 0  # held
+            book = await WarmBooks().load(connection, support.ISSUE)
+            assert [o.acceptance_number for o in book.resting(Side.BUY)] == [number]
+            assert await connection.fetchval(rows) == 1
+
+
+async def waiting_for_a_lock(exchange: AgentRuntime) -> None:
+    async def waiting() -> bool:
+        count = await exchange.query(
+            lambda c: c.fetchval(
+                """SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                   WHERE NOT l.granted AND a.datname = current_database()"""
+            )
+        )
+        return bool(count)
+
+    await support.eventually(waiting)
+
+
+@pytest.mark.parametrize("one_batch", [False, True], ids=["one at a time", "one batch"])
+@pytest.mark.parametrize("first", [False, True], ids=["after another order", "first"])
+@pytest.mark.parametrize("command", ["end_of_day", "new_reference"])
+async def test_an_order_is_decided_on_what_a_command_holding_its_book_committed(
+    settings: Settings, traders: dict[str, Participant], one_batch: bool, first: bool, command: str
+) -> None:
+    """Found by review: a run's views were read before its orders waited for their book's lock,
+    so an order decided after a command that held the lock (the end of the day expiring a buyer's
+    DAY order, a new reference price) was decided on what it read before the command committed.
+    One order alone had the same flaw (its view was read before its book was locked). The views
+    are now read after the run's instrument rows are locked."""
+    erin, frank = traders["erin"], traders["frank"]  # erin's account usage limit: 300,000
+    settings = dataclasses.replace(settings, batch_size=1)
+    async with AgentRuntime(AGENTS["exchange"], settings) as exchange, support.agents(settings, "settlement") as rt:
+        async with running(exchange):
+            await support.list_issue(exchange)  # reference 1000: limits 700–1300
+            await support.fund(rt["settlement"], "erin", Decimal(10_000_000))
+            await standing_cover(erin, 1_000_000)
+            if command == "end_of_day":  # a DAY buy of 297,000: e2's 99,000 fits only once it expired
+                e1 = await erin.send(buy(erin, "e1", quantity=300), to=EXCHANGE_ID)
+                assert (await answer(e1))[0] == "order.accepted"
+        # 800 is inside the limits at a reference of 1000, outside them at 1500 (1100–1900)
+        e2_order = buy(erin, "e2", price=PRICE if command == "end_of_day" else Decimal(800))
+        f1_order = book_entry_sell(frank, "f1", price=Decimal(1200))  # inside both days' limits
+        if first:
+            e2 = await erin.send(e2_order, to=EXCHANGE_ID)
+        f1 = await frank.send(f1_order, to=EXCHANGE_ID)
+        if not first:
+            e2 = await erin.send(e2_order, to=EXCHANGE_ID)
+        held, release = asyncio.Event(), asyncio.Event()
+
+        async def the_command(ctx: Context) -> None:
+            if command == "end_of_day":
+                assert await end_of_day(ctx) == 1
+            else:
+                await prices.listed(support.ISSUE, "common", Decimal(1500))(ctx)
+            held.set()
+            await release.wait()  # its transaction stays open, the instrument row locked
+
+        async with queued(settings, 2) as deliveries:
+            done = asyncio.create_task(exchange.command("exchange", the_command))
+            await held.wait()
+
+            async def settle() -> list[Settled]:
+                if one_batch:
+                    return await group_commit.settle_batch(exchange.consumer, deliveries)
+                return [await exchange.consumer.settle(d) for d in deliveries]
+
+            settling = asyncio.create_task(settle())
+            await waiting_for_a_lock(exchange)  # the first order waits for the command's commit
+            release.set()
+            await done
+            settled = await settling
+        assert {s.outcome for s in settled} == {Outcome.PROCESSED}
+        async with running(exchange):
+            f1_answer, e2_answer = await answer(f1), await answer(e2)
+    assert f1_answer[0] == "order.accepted"
+    if command == "end_of_day":  # e1 expired before e2 was decided: only e2 is open
+        assert e2_answer[0] == "order.accepted", e2_answer
+    else:  # the limits were 1100–1900 when e2 was decided
+        assert e2_answer == ("order.rejected", "price_limit_exceeded"), e2_answer
+
+
+async def test_a_batch_whose_held_rows_fail_to_be_written_runs_again_and_books_each_order_once(
+    settings: Settings, traders: dict[str, Participant], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The held rows' statement fails at the batch's end (as a unique violation would): the
+    batch runs again a savepoint each, where nothing is held, and every order is booked once."""
+    dora, erin = traders["dora"], traders["erin"]
+    settings = dataclasses.replace(settings, batch_size=1)
+    real, failed = order_repo.write_held, []
+
+    async def failing_once(connection: asyncpg.Connection) -> None:
+        held = order_repo._HELD.get()
+        if held and not failed:
+            failed.append(len(held))
+            raise RuntimeError("the held rows' INSERT failed")
+        await real(connection)
+
+    async with AgentRuntime(AGENTS["exchange"], settings) as exchange, support.agents(settings, "settlement") as rt:
+        async with running(exchange):
+            await support.list_issue(exchange)
+            for name in ("dora", "erin"):
+                await support.fund(rt["settlement"], name, Decimal(10_000_000))
+                await standing_cover(traders[name], 1_000_000)
+        sent = [await dora.send(buy(dora, "d1"), to=EXCHANGE_ID), await erin.send(buy(erin, "e1"), to=EXCHANGE_ID)]
+        monkeypatch.setattr(order_repo, "write_held", failing_once)
+        async with queued(settings, 2) as deliveries:
+            settled = await group_commit.settle_batch(exchange.consumer, deliveries)
+        monkeypatch.setattr(order_repo, "write_held", real)
+        assert failed == [2] and {s.outcome for s in settled} == {Outcome.PROCESSED}
+        async with running(exchange):
+            answers = [await answer(c) for c in sent]
+            rows = await support.rows(exchange, "SELECT user_id, client_order_id, status FROM orders ORDER BY 1")
+            async with exchange.pool.acquire() as connection:
+                drift = await order_repo.exposure_drift(connection)
+    assert [kind for kind, _ in answers] == ["order.accepted"] * 2
+    assert rows == [
+        {"user_id": "dora", "client_order_id": "d1", "status": "open"},
+        {"user_id": "erin", "client_order_id": "e1", "status": "open"},
+    ]
+    assert drift == []
