@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents import progress
-from bench import bare, entry, flow, matching, peers, server
+from bench import bare, entry, flow, matching, peers
 from bench.stage import Stage, stage
 from broker import event_loop, logs, settings
 
@@ -214,17 +214,12 @@ def main() -> None:
         phases.append(("order entry", lambda: event_loop.run(bench_entry(sizes, report, entry_parts), loop)))
     if not only or "flow" in only:
         phases.append(("trades end to end", lambda: event_loop.run(bench_flow(sizes, report), loop)))
-    database_url = settings.load().database_url
-    undo = event_loop.run(server.tune(database_url, report.progress), loop)
-    try:
-        # A bar per phase on stderr for a person at a terminal; the timed lines above stay as they were.
-        with progress.steps("benchmark", total=len(phases)) as steps:
-            for name, phase in phases:
-                steps.doing(name)
-                phase()
-                steps.done(name)
-    finally:
-        event_loop.run(server.restore(database_url, undo), loop)
+    # A bar per phase on stderr for a person at a terminal; the timed lines above stay as they were.
+    with progress.steps("benchmark", total=len(phases)) as steps:
+        for name, phase in phases:
+            steps.doing(name)
+            phase()
+            steps.done(name)
     report.print()
 
 

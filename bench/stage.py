@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import asyncpg
 
+from bench.vacuum import vacuuming
 from broker import ops, topology
 from broker.context import Context
 from broker.migrate import migrate
@@ -130,7 +131,8 @@ async def stage(investors: tuple[str, ...] = (), traders: tuple[str, ...] = ()) 
     result = Stage(settings, keys, process, {})
     try:
         await _ready(settings, process)
-        yield result
+        async with vacuuming(url):  # as autovacuum every 5 s would (bench/vacuum.py)
+            yield result
     finally:
         for pool in result.pools.values():
             await pool.close()
