@@ -21,9 +21,7 @@ from agents.exchange.standing_repo import STANDING_COVER_DRAWN
 from agents.settlement.repo import ACCOUNT_BALANCES, PLACED_HOLDS
 
 EVERY_S = 5.0
-CHANGE_TABLES = [
-    f"{total.table}_changes" for total in (OPEN_BUY_EXPOSURE, STANDING_COVER_DRAWN, PLACED_HOLDS, ACCOUNT_BALANCES)
-]
+CHANGE_TABLES = [total.changes for total in (OPEN_BUY_EXPOSURE, STANDING_COVER_DRAWN, PLACED_HOLDS, ACCOUNT_BALANCES)]
 
 
 @asynccontextmanager

@@ -40,13 +40,18 @@ class RunningTotal:
     # a database check trusts: migration 0072's balances); None: the agent folds it itself.
     folder: str | None = None
 
+    @property
+    def changes(self) -> str:
+        """The table of the changes not folded yet, one row per write that moved a total."""
+        return f"{self.table}_changes"
+
     def of(self, key: str) -> str:
         """A SQL expression for the total of the key the SQL expression ``key`` gives: a
         parameter (``$1``) or a qualified column — a bare column named like this total's key
         column would be read from the inner tables."""
         return (
             f"(coalesce((SELECT amount FROM {self.table} WHERE {self.key} = {key}), 0)"
-            f" + coalesce((SELECT sum(change) FROM {self.table}_changes WHERE {self.key} = {key}), 0))"
+            f" + coalesce((SELECT sum(change) FROM {self.changes} WHERE {self.key} = {key}), 0))"
         )
 
     @property
@@ -62,7 +67,7 @@ class RunningTotal:
         return (
             f"SELECT {self.key} AS key, sum(amount) AS amount FROM"
             f" (SELECT {self.key}, amount FROM {self.table}{where}"
-            f"  UNION ALL SELECT {self.key}, change FROM {self.table}_changes{where}) AS parts GROUP BY {self.key}"
+            f"  UNION ALL SELECT {self.key}, change FROM {self.changes}{where}) AS parts GROUP BY {self.key}"
         )
 
     async def totals(self, connection: asyncpg.Connection, keys: list[str]) -> dict[str, Decimal]:
@@ -87,7 +92,7 @@ class RunningTotal:
         if self.folder is not None:
             return int(await connection.fetchval(f"SELECT {self.folder}()"))
         result: str = await connection.execute(
-            f"""WITH moved AS (DELETE FROM {self.table}_changes RETURNING {self.key}, change),
+            f"""WITH moved AS (DELETE FROM {self.changes} RETURNING {self.key}, change),
                      summed AS (SELECT {self.key}, sum(change) AS change FROM moved GROUP BY {self.key})
                 INSERT INTO {self.table} AS t ({self.key}, amount)
                 SELECT {self.key}, change FROM summed ORDER BY {self.key}

@@ -150,8 +150,7 @@ class ReadAhead:
     async def _read_run(
         self, connection: asyncpg.Connection, messages: Sequence[Message], first: int
     ) -> dict[int, AcceptanceView]:
-        places, keys = run(messages, first)
-        await order_repo.write_held(connection)  # the views read the orders booked before them
+        places, keys = run(messages, first)  # its handler's wrapper wrote the rows held (writing_held)
         await BOOKS.lock_issues(connection, (key.issue_code for key in keys))
         views = await order_repo.acceptance_views(connection, keys)
         self.runs += 1
@@ -160,8 +159,8 @@ class ReadAhead:
 
 
 async def view_alone(connection: asyncpg.Connection, key: ViewKey) -> AcceptanceView:
-    """One order's view, read after the rows held are written and its issue's row is locked."""
-    await order_repo.write_held(connection)
+    """One order's view, read once its issue's row is locked (no row is held: its handler is not
+    an order read ahead, so ``writing_held`` wrote them)."""
     await BOOKS.lock_issues(connection, (key.issue_code,))
     return await order_repo.acceptance_view(connection, key)
 

@@ -529,7 +529,7 @@ async def test_every_change_table_is_vacuumed_as_soon_as_it_churns(connection: a
     rows = await connection.fetch(
         """SELECT c.relname AS name, coalesce(c.reloptions, '{}') AS options FROM pg_class c
            WHERE c.relkind = 'r' AND c.relname = ANY($1::text[]) ORDER BY 1""",
-        [f"{total.table}_changes" for total in totals] + ["position_changes"],
+        [total.changes for total in totals] + ["position_changes"],
     )
     wanted = ["autovacuum_vacuum_cost_delay=0", "autovacuum_vacuum_scale_factor=0", "autovacuum_vacuum_threshold=500"]
     assert {r["name"]: sorted(r["options"]) for r in rows} == {
