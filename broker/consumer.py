@@ -33,9 +33,10 @@ import aio_pika
 import asyncpg
 import pydantic
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractQueue
 
 from broker import group_commit, inbox, logs, metrics, outbox
+from broker.bundle import Delivery, MalformedBundle
 from broker.context import Context
 from broker.envelope import MAX_MESSAGE_BYTES, Freshness, Opened, open_delivery
 from broker.errors import InputRejected, Reason, Rejected, SecurityRejected
@@ -190,7 +191,7 @@ class Consumer:
                 self.consuming.clear()
         raise ConnectionLost(f"the broker stopped delivering from {', '.join(q.name for q in queues)}")
 
-    async def _settle_and_ack(self, batch: list[AbstractIncomingMessage]) -> None:
+    async def _settle_and_ack(self, batch: list[Delivery]) -> None:
         """Acks only after the batch's commit (or its dead letters and retries) are done."""
         started = time.perf_counter()
         with self.beat.busy():
@@ -201,7 +202,7 @@ class Consumer:
             await self.outcomes.record(settled)
             metrics.observe(self.agent, settled, elapsed)
 
-    async def settle(self, delivery: AbstractIncomingMessage) -> Settled:
+    async def settle(self, delivery: Delivery) -> Settled:
         """Decide and carry out everything for one delivery except its ack."""
         with structlog.contextvars.bound_contextvars(
             agent=self.agent,
@@ -222,7 +223,9 @@ class Consumer:
             ):
                 return await self._process(delivery, opened)
 
-    def _open(self, delivery: AbstractIncomingMessage) -> Opened:
+    def _open(self, delivery: Delivery) -> Opened:
+        if isinstance(delivery, MalformedBundle):
+            raise InputRejected(Reason.BUNDLE_MALFORMED, delivery.detail)
         opened = open_delivery(
             delivery.body,
             delivery.headers,
@@ -241,7 +244,7 @@ class Consumer:
             check_cut_over(opened.spec, self.clear_accounts_until, self.clock())
         return opened
 
-    async def _process(self, delivery: AbstractIncomingMessage, opened: Opened) -> Settled:
+    async def _process(self, delivery: Delivery, opened: Opened) -> Settled:
         try:
             duplicate = await self._transaction_held(opened)
         except Rejected as rejected:
@@ -306,7 +309,7 @@ class Consumer:
         await self.handlers[type(opened.message)](opened.message, context)
         return context
 
-    async def _retry_or_give_up(self, delivery: AbstractIncomingMessage, exc: Exception) -> Settled:
+    async def _retry_or_give_up(self, delivery: Delivery, exc: Exception) -> Settled:
         attempt = _attempt(delivery)
         detail = f"{type(exc).__name__}: {exc}"[:1000]
         if attempt > len(self.retry_delays_ms):
@@ -322,7 +325,7 @@ class Consumer:
         return Settled(delivery.message_id, Outcome.RETRY_SCHEDULED)
 
     async def _dead_letter(
-        self, delivery: AbstractIncomingMessage, rejected: Rejected, *, kind: str | None = None
+        self, delivery: Delivery, rejected: Rejected, *, kind: str | None = None
     ) -> Settled:
         kind = kind or rejected.kind
         event = "security_event" if kind == "security" else "input_rejected"
@@ -360,12 +363,12 @@ def check_cut_over(spec: MessageSpec, until: datetime | None, now: datetime) -> 
         )
 
 
-def _attempt(delivery: AbstractIncomingMessage) -> int:
+def _attempt(delivery: Delivery) -> int:
     raw = delivery.headers.get(ATTEMPT_HEADER, 1)
     return raw if isinstance(raw, int) and raw >= 1 else 1
 
 
-def _copy(delivery: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+def _copy(delivery: Delivery, headers: dict[str, Any]) -> aio_pika.Message:
     return outbox.amqp_message(delivery.message_id, delivery.type, delivery.body, headers)
 
 

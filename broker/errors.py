@@ -52,6 +52,8 @@ class Reason(StrEnum):
     SEALED_FIELD_INVALID = "sealed_field_invalid"
     # A message version that carries account information in clear, after the cut-over (R-001-06).
     CLEAR_ACCOUNT_REFUSED = "clear_account_refused"
+    # A delivery typed as a bundle of signed messages that is not one (broker/bundle.py).
+    BUNDLE_MALFORMED = "bundle_malformed"
 
 
 class KabutoError(Exception):

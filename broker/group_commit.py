@@ -51,6 +51,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
 from broker import inbox, logs, outbox
+from broker.bundle import BundleMalformed, Delivery, MalformedBundle, is_bundle, unbundled
 from broker.context import Context
 from broker.envelope import Opened
 from broker.errors import Rejected
@@ -77,13 +78,17 @@ class Deliveries:
     the next (the agent's answers queue ahead of its inbox, so work under way is finished
     before new work is started). Each queue's deliveries stay in their order.
 
+    A bundle (``broker.bundle``) is unpacked as it arrives and its items are taken together,
+    never split between two batches, so the batch that holds them acks the bundle once all
+    are settled. A batch may thus exceed its limit by one bundle.
+
     On exit the consumers are cancelled and every delivery not yet taken is handed back
     (nack with requeue), so a stop loses nothing and redelivers it to the next consumer.
     """
 
     def __init__(self, *queues: AbstractQueue) -> None:
         self._queues = queues
-        self._buffers: list[deque[AbstractIncomingMessage]] = [deque() for _ in queues]
+        self._buffers: list[deque[list[Delivery]]] = [deque() for _ in queues]
         self._arrival = asyncio.Event()
         # A queue's channel closed: nothing more will arrive.
         self._ended = False
@@ -95,26 +100,27 @@ class Deliveries:
             self._tags.append((queue, await queue.consume(functools.partial(self._arrived, buffer))))
         return self
 
-    async def _arrived(self, buffer: deque[AbstractIncomingMessage], delivery: AbstractIncomingMessage) -> None:
-        buffer.append(delivery)
+    async def _arrived(self, buffer: deque[list[Delivery]], delivery: AbstractIncomingMessage) -> None:
+        buffer.append(_unpacked(delivery))
         self._arrival.set()
 
     def _closed(self, *_: object) -> None:
         self._ended = True
         self._arrival.set()
 
-    async def next_batch(self, limit: int) -> list[AbstractIncomingMessage] | None:
-        """Wait for one delivery, then take whatever else is already here, up to ``limit``;
-        None once a channel has closed and every delivery that arrived before was taken."""
+    async def next_batch(self, limit: int) -> list[Delivery] | None:
+        """Wait for one delivery, then take whatever else is already here, up to ``limit``
+        (a bundle whole); None once a channel has closed and every delivery that arrived
+        before was taken."""
         while not any(self._buffers):
             if self._ended:
                 return None
             self._arrival.clear()
             await self._arrival.wait()
-        batch: list[AbstractIncomingMessage] = []
+        batch: list[Delivery] = []
         for buffer in self._buffers:
-            while buffer and len(batch) < limit:
-                batch.append(buffer.popleft())
+            while buffer and (not batch or len(batch) + len(buffer[0]) <= limit):
+                batch.extend(buffer.popleft())
         return batch
 
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
@@ -124,7 +130,7 @@ class Deliveries:
                 await self._cancel(queue, tag)
         for buffer in self._buffers:
             while buffer:
-                delivery = buffer.popleft()
+                delivery = buffer.popleft()[0]  # a bundle's items share its one delivery
                 if not delivery.channel.is_closed:
                     await delivery.nack(requeue=True)
 
@@ -141,11 +147,21 @@ class Deliveries:
             log.warning("consumer_cancel_unanswered", queue=queue.name, error=repr(exc)[:200])
 
 
+def _unpacked(delivery: AbstractIncomingMessage) -> list[Delivery]:
+    """A delivery as the consumer takes it: itself, or the items of the bundle it carries."""
+    if not is_bundle(delivery):
+        return [delivery]
+    try:
+        return list(unbundled(delivery))
+    except BundleMalformed as exc:
+        return [MalformedBundle(delivery, str(exc))]
+
+
 @dataclass(slots=True)
 class _Item:
     """One delivery of a batch on its way through the shared transaction."""
 
-    delivery: AbstractIncomingMessage
+    delivery: Delivery
     opened: Opened
     duplicate: bool = False
     rejected: Rejected | None = None
@@ -153,7 +169,7 @@ class _Item:
     context: Context | None = field(default=None, repr=False)
 
 
-async def settle_batch(consumer: Consumer, deliveries: list[AbstractIncomingMessage]) -> list[Settled]:
+async def settle_batch(consumer: Consumer, deliveries: Sequence[Delivery]) -> list[Settled]:
     """Decide and carry out everything for a batch except the acks; one outcome per delivery, in order."""
     if len(deliveries) == 1:
         return [await consumer.settle(deliveries[0])]
@@ -258,11 +274,11 @@ def scopes(*each: BatchScope) -> BatchScope:
     return combined
 
 
-async def ack(batch: list[AbstractIncomingMessage]) -> None:
+async def ack(batch: Sequence[Delivery]) -> None:
     """Ack a settled batch: one frame per channel it came on (the answers queue has its own),
     since every earlier delivery of that channel was in this batch or acked with the batches
     before it — a batch takes each queue's deliveries from the front."""
-    last: dict[int, AbstractIncomingMessage] = {}
+    last: dict[int, Delivery] = {}
     for delivery in batch:
         last[id(delivery.channel)] = delivery
     for delivery in last.values():
@@ -278,9 +294,7 @@ async def _conclude(consumer: Consumer, item: _Item) -> Settled:
         return consumer.committed(item.opened, duplicate=item.duplicate)
 
 
-def _bound(
-    consumer: Consumer, delivery: AbstractIncomingMessage, opened: Opened | None = None
-) -> AbstractContextManager[None]:
+def _bound(consumer: Consumer, delivery: Delivery, opened: Opened | None = None) -> AbstractContextManager[None]:
     if opened is None:
         return structlog.contextvars.bound_contextvars(
             agent=consumer.agent, message_id=delivery.message_id, type=delivery.type, correlation_id=None

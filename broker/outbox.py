@@ -23,6 +23,7 @@ import asyncpg
 from aio_pika.abc import AbstractExchange
 
 from broker import logs
+from broker.bundle import Bundling
 from broker.db import notify_channel
 from broker.envelope import Sealed
 from broker.progress import TaskBeat, stopping
@@ -76,7 +77,11 @@ def routing_key(env: Envelope) -> str:
 
 
 def amqp_message(
-    message_id: str | None, message_type: str | None, body: bytes, headers: Mapping[str, Any]
+    message_id: str | None,
+    message_type: str | None,
+    body: bytes,
+    headers: Mapping[str, Any],
+    content_type: str = "application/json",
 ) -> aio_pika.Message:
     """A persistent AMQP message; the body is published byte for byte."""
     return aio_pika.Message(
@@ -84,7 +89,7 @@ def amqp_message(
         headers=dict(headers),
         message_id=message_id,
         type=message_type,
-        content_type="application/json",
+        content_type=content_type,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )
 
@@ -97,6 +102,7 @@ class OutboxRelay:
     database_url: str
     batch: int
     idle_poll: timedelta
+    bundling: Bundling = field(default_factory=Bundling)
     beat: TaskBeat = field(default_factory=lambda: TaskBeat("relay"))
     # Set when a row for one of Kabuto's agents is parked (the agent has not declared its queues
     # yet), so that the parked rows are tried again soon (broker.parked.SOON).
@@ -158,7 +164,7 @@ class OutboxRelay:
         # A window at a time, confirmed together (broker.relay_window); imported here, as it builds on this module.
         from broker.relay_window import publish_window
 
-        if await publish_window(self.agent, self.pool, self.exchanges, rows):
+        if await publish_window(self.agent, self.pool, self.exchanges, rows, self.bundling):
             self.parked.set()
         return len(rows)
 

@@ -11,6 +11,9 @@ returned unroutable â†’ parked as failed with the reason; nacked by the broker â
 and published again on the next pass (receivers absorb a repeat through their inbox). A
 nacked row may thus arrive after rows behind it in its window; a nack is the broker's own
 failure (it lost the message), which the row-by-row relay met by stopping the window instead.
+
+Rows for the same queue of one of Kabuto's agents travel together as one bundle
+(``broker.bundle``); a bundle's confirm, return or nack is each of its rows' fate.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import aiormq
 import asyncpg
 
 from broker import logs, metrics
+from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Bundling, Item, pack
 from broker.outbox import amqp_message
 from broker.topology import Exchanges, Names
 
@@ -36,11 +40,18 @@ MARK_PUBLISHED = """WITH asynchronous AS (SELECT set_config('synchronous_commit'
     UPDATE outbox SET published_at = now() FROM asynchronous WHERE seq = ANY($1::bigint[])"""
 
 
-async def publish_window(agent: str, pool: asyncpg.Pool, exchanges: Exchanges, rows: Sequence[asyncpg.Record]) -> int:
+async def publish_window(
+    agent: str, pool: asyncpg.Pool, exchanges: Exchanges, rows: Sequence[asyncpg.Record], bundling: Bundling
+) -> int:
     """Publish ``rows`` (pending outbox rows in sequence order) and record what became of each;
     returns how many were parked for one of Kabuto's agents that has not declared its queues yet."""
-    sends = [asyncio.ensure_future(_send(exchanges, row)) for row in rows]
-    results = await asyncio.gather(*sends, return_exceptions=True)
+    groups = bundling.groups(rows)
+    sends = [asyncio.ensure_future(_send(exchanges, [rows[i] for i in group])) for group in groups]
+    sent = await asyncio.gather(*sends, return_exceptions=True)
+    results: list[BaseException | None] = [None] * len(rows)
+    for group, result in zip(groups, sent, strict=True):
+        for index in group:
+            results[index] = result
     published = [row["seq"] for row, result in zip(rows, results, strict=True) if result is None]
     if published:
         await pool.execute(MARK_PUBLISHED, published)
@@ -62,10 +73,18 @@ async def publish_window(agent: str, pool: asyncpg.Pool, exchanges: Exchanges, r
     return parked
 
 
-async def _send(exchanges: Exchanges, row: asyncpg.Record) -> None:
-    exchange = exchanges.events if row["exchange"] == "events" else exchanges.messages
-    message = amqp_message(str(row["message_id"]), row["message_type"], row["body"], json.loads(row["headers"]))
-    await exchange.publish(message, routing_key=row["routing_key"], mandatory=True)
+async def _send(exchanges: Exchanges, rows: Sequence[asyncpg.Record]) -> None:
+    """One row as itself, or several for one queue as one bundle."""
+    first = rows[0]
+    exchange = exchanges.events if first["exchange"] == "events" else exchanges.messages
+    if len(rows) == 1:
+        message = amqp_message(
+            str(first["message_id"]), first["message_type"], first["body"], json.loads(first["headers"])
+        )
+    else:
+        items = [Item(str(r["message_id"]), r["message_type"], json.loads(r["headers"]), r["body"]) for r in rows]
+        message = amqp_message(f"{first['message_id']}+{len(rows) - 1}", BUNDLE_TYPE, pack(items), {}, CONTENT_TYPE)
+    await exchange.publish(message, routing_key=first["routing_key"], mandatory=True)
 
 
 async def _park(pool: asyncpg.Pool, row: asyncpg.Record, error: str) -> bool:

@@ -26,6 +26,7 @@ from aio_pika.abc import AbstractConnection
 
 from broker import logs, metrics, outbox, topology
 from broker.access import AgentUrls, agent_urls
+from broker.bundle import Bundling
 from broker.consumer import Consumer, Handler, Outcomes
 from broker.context import Context
 from broker.db import agent_pool
@@ -149,6 +150,7 @@ class AgentRuntime:
             urls.database,
             settings.outbox_batch,
             settings.outbox_idle_poll,
+            bundling=Bundling(settings.outbox_bundle, settings.max_message_bytes // 2, frozenset(settings.investors)),
             beat=self.heartbeats.beat("relay"),
         )
 

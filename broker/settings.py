@@ -26,6 +26,10 @@ class SettingsError(ValueError):
     """An environment variable has a value Kabuto cannot use."""
 
 
+# The most items a bundle may hold (broker/bundle.py): receivers refuse a bigger one.
+MAX_BUNDLE_ITEMS = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -45,6 +49,8 @@ class Settings:
     # Deliveries settled in one transaction at most (group commit, docs/performance.md).
     batch_size: int = 32
     outbox_batch: int = 200
+    # Most outbox rows for one agent's queue published as one bundle (broker/bundle.py); 1 is off.
+    outbox_bundle: int = 32
     outbox_idle_poll: timedelta = timedelta(seconds=5)
     certid_list_interval: timedelta = timedelta(minutes=10)
     # Issue 11 (DvP): how often settlement recycles pending instructions, and for how many days
@@ -102,7 +108,7 @@ def _seconds(env: Mapping[str, str], name: str, default: timedelta) -> timedelta
     return timedelta(seconds=value)
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, most: int | None = None) -> int:
     raw = env.get(name)
     if raw is None:
         return default
@@ -112,6 +118,8 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from exc
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {raw!r}")
+    if most is not None and value > most:
+        raise SettingsError(f"{name} must be at most {most}, got {raw!r}")
     return value
 
 
@@ -190,6 +198,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         prefetch=_int(env, "KABUTO_PREFETCH", defaults.prefetch),
         batch_size=_int(env, "KABUTO_BATCH_SIZE", defaults.batch_size),
         outbox_batch=_int(env, "KABUTO_OUTBOX_BATCH", defaults.outbox_batch),
+        outbox_bundle=_int(env, "KABUTO_OUTBOX_BUNDLE", defaults.outbox_bundle, MAX_BUNDLE_ITEMS),
         outbox_idle_poll=_seconds(env, "KABUTO_OUTBOX_IDLE_POLL", defaults.outbox_idle_poll),
         certid_list_interval=_seconds(env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval),
         stall_after=_seconds(env, "KABUTO_STALL_AFTER", defaults.stall_after),

@@ -28,6 +28,7 @@ ENV = {
     "KABUTO_PREFETCH": "7",
     "KABUTO_BATCH_SIZE": "5",
     "KABUTO_OUTBOX_BATCH": "50",
+    "KABUTO_OUTBOX_BUNDLE": "8",
     "KABUTO_OUTBOX_IDLE_POLL": "0.25",
     "KABUTO_CERTID_LIST_INTERVAL": "90",
     "KABUTO_STALL_AFTER": "20",
@@ -68,6 +69,7 @@ def test_every_variable_is_read() -> None:
         prefetch=7,
         batch_size=5,
         outbox_batch=50,
+        outbox_bundle=8,
         outbox_idle_poll=timedelta(seconds=0.25),
         certid_list_interval=timedelta(seconds=90),
         stall_after=timedelta(seconds=20),
@@ -109,6 +111,8 @@ def test_heartbeats_are_written_well_within_the_stall_window() -> None:
         ("KABUTO_INBOX_PRUNE_INTERVAL", "soon"),
         ("KABUTO_CLEAR_ACCOUNTS_UNTIL", "next spring"),
         ("KABUTO_EVENT_LOOP", "trio"),
+        ("KABUTO_OUTBOX_BUNDLE", "0"),
+        ("KABUTO_OUTBOX_BUNDLE", "1025"),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_variable(name: str, value: str) -> None:
