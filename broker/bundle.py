@@ -276,7 +276,7 @@ class Bundling:
         groups: list[list[int]] = []
         open_by_key: dict[str, tuple[list[int], int]] = {}
         for index, row in enumerate(rows):
-            size = len(row["body"])
+            size = len(row["body"]) + len(row["headers"])  # the properties travel in the bundle too
             if not self.carries(row["exchange"], row["routing_key"]) or size > self.max_bytes:
                 groups.append([index])
                 continue

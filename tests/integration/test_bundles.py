@@ -2,7 +2,8 @@
 queue as one AMQP message, and the consumer settles each item as the delivery it would have been
 alone — verified before parsing, claimed in the inbox by its own id, a poisoned or forged item
 dead-lettered alone with its own reason while the rest commits, a bundle redelivered after a
-crash absorbed item by item (R-001-26), a bundle that is not one refused whole."""
+crash absorbed item by item (R-001-26), a bundle that is not one refused whole (docs/bad-input.md,
+B81–B83)."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ def test_anything_but_a_well_formed_bundle_is_refused_with_what_is_wrong(body: b
 
 
 def _row(key: str, size: int = 10, exchange: str = "messages") -> dict[str, Any]:
-    return {"exchange": exchange, "routing_key": key, "body": b"x" * size}
+    return {"exchange": exchange, "routing_key": key, "body": b"x" * (size - 2), "headers": "{}"}
 
 
 def test_rows_for_one_agent_queue_go_together_in_sequence_order_and_others_alone() -> None:
