@@ -17,17 +17,17 @@ keys of an agent's inbox or answers queue and of the investors the investor agen
 (``KABUTO_INVESTORS``, bound to the investor agent's queues). A participant's own reply
 queue, the events exchange and every external contract see single messages, as before.
 
-The format, read before any signature is checked, is framing only and carries no JSON
-body: ``KBB1``, the item count (u32, big-endian), then per item a u32 length and a small
-JSON object ``{"message_id", "type", "headers"}`` (the AMQP properties the message would
-have had), then a u32 length and the body. Anything else — a wrong tag, a length past the
-end, trailing bytes, too many items, headers that are not text — makes the whole bundle
-``bundle_malformed``, dead-lettered as it came.
+The format, read before any signature is checked, is binary framing and nothing else: ``KBB1``,
+the item count (u32, big-endian), then per item its message id and type (each a byte of length
+and 1 to 255 bytes of UTF-8, as AMQP allows), its headers (a byte of count; per header a byte
+of length and the name, a u32 length and the value, UTF-8, 16 KiB in all) and its body (a u32
+length and the bytes). Anything else — a wrong tag, a length past the end, trailing bytes, no
+item or too many, text that is not UTF-8 — makes the whole bundle ``bundle_malformed``,
+dead-lettered as it came.
 """
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,9 +42,11 @@ BUNDLE_TYPE = "kabuto.bundle"
 CONTENT_TYPE = "application/vnd.kabuto.bundle"
 TAG = b"KBB1"
 _LENGTH = struct.Struct(">I")
-# An item's properties are its ids and signature headers: a few kilobytes. A bigger one is not
-# decoded at all, since nothing of an item is verified yet when its properties are read.
-MAX_PROPERTIES_BYTES = 32_768
+# An item's headers are its signature, its signer's fingerprint and its certificate: about a
+# kilobyte. More than the envelope check allows (broker.envelope.MAX_HEADER_BYTES) is refused
+# before it is decoded, since nothing of an item is verified when its properties are read.
+MAX_HEADER_BYTES = 16_384
+MAX_HEADERS = 8
 
 
 class BundleMalformed(ValueError):
@@ -55,8 +57,8 @@ class BundleMalformed(ValueError):
 class Item:
     """One signed message inside a bundle: what it would have been as an AMQP message."""
 
-    message_id: str | None
-    type: str | None
+    message_id: str
+    type: str
     headers: Mapping[str, str]
     body: bytes
 
@@ -64,9 +66,22 @@ class Item:
 def pack(items: Sequence[Item]) -> bytes:
     parts = [TAG, _LENGTH.pack(len(items))]
     for item in items:
-        meta = json.dumps({"message_id": item.message_id, "type": item.type, "headers": dict(item.headers)}).encode()
-        parts += [_LENGTH.pack(len(meta)), meta, _LENGTH.pack(len(item.body)), item.body]
+        parts += [_short(item.message_id), _short(item.type), bytes([len(item.headers)])]
+        for name, value in item.headers.items():
+            parts += [_short(name), _chunk(value.encode())]
+        parts.append(_chunk(item.body))
     return b"".join(parts)
+
+
+def _short(text: str) -> bytes:
+    data = text.encode()
+    if not 1 <= len(data) <= 255:
+        raise ValueError(f"{text[:40]!r}: 1 to 255 bytes of UTF-8 allowed")
+    return bytes([len(data)]) + data
+
+
+def _chunk(data: bytes) -> bytes:
+    return _LENGTH.pack(len(data)) + data
 
 
 def unpack(body: bytes, *, max_items: int = MAX_BUNDLE_ITEMS) -> list[Item]:
@@ -77,7 +92,7 @@ def unpack(body: bytes, *, max_items: int = MAX_BUNDLE_ITEMS) -> list[Item]:
     count = reader.length()
     if not 1 <= count <= max_items:
         raise BundleMalformed(f"{count} items (1 to {max_items} allowed)")
-    items = [_item(reader.chunk(), reader.chunk()) for _ in range(count)]
+    items = [reader.item() for _ in range(count)]
     if reader.offset != len(body):
         raise BundleMalformed(f"{len(body) - reader.offset} bytes after the last item")
     return items
@@ -88,36 +103,45 @@ class _Reader:
     data: bytes
     offset: int
 
-    def length(self) -> int:
-        if self.offset + _LENGTH.size > len(self.data):
-            raise BundleMalformed("cut short inside a length")
-        (value,) = _LENGTH.unpack_from(self.data, self.offset)
-        self.offset += _LENGTH.size
-        return int(value)
+    def item(self) -> Item:
+        message_id, type_ = self.short(), self.short()
+        count = self.take(1)[0]
+        if count > MAX_HEADERS:
+            raise BundleMalformed(f"an item has {count} headers, limit {MAX_HEADERS}")
+        headers, size = {}, 0
+        for _ in range(count):
+            name, value = self.short(), self.chunk()
+            size += len(name) + len(value)
+            if size > MAX_HEADER_BYTES:
+                raise BundleMalformed(f"an item's headers pass {MAX_HEADER_BYTES} bytes")
+            headers[name] = _text(value)
+        return Item(message_id, type_, headers, self.chunk())
 
-    def chunk(self) -> bytes:
-        size = self.length()
+    def take(self, size: int) -> bytes:
         if self.offset + size > len(self.data):
-            raise BundleMalformed(f"an item of {size} bytes runs past the end")
+            raise BundleMalformed(f"{size} bytes run past the end")
         self.offset += size
         return self.data[self.offset - size : self.offset]
 
+    def length(self) -> int:
+        (value,) = _LENGTH.unpack(self.take(_LENGTH.size))
+        return int(value)
 
-def _item(meta_bytes: bytes, body: bytes) -> Item:
-    if len(meta_bytes) > MAX_PROPERTIES_BYTES:
-        raise BundleMalformed(f"an item's properties take {len(meta_bytes)} bytes, limit {MAX_PROPERTIES_BYTES}")
+    def short(self) -> str:
+        size = self.take(1)[0]
+        if size == 0:
+            raise BundleMalformed("an empty message id, type or header name")
+        return _text(self.take(size))
+
+    def chunk(self) -> bytes:
+        return self.take(self.length())
+
+
+def _text(data: bytes) -> str:
     try:
-        meta = json.loads(meta_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleMalformed(f"an item's properties are not JSON: {exc}") from exc
-    if not isinstance(meta, dict) or set(meta) != {"message_id", "type", "headers"}:
-        raise BundleMalformed("an item's properties are not {message_id, type, headers}")
-    message_id, type_, headers = meta["message_id"], meta["type"], meta["headers"]
-    if not all(isinstance(v, str | None) for v in (message_id, type_)):
-        raise BundleMalformed("an item's message id or type is not text")
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        raise BundleMalformed("an item's headers are not text")
-    return Item(message_id, type_, headers, body)
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise BundleMalformed(f"text that is not UTF-8: {exc}") from exc
 
 
 class Delivery(Protocol):
@@ -174,11 +198,11 @@ class BundledDelivery:
         return self.item.headers
 
     @property
-    def message_id(self) -> str | None:
+    def message_id(self) -> str:
         return self.item.message_id
 
     @property
-    def type(self) -> str | None:
+    def type(self) -> str:
         return self.item.type
 
     @property
@@ -248,43 +272,59 @@ def unbundled(delivery: Delivery) -> list[BundledDelivery]:
     return [BundledDelivery(item, carrier) for item in unpack(delivery.body)]
 
 
+Queue = tuple[str, bool]  # the agent, and whether it is its answers queue
+
+
 @dataclass(frozen=True, slots=True)
 class Bundling:
     """Which outbox rows the relay may bundle, and how many together.
 
     ``max_items`` 1 turns bundling off. ``max_bytes`` keeps a bundle well inside the broker's
-    ``max_message_size``; a row larger than it travels alone.
+    ``max_message_size``; a row larger than it travels alone. ``hosted`` are the investors the
+    investor agent hosts (``KABUTO_INVESTORS``), whose messages go to its queues.
     """
 
     max_items: int = 32
     max_bytes: int = 524_288
     hosted: Collection[str] = frozenset()
 
-    def carries(self, exchange: str, routing_key: str) -> bool:
-        """True for a message to an agent's inbox or answers queue, or to a hosted investor."""
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_items <= MAX_BUNDLE_ITEMS:
+            raise ValueError(f"a bundle holds 1 to {MAX_BUNDLE_ITEMS} items, not {self.max_items}")
+
+    def queue_of(self, exchange: str, routing_key: str) -> Queue | None:
+        """The agent's queue a message goes to, if it is one the relay bundles for: an agent's
+        inbox or answers queue (its own participants' keys), or the investor agent's for a
+        hosted investor. None for events and for a participant's own reply queue."""
         if exchange != "messages" or self.max_items < 2:
-            return False
-        return Names.agent_of_key(routing_key) is not None or routing_key.removesuffix(ANSWERS_SUFFIX) in self.hosted
+            return None
+        agent = Names.agent_of_key(routing_key)
+        if agent is None and routing_key.removesuffix(ANSWERS_SUFFIX) in self.hosted:
+            agent = "investor"
+        return None if agent is None else (agent, Names.is_answers_key(routing_key))
 
     def groups(self, rows: Sequence[Mapping[str, Any]]) -> list[list[int]]:
         """The rows (outbox rows in sequence order, by index) cut into what is published together.
 
-        Rows for one bundled key go together in sequence order, up to ``max_items`` and
-        ``max_bytes``; every other row goes alone. Groups are listed in the order of their
-        first row, so each queue still receives an agent's messages in outbox order.
+        Rows for one agent's queue go together in sequence order, up to ``max_items`` and
+        ``max_bytes``; every other row goes alone. Groups are listed in the order of their first
+        row, and a row that goes alone to a queue closes that queue's open group, so each queue
+        still receives an agent's messages in outbox order, whichever of its keys they name.
         """
         groups: list[list[int]] = []
-        open_by_key: dict[str, tuple[list[int], int]] = {}
+        open_groups: dict[Queue, tuple[list[int], int]] = {}
         for index, row in enumerate(rows):
-            size = len(row["body"]) + len(row["headers"])  # the properties travel in the bundle too
-            if not self.carries(row["exchange"], row["routing_key"]) or size > self.max_bytes:
+            queue = self.queue_of(row["exchange"], row["routing_key"])
+            size = len(row["body"]) + len(row["headers"])  # the headers travel in the bundle too
+            if queue is None or size > self.max_bytes:
+                if queue is not None:
+                    open_groups.pop(queue, None)
                 groups.append([index])
                 continue
-            key = row["routing_key"]
-            group, used = open_by_key.get(key, ([], 0))
+            group, used = open_groups.get(queue, ([], 0))
             if not group or len(group) >= self.max_items or used + size > self.max_bytes:
                 group, used = [], 0
                 groups.append(group)
             group.append(index)
-            open_by_key[key] = (group, used + size)
+            open_groups[queue] = (group, used + size)
         return groups

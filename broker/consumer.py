@@ -324,9 +324,7 @@ class Consumer:
         )
         return Settled(delivery.message_id, Outcome.RETRY_SCHEDULED)
 
-    async def _dead_letter(
-        self, delivery: Delivery, rejected: Rejected, *, kind: str | None = None
-    ) -> Settled:
+    async def _dead_letter(self, delivery: Delivery, rejected: Rejected, *, kind: str | None = None) -> Settled:
         kind = kind or rejected.kind
         event = "security_event" if kind == "security" else "input_rejected"
         if kind == "transient":

@@ -121,6 +121,8 @@ class Deliveries:
         for buffer in self._buffers:
             while buffer and (not batch or len(batch) + len(buffer[0]) <= limit):
                 batch.extend(buffer.popleft())
+            if buffer:
+                break  # what is left of this queue goes first in the next batch, before later queues'
         return batch
 
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
@@ -155,6 +157,9 @@ def _unpacked(delivery: AbstractIncomingMessage) -> list[Delivery]:
         return list(unbundled(delivery))
     except BundleMalformed as exc:
         return [MalformedBundle(delivery, str(exc))]
+    except Exception as exc:  # noqa: BLE001 — raised here, aiormq would only log it, and the next
+        # ack of the channel would ack a delivery that no one settled (found by review)
+        return [MalformedBundle(delivery, f"{type(exc).__name__}: {exc}"[:1000])]
 
 
 @dataclass(slots=True)

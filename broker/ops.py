@@ -10,8 +10,8 @@ the agent's inbox and removes the dead letter only after the broker confirmed th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +21,7 @@ import asyncpg
 
 from broker import link, progress
 from broker.access import agent_urls
+from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, BundleMalformed, Item, pack, unpack
 from broker.db import agent_pool
 from broker.health import Backlog, task_problems
 from broker.link import close_within
@@ -112,22 +113,52 @@ class DeadLetter:
 
 
 async def dead_letters(settings: Settings, agent: str, limit: int = 100) -> list[DeadLetter]:
-    """Read up to ``limit`` dead letters of ``agent``; they stay in the queue."""
+    """Read up to ``limit`` dead letters of ``agent``; they stay in the queue. A bundle the broker
+    dead-lettered whole (past the delivery limit) is listed item by item, each with its own id."""
     names = Names(settings.namespace)
     connection = await link.connect(settings.amqp_url)
     try:
         channel = await connection.channel()
         queue = await channel.declare_queue(names.dead_letters(agent), passive=True)
-        letters = []
-        for _ in range(limit):
+        letters: list[DeadLetter] = []
+        while len(letters) < limit:
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
                 break
-            letters.append(_dead_letter(message))
+            letters += _dead_letters(message)
         await channel.close()  # unacked reads go back to the queue
-        return letters
+        return letters[:limit]
     finally:
         await connection.close()
+
+
+def _dead_letters(message: aio_pika.abc.AbstractIncomingMessage) -> list[DeadLetter]:
+    letter = _dead_letter(message)
+    items = _items(message)
+    if items is None:
+        return [letter]
+    return [
+        replace(
+            letter,
+            message_id=item.message_id,
+            type=item.type,
+            detail=f"{letter.detail} (item {n + 1} of {len(items)} of bundle {message.message_id})".strip(),
+            size=len(item.body),
+            headers={**letter.headers, **item.headers},
+            body=item.body,
+        )
+        for n, item in enumerate(items)
+    ]
+
+
+def _items(message: aio_pika.abc.AbstractIncomingMessage) -> list[Item] | None:
+    """A dead-lettered bundle's items; None for a single message or a bundle that is not one."""
+    if message.type != BUNDLE_TYPE:
+        return None
+    try:
+        return unpack(message.body)
+    except BundleMalformed:
+        return None  # dead-lettered as bundle_malformed: shown, and replayed, as it came
 
 
 def _dead_letter(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
@@ -153,43 +184,68 @@ def _dead_letter(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
 
 
 async def replay(settings: Settings, agent: str, message_id: str) -> bool:
-    """Send one dead letter back to its agent's inbox, unchanged; True if it was found."""
+    """Send one dead letter back to its agent's inbox, unchanged; True if it was found. An item of
+    a bundle the broker dead-lettered goes back alone, and the rest of its bundle stays dead."""
     names = Names(settings.namespace)
     connection = await link.connect(settings.amqp_url)
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         queue = await channel.declare_queue(names.dead_letters(agent), passive=True)
         messages = await channel.declare_exchange(names.messages, passive=True)
+        dead = await channel.declare_exchange(names.dead, passive=True)
         while True:
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
                 return False
-            if message.message_id != message_id:
+            items = _items(message) if message.message_id != message_id else None
+            found = [i for i in items or () if i.message_id == message_id]
+            if message.message_id != message_id and not found:
                 continue  # left unacked: requeued when the channel closes
-            headers = {
-                k: v
-                for k, v in message.headers.items()
-                if k not in KABUTO_HEADERS
-                and k
-                not in (
-                    "x-death",
-                    "x-kabuto-attempt",
-                    "x-first-death-exchange",
-                    "x-first-death-queue",
-                    "x-first-death-reason",
-                )
-            }
             routing_key = str(message.headers.get("x-kabuto-routing-key") or agent)
-            await messages.publish(
-                amqp_message(message_id, message.type, message.body, headers),
-                routing_key=routing_key,
-            )
+            if not found:
+                await messages.publish(
+                    _as_sent(message.message_id, message.type, message.body, message.headers), routing_key
+                )
+            else:
+                item = found[0]
+                await messages.publish(amqp_message(item.message_id, item.type, item.body, item.headers), routing_key)
+                rest = [i for i in items or () if i is not item]
+                if rest:  # the rest of the bundle stays dead, as it was, to be replayed on its own
+                    await dead.publish(_kept(message, rest), routing_key=agent)
             await message.ack()
             return True
     except aiormq.exceptions.ChannelNotFoundEntity as exc:
         raise TopologyError(f"no dead-letter queue for {agent}: has it ever started?") from exc
     finally:
         await asyncio.shield(close_within(connection))
+
+
+# What the broker and the consumer add to a dead letter; taken off when it is sent again.
+_DEATH_HEADERS = (
+    *KABUTO_HEADERS,
+    "x-death",
+    "x-kabuto-attempt",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+)
+
+
+def _as_sent(message_id: str | None, type_: str | None, body: bytes, headers: Mapping[str, Any]) -> aio_pika.Message:
+    kept = {k: v for k, v in headers.items() if k not in _DEATH_HEADERS}
+    message = amqp_message(message_id, type_, body, kept)
+    if type_ == BUNDLE_TYPE:
+        message.content_type = CONTENT_TYPE
+    return message
+
+
+def _kept(message: aio_pika.abc.AbstractIncomingMessage, rest: list[Item]) -> aio_pika.Message:
+    """What is left of a dead-lettered bundle, dead still, with the headers that say why."""
+    headers = {k: v for k, v in message.headers.items() if k != "x-death"}
+    if "x-kabuto-reason" not in headers:
+        headers["x-kabuto-reason"] = _dead_letter(message).reason
+    first = rest[0].message_id
+    return amqp_message(f"{first}+{len(rest) - 1}", BUNDLE_TYPE, pack(rest), headers, CONTENT_TYPE)
 
 
 async def outbox_failures(settings: Settings, agent: str) -> list[asyncpg.Record]:
@@ -270,16 +326,17 @@ async def dead_letter_page(
         channel = await connection.channel()
         queue = await channel.declare_queue(names.dead_letters(agent), passive=True)
         total = int(queue.declaration_result.message_count or 0)
-        letters = []
-        for index in range(offset + limit):
+        letters: list[DeadLetter] = []
+        read = 0
+        while len(letters) < offset + limit:
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
                 break
-            if index >= offset:
-                letter = _dead_letter(message)
-                letters.append((letter, provenance(letter.body, letter.headers, trust)))
+            read += 1
+            letters += _dead_letters(message)  # a bundle dead-lettered whole: a letter per item
         await channel.close()  # unacked reads go back to the queue
-        return DeadLetterPage(letters, offset, max(total, offset + len(letters)))
+        page = [(letter, provenance(letter.body, letter.headers, trust)) for letter in letters[offset : offset + limit]]
+        return DeadLetterPage(page, offset, max(total + len(letters) - read, offset + len(page)))
     except aiormq.exceptions.ChannelNotFoundEntity as exc:
         raise TopologyError(f"no dead-letter queue for {agent}: has it ever started?") from exc
     finally:

@@ -26,8 +26,9 @@ class SettingsError(ValueError):
     """An environment variable has a value Kabuto cannot use."""
 
 
-# The most items a bundle may hold (broker/bundle.py): receivers refuse a bigger one.
-MAX_BUNDLE_ITEMS = 1024
+# The most items a bundle may hold (broker/bundle.py): receivers refuse a bigger one. It bounds
+# the batch a bundle can make a consumer take, whoever sent it.
+MAX_BUNDLE_ITEMS = 256
 
 
 @dataclass(frozen=True, slots=True)

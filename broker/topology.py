@@ -31,8 +31,12 @@ from pamqp.common import FieldTable
 
 from broker.errors import KabutoError
 from broker.settings import AGENT_IDS
+from schemas.identity import CARD_ISSUER_ID
 
 ANSWERS_SUFFIX = ".answers"
+# Participants an agent hosts besides itself (and the investors the investor agent hosts, which
+# are configured, not fixed): the credit agent hosts the card issuer (broker.pki).
+HOSTED_BY_AGENT = {CARD_ISSUER_ID: "credit"}
 
 
 class TopologyError(KabutoError):
@@ -90,9 +94,10 @@ class Names:
 
     @staticmethod
     def agent_of_key(routing_key: str) -> str | None:
-        """The Kabuto agent a message routing key addresses (its inbox or its answers), if any."""
-        agent = routing_key.removesuffix(ANSWERS_SUFFIX)
-        return agent if agent in AGENT_IDS else None
+        """The Kabuto agent a message routing key addresses (its inbox or its answers), if any;
+        not an investor's, which depend on the installation (``KABUTO_INVESTORS``)."""
+        participant = routing_key.removesuffix(ANSWERS_SUFFIX)
+        return participant if participant in AGENT_IDS else HOSTED_BY_AGENT.get(participant)
 
     @staticmethod
     def delay_key(agent: str, delay_ms: int) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import json
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -24,6 +25,7 @@ from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
 from agents.registry import AGENTS
 from broker import outbox
+from broker.bundle import Delivery, is_bundle, unbundled
 from broker.envelope import Sealed, seal
 from broker.pki import Identity
 from broker.runtime import AgentRuntime, started
@@ -136,6 +138,21 @@ async def next_message(settings: Settings, queue_name: str, *, timeout: float = 
         raise AssertionError("unreachable")
     finally:
         await connection.close()
+
+
+class QueueReader:
+    """Messages off an agent's queue one at a time, as its consumer would take them: a bundle
+    (broker/bundle.py) is read as its items, in order."""
+
+    def __init__(self, settings: Settings, queue_name: str) -> None:
+        self._settings, self._queue = settings, queue_name
+        self._waiting: deque[Delivery] = deque()
+
+    async def next(self, *, timeout: float = 10) -> Delivery:
+        if not self._waiting:
+            message = await next_message(self._settings, self._queue, timeout=timeout)
+            self._waiting.extend(unbundled(message) if is_bundle(message) else [message])
+        return self._waiting.popleft()
 
 
 async def dead_letter(settings: Settings, agent: str, *, timeout: float = 10) -> AbstractIncomingMessage:

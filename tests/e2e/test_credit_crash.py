@@ -16,10 +16,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage
-
 from agents.credit import operators
 from agents.merchant.client import MerchantTerminal
+from broker.bundle import Delivery
 from broker.envelope import seal
 from broker.pki import KeyStore
 from broker.runtime import AgentRuntime
@@ -162,12 +161,11 @@ async def test_a_lock_placed_after_the_line_gave_up_is_released(settings: Settin
         assert await support.rows(credit, "SELECT * FROM obligations WHERE status = 'approved'") == []
 
 
-async def _play_custody_until_the_lock_request(
-    settings: Settings, queue: str, credit: AgentRuntime
-) -> AbstractIncomingMessage:
+async def _play_custody_until_the_lock_request(settings: Settings, queue: str, credit: AgentRuntime) -> Delivery:
     """Answer holdings requests off custody's queue as custody would; return the lock request."""
+    reader = support.QueueReader(settings, queue)
     while True:
-        delivery = await support.next_message(settings, queue, timeout=20)
+        delivery = await reader.next(timeout=20)
         request = json.loads(delivery.body)
         if request["type"] == "custody.lock.place":
             return delivery

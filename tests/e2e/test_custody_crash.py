@@ -39,9 +39,13 @@ async def positions(settings: Settings) -> dict[str, tuple[int, int, int, int]]:
     return await run_as(settings, "custody", "custody", read)
 
 
+_ANSWERS: dict[str, support.QueueReader] = {}
+
+
 async def reply(settings: Settings) -> dict[str, Any]:
     """settlement's next answer from custody (its answers queue): {"type": …, "message_id": …, **payload}."""
-    message = await support.next_message(settings, Names(settings.namespace).answers("settlement"), timeout=30)
+    queue = Names(settings.namespace).answers("settlement")
+    message = await _ANSWERS.setdefault(queue, support.QueueReader(settings, queue)).next(timeout=30)
     envelope = json.loads(message.body)
     return {"type": envelope["type"], "message_id": envelope["message_id"], **envelope["payload"]}
 

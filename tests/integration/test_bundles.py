@@ -12,7 +12,7 @@ from typing import Any
 
 import aio_pika
 
-from broker import outbox
+from broker import ops, outbox
 from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Item, pack, unbundled, unpack
 from broker.consumer import Outcome
 from broker.envelope import Sealed
@@ -168,3 +168,39 @@ async def test_with_bundles_turned_off_every_row_travels_alone(settings: Setting
     assert [m.body for m in found["exchange"]] == [sealed[i].body for i in (0, 2, 3)]
     assert [m.body for m in found["settlement"]] == [sealed[i].body for i in (1, 4)]
     assert {m.type for m in found["exchange"]} == {"certificate.issuance.request"}
+
+
+async def test_a_bundle_the_broker_dead_lettered_whole_is_listed_and_replayed_item_by_item(
+    settings: Settings, keys: Any
+) -> None:
+    """Past the delivery limit the broker dead-letters the delivery it had, a whole bundle: each of
+    its items is listed with its own id and verified sender, and replayed alone by that id."""
+    alice = keys.load_identity("alice")
+    sealed = [support.sealed_request(alice, shares=n) for n in (100, 200, 300)]
+    ids = [str(s.envelope.message_id) for s in sealed]
+    names = Names(settings.namespace)
+    async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer:
+        await support.open_offering(issuer)
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:  # as the broker dead-letters it: no reason of Kabuto's, an x-death
+            channel = await connection.channel(publisher_confirms=True)
+            dead = await channel.get_exchange(names.dead)
+            death = [{"reason": "delivery_limit", "queue": names.inbox("issuer"), "count": 1}]
+            bundle = aio_pika.Message(pack([item(s) for s in sealed]), type=BUNDLE_TYPE, headers={"x-death": death})
+            await dead.publish(bundle, routing_key="issuer")
+        listed = await ops.dead_letters(settings, "issuer")
+        page = await ops.dead_letter_page(settings, "issuer", issuer.trust)
+        assert await ops.replay(settings, "issuer", ids[1])
+        async with running(issuer):
+            replayed = await issuer.outcomes.wait_for(ids[1])
+        left = await ops.dead_letters(settings, "issuer")
+        registered = await support.rows(issuer, "SELECT shares FROM register")
+    assert [(letter.message_id, letter.reason) for letter in listed] == [(i, "broker:delivery_limit") for i in ids]
+    assert [letter.body for letter in listed] == [s.body for s in sealed]
+    assert [(p.sender, p.verified) for _, p in page.letters] == [("alice", True)] * 3 and page.total == 3
+    assert replayed.outcome is Outcome.PROCESSED
+    assert [(letter.message_id, letter.reason) for letter in left] == [
+        (ids[0], "broker:delivery_limit"),
+        (ids[2], "broker:delivery_limit"),
+    ]
+    assert registered == [{"shares": 200}]

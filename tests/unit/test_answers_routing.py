@@ -63,6 +63,7 @@ def test_the_agent_a_routing_key_addresses_is_known_and_a_participant_is_none() 
     """A row parked for one of these is an agent not started yet (broker.relay_window)."""
     assert Names.agent_of_key("exchange") == "exchange"
     assert Names.agent_of_key("settlement.answers") == "settlement"
+    assert Names.agent_of_key("card-issuer.answers") == "credit"  # the credit agent hosts the card issuer
     assert Names.agent_of_key("alice") is None
     assert Names.agent_of_key("alice.answers") is None
     assert Names.agent_of_key("exchange.1000") is None  # a retry delay key is not a message address

@@ -1,22 +1,27 @@
 """Bundles (issue 8, broker/bundle.py): several signed messages for one of Kabuto's queues in one
 AMQP message. What goes in comes out byte for byte and in order; anything that is not a bundle
-this module wrote is refused whole; the relay bundles only rows for an agent's queues or a hosted
-investor, keeps each queue's order, and never passes its item or byte bounds."""
+this module wrote is refused whole (docs/bad-input.md, B81); the relay bundles only rows for an
+agent's queues or a hosted investor, keeps each queue's order whichever of its keys the rows
+name, and never passes its item or byte bounds."""
 
 from __future__ import annotations
 
-import json
 import struct
 from typing import Any
 
 import pytest
 
-from broker.bundle import TAG, BundleMalformed, Bundling, Item, pack, unpack
+from agents.registry import AGENTS
+from broker.bundle import BUNDLE_TYPE, TAG, BundleMalformed, Bundling, Item, pack, unpack
+from broker.group_commit import Deliveries
+from broker.settings import MAX_BUNDLE_ITEMS, Settings
+from broker.topology import Names
+from schemas.identity import Role
 
 ITEMS = [
     Item("m-1", "order.submit", {"kabuto-signature": "c2ln", "kabuto-signer": "ab12"}, b'{"a":1}'),
     Item("m-2", "order.cancel", {}, b""),
-    Item(None, None, {"x": "y"}, bytes(range(256))),
+    Item("ü" * 100, "t", {"x": "y" * 5000}, bytes(range(256))),
 ]
 
 
@@ -24,12 +29,19 @@ def test_a_bundle_gives_back_each_item_byte_for_byte_in_order() -> None:
     assert unpack(pack(ITEMS)) == ITEMS
 
 
-def _meta(item: Item) -> bytes:
-    return json.dumps({"message_id": item.message_id, "type": item.type, "headers": dict(item.headers)}).encode()
+def _framed(count: int, *parts: bytes) -> bytes:
+    return TAG + struct.pack(">I", count) + b"".join(parts)
 
 
-def _framed(count: int, *chunks: bytes) -> bytes:
-    return TAG + struct.pack(">I", count) + b"".join(struct.pack(">I", len(c)) + c for c in chunks)
+def _short(data: bytes) -> bytes:
+    return bytes([len(data)]) + data
+
+
+def _chunk(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+ONE = _short(b"m-1") + _short(b"order.submit") + b"\x00" + _chunk(b"{}")
 
 
 @pytest.mark.parametrize(
@@ -37,24 +49,28 @@ def _framed(count: int, *chunks: bytes) -> bytes:
     [
         (b"", "tag"),
         (b'{"message_id": "x"}', "tag"),
-        (TAG, "length"),
+        (TAG, "past the end"),
         (_framed(0), "0 items"),
-        (_framed(2000), "2000 items"),
-        (_framed(1, _meta(ITEMS[0])), "length"),
-        (pack(ITEMS[:1])[:-1], "past the end"),
-        (pack(ITEMS[:1]) + b"!", "after the last item"),
-        (_framed(1, b"not json", b"{}"), "not JSON"),
-        (_framed(1, b"[1, 2]", b"{}"), "properties"),
-        (_framed(1, b'{"message_id": "x", "type": "t"}', b"{}"), "properties"),
-        (_framed(1, b'{"message_id": 7, "type": "t", "headers": {}}', b"{}"), "not text"),
-        (_framed(1, b'{"message_id": "x", "type": "t", "headers": {"n": 1}}', b"{}"), "headers"),
-        (_framed(1, b'{"message_id": "x", "type": "t", "headers": []}', b"{}"), "headers"),
-        (_framed(1, b" " * 40_000, b"{}"), "limit 32768"),
+        (_framed(MAX_BUNDLE_ITEMS + 1, ONE), f"{MAX_BUNDLE_ITEMS + 1} items"),
+        (_framed(2, ONE), "past the end"),
+        (_framed(1, ONE)[:-1], "past the end"),
+        (_framed(1, ONE) + b"!", "after the last item"),
+        (_framed(1, _short(b"") + ONE[4:]), "empty message id"),
+        (_framed(1, _short(b"\xff\xfe") + ONE[4:]), "not UTF-8"),
+        (_framed(1, _short(b"m") + _short(b"t") + b"\x09"), "9 headers"),
+        (_framed(1, _short(b"m") + _short(b"t") + b"\x01" + _short(b"h") + _chunk(b"\xff") + _chunk(b"")), "UTF-8"),
+        (_framed(1, _short(b"m") + _short(b"t") + b"\x01" + _short(b"h") + _chunk(b"v" * 20_000)), "16384 bytes"),
+        (_framed(1, _short(b"m") + _short(b"t") + b"\x00" + struct.pack(">I", 2**31)), "past the end"),
     ],
 )
 def test_anything_but_a_well_formed_bundle_is_refused_with_what_is_wrong(body: bytes, why: str) -> None:
     with pytest.raises(BundleMalformed, match=why):
-        unpack(body, max_items=1024)
+        unpack(body)
+
+
+def test_nothing_is_packed_that_amqp_could_not_carry_alone() -> None:
+    with pytest.raises(ValueError, match="255 bytes"):
+        pack([Item("x" * 256, "t", {}, b"")])
 
 
 def _row(key: str, size: int = 10, exchange: str = "messages") -> dict[str, Any]:
@@ -72,10 +88,13 @@ def test_rows_for_one_agent_queue_go_together_in_sequence_order_and_others_alone
         _row("settlement"),
         _row("alice"),  # hosted by the investor agent
         _row("alice.answers"),
+        _row("bob"),  # the investor agent's inbox too
         _row("alice"),
+        _row("card-issuer"),  # hosted by the credit agent, with credit
+        _row("credit"),
     ]
-    groups = Bundling(max_items=32, hosted=frozenset({"alice"})).groups(rows)
-    assert groups == [[0, 3, 6], [1], [2], [4], [5], [7, 9], [8]]
+    groups = Bundling(max_items=32, hosted=frozenset({"alice", "bob"})).groups(rows)
+    assert groups == [[0, 3, 6], [1], [2], [4], [5], [7, 9, 10], [8], [11, 12]]
 
 
 def test_a_full_bundle_is_closed_and_the_next_rows_start_another_after_it() -> None:
@@ -83,12 +102,46 @@ def test_a_full_bundle_is_closed_and_the_next_rows_start_another_after_it() -> N
     assert Bundling(max_items=3).groups(rows) == [[0, 1, 2], [3, 4, 5], [6]]
 
 
-def test_bundles_stay_within_their_bytes_and_a_row_bigger_than_that_goes_alone() -> None:
-    rows = [_row("exchange", 40), _row("exchange", 40), _row("exchange", 300), _row("exchange", 30)]
-    assert Bundling(max_items=32, max_bytes=100).groups(rows) == [[0, 1], [2], [3]]
+def test_bundles_stay_within_their_bytes_and_a_row_bigger_than_that_goes_alone_in_its_place() -> None:
+    rows = [_row("exchange", 40), _row("exchange", 40), _row("exchange", 30), _row("exchange", 300), _row("exchange")]
+    assert Bundling(max_items=32, max_bytes=100).groups(rows) == [[0, 1], [2], [3], [4]]
 
 
-def test_one_item_bundles_nothing() -> None:
+def test_one_item_bundles_nothing_and_no_bundle_is_bigger_than_a_receiver_reads() -> None:
     rows = [_row("exchange") for _ in range(3)]
     assert Bundling(max_items=1).groups(rows) == [[0], [1], [2]]
-    assert not Bundling(max_items=1).carries("messages", "exchange")
+    assert Bundling(max_items=1).queue_of("messages", "exchange") is None
+    with pytest.raises(ValueError, match="1 to 256 items"):
+        Bundling(max_items=MAX_BUNDLE_ITEMS + 1)
+
+
+def test_every_participant_an_agent_hosts_is_routed_to_that_agent() -> None:
+    """The relay knows which keys share an agent's queue; it must agree with the agents."""
+    for definition in AGENTS.values():
+        if definition.role is Role.INVESTOR:
+            continue  # its investors are configured: Bundling.hosted
+        for participant in definition.participant_ids(Settings()):
+            assert Names.agent_of_key(participant) == definition.id
+            assert Names.agent_of_key(Names.answers_key(participant)) == definition.id
+
+
+class _Arrived:
+    """What the consumer's callback is given: only the type and body are read before a batch."""
+
+    def __init__(self, body: bytes = b"", type_: str | None = None) -> None:
+        self.body, self.type, self.message_id = body, type_, None
+
+
+async def test_what_is_left_of_the_answers_goes_before_any_new_work() -> None:
+    """A bundle never splits; one that does not fit waits for the next batch, and the inbox behind
+    it waits too (work under way is finished before new work is started)."""
+    deliveries = Deliveries(*([object()] * 2))  # type: ignore[arg-type]
+    answers, inbox = deliveries._buffers
+    for n in range(2):
+        bundle = pack([Item(f"a{n}.{i}", "t", {}, b"") for i in range(20)])
+        await deliveries._arrived(answers, _Arrived(bundle, BUNDLE_TYPE))  # type: ignore[arg-type]
+    for _ in range(5):
+        await deliveries._arrived(inbox, _Arrived())  # type: ignore[arg-type]
+    first, second = await deliveries.next_batch(32), await deliveries.next_batch(32)
+    assert [d.message_id for d in first or []] == [f"a0.{i}" for i in range(20)]
+    assert [d.message_id for d in second or []] == [f"a1.{i}" for i in range(20)] + [None] * 5
