@@ -60,8 +60,9 @@ PUBLISHED = Counter("kabuto_outbox_published", "Outbox rows published and confir
 OUTBOX_PENDING = Gauge("kabuto_outbox_pending", "Outbox rows waiting for the relay", ["agent"])
 OUTBOX_PARKED = Gauge("kabuto_outbox_parked", "Outbox rows parked as unroutable", ["agent"])
 OUTBOX_LAG = Gauge("kabuto_outbox_lag_seconds", "Age of the oldest pending outbox row", ["agent"])
-INBOX_DEPTH = Gauge("kabuto_inbox_depth", "Deliveries ready in the agent's inbox queue (a bundle of messages counts once)", ["agent"])
-ANSWERS_DEPTH = Gauge("kabuto_answers_depth", "Deliveries ready in the agent's answers queue (a bundle of messages counts once)", ["agent"])
+# A bundle of messages (broker/bundle.py) is one delivery.
+INBOX_DEPTH = Gauge("kabuto_inbox_depth", "Deliveries ready in the agent's inbox queue", ["agent"])
+ANSWERS_DEPTH = Gauge("kabuto_answers_depth", "Deliveries ready in the agent's answers queue", ["agent"])
 INBOX_CONSUMERS = Gauge("kabuto_inbox_consumers", "Consumers of the agent's inbox queue", ["agent"])
 DEAD_LETTERS = Gauge("kabuto_dead_letters", "Messages in the agent's dead-letter queue", ["agent"])
 
