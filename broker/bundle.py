@@ -28,6 +28,7 @@ dead-lettered as it came.
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,13 +65,27 @@ class Item:
 
 
 def pack(items: Sequence[Item]) -> bytes:
+    """The bundle of ``items``; ``ValueError`` if one could not be unpacked (``fits`` says)."""
+    if not 1 <= len(items) <= MAX_BUNDLE_ITEMS:
+        raise ValueError(f"a bundle holds 1 to {MAX_BUNDLE_ITEMS} items, not {len(items)}")
     parts = [TAG, _LENGTH.pack(len(items))]
     for item in items:
+        if not fits(item.headers):
+            raise ValueError(f"the headers of {item.message_id} cannot travel in a bundle")
         parts += [_short(item.message_id), _short(item.type), bytes([len(item.headers)])]
         for name, value in item.headers.items():
             parts += [_short(name), _chunk(value.encode())]
         parts.append(_chunk(item.body))
     return b"".join(parts)
+
+
+def fits(headers: Mapping[str, object]) -> bool:
+    """Whether a message's headers may travel in a bundle: what ``unpack`` accepts."""
+    if len(headers) > MAX_HEADERS or not all(isinstance(v, str) for v in headers.values()):
+        return False
+    names = [name.encode() for name in headers]
+    size = sum(len(n) for n in names) + sum(len(str(v).encode()) for v in headers.values())
+    return all(1 <= len(n) <= 255 for n in names) and size <= MAX_HEADER_BYTES
 
 
 def _short(text: str) -> bytes:
@@ -275,6 +290,16 @@ def unbundled(delivery: Delivery) -> list[BundledDelivery]:
 Queue = tuple[str, bool]  # the agent, and whether it is its answers queue
 
 
+def _travels(row: Mapping[str, Any]) -> bool:
+    """An outbox row whose id, type and headers a bundle can carry (every row Kabuto seals)."""
+    try:
+        headers = json.loads(row["headers"])
+    except (TypeError, ValueError):
+        return False
+    texts = (str(row["message_id"]).encode(), str(row["message_type"] or "").encode())
+    return isinstance(headers, dict) and fits(headers) and all(1 <= len(t) <= 255 for t in texts)
+
+
 @dataclass(frozen=True, slots=True)
 class Bundling:
     """Which outbox rows the relay may bundle, and how many together.
@@ -316,7 +341,7 @@ class Bundling:
         for index, row in enumerate(rows):
             queue = self.queue_of(row["exchange"], row["routing_key"])
             size = len(row["body"]) + len(row["headers"])  # the headers travel in the bundle too
-            if queue is None or size > self.max_bytes:
+            if queue is None or size > self.max_bytes or not _travels(row):
                 if queue is not None:
                     open_groups.pop(queue, None)
                 groups.append([index])

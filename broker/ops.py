@@ -144,7 +144,7 @@ def _dead_letters(message: aio_pika.abc.AbstractIncomingMessage) -> list[DeadLet
             type=item.type,
             detail=f"{letter.detail} (item {n + 1} of {len(items)} of bundle {message.message_id})".strip(),
             size=len(item.body),
-            headers={**letter.headers, **item.headers},
+            headers={**item.headers, **letter.headers},  # the item's own never hide why it is dead
             body=item.body,
         )
         for n, item in enumerate(items)
@@ -201,17 +201,17 @@ async def replay(settings: Settings, agent: str, message_id: str) -> bool:
             found = [i for i in items or () if i.message_id == message_id]
             if message.message_id != message_id and not found:
                 continue  # left unacked: requeued when the channel closes
-            routing_key = str(message.headers.get("x-kabuto-routing-key") or agent)
+            routing_key = _sent_to(message.headers, agent)
             if not found:
                 await messages.publish(
                     _as_sent(message.message_id, message.type, message.body, message.headers), routing_key
                 )
             else:
                 item = found[0]
-                await messages.publish(amqp_message(item.message_id, item.type, item.body, item.headers), routing_key)
+                await messages.publish(_as_sent(item.message_id, item.type, item.body, item.headers), routing_key)
                 rest = [i for i in items or () if i is not item]
                 if rest:  # the rest of the bundle stays dead, as it was, to be replayed on its own
-                    await dead.publish(_kept(message, rest), routing_key=agent)
+                    await dead.publish(_kept(message, rest, routing_key), routing_key=agent)
             await message.ack()
             return True
     except aiormq.exceptions.ChannelNotFoundEntity as exc:
@@ -231,6 +231,19 @@ _DEATH_HEADERS = (
 )
 
 
+def _sent_to(headers: Mapping[str, Any], agent: str) -> str:
+    """The routing key a dead letter was sent with: the consumer records it; the broker's own
+    dead-lettering (past the delivery limit) leaves it in ``x-death``. The agent's name is the
+    last resort, which only an agent hosting itself binds (not the investor agent)."""
+    recorded = headers.get("x-kabuto-routing-key")
+    if recorded:
+        return str(recorded)
+    deaths = headers.get("x-death")
+    first = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
+    keys = first.get("routing-keys")
+    return str(keys[0]) if isinstance(keys, list) and keys else agent
+
+
 def _as_sent(message_id: str | None, type_: str | None, body: bytes, headers: Mapping[str, Any]) -> aio_pika.Message:
     kept = {k: v for k, v in headers.items() if k not in _DEATH_HEADERS}
     message = amqp_message(message_id, type_, body, kept)
@@ -239,11 +252,12 @@ def _as_sent(message_id: str | None, type_: str | None, body: bytes, headers: Ma
     return message
 
 
-def _kept(message: aio_pika.abc.AbstractIncomingMessage, rest: list[Item]) -> aio_pika.Message:
-    """What is left of a dead-lettered bundle, dead still, with the headers that say why."""
+def _kept(message: aio_pika.abc.AbstractIncomingMessage, rest: list[Item], routing_key: str) -> aio_pika.Message:
+    """What is left of a dead-lettered bundle, dead still, with the headers that say why and
+    where it was sent (``x-death``, which said so, is not kept)."""
     headers = {k: v for k, v in message.headers.items() if k != "x-death"}
-    if "x-kabuto-reason" not in headers:
-        headers["x-kabuto-reason"] = _dead_letter(message).reason
+    headers.setdefault("x-kabuto-reason", _dead_letter(message).reason)
+    headers["x-kabuto-routing-key"] = routing_key
     first = rest[0].message_id
     return amqp_message(f"{first}+{len(rest) - 1}", BUNDLE_TYPE, pack(rest), headers, CONTENT_TYPE)
 

@@ -185,7 +185,9 @@ async def test_a_bundle_the_broker_dead_lettered_whole_is_listed_and_replayed_it
         async with connection:  # as the broker dead-letters it: no reason of Kabuto's, an x-death
             channel = await connection.channel(publisher_confirms=True)
             dead = await channel.get_exchange(names.dead)
-            death = [{"reason": "delivery_limit", "queue": names.inbox("issuer"), "count": 1}]
+            death = [
+                {"reason": "delivery_limit", "queue": names.inbox("issuer"), "count": 1, "routing-keys": ["issuer"]}
+            ]
             bundle = aio_pika.Message(pack([item(s) for s in sealed]), type=BUNDLE_TYPE, headers={"x-death": death})
             await dead.publish(bundle, routing_key="issuer")
         listed = await ops.dead_letters(settings, "issuer")

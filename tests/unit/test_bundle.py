@@ -6,6 +6,7 @@ name, and never passes its item or byte bounds."""
 
 from __future__ import annotations
 
+import json
 import struct
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from agents.registry import AGENTS
 from broker.bundle import BUNDLE_TYPE, TAG, BundleMalformed, Bundling, Item, pack, unpack
 from broker.group_commit import Deliveries
+from broker.ops import _sent_to
 from broker.settings import MAX_BUNDLE_ITEMS, Settings
 from broker.topology import Names
 from schemas.identity import Role
@@ -68,13 +70,31 @@ def test_anything_but_a_well_formed_bundle_is_refused_with_what_is_wrong(body: b
         unpack(body)
 
 
-def test_nothing_is_packed_that_amqp_could_not_carry_alone() -> None:
+def test_nothing_is_packed_that_could_not_be_unpacked() -> None:
     with pytest.raises(ValueError, match="255 bytes"):
         pack([Item("x" * 256, "t", {}, b"")])
+    with pytest.raises(ValueError, match="cannot travel"):
+        pack([Item("m", "t", {f"h{i}": "v" for i in range(9)}, b"")])
+    with pytest.raises(ValueError, match="1 to 256 items"):
+        pack([])
 
 
-def _row(key: str, size: int = 10, exchange: str = "messages") -> dict[str, Any]:
-    return {"exchange": exchange, "routing_key": key, "body": b"x" * (size - 2), "headers": "{}"}
+def test_a_row_whose_headers_a_bundle_cannot_carry_goes_alone_and_closes_its_queues_bundle() -> None:
+    many = json.dumps({f"h{i}": "v" for i in range(9)})
+    rows = [_row("exchange"), _row("exchange", 200, headers=many), _row("exchange"), _row("exchange", headers="[")]
+    assert Bundling().groups(rows) == [[0], [1], [2], [3]]
+
+
+def _row(key: str, size: int = 10, exchange: str = "messages", headers: str = "{}") -> dict[str, Any]:
+    body = b"x" * (size - len(headers))
+    return {
+        "exchange": exchange,
+        "routing_key": key,
+        "body": body,
+        "headers": headers,
+        "message_id": "m",
+        "message_type": "t",
+    }
 
 
 def test_rows_for_one_agent_queue_go_together_in_sequence_order_and_others_alone() -> None:
@@ -145,3 +165,16 @@ async def test_what_is_left_of_the_answers_goes_before_any_new_work() -> None:
     first, second = await deliveries.next_batch(32), await deliveries.next_batch(32)
     assert [d.message_id for d in first or []] == [f"a0.{i}" for i in range(20)]
     assert [d.message_id for d in second or []] == [f"a1.{i}" for i in range(20)] + [None] * 5
+
+
+@pytest.mark.parametrize(
+    ("headers", "key"),
+    [
+        ({"x-kabuto-routing-key": "alice.answers", "x-death": [{"routing-keys": ["bob"]}]}, "alice.answers"),
+        ({"x-death": [{"reason": "delivery_limit", "routing-keys": ["alice"]}]}, "alice"),  # the broker's own
+        ({"x-death": [{"reason": "delivery_limit"}]}, "issuer"),
+        ({}, "issuer"),
+    ],
+)
+def test_a_dead_letter_is_replayed_to_the_key_it_was_sent_with(headers: dict[str, Any], key: str) -> None:
+    assert _sent_to(headers, "issuer") == key
