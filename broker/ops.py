@@ -10,9 +10,10 @@ the agent's inbox and removes the dead letter only after the broker confirmed th
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
@@ -317,6 +318,55 @@ async def _tasks(database_url: str, agent: str) -> list[progress.TaskRecord]:
         return await progress.read(pool)
 
 
+_Order = tuple[datetime, str, int]
+
+
+class _Earliest:
+    """The ``keep`` letters with the smallest order among all offered, in a bounded heap."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._heap: list[tuple[_Latest, int, DeadLetter]] = []
+        self.seen = 0
+
+    def offer(self, order: _Order, letter: DeadLetter) -> None:
+        self.seen += 1
+        entry = (_Latest(order), self.seen, letter)
+        if len(self._heap) < self._keep:
+            heapq.heappush(self._heap, entry)
+        elif self._heap and self._heap[0][0].order > order:
+            heapq.heapreplace(self._heap, entry)
+
+    def sorted(self) -> list[DeadLetter]:
+        return [letter for _, _, letter in sorted(self._heap, key=lambda e: (e[0].order, e[1]))]
+
+
+@dataclass(frozen=True, slots=True)
+class _Latest:
+    """Orders the heap latest first, so its top is the letter to drop for an earlier one."""
+
+    order: _Order
+
+    def __lt__(self, other: _Latest) -> bool:
+        return self.order > other.order
+
+
+def _died_at(headers: Mapping[str, Any]) -> datetime:
+    """When a letter was dead-lettered: the consumer says so; the broker's ``x-death`` has a time."""
+    said = headers.get("x-kabuto-dead-lettered-at")
+    if isinstance(said, str):
+        try:
+            return datetime.fromisoformat(said)
+        except ValueError:
+            pass
+    deaths = headers.get("x-death")
+    first = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
+    when = first.get("time")
+    if isinstance(when, datetime):
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return datetime.min.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetterPage:
     """One page of an agent's dead letters, each with what its signature proves, and how many there are."""
@@ -333,24 +383,28 @@ class DeadLetterPage:
 async def dead_letter_page(
     settings: Settings, agent: str, trust: TrustStore, *, offset: int = 0, limit: int = 100
 ) -> DeadLetterPage:
-    """Dead letters ``offset`` to ``offset + limit`` of ``agent``, verified; they stay in the queue."""
+    """Dead letters ``offset`` to ``offset + limit`` of ``agent`` in the order they died, verified;
+    they stay in the queue.
+
+    Every page reads the whole queue: a quorum queue puts back what a reader handed back in an
+    order of its own, so the queue's order is not the same from one page to the next (found by
+    review: offset pages skipped and repeated letters). Letters are ordered by when they were
+    dead-lettered, then by the delivery's id and their place in it (a bundle's items keep theirs),
+    none of which changes between reads;
+    only the first ``offset + limit`` are kept while reading.
+    """
     names = Names(settings.namespace)
     connection = await link.connect(settings.amqp_url)
     try:
         channel = await connection.channel()
         queue = await channel.declare_queue(names.dead_letters(agent), passive=True)
-        total = int(queue.declaration_result.message_count or 0)
-        letters: list[DeadLetter] = []
-        read = 0
-        while len(letters) < offset + limit:
-            message = await queue.get(no_ack=False, fail=False)
-            if message is None:
-                break
-            read += 1
-            letters += _dead_letters(message)  # a bundle dead-lettered whole: a letter per item
+        first = _Earliest(offset + limit)
+        while (message := await queue.get(no_ack=False, fail=False)) is not None:
+            for place, letter in enumerate(_dead_letters(message)):  # a bundle dead-lettered whole: each item
+                first.offer((_died_at(letter.headers), message.message_id or "", place), letter)
         await channel.close()  # unacked reads go back to the queue
-        page = [(letter, provenance(letter.body, letter.headers, trust)) for letter in letters[offset : offset + limit]]
-        return DeadLetterPage(page, offset, max(total + len(letters) - read, offset + len(page)))
+        page = [(letter, provenance(letter.body, letter.headers, trust)) for letter in first.sorted()[offset:]]
+        return DeadLetterPage(page, offset, first.seen)
     except aiormq.exceptions.ChannelNotFoundEntity as exc:
         raise TopologyError(f"no dead-letter queue for {agent}: has it ever started?") from exc
     finally:
