@@ -239,52 +239,35 @@ class BundledDelivery:
         await self._carrier.settle(lambda: self.carrier.nack(multiple=multiple, requeue=requeue))
 
 
-@dataclass(frozen=True, slots=True)
-class MalformedBundle:
-    """A delivery that says it is a bundle and is not one: dead-lettered whole, as it came."""
-
-    delivery: Delivery
-    detail: str
-
-    @property
-    def body(self) -> bytes:
-        return self.delivery.body
-
-    @property
-    def headers(self) -> Mapping[str, Any]:
-        return self.delivery.headers
-
-    @property
-    def message_id(self) -> str | None:
-        return self.delivery.message_id
-
-    @property
-    def type(self) -> str | None:
-        return self.delivery.type
-
-    @property
-    def routing_key(self) -> str | None:
-        return self.delivery.routing_key
-
-    @property
-    def channel(self) -> aiormq.abc.AbstractChannel:
-        return self.delivery.channel
-
-    def ack(self, multiple: bool = False) -> Awaitable[None]:
-        return self.delivery.ack(multiple=multiple)
-
-    def nack(self, multiple: bool = False, requeue: bool = True) -> Awaitable[None]:
-        return self.delivery.nack(multiple=multiple, requeue=requeue)
-
-
 def is_bundle(delivery: Delivery) -> bool:
     return delivery.type == BUNDLE_TYPE
 
 
-def unbundled(delivery: Delivery) -> list[BundledDelivery]:
-    """The items of a bundle as deliveries; raises ``BundleMalformed``."""
+def unbundled(delivery: Delivery) -> list[Delivery]:
+    """What a consumer takes from a delivery: the items of a bundle, each a delivery of its own,
+    or else the delivery itself — a bundle that is not one too, refused whole (``malformed``).
+    Never raises: in aio-pika's consume callback an error is only logged, and the next ack of the
+    channel would ack a delivery no one settled (found by review)."""
+    if not is_bundle(delivery):
+        return [delivery]
+    try:
+        items = unpack(delivery.body)
+    except Exception:  # noqa: BLE001 — refused whole when its batch takes it
+        return [delivery]
     carrier = _Carrier(delivery)
-    return [BundledDelivery(item, carrier) for item in unpack(delivery.body)]
+    return [BundledDelivery(item, carrier) for item in items]
+
+
+def malformed(delivery: Delivery) -> str | None:
+    """Why a delivery that says it is a bundle is not one; None for a well-formed bundle, an
+    item of one, or any other delivery."""
+    if isinstance(delivery, BundledDelivery) or not is_bundle(delivery):
+        return None
+    try:
+        unpack(delivery.body)
+    except Exception as exc:  # noqa: BLE001 — whatever the framing raised, the bundle is refused
+        return str(exc) if isinstance(exc, BundleMalformed) else f"{type(exc).__name__}: {exc}"[:1000]
+    return None
 
 
 Queue = tuple[str, bool]  # the agent, and whether it is its answers queue

@@ -36,7 +36,7 @@ import structlog
 from aio_pika.abc import AbstractQueue
 
 from broker import group_commit, inbox, logs, metrics, outbox
-from broker.bundle import Delivery, MalformedBundle
+from broker.bundle import Delivery, malformed
 from broker.context import Context
 from broker.envelope import MAX_MESSAGE_BYTES, Freshness, Opened, open_delivery
 from broker.errors import InputRejected, Reason, Rejected, SecurityRejected
@@ -224,8 +224,8 @@ class Consumer:
                 return await self._process(delivery, opened)
 
     def _open(self, delivery: Delivery) -> Opened:
-        if isinstance(delivery, MalformedBundle):
-            raise InputRejected(Reason.BUNDLE_MALFORMED, delivery.detail)
+        if (why := malformed(delivery)) is not None:
+            raise InputRejected(Reason.BUNDLE_MALFORMED, why)
         opened = open_delivery(
             delivery.body,
             delivery.headers,

@@ -51,7 +51,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
 from broker import inbox, logs, outbox
-from broker.bundle import BundleMalformed, Delivery, MalformedBundle, is_bundle, unbundled
+from broker.bundle import Delivery, unbundled
 from broker.context import Context
 from broker.envelope import Opened
 from broker.errors import Rejected
@@ -101,7 +101,7 @@ class Deliveries:
         return self
 
     async def _arrived(self, buffer: deque[list[Delivery]], delivery: AbstractIncomingMessage) -> None:
-        buffer.append(_unpacked(delivery))
+        buffer.append(unbundled(delivery))
         self._arrival.set()
 
     def _closed(self, *_: object) -> None:
@@ -147,19 +147,6 @@ class Deliveries:
             await queue.cancel(tag, timeout=CANCEL_WITHIN)
         except (TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
             log.warning("consumer_cancel_unanswered", queue=queue.name, error=repr(exc)[:200])
-
-
-def _unpacked(delivery: AbstractIncomingMessage) -> list[Delivery]:
-    """A delivery as the consumer takes it: itself, or the items of the bundle it carries."""
-    if not is_bundle(delivery):
-        return [delivery]
-    try:
-        return list(unbundled(delivery))
-    except BundleMalformed as exc:
-        return [MalformedBundle(delivery, str(exc))]
-    except Exception as exc:  # noqa: BLE001 — raised here, aiormq would only log it, and the next
-        # ack of the channel would ack a delivery that no one settled (found by review)
-        return [MalformedBundle(delivery, f"{type(exc).__name__}: {exc}"[:1000])]
 
 
 @dataclass(slots=True)

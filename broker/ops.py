@@ -22,12 +22,12 @@ import asyncpg
 
 from broker import link, progress
 from broker.access import agent_urls
-from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, BundleMalformed, Item, pack, unpack
+from broker.bundle import BUNDLE_TYPE, BundleMalformed, Item, unpack
 from broker.db import agent_pool
 from broker.health import Backlog, task_problems
 from broker.link import close_within
 from broker.metrics import outbox_figures
-from broker.outbox import amqp_message
+from broker.outbox import amqp_message, bundle_message
 from broker.provenance import Provenance, provenance
 from broker.settings import Settings
 from broker.topology import Names, TopologyError, check_ready
@@ -166,10 +166,7 @@ def _dead_letter(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
     headers = dict(message.headers)
     reason, detail = headers.get("x-kabuto-reason"), headers.get("x-kabuto-detail", "")
     if reason is None:  # dead-lettered by the broker itself, e.g. past the delivery limit
-        deaths = headers.get("x-death")
-        first = deaths[0] if isinstance(deaths, list) and deaths else {}
-        why = first.get("reason", "unknown") if isinstance(first, dict) else "unknown"
-        reason = f"broker:{why!s}"
+        reason = f"broker:{_death(headers).get('reason', 'unknown')!s}"
     return DeadLetter(
         delivery_tag=message.delivery_tag or 0,
         message_id=message.message_id,
@@ -239,18 +236,18 @@ def _sent_to(headers: Mapping[str, Any], agent: str) -> str:
     recorded = headers.get("x-kabuto-routing-key")
     if recorded:
         return str(recorded)
-    deaths = headers.get("x-death")
-    first = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
-    keys = first.get("routing-keys")
+    keys = _death(headers).get("routing-keys")
     return str(keys[0]) if isinstance(keys, list) and keys else agent
 
 
+def _death(headers: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The broker's latest record of how a message died (``x-death``), or nothing."""
+    deaths = headers.get("x-death")
+    return deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
+
+
 def _as_sent(message_id: str | None, type_: str | None, body: bytes, headers: Mapping[str, Any]) -> aio_pika.Message:
-    kept = {k: v for k, v in headers.items() if k not in _DEATH_HEADERS}
-    message = amqp_message(message_id, type_, body, kept)
-    if type_ == BUNDLE_TYPE:
-        message.content_type = CONTENT_TYPE
-    return message
+    return amqp_message(message_id, type_, body, {k: v for k, v in headers.items() if k not in _DEATH_HEADERS})
 
 
 def _kept(message: aio_pika.abc.AbstractIncomingMessage, rest: list[Item], routing_key: str) -> aio_pika.Message:
@@ -259,8 +256,7 @@ def _kept(message: aio_pika.abc.AbstractIncomingMessage, rest: list[Item], routi
     headers = {k: v for k, v in message.headers.items() if k != "x-death"}
     headers.setdefault("x-kabuto-reason", _dead_letter(message).reason)
     headers["x-kabuto-routing-key"] = routing_key
-    first = rest[0].message_id
-    return amqp_message(f"{first}+{len(rest) - 1}", BUNDLE_TYPE, pack(rest), headers, CONTENT_TYPE)
+    return bundle_message(rest, headers)
 
 
 async def outbox_failures(settings: Settings, agent: str) -> list[asyncpg.Record]:
@@ -359,9 +355,7 @@ def _died_at(headers: Mapping[str, Any]) -> datetime:
             return datetime.fromisoformat(said)
         except ValueError:
             pass
-    deaths = headers.get("x-death")
-    first = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
-    when = first.get("time")
+    when = _death(headers).get("time")
     if isinstance(when, datetime):
         return when if when.tzinfo else when.replace(tzinfo=UTC)
     return datetime.min.replace(tzinfo=UTC)

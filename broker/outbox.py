@@ -23,7 +23,7 @@ import asyncpg
 from aio_pika.abc import AbstractExchange
 
 from broker import logs
-from broker.bundle import Bundling
+from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Bundling, Item, pack
 from broker.db import notify_channel
 from broker.envelope import Sealed
 from broker.progress import TaskBeat, stopping
@@ -77,11 +77,7 @@ def routing_key(env: Envelope) -> str:
 
 
 def amqp_message(
-    message_id: str | None,
-    message_type: str | None,
-    body: bytes,
-    headers: Mapping[str, Any],
-    content_type: str = "application/json",
+    message_id: str | None, message_type: str | None, body: bytes, headers: Mapping[str, Any]
 ) -> aio_pika.Message:
     """A persistent AMQP message; the body is published byte for byte."""
     return aio_pika.Message(
@@ -89,9 +85,14 @@ def amqp_message(
         headers=dict(headers),
         message_id=message_id,
         type=message_type,
-        content_type=content_type,
+        content_type=CONTENT_TYPE if message_type == BUNDLE_TYPE else "application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )
+
+
+def bundle_message(items: Sequence[Item], headers: Mapping[str, Any]) -> aio_pika.Message:
+    """A persistent bundle of ``items`` (broker.bundle), named after its first item."""
+    return amqp_message(f"{items[0].message_id}+{len(items) - 1}", BUNDLE_TYPE, pack(items), headers)
 
 
 @dataclass(slots=True)

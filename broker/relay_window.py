@@ -26,8 +26,8 @@ import aiormq
 import asyncpg
 
 from broker import logs, metrics
-from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Bundling, Item, pack
-from broker.outbox import amqp_message
+from broker.bundle import Bundling, Item
+from broker.outbox import amqp_message, bundle_message
 from broker.topology import Exchanges, Names
 
 log = logs.get("kabuto.outbox")
@@ -83,7 +83,7 @@ async def _send(exchanges: Exchanges, rows: Sequence[asyncpg.Record]) -> None:
         )
     else:
         items = [Item(str(r["message_id"]), r["message_type"], json.loads(r["headers"]), r["body"]) for r in rows]
-        message = amqp_message(f"{first['message_id']}+{len(rows) - 1}", BUNDLE_TYPE, pack(items), {}, CONTENT_TYPE)
+        message = bundle_message(items, {})
     await exchange.publish(message, routing_key=first["routing_key"], mandatory=True)
 
 

@@ -25,7 +25,7 @@ from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
 from agents.registry import AGENTS
 from broker import outbox
-from broker.bundle import Delivery, is_bundle, unbundled
+from broker.bundle import Delivery, unbundled
 from broker.envelope import Sealed, seal
 from broker.pki import Identity
 from broker.runtime import AgentRuntime, started
@@ -151,7 +151,7 @@ class QueueReader:
     async def next(self, *, timeout: float = 10) -> Delivery:
         if not self._waiting:
             message = await next_message(self._settings, self._queue, timeout=timeout)
-            self._waiting.extend(unbundled(message) if is_bundle(message) else [message])
+            self._waiting.extend(unbundled(message))
         return self._waiting.popleft()
 
 
