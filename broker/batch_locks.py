@@ -34,14 +34,17 @@ class BatchLocks:
         finally:
             self._held.reset(reset)
 
-    async def lock(self, connection: asyncpg.Connection, key: Hashable, statement: str, *args: object) -> None:
-        """Run the locking ``statement`` unless this batch already ran it for ``key`` and it locked a
-        row then (a row created since by another transaction was not locked: it is asked for again).
-        The statement is part of the key, so a weaker lock never stands in for a stronger one."""
+    async def lock(
+        self, connection: asyncpg.Connection, key: Hashable, statement: str, *args: object, rows: int = 1
+    ) -> None:
+        """Run the locking ``statement`` unless this batch already ran it for ``key`` and it locked
+        all its ``rows`` then (a row created since by another transaction was not locked: it is
+        asked for again). The statement is part of the key, so a weaker lock never stands in for
+        a stronger one."""
         held = self._held.get()
         if held is not None and (key, statement) in held:
             return
         self.taken += 1
         status = await connection.execute(statement, *args)
-        if held is not None and status != "SELECT 0":
+        if held is not None and status == f"SELECT {rows}":
             held.add((key, statement))

@@ -143,14 +143,13 @@ async def _instruction(
 ) -> None:
     """A box that did not open (None) rejects the instruction as ``sealed_field_invalid``."""
     assert ctx.message_id is not None
-    if await dvp_repo.instruction(ctx.connection, message.matching_number) is not None:
-        log.warning("instruction_repeated", matching_number=message.matching_number)
-        return
     received = decide.received(message, buyer_account or "", seller_account or "", message.securities.agent)
     ids = tuple(a for a in (buyer_account, seller_account) if a)
     accounts = await repo.accounts_for_update(ctx.connection, ids)
     instruction = decide.validate(received, accounts.get(received.buyer_account), accounts.get(received.seller_account))
-    await dvp_repo.insert_instruction(ctx.connection, instruction, message.securities, ctx.message_id)
+    if not await dvp_repo.insert_instruction(ctx.connection, instruction, message.securities, ctx.message_id):
+        log.warning("instruction_repeated", matching_number=message.matching_number)
+        return
     log.info("instruction_received", matching_number=message.matching_number, processing=instruction.processing.value)
     _announce(ctx, instruction)
     if instruction.live:  # the buyer's account is locked and read already, the leg is in hand
@@ -175,9 +174,8 @@ async def _attempt(ctx: Context, instruction: Instruction, buyer: Account | None
         return await _wait(ctx, instruction, plan)
     if cover is not None and plan.from_cover:
         await dvp_repo.save_cover(conn, cover.taken(plan.from_cover, instruction.price))
-    await dvp_repo.start_attempt(conn, instruction, plan, uuid.uuid4())
     instruction = decide.started(instruction, plan)
-    await dvp_repo.save_instruction(conn, instruction)
+    await dvp_repo.start_attempt(conn, instruction, plan, uuid.uuid4())
     ctx.emit(_reserve(instruction, plan, leg), to=instruction.leg_agent)
     log.info("securities_reserve_sent", matching_number=instruction.matching_number, attempt=plan.number)
     return instruction
@@ -207,11 +205,10 @@ async def _wait(ctx: Context, instruction: Instruction, wait: Wait) -> Instructi
 
 async def _current(ctx: Context, matching_number: int, number: int) -> tuple[Instruction, Attempt, uuid.UUID] | None:
     """The instruction and its outstanding attempt ``number``, locked; None for a stale answer."""
-    instruction = await dvp_repo.instruction(ctx.connection, matching_number, lock=True)
-    found = await dvp_repo.attempt(ctx.connection, matching_number, number)
-    if instruction is None or found is None or not instruction.in_flight or instruction.attempt != number:
+    found = await dvp_repo.current(ctx.connection, matching_number, number)
+    if found is None or not found.instruction.in_flight or found.instruction.attempt != number:
         return None
-    return instruction, found[0], found[1]
+    return found.instruction, found.attempt, found.hold_id
 
 
 async def on_reserved(answer: SecuritiesReserved, ctx: Context) -> None:
@@ -227,14 +224,12 @@ async def on_reserved(answer: SecuritiesReserved, ctx: Context) -> None:
         instruction = await _unwind(ctx, instruction, plan, hold_id, DvpReason.CANCELLED_BY_PARTY)
         await fail(ctx, instruction, Fail(DvpReason.CANCELLED_BY_PARTY, "cancelled by both parties"))
         return
-    await repo.accounts_for_update(ctx.connection, (instruction.buyer_account, instruction.seller_account))
-    await dvp_repo.close_hold(ctx.connection, hold_id, "consumed")  # the earmark gives way to the posting
+    await repo.lock_accounts(ctx.connection, (instruction.buyer_account, instruction.seller_account))
     entry_id = await repo.post(ctx.connection, _cash_leg(instruction, plan), ctx.now)
     if entry_id is None:
         raise Transient(f"instruction {instruction.matching_number} attempt {plan.number} was posted meanwhile")
-    await dvp_repo.end_attempt(
-        ctx.connection, instruction.matching_number, plan.number, "committing", entry_id=entry_id
-    )
+    # the earmark gives way to the posting
+    await dvp_repo.consume_hold(ctx.connection, instruction.matching_number, plan.number, hold_id, entry_id)
     ctx.emit(SecuritiesCommit(instruction=answer.instruction, attempt=answer.attempt), to=instruction.leg_agent)
     log.info("cash_posted_commit_sent", matching_number=instruction.matching_number, entry_id=entry_id)
 
@@ -252,17 +247,13 @@ def _cash_leg(instruction: Instruction, plan: Attempt) -> Entry:
 
 async def on_committed(answer: SecuritiesCommitted, ctx: Context) -> None:
     """The securities moved: the attempt is settled, and everyone is told."""
-    instruction = await dvp_repo.instruction(ctx.connection, answer.instruction, lock=True)
-    found = await dvp_repo.attempt(ctx.connection, answer.instruction, answer.attempt)
-    if instruction is None or found is None or found[2] != "committing":
+    found = await dvp_repo.current(ctx.connection, answer.instruction, answer.attempt)
+    if found is None or found.status != "committing" or found.entry_id is None:
         log.warning("commit_answer_ignored", matching_number=answer.instruction, attempt=answer.attempt)
         return
-    plan = found[0]
-    rows = await dvp_repo.attempts(ctx.connection, answer.instruction)
-    entry_id = next(int(r["entry_id"]) for r in rows if r["attempt"] == answer.attempt)  # type: ignore[call-overload]
-    await dvp_repo.end_attempt(ctx.connection, answer.instruction, answer.attempt, "committed")
-    instruction = decide.settled(instruction, plan.quantity, plan.amount)
-    await dvp_repo.save_instruction(ctx.connection, instruction)
+    plan, entry_id = found.attempt, found.entry_id
+    instruction = decide.settled(found.instruction, plan.quantity, plan.amount)
+    await dvp_repo.save_instruction(ctx.connection, instruction, dvp_repo.AttemptEnd(plan.number, "committed"))
     log.info("instruction_settled", matching_number=instruction.matching_number, status=instruction.settlement.value)
     _announce(ctx, instruction, answer.delivery, entry_id)
     _notify_settled(ctx, instruction, plan, entry_id)

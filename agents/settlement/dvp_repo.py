@@ -7,6 +7,7 @@ account's held amount, so every debit sees ``available = balance − holds``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from uuid import UUID
@@ -83,20 +84,14 @@ async def open_standing_cover(connection: asyncpg.Connection, request: StandingC
 
 async def save_cover(connection: asyncpg.Connection, cover: Cover) -> None:
     """Store what is left of the cover (shares, or a standing cover's cash) and make its hold row
-    say what it now holds."""
+    say what it now holds, in one statement."""
     await connection.execute(
-        """UPDATE covers SET remaining = CASE WHEN kind = 'order' THEN $2::bigint END,
-               unspent = CASE WHEN kind = 'standing' THEN $4::numeric END, status = $3,
-               released_at = CASE WHEN $3 = 'released' THEN now() ELSE released_at END
-           WHERE cover_id = $1""",
-        cover.cover_id,
-        cover.remaining,
-        "active" if cover.active else "released",
-        cover.unspent,
-    )
-    held = cover.held
-    await connection.execute(
-        """INSERT INTO holds (hold_id, account_id, owner, amount, status)
+        """WITH saved AS (
+               UPDATE covers SET remaining = CASE WHEN kind = 'order' THEN $6::bigint END,
+                   unspent = CASE WHEN kind = 'standing' THEN $7::numeric END, status = $8,
+                   released_at = CASE WHEN $8 = 'released' THEN now() ELSE released_at END
+               WHERE cover_id = $1)
+           INSERT INTO holds (hold_id, account_id, owner, amount, status)
            VALUES ($1, $2, $3, CASE WHEN $4 > 0 THEN $4 ELSE $5 END, CASE WHEN $4 > 0 THEN 'placed' ELSE 'released' END)
            ON CONFLICT (hold_id, account_id) DO UPDATE SET
                amount = CASE WHEN $4 > 0 THEN $4 ELSE holds.amount END,
@@ -105,8 +100,11 @@ async def save_cover(connection: asyncpg.Connection, cover: Cover) -> None:
         cover.cover_id,
         cover.account_id,
         cover.user_id,
-        held,
+        cover.held,
         cover.unit_price,
+        cover.remaining,
+        cover.unspent,
+        "active" if cover.active else "released",
     )
 
 
@@ -163,12 +161,32 @@ async def insert_instruction(
     return bool(inserted)
 
 
-async def save_instruction(connection: asyncpg.Connection, i: Instruction) -> None:
-    await connection.execute(
-        """UPDATE dvp_instructions SET processing = $2, settlement = $3, reason = $4, detail = $5,
+# An attempt's new status; ``ended_at`` is set when it ends either way.
+_END_ATTEMPT = """UPDATE dvp_attempts SET status = {status}, reason = coalesce({reason}, reason),
+               entry_id = coalesce({entry_id}::bigint, entry_id),
+               ended_at = CASE WHEN {status} IN ('committed', 'refused') THEN now() ELSE ended_at END
+           WHERE matching_number = $1 AND attempt = {number}"""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """An attempt's new status, written with its instruction (``save_instruction``)."""
+
+    number: int
+    status: str
+    reason: DvpReason | None = None
+    entry_id: int | None = None
+
+
+_SAVE_INSTRUCTION = """UPDATE dvp_instructions SET processing = $2, settlement = $3, reason = $4, detail = $5,
                settled_quantity = $6, settled_amount = $7, attempt = $8, in_flight = $9,
                cancel_by_buyer = $10, cancel_by_seller = $11, updated_at = now()
-           WHERE matching_number = $1""",
+           WHERE matching_number = $1"""
+
+
+async def save_instruction(connection: asyncpg.Connection, i: Instruction, ending: AttemptEnd | None = None) -> None:
+    """Store the instruction; with ``ending``, also its attempt's new status, in the same statement."""
+    fields = (
         i.matching_number,
         i.processing.value,
         i.settlement.value,
@@ -180,6 +198,18 @@ async def save_instruction(connection: asyncpg.Connection, i: Instruction) -> No
         i.in_flight,
         i.cancel_by_buyer,
         i.cancel_by_seller,
+    )
+    if ending is None:
+        await connection.execute(_SAVE_INSTRUCTION, *fields)
+        return
+    ended = _END_ATTEMPT.format(number="$12", status="$13", reason="$14", entry_id="$15")
+    await connection.execute(
+        f"WITH saved AS ({_SAVE_INSTRUCTION}) {ended}",
+        *fields,
+        ending.number,
+        ending.status,
+        ending.reason.value if ending.reason else None,
+        ending.entry_id,
     )
 
 
@@ -259,38 +289,64 @@ def _instruction(row: asyncpg.Record) -> Instruction:
 # -- attempts ------------------------------------------------------------------------------------
 
 
-async def start_attempt(
-    connection: asyncpg.Connection, instruction: Instruction, attempt: Attempt, hold_id: UUID
-) -> None:
-    """The attempt and its earmark on the buyer's account, in one go."""
+async def start_attempt(connection: asyncpg.Connection, started: Instruction, attempt: Attempt, hold_id: UUID) -> None:
+    """The attempt, its earmark on the buyer's account and the instruction that started it, in
+    one statement."""
+    i = started
     await connection.execute(
-        """INSERT INTO dvp_attempts (matching_number, attempt, quantity, amount, hold_id, from_cover, status)
-           VALUES ($1, $2, $3, $4, $5, $6, 'reserving')""",
-        instruction.matching_number,
+        """WITH attempt AS (
+               INSERT INTO dvp_attempts (matching_number, attempt, quantity, amount, hold_id, from_cover, status)
+               VALUES ($1, $2, $3, $4, $5, $6, 'reserving')),
+           instruction AS (
+               UPDATE dvp_instructions SET processing = $9, settlement = $10, reason = $11, detail = $12,
+                   attempt = $2, in_flight = $13, updated_at = now()
+               WHERE matching_number = $1)
+           INSERT INTO holds (hold_id, account_id, owner, amount, status) VALUES ($5, $7, $8, $4, 'placed')""",
+        i.matching_number,
         attempt.number,
         attempt.quantity,
         attempt.amount,
         hold_id,
         attempt.from_cover,
-    )
-    await connection.execute(
-        "INSERT INTO holds (hold_id, account_id, owner, amount, status) VALUES ($1, $2, $3, $4, 'placed')",
-        hold_id,
-        instruction.buyer_account,
-        instruction.buyer_user_id,
-        attempt.amount,
+        i.buyer_account,
+        i.buyer_user_id,
+        i.processing.value,
+        i.settlement.value,
+        i.reason.value if i.reason else None,
+        i.detail,
+        i.in_flight,
     )
 
 
-async def attempt(
-    connection: asyncpg.Connection, matching_number: int, number: int
-) -> tuple[Attempt, UUID, str] | None:
+@dataclass(frozen=True, slots=True)
+class Current:
+    """An instruction and one of its attempts, both locked: what an answer to that attempt reads."""
+
+    instruction: Instruction
+    attempt: Attempt
+    hold_id: UUID
+    status: str
+    entry_id: int | None
+
+
+async def current(connection: asyncpg.Connection, matching_number: int, number: int) -> Current | None:
+    """The instruction and its attempt ``number``, both locked, in one statement; None if either
+    is missing. Both rows are locked so that, after waiting for a writer of either, the statement
+    reads the versions it committed (a row read beside a locked one, unlocked, could be older)."""
     row = await connection.fetchrow(
-        "SELECT * FROM dvp_attempts WHERE matching_number = $1 AND attempt = $2", matching_number, number
+        """SELECT i.*, a.attempt AS a_number, a.quantity AS a_quantity, a.amount AS a_amount,
+                  a.from_cover AS a_from_cover, a.hold_id AS a_hold_id, a.status AS a_status,
+                  a.entry_id AS a_entry_id
+           FROM dvp_instructions i JOIN dvp_attempts a ON a.matching_number = i.matching_number AND a.attempt = $2
+           WHERE i.matching_number = $1
+           FOR UPDATE OF i, a""",
+        matching_number,
+        number,
     )
     if row is None:
         return None
-    return Attempt(row["attempt"], row["quantity"], row["amount"], row["from_cover"]), row["hold_id"], row["status"]
+    plan = Attempt(row["a_number"], row["a_quantity"], row["a_amount"], row["a_from_cover"])
+    return Current(_instruction(row), plan, row["a_hold_id"], row["a_status"], row["a_entry_id"])
 
 
 async def end_attempt(
@@ -303,14 +359,29 @@ async def end_attempt(
     entry_id: int | None = None,
 ) -> None:
     await connection.execute(
-        """UPDATE dvp_attempts SET status = $3, reason = coalesce($4, reason), entry_id = coalesce($5, entry_id),
-               ended_at = CASE WHEN $3 IN ('committed', 'refused') THEN now() ELSE ended_at END
-           WHERE matching_number = $1 AND attempt = $2""",
+        _END_ATTEMPT.format(number="$2", status="$3", reason="$4", entry_id="$5"),
         matching_number,
         number,
         status,
         reason.value if reason else None,
         entry_id,
+    )
+
+
+async def consume_hold(
+    connection: asyncpg.Connection, matching_number: int, number: int, hold_id: UUID, entry_id: int
+) -> None:
+    """The attempt's earmark gives way to its posting ``entry_id``, and the attempt goes on to
+    commit the securities, in one statement."""
+    await connection.execute(
+        f"""WITH consumed AS (
+               UPDATE holds SET status = 'consumed', closed_at = now(), entry_id = $3
+               WHERE hold_id = $4 AND status = 'placed')
+           {_END_ATTEMPT.format(number="$2", status="'committing'", reason="NULL", entry_id="$3")}""",
+        matching_number,
+        number,
+        entry_id,
+        hold_id,
     )
 
 

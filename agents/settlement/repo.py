@@ -77,15 +77,26 @@ async def accounts_for_update(connection: asyncpg.Connection, account_ids: Colle
     second statement: a statement's snapshot is taken before it waits for a lock,
     so a balance read in the locking statement could miss the entry it waited for.
     """
-    ids = sorted(set(account_ids))
-    await connection.execute(
-        "SELECT 1 FROM accounts WHERE account_id = ANY($1::text[]) ORDER BY account_id FOR NO KEY UPDATE",
-        ids,
-    )
+    ids = await lock_accounts(connection, account_ids)
     rows = await connection.fetch(
         f"SELECT a.*, {_BALANCE} AS balance FROM accounts a WHERE a.account_id = ANY($1::text[])", ids
     )
     return {row["account_id"]: _account(row) for row in rows}
+
+
+async def lock_accounts(connection: asyncpg.Connection, account_ids: Collection[str]) -> list[str]:
+    """Lock the accounts (as ``accounts_for_update`` does) without reading them; the ids, sorted.
+    In a batch a set of accounts is locked once (broker.batch_locks): a batch's trades often
+    share their buyer's and seller's accounts."""
+    ids = sorted(set(account_ids))
+    await LOCKS.lock(
+        connection,
+        ("accounts", tuple(ids)),
+        "SELECT 1 FROM accounts WHERE account_id = ANY($1::text[]) ORDER BY account_id FOR NO KEY UPDATE",
+        ids,
+        rows=len(ids),
+    )
+    return ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,22 +145,21 @@ def _account(row: asyncpg.Record) -> Account:
 
 
 async def post(connection: asyncpg.Connection, entry: Entry, posted_at: datetime) -> int | None:
-    """Write the entry and its postings; None if its (kind, reference) was already posted."""
+    """Write the entry and its postings, in one statement; None if its (kind, reference) was
+    already posted."""
     entry_id: int | None = await connection.fetchval(
-        """INSERT INTO entries (kind, reference, description, posted_at) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (kind, reference) DO NOTHING RETURNING entry_id""",
+        """WITH entry AS (
+               INSERT INTO entries (kind, reference, description, posted_at) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (kind, reference) DO NOTHING RETURNING entry_id),
+           legs AS (
+               INSERT INTO postings (entry_id, account_id, amount)
+               SELECT entry.entry_id, leg.account_id, leg.amount
+               FROM entry, unnest($5::text[], $6::numeric[]) AS leg (account_id, amount))
+           SELECT entry_id FROM entry""",
         entry.kind.value,
         entry.reference,
         entry.description,
         posted_at,
-    )
-    if entry_id is None:
-        return None
-    await connection.execute(
-        """INSERT INTO postings (entry_id, account_id, amount)
-           SELECT $1, leg.account_id, leg.amount FROM unnest($2::text[], $3::numeric[])
-               AS leg (account_id, amount)""",
-        entry_id,
         [leg.account_id for leg in entry.legs],
         [leg.amount for leg in entry.legs],
     )

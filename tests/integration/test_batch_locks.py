@@ -76,3 +76,26 @@ async def test_outside_a_batch_every_lock_is_taken_every_time(
     async with locks.batch(ours, ()), ours.transaction():  # a new batch remembers nothing of the last
         await locks.lock(ours, ("account", "acct-a"), LOCK, "acct-a")
     assert locks.taken == 4
+
+
+async def test_a_set_of_rows_is_held_only_when_every_row_was_there_to_lock(
+    connections: tuple[asyncpg.Connection, asyncpg.Connection],
+) -> None:
+    """A statement locking several accounts at once (settlement's ``lock_accounts``) holds them
+    for the batch only when it locked all of them: an account missing then, opened meanwhile by
+    another transaction, was not locked, so the next handler asks again and locks it."""
+    ours, other = connections
+    several = "SELECT 1 FROM accounts WHERE account_id = ANY($1::text[]) ORDER BY account_id FOR NO KEY UPDATE"
+    locks = BatchLocks("test")
+    key = ("accounts", ("acct-a", "acct-c"))
+    async with ours.transaction(), locks.batch(ours, ()):
+        await locks.lock(ours, key, several, ["acct-a", "acct-c"], rows=2)  # acct-c is not open yet
+        await other.execute(
+            """INSERT INTO accounts (account_id, owner_user_id, currency, kind)
+               VALUES ('acct-c', 'someone', 'JPY', 'customer')"""
+        )
+        await locks.lock(ours, key, several, ["acct-a", "acct-c"], rows=2)
+        assert locks.taken == 2
+        assert await locked_elsewhere(other, "acct-c")
+        await locks.lock(ours, key, several, ["acct-a", "acct-c"], rows=2)  # both were locked: held now
+        assert locks.taken == 2
