@@ -33,7 +33,6 @@ async def settled(ctx: Context, match: Match) -> None:
     """Both legs are done: the trade completion notice (37) to buyer and seller."""
     conn = ctx.connection
     await order_repo.transfer_completed(conn, match.matching_number, None, None)
-    await order_repo.settlement_result(conn, match.matching_number, True, None)
     for number in (match.buy_order, match.sell_order):
         record = await order_repo.order(conn, number)
         assert record is not None

@@ -459,9 +459,17 @@ _MATCH_COLUMNS = """matching_number, issue_code, buy_order, sell_order, cert_id,
                     buyer_user_id, seller_user_id, status, transfer_request_hash"""
 
 
-async def match(connection: asyncpg.Connection, matching_number: int) -> Match | None:
+async def settlement_status(
+    connection: asyncpg.Connection, matching_number: int, status: str, failure: str | None
+) -> Match | None:
+    """Keep what settlement last said of the execution's instruction; the execution, locked by
+    the update, in the same round trip (None if there is no such execution)."""
     row = await connection.fetchrow(
-        f"SELECT {_MATCH_COLUMNS} FROM matches WHERE matching_number = $1 FOR UPDATE", matching_number
+        f"""UPDATE matches SET settlement_status = $2, settlement_failure = $3 WHERE matching_number = $1
+            RETURNING {_MATCH_COLUMNS}""",
+        matching_number,
+        status,
+        failure,
     )
     return Match(**dict(row)) if row else None
 
@@ -490,9 +498,10 @@ async def transfer_requested(
 async def transfer_completed(
     connection: asyncpg.Connection, matching_number: int, ntn: int | None, new_cert_id: UUID | None
 ) -> None:
+    """The name transfer is done and the trade settled (both legs, docs/dvp.md)."""
     await connection.execute(
         """UPDATE matches SET status = 'completed', name_transfer_number = $2, new_cert_id = $3,
-               completed_at = now() WHERE matching_number = $1""",
+               completed_at = now(), settled = true, settlement_failure = NULL WHERE matching_number = $1""",
         matching_number,
         ntn,
         new_cert_id,
@@ -523,17 +532,6 @@ async def unfinished_buys(connection: asyncpg.Connection, buy_order: int) -> int
         buy_order,
     )
     return count
-
-
-async def settlement_status(
-    connection: asyncpg.Connection, matching_number: int, status: str, failure: str | None
-) -> None:
-    await connection.execute(
-        "UPDATE matches SET settlement_status = $2, settlement_failure = $3 WHERE matching_number = $1",
-        matching_number,
-        status,
-        failure,
-    )
 
 
 async def fills(connection: asyncpg.Connection, acceptance_number: int) -> list[Fill]:

@@ -67,13 +67,12 @@ async def instruct_next(ctx: Context, sell_order: int, unfinished: list[order_re
 
 async def on_instruction_status(message: InstructionStatus, ctx: Context) -> None:
     """What settlement says about an instruction: kept; a settled or failed one ends the trade."""
-    match = await order_repo.match(ctx.connection, message.instruction)
     status = message.status
     reason = status.reason.value if status.reason else None
+    match = await order_repo.settlement_status(ctx.connection, message.instruction, status.settlement.value, reason)
     if match is None:
         log.warning("instruction_status_ignored", matching_number=message.instruction)
         return
-    await order_repo.settlement_status(ctx.connection, match.matching_number, status.settlement.value, reason)
     if match.status != "transfer_requested":
         return
     if status.settlement is SettlementStatus.SETTLED and isinstance(message.delivery, BookEntryDelivery):
@@ -102,7 +101,6 @@ async def _settled(ctx: Context, match: order_repo.Match, delivery: CertificateD
     await order_repo.transfer_completed(
         conn, match.matching_number, delivery.name_transfer_number, delivery.new_cert_id
     )
-    await order_repo.settlement_result(conn, match.matching_number, True, None)
     valid = [(delivery.new_cert_id, match.buyer_user_id, match.shares)]
     if delivery.remainder is not None:
         remainder = verify_certificate(delivery.remainder, ctx.trust)
@@ -115,10 +113,8 @@ async def _settled(ctx: Context, match: order_repo.Match, delivery: CertificateD
             EndorsedCertificate(certificate=delivery.remainder),
         )
     await repo.transferred(conn, match.issue_code, match.cert_id, delivery.register_version, valid)
-    buy = await order_repo.order(conn, match.buy_order)
-    sell = await order_repo.order(conn, match.sell_order)
-    assert buy is not None and sell is not None
-    for record in (buy, sell):
+    records = await order_repo.orders(conn, (match.buy_order, match.sell_order))
+    for record in (records[match.buy_order], records[match.sell_order]):
         ctx.emit(
             TradeCompleted(
                 matching_number=match.matching_number,
