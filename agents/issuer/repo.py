@@ -104,6 +104,26 @@ async def allocate(connection: asyncpg.Connection, issue_code: str, shares: int)
     return Allocation(row["sequence"], row["register_version"])
 
 
+@dataclass(frozen=True, slots=True)
+class TransferDraw:
+    offering: Offering
+    certificate_sequence: int
+    register_version: int
+
+
+async def draw_for_transfer(connection: asyncpg.Connection, issue_code: str) -> TransferDraw | None:
+    """A name transfer's certificate number (for the buyer's or the remainder's certificate) and
+    register version, drawn with the offering they are of, in one round trip (None: no offering)."""
+    row = await connection.fetchrow(
+        """UPDATE offerings
+           SET next_certificate_number = next_certificate_number + 1, register_version = register_version + 1
+           WHERE issue_code = $1
+           RETURNING *, next_certificate_number - 1 AS sequence""",
+        issue_code,
+    )
+    return TransferDraw(_offering(row), row["sequence"], row["register_version"]) if row else None
+
+
 async def register(
     connection: asyncpg.Connection,
     certificate: ElectronicStockCertificate,

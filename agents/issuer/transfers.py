@@ -103,9 +103,10 @@ async def apply_transfer(request: NameTransferRequest, ctx: Context, old: Regist
     """S114–S118: retire the old CertID, register the buyer (and the remainder), record the history;
     the seller's remainder certificate is pushed to the seller at once."""
     conn = ctx.connection
-    offering = await repo.offering(conn, old.issue_code)
-    assert offering is not None
-    number = domain.certificate_number(old.issue_code, await repo.next_certificate_number(conn, old.issue_code))
+    drawn = await repo.draw_for_transfer(conn, old.issue_code)
+    assert drawn is not None
+    offering = drawn.offering
+    number = domain.certificate_number(old.issue_code, drawn.certificate_sequence)
     change = transfer(
         old,
         shares=request.shares,
@@ -132,7 +133,7 @@ async def apply_transfer(request: NameTransferRequest, ctx: Context, old: Regist
         remainder_cert_id=change.remainder.cert_id if change.remainder else None,
         matching_number=request.matching_number,
     )
-    version = await repo.next_register_version(conn, old.issue_code)
+    version = drawn.register_version
     log.info("name_transferred", ntn=ntn, old_cert_id=str(old.cert_id), buyer=request.buyer_user_id)
     if remainder is not None:
         ctx.emit(
