@@ -143,10 +143,20 @@ async def add_filled(connection: asyncpg.Connection, user_id: str, client_order_
 
 
 async def record_execution(connection: asyncpg.Connection, values: dict[str, Any]) -> bool:
+    """The execution, once, and its quantity added to the order's fill, in one statement; False
+    (nothing changed) if it was recorded before."""
     inserted = await connection.fetchval(
-        """INSERT INTO executions (matching_number, user_id, client_order_id, side, issue_code, price, quantity,
-               status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'executed')
-           ON CONFLICT DO NOTHING RETURNING true""",
+        """WITH execution AS (
+               INSERT INTO executions (matching_number, user_id, client_order_id, side, issue_code, price, quantity,
+                   status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'executed')
+               ON CONFLICT DO NOTHING RETURNING true AS inserted),
+           fill AS (
+               UPDATE orders SET filled = filled + $7,
+                   status = CASE WHEN filled + $7 >= quantity THEN 'filled'
+                                 WHEN status = 'filled' THEN 'accepted' ELSE status END,
+                   updated_at = now()
+               WHERE user_id = $2 AND client_order_id = $3 AND EXISTS (SELECT FROM execution))
+           SELECT inserted FROM execution""",
         values["matching_number"],
         values["user_id"],
         values["client_order_id"],

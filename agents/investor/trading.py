@@ -244,8 +244,7 @@ async def on_rejected(answer: OrderRejected, ctx: Context) -> None:
 async def on_executed(fill: OrderExecuted, ctx: Context) -> None:
     record = await _order(ctx, fill.client_order_id)
     values = fill.model_dump() | {"user_id": record.user_id, "side": fill.side.value}
-    if await order_repo.record_execution(ctx.connection, values):
-        await order_repo.add_filled(ctx.connection, record.user_id, record.client_order_id, fill.quantity)
+    await order_repo.record_execution(ctx.connection, values)
 
 
 async def on_reversed(reversal: ExecutionReversed, ctx: Context) -> None:
