@@ -16,7 +16,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,11 +52,21 @@ class Stage:
     process: asyncio.subprocess.Process
     pools: dict[str, asyncpg.Pool]
 
+    # The stage's keys do not change once it is set up: each is read from disk once, as a
+    # participant's client holds its own key (read per command, they cost the bench's process a
+    # fifth of its time during the trades' burst, on the cores the agents were measured on).
+    identities: dict[str, Identity] = field(default_factory=dict)
+    trust_store: TrustStore | None = None
+
     def identity(self, user_id: str) -> Identity:
-        return self.keys.load_identity(user_id)
+        if user_id not in self.identities:
+            self.identities[user_id] = self.keys.load_identity(user_id)
+        return self.identities[user_id]
 
     def trust(self) -> TrustStore:
-        return TrustStore(self.keys.ca_certificate(), self.keys.certificates())
+        if self.trust_store is None:
+            self.trust_store = TrustStore(self.keys.ca_certificate(), self.keys.certificates())
+        return self.trust_store
 
     async def command(self, agent: str, user_id: str, action: Callable[[Context], Any]) -> Any:
         """Run a command as ``user_id`` of ``agent`` (what `kabuto` commands do), on a kept pool."""
