@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -142,13 +143,24 @@ async def add_filled(connection: asyncpg.Connection, user_id: str, client_order_
     )
 
 
-async def record_execution(connection: asyncpg.Connection, values: dict[str, Any]) -> bool:
-    """The execution, once, and its quantity added to the order's fill, in one statement; False
-    (nothing changed) if it was recorded before."""
-    inserted = await connection.fetchval(
-        """WITH execution AS (
+class Recorded(enum.Enum):
+    """What ``record_execution`` found."""
+
+    RECORDED = "recorded"
+    REPEATED = "repeated"  # the execution was recorded before: nothing changed
+    NO_ORDER = "no_order"  # the user has no such order: nothing changed
+
+
+async def record_execution(connection: asyncpg.Connection, values: dict[str, Any]) -> Recorded:
+    """The execution of one of the user's orders, once, and its quantity added to the order's
+    fill, in one statement."""
+    row = await connection.fetchrow(
+        """WITH target AS (
+               SELECT 1 FROM orders WHERE user_id = $2 AND client_order_id = $3),
+           execution AS (
                INSERT INTO executions (matching_number, user_id, client_order_id, side, issue_code, price, quantity,
-                   status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'executed')
+                   status)
+               SELECT $1, $2, $3, $4, $5, $6, $7, 'executed' WHERE EXISTS (SELECT FROM target)
                ON CONFLICT DO NOTHING RETURNING true AS inserted),
            fill AS (
                UPDATE orders SET filled = filled + $7,
@@ -156,7 +168,7 @@ async def record_execution(connection: asyncpg.Connection, values: dict[str, Any
                                  WHEN status = 'filled' THEN 'accepted' ELSE status END,
                    updated_at = now()
                WHERE user_id = $2 AND client_order_id = $3 AND EXISTS (SELECT FROM execution))
-           SELECT inserted FROM execution""",
+           SELECT EXISTS (SELECT FROM target) AS ordered, EXISTS (SELECT FROM execution) AS inserted""",
         values["matching_number"],
         values["user_id"],
         values["client_order_id"],
@@ -165,7 +177,9 @@ async def record_execution(connection: asyncpg.Connection, values: dict[str, Any
         values["price"],
         values["quantity"],
     )
-    return bool(inserted)
+    if not row["ordered"]:
+        return Recorded.NO_ORDER
+    return Recorded.RECORDED if row["inserted"] else Recorded.REPEATED
 
 
 async def execution_status(

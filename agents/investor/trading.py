@@ -242,9 +242,10 @@ async def on_rejected(answer: OrderRejected, ctx: Context) -> None:
 
 
 async def on_executed(fill: OrderExecuted, ctx: Context) -> None:
-    record = await _order(ctx, fill.client_order_id)
-    values = fill.model_dump() | {"user_id": record.user_id, "side": fill.side.value}
-    await order_repo.record_execution(ctx.connection, values)
+    user = ctx.identity.user_id
+    values = fill.model_dump() | {"user_id": user, "side": fill.side.value}
+    if await order_repo.record_execution(ctx.connection, values) is order_repo.Recorded.NO_ORDER:
+        raise SecurityRejected(Reason.UNSOLICITED, f"no order {fill.client_order_id} of {user}")
 
 
 async def on_reversed(reversal: ExecutionReversed, ctx: Context) -> None:
