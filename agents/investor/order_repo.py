@@ -130,13 +130,17 @@ async def update_order(connection: asyncpg.Connection, user_id: str, client_orde
     )
 
 
-async def add_filled(connection: asyncpg.Connection, user_id: str, client_order_id: str, quantity: int) -> None:
-    await connection.execute(
-        """UPDATE orders SET filled = filled + $3,
-               status = CASE WHEN filled + $3 >= quantity THEN 'filled'
+# ``{quantity}`` more (or, reversed, fewer) of the user's order filled, and its status with it.
+_ADD_FILLED = """UPDATE orders SET filled = filled + {quantity},
+               status = CASE WHEN filled + {quantity} >= quantity THEN 'filled'
                              WHEN status = 'filled' THEN 'accepted' ELSE status END,
                updated_at = now()
-           WHERE user_id = $1 AND client_order_id = $2""",
+           WHERE user_id = {user_id} AND client_order_id = {client_order_id}"""
+
+
+async def add_filled(connection: asyncpg.Connection, user_id: str, client_order_id: str, quantity: int) -> None:
+    await connection.execute(
+        _ADD_FILLED.format(user_id="$1", client_order_id="$2", quantity="$3"),
         user_id,
         client_order_id,
         quantity,
@@ -154,20 +158,16 @@ class Recorded(enum.Enum):
 async def record_execution(connection: asyncpg.Connection, values: dict[str, Any]) -> Recorded:
     """The execution of one of the user's orders, once, and its quantity added to the order's
     fill, in one statement."""
+    fill = _ADD_FILLED.format(user_id="$2", client_order_id="$3", quantity="$7")
     row = await connection.fetchrow(
-        """WITH target AS (
+        f"""WITH target AS (
                SELECT 1 FROM orders WHERE user_id = $2 AND client_order_id = $3),
            execution AS (
                INSERT INTO executions (matching_number, user_id, client_order_id, side, issue_code, price, quantity,
                    status)
                SELECT $1, $2, $3, $4, $5, $6, $7, 'executed' WHERE EXISTS (SELECT FROM target)
                ON CONFLICT DO NOTHING RETURNING true AS inserted),
-           fill AS (
-               UPDATE orders SET filled = filled + $7,
-                   status = CASE WHEN filled + $7 >= quantity THEN 'filled'
-                                 WHEN status = 'filled' THEN 'accepted' ELSE status END,
-                   updated_at = now()
-               WHERE user_id = $2 AND client_order_id = $3 AND EXISTS (SELECT FROM execution))
+           fill AS ({fill} AND EXISTS (SELECT FROM execution))
            SELECT EXISTS (SELECT FROM target) AS ordered, EXISTS (SELECT FROM execution) AS inserted""",
         values["matching_number"],
         values["user_id"],

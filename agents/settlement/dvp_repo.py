@@ -184,9 +184,9 @@ _SAVE_INSTRUCTION = """UPDATE dvp_instructions SET processing = $2, settlement =
            WHERE matching_number = $1"""
 
 
-async def save_instruction(connection: asyncpg.Connection, i: Instruction, ending: AttemptEnd | None = None) -> None:
-    """Store the instruction; with ``ending``, also its attempt's new status, in the same statement."""
-    fields = (
+def _saved(i: Instruction) -> tuple[object, ...]:
+    """``_SAVE_INSTRUCTION``'s parameters $1–$11."""
+    return (
         i.matching_number,
         i.processing.value,
         i.settlement.value,
@@ -199,6 +199,11 @@ async def save_instruction(connection: asyncpg.Connection, i: Instruction, endin
         i.cancel_by_buyer,
         i.cancel_by_seller,
     )
+
+
+async def save_instruction(connection: asyncpg.Connection, i: Instruction, ending: AttemptEnd | None = None) -> None:
+    """Store the instruction; with ``ending``, also its attempt's new status, in the same statement."""
+    fields = _saved(i)
     if ending is None:
         await connection.execute(_SAVE_INSTRUCTION, *fields)
         return
@@ -292,29 +297,20 @@ def _instruction(row: asyncpg.Record) -> Instruction:
 async def start_attempt(connection: asyncpg.Connection, started: Instruction, attempt: Attempt, hold_id: UUID) -> None:
     """The attempt, its earmark on the buyer's account and the instruction that started it, in
     one statement."""
-    i = started
     await connection.execute(
-        """WITH attempt AS (
+        f"""WITH saved AS ({_SAVE_INSTRUCTION}),
+           attempt AS (
                INSERT INTO dvp_attempts (matching_number, attempt, quantity, amount, hold_id, from_cover, status)
-               VALUES ($1, $2, $3, $4, $5, $6, 'reserving')),
-           instruction AS (
-               UPDATE dvp_instructions SET processing = $9, settlement = $10, reason = $11, detail = $12,
-                   attempt = $2, in_flight = $13, updated_at = now()
-               WHERE matching_number = $1)
-           INSERT INTO holds (hold_id, account_id, owner, amount, status) VALUES ($5, $7, $8, $4, 'placed')""",
-        i.matching_number,
+               VALUES ($1, $12, $13, $14, $15, $16, 'reserving'))
+           INSERT INTO holds (hold_id, account_id, owner, amount, status) VALUES ($15, $17, $18, $14, 'placed')""",
+        *_saved(started),
         attempt.number,
         attempt.quantity,
         attempt.amount,
         hold_id,
         attempt.from_cover,
-        i.buyer_account,
-        i.buyer_user_id,
-        i.processing.value,
-        i.settlement.value,
-        i.reason.value if i.reason else None,
-        i.detail,
-        i.in_flight,
+        started.buyer_account,
+        started.buyer_user_id,
     )
 
 
