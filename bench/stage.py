@@ -71,7 +71,7 @@ class Stage:
     async def command(self, agent: str, user_id: str, action: Callable[[Context], Any]) -> Any:
         """Run a command as ``user_id`` of ``agent`` (what `kabuto` commands do), on a kept pool."""
         pool = await self._pool(agent)
-        return await execute(pool, agent, self.identity(user_id), self.trust(), action, datetime.now(UTC))
+        return await execute(pool, self.identity(user_id), self.trust(), action, datetime.now(UTC))
 
     async def fetchval(self, agent: str, sql: str, *args: object) -> Any:
         return await (await self._pool(agent)).fetchval(sql, *args)

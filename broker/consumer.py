@@ -290,7 +290,7 @@ class Consumer:
         async with self.pool.acquire() as connection, connection.transaction():
             return await self.apply(connection, opened) is None
 
-    async def apply(self, connection: asyncpg.Connection, opened: Opened, *, notify: bool = True) -> Context | None:
+    async def apply(self, connection: asyncpg.Connection, opened: Opened) -> Context | None:
         """In the caller's transaction: the inbox row, the handler, the outbox rows.
 
         None if the delivery was already in the inbox with the same bytes (a redelivery).
@@ -298,7 +298,7 @@ class Consumer:
         if not await inbox.claim(connection, opened):
             return None
         context = await self.handle(connection, opened)
-        await outbox.store(connection, self.agent, context.emitted, notify=notify)
+        await outbox.store(connection, context.emitted)
         return context
 
     async def handle(self, connection: asyncpg.Connection, opened: Opened) -> Context:

@@ -221,23 +221,19 @@ async def _all_at_once(consumer: Consumer, connection: asyncpg.Connection, items
             raise  # the transaction itself is gone: the batch falls back (and waits out an outage)
         raise _OneRefused from exc
     emitted = [sealed for item in items if item.context for sealed in item.context.emitted]
-    await outbox.store(connection, consumer.agent, emitted)
+    await outbox.store(connection, emitted)
 
 
 async def _one_savepoint_each(consumer: Consumer, connection: asyncpg.Connection, items: list[_Item]) -> None:
-    emitted = False
     for item in items:
         with _bound(consumer, item.delivery, item.opened):
             await _savepoint(consumer, connection, item)
-        emitted = emitted or bool(item.context and item.context.emitted)
-    if emitted:
-        await outbox.notify_relay(connection, consumer.agent)
 
 
 async def _savepoint(consumer: Consumer, connection: asyncpg.Connection, item: _Item) -> None:
     try:
         async with connection.transaction():
-            item.context = await consumer.apply(connection, item.opened, notify=False)
+            item.context = await consumer.apply(connection, item.opened)
             item.duplicate = item.context is None
     except Rejected as rejected:
         item.rejected, item.context = rejected, None

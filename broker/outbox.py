@@ -35,11 +35,9 @@ from schemas.envelope import Envelope
 log = logs.get("kabuto.outbox")
 
 
-async def store(connection: asyncpg.Connection, agent: str, messages: Sequence[Sealed], *, notify: bool = True) -> None:
-    """Add sealed messages to the outbox within the caller's transaction.
-
-    ``notify=False`` leaves the wake-up to the caller (group commit sends one per transaction).
-    """
+async def store(connection: asyncpg.Connection, messages: Sequence[Sealed]) -> None:
+    """Add sealed messages to the outbox within the caller's transaction. The insert wakes the
+    agent's relay when the transaction commits (its trigger, migration 0075)."""
     if not messages:
         return
     await connection.executemany(
@@ -47,13 +45,6 @@ async def store(connection: asyncpg.Connection, agent: str, messages: Sequence[S
            VALUES ($1, $2, $3, $4, $5, $6::jsonb)""",
         [_row(m) for m in messages],
     )
-    if notify:
-        await notify_relay(connection, agent)
-
-
-async def notify_relay(connection: asyncpg.Connection, agent: str) -> None:
-    """Wake the agent's relay when the caller's transaction commits."""
-    await connection.execute("SELECT pg_notify($1, '')", notify_channel(agent))
 
 
 def _row(sealed: Sealed) -> tuple[object, ...]:

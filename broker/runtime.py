@@ -276,7 +276,7 @@ class AgentRuntime:
         identity = self.identities.get(user_id)
         if identity is None:
             raise KeyError(f"{user_id} is not hosted by the {self.id} agent")
-        return await execute(self.pool, self.id, identity, self.trust, action, self.clock())
+        return await execute(self.pool, identity, self.trust, action, self.clock())
 
     async def query(self, action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         async with self.pool.acquire() as connection:
@@ -285,7 +285,6 @@ class AgentRuntime:
 
 async def execute(
     pool: asyncpg.Pool,
-    agent: str,
     identity: Identity,
     trust: TrustStore,
     action: Callable[[Context], Awaitable[T]],
@@ -298,7 +297,7 @@ async def execute(
     async with pool.acquire() as connection, connection.transaction():
         context = Context(connection, identity, trust, now)
         result = await action(context)
-        await outbox.store(connection, agent, context.emitted)
+        await outbox.store(connection, context.emitted)
     return result
 
 
@@ -308,7 +307,7 @@ async def run_as(settings: Settings, agent: str, user_id: str, action: Callable[
     identity = keys.load_identity(user_id)
     trust = trust_store(keys)
     async with agent_pool(agent_urls(settings, agent).database, agent, max_size=1) as pool:
-        return await execute(pool, agent, identity, trust, action, datetime.now(UTC))
+        return await execute(pool, identity, trust, action, datetime.now(UTC))
 
 
 @asynccontextmanager

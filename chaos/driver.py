@@ -63,7 +63,7 @@ class Driver:
                         server_settings={"search_path": agent, "role": f"kabuto_{agent}"},
                     )
                 now = datetime.now(UTC)
-                return await execute(self.pools[agent], agent, self.identities[user], self.trust, action, now)
+                return await execute(self.pools[agent], self.identities[user], self.trust, action, now)
             except (asyncpg.UniqueViolationError, OrderError):
                 if retried:
                     return None  # it committed before the connection dropped; the retry found it

@@ -86,7 +86,7 @@ class InvestorClient:
         return self._identity.user_id
 
     async def _run(self, action: Callable[[Context], Awaitable[T]]) -> T:
-        return await execute(self._pool, "investor", self._identity, self._trust, action, datetime.now(UTC))
+        return await execute(self._pool, self._identity, self._trust, action, datetime.now(UTC))
 
     async def answer(self, sent: Sent, timeout: float = 30.0) -> Answer:
         """Wait for what became of a message this client sent (``broker.awaiting``)."""

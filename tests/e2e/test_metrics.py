@@ -92,7 +92,7 @@ async def test_scraped_metrics_move_with_messages_handled_rejected_and_dead_lett
         trust = TrustStore(keys.ca_certificate(), keys.certificates())
         async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
             await execute(
-                pool, "investor", keys.load_identity("alice"), trust, inquire_account("alice-cash"), datetime.now(UTC)
+                pool, keys.load_identity("alice"), trust, inquire_account("alice-cash"), datetime.now(UTC)
             )
         await support.publish(settings, b"not a kabuto message", {}, "settlement", "garbage-1")
 

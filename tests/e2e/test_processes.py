@@ -87,7 +87,6 @@ async def test_work_committed_before_a_stop_is_delivered_after_the_restart(setti
         async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
             request_id = await execute(
                 pool,
-                "investor",
                 keys.load_identity("alice"),
                 TrustStore(keys.ca_certificate(), keys.certificates()),  # settlement's certificate, as the agent has
                 request_certificates(support.order()),

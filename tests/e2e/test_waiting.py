@@ -56,7 +56,7 @@ async def test_a_message_the_recipient_dead_letters_is_refused_with_the_recipien
                 return ctx.emit(CancelInstruction(instruction=7), to="exchange").envelope.message_id
 
             message_id = await execute(
-                pool, "investor", identity, rt["investor"].trust, misaddressed, datetime.now(UTC)
+                pool, identity, rt["investor"].trust, misaddressed, datetime.now(UTC)
             )
 
             async def nothing(_: object) -> None:

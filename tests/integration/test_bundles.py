@@ -136,7 +136,7 @@ async def relayed(settings: Settings, keys: Any) -> tuple[list[Sealed], dict[str
         AgentRuntime(support.AGENTS["issuer"], settings) as issuer,
     ):
         async with issuer.pool.acquire() as connection, connection.transaction():
-            await outbox.store(connection, "issuer", sealed, notify=False)
+            await outbox.store(connection, sealed)
         assert await issuer.relay.publish_pending() == len(sealed)
         pending = await support.rows(issuer, "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
         assert pending == [{"n": 0}]

@@ -200,7 +200,7 @@ class Operator:
         self.trust = TrustStore(keys.ca_certificate())
 
     async def __call__(self, action: Callable[[Context], Awaitable[T]]) -> T:
-        return await execute(self.pool, SETTLEMENT_ID, self.identity, self.trust, action, datetime.now(UTC))
+        return await execute(self.pool, self.identity, self.trust, action, datetime.now(UTC))
 
     async def ledger(self) -> tuple[Any, ...]:
         """Every row of the books, to show a refused command changed nothing."""

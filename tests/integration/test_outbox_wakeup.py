@@ -1,0 +1,85 @@
+"""The outbox wakes its relay by itself (issue 8, migration 0075): a statement that writes
+outbox rows notifies the agent's relay channel when its transaction commits, once however many
+rows it wrote, and never for rows rolled back with their transaction or savepoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from broker import outbox
+from broker.db import notify_channel
+from broker.runtime import AgentRuntime
+from broker.settings import Settings
+from tests import support
+
+
+@asynccontextmanager
+async def listening(settings: Settings, agent: str) -> AsyncIterator[list[str]]:
+    """The notifications on ``agent``'s relay channel, as a second session receives them."""
+    heard: list[str] = []
+    connection = await asyncpg.connect(settings.database_url)
+    try:
+        await connection.add_listener(notify_channel(agent), lambda _c, _pid, _channel, payload: heard.append(payload))
+        yield heard
+    finally:
+        await connection.close()
+
+
+async def settled(heard: list[str], settings: Settings, agent: str) -> list[str]:
+    """What was heard once a notification sent after every earlier commit has arrived: NOTIFYs
+    of one channel reach a listener in commit order."""
+    marker = "after"
+    connection = await asyncpg.connect(settings.database_url)
+    try:
+        await connection.execute("SELECT pg_notify($1, $2)", notify_channel(agent), marker)
+    finally:
+        await connection.close()
+    await support.eventually(lambda: marker in heard)
+    return heard[: heard.index(marker)]
+
+
+async def test_rows_committed_wake_the_relay_once_and_rows_rolled_back_never(settings: Settings, keys: Any) -> None:
+    alice = keys.load_identity("alice")
+    async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer, listening(settings, "issuer") as heard:
+        async with issuer.pool.acquire() as connection:
+            # rolled back whole
+            transaction = connection.transaction()
+            await transaction.start()
+            await outbox.store(connection, [support.sealed_request(alice, to="exchange")])
+            await transaction.rollback()
+            # a savepoint rolled back inside a transaction that commits with no rows of its own
+            async with connection.transaction():
+                savepoint = connection.transaction()
+                await savepoint.start()
+                await outbox.store(connection, [support.sealed_request(alice, to="exchange")])
+                await savepoint.rollback()
+            assert await settled(heard, settings, "issuer") == []
+            heard.clear()
+            # three rows committed in one statement
+            async with connection.transaction():
+                await outbox.store(connection, [support.sealed_request(alice, to="exchange") for _ in range(3)])
+            assert await settled(heard, settings, "issuer") == [""]
+            pending = await connection.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            assert pending == 3
+
+
+async def test_a_relay_running_publishes_what_a_commit_wrote_without_polling(settings: Settings, keys: Any) -> None:
+    """The running relay is woken by the insert's notification alone: its safety-net poll is
+    set beyond the test's wait, and nothing else tells it."""
+    alice = keys.load_identity("alice")
+    patient = dataclasses.replace(settings, outbox_idle_poll=timedelta(minutes=10))
+    async with support.agents(patient, "issuer", "exchange") as rt:
+        issuer = rt["issuer"]
+        async with issuer.pool.acquire() as connection, connection.transaction():
+            await outbox.store(connection, [support.sealed_request(alice, to="exchange")])
+
+        async def published() -> bool:
+            return bool(await issuer.pool.fetchval("SELECT count(*) = 0 FROM outbox WHERE published_at IS NULL"))
+
+        await support.eventually(published, timeout=10)
