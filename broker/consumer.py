@@ -176,12 +176,12 @@ class Consumer:
         under it; its supervisor then consumes again on a new session, and the broker
         redelivers whatever was not acked.
         """
-        async with group_commit.Deliveries(*queues) as deliveries:
+        async with group_commit.Deliveries(*queues, opener=self.open_ahead) as deliveries:
             self.beat.running()
             self.consuming.set()
             try:
                 while (batch := await deliveries.next_batch(self.batch_size)) is not None:
-                    work = asyncio.ensure_future(self._settle_and_ack(batch))
+                    work = asyncio.ensure_future(self._settle_and_ack(batch, deliveries.opened(batch)))
                     try:
                         await asyncio.shield(work)
                     except asyncio.CancelledError:
@@ -191,19 +191,20 @@ class Consumer:
                 self.consuming.clear()
         raise ConnectionLost(f"the broker stopped delivering from {', '.join(q.name for q in queues)}")
 
-    async def _settle_and_ack(self, batch: list[Delivery]) -> None:
+    async def _settle_and_ack(self, batch: list[Delivery], ahead: list[group_commit.Opening]) -> None:
         """Acks only after the batch's commit (or its dead letters and retries) are done."""
         started = time.perf_counter()
         with self.beat.busy():
-            outcomes = await group_commit.settle_batch(self, batch)
+            outcomes = await group_commit.settle_batch(self, batch, ahead)
             await group_commit.ack(batch)
         elapsed = (time.perf_counter() - started) / len(batch)
         for settled in outcomes:
             await self.outcomes.record(settled)
             metrics.observe(self.agent, settled, elapsed)
 
-    async def settle(self, delivery: Delivery) -> Settled:
-        """Decide and carry out everything for one delivery except its ack."""
+    async def settle(self, delivery: Delivery, ahead: group_commit.Opening = None) -> Settled:
+        """Decide and carry out everything for one delivery except its ack (``ahead``: what it
+        opened to as it arrived, if it was)."""
         with structlog.contextvars.bound_contextvars(
             agent=self.agent,
             message_id=delivery.message_id,
@@ -211,7 +212,7 @@ class Consumer:
             correlation_id=None,
         ):
             try:
-                opened = self._open(delivery)
+                opened = self.opened(delivery, ahead)
             except Rejected as rejected:
                 return await self._dead_letter(delivery, rejected)
             with structlog.contextvars.bound_contextvars(
@@ -222,6 +223,24 @@ class Consumer:
                 sender=opened.envelope.sender,
             ):
                 return await self._process(delivery, opened)
+
+    def open_ahead(self, delivery: Delivery) -> group_commit.Opening:
+        """Open a delivery as it arrives, before its batch is taken: its checks are made then,
+        the freshness and revocation checks included, at most a prefetch window earlier than
+        its handler runs. What else it raises is left to be raised again when its batch takes
+        it, as it always was."""
+        try:
+            return self._open(delivery)
+        except Rejected as rejected:
+            return rejected
+        except Exception:  # noqa: BLE001 — raised again, in its batch, by ``opened``
+            return None
+
+    def opened(self, delivery: Delivery, ahead: group_commit.Opening) -> Opened:
+        """The delivery opened: as it arrived if it was, or now. Raises ``Rejected`` with its reason."""
+        if isinstance(ahead, Rejected):
+            raise ahead
+        return ahead if ahead is not None else self._open(delivery)
 
     def _open(self, delivery: Delivery) -> Opened:
         if (why := malformed(delivery)) is not None:

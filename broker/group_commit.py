@@ -6,8 +6,9 @@ message is not delayed). ``settle_batch`` then does for a batch what ``Consumer.
 does for one delivery, with one connection, one transaction and one commit (one WAL flush)
 for all of them:
 
-* every delivery is verified and parsed first, outside the transaction; one that fails a
-  check is dead-lettered with its reason, exactly as alone;
+* every delivery is verified and parsed first, outside the transaction — as it arrives, when
+  the consumer gave ``Deliveries`` an opener (below); one that fails a check is dead-lettered
+  with its reason, exactly as alone;
 * the others run in delivery order, so order per book and per account is the queue's order.
   First all at once: one statement claims every inbox row, the handlers run one after the
   other with no savepoint, one statement writes every outbox row. That is the common case,
@@ -68,6 +69,10 @@ log = logs.get("kabuto.consumer")
 # handlers are about to handle, in order (the deliveries the inbox had not seen), so it may
 # read ahead for them (the exchange's acceptance views: agents/exchange/read_ahead.py).
 BatchScope = Callable[[asyncpg.Connection, Sequence[Message]], AbstractAsyncContextManager[None]]
+# A delivery verified and parsed (or refused, with its reason) as it arrived; None when it
+# was not, or opening it raised something else: it is opened again when its batch takes it.
+Opening = Opened | Rejected | None
+Opener = Callable[[Delivery], Opening]
 CANCEL_WITHIN = 5.0  # seconds the broker has to confirm a consumer's cancel when it stops
 
 
@@ -82,12 +87,23 @@ class Deliveries:
     never split between two batches, so the batch that holds them acks the bundle once all
     are settled. A batch may thus exceed its limit by one bundle.
 
+    With an ``opener``, each delivery is opened (its signature verified, its envelope and
+    payload parsed and checked: ``Consumer.open_ahead``) as it arrives, and ``opened`` hands
+    the results over with its batch. A delivery arrives while the consumer waits for
+    PostgreSQL on the batch before it, so its opening fills time the event loop would
+    otherwise spend idle, rather than lengthening its own batch (issue 8: order entry was
+    bound by the exchange's consumer, busy settling every moment and idle in a third of them).
+
     On exit the consumers are cancelled and every delivery not yet taken is handed back
     (nack with requeue), so a stop loses nothing and redelivers it to the next consumer.
     """
 
-    def __init__(self, *queues: AbstractQueue) -> None:
+    def __init__(self, *queues: AbstractQueue, opener: Opener | None = None) -> None:
         self._queues = queues
+        self._opener = opener
+        # What each delivery in the buffers opened to, by its identity: an entry lives only
+        # while its delivery is held here, so an identity is never another delivery's.
+        self._ahead: dict[int, Opening] = {}
         self._buffers: list[deque[list[Delivery]]] = [deque() for _ in queues]
         self._arrival = asyncio.Event()
         # A queue's channel closed: nothing more will arrive.
@@ -101,7 +117,11 @@ class Deliveries:
         return self
 
     async def _arrived(self, buffer: deque[list[Delivery]], delivery: AbstractIncomingMessage) -> None:
-        buffer.append(unbundled(delivery))
+        items = unbundled(delivery)
+        if self._opener is not None:
+            for item in items:
+                self._ahead[id(item)] = self._opener(item)
+        buffer.append(items)
         self._arrival.set()
 
     def _closed(self, *_: object) -> None:
@@ -125,6 +145,10 @@ class Deliveries:
                 break  # what is left of this queue goes first in the next batch, before later queues'
         return batch
 
+    def opened(self, batch: Sequence[Delivery]) -> list[Opening]:
+        """What each delivery of a batch just taken opened to as it arrived (None: not opened)."""
+        return [self._ahead.pop(id(delivery), None) for delivery in batch]
+
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         for queue, tag in self._tags:
             queue.close_callbacks.discard(self._closed)
@@ -135,6 +159,7 @@ class Deliveries:
                 delivery = buffer.popleft()[0]  # a bundle's items share its one delivery
                 if not delivery.channel.is_closed:
                     await delivery.nack(requeue=True)
+        self._ahead.clear()
 
     async def _cancel(self, queue: AbstractQueue, tag: ConsumerTag) -> None:
         """Stop the broker's deliveries, waiting for its answer ``CANCEL_WITHIN`` seconds at most.
@@ -161,15 +186,21 @@ class _Item:
     context: Context | None = field(default=None, repr=False)
 
 
-async def settle_batch(consumer: Consumer, deliveries: Sequence[Delivery]) -> list[Settled]:
-    """Decide and carry out everything for a batch except the acks; one outcome per delivery, in order."""
+async def settle_batch(
+    consumer: Consumer, deliveries: Sequence[Delivery], ahead: Sequence[Opening] = ()
+) -> list[Settled]:
+    """Decide and carry out everything for a batch except the acks; one outcome per delivery, in order.
+
+    ``ahead``: what the deliveries opened to as they arrived (``Deliveries.opened``), if they were.
+    """
+    openings = list(ahead) or [None] * len(deliveries)
     if len(deliveries) == 1:
-        return [await consumer.settle(deliveries[0])]
+        return [await consumer.settle(deliveries[0], openings[0])]
     settled: dict[int, Settled] = {}
     items: dict[int, _Item] = {}
-    for index, delivery in enumerate(deliveries):
+    for index, (delivery, opening) in enumerate(zip(deliveries, openings, strict=True)):
         try:
-            items[index] = _Item(delivery, consumer._open(delivery))
+            items[index] = _Item(delivery, consumer.opened(delivery, opening))
         except Rejected as rejected:
             with _bound(consumer, delivery):
                 settled[index] = await consumer._dead_letter(delivery, rejected)
@@ -178,7 +209,7 @@ async def settle_batch(consumer: Consumer, deliveries: Sequence[Delivery]) -> li
     except Exception as exc:  # noqa: BLE001 — the batch did not commit: nothing of it happened
         log.warning("group_commit_fell_back", deliveries=len(items), error=repr(exc))
         for index, item in items.items():
-            settled[index] = await consumer.settle(item.delivery)
+            settled[index] = await consumer.settle(item.delivery, item.opened)
         return [settled[i] for i in range(len(deliveries))]
     for index, item in items.items():
         settled[index] = await _conclude(consumer, item)
