@@ -69,8 +69,12 @@ class _Batch:
     rows_written: int = 0  # order rows this batch wrote through order_repo
     loaded: bool = False  # a handler of the batch loaded a book
     locked: set[str] = field(default_factory=set)  # issues whose instrument row the batch locked
+    # Book tokens read with the lock (``lock_issues``), while no order row of the issue has been
+    # written since: the token is still the row's, since the batch holds the row.
+    tokens: dict[str, UUID | None] = field(default_factory=dict)
 
     def forget(self, issue_code: str) -> None:
+        self.tokens.pop(issue_code, None)
         for segment in [s for s in self.books if s.issue_code == issue_code]:
             del self.books[segment]
 
@@ -86,7 +90,8 @@ class WarmBooks:
         self._in_use: ContextVar[dict[Segment, OrderBook] | None] = ContextVar("books_in_use", default=None)
         self._batch: ContextVar[_Batch | None] = ContextVar("books_in_batch", default=None)
         self.rebuilt = 0  # how many loads had to read the rows, for the benchmark and tests
-        self.locked = 0  # how many loads read the token under the row lock (a round trip each)
+        # How many loads locked the row: a round trip each, unless the batch read its token with its lock.
+        self.locked = 0
         self.uncounted = 0  # batches refused for an order write order_repo did not report (a defect)
 
     async def load(self, connection: asyncpg.Connection, issue_code: str, book_entry: bool = False) -> OrderBook:
@@ -111,9 +116,12 @@ class WarmBooks:
         if batch is not None:
             batch.locked.add(segment.issue_code)
         await order_repo.write_held(connection)  # the token and the rows must count every order booked
-        token = await connection.fetchval(
-            "SELECT book_token FROM instruments WHERE issue_code = $1 FOR UPDATE", segment.issue_code
-        )
+        if batch is not None and segment.issue_code in batch.tokens:
+            token = batch.tokens[segment.issue_code]
+        else:
+            token = await connection.fetchval(
+                "SELECT book_token FROM instruments WHERE issue_code = $1 FOR UPDATE", segment.issue_code
+            )
         warm = self._warm.pop(segment, None)
         if warm is not None and token is not None and warm.token == token:
             return warm.book
@@ -124,16 +132,22 @@ class WarmBooks:
         """Lock the instrument rows of ``issue_codes`` (in issue order) that this batch has not
         locked yet, so that what is read next is read after every transaction that held one has
         committed: an order decided on its book must decide on what the database holds once the
-        book is its own (a command closing the day or setting a new reference price holds the row)."""
+        book is its own (a command closing the day or setting a new reference price holds the row).
+        In a batch, each row's book token is kept from the same read, so that the first ``load``
+        of the issue needs no read of its own (until the batch writes an order of that issue)."""
         batch = self._batch.get()
         wanted = sorted(set(issue_codes) - (batch.locked if batch is not None else set()))
         if not wanted:
             return
-        await connection.execute(
-            "SELECT 1 FROM instruments WHERE issue_code = ANY($1::text[]) ORDER BY issue_code FOR UPDATE", wanted
+        await order_repo.write_held(connection)  # so that the tokens read say what the rows are
+        rows = await connection.fetch(
+            """SELECT issue_code, book_token FROM instruments WHERE issue_code = ANY($1::text[])
+               ORDER BY issue_code FOR UPDATE""",
+            wanted,
         )
         if batch is not None:
             batch.locked.update(wanted)
+            batch.tokens.update((row["issue_code"], row["book_token"]) for row in rows)
 
     def wrote(self, issue_code: str, rows: int) -> None:
         """order_repo wrote ``rows`` order rows of ``issue_code``. Outside a batch the token the
@@ -154,22 +168,18 @@ class WarmBooks:
         try:
             yield
             if batch.loaded:
-                await self._check_counted(connection, batch)
-                await self._seal(connection, batch.books)
+                await self._seal(connection, batch.books, batch.rows_written)
         finally:
             self._batch.reset(reset)
 
-    async def _check_counted(self, connection: asyncpg.Connection, batch: _Batch) -> None:
-        counted = await connection.fetchval(
-            "SELECT coalesce(nullif(current_setting('kabuto.order_rows_written', true), ''), '0')::bigint"
-        )
-        if counted != batch.rows_written:
+    def _check_counted(self, counted: int, rows_written: int) -> None:
+        if counted != rows_written:
             # A defect: some statement wrote orders behind order_repo. The batch is safe (it runs
             # again a delivery at a time), but every batch that writes that way will pay it.
             self.uncounted += 1
-            log.error("order_write_uncounted", counted=counted, reported=batch.rows_written)
+            log.error("order_write_uncounted", counted=counted, reported=rows_written)
             raise UncountedOrderWrite(
-                f"the database counted {counted} order rows written in this batch, order_repo {batch.rows_written}"
+                f"the database counted {counted} order rows written in this batch, order_repo {rows_written}"
             )
 
     def sealing(self, handler: Handler) -> Handler:
@@ -191,19 +201,35 @@ class WarmBooks:
         sealed.__name__ = sealed.__qualname__ = getattr(handler, "__name__", "handler")
         return sealed
 
-    async def _seal(self, connection: asyncpg.Connection, used: dict[Segment, OrderBook]) -> None:
-        tokens: dict[str, UUID] = {}
-        for segment in used:
-            if segment.issue_code not in tokens:
-                tokens[segment.issue_code] = token = uuid4()
-                await connection.execute(
-                    "UPDATE instruments SET book_token = $2 WHERE issue_code = $1", segment.issue_code, token
-                )
+    async def _seal(
+        self, connection: asyncpg.Connection, used: dict[Segment, OrderBook], rows_written: int | None = None
+    ) -> None:
+        """A new token for each issue of ``used``, in one statement; with ``rows_written`` (a
+        batch's), the same statement reads the order rows the database counted, and the books are
+        cached only if the counts agree (else ``UncountedOrderWrite``, and the batch rolls back
+        with its tokens)."""
+        tokens = {segment.issue_code: uuid4() for segment in used}
+        if rows_written is not None:
+            counted = await connection.fetchval(f"WITH sealed AS ({_SEAL}) SELECT {_ROWS_WRITTEN}", *_arrays(tokens))
+            self._check_counted(counted, rows_written)
+        elif tokens:
+            await connection.execute(_SEAL, *_arrays(tokens))
         for segment, book in used.items():
             self._warm[segment] = _Warm(book, tokens[segment.issue_code])
 
     def sealing_all(self, handlers: Mapping[type[Message], Handler]) -> dict[type[Message], Handler]:
         return {kind: self.sealing(handler) for kind, handler in handlers.items()}
+
+
+_SEAL = """UPDATE instruments SET book_token = t.token
+           FROM unnest($1::text[], $2::uuid[]) AS t (issue_code, token)
+           WHERE instruments.issue_code = t.issue_code"""
+# The order rows written in this transaction, as migration 0066's trigger counts them.
+_ROWS_WRITTEN = "coalesce(nullif(current_setting('kabuto.order_rows_written', true), ''), '0')::bigint"
+
+
+def _arrays(tokens: dict[str, UUID]) -> tuple[list[str], list[UUID]]:
+    return list(tokens), list(tokens.values())
 
 
 BOOKS = WarmBooks()

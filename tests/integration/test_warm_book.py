@@ -232,3 +232,24 @@ async def test_an_order_write_waits_for_the_transaction_deciding_on_the_book_eve
         await other.execute("UPDATE orders SET status = 'cancelled' WHERE acceptance_number = $1", number)
     finally:
         await other.close()
+
+
+async def test_the_token_read_with_the_batchs_lock_is_used_until_the_batch_writes_an_order_of_the_issue(
+    connection: asyncpg.Connection,
+) -> None:
+    """``lock_issues`` reads each issue's token with its lock, so the batch's first load needs no
+    read of its own; once the batch wrote an order of the issue the token in the row is cleared,
+    and the kept one must not be trusted: the next load reads the row again and rebuilds."""
+    books, seen, statements = WarmBooks(), [], []
+    await run(connection, handler(books, seen))  # warm, sealed under a token
+    (first,) = await numbers(connection, 1)
+    async with connection.transaction(), books.batch(connection, ()):
+        await books.lock_issues(connection, [ISSUE])
+        connection.add_query_logger(lambda record: statements.append(record.query))
+        await handler(books, seen)(None, Ctx(connection))
+        assert statements == [] and books.rebuilt == 1  # the warm book, on the token read with the lock
+        await insert_resting(connection, 980)  # the batch writes an order of the issue through a handler
+        books.wrote(ISSUE, 1)  # that did not hold the book, as order_repo reports it
+        await adding(books, seen, first)(None, Ctx(connection))
+    assert any("SELECT book_token" in query for query in statements)  # read again under the lock
+    assert books.rebuilt == 2 and len(seen[-1]) == 1  # and rebuilt: the order written behind the book is on it
