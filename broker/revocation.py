@@ -7,9 +7,10 @@ appended to the CA's register.
 
 ``RevocationList`` is what a trust store consults for every delivery. It looks at the file's
 modification time on each look (one ``stat``) and reloads the list when it changed, so a
-running agent refuses a revoked certificate from the first delivery to arrive after ``kabuto
-ca revoke`` returns, without a restart (a delivery is checked as it arrives: broker.group_commit). A list whose signature does not verify with the CA's key
-is not believed: the reader keeps the list it had and logs ``crl_invalid``.
+running agent refuses a revoked certificate from the first delivery to arrive after ``kabuto ca
+revoke`` returns, without a restart (a delivery is checked as it arrives: broker.group_commit).
+A list whose signature does not verify with the CA's key is not believed: the reader keeps the
+list it had and logs ``crl_invalid``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""The outbox wakes its relay by itself (issue 8, migration 0075): a statement that writes
-outbox rows notifies the agent's relay channel when its transaction commits, once however many
-rows it wrote, and never for rows rolled back with their transaction or savepoint."""
+"""Writing the outbox (issue 8): a batch's messages in one statement, in their order, and the
+statement wakes the agent's relay by itself (migration 0075) when its transaction commits,
+once however many rows it wrote, and never for rows rolled back with their transaction or
+savepoint."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -83,3 +85,24 @@ async def test_a_relay_running_publishes_what_a_commit_wrote_without_polling(set
             return bool(await issuer.pool.fetchval("SELECT count(*) = 0 FROM outbox WHERE published_at IS NULL"))
 
         await support.eventually(published, timeout=10)
+
+
+async def test_a_batchs_messages_are_stored_in_one_statement_in_their_order(settings: Settings, keys: Any) -> None:
+    """The relay publishes by seq, so the rows must take the order the handlers emitted them in,
+    each body and header byte for byte."""
+    alice = keys.load_identity("alice")
+    to = ["exchange", "settlement", "investor"] * 20
+    sealed = [support.sealed_request(alice, to=recipient, shares=n + 1) for n, recipient in enumerate(to)]
+    statements: list[str] = []
+    async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer:
+        async with issuer.pool.acquire() as connection, connection.transaction():
+            connection.add_query_logger(lambda record: statements.append(record.query))
+            await outbox.store(connection, sealed)
+        rows = await support.rows(
+            issuer, "SELECT message_id::text AS id, routing_key, body, headers FROM outbox ORDER BY seq"
+        )
+    assert len([q for q in statements if "INSERT INTO outbox" in q]) == 1
+    assert [r["id"] for r in rows] == [str(s.envelope.message_id) for s in sealed]
+    assert [r["routing_key"] for r in rows] == to
+    assert [bytes(r["body"]) for r in rows] == [s.body for s in sealed]
+    assert [json.loads(r["headers"]) for r in rows] == [s.headers for s in sealed]
