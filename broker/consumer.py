@@ -38,7 +38,7 @@ from aio_pika.abc import AbstractQueue
 from broker import group_commit, inbox, logs, metrics, outbox
 from broker.bundle import Delivery, malformed
 from broker.context import Context
-from broker.envelope import MAX_MESSAGE_BYTES, Freshness, Opened, open_delivery
+from broker.envelope import MAX_MESSAGE_BYTES, Freshness, Opened, open_delivery, still_valid
 from broker.errors import InputRejected, Reason, Rejected, SecurityRejected
 from broker.pki import Identity
 from broker.progress import TaskBeat
@@ -224,34 +224,45 @@ class Consumer:
             ):
                 return await self._process(delivery, opened)
 
-    def open_ahead(self, delivery: Delivery) -> group_commit.Opening:
-        """Open a delivery as it arrives, before its batch is taken: its checks are made then,
-        the freshness and revocation checks included, at most a prefetch window earlier than
-        its handler runs. What else it raises is left to be raised again when its batch takes
-        it, as it always was."""
+    def open_ahead(self, delivery: Delivery) -> Opened | Rejected:
+        """Open a delivery as it arrives, before its batch is taken: the costly part (the
+        signature, the parsing) is then done while the consumer waits on the batch before it.
+        A refusal is kept; what else it raises ``Deliveries`` drops, and the delivery is opened
+        again when its batch takes it, meeting the error there as it always did."""
         try:
             return self._open(delivery)
         except Rejected as rejected:
             return rejected
-        except Exception:  # noqa: BLE001 — raised again, in its batch, by ``opened``
-            return None
 
     def opened(self, delivery: Delivery, ahead: group_commit.Opening) -> Opened:
-        """The delivery opened: as it arrived if it was, or now. Raises ``Rejected`` with its reason."""
-        if isinstance(ahead, Rejected):
-            raise ahead
-        return ahead if ahead is not None else self._open(delivery)
+        """The delivery opened, with every decision made at this moment; raises ``Rejected``.
+
+        Opened as it arrived: the checks that depend on the moment are made again now (the
+        signer's certificate valid and not revoked, the message fresh, the clear-accounts
+        cut-over), so a delivery that waited in the buffer — behind a batch that waited out a
+        database outage, say — is judged as it would have been opened now. The inbox keeps a
+        message's row only as long as such a message is fresh (broker.pruning), so a replay must
+        be judged stale when it is claimed, not when it arrived (found by review). Refused as it
+        arrived, or not opened: opened now, whole.
+        """
+        if not isinstance(ahead, Opened):
+            return self._open(delivery)
+        now = self.clock()
+        still_valid(ahead, delivery.headers, trust=self.trust, freshness=self.freshness, now=now)
+        self._check_cut_over(ahead, now)
+        return ahead
 
     def _open(self, delivery: Delivery) -> Opened:
         if (why := malformed(delivery)) is not None:
             raise InputRejected(Reason.BUNDLE_MALFORMED, why)
+        now = self.clock()
         opened = open_delivery(
             delivery.body,
             delivery.headers,
             trust=self.trust,
             hosted={i.user_id: i.participant.role for i in self.identities.values()},
             freshness=self.freshness,
-            now=self.clock(),
+            now=now,
             max_bytes=self.max_message_bytes,
         )
         if type(opened.message) not in self.handlers:
@@ -259,9 +270,12 @@ class Consumer:
         if Names.is_answers_key(delivery.routing_key) and not opened.spec.answer:
             # The answers queue is taken ahead of the inbox: new work sent there would jump the queue.
             raise SecurityRejected(Reason.MISROUTED, f"{opened.spec.type} is not an answer; it goes to the inbox")
-        if opened.spec.clear_accounts:
-            check_cut_over(opened.spec, self.clear_accounts_until, self.clock())
+        self._check_cut_over(opened, now)
         return opened
+
+    def _check_cut_over(self, opened: Opened, now: datetime) -> None:
+        if opened.spec.clear_accounts:
+            check_cut_over(opened.spec, self.clear_accounts_until, now)
 
     async def _process(self, delivery: Delivery, opened: Opened) -> Settled:
         try:

@@ -128,6 +128,17 @@ def open_delivery(
     return Opened(envelope, spec, _parse_payload(spec, envelope, body), signer.participant, body_digest(body))
 
 
+def still_valid(
+    opened: Opened, headers: Mapping[str, object], *, trust: TrustStore, freshness: Freshness, now: datetime
+) -> None:
+    """Of the checks ``open_delivery`` made, again at ``now`` those that depend on the moment:
+    the signer's certificate (and the CA's) valid and not revoked, and the message fresh. For a
+    delivery opened ahead of its handling (``broker.group_commit``): every decision is then the
+    one its handling's moment gives, as if it had been opened then. Raises ``Rejected``."""
+    trust.signer(opened.envelope.signer, _header_bytes(headers, CERTIFICATE_HEADER), now)
+    _check_fresh(opened.envelope, freshness, now)
+
+
 def open_event(
     body: bytes,
     headers: Mapping[str, object],

@@ -120,9 +120,18 @@ class Deliveries:
         items = unbundled(delivery)
         if self._opener is not None:
             for item in items:
-                self._ahead[id(item)] = self._opener(item)
+                self._ahead[id(item)] = self._opened_ahead(self._opener, item)
         buffer.append(items)
         self._arrival.set()
+
+    @staticmethod
+    def _opened_ahead(opener: Opener, item: Delivery) -> Opening:
+        """Never raises: in aio-pika's consume callback an error is only logged, and the delivery
+        would be lost to its batch."""
+        try:
+            return opener(item)
+        except Exception:  # noqa: BLE001 — opened again when its batch takes it
+            return None
 
     def _closed(self, *_: object) -> None:
         self._ended = True

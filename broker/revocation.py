@@ -7,8 +7,9 @@ appended to the CA's register.
 
 ``RevocationList`` is what a trust store consults for every delivery. It looks at the file's
 modification time on each look (one ``stat``) and reloads the list when it changed, so a
-running agent refuses a revoked certificate from the first delivery to arrive after ``kabuto ca
-revoke`` returns, without a restart (a delivery is checked as it arrives: broker.group_commit).
+running agent refuses a revoked certificate from the first delivery it handles after ``kabuto
+ca revoke`` returns, without a restart (one opened as it arrived is checked again when its batch
+is taken: ``broker.envelope.still_valid``).
 A list whose signature does not verify with the CA's key is not believed: the reader keeps the
 list it had and logs ``crl_invalid``.
 """

@@ -5,16 +5,22 @@ batch settles what it opened to; an error other than a refusal is met again in i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 from agents.issuer.app import on_issuance_request
+from broker import revocation
 from broker.bundle import BUNDLE_TYPE, Item, pack
 from broker.consumer import Outcome
 from broker.context import Context
 from broker.errors import InputRejected, Reason
 from broker.group_commit import Deliveries
+from broker.pki import KeyStore, default_participant
+from broker.pruning import prune_inbox
 from broker.runtime import AgentDefinition, AgentRuntime, running
 from broker.settings import Settings
 from schemas.identity import Role
@@ -117,3 +123,91 @@ async def test_an_error_met_while_opening_on_arrival_is_met_again_in_the_batch(s
             await support.publish_sealed(settings, sealed)
             settled = await issuer.outcomes.wait_for(sealed.envelope.message_id)
     assert clock.failed == 1 and settled.outcome is Outcome.PROCESSED
+
+
+class ShiftedClock(CountingClock):
+    """The consumer's clock, moved on at will: as much time passes as the test says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shift = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return super().__call__() + self.shift
+
+
+@dataclass
+class Held:
+    """An issuer whose consumer is held on a batch until ``go_on`` is set."""
+
+    issuer: AgentRuntime
+    clock: ShiftedClock
+    handled: list[int]
+    go_on: asyncio.Event
+
+    async def arrived(self, settings: Settings, sealed: Any) -> None:
+        """Publish ``sealed`` and wait until it was opened on arrival, while the batch is held."""
+        calls = self.clock.calls
+        await support.publish_sealed(settings, sealed)
+        await support.eventually(_more_than(self.clock, calls))
+
+
+@asynccontextmanager
+async def held_issuer(settings: Settings, keys: Any, before: list[Any]) -> AsyncIterator[Held]:
+    """An issuer that handles ``before`` one by one, then is held on a batch of its own."""
+    handled: list[int] = []
+    blocked, go_on = asyncio.Event(), asyncio.Event()
+
+    async def handler(request: CertificateIssuanceRequest, ctx: Context) -> None:
+        handled.append(request.shares)
+        if request.shares == 700:
+            blocked.set()
+            await go_on.wait()  # the consumer is held on this batch (a slow one, an outage)
+        await on_issuance_request(request, ctx)
+
+    definition = AgentDefinition("issuer", Role.ISSUER, {CertificateIssuanceRequest: handler})
+    async with AgentRuntime(definition, settings) as issuer:
+        clock = issuer.consumer.clock = ShiftedClock()
+        await support.open_offering(issuer)
+        async with running(issuer):
+            for sealed in before:
+                await support.publish_sealed(settings, sealed)
+                await issuer.outcomes.wait_for(sealed.envelope.message_id)
+            await support.publish_sealed(settings, support.sealed_request(keys.load_identity("alice"), shares=700))
+            async with asyncio.timeout(10):
+                await blocked.wait()
+            yield Held(issuer, clock, handled, go_on)
+
+
+async def test_a_replay_fresh_when_it_arrived_is_judged_stale_when_its_batch_is_taken(
+    settings: Settings, keys: Any
+) -> None:
+    """Found by review. The inbox keeps a message's row only as long as the message is fresh
+    (broker.pruning), so freshness must be judged when the delivery is claimed. A replay that
+    arrives fresh while the consumer is held on an earlier batch, and is claimed after the
+    original's row was pruned, must be refused as stale, not handled again."""
+    quick = settings.with_(max_message_age=timedelta(seconds=3), max_clock_skew=timedelta(milliseconds=200))
+    original = support.sealed_request(keys.load_identity("alice"), shares=100)
+    async with held_issuer(quick, keys, [original]) as held:
+        await held.arrived(quick, original)  # the replay: the same bytes, fresh, opened and passed
+        held.clock.shift = timedelta(seconds=4)  # stale now, and the original past the horizon
+        assert await prune_inbox(held.issuer.pool, timedelta(0)) >= 1  # the pruner's run after the horizon
+        held.go_on.set()
+        replay = await held.issuer.outcomes.wait(
+            lambda s: s.message_id == str(original.envelope.message_id) and s.outcome is not Outcome.PROCESSED
+        )
+    assert replay.reason is Reason.STALE_MESSAGE and held.handled.count(100) == 1
+
+
+async def test_a_delivery_whose_signer_is_revoked_while_it_waits_is_refused_when_its_batch_is_taken(
+    settings: Settings, keys: KeyStore
+) -> None:
+    newcomer, _ = keys.enrol(default_participant(f"ahead-{uuid4().hex[:10]}", Role.INVESTOR))
+    waiting = support.sealed_request(newcomer, shares=200)
+    async with held_issuer(settings, keys, []) as held:
+        await held.arrived(settings, waiting)  # opened on arrival, the certificate good then
+        revocation.revoke(keys, newcomer.user_id, [newcomer.certificate.serial_number])
+        held.go_on.set()
+        refused = await held.issuer.outcomes.wait_for(waiting.envelope.message_id)
+    assert (refused.outcome, refused.reason) == (Outcome.DEAD_LETTERED, Reason.CERTIFICATE_REVOKED)
+    assert 200 not in held.handled
