@@ -195,12 +195,25 @@ async def next_matching_number(connection: asyncpg.Connection) -> int:
     return number
 
 
-_INSERT_ORDER = """INSERT INTO orders (acceptance_number, client_order_id, user_id, issue_code, side, order_type,
+_COLUMNS = """acceptance_number, client_order_id, user_id, issue_code, side, order_type,
         price, quantity, remaining, time_in_force, priority, status, settlement_account,
         holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account,
-        payload_digest, cancel_reason, cover_unit)
+        payload_digest, cancel_reason, cover_unit"""
+_INSERT_ORDER = f"""INSERT INTO orders ({_COLUMNS})
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::jsonb, $18, $19,
             $20, $21, $22, $23)"""
+# The held rows of a run in one statement (one execution, where one per row cost the database a
+# statement's overhead for each order: docs/performance.md, stop 24); the arrays in _INSERT_ORDER's
+# order of parameters.
+_INSERT_ORDERS = f"""INSERT INTO orders ({_COLUMNS})
+    SELECT acceptance_number, client_order_id, user_id, issue_code, side, order_type,
+        price, quantity, remaining, time_in_force, priority, status, settlement_account,
+        holder_name, holder_address, cert_id, certificate::jsonb, request_hash, cover_id, safekeeping_account,
+        payload_digest, cancel_reason, cover_unit
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[],
+                $8::bigint[], $9::bigint[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[],
+                $15::text[], $16::uuid[], $17::text[], $18::text[], $19::uuid[], $20::text[], $21::text[],
+                $22::text[], $23::numeric[]) AS r ({_COLUMNS})"""
 # New order rows held back while a run of orders is decided (read_ahead.py), written together.
 _HELD: ContextVar[list[tuple[object, ...]] | None] = ContextVar("order_rows_held", default=None)
 
@@ -273,7 +286,7 @@ async def write_held(connection: asyncpg.Connection) -> None:
     if held:
         rows = list(held)
         held.clear()
-        await connection.executemany(_INSERT_ORDER, rows)
+        await connection.execute(_INSERT_ORDERS, *zip(*rows, strict=True))
 
 
 def _wrote(issue_code: str, status: str) -> None:
