@@ -87,24 +87,39 @@ async def open_entry(st: Stage) -> Entry:
     return Entry(st, client, identities, trust, boxes)
 
 
-async def offered(entry: Entry, rate: int, seconds: int, progress: Progress) -> float:
-    """Accepted orders per second while ``rate`` per second were offered for ``seconds``."""
+@dataclass(frozen=True)
+class Offered:
+    """What an open-loop offer of orders came to."""
+
+    rate: float  # orders accepted a second, from the first sent to the last accepted
+    waiting: int  # orders sent and not yet accepted when the offer ended
+    drained: float  # seconds from the offer's end to the last acceptance
+
+
+async def offered(entry: Entry, rate: int, seconds: int, progress: Progress) -> Offered:
+    """``rate`` orders a second offered for ``seconds``, on a fixed schedule whatever the
+    exchange does (an open loop), and what was accepted."""
     total, tick = rate * seconds, 0.05
     orders = entry.orders(total)  # signed before the clock starts: the bench measures Kabuto
     first = entry.client.received[ACCEPTED]
-    per_tick = max(1, int(rate * tick))
     started = last_report = time.perf_counter()
-    for index, start in enumerate(range(0, total, per_tick)):
-        delay = started + index * tick - time.perf_counter()
-        if delay > 0:
-            await _pause(delay)
-        await entry.client.publish_window(orders[start : start + per_tick])
+    sent = 0
+    for index in range(1, round(seconds / tick) + 1):
+        due = min(total, round(rate * tick * index))  # on schedule, however a tick rounds
+        await entry.client.publish_window(orders[sent:due])
+        sent = due
         if time.perf_counter() - last_report >= 10:
             last_report = time.perf_counter()
             done = entry.client.received[ACCEPTED] - first
-            progress(f"order entry: {last_report - started:.0f} s, {start + per_tick:,} sent, {done:,} accepted")
+            progress(f"order entry: {last_report - started:.0f} s, {sent:,} sent, {done:,} accepted")
+        delay = started + index * tick - time.perf_counter()
+        if delay > 0:
+            await _pause(delay)
+    ended = time.perf_counter()
+    waiting = first + total - entry.client.received[ACCEPTED]
     await entry.accepted(first + total)
-    return total / (time.perf_counter() - started)
+    done = time.perf_counter()
+    return Offered(total / (done - started), waiting, done - ended)
 
 
 async def burst(entry: Entry, count: int, *, one_hop: bool = False) -> float:
