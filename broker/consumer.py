@@ -54,6 +54,17 @@ ATTEMPT_HEADER = "x-kabuto-attempt"
 HELD_WHILE_ANSWERING = 3
 STOP_GRACE = 15.0  # seconds a batch in flight may take to finish once the consumer is stopped
 EVIDENCE_BYTES = 4096
+# Refusals that depend on the moment of the check: one made on arrival is made again when the
+# batch takes the delivery (``Consumer.opened``).
+MOMENT_REASONS = frozenset(
+    {
+        Reason.STALE_MESSAGE,
+        Reason.CERTIFICATE_EXPIRED,
+        Reason.CERTIFICATE_NOT_YET_VALID,
+        Reason.CERTIFICATE_REVOKED,
+        Reason.CLEAR_ACCOUNT_REFUSED,
+    }
+)
 
 
 class Outcome(StrEnum):
@@ -242,9 +253,15 @@ class Consumer:
         cut-over), so a delivery that waited in the buffer — behind a batch that waited out a
         database outage, say — is judged as it would have been opened now. The inbox keeps a
         message's row only as long as such a message is fresh (broker.pruning), so a replay must
-        be judged stale when it is claimed, not when it arrived (found by review). Refused as it
-        arrived, or not opened: opened now, whole.
+        be judged stale when it is claimed, not when it arrived (found by review).
+
+        Refused as it arrived: the refusal stands, unless it was for the moment (stale, a
+        certificate expired, not yet valid or revoked, the cut-over passed); then, as when it
+        was not opened, it is opened now, whole. No other check can pass later than it failed,
+        and a flood of bad signatures costs one check each, not two (found by review).
         """
+        if isinstance(ahead, Rejected) and ahead.reason not in MOMENT_REASONS:
+            raise ahead
         if not isinstance(ahead, Opened):
             return self._open(delivery)
         now = self.clock()

@@ -13,7 +13,7 @@ from typing import Any
 from uuid import uuid4
 
 from agents.issuer.app import on_issuance_request
-from broker import revocation
+from broker import outbox, revocation
 from broker.bundle import BUNDLE_TYPE, Item, pack
 from broker.consumer import Outcome
 from broker.context import Context
@@ -145,10 +145,14 @@ class Held:
     handled: list[int]
     go_on: asyncio.Event
 
-    async def arrived(self, settings: Settings, sealed: Any) -> None:
-        """Publish ``sealed`` and wait until it was opened on arrival, while the batch is held."""
+    async def arrived(self, settings: Settings, sealed: Any, body: bytes | None = None) -> None:
+        """Publish ``sealed`` (with another ``body``, if given) and wait until it was opened on
+        arrival, while the batch is held."""
         calls = self.clock.calls
-        await support.publish_sealed(settings, sealed)
+        routing_key = outbox.routing_key(sealed.envelope)
+        await support.publish(
+            settings, body or sealed.body, sealed.headers, routing_key, str(sealed.envelope.message_id)
+        )
         await support.eventually(_more_than(self.clock, calls))
 
 
@@ -211,3 +215,21 @@ async def test_a_delivery_whose_signer_is_revoked_while_it_waits_is_refused_when
         refused = await held.issuer.outcomes.wait_for(waiting.envelope.message_id)
     assert (refused.outcome, refused.reason) == (Outcome.DEAD_LETTERED, Reason.CERTIFICATE_REVOKED)
     assert 200 not in held.handled
+
+
+async def test_a_delivery_refused_on_arrival_for_what_no_moment_changes_is_not_opened_again(
+    settings: Settings, keys: Any
+) -> None:
+    """A forged signature fails whenever it is checked: the refusal made on arrival stands, and
+    the delivery is not verified a second time when its batch takes it (found by review: a
+    flood of bad signatures cost two checks each)."""
+    sealed = support.sealed_request(keys.load_identity("alice"), shares=300)
+    forged = sealed.body.replace(b'"shares":', b'"shares": ', 1)
+    async with held_issuer(settings, keys, []) as held:
+        await held.arrived(settings, sealed, body=forged)
+        opened = held.clock.calls
+        held.go_on.set()
+        refused = await held.issuer.outcomes.wait_for(sealed.envelope.message_id)
+    assert (refused.outcome, refused.reason) == (Outcome.DEAD_LETTERED, Reason.SIGNATURE_INVALID)
+    assert held.clock.calls == opened  # opened once, on arrival
+    assert 300 not in held.handled
