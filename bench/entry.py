@@ -94,6 +94,7 @@ class Offered:
     rate: float  # orders accepted a second, from the first sent to the last accepted
     waiting: int  # orders sent and not yet accepted when the offer ended
     drained: float  # seconds from the offer's end to the last acceptance
+    sent_rate: float  # orders sent a second: the offer, unless the bench's own publishing fell behind
 
 
 async def offered(entry: Entry, rate: int, seconds: int, progress: Progress) -> Offered:
@@ -119,7 +120,7 @@ async def offered(entry: Entry, rate: int, seconds: int, progress: Progress) -> 
     waiting = first + total - entry.client.received[ACCEPTED]
     await entry.accepted(first + total)
     done = time.perf_counter()
-    return Offered(total / (done - started), waiting, done - ended)
+    return Offered(total / (done - started), waiting, done - ended, total / (ended - started))
 
 
 async def burst(entry: Entry, count: int, *, one_hop: bool = False) -> float:
