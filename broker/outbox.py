@@ -1,9 +1,9 @@
 """The transactional outbox and its relay.
 
 ``store`` writes sealed messages in the caller's transaction; the insert's trigger (migration
-0075) sends a NOTIFY that PostgreSQL delivers only on commit. The relay LISTENs for it, publishes pending rows in
-sequence order with publisher confirms and mandatory routing, and marks a row published
-only after the broker confirmed it. A crash between the confirm and the mark publishes the
+0075) sends a NOTIFY that PostgreSQL delivers only on commit. The relay LISTENs for it,
+publishes pending rows in sequence order with publisher confirms and mandatory routing, and
+marks a row published only after the broker confirmed it. A crash between the confirm and the mark publishes the
 row again; receivers absorb the duplicate in their inbox, because the bytes are identical.
 An unroutable message is an error: the row is parked as failed, logged, and counted by
 ``kabuto status``; the rows after it still go, so one bad address cannot stall an agent.

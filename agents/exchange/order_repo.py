@@ -206,14 +206,10 @@ _INSERT_ORDER = f"""INSERT INTO orders ({_COLUMNS})
 # statement's overhead for each order: docs/performance.md, stop 24); the arrays in _INSERT_ORDER's
 # order of parameters.
 _INSERT_ORDERS = f"""INSERT INTO orders ({_COLUMNS})
-    SELECT acceptance_number, client_order_id, user_id, issue_code, side, order_type,
-        price, quantity, remaining, time_in_force, priority, status, settlement_account,
-        holder_name, holder_address, cert_id, certificate::jsonb, request_hash, cover_id, safekeeping_account,
-        payload_digest, cancel_reason, cover_unit
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[],
-                $8::bigint[], $9::bigint[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[],
-                $15::text[], $16::uuid[], $17::text[], $18::text[], $19::uuid[], $20::text[], $21::text[],
-                $22::text[], $23::numeric[]) AS r ({_COLUMNS})"""
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[],
+                         $8::bigint[], $9::bigint[], $10::text[], $11::bigint[], $12::text[], $13::text[],
+                         $14::text[], $15::text[], $16::uuid[], $17::jsonb[], $18::text[], $19::uuid[],
+                         $20::text[], $21::text[], $22::text[], $23::numeric[])"""
 # New order rows held back while a run of orders is decided (read_ahead.py), written together.
 _HELD: ContextVar[list[tuple[object, ...]] | None] = ContextVar("order_rows_held", default=None)
 
