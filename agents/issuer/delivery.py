@@ -76,11 +76,10 @@ async def on_reserve(request: SecuritiesReserve, ctx: Context) -> None:
         reason = DvpReason.LACK_OF_SECURITIES if refused.reason in _MISSING else DvpReason.SECURITIES_INVALID
         _refuse(ctx, request, reason, f"{refused.reason.value}: {refused.detail}", False)
         return
-    other = await reservations.reserved_elsewhere(ctx.connection, record.cert_id, request.instruction)
+    other = await reservations.reserve(ctx.connection, request, record, leg.exchange_id, leg.seller_order)
     if other is not None:
         _refuse(ctx, request, DvpReason.LACK_OF_SECURITIES, f"CertID is reserved for instruction {other}", True)
         return
-    await reservations.reserve(ctx.connection, request, record, leg.exchange_id, leg.seller_order)
     log.info("securities_reserved", instruction=request.instruction, cert_id=str(record.cert_id))
     ctx.emit(
         SecuritiesReserved(instruction=request.instruction, attempt=request.attempt, quantity=request.quantity), to=to
@@ -95,16 +94,19 @@ async def _reserve_rest(
     remainder = earlier.delivery.remainder if earlier.delivery else None
     cert_id = ElectronicStockCertificate.model_validate_json(remainder.content).cert_id if remainder else None
     record = await repo.record(ctx.connection, cert_id) if cert_id else None
+    covered = (
+        record is not None
+        and record.status == "valid"
+        and record.holder_user_id == request.deliverer
+        and record.shares >= request.quantity
+    )
     if (
         record is None
-        or record.status != "valid"
-        or record.holder_user_id != request.deliverer
-        or record.shares < request.quantity
-        or await reservations.reserved_elsewhere(ctx.connection, record.cert_id, request.instruction)
-    ):
+        or not covered
+        or await reservations.reserve(ctx.connection, request, record, leg.exchange_id, leg.seller_order) is not None
+    ):  # reserved for another instruction: nothing was written
         _refuse(ctx, request, DvpReason.LACK_OF_SECURITIES, "the seller's remainder no longer covers the rest", False)
         return
-    await reservations.reserve(ctx.connection, request, record, leg.exchange_id, leg.seller_order)
     log.info("securities_reserved", instruction=request.instruction, cert_id=str(record.cert_id), rest=True)
     assert ctx.sender is not None
     ctx.emit(
@@ -127,17 +129,16 @@ def _refuse(ctx: Context, request: SecuritiesReserve, reason: DvpReason, detail:
 async def on_commit(request: SecuritiesCommit, ctx: Context) -> None:
     """The name transfer; a repeated commit gets the same answer, never a second transfer."""
     assert ctx.sender is not None
-    found = await reservations.reservation(ctx.connection, request.instruction)
-    if found is None or found.status == "released":
+    held = await reservations.reservation_with_record(ctx.connection, request.instruction)
+    if held is None or held[0].status == "released":
         # Settlement commits only what was reserved; this is a protocol breach, not a business refusal.
         raise RuntimeError(f"commit of instruction {request.instruction} that holds no reservation")
+    found, record = held  # the record was checked and locked at reserve
     delivery = found.delivery
     if found.status == "reserved":
         leg = found.request.leg
         assert isinstance(leg, CertificateLeg)
         transfer = transfer_request(found.request, leg)
-        record = await repo.record(ctx.connection, found.cert_id)  # checked and locked at reserve
-        assert record is not None
         done = await transfers.apply_transfer(transfer, ctx, record, leg.exchange_id)
         delivery = CertificateDelivery(
             name_transfer_number=done.name_transfer_number,

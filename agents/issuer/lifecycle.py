@@ -64,13 +64,9 @@ async def on_off_exchange_transfer(request: OffExchangeTransferRequest, ctx: Con
         commit_remainder=None,
     )
     await repo.retire(ctx.connection, record.cert_id)
-    await repo.insert_record(ctx.connection, change.buyer)
     ntn = await repo.record_transfer(
         ctx.connection,
-        issue_code=record.issue_code,
-        cert_id=change.buyer.cert_id,
-        shares=record.shares,
-        buyer_user_id=request.user_id,
+        buyer=change.buyer,
         seller_user_id=record.holder_user_id,
         old_cert_id=record.cert_id,
         remainder_cert_id=None,

@@ -111,15 +111,20 @@ class TransferDraw:
     register_version: int
 
 
-async def draw_for_transfer(connection: asyncpg.Connection, issue_code: str) -> TransferDraw | None:
-    """A name transfer's certificate number (for the buyer's or the remainder's certificate) and
-    register version, drawn with the offering they are of, in one round trip (None: no offering)."""
+async def draw_for_transfer(connection: asyncpg.Connection, old: RegisterRecord) -> TransferDraw | None:
+    """S114 and the transfer's numbers: ``old`` retired (the row stays as history), and the
+    certificate number (for the buyer's or the remainder's certificate) and register version
+    drawn with the offering they are of, in one round trip (None: no offering). The retirement
+    comes first, in its own statement, so that a record inserted afterwards may carry the old
+    certificate number (one valid CertID per number, R-001-09)."""
     row = await connection.fetchrow(
-        """UPDATE offerings
+        """WITH retired AS (UPDATE register SET status = 'retired', retired_at = now() WHERE cert_id = $2)
+           UPDATE offerings
            SET next_certificate_number = next_certificate_number + 1, register_version = register_version + 1
            WHERE issue_code = $1
            RETURNING *, next_certificate_number - 1 AS sequence""",
-        issue_code,
+        old.issue_code,
+        old.cert_id,
     )
     return TransferDraw(_offering(row), row["sequence"], row["register_version"]) if row else None
 
@@ -150,13 +155,16 @@ async def register(
     )
 
 
-async def insert_record(connection: asyncpg.Connection, record: RegisterRecord) -> None:
-    await connection.execute(
-        """INSERT INTO register (cert_id, issue_code, certificate_number, holder_user_id,
-               holder_name, holder_address, shares, share_class, acquired_on,
-               issuance_conditions, dividend_method, dividend_account, status,
-               committed_order, committed_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15)""",
+_RECORD_COLUMNS = """cert_id, issue_code, certificate_number, holder_user_id, holder_name, holder_address,
+                     shares, share_class, acquired_on, issuance_conditions, dividend_method,
+                     dividend_account, status, committed_order, committed_by"""
+_RECORD_NAMES = tuple(name.strip() for name in _RECORD_COLUMNS.split(","))
+# The values of a record in the order of _RECORD_COLUMNS, as parameters $1..$15 of an insert.
+_RECORD_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15"
+
+
+def _record_values(record: RegisterRecord) -> tuple[object, ...]:
+    return (
         record.cert_id,
         record.issue_code,
         record.certificate_number,
@@ -175,21 +183,30 @@ async def insert_record(connection: asyncpg.Connection, record: RegisterRecord) 
     )
 
 
-async def record(connection: asyncpg.Connection, cert_id: UUID) -> RegisterRecord | None:
-    """A register row, locked until the transaction ends."""
-    row = await connection.fetchrow(
-        """SELECT cert_id, issue_code, certificate_number, holder_user_id, holder_name, holder_address,
-                  shares, share_class, acquired_on, issuance_conditions, dividend_method,
-                  dividend_account, status, committed_order, committed_by
-           FROM register WHERE cert_id = $1 FOR UPDATE""",
-        cert_id,
-    )
-    if row is None:
-        return None
-    values = dict(row)
+def record_columns(alias: str) -> str:
+    """The register's columns of table alias ``alias``, each named ``<alias>_<column>``: for a
+    read that joins the register to another table whose column names it shares."""
+    return ", ".join(f"{alias}.{name} AS {alias}_{name}" for name in _RECORD_NAMES)
+
+
+def record_of(row: asyncpg.Record, alias: str | None = None) -> RegisterRecord:
+    """A register record from a row of ``_RECORD_COLUMNS`` (or of ``record_columns(alias)``)."""
+    values = {name: row[f"{alias}_{name}" if alias else name] for name in _RECORD_NAMES}
     values["share_class"] = ShareClass(values["share_class"])
     values["issuance_conditions"] = json.loads(values["issuance_conditions"])
     return RegisterRecord(**values)
+
+
+async def insert_record(connection: asyncpg.Connection, record: RegisterRecord) -> None:
+    await connection.execute(
+        f"INSERT INTO register ({_RECORD_COLUMNS}) VALUES ({_RECORD_VALUES})", *_record_values(record)
+    )
+
+
+async def record(connection: asyncpg.Connection, cert_id: UUID) -> RegisterRecord | None:
+    """A register row, locked until the transaction ends."""
+    row = await connection.fetchrow(f"SELECT {_RECORD_COLUMNS} FROM register WHERE cert_id = $1 FOR UPDATE", cert_id)
+    return record_of(row) if row else None
 
 
 async def retire(connection: asyncpg.Connection, cert_id: UUID) -> None:
@@ -222,25 +239,24 @@ async def offering(connection: asyncpg.Connection, issue_code: str) -> Offering 
 async def record_transfer(
     connection: asyncpg.Connection,
     *,
-    issue_code: str,
-    cert_id: UUID,
-    shares: int,
-    buyer_user_id: str,
+    buyer: RegisterRecord,
     seller_user_id: str,
     old_cert_id: UUID,
     remainder_cert_id: UUID | None,
     matching_number: int | None,
 ) -> int:
-    """S117–S118: a name-transfer number and a record in the history list 17."""
+    """S115–S118: the transferee registered under its new CertID, a name-transfer number, and a
+    record in the history list 17, in one round trip. The old CertID must be retired already."""
     ntn: int = await connection.fetchval(
-        """INSERT INTO name_transfers (name_transfer_number, issue_code, cert_id, shares, buyer_user_id,
-               seller_user_id, old_cert_id, remainder_cert_id, matching_number, kind)
-           VALUES (nextval('name_transfer_numbers'), $1, $2, $3, $4, $5, $6, $7, $8, $9)
-           RETURNING name_transfer_number""",
-        issue_code,
-        cert_id,
-        shares,
-        buyer_user_id,
+        f"""WITH buyer AS (INSERT INTO register ({_RECORD_COLUMNS}) VALUES ({_RECORD_VALUES})
+                           RETURNING issue_code, cert_id, shares, holder_user_id)
+            INSERT INTO name_transfers (name_transfer_number, issue_code, cert_id, shares, buyer_user_id,
+                seller_user_id, old_cert_id, remainder_cert_id, matching_number, kind)
+            SELECT nextval('name_transfer_numbers'), issue_code, cert_id, shares, holder_user_id,
+                   $16, $17, $18, $19, $20
+            FROM buyer
+            RETURNING name_transfer_number""",
+        *_record_values(buyer),
         seller_user_id,
         old_cert_id,
         remainder_cert_id,
@@ -258,29 +274,50 @@ class TransferRecord:
     seller_user_id: str
 
 
-async def transfer_record(connection: asyncpg.Connection, ntn: int) -> TransferRecord | None:
-    """S145: the history list 17 searched by name-transfer number."""
+@dataclass(frozen=True, slots=True)
+class Transferred:
+    """A name transfer with the register record of the CertID it created (locked) and the
+    certificate issued for that CertID, if one was."""
+
+    transfer: TransferRecord
+    record: RegisterRecord
+    signed: SignedCertificate | None
+
+
+async def transferred(connection: asyncpg.Connection, ntn: int) -> Transferred | None:
+    """S145: the history list 17 searched by name-transfer number, in one round trip with the
+    transferee's register record (locked until the transaction ends) and its certificate."""
     row = await connection.fetchrow(
-        """SELECT name_transfer_number, cert_id, buyer_user_id, seller_user_id
-           FROM name_transfers WHERE name_transfer_number = $1""",
+        f"""SELECT n.name_transfer_number, n.cert_id, n.buyer_user_id, n.seller_user_id, {record_columns("r")},
+                   c.content, c.signature, c.signer_certificate
+            FROM name_transfers n
+            JOIN register r ON r.cert_id = n.cert_id
+            LEFT JOIN issued_certificates c ON c.cert_id = n.cert_id
+            WHERE n.name_transfer_number = $1
+            FOR UPDATE OF r""",
         ntn,
     )
-    return TransferRecord(**dict(row)) if row else None
+    if row is None:
+        return None
+    transfer = TransferRecord(row["name_transfer_number"], row["cert_id"], row["buyer_user_id"], row["seller_user_id"])
+    return Transferred(transfer, record_of(row, "r"), _signed(row))
 
 
 async def complete_holder(
     connection: asyncpg.Connection, cert_id: UUID, name: str, address: str, method: str, account: str
-) -> None:
-    """S148: what the transferee adds to its register record, such as the dividend method."""
-    await connection.execute(
-        """UPDATE register SET holder_name = $2, holder_address = $3, dividend_method = $4,
-               dividend_account = $5 WHERE cert_id = $1""",
+) -> RegisterRecord:
+    """S148: what the transferee adds to its register record, such as the dividend method; the
+    record as it is then."""
+    row = await connection.fetchrow(
+        f"""UPDATE register SET holder_name = $2, holder_address = $3, dividend_method = $4,
+                dividend_account = $5 WHERE cert_id = $1 RETURNING {_RECORD_COLUMNS}""",
         cert_id,
         name,
         address,
         method,
         account,
     )
+    return record_of(row)
 
 
 async def release(connection: asyncpg.Connection, exchange: str, sell_order: int, seller: str) -> int:
@@ -307,12 +344,8 @@ async def record_signed(connection: asyncpg.Connection, cert_id: UUID, signed: S
     )
 
 
-async def signed(connection: asyncpg.Connection, cert_id: UUID) -> SignedCertificate | None:
-    """A certificate already issued for this CertID, byte for byte."""
-    row = await connection.fetchrow(
-        "SELECT content, signature, signer_certificate FROM issued_certificates WHERE cert_id = $1", cert_id
-    )
-    if row is None or row["signer_certificate"] is None:
+def _signed(row: asyncpg.Record) -> SignedCertificate | None:
+    if row["signer_certificate"] is None:
         return None
     return SignedCertificate(
         content=row["content"],

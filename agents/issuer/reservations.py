@@ -7,6 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
+from agents.issuer import repo
 from agents.issuer.register import RegisterRecord
 from schemas.dvp import CertificateDelivery, SecuritiesReserve
 
@@ -23,8 +24,22 @@ class Reservation:
 
 async def reservation(connection: asyncpg.Connection, instruction: int) -> Reservation | None:
     row = await connection.fetchrow("SELECT * FROM reservations WHERE instruction = $1 FOR UPDATE", instruction)
-    if row is None:
-        return None
+    return _reservation(row) if row else None
+
+
+async def reservation_with_record(
+    connection: asyncpg.Connection, instruction: int
+) -> tuple[Reservation, RegisterRecord] | None:
+    """The reservation and the register record of its CertID, both locked, in one round trip."""
+    row = await connection.fetchrow(
+        f"""SELECT v.*, {repo.record_columns("r")} FROM reservations v JOIN register r ON r.cert_id = v.cert_id
+            WHERE v.instruction = $1 FOR UPDATE OF v, r""",
+        instruction,
+    )
+    return (_reservation(row), repo.record_of(row, "r")) if row else None
+
+
+def _reservation(row: asyncpg.Record) -> Reservation:
     return Reservation(
         row["instruction"],
         row["attempt"],
@@ -35,25 +50,28 @@ async def reservation(connection: asyncpg.Connection, instruction: int) -> Reser
     )
 
 
-async def reserved_elsewhere(connection: asyncpg.Connection, cert_id: UUID, instruction: int) -> int | None:
-    found: int | None = await connection.fetchval(
-        "SELECT instruction FROM reservations WHERE cert_id = $1 AND status = 'reserved' AND instruction <> $2",
-        cert_id,
-        instruction,
-    )
-    return found
-
-
 async def reserve(
     connection: asyncpg.Connection, request: SecuritiesReserve, record: RegisterRecord, exchange: str, order: int
-) -> None:
-    """Record the reservation and commit the CertID to the sell order, remembering what it was before."""
-    await connection.execute(
-        """INSERT INTO reservations (instruction, attempt, cert_id, shares, request, previous_order, previous_by,
-               status)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, 'reserved')
-           ON CONFLICT (instruction) DO UPDATE SET attempt = $2, cert_id = $3, shares = $4, request = $5,
-               previous_order = $6, previous_by = $7, status = 'reserved', reserved_at = now(), ended_at = NULL""",
+) -> int | None:
+    """Record the reservation and commit the CertID to the sell order, remembering what it was
+    before, in one round trip — unless another instruction holds the CertID reserved: then
+    nothing is written and that instruction's number is returned. ``record`` must be locked."""
+    other: int | None = await connection.fetchval(
+        """WITH other AS (
+               SELECT instruction FROM reservations
+               WHERE cert_id = $3 AND status = 'reserved' AND instruction <> $1 LIMIT 1),
+           kept AS (
+               UPDATE register SET committed_by = $8, committed_order = $9
+               WHERE cert_id = $3 AND NOT EXISTS (SELECT FROM other)),
+           saved AS (
+               INSERT INTO reservations (instruction, attempt, cert_id, shares, request, previous_order,
+                   previous_by, status)
+               SELECT $1::bigint, $2::bigint, $3::uuid, $4::bigint, $5::jsonb, $6::bigint, $7::text, 'reserved'
+               WHERE NOT EXISTS (SELECT FROM other)
+               ON CONFLICT (instruction) DO UPDATE SET attempt = $2, cert_id = $3, shares = $4, request = $5,
+                   previous_order = $6, previous_by = $7, status = 'reserved', reserved_at = now(),
+                   ended_at = NULL)
+           SELECT instruction FROM other""",
         request.instruction,
         request.attempt,
         record.cert_id,
@@ -61,13 +79,10 @@ async def reserve(
         request.model_dump_json(),
         record.committed_order,
         record.committed_by,
-    )
-    await connection.execute(
-        "UPDATE register SET committed_by = $2, committed_order = $3 WHERE cert_id = $1",
-        record.cert_id,
         exchange,
         order,
     )
+    return other
 
 
 async def committed(connection: asyncpg.Connection, instruction: int, delivery: CertificateDelivery) -> None:

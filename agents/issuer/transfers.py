@@ -103,7 +103,7 @@ async def apply_transfer(request: NameTransferRequest, ctx: Context, old: Regist
     """S114–S118: retire the old CertID, register the buyer (and the remainder), record the history;
     the seller's remainder certificate is pushed to the seller at once."""
     conn = ctx.connection
-    drawn = await repo.draw_for_transfer(conn, old.issue_code)
+    drawn = await repo.draw_for_transfer(conn, old)  # retires the old CertID
     assert drawn is not None
     offering = drawn.offering
     number = domain.certificate_number(old.issue_code, drawn.certificate_sequence)
@@ -119,15 +119,10 @@ async def apply_transfer(request: NameTransferRequest, ctx: Context, old: Regist
         today=ctx.now.date(),
         commit_remainder=(exchange, request.seller_order) if request.seller_order_open else None,
     )
-    await repo.retire(conn, old.cert_id)
-    await repo.insert_record(conn, change.buyer)
     remainder = await _register_remainder(ctx, offering, change.remainder)
     ntn = await repo.record_transfer(
         conn,
-        issue_code=old.issue_code,
-        cert_id=change.buyer.cert_id,
-        shares=request.shares,
-        buyer_user_id=request.buyer_user_id,
+        buyer=change.buyer,
         seller_user_id=request.seller_user_id,
         old_cert_id=old.cert_id,
         remainder_cert_id=change.remainder.cert_id if change.remainder else None,
@@ -173,14 +168,12 @@ async def on_request_after_transfer(request: CertificateRequestAfterTransfer, ct
     """S141–S150 (R-001-44..46): the transferee's certificate, by name-transfer number."""
     assert ctx.sender is not None and ctx.message_id is not None
     conn = ctx.connection
-    found = await repo.transfer_record(conn, request.name_transfer_number)
-    record = await repo.record(conn, found.cert_id) if found else None
+    found = await repo.transferred(conn, request.name_transfer_number)
     if (
         found is None
-        or found.buyer_user_id != ctx.sender.user_id  # S146
-        or record is None
-        or record.status != "valid"  # reissued or transferred on since: that CertID is dead
-        or record.holder_user_id != ctx.sender.user_id
+        or found.transfer.buyer_user_id != ctx.sender.user_id  # S146
+        or found.record.status != "valid"  # reissued or transferred on since: that CertID is dead
+        or found.record.holder_user_id != ctx.sender.user_id
     ):
         ctx.emit(
             CertificateIssuanceRefused(
@@ -192,19 +185,17 @@ async def on_request_after_transfer(request: CertificateRequestAfterTransfer, ct
             to=ctx.sender.user_id,
         )
         return
-    signed = await repo.signed(conn, found.cert_id)
+    signed = found.signed
     if signed is None:  # first request: complete the record (S148) and issue
         delivery = request.dividend_delivery
-        await repo.complete_holder(
+        record = await repo.complete_holder(
             conn,
-            found.cert_id,
+            found.record.cert_id,
             request.holder_name,
             request.holder_address,
             delivery.method.value,
             delivery.account,
         )
-        record = await repo.record(conn, found.cert_id)
-        assert record is not None
         offering = await repo.offering(conn, record.issue_code)
         assert offering is not None
         signed = await issue_certificate(ctx, offering, record)
