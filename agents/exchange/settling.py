@@ -131,15 +131,20 @@ async def _settled(ctx: Context, match: order_repo.Match, delivery: CertificateD
             to=record.order.user_id,
         )
     log.info("trade_completed", matching_number=match.matching_number, ntn=delivery.name_transfer_number)
-    await _go_on(ctx, match)
+    await _go_on(ctx, match, records)
 
 
-async def _go_on(ctx: Context, match: order_repo.Match) -> None:
-    """After a trade ended: the sell order's next execution, then what its end frees, each read once."""
+async def _go_on(
+    ctx: Context, match: order_repo.Match, records: dict[int, order_repo.OrderRecord] | None = None
+) -> None:
+    """After a trade ended: the sell order's next execution, then what its end frees, each read once.
+    ``records``: the trade's two orders, if the caller read them already (instructing the next
+    execution writes only its match)."""
     conn = ctx.connection
     unfinished = await order_repo.unfinished_matches(conn, match.sell_order)
     await instruct_next(ctx, match.sell_order, unfinished)  # changes the status of one of them, not the set
-    records = await order_repo.orders(conn, (match.sell_order, match.buy_order))
+    if records is None:
+        records = await order_repo.orders(conn, (match.sell_order, match.buy_order))
     trading.release_when_done(ctx, records.get(match.sell_order), unfinished)
     await release_cover_when_done(ctx, records.get(match.buy_order))
 

@@ -120,14 +120,19 @@ async def orders(connection: asyncpg.Connection, user_id: str) -> list[OrderReco
     return [OrderRecord(**dict(r)) for r in rows]
 
 
-async def update_order(connection: asyncpg.Connection, user_id: str, client_order_id: str, **changes: Any) -> None:
+async def update_order(
+    connection: asyncpg.Connection, user_id: str, client_order_id: str, **changes: Any
+) -> OrderRecord | None:
+    """Change the user's order; the order as it is then (None: there is no such order)."""
     columns = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=3))
-    await connection.execute(
-        f"UPDATE orders SET {columns}, updated_at = now() WHERE user_id = $1 AND client_order_id = $2",
+    row = await connection.fetchrow(
+        f"""UPDATE orders SET {columns}, updated_at = now() WHERE user_id = $1 AND client_order_id = $2
+            RETURNING {_COLUMNS}""",
         user_id,
         client_order_id,
         *changes.values(),
     )
+    return OrderRecord(**dict(row)) if row else None
 
 
 # ``{quantity}`` more (or, reversed, fewer) of the user's order filled, and its status with it.
@@ -193,6 +198,24 @@ async def execution_status(
         status,
         ntn,
     )
+
+
+async def execution_completed(
+    connection: asyncpg.Connection, user_id: str, client_order_id: str, matching_number: int, ntn: int | None
+) -> OrderRecord | None:
+    """The user's execution completed (with its name-transfer number), and the order it filled,
+    locked, in one round trip (None: the user has no such order)."""
+    row = await connection.fetchrow(
+        f"""WITH completed AS (
+                UPDATE executions SET status = 'completed', name_transfer_number = coalesce($4, name_transfer_number)
+                WHERE matching_number = $3 AND user_id = $1)
+            SELECT {_COLUMNS} FROM orders WHERE user_id = $1 AND client_order_id = $2 FOR UPDATE""",
+        user_id,
+        client_order_id,
+        matching_number,
+        ntn,
+    )
+    return OrderRecord(**dict(row)) if row else None
 
 
 async def executions(connection: asyncpg.Connection, user_id: str) -> list[dict[str, Any]]:

@@ -204,17 +204,16 @@ async def _order(ctx: Context, client_order_id: str) -> order_repo.OrderRecord:
 
 
 async def on_accepted(answer: OrderAccepted, ctx: Context) -> None:
-    """R-001-27: verify the echoed hash of our request and keep the acceptance number."""
-    record = await _order(ctx, answer.client_order_id)
+    """R-001-27: verify the echoed hash of our request and keep the acceptance number. Kept and
+    checked in one round trip: a refusal rolls the change back with the delivery."""
+    user = ctx.identity.user_id
+    record = await order_repo.update_order(
+        ctx.connection, user, answer.client_order_id, acceptance_number=answer.acceptance_number, status="accepted"
+    )
+    if record is None:
+        raise SecurityRejected(Reason.UNSOLICITED, f"no order {answer.client_order_id} of {user}")
     if answer.request_hash != record.request_hash:
         raise SecurityRejected(Reason.SIGNATURE_INVALID, "order acceptance echoes another request (R-001-07)")
-    await order_repo.update_order(
-        ctx.connection,
-        record.user_id,
-        record.client_order_id,
-        acceptance_number=answer.acceptance_number,
-        status="accepted",
-    )
     if record.replaces is not None:  # the replacement takes over: one live order, one commitment
         await order_repo.replaced(ctx.connection, record.user_id, record.replaces, record.client_order_id)
 
@@ -273,11 +272,12 @@ async def on_cancelled(notice: OrderCancelled, ctx: Context) -> None:
 
 async def on_trade_completed(notice: TradeCompleted, ctx: Context) -> None:
     """R-001-40; a buyer then asks the issuer for its certificate by NTN (message 39)."""
-    record = await _order(ctx, notice.client_order_id)
-    conn = ctx.connection
-    await order_repo.execution_status(
-        conn, notice.matching_number, record.user_id, "completed", notice.name_transfer_number
+    conn, user = ctx.connection, ctx.identity.user_id
+    record = await order_repo.execution_completed(
+        conn, user, notice.client_order_id, notice.matching_number, notice.name_transfer_number
     )
+    if record is None:  # the change is rolled back with the delivery
+        raise SecurityRejected(Reason.UNSOLICITED, f"no order {notice.client_order_id} of {user}")
     if notice.name_transfer_number is None:  # a book-entry trade: the shares moved at custody
         log.info("book_entry_trade_completed", matching_number=notice.matching_number, side=notice.side.value)
         return

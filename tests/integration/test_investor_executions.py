@@ -12,7 +12,7 @@ from broker.envelope import seal
 from broker.errors import Reason
 from broker.pki import KeyStore
 from broker.settings import Settings
-from schemas.trading import OrderExecuted, Side
+from schemas.trading import OrderAccepted, OrderExecuted, Side, TradeCompleted
 from tests import support
 from tests.integration import refusal_kit
 from tests.integration.test_trading_paths import buy
@@ -63,3 +63,54 @@ async def test_each_execution_fills_the_order_once(settings: Settings, keys: Key
             {"matching_number": 11, "quantity": 200, "status": "executed"},
             {"matching_number": 12, "quantity": 300, "status": "executed"},
         ]
+
+
+async def test_an_acceptance_echoing_another_request_is_refused_and_keeps_nothing(
+    settings: Settings, keys: KeyStore
+) -> None:
+    """The acceptance number is written and the echo checked in one statement (issue 8): the
+    refusal must roll the write back."""
+    async with support.agents(settings, "investor") as rt:
+        investor = rt["investor"]
+        await investor.command("bob", place_order(buy("b1", 500)))
+        answer = OrderAccepted(client_order_id="b1", acceptance_number=77, request_hash="0" * 64)
+        sealed = seal(keys.load_identity("exchange"), answer, recipient="bob", now=datetime.now(UTC))
+        await refusal_kit.expect_dead_letter(
+            settings, investor, sealed.body, sealed.headers, Reason.SIGNATURE_INVALID, routing_key="bob"
+        )
+        order = await support.rows(
+            investor, "SELECT acceptance_number, status FROM orders WHERE client_order_id = 'b1'"
+        )
+        assert order == [{"acceptance_number": None, "status": "sent"}]
+
+
+async def test_a_completion_of_an_order_never_placed_is_refused_and_changes_nothing(
+    settings: Settings, keys: KeyStore
+) -> None:
+    """The execution is marked completed and its order read in one statement (issue 8): a
+    completion naming an order the user never placed is refused, and the execution it names
+    stays as it was."""
+    async with support.agents(settings, "investor") as rt:
+        investor = rt["investor"]
+        await investor.command("bob", place_order(buy("b1", 500)))
+        exchange = keys.load_identity("exchange")
+        fill = seal(exchange, executed("b1", 11, 500, 0), recipient="bob", now=datetime.now(UTC))
+        await support.publish_sealed(settings, fill, routing_key="bob")
+        await investor.outcomes.wait_for(fill.envelope.message_id)
+        completed = TradeCompleted(
+            matching_number=11,
+            name_transfer_number=5,
+            client_order_id="nobody-1",
+            acceptance_number=1,
+            side=Side.BUY,
+            issue_code="KBT1",
+            price=Decimal(1000),
+            quantity=500,
+            amount=Decimal(500_000),
+        )
+        sealed = seal(exchange, completed, recipient="bob", now=datetime.now(UTC))
+        await refusal_kit.expect_dead_letter(
+            settings, investor, sealed.body, sealed.headers, Reason.UNSOLICITED, routing_key="bob"
+        )
+        kept = await support.rows(investor, "SELECT status, name_transfer_number FROM executions")
+        assert kept == [{"status": "executed", "name_transfer_number": None}]
