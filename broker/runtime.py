@@ -1,8 +1,8 @@
 """The agent runtime: one lifespan that owns every resource an agent uses.
 
 ``AgentRuntime`` opens the agent's database pool and broker session, declares its
-topology and checks it is ready, then runs the consumer, the outbox relay, the inbox
-pruner, the heartbeat writer and the agent's background tasks until asked to stop. Each
+topology and checks it is ready, then runs the consumer, the outbox relay, the inbox and
+outbox pruner, the heartbeat writer and the agent's background tasks until asked to stop. Each
 runs under ``broker.supervision.supervise``: an outage of the broker or the database
 interrupts a task, which waits and resumes on a new session by itself; any other failure
 ends the agent with ``AgentFailed`` so that the process exits non-zero and is restarted.
@@ -50,7 +50,7 @@ log = logs.get("kabuto.runtime")
 T = TypeVar("T")
 Background = Callable[["AgentRuntime"], Coroutine[Any, Any, None]]
 # Tasks that mark themselves running once connected; the others (scheduled jobs) run from each start.
-REPORT_THEMSELVES = frozenset({"consumer", "relay", "inbox-pruner"})
+REPORT_THEMSELVES = frozenset({"consumer", "relay", "pruner"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,12 +225,13 @@ class AgentRuntime:
     def _tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         settings = self.settings
         freshness = self.consumer.freshness
-        prune_beat = self.heartbeats.beat("inbox-pruner")
+        prune_beat = self.heartbeats.beat("pruner")
+        retention = settings.outbox_retention
         return [
             ("heartbeat", lambda: self.heartbeats.run(self.pool, settings.heartbeat_interval)),
             ("relay", self._relay_session),
             ("parked-retry", self._parked_retry_session),
-            ("inbox-pruner", lambda: run_pruner(self.pool, freshness, settings.inbox_prune_interval, prune_beat)),
+            ("pruner", lambda: run_pruner(self.pool, freshness, retention, settings.inbox_prune_interval, prune_beat)),
             *((job.__name__, functools.partial(job, self)) for job in self.definition.background),
             ("consumer", self._consumer_session),
         ]

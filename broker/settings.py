@@ -60,7 +60,11 @@ class Settings:
     settlement_recycle_days: int = 2
     # A task with pending work and no progress for this long, or no heartbeat, is unhealthy.
     stall_after: timedelta = timedelta(seconds=60)
+    # Between two passes of the pruner (broker/pruning.py), which prunes the outbox too.
     inbox_prune_interval: timedelta = timedelta(hours=1)
+    # How long a published outbox row is kept after its publication; at least the inbox horizon
+    # (``outbox_retention_floor``).
+    outbox_retention: timedelta = timedelta(days=7)
     # How often a running agent retries its parked (unroutable) outbox rows.
     parked_retry_interval: timedelta = timedelta(seconds=30)
 
@@ -86,6 +90,17 @@ class Settings:
     def heartbeat_interval(self) -> timedelta:
         """How often a running agent writes its tasks' heartbeats: well within ``stall_after``."""
         return min(self.stall_after / 4, timedelta(seconds=5))
+
+    @property
+    def outbox_retention_floor(self) -> timedelta:
+        """The shortest ``outbox_retention`` allowed: the inbox horizon (``broker.pruning.inbox_horizon``).
+
+        Until then a message can still be received — delivered late, retried, redelivered — and
+        answered, and a command may still be waiting for that answer (``broker.awaiting`` reads the
+        row to tell published from still pending). After it every receiver refuses the message as
+        stale and has forgotten its id, so the sender's copy is no longer part of any exchange.
+        """
+        return self.max_message_age + 2 * self.max_clock_skew
 
     @property
     def max_attempts(self) -> int:
@@ -174,6 +189,20 @@ def _moment(env: Mapping[str, str], name: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _retention(env: Mapping[str, str], default: timedelta, floor: timedelta) -> timedelta:
+    """``KABUTO_OUTBOX_RETENTION``, refused below ``floor`` (``Settings.outbox_retention_floor``)."""
+    retention = _seconds(env, "KABUTO_OUTBOX_RETENTION", default)
+    if retention < floor:
+        raw = env.get("KABUTO_OUTBOX_RETENTION")
+        given = repr(raw) if raw is not None else f"the default, {retention.total_seconds():g}"
+        raise SettingsError(
+            f"KABUTO_OUTBOX_RETENTION must be at least the inbox horizon, KABUTO_MAX_MESSAGE_AGE + "
+            f"2 × KABUTO_MAX_CLOCK_SKEW = {floor.total_seconds():g} seconds, got {given}: a published "
+            "message is kept as long as it can still be delivered and answered"
+        )
+    return retention
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read the ``KABUTO_*`` variables once; unknown values fail loudly here, not later."""
     env = os.environ if env is None else env
@@ -184,7 +213,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     event_loop = env.get("KABUTO_EVENT_LOOP", defaults.event_loop)
     if event_loop not in EVENT_LOOPS:
         raise SettingsError(f"KABUTO_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}, got {event_loop!r}")
-    return Settings(
+    settings = Settings(
         amqp_url=env.get("KABUTO_AMQP_URL", defaults.amqp_url),
         database_url=env.get("KABUTO_DATABASE_URL", defaults.database_url),
         key_dir=Path(env.get("KABUTO_KEY_DIR", str(defaults.key_dir))),
@@ -218,3 +247,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         rabbitmqctl=tuple(shlex.split(env.get("KABUTO_RABBITMQCTL", ""))) or defaults.rabbitmqctl,
         event_loop=cast(EventLoop, event_loop),
     )
+    # Read last: its floor is made of two of the settings above.
+    retention = _retention(env, defaults.outbox_retention, settings.outbox_retention_floor)
+    return settings.with_(outbox_retention=retention)

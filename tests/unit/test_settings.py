@@ -11,6 +11,8 @@ import pytest
 
 import broker.settings
 from broker import event_loop
+from broker.envelope import Freshness
+from broker.pruning import inbox_horizon
 from broker.settings import Settings, SettingsError, load
 
 ENV = {
@@ -33,6 +35,7 @@ ENV = {
     "KABUTO_CERTID_LIST_INTERVAL": "90",
     "KABUTO_STALL_AFTER": "20",
     "KABUTO_INBOX_PRUNE_INTERVAL": "300",
+    "KABUTO_OUTBOX_RETENTION": "172800",
     "KABUTO_PARKED_RETRY_INTERVAL": "12",
     "KABUTO_SETTLEMENT_RECYCLE_INTERVAL": "15",
     "KABUTO_SETTLEMENT_RECYCLE_DAYS": "4",
@@ -74,6 +77,7 @@ def test_every_variable_is_read() -> None:
         certid_list_interval=timedelta(seconds=90),
         stall_after=timedelta(seconds=20),
         inbox_prune_interval=timedelta(seconds=300),
+        outbox_retention=timedelta(days=2),
         parked_retry_interval=timedelta(seconds=12),
         settlement_recycle_interval=timedelta(seconds=15),
         settlement_recycle_days=4,
@@ -109,6 +113,10 @@ def test_heartbeats_are_written_well_within_the_stall_window() -> None:
         ("KABUTO_PREFETCH", "-1"),
         ("KABUTO_STALL_AFTER", "0"),
         ("KABUTO_INBOX_PRUNE_INTERVAL", "soon"),
+        ("KABUTO_OUTBOX_RETENTION", "a week"),
+        ("KABUTO_OUTBOX_RETENTION", "0"),
+        ("KABUTO_OUTBOX_RETENTION", "-604800"),
+        ("KABUTO_OUTBOX_RETENTION", "86459"),  # a second short of the default inbox horizon
         ("KABUTO_CLEAR_ACCOUNTS_UNTIL", "next spring"),
         ("KABUTO_EVENT_LOOP", "trio"),
         ("KABUTO_OUTBOX_BUNDLE", "0"),
@@ -118,6 +126,26 @@ def test_heartbeats_are_written_well_within_the_stall_window() -> None:
 def test_a_bad_value_is_refused_naming_its_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load({name: value})
+
+
+def test_the_outbox_retention_may_not_be_shorter_than_the_inbox_horizon() -> None:
+    freshness = {"KABUTO_MAX_MESSAGE_AGE": "3600", "KABUTO_MAX_CLOCK_SKEW": "30"}
+    horizon = inbox_horizon(Freshness(timedelta(seconds=3600), timedelta(seconds=30)))
+    assert horizon == timedelta(seconds=3660) == load(freshness).outbox_retention_floor
+    assert load({**freshness, "KABUTO_OUTBOX_RETENTION": "3660"}).outbox_retention == horizon
+    expected = (
+        "KABUTO_OUTBOX_RETENTION must be at least the inbox horizon, "
+        "KABUTO_MAX_MESSAGE_AGE + 2 × KABUTO_MAX_CLOCK_SKEW = 3660 seconds, got '3659'"
+    )
+    with pytest.raises(SettingsError, match=re.escape(expected)):
+        load({**freshness, "KABUTO_OUTBOX_RETENTION": "3659"})
+
+
+def test_a_freshness_window_longer_than_the_default_retention_asks_for_a_longer_retention() -> None:
+    eight_days = {"KABUTO_MAX_MESSAGE_AGE": str(8 * 86_400)}
+    with pytest.raises(SettingsError, match=r"KABUTO_OUTBOX_RETENTION .* got the default, 604800"):
+        load(eight_days)
+    assert load({**eight_days, "KABUTO_OUTBOX_RETENTION": str(9 * 86_400)}).outbox_retention == timedelta(days=9)
 
 
 @pytest.mark.parametrize("name", ["uvloop", "asyncio"])
