@@ -285,14 +285,15 @@ class Transferred:
 
 
 async def transferred(connection: asyncpg.Connection, ntn: int) -> Transferred | None:
-    """S145: the history list 17 searched by name-transfer number, in one round trip with the
-    transferee's register record (locked until the transaction ends) and its certificate."""
+    """S145: the history list 17 searched by name-transfer number, with the transferee's register
+    record (locked until the transaction ends), then the certificate issued for it.
+
+    The certificate is read in a statement of its own, after the lock: a request that waited for
+    another request of the same NTN must see the certificate that one committed (a join would
+    read it in the snapshot taken before the wait, and issue a second)."""
     row = await connection.fetchrow(
-        f"""SELECT n.name_transfer_number, n.cert_id, n.buyer_user_id, n.seller_user_id, {record_columns("r")},
-                   c.content, c.signature, c.signer_certificate
-            FROM name_transfers n
-            JOIN register r ON r.cert_id = n.cert_id
-            LEFT JOIN issued_certificates c ON c.cert_id = n.cert_id
+        f"""SELECT n.name_transfer_number, n.cert_id, n.buyer_user_id, n.seller_user_id, {record_columns("r")}
+            FROM name_transfers n JOIN register r ON r.cert_id = n.cert_id
             WHERE n.name_transfer_number = $1
             FOR UPDATE OF r""",
         ntn,
@@ -300,7 +301,7 @@ async def transferred(connection: asyncpg.Connection, ntn: int) -> Transferred |
     if row is None:
         return None
     transfer = TransferRecord(row["name_transfer_number"], row["cert_id"], row["buyer_user_id"], row["seller_user_id"])
-    return Transferred(transfer, record_of(row, "r"), _signed(row))
+    return Transferred(transfer, record_of(row, "r"), await signed(connection, transfer.cert_id))
 
 
 async def complete_holder(
@@ -344,8 +345,12 @@ async def record_signed(connection: asyncpg.Connection, cert_id: UUID, signed: S
     )
 
 
-def _signed(row: asyncpg.Record) -> SignedCertificate | None:
-    if row["signer_certificate"] is None:
+async def signed(connection: asyncpg.Connection, cert_id: UUID) -> SignedCertificate | None:
+    """A certificate already issued for this CertID, byte for byte."""
+    row = await connection.fetchrow(
+        "SELECT content, signature, signer_certificate FROM issued_certificates WHERE cert_id = $1", cert_id
+    )
+    if row is None or row["signer_certificate"] is None:
         return None
     return SignedCertificate(
         content=row["content"],
