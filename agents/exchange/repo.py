@@ -77,16 +77,21 @@ async def transferred(
     version: int,
     valid: list[tuple[UUID, str, int]],
 ) -> None:
-    """S127: the old CertID is retired and the new ones (buyer, seller's remainder) are valid."""
+    """S127: the old CertID is retired and the new ones (buyer, seller's remainder) are valid, in
+    one round trip (the new CertIDs are never the old one)."""
     await connection.execute(
-        "UPDATE certid_list SET status = 'retired', version = greatest(version, $2) WHERE cert_id = $1",
+        """WITH retired AS (
+               UPDATE certid_list SET status = 'retired', version = greatest(version, $2) WHERE cert_id = $1)
+           INSERT INTO certid_list (cert_id, issue_code, user_id, shares, status, version)
+           SELECT cert_id, $3::text, user_id, shares, 'valid', $2
+           FROM unnest($4::uuid[], $5::text[], $6::bigint[]) AS v(cert_id, user_id, shares)
+           ON CONFLICT (cert_id) DO NOTHING""",
         old_cert_id,
         version,
-    )
-    await connection.executemany(
-        """INSERT INTO certid_list (cert_id, issue_code, user_id, shares, status, version)
-           VALUES ($1, $2, $3, $4, 'valid', $5) ON CONFLICT (cert_id) DO NOTHING""",
-        [(cert_id, issue_code, user_id, shares, version) for cert_id, user_id, shares in valid],
+        issue_code,
+        [cert_id for cert_id, _, _ in valid],
+        [user_id for _, user_id, _ in valid],
+        [shares for _, _, shares in valid],
     )
 
 
