@@ -56,7 +56,7 @@ watch: venv  ## the live per-agent view until Ctrl-C
 	$(KABUTO) status --watch
 
 lint: venv
-	$(BIN)/ruff check agents broker schemas kabuto_client examples tests
+	$(BIN)/ruff check agents broker schemas kabuto_client examples tests bench chaos
 	$(BIN)/mypy
 
 clean:

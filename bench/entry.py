@@ -119,8 +119,8 @@ async def offered(entry: Entry, rate: int, seconds: int, progress: Progress) -> 
     ended = time.perf_counter()
     waiting = first + total - entry.client.received[ACCEPTED]
     await entry.accepted(first + total)
-    done = time.perf_counter()
-    return Offered(total / (done - started), waiting, done - ended, total / (ended - started))
+    drained = time.perf_counter()
+    return Offered(total / (drained - started), waiting, drained - ended, total / (ended - started))
 
 
 async def burst(entry: Entry, count: int, *, one_hop: bool = False) -> float:

@@ -28,6 +28,7 @@ import asyncpg
 from bench.vacuum import vacuuming
 from broker import ops, topology
 from broker.context import Context
+from broker.db import nothing_to_undo
 from broker.migrate import migrate
 from broker.pki import Identity, KeyStore, default_participant, platform_participants
 from broker.runtime import execute
@@ -85,7 +86,11 @@ class Stage:
     async def _pool(self, agent: str) -> asyncpg.Pool:
         if agent not in self.pools:
             pool = await asyncpg.create_pool(
-                self.settings.database_url, min_size=1, max_size=4, server_settings={"search_path": agent}
+                self.settings.database_url,
+                min_size=1,
+                max_size=4,
+                server_settings={"search_path": agent},
+                reset=nothing_to_undo,  # as the agents' pools: no reset query per use on the measured cores
             )
             assert pool is not None
             self.pools[agent] = pool

@@ -8,7 +8,7 @@ Both are startup parameters. The role guards against mistakes, not attacks: code
 own login role by default (``KABUTO_AGENT_CREDENTIALS``, docs/security.md §5).
 
 A connection taken back by the pool is not reset beyond what asyncpg always does (roll back
-a transaction left open): see ``_nothing_to_undo``.
+a transaction left open): see ``nothing_to_undo``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ async def agent_pool(database_url: str, agent: str, *, max_size: int = 4) -> Asy
             "role": role_of(agent),
             "application_name": f"kabuto-{agent}",
         },
-        reset=_nothing_to_undo,
+        reset=nothing_to_undo,
     )
     try:
         yield pool
@@ -43,7 +43,7 @@ async def agent_pool(database_url: str, agent: str, *, max_size: int = 4) -> Asy
         await close_pool(pool)
 
 
-async def _nothing_to_undo(connection: asyncpg.Connection) -> None:
+async def nothing_to_undo(connection: asyncpg.Connection) -> None:
     """The pool's reset of a connection it takes back, after asyncpg rolled back any transaction
     left open: nothing. Kabuto leaves no session state on a pooled connection — its settings are
     transaction-local (``set_config(..., true)``), its locks transaction locks, and the relay

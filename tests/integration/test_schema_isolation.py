@@ -24,7 +24,7 @@ async def test_the_agent_role_survives_the_pools_connection_reset(database: str)
 
 
 async def test_a_transaction_left_open_is_rolled_back_when_the_pool_takes_its_connection_back(database: str) -> None:
-    """The pool no longer runs asyncpg's reset query on release (db._nothing_to_undo); what it
+    """The pool no longer runs asyncpg's reset query on release (db.nothing_to_undo); what it
     must still undo, a transaction a caller left open, asyncpg rolls back before our reset."""
     async with agent_pool(database, "issuer", max_size=1) as pool:
         async with pool.acquire() as conn:
