@@ -8,8 +8,6 @@ answer in its own tables. ``outcome`` follows that path from the sending side al
 1. it reads a ``Probe`` — a query of the sending agent's own tables that says what the answer
    was, or None while there is none — until it answers or the deadline passes;
 2. the outbox row says whether the message left: a row parked as unroutable is refused at once;
-   a row no longer there was published and then pruned, after the outbox retention (a wait that
-   long outlived the message: the retention is at least the freshness window);
 3. at the deadline, a message still in the outbox means no relay runs (the agent is not
    running); a published one is looked for in the recipient's dead letters, which refuse it with
    the reason the recipient gave; otherwise the recipient did not answer in time.
@@ -95,9 +93,7 @@ async def outcome(settings: Settings, pool: asyncpg.Pool, sent: Sent, timeout: f
 async def _left(connection: asyncpg.Connection, message_id: UUID) -> _Left:
     row = await connection.fetchrow("SELECT published_at, error FROM outbox WHERE message_id = $1", message_id)
     if row is None:
-        # The command committed the row before it waits, and only published rows are pruned
-        # (broker/pruning.py): a row gone was published more than the outbox retention ago.
-        return _Left(True, None)
+        return _Left(False, None)
     return _Left(row["published_at"] is not None, row["error"])
 
 

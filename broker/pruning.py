@@ -57,11 +57,13 @@ async def prune_inbox(pool: asyncpg.Pool, horizon: timedelta, *, batch: int = 5_
 # each pass read the whole outbox, days of messages, to find the last batch. `= ANY(ARRAY(…))`
 # fetches each chosen row by its key; with `IN (…)` the planner hashed the batch and read the
 # whole table to join it, once per batch (EXPLAIN on 200,000 rows: 200,000 rows read to delete
-# 5,000). `failed_at IS NULL` keeps a row marked both published and parked, which parked.py
-# once left behind, as the parked row it also is.
+# 5,000). The DELETE checks the condition again: a row changed since the subquery read it (marked
+# parked, say) is not deleted on the strength of the row it was. `failed_at IS NULL` keeps a row
+# marked both published and parked, which parked.py once left behind, as the parked row it also is.
 PRUNE_OUTBOX = """WITH gone AS (
         DELETE FROM outbox WHERE seq = ANY(ARRAY(
             SELECT seq FROM outbox WHERE published_at < now() - $1::interval AND failed_at IS NULL LIMIT $2))
+            AND published_at < now() - $1::interval AND failed_at IS NULL
         RETURNING 1)
     SELECT count(*) FROM gone"""
 

@@ -194,10 +194,10 @@ def _retention(env: Mapping[str, str], default: timedelta, floor: timedelta) -> 
     retention = _seconds(env, "KABUTO_OUTBOX_RETENTION", default)
     if retention < floor:
         raw = env.get("KABUTO_OUTBOX_RETENTION")
-        given = repr(raw) if raw is not None else f"the default, {retention.total_seconds():g}"
+        given = repr(raw) if raw is not None else f"the default, {retention.total_seconds():.0f}"
         raise SettingsError(
             f"KABUTO_OUTBOX_RETENTION must be at least the inbox horizon, KABUTO_MAX_MESSAGE_AGE + "
-            f"2 × KABUTO_MAX_CLOCK_SKEW = {floor.total_seconds():g} seconds, got {given}: a published "
+            f"2 × KABUTO_MAX_CLOCK_SKEW = {floor.total_seconds():.0f} seconds, got {given}: a published "
             "message is kept as long as it can still be delivered and answered"
         )
     return retention

@@ -91,9 +91,7 @@ async def test_scraped_metrics_move_with_messages_handled_rejected_and_dead_lett
         keys = KeyStore(settings.key_dir)
         trust = TrustStore(keys.ca_certificate(), keys.certificates())
         async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
-            await execute(
-                pool, keys.load_identity("alice"), trust, inquire_account("alice-cash"), datetime.now(UTC)
-            )
+            await execute(pool, keys.load_identity("alice"), trust, inquire_account("alice-cash"), datetime.now(UTC))
         await support.publish(settings, b"not a kabuto message", {}, "settlement", "garbage-1")
 
         inquiry = {"agent": "settlement", "type": "account.inquiry"}

@@ -55,9 +55,7 @@ async def test_a_message_the_recipient_dead_letters_is_refused_with_the_recipien
             async def misaddressed(ctx: Context) -> UUID:
                 return ctx.emit(CancelInstruction(instruction=7), to="exchange").envelope.message_id
 
-            message_id = await execute(
-                pool, identity, rt["investor"].trust, misaddressed, datetime.now(UTC)
-            )
+            message_id = await execute(pool, identity, rt["investor"].trust, misaddressed, datetime.now(UTC))
 
             async def nothing(_: object) -> None:
                 return None

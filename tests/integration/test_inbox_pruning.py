@@ -66,5 +66,5 @@ async def test_rows_inside_the_window_are_kept_and_the_job_prunes_on_start(setti
         await age_inbox_row(issuer, sent[1].envelope.message_id, horizon - timedelta(minutes=1))
         restarted = time.monotonic()
         async with running(issuer):  # the pruner runs once at start, then every interval
-            await issuer.heartbeats.beat("pruner").until_progress(restarted)
+            await issuer.heartbeats.beat("inbox-pruner").until_progress(restarted)
             assert await inbox_ids(issuer) == {str(s.envelope.message_id) for s in sent[1:]}

@@ -7,20 +7,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 from structlog.testing import capture_logs
 
+from agents.investor import answer_repo
+from agents.investor.lifecycle import hand_over
 from agents.registry import AGENTS
 from broker.awaiting import Sent, Verdict, outcome
-from broker.context import Context
+from broker.db import agent_pool
 from broker.pruning import PRUNE_OUTBOX, prune_outbox
 from broker.runtime import AgentRuntime, execute, running
 from broker.settings import Settings
-from schemas.dvp import CancelInstruction
 from tests import support
-from tests.conftest import MIGRATIONS
+from tests.integration.test_lifecycle_refusals import issued
 
 WEEK = timedelta(days=7)
 LONG_AGO = timedelta(days=365)
@@ -124,41 +124,6 @@ async def test_the_agents_pruner_prunes_the_outbox_at_start_and_logs_how_many(se
         assert await labels(issuer) == ["recent"]
 
 
-async def test_a_command_waiting_on_a_pruned_message_is_told_it_was_published(settings: Settings) -> None:
-    async with AgentRuntime(AGENTS["investor"], settings) as investor:
-
-        async def cancel(ctx: Context) -> UUID:
-            return ctx.emit(CancelInstruction(instruction=7), to="exchange").envelope.message_id
-
-        sent_id = await execute(investor.pool, investor.identities["alice"], investor.trust, cancel, datetime.now(UTC))
-        published_long_ago = "UPDATE outbox SET published_at = now() - interval '8 days' WHERE message_id = $1"
-        await investor.query(lambda c: c.execute(published_long_ago, sent_id))
-        assert await prune_outbox(investor.pool, WEEK) == 1
-
-        async def no_answer(_: asyncpg.Connection) -> None:
-            return None
-
-        answer = await outcome(settings, investor.pool, Sent("investor", sent_id, "exchange", no_answer), timeout=0.5)
-    assert answer.verdict is Verdict.TIMED_OUT
-    assert f"message {sent_id} was published but exchange has not answered" in answer.summary
-
-
-async def test_upgrading_forgets_the_old_pruner_task_so_health_does_not_report_it_stopped(settings: Settings) -> None:
-    admin = await asyncpg.connect(settings.database_url)
-    try:
-        for task in ("inbox-pruner", "relay"):  # as an agent of the last version left them at its stop
-            await admin.execute(
-                """INSERT INTO issuer.runtime_tasks (task, state, state_since, beat_at, pid)
-                   VALUES ($1, 'stopped', now(), now(), 1)""",
-                task,
-            )
-        await admin.execute((MIGRATIONS / "0078_pruner_task_renamed.sql").read_text())
-        tasks = [r["task"] for r in await admin.fetch("SELECT task FROM issuer.runtime_tasks ORDER BY task")]
-    finally:
-        await admin.close()
-    assert tasks == ["relay"]
-
-
 async def analyze(settings: Settings, table: str) -> None:
     """Statistics for ``table`` (its owner may gather them; the agent may not)."""
     admin = await asyncpg.connect(settings.database_url)
@@ -166,3 +131,25 @@ async def analyze(settings: Settings, table: str) -> None:
         await admin.execute(f"ANALYZE {table}")
     finally:
         await admin.close()
+
+
+async def test_a_hand_over_waited_on_while_its_agent_is_down_is_not_reported_published(settings: Settings) -> None:
+    """A missing outbox row does not mean "published and pruned": `kabuto investor hand-over` waits
+    on an id of its own, not its message's, so its row is never found by id (found by review of a
+    first version that read a missing row as pruned)."""
+    async with support.agents(settings, "investor", "issuer", "exchange") as rt:
+        await support.open_offering(rt["issuer"])
+        cert_id = await issued(rt)
+        alice, trust = rt["investor"].identities["alice"], rt["investor"].trust
+    # Every agent is stopped now: nothing relays what the command writes.
+    async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
+        handover_id = await execute(pool, alice, trust, hand_over(cert_id, "bob"), datetime.now(UTC))
+        pending = await pool.fetchval(
+            """SELECT count(*) FROM outbox WHERE message_type = 'certificate.handover'
+               AND published_at IS NULL AND failed_at IS NULL"""
+        )
+        assert pending == 1
+        sent = Sent("investor", handover_id, "investor", answer_repo.handover(handover_id))
+        answer = await outcome(settings, pool, sent, timeout=0.5)
+    assert answer.verdict is Verdict.TIMED_OUT
+    assert "still in the investor outbox" in answer.summary, answer.summary

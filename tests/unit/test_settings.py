@@ -154,3 +154,14 @@ def test_each_event_loop_runs_a_coroutine_to_its_result(name: event_loop.EventLo
         return type(asyncio.get_running_loop()).__module__
 
     assert event_loop.run(kind(), name).startswith(name)
+
+
+def test_the_retention_refusal_names_the_floor_to_the_second() -> None:
+    """Past 999,999 s the floor is printed whole, not in six significant digits (found by review)."""
+    env = {
+        "KABUTO_MAX_MESSAGE_AGE": str(12 * 86_400),
+        "KABUTO_MAX_CLOCK_SKEW": "30.5",
+        "KABUTO_OUTBOX_RETENTION": str(12 * 86_400),
+    }
+    with pytest.raises(SettingsError, match=re.escape("= 1036861 seconds")):
+        load(env)
