@@ -42,10 +42,18 @@ class Context:
         """The conversation the message handled belongs to (its correlation id)."""
         return self.envelope.correlation_id if self.envelope else None
 
-    def emit(self, payload: Message, *, to: str | None = None, conversation: UUID | None = None) -> Sealed:
+    def emit(
+        self,
+        payload: Message,
+        *,
+        to: str | None = None,
+        conversation: UUID | None = None,
+        message_id: UUID | None = None,
+    ) -> Sealed:
         """Seal ``payload`` to ``to`` (or to integrators, for an event) in this conversation, or
         in ``conversation``: the answer to a request this handler did not receive (a request
-        answered once something later happened)."""
+        answered once something later happened). ``message_id``: the envelope's id, where the
+        payload names its request by an id of its own (a new one otherwise)."""
         spec = type(payload).spec
         if spec.is_event != (to is None):
             raise ValueError(f"{spec.type}: events have no recipient; messages need one")
@@ -56,6 +64,7 @@ class Context:
             now=self.now,
             correlation_id=conversation or self.conversation,
             causation_id=self.message_id,
+            message_id=message_id,
         )
         self.emitted.append(sealed)
         return sealed

@@ -52,7 +52,9 @@ def hand_over(cert_id: UUID, transferee: str, note: str = "") -> Command:
         await lifecycle_repo.mark_handed_over(ctx.connection, me, cert_id)
         handover_id = uuid.uuid4()
         endorsed = endorse(ctx.identity, signed, "transfer", f"transfer:{transferee}")
-        ctx.emit(CertificateHandover(handover_id=handover_id, certificate=endorsed, note=note), to=transferee)
+        # The hand-over is its message: a command waiting on it finds its outbox row by this id.
+        hand_over = CertificateHandover(handover_id=handover_id, certificate=endorsed, note=note)
+        ctx.emit(hand_over, to=transferee, message_id=handover_id)
         return handover_id
 
     return action

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID
 
+from agents.investor import answer_repo
+from agents.investor.lifecycle import hand_over
 from broker.awaiting import Sent, Verdict, outcome
 from broker.context import Context
 from broker.db import agent_pool
@@ -15,6 +17,7 @@ from broker.settings import Settings
 from schemas.dvp import CancelInstruction
 from tests import support
 from tests.e2e.test_cli import kabuto
+from tests.integration.test_lifecycle_refusals import issued
 
 ORDER = ("--account", "bob-cash", "--name", "Bob", "--address", "Tokyo")
 
@@ -63,3 +66,19 @@ async def test_a_message_the_recipient_dead_letters_is_refused_with_the_recipien
             answer = await outcome(settings, pool, Sent("investor", message_id, "exchange", nothing), timeout=3)
     assert answer.verdict is Verdict.REFUSED
     assert answer.summary.startswith("exchange dead-lettered it: ")
+
+
+async def test_a_hand_over_the_broker_cannot_route_is_refused_at_once(settings: Settings) -> None:
+    """A hand-over is waited on by its hand-over id, which is its message's id: the wait finds its
+    outbox row, parked as unroutable for a transferee with no queue, and says so at once (before,
+    the wait looked for a row under an id no row had, and timed out saying the message was still
+    in the outbox)."""
+    async with support.agents(settings, "investor", "issuer", "exchange") as rt:
+        await support.open_offering(rt["issuer"])
+        cert_id = await issued(rt)
+        handover_id = await rt["investor"].command("alice", hand_over(cert_id, "nobody-enrolled"))
+        async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
+            sent = Sent("investor", handover_id, "nobody-enrolled", answer_repo.handover(handover_id))
+            answer = await outcome(settings, pool, sent, timeout=20)
+    assert answer.verdict is Verdict.REFUSED, answer.summary
+    assert answer.summary.startswith("the broker could not route it"), answer.summary

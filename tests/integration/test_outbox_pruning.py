@@ -134,9 +134,9 @@ async def analyze(settings: Settings, table: str) -> None:
 
 
 async def test_a_hand_over_waited_on_while_its_agent_is_down_is_not_reported_published(settings: Settings) -> None:
-    """A missing outbox row does not mean "published and pruned": `kabuto investor hand-over` waits
-    on an id of its own, not its message's, so its row is never found by id (found by review of a
-    first version that read a missing row as pruned)."""
+    """A hand-over not yet relayed is reported still in the outbox, not published and pruned (a
+    review of a first version that read a missing row as pruned found the hand-over's wait, which
+    then looked for its row under an id no row had)."""
     async with support.agents(settings, "investor", "issuer", "exchange") as rt:
         await support.open_offering(rt["issuer"])
         cert_id = await issued(rt)
