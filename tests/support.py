@@ -15,6 +15,7 @@ from typing import Any
 from uuid import uuid4
 
 import aio_pika
+import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 
 from agents.investor.app import IssuanceOrder, request_certificates
@@ -339,3 +340,12 @@ async def eventually(check: Callable[[], object], *, timeout: float = 10.0) -> N
             if result:
                 return
             await asyncio.sleep(0.05)
+
+
+async def analyze(settings: Settings, table: str) -> None:
+    """Statistics for ``table``, as autovacuum would gather them (its owner may; the agent may not)."""
+    admin = await asyncpg.connect(settings.database_url)
+    try:
+        await admin.execute(f"ANALYZE {table}")
+    finally:
+        await admin.close()

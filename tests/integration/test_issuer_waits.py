@@ -21,6 +21,7 @@ from agents.issuer.register import RegisterRecord, transfer
 from schemas.certificates import IssuerSignature, ShareClass, SignedCertificate
 from schemas.dvp import BookEntryLeg, CertificateDelivery, SecuritiesReserve
 from tests import support
+from tests.integration.test_issuer_rows import held_by
 
 ISSUE = "KBT1"
 SIGNED = SignedCertificate(
@@ -42,21 +43,6 @@ async def connections(database: str) -> AsyncIterator[Connections]:
     yield ours, other, watcher
     for connection in (ours, other, watcher):
         await connection.close()
-
-
-def held_by(holder: str, shares: int = 100, number: str = "KBT1-00000001") -> RegisterRecord:
-    return RegisterRecord(
-        cert_id=uuid.uuid4(),
-        issue_code=ISSUE,
-        certificate_number=number,
-        holder_user_id=holder,
-        holder_name=holder.title(),
-        holder_address="Tokyo",
-        shares=shares,
-        share_class=ShareClass.COMMON,
-        acquired_on=date(2026, 1, 5),
-        issuance_conditions={},
-    )
 
 
 async def name_transfer(
@@ -176,7 +162,7 @@ async def test_a_repeated_commit_reads_the_committed_reservation_with_its_retire
         assert locked is not None
         assert await reservations.reserve(ours, request, locked, "exchange", 41) is None
     row = await ours.fetchrow("SELECT previous_order, previous_by FROM reservations WHERE instruction = 7")
-    assert (row["previous_order"], row["previous_by"]) == (None, None)
+    assert (row["previous_order"], row["previous_by"]) == (old.committed_order, old.committed_by)
     async with ours.transaction():
         held = await reservations.reservation_with_record(ours, 7)
         assert held is not None and held[0].status == "reserved"
@@ -188,34 +174,3 @@ async def test_a_repeated_commit_reads_the_committed_reservation_with_its_retire
     found, record = again
     assert (found.status, found.delivery) == ("committed", delivery)
     assert record == replace(old, status="retired", committed_by="exchange", committed_order=41)
-
-
-async def test_the_request_that_waited_answers_with_the_first_certificate_rather_than_failing(
-    connections: Connections,
-) -> None:
-    """What on_request_after_transfer does next: with no certificate seen it would complete the
-    holder and sign again, and the second certificate's insert would fail on the primary key (the
-    delivery retried instead of answered with the first certificate, byte for byte)."""
-    ours, other, watcher = connections
-    async with ours.transaction():
-        old = held_by("alice")
-        await repo.insert_record(ours, old)
-        ntn, buyer, _ = await name_transfer(ours, old, "bob", 100, 7)
-    writer = other.transaction()
-    await writer.start()
-    assert (await repo.transferred(other, ntn)) is not None
-    await repo.complete_holder(other, buyer.cert_id, "Bob B.", "Osaka", "settlement_account", "sealed")
-    await repo.record_signed(other, buyer.cert_id, SIGNED)
-    async with ours.transaction():
-        task = asyncio.create_task(repo.transferred(ours, ntn))
-        await support.eventually(lambda: waits_for_a_lock(watcher, ours))
-        await writer.commit()
-        found = await task
-        assert found is not None
-        signed = found.signed
-        if signed is None:  # as the handler: S148 and a certificate issued again
-            await repo.complete_holder(ours, buyer.cert_id, "Bob again", "Kyoto", "settlement_account", "x")
-            again = SIGNED.model_copy(update={"content": b'{"certificate": "second"}'})
-            await repo.record_signed(ours, buyer.cert_id, again)
-            signed = again
-    assert signed == SIGNED

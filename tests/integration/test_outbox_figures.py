@@ -6,21 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-
 from broker.metrics import OUTBOX_FIGURES, outbox_figures
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
 from tests import support
-
-
-async def analyze(settings: Settings, table: str) -> None:
-    """Statistics for ``table``, as autovacuum would gather them (its owner may; the agent may not)."""
-    admin = await asyncpg.connect(settings.database_url)
-    try:
-        await admin.execute(f"ANALYZE {table}")
-    finally:
-        await admin.close()
 
 
 async def test_the_figures_count_pending_and_parked_rows_without_reading_the_published_history(
@@ -38,7 +27,7 @@ async def test_the_figures_count_pending_and_parked_rows_without_reading_the_pub
                           CASE WHEN n = 4 THEN 'unroutable' END
                    FROM generate_series(1, 5000) AS n"""
             )
-            await analyze(settings, "issuer.outbox")
+            await support.analyze(settings, "issuer.outbox")
             nodes = await support.plan_nodes(connection, OUTBOX_FIGURES)
         figures = await outbox_figures(issuer.pool)
     assert (figures.pending, figures.parked) == (3, 1)

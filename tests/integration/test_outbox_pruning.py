@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 from structlog.testing import capture_logs
 
 from agents.investor import answer_repo
@@ -99,7 +98,7 @@ async def test_a_batch_reads_the_rows_it_deletes_not_the_published_history(setti
                           now() - CASE WHEN n <= 1000 THEN interval '8 days' ELSE interval '1 day' END
                    FROM generate_series(1, 5000) AS n"""
             )
-            await analyze(settings, "issuer.outbox")  # as autovacuum would
+            await support.analyze(settings, "issuer.outbox")  # as autovacuum would
             # A batch a fifth of the table: where `seq IN (…)` hashed the batch and read every row.
             nodes = await support.plan_nodes(connection, PRUNE_OUTBOX, WEEK, 1_000)
     read: Any = [n for n in nodes if n.get("Relation Name") == "outbox"]
@@ -122,15 +121,6 @@ async def test_the_agents_pruner_prunes_the_outbox_at_start_and_logs_how_many(se
                 await support.eventually(pruned)
         assert [e["rows"] for e in logged if e["event"] == "outbox_pruned"] == [2]
         assert await labels(issuer) == ["recent"]
-
-
-async def analyze(settings: Settings, table: str) -> None:
-    """Statistics for ``table`` (its owner may gather them; the agent may not)."""
-    admin = await asyncpg.connect(settings.database_url)
-    try:
-        await admin.execute(f"ANALYZE {table}")
-    finally:
-        await admin.close()
 
 
 async def test_a_hand_over_waited_on_while_its_agent_is_down_is_not_reported_published(settings: Settings) -> None:
