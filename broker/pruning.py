@@ -24,15 +24,9 @@ from datetime import timedelta
 import asyncpg
 
 from broker import logs
-from broker.envelope import Freshness
 from broker.progress import TaskBeat
 
 log = logs.get("kabuto.pruning")
-
-
-def inbox_horizon(freshness: Freshness) -> timedelta:
-    """How long an inbox row must be kept for replays to be refused."""
-    return freshness.max_age + 2 * freshness.max_skew
 
 
 async def prune_inbox(pool: asyncpg.Pool, horizon: timedelta, *, batch: int = 5_000) -> int:
@@ -86,13 +80,13 @@ async def prune_outbox(
 
 
 async def run_pruner(
-    pool: asyncpg.Pool, freshness: Freshness, outbox_retention: timedelta, interval: timedelta, beat: TaskBeat
+    pool: asyncpg.Pool, inbox_horizon: timedelta, outbox_retention: timedelta, interval: timedelta, beat: TaskBeat
 ) -> None:
     """Prune the inbox and the outbox now and then every ``interval`` until cancelled."""
     beat.running()
     while True:
         with beat.busy():
-            inbox = await prune_inbox(pool, inbox_horizon(freshness))
+            inbox = await prune_inbox(pool, inbox_horizon)
         if inbox:
             log.info("inbox_pruned", rows=inbox)
         outbox = await prune_outbox(pool, outbox_retention, beat=beat)

@@ -224,18 +224,17 @@ class AgentRuntime:
 
     def _tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         settings = self.settings
-        freshness = self.consumer.freshness
         # Named for its first job; it prunes the outbox too. Renaming it would leave the old name
         # stopped in runtime_tasks wherever an agent of the last version stops after the upgrade.
         prune_beat = self.heartbeats.beat("inbox-pruner")
-        retention = settings.outbox_retention
+        horizon, retention = settings.inbox_horizon, settings.outbox_retention
         return [
             ("heartbeat", lambda: self.heartbeats.run(self.pool, settings.heartbeat_interval)),
             ("relay", self._relay_session),
             ("parked-retry", self._parked_retry_session),
             (
                 "inbox-pruner",
-                lambda: run_pruner(self.pool, freshness, retention, settings.inbox_prune_interval, prune_beat),
+                lambda: run_pruner(self.pool, horizon, retention, settings.inbox_prune_interval, prune_beat),
             ),
             *((job.__name__, functools.partial(job, self)) for job in self.definition.background),
             ("consumer", self._consumer_session),

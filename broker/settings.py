@@ -62,8 +62,7 @@ class Settings:
     stall_after: timedelta = timedelta(seconds=60)
     # Between two passes of the pruner (broker/pruning.py), which prunes the outbox too.
     inbox_prune_interval: timedelta = timedelta(hours=1)
-    # How long a published outbox row is kept after its publication; at least the inbox horizon
-    # (``outbox_retention_floor``).
+    # How long a published outbox row is kept after its publication; at least ``inbox_horizon``.
     outbox_retention: timedelta = timedelta(days=7)
     # How often a running agent retries its parked (unroutable) outbox rows.
     parked_retry_interval: timedelta = timedelta(seconds=30)
@@ -92,14 +91,12 @@ class Settings:
         return min(self.stall_after / 4, timedelta(seconds=5))
 
     @property
-    def outbox_retention_floor(self) -> timedelta:
-        """The shortest ``outbox_retention`` allowed: the inbox horizon (``broker.pruning.inbox_horizon``).
-
-        Until then a message can still be received — delivered late, retried, redelivered — and
-        answered, and a command may still be waiting for that answer (``broker.awaiting`` reads the
-        row to tell published from still pending). After it every receiver refuses the message as
-        stale and has forgotten its id, so the sender's copy is no longer part of any exchange.
-        """
+    def inbox_horizon(self) -> timedelta:
+        """How long a message can still be received, and so how long its inbox row is kept for a
+        replay to be refused (broker/pruning.py explains the bound). Also the shortest
+        ``outbox_retention`` allowed: until then a message can still be delivered late, retried,
+        redelivered and answered, and a command may still be waiting for that answer; after it
+        every receiver refuses the message as stale and has forgotten its id."""
         return self.max_message_age + 2 * self.max_clock_skew
 
     @property
@@ -190,7 +187,7 @@ def _moment(env: Mapping[str, str], name: str) -> datetime | None:
 
 
 def _retention(env: Mapping[str, str], default: timedelta, floor: timedelta) -> timedelta:
-    """``KABUTO_OUTBOX_RETENTION``, refused below ``floor`` (``Settings.outbox_retention_floor``)."""
+    """``KABUTO_OUTBOX_RETENTION``, refused below ``floor`` (``Settings.inbox_horizon``)."""
     retention = _seconds(env, "KABUTO_OUTBOX_RETENTION", default)
     if retention < floor:
         raw = env.get("KABUTO_OUTBOX_RETENTION")
@@ -248,5 +245,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         event_loop=cast(EventLoop, event_loop),
     )
     # Read last: its floor is made of two of the settings above.
-    retention = _retention(env, defaults.outbox_retention, settings.outbox_retention_floor)
+    retention = _retention(env, defaults.outbox_retention, settings.inbox_horizon)
     return settings.with_(outbox_retention=retention)

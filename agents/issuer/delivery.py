@@ -94,17 +94,14 @@ async def _reserve_rest(
     remainder = earlier.delivery.remainder if earlier.delivery else None
     cert_id = ElectronicStockCertificate.model_validate_json(remainder.content).cert_id if remainder else None
     record = await repo.record(ctx.connection, cert_id) if cert_id else None
-    covered = (
-        record is not None
-        and record.status == "valid"
-        and record.holder_user_id == request.deliverer
-        and record.shares >= request.quantity
-    )
     if (
         record is None
-        or not covered
+        or record.status != "valid"
+        or record.holder_user_id != request.deliverer
+        or record.shares < request.quantity
+        # the last check writes: it reserves unless another instruction holds the CertID
         or await reservations.reserve(ctx.connection, request, record, leg.exchange_id, leg.seller_order) is not None
-    ):  # reserved for another instruction: nothing was written
+    ):
         _refuse(ctx, request, DvpReason.LACK_OF_SECURITIES, "the seller's remainder no longer covers the rest", False)
         return
     log.info("securities_reserved", instruction=request.instruction, cert_id=str(record.cert_id), rest=True)

@@ -10,7 +10,7 @@ from typing import Any
 from agents.issuer.app import AGENT as AGENT_ISSUER
 from broker.consumer import Outcome
 from broker.errors import Reason
-from broker.pruning import inbox_horizon, prune_inbox
+from broker.pruning import prune_inbox
 from broker.runtime import AgentRuntime, running
 from broker.settings import Settings
 from tests import support
@@ -36,7 +36,7 @@ async def test_a_pruned_message_replayed_later_is_refused_as_stale(settings: Set
             await support.publish_sealed(settings, sealed)
             assert (await issuer.outcomes.wait_for(sealed.envelope.message_id)).outcome is Outcome.PROCESSED
 
-        horizon = inbox_horizon(issuer.consumer.freshness)
+        horizon = issuer.settings.inbox_horizon
         assert horizon == settings.max_message_age + 2 * settings.max_clock_skew
         await age_inbox_row(issuer, old.envelope.message_id, horizon + timedelta(minutes=1))
         assert await prune_inbox(issuer.pool, horizon) == 1
@@ -61,7 +61,7 @@ async def test_rows_inside_the_window_are_kept_and_the_job_prunes_on_start(setti
             for sealed in sent:
                 await support.publish_sealed(settings, sealed)
                 await issuer.outcomes.wait_for(sealed.envelope.message_id)
-        horizon = inbox_horizon(issuer.consumer.freshness)
+        horizon = issuer.settings.inbox_horizon
         await age_inbox_row(issuer, sent[0].envelope.message_id, horizon + timedelta(seconds=1))
         await age_inbox_row(issuer, sent[1].envelope.message_id, horizon - timedelta(minutes=1))
         restarted = time.monotonic()

@@ -11,8 +11,6 @@ import pytest
 
 import broker.settings
 from broker import event_loop
-from broker.envelope import Freshness
-from broker.pruning import inbox_horizon
 from broker.settings import Settings, SettingsError, load
 
 ENV = {
@@ -130,8 +128,8 @@ def test_a_bad_value_is_refused_naming_its_variable(name: str, value: str) -> No
 
 def test_the_outbox_retention_may_not_be_shorter_than_the_inbox_horizon() -> None:
     freshness = {"KABUTO_MAX_MESSAGE_AGE": "3600", "KABUTO_MAX_CLOCK_SKEW": "30"}
-    horizon = inbox_horizon(Freshness(timedelta(seconds=3600), timedelta(seconds=30)))
-    assert horizon == timedelta(seconds=3660) == load(freshness).outbox_retention_floor
+    horizon = load(freshness).inbox_horizon
+    assert horizon == timedelta(seconds=3660)
     assert load({**freshness, "KABUTO_OUTBOX_RETENTION": "3660"}).outbox_retention == horizon
     expected = (
         "KABUTO_OUTBOX_RETENTION must be at least the inbox horizon, "
