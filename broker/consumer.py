@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -42,6 +42,7 @@ from broker.envelope import MAX_MESSAGE_BYTES, Freshness, Opened, open_delivery,
 from broker.errors import InputRejected, Reason, Rejected, SecurityRejected
 from broker.pki import Identity
 from broker.progress import TaskBeat
+from broker.set_based import SetBased
 from broker.supervision import ConnectionLost, is_infrastructure, until_database_answers
 from broker.topology import Exchanges, Names
 from broker.trust import TrustStore
@@ -226,13 +227,7 @@ class Consumer:
                 opened = self.opened(delivery, ahead)
             except Rejected as rejected:
                 return await self._dead_letter(delivery, rejected)
-            with structlog.contextvars.bound_contextvars(
-                message_id=str(opened.envelope.message_id),
-                type=opened.envelope.type,
-                correlation_id=str(opened.envelope.correlation_id),
-                causation_id=str(opened.envelope.causation_id or ""),
-                sender=opened.envelope.sender,
-            ):
+            with logs.bound_to(opened.envelope):
                 return await self._process(delivery, opened)
 
     def open_ahead(self, delivery: Delivery) -> Opened | Rejected:
@@ -353,11 +348,23 @@ class Consumer:
 
     async def handle(self, connection: asyncpg.Connection, opened: Opened) -> Context:
         """Run the handler of a claimed delivery in the caller's transaction; what it emitted is in the context."""
-        envelope = opened.envelope
-        identity = self.identities[envelope.recipient or ""]
-        context = Context(connection, identity, self.trust, self.clock(), envelope, opened.sender, opened.digest)
+        context = self.context(connection, opened)
         await self.handlers[type(opened.message)](opened.message, context)
         return context
+
+    async def handle_set(self, connection: asyncpg.Connection, run: Sequence[Opened]) -> list[Context]:
+        """Run a ``SetBased`` handler on a run of claimed deliveries of its type (``set_based.runs``)
+        in the caller's transaction; a context each, in order."""
+        contexts = [self.context(connection, opened) for opened in run]
+        handler = self.handlers[type(run[0].message)]
+        assert isinstance(handler, SetBased)
+        await handler.handle_set([(opened.message, ctx) for opened, ctx in zip(run, contexts, strict=True)])
+        return contexts
+
+    def context(self, connection: asyncpg.Connection, opened: Opened) -> Context:
+        envelope = opened.envelope
+        identity = self.identities[envelope.recipient or ""]
+        return Context(connection, identity, self.trust, self.clock(), envelope, opened.sender, opened.digest)
 
     async def _retry_or_give_up(self, delivery: Delivery, exc: Exception) -> Settled:
         attempt = _attempt(delivery)

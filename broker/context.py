@@ -7,12 +7,14 @@ the messages leave if and only if the state change commits.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
+from broker import logs
 from broker.envelope import Sealed, seal
 from broker.pki import Identity
 from broker.trust import TrustStore
@@ -32,6 +34,11 @@ class Context:
     # SHA-256 of the delivery's body, for responses that echo the request's hash (R-001-07).
     digest: str | None = None
     emitted: list[Sealed] = field(default_factory=list)
+
+    def bound(self) -> AbstractContextManager[None]:
+        """Log lines written inside name the message handled (a set-based handler working on
+        one message of its set: ``broker.set_based``); nothing for a command."""
+        return logs.bound_to(self.envelope) if self.envelope else nullcontext()
 
     @property
     def message_id(self) -> UUID | None:

@@ -15,7 +15,9 @@ for all of them:
   and it costs two round trips for the batch on top of the handlers' own statements. An agent
   may keep something across the handlers of such a batch (``BatchScope``: the exchange's books,
   settlement's account locks), since no savepoint there releases a lock; its end may still
-  refuse the batch, which then runs as below;
+  refuse the batch, which then runs as below. Consecutive deliveries of one type whose
+  handler is set-based (``broker.set_based``) go to it in one call, so that it reads and
+  writes their rows with one statement per table rather than a few per delivery;
 * if any handler refuses (``Rejected``) or fails, that transaction is rolled back whole and
   the batch runs again with each delivery in its own savepoint: the one that refused or
   failed is rolled back to its savepoint alone and, after the commit, dead-lettered or
@@ -51,7 +53,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
-from broker import inbox, logs, outbox
+from broker import inbox, logs, outbox, set_based
 from broker.bundle import Delivery, unbundled
 from broker.context import Context
 from broker.envelope import Opened
@@ -253,15 +255,31 @@ async def _all_at_once(consumer: Consumer, connection: asyncpg.Connection, items
     handled = [item for item in items if not item.duplicate]
     try:
         async with consumer.batch_scope(connection, [item.opened.message for item in handled]):
-            for item in handled:
-                with _bound(consumer, item.delivery, item.opened):
-                    item.context = await consumer.handle(connection, item.opened)
+            for run in set_based.runs(handled, _message, consumer.handlers.__getitem__):
+                await _handle_run(consumer, connection, run)
     except Exception as exc:
         if is_infrastructure(exc) and not isinstance(exc, Rejected):
             raise  # the transaction itself is gone: the batch falls back (and waits out an outage)
         raise _OneRefused from exc
     emitted = [sealed for item in items if item.context for sealed in item.context.emitted]
     await outbox.store(connection, emitted)
+
+
+def _message(item: _Item) -> Message:
+    return item.opened.message
+
+
+async def _handle_run(consumer: Consumer, connection: asyncpg.Connection, run: list[_Item]) -> None:
+    """One delivery by its handler, or a run of one type by its set-based handler (one call)."""
+    if len(run) == 1:
+        item = run[0]
+        with _bound(consumer, item.delivery, item.opened):
+            item.context = await consumer.handle(connection, item.opened)
+        return
+    with structlog.contextvars.bound_contextvars(agent=consumer.agent, type=run[0].opened.envelope.type, run=len(run)):
+        contexts = await consumer.handle_set(connection, [item.opened for item in run])
+    for item, context in zip(run, contexts, strict=True):
+        item.context = context
 
 
 async def _one_savepoint_each(consumer: Consumer, connection: asyncpg.Connection, items: list[_Item]) -> None:
@@ -327,12 +345,4 @@ def _bound(consumer: Consumer, delivery: Delivery, opened: Opened | None = None)
         return structlog.contextvars.bound_contextvars(
             agent=consumer.agent, message_id=delivery.message_id, type=delivery.type, correlation_id=None
         )
-    env = opened.envelope
-    return structlog.contextvars.bound_contextvars(
-        agent=consumer.agent,
-        message_id=str(env.message_id),
-        type=env.type,
-        correlation_id=str(env.correlation_id),
-        causation_id=str(env.causation_id or ""),
-        sender=opened.envelope.sender,
-    )
+    return logs.bound_to(opened.envelope, agent=consumer.agent)

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, TextIO
 
 import structlog
+
+if TYPE_CHECKING:
+    from schemas.envelope import Envelope
 
 
 def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None, *, cache: bool = True) -> None:
@@ -40,3 +44,15 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
 def get(name: str) -> structlog.typing.FilteringBoundLogger:
     logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(logger_name=name)
     return logger
+
+
+def bound_to(envelope: Envelope, **more: object) -> AbstractContextManager[None]:
+    """Log lines written inside name this message: its id, type, conversation, cause and sender."""
+    return structlog.contextvars.bound_contextvars(
+        message_id=str(envelope.message_id),
+        type=envelope.type,
+        correlation_id=str(envelope.correlation_id),
+        causation_id=str(envelope.causation_id or ""),
+        sender=envelope.sender,
+        **more,
+    )

@@ -1,0 +1,76 @@
+"""Set-based handlers: one handler call for several deliveries of one type (docs/netting.md, step 1).
+
+Under load a group-committed batch (``broker.group_commit``) holds many deliveries of the same
+type one after the other — settlement's answers from the issuer, the issuer's reserves. Handled
+one at a time, each reads and writes its own rows, a few statements each; handled as a set,
+the handler reads every row the set needs in one statement and writes each table once.
+
+A ``SetBased`` handler is registered like any handler. Called with one message (the
+consumer's one-by-one path, and the savepoint each delivery gets when its batch is run again
+after a refusal), it handles a set of one: there is one code path, not a fast one beside a
+reference one. Its contract:
+
+* each message comes with its own ``Context``, and what a message causes is emitted in its own
+  context (its causation, its correlation), as a handler called alone would;
+* the rows it leaves and the messages it emits are those the messages would have left and
+  emitted handled one at a time, in order. The consumer helps by never giving it two messages
+  that share a key (``keys``: the rows a message works on — an instruction, a CertID): a run of
+  deliveries is cut before a key it has seen, so what one message wrote is there for the next
+  of the same key, as it would be one by one. What a set handler does not do set-wise (a rare
+  path) it does in the messages' order, after writing what the messages before it decided;
+* it raises for the set as a handler raises for its message: the batch is then run again a
+  savepoint each, so the message at fault is refused or retried alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from broker.context import Context
+from schemas.catalogue import Message
+
+M = TypeVar("M", bound=Message)
+T = TypeVar("T")
+Item = tuple[M, Context]
+
+
+@dataclass(frozen=True, slots=True)
+class SetBased(Generic[M]):
+    """A handler of a set of messages of one type, each with its own context."""
+
+    handle_set: Callable[[Sequence[tuple[M, Context]]], Awaitable[None]]
+    # The rows a message works on: two messages sharing one are never in one set.
+    keys: Callable[[M], tuple[Hashable, ...]]
+
+    async def __call__(self, message: M, ctx: Context) -> None:
+        await self.handle_set([(message, ctx)])
+
+
+def runs(
+    items: Sequence[T], message_of: Callable[[T], Message], handler_of: Callable[[type[Message]], object]
+) -> Iterator[list[T]]:
+    """``items`` cut into runs, in order: consecutive items of one type whose handler is
+    ``SetBased``, no two sharing a key; every other item is a run of its own."""
+    run: list[T] = []
+    seen: set[Hashable] = set()
+    kind: type[Message] | None = None
+    for item in items:
+        message = message_of(item)
+        handler = handler_of(type(message))
+        if not isinstance(handler, SetBased):
+            if run:
+                yield run
+            run, seen, kind = [], set(), None
+            yield [item]
+            continue
+        keys = handler.keys(message)
+        if run and (type(message) is not kind or not seen.isdisjoint(keys)):
+            yield run
+            run, seen = [], set()
+        run.append(item)
+        seen.update(keys)
+        kind = type(message)
+    if run:
+        yield run
