@@ -9,6 +9,7 @@ neither leg can happen without the other, whichever agent crashes where.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
@@ -22,6 +23,7 @@ from agents.settlement.instructions import Attempt, Fail, Instruction, Wait
 from broker import logs
 from broker.context import Context
 from broker.errors import Transient
+from broker.set_based import SetBased
 from schemas.dvp import (
     CancelInstruction,
     CancelRefused,
@@ -205,33 +207,69 @@ async def _wait(ctx: Context, instruction: Instruction, wait: Wait) -> Instructi
 
 async def _current(ctx: Context, matching_number: int, number: int) -> tuple[Instruction, Attempt, uuid.UUID] | None:
     """The instruction and its outstanding attempt ``number``, locked; None for a stale answer."""
-    found = await dvp_repo.current(ctx.connection, matching_number, number)
+    current = _outstanding(await dvp_repo.current(ctx.connection, matching_number, number), number)
+    return None if current is None else (current.instruction, current.attempt, current.hold_id)
+
+
+def _outstanding(found: dvp_repo.Current | None, number: int) -> dvp_repo.Current | None:
+    """``found`` if attempt ``number`` is the instruction's outstanding one; None for a stale answer."""
     if found is None or not found.instruction.in_flight or found.instruction.attempt != number:
         return None
-    return found.instruction, found.attempt, found.hold_id
+    return found
 
 
-async def on_reserved(answer: SecuritiesReserved, ctx: Context) -> None:
-    """Both legs are reserved: move the cash and send the commit, in one transaction."""
-    current = await _current(ctx, answer.instruction, answer.attempt)
-    if current is None:
-        log.warning("stale_reservation_released", matching_number=answer.instruction, attempt=answer.attempt)
-        ctx.emit(SecuritiesRelease(instruction=answer.instruction, attempt=answer.attempt), to=_sender(ctx))
+async def _on_reserved(answers: Sequence[tuple[SecuritiesReserved, Context]]) -> None:
+    """Both legs are reserved: move the cash and send the commit, in one transaction — for a set
+    of answers, one statement per table (docs/netting.md)."""
+    connection = answers[0][1].connection
+    found = await dvp_repo.currents(connection, [(answer.instruction, answer.attempt) for answer, _ in answers])
+    going: list[tuple[Context, Instruction, Attempt, uuid.UUID]] = []
+    for answer, ctx in answers:
+        current = _outstanding(found.get((answer.instruction, answer.attempt)), answer.attempt)
+        if current is None:
+            with ctx.bound():
+                log.warning("stale_reservation_released", matching_number=answer.instruction, attempt=answer.attempt)
+            ctx.emit(SecuritiesRelease(instruction=answer.instruction, attempt=answer.attempt), to=_sender(ctx))
+        elif decide.cancel_due(replace(current.instruction, in_flight=False)) is not None:
+            await _post_cash_legs(going)  # those before it first, as one by one
+            going = []
+            with ctx.bound():
+                await _cancelled_while_reserved(ctx, current)
+        else:
+            going.append((ctx, current.instruction, current.attempt, current.hold_id))
+    await _post_cash_legs(going)
+
+
+on_reserved = SetBased(_on_reserved, keys=lambda answer: (answer.instruction,))
+
+
+async def _cancelled_while_reserved(ctx: Context, current: dvp_repo.Current) -> None:
+    instruction, plan = current.instruction, current.attempt
+    release = SecuritiesRelease(instruction=instruction.matching_number, attempt=plan.number)
+    ctx.emit(release, to=_sender(ctx))
+    instruction = await _unwind(ctx, instruction, plan, current.hold_id, DvpReason.CANCELLED_BY_PARTY)
+    await fail(ctx, instruction, Fail(DvpReason.CANCELLED_BY_PARTY, "cancelled by both parties"))
+
+
+async def _post_cash_legs(going: Sequence[tuple[Context, Instruction, Attempt, uuid.UUID]]) -> None:
+    """The cash legs of reserved attempts posted, their earmarks consumed, their commits sent."""
+    if not going:
         return
-    instruction, plan, hold_id = current
-    if decide.cancel_due(replace(instruction, in_flight=False)) is not None:
-        ctx.emit(SecuritiesRelease(instruction=answer.instruction, attempt=answer.attempt), to=_sender(ctx))
-        instruction = await _unwind(ctx, instruction, plan, hold_id, DvpReason.CANCELLED_BY_PARTY)
-        await fail(ctx, instruction, Fail(DvpReason.CANCELLED_BY_PARTY, "cancelled by both parties"))
-        return
-    await repo.lock_accounts(ctx.connection, (instruction.buyer_account, instruction.seller_account))
-    entry_id = await repo.post(ctx.connection, _cash_leg(instruction, plan), ctx.now)
-    if entry_id is None:
-        raise Transient(f"instruction {instruction.matching_number} attempt {plan.number} was posted meanwhile")
-    # the earmark gives way to the posting
-    await dvp_repo.consume_hold(ctx.connection, instruction.matching_number, plan.number, hold_id, entry_id)
-    ctx.emit(SecuritiesCommit(instruction=answer.instruction, attempt=answer.attempt), to=instruction.leg_agent)
-    log.info("cash_posted_commit_sent", matching_number=instruction.matching_number, entry_id=entry_id)
+    connection, now = going[0][0].connection, going[0][0].now
+    accounts = [account for _, i, _, _ in going for account in (i.buyer_account, i.seller_account)]
+    await repo.lock_accounts(connection, accounts)
+    entry_ids = await repo.post_all(connection, [_cash_leg(i, plan) for _, i, plan, _ in going], now)
+    consumed = []
+    for (ctx, instruction, plan, hold_id), entry_id in zip(going, entry_ids, strict=True):
+        if entry_id is None:
+            raise Transient(f"instruction {instruction.matching_number} attempt {plan.number} was posted meanwhile")
+        consumed.append(dvp_repo.Consumed(instruction.matching_number, plan.number, hold_id, entry_id))
+        commit = SecuritiesCommit(instruction=instruction.matching_number, attempt=plan.number)
+        ctx.emit(commit, to=instruction.leg_agent)
+        with ctx.bound():
+            log.info("cash_posted_commit_sent", matching_number=instruction.matching_number, entry_id=entry_id)
+    # the earmarks give way to the postings
+    await dvp_repo.consume_holds(connection, consumed)
 
 
 def _cash_leg(instruction: Instruction, plan: Attempt) -> Entry:
@@ -245,18 +283,36 @@ def _cash_leg(instruction: Instruction, plan: Attempt) -> Entry:
     )
 
 
-async def on_committed(answer: SecuritiesCommitted, ctx: Context) -> None:
-    """The securities moved: the attempt is settled, and everyone is told."""
-    found = await dvp_repo.current(ctx.connection, answer.instruction, answer.attempt)
+async def _on_committed(answers: Sequence[tuple[SecuritiesCommitted, Context]]) -> None:
+    """The securities moved: the attempts are settled, and everyone is told."""
+    connection = answers[0][1].connection
+    found = await dvp_repo.currents(connection, [(answer.instruction, answer.attempt) for answer, _ in answers])
+    settled = []
+    for answer, ctx in answers:
+        with ctx.bound():
+            ended = _settled(ctx, answer, found.get((answer.instruction, answer.attempt)))
+        if ended is not None:
+            settled.append(ended)
+    await dvp_repo.end_instructions(connection, settled)
+
+
+on_committed = SetBased(_on_committed, keys=lambda answer: (answer.instruction,))
+
+
+def _settled(
+    ctx: Context, answer: SecuritiesCommitted, found: dvp_repo.Current | None
+) -> tuple[Instruction, dvp_repo.AttemptEnd] | None:
+    """The instruction settled by ``answer`` (everyone told) and its attempt's end; None for an
+    answer to no attempt committing."""
     if found is None or found.status != "committing" or found.entry_id is None:
         log.warning("commit_answer_ignored", matching_number=answer.instruction, attempt=answer.attempt)
-        return
+        return None
     plan, entry_id = found.attempt, found.entry_id
     instruction = decide.settled(found.instruction, plan.quantity, plan.amount)
-    await dvp_repo.save_instruction(ctx.connection, instruction, dvp_repo.AttemptEnd(plan.number, "committed"))
     log.info("instruction_settled", matching_number=instruction.matching_number, status=instruction.settlement.value)
     _announce(ctx, instruction, answer.delivery, entry_id)
     _notify_settled(ctx, instruction, plan, entry_id)
+    return instruction, dvp_repo.AttemptEnd(plan.number, "committed")
 
 
 def _notify_settled(ctx: Context, instruction: Instruction, plan: Attempt, entry_id: int) -> None:

@@ -161,11 +161,14 @@ async def insert_instruction(
     return bool(inserted)
 
 
-# An attempt's new status; ``ended_at`` is set when it ends either way.
-_END_ATTEMPT = """UPDATE dvp_attempts SET status = {status}, reason = coalesce({reason}, reason),
-               entry_id = coalesce({entry_id}::bigint, entry_id),
-               ended_at = CASE WHEN {status} IN ('committed', 'refused') THEN now() ELSE ended_at END
-           WHERE matching_number = $1 AND attempt = {number}"""
+# Attempts' new statuses, from the rows of ``v`` (matching_number, a_number, a_status, a_reason,
+# a_entry_id); ``ended_at`` is set when an attempt ends either way.
+_END_ATTEMPTS = """UPDATE dvp_attempts a SET status = v.a_status, reason = coalesce(v.a_reason, a.reason),
+               entry_id = coalesce(v.a_entry_id, a.entry_id),
+               ended_at = CASE WHEN v.a_status IN ('committed', 'refused') THEN now() ELSE a.ended_at END
+           FROM v WHERE a.matching_number = v.matching_number AND a.attempt = v.a_number"""
+_ENDINGS = "unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])"
+_ENDING_COLUMNS = "(matching_number, a_number, a_status, a_reason, a_entry_id)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,18 +206,43 @@ def _saved(i: Instruction) -> tuple[object, ...]:
 
 async def save_instruction(connection: asyncpg.Connection, i: Instruction, ending: AttemptEnd | None = None) -> None:
     """Store the instruction; with ``ending``, also its attempt's new status, in the same statement."""
-    fields = _saved(i)
     if ending is None:
-        await connection.execute(_SAVE_INSTRUCTION, *fields)
+        await connection.execute(_SAVE_INSTRUCTION, *_saved(i))
         return
-    ended = _END_ATTEMPT.format(number="$12", status="$13", reason="$14", entry_id="$15")
+    await end_instructions(connection, [(i, ending)])
+
+
+async def end_instructions(connection: asyncpg.Connection, ended: Sequence[tuple[Instruction, AttemptEnd]]) -> None:
+    """Store each instruction with its attempt's new status: one statement for the set."""
+    if not ended:
+        return
+    columns = list(zip(*(_saved(i) for i, _ in ended), strict=True))
     await connection.execute(
-        f"WITH saved AS ({_SAVE_INSTRUCTION}) {ended}",
-        *fields,
-        ending.number,
-        ending.status,
-        ending.reason.value if ending.reason else None,
-        ending.entry_id,
+        f"""WITH v AS (SELECT * FROM {_ENDINGS} AS v {_ENDING_COLUMNS}),
+           i AS (SELECT * FROM unnest($6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[],
+                                      $12::numeric[], $13::bigint[], $14::boolean[], $15::boolean[], $16::boolean[])
+                 AS i (matching_number, processing, settlement, reason, detail, settled_quantity, settled_amount,
+                       attempt, in_flight, cancel_by_buyer, cancel_by_seller)),
+           saved AS (
+               UPDATE dvp_instructions d SET processing = i.processing, settlement = i.settlement, reason = i.reason,
+                   detail = i.detail, settled_quantity = i.settled_quantity, settled_amount = i.settled_amount,
+                   attempt = i.attempt, in_flight = i.in_flight, cancel_by_buyer = i.cancel_by_buyer,
+                   cancel_by_seller = i.cancel_by_seller, updated_at = now()
+               FROM i WHERE d.matching_number = i.matching_number)
+           {_END_ATTEMPTS}""",
+        *_endings([(i.matching_number, end) for i, end in ended]),
+        *(list(column) for column in columns),
+    )
+
+
+def _endings(ended: Sequence[tuple[int, AttemptEnd]]) -> tuple[list[object], ...]:
+    """``_ENDINGS``' five arrays."""
+    return (
+        [number for number, _ in ended],
+        [end.number for _, end in ended],
+        [end.status for _, end in ended],
+        [end.reason.value if end.reason else None for _, end in ended],
+        [end.entry_id for _, end in ended],
     )
 
 
@@ -326,23 +354,34 @@ class Current:
 
 
 async def current(connection: asyncpg.Connection, matching_number: int, number: int) -> Current | None:
-    """The instruction and its attempt ``number``, both locked, in one statement; None if either
-    is missing. Both rows are locked so that, after waiting for a writer of either, the statement
-    reads the versions it committed (a row read beside a locked one, unlocked, could be older)."""
-    row = await connection.fetchrow(
+    """The instruction and its attempt ``number``, both locked; None if either is missing."""
+    return (await currents(connection, [(matching_number, number)])).get((matching_number, number))
+
+
+async def currents(connection: asyncpg.Connection, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], Current]:
+    """Each instruction with its attempt (matching number, attempt number), both locked, in one
+    statement, by key; a key is missing where either row is. Both rows are locked so that, after
+    waiting for a writer of either, the statement reads the versions it committed (a row read
+    beside a locked one, unlocked, could be older); in matching-number order, so that two
+    transactions locking several cannot deadlock."""
+    rows = await connection.fetch(
         """SELECT i.*, a.attempt AS a_number, a.quantity AS a_quantity, a.amount AS a_amount,
                   a.from_cover AS a_from_cover, a.hold_id AS a_hold_id, a.status AS a_status,
                   a.entry_id AS a_entry_id
-           FROM dvp_instructions i JOIN dvp_attempts a ON a.matching_number = i.matching_number AND a.attempt = $2
-           WHERE i.matching_number = $1
+           FROM unnest($1::bigint[], $2::bigint[]) AS k (matching_number, attempt)
+           JOIN dvp_instructions i ON i.matching_number = k.matching_number
+           JOIN dvp_attempts a ON a.matching_number = k.matching_number AND a.attempt = k.attempt
+           ORDER BY i.matching_number
            FOR UPDATE OF i, a""",
-        matching_number,
-        number,
+        [number for number, _ in keys],
+        [attempt for _, attempt in keys],
     )
-    if row is None:
-        return None
-    plan = Attempt(row["a_number"], row["a_quantity"], row["a_amount"], row["a_from_cover"])
-    return Current(_instruction(row), plan, row["a_hold_id"], row["a_status"], row["a_entry_id"])
+    found = {}
+    for row in rows:
+        plan = Attempt(row["a_number"], row["a_quantity"], row["a_amount"], row["a_from_cover"])
+        current = Current(_instruction(row), plan, row["a_hold_id"], row["a_status"], row["a_entry_id"])
+        found[(current.instruction.matching_number, plan.number)] = current
+    return found
 
 
 async def end_attempt(
@@ -355,29 +394,37 @@ async def end_attempt(
     entry_id: int | None = None,
 ) -> None:
     await connection.execute(
-        _END_ATTEMPT.format(number="$2", status="$3", reason="$4", entry_id="$5"),
-        matching_number,
-        number,
-        status,
-        reason.value if reason else None,
-        entry_id,
+        f"WITH v AS (SELECT * FROM {_ENDINGS} AS v {_ENDING_COLUMNS}) {_END_ATTEMPTS}",
+        *_endings([(matching_number, AttemptEnd(number, status, reason, entry_id))]),
     )
 
 
-async def consume_hold(
-    connection: asyncpg.Connection, matching_number: int, number: int, hold_id: UUID, entry_id: int
-) -> None:
-    """The attempt's earmark gives way to its posting ``entry_id``, and the attempt goes on to
-    commit the securities, in one statement."""
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """An attempt's earmark that gives way to its posting ``entry_id``."""
+
+    matching_number: int
+    attempt: int
+    hold_id: UUID
+    entry_id: int
+
+
+async def consume_holds(connection: asyncpg.Connection, consumed: Sequence[Consumed]) -> None:
+    """Each attempt's earmark gives way to its posting, and the attempt goes on to commit the
+    securities: one statement for the set."""
+    if not consumed:
+        return
+    ends = [(c.matching_number, AttemptEnd(c.attempt, "committing", None, c.entry_id)) for c in consumed]
     await connection.execute(
-        f"""WITH consumed AS (
-               UPDATE holds SET status = 'consumed', closed_at = now(), entry_id = $3
-               WHERE hold_id = $4 AND status = 'placed')
-           {_END_ATTEMPT.format(number="$2", status="'committing'", reason="NULL", entry_id="$3")}""",
-        matching_number,
-        number,
-        entry_id,
-        hold_id,
+        f"""WITH v AS (SELECT * FROM {_ENDINGS} AS v {_ENDING_COLUMNS}),
+           consumed AS (
+               UPDATE holds h SET status = 'consumed', closed_at = now(), entry_id = c.entry_id
+               FROM unnest($6::uuid[], $7::bigint[]) AS c (hold_id, entry_id)
+               WHERE h.hold_id = c.hold_id AND h.status = 'placed')
+           {_END_ATTEMPTS}""",
+        *_endings(ends),
+        [c.hold_id for c in consumed],
+        [c.entry_id for c in consumed],
     )
 
 

@@ -8,7 +8,7 @@ balance but not write it); the database refuses an unbalanced or overdrawing ent
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -147,23 +147,39 @@ def _account(row: asyncpg.Record) -> Account:
 async def post(connection: asyncpg.Connection, entry: Entry, posted_at: datetime) -> int | None:
     """Write the entry and its postings, in one statement; None if its (kind, reference) was
     already posted."""
-    entry_id: int | None = await connection.fetchval(
+    return (await post_all(connection, [entry], posted_at))[0]
+
+
+async def post_all(connection: asyncpg.Connection, entries: Sequence[Entry], posted_at: datetime) -> list[int | None]:
+    """Write the entries and their postings, in one statement; each one's id, in order, None
+    where its (kind, reference) was already posted. Their (kind, reference) are distinct."""
+    if len({(entry.kind, entry.reference) for entry in entries}) < len(entries):
+        raise ValueError("two entries of one (kind, reference) in one posting")
+    rows = await connection.fetch(
         """WITH entry AS (
-               INSERT INTO entries (kind, reference, description, posted_at) VALUES ($1, $2, $3, $4)
-               ON CONFLICT (kind, reference) DO NOTHING RETURNING entry_id),
+               INSERT INTO entries (kind, reference, description, posted_at)
+               SELECT e.kind, e.reference, e.description, $4
+               FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS e (kind, reference, description, n)
+               ORDER BY e.n
+               ON CONFLICT (kind, reference) DO NOTHING RETURNING entry_id, kind, reference),
            legs AS (
                INSERT INTO postings (entry_id, account_id, amount)
                SELECT entry.entry_id, leg.account_id, leg.amount
-               FROM entry, unnest($5::text[], $6::numeric[]) AS leg (account_id, amount))
-           SELECT entry_id FROM entry""",
-        entry.kind.value,
-        entry.reference,
-        entry.description,
+               FROM entry JOIN unnest($5::text[], $6::text[], $7::text[], $8::numeric[])
+                   AS leg (kind, reference, account_id, amount)
+                   ON leg.kind = entry.kind AND leg.reference = entry.reference)
+           SELECT entry_id, kind, reference FROM entry""",
+        [entry.kind.value for entry in entries],
+        [entry.reference for entry in entries],
+        [entry.description for entry in entries],
         posted_at,
-        [leg.account_id for leg in entry.legs],
-        [leg.amount for leg in entry.legs],
+        [entry.kind.value for entry in entries for _ in entry.legs],
+        [entry.reference for entry in entries for _ in entry.legs],
+        [leg.account_id for entry in entries for leg in entry.legs],
+        [leg.amount for entry in entries for leg in entry.legs],
     )
-    return entry_id
+    posted = {(row["kind"], row["reference"]): row["entry_id"] for row in rows}
+    return [posted.pop((entry.kind.value, entry.reference), None) for entry in entries]
 
 
 async def balance(connection: asyncpg.Connection, account_id: str) -> Decimal:
