@@ -11,10 +11,14 @@ travels inside the leg, so settlement forwards the transfer but cannot invent on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from agents.issuer import repo, reservations, transfers
-from agents.issuer.register import TransferRefused
+from agents.issuer.register import RegisterRecord, TransferRefused
 from broker import logs
 from broker.context import Context
+from broker.set_based import SetBased
 from schemas.certificates import ElectronicStockCertificate
 from schemas.dvp import (
     CertificateDelivery,
@@ -53,37 +57,102 @@ def transfer_request(request: SecuritiesReserve, leg: CertificateLeg) -> NameTra
     )
 
 
-async def on_reserve(request: SecuritiesReserve, ctx: Context) -> None:
-    assert ctx.sender is not None
-    to = ctx.sender.user_id
-    existing = await reservations.reservation(ctx.connection, request.instruction)
-    if existing is not None and existing.status == "reserved":
-        ctx.emit(
-            SecuritiesReserved(instruction=request.instruction, attempt=request.attempt, quantity=request.quantity),
-            to=to,
-        )
-        return
-    if existing is not None and existing.status == "committed" and isinstance(request.leg, CertificateLeg):
-        await _reserve_rest(ctx, request, request.leg, existing)
-        return
-    if not isinstance(request.leg, CertificateLeg):
-        _refuse(ctx, request, DvpReason.SECURITIES_INVALID, "the issuer delivers certificates, not book entries", False)
-        return
-    leg = request.leg
+async def _on_reserve(requests: Sequence[tuple[SecuritiesReserve, Context]]) -> None:
+    """Reserve each request's certificate, or say why not; for a set of requests of distinct
+    instructions and CertIDs, the reservations are read, the register rows locked and the
+    reservations recorded in one statement each (docs/netting.md)."""
+    existing = await reservations.reservations(requests[0][1].connection, [r.instruction for r, _ in requests])
+    checking: list[_Checking] = []
+    for request, ctx in requests:
+        earlier = existing.get(request.instruction)
+        if earlier is not None and earlier.status == "committed" and isinstance(request.leg, CertificateLeg):
+            await _reserve_checked(checking)  # those before it first, as one by one
+            checking = []
+        with ctx.bound():
+            if earlier is not None and earlier.status == "reserved":
+                _reserved(ctx, request)
+            elif earlier is not None and earlier.status == "committed" and isinstance(request.leg, CertificateLeg):
+                await _reserve_rest(ctx, request, request.leg, earlier)
+            elif not isinstance(request.leg, CertificateLeg):
+                _refuse(ctx, request, DvpReason.SECURITIES_INVALID, _NOT_CERTIFICATES, False)
+            elif (verified := _verified(ctx, request, request.leg)) is not None:
+                checking.append(verified)
+    await _reserve_checked(checking)
+
+
+def _rows(request: SecuritiesReserve) -> tuple[object, ...]:
+    """What a reservation works on: its instruction and the CertID it would lock."""
+    if isinstance(request.leg, CertificateLeg):
+        return (request.instruction, request.leg.cert_id)
+    return (request.instruction,)
+
+
+on_reserve = SetBased(_on_reserve, keys=_rows)
+_NOT_CERTIFICATES = "the issuer delivers certificates, not book entries"
+
+
+@dataclass(frozen=True, slots=True)
+class _Checking:
+    """A reservation whose certificate and countersignatures verified, its register row still to check."""
+
+    ctx: Context
+    request: SecuritiesReserve
+    leg: CertificateLeg
+    transfer: NameTransferRequest
+    certificate: ElectronicStockCertificate
+
+
+def _verified(ctx: Context, request: SecuritiesReserve, leg: CertificateLeg) -> _Checking | None:
+    transfer = transfer_request(request, leg)
     try:
-        record = await transfers.checked(transfer_request(request, leg), ctx, leg.exchange_id)
+        return _Checking(ctx, request, leg, transfer, transfers.verified(transfer, ctx, leg.exchange_id))
     except TransferRefused as refused:
-        reason = DvpReason.LACK_OF_SECURITIES if refused.reason in _MISSING else DvpReason.SECURITIES_INVALID
-        _refuse(ctx, request, reason, f"{refused.reason.value}: {refused.detail}", False)
+        _refused_transfer(ctx, request, refused)
+        return None
+
+
+async def _reserve_checked(checking: Sequence[_Checking]) -> None:
+    """The register rows of verified requests read and locked, checked, and the reservations
+    recorded: one statement each for the set."""
+    if not checking:
         return
-    other = await reservations.reserve(ctx.connection, request, record, leg.exchange_id, leg.seller_order)
+    connection = checking[0].ctx.connection
+    records = await repo.records(connection, [c.certificate.cert_id for c in checking])
+    reserving: list[tuple[_Checking, reservations.Reserving]] = []
+    for c in checking:
+        try:
+            record = transfers.authorised(
+                c.transfer, c.ctx, c.leg.exchange_id, c.certificate, records.get(c.certificate.cert_id)
+            )
+        except TransferRefused as refused:
+            with c.ctx.bound():
+                _refused_transfer(c.ctx, c.request, refused)
+            continue
+        reserving.append((c, reservations.Reserving(c.request, record, c.leg.exchange_id, c.leg.seller_order)))
+    others = await reservations.reserve_all(connection, [r for _, r in reserving])
+    for c, r in reserving:
+        with c.ctx.bound():
+            _reserve_answered(c, r, others.get(c.request.instruction))
+
+
+def _reserve_answered(c: _Checking, r: reservations.Reserving, other: int | None) -> None:
+    """The answer to a checked reservation: reserved, or refused for another instruction's."""
     if other is not None:
-        _refuse(ctx, request, DvpReason.LACK_OF_SECURITIES, f"CertID is reserved for instruction {other}", True)
+        _refuse(c.ctx, c.request, DvpReason.LACK_OF_SECURITIES, f"CertID is reserved for instruction {other}", True)
         return
-    log.info("securities_reserved", instruction=request.instruction, cert_id=str(record.cert_id))
-    ctx.emit(
-        SecuritiesReserved(instruction=request.instruction, attempt=request.attempt, quantity=request.quantity), to=to
-    )
+    log.info("securities_reserved", instruction=c.request.instruction, cert_id=str(r.record.cert_id))
+    _reserved(c.ctx, c.request)
+
+
+def _refused_transfer(ctx: Context, request: SecuritiesReserve, refused: TransferRefused) -> None:
+    reason = DvpReason.LACK_OF_SECURITIES if refused.reason in _MISSING else DvpReason.SECURITIES_INVALID
+    _refuse(ctx, request, reason, f"{refused.reason.value}: {refused.detail}", False)
+
+
+def _reserved(ctx: Context, request: SecuritiesReserve) -> None:
+    assert ctx.sender is not None
+    answer = SecuritiesReserved(instruction=request.instruction, attempt=request.attempt, quantity=request.quantity)
+    ctx.emit(answer, to=ctx.sender.user_id)
 
 
 async def _reserve_rest(
@@ -105,11 +174,7 @@ async def _reserve_rest(
         _refuse(ctx, request, DvpReason.LACK_OF_SECURITIES, "the seller's remainder no longer covers the rest", False)
         return
     log.info("securities_reserved", instruction=request.instruction, cert_id=str(record.cert_id), rest=True)
-    assert ctx.sender is not None
-    ctx.emit(
-        SecuritiesReserved(instruction=request.instruction, attempt=request.attempt, quantity=request.quantity),
-        to=ctx.sender.user_id,
-    )
+    _reserved(ctx, request)
 
 
 def _refuse(ctx: Context, request: SecuritiesReserve, reason: DvpReason, detail: str, retryable: bool) -> None:
@@ -123,28 +188,57 @@ def _refuse(ctx: Context, request: SecuritiesReserve, reason: DvpReason, detail:
     )
 
 
-async def on_commit(request: SecuritiesCommit, ctx: Context) -> None:
-    """The name transfer; a repeated commit gets the same answer, never a second transfer."""
-    assert ctx.sender is not None
-    held = await reservations.reservation_with_record(ctx.connection, request.instruction)
-    if held is None or held[0].status == "released":
+async def _on_commit(requests: Sequence[tuple[SecuritiesCommit, Context]]) -> None:
+    """The name transfers; a repeated commit gets the same answer, never a second transfer. For a
+    set of commits, the reservations are read with their records, the numbers drawn, the
+    transfers recorded and the reservations marked in one statement each (docs/netting.md)."""
+    connection = requests[0][1].connection
+    held = await reservations.reservations_with_records(connection, [r.instruction for r, _ in requests])
+    moving: list[tuple[SecuritiesCommit, reservations.Reservation, transfers.Transfer]] = []
+    for request, ctx in requests:
+        found, record = _held(held, request)  # the record was checked and locked at reserve
+        leg = found.request.leg
+        if found.status != "reserved":
+            _committed(ctx, request, found, found.delivery)
+        else:
+            assert isinstance(leg, CertificateLeg)
+            name_transfer = transfer_request(found.request, leg)
+            moving.append((request, found, transfers.Transfer(name_transfer, ctx, record, leg.exchange_id)))
+    done = await transfers.apply_transfers([transfer for *_, transfer in moving])
+    delivered = [
+        (
+            request.instruction,
+            CertificateDelivery(
+                name_transfer_number=d.name_transfer_number,
+                new_cert_id=d.buyer_cert_id,
+                remainder=d.remainder,
+                register_version=d.register_version,
+            ),
+        )
+        for (request, *_), d in zip(moving, done, strict=True)
+    ]
+    await reservations.committed_all(connection, delivered)
+    for (request, found, transfer), (_, delivery) in zip(moving, delivered, strict=True):
+        _committed(transfer.ctx, request, found, delivery)
+
+
+on_commit = SetBased(_on_commit, keys=lambda request: (request.instruction,))
+
+
+def _held(
+    held: dict[int, tuple[reservations.Reservation, RegisterRecord]], request: SecuritiesCommit
+) -> tuple[reservations.Reservation, RegisterRecord]:
+    found = held.get(request.instruction)
+    if found is None or found[0].status == "released":
         # Settlement commits only what was reserved; this is a protocol breach, not a business refusal.
         raise RuntimeError(f"commit of instruction {request.instruction} that holds no reservation")
-    found, record = held  # the record was checked and locked at reserve
-    delivery = found.delivery
-    if found.status == "reserved":
-        leg = found.request.leg
-        assert isinstance(leg, CertificateLeg)
-        transfer = transfer_request(found.request, leg)
-        done = await transfers.apply_transfer(transfer, ctx, record, leg.exchange_id)
-        delivery = CertificateDelivery(
-            name_transfer_number=done.name_transfer_number,
-            new_cert_id=done.buyer_cert_id,
-            remainder=done.remainder,
-            register_version=done.register_version,
-        )
-        await reservations.committed(ctx.connection, request.instruction, delivery)
-    assert delivery is not None
+    return found
+
+
+def _committed(
+    ctx: Context, request: SecuritiesCommit, found: reservations.Reservation, delivery: CertificateDelivery | None
+) -> None:
+    assert ctx.sender is not None and delivery is not None
     ctx.emit(
         SecuritiesCommitted(
             instruction=request.instruction, attempt=request.attempt, quantity=found.request.quantity, delivery=delivery

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -117,16 +118,37 @@ async def draw_for_transfer(connection: asyncpg.Connection, old: RegisterRecord)
     drawn with the offering they are of, in one round trip (None: no offering). The retirement
     comes first, in its own statement, so that a record inserted afterwards may carry the old
     certificate number (one valid CertID per number, R-001-09)."""
-    row = await connection.fetchrow(
-        """WITH retired AS (UPDATE register SET status = 'retired', retired_at = now() WHERE cert_id = $2)
-           UPDATE offerings
-           SET next_certificate_number = next_certificate_number + 1, register_version = register_version + 1
-           WHERE issue_code = $1
-           RETURNING *, next_certificate_number - 1 AS sequence""",
-        old.issue_code,
-        old.cert_id,
+    return (await draw_for_transfers(connection, [old]))[0]
+
+
+async def draw_for_transfers(
+    connection: asyncpg.Connection, olds: Sequence[RegisterRecord]
+) -> list[TransferDraw | None]:
+    """``draw_for_transfer`` for several transfers (of distinct CertIDs), in one round trip: each
+    one's numbers, in order, as if drawn one after the other."""
+    rows = await connection.fetch(
+        """WITH retired AS (UPDATE register SET status = 'retired', retired_at = now() WHERE cert_id = ANY($2::uuid[])),
+           drawn AS (SELECT issue_code, count(*) AS k FROM unnest($1::text[]) AS t (issue_code) GROUP BY issue_code)
+           UPDATE offerings o
+           SET next_certificate_number = o.next_certificate_number + drawn.k,
+               register_version = o.register_version + drawn.k
+           FROM drawn WHERE o.issue_code = drawn.issue_code
+           RETURNING o.*, o.next_certificate_number - drawn.k AS first_sequence,
+                     o.register_version - drawn.k AS first_version""",
+        [old.issue_code for old in olds],
+        [old.cert_id for old in olds],
     )
-    return TransferDraw(_offering(row), row["sequence"], row["register_version"]) if row else None
+    found = {row["issue_code"]: row for row in rows}
+    taken: dict[str, int] = {}
+    draws: list[TransferDraw | None] = []
+    for old in olds:
+        row = found.get(old.issue_code)
+        if row is None:
+            draws.append(None)
+            continue
+        i = taken[old.issue_code] = taken.get(old.issue_code, -1) + 1
+        draws.append(TransferDraw(_offering(row), row["first_sequence"] + i, row["first_version"] + i + 1))
+    return draws
 
 
 async def register(
@@ -209,6 +231,16 @@ async def record(connection: asyncpg.Connection, cert_id: UUID) -> RegisterRecor
     return record_of(row) if row else None
 
 
+async def records(connection: asyncpg.Connection, cert_ids: Sequence[UUID]) -> dict[UUID, RegisterRecord]:
+    """Register rows by CertID (those that exist), locked until the transaction ends, in CertID
+    order so that two transactions locking several cannot deadlock."""
+    rows = await connection.fetch(
+        f"SELECT {_RECORD_COLUMNS} FROM register WHERE cert_id = ANY($1::uuid[]) ORDER BY cert_id FOR UPDATE",
+        list(cert_ids),
+    )
+    return {row["cert_id"]: record_of(row) for row in rows}
+
+
 async def retire(connection: asyncpg.Connection, cert_id: UUID) -> None:
     """S114: the old CertID stops being valid; the row stays as history."""
     await connection.execute("UPDATE register SET status = 'retired', retired_at = now() WHERE cert_id = $1", cert_id)
@@ -236,6 +268,17 @@ async def offering(connection: asyncpg.Connection, issue_code: str) -> Offering 
     return _offering(row) if row else None
 
 
+@dataclass(frozen=True, slots=True)
+class NameTransfer:
+    """A name transfer to record (S115–S118): the transferee's new register record and the history row's facts."""
+
+    buyer: RegisterRecord
+    seller_user_id: str
+    old_cert_id: UUID
+    remainder_cert_id: UUID | None
+    matching_number: int | None
+
+
 async def record_transfer(
     connection: asyncpg.Connection,
     *,
@@ -247,23 +290,42 @@ async def record_transfer(
 ) -> int:
     """S115–S118: the transferee registered under its new CertID, a name-transfer number, and a
     record in the history list 17, in one round trip. The old CertID must be retired already."""
-    ntn: int = await connection.fetchval(
-        f"""WITH buyer AS (INSERT INTO register ({_RECORD_COLUMNS}) VALUES ({_RECORD_VALUES})
-                           RETURNING issue_code, cert_id, shares, holder_user_id)
+    transfer = NameTransfer(buyer, seller_user_id, old_cert_id, remainder_cert_id, matching_number)
+    return (await record_transfers(connection, [transfer]))[0]
+
+
+async def record_transfers(connection: asyncpg.Connection, transfers: Sequence[NameTransfer]) -> list[int]:
+    """``record_transfer`` for several transfers, in one round trip: each one's name-transfer
+    number, in order (drawn in that order)."""
+    records = list(zip(*(_record_values(t.buyer) for t in transfers), strict=True))
+    rows = await connection.fetch(
+        f"""WITH buyer AS (
+                INSERT INTO register ({_RECORD_COLUMNS})
+                SELECT {_RECORD_COLUMNS} FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                    $6::text[], $7::bigint[], $8::text[], $9::date[], $10::jsonb[], $11::text[], $12::text[],
+                    $13::text[], $14::bigint[], $15::text[]) AS r ({_RECORD_COLUMNS})
+                RETURNING issue_code, cert_id, shares, holder_user_id),
+            history AS (
+                SELECT * FROM unnest($16::uuid[], $17::text[], $18::uuid[], $19::uuid[], $20::bigint[], $21::text[])
+                    WITH ORDINALITY AS h (cert_id, seller_user_id, old_cert_id, remainder_cert_id, matching_number,
+                                          kind, n))
             INSERT INTO name_transfers (name_transfer_number, issue_code, cert_id, shares, buyer_user_id,
                 seller_user_id, old_cert_id, remainder_cert_id, matching_number, kind)
-            SELECT nextval('name_transfer_numbers'), issue_code, cert_id, shares, holder_user_id,
-                   $16, $17, $18, $19, $20
-            FROM buyer
-            RETURNING name_transfer_number""",
-        *_record_values(buyer),
-        seller_user_id,
-        old_cert_id,
-        remainder_cert_id,
-        matching_number,
-        "exchange" if matching_number is not None else "off_exchange",
+            SELECT nextval('name_transfer_numbers'), buyer.issue_code, buyer.cert_id, buyer.shares,
+                   buyer.holder_user_id, h.seller_user_id, h.old_cert_id, h.remainder_cert_id, h.matching_number, h.kind
+            FROM (SELECT * FROM history ORDER BY n) h JOIN buyer ON buyer.cert_id = h.cert_id
+            ORDER BY h.n
+            RETURNING name_transfer_number, cert_id""",
+        *(list(column) for column in records),
+        [t.buyer.cert_id for t in transfers],
+        [t.seller_user_id for t in transfers],
+        [t.old_cert_id for t in transfers],
+        [t.remainder_cert_id for t in transfers],
+        [t.matching_number for t in transfers],
+        ["exchange" if t.matching_number is not None else "off_exchange" for t in transfers],
     )
-    return ntn
+    numbers = {row["cert_id"]: row["name_transfer_number"] for row in rows}
+    return [numbers[t.buyer.cert_id] for t in transfers]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ certificate is pushed at once, since nothing about its holder changed.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agents.issuer import domain, repo
@@ -102,40 +103,64 @@ class Transferred:
 async def apply_transfer(request: NameTransferRequest, ctx: Context, old: RegisterRecord, exchange: str) -> Transferred:
     """S114–S118: retire the old CertID, register the buyer (and the remainder), record the history;
     the seller's remainder certificate is pushed to the seller at once."""
-    conn = ctx.connection
-    drawn = await repo.draw_for_transfer(conn, old)  # retires the old CertID
-    assert drawn is not None
-    offering = drawn.offering
-    number = domain.certificate_number(old.issue_code, drawn.certificate_sequence)
-    change = transfer(
-        old,
-        shares=request.shares,
-        buyer_user_id=request.buyer_user_id,
-        buyer_name=request.buyer_name,
-        buyer_address=request.buyer_address,
-        buyer_cert_id=uuid.uuid4(),
-        remainder_cert_id=uuid.uuid4(),
-        new_number=number,
-        today=ctx.now.date(),
-        commit_remainder=(exchange, request.seller_order) if request.seller_order_open else None,
-    )
-    remainder = await _register_remainder(ctx, offering, change.remainder)
-    ntn = await repo.record_transfer(
-        conn,
-        buyer=change.buyer,
-        seller_user_id=request.seller_user_id,
-        old_cert_id=old.cert_id,
-        remainder_cert_id=change.remainder.cert_id if change.remainder else None,
-        matching_number=request.matching_number,
-    )
-    version = drawn.register_version
-    log.info("name_transferred", ntn=ntn, old_cert_id=str(old.cert_id), buyer=request.buyer_user_id)
-    if remainder is not None:
-        ctx.emit(
-            RemainderCertificate(name_transfer_number=ntn, replaces_cert_id=old.cert_id, certificate=remainder),
-            to=request.seller_user_id,
+    return (await apply_transfers([Transfer(request, ctx, old, exchange)]))[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """A name transfer to apply: the request, its context, the register record it retires (locked
+    and checked at reservation) and the exchange whose order a remainder stays committed to."""
+
+    request: NameTransferRequest
+    ctx: Context
+    old: RegisterRecord
+    exchange: str
+
+
+async def apply_transfers(transfers: Sequence[Transfer]) -> list[Transferred]:
+    """``apply_transfer`` for several transfers of distinct CertIDs, in order: the numbers drawn
+    and the transfers recorded in one statement each for the set (docs/netting.md)."""
+    if not transfers:
+        return []
+    conn, today = transfers[0].ctx.connection, transfers[0].ctx.now.date()
+    draws = await repo.draw_for_transfers(conn, [t.old for t in transfers])  # retires the old CertIDs
+    recorded: list[repo.NameTransfer] = []
+    remainders: list[SignedCertificate | None] = []
+    for t, drawn in zip(transfers, draws, strict=True):
+        assert drawn is not None
+        request, old = t.request, t.old
+        change = transfer(
+            old,
+            shares=request.shares,
+            buyer_user_id=request.buyer_user_id,
+            buyer_name=request.buyer_name,
+            buyer_address=request.buyer_address,
+            buyer_cert_id=uuid.uuid4(),
+            remainder_cert_id=uuid.uuid4(),
+            new_number=domain.certificate_number(old.issue_code, drawn.certificate_sequence),
+            today=today,
+            commit_remainder=(t.exchange, request.seller_order) if request.seller_order_open else None,
         )
-    return Transferred(ntn, change.buyer.cert_id, remainder, version)
+        remainders.append(await _register_remainder(t.ctx, drawn.offering, change.remainder))
+        remainder_cert_id = change.remainder.cert_id if change.remainder else None
+        recorded.append(
+            repo.NameTransfer(
+                change.buyer, request.seller_user_id, old.cert_id, remainder_cert_id, request.matching_number
+            )
+        )
+    numbers = await repo.record_transfers(conn, recorded)
+    done = []
+    for t, drawn, record, remainder, ntn in zip(transfers, draws, recorded, remainders, numbers, strict=True):
+        assert drawn is not None
+        with t.ctx.bound():
+            log.info("name_transferred", ntn=ntn, old_cert_id=str(t.old.cert_id), buyer=t.request.buyer_user_id)
+        if remainder is not None:
+            t.ctx.emit(
+                RemainderCertificate(name_transfer_number=ntn, replaces_cert_id=t.old.cert_id, certificate=remainder),
+                to=t.request.seller_user_id,
+            )
+        done.append(Transferred(ntn, record.buyer.cert_id, remainder, drawn.register_version))
+    return done
 
 
 async def _register_remainder(
@@ -209,11 +234,21 @@ async def on_release(release: CertificateRelease, ctx: Context) -> None:
     log.info("remainder_released", seller_order=release.seller_order, certificates=freed)
 
 
-async def checked(request: NameTransferRequest, ctx: Context, exchange: str) -> RegisterRecord:
-    """S105–S113 for a transfer the exchange countersigned: the register record it will retire,
-    locked; ``TransferRefused`` if the certificate, its endorsements or the register disagree."""
-    certificate = _verified(request, ctx, exchange)
-    record = await repo.record(ctx.connection, certificate.cert_id)
+def verified(request: NameTransferRequest, ctx: Context, exchange: str) -> ElectronicStockCertificate:
+    """S105–S107 for a transfer the exchange countersigned, before the register is read: the
+    certificate; ``TransferRefused`` if its signature or the exchange's countersignature fails."""
+    return _verified(request, ctx, exchange)
+
+
+def authorised(
+    request: NameTransferRequest,
+    ctx: Context,
+    exchange: str,
+    certificate: ElectronicStockCertificate,
+    record: RegisterRecord | None,
+) -> RegisterRecord:
+    """S108–S113: the register ``record`` (read locked) of the ``verified`` certificate, checked
+    against the request and the seller's authority; ``TransferRefused`` if they disagree."""
     check_transfer(request, certificate, record)
     assert record is not None
     _check_authority(request, ctx, record, exchange)

@@ -159,3 +159,96 @@ async def test_completing_the_holder_returns_the_record_as_it_is_then(issuer: as
 
 async def test_a_transfer_number_that_does_not_exist_reads_nothing(issuer: asyncpg.Connection) -> None:
     assert await repo.transferred(issuer, 999) is None
+
+
+async def test_reservations_of_a_set_are_recorded_in_one_statement_and_one_held_elsewhere_is_refused_alone(
+    issuer: asyncpg.Connection,
+) -> None:
+    """docs/netting.md step 1: the issuer's set-based reserve writes each reservation as ``reserve``
+    does for one, and a CertID another instruction holds refuses that one only, writing nothing for it."""
+    free, taken, other = held_by("alice"), held_by("carol", "KBT1-00000002"), held_by("dave", "KBT1-00000003")
+    for record in (free, taken, other):
+        await repo.insert_record(issuer, record)
+    assert await reservations.reserve(issuer, reserve(10), taken, "exchange", 40) is None
+    async with issuer.transaction():
+        locked = await repo.records(issuer, [other.cert_id, free.cert_id, taken.cert_id, uuid.uuid4()])
+        assert set(locked) == {free.cert_id, taken.cert_id, other.cert_id}  # an unknown CertID is simply absent
+        refused = await reservations.reserve_all(
+            issuer,
+            [
+                reservations.Reserving(reserve(11), locked[free.cert_id], "exchange", 41),
+                reservations.Reserving(reserve(12), locked[taken.cert_id], "exchange", 42),
+                reservations.Reserving(reserve(13, shares=50), locked[other.cert_id], "exchange", 43),
+            ],
+        )
+    assert refused == {12: 10}
+    assert await committed_to(issuer, free) == ("exchange", 41)
+    assert await committed_to(issuer, taken) == ("exchange", 40)  # still the holder's
+    assert await committed_to(issuer, other) == ("exchange", 43)
+    rows = await issuer.fetch("SELECT instruction, cert_id, shares, previous_order FROM reservations ORDER BY 1")
+    assert [(r["instruction"], r["cert_id"], r["shares"], r["previous_order"]) for r in rows] == [
+        (10, taken.cert_id, 100, 3),
+        (11, free.cert_id, 100, 3),
+        (13, other.cert_id, 50, 3),
+    ]
+    found = await reservations.reservations(issuer, [13, 12, 11])
+    assert sorted(found) == [11, 13] and found[13].request == reserve(13, shares=50)
+    assert await reservations.reserve_all(issuer, []) == {}
+
+
+async def test_transfers_of_a_set_draw_numbers_and_record_history_as_one_by_one_would(
+    issuer: asyncpg.Connection,
+) -> None:
+    """docs/netting.md step 1: three transfers of one issue and one of another, drawn and recorded
+    in one statement each, get the certificate sequences, register versions and name-transfer
+    numbers they would get one after the other, in the set's order."""
+    other = Offering("KBT2", "Other K.K.", date(2000, 1, 1), ShareClass.COMMON, Decimal(1000), 1000, 1000)
+    await repo.open_offering(issuer, other)
+    olds = [held_by(holder, f"KBT1-0000000{i}") for i, holder in enumerate(("alice", "carol", "dave"), start=1)]
+    olds.insert(2, replace(held_by("erin"), issue_code="KBT2", certificate_number="KBT2-00000001"))
+    for old in olds:
+        await repo.insert_record(issuer, old)
+    before = await issuer.fetchrow(
+        "SELECT next_certificate_number, register_version FROM offerings WHERE issue_code = $1", ISSUE
+    )
+    async with issuer.transaction():
+        draws = await repo.draw_for_transfers(issuer, olds)
+        transfers = [
+            repo.NameTransfer(
+                replace(old, cert_id=uuid.uuid4(), holder_user_id=f"buyer{i}", committed_order=None, committed_by=None),
+                old.holder_user_id,
+                old.cert_id,
+                None,
+                100 + i,
+            )
+            for i, old in enumerate(olds)
+        ]
+        numbers = await repo.record_transfers(issuer, transfers)
+    assert all(draw is not None for draw in draws)
+    first, version = before["next_certificate_number"], before["register_version"]
+    kbt1 = [draw for draw, old in zip(draws, olds, strict=True) if draw and old.issue_code == ISSUE]
+    assert [(d.certificate_sequence, d.register_version) for d in kbt1] == [
+        (first, version + 1),
+        (first + 1, version + 2),
+        (first + 2, version + 3),
+    ]
+    kbt2 = draws[2]
+    assert kbt2 is not None and (kbt2.offering.issue_code, kbt2.register_version) == ("KBT2", 1)
+    after = await issuer.fetchrow(
+        "SELECT next_certificate_number, register_version FROM offerings WHERE issue_code = $1", ISSUE
+    )
+    assert (after["next_certificate_number"], after["register_version"]) == (first + 3, version + 3)
+    assert numbers == sorted(numbers) and len(set(numbers)) == 4
+    statuses = dict(await issuer.fetch("SELECT cert_id, status FROM register"))
+    assert all(statuses[old.cert_id] == "retired" for old in olds)
+    assert all(statuses[t.buyer.cert_id] == "valid" for t in transfers)
+    for ntn, t in zip(numbers, transfers, strict=True):
+        found = await repo.transferred(issuer, ntn)
+        assert found is not None and found.record == t.buyer
+        row = await issuer.fetchrow("SELECT * FROM name_transfers WHERE name_transfer_number = $1", ntn)
+        assert (row["old_cert_id"], row["seller_user_id"], row["matching_number"]) == (
+            t.old_cert_id,
+            t.seller_user_id,
+            t.matching_number,
+        )
+    assert await repo.draw_for_transfers(issuer, [replace(held_by("x"), issue_code="NONE")]) == [None]
