@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import asyncpg
 from aio_pika.abc import AbstractConnection
 
-from broker import logs, metrics, outbox, topology
+from broker import event_loop, logs, metrics, outbox, topology
 from broker.access import AgentUrls, agent_urls
 from broker.bundle import Bundling
 from broker.consumer import Consumer, Handler, Outcomes
@@ -365,6 +365,7 @@ async def serve(definitions: Sequence[AgentDefinition], settings: Settings, stop
         try:
             await asyncio.wait([consuming, *waits], return_when=asyncio.FIRST_COMPLETED)
             if consuming.done():
+                event_loop.settle_heap()
                 log.info("agents_ready", agents=list(runtimes))
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
