@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 
+import asyncpg
 from pydantic import TypeAdapter
 
 from agents.settlement import dvp_repo, repo, sealed_accounts
 from agents.settlement import instructions as decide
 from agents.settlement.domain import Account, Entry, EntryKind, Leg, money
-from agents.settlement.instructions import Attempt, Fail, Instruction, Wait
+from agents.settlement.instructions import Attempt, Cover, Fail, Instruction, Wait
 from broker import logs
 from broker.context import Context
 from broker.errors import Transient
@@ -124,63 +125,148 @@ async def on_cover_release(release: CoverRelease, ctx: Context) -> None:
 # -- instruction ---------------------------------------------------------------------------------
 
 
-async def on_instruction(message: SettlementInstruction, ctx: Context) -> None:
-    """Record and validate an execution's instruction, then make its first attempt; both accounts
+async def _on_instructions(messages: Sequence[tuple[SettlementInstruction, Context]]) -> None:
+    """Record and validate executions' instructions, then make their first attempts; both accounts
     are the parties' sealed boxes, opened here only (R-001-06)."""
-    buyer = sealed_accounts.opened(ctx, message.buyer_account, message.buyer_user_id)
-    seller = sealed_accounts.opened(ctx, message.seller_account, message.seller_user_id)
-    await _instruction(ctx, message, buyer, seller)
+    received = []
+    for message, ctx in messages:
+        with ctx.bound():
+            buyer = sealed_accounts.opened(ctx, message.buyer_account, message.buyer_user_id)
+            seller = sealed_accounts.opened(ctx, message.seller_account, message.seller_user_id)
+        received.append(_Received(ctx, message, buyer, seller))
+    await _instructions(received)
 
 
-async def on_instruction_v1(message: SettlementInstructionV1, ctx: Context) -> None:
+async def _on_instructions_v1(messages: Sequence[tuple[SettlementInstructionV1, Context]]) -> None:
     """Before the cut-over: both accounts in clear (the consumer refuses this version after it)."""
-    await _instruction(ctx, message, message.buyer_account, message.seller_account)
+    await _instructions([_Received(ctx, m, m.buyer_account, m.seller_account) for m, ctx in messages])
 
 
-async def _instruction(
-    ctx: Context,
-    message: SettlementInstruction | SettlementInstructionV1,
-    buyer_account: str | None,
-    seller_account: str | None,
-) -> None:
-    """A box that did not open (None) rejects the instruction as ``sealed_field_invalid``."""
-    assert ctx.message_id is not None
-    received = decide.received(message, buyer_account or "", seller_account or "", message.securities.agent)
-    ids = tuple(a for a in (buyer_account, seller_account) if a)
-    accounts = await repo.accounts_for_update(ctx.connection, ids)
-    instruction = decide.validate(received, accounts.get(received.buyer_account), accounts.get(received.seller_account))
-    if not await dvp_repo.insert_instruction(ctx.connection, instruction, message.securities, ctx.message_id):
-        log.warning("instruction_repeated", matching_number=message.matching_number)
+def _matching_number(message: SettlementInstruction | SettlementInstructionV1) -> tuple[int]:
+    return (message.matching_number,)
+
+
+on_instruction = SetBased(_on_instructions, keys=_matching_number)
+on_instruction_v1 = SetBased(_on_instructions_v1, keys=_matching_number)
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    """An instruction as it arrived, with its accounts opened (None: the box did not open)."""
+
+    ctx: Context
+    message: SettlementInstruction | SettlementInstructionV1
+    buyer_account: str | None
+    seller_account: str | None
+
+
+async def _instructions(received: Sequence[_Received]) -> None:
+    """The instructions recorded in one statement, their accounts locked and read in one, and
+    their first attempts made on what they read once (``_Attempts``). A box that did not open
+    (None) rejects its instruction as ``sealed_field_invalid``."""
+    connection = received[0].ctx.connection
+    accounts = await repo.accounts_for_update(
+        connection, [a for r in received for a in (r.buyer_account, r.seller_account) if a]
+    )
+    validated = []
+    for r in received:
+        instruction = decide.received(
+            r.message, r.buyer_account or "", r.seller_account or "", r.message.securities.agent
+        )
+        validated.append(
+            decide.validate(
+                instruction, accounts.get(instruction.buyer_account), accounts.get(instruction.seller_account)
+            )
+        )
+    recorded = await dvp_repo.insert_instructions(
+        connection,
+        [(i, r.message.securities, _message_id(r.ctx)) for r, i in zip(received, validated, strict=True)],
+    )
+    live = []
+    for r, instruction in zip(received, validated, strict=True):
+        with r.ctx.bound():
+            if instruction.matching_number not in recorded:
+                log.warning("instruction_repeated", matching_number=instruction.matching_number)
+                continue
+            log.info(
+                "instruction_received",
+                matching_number=instruction.matching_number,
+                processing=instruction.processing.value,
+            )
+            _announce(r.ctx, instruction)
+        if instruction.live:  # the buyer's account is locked and read already, the leg is in hand
+            live.append((r, instruction))
+    if not live:
         return
-    log.info("instruction_received", matching_number=message.matching_number, processing=instruction.processing.value)
-    _announce(ctx, instruction)
-    if instruction.live:  # the buyer's account is locked and read already, the leg is in hand
-        await _attempt(ctx, instruction, accounts.get(instruction.buyer_account), message.securities)
+    attempts = await _Attempts.read(connection, [instruction for _, instruction in live])
+    for r, instruction in live:
+        with r.ctx.bound():
+            await attempts.attempt(r.ctx, instruction, accounts.get(instruction.buyer_account), r.message.securities)
+    await attempts.write(connection)
+
+
+def _message_id(ctx: Context) -> uuid.UUID:
+    assert ctx.message_id is not None
+    return ctx.message_id
 
 
 async def attempt(ctx: Context, instruction: Instruction) -> Instruction:
     """Earmark the cash (cover first) and ask for the securities; or stay pending and say why."""
     accounts = await repo.accounts_for_update(ctx.connection, (instruction.buyer_account,))
     leg = LEG.validate_json(await dvp_repo.securities_leg(ctx.connection, instruction.matching_number))
-    return await _attempt(ctx, instruction, accounts.get(instruction.buyer_account), leg)
+    attempts = await _Attempts.read(ctx.connection, [instruction])
+    after = await attempts.attempt(ctx, instruction, accounts.get(instruction.buyer_account), leg)
+    await attempts.write(ctx.connection)
+    return after
 
 
-async def _attempt(ctx: Context, instruction: Instruction, buyer: Account | None, leg: SecuritiesLeg) -> Instruction:
-    """``attempt`` with the buyer's account locked and read (its balance) in this transaction."""
-    conn = ctx.connection
-    cover = await dvp_repo.cover(conn, instruction.cover_id, lock=True) if instruction.cover_id else None
-    held = await dvp_repo.held_on(conn, instruction.buyer_account, excluding=instruction.cover_id)
-    available = (buyer.balance if buyer else 0) - held
-    plan = decide.plan(instruction, cover, available, ctx.now.date())
-    if isinstance(plan, Wait):
-        return await _wait(ctx, instruction, plan)
-    if cover is not None and plan.from_cover:
-        await dvp_repo.save_cover(conn, cover.taken(plan.from_cover, instruction.price))
-    instruction = decide.started(instruction, plan)
-    await dvp_repo.start_attempt(conn, instruction, plan, uuid.uuid4())
-    ctx.emit(_reserve(instruction, plan, leg), to=instruction.leg_agent)
-    log.info("securities_reserve_sent", matching_number=instruction.matching_number, attempt=plan.number)
-    return instruction
+@dataclass(slots=True)
+class _Attempts:
+    """Attempts planned one after another on what they read once — the covers they draw on
+    (locked) and the holds on their buyers' accounts — each seeing them as the attempts before it
+    left them, as one by one would; written together at the end (``write``)."""
+
+    covers: dict[uuid.UUID, Cover]
+    held: dvp_repo.Held
+    taken: dict[uuid.UUID, Cover] = field(default_factory=dict)
+    started: list[dvp_repo.Started] = field(default_factory=list)
+
+    @classmethod
+    async def read(cls, connection: asyncpg.Connection, instructions: Sequence[Instruction]) -> _Attempts:
+        """The buyers' accounts must be locked already (their balances read)."""
+        cover_ids = {i.cover_id for i in instructions if i.cover_id}
+        covers = await dvp_repo.covers_for_update(connection, cover_ids)
+        held = await dvp_repo.held(connection, {i.buyer_account for i in instructions}, cover_ids)
+        return cls(covers, held)
+
+    async def attempt(
+        self, ctx: Context, instruction: Instruction, buyer: Account | None, leg: SecuritiesLeg
+    ) -> Instruction:
+        """Earmark the cash (cover first) and ask for the securities; or stay pending and say why."""
+        cover = self.covers.get(instruction.cover_id) if instruction.cover_id else None
+        available = (buyer.balance if buyer else 0) - self.held.on(
+            instruction.buyer_account, excluding=instruction.cover_id
+        )
+        plan = decide.plan(instruction, cover, available, ctx.now.date())
+        if isinstance(plan, Wait):
+            return await _wait(ctx, instruction, plan)
+        if cover is not None and plan.from_cover:
+            cover = self.covers[cover.cover_id] = self.taken[cover.cover_id] = cover.taken(
+                plan.from_cover, instruction.price
+            )
+            self.held.cover_saved(cover)
+        instruction = decide.started(instruction, plan)
+        self.started.append(dvp_repo.Started(instruction, plan, uuid.uuid4()))
+        self.held.placed(instruction.buyer_account, plan.amount)
+        ctx.emit(_reserve(instruction, plan, leg), to=instruction.leg_agent)
+        log.info("securities_reserve_sent", matching_number=instruction.matching_number, attempt=plan.number)
+        return instruction
+
+    async def write(self, connection: asyncpg.Connection) -> None:
+        """The covers drawn on, and the attempts with their earmarks."""
+        for cover in self.taken.values():
+            await dvp_repo.save_cover(connection, cover)
+        await dvp_repo.start_attempts(connection, self.started)
 
 
 def _reserve(instruction: Instruction, plan: Attempt, leg: SecuritiesLeg) -> SecuritiesReserve:

@@ -6,7 +6,7 @@ account's held amount, so every debit sees ``available = balance − holds``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -34,8 +34,18 @@ async def cover(connection: asyncpg.Connection, cover_id: UUID, *, lock: bool = 
     row = await connection.fetchrow(
         "SELECT * FROM covers WHERE cover_id = $1" + (" FOR UPDATE" if lock else ""), cover_id
     )
-    if row is None:
-        return None
+    return _cover(row) if row else None
+
+
+async def covers_for_update(connection: asyncpg.Connection, cover_ids: Collection[UUID]) -> dict[UUID, Cover]:
+    """Several covers (those that exist), locked in id order, in one statement."""
+    rows = await connection.fetch(
+        "SELECT * FROM covers WHERE cover_id = ANY($1::uuid[]) ORDER BY cover_id FOR UPDATE", sorted(set(cover_ids))
+    )
+    return {row["cover_id"]: _cover(row) for row in rows}
+
+
+def _cover(row: asyncpg.Record) -> Cover:
     active = row["status"] == "active"
     if row["kind"] == "standing":
         return Cover(row["cover_id"], row["user_id"], row["account_id"], 0, row["amount"], active, row["unspent"])
@@ -110,14 +120,52 @@ async def save_cover(connection: asyncpg.Connection, cover: Cover) -> None:
 
 async def held_on(connection: asyncpg.Connection, account_id: str, *, excluding: UUID | None = None) -> Decimal:
     """What placed holds keep on the account (``repo.PLACED_HOLDS``), but for the hold ``excluding``."""
-    total: Decimal = await connection.fetchval(
-        f"""SELECT {PLACED_HOLDS.of("$1")}
-                   - coalesce((SELECT amount FROM holds
-                                WHERE hold_id = $2 AND account_id = $1 AND status = 'placed'), 0)""",
-        account_id,
-        excluding,
+    view = await held(connection, [account_id], [excluding] if excluding else [])
+    return view.on(account_id, excluding=excluding)
+
+
+@dataclass(slots=True)
+class Held:
+    """What placed holds keep on some accounts, and the placed hold rows of some covers (by
+    cover id and account): what the attempts of a set read once (``held``)."""
+
+    totals: dict[str, Decimal]
+    covers: dict[tuple[UUID, str], Decimal]
+
+    def on(self, account_id: str, *, excluding: UUID | None = None) -> Decimal:
+        """What placed holds keep on the account, but for the hold ``excluding``."""
+        total = self.totals.get(account_id, Decimal(0))
+        return total - (self.covers.get((excluding, account_id), Decimal(0)) if excluding else Decimal(0))
+
+    def placed(self, account_id: str, amount: Decimal) -> None:
+        """A new hold placed on the account (an attempt's earmark, ``start_attempts``)."""
+        self.totals[account_id] = self.totals.get(account_id, Decimal(0)) + amount
+
+    def cover_saved(self, cover: Cover) -> None:
+        """The cover's hold as ``save_cover`` leaves it: placed for what the cover holds, released
+        when it holds nothing."""
+        key = (cover.cover_id, cover.account_id)
+        now = cover.held if cover.held > 0 else Decimal(0)
+        self.placed(cover.account_id, now - self.covers.get(key, Decimal(0)))
+        self.covers[key] = now
+
+
+async def held(connection: asyncpg.Connection, account_ids: Collection[str], cover_ids: Collection[UUID]) -> Held:
+    """``Held`` for these accounts and covers, in one statement."""
+    rows = await connection.fetch(
+        f"""SELECT key AS account_id, NULL::uuid AS hold_id, amount FROM ({PLACED_HOLDS.each("$1::text[]")}) AS t
+            UNION ALL
+            SELECT account_id, hold_id, amount FROM holds WHERE hold_id = ANY($2::uuid[]) AND status = 'placed'""",
+        sorted(set(account_ids)),
+        sorted(set(cover_ids)),
     )
-    return total
+    view = Held({}, {})
+    for row in rows:
+        if row["hold_id"] is None:
+            view.totals[row["account_id"]] = row["amount"]
+        else:
+            view.covers[(row["hold_id"], row["account_id"])] = row["amount"]
+    return view
 
 
 # -- instructions --------------------------------------------------------------------------------
@@ -126,39 +174,49 @@ async def held_on(connection: asyncpg.Connection, account_id: str, *, excluding:
 async def insert_instruction(
     connection: asyncpg.Connection, instruction: Instruction, leg: SecuritiesLeg, request_id: UUID
 ) -> bool:
-    i = instruction
-    inserted = await connection.fetchval(
+    return bool(await insert_instructions(connection, [(instruction, leg, request_id)]))
+
+
+async def insert_instructions(
+    connection: asyncpg.Connection, received: Sequence[tuple[Instruction, SecuritiesLeg, UUID]]
+) -> set[int]:
+    """Record instructions of distinct matching numbers, in one statement; the matching numbers of
+    those recorded (not of those already there)."""
+    instructions = [i for i, _, _ in received]
+    rows = await connection.fetch(
         """INSERT INTO dvp_instructions (matching_number, trade_date, intended_settlement_date, issue_code,
                quantity, price, amount, currency, buyer_user_id, buyer_account, seller_user_id, seller_account,
                cover_id, partial_allowed, securities, leg_agent, processing, matching, settlement, reason, detail,
                request_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-                   $22)
-           ON CONFLICT (matching_number) DO NOTHING RETURNING true""",
-        i.matching_number,
-        i.trade_date,
-        i.intended_settlement_date,
-        i.issue_code,
-        i.quantity,
-        i.price,
-        i.amount,
-        i.currency,
-        i.buyer_user_id,
-        i.buyer_account,
-        i.seller_user_id,
-        i.seller_account,
-        i.cover_id,
-        i.partial_allowed,
-        leg.model_dump_json(),
-        i.leg_agent,
-        i.processing.value,
-        i.matching.value,
-        i.settlement.value,
-        i.reason.value if i.reason else None,
-        i.detail,
-        request_id,
+           SELECT * FROM unnest($1::bigint[], $2::date[], $3::date[], $4::text[], $5::bigint[], $6::numeric[],
+                                $7::numeric[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                                $13::uuid[], $14::boolean[], $15::jsonb[], $16::text[], $17::text[], $18::text[],
+                                $19::text[], $20::text[], $21::text[], $22::uuid[])
+           ON CONFLICT (matching_number) DO NOTHING RETURNING matching_number""",
+        [i.matching_number for i in instructions],
+        [i.trade_date for i in instructions],
+        [i.intended_settlement_date for i in instructions],
+        [i.issue_code for i in instructions],
+        [i.quantity for i in instructions],
+        [i.price for i in instructions],
+        [i.amount for i in instructions],
+        [i.currency for i in instructions],
+        [i.buyer_user_id for i in instructions],
+        [i.buyer_account for i in instructions],
+        [i.seller_user_id for i in instructions],
+        [i.seller_account for i in instructions],
+        [i.cover_id for i in instructions],
+        [i.partial_allowed for i in instructions],
+        [leg.model_dump_json() for _, leg, _ in received],
+        [i.leg_agent for i in instructions],
+        [i.processing.value for i in instructions],
+        [i.matching.value for i in instructions],
+        [i.settlement.value for i in instructions],
+        [i.reason.value if i.reason else None for i in instructions],
+        [i.detail for i in instructions],
+        [request_id for _, _, request_id in received],
     )
-    return bool(inserted)
+    return {row["matching_number"] for row in rows}
 
 
 # Attempts' new statuses, from the rows of ``v`` (matching_number, a_number, a_status, a_reason,
@@ -167,8 +225,8 @@ _END_ATTEMPTS = """UPDATE dvp_attempts a SET status = v.a_status, reason = coale
                entry_id = coalesce(v.a_entry_id, a.entry_id),
                ended_at = CASE WHEN v.a_status IN ('committed', 'refused') THEN now() ELSE a.ended_at END
            FROM v WHERE a.matching_number = v.matching_number AND a.attempt = v.a_number"""
-_ENDINGS = "unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])"
-_ENDING_COLUMNS = "(matching_number, a_number, a_status, a_reason, a_entry_id)"
+_ENDINGS = """v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])
+               AS v (matching_number, a_number, a_status, a_reason, a_entry_id))"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,15 +270,9 @@ async def save_instruction(connection: asyncpg.Connection, i: Instruction, endin
     await end_instructions(connection, [(i, ending)])
 
 
-async def end_instructions(connection: asyncpg.Connection, ended: Sequence[tuple[Instruction, AttemptEnd]]) -> None:
-    """Store each instruction with its attempt's new status: one statement for the set."""
-    if not ended:
-        return
-    columns = list(zip(*(_saved(i) for i, _ in ended), strict=True))
-    await connection.execute(
-        f"""WITH v AS (SELECT * FROM {_ENDINGS} AS v {_ENDING_COLUMNS}),
-           i AS (SELECT * FROM unnest($6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[],
-                                      $12::numeric[], $13::bigint[], $14::boolean[], $15::boolean[], $16::boolean[])
+# Instructions' new states, from the rows of ``i`` (``_saved``'s columns, parameters $6–$16).
+_SAVED = """i AS (SELECT * FROM unnest($6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[],
+                                     $12::numeric[], $13::bigint[], $14::boolean[], $15::boolean[], $16::boolean[])
                  AS i (matching_number, processing, settlement, reason, detail, settled_quantity, settled_amount,
                        attempt, in_flight, cancel_by_buyer, cancel_by_seller)),
            saved AS (
@@ -228,10 +280,22 @@ async def end_instructions(connection: asyncpg.Connection, ended: Sequence[tuple
                    detail = i.detail, settled_quantity = i.settled_quantity, settled_amount = i.settled_amount,
                    attempt = i.attempt, in_flight = i.in_flight, cancel_by_buyer = i.cancel_by_buyer,
                    cancel_by_seller = i.cancel_by_seller, updated_at = now()
-               FROM i WHERE d.matching_number = i.matching_number)
-           {_END_ATTEMPTS}""",
+               FROM i WHERE d.matching_number = i.matching_number)"""
+
+
+def _saved_set(instructions: Sequence[Instruction]) -> list[list[object]]:
+    """``_SAVED``'s eleven arrays."""
+    return [list(column) for column in zip(*(_saved(i) for i in instructions), strict=True)]
+
+
+async def end_instructions(connection: asyncpg.Connection, ended: Sequence[tuple[Instruction, AttemptEnd]]) -> None:
+    """Store each instruction with its attempt's new status: one statement for the set."""
+    if not ended:
+        return
+    await connection.execute(
+        f"WITH {_ENDINGS}, {_SAVED} {_END_ATTEMPTS}",
         *_endings([(i.matching_number, end) for i, end in ended]),
-        *(list(column) for column in columns),
+        *_saved_set([i for i, _ in ended]),
     )
 
 
@@ -325,20 +389,41 @@ def _instruction(row: asyncpg.Record) -> Instruction:
 async def start_attempt(connection: asyncpg.Connection, started: Instruction, attempt: Attempt, hold_id: UUID) -> None:
     """The attempt, its earmark on the buyer's account and the instruction that started it, in
     one statement."""
+    await start_attempts(connection, [Started(started, attempt, hold_id)])
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """An attempt started: the instruction as it now is, the attempt, and its earmark's id."""
+
+    instruction: Instruction
+    attempt: Attempt
+    hold_id: UUID
+
+
+async def start_attempts(connection: asyncpg.Connection, started: Sequence[Started]) -> None:
+    """``start_attempt`` for several instructions, in one statement."""
+    if not started:
+        return
     await connection.execute(
-        f"""WITH saved AS ({_SAVE_INSTRUCTION}),
+        f"""WITH a AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::numeric[], $5::uuid[],
+                                            $17::bigint[], $18::text[], $19::text[])
+                       AS a (matching_number, attempt, quantity, amount, hold_id, from_cover, account_id, owner)),
+           {_SAVED},
            attempt AS (
                INSERT INTO dvp_attempts (matching_number, attempt, quantity, amount, hold_id, from_cover, status)
-               VALUES ($1, $12, $13, $14, $15, $16, 'reserving'))
-           INSERT INTO holds (hold_id, account_id, owner, amount, status) VALUES ($15, $17, $18, $14, 'placed')""",
-        *_saved(started),
-        attempt.number,
-        attempt.quantity,
-        attempt.amount,
-        hold_id,
-        attempt.from_cover,
-        started.buyer_account,
-        started.buyer_user_id,
+               SELECT matching_number, attempt, quantity, amount, hold_id, from_cover, 'reserving' FROM a)
+           INSERT INTO holds (hold_id, account_id, owner, amount, status)
+           SELECT hold_id, account_id, owner, amount, 'placed' FROM a""",
+        [s.instruction.matching_number for s in started],
+        [s.attempt.number for s in started],
+        [s.attempt.quantity for s in started],
+        [s.attempt.amount for s in started],
+        [s.hold_id for s in started],
+        *_saved_set([s.instruction for s in started]),
+        [s.attempt.from_cover for s in started],
+        [s.instruction.buyer_account for s in started],
+        [s.instruction.buyer_user_id for s in started],
     )
 
 
@@ -394,7 +479,7 @@ async def end_attempt(
     entry_id: int | None = None,
 ) -> None:
     await connection.execute(
-        f"WITH v AS (SELECT * FROM {_ENDINGS} AS v {_ENDING_COLUMNS}) {_END_ATTEMPTS}",
+        f"WITH {_ENDINGS} {_END_ATTEMPTS}",
         *_endings([(matching_number, AttemptEnd(number, status, reason, entry_id))]),
     )
 
@@ -416,7 +501,7 @@ async def consume_holds(connection: asyncpg.Connection, consumed: Sequence[Consu
         return
     ends = [(c.matching_number, AttemptEnd(c.attempt, "committing", None, c.entry_id)) for c in consumed]
     await connection.execute(
-        f"""WITH v AS (SELECT * FROM {_ENDINGS} AS v {_ENDING_COLUMNS}),
+        f"""WITH {_ENDINGS},
            consumed AS (
                UPDATE holds h SET status = 'consumed', closed_at = now(), entry_id = c.entry_id
                FROM unnest($6::uuid[], $7::bigint[]) AS c (hold_id, entry_id)
