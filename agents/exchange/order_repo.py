@@ -473,14 +473,24 @@ async def settlement_status(
 ) -> Match | None:
     """Keep what settlement last said of the execution's instruction; the execution, locked by
     the update, in the same round trip (None if there is no such execution)."""
-    row = await connection.fetchrow(
-        f"""UPDATE matches SET settlement_status = $2, settlement_failure = $3 WHERE matching_number = $1
+    return (await settlement_statuses(connection, [(matching_number, status, failure)])).get(matching_number)
+
+
+async def settlement_statuses(
+    connection: asyncpg.Connection, said: Sequence[tuple[int, str, str | None]]
+) -> dict[int, Match]:
+    """``settlement_status`` for executions of distinct matching numbers, in one statement: by
+    matching number, those that exist."""
+    rows = await connection.fetch(
+        f"""UPDATE matches SET settlement_status = s.said_status, settlement_failure = s.said_failure
+            FROM unnest($1::bigint[], $2::text[], $3::text[]) AS s (said_number, said_status, said_failure)
+            WHERE matching_number = s.said_number
             RETURNING {_MATCH_COLUMNS}""",
-        matching_number,
-        status,
-        failure,
+        [number for number, _, _ in said],
+        [status for _, status, _ in said],
+        [failure for _, _, failure in said],
     )
-    return Match(**dict(row)) if row else None
+    return {row["matching_number"]: Match(**dict(row)) for row in rows}
 
 
 def next_transfer(unfinished: list[Match]) -> Match | None:
@@ -508,12 +518,21 @@ async def transfer_completed(
     connection: asyncpg.Connection, matching_number: int, ntn: int | None, new_cert_id: UUID | None
 ) -> None:
     """The name transfer is done and the trade settled (both legs, docs/dvp.md)."""
+    await transfers_completed(connection, [(matching_number, ntn, new_cert_id)])
+
+
+async def transfers_completed(
+    connection: asyncpg.Connection, completed: Sequence[tuple[int, int | None, UUID | None]]
+) -> None:
+    """``transfer_completed`` for several executions, in one statement."""
     await connection.execute(
-        """UPDATE matches SET status = 'completed', name_transfer_number = $2, new_cert_id = $3,
-               completed_at = now(), settled = true, settlement_failure = NULL WHERE matching_number = $1""",
-        matching_number,
-        ntn,
-        new_cert_id,
+        """UPDATE matches SET status = 'completed', name_transfer_number = c.ntn, new_cert_id = c.new_cert_id,
+               completed_at = now(), settled = true, settlement_failure = NULL
+           FROM unnest($1::bigint[], $2::bigint[], $3::uuid[]) AS c (done_number, ntn, new_cert_id)
+           WHERE matching_number = c.done_number""",
+        [number for number, _, _ in completed],
+        [ntn for _, ntn, _ in completed],
+        [cert_id for _, _, cert_id in completed],
     )
 
 
@@ -526,12 +545,20 @@ async def transfer_failed(connection: asyncpg.Connection, matching_number: int, 
 
 
 async def unfinished_matches(connection: asyncpg.Connection, sell_order: int) -> list[Match]:
+    return (await unfinished_matches_of(connection, [sell_order]))[sell_order]
+
+
+async def unfinished_matches_of(connection: asyncpg.Connection, sell_orders: Sequence[int]) -> dict[int, list[Match]]:
+    """Each sell order's executions not yet settled or failed, oldest first, in one statement."""
     rows = await connection.fetch(
-        f"""SELECT {_MATCH_COLUMNS} FROM matches WHERE sell_order = $1
+        f"""SELECT {_MATCH_COLUMNS} FROM matches WHERE sell_order = ANY($1::bigint[])
             AND status IN ('pending_transfer', 'transfer_requested') ORDER BY matching_number""",
-        sell_order,
+        list(sell_orders),
     )
-    return [Match(**dict(r)) for r in rows]
+    unfinished: dict[int, list[Match]] = {order: [] for order in sell_orders}
+    for row in rows:
+        unfinished[row["sell_order"]].append(Match(**dict(row)))
+    return unfinished
 
 
 async def unfinished_buys(connection: asyncpg.Connection, buy_order: int) -> int:

@@ -8,6 +8,7 @@ retires every valid CertID of its issue that it does not list.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -79,19 +80,40 @@ async def transferred(
 ) -> None:
     """S127: the old CertID is retired and the new ones (buyer, seller's remainder) are valid, in
     one round trip (the new CertIDs are never the old one)."""
+    await transferred_all(connection, [Transferred(issue_code, old_cert_id, version, valid)])
+
+
+@dataclass(frozen=True, slots=True)
+class Transferred:
+    """A name transfer as the CertID list sees it: the old CertID, the register version, and the
+    new CertIDs with their holders and shares."""
+
+    issue_code: str
+    old_cert_id: UUID
+    version: int
+    valid: list[tuple[UUID, str, int]]
+
+
+async def transferred_all(connection: asyncpg.Connection, transfers: Sequence[Transferred]) -> None:
+    """``transferred`` for several transfers (of distinct old CertIDs), in one statement."""
+    new = [(t, cert_id, user_id, shares) for t in transfers for cert_id, user_id, shares in t.valid]
     await connection.execute(
         """WITH retired AS (
-               UPDATE certid_list SET status = 'retired', version = greatest(version, $2) WHERE cert_id = $1)
+               UPDATE certid_list l SET status = 'retired', version = greatest(l.version, r.version)
+               FROM unnest($1::uuid[], $2::bigint[]) AS r (old_cert_id, version)
+               WHERE l.cert_id = r.old_cert_id)
            INSERT INTO certid_list (cert_id, issue_code, user_id, shares, status, version)
-           SELECT cert_id, $3::text, user_id, shares, 'valid', $2
-           FROM unnest($4::uuid[], $5::text[], $6::bigint[]) AS v(cert_id, user_id, shares)
+           SELECT cert_id, issue_code, user_id, shares, 'valid', version
+           FROM unnest($3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
+               AS v (cert_id, issue_code, user_id, shares, version)
            ON CONFLICT (cert_id) DO NOTHING""",
-        old_cert_id,
-        version,
-        issue_code,
-        [cert_id for cert_id, _, _ in valid],
-        [user_id for _, user_id, _ in valid],
-        [shares for _, _, shares in valid],
+        [t.old_cert_id for t in transfers],
+        [t.version for t in transfers],
+        [cert_id for _, cert_id, _, _ in new],
+        [t.issue_code for t, _, _, _ in new],
+        [user_id for _, _, user_id, _ in new],
+        [shares for _, _, _, shares in new],
+        [t.version for t, _, _, _ in new],
     )
 
 

@@ -10,9 +10,13 @@ execution as S131 says; any other failure reverses it and both orders keep what 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from agents.exchange import book_entry, instructions, order_repo, repo, standing, trading
 from broker import logs
 from broker.context import Context
+from broker.set_based import SetBased
 from broker.stock_certificates import content_of, endorse, verify_certificate
 from schemas.certificates import EndorsedCertificate
 from schemas.dvp import (
@@ -24,6 +28,7 @@ from schemas.dvp import (
     InstructionStatus,
     ProcessingStatus,
     SettlementStatus,
+    StatusFields,
 )
 from schemas.identity import SETTLEMENT_ID
 from schemas.trading import CancelReason, ExecutionReversed, TradeCompleted
@@ -65,57 +70,169 @@ async def instruct_next(ctx: Context, sell_order: int, unfinished: list[order_re
     await order_repo.transfer_requested(conn, match.matching_number, sell.order.cert_id, sealed.digest)
 
 
-async def on_instruction_status(message: InstructionStatus, ctx: Context) -> None:
-    """What settlement says about an instruction: kept; a settled or failed one ends the trade."""
-    status = message.status
-    reason = status.reason.value if status.reason else None
-    match = await order_repo.settlement_status(ctx.connection, message.instruction, status.settlement.value, reason)
+async def _on_statuses(messages: Sequence[tuple[InstructionStatus, Context]]) -> None:
+    """What settlement says about instructions: kept; a settled or failed one ends the trade.
+
+    For a set: the statuses are kept in one statement, and the trades settled with certificates
+    (the common case) are completed together (``_settle_all``). Any other end (a book-entry
+    trade, a failure, two executions of one sell order) is handled where it stands, after the
+    settled ones before it, and the rest of the set one by one after it: it may change rows the
+    others read (a failed certificate undoes every unfinished execution of its sell order).
+    """
+    connection = messages[0][1].connection
+    matches = await order_repo.settlement_statuses(connection, [_said(message) for message, _ in messages])
+    settling: list[_Settling] = []
+    for index, (message, ctx) in enumerate(messages):
+        match = matches.get(message.instruction)
+        with ctx.bound():
+            if match is None:
+                log.warning("instruction_status_ignored", matching_number=message.instruction)
+                continue
+            if match.status != "transfer_requested":
+                continue
+            if _pending(message.status):
+                log.info("instruction_pending", matching_number=match.matching_number, reason=_reason(message))
+                continue
+        if _settled_certificate(message, match, settling):
+            assert isinstance(message.delivery, CertificateDelivery)
+            settling.append(_Settling(ctx, match, message.delivery))
+            continue
+        await _settle_all(settling)
+        with ctx.bound():
+            await _ended(ctx, message, match)
+        for later, later_ctx in messages[index + 1 :]:
+            with later_ctx.bound():
+                await _on_status(later, later_ctx)
+        return
+    await _settle_all(settling)
+
+
+on_instruction_status: SetBased[InstructionStatus] = SetBased(_on_statuses, keys=lambda message: (message.instruction,))
+
+
+async def _on_status(message: InstructionStatus, ctx: Context) -> None:
+    """One status, one by one (after a set's unusual end): kept, and the trade ended if it ends."""
+    match = await order_repo.settlement_status(ctx.connection, *_said(message))
     if match is None:
         log.warning("instruction_status_ignored", matching_number=message.instruction)
+    elif match.status != "transfer_requested":
         return
-    if match.status != "transfer_requested":
-        return
+    elif _pending(message.status):
+        log.info("instruction_pending", matching_number=match.matching_number, reason=_reason(message))
+    elif _settled_certificate(message, match, []):
+        assert isinstance(message.delivery, CertificateDelivery)
+        await _settle_all([_Settling(ctx, match, message.delivery)])
+    else:
+        await _ended(ctx, message, match)
+
+
+def _said(message: InstructionStatus) -> tuple[int, str, str | None]:
+    return message.instruction, message.status.settlement.value, _reason(message)
+
+
+def _reason(message: InstructionStatus) -> str | None:
+    return message.status.reason.value if message.status.reason else None
+
+
+def _pending(status: StatusFields) -> bool:
+    """Neither settled nor at an end: kept, nothing else to do."""
+    return status.settlement is not SettlementStatus.SETTLED and not _failed(status)
+
+
+def _failed(status: StatusFields) -> bool:
+    return status.settlement is SettlementStatus.FAILED or status.processing in (
+        ProcessingStatus.REJECTED,
+        ProcessingStatus.CANCELLED,
+    )
+
+
+def _settled_certificate(message: InstructionStatus, match: order_repo.Match, settling: Sequence[_Settling]) -> bool:
+    """Settled with a certificate delivered, and of a sell order no other trade of the set is of."""
+    return (
+        message.status.settlement is SettlementStatus.SETTLED
+        and isinstance(message.delivery, CertificateDelivery)
+        and all(s.match.sell_order != match.sell_order for s in settling)
+    )
+
+
+async def _ended(ctx: Context, message: InstructionStatus, match: order_repo.Match) -> None:
+    """A trade that ended otherwise than settled with a certificate (or in a set's second place
+    for its sell order): book entry settled, failed, rejected or cancelled."""
+    status, reason = message.status, _reason(message)
     if status.settlement is SettlementStatus.SETTLED and isinstance(message.delivery, BookEntryDelivery):
         await book_entry.settled(ctx, match)
         await _go_on(ctx, match)
     elif status.settlement is SettlementStatus.SETTLED:
         assert isinstance(message.delivery, CertificateDelivery)
-        await _settled(ctx, match, message.delivery)
-    elif status.settlement is SettlementStatus.FAILED or status.processing in (
-        ProcessingStatus.REJECTED,
-        ProcessingStatus.CANCELLED,
-    ):
+        await _settle_all([_Settling(ctx, match, message.delivery)])
+    else:
         detail = f"settlement failed: {reason} — {status.detail}"
         if status.reason in _CERTIFICATE_DEAD and match.cert_id is not None:
             await _certificate_failed(ctx, match, detail, reason or "")
         else:
             await _reversed(ctx, match, detail, reason or "")
-    else:
-        log.info("instruction_pending", matching_number=match.matching_number, reason=reason)
 
 
-async def _settled(ctx: Context, match: order_repo.Match, delivery: CertificateDelivery) -> None:
-    """S121–S130, now that both legs are done: the CertID list, 37 to both, the next execution."""
-    conn = ctx.connection
-    assert match.cert_id is not None
-    await order_repo.transfer_completed(
-        conn, match.matching_number, delivery.name_transfer_number, delivery.new_cert_id
+@dataclass(frozen=True, slots=True)
+class _Settling:
+    """A trade whose both legs are done, with the certificate delivery settlement reported."""
+
+    ctx: Context
+    match: order_repo.Match
+    delivery: CertificateDelivery
+
+
+async def _settle_all(settling: Sequence[_Settling]) -> None:
+    """S121–S130 for trades of distinct sell orders, now that both legs are done: the CertID list,
+    37 to both parties, each sell order's next execution — with one statement per table for the
+    set. What a trade's end frees (a cover) is looked at once, at the last trade of the set that
+    drew on it, as one by one would find it only then."""
+    if not settling:
+        return
+    conn = settling[0].ctx.connection
+    await order_repo.transfers_completed(
+        conn, [(s.match.matching_number, s.delivery.name_transfer_number, s.delivery.new_cert_id) for s in settling]
     )
+    transfers = [await _listed(s) for s in settling]
+    await repo.transferred_all(conn, transfers)
+    records = await order_repo.orders(conn, [n for s in settling for n in (s.match.buy_order, s.match.sell_order)])
+    unfinished = await order_repo.unfinished_matches_of(conn, [s.match.sell_order for s in settling])
+    freed: dict[object, tuple[Context, order_repo.OrderRecord | None]] = {}
+    for s in settling:
+        with s.ctx.bound():
+            _completed(s, records)
+            await instruct_next(s.ctx, s.match.sell_order, unfinished[s.match.sell_order])
+        trading.release_when_done(s.ctx, records.get(s.match.sell_order), unfinished[s.match.sell_order])
+        buy = records.get(s.match.buy_order)
+        freed[(buy.standing_cover or buy.cover_id) if buy else s.match.buy_order] = (s.ctx, buy)
+    for ctx, buy in freed.values():
+        with ctx.bound():
+            await release_cover_when_done(ctx, buy)
+
+
+async def _listed(s: _Settling) -> repo.Transferred:
+    """What the CertID list records of a transfer; the seller's remainder, if any, backs its sell order."""
+    match, delivery = s.match, s.delivery
+    assert match.cert_id is not None
     valid = [(delivery.new_cert_id, match.buyer_user_id, match.shares)]
     if delivery.remainder is not None:
-        remainder = verify_certificate(delivery.remainder, ctx.trust)
+        remainder = verify_certificate(delivery.remainder, s.ctx.trust)
         valid.append((remainder.cert_id, remainder.holder_user_id, remainder.shares))
         await order_repo.replace_certificate(
-            conn,
+            s.ctx.connection,
             match.issue_code,
             match.sell_order,
             remainder.cert_id,
             EndorsedCertificate(certificate=delivery.remainder),
         )
-    await repo.transferred(conn, match.issue_code, match.cert_id, delivery.register_version, valid)
-    records = await order_repo.orders(conn, (match.buy_order, match.sell_order))
+    return repo.Transferred(match.issue_code, match.cert_id, delivery.register_version, valid)
+
+
+def _completed(s: _Settling, records: dict[int, order_repo.OrderRecord]) -> None:
+    """37 to buyer and seller."""
+    match, delivery = s.match, s.delivery
     for record in (records[match.buy_order], records[match.sell_order]):
-        ctx.emit(
+        s.ctx.emit(
             TradeCompleted(
                 matching_number=match.matching_number,
                 name_transfer_number=delivery.name_transfer_number,
@@ -131,7 +248,6 @@ async def _settled(ctx: Context, match: order_repo.Match, delivery: CertificateD
             to=record.order.user_id,
         )
     log.info("trade_completed", matching_number=match.matching_number, ntn=delivery.name_transfer_number)
-    await _go_on(ctx, match, records)
 
 
 async def _go_on(
