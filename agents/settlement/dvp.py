@@ -229,6 +229,9 @@ class _Attempts:
     covers: dict[uuid.UUID, Cover]
     held: dvp_repo.Held
     taken: dict[uuid.UUID, Cover] = field(default_factory=dict)
+    # A cover emptied by a draw after an earlier draw of the set, as it was just before: saved
+    # first, since a released hold keeps the amount it last held (``save_cover``).
+    emptied: dict[uuid.UUID, Cover] = field(default_factory=dict)
     started: list[dvp_repo.Started] = field(default_factory=list)
 
     @classmethod
@@ -251,10 +254,7 @@ class _Attempts:
         if isinstance(plan, Wait):
             return await _wait(ctx, instruction, plan)
         if cover is not None and plan.from_cover:
-            cover = self.covers[cover.cover_id] = self.taken[cover.cover_id] = cover.taken(
-                plan.from_cover, instruction.price
-            )
-            self.held.cover_saved(cover)
+            self._draw(cover, cover.taken(plan.from_cover, instruction.price))
         instruction = decide.started(instruction, plan)
         self.started.append(dvp_repo.Started(instruction, plan, uuid.uuid4()))
         self.held.placed(instruction.buyer_account, plan.amount)
@@ -262,9 +262,17 @@ class _Attempts:
         log.info("securities_reserve_sent", matching_number=instruction.matching_number, attempt=plan.number)
         return instruction
 
+    def _draw(self, before: Cover, after: Cover) -> None:
+        if after.held <= 0 and before.cover_id in self.taken:
+            self.emptied[before.cover_id] = before
+        self.covers[after.cover_id] = self.taken[after.cover_id] = after
+        self.held.cover_saved(after)
+
     async def write(self, connection: asyncpg.Connection) -> None:
         """The covers drawn on, and the attempts with their earmarks."""
-        for cover in self.taken.values():
+        for cover_id, cover in self.taken.items():
+            if cover_id in self.emptied:
+                await dvp_repo.save_cover(connection, self.emptied[cover_id])
             await dvp_repo.save_cover(connection, cover)
         await dvp_repo.start_attempts(connection, self.started)
 
