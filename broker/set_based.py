@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from broker.context import Context
 from schemas.catalogue import Message
@@ -74,3 +74,28 @@ def runs(
         kind = type(message)
     if run:
         yield run
+
+
+# What an agent does around each handler call (the exchange's warm books, its order rows held):
+# given the call, the messages it handles (one, or a set's) and the first one's context.
+Around = Callable[[Callable[[], Awaitable[None]], Sequence[Message], Context], Awaitable[None]]
+
+
+def around(
+    handler: Callable[[Any, Context], Awaitable[None]], wrap: Around
+) -> Callable[[Any, Context], Awaitable[None]]:
+    """``handler`` with ``wrap`` around each of its calls; a set-based handler stays set-based,
+    ``wrap`` around each set (a wrapper that took one message would make every set a run of one)."""
+    if isinstance(handler, SetBased):
+        inner: SetBased[Any] = handler
+
+        async def handle_set(items: Sequence[tuple[Any, Context]]) -> None:
+            await wrap(lambda: inner.handle_set(items), [message for message, _ in items], items[0][1])
+
+        return SetBased(handle_set, keys=inner.keys)
+
+    async def one(message: Any, ctx: Context) -> None:
+        await wrap(lambda: handler(message, ctx), [message], ctx)
+
+    one.__name__ = one.__qualname__ = getattr(handler, "__name__", "handler")
+    return one

@@ -58,6 +58,7 @@ import asyncpg
 from agents.exchange import acceptance, order_repo
 from agents.exchange.order_repo import AcceptanceView, ViewKey
 from agents.exchange.warm_book import BOOKS
+from broker import set_based
 from broker.context import Context
 from schemas.catalogue import Message
 from schemas.trading import Side, SubmitOrder
@@ -134,15 +135,15 @@ class ReadAhead:
     def writing_held(self, handler: Handler) -> Handler:
         """``handler``, writing the order rows held before it runs unless its message is an order
         whose view was read ahead with the run under way: only such a handler's statements are
-        known not to read another order of the run (this module's docstring)."""
+        known not to read another order of the run (this module's docstring). A set-based
+        handler writes them before its set unless every message of the set is such an order."""
 
-        async def writing(message: Any, ctx: Context) -> None:
-            if not self.read_ahead(message):
+        async def writing(call: Callable[[], Awaitable[None]], messages: Sequence[Message], ctx: Context) -> None:
+            if not all(self.read_ahead(message) for message in messages):
                 await order_repo.write_held(ctx.connection)
-            await handler(message, ctx)
+            await call()
 
-        writing.__name__ = writing.__qualname__ = getattr(handler, "__name__", "handler")
-        return writing
+        return set_based.around(handler, writing)
 
     def writing_held_all(self, handlers: Mapping[type[Message], Handler]) -> dict[type[Message], Handler]:
         return {kind: self.writing_held(handler) for kind, handler in handlers.items()}

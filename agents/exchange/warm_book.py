@@ -41,7 +41,7 @@ import asyncpg
 
 from agents.exchange import order_repo
 from agents.exchange.book import OrderBook
-from broker import logs
+from broker import logs, set_based
 from broker.context import Context
 from schemas.catalogue import Message
 
@@ -183,12 +183,13 @@ class WarmBooks:
             )
 
     def sealing(self, handler: Handler) -> Handler:
-        """``handler``, putting each book it loaded back in the cache under a new token when it returns."""
+        """``handler``, putting each book it loaded back in the cache under a new token when it
+        returns (a set-based one: when its set returns)."""
 
-        async def sealed(message: Any, ctx: Context) -> None:
+        async def sealed(call: Callable[[], Awaitable[None]], _: Sequence[Message], ctx: Context) -> None:
             reset = self._in_use.set({})
             try:
-                await handler(message, ctx)
+                await call()
                 used = self._in_use.get() or {}
                 batch = self._batch.get()
                 if batch is None:
@@ -198,8 +199,7 @@ class WarmBooks:
             finally:
                 self._in_use.reset(reset)
 
-        sealed.__name__ = sealed.__qualname__ = getattr(handler, "__name__", "handler")
-        return sealed
+        return set_based.around(handler, sealed)
 
     async def _seal(
         self, connection: asyncpg.Connection, used: dict[Segment, OrderBook], rows_written: int | None = None
