@@ -74,10 +74,11 @@ async def _on_statuses(messages: Sequence[tuple[InstructionStatus, Context]]) ->
     """What settlement says about instructions: kept; a settled or failed one ends the trade.
 
     For a set: the statuses are kept in one statement, and the trades settled with certificates
-    (the common case) are completed together (``_settle_all``). Any other end (a book-entry
-    trade, a failure, two executions of one sell order) is handled where it stands, after the
-    settled ones before it, and the rest of the set one by one after it: it may change rows the
-    others read (a failed certificate undoes every unfinished execution of its sell order).
+    (the common case) are completed together (``_settle_all``). At any other end (a book-entry
+    trade, a failure, two executions of one sell order) the settled ones before it are completed,
+    and it and the rest of the set are handled one by one, each reading its execution again: it
+    may change rows the others read (a failed certificate undoes every unfinished execution of
+    its sell order).
     """
     connection = messages[0][1].connection
     matches = await order_repo.settlement_statuses(connection, [_said(message) for message, _ in messages])
@@ -98,9 +99,7 @@ async def _on_statuses(messages: Sequence[tuple[InstructionStatus, Context]]) ->
             settling.append(_Settling(ctx, match, message.delivery))
             continue
         await _settle_all(settling)
-        with ctx.bound():
-            await _ended(ctx, message, match)
-        for later, later_ctx in messages[index + 1 :]:
+        for later, later_ctx in messages[index:]:  # this one too: its match is read again after those writes
             with later_ctx.bound():
                 await _on_status(later, later_ctx)
         return

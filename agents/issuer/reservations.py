@@ -135,6 +135,8 @@ async def committed(connection: asyncpg.Connection, instruction: int, delivery: 
 
 async def committed_all(connection: asyncpg.Connection, deliveries: Sequence[tuple[int, CertificateDelivery]]) -> None:
     """Each instruction's reservation committed with what its commit delivered, in one statement."""
+    if not deliveries:
+        return
     await connection.execute(
         """UPDATE reservations v SET status = 'committed', ended_at = now(), name_transfer_number = d.ntn,
                delivery = d.delivery

@@ -238,7 +238,7 @@ class _Attempts:
     async def read(cls, connection: asyncpg.Connection, instructions: Sequence[Instruction]) -> _Attempts:
         """The buyers' accounts must be locked already (their balances read)."""
         cover_ids = {i.cover_id for i in instructions if i.cover_id}
-        covers = await dvp_repo.covers_for_update(connection, cover_ids)
+        covers = await dvp_repo.covers_for_update(connection, cover_ids) if cover_ids else {}
         held = await dvp_repo.held(connection, {i.buyer_account for i in instructions}, cover_ids)
         return cls(covers, held)
 
