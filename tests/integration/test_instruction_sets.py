@@ -24,20 +24,14 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
-
 from agents.settlement import app as settlement_app
 from agents.settlement import dvp, dvp_repo
 from agents.settlement.instructions import Attempt, Instruction
 from agents.settlement.repo import PLACED_HOLDS
-from broker import group_commit
 from broker.consumer import Settled
-from broker.context import Context
 from broker.envelope import Sealed, seal
 from broker.pki import KeyStore
 from broker.runtime import AgentDefinition, AgentRuntime
-from broker.set_based import SetBased
 from broker.settings import Settings
 from broker.topology import Names
 from schemas.catalogue import Message
@@ -52,6 +46,7 @@ from schemas.dvp import (
 )
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
 from tests import support
+from tests.integration import set_kit
 from tests.integration.test_set_based import admin, outcomes
 
 Calls = list[list[int]]
@@ -59,22 +54,14 @@ SET, ALONE = "s", "o"  # the accounts' suffix for each group, and its matching n
 BASE = {SET: 1000, ALONE: 2000}
 
 
-def recording(handler: SetBased[Any], calls: Calls) -> SetBased[Any]:
-    """The real set handler, noting each call and the matching numbers it was given."""
-
-    async def handle_set(items: Sequence[tuple[SettlementInstruction, Context]]) -> None:
-        calls.append([m.matching_number for m, _ in items])
-        await handler.handle_set(items)
-
-    return SetBased(handle_set, keys=handler.keys)
-
-
 @asynccontextmanager
 async def settlement(settings: Settings, calls: Calls) -> AsyncIterator[AgentRuntime]:
     real = settlement_app.AGENT
     handlers: dict[type[Message], Any] = {
         **real.handlers,
-        SettlementInstruction: recording(dvp.on_instruction, calls),
+        SettlementInstruction: set_kit.recording(
+            dvp.on_instruction, lambda messages: calls.append([m.matching_number for m in messages])
+        ),
     }
     definition = AgentDefinition(real.id, real.role, handlers, batch_scope=real.batch_scope)
     async with AgentRuntime(definition, settings) as rt:
@@ -140,29 +127,16 @@ def instructions(keys: KeyStore, tag: str, trades: Sequence[Trade], covers: dict
     return [t.sealed(keys, tag, place, covers) for place, t in enumerate(trades)]
 
 
-@asynccontextmanager
-async def taken(settings: Settings, sealed: Sequence[Sealed]) -> AsyncIterator[list[AbstractIncomingMessage]]:
-    """``sealed`` published to settlement and taken off its queue, in order; acked after."""
-    for each in sealed:
-        await support.publish_sealed(settings, each)
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(Names(settings.namespace).inbox(SETTLEMENT_ID), passive=True)
-        deliveries = [await queue.get(no_ack=False, timeout=5) for _ in sealed]
-        assert [d.message_id for d in deliveries] == [str(s.envelope.message_id) for s in sealed]
-        yield deliveries
-        await group_commit.ack(deliveries)
+def inbox(names: Names) -> str:
+    return names.inbox(SETTLEMENT_ID)
 
 
 async def as_one_batch(settings: Settings, rt: AgentRuntime, sealed: Sequence[Sealed]) -> list[Settled]:
-    async with taken(settings, sealed) as deliveries:
-        return await group_commit.settle_batch(rt.consumer, deliveries)
+    return await set_kit.as_one_batch(settings, rt, sealed, inbox)
 
 
 async def one_at_a_time(settings: Settings, rt: AgentRuntime, sealed: Sequence[Sealed]) -> list[Settled]:
-    async with taken(settings, sealed) as deliveries:
-        return [await rt.consumer.settle(d) for d in deliveries]
+    return await set_kit.one_at_a_time(settings, rt, sealed, inbox)
 
 
 async def standing_cover(
@@ -279,24 +253,7 @@ async def snapshot(
                 f"SELECT key, amount FROM ({PLACED_HOLDS.kept}) AS t WHERE key LIKE $1 ORDER BY key", f"%{suffix}"
             )
         }
-        by_id = {str(s.envelope.message_id): i for i, s in enumerate(sealed)}
-        emitted = []
-        for row in await c.fetch("SELECT message_type, routing_key, body FROM outbox ORDER BY seq"):
-            envelope = json.loads(row["body"])
-            cause = envelope.get("causation_id")
-            if cause not in by_id:
-                continue
-            source = sealed[by_id[cause]].envelope
-            assert envelope["correlation_id"] == str(source.correlation_id), envelope["type"]
-            emitted.append(
-                (
-                    by_id[cause],
-                    row["message_type"],
-                    row["routing_key"],
-                    envelope["recipient"],
-                    _normal(envelope["payload"], index),
-                )
-            )
+        emitted = await set_kit.caused(c, sealed, lambda payload: _normal(payload, index))
     in_order = lambda r: (r["matching_number"], r.get("attempt", 0))  # noqa: E731 — by place in the group
     return {
         "instructions": sorted(instruction_rows, key=in_order),

@@ -25,24 +25,18 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-import aio_pika
 import asyncpg
 import pytest
-from aio_pika.abc import AbstractIncomingMessage
 
 from agents.issuer import app as issuer_app
 from agents.issuer import delivery, domain, repo
 from agents.issuer.register import RegisterRecord
-from broker import group_commit
 from broker.consumer import Settled
-from broker.context import Context
 from broker.envelope import Sealed, seal
 from broker.pki import KeyStore
 from broker.runtime import AgentDefinition, AgentRuntime
-from broker.set_based import SetBased
 from broker.settings import Settings
 from broker.stock_certificates import endorse, sign_certificate, verify_certificate
-from broker.topology import Names
 from schemas.catalogue import Message
 from schemas.certificates import ShareClass, SignedCertificate
 from schemas.dvp import (
@@ -53,7 +47,8 @@ from schemas.dvp import (
     SecuritiesReserve,
 )
 from schemas.identity import EXCHANGE_ID, ISSUER_ID, SETTLEMENT_ID
-from tests import support
+from tests.integration import set_kit
+from tests.integration.set_kit import outcomes
 
 Calls = list[tuple[str, list[int]]]
 TODAY = date.today()
@@ -62,22 +57,12 @@ TODAY = date.today()
 # -- the issuer, opened but not run -----------------------------------------------------------------
 
 
-def recording(name: str, handler: SetBased[Any], calls: Calls) -> SetBased[Any]:
-    """The real set handler, noting each call and the instructions it was given."""
-
-    async def handle_set(items: Sequence[tuple[Message, Context]]) -> None:
-        calls.append((name, [m.instruction for m, _ in items]))  # type: ignore[attr-defined]
-        await handler.handle_set(items)
-
-    return SetBased(handle_set, keys=handler.keys)
-
-
 def issuer_definition(calls: Calls) -> AgentDefinition:
     real = issuer_app.AGENT
     handlers = {
         **real.handlers,
-        SecuritiesReserve: recording("reserve", delivery.on_reserve, calls),
-        SecuritiesCommit: recording("commit", delivery.on_commit, calls),
+        SecuritiesReserve: set_kit.recording(delivery.on_reserve, set_kit.noted("reserve", calls)),
+        SecuritiesCommit: set_kit.recording(delivery.on_commit, set_kit.noted("commit", calls)),
     }
     return AgentDefinition(real.id, real.role, handlers, batch_scope=real.batch_scope)
 
@@ -102,38 +87,19 @@ def queue_of(sealed: Sealed) -> str:
     return "answers" if sealed.envelope.type == "securities.commit" else "inbox"
 
 
-@asynccontextmanager
-async def taken(settings: Settings, sealed: Sequence[Sealed]) -> AsyncIterator[list[AbstractIncomingMessage]]:
-    """``sealed`` (all reserves, or all commits) published to the issuer and taken off the queue
-    it lands on, in order; acked after."""
+def queue(sealed: Sequence[Sealed]) -> set_kit.Queue:
+    """The queue ``sealed`` (all reserves, or all commits) lands on."""
     kinds = {queue_of(s) for s in sealed}
     assert len(kinds) == 1, "one kind of request at a time"
-    names = Names(settings.namespace)
-    name = names.answers(ISSUER_ID) if kinds == {"answers"} else names.inbox(ISSUER_ID)
-    for each in sealed:
-        await support.publish_sealed(settings, each)
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(name, passive=True)
-        deliveries = [await queue.get(no_ack=False, timeout=5) for _ in sealed]
-        assert [d.message_id for d in deliveries] == [str(s.envelope.message_id) for s in sealed]
-        yield deliveries
-        await group_commit.ack(deliveries)
+    return (lambda names: names.answers(ISSUER_ID)) if kinds == {"answers"} else (lambda names: names.inbox(ISSUER_ID))
 
 
 async def as_one_batch(settings: Settings, rt: AgentRuntime, sealed: Sequence[Sealed]) -> list[Settled]:
-    async with taken(settings, sealed) as deliveries:
-        return await group_commit.settle_batch(rt.consumer, deliveries)
+    return await set_kit.as_one_batch(settings, rt, sealed, queue(sealed))
 
 
 async def one_at_a_time(settings: Settings, rt: AgentRuntime, sealed: Sequence[Sealed]) -> list[Settled]:
-    async with taken(settings, sealed) as deliveries:
-        return [await rt.consumer.settle(d) for d in deliveries]
-
-
-def outcomes(settled: Sequence[Settled]) -> list[str]:
-    return [s.outcome.value for s in settled]
+    return await set_kit.one_at_a_time(settings, rt, sealed, queue(sealed))
 
 
 # -- certificates, legs and requests -----------------------------------------------------------------
@@ -353,19 +319,7 @@ async def snapshot(settings: Settings, rt: AgentRuntime, group: Group, sealed: S
             "WHERE issue_code = ANY($1::text[]))",
             issues,
         )
-        by_id = {str(s.envelope.message_id): i for i, s in enumerate(sealed)}
-        emitted = []
-        for row in await c.fetch("SELECT message_type, routing_key, body FROM outbox ORDER BY seq"):
-            envelope = json.loads(row["body"])
-            cause = envelope.get("causation_id")
-            if cause not in by_id:
-                continue
-            source = sealed[by_id[cause]].envelope
-            assert envelope["correlation_id"] == str(source.correlation_id), envelope["type"]
-            payload = _certificates_opened(rt, envelope["payload"])
-            emitted.append(
-                (by_id[cause], row["message_type"], row["routing_key"], envelope["recipient"], norm(payload))
-            )
+        emitted = await set_kit.caused(c, sealed, lambda payload: norm(_certificates_opened(rt, payload)))
     return {
         "register": sorted(
             (norm({k: v for k, v in dict(r).items()}) for r in register),

@@ -22,28 +22,25 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import aio_pika
 import asyncpg
 import pytest
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 
 from agents.settlement import app as settlement_app
 from agents.settlement import dvp, dvp_repo, repo
 from agents.settlement.domain import Entry, EntryKind, Leg
-from broker import group_commit, logs
+from broker import logs
 from broker.consumer import Settled
-from broker.context import Context
 from broker.envelope import Sealed, seal
 from broker.pki import KeyStore
 from broker.runtime import AgentDefinition, AgentRuntime
-from broker.set_based import SetBased
 from broker.settings import Settings
 from broker.topology import Names
-from schemas.catalogue import Message
 from schemas.dvp import CertificateDelivery, DvpReason, SecuritiesCommitted, SecuritiesReserved
 from schemas.identity import SETTLEMENT_ID
 from tests import support
+from tests.integration import set_kit
+from tests.integration.set_kit import outcomes
 
 Calls = list[tuple[str, list[int]]]
 ACCOUNTS = ("alice", "bob", "carol")
@@ -52,22 +49,12 @@ ACCOUNTS = ("alice", "bob", "carol")
 PARTIES = (("bob", "alice"), ("carol", "alice"), ("bob", "carol"), ("alice", "bob"))
 
 
-def recording(name: str, handler: SetBased[Any], calls: Calls) -> SetBased[Any]:
-    """The real set handler, noting each call and the instructions it was given."""
-
-    async def handle_set(items: Sequence[tuple[Message, Context]]) -> None:
-        calls.append((name, [m.instruction for m, _ in items]))  # type: ignore[attr-defined]
-        await handler.handle_set(items)
-
-    return SetBased(handle_set, keys=handler.keys)
-
-
 def settlement_definition(calls: Calls) -> AgentDefinition:
     real = settlement_app.AGENT
     handlers = {
         **real.handlers,
-        SecuritiesReserved: recording("reserved", dvp.on_reserved, calls),
-        SecuritiesCommitted: recording("committed", dvp.on_committed, calls),
+        SecuritiesReserved: set_kit.recording(dvp.on_reserved, set_kit.noted("reserved", calls)),
+        SecuritiesCommitted: set_kit.recording(dvp.on_committed, set_kit.noted("committed", calls)),
     }
     return AgentDefinition(real.id, real.role, handlers, batch_scope=real.batch_scope)
 
@@ -159,32 +146,16 @@ def committed(keys: KeyStore, number: int, index: int, attempt: int = 1) -> Seal
     return seal(keys.load_identity("issuer"), answer, recipient=SETTLEMENT_ID, now=datetime.now(UTC))
 
 
-@asynccontextmanager
-async def taken(settings: Settings, sealed: Sequence[Sealed]) -> AsyncIterator[list[AbstractIncomingMessage]]:
-    """``sealed`` published to settlement and taken off its answers queue, in order; acked after."""
-    for each in sealed:
-        await support.publish_sealed(settings, each)
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(Names(settings.namespace).answers(SETTLEMENT_ID), passive=True)
-        deliveries = [await queue.get(no_ack=False, timeout=5) for _ in sealed]
-        yield deliveries
-        await group_commit.ack(deliveries)
+def answers(names: Names) -> str:
+    return names.answers(SETTLEMENT_ID)
 
 
 async def as_one_batch(settings: Settings, rt: AgentRuntime, sealed: Sequence[Sealed]) -> list[Settled]:
-    async with taken(settings, sealed) as deliveries:
-        return await group_commit.settle_batch(rt.consumer, deliveries)
+    return await set_kit.as_one_batch(settings, rt, sealed, answers)
 
 
 async def one_at_a_time(settings: Settings, rt: AgentRuntime, sealed: Sequence[Sealed]) -> list[Settled]:
-    async with taken(settings, sealed) as deliveries:
-        return [await rt.consumer.settle(d) for d in deliveries]
-
-
-def outcomes(settled: Sequence[Settled]) -> list[str]:
-    return [s.outcome.value for s in settled]
+    return await set_kit.one_at_a_time(settings, rt, sealed, answers)
 
 
 # -- what a group of answers left -----------------------------------------------------------------
@@ -243,24 +214,7 @@ async def snapshot(settings: Settings, numbers: Sequence[int], sealed: Sequence[
                 list(numbers),
             )
         ]
-        by_id = {str(s.envelope.message_id): i for i, s in enumerate(sealed)}
-        emitted = []
-        for row in await c.fetch("SELECT message_type, routing_key, body FROM outbox ORDER BY seq"):
-            envelope = json.loads(row["body"])
-            cause = envelope.get("causation_id")
-            if cause not in by_id:
-                continue
-            source = sealed[by_id[cause]].envelope
-            assert envelope["correlation_id"] == str(source.correlation_id), envelope["type"]
-            emitted.append(
-                (
-                    by_id[cause],
-                    row["message_type"],
-                    row["routing_key"],
-                    envelope["recipient"],
-                    _normal(envelope["payload"], index, entry_of),
-                )
-            )
+        emitted = await set_kit.caused(c, sealed, lambda payload: _normal(payload, index, entry_of))
     return {
         "instructions": instructions,
         "attempts": attempts,

@@ -19,7 +19,6 @@ themselves and settle them as one batch (``group_commit.settle_batch``) or one a
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -28,19 +27,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
-
 from agents.exchange import app as exchange_app
-from agents.exchange import settling
-from agents.exchange.read_ahead import READ_AHEAD
-from agents.exchange.warm_book import BOOKS
 from agents.investor.standing import close_standing_cover, open_standing_cover
 from agents.investor.trading import OrderTicket
 from agents.settlement import app as ledger
-from broker import group_commit, set_based
+from broker import set_based
 from broker.consumer import Settled
-from broker.context import Context
 from broker.envelope import Sealed, seal
 from broker.pki import KeyStore
 from broker.runtime import AgentDefinition, AgentRuntime
@@ -61,6 +53,7 @@ from schemas.dvp import (
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
 from schemas.trading import Side
 from tests import support
+from tests.integration import set_kit
 from tests.integration.test_investor_standing_cover import mine
 from tests.integration.test_set_based import outcomes
 from tests.integration.test_trading_paths import answer_to, place
@@ -205,55 +198,28 @@ async def prepared(settings: Settings) -> AsyncIterator[dict[str, Group]]:
 # -- the exchange, opened but not run --------------------------------------------------------------
 
 
-def recording(calls: Calls) -> SetBased[InstructionStatus]:
-    """The real set handler, wrapped for the whole set as app.py wraps a handler for one message
-    (its books put back warm, the rows held written first), noting each call's matching numbers."""
-    real = settling.on_instruction_status
-
-    async def whole_set(items: Sequence[tuple[InstructionStatus, Context]], ctx: Context) -> None:
-        await real.handle_set(items)
-
-    wrapped = BOOKS.sealing(READ_AHEAD.writing_held(whole_set))
-
-    async def handle_set(items: Sequence[tuple[InstructionStatus, Context]]) -> None:
-        calls.append([m.instruction for m, _ in items])
-        await wrapped(items, items[0][1])
-
-    return SetBased(handle_set, keys=real.keys)
-
-
 @asynccontextmanager
 async def exchange(settings: Settings, calls: Calls) -> AsyncIterator[AgentRuntime]:
     real = exchange_app.AGENT
-    handlers = {**real.handlers, InstructionStatus: recording(calls)}
+    handler = real.handlers[InstructionStatus]  # as the agent has it: wrapped, and set-based
+    assert isinstance(handler, SetBased)
+    noted = set_kit.recording(handler, lambda messages: calls.append([m.instruction for m in messages]))
+    handlers = {**real.handlers, InstructionStatus: noted}
     definition = AgentDefinition(real.id, real.role, handlers, batch_scope=real.batch_scope)
     async with AgentRuntime(definition, settings) as rt:
         yield rt
 
 
-@asynccontextmanager
-async def taken(settings: Settings, sealed: Sequence[Sealed]) -> AsyncIterator[list[AbstractIncomingMessage]]:
-    """``sealed`` published to the exchange and taken off its inbox, in order; acked after."""
-    for each in sealed:
-        await support.publish_sealed(settings, each)
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(Names(settings.namespace).inbox(EXCHANGE_ID), passive=True)
-        deliveries = [await queue.get(no_ack=False, timeout=5) for _ in sealed]
-        assert [d.message_id for d in deliveries] == [str(s.envelope.message_id) for s in sealed]
-        yield deliveries
-        await group_commit.ack(deliveries)
+def inbox(names: Names) -> str:
+    return names.inbox(EXCHANGE_ID)
 
 
 async def as_one_batch(settings: Settings, rt: AgentRuntime, sealed: Sequence[Sealed]) -> list[Settled]:
-    async with taken(settings, sealed) as deliveries:
-        return await group_commit.settle_batch(rt.consumer, deliveries)
+    return await set_kit.as_one_batch(settings, rt, sealed, inbox)
 
 
 async def one_at_a_time(settings: Settings, rt: AgentRuntime, sealed: Sequence[Sealed]) -> list[Settled]:
-    async with taken(settings, sealed) as deliveries:
-        return [await rt.consumer.settle(d) for d in deliveries]
+    return await set_kit.one_at_a_time(settings, rt, sealed, inbox)
 
 
 # -- statuses, sealed as settlement's --------------------------------------------------------------
@@ -368,17 +334,13 @@ async def snapshot(rt: AgentRuntime, group: Group, sealed: Sequence[Sealed]) -> 
         return [_normal(row, group) for row in await support.rows(rt, sql, *args)]
 
     issue = group.issue
-    by_id = {str(s.envelope.message_id): i for i, s in enumerate(sealed)}
-    emitted = []
-    for row in await support.rows(rt, "SELECT message_type, routing_key, body FROM outbox ORDER BY seq"):
-        envelope = json.loads(row["body"])
-        cause = envelope.get("causation_id")
-        if cause not in by_id:
-            continue
-        if envelope["type"] != "standing_cover.closed":  # that one is in the close request's conversation
-            assert envelope["correlation_id"] == str(sealed[by_id[cause]].envelope.correlation_id), envelope["type"]
-        payload = _normal(envelope["payload"], group)
-        emitted.append((by_id[cause], row["message_type"], row["routing_key"], envelope["recipient"], payload))
+    emitted = await set_kit.caused(
+        rt.pool,
+        sealed,
+        lambda payload: _normal(payload, group),
+        # a standing cover's closing is told in the close request's conversation
+        own_conversation=lambda kind: kind != "standing_cover.closed",
+    )
     return {
         "matches": await rows("SELECT * FROM matches WHERE issue_code = $1 ORDER BY matching_number", issue),
         "certid_list": sorted(
