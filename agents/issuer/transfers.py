@@ -100,12 +100,6 @@ class Transferred:
     register_version: int
 
 
-async def apply_transfer(request: NameTransferRequest, ctx: Context, old: RegisterRecord, exchange: str) -> Transferred:
-    """S114–S118: retire the old CertID, register the buyer (and the remainder), record the history;
-    the seller's remainder certificate is pushed to the seller at once."""
-    return (await apply_transfers([Transfer(request, ctx, old, exchange)]))[0]
-
-
 @dataclass(frozen=True, slots=True)
 class Transfer:
     """A name transfer to apply: the request, its context, the register record it retires (locked
@@ -118,8 +112,10 @@ class Transfer:
 
 
 async def apply_transfers(transfers: Sequence[Transfer]) -> list[Transferred]:
-    """``apply_transfer`` for several transfers of distinct CertIDs, in order: the numbers drawn
-    and the transfers recorded in one statement each for the set (docs/netting.md)."""
+    """S114–S118 for several transfers of distinct CertIDs, in order: the old CertIDs retired, the
+    buyers (and remainders) registered, the history recorded — the numbers drawn and the transfers
+    recorded in one statement each for the set (docs/netting.md); a seller's remainder certificate
+    is pushed to the seller at once."""
     if not transfers:
         return []
     conn, today = transfers[0].ctx.connection, transfers[0].ctx.now.date()

@@ -171,12 +171,6 @@ async def held(connection: asyncpg.Connection, account_ids: Collection[str], cov
 # -- instructions --------------------------------------------------------------------------------
 
 
-async def insert_instruction(
-    connection: asyncpg.Connection, instruction: Instruction, leg: SecuritiesLeg, request_id: UUID
-) -> bool:
-    return bool(await insert_instructions(connection, [(instruction, leg, request_id)]))
-
-
 async def insert_instructions(
     connection: asyncpg.Connection, received: Sequence[tuple[Instruction, SecuritiesLeg, UUID]]
 ) -> set[int]:
@@ -386,12 +380,6 @@ def _instruction(row: asyncpg.Record) -> Instruction:
 # -- attempts ------------------------------------------------------------------------------------
 
 
-async def start_attempt(connection: asyncpg.Connection, started: Instruction, attempt: Attempt, hold_id: UUID) -> None:
-    """The attempt, its earmark on the buyer's account and the instruction that started it, in
-    one statement."""
-    await start_attempts(connection, [Started(started, attempt, hold_id)])
-
-
 @dataclass(frozen=True, slots=True)
 class Started:
     """An attempt started: the instruction as it now is, the attempt, and its earmark's id."""
@@ -402,7 +390,8 @@ class Started:
 
 
 async def start_attempts(connection: asyncpg.Connection, started: Sequence[Started]) -> None:
-    """``start_attempt`` for several instructions, in one statement."""
+    """Each attempt, its earmark on the buyer's account and the instruction that started it, for
+    several instructions, in one statement."""
     if not started:
         return
     await connection.execute(

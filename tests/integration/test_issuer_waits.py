@@ -48,8 +48,8 @@ async def connections(database: str) -> AsyncIterator[Connections]:
 async def name_transfer(
     connection: asyncpg.Connection, old: RegisterRecord, buyer: str, shares: int, matching_number: int
 ) -> tuple[int, RegisterRecord, RegisterRecord | None]:
-    """What transfers.apply_transfer does to the rows: draw (retiring ``old``), the remainder, the
-    buyer and the history row."""
+    """What transfers.apply_transfers does to the rows of one transfer: draw (retiring ``old``),
+    the remainder, the buyer and the history row."""
     drawn = await repo.draw_for_transfer(connection, old)
     assert drawn is not None
     change = transfer(
