@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from broker.errors import Reason, SecurityRejected
 from broker.pki import PkiError, fingerprint, participant_of
@@ -32,10 +33,15 @@ class Signer:
     certificate: x509.Certificate
     participant: Participant
     fingerprint: str
+    # Read out of the certificate once: a Signer is kept per fingerprint (TrustStore.chained).
+    public_key: CertificatePublicKeyTypes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "public_key", self.certificate.public_key())
 
     def verify(self, signature: bytes, data: bytes) -> None:
         """Raise ``SecurityRejected(signature_invalid)`` unless the signature covers ``data``."""
-        key = self.certificate.public_key()
+        key = self.public_key
         if not isinstance(key, Ed25519PublicKey):
             raise SecurityRejected(Reason.CERTIFICATE_INVALID, "signer key is not Ed25519")
         try:
