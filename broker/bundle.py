@@ -12,6 +12,20 @@ delivery: verified before parsing, claimed in the inbox by its own id, dead-lett
 with its own reason, retried alone. The bundle is acked once every item is settled, so a
 crash redelivers the whole bundle and the inbox absorbs what had committed.
 
+A bundle is *sealed*: the relay signs the bundle's bytes with the key that signed its items
+(the most of them, where an agent hosting several participants bundles rows of several) and
+attaches the seal as a single message's signature headers are attached. A receiver checks the
+seal once, as it would check one message's signature — the signer's certificate chained to the
+CA, valid now and not revoked, the signature over these exact bytes — and then checks no item
+signed with that same key again: the seal covers each item's body and headers byte for byte,
+so only that key's holder could have sent them. Everything else about an item is still checked
+alone (its signer's certificate, its sender, its freshness, its type and roles), and each item
+keeps its own signature: a dead-lettered item travels, and is replayed, alone and verifiable. An
+item signed with another key, a bundle with no seal (a relay of an earlier release) or one whose
+seal does not verify has each item's signature checked, as before the seal (the refused seal is
+logged, ``bundle_seal_refused``). Verifying a signature was a quarter of the investor agent's
+and the issuer's samples in a burst (docs/performance.md, stop 27).
+
 Only the consumers of Kabuto's agents read bundles. The relay bundles only for the routing
 keys of an agent's inbox or answers queue and of the investors the investor agent hosts
 (``KABUTO_INVESTORS``, bound to the investor agent's queues). A participant's own reply
@@ -179,12 +193,18 @@ class Delivery(Protocol):
     def nack(self, multiple: bool = False, requeue: bool = True) -> Awaitable[None]: ...
 
 
+SealCheck = Callable[[bytes, Mapping[str, Any]], "str | None"]
+
+
 @dataclass(slots=True)
 class _Carrier:
-    """The AMQP delivery that brought a bundle; settled once, for all its items."""
+    """The AMQP delivery that brought a bundle; settled once, for all its items, and its seal
+    checked once for all of them."""
 
     delivery: Delivery
     settled: bool = False
+    seal_checked: bool = False
+    sealed_by: str | None = None
 
     async def settle(self, action: Callable[[], Awaitable[None]]) -> None:
         if not self.settled:
@@ -231,6 +251,14 @@ class BundledDelivery:
     @property
     def carrier(self) -> Delivery:
         return self._carrier.delivery
+
+    def sealed_by(self, check: SealCheck) -> str | None:
+        """The fingerprint of the signer whose signature over the whole bundle verified, as
+        ``check`` says of the bundle's bytes and headers (asked once per bundle), or None."""
+        carrier = self._carrier
+        if not carrier.seal_checked:
+            carrier.sealed_by, carrier.seal_checked = check(carrier.delivery.body, carrier.delivery.headers), True
+        return carrier.sealed_by
 
     async def ack(self, multiple: bool = False) -> None:
         await self._carrier.settle(lambda: self.carrier.ack(multiple=multiple))

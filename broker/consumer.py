@@ -36,9 +36,17 @@ import structlog
 from aio_pika.abc import AbstractQueue
 
 from broker import group_commit, inbox, logs, metrics, outbox
-from broker.bundle import Delivery, malformed
+from broker.bundle import BundledDelivery, Delivery, malformed
 from broker.context import Context
-from broker.envelope import MAX_MESSAGE_BYTES, Freshness, Opened, open_delivery, still_valid
+from broker.envelope import (
+    MAX_MESSAGE_BYTES,
+    Freshness,
+    Opened,
+    check_size,
+    open_delivery,
+    still_valid,
+    verified_signer,
+)
 from broker.errors import InputRejected, Reason, Rejected, SecurityRejected
 from broker.pki import Identity
 from broker.progress import TaskBeat
@@ -47,6 +55,7 @@ from broker.supervision import ConnectionLost, is_infrastructure, until_database
 from broker.topology import Exchanges, Names
 from broker.trust import TrustStore
 from schemas.catalogue import Message, MessageSpec
+from schemas.envelope import SIGNATURE_HEADER
 
 log = logs.get("kabuto.consumer")
 
@@ -276,6 +285,7 @@ class Consumer:
             freshness=self.freshness,
             now=now,
             max_bytes=self.max_message_bytes,
+            vouched=self._sealed_by(delivery, now),
         )
         if type(opened.message) not in self.handlers:
             raise InputRejected(Reason.UNKNOWN_MESSAGE_TYPE, f"{self.agent} does not handle {opened.spec.type}")
@@ -284,6 +294,23 @@ class Consumer:
             raise SecurityRejected(Reason.MISROUTED, f"{opened.spec.type} is not an answer; it goes to the inbox")
         self._check_cut_over(opened, now)
         return opened
+
+    def _sealed_by(self, delivery: Delivery, now: datetime) -> str | None:
+        """Who sealed the bundle that carried ``delivery`` (broker.bundle), if the seal verifies."""
+        if not isinstance(delivery, BundledDelivery):
+            return None
+        return delivery.sealed_by(lambda body, headers: self._seal(body, headers, now))
+
+    def _seal(self, body: bytes, headers: Mapping[str, Any], now: datetime) -> str | None:
+        if SIGNATURE_HEADER not in headers:
+            return None  # sealed by no one: a relay of an earlier release
+        try:
+            check_size(body, headers, self.max_message_bytes)
+            return verified_signer(body, headers, self.trust, now).fingerprint
+        except Exception as exc:  # noqa: BLE001 — whatever is wrong with a seal, each item is then checked alone
+            reason = exc.reason.value if isinstance(exc, Rejected) else type(exc).__name__
+            log.warning("bundle_seal_refused", agent=self.agent, reason=reason, detail=str(exc)[:500])
+            return None
 
     def _check_cut_over(self, opened: Opened, now: datetime) -> None:
         if opened.spec.clear_accounts:

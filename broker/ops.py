@@ -32,6 +32,7 @@ from broker.provenance import Provenance, provenance
 from broker.settings import Settings
 from broker.topology import Names, TopologyError, check_ready
 from broker.trust import TrustStore
+from schemas.envelope import SIGNATURE_HEADERS
 
 KABUTO_HEADERS = (
     "x-kabuto-reason",
@@ -253,7 +254,8 @@ def _as_sent(message_id: str | None, type_: str | None, body: bytes, headers: Ma
 def _kept(message: aio_pika.abc.AbstractIncomingMessage, rest: list[Item], routing_key: str) -> aio_pika.Message:
     """What is left of a dead-lettered bundle, dead still, with the headers that say why and
     where it was sent (``x-death``, which said so, is not kept)."""
-    headers = {k: v for k, v in message.headers.items() if k != "x-death"}
+    # The seal covered the whole bundle, not what is left of it: its items are checked alone.
+    headers = {k: v for k, v in message.headers.items() if k not in ("x-death", *SIGNATURE_HEADERS)}
     headers.setdefault("x-kabuto-reason", _dead_letter(message).reason)
     headers["x-kabuto-routing-key"] = routing_key
     return bundle_message(rest, headers)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,12 +26,13 @@ from aio_pika.abc import AbstractExchange
 from broker import logs
 from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Bundling, Item, pack
 from broker.db import notify_channel
-from broker.envelope import Sealed
+from broker.envelope import Sealed, sign_headers
+from broker.pki import Identity
 from broker.progress import TaskBeat, stopping
 from broker.supervision import ConnectionLost
 from broker.topology import Exchanges, Names
 from schemas import catalogue
-from schemas.envelope import Envelope
+from schemas.envelope import SIGNER_HEADER, Envelope
 
 log = logs.get("kabuto.outbox")
 
@@ -86,9 +88,22 @@ def amqp_message(
     )
 
 
-def bundle_message(items: Sequence[Item], headers: Mapping[str, Any]) -> aio_pika.Message:
-    """A persistent bundle of ``items`` (broker.bundle), named after its first item."""
-    return amqp_message(f"{items[0].message_id}+{len(items) - 1}", BUNDLE_TYPE, pack(items), headers)
+def bundle_message(
+    items: Sequence[Item], headers: Mapping[str, Any], sealer: Identity | None = None
+) -> aio_pika.Message:
+    """A persistent bundle of ``items`` (broker.bundle), named after its first item, sealed by
+    ``sealer``: its signature over the bundle's bytes in the headers a message's travels in."""
+    body = pack(items)
+    if sealer is not None:
+        headers = {**headers, **sign_headers(sealer, body)}
+    return amqp_message(f"{items[0].message_id}+{len(items) - 1}", BUNDLE_TYPE, body, headers)
+
+
+def sealer_of(items: Sequence[Item], identities: Mapping[str, Identity]) -> Identity | None:
+    """Of ``identities`` (by fingerprint), the one that signed the most items, if any did."""
+    signers = Counter(item.headers.get(SIGNER_HEADER, "") for item in items)
+    held = [(count, fp) for fp, count in signers.items() if fp in identities]
+    return identities[max(held)[1]] if held else None
 
 
 @dataclass(slots=True)
@@ -100,6 +115,8 @@ class OutboxRelay:
     batch: int
     idle_poll: timedelta
     bundling: Bundling = field(default_factory=Bundling)
+    # The agent's identities by fingerprint: a bundle is sealed by the one that signed its items.
+    sealers: Mapping[str, Identity] = field(default_factory=dict)
     beat: TaskBeat = field(default_factory=lambda: TaskBeat("relay"))
     # Set when a row for one of Kabuto's agents is parked (the agent has not declared its queues
     # yet), so that the parked rows are tried again soon (broker.parked.SOON).
@@ -161,7 +178,7 @@ class OutboxRelay:
         # A window at a time, confirmed together (broker.relay_window); imported here, as it builds on this module.
         from broker.relay_window import publish_window
 
-        if await publish_window(self.agent, self.pool, self.exchanges, rows, self.bundling):
+        if await publish_window(self.agent, self.pool, self.exchanges, rows, self.bundling, self.sealers):
             self.parked.set()
         return len(rows)
 

@@ -13,21 +13,22 @@ nacked row may thus arrive after rows behind it in its window; a nack is the bro
 failure (it lost the message), which the row-by-row relay met by stopping the window instead.
 
 Rows for the same queue of one of Kabuto's agents travel together as one bundle
-(``broker.bundle``); a bundle's confirm, return or nack is each of its rows' fate.
+(``broker.bundle``), sealed by the key that signed them; a bundle's confirm, return or nack is each of its rows' fate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import aiormq
 import asyncpg
 
 from broker import logs, metrics
 from broker.bundle import Bundling, Item
-from broker.outbox import amqp_message, bundle_message
+from broker.outbox import amqp_message, bundle_message, sealer_of
+from broker.pki import Identity
 from broker.topology import Exchanges, Names
 
 log = logs.get("kabuto.outbox")
@@ -41,12 +42,18 @@ MARK_PUBLISHED = """WITH asynchronous AS (SELECT set_config('synchronous_commit'
 
 
 async def publish_window(
-    agent: str, pool: asyncpg.Pool, exchanges: Exchanges, rows: Sequence[asyncpg.Record], bundling: Bundling
+    agent: str,
+    pool: asyncpg.Pool,
+    exchanges: Exchanges,
+    rows: Sequence[asyncpg.Record],
+    bundling: Bundling,
+    sealers: Mapping[str, Identity],
 ) -> int:
     """Publish ``rows`` (pending outbox rows in sequence order) and record what became of each;
-    returns how many were parked for one of Kabuto's agents that has not declared its queues yet."""
+    returns how many were parked for one of Kabuto's agents that has not declared its queues yet.
+    ``sealers``: the agent's identities by fingerprint, which seal its bundles (broker.bundle)."""
     groups = bundling.groups(rows)
-    sends = [asyncio.ensure_future(_send(exchanges, [rows[i] for i in group])) for group in groups]
+    sends = [asyncio.ensure_future(_send(exchanges, [rows[i] for i in group], sealers)) for group in groups]
     sent = await asyncio.gather(*sends, return_exceptions=True)
     results: list[BaseException | None] = [None] * len(rows)
     for group, result in zip(groups, sent, strict=True):
@@ -73,8 +80,8 @@ async def publish_window(
     return parked
 
 
-async def _send(exchanges: Exchanges, rows: Sequence[asyncpg.Record]) -> None:
-    """One row as itself, or several for one queue as one bundle."""
+async def _send(exchanges: Exchanges, rows: Sequence[asyncpg.Record], sealers: Mapping[str, Identity]) -> None:
+    """One row as itself, or several for one queue as one sealed bundle."""
     first = rows[0]
     exchange = exchanges.events if first["exchange"] == "events" else exchanges.messages
     if len(rows) == 1:
@@ -83,7 +90,7 @@ async def _send(exchanges: Exchanges, rows: Sequence[asyncpg.Record]) -> None:
         )
     else:
         items = [Item(str(r["message_id"]), r["message_type"], json.loads(r["headers"]), r["body"]) for r in rows]
-        message = bundle_message(items, {})
+        message = bundle_message(items, {}, sealer_of(items, sealers))
     await exchange.publish(message, routing_key=first["routing_key"], mandatory=True)
 
 

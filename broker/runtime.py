@@ -151,6 +151,7 @@ class AgentRuntime:
             settings.outbox_batch,
             settings.outbox_idle_poll,
             bundling=Bundling(settings.outbox_bundle, settings.max_message_bytes // 2, frozenset(settings.investors)),
+            sealers={identity.fingerprint: identity for identity in self.identities.values()},
             beat=self.heartbeats.beat("relay"),
         )
 

@@ -19,6 +19,8 @@ from schemas.identity import ParticipantId
 SIGNATURE_HEADER: Final = "kabuto-signature"
 SIGNER_HEADER: Final = "kabuto-signer"
 CERTIFICATE_HEADER: Final = "kabuto-certificate"
+# The headers a signature travels in (a message's, or a bundle's seal: broker.bundle).
+SIGNATURE_HEADERS: Final = (SIGNATURE_HEADER, SIGNER_HEADER, CERTIFICATE_HEADER)
 
 
 class Envelope(BaseModel):
