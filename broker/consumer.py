@@ -380,7 +380,7 @@ class Consumer:
         return context
 
     async def handle_set(self, connection: asyncpg.Connection, run: Sequence[Opened]) -> list[Context]:
-        """Run a ``SetBased`` handler on a run of claimed deliveries of its type (``set_based.runs``)
+        """Run a ``SetBased`` handler on a run of claimed deliveries it takes (``set_based.runs``)
         in the caller's transaction; a context each, in order."""
         contexts = [self.context(connection, opened) for opened in run]
         handler = self.handlers[type(run[0].message)]

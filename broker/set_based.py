@@ -1,11 +1,13 @@
-"""Set-based handlers: one handler call for several deliveries of one type (docs/netting.md, step 1).
+"""Set-based handlers: one handler call for several deliveries (docs/netting.md, step 1).
 
 Under load a group-committed batch (``broker.group_commit``) holds many deliveries of the same
 type one after the other — settlement's answers from the issuer, the issuer's reserves. Handled
 one at a time, each reads and writes its own rows, a few statements each; handled as a set,
 the handler reads every row the set needs in one statement and writes each table once.
 
-A ``SetBased`` handler is registered like any handler. Called with one message (the
+A ``SetBased`` handler is registered like any handler, for one type or for several: a run is
+what consecutive deliveries the same handler takes, whatever their types (the investor agent
+keeps what settlement says — statuses, notices — in one run; stop 27). Called with one message (the
 consumer's one-by-one path, and the savepoint each delivery gets when its batch is run again
 after a refusal), it handles a set of one: there is one code path, not a fast one beside a
 reference one. Its contract:
@@ -38,7 +40,7 @@ Item = tuple[M, Context]
 
 @dataclass(frozen=True, slots=True)
 class SetBased(Generic[M]):
-    """A handler of a set of messages of one type, each with its own context."""
+    """A handler of a set of messages of the types it is registered for, each with its own context."""
 
     handle_set: Callable[[Sequence[tuple[M, Context]]], Awaitable[None]]
     # The rows a message works on: two messages sharing one are never in one set.
@@ -51,27 +53,28 @@ class SetBased(Generic[M]):
 def runs(
     items: Sequence[T], message_of: Callable[[T], Message], handler_of: Callable[[type[Message]], object]
 ) -> Iterator[list[T]]:
-    """``items`` cut into runs, in order: consecutive items of one type whose handler is
-    ``SetBased``, no two sharing a key; every other item is a run of its own."""
+    """``items`` cut into runs, in order: consecutive items taken by one ``SetBased`` handler —
+    of one type, or of the several it is registered for —, no two sharing a key; every other
+    item is a run of its own."""
     run: list[T] = []
     seen: set[Hashable] = set()
-    kind: type[Message] | None = None
+    current: SetBased[Any] | None = None
     for item in items:
         message = message_of(item)
         handler = handler_of(type(message))
         if not isinstance(handler, SetBased):
             if run:
                 yield run
-            run, seen, kind = [], set(), None
+            run, seen, current = [], set(), None
             yield [item]
             continue
         keys = handler.keys(message)
-        if run and (type(message) is not kind or not seen.isdisjoint(keys)):
+        if run and (handler is not current or not seen.isdisjoint(keys)):
             yield run
             run, seen = [], set()
         run.append(item)
         seen.update(keys)
-        kind = type(message)
+        current = handler
     if run:
         yield run
 

@@ -4,15 +4,17 @@ about its instructions, and what the investor may ask — present its trade comp
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from agents.investor import order_repo
 from broker import logs
 from broker.consumer import Handler
 from broker.context import Context
+from broker.set_based import SetBased
 from schemas.catalogue import Message
 from schemas.dvp import (
     CancelInstruction,
@@ -25,37 +27,67 @@ from schemas.dvp import (
     TradeNoticeVerified,
 )
 from schemas.identity import SETTLEMENT_ID
+from schemas.settlement import SettlementNotice, SettlementNoticeV1
 from schemas.trading import Side
 
 log = logs.get("kabuto.investor")
 Command = Callable[[Context], Awaitable[UUID]]
 
 
-async def _keep(ctx: Context, message: Message, matching_number: int | None) -> None:
-    await ctx.connection.execute(
-        "INSERT INTO settlement_messages (user_id, message_type, matching_number, body) VALUES ($1, $2, $3, $4)",
-        ctx.identity.user_id,
-        type(message).spec.type,
-        matching_number,
-        message.model_dump_json(),
+# What settlement says to an investor, kept as received: its statuses and answers in
+# settlement_messages, its notices of a trade's cash leg in settlement_notices.
+Said = InstructionStatus | CancelRefused | TradeNoticeVerified | MandateRecorded | SettlementNotice | SettlementNoticeV1
+
+
+async def _keep_all(items: Sequence[tuple[Said, Context]]) -> None:
+    """A run of what settlement said, kept with one statement per table (broker.set_based): the
+    investor agent takes a status, a notice and a completion per party and trade, and one at a
+    time they were its most frequent statements (docs/performance.md, stop 27)."""
+    kept: list[tuple[str, str, int | None, str]] = []
+    notices: list[tuple[str, SettlementNotice | SettlementNoticeV1]] = []
+    for message, ctx in items:
+        user = ctx.identity.user_id
+        if isinstance(message, SettlementNotice | SettlementNoticeV1):
+            notices.append((user, message))
+            continue
+        if isinstance(message, InstructionStatus):
+            with ctx.bound():
+                log.info(
+                    "instruction_status",
+                    matching_number=message.instruction,
+                    settlement=message.status.settlement.value,
+                )
+        kept.append((user, type(message).spec.type, _trade_of(message), message.model_dump_json()))
+    connection = items[0][1].connection
+    await keep_all(connection, kept)
+    await order_repo.record_notices(connection, notices)
+
+
+def _trade_of(message: Said) -> int | None:
+    if isinstance(message, InstructionStatus | CancelRefused):
+        return message.instruction
+    if isinstance(message, TradeNoticeVerified):
+        return message.matching_number
+    return None
+
+
+async def keep_all(connection: asyncpg.Connection, rows: Sequence[tuple[str, str, int | None, str]]) -> None:
+    """Rows of settlement_messages (user, type, trade, body), in their order (their ids)."""
+    if not rows:
+        return
+    await connection.execute(
+        """INSERT INTO settlement_messages (user_id, message_type, matching_number, body)
+           SELECT user_id, message_type, matching_number, body::jsonb
+           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
+                WITH ORDINALITY AS k (user_id, message_type, matching_number, body, n)
+           ORDER BY n""",
+        *zip(*rows, strict=True),
     )
 
 
-async def on_status(message: InstructionStatus, ctx: Context) -> None:
-    log.info("instruction_status", matching_number=message.instruction, settlement=message.status.settlement.value)
-    await _keep(ctx, message, message.instruction)
-
-
-async def on_cancel_refused(message: CancelRefused, ctx: Context) -> None:
-    await _keep(ctx, message, message.instruction)
-
-
-async def on_notice_verified(message: TradeNoticeVerified, ctx: Context) -> None:
-    await _keep(ctx, message, message.matching_number)
-
-
-async def on_mandate(message: MandateRecorded, ctx: Context) -> None:
-    await _keep(ctx, message, None)
+# Appends only (a notice already kept for the party and trade is left as it was, as one at a
+# time): no two messages of a run work on one row that another reads, so no keys.
+on_settlement_said: SetBased[Said] = SetBased(_keep_all, keys=lambda _: ())
 
 
 def present_notice(matching_number: int, settlement: str = SETTLEMENT_ID) -> Command:
@@ -110,8 +142,10 @@ async def received(connection: asyncpg.Connection, user_id: str) -> list[dict[st
 
 
 HANDLERS: dict[type[Message], Handler] = {
-    InstructionStatus: on_status,
-    CancelRefused: on_cancel_refused,
-    TradeNoticeVerified: on_notice_verified,
-    MandateRecorded: on_mandate,
+    InstructionStatus: on_settlement_said,
+    CancelRefused: on_settlement_said,
+    TradeNoticeVerified: on_settlement_said,
+    MandateRecorded: on_settlement_said,
+    SettlementNotice: on_settlement_said,
+    SettlementNoticeV1: on_settlement_said,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -13,6 +14,7 @@ import asyncpg
 
 from agents.investor.domain import Dividend
 from schemas.certificates import IssuerSignature, SignedCertificate
+from schemas.settlement import SettlementNotice, SettlementNoticeV1
 from schemas.trading import SubmitOrder
 
 
@@ -264,18 +266,27 @@ async def surrender(connection: asyncpg.Connection, cert_id: UUID) -> str | None
     return committed
 
 
-async def record_notice(connection: asyncpg.Connection, user_id: str, values: dict[str, Any]) -> None:
+async def record_notices(
+    connection: asyncpg.Connection, notices: Sequence[tuple[str, SettlementNotice | SettlementNoticeV1]]
+) -> None:
+    """Settlement's notices of trades' cash legs, each to its user, in their order: a notice
+    already kept for the user and trade stays as it was (the first one, as one at a time)."""
+    if not notices:
+        return
     await connection.execute(
         """INSERT INTO settlement_notices (matching_number, user_id, settled, amount, currency, failure, detail)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
-        values["matching_number"],
-        user_id,
-        values["settled"],
-        values["amount"],
-        values["currency"],
-        values["failure"],
-        values["detail"],
+           SELECT matching_number, user_id, settled, amount, currency, failure, detail
+           FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::numeric[], $5::text[], $6::text[], $7::text[])
+                WITH ORDINALITY AS k (matching_number, user_id, settled, amount, currency, failure, detail, n)
+           ORDER BY n
+           ON CONFLICT DO NOTHING""",
+        *zip(*(_notice_row(user, notice) for user, notice in notices), strict=True),
     )
+
+
+def _notice_row(user: str, notice: SettlementNotice | SettlementNoticeV1) -> tuple[object, ...]:
+    failure = notice.failure.value if notice.failure else None
+    return (notice.matching_number, user, notice.settled, notice.amount, notice.currency, failure, notice.detail)
 
 
 async def notices(connection: asyncpg.Connection, user_id: str) -> list[dict[str, Any]]:

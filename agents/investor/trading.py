@@ -25,7 +25,7 @@ from schemas.certificates import EndorsedCertificate, ShareClass
 from schemas.identity import EXCHANGE_ID, ISSUER_ID, SETTLEMENT_ID
 from schemas.issuance import DividendMethod
 from schemas.sealed import ACCOUNT_INQUIRY_ACCOUNT
-from schemas.settlement import AccountInquiry, AccountStatement, SettlementNotice, SettlementNoticeV1
+from schemas.settlement import AccountInquiry, AccountStatement
 from schemas.trading import (
     CancelOrder,
     CertificateRequestAfterTransfer,
@@ -333,11 +333,6 @@ async def on_status(status: OrderStatus, ctx: Context) -> None:
     )
 
 
-async def on_settlement_notice(notice: SettlementNotice | SettlementNoticeV1, ctx: Context) -> None:
-    values = notice.model_dump() | {"failure": notice.failure.value if notice.failure else None}
-    await order_repo.record_notice(ctx.connection, ctx.identity.user_id, values)
-
-
 async def on_statement(statement: AccountStatement, ctx: Context) -> None:
     await order_repo.record_statement(
         ctx.connection, ctx.identity.user_id, statement.account, statement.model_dump_json()
@@ -353,7 +348,5 @@ HANDLERS: dict[type[Message], Handler] = {
     TradeCompleted: on_trade_completed,
     RemainderCertificate: on_remainder,
     OrderStatus: on_status,
-    SettlementNotice: on_settlement_notice,
-    SettlementNoticeV1: on_settlement_notice,
     AccountStatement: on_statement,
 }

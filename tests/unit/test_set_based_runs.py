@@ -1,6 +1,7 @@
 """``broker.set_based.runs`` (docs/netting.md, step 1): how a group-committed batch is cut into the
-runs its set-based handlers take in one call — in order, one type per run, never two messages
-sharing a key, every other handler's delivery a run of its own."""
+runs its set-based handlers take in one call — in order, one handler per run (of one type or of
+the several it takes), never two messages sharing a key, every other handler's delivery a run of
+its own."""
 
 from __future__ import annotations
 
@@ -78,10 +79,12 @@ def test_a_change_of_type_cuts_the_run_even_between_two_set_based_handlers() -> 
     assert cut(items) == [["a", "b"], ["c", "d"], ["e"]]
 
 
-def test_two_set_based_types_sharing_one_handler_object_are_still_cut_by_type() -> None:
-    """The cut is by the message's type, not by the handler: a set handler is given one type."""
+def test_types_sharing_one_set_based_handler_make_one_run() -> None:
+    """The cut is by the handler, not by the message's type (stop 27): a handler registered for
+    several types is given consecutive deliveries of any of them, keys still apart."""
     handlers = {**HANDLERS, SecuritiesCommitted: RESERVED}
-    assert cut([reserved("a", 1), committed("b", 2)], handlers) == [["a"], ["b"]]
+    items = [reserved("a", 1), committed("b", 2), reserved("c", 3), committed("d", 1), refused("e", 4)]
+    assert cut(items, handlers) == [["a", "b", "c"], ["d"], ["e"]]
 
 
 def test_a_key_seen_in_the_run_cuts_it_before_the_message_that_shares_it() -> None:
