@@ -12,19 +12,21 @@ delivery: verified before parsing, claimed in the inbox by its own id, dead-lett
 with its own reason, retried alone. The bundle is acked once every item is settled, so a
 crash redelivers the whole bundle and the inbox absorbs what had committed.
 
-A bundle is *sealed*: the relay signs the bundle's bytes with the key that signed its items
-(the most of them, where an agent hosting several participants bundles rows of several) and
-attaches the seal as a single message's signature headers are attached. A receiver checks the
-seal once, as it would check one message's signature — the signer's certificate chained to the
-CA, valid now and not revoked, the signature over these exact bytes — and then checks no item
-signed with that same key again: the seal covers each item's body and headers byte for byte,
-so only that key's holder could have sent them. Everything else about an item is still checked
-alone (its signer's certificate, its sender, its freshness, its type and roles), and each item
-keeps its own signature: a dead-lettered item travels, and is replayed, alone and verifiable. An
-item signed with another key, a bundle with no seal (a relay of an earlier release) or one whose
-seal does not verify has each item's signature checked, as before the seal (the refused seal is
-logged, ``bundle_seal_refused``). Verifying a signature was a quarter of the investor agent's
-and the issuer's samples in a burst (docs/performance.md, stop 27).
+A bundle is *sealed*: the relay signs ``SEAL_CONTEXT`` and the bundle's bytes with the key that
+signed its items (the most of them, where an agent hosting several participants bundles rows of
+several; only a key whose every item in the bundle this process signed as it stands,
+``broker.signed_here``) and attaches the seal as a single message's signature headers are
+attached. A receiver checks the seal once, as it would check one message's signature — the
+signer's certificate chained to the CA, valid now and not revoked, the signature over these
+exact bytes — and then checks no item signed with that same key again: the seal covers each
+item's body and headers byte for byte, so only that key's holder could have sent them.
+Everything else about an item is still checked alone (its signer's certificate, its sender, its
+freshness, its type and roles), and each item keeps its own signature: a dead-lettered item
+travels, and is replayed, alone and verifiable. An item signed with another key, a bundle with
+no seal (a relay of an earlier release) or one whose seal does not verify has each item's
+signature checked, as before the seal (the refused seal is logged, ``bundle_seal_refused``).
+Verifying a signature was a quarter of the investor agent's and the issuer's samples in a burst
+(docs/performance.md, stop 27).
 
 Only the consumers of Kabuto's agents read bundles. The relay bundles only for the routing
 keys of an agent's inbox or answers queue and of the investors the investor agent hosts
@@ -54,6 +56,9 @@ from broker.settings import MAX_BUNDLE_ITEMS
 from broker.topology import ANSWERS_SUFFIX, Names
 
 BUNDLE_TYPE = "kabuto.bundle"
+# What a seal signs is this, then the bundle's bytes: a signature made for a bundle can never be
+# taken for one over a message body, a stock certificate or an endorsement made with the same key.
+SEAL_CONTEXT = b"kabuto bundle seal v1\n"
 CONTENT_TYPE = "application/vnd.kabuto.bundle"
 TAG = b"KBB1"
 _LENGTH = struct.Struct(">I")
@@ -265,6 +270,11 @@ class BundledDelivery:
 
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
         await self._carrier.settle(lambda: self.carrier.nack(multiple=multiple, requeue=requeue))
+
+
+def sealed_bytes(body: bytes) -> bytes:
+    """What a bundle's seal signs: ``SEAL_CONTEXT`` and the bundle's bytes."""
+    return SEAL_CONTEXT + body
 
 
 def is_bundle(delivery: Delivery) -> bool:

@@ -36,7 +36,7 @@ import structlog
 from aio_pika.abc import AbstractQueue
 
 from broker import group_commit, inbox, logs, metrics, outbox
-from broker.bundle import BundledDelivery, Delivery, malformed
+from broker.bundle import BundledDelivery, Delivery, malformed, sealed_bytes
 from broker.context import Context
 from broker.envelope import (
     MAX_MESSAGE_BYTES,
@@ -306,8 +306,8 @@ class Consumer:
             return None  # sealed by no one: a relay of an earlier release
         try:
             check_size(body, headers, self.max_message_bytes)
-            return verified_signer(body, headers, self.trust, now).fingerprint
-        except Exception as exc:  # noqa: BLE001 — whatever is wrong with a seal, each item is then checked alone
+            return verified_signer(sealed_bytes(body), headers, self.trust, now).fingerprint
+        except (Rejected, ValueError, TypeError) as exc:  # whatever is wrong with a seal, each item is checked alone
             reason = exc.reason.value if isinstance(exc, Rejected) else type(exc).__name__
             log.warning("bundle_seal_refused", agent=self.agent, reason=reason, detail=str(exc)[:500])
             return None

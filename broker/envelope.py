@@ -25,6 +25,7 @@ import pydantic
 
 from broker.errors import InputRejected, Reason, SecurityRejected
 from broker.pki import Identity
+from broker.signed_here import SIGNED_HERE
 from broker.trust import Signer, TrustStore
 from schemas import catalogue
 from schemas.catalogue import Message, MessageSpec
@@ -97,7 +98,9 @@ def seal(
         payload=payload.model_dump(mode="json"),
     )
     body = envelope.model_dump_json().encode()
-    return Sealed(envelope, body, sign_headers(identity, body))
+    headers = sign_headers(identity, body)
+    SIGNED_HERE.note(str(message_id), body, headers)  # what the relay may seal (broker.signed_here)
+    return Sealed(envelope, body, headers)
 
 
 def sign_headers(identity: Identity, body: bytes) -> dict[str, str]:
@@ -172,7 +175,7 @@ def check_size(body: bytes, headers: Mapping[str, object], max_bytes: int = MAX_
     """Refuse an oversize delivery before a byte of it is hashed, verified or parsed."""
     if len(body) > max_bytes:
         raise SecurityRejected(Reason.MESSAGE_TOO_LARGE, f"body of {len(body)} bytes, limit {max_bytes}")
-    header_bytes = sum(len(k) + len(v) for k, v in headers.items() if isinstance(v, str | bytes))
+    header_bytes = sum(len(k) + len(v) for k, v in headers.items() if isinstance(v, str | bytes | bytearray))
     if header_bytes > MAX_HEADER_BYTES:
         raise SecurityRejected(Reason.MESSAGE_TOO_LARGE, f"headers of {header_bytes} bytes, limit {MAX_HEADER_BYTES}")
 
@@ -191,8 +194,8 @@ def _header_bytes(headers: Mapping[str, object], name: str) -> bytes | None:
     value = headers.get(name)
     if value is None:
         return None
-    if isinstance(value, bytes):
-        value = value.decode("ascii", errors="replace")
+    if isinstance(value, bytes | bytearray):  # an AMQP byte array arrives as a bytearray
+        value = bytes(value).decode("ascii", errors="replace")
     try:
         return base64.b64decode(str(value), validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -207,9 +210,9 @@ def verified_signer(
     must be there, but is not checked again."""
     signature = _header_bytes(headers, SIGNATURE_HEADER)
     claimed = headers.get(SIGNER_HEADER)
-    if signature is None or not isinstance(claimed, str | bytes):
+    if signature is None or not isinstance(claimed, str | bytes | bytearray):
         raise SecurityRejected(Reason.UNSIGNED, "no kabuto-signature or kabuto-signer header")
-    claimed_fp = claimed.decode() if isinstance(claimed, bytes) else claimed
+    claimed_fp = claimed if isinstance(claimed, str) else bytes(claimed).decode("ascii", errors="replace")
     signer = trust.signer(claimed_fp, _header_bytes(headers, CERTIFICATE_HEADER), now)
     if signer.fingerprint != vouched:
         signer.verify(signature, body)

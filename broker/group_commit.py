@@ -15,8 +15,9 @@ for all of them:
   and it costs two round trips for the batch on top of the handlers' own statements. An agent
   may keep something across the handlers of such a batch (``BatchScope``: the exchange's books,
   settlement's account locks), since no savepoint there releases a lock; its end may still
-  refuse the batch, which then runs as below. Consecutive deliveries of one type whose
-  handler is set-based (``broker.set_based``) go to it in one call, so that it reads and
+  refuse the batch, which then runs as below. Consecutive deliveries taken by one set-based
+  handler (``broker.set_based``: of one type, or of the several it is registered for) go to it
+  in one call, so that it reads and
   writes their rows with one statement per table rather than a few per delivery;
 * if any handler refuses (``Rejected``) or fails, that transaction is rolled back whole and
   the batch runs again with each delivery in its own savepoint: the one that refused or
@@ -270,13 +271,14 @@ def _message(item: _Item) -> Message:
 
 
 async def _handle_run(consumer: Consumer, connection: asyncpg.Connection, run: list[_Item]) -> None:
-    """One delivery by its handler, or a run of one type by its set-based handler (one call)."""
+    """One delivery by its handler, or a run by its set-based handler (one call)."""
     if len(run) == 1:
         item = run[0]
         with _bound(consumer, item.delivery, item.opened):
             item.context = await consumer.handle(connection, item.opened)
         return
-    with structlog.contextvars.bound_contextvars(agent=consumer.agent, type=run[0].opened.envelope.type, run=len(run)):
+    types = "+".join(dict.fromkeys(item.opened.envelope.type for item in run))  # a run may mix types
+    with structlog.contextvars.bound_contextvars(agent=consumer.agent, type=types, run=len(run)):
         contexts = await consumer.handle_set(connection, [item.opened for item in run])
     for item, context in zip(run, contexts, strict=True):
         item.context = context

@@ -146,7 +146,8 @@ def _dead_letters(message: aio_pika.abc.AbstractIncomingMessage) -> list[DeadLet
             type=item.type,
             detail=f"{letter.detail} (item {n + 1} of {len(items)} of bundle {message.message_id})".strip(),
             size=len(item.body),
-            headers={**item.headers, **letter.headers},  # the item's own never hide why it is dead
+            # the item's own never hide why it is dead; a seal's signature is the bundle's, not the item's
+            headers={**item.headers, **{k: v for k, v in letter.headers.items() if k not in SIGNATURE_HEADERS}},
             body=item.body,
         )
         for n, item in enumerate(items)

@@ -24,7 +24,7 @@ import asyncpg
 from aio_pika.abc import AbstractExchange
 
 from broker import logs
-from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Bundling, Item, pack
+from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Bundling, Item, pack, sealed_bytes
 from broker.db import notify_channel
 from broker.envelope import Sealed, sign_headers
 from broker.pki import Identity
@@ -95,14 +95,32 @@ def bundle_message(
     ``sealer``: its signature over the bundle's bytes in the headers a message's travels in."""
     body = pack(items)
     if sealer is not None:
-        headers = {**headers, **sign_headers(sealer, body)}
+        headers = {**headers, **seal_headers(sealer, body)}
     return amqp_message(f"{items[0].message_id}+{len(items) - 1}", BUNDLE_TYPE, body, headers)
 
 
-def sealer_of(items: Sequence[Item], identities: Mapping[str, Identity]) -> Identity | None:
-    """Of ``identities`` (by fingerprint), the one that signed the most items, if any did."""
-    signers = Counter(item.headers.get(SIGNER_HEADER, "") for item in items)
-    held = [(count, fp) for fp, count in signers.items() if fp in identities]
+def seal_headers(sealer: Identity, body: bytes) -> dict[str, str]:
+    """A bundle's seal (broker.bundle): ``sealer``'s signature over ``SEAL_CONTEXT`` and the
+    bundle's bytes, in the headers a message's signature travels in."""
+    return sign_headers(sealer, sealed_bytes(body))
+
+
+def sealer_of(
+    items: Sequence[Item], signed_here: Sequence[bool], identities: Mapping[str, Identity]
+) -> Identity | None:
+    """Of ``identities`` (by fingerprint), the one that signed the most items, if any did, and
+    every item naming it was signed in this process as it is (``signed_here``, one per item:
+    broker.signed_here). A seal vouches for every item of its key, so one item of a key that
+    this process did not sign as it stands leaves that key out."""
+    signers: Counter[str] = Counter()
+    spoiled: set[str] = set()
+    for item, here in zip(items, signed_here, strict=True):
+        signer = item.headers.get(SIGNER_HEADER, "")
+        if here:
+            signers[signer] += 1
+        else:
+            spoiled.add(signer)
+    held = [(count, fp) for fp, count in signers.items() if fp in identities and fp not in spoiled]
     return identities[max(held)[1]] if held else None
 
 

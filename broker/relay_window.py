@@ -29,6 +29,7 @@ from broker import logs, metrics
 from broker.bundle import Bundling, Item
 from broker.outbox import amqp_message, bundle_message, sealer_of
 from broker.pki import Identity
+from broker.signed_here import SIGNED_HERE
 from broker.topology import Exchanges, Names
 
 log = logs.get("kabuto.outbox")
@@ -84,13 +85,15 @@ async def _send(exchanges: Exchanges, rows: Sequence[asyncpg.Record], sealers: M
     """One row as itself, or several for one queue as one sealed bundle."""
     first = rows[0]
     exchange = exchanges.events if first["exchange"] == "events" else exchanges.messages
+    items = [Item(str(r["message_id"]), r["message_type"], json.loads(r["headers"]), r["body"]) for r in rows]
+    # Each row's note is taken as it is published (broker.signed_here): a bundle is sealed only
+    # by a key whose every item in it is exactly as this process signed it.
+    signed_here = [SIGNED_HERE.take(item.message_id, item.body, item.headers) for item in items]
     if len(rows) == 1:
-        message = amqp_message(
-            str(first["message_id"]), first["message_type"], first["body"], json.loads(first["headers"])
-        )
+        (item,) = items
+        message = amqp_message(item.message_id, item.type, item.body, item.headers)
     else:
-        items = [Item(str(r["message_id"]), r["message_type"], json.loads(r["headers"]), r["body"]) for r in rows]
-        message = bundle_message(items, {}, sealer_of(items, sealers))
+        message = bundle_message(items, {}, sealer_of(items, signed_here, sealers))
     await exchange.publish(message, routing_key=first["routing_key"], mandatory=True)
 
 

@@ -59,7 +59,7 @@ async def _keep_all(items: Sequence[tuple[Said, Context]]) -> None:
                 )
         kept.append((user, type(message).spec.type, _trade_of(message), message.model_dump_json()))
     connection = items[0][1].connection
-    await keep_all(connection, kept)
+    await order_repo.keep_settlement_messages(connection, kept)
     await order_repo.record_notices(connection, notices)
 
 
@@ -69,20 +69,6 @@ def _trade_of(message: Said) -> int | None:
     if isinstance(message, TradeNoticeVerified):
         return message.matching_number
     return None
-
-
-async def keep_all(connection: asyncpg.Connection, rows: Sequence[tuple[str, str, int | None, str]]) -> None:
-    """Rows of settlement_messages (user, type, trade, body), in their order (their ids)."""
-    if not rows:
-        return
-    await connection.execute(
-        """INSERT INTO settlement_messages (user_id, message_type, matching_number, body)
-           SELECT user_id, message_type, matching_number, body::jsonb
-           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
-                WITH ORDINALITY AS k (user_id, message_type, matching_number, body, n)
-           ORDER BY n""",
-        *zip(*rows, strict=True),
-    )
 
 
 # Appends only (a notice already kept for the party and trade is left as it was, as one at a

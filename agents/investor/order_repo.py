@@ -266,6 +266,23 @@ async def surrender(connection: asyncpg.Connection, cert_id: UUID) -> str | None
     return committed
 
 
+async def keep_settlement_messages(
+    connection: asyncpg.Connection, rows: Sequence[tuple[str, str, int | None, str]]
+) -> None:
+    """What settlement said, kept as received: rows of settlement_messages (user, type, trade,
+    body), in their order (their ids)."""
+    if not rows:
+        return
+    await connection.execute(
+        """INSERT INTO settlement_messages (user_id, message_type, matching_number, body)
+           SELECT user_id, message_type, matching_number, body::jsonb
+           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
+                WITH ORDINALITY AS k (user_id, message_type, matching_number, body, n)
+           ORDER BY n""",
+        *zip(*rows, strict=True),
+    )
+
+
 async def record_notices(
     connection: asyncpg.Connection, notices: Sequence[tuple[str, SettlementNotice | SettlementNoticeV1]]
 ) -> None:

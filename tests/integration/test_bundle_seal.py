@@ -18,13 +18,15 @@ import aio_pika
 import pytest
 
 from broker import ops, outbox
-from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Item, pack, unpack
+from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Item, pack, sealed_bytes, unpack
 from broker.consumer import Outcome
 from broker.envelope import Sealed, sign_headers, verified_signer
 from broker.errors import Reason
+from broker.outbox import seal_headers
 from broker.pki import Identity
 from broker.runtime import AgentRuntime, running
 from broker.settings import Settings
+from broker.signed_here import SIGNED_HERE
 from broker.topology import Names
 from schemas.envelope import SIGNATURE_HEADER, SIGNATURE_HEADERS, SIGNER_HEADER
 from tests import support
@@ -86,7 +88,7 @@ async def test_an_item_signed_by_the_key_that_sealed_its_bundle_is_not_verified_
     # That the second item is processed is how the test sees the check skipped.
     alice = keys.load_identity("alice")
     items = three(alice)
-    settled, registered = await outcomes_of(settings, items, lambda body: sign_headers(alice, body))
+    settled, registered = await outcomes_of(settings, items, lambda body: seal_headers(alice, body))
     assert settled == [(Outcome.PROCESSED, None)] * 3
     assert registered == [100, 200, 300]
 
@@ -100,7 +102,7 @@ async def test_without_a_seal_every_item_is_verified_alone(settings: Settings, k
 
 def _another_key(keys: Any, tmp: Path) -> Seal:
     bob = keys.load_identity("bob")
-    return lambda body: sign_headers(bob, body)
+    return lambda body: seal_headers(bob, body)
 
 
 def _other_bytes(keys: Any, tmp: Path) -> Seal:
@@ -108,14 +110,21 @@ def _other_bytes(keys: Any, tmp: Path) -> Seal:
     return lambda body: sign_headers(alice, body + b"!")
 
 
+def _no_context(keys: Any, tmp: Path) -> Seal:
+    """Alice's signature over the bundle's bytes alone, without the seal's context: a signature
+    made for anything but a seal is never taken for one."""
+    alice = keys.load_identity("alice")
+    return lambda body: sign_headers(alice, body)
+
+
 def _untrusted_ca(keys: Any, tmp: Path) -> Seal:
     impostor = foreign_identity(tmp, "alice")
-    return lambda body: sign_headers(impostor, body)
+    return lambda body: seal_headers(impostor, body)
 
 
 def _not_base64(keys: Any, tmp: Path) -> Seal:
     alice = keys.load_identity("alice")
-    return lambda body: {**sign_headers(alice, body), SIGNATURE_HEADER: "not base64 ~~"}
+    return lambda body: {**seal_headers(alice, body), SIGNATURE_HEADER: "not base64 ~~"}
 
 
 def _unknown_signer(keys: Any, tmp: Path) -> Seal:
@@ -123,7 +132,7 @@ def _unknown_signer(keys: Any, tmp: Path) -> Seal:
     return lambda body: {SIGNATURE_HEADER: base64.b64encode(alice.sign(body)).decode(), SIGNER_HEADER: "ab" * 32}
 
 
-@pytest.mark.parametrize("seal", [_another_key, _other_bytes, _untrusted_ca, _not_base64, _unknown_signer])
+@pytest.mark.parametrize("seal", [_another_key, _other_bytes, _no_context, _untrusted_ca, _not_base64, _unknown_signer])
 async def test_a_seal_that_does_not_vouch_for_alices_items_leaves_each_checked_alone(
     settings: Settings, keys: Any, tmp_path: Path, seal: Callable[[Any, Path], Seal]
 ) -> None:
@@ -164,7 +173,7 @@ async def test_the_relay_seals_a_bundle_with_the_key_that_signed_most_of_its_ite
         (to_exchange,) = found["exchange"]
         (to_settlement,) = found["settlement"]
         assert unpack(to_exchange.body) == [item(sealed[i]) for i in (0, 1, 3)]
-        sealer = verified_signer(to_exchange.body, to_exchange.headers, issuer.trust, now)
+        sealer = verified_signer(sealed_bytes(to_exchange.body), to_exchange.headers, issuer.trust, now)
         assert sealer.fingerprint == own.fingerprint
         # rows signed by a key the issuer does not hold travel in an unsealed bundle
         assert unpack(to_settlement.body) == [item(sealed[i]) for i in (2, 4)]
@@ -188,7 +197,7 @@ async def test_what_is_left_of_a_sealed_bundle_after_a_replay_is_kept_unsealed(s
             death = [
                 {"reason": "delivery_limit", "queue": names.inbox("issuer"), "count": 1, "routing-keys": ["issuer"]}
             ]
-            headers = {"x-death": death, **sign_headers(alice, body)}
+            headers = {"x-death": death, **seal_headers(alice, body)}
             await dead.publish(aio_pika.Message(body, type=BUNDLE_TYPE, headers=headers), routing_key="issuer")
         assert await ops.replay(settings, "issuer", ids[1])
         async with running(issuer):
@@ -197,3 +206,54 @@ async def test_what_is_left_of_a_sealed_bundle_after_a_replay_is_kept_unsealed(s
     assert replayed.outcome is Outcome.PROCESSED
     assert unpack(kept.body) == [item(sealed[i]) for i in (0, 2)]
     assert not set(SIGNATURE_HEADERS) & set(kept.headers)
+
+
+async def test_an_outbox_row_changed_after_signing_is_not_sealed_and_its_receiver_refuses_it(
+    settings: Settings, keys: Any
+) -> None:
+    """The relay seals only what this process signed as it stands (broker.signed_here): a row whose
+    body was changed after signing — by anyone who can write the outbox table — keeps its key out
+    of the seal, and its receiver checks it on its own signature (found by review)."""
+    async with (
+        AgentRuntime(support.AGENTS["issuer"], settings) as issuer,
+        AgentRuntime(support.AGENTS["investor"], settings) as investor,
+    ):
+        alice = investor.identities["alice"]
+        good = support.sealed_request(alice, shares=100)
+        signed = support.sealed_request(alice, shares=200)
+        tampered = dataclasses.replace(signed, body=signed.body.replace(b'"shares":200', b'"shares":900', 1))
+        assert tampered.body != signed.body
+        await support.open_offering(issuer)
+        async with investor.pool.acquire() as connection, connection.transaction():
+            await outbox.store(connection, [good, tampered])
+        assert await investor.relay.publish_pending() == 2
+        async with running(issuer):
+            first = await issuer.outcomes.wait_for(good.envelope.message_id)
+            second = await issuer.outcomes.wait_for(tampered.envelope.message_id)
+        registered = await support.rows(issuer, "SELECT shares FROM register ORDER BY shares")
+    assert first.outcome is Outcome.PROCESSED
+    assert (second.outcome, second.reason) == (Outcome.DEAD_LETTERED, Reason.SIGNATURE_INVALID)
+    assert [r["shares"] for r in registered] == [100]
+
+
+async def test_rows_signed_in_another_process_travel_in_an_unsealed_bundle(settings: Settings, keys: Any) -> None:
+    """A row this process has no note of (signed before a restart, or by a command elsewhere) is
+    not vouched for: the bundle goes unsealed, and each item is checked on its own signature."""
+    names = Names(settings.namespace)
+    async with (
+        AgentRuntime(support.AGENTS["exchange"], settings),
+        AgentRuntime(support.AGENTS["issuer"], settings) as issuer,
+    ):
+        (own,) = issuer.identities.values()
+        sealed = [support.sealed_request(own, to="exchange", shares=n) for n in (100, 200)]
+        SIGNED_HERE.take(str(sealed[1].envelope.message_id), b"", {})  # its note gone, as after a restart
+        async with issuer.pool.acquire() as connection, connection.transaction():
+            await outbox.store(connection, sealed)
+        assert await issuer.relay.publish_pending() == 2
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.get_queue(names.inbox("exchange"))
+            bundle = await queue.get(no_ack=True, timeout=5)
+    assert unpack(bundle.body) == [item(s) for s in sealed]
+    assert not set(SIGNATURE_HEADERS) & set(bundle.headers)
