@@ -47,13 +47,3 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def cancelling() -> bool:
-    """Whether the running task has been asked to stop. aiormq can turn a cancellation that lands
-    while a channel opens or closes into an ``AMQPError``; code that catches those to try again
-    must ask this first, or it swallows the cancellation and runs on (found at stop 27: the
-    metrics sampler kept sampling after its cancel, and its agent process never finished
-    stopping, about once in ten stops)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

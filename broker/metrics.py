@@ -37,7 +37,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 
 from broker import logs
 from broker.errors import KabutoError, Reason
-from broker.event_loop import cancelling
+from broker.progress import pause, stopping
 from broker.settings import AGENT_IDS
 from broker.supervision import ConnectionLost
 from broker.topology import Names, TopologyError, check_ready
@@ -179,13 +179,18 @@ async def _sample_forever(runtimes: list[Sampled], interval: timedelta) -> None:
         for runtime in runtimes:
             try:
                 await sample(runtime)
-            except (ConnectionLost, TopologyError, aiormq.exceptions.AMQPError, OSError, asyncpg.PostgresError) as exc:
-                if cancelling():  # asked to stop while a channel opened or closed (broker.event_loop)
+            except (
+                ConnectionLost,
+                TopologyError,
+                aiormq.exceptions.AMQPError,
+                RuntimeError,  # aio-pika's word for a channel or connection closed under it
+                OSError,
+                asyncpg.PostgresError,
+            ) as exc:
+                if stopping():  # asked to stop while a channel opened or closed (broker.progress)
                     raise asyncio.CancelledError from exc
                 log.warning("metrics_sample_failed", agent=runtime.id, error=repr(exc))
-        if cancelling():  # a cancel a channel's open or close took in and did not raise
-            raise asyncio.CancelledError
-        await asyncio.sleep(interval.total_seconds())
+        await pause(interval.total_seconds())
 
 
 async def sample(runtime: Sampled) -> None:

@@ -154,6 +154,8 @@ class OutboxRelay:
         try:
             self.beat.running()
             while True:
+                if stopping():  # a cancel a publish or a mark took in without raising it
+                    raise asyncio.CancelledError
                 self._wake.clear()
                 if self._listener_lost:
                     raise ConnectionLost("the relay's LISTEN connection was closed")

@@ -25,7 +25,7 @@ import asyncpg
 from broker import logs
 from broker.db import notify_channel
 from broker.outbox import amqp_message
-from broker.progress import TaskBeat
+from broker.progress import TaskBeat, pause, stopping
 from broker.topology import Exchanges
 
 log = logs.get("kabuto.parked")
@@ -117,6 +117,8 @@ class ParkedRetry:
         (``broker.supervision``) waits for the infrastructure and starts it on a new session.
         """
         while True:
+            if stopping():  # a cancel a round took in without raising it (broker.progress.pause)
+                raise asyncio.CancelledError
             try:
                 async with asyncio.timeout(self.interval.total_seconds()):
                     await self.parked.wait()
@@ -126,7 +128,7 @@ class ParkedRetry:
                 continue
             self.parked.clear()
             for delay in SOON:
-                await asyncio.sleep(delay)
+                await pause(delay)
                 with self.beat.round():
                     still_parked = await self.retry_once()
                 if not still_parked:

@@ -117,6 +117,17 @@ def stopping() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+async def pause(seconds: float) -> None:
+    """Wait ``seconds`` between two rounds of a loop — a schedule, not synchronisation — unless the
+    task was asked to stop. aiormq and asyncpg can take in a cancellation that lands inside a
+    round without raising it; the loop would then go on for ever, and whatever waits for its task
+    (an agent stopping) with it (stop 27: the metrics sampler, then by review the heartbeats, the
+    parked retries and the other periodic jobs, all of which wait here)."""
+    if stopping():
+        raise asyncio.CancelledError
+    await asyncio.sleep(seconds)
+
+
 @dataclass(slots=True)
 class Heartbeats:
     """The beats of one agent's tasks, and the writer that records them."""
@@ -136,7 +147,7 @@ class Heartbeats:
                 if stopping():
                     raise asyncio.CancelledError from exc
                 log.debug("heartbeat_skipped", error=repr(exc)[:200])
-            await asyncio.sleep(interval.total_seconds())  # a schedule, not synchronisation
+            await pause(interval.total_seconds())
 
     async def write(self, pool: asyncpg.Pool) -> None:
         now = time.monotonic()

@@ -17,14 +17,13 @@ pruned, however old: they are work the relay or an operator still owes.
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import nullcontext
 from datetime import timedelta
 
 import asyncpg
 
 from broker import logs
-from broker.progress import TaskBeat
+from broker.progress import TaskBeat, pause
 
 log = logs.get("kabuto.pruning")
 
@@ -92,4 +91,4 @@ async def run_pruner(
         outbox = await prune_outbox(pool, outbox_retention, beat=beat)
         if outbox:
             log.info("outbox_pruned", rows=outbox)
-        await asyncio.sleep(interval.total_seconds())  # a schedule, not synchronisation
+        await pause(interval.total_seconds())

@@ -16,13 +16,14 @@ docs/performance.md stop 21).
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import asyncpg
+
+from broker.progress import pause
 
 if TYPE_CHECKING:
     from broker.runtime import AgentRuntime, Background
@@ -107,7 +108,7 @@ def folding(*totals: RunningTotal) -> Background:
 
     async def fold_running_totals(runtime: AgentRuntime) -> None:
         while True:
-            await asyncio.sleep(FOLD_EVERY.total_seconds())  # a schedule, not synchronisation
+            await pause(FOLD_EVERY.total_seconds())
             with runtime.round_of(fold_running_totals):
                 for total in totals:
                     await runtime.query(total.fold)

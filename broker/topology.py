@@ -30,7 +30,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, Excha
 from pamqp.common import FieldTable
 
 from broker.errors import KabutoError
-from broker.event_loop import cancelling
+from broker.progress import stopping
 from broker.settings import AGENT_IDS
 from schemas.identity import CARD_ISSUER_ID
 
@@ -213,11 +213,9 @@ async def check_ready(
                     found[name] = await _inspect(connection, name)
                     pending.pop(0)
                 except (TimeoutError, aiormq.exceptions.AMQPError) as exc:
-                    if cancelling():  # the deadline's own, or a stop: not a leader election
+                    if stopping():  # the deadline's own cancel, or a stop: not a leader election
                         raise asyncio.CancelledError from exc
                     await asyncio.sleep(0.25)  # the queue's leader election is under way
-            if cancelling():  # a cancel the channel's open or close took in and did not raise
-                raise asyncio.CancelledError
     except TimeoutError as exc:
         raise TopologyError(f"queues not ready after {timeout}s: {', '.join(pending)}") from exc
     return found

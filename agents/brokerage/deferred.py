@@ -7,7 +7,6 @@ the cut-off, after which the nominee keeps the position and the amount stays owe
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from datetime import date
@@ -17,6 +16,7 @@ from agents.brokerage import repo
 from agents.brokerage.settlement_date import cut_off, holidays, settlement_date
 from broker import logs
 from broker.context import Context
+from broker.progress import pause
 from broker.runtime import AgentRuntime
 from schemas.brokerage import (
     CustomerSettlementStatus,
@@ -157,4 +157,4 @@ async def settle_due_job(runtime: AgentRuntime) -> None:
             sent = await runtime.command(runtime.id, lambda ctx: settle_due(ctx, ctx.now.date()))
         if sent:
             log.info("settle_due", sent=sent)
-        await asyncio.sleep(interval())
+        await pause(interval())

@@ -3,7 +3,6 @@ custodians fell silent, and refresh every purchaser's holdings (R-003-24, Fig. 1
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from uuid import UUID
 
@@ -12,6 +11,7 @@ import asyncpg
 from agents.credit import card_issuer, line, line_repo, prices
 from broker import logs
 from broker.context import Context
+from broker.progress import pause
 from broker.runtime import AgentRuntime
 from schemas.identity import CARD_ISSUER_ID, CREDIT_ID
 
@@ -51,4 +51,4 @@ async def housekeeping(runtime: AgentRuntime) -> None:
                 await runtime.command(CREDIT_ID, refresh_due)
         except (asyncpg.PostgresConnectionError, OSError) as exc:  # the database is away: next round
             log.warning("housekeeping_postponed", error=str(exc))
-        await asyncio.sleep(EVERY.total_seconds())
+        await pause(EVERY.total_seconds())

@@ -12,7 +12,6 @@ withdrawal is handed over, and only a statement asked for after the hand-over co
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from uuid import UUID
@@ -23,6 +22,7 @@ from agents.custody.vault_repo import Withdrawal
 from broker import logs
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
+from broker.progress import pause
 from broker.runtime import AgentRuntime
 from broker.stock_certificates import endorse, verify_certificate
 from schemas.identity import ISSUER_ID
@@ -184,7 +184,7 @@ async def ask_register(ctx: Context) -> bool:
 
 async def confirm_withdrawals(runtime: AgentRuntime) -> None:
     while True:
-        await asyncio.sleep(CONFIRM_INTERVAL)  # a schedule, not synchronisation
+        await pause(CONFIRM_INTERVAL)
         with runtime.round_of(confirm_withdrawals):
             await runtime.command(runtime.id, ask_register)
 

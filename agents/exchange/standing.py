@@ -8,7 +8,6 @@ has drawn is a running total of its orders and executions (``standing_repo``).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from uuid import UUID
 from agents.exchange import standing_repo
 from broker import logs
 from broker.context import Context
+from broker.progress import pause
 from schemas.dvp import (
     CloseStandingCover,
     CoverGranted,
@@ -130,7 +130,7 @@ async def close_drained(runtime: AgentRuntime) -> None:
     """A background job: every closing cover whose orders and trades have all ended is released
     (the path no handler saw: two transactions that each decided before the other committed)."""
     while True:
-        await asyncio.sleep(CLOSE_SWEEP_EVERY.total_seconds())  # a schedule, not synchronisation
+        await pause(CLOSE_SWEEP_EVERY.total_seconds())
         with runtime.round_of(close_drained):
             for cover_id in await runtime.query(standing_repo.closing):
                 await runtime.command(EXCHANGE_ID, functools.partial(close_if_done, cover_id=cover_id))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 from agents.issuer import delivery, domain, lifecycle, repo, transfers
 from broker import clear_accounts, logs
 from broker.context import Context
+from broker.progress import pause
 from broker.runtime import AgentDefinition, AgentRuntime
 from broker.stock_certificates import sign_certificate
 from schemas.dvp import SecuritiesCommit, SecuritiesRelease, SecuritiesReserve
@@ -120,7 +120,7 @@ async def periodic_certid_lists(runtime: AgentRuntime) -> None:
     """Publish full CertID lists on a timer, so a lost or late change heals by itself."""
     interval = runtime.settings.certid_list_interval.total_seconds()
     while True:
-        await asyncio.sleep(interval)  # a schedule, not synchronisation
+        await pause(interval)
         with runtime.round_of(periodic_certid_lists):
             count = await runtime.command(ISSUER_ID, publish_certid_lists)
         log.info("certid_lists_published", issues=count)

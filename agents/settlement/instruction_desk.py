@@ -3,7 +3,6 @@ cancellation and recycling, and the periodic recycling job (issue 11, docs/dvp.m
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
@@ -13,6 +12,7 @@ from agents.settlement import instructions as decide
 from agents.settlement.instructions import Instruction
 from broker import logs
 from broker.context import Context
+from broker.progress import pause
 from broker.runtime import AgentRuntime
 from schemas.dvp import DvpReason, PresentTradeNotice, TradeNoticeVerified
 from schemas.identity import SETTLEMENT_ID
@@ -91,7 +91,7 @@ async def periodic_recycle(runtime: AgentRuntime) -> None:
     interval = runtime.settings.settlement_recycle_interval.total_seconds()
     days = runtime.settings.settlement_recycle_days
     while True:
-        await asyncio.sleep(interval)  # a schedule, not synchronisation
+        await pause(interval)
         with runtime.round_of(periodic_recycle):
             outcome = await runtime.command(SETTLEMENT_ID, recycle(None, days))
         if any(outcome.values()):
