@@ -40,7 +40,7 @@ class _TakesInOneCancel:
             return
         self.entered.set()
         try:
-            await asyncio.sleep(30)
+            await asyncio.Event().wait()  # never set: only the cancel ends the round
         except asyncio.CancelledError:
             self.absorbed = True  # taken in, not raised; the task is still being cancelled
 
@@ -94,20 +94,35 @@ class _ClosedUnder:
 
 
 class _Connection:
+    """Every channel asked for is closed under its caller; the third ask is noted."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+        self.thrice = asyncio.Event()
+
     def channel(self, **_: object) -> _ClosedUnder:
+        self.asked += 1
+        if self.asked >= 3:
+            self.thrice.set()
         return _ClosedUnder()
 
 
 class _Runtime:
     id = "exchange"
     pool = None
-    connection = _Connection()
     names = Names("review2")
+
+    def __init__(self) -> None:
+        self.connection = _Connection()
 
 
 async def test_the_sampler_outlives_a_channel_closed_under_it() -> None:
-    sampler = asyncio.create_task(metrics._sample_forever([_Runtime()], timedelta(seconds=0.01)))  # type: ignore[list-item]
-    await asyncio.sleep(0.3)
+    runtime = _Runtime()
+    sampler = asyncio.create_task(metrics._sample_forever([runtime], timedelta(seconds=0.01)))  # type: ignore[list-item]
+    # three rounds, each meeting a closed channel: the sampler went on after the first
+    thrice = asyncio.ensure_future(runtime.connection.thrice.wait())
+    await asyncio.wait({sampler, thrice}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    thrice.cancel()
     try:
         if sampler.done():
             pytest.fail(f"the sampler ended, metrics frozen from now on: {sampler.exception()!r}")
