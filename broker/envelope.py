@@ -107,7 +107,7 @@ def sign_headers(identity: Identity, body: bytes) -> dict[str, str]:
     return {
         SIGNATURE_HEADER: base64.b64encode(identity.sign(body)).decode(),
         SIGNER_HEADER: identity.fingerprint,
-        CERTIFICATE_HEADER: base64.b64encode(identity.certificate_der).decode(),
+        CERTIFICATE_HEADER: identity.certificate_b64,
     }
 
 

@@ -20,6 +20,7 @@ are read from there until renewed.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -154,10 +155,12 @@ class Identity:
     # stop 27 the DER encoding alone, still made per message, was 2–3 %).
     fingerprint: str = field(init=False, repr=False, compare=False)
     certificate_der: bytes = field(init=False, repr=False, compare=False)
+    certificate_b64: str = field(init=False, repr=False, compare=False)  # as a message header carries it
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fingerprint", fingerprint(self.certificate))
         object.__setattr__(self, "certificate_der", self.certificate.public_bytes(serialization.Encoding.DER))
+        object.__setattr__(self, "certificate_b64", base64.b64encode(self.certificate_der).decode())
 
     @property
     def user_id(self) -> str:

@@ -135,14 +135,21 @@ class RevocationList:
     ca_certificate: x509.Certificate
     _revoked: dict[int, Revoked] = field(default_factory=dict)
     _seen: tuple[int, int, int] | None = None
+    _path_str: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._path_str = str(self.path)
 
     def revoked(self, certificate: x509.Certificate) -> Revoked | None:
+        return self.revoked_serial(certificate.serial_number)
+
+    def revoked_serial(self, serial: int) -> Revoked | None:
         self._refresh()
-        return self._revoked.get(certificate.serial_number)
+        return self._revoked.get(serial)
 
     def _refresh(self) -> None:
         try:
-            stat = self.path.stat()
+            stat = os.stat(self._path_str)  # one stat for every delivery: os.stat, not Path's wrapper
         except FileNotFoundError:
             return  # no revocation yet; a list once seen is never forgotten because a file vanished
         seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # os.replace makes a new inode

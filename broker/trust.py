@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
@@ -29,15 +30,42 @@ from schemas.identity import Participant
 
 
 @dataclass(frozen=True, slots=True)
+class Validity:
+    """A certificate's validity period, read out of it once."""
+
+    not_before: datetime
+    not_after: datetime
+
+    @classmethod
+    def of(cls, certificate: x509.Certificate) -> Validity:
+        return cls(certificate.not_valid_before_utc, certificate.not_valid_after_utc)
+
+    def check(self, whose: str, now: datetime) -> None:
+        if now < self.not_before:
+            raise SecurityRejected(
+                Reason.CERTIFICATE_NOT_YET_VALID, f"certificate of {whose} is valid from {self.not_before}"
+            )
+        if now >= self.not_after:
+            raise SecurityRejected(Reason.CERTIFICATE_EXPIRED, f"certificate of {whose} expired {self.not_after}")
+
+
+@dataclass(frozen=True, slots=True)
 class Signer:
     certificate: x509.Certificate
     participant: Participant
     fingerprint: str
-    # Read out of the certificate once: a Signer is kept per fingerprint (TrustStore.chained).
+    # Read out of the certificate once: a Signer is kept per fingerprint (TrustStore.chained),
+    # and these were read again for every delivery (docs/performance.md, stop 28).
     public_key: CertificatePublicKeyTypes = field(init=False, repr=False, compare=False)
+    der: bytes = field(init=False, repr=False, compare=False)
+    serial: int = field(init=False, repr=False, compare=False)
+    validity: Validity = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_key", self.certificate.public_key())
+        object.__setattr__(self, "der", self.certificate.public_bytes(serialization.Encoding.DER))
+        object.__setattr__(self, "serial", self.certificate.serial_number)
+        object.__setattr__(self, "validity", Validity.of(self.certificate))
 
     def verify(self, signature: bytes, data: bytes) -> None:
         """Raise ``SecurityRejected(signature_invalid)`` unless the signature covers ``data``."""
@@ -60,6 +88,7 @@ class TrustStore:
         revocations: RevocationList | None = None,
     ):
         self._ca = ca_certificate
+        self._ca_validity = Validity.of(ca_certificate)
         self._revocations = revocations
         self._chained: dict[str, Signer] = {}
         self._known = {fingerprint(c): c for c in known}
@@ -76,13 +105,13 @@ class TrustStore:
     def signer(self, claimed_fingerprint: str, attached_der: bytes | None, now: datetime) -> Signer:
         """The signer named by a message, verified and valid ``now``; else ``SecurityRejected``."""
         signer = self.chained(claimed_fingerprint, attached_der)
-        _check_validity(self._ca, "the Kabuto CA", now)
-        _check_validity(signer.certificate, signer.participant.user_id, now)
+        self._ca_validity.check("the Kabuto CA", now)
+        signer.validity.check(signer.participant.user_id, now)
         self._check_not_revoked(signer)
         return signer
 
     def _check_not_revoked(self, signer: Signer) -> None:
-        revoked = self._revocations.revoked(signer.certificate) if self._revocations else None
+        revoked = self._revocations.revoked_serial(signer.serial) if self._revocations else None
         if revoked is not None:
             raise SecurityRejected(
                 Reason.CERTIFICATE_REVOKED,
@@ -96,9 +125,11 @@ class TrustStore:
         For a document signed in the past (a stock certificate) the caller decides at which
         moment the signer's certificate had to be valid.
         """
+        signer = self._chained.get(claimed_fingerprint)
+        if signer is not None and (attached_der is None or attached_der == signer.der):
+            return signer  # the very certificate checked before: its bytes compared, not hashed again
         if attached_der is not None and hashlib.sha256(attached_der).hexdigest() != claimed_fingerprint:
             raise SecurityRejected(Reason.CERTIFICATE_INVALID, "attached certificate is not the one the message names")
-        signer = self._chained.get(claimed_fingerprint)
         if signer is None:
             certificate = self._certificate(claimed_fingerprint, attached_der)
             signer = self._chain(certificate, claimed_fingerprint)
@@ -141,16 +172,6 @@ def _is_ca(certificate: x509.Certificate) -> bool:
         return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         return False
-
-
-def _check_validity(cert: x509.Certificate, whose: str, now: datetime) -> None:
-    if now < cert.not_valid_before_utc:
-        raise SecurityRejected(
-            Reason.CERTIFICATE_NOT_YET_VALID,
-            f"certificate of {whose} is valid from {cert.not_valid_before_utc}",
-        )
-    if now >= cert.not_valid_after_utc:
-        raise SecurityRejected(Reason.CERTIFICATE_EXPIRED, f"certificate of {whose} expired {cert.not_valid_after_utc}")
 
 
 def _may_sign(certificate: x509.Certificate) -> bool:
