@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -141,52 +140,107 @@ async def update_order(
 _ADD_FILLED = """UPDATE orders SET filled = filled + {quantity},
                status = CASE WHEN filled + {quantity} >= quantity THEN 'filled'
                              WHEN status = 'filled' THEN 'accepted' ELSE status END,
-               updated_at = now()
+               updated_at = now() {source}
            WHERE user_id = {user_id} AND client_order_id = {client_order_id}"""
 
 
 async def add_filled(connection: asyncpg.Connection, user_id: str, client_order_id: str, quantity: int) -> None:
     await connection.execute(
-        _ADD_FILLED.format(user_id="$1", client_order_id="$2", quantity="$3"),
+        _ADD_FILLED.format(user_id="$1", client_order_id="$2", quantity="$3", source=""),
         user_id,
         client_order_id,
         quantity,
     )
 
 
-class Recorded(enum.Enum):
-    """What ``record_execution`` found."""
-
-    RECORDED = "recorded"
-    REPEATED = "repeated"  # the execution was recorded before: nothing changed
-    NO_ORDER = "no_order"  # the user has no such order: nothing changed
-
-
-async def record_execution(connection: asyncpg.Connection, values: dict[str, Any]) -> Recorded:
-    """The execution of one of the user's orders, once, and its quantity added to the order's
-    fill, in one statement."""
-    fill = _ADD_FILLED.format(user_id="$2", client_order_id="$3", quantity="$7")
-    row = await connection.fetchrow(
-        f"""WITH target AS (
-               SELECT 1 FROM orders WHERE user_id = $2 AND client_order_id = $3),
-           execution AS (
-               INSERT INTO executions (matching_number, user_id, client_order_id, side, issue_code, price, quantity,
-                   status)
-               SELECT $1, $2, $3, $4, $5, $6, $7, 'executed' WHERE EXISTS (SELECT FROM target)
-               ON CONFLICT DO NOTHING RETURNING true AS inserted),
-           fill AS ({fill} AND EXISTS (SELECT FROM execution))
-           SELECT EXISTS (SELECT FROM target) AS ordered, EXISTS (SELECT FROM execution) AS inserted""",
-        values["matching_number"],
-        values["user_id"],
-        values["client_order_id"],
-        values["side"],
-        values["issue_code"],
-        values["price"],
-        values["quantity"],
+async def accept_orders(connection: asyncpg.Connection, rows: Sequence[tuple[str, str, int]]) -> list[OrderRecord]:
+    """Orders accepted — rows of (user, client order id, acceptance number) — in one statement;
+    the orders as they are then (an order the user does not have is not among them)."""
+    records = await connection.fetch(
+        f"""UPDATE orders SET acceptance_number = a.number, status = 'accepted', updated_at = now()
+            FROM unnest($1::text[], $2::text[], $3::bigint[]) AS a (a_user, a_order, number)
+            WHERE user_id = a.a_user AND client_order_id = a.a_order
+            RETURNING {_COLUMNS}""",
+        *_columns(rows, 3),
     )
-    if not row["ordered"]:
-        return Recorded.NO_ORDER
-    return Recorded.RECORDED if row["inserted"] else Recorded.REPEATED
+    return [OrderRecord(**dict(r)) for r in records]
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """An execution of one of the user's orders, as the exchange reported it."""
+
+    user_id: str
+    client_order_id: str
+    matching_number: int
+    side: str
+    issue_code: str
+    price: Decimal
+    quantity: int
+
+
+async def record_executions(connection: asyncpg.Connection, fills: Sequence[Fill]) -> list[bool]:
+    """Each execution once, and its quantity added to its order's fill, in one statement; per
+    fill, in order, whether the user has the order (an execution recorded before changes
+    nothing). Fills of one order must not share a set (broker.set_based keys): an order's row
+    is updated once a statement. A trade's matching number recorded twice for one user (a
+    self-trade) is recorded for the first fill, as one at a time."""
+    if not fills:
+        return []
+    fill = _ADD_FILLED.format(
+        user_id="r_user", client_order_id="r_order", quantity="r_quantity", source="FROM recorded"
+    )
+    rows = await connection.fetch(
+        f"""WITH input AS (
+                SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::numeric[],
+                                     $7::bigint[]) WITH ORDINALITY
+                    AS f (f_user, f_order, f_number, f_side, f_issue, f_price, f_quantity, n)),
+            ordered AS (
+                SELECT f.*, EXISTS (SELECT FROM orders WHERE user_id = f_user AND client_order_id = f_order) AS found
+                FROM input f),
+            recorded AS (
+                INSERT INTO executions (matching_number, user_id, client_order_id, side, issue_code, price, quantity,
+                    status)
+                SELECT f_number, f_user, f_order, f_side, f_issue, f_price, f_quantity, 'executed'
+                FROM ordered WHERE found ORDER BY n
+                ON CONFLICT DO NOTHING RETURNING user_id AS r_user, client_order_id AS r_order, quantity AS r_quantity),
+            filled AS ({fill})
+            SELECT found FROM ordered ORDER BY n""",
+        *_columns(
+            [
+                (f.user_id, f.client_order_id, f.matching_number, f.side, f.issue_code, f.price, f.quantity)
+                for f in fills
+            ],
+            7,
+        ),
+    )
+    return [r["found"] for r in rows]
+
+
+async def complete_executions(
+    connection: asyncpg.Connection, rows: Sequence[tuple[str, str, int, int | None]]
+) -> dict[tuple[str, str], OrderRecord]:
+    """Executions completed — rows of (user, client order id, matching number, name-transfer
+    number) — and the orders they filled, locked, in one round trip: by (user, client order id),
+    an order the user does not have missing."""
+    records = await connection.fetch(
+        f"""WITH input AS (
+                SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+                    AS c (c_user, c_order, c_number, c_ntn)),
+            completed AS (
+                UPDATE executions SET status = 'completed', name_transfer_number = coalesce(c_ntn, name_transfer_number)
+                FROM input WHERE matching_number = c_number AND user_id = c_user)
+            SELECT {_COLUMNS} FROM orders
+            WHERE (user_id, client_order_id) IN (SELECT c_user, c_order FROM input)
+            ORDER BY user_id, client_order_id FOR UPDATE""",
+        *_columns(rows, 4),
+    )
+    return {(r["user_id"], r["client_order_id"]): OrderRecord(**dict(r)) for r in records}
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as the columns ``unnest`` takes (``width`` of them, empty lists for no rows)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 async def execution_status(
@@ -200,24 +254,6 @@ async def execution_status(
         status,
         ntn,
     )
-
-
-async def execution_completed(
-    connection: asyncpg.Connection, user_id: str, client_order_id: str, matching_number: int, ntn: int | None
-) -> OrderRecord | None:
-    """The user's execution completed (with its name-transfer number), and the order it filled,
-    locked, in one round trip (None: the user has no such order)."""
-    row = await connection.fetchrow(
-        f"""WITH completed AS (
-                UPDATE executions SET status = 'completed', name_transfer_number = coalesce($4, name_transfer_number)
-                WHERE matching_number = $3 AND user_id = $1)
-            SELECT {_COLUMNS} FROM orders WHERE user_id = $1 AND client_order_id = $2 FOR UPDATE""",
-        user_id,
-        client_order_id,
-        matching_number,
-        ntn,
-    )
-    return OrderRecord(**dict(row)) if row else None
 
 
 async def executions(connection: asyncpg.Connection, user_id: str) -> list[dict[str, Any]]:
@@ -256,6 +292,12 @@ async def release_certificates(connection: asyncpg.Connection, holder: str, clie
         holder,
         client_order_id,
     )
+
+
+async def surrender_all(connection: asyncpg.Connection, cert_ids: Sequence[UUID]) -> None:
+    """Certificates the holder no longer holds, in one statement."""
+    if cert_ids:
+        await connection.execute("UPDATE wallet SET status = 'surrendered' WHERE cert_id = ANY($1::uuid[])", cert_ids)
 
 
 async def surrender(connection: asyncpg.Connection, cert_id: UUID) -> str | None:

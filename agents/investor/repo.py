@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -42,6 +43,16 @@ async def record_request(
         issue_code,
         shares,
     )
+
+
+async def record_requests(connection: asyncpg.Connection, rows: Sequence[tuple[UUID, str, str, str, int]]) -> None:
+    """``record_request`` for each of ``rows`` (request id, user, kind, issue, shares), in one statement."""
+    if rows:
+        await connection.execute(
+            """INSERT INTO requests (request_id, user_id, kind, issue_code, shares)
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[])""",
+            *zip(*rows, strict=True),
+        )
 
 
 async def fulfil_request(

@@ -1,8 +1,9 @@
 """The investor client's trading (seed 001 units 13 and 15): orders, fills, completion, accounts.
 
-Commands sign and send; handlers record what the exchange, the issuer and settlement answer.
-A buyer asks for its new certificate by name-transfer number as soon as the trade completes
-(message 39); a seller's remainder certificate arrives from the issuer by itself.
+Commands sign and send; handlers record what the exchange, the issuer and settlement answer
+(an order's acceptance, executions and completions in sets: ``order_answers``). A buyer asks
+for its new certificate by name-transfer number as soon as the trade completes (message 39); a
+seller's remainder certificate arrives from the issuer by itself.
 """
 
 from __future__ import annotations
@@ -12,23 +13,21 @@ from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
-from agents.investor import domain, order_repo, repo, standing_repo
+from agents.investor import domain, order_answers, order_repo, repo, standing_repo
 from agents.investor.domain import Dividend
 from broker import logs
 from broker.consumer import Handler
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
-from broker.sealed_box import seal_account, seal_for, sealed_dividend
+from broker.sealed_box import seal_account, seal_for
 from broker.stock_certificates import endorse, verify_certificate
 from schemas.catalogue import Message
 from schemas.certificates import EndorsedCertificate, ShareClass
-from schemas.identity import EXCHANGE_ID, ISSUER_ID, SETTLEMENT_ID
-from schemas.issuance import DividendMethod
+from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
 from schemas.sealed import ACCOUNT_INQUIRY_ACCOUNT
 from schemas.settlement import AccountInquiry, AccountStatement
 from schemas.trading import (
     CancelOrder,
-    CertificateRequestAfterTransfer,
     ExecutionReversed,
     OrderAccepted,
     OrderCancelled,
@@ -203,21 +202,6 @@ async def _order(ctx: Context, client_order_id: str) -> order_repo.OrderRecord:
     return record
 
 
-async def on_accepted(answer: OrderAccepted, ctx: Context) -> None:
-    """R-001-27: verify the echoed hash of our request and keep the acceptance number. Kept and
-    checked in one round trip: a refusal rolls the change back with the delivery."""
-    user = ctx.identity.user_id
-    record = await order_repo.update_order(
-        ctx.connection, user, answer.client_order_id, acceptance_number=answer.acceptance_number, status="accepted"
-    )
-    if record is None:
-        raise SecurityRejected(Reason.UNSOLICITED, f"no order {answer.client_order_id} of {user}")
-    if answer.request_hash != record.request_hash:
-        raise SecurityRejected(Reason.SIGNATURE_INVALID, "order acceptance echoes another request (R-001-07)")
-    if record.replaces is not None:  # the replacement takes over: one live order, one commitment
-        await order_repo.replaced(ctx.connection, record.user_id, record.replaces, record.client_order_id)
-
-
 async def on_rejected(answer: OrderRejected, ctx: Context) -> None:
     record = await _order(ctx, answer.client_order_id)
     if answer.request is RejectedRequest.CANCEL:  # the order stays as it was
@@ -238,13 +222,6 @@ async def on_rejected(answer: OrderRejected, ctx: Context) -> None:
     if answer.request is RejectedRequest.ORDER:  # a refused replace leaves the original order its certificate
         await order_repo.release_certificates(ctx.connection, record.user_id, record.client_order_id)
     log.info("order_rejected", reason=answer.reason.value, detail=answer.detail)
-
-
-async def on_executed(fill: OrderExecuted, ctx: Context) -> None:
-    user = ctx.identity.user_id
-    values = fill.model_dump() | {"user_id": user, "side": fill.side.value}
-    if await order_repo.record_execution(ctx.connection, values) is order_repo.Recorded.NO_ORDER:
-        raise SecurityRejected(Reason.UNSOLICITED, f"no order {fill.client_order_id} of {user}")
 
 
 async def on_reversed(reversal: ExecutionReversed, ctx: Context) -> None:
@@ -268,42 +245,6 @@ async def on_cancelled(notice: OrderCancelled, ctx: Context) -> None:
     )
     if record.side == "sell" and status == "cancelled" and not record.filled:
         await order_repo.release_certificates(ctx.connection, record.user_id, record.client_order_id)
-
-
-async def on_trade_completed(notice: TradeCompleted, ctx: Context) -> None:
-    """R-001-40; a buyer then asks the issuer for its certificate by NTN (message 39)."""
-    conn, user = ctx.connection, ctx.identity.user_id
-    record = await order_repo.execution_completed(
-        conn, user, notice.client_order_id, notice.matching_number, notice.name_transfer_number
-    )
-    if record is None:  # the change is rolled back with the delivery
-        raise SecurityRejected(Reason.UNSOLICITED, f"no order {notice.client_order_id} of {user}")
-    if notice.name_transfer_number is None:  # a book-entry trade: the shares moved at custody
-        log.info("book_entry_trade_completed", matching_number=notice.matching_number, side=notice.side.value)
-        return
-    if notice.side is Side.SELL:
-        assert notice.transferred_cert_id is not None
-        await order_repo.surrender(conn, notice.transferred_cert_id)
-        return
-    delivery = sealed_dividend(
-        ctx.trust,
-        record.user_id,
-        DividendMethod(record.dividend_method or DividendMethod.SETTLEMENT_ACCOUNT),
-        record.dividend_account or record.settlement_account,
-    )  # R-001-44: the dividend account for settlement's eyes only
-    sealed = ctx.emit(
-        CertificateRequestAfterTransfer(
-            name_transfer_number=notice.name_transfer_number,
-            holder_name=record.holder_name or record.user_id,
-            holder_address=record.holder_address or "",
-            dividend_delivery=delivery,
-        ),
-        to=ISSUER_ID,
-    )
-    await repo.record_request(
-        conn, sealed.envelope.message_id, record.user_id, "after_transfer", notice.issue_code, notice.quantity
-    )
-    log.info("trade_completed", ntn=notice.name_transfer_number, side=notice.side.value)
 
 
 async def on_remainder(message: RemainderCertificate, ctx: Context) -> None:
@@ -340,12 +281,12 @@ async def on_statement(statement: AccountStatement, ctx: Context) -> None:
 
 
 HANDLERS: dict[type[Message], Handler] = {
-    OrderAccepted: on_accepted,
+    OrderAccepted: order_answers.on_answer,
     OrderRejected: on_rejected,
-    OrderExecuted: on_executed,
+    OrderExecuted: order_answers.on_answer,
     ExecutionReversed: on_reversed,
     OrderCancelled: on_cancelled,
-    TradeCompleted: on_trade_completed,
+    TradeCompleted: order_answers.on_answer,
     RemainderCertificate: on_remainder,
     OrderStatus: on_status,
     AccountStatement: on_statement,

@@ -36,7 +36,7 @@ def recording(handler: SetBased[Any], note: Callable[[list[Any]], None]) -> SetB
         note([message for message, _ in items])
         await handler.handle_set(items)
 
-    return SetBased(handle_set, keys=handler.keys)
+    return SetBased(handle_set, keys=handler.keys, phase=handler.phase)
 
 
 def noted(name: str, calls: list[tuple[str, list[int]]]) -> Callable[[list[Any]], None]:

@@ -5,13 +5,13 @@ its own."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from uuid import UUID
 
 import pytest
 
 from broker.context import Context
-from broker.set_based import SetBased, runs
+from broker.set_based import SetBased, around, runs
 from schemas.catalogue import Message
 from schemas.dvp import (
     CertificateDelivery,
@@ -181,3 +181,42 @@ async def test_a_set_based_handler_called_alone_handles_a_set_of_one() -> None:
     ctx = object()
     await handler(message, ctx)  # type: ignore[arg-type]
     assert seen == [[(message, ctx)]]
+
+
+# A handler applying reserved (step 0) before committed (step 1) may take both for one key in one
+# set, in that order (stop 28: the investor agent's acceptance, executions, completions).
+STEPPED = SetBased(
+    _nothing, keys=lambda m: (m.instruction,), phase=lambda m: 1 if isinstance(m, SecuritiesCommitted) else 0
+)
+STEPS: dict[type[Message], object] = {SecuritiesReserved: STEPPED, SecuritiesCommitted: STEPPED}
+
+
+def test_a_key_at_a_later_step_stays_in_the_run() -> None:
+    items = [reserved("a", 1), reserved("b", 2), committed("c", 1), committed("d", 2)]
+    assert cut(items, STEPS) == [["a", "b", "c", "d"]]
+
+
+def test_a_key_at_the_same_step_again_cuts_the_run() -> None:
+    items = [reserved("a", 1), committed("b", 1), committed("c", 1, attempt=2)]
+    assert cut(items, STEPS) == [["a", "b"], ["c"]]
+
+
+def test_a_key_at_an_earlier_step_than_it_was_held_at_cuts_the_run() -> None:
+    """Applied step by step, a reserve after a commit of its key would be applied before it."""
+    items = [committed("a", 1), reserved("b", 2), reserved("c", 1)]
+    assert cut(items, STEPS) == [["a", "b"], ["c"]]
+
+
+def test_the_latest_step_of_a_key_is_what_a_later_message_is_compared_with() -> None:
+    items = [reserved("a", 1), committed("b", 1), reserved("c", 3), reserved("d", 1)]
+    assert cut(items, STEPS) == [["a", "b", "c"], ["d"]]
+
+
+def test_a_set_handler_wrapped_keeps_its_steps() -> None:
+    async def wrap(call: Callable[[], Awaitable[None]], _: Sequence[Message], __: Context) -> None:
+        await call()
+
+    wrapped = around(STEPPED, wrap)
+    assert isinstance(wrapped, SetBased) and wrapped.phase is STEPPED.phase
+    items = [reserved("a", 1), committed("b", 1)]
+    assert cut(items, dict.fromkeys(STEPS, wrapped)) == [["a", "b"]]
