@@ -34,9 +34,32 @@ async def _on_answers(items: Sequence[tuple[Answer, Context]]) -> None:
     accepted = [(m, ctx) for m, ctx in items if isinstance(m, OrderAccepted)]
     executed = [(m, ctx) for m, ctx in items if isinstance(m, OrderExecuted)]
     completed = [(m, ctx) for m, ctx in items if isinstance(m, TradeCompleted)]
+    _check_set_wise(items)
     await _accepted(accepted, alone=len(items) == 1)
     await _executed(executed)
     await _completed(completed)
+
+
+def _check_set_wise(items: Sequence[tuple[Answer, Context]]) -> None:
+    """A user's row of a trade is keyed by the trade, not the order: in a self-trade (the user
+    on both sides) a completion naming one order completes the row an execution naming the
+    other wrote. Applied step by step, an execution after such a completion in the set would
+    be applied before it, where one at a time the completion found no row yet. The set's keys
+    are orders, so such a set is given back (found by an independent test suite, stop 28)."""
+    completed: dict[tuple[str, int], str] = {}
+    for message, ctx in items:
+        if isinstance(message, OrderAccepted):
+            continue
+        trade = (ctx.identity.user_id, message.matching_number)
+        if isinstance(message, TradeCompleted):
+            completed.setdefault(trade, message.client_order_id)
+        elif (
+            isinstance(message, OrderExecuted)
+            and completed.get(trade, message.client_order_id) != message.client_order_id
+        ):
+            raise OneByOne(
+                f"trade {message.matching_number} completed for another order of its user before this execution"
+            )
 
 
 async def _accepted(items: Sequence[tuple[OrderAccepted, Context]], *, alone: bool) -> None:
@@ -58,7 +81,7 @@ async def _accepted(items: Sequence[tuple[OrderAccepted, Context]], *, alone: bo
             continue
         # The replacement takes over: one live order, one commitment. Retiring the order it
         # replaces reaches into another order's rows, which the set's other answers may name.
-        if False:
+        if not alone:
             raise OneByOne(f"order {record.client_order_id} replaces {record.replaces}")
         await order_repo.replaced(connection, record.user_id, record.replaces, record.client_order_id)
 
