@@ -14,8 +14,9 @@ a transaction left open): see ``nothing_to_undo``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 
@@ -60,6 +61,12 @@ async def close_pool(pool: asyncpg.Pool, within: float = 10.0) -> None:
             await pool.close()
     except TimeoutError:
         pool.terminate()
+
+
+def unnest_columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as the ``width`` arrays a set-wise statement's ``unnest($1, $2, …)`` takes, one per
+    column (empty arrays for no rows: the statement then reads or writes nothing)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 def notify_channel(agent: str) -> str:

@@ -12,6 +12,7 @@ from uuid import UUID
 import asyncpg
 
 from agents.investor.domain import Dividend
+from broker.db import unnest_columns
 from schemas.certificates import IssuerSignature, SignedCertificate
 from schemas.settlement import SettlementNotice, SettlementNoticeV1
 from schemas.trading import SubmitOrder
@@ -161,7 +162,7 @@ async def accept_orders(connection: asyncpg.Connection, rows: Sequence[tuple[str
             FROM unnest($1::text[], $2::text[], $3::bigint[]) AS a (a_user, a_order, number)
             WHERE user_id = a.a_user AND client_order_id = a.a_order
             RETURNING {_COLUMNS}""",
-        *_columns(rows, 3),
+        *unnest_columns(rows, 3),
     )
     return [OrderRecord(**dict(r)) for r in records]
 
@@ -206,7 +207,7 @@ async def record_executions(connection: asyncpg.Connection, fills: Sequence[Fill
                 ON CONFLICT DO NOTHING RETURNING user_id AS r_user, client_order_id AS r_order, quantity AS r_quantity),
             filled AS ({fill})
             SELECT found FROM ordered ORDER BY n""",
-        *_columns(
+        *unnest_columns(
             [
                 (f.user_id, f.client_order_id, f.matching_number, f.side, f.issue_code, f.price, f.quantity)
                 for f in fills
@@ -233,14 +234,9 @@ async def complete_executions(
             SELECT {_COLUMNS} FROM orders
             WHERE (user_id, client_order_id) IN (SELECT c_user, c_order FROM input)
             ORDER BY user_id, client_order_id FOR UPDATE""",
-        *_columns(rows, 4),
+        *unnest_columns(rows, 4),
     )
     return {(r["user_id"], r["client_order_id"]): OrderRecord(**dict(r)) for r in records}
-
-
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows as the columns ``unnest`` takes (``width`` of them, empty lists for no rows)."""
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 async def execution_status(

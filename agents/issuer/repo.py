@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -12,6 +12,7 @@ import asyncpg
 
 from agents.issuer.domain import Offering
 from agents.issuer.register import RegisterRecord
+from broker.db import unnest_columns
 from schemas.certificates import (
     ElectronicStockCertificate,
     IssuerSignature,
@@ -268,6 +269,11 @@ async def offering(connection: asyncpg.Connection, issue_code: str) -> Offering 
     return _offering(row) if row else None
 
 
+async def offerings_of(connection: asyncpg.Connection, issue_codes: Collection[str]) -> dict[str, Offering]:
+    rows = await connection.fetch("SELECT * FROM offerings WHERE issue_code = ANY($1::text[])", list(issue_codes))
+    return {row["issue_code"]: _offering(row) for row in rows}
+
+
 @dataclass(frozen=True, slots=True)
 class NameTransfer:
     """A name transfer to record (S115–S118): the transferee's new register record and the history row's facts."""
@@ -346,41 +352,63 @@ class Transferred:
     signed: SignedCertificate | None
 
 
-async def transferred(connection: asyncpg.Connection, ntn: int) -> Transferred | None:
-    """S145: the history list 17 searched by name-transfer number, with the transferee's register
-    record (locked until the transaction ends), then the certificate issued for it.
+def _transfer_record(row: asyncpg.Record) -> TransferRecord:
+    return TransferRecord(row["name_transfer_number"], row["cert_id"], row["buyer_user_id"], row["seller_user_id"])
 
-    The certificate is read in a statement of its own, after the lock: a request that waited for
-    another request of the same NTN must see the certificate that one committed (a join would
+
+async def transferred(connection: asyncpg.Connection, ntn: int) -> Transferred | None:
+    """S145 for one name-transfer number (``transferred_set``)."""
+    return (await transferred_set(connection, [ntn])).get(ntn)
+
+
+async def transferred_set(connection: asyncpg.Connection, ntns: Sequence[int]) -> dict[int, Transferred]:
+    """S145: the history list 17 searched by name-transfer numbers, each with the transferee's
+    register record (locked until the transaction ends, in CertID order), then the certificate
+    issued for it; by number, a number not found missing.
+
+    The certificates are read in a statement of their own, after the locks: a request that waited
+    for another request of the same NTN must see the certificate that one committed (a join would
     read it in the snapshot taken before the wait, and issue a second)."""
-    row = await connection.fetchrow(
+    rows = await connection.fetch(
         f"""SELECT n.name_transfer_number, n.cert_id, n.buyer_user_id, n.seller_user_id, {record_columns("r")}
             FROM name_transfers n JOIN register r ON r.cert_id = n.cert_id
-            WHERE n.name_transfer_number = $1
+            WHERE n.name_transfer_number = ANY($1::bigint[])
+            ORDER BY r.cert_id
             FOR UPDATE OF r""",
-        ntn,
+        list(ntns),
     )
-    if row is None:
-        return None
-    transfer = TransferRecord(row["name_transfer_number"], row["cert_id"], row["buyer_user_id"], row["seller_user_id"])
-    return Transferred(transfer, record_of(row, "r"), await signed(connection, transfer.cert_id))
+    transfers = [
+        (
+            TransferRecord(r["name_transfer_number"], r["cert_id"], r["buyer_user_id"], r["seller_user_id"]),
+            record_of(r, "r"),
+        )
+        for r in rows
+    ]
+    issued = await signed_set(connection, [transfer.cert_id for transfer, _ in transfers])
+    return {t.name_transfer_number: Transferred(t, record, issued.get(t.cert_id)) for t, record in transfers}
 
 
 async def complete_holder(
     connection: asyncpg.Connection, cert_id: UUID, name: str, address: str, method: str, account: str
 ) -> RegisterRecord:
-    """S148: what the transferee adds to its register record, such as the dividend method; the
-    record as it is then."""
-    row = await connection.fetchrow(
-        f"""UPDATE register SET holder_name = $2, holder_address = $3, dividend_method = $4,
-                dividend_account = $5 WHERE cert_id = $1 RETURNING {_RECORD_COLUMNS}""",
-        cert_id,
-        name,
-        address,
-        method,
-        account,
+    """S148 for one record (``complete_holders``)."""
+    return (await complete_holders(connection, [(cert_id, name, address, method, account)]))[cert_id]
+
+
+async def complete_holders(
+    connection: asyncpg.Connection, rows: Sequence[tuple[UUID, str, str, str, str]]
+) -> dict[UUID, RegisterRecord]:
+    """S148: what each transferee adds to its register record — rows of (CertID, name, address,
+    dividend method, dividend account) — in one statement; the records as they are then."""
+    records = await connection.fetch(
+        f"""UPDATE register SET holder_name = h.h_name, holder_address = h.h_address, dividend_method = h.h_method,
+                dividend_account = h.h_account
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+                AS h (h_cert, h_name, h_address, h_method, h_account)
+            WHERE cert_id = h.h_cert RETURNING {_RECORD_COLUMNS}""",
+        *unnest_columns(rows, 5),
     )
-    return record_of(row)
+    return {r["cert_id"]: record_of(r) for r in records}
 
 
 async def release(connection: asyncpg.Connection, exchange: str, sell_order: int, seller: str) -> int:
@@ -397,27 +425,44 @@ async def release(connection: asyncpg.Connection, exchange: str, sell_order: int
 
 
 async def record_signed(connection: asyncpg.Connection, cert_id: UUID, signed: SignedCertificate) -> None:
+    await record_signed_all(connection, [(cert_id, signed)])
+
+
+async def record_signed_all(connection: asyncpg.Connection, rows: Sequence[tuple[UUID, SignedCertificate]]) -> None:
+    """Certificates issued, each kept byte for byte under its CertID, in one statement."""
+    if not rows:
+        return
     await connection.execute(
         """INSERT INTO issued_certificates (cert_id, content, signature, signer_certificate)
-           VALUES ($1, $2, $3, $4)""",
-        cert_id,
-        signed.content,
-        signed.issuer_signature.signature,
-        signed.issuer_signature.certificate,
+           SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::bytea[])""",
+        [cert_id for cert_id, _ in rows],
+        [signed.content for _, signed in rows],
+        [signed.issuer_signature.signature for _, signed in rows],
+        [signed.issuer_signature.certificate for _, signed in rows],
     )
 
 
 async def signed(connection: asyncpg.Connection, cert_id: UUID) -> SignedCertificate | None:
     """A certificate already issued for this CertID, byte for byte."""
-    row = await connection.fetchrow(
-        "SELECT content, signature, signer_certificate FROM issued_certificates WHERE cert_id = $1", cert_id
+    return (await signed_set(connection, [cert_id])).get(cert_id)
+
+
+async def signed_set(connection: asyncpg.Connection, cert_ids: Sequence[UUID]) -> dict[UUID, SignedCertificate]:
+    """The certificates already issued for these CertIDs, byte for byte, by CertID."""
+    if not cert_ids:
+        return {}
+    rows = await connection.fetch(
+        """SELECT cert_id, content, signature, signer_certificate FROM issued_certificates
+           WHERE cert_id = ANY($1::uuid[]) AND signer_certificate IS NOT NULL""",
+        list(cert_ids),
     )
-    if row is None or row["signer_certificate"] is None:
-        return None
-    return SignedCertificate(
-        content=row["content"],
-        issuer_signature=IssuerSignature(certificate=row["signer_certificate"], signature=row["signature"]),
-    )
+    return {
+        r["cert_id"]: SignedCertificate(
+            content=r["content"],
+            issuer_signature=IssuerSignature(certificate=r["signer_certificate"], signature=r["signature"]),
+        )
+        for r in rows
+    }
 
 
 async def record_request(

@@ -16,10 +16,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import asyncpg
+
 from agents.issuer import domain, repo
 from agents.issuer.register import RegisterRecord, TransferRefused, check_transfer, committed_to, transfer
 from broker import logs
 from broker.context import Context
+from broker.set_based import SetBased
 from broker.stock_certificates import (
     CertificateInvalid,
     sign_certificate,
@@ -169,6 +172,13 @@ async def _register_remainder(
 
 
 async def issue_certificate(ctx: Context, offering: domain.Offering, record: RegisterRecord) -> SignedCertificate:
+    """S149–S150: the certificate drawn up from the register record, signed and kept."""
+    signed = drawn_up(ctx, offering, record)
+    await repo.record_signed(ctx.connection, record.cert_id, signed)
+    return signed
+
+
+def drawn_up(ctx: Context, offering: domain.Offering, record: RegisterRecord) -> SignedCertificate:
     """S149–S150: the certificate drawn up from the register record and signed."""
     certificate = domain.certificate(
         offering,
@@ -180,48 +190,80 @@ async def issue_certificate(ctx: Context, offering: domain.Offering, record: Reg
         today=ctx.now.date(),
         agent=domain.issuing_agent(ctx.identity.user_id),
     )
-    signed = sign_certificate(ctx.identity, certificate)
-    await repo.record_signed(ctx.connection, record.cert_id, signed)
-    return signed
+    return sign_certificate(ctx.identity, certificate)
 
 
-async def on_request_after_transfer(request: CertificateRequestAfterTransfer, ctx: Context) -> None:
-    """S141–S150 (R-001-44..46): the transferee's certificate, by name-transfer number."""
-    assert ctx.sender is not None and ctx.message_id is not None
-    conn = ctx.connection
-    found = await repo.transferred(conn, request.name_transfer_number)
-    if (
-        found is None
-        or found.transfer.buyer_user_id != ctx.sender.user_id  # S146
-        or found.record.status != "valid"  # reissued or transferred on since: that CertID is dead
-        or found.record.holder_user_id != ctx.sender.user_id
-    ):
-        ctx.emit(
-            CertificateIssuanceRefused(
-                request_id=ctx.message_id,
-                reason=IssuanceRefusal.UNKNOWN_TRANSFER,
-                detail=f"no name transfer {request.name_transfer_number} to {ctx.sender.user_id} "
-                "whose CertID is still valid",
-            ),
-            to=ctx.sender.user_id,
-        )
-        return
-    signed = found.signed
-    if signed is None:  # first request: complete the record (S148) and issue
-        delivery = request.dividend_delivery
-        record = await repo.complete_holder(
-            conn,
+async def _on_requests_after_transfer(items: Sequence[tuple[CertificateRequestAfterTransfer, Context]]) -> None:
+    """S141–S150 (R-001-44..46): each transferee's certificate, by name-transfer number — in a
+    set (broker.set_based): the transfers read and locked in one statement, the records
+    completed in one, the certificates drawn up and signed each, and kept in one. A buyer asks
+    as soon as its trade completes, one request a trade (docs/performance.md, stop 28)."""
+    connection = items[0][1].connection
+    found = await repo.transferred_set(connection, [request.name_transfer_number for request, _ in items])
+    first: list[tuple[CertificateRequestAfterTransfer, Context, repo.Transferred]] = []
+    for request, ctx in items:
+        assert ctx.sender is not None and ctx.message_id is not None
+        transferred = found.get(request.name_transfer_number)
+        if transferred is None or not _transferee(transferred, ctx.sender.user_id):
+            ctx.emit(
+                CertificateIssuanceRefused(
+                    request_id=ctx.message_id,
+                    reason=IssuanceRefusal.UNKNOWN_TRANSFER,
+                    detail=f"no name transfer {request.name_transfer_number} to {ctx.sender.user_id} "
+                    "whose CertID is still valid",
+                ),
+                to=ctx.sender.user_id,
+            )
+        elif transferred.signed is None:  # first request: complete the record (S148) and issue
+            first.append((request, ctx, transferred))
+        else:  # a repeated request gets the same certificate again, byte for byte: no second CertID
+            ctx.emit(
+                CertificateIssued(request_id=ctx.message_id, certificate=transferred.signed), to=ctx.sender.user_id
+            )
+    if first:
+        await _issue_first(connection, first)
+
+
+def _transferee(found: repo.Transferred, sender: str) -> bool:
+    """S146: the sender is the transfer's buyer and still holds the CertID it created, valid
+    (reissued or transferred on since, that CertID is dead)."""
+    return (
+        found.transfer.buyer_user_id == sender
+        and found.record.status == "valid"
+        and found.record.holder_user_id == sender
+    )
+
+
+async def _issue_first(
+    connection: asyncpg.Connection, first: Sequence[tuple[CertificateRequestAfterTransfer, Context, repo.Transferred]]
+) -> None:
+    holders = [
+        (
             found.record.cert_id,
             request.holder_name,
             request.holder_address,
-            delivery.method.value,
-            delivery.account,
+            request.dividend_delivery.method.value,
+            request.dividend_delivery.account,
         )
-        offering = await repo.offering(conn, record.issue_code)
-        assert offering is not None
-        signed = await issue_certificate(ctx, offering, record)
-    # A repeated request gets the same certificate again, byte for byte: no second CertID.
-    ctx.emit(CertificateIssued(request_id=ctx.message_id, certificate=signed), to=ctx.sender.user_id)
+        for request, _, found in first
+    ]
+    records = await repo.complete_holders(connection, holders)
+    offerings = await repo.offerings_of(connection, {record.issue_code for record in records.values()})
+    issued = []
+    for _, ctx, found in first:
+        assert ctx.sender is not None and ctx.message_id is not None
+        record = records[found.record.cert_id]
+        signed = drawn_up(ctx, offerings[record.issue_code], record)
+        issued.append((record.cert_id, signed))
+        ctx.emit(CertificateIssued(request_id=ctx.message_id, certificate=signed), to=ctx.sender.user_id)
+    await repo.record_signed_all(connection, issued)
+
+
+# Keyed by name-transfer number: a repeated request after the first in one set must find the
+# certificate the first issued.
+on_request_after_transfer: SetBased[CertificateRequestAfterTransfer] = SetBased(
+    _on_requests_after_transfer, keys=lambda request: (request.name_transfer_number,)
+)
 
 
 async def on_release(release: CertificateRelease, ctx: Context) -> None:
