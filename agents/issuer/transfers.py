@@ -266,10 +266,21 @@ on_request_after_transfer: SetBased[CertificateRequestAfterTransfer] = SetBased(
 )
 
 
-async def on_release(release: CertificateRelease, ctx: Context) -> None:
-    assert ctx.sender is not None
-    freed = await repo.release(ctx.connection, ctx.sender.user_id, release.seller_order, release.seller_user_id)
-    log.info("remainder_released", seller_order=release.seller_order, certificates=freed)
+async def _on_releases(items: Sequence[tuple[CertificateRelease, Context]]) -> None:
+    """The sell orders closed: the remainders committed to them are their holders' again, in one
+    statement for a set (the exchange sends one release at each trade's end)."""
+    releases = []
+    for release, ctx in items:
+        assert ctx.sender is not None
+        releases.append((ctx.sender.user_id, release.seller_order, release.seller_user_id))
+    freed = await repo.release_all(items[0][1].connection, releases)
+    for (release, ctx), count in zip(items, freed, strict=True):
+        with ctx.bound():
+            log.info("remainder_released", seller_order=release.seller_order, certificates=count)
+
+
+# Keyed by sell order: the register rows a release frees are those committed to its order.
+on_release: SetBased[CertificateRelease] = SetBased(_on_releases, keys=lambda release: (release.seller_order,))
 
 
 def verified(request: NameTransferRequest, ctx: Context, exchange: str) -> ElectronicStockCertificate:

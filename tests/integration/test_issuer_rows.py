@@ -252,3 +252,33 @@ async def test_transfers_of_a_set_draw_numbers_and_record_history_as_one_by_one_
             t.matching_number,
         )
     assert await repo.draw_for_transfers(issuer, [replace(held_by("x"), issue_code="NONE")]) == [None]
+
+
+async def test_releases_of_a_set_free_each_orders_remainders_and_count_them_as_one_by_one(
+    issuer: asyncpg.Connection,
+) -> None:
+    """The exchange's certificate releases at trades' ends, in one statement (stop 28): each frees
+    the certificates committed to its sell order by it for its seller, not one reserved for an
+    instruction, not another seller's or another exchange's; the count per release in order."""
+    mine = [
+        replace(held_by("alice", f"KBT1-0000000{i}"), committed_order=order) for i, order in ((1, 5), (2, 5), (3, 6))
+    ]
+    reserved = replace(held_by("alice", "KBT1-00000004"), committed_order=6)
+    others = [
+        replace(held_by("bob", "KBT1-00000005"), committed_order=5),  # another seller, same order number
+        replace(held_by("alice", "KBT1-00000006"), committed_order=5, committed_by="other-exchange"),
+        replace(held_by("alice", "KBT1-00000007"), committed_order=9),  # an order not released
+    ]
+    for record in (*mine, reserved, *others):
+        await repo.insert_record(issuer, record)
+    assert await reservations.reserve(issuer, reserve(11), reserved, "exchange", 6) is None
+    freed = await repo.release_all(
+        issuer, [("exchange", 5, "alice"), ("exchange", 8, "alice"), ("exchange", 6, "alice")]
+    )
+    assert freed == [2, 0, 1]
+    for record in mine:
+        assert await committed_to(issuer, record) == (None, None)
+    assert await committed_to(issuer, reserved) == ("exchange", 6)
+    assert [await committed_to(issuer, r) for r in others] == [("exchange", 5), ("other-exchange", 5), ("exchange", 9)]
+    assert await repo.release_all(issuer, []) == []
+    assert await repo.release(issuer, "exchange", 9, "alice") == 1
