@@ -9,6 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
+from broker.db import unnest_columns
 from schemas.certificates import ElectronicStockCertificate, IssuerSignature, SignedCertificate
 
 
@@ -59,18 +60,32 @@ async def fulfil_request(
     connection: asyncpg.Connection, request_id: UUID, certificate: ElectronicStockCertificate
 ) -> bool:
     """Mark the pending request this certificate answers; False if there is none."""
-    fulfilled = await connection.fetchval(
-        """UPDATE requests SET status = 'fulfilled', cert_id = $2, updated_at = now()
-           WHERE request_id = $1 AND status = 'sent' AND user_id = $3
-             AND issue_code = $4 AND shares = $5
-           RETURNING true""",
-        request_id,
-        certificate.cert_id,
-        certificate.holder_user_id,
-        certificate.issue_code,
-        certificate.shares,
+    return (await fulfil_requests(connection, [(request_id, certificate)]))[0]
+
+
+async def fulfil_requests(
+    connection: asyncpg.Connection, answers: Sequence[tuple[UUID, ElectronicStockCertificate]]
+) -> list[bool]:
+    """Mark the pending request each certificate answers, in one statement; per certificate, in
+    order, False if there is none (its request unknown, answered, another user's, another
+    issue's or another size)."""
+    rows = await connection.fetch(
+        """WITH input AS (
+               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[]) WITH ORDINALITY
+                   AS d (d_request, d_cert, d_user, d_issue, d_shares, n)),
+           fulfilled AS (
+               UPDATE requests SET status = 'fulfilled', cert_id = d_cert, updated_at = now()
+               FROM input
+               WHERE request_id = d_request AND status = 'sent' AND user_id = d_user
+                 AND issue_code = d_issue AND shares = d_shares
+               RETURNING n)
+           SELECT EXISTS (SELECT FROM fulfilled WHERE fulfilled.n = input.n) AS done FROM input ORDER BY n""",
+        *unnest_columns(
+            [(request_id, c.cert_id, c.holder_user_id, c.issue_code, c.shares) for request_id, c in answers],
+            5,
+        ),
     )
-    return bool(fulfilled)
+    return [r["done"] for r in rows]
 
 
 async def refuse_request(
@@ -103,18 +118,36 @@ async def keep(
     connection: asyncpg.Connection, certificate: ElectronicStockCertificate, signed: SignedCertificate
 ) -> None:
     """Seed 001 R-001-18: store the certificate exactly as received."""
+    await keep_all(connection, [(certificate, signed)])
+
+
+async def keep_all(
+    connection: asyncpg.Connection, certificates: Sequence[tuple[ElectronicStockCertificate, SignedCertificate]]
+) -> None:
+    """``keep`` for each certificate, in one statement."""
+    if not certificates:
+        return
     await connection.execute(
         """INSERT INTO wallet (cert_id, holder_user_id, issue_code, certificate_number, shares,
                content, issuer_signature, issuer_certificate)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-        certificate.cert_id,
-        certificate.holder_user_id,
-        certificate.issue_code,
-        certificate.certificate_number,
-        certificate.shares,
-        signed.content,
-        signed.issuer_signature.signature,
-        signed.issuer_signature.certificate,
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bytea[],
+                                $7::bytea[], $8::bytea[])""",
+        *unnest_columns(
+            [
+                (
+                    c.cert_id,
+                    c.holder_user_id,
+                    c.issue_code,
+                    c.certificate_number,
+                    c.shares,
+                    signed.content,
+                    signed.issuer_signature.signature,
+                    signed.issuer_signature.certificate,
+                )
+                for c, signed in certificates
+            ],
+            8,
+        ),
     )
 
 
