@@ -430,11 +430,16 @@ async def order_by_client_id(connection: asyncpg.Connection, user_id: str, clien
     return _record(row) if row else None
 
 
-async def insert_match(connection: asyncpg.Connection, issue_code: str, execution: Execution) -> int:
-    """S92–S93: the execution enters the order matching list under a new matching number (drawn
-    in the same round trip), its name transfer pending."""
+async def insert_match(
+    connection: asyncpg.Connection, issue_code: str, execution: Execution, cert_id: UUID | None = None
+) -> int:
+    """S92–S94: the execution enters the order matching list under a new matching number (drawn
+    in the same round trip), its name transfer pending; and the seller's CertID, if it sold one,
+    leaves the list at once, so a copy cannot be sold again — in the same statement (one round
+    trip less a trade, docs/performance.md, stop 28)."""
     number: int = await connection.fetchval(
-        """INSERT INTO matches (matching_number, issue_code, buy_order, sell_order, shares, price,
+        """WITH held AS (UPDATE certid_list SET status = 'in_transfer' WHERE cert_id = $8)
+           INSERT INTO matches (matching_number, issue_code, buy_order, sell_order, shares, price,
                buyer_user_id, seller_user_id, status)
            VALUES (nextval('matching_numbers'), $1, $2, $3, $4, $5, $6, $7, 'pending_transfer')
            RETURNING matching_number""",
@@ -445,6 +450,7 @@ async def insert_match(connection: asyncpg.Connection, issue_code: str, executio
         execution.price,
         execution.buyer,
         execution.seller,
+        cert_id,
     )
     return number
 

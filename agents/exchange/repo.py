@@ -66,11 +66,6 @@ async def merge(connection: asyncpg.Connection, update: CertIdListUpdated) -> No
     )
 
 
-async def hold_for_transfer(connection: asyncpg.Connection, cert_id: UUID) -> None:
-    """S94: at execution the CertID leaves the list at once, so a copy cannot be sold again."""
-    await connection.execute("UPDATE certid_list SET status = 'in_transfer' WHERE cert_id = $1", cert_id)
-
-
 async def transferred(
     connection: asyncpg.Connection,
     issue_code: str,

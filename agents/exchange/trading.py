@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from uuid import UUID
 
-from agents.exchange import acceptance, covering, order_repo, prices, repo, resubmission, settling, standing
+from agents.exchange import acceptance, covering, order_repo, prices, resubmission, settling, standing
 from agents.exchange.acceptance import Refused
 from agents.exchange.book import Execution, Order, OrderBook, Result
 from agents.exchange.order_repo import OrderRecord
@@ -205,10 +205,8 @@ async def _apply(ctx: Context, issue_code: str, incoming: Order, result: Result)
 async def _executed(ctx: Context, issue_code: str, execution: Execution, orders: dict[int, Order]) -> None:
     """S92–S94: a matching number, the matching list, and the CertID out of the list at once."""
     conn = ctx.connection
-    matching_number = await order_repo.insert_match(conn, issue_code, execution)
     sell = orders[execution.sell]
-    if sell.cert_id is not None:
-        await repo.hold_for_transfer(conn, sell.cert_id)
+    matching_number = await order_repo.insert_match(conn, issue_code, execution, sell.cert_id)
     await prices.announce_trade(ctx, issue_code, execution.price)
     log.info("order_matched", matching_number=matching_number, price=str(execution.price), qty=execution.quantity)
     for order in (orders[execution.buy], sell):

@@ -24,7 +24,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from agents.exchange import order_repo, prices
-from agents.exchange.book import Order
+from agents.exchange.book import Execution, Order
 from agents.exchange.read_ahead import READ_AHEAD, run, view_key
 from agents.exchange.trading import end_of_day
 from agents.exchange.warm_book import WarmBooks
@@ -362,3 +362,37 @@ async def test_a_batch_whose_held_rows_fail_to_be_written_runs_again_and_books_e
         {"user_id": "erin", "client_order_id": "e1", "status": "open"},
     ]
     assert drift == []
+
+
+async def test_an_execution_takes_the_sold_certid_off_the_list_in_its_own_statement(
+    connection: asyncpg.Connection,
+) -> None:
+    """S94 folded into S92–S93 (stop 28): the match is inserted and the seller's CertID marked
+    in transfer together; another CertID stays valid; a book-entry execution (no CertID)
+    touches no CertID."""
+    sold, other = UUID(int=1), UUID(int=2)
+    for cert_id in (sold, other):
+        await connection.execute(
+            """INSERT INTO certid_list (cert_id, issue_code, user_id, shares, status, version)
+               VALUES ($1, $2, 'ada', 100, 'valid', 1)""",
+            cert_id,
+            support.ISSUE,
+        )
+    numbers = []
+    for coid in ("m-buy", "m-sell-1", "m-sell-2"):  # rows the matches refer to (their side does not matter here)
+        number = await order_repo.next_acceptance_number(connection)
+        resting = Order(number, coid, "ada", Side.BUY, OrderType.LIMIT, PRICE, 100, 100)
+        await order_repo.insert_order(connection, resting, order("ada", coid), "hash", "digest")
+        numbers.append(number)
+    buy, sell, sell_later = numbers
+    execution = Execution(buy, sell, PRICE, 100, buyer="bo", seller="ada", aggressor=Side.BUY)
+    first = await order_repo.insert_match(connection, support.ISSUE, execution, sold)
+    second = await order_repo.insert_match(connection, support.ISSUE, execution._replace(sell=sell_later))
+    assert second > first
+    listed = {r["cert_id"]: r["status"] for r in await connection.fetch("SELECT cert_id, status FROM certid_list")}
+    assert listed == {sold: "in_transfer", other: "valid"}
+    matches = await connection.fetch("SELECT matching_number, sell_order, status FROM matches ORDER BY 1")
+    assert [(m["matching_number"], m["sell_order"], m["status"]) for m in matches] == [
+        (first, sell, "pending_transfer"),
+        (second, sell_later, "pending_transfer"),
+    ]
