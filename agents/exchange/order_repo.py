@@ -470,8 +470,44 @@ class Match:
     transfer_request_hash: str | None
 
 
-_MATCH_COLUMNS = """matching_number, issue_code, buy_order, sell_order, cert_id, shares, price,
-                    buyer_user_id, seller_user_id, status, transfer_request_hash"""
+_MATCH_TYPES = {
+    "matching_number": "bigint",
+    "issue_code": "text",
+    "buy_order": "bigint",
+    "sell_order": "bigint",
+    "cert_id": "uuid",
+    "shares": "bigint",
+    "price": "numeric",
+    "buyer_user_id": "text",
+    "seller_user_id": "text",
+    "status": "text",
+    "transfer_request_hash": "text",
+}
+_MATCH_COLUMNS = ", ".join(_MATCH_TYPES)
+_UNFINISHED = "('pending_transfer', 'transfer_requested')"
+
+
+async def instruction_view(
+    connection: asyncpg.Connection, sell_order: int
+) -> tuple[list[Match], dict[int, OrderRecord]]:
+    """What S95 reads to instruct a sell order's next execution, in one round trip: its
+    unfinished executions, oldest first (``unfinished_matches``), and the sell order with the
+    buy orders they name (``orders``). A row each: the sell order's with no execution, then an
+    execution's with its buy order (docs/performance.md, stop 28)."""
+    nothing = ", ".join(f"NULL::{kind} AS m_{name}" for name, kind in _MATCH_TYPES.items())
+    executions = ", ".join(f"m.{name} AS m_{name}" for name in _MATCH_TYPES)
+    rows = await connection.fetch(
+        f"""SELECT {nothing}, o.* FROM orders o WHERE o.acceptance_number = $1
+            UNION ALL
+            SELECT {executions}, o.* FROM matches m JOIN orders o ON o.acceptance_number = m.buy_order
+            WHERE m.sell_order = $1 AND m.status IN {_UNFINISHED}
+            ORDER BY m_matching_number NULLS FIRST""",
+        sell_order,
+    )
+    unfinished = [
+        Match(**{name: row[f"m_{name}"] for name in _MATCH_TYPES}) for row in rows if row["m_matching_number"]
+    ]
+    return unfinished, {row["acceptance_number"]: _record(row) for row in rows}
 
 
 async def settlement_status(
@@ -558,7 +594,7 @@ async def unfinished_matches_of(connection: asyncpg.Connection, sell_orders: Seq
     """Each sell order's executions not yet settled or failed, oldest first, in one statement."""
     rows = await connection.fetch(
         f"""SELECT {_MATCH_COLUMNS} FROM matches WHERE sell_order = ANY($1::bigint[])
-            AND status IN ('pending_transfer', 'transfer_requested') ORDER BY matching_number""",
+            AND status IN {_UNFINISHED} ORDER BY matching_number""",
         list(sell_orders),
     )
     unfinished: dict[int, list[Match]] = {order: [] for order in sell_orders}
@@ -570,7 +606,7 @@ async def unfinished_matches_of(connection: asyncpg.Connection, sell_orders: Seq
 async def unfinished_buys(connection: asyncpg.Connection, buy_order: int) -> int:
     """How many executions of this buy order are not yet settled or failed."""
     count: int = await connection.fetchval(
-        "SELECT count(*) FROM matches WHERE buy_order = $1 AND status IN ('pending_transfer', 'transfer_requested')",
+        f"SELECT count(*) FROM matches WHERE buy_order = $1 AND status IN {_UNFINISHED}",
         buy_order,
     )
     return count

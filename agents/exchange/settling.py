@@ -42,12 +42,13 @@ async def instruct_next(ctx: Context, sell_order: int, unfinished: list[order_re
     """S95: instruct the sell order's next execution, its certificate countersigned for it.
     ``unfinished``: the sell order's unfinished executions, if the caller read them already."""
     conn = ctx.connection
-    if unfinished is None:
-        unfinished = await order_repo.unfinished_matches(conn, sell_order)
+    read: dict[int, order_repo.OrderRecord] | None = None
+    if unfinished is None:  # the executions and their orders in one round trip
+        unfinished, read = await order_repo.instruction_view(conn, sell_order)
     match = order_repo.next_transfer(unfinished)
     if match is None:
         return
-    records = await order_repo.orders(conn, (sell_order, match.buy_order))
+    records = read if read is not None else await order_repo.orders(conn, (sell_order, match.buy_order))
     sell, buy = records[sell_order], records[match.buy_order]
     if sell.safekeeping_account is not None:
         await book_entry.instruct(ctx, match, sell, buy)

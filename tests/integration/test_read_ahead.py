@@ -396,3 +396,39 @@ async def test_an_execution_takes_the_sold_certid_off_the_list_in_its_own_statem
         (first, sell, "pending_transfer"),
         (second, sell_later, "pending_transfer"),
     ]
+
+
+async def test_what_instructing_a_sell_orders_next_execution_reads_is_one_round_trip(
+    connection: asyncpg.Connection,
+) -> None:
+    """S95's reads folded (stop 28): the sell order's unfinished executions oldest first — not a
+    completed one, not another sell order's — with the sell order and each buy order they name,
+    as ``unfinished_matches`` and ``orders`` read them apart."""
+    numbers = []
+    for coid in ("v-sell", "v-buy-1", "v-buy-2", "v-other-sell"):
+        number = await order_repo.next_acceptance_number(connection)
+        resting = Order(number, coid, "ada", Side.BUY, OrderType.LIMIT, PRICE, 300, 300)
+        await order_repo.insert_order(connection, resting, order("ada", coid), "hash", "digest")
+        numbers.append(number)
+    sell, buy_1, buy_2, other_sell = numbers
+    unfinished, records = await order_repo.instruction_view(connection, sell)
+    assert unfinished == [] and values(records) == values(await order_repo.orders(connection, [sell]))
+
+    def execution(buy: int, seller_order: int = sell) -> Execution:
+        return Execution(buy, seller_order, PRICE, 100, buyer="bo", seller="ada", aggressor=Side.BUY)
+
+    done = await order_repo.insert_match(connection, support.ISSUE, execution(buy_1))
+    await connection.execute("UPDATE matches SET status = 'completed' WHERE matching_number = $1", done)
+    first = await order_repo.insert_match(connection, support.ISSUE, execution(buy_2))
+    await connection.execute("UPDATE matches SET status = 'transfer_requested' WHERE matching_number = $1", first)
+    second = await order_repo.insert_match(connection, support.ISSUE, execution(buy_1))
+    await order_repo.insert_match(connection, support.ISSUE, execution(buy_2, other_sell))
+    unfinished, records = await order_repo.instruction_view(connection, sell)
+    assert [m.matching_number for m in unfinished] == [first, second]
+    assert unfinished == await order_repo.unfinished_matches(connection, sell)
+    assert values(records) == values(await order_repo.orders(connection, [sell, buy_1, buy_2]))
+
+
+def values(records: dict[int, order_repo.OrderRecord]) -> dict[int, tuple[object, ...]]:
+    """Records compared by value (an ``Order`` is compared by identity)."""
+    return {number: dataclasses.astuple(record) for number, record in records.items()}
