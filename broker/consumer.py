@@ -31,7 +31,6 @@ from typing import Any
 
 import aio_pika
 import asyncpg
-import pydantic
 import structlog
 from aio_pika.abc import AbstractQueue
 
@@ -47,7 +46,7 @@ from broker.envelope import (
     still_valid,
     verified_signer,
 )
-from broker.errors import InputRejected, Reason, Rejected, SecurityRejected
+from broker.errors import InputRejected, Reason, Rejected, SecurityRejected, rejection_of
 from broker.pki import Identity
 from broker.progress import TaskBeat
 from broker.set_based import SetBased
@@ -319,13 +318,12 @@ class Consumer:
     async def _process(self, delivery: Delivery, opened: Opened) -> Settled:
         try:
             duplicate = await self._transaction_held(opened)
-        except Rejected as rejected:
-            return await self._dead_letter(delivery, rejected)
-        except (pydantic.ValidationError, asyncpg.DataError) as exc:  # deterministic: a retry fails alike
-            detail = f"{type(exc).__name__}: {exc}"[:1000]
-            return await self._dead_letter(delivery, InputRejected(Reason.DATA_INVALID, detail))
-        # The one place any other failure is caught: it is retried, then dead-lettered.
+        # The one place a failure is caught: a rejection (or data refused, which a retry would
+        # meet alike) is dead-lettered; any other is retried, then dead-lettered.
         except Exception as exc:  # noqa: BLE001
+            rejected = rejection_of(exc)
+            if rejected is not None:
+                return await self._dead_letter(delivery, rejected)
             return await self._retry_or_give_up(delivery, exc)
         return self.committed(opened, duplicate=duplicate)
 

@@ -58,7 +58,7 @@ from broker import inbox, logs, outbox, set_based
 from broker.bundle import Delivery, unbundled
 from broker.context import Context
 from broker.envelope import Opened
-from broker.errors import Rejected
+from broker.errors import Rejected, rejection_of
 from broker.supervision import is_infrastructure
 from schemas.catalogue import Message
 
@@ -295,13 +295,13 @@ async def _savepoint(consumer: Consumer, connection: asyncpg.Connection, item: _
         async with connection.transaction():
             item.context = await consumer.apply(connection, item.opened)
             item.duplicate = item.context is None
-    except Rejected as rejected:
-        item.rejected, item.context = rejected, None
     except Exception as exc:
-        if is_infrastructure(exc):
+        if is_infrastructure(exc) and not isinstance(exc, Rejected):
             raise  # the transaction itself is gone: the batch falls back (and waits out an outage)
-        item.failure, item.context = exc, None
-        return
+        item.context = None
+        item.rejected = rejection_of(exc)  # as the consumer judges a delivery handled alone
+        if item.rejected is None:
+            item.failure = exc
 
 
 def no_scope(_: asyncpg.Connection, __: Sequence[Message]) -> AbstractAsyncContextManager[None]:

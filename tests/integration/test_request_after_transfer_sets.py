@@ -22,14 +22,13 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import aio_pika
-import pytest
 
 from agents.issuer import app as issuer_app
 from agents.issuer import domain, repo, transfers
@@ -536,7 +535,7 @@ async def compared(
     settings: Settings,
     plan: Sequence[Trade],
     asks: Sequence[Ask],
-    prepare: Any = None,
+    prepare: Callable[[Settings, Issuer, Group], Awaitable[None]] | None = None,
     *,
     modes: Sequence[Mode] = MODES,
     outcomes_alike: bool = True,
@@ -832,11 +831,6 @@ async def test_a_request_whose_certificate_cannot_be_drawn_up_fails_alone_and_th
     assert register(result)["t1"]["dividend_method"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="broker.group_commit._savepoint schedules a retry for a pydantic.ValidationError that "
-    "Consumer._process dead-letters at once as data_invalid (issue 13, B59): found by this file",
-)
 async def test_a_request_whose_certificate_cannot_be_drawn_up_is_dead_lettered_in_a_batch_as_alone(
     settings: Settings,
 ) -> None:
