@@ -88,8 +88,8 @@ async def _on_certificates_issued(items: Sequence[tuple[CertificateIssued, Conte
 
 
 # Keyed by the request it answers: a repeat is the next set's, and finds it answered. Two
-# requests answered with one CertID collide in the wallet, which refuses the set: one at a
-# time, the second is refused alone.
+# requests answered with one CertID collide in the wallet, which fails the set: run again one
+# at a time, the second fails alone, as it did before sets (retried, then dead-lettered).
 on_certificate_issued: SetBased[CertificateIssued] = SetBased(
     _on_certificates_issued, keys=lambda message: (message.request_id,)
 )
