@@ -35,15 +35,7 @@ async def record_request(
     issue_code: str,
     shares: int,
 ) -> None:
-    await connection.execute(
-        """INSERT INTO requests (request_id, user_id, kind, issue_code, shares)
-           VALUES ($1, $2, $3, $4, $5)""",
-        request_id,
-        user_id,
-        kind,
-        issue_code,
-        shares,
-    )
+    await record_requests(connection, [(request_id, user_id, kind, issue_code, shares)])
 
 
 async def record_requests(connection: asyncpg.Connection, rows: Sequence[tuple[UUID, str, str, str, int]]) -> None:
@@ -52,7 +44,7 @@ async def record_requests(connection: asyncpg.Connection, rows: Sequence[tuple[U
         await connection.execute(
             """INSERT INTO requests (request_id, user_id, kind, issue_code, shares)
                SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[])""",
-            *zip(*rows, strict=True),
+            *unnest_columns(rows, 5),
         )
 
 

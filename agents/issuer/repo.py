@@ -265,8 +265,7 @@ async def next_certificate_number(connection: asyncpg.Connection, issue_code: st
 
 
 async def offering(connection: asyncpg.Connection, issue_code: str) -> Offering | None:
-    row = await connection.fetchrow("SELECT * FROM offerings WHERE issue_code = $1", issue_code)
-    return _offering(row) if row else None
+    return (await offerings_of(connection, [issue_code])).get(issue_code)
 
 
 async def offerings_of(connection: asyncpg.Connection, issue_codes: Collection[str]) -> dict[str, Offering]:
@@ -377,13 +376,7 @@ async def transferred_set(connection: asyncpg.Connection, ntns: Sequence[int]) -
             FOR UPDATE OF r""",
         list(ntns),
     )
-    transfers = [
-        (
-            TransferRecord(r["name_transfer_number"], r["cert_id"], r["buyer_user_id"], r["seller_user_id"]),
-            record_of(r, "r"),
-        )
-        for r in rows
-    ]
+    transfers = [(_transfer_record(r), record_of(r, "r")) for r in rows]
     issued = await signed_set(connection, [transfer.cert_id for transfer, _ in transfers])
     return {t.name_transfer_number: Transferred(t, record, issued.get(t.cert_id)) for t, record in transfers}
 

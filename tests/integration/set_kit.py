@@ -7,7 +7,7 @@ broker's — and each call of a set handler noted."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,10 +19,11 @@ from broker import group_commit
 from broker.consumer import Settled
 from broker.context import Context
 from broker.envelope import Sealed
-from broker.runtime import AgentRuntime
+from broker.runtime import AgentDefinition, AgentRuntime
 from broker.set_based import SetBased
 from broker.settings import Settings
 from broker.topology import Names
+from schemas.catalogue import Message
 from tests import support
 
 # The queue the messages land on, by the namespace's names (an agent's inbox, or its answers queue).
@@ -37,6 +38,12 @@ def recording(handler: SetBased[Any], note: Callable[[list[Any]], None]) -> SetB
         await handler.handle_set(items)
 
     return SetBased(handle_set, keys=handler.keys, phase=handler.phase)
+
+
+def with_handlers(real: AgentDefinition, handlers: Mapping[type[Message], Any]) -> AgentDefinition:
+    """``real`` with some of its handlers replaced (by recording or reference ones), its batch
+    scope kept and its background jobs left out: an agent opened, not run."""
+    return AgentDefinition(real.id, real.role, {**real.handlers, **handlers}, batch_scope=real.batch_scope)
 
 
 def noted(name: str, calls: list[tuple[str, list[int]]]) -> Callable[[list[Any]], None]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -50,7 +50,6 @@ from broker.runtime import AgentDefinition, AgentRuntime
 from broker.set_based import SetBased
 from broker.settings import Settings
 from broker.stock_certificates import verify_certificate
-from schemas.catalogue import Message
 from schemas.certificates import IssuerSignature, SignedCertificate
 from schemas.identity import EXCHANGE_ID, ISSUER_ID, Role
 from schemas.issuance import CertificateIssued
@@ -210,16 +209,15 @@ async def reference_certificate_issued(message: CertificateIssued, ctx: Context)
 
 
 def investor_definition(state: Agent) -> AgentDefinition:
-    real = investor_app.AGENT
     handler = under_test(state, investor_app.on_certificate_issued, reference_certificate_issued)
-    handlers: dict[type[Message], Any] = {**real.handlers, CertificateIssued: handler}
-    return AgentDefinition(real.id, real.role, handlers, batch_scope=real.batch_scope)
+    return set_kit.with_handlers(investor_app.AGENT, {CertificateIssued: handler})
 
 
 @asynccontextmanager
-async def investor(settings: Settings) -> AsyncIterator[Agent]:
+async def running(settings: Settings, definition: Callable[[Agent], AgentDefinition]) -> AsyncIterator[Agent]:
+    """The agent of ``definition`` opened with a new state (the investor's or the issuer's)."""
     state = Agent()
-    async with AgentRuntime(investor_definition(state), settings) as rt:
+    async with AgentRuntime(definition(state), settings) as rt:
         state.rt = rt
         yield state
 
@@ -431,7 +429,7 @@ async def compared_deliveries(
     """The requests of ``shares`` sent by each mode's investor, ``before`` delivered one at a
     time, then ``certs`` delivered and settled as the mode settles them."""
     result = Compared()
-    async with investor(settings) as state:
+    async with running(settings, investor_definition) as state:
         keys = state.rt.keys
         for mode in MODES:
             holders = await requested(state, mode, shares)
@@ -756,18 +754,8 @@ async def reference_release(release: CertificateRelease, ctx: Context) -> None:
 
 
 def issuer_definition(state: Agent) -> AgentDefinition:
-    real = issuer_app.AGENT
     handler = under_test(state, transfers.on_release, reference_release)
-    handlers: dict[type[Message], Any] = {**real.handlers, CertificateRelease: handler}
-    return AgentDefinition(real.id, real.role, handlers, batch_scope=real.batch_scope)
-
-
-@asynccontextmanager
-async def issuer(settings: Settings) -> AsyncIterator[Agent]:
-    state = Agent()
-    async with AgentRuntime(issuer_definition(state), settings) as rt:
-        state.rt = rt
-        yield state
+    return set_kit.with_handlers(issuer_app.AGENT, {CertificateRelease: handler})
 
 
 @dataclass(frozen=True)
@@ -882,7 +870,7 @@ async def compared_releases(settings: Settings, releases: Sequence[Release]) -> 
     the mode settles them; ``kept`` holds the ``remainder_released`` lines (place of the delivery,
     sell order, certificates freed)."""
     result = Compared()
-    async with issuer(settings) as state:
+    async with running(settings, issuer_definition) as state:
         for mode in MODES:
             names = await registered(settings, mode)
             sealed = released(state.rt.keys, mode, releases)

@@ -31,10 +31,9 @@ from agents.settlement.repo import PLACED_HOLDS
 from broker.consumer import Settled
 from broker.envelope import Sealed, seal
 from broker.pki import KeyStore
-from broker.runtime import AgentDefinition, AgentRuntime
+from broker.runtime import AgentRuntime
 from broker.settings import Settings
 from broker.topology import Names
-from schemas.catalogue import Message
 from schemas.dvp import (
     BookEntryLeg,
     CoverRequest,
@@ -56,14 +55,10 @@ BASE = {SET: 1000, ALONE: 2000}
 
 @asynccontextmanager
 async def settlement(settings: Settings, calls: Calls) -> AsyncIterator[AgentRuntime]:
-    real = settlement_app.AGENT
-    handlers: dict[type[Message], Any] = {
-        **real.handlers,
-        SettlementInstruction: set_kit.recording(
-            dvp.on_instruction, lambda messages: calls.append([m.matching_number for m in messages])
-        ),
-    }
-    definition = AgentDefinition(real.id, real.role, handlers, batch_scope=real.batch_scope)
+    recorded = set_kit.recording(
+        dvp.on_instruction, lambda messages: calls.append([m.matching_number for m in messages])
+    )
+    definition = set_kit.with_handlers(settlement_app.AGENT, {SettlementInstruction: recorded})
     async with AgentRuntime(definition, settings) as rt:
         yield rt
 

@@ -58,13 +58,11 @@ TODAY = date.today()
 
 
 def issuer_definition(calls: Calls) -> AgentDefinition:
-    real = issuer_app.AGENT
     handlers = {
-        **real.handlers,
         SecuritiesReserve: set_kit.recording(delivery.on_reserve, set_kit.noted("reserve", calls)),
         SecuritiesCommit: set_kit.recording(delivery.on_commit, set_kit.noted("commit", calls)),
     }
-    return AgentDefinition(real.id, real.role, handlers, batch_scope=real.batch_scope)
+    return set_kit.with_handlers(issuer_app.AGENT, handlers)
 
 
 @asynccontextmanager

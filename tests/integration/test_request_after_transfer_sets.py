@@ -187,11 +187,10 @@ def issuer_definition(state: Issuer) -> AgentDefinition:
             await issuer_app.on_request_after_transfer_v1(request, ctx)
 
     handlers: dict[type[Message], Handler] = {
-        **real.handlers,
         CertificateRequestAfterTransfer: SetBased(handle_set, keys=handler.keys, phase=handler.phase),
         CertificateRequestAfterTransferV1: on_v1,
     }
-    return AgentDefinition(real.id, real.role, handlers, batch_scope=real.batch_scope)
+    return set_kit.with_handlers(real, handlers)
 
 
 @asynccontextmanager
