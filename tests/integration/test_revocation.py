@@ -7,6 +7,7 @@ accepted during the overlap, and the old one alone is refused once it is revoked
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,6 +114,31 @@ def test_a_list_not_signed_by_the_ca_is_not_believed(tmp_path: Path) -> None:
     with pytest.raises(PkiError, match="not signed by the Kabuto CA"):
         revocation.load_crl(path, keys.ca_certificate())
     path.write_text("not a list")
+    assert reader.revoked(alice.certificate) is not None
+
+
+async def test_the_list_is_looked_at_once_a_turn_of_the_event_loop_and_again_at_the_next(tmp_path: Path) -> None:
+    """One bundle's items are opened, and a batch checked again, in one turn: one look at the
+    file serves them all; what the file says after it is seen from the next turn on."""
+    keys = KeyStore(tmp_path)
+    keys.init_ca()
+    alice, _ = keys.enrol(default_participant("alice", Role.INVESTOR))
+    reader = revocation.RevocationList(revocation.crl_path(keys), keys.ca_certificate())
+    assert reader.revoked(alice.certificate) is None
+    revocation.revoke(keys, "alice", [alice.certificate.serial_number])
+    assert reader.revoked(alice.certificate) is None, "within the turn that looked, the look is shared"
+    await asyncio.sleep(0)
+    assert reader.revoked(alice.certificate) is not None
+    assert reader.revoked(alice.certificate) is not None
+
+
+def test_without_a_running_loop_every_check_looks_at_the_file(tmp_path: Path) -> None:
+    keys = KeyStore(tmp_path)
+    keys.init_ca()
+    alice, _ = keys.enrol(default_participant("alice", Role.INVESTOR))
+    reader = revocation.RevocationList(revocation.crl_path(keys), keys.ca_certificate())
+    assert reader.revoked(alice.certificate) is None
+    revocation.revoke(keys, "alice", [alice.certificate.serial_number])
     assert reader.revoked(alice.certificate) is not None
 
 
