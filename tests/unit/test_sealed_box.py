@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from broker.errors import InputRejected, Reason
 from broker.pki import KeyStore, PkiError, default_participant, encryption_key_of
 from broker.revocation import trust_store
-from broker.sealed_box import open_box, seal_for, seal_to
+from broker.sealed_box import OPENED, Opened, open_box, seal_for, seal_to
 from schemas.identity import Role
 from schemas.sealed import ACCOUNT_INQUIRY_ACCOUNT, CUSTOMER_PIN
 
@@ -97,3 +98,37 @@ def test_enrol_all_upgrades_a_settlement_certificate_issued_without_an_encryptio
     upgraded, created = store.enrol(participant)
     assert created and upgraded.decryption_key is not None
     assert store.enrol(participant)[1] is False  # and kept from then on
+
+
+def test_a_box_opened_once_is_kept_for_its_key_and_context_only() -> None:
+    """Stop 29: settlement opened the same two boxes for every trade. The kept text is given back
+    for the very key, box and context that opened it, and for nothing else."""
+    settlement, other = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    sealed = seal_to(settlement.public_key(), "alice-cash", ACCOUNT_INQUIRY_ACCOUNT)
+    assert open_box(settlement, sealed, ACCOUNT_INQUIRY_ACCOUNT) == "alice-cash"
+    recipient = settlement.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    assert OPENED.get(recipient, sealed, ACCOUNT_INQUIRY_ACCOUNT) == "alice-cash"
+    assert open_box(settlement, sealed, ACCOUNT_INQUIRY_ACCOUNT) == "alice-cash"
+    with pytest.raises(InputRejected):
+        open_box(other, sealed, ACCOUNT_INQUIRY_ACCOUNT)
+    with pytest.raises(InputRejected):
+        open_box(settlement, sealed, CUSTOMER_PIN)
+
+
+def test_a_box_that_does_not_open_is_not_kept() -> None:
+    settlement = X25519PrivateKey.generate()
+    sealed = seal_to(X25519PrivateKey.generate().public_key(), "alice-cash", ACCOUNT_INQUIRY_ACCOUNT)
+    kept = len(OPENED)
+    for _ in range(2):
+        with pytest.raises(InputRejected):
+            open_box(settlement, sealed, ACCOUNT_INQUIRY_ACCOUNT)
+    assert len(OPENED) == kept
+
+
+def test_the_boxes_kept_are_bounded_the_oldest_going_first() -> None:
+    kept = Opened(limit=2)
+    for n in range(3):
+        kept.keep(b"key", f"box-{n}", "context", f"text-{n}")
+    assert len(kept) == 2
+    assert kept.get(b"key", "box-0", "context") is None
+    assert kept.get(b"key", "box-2", "context") == "text-2"
