@@ -231,6 +231,7 @@ class Consumer:
             type=delivery.type,
             correlation_id=None,
         ):
+            self.trust.look_at_revocations()  # judged by the list as it is now (B56)
             try:
                 opened = self.opened(delivery, ahead)
             except Rejected as rejected:

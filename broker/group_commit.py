@@ -210,6 +210,7 @@ async def settle_batch(
         return [await consumer.settle(deliveries[0], openings[0])]
     settled: dict[int, Settled] = {}
     items: dict[int, _Item] = {}
+    consumer.trust.look_at_revocations()  # the batch is judged by the list as it is now (B56)
     for index, (delivery, opening) in enumerate(zip(deliveries, openings, strict=True)):
         try:
             items[index] = _Item(delivery, consumer.opened(delivery, opening))

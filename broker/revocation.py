@@ -6,10 +6,11 @@ so a reader sees the old list or the new one, never half of one. Each revocation
 appended to the CA's register.
 
 ``RevocationList`` is what a trust store consults for every delivery. It looks at the file's
-modification time on each look (one ``stat``) and reloads the list when it changed, so a
-running agent refuses a revoked certificate from the first delivery it handles after ``kabuto
-ca revoke`` returns, without a restart (one opened as it arrived is checked again when its batch
-is taken: ``broker.envelope.still_valid``).
+modification time (one ``stat``) and reloads the list when it changed, so a running agent
+refuses a revoked certificate from the first delivery it handles after ``kabuto ca revoke``
+returns, without a restart. A delivery is opened as it arrives and checked again when its batch
+is taken (``broker.envelope.still_valid``): the batch looks at the file afresh (``look``), and
+what else is checked in the same turn of the event loop shares the last look (stop 29).
 A list whose signature does not verify with the CA's key is not believed: the reader keeps the
 list it had and logs ``crl_invalid``.
 """
@@ -132,20 +133,20 @@ def _replace(path: Path, data: bytes) -> None:
 class RevocationList:
     """The CA's list as the file says now; reloaded when the file changes.
 
-    The file is looked at (one ``stat``) at most once per turn of the running event loop: the
-    items of one bundle are opened, and a batch's deliveries checked again, in one turn, and each
-    of them looked at the file for itself — 3.6 % of the investor agent's CPU in a burst
-    (docs/performance.md, stop 29). A delivery that arrives after ``ca revoke`` replaced the file
-    is handled in a later turn, so it is refused as before (B56); without a running loop (a
-    command, a test calling it directly) every check looks at the file."""
+    A check looks at the file (one ``stat``) unless the file was looked at in the same turn of
+    the same running event loop: the items of one bundle are opened in one turn, and each of
+    them looked at the file for itself — 3.6 % of the investor agent's CPU in a burst
+    (docs/performance.md, stop 29). ``look`` looks afresh whatever the turn: the consumer does
+    it when it takes a batch, so a delivery is judged by the file as it is when its batch is
+    handled (B56). A check without a running loop, or on another loop, always looks."""
 
     path: Path
     ca_certificate: x509.Certificate
     _revoked: dict[int, Revoked] = field(default_factory=dict)
     _seen: tuple[int, int, int] | None = None
     _path_str: str = field(init=False, repr=False)
-    # The file was looked at in this turn of the event loop (cleared at the next turn).
-    _looked_this_turn: bool = field(default=False, repr=False)
+    # The loop in whose current turn the file was looked at (None once that turn is over).
+    _looked_in: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._path_str = str(self.path)
@@ -154,21 +155,24 @@ class RevocationList:
         return self.revoked_serial(certificate.serial_number)
 
     def revoked_serial(self, serial: int) -> Revoked | None:
-        if not self._looked_this_turn:
-            self._refresh()
-            self._hold_for_this_turn()
+        loop = _running_loop()
+        if loop is None or loop is not self._looked_in:
+            self._look(loop)
         return self._revoked.get(serial)
 
-    def _hold_for_this_turn(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no loop: no turn to share the look with
-        self._looked_this_turn = True
-        loop.call_soon(self._next_turn)
+    def look(self) -> None:
+        """Look at the file now; the checks in the rest of this turn share this look."""
+        self._look(_running_loop())
 
-    def _next_turn(self) -> None:
-        self._looked_this_turn = False
+    def _look(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._refresh()
+        if loop is not None and loop is not self._looked_in:
+            self._looked_in = loop
+            loop.call_soon(self._turn_over, loop)
+
+    def _turn_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._looked_in is loop:
+            self._looked_in = None
 
     def _refresh(self) -> None:
         try:
@@ -185,6 +189,13 @@ class RevocationList:
             log.error("crl_invalid", path=str(self.path), error=str(exc))
             return
         log.info("crl_loaded", path=str(self.path), revoked=len(self._revoked))
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def trust_store(keys: KeyStore) -> TrustStore:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections import OrderedDict
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -56,12 +57,13 @@ def seal_with(ephemeral: X25519PrivateKey, recipient: X25519PublicKey, plaintext
     return SEALED_PREFIX + base64.urlsafe_b64encode(ephemeral_raw + box).decode()
 
 
-def open_box(private: X25519PrivateKey, sealed: str, context: str) -> str:
-    """The plaintext, or ``InputRejected(sealed_field_invalid)`` for anything else."""
+def open_box(private: X25519PrivateKey, sealed: str, context: str, kept: Opened | None = None) -> str:
+    """The plaintext, or ``InputRejected(sealed_field_invalid)`` for anything else. ``kept``: the
+    boxes the caller keeps opened (``Opened``); a secret that must not stay in memory (a PIN) is
+    opened without."""
     recipient = _raw(private.public_key())
-    kept = OPENED.get(recipient, sealed, context)
-    if kept is not None:
-        return kept
+    if kept is not None and (plaintext := kept.get(recipient, sealed, context)) is not None:
+        return plaintext
     try:
         raw = base64.urlsafe_b64decode(sealed.removeprefix(SEALED_PREFIX))
         ephemeral = X25519PublicKey.from_public_bytes(raw[:32])
@@ -69,35 +71,33 @@ def open_box(private: X25519PrivateKey, sealed: str, context: str) -> str:
         plaintext = ChaCha20Poly1305(key).decrypt(_NONCE, raw[32:], context.encode()).decode()
     except (binascii.Error, ValueError, InvalidTag, UnicodeDecodeError) as exc:
         raise InputRejected(Reason.SEALED_FIELD_INVALID, f"{context} does not open with this agent's key") from exc
-    OPENED.keep(recipient, sealed, context, plaintext)
+    if kept is not None:
+        kept.keep(recipient, sealed, context, plaintext)
     return plaintext
 
 
 class Opened:
-    """Boxes this process opened, by recipient key, box and context: the same box opens to the
-    same text, and a participant's client seals its account once and sends that box with each
-    of its orders (the standing cover compares them byte for byte), so settlement opened the
-    same two boxes for every trade — 57 µs each here (docs/performance.md, stop 29). Only what
-    opened is kept; a box that does not open is tried, and refused, every time. Bounded: past
-    ``limit`` boxes the oldest go first."""
+    """Boxes a caller opened, by recipient key, box and context: the same box opens to the same
+    text. For what the recipient keeps in clear anyway (settlement's order accounts: a
+    participant's client seals its account once and sends that box with each of its orders, so
+    settlement opened the same two boxes for every trade, 57 µs each here; docs/performance.md,
+    stop 29) — never for a secret kept only as a hash. Only what opened is kept; a box that does
+    not open is tried, and refused, every time. Bounded: past ``limit`` boxes the oldest go."""
 
     def __init__(self, limit: int = 4096) -> None:
         self._limit = limit
-        self._texts: dict[tuple[bytes, str, str], str] = {}
+        self._texts: OrderedDict[tuple[bytes, str, str], str] = OrderedDict()
 
     def get(self, recipient: bytes, sealed: str, context: str) -> str | None:
         return self._texts.get((recipient, sealed, context))
 
     def keep(self, recipient: bytes, sealed: str, context: str, plaintext: str) -> None:
         if len(self._texts) >= self._limit:
-            del self._texts[next(iter(self._texts))]
+            self._texts.popitem(last=False)
         self._texts[(recipient, sealed, context)] = plaintext
 
     def __len__(self) -> int:
         return len(self._texts)
-
-
-OPENED = Opened()
 
 
 def seal_for(trust: TrustStore, recipient: str, plaintext: str, context: str) -> str:

@@ -110,6 +110,12 @@ class TrustStore:
         self._check_not_revoked(signer)
         return signer
 
+    def look_at_revocations(self) -> None:
+        """Read the revocation list as it is now; the checks in the rest of this turn of the event
+        loop share this look (``broker.revocation.RevocationList``)."""
+        if self._revocations is not None:
+            self._revocations.look()
+
     def _check_not_revoked(self, signer: Signer) -> None:
         revoked = self._revocations.revoked_serial(signer.serial) if self._revocations else None
         if revoked is not None:

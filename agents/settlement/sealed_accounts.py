@@ -15,10 +15,12 @@ from broker import logs
 from broker.context import Context
 from broker.errors import InputRejected
 from broker.pki import PkiError
-from broker.sealed_box import open_box
+from broker.sealed_box import Opened, open_box
 from schemas.sealed import order_account
 
 log = logs.get("kabuto.settlement")
+# The accounts settlement keeps in its books anyway, by the box each came in (sealed_box.Opened).
+OPENED = Opened()
 
 
 def opened(ctx: Context, box: str, user_id: str) -> str | None:
@@ -26,7 +28,7 @@ def opened(ctx: Context, box: str, user_id: str) -> str | None:
     if ctx.identity.decryption_key is None:
         raise PkiError("settlement has no encryption key; renew its certificate (`ca enrol settlement --renew`)")
     try:
-        return open_box(ctx.identity.decryption_key, box, order_account(user_id))
+        return open_box(ctx.identity.decryption_key, box, order_account(user_id), OPENED)
     except InputRejected:
         log.warning("sealed_field_invalid", party=user_id)
         return None

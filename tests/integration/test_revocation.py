@@ -14,6 +14,7 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from agents import cli
@@ -24,6 +25,7 @@ from broker.errors import Reason
 from broker.pki import Identity, KeyStore, PkiError, default_participant
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
+from broker.trust import TrustStore
 from schemas.identity import Role
 from schemas.lifecycle import HoldingsInquiry
 from tests import support
@@ -117,26 +119,61 @@ def test_a_list_not_signed_by_the_ca_is_not_believed(tmp_path: Path) -> None:
     assert reader.revoked(alice.certificate) is not None
 
 
-async def test_the_list_is_looked_at_once_a_turn_of_the_event_loop_and_again_at_the_next(tmp_path: Path) -> None:
-    """One bundle's items are opened, and a batch checked again, in one turn: one look at the
-    file serves them all; what the file says after it is seen from the next turn on."""
+def _alice_and_reader(tmp_path: Path) -> tuple[KeyStore, Identity, revocation.RevocationList]:
     keys = KeyStore(tmp_path)
     keys.init_ca()
     alice, _ = keys.enrol(default_participant("alice", Role.INVESTOR))
-    reader = revocation.RevocationList(revocation.crl_path(keys), keys.ca_certificate())
+    return keys, alice, revocation.RevocationList(revocation.crl_path(keys), keys.ca_certificate())
+
+
+async def test_the_list_is_looked_at_once_a_turn_of_the_event_loop_and_again_at_the_next(tmp_path: Path) -> None:
+    """One bundle's items are opened in one turn: one look at the file serves them all; what the
+    file says after it is seen from the next turn on."""
+    keys, alice, reader = _alice_and_reader(tmp_path)
     assert reader.revoked(alice.certificate) is None
     revocation.revoke(keys, "alice", [alice.certificate.serial_number])
     assert reader.revoked(alice.certificate) is None, "within the turn that looked, the look is shared"
     await asyncio.sleep(0)
     assert reader.revoked(alice.certificate) is not None
+
+
+async def test_a_look_asked_for_sees_the_file_now_even_in_the_turn_that_looked(tmp_path: Path) -> None:
+    """What the consumer does when it takes a batch: its deliveries are judged by the list as it
+    is then, whatever was looked at earlier in the turn (found by review)."""
+    keys, alice, reader = _alice_and_reader(tmp_path)
+    trust = TrustStore(keys.ca_certificate(), [], reader)
+    assert reader.revoked(alice.certificate) is None
+    revocation.revoke(keys, "alice", [alice.certificate.serial_number])
+    trust.look_at_revocations()
     assert reader.revoked(alice.certificate) is not None
 
 
+def _looked_in_a_loop_that_stopped(reader: revocation.RevocationList, certificate: x509.Certificate) -> None:
+    """A check in a turn in which its loop was stopped and closed: the turn never ended."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.call_soon(lambda: (reader.revoked(certificate), loop.stop()))
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("where", ["no loop", "another loop"])
+def test_a_look_in_a_loop_that_stopped_stands_for_no_check_after_it(tmp_path: Path, where: str) -> None:
+    """Found by review: the look stood for every check after it, with no loop or on any loop."""
+    keys, alice, reader = _alice_and_reader(tmp_path)
+    _looked_in_a_loop_that_stopped(reader, alice.certificate)
+    revocation.revoke(keys, "alice", [alice.certificate.serial_number])
+
+    async def on_another_loop() -> revocation.Revoked | None:
+        return reader.revoked(alice.certificate)
+
+    seen = reader.revoked(alice.certificate) if where == "no loop" else asyncio.run(on_another_loop())
+    assert seen is not None
+
+
 def test_without_a_running_loop_every_check_looks_at_the_file(tmp_path: Path) -> None:
-    keys = KeyStore(tmp_path)
-    keys.init_ca()
-    alice, _ = keys.enrol(default_participant("alice", Role.INVESTOR))
-    reader = revocation.RevocationList(revocation.crl_path(keys), keys.ca_certificate())
+    keys, alice, reader = _alice_and_reader(tmp_path)
     assert reader.revoked(alice.certificate) is None
     revocation.revoke(keys, "alice", [alice.certificate.serial_number])
     assert reader.revoked(alice.certificate) is not None

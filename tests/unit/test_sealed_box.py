@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from agents.brokerage import app as brokerage_app
+from agents.settlement import sealed_accounts
 from broker.errors import InputRejected, Reason
 from broker.pki import KeyStore, PkiError, default_participant, encryption_key_of
 from broker.revocation import trust_store
-from broker.sealed_box import OPENED, Opened, open_box, seal_for, seal_to
+from broker.sealed_box import Opened, open_box, seal_for, seal_to
 from schemas.identity import Role
 from schemas.sealed import ACCOUNT_INQUIRY_ACCOUNT, CUSTOMER_PIN
 
@@ -103,26 +106,38 @@ def test_enrol_all_upgrades_a_settlement_certificate_issued_without_an_encryptio
 def test_a_box_opened_once_is_kept_for_its_key_and_context_only() -> None:
     """Stop 29: settlement opened the same two boxes for every trade. The kept text is given back
     for the very key, box and context that opened it, and for nothing else."""
+    kept = Opened()
     settlement, other = X25519PrivateKey.generate(), X25519PrivateKey.generate()
     sealed = seal_to(settlement.public_key(), "alice-cash", ACCOUNT_INQUIRY_ACCOUNT)
-    assert open_box(settlement, sealed, ACCOUNT_INQUIRY_ACCOUNT) == "alice-cash"
+    assert open_box(settlement, sealed, ACCOUNT_INQUIRY_ACCOUNT, kept) == "alice-cash"
     recipient = settlement.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    assert OPENED.get(recipient, sealed, ACCOUNT_INQUIRY_ACCOUNT) == "alice-cash"
-    assert open_box(settlement, sealed, ACCOUNT_INQUIRY_ACCOUNT) == "alice-cash"
+    assert kept.get(recipient, sealed, ACCOUNT_INQUIRY_ACCOUNT) == "alice-cash"
+    assert open_box(settlement, sealed, ACCOUNT_INQUIRY_ACCOUNT, kept) == "alice-cash"
     with pytest.raises(InputRejected):
-        open_box(other, sealed, ACCOUNT_INQUIRY_ACCOUNT)
+        open_box(other, sealed, ACCOUNT_INQUIRY_ACCOUNT, kept)
     with pytest.raises(InputRejected):
-        open_box(settlement, sealed, CUSTOMER_PIN)
+        open_box(settlement, sealed, CUSTOMER_PIN, kept)
 
 
 def test_a_box_that_does_not_open_is_not_kept() -> None:
+    kept = Opened()
     settlement = X25519PrivateKey.generate()
     sealed = seal_to(X25519PrivateKey.generate().public_key(), "alice-cash", ACCOUNT_INQUIRY_ACCOUNT)
-    kept = len(OPENED)
     for _ in range(2):
         with pytest.raises(InputRejected):
-            open_box(settlement, sealed, ACCOUNT_INQUIRY_ACCOUNT)
-    assert len(OPENED) == kept
+            open_box(settlement, sealed, ACCOUNT_INQUIRY_ACCOUNT, kept)
+    assert len(kept) == 0
+
+
+def test_a_box_opened_without_a_keeper_leaves_nothing_behind() -> None:
+    """A customer's PIN is kept only as a salted hash (docs/security.md): the brokerage opens it
+    with no keeper, and only settlement's order accounts are kept (found by review)."""
+    brokerage = X25519PrivateKey.generate()
+    pin = seal_to(brokerage.public_key(), "2468", CUSTOMER_PIN)
+    before = len(sealed_accounts.OPENED)
+    ctx = SimpleNamespace(identity=SimpleNamespace(decryption_key=brokerage))  # all _pin reads of a context
+    assert brokerage_app._pin(pin, ctx) == "2468"  # type: ignore[arg-type]
+    assert len(sealed_accounts.OPENED) == before
 
 
 def test_the_boxes_kept_are_bounded_the_oldest_going_first() -> None:
