@@ -533,18 +533,17 @@ def _announce(
     ctx: Context, instruction: Instruction, delivery: Delivery | None = None, entry_id: int | None = None
 ) -> None:
     """Every status change: the exchange (with the delivery), both parties, and integrators."""
-    status = InstructionStatus(
-        instruction=instruction.matching_number, status=instruction.status(), delivery=delivery, entry_id=entry_id
-    )
-    ctx.emit(status, to=EXCHANGE_ID)
+    fields = instruction.status()
+    status = InstructionStatus(instruction=instruction.matching_number, status=fields, entry_id=entry_id)
+    ctx.emit(status.model_copy(update={"delivery": delivery}), to=EXCHANGE_ID)
     for party in _parties(instruction):
-        ctx.emit(status.model_copy(update={"delivery": None}), to=party)
+        ctx.emit(status, to=party)
     ctx.emit(
         InstructionStatusChanged(
             instruction=instruction.matching_number,
             issue_code=instruction.issue_code,
             intended_settlement_date=instruction.intended_settlement_date,
-            status=instruction.status(),
+            status=fields,
         )
     )
 
