@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections import OrderedDict
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from broker.bounded import Bounded
 from broker.errors import InputRejected, Reason
 from broker.pki import PkiError, encryption_key_of, fingerprint
 from broker.trust import TrustStore
@@ -85,16 +85,13 @@ class Opened:
     not open is tried, and refused, every time. Bounded: past ``limit`` boxes the oldest go."""
 
     def __init__(self, limit: int = 4096) -> None:
-        self._limit = limit
-        self._texts: OrderedDict[tuple[bytes, str, str], str] = OrderedDict()
+        self._texts: Bounded[tuple[bytes, str, str], str] = Bounded(limit)
 
     def get(self, recipient: bytes, sealed: str, context: str) -> str | None:
         return self._texts.get((recipient, sealed, context))
 
     def keep(self, recipient: bytes, sealed: str, context: str, plaintext: str) -> None:
-        if len(self._texts) >= self._limit:
-            self._texts.popitem(last=False)
-        self._texts[(recipient, sealed, context)] = plaintext
+        self._texts.put((recipient, sealed, context), plaintext)
 
     def __len__(self) -> int:
         return len(self._texts)

@@ -20,6 +20,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from broker.bounded import Bounded
 from schemas.envelope import SIGNATURE_HEADER, SIGNER_HEADER
 
 LIMIT = 16_384
@@ -36,20 +37,17 @@ class SignedHere:
     """Notes of the messages signed in this process, by message id, oldest first."""
 
     def __init__(self, limit: int = LIMIT) -> None:
-        self._limit = limit
-        self._notes: dict[str, _Note] = {}
+        self._notes: Bounded[str, _Note] = Bounded(limit)
 
     def note(self, message_id: str, body: bytes, headers: Mapping[str, str]) -> None:
         """``body`` was just signed here, with these signature headers."""
-        if len(self._notes) >= self._limit:
-            del self._notes[next(iter(self._notes))]
         digest = hashlib.sha256(body).digest()
-        self._notes[message_id] = _Note(digest, headers[SIGNATURE_HEADER], headers[SIGNER_HEADER])
+        self._notes.put(message_id, _Note(digest, headers[SIGNATURE_HEADER], headers[SIGNER_HEADER]))
 
     def take(self, message_id: str, body: bytes, headers: Mapping[str, object]) -> bool:
         """Whether a message about to be published is exactly one signed here — its body, its
         signature and its signer as noted; its note is taken either way."""
-        noted = self._notes.pop(message_id, None)
+        noted = self._notes.pop(message_id)
         return (
             noted is not None
             and noted.signature == headers.get(SIGNATURE_HEADER)

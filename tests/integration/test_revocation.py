@@ -133,8 +133,17 @@ async def test_the_list_is_looked_at_once_a_turn_of_the_event_loop_and_again_at_
     assert reader.revoked(alice.certificate) is None
     revocation.revoke(keys, "alice", [alice.certificate.serial_number])
     assert reader.revoked(alice.certificate) is None, "within the turn that looked, the look is shared"
-    await asyncio.sleep(0)
+    await _next_turn()
     assert reader.revoked(alice.certificate) is not None
+
+
+async def _next_turn() -> None:
+    """Resumed by a callback of the loop's next turn: every callback the turn before scheduled
+    (the end of its look among them) has run by then."""
+    turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(turn.set_result, None)
+    async with asyncio.timeout(5):
+        await turn
 
 
 async def test_a_look_asked_for_sees_the_file_now_even_in_the_turn_that_looked(tmp_path: Path) -> None:
