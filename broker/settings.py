@@ -6,6 +6,7 @@ variable listed here.
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 from collections.abc import Mapping
@@ -54,6 +55,9 @@ class Settings:
     outbox_bundle: int = 32
     outbox_idle_poll: timedelta = timedelta(seconds=5)
     certid_list_interval: timedelta = timedelta(minutes=10)
+    # Issue 8: an issue's last price reaches the exchange's price subscribers at most once per
+    # interval, the latest always (agents/exchange/prices.py); 0 sends it at every batch's end.
+    price_interval: timedelta = timedelta(milliseconds=100)
     # Issue 11 (DvP): how often settlement recycles pending instructions, and for how many days
     # after the intended settlement date (the cut-off).
     settlement_recycle_interval: timedelta = timedelta(seconds=60)
@@ -108,7 +112,8 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def _seconds(env: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+def _seconds(env: Mapping[str, str], name: str, default: timedelta, *, zero: bool = False) -> timedelta:
+    """A number of seconds, positive (or also 0, with ``zero``: the setting's off value)."""
     raw = env.get(name)
     if raw is None:
         return default
@@ -116,9 +121,12 @@ def _seconds(env: Mapping[str, str], name: str, default: timedelta) -> timedelta
         value = float(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from exc
-    if value <= 0:
-        raise SettingsError(f"{name} must be positive, got {raw!r}")
-    return timedelta(seconds=value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise SettingsError(f"{name} must be {'0 or more' if zero else 'positive'}, got {raw!r}")
+    try:
+        return timedelta(seconds=value)
+    except OverflowError:
+        raise SettingsError(f"{name} is more seconds than a duration can hold, got {raw!r}") from None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, most: int | None = None) -> int:
@@ -228,6 +236,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         outbox_bundle=_int(env, "KABUTO_OUTBOX_BUNDLE", defaults.outbox_bundle, MAX_BUNDLE_ITEMS),
         outbox_idle_poll=_seconds(env, "KABUTO_OUTBOX_IDLE_POLL", defaults.outbox_idle_poll),
         certid_list_interval=_seconds(env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval),
+        price_interval=_seconds(env, "KABUTO_PRICE_INTERVAL", defaults.price_interval, zero=True),
         stall_after=_seconds(env, "KABUTO_STALL_AFTER", defaults.stall_after),
         inbox_prune_interval=_seconds(env, "KABUTO_INBOX_PRUNE_INTERVAL", defaults.inbox_prune_interval),
         parked_retry_interval=_seconds(env, "KABUTO_PARKED_RETRY_INTERVAL", defaults.parked_retry_interval),

@@ -44,9 +44,14 @@ AGENT = AgentDefinition(
         )
     ),
     # and a group-committed batch passes them from handler to handler, sealed once at its end;
-    # its trades' prices are announced once per issue at its end (prices.Conflation).
+    # its trades' prices are recorded once per issue at its end, and reach the subscribers at
+    # most once per KABUTO_PRICE_INTERVAL (prices.Conflation, the job prices.announce_owed).
     # and the acceptance views of its orders are read by runs, a statement for each
     # (agents/exchange/read_ahead.py).
     batch_scope=scopes(BOOKS.batch, prices.PRICES.batch, READ_AHEAD.batch),
-    background=(folding(order_repo.OPEN_BUY_EXPOSURE, standing_repo.STANDING_COVER_DRAWN), standing.close_drained),
+    background=(
+        folding(order_repo.OPEN_BUY_EXPOSURE, standing_repo.STANDING_COVER_DRAWN),
+        standing.close_drained,
+        prices.announce_owed,
+    ),
 )

@@ -9,8 +9,11 @@ day's close: the last trade's price, or the old reference price when nothing tra
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +24,11 @@ import asyncpg
 from agents.exchange import order_repo
 from broker import logs
 from broker.context import Context
+from broker.progress import pause, stopping
+from broker.runtime import AgentRuntime
+from broker.settings import Settings
 from schemas.catalogue import Message
+from schemas.identity import EXCHANGE_ID
 from schemas.prices import DailyClose, LastPrice, PriceKind, PriceUpdate, SubscribePrices
 
 log = logs.get("kabuto.exchange")
@@ -99,15 +106,31 @@ def listed(issue_code: str, share_class: str, reference: Decimal) -> Callable[[C
 
 
 class Conflation:
-    """Within one group-committed batch, an issue's last price is announced once, at the
-    batch's end, with the price of its last trade there (issue 8: the price event and the
-    subscribers' updates were three signed messages per trade). Market data is conflated, as
-    feeds are: the last price is what subscribers need, and every trade is still its own
-    ``trade.executed`` event. Outside a batch run all at once (a delivery alone, or a batch run
-    again with a savepoint each) every trade is announced at once."""
+    """Market data is conflated, as feeds are: subscribers need the last price, not every one.
+
+    * **Within a group-committed batch** an issue's last price is recorded and announced once,
+      at the batch's end, with the price of its last trade there (the price event and the
+      subscribers' updates were three signed messages per trade). Every trade is still its own
+      ``trade.executed`` event. Outside a batch run all at once (a delivery alone, or a batch
+      run again with a savepoint each) every trade is recorded at once.
+    * **In time**: the integrators' ``market.last_price`` event goes with every record, but a
+      subscriber is sent an issue's last price at most once per ``interval``
+      (``KABUTO_PRICE_INTERVAL``; R-003-25 allows a delayed price). A price recorded within the
+      interval is held back, owed (``instruments.price_owed``, in the trade's transaction), and
+      the background job ``announce_owed`` sends the issue's last price then — the latest
+      always, whatever came between. Under load that is one update per issue and interval
+      instead of one per batch: at a few trades a batch, every batch's update was two more
+      signed messages and two more transactions at the subscribers (docs/performance.md,
+      stop 30). An exchange stopped with an update owed sends it when it starts again.
+    """
 
     def __init__(self) -> None:
         self._pending: ContextVar[dict[str, tuple[Context, Decimal]] | None] = ContextVar("prices", default=None)
+        # Set from the settings by ``announce_owed`` when the exchange starts.
+        self.interval = Settings().price_interval
+        self._owed: dict[str, float] = {}  # issue → when (monotonic) its held-back update is due
+        self._listeners: set[asyncio.Event] = set()
+        self.gave_way = 0  # times the job found a row held and tried again later, for the tests
 
     @asynccontextmanager
     async def batch(self, _: asyncpg.Connection, __: Sequence[Message]) -> AsyncIterator[None]:
@@ -128,30 +151,133 @@ class Conflation:
             pending.pop(issue_code, None)  # keep the issues in the order of their last trades
             pending[issue_code] = (ctx, price)
 
+    def owe(self, issue_code: str, wait: float) -> None:
+        """The issue's update was held back: due in ``wait`` seconds (the earliest, if owed twice).
+        A hint only: what is owed is what the database says when it is due."""
+        due = time.monotonic() + max(wait, 0.0)
+        self._owed[issue_code] = min(due, self._owed.get(issue_code, due))
+        for listener in self._listeners:
+            listener.set()
+
+    @contextmanager
+    def listening(self, wake: asyncio.Event) -> Iterator[None]:
+        """``wake`` is set whenever an update is held back, while inside."""
+        self._listeners.add(wake)
+        try:
+            yield
+        finally:
+            self._listeners.discard(wake)
+
+    async def due(self, wake: asyncio.Event) -> list[str]:
+        """Wait until held-back updates are due (``wake`` being this waiter's ``listening``);
+        the issues due, no longer counted as owed here."""
+        while True:
+            if stopping():
+                raise asyncio.CancelledError
+            now = time.monotonic()
+            if due := [issue for issue, at in self._owed.items() if at <= now]:
+                for issue in due:
+                    del self._owed[issue]
+                return due
+            wake.clear()
+            first = min(self._owed.values(), default=None)
+            with suppress(TimeoutError):
+                async with asyncio.timeout(None if first is None else first - now):
+                    await wake.wait()
+
 
 PRICES = Conflation()
 
 
 async def announce_trade(ctx: Context, issue_code: str, price: Decimal) -> None:
-    """An execution at ``price``: announced now, or at the end of its batch (``Conflation``)."""
+    """An execution at ``price``: recorded now, or at the end of its batch (``Conflation``)."""
     await PRICES.trade(ctx, issue_code, price)
 
 
 async def _announce(ctx: Context, issue_code: str, price: Decimal) -> None:
-    """The issue's last price recorded, the event, and each subscriber's update — one round
-    trip for the record, the quote and the subscribers."""
+    """The issue's last price recorded and the event; each subscriber's update too, unless the
+    last went out less than the interval ago: then it is owed. One round trip for all of it.
+
+    The trade's moment is the clock's, not the transaction's: two prices recorded in one
+    transaction (a batch run again a savepoint each) get two moments, so a subscriber, who keeps
+    the newest (``line_repo.store_price``), keeps the later price rather than the first."""
     row = await ctx.connection.fetchrow(
-        f"""UPDATE instruments SET last_price = $2, last_traded_at = now() WHERE issue_code = $1
-            RETURNING {_QUOTE_COLUMNS}, ARRAY(SELECT participant FROM price_subscribers ORDER BY 1) AS subscribers""",
+        f"""WITH moment AS (SELECT clock_timestamp() AS at)
+            UPDATE instruments SET last_price = $2, last_traded_at = m.at,
+                price_owed = announced_at IS NOT NULL AND m.at < announced_at + $3::interval,
+                announced_at = CASE WHEN announced_at IS NOT NULL AND m.at < announced_at + $3::interval
+                                    THEN announced_at ELSE m.at END
+            FROM moment m WHERE issue_code = $1
+            RETURNING {_QUOTE_COLUMNS}, price_owed,
+                extract(epoch FROM announced_at + $3::interval - m.at)::float8 AS wait,
+                ARRAY(SELECT participant FROM price_subscribers ORDER BY 1) AS subscribers""",
         issue_code,
         price,
+        PRICES.interval,
     )
     assert row is not None  # an execution is of a listed issue
     quote = _quote(row)
     assert quote.last_traded_at is not None
     ctx.emit(LastPrice(issue_code=issue_code, price=price, traded_at=quote.last_traded_at))
+    if row["price_owed"]:
+        PRICES.owe(issue_code, row["wait"])
+        return
     for subscriber in row["subscribers"]:
         ctx.emit(quote.update(PriceKind.LAST_TRADE), to=subscriber)
+
+
+async def announce_owed(runtime: AgentRuntime) -> None:
+    """A background job: each held-back update sent when it is due (``Conflation``); when the
+    exchange starts, every update a stop left owed."""
+    PRICES.interval = runtime.settings.price_interval
+    wake = asyncio.Event()
+    with PRICES.listening(wake):
+        issues: list[str] | None = None  # every issue owed
+        while True:
+            with runtime.round_of(announce_owed):
+                try:
+                    await runtime.command(EXCHANGE_ID, functools.partial(send_owed, issue_codes=issues))
+                except asyncpg.LockNotAvailableError:
+                    # a batch holds one of the rows: it goes first, and the update a moment later
+                    PRICES.gave_way += 1
+                    log.debug("owed_prices_deferred", issues=issues)
+                    for issue_code in issues or ():
+                        PRICES.owe(issue_code, OWED_RETRY)
+                    if issues is None:
+                        await pause(OWED_RETRY)
+                        continue
+            issues = await PRICES.due(wake)
+
+
+# How long the job waits for a row a batch holds before it gives way (and tries again after
+# OWED_RETRY): the batch may be about to lock another row the job holds.
+OWED_LOCK_WAIT = "50ms"
+OWED_RETRY = 0.01
+
+
+async def send_owed(ctx: Context, issue_codes: Sequence[str] | None = None) -> int:
+    """A command: the subscribers sent every update owed to them, of ``issue_codes`` (None: of
+    every issue). The rows are locked in issue order, and for a moment at most: a batch that
+    holds one wins (``asyncpg.LockNotAvailableError``). Returns how many issues were sent."""
+    await ctx.connection.execute(f"SET LOCAL lock_timeout = '{OWED_LOCK_WAIT}'")
+    rows = await ctx.connection.fetch(
+        f"""WITH owed AS (
+                SELECT issue_code FROM instruments
+                WHERE price_owed AND ($1::text[] IS NULL OR issue_code = ANY($1::text[]))
+                ORDER BY issue_code FOR UPDATE)
+            UPDATE instruments i SET price_owed = false, announced_at = clock_timestamp()
+            FROM owed WHERE i.issue_code = owed.issue_code
+            RETURNING {", ".join(f"i.{name}" for name in _QUOTE_FIELDS)},
+                ARRAY(SELECT participant FROM price_subscribers ORDER BY 1) AS subscribers""",
+        issue_codes,
+    )
+    for row in sorted(rows, key=lambda r: r["issue_code"]):
+        quote = _quote(row)
+        for subscriber in row["subscribers"]:
+            ctx.emit(quote.update(PriceKind.LAST_TRADE), to=subscriber)
+    if rows:
+        log.info("owed_prices_sent", issues=len(rows))
+    return len(rows)
 
 
 async def close_day(ctx: Context) -> int:
@@ -161,8 +287,9 @@ async def close_day(ctx: Context) -> int:
     for quote in quotes:
         traded = quote.traded_since_close and quote.last_price is not None
         close = quote.last_price if traded and quote.last_price is not None else quote.reference_price
-        await ctx.connection.execute(
-            """UPDATE instruments SET previous_close = $2, closed_at = $3, reference_price = $2
+        await ctx.connection.execute(  # the close carries the last price: nothing is owed after it
+            """UPDATE instruments SET previous_close = $2, closed_at = $3, reference_price = $2,
+                   price_owed = false, announced_at = clock_timestamp()
                WHERE issue_code = $1""",
             quote.issue_code,
             close,

@@ -4,7 +4,11 @@ brokerage and the credit holder use those prices instead of their own copies."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -13,15 +17,18 @@ from agents.credit import line_repo
 from agents.exchange import prices
 from agents.exchange.trading import end_of_day
 from broker.context import Context
+from broker.runtime import AgentRuntime
 from broker.settings import Settings
 from tests import support
 
 AGENTS = ("exchange", "brokerage", "credit")
 
 
-async def _trade(ctx: Context) -> None:
-    """What the matcher does after an execution at 1,100 (trading._executed)."""
-    await prices.announce_trade(ctx, "PRX", Decimal(1_100))
+def _trade_at(price: int) -> Callable[[Context], Awaitable[None]]:
+    async def trade(ctx: Context) -> None:  # what the matcher does after an execution (trading._executed)
+        await prices.announce_trade(ctx, "PRX", Decimal(price))
+
+    return trade
 
 
 async def test_listing_trades_and_the_close_reach_subscribers_and_roll_the_reference(settings: Settings) -> None:
@@ -33,7 +40,7 @@ async def test_listing_trades_and_the_close_reach_subscribers_and_roll_the_refer
         assert await support.rows(brokerage, "SELECT reference_price FROM securities WHERE issue_code = 'PRX'") == [
             {"reference_price": Decimal(1_000)}
         ]
-        await exchange.command("exchange", _trade)
+        await exchange.command("exchange", _trade_at(1_100))
         await credit.outcomes.wait_count(lambda s: s.type == "market.price_update", 2)
         [quote] = await support.rows(credit, "SELECT * FROM prices")
         assert (quote["last_price"], quote["previous_close"]) == (Decimal(1_100), None)
@@ -73,7 +80,7 @@ async def test_a_late_price_update_never_rolls_the_lines_price_back(settings: Se
         exchange, credit = rt["exchange"], rt["credit"]
         await exchange.outcomes.wait_count(lambda s: s.type == "market.subscribe_prices", 2)
         await exchange.command("exchange", prices.listed("PRX", "common", Decimal(1_000)))
-        await exchange.command("exchange", _trade)
+        await exchange.command("exchange", _trade_at(1_100))
         await credit.outcomes.wait_count(lambda s: s.type == "market.price_update", 2)
         snapshot = await support.rows(exchange, "SELECT body FROM outbox WHERE routing_key = 'credit' ORDER BY seq")
         assert len(snapshot) == 2
@@ -137,3 +144,118 @@ async def test_a_batchs_trades_announce_each_issues_last_price_once_at_its_end(s
             {"issue_code": "PRX", "last_price": Decimal(1_030)},
             {"issue_code": "PRY", "last_price": Decimal(505)},
         ]
+
+
+async def _price_updates_to(exchange: AgentRuntime, subscriber: str) -> list[Decimal | None]:
+    """The last prices the exchange sent ``subscriber``, in order (a listing's snapshot: None)."""
+    rows = await support.rows(
+        exchange,
+        "SELECT body FROM outbox WHERE message_type = 'market.price_update' AND routing_key = $1 ORDER BY seq",
+        subscriber,
+    )
+    return [None if (last := json.loads(r["body"])["payload"]["last_price"]) is None else Decimal(last) for r in rows]
+
+
+async def _credit_price(credit: AgentRuntime) -> Decimal | None:
+    found = await support.rows(credit, "SELECT last_price FROM prices WHERE issue_code = 'PRX'")
+    return found[0]["last_price"] if found else None
+
+
+async def test_prices_within_the_interval_are_held_back_and_the_latest_sent_when_due(settings: Settings) -> None:
+    """Issue 8, R-003-25 (a delayed price): a subscriber gets an issue's last price at most once
+    per KABUTO_PRICE_INTERVAL — the first at once, those within the interval held back, and the
+    latest of them when it is due; every trade is still its own ``market.last_price`` event."""
+    interval = timedelta(seconds=1.5)
+    async with support.agents(settings.with_(price_interval=interval), *AGENTS) as rt:
+        exchange, credit = rt["exchange"], rt["credit"]
+        await exchange.outcomes.wait_count(lambda s: s.type == "market.subscribe_prices", 2)
+        await exchange.command("exchange", prices.listed("PRX", "common", Decimal(1_000)))
+        started = time.monotonic()
+        for price in (1_100, 1_200, 1_300):
+            await exchange.command("exchange", _trade_at(price))
+        assert time.monotonic() - started < interval.total_seconds()  # else this test proves nothing
+        assert await _price_updates_to(exchange, "credit") == [None, Decimal(1_100)]
+        assert await support.rows(exchange, "SELECT price_owed FROM instruments") == [{"price_owed": True}]
+
+        await support.eventually(lambda: _equals(_credit_price(credit), Decimal(1_300)))
+        assert time.monotonic() - started >= interval.total_seconds() * 0.9  # held back, not sent at once
+        for subscriber in ("credit", "brokerage"):  # 1,200 never went out: the latest did
+            assert await _price_updates_to(exchange, subscriber) == [None, Decimal(1_100), Decimal(1_300)]
+        assert await support.rows(exchange, "SELECT price_owed FROM instruments") == [{"price_owed": False}]
+        events = await support.rows(
+            exchange, "SELECT count(*) AS n FROM outbox WHERE message_type = 'market.last_price'"
+        )
+        assert events == [{"n": 3}]
+
+
+async def _equals(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
+
+
+async def test_an_update_owed_when_the_exchange_stopped_is_sent_when_it_starts(settings: Settings) -> None:
+    """What is owed is a fact of the database (migration 0079), not of the process: an exchange
+    stopped with an update held back sends it when it starts again, interval or not."""
+    held = settings.with_(price_interval=timedelta(minutes=10))
+    async with support.agents(held, *AGENTS) as rt:
+        exchange = rt["exchange"]
+        await exchange.outcomes.wait_count(lambda s: s.type == "market.subscribe_prices", 2)
+        await exchange.command("exchange", prices.listed("PRX", "common", Decimal(1_000)))
+        await exchange.command("exchange", _trade_at(1_100))
+        await exchange.command("exchange", _trade_at(1_250))
+        assert await _price_updates_to(exchange, "credit") == [None, Decimal(1_100)]
+    sent_once_owed = [None, Decimal(1_100), Decimal(1_250)]
+    async with support.agents(held, "exchange") as rt:  # alone: the subscribers' snapshots would cover it
+        await support.eventually(lambda: _equals(_price_updates_to(rt["exchange"], "credit"), sent_once_owed))
+        assert await _price_updates_to(rt["exchange"], "brokerage") == sent_once_owed
+        assert await support.rows(rt["exchange"], "SELECT price_owed FROM instruments") == [{"price_owed": False}]
+
+
+async def test_two_prices_recorded_in_one_transaction_leave_the_later_with_the_subscribers(
+    settings: Settings,
+) -> None:
+    """A batch run again a savepoint each records every trade in one transaction. Each price gets
+    the clock's moment, not the transaction's: with one moment for both, the subscribers, who keep
+    the newest, kept the first price and dropped the later one as no newer."""
+    async with support.agents(settings.with_(price_interval=timedelta(0)), *AGENTS) as rt:
+        exchange, credit = rt["exchange"], rt["credit"]
+        await exchange.outcomes.wait_count(lambda s: s.type == "market.subscribe_prices", 2)
+        await exchange.command("exchange", prices.listed("PRX", "common", Decimal(1_000)))
+
+        async def two_trades(ctx: Context) -> None:
+            await prices.announce_trade(ctx, "PRX", Decimal(1_100))
+            await prices.announce_trade(ctx, "PRX", Decimal(1_250))
+
+        await exchange.command("exchange", two_trades)
+        await credit.outcomes.wait_count(lambda s: s.type == "market.price_update", 3)
+        assert await _credit_price(credit) == Decimal(1_250)
+        assert await _price_updates_to(exchange, "credit") == [None, Decimal(1_100), Decimal(1_250)]
+
+
+async def test_the_owed_update_gives_way_to_a_transaction_holding_the_issue_and_goes_after_it(
+    settings: Settings,
+) -> None:
+    """The job locks an issue's row for a moment at most (``OWED_LOCK_WAIT``): a batch holding it
+    (and maybe about to lock one the job holds) goes first; the update follows once it is done."""
+    interval = timedelta(seconds=0.3)
+    async with support.agents(settings.with_(price_interval=interval), *AGENTS) as rt:
+        exchange, credit = rt["exchange"], rt["credit"]
+        await exchange.outcomes.wait_count(lambda s: s.type == "market.subscribe_prices", 2)
+        await exchange.command("exchange", prices.listed("PRX", "common", Decimal(1_000)))
+        await exchange.command("exchange", _trade_at(1_100))
+        holding, release = asyncio.Event(), asyncio.Event()
+
+        async def hold_the_row(ctx: Context) -> None:
+            await ctx.connection.execute("SELECT 1 FROM instruments WHERE issue_code = 'PRX' FOR UPDATE")
+            holding.set()
+            await release.wait()
+
+        await exchange.command("exchange", _trade_at(1_300))  # held back
+        gave_way = prices.PRICES.gave_way
+        holder = asyncio.create_task(exchange.command("exchange", hold_the_row))
+        await holding.wait()
+        await support.eventually(lambda: prices.PRICES.gave_way >= gave_way + 2)  # tried, and again
+        assert await _price_updates_to(exchange, "credit") == [None, Decimal(1_100)]
+        release.set()
+        await holder
+        await support.eventually(lambda: _equals(_credit_price(credit), Decimal(1_300)))
+        assert await support.rows(exchange, "SELECT price_owed FROM instruments") == [{"price_owed": False}]

@@ -31,6 +31,7 @@ ENV = {
     "KABUTO_OUTBOX_BUNDLE": "8",
     "KABUTO_OUTBOX_IDLE_POLL": "0.25",
     "KABUTO_CERTID_LIST_INTERVAL": "90",
+    "KABUTO_PRICE_INTERVAL": "0.5",
     "KABUTO_STALL_AFTER": "20",
     "KABUTO_INBOX_PRUNE_INTERVAL": "300",
     "KABUTO_OUTBOX_RETENTION": "172800",
@@ -73,6 +74,7 @@ def test_every_variable_is_read() -> None:
         outbox_bundle=8,
         outbox_idle_poll=timedelta(seconds=0.25),
         certid_list_interval=timedelta(seconds=90),
+        price_interval=timedelta(seconds=0.5),
         stall_after=timedelta(seconds=20),
         inbox_prune_interval=timedelta(seconds=300),
         outbox_retention=timedelta(days=2),
@@ -92,6 +94,13 @@ def test_every_variable_is_read() -> None:
 
 def test_a_clear_accounts_cut_over_without_a_zone_is_utc() -> None:
     assert load({"KABUTO_CLEAR_ACCOUNTS_UNTIL": "2027-04-01"}).clear_accounts_until == datetime(2027, 4, 1, tzinfo=UTC)
+
+
+def test_a_price_interval_of_zero_announces_every_batch() -> None:
+    """0 is the off value of a duration only where it means off: the price interval's."""
+    assert load({"KABUTO_PRICE_INTERVAL": "0"}).price_interval == timedelta(0)
+    with pytest.raises(SettingsError, match="KABUTO_STALL_AFTER must be positive"):
+        load({"KABUTO_STALL_AFTER": "0"})
 
 
 def test_heartbeats_are_written_well_within_the_stall_window() -> None:
@@ -119,6 +128,11 @@ def test_heartbeats_are_written_well_within_the_stall_window() -> None:
         ("KABUTO_EVENT_LOOP", "trio"),
         ("KABUTO_OUTBOX_BUNDLE", "0"),
         ("KABUTO_OUTBOX_BUNDLE", "1025"),
+        ("KABUTO_PRICE_INTERVAL", "-0.1"),
+        ("KABUTO_PRICE_INTERVAL", "nan"),
+        ("KABUTO_MAX_MESSAGE_AGE", "inf"),
+        ("KABUTO_MAX_MESSAGE_AGE", "nan"),
+        ("KABUTO_STALL_AFTER", "1e300"),  # more than a duration holds: refused, not an OverflowError
     ],
 )
 def test_a_bad_value_is_refused_naming_its_variable(name: str, value: str) -> None:
