@@ -430,31 +430,6 @@ async def order_by_client_id(connection: asyncpg.Connection, user_id: str, clien
     return _record(row) if row else None
 
 
-async def insert_match(
-    connection: asyncpg.Connection, issue_code: str, execution: Execution, cert_id: UUID | None = None
-) -> int:
-    """S92–S94: the execution enters the order matching list under a new matching number (drawn
-    in the same round trip), its name transfer pending; and the seller's CertID, if it sold one,
-    leaves the list at once, so a copy cannot be sold again — in the same statement (one round
-    trip less a trade, docs/performance.md, stop 28)."""
-    number: int = await connection.fetchval(
-        """WITH held AS (UPDATE certid_list SET status = 'in_transfer' WHERE cert_id = $8)
-           INSERT INTO matches (matching_number, issue_code, buy_order, sell_order, shares, price,
-               buyer_user_id, seller_user_id, status)
-           VALUES (nextval('matching_numbers'), $1, $2, $3, $4, $5, $6, $7, 'pending_transfer')
-           RETURNING matching_number""",
-        issue_code,
-        execution.buy,
-        execution.sell,
-        execution.quantity,
-        execution.price,
-        execution.buyer,
-        execution.seller,
-        cert_id,
-    )
-    return number
-
-
 @dataclass(frozen=True, slots=True)
 class Match:
     matching_number: int
@@ -487,27 +462,81 @@ _MATCH_COLUMNS = ", ".join(_MATCH_TYPES)
 _UNFINISHED = "('pending_transfer', 'transfer_requested')"
 
 
-async def instruction_view(
-    connection: asyncpg.Connection, sell_order: int
-) -> tuple[list[Match], dict[int, OrderRecord]]:
-    """What S95 reads to instruct a sell order's next execution, in one round trip: its
-    unfinished executions, oldest first (``unfinished_matches``), and the sell order with the
-    buy orders they name (``orders``). A row each: the sell order's with no execution, then an
-    execution's with its buy order (docs/performance.md, stop 28)."""
+@dataclass(frozen=True, slots=True)
+class InstructionView:
+    """What S95 reads to instruct a sell order's next execution: its unfinished executions,
+    oldest first (``unfinished_matches``), and the sell order with the buy orders they name
+    (``orders``), by acceptance number."""
+
+    unfinished: list[Match]
+    orders: dict[int, OrderRecord]
+
+
+def _instruction_view_sql(sell_order: str, inserted: str | None = None) -> str:
+    """The rows of a sell order's ``InstructionView`` (``sell_order``: the parameter naming it):
+    the sell order's with no execution, then an execution's with its buy order. ``inserted``:
+    a statement's CTE of matches it inserted, which its own snapshot does not show."""
     nothing = ", ".join(f"NULL::{kind} AS m_{name}" for name, kind in _MATCH_TYPES.items())
-    executions = ", ".join(f"m.{name} AS m_{name}" for name in _MATCH_TYPES)
-    rows = await connection.fetch(
-        f"""SELECT {nothing}, o.* FROM orders o WHERE o.acceptance_number = $1
-            UNION ALL
-            SELECT {executions}, o.* FROM matches m JOIN orders o ON o.acceptance_number = m.buy_order
-            WHERE m.sell_order = $1 AND m.status IN {_UNFINISHED}
-            ORDER BY m_matching_number NULLS FIRST""",
-        sell_order,
-    )
+
+    def executions(alias: str) -> str:
+        return ", ".join(f"{alias}.{name} AS m_{name}" for name in _MATCH_TYPES)
+
+    sql = f"""SELECT {nothing}, o.* FROM orders o WHERE o.acceptance_number = {sell_order}
+              UNION ALL
+              SELECT {executions("m")}, o.* FROM matches m JOIN orders o ON o.acceptance_number = m.buy_order
+              WHERE m.sell_order = {sell_order} AND m.status IN {_UNFINISHED}"""
+    if inserted is not None:
+        sql += f"""
+              UNION ALL
+              SELECT {executions("n")}, o.* FROM {inserted} n JOIN orders o ON o.acceptance_number = n.buy_order"""
+    return sql + "\n              ORDER BY m_matching_number NULLS FIRST"
+
+
+def _instruction_view(rows: Sequence[asyncpg.Record]) -> InstructionView:
     unfinished = [
         Match(**{name: row[f"m_{name}"] for name in _MATCH_TYPES}) for row in rows if row["m_matching_number"]
     ]
-    return unfinished, {row["acceptance_number"]: _record(row) for row in rows}
+    return InstructionView(unfinished, {row["acceptance_number"]: _record(row) for row in rows})
+
+
+async def instruction_view(connection: asyncpg.Connection, sell_order: int) -> InstructionView:
+    """A sell order's ``InstructionView``, in one round trip (docs/performance.md, stop 28)."""
+    return _instruction_view(await connection.fetch(_instruction_view_sql("$1"), sell_order))
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    matching_number: int
+    view: InstructionView  # of the execution's sell order, the execution among its unfinished ones
+
+
+async def insert_match(
+    connection: asyncpg.Connection, issue_code: str, execution: Execution, cert_id: UUID | None = None
+) -> Inserted:
+    """S92–S94: the execution enters the order matching list under a new matching number (drawn
+    in the same round trip), its name transfer pending; and the seller's CertID, if it sold one,
+    leaves the list at once, so a copy cannot be sold again (stop 28). The same statement reads
+    the sell order's ``InstructionView`` as the insert leaves it, which S95 instructs from (one
+    round trip less a trade, stop 30)."""
+    rows = await connection.fetch(
+        f"""WITH held AS (UPDATE certid_list SET status = 'in_transfer' WHERE cert_id = $8),
+                inserted AS (
+                    INSERT INTO matches (matching_number, issue_code, buy_order, sell_order, shares, price,
+                        buyer_user_id, seller_user_id, status)
+                    VALUES (nextval('matching_numbers'), $1, $2, $3, $4, $5, $6, $7, 'pending_transfer')
+                    RETURNING {_MATCH_COLUMNS})
+            {_instruction_view_sql("$3", inserted="inserted")}""",
+        issue_code,
+        execution.buy,
+        execution.sell,
+        execution.quantity,
+        execution.price,
+        execution.buyer,
+        execution.seller,
+        cert_id,
+    )
+    view = _instruction_view(rows)
+    return Inserted(view.unfinished[-1].matching_number, view)  # the newest: its number was drawn last
 
 
 async def settlement_status(

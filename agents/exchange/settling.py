@@ -38,17 +38,27 @@ log = logs.get("kabuto.exchange")
 _CERTIFICATE_DEAD = {DvpReason.SECURITIES_INVALID, DvpReason.LACK_OF_SECURITIES}
 
 
-async def instruct_next(ctx: Context, sell_order: int, unfinished: list[order_repo.Match] | None = None) -> None:
+async def instruct_next(
+    ctx: Context,
+    sell_order: int,
+    unfinished: list[order_repo.Match] | None = None,
+    read: order_repo.InstructionView | None = None,
+) -> None:
     """S95: instruct the sell order's next execution, its certificate countersigned for it.
-    ``unfinished``: the sell order's unfinished executions, if the caller read them already."""
+    ``unfinished``: the sell order's unfinished executions, if the caller read them already;
+    ``read``: its whole instruction view, if the caller read that (``order_repo.insert_match``)."""
     conn = ctx.connection
-    read: dict[int, order_repo.OrderRecord] | None = None
-    if unfinished is None:  # the executions and their orders in one round trip
-        unfinished, read = await order_repo.instruction_view(conn, sell_order)
+    records: dict[int, order_repo.OrderRecord] | None = None
+    if read is None and unfinished is None:  # the executions and their orders in one round trip
+        read = await order_repo.instruction_view(conn, sell_order)
+    if read is not None:
+        unfinished, records = read.unfinished, read.orders
+    assert unfinished is not None
     match = order_repo.next_transfer(unfinished)
     if match is None:
         return
-    records = read if read is not None else await order_repo.orders(conn, (sell_order, match.buy_order))
+    if records is None:
+        records = await order_repo.orders(conn, (sell_order, match.buy_order))
     sell, buy = records[sell_order], records[match.buy_order]
     if sell.safekeeping_account is not None:
         await book_entry.instruct(ctx, match, sell, buy)

@@ -193,20 +193,27 @@ async def _apply(ctx: Context, issue_code: str, incoming: Order, result: Result)
     for resting in result.touched:
         await order_repo.save(conn, issue_code, resting)
     orders = {o.acceptance_number: o for o in (incoming, *result.touched)}
+    # Each sell order's instruction view as its last execution's insert left it (order_repo.insert_match).
+    views: dict[int, order_repo.InstructionView] = {}
     for execution in result.executions:
-        await _executed(ctx, issue_code, execution, orders)
+        views[execution.sell] = await _executed(ctx, issue_code, execution, orders)
     # Fills first, then the cancelled rest: a client reading in order never sees an order end before its fills.
     if result.cancel_reason is not None:
         await _cancelled(ctx, incoming, result.cancelled_quantity, result.cancel_reason)
+        views.clear()  # the cancel wrote an order those views read: each is read again
     for sell in sorted({e.sell for e in result.executions}):
-        await settling.instruct_next(ctx, sell)
+        await settling.instruct_next(ctx, sell, read=views.get(sell))
 
 
-async def _executed(ctx: Context, issue_code: str, execution: Execution, orders: dict[int, Order]) -> None:
-    """S92–S94: a matching number, the matching list, and the CertID out of the list at once."""
+async def _executed(
+    ctx: Context, issue_code: str, execution: Execution, orders: dict[int, Order]
+) -> order_repo.InstructionView:
+    """S92–S94: a matching number, the matching list, and the CertID out of the list at once;
+    returns the sell order's instruction view as the insert left it."""
     conn = ctx.connection
     sell = orders[execution.sell]
-    matching_number = await order_repo.insert_match(conn, issue_code, execution, sell.cert_id)
+    inserted = await order_repo.insert_match(conn, issue_code, execution, sell.cert_id)
+    matching_number = inserted.matching_number
     await prices.announce_trade(ctx, issue_code, execution.price)
     log.info("order_matched", matching_number=matching_number, price=str(execution.price), qty=execution.quantity)
     for order in (orders[execution.buy], sell):
@@ -232,6 +239,7 @@ async def _executed(ctx: Context, issue_code: str, execution: Execution, orders:
             amount=execution.price * execution.quantity,
         )
     )
+    return inserted.view
 
 
 async def restore_buy(ctx: Context, book: OrderBook, match: order_repo.Match, detail: str) -> None:

@@ -386,8 +386,10 @@ async def test_an_execution_takes_the_sold_certid_off_the_list_in_its_own_statem
         numbers.append(number)
     buy, sell, sell_later = numbers
     execution = Execution(buy, sell, PRICE, 100, buyer="bo", seller="ada", aggressor=Side.BUY)
-    first = await order_repo.insert_match(connection, support.ISSUE, execution, sold)
-    second = await order_repo.insert_match(connection, support.ISSUE, execution._replace(sell=sell_later))
+    first = (await order_repo.insert_match(connection, support.ISSUE, execution, sold)).matching_number
+    second = (
+        await order_repo.insert_match(connection, support.ISSUE, execution._replace(sell=sell_later))
+    ).matching_number
     assert second > first
     listed = {r["cert_id"]: r["status"] for r in await connection.fetch("SELECT cert_id, status FROM certid_list")}
     assert listed == {sold: "in_transfer", other: "valid"}
@@ -411,22 +413,31 @@ async def test_what_instructing_a_sell_orders_next_execution_reads_is_one_round_
         await order_repo.insert_order(connection, resting, order("ada", coid), "hash", "digest")
         numbers.append(number)
     sell, buy_1, buy_2, other_sell = numbers
-    unfinished, records = await order_repo.instruction_view(connection, sell)
-    assert unfinished == [] and values(records) == values(await order_repo.orders(connection, [sell]))
+    view = await order_repo.instruction_view(connection, sell)
+    assert view.unfinished == [] and values(view.orders) == values(await order_repo.orders(connection, [sell]))
 
     def execution(buy: int, seller_order: int = sell) -> Execution:
         return Execution(buy, seller_order, PRICE, 100, buyer="bo", seller="ada", aggressor=Side.BUY)
 
-    done = await order_repo.insert_match(connection, support.ISSUE, execution(buy_1))
+    async def insert(buy: int, seller_order: int = sell) -> order_repo.Inserted:
+        inserted = await order_repo.insert_match(connection, support.ISSUE, execution(buy, seller_order))
+        # stop 30: the view the insert returns is the one read after it
+        after = await order_repo.instruction_view(connection, seller_order)
+        assert inserted.view.unfinished == after.unfinished
+        assert values(inserted.view.orders) == values(after.orders)
+        assert inserted.matching_number == after.unfinished[-1].matching_number
+        return inserted
+
+    done = (await insert(buy_1)).matching_number
     await connection.execute("UPDATE matches SET status = 'completed' WHERE matching_number = $1", done)
-    first = await order_repo.insert_match(connection, support.ISSUE, execution(buy_2))
+    first = (await insert(buy_2)).matching_number
     await connection.execute("UPDATE matches SET status = 'transfer_requested' WHERE matching_number = $1", first)
-    second = await order_repo.insert_match(connection, support.ISSUE, execution(buy_1))
-    await order_repo.insert_match(connection, support.ISSUE, execution(buy_2, other_sell))
-    unfinished, records = await order_repo.instruction_view(connection, sell)
-    assert [m.matching_number for m in unfinished] == [first, second]
-    assert unfinished == await order_repo.unfinished_matches(connection, sell)
-    assert values(records) == values(await order_repo.orders(connection, [sell, buy_1, buy_2]))
+    second = (await insert(buy_1)).matching_number
+    await insert(buy_2, other_sell)
+    view = await order_repo.instruction_view(connection, sell)
+    assert [m.matching_number for m in view.unfinished] == [first, second]
+    assert view.unfinished == await order_repo.unfinished_matches(connection, sell)
+    assert values(view.orders) == values(await order_repo.orders(connection, [sell, buy_1, buy_2]))
 
 
 def values(records: dict[int, order_repo.OrderRecord]) -> dict[int, tuple[object, ...]]:
