@@ -32,6 +32,10 @@ class SettingsError(ValueError):
 MAX_BUNDLE_ITEMS = 256
 
 
+# A price delayed longer is no longer a market price (and PostgreSQL adds it to a timestamp).
+LONGEST_PRICE_INTERVAL = timedelta(hours=1)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -112,8 +116,11 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def _seconds(env: Mapping[str, str], name: str, default: timedelta, *, zero: bool = False) -> timedelta:
-    """A number of seconds, positive (or also 0, with ``zero``: the setting's off value)."""
+def _seconds(
+    env: Mapping[str, str], name: str, default: timedelta, *, zero: bool = False, most: timedelta | None = None
+) -> timedelta:
+    """A number of seconds, positive (or also 0, with ``zero``: the setting's off value), at most
+    ``most``. A positive value too small for a microsecond is refused rather than read as 0."""
     raw = env.get(name)
     if raw is None:
         return default
@@ -124,9 +131,14 @@ def _seconds(env: Mapping[str, str], name: str, default: timedelta, *, zero: boo
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
         raise SettingsError(f"{name} must be {'0 or more' if zero else 'positive'}, got {raw!r}")
     try:
-        return timedelta(seconds=value)
+        seconds = timedelta(seconds=value)
     except OverflowError:
         raise SettingsError(f"{name} is more seconds than a duration can hold, got {raw!r}") from None
+    if value > 0 and not seconds:
+        raise SettingsError(f"{name} must be at least a microsecond, got {raw!r}")
+    if most is not None and seconds > most:
+        raise SettingsError(f"{name} must be at most {most.total_seconds():g} seconds, got {raw!r}")
+    return seconds
 
 
 def _int(env: Mapping[str, str], name: str, default: int, most: int | None = None) -> int:
@@ -236,7 +248,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         outbox_bundle=_int(env, "KABUTO_OUTBOX_BUNDLE", defaults.outbox_bundle, MAX_BUNDLE_ITEMS),
         outbox_idle_poll=_seconds(env, "KABUTO_OUTBOX_IDLE_POLL", defaults.outbox_idle_poll),
         certid_list_interval=_seconds(env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval),
-        price_interval=_seconds(env, "KABUTO_PRICE_INTERVAL", defaults.price_interval, zero=True),
+        price_interval=_seconds(
+            env, "KABUTO_PRICE_INTERVAL", defaults.price_interval, zero=True, most=LONGEST_PRICE_INTERVAL
+        ),
         stall_after=_seconds(env, "KABUTO_STALL_AFTER", defaults.stall_after),
         inbox_prune_interval=_seconds(env, "KABUTO_INBOX_PRUNE_INTERVAL", defaults.inbox_prune_interval),
         parked_retry_interval=_seconds(env, "KABUTO_PARKED_RETRY_INTERVAL", defaults.parked_retry_interval),

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import asynccontextmanager, contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -24,7 +24,7 @@ import asyncpg
 from agents.exchange import order_repo
 from broker import logs
 from broker.context import Context
-from broker.progress import pause, stopping
+from broker.progress import stopping
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
 from schemas.catalogue import Message
@@ -130,7 +130,7 @@ class Conflation:
         self.interval = Settings().price_interval
         self._owed: dict[str, float] = {}  # issue → when (monotonic) its held-back update is due
         self._listeners: set[asyncio.Event] = set()
-        self.gave_way = 0  # times the job found a row held and tried again later, for the tests
+        self.gave_way = 0  # rounds of the job that found a row held, to try it again: for the tests
 
     @asynccontextmanager
     async def batch(self, _: asyncpg.Connection, __: Sequence[Message]) -> AsyncIterator[None]:
@@ -204,8 +204,9 @@ async def _announce(ctx: Context, issue_code: str, price: Decimal) -> None:
     row = await ctx.connection.fetchrow(
         f"""WITH moment AS (SELECT clock_timestamp() AS at)
             UPDATE instruments SET last_price = $2, last_traded_at = m.at,
-                price_owed = announced_at IS NOT NULL AND m.at < announced_at + $3::interval,
-                announced_at = CASE WHEN announced_at IS NOT NULL AND m.at < announced_at + $3::interval
+                price_owed = $3 > interval '0' AND announced_at IS NOT NULL AND m.at < announced_at + $3::interval,
+                announced_at = CASE WHEN $3 > interval '0' AND announced_at IS NOT NULL
+                                         AND m.at < announced_at + $3::interval
                                     THEN announced_at ELSE m.at END
             FROM moment m WHERE issue_code = $1
             RETURNING {_QUOTE_COLUMNS}, price_owed,
@@ -228,48 +229,65 @@ async def _announce(ctx: Context, issue_code: str, price: Decimal) -> None:
 
 async def announce_owed(runtime: AgentRuntime) -> None:
     """A background job: each held-back update sent when it is due (``Conflation``); when the
-    exchange starts, every update a stop left owed."""
+    exchange starts, every update a stop left owed. An issue whose row another transaction
+    holds is tried again an interval later (``retry_held``); the others go."""
     PRICES.interval = runtime.settings.price_interval
     wake = asyncio.Event()
     with PRICES.listening(wake):
         issues: list[str] | None = None  # every issue owed
         while True:
             with runtime.round_of(announce_owed):
-                try:
-                    await runtime.command(EXCHANGE_ID, functools.partial(send_owed, issue_codes=issues))
-                except asyncpg.LockNotAvailableError:
-                    # a batch holds one of the rows: it goes first, and the update a moment later
-                    PRICES.gave_way += 1
-                    log.debug("owed_prices_deferred", issues=issues)
-                    for issue_code in issues or ():
-                        PRICES.owe(issue_code, OWED_RETRY)
-                    if issues is None:
-                        await pause(OWED_RETRY)
-                        continue
+                done = await runtime.command(EXCHANGE_ID, functools.partial(send_owed, issue_codes=issues))
+            if done.held:
+                PRICES.gave_way += 1
+                log.debug("owed_prices_held", issues=done.held)
+                for issue_code in done.held:
+                    PRICES.owe(issue_code, retry_held(PRICES.interval))
             issues = await PRICES.due(wake)
 
 
-# How long the job waits for a row a batch holds before it gives way (and tries again after
-# OWED_RETRY): the batch may be about to lock another row the job holds.
-OWED_LOCK_WAIT = "50ms"
-OWED_RETRY = 0.01
+def retry_held(interval: timedelta) -> float:
+    """Seconds before the job tries again an issue whose row another transaction held: a batch
+    (which, if it trades the issue past the interval, announces it itself) or the trade that owes
+    it, not committed yet. An interval, not sooner: under load the issue's row is held most of
+    the time, and the job would take a transaction every few milliseconds to find it held."""
+    return max(interval.total_seconds(), 0.01)
 
 
-async def send_owed(ctx: Context, issue_codes: Sequence[str] | None = None) -> int:
+@dataclass(frozen=True, slots=True)
+class OwedSent:
+    sent: list[str]  # the issues whose owed update went out
+    held: list[str]  # the issues another transaction held: not looked at
+
+
+async def send_owed(ctx: Context, issue_codes: Sequence[str] | None = None) -> OwedSent:
     """A command: the subscribers sent every update owed to them, of ``issue_codes`` (None: of
-    every issue). The rows are locked in issue order, and for a moment at most: a batch that
-    holds one wins (``asyncpg.LockNotAvailableError``). Returns how many issues were sent."""
-    await ctx.connection.execute(f"SET LOCAL lock_timeout = '{OWED_LOCK_WAIT}'")
-    rows = await ctx.connection.fetch(
-        f"""WITH owed AS (
-                SELECT issue_code FROM instruments
-                WHERE price_owed AND ($1::text[] IS NULL OR issue_code = ANY($1::text[]))
-                ORDER BY issue_code FOR UPDATE)
-            UPDATE instruments i SET price_owed = false, announced_at = clock_timestamp()
-            FROM owed WHERE i.issue_code = owed.issue_code
-            RETURNING {", ".join(f"i.{name}" for name in _QUOTE_FIELDS)},
-                ARRAY(SELECT participant FROM price_subscribers ORDER BY 1) AS subscribers""",
-        issue_codes,
+    every issue owed now).
+
+    The rows are locked first, by issue code alone, skipping any another transaction holds: no
+    wait, so no deadlock with a batch that locks its issues as its orders come, and one held
+    issue holds back no other. Whether an issue is owed is then read by a statement of its own,
+    after the locks: a trade owing it may have committed only a moment ago, and a statement that
+    judged ``price_owed`` on a snapshot from before the lock would skip it, the update lost
+    (found by review)."""
+    connection = ctx.connection
+    if issue_codes is None:
+        issue_codes = [r["issue_code"] for r in await connection.fetch(_OWED)]
+    if not issue_codes:
+        return OwedSent([], [])
+    locked = [
+        r["issue_code"]
+        for r in await connection.fetch(
+            """SELECT issue_code FROM instruments WHERE issue_code = ANY($1::text[])
+               ORDER BY issue_code FOR UPDATE SKIP LOCKED""",
+            list(issue_codes),
+        )
+    ]
+    rows = await connection.fetch(
+        f"""UPDATE instruments SET price_owed = false, announced_at = clock_timestamp()
+            WHERE issue_code = ANY($1::text[]) AND price_owed
+            RETURNING {_QUOTE_COLUMNS}, ARRAY(SELECT participant FROM price_subscribers ORDER BY 1) AS subscribers""",
+        locked,
     )
     for row in sorted(rows, key=lambda r: r["issue_code"]):
         quote = _quote(row)
@@ -277,7 +295,11 @@ async def send_owed(ctx: Context, issue_codes: Sequence[str] | None = None) -> i
             ctx.emit(quote.update(PriceKind.LAST_TRADE), to=subscriber)
     if rows:
         log.info("owed_prices_sent", issues=len(rows))
-    return len(rows)
+    held = sorted(set(issue_codes) - set(locked))
+    return OwedSent(sorted(r["issue_code"] for r in rows), held)
+
+
+_OWED = "SELECT issue_code FROM instruments WHERE price_owed ORDER BY issue_code"
 
 
 async def close_day(ctx: Context) -> int:

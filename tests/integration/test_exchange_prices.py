@@ -234,8 +234,8 @@ async def test_two_prices_recorded_in_one_transaction_leave_the_later_with_the_s
 async def test_the_owed_update_gives_way_to_a_transaction_holding_the_issue_and_goes_after_it(
     settings: Settings,
 ) -> None:
-    """The job locks an issue's row for a moment at most (``OWED_LOCK_WAIT``): a batch holding it
-    (and maybe about to lock one the job holds) goes first; the update follows once it is done."""
+    """The job never waits for an issue's row (SKIP LOCKED): a batch holding it (and maybe about to
+    lock one the job holds) goes first; the update follows an interval later, once it is done."""
     interval = timedelta(seconds=0.3)
     async with support.agents(settings.with_(price_interval=interval), *AGENTS) as rt:
         exchange, credit = rt["exchange"], rt["credit"]
