@@ -35,6 +35,8 @@ from schemas import catalogue
 from schemas.envelope import SIGNER_HEADER, Envelope
 
 log = logs.get("kabuto.outbox")
+# How long a window's marks wait for the next commit, to go with its read (OutboxRelay.run).
+MARK_WITHIN = 0.05
 
 
 async def store(connection: asyncpg.Connection, messages: Sequence[Sealed]) -> None:
@@ -145,12 +147,20 @@ class OutboxRelay:
     async def run(self) -> None:
         """Publish until cancelled; wake on commit, and every ``idle_poll`` as a safety net.
 
+        A window's rows are marked published with the read of the next window, in one round trip
+        (``relay_window.MARK_AND_READ``), when rows are committed while it is published or within
+        ``MARK_WITHIN`` after — under load, nearly always: the relay's statements a window were
+        two (docs/performance.md, stop 30). Otherwise they are marked alone, and the relay waits.
+        A mark is bookkeeping: a row confirmed and not yet marked is only published again if
+        the agent stops before marking it, and its receiver absorbs it.
+
         Any failure of the broker or the database (a publish on a dead channel, the LISTEN
         connection terminated, PostgreSQL restarting) ends the run with that error; the
         relay's supervisor starts it again on a new session with a new LISTEN connection,
         and the pending rows, still pending, are published then.
         """
         listener = await self._listen()
+        marks: list[int] = []  # confirmed, not marked yet
         try:
             self.beat.running()
             while True:
@@ -160,8 +170,11 @@ class OutboxRelay:
                 if self._listener_lost:
                     raise ConnectionLost("the relay's LISTEN connection was closed")
                 with self.beat.busy():
-                    if await self.publish_pending() == self.batch:
-                        continue  # more rows are waiting
+                    if await self._publish_next(marks) == self.batch or (
+                        marks and await self._woken_within(MARK_WITHIN)
+                    ):
+                        continue  # more rows are waiting: the mark goes with their read
+                    await self._mark(marks)
                 try:
                     async with asyncio.timeout(self.idle_poll.total_seconds()):
                         await self._wake.wait()
@@ -169,6 +182,7 @@ class OutboxRelay:
                     if stopping():
                         raise asyncio.CancelledError from exc
         finally:
+            await self._mark_quietly(marks)
             await _close_quietly(listener)
 
     async def _listen(self) -> asyncpg.Connection:
@@ -188,19 +202,56 @@ class OutboxRelay:
         self._wake.set()
 
     async def publish_pending(self) -> int:
-        """Publish one batch of pending rows in order; return how many were handled."""
-        rows = await self.pool.fetch(
-            """SELECT seq, message_id, message_type, exchange, routing_key, body, headers
-               FROM outbox WHERE published_at IS NULL AND failed_at IS NULL
-               ORDER BY seq LIMIT $1""",
-            self.batch,
-        )
-        # A window at a time, confirmed together (broker.relay_window); imported here, as it builds on this module.
-        from broker.relay_window import publish_window
+        """Publish one batch of pending rows in order, marked once confirmed; return how many
+        were handled."""
+        return await self._publish_next(None)
 
-        if await publish_window(self.agent, self.pool, self.exchanges, rows, self.bundling, self.sealers):
+    async def _publish_next(self, marks: list[int] | None) -> int:
+        """Read and publish the next window; ``marks``: the rows confirmed before, marked by the
+        read, and this window's confirmed rows added for the next (None: marked here)."""
+        # A window at a time, confirmed together (broker.relay_window); imported here, as it builds on this module.
+        from broker.relay_window import MARK_AND_READ, publish_window
+
+        if marks:
+            rows = await self.pool.fetch(MARK_AND_READ, marks, self.batch)
+            marks.clear()
+        else:
+            rows = await self.pool.fetch(
+                """SELECT seq, message_id, message_type, exchange, routing_key, body, headers
+                   FROM outbox WHERE published_at IS NULL AND failed_at IS NULL
+                   ORDER BY seq LIMIT $1""",
+                self.batch,
+            )
+        if rows and await publish_window(
+            self.agent, self.pool, self.exchanges, rows, self.bundling, self.sealers, marks
+        ):
             self.parked.set()
         return len(rows)
+
+    async def _woken_within(self, seconds: float) -> bool:
+        """Whether a commit wakes the relay within ``seconds``."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _mark(self, marks: list[int]) -> None:
+        from broker.relay_window import MARK_PUBLISHED
+
+        if marks:
+            await self.pool.execute(MARK_PUBLISHED, marks)
+            marks.clear()
+
+    async def _mark_quietly(self, marks: list[int]) -> None:
+        """A run ends with rows confirmed and not marked: marked if the database answers at once;
+        else they are published again by the next run, and their receivers absorb them."""
+        try:
+            async with asyncio.timeout(2):
+                await asyncio.shield(self._mark(marks))
+        except (OSError, TimeoutError, asyncio.CancelledError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            log.warning("outbox_marks_left", rows=len(marks))
 
     def _exchange(self, name: str) -> AbstractExchange:
         return self.exchanges.events if name == "events" else self.exchanges.messages

@@ -40,6 +40,14 @@ log = logs.get("kabuto.outbox")
 # relay never waits on an fsync of its own, one per window, between two windows.
 MARK_PUBLISHED = """WITH asynchronous AS (SELECT set_config('synchronous_commit', 'off', true))
     UPDATE outbox SET published_at = now() FROM asynchronous WHERE seq = ANY($1::bigint[])"""
+# The mark of the window just confirmed and the read of the next, in one round trip, when the
+# relay goes on at once (rows were committed while it published: OutboxRelay.run). The read's
+# snapshot is from before the mark, so the rows marked are left out by their numbers.
+MARK_AND_READ = """WITH asynchronous AS (SELECT set_config('synchronous_commit', 'off', true)),
+         marked AS (UPDATE outbox SET published_at = now() FROM asynchronous WHERE seq = ANY($1::bigint[]))
+    SELECT seq, message_id, message_type, exchange, routing_key, body, headers
+    FROM outbox WHERE published_at IS NULL AND failed_at IS NULL AND NOT (seq = ANY($1::bigint[]))
+    ORDER BY seq LIMIT $2"""
 
 
 async def publish_window(
@@ -49,10 +57,14 @@ async def publish_window(
     rows: Sequence[asyncpg.Record],
     bundling: Bundling,
     sealers: Mapping[str, Identity],
+    marks: list[int] | None = None,
 ) -> int:
     """Publish ``rows`` (pending outbox rows in sequence order) and record what became of each;
     returns how many were parked for one of Kabuto's agents that has not declared its queues yet.
-    ``sealers``: the agent's identities by fingerprint, which seal its bundles (broker.bundle)."""
+    ``sealers``: the agent's identities by fingerprint, which seal its bundles (broker.bundle).
+    ``marks``: the rows confirmed are added to it, for the caller to mark (``MARK_AND_READ``),
+    rather than marked here — unless a row of the window was not confirmed (parked, nacked, or
+    the channel failed): then they are marked here, before the rest of the window is handled."""
     groups = bundling.groups(rows)
     sends = [asyncio.ensure_future(_send(exchanges, [rows[i] for i in group], sealers)) for group in groups]
     sent = await asyncio.gather(*sends, return_exceptions=True)
@@ -61,8 +73,14 @@ async def publish_window(
         for index in group:
             results[index] = result
     published = [row["seq"] for row, result in zip(rows, results, strict=True) if result is None]
+    failed = any(isinstance(result, BaseException) for result in results)
     if published:
-        await pool.execute(MARK_PUBLISHED, published)
+        if marks is None or failed:
+            await pool.execute(MARK_PUBLISHED, [*(marks or ()), *published])
+            if marks:
+                marks.clear()
+        else:
+            marks.extend(published)
         for row, result in zip(rows, results, strict=True):
             if result is None:
                 metrics.published(agent, row["message_type"])

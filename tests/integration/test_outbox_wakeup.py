@@ -5,6 +5,7 @@ savepoint."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from broker import outbox
+from broker import outbox, relay_window
 from broker.db import notify_channel
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
@@ -106,3 +107,55 @@ async def test_a_batchs_messages_are_stored_in_one_statement_in_their_order(sett
     assert [r["routing_key"] for r in rows] == to
     assert [bytes(r["body"]) for r in rows] == [s.body for s in sealed]
     assert [json.loads(r["headers"]) for r in rows] == [s.headers for s in sealed]
+
+
+async def test_a_windows_mark_and_the_next_windows_read_are_one_statement(settings: Settings) -> None:
+    """Stop 30: when rows were committed while a window was published, the relay marks that
+    window with the read of the next (relay_window.MARK_AND_READ): the rows marked are not read
+    again, though the read's snapshot is from before the mark, and synchronous commit is off for
+    that statement's own transaction only, as for the mark alone."""
+    connection = await asyncpg.connect(settings.database_url, server_settings={"search_path": "investor"})
+    try:
+        seqs = [
+            await connection.fetchval(
+                """INSERT INTO outbox (message_id, message_type, exchange, routing_key, body, headers)
+                   VALUES (gen_random_uuid(), 'probe', 'messages', 'nobody', '\\x00', '{}') RETURNING seq"""
+            )
+            for _ in range(3)
+        ]
+        rows = await connection.fetch(relay_window.MARK_AND_READ, seqs[:1], 10)
+        assert [r["seq"] for r in rows] == seqs[1:]
+        published = await connection.fetch("SELECT seq FROM outbox WHERE published_at IS NOT NULL ORDER BY seq")
+        assert [r["seq"] for r in published] == seqs[:1]
+        assert await connection.fetchval("SHOW synchronous_commit") == "on"
+        rows = await connection.fetch(relay_window.MARK_AND_READ, seqs[1:], 10)
+        assert rows == []
+        assert await connection.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+    finally:
+        await connection.close()
+
+
+async def test_rows_committed_while_the_relay_publishes_are_all_marked_once_it_is_idle(
+    settings: Settings, keys: Any
+) -> None:
+    """Commits arriving one after another while windows are in the air: each window's mark goes
+    with the next read, and the last window's is made before the relay waits — no row is left
+    confirmed but unmarked (it would be published again by the next run). Only commits wake the
+    relay here: its safety-net poll is beyond the test's wait."""
+    alice = keys.load_identity("alice")
+    patient = dataclasses.replace(settings, outbox_idle_poll=timedelta(minutes=10))
+    async with support.agents(patient, "issuer", "exchange") as rt:
+        issuer, exchange = rt["issuer"], rt["exchange"]
+
+        async def commit_one() -> None:
+            async with issuer.pool.acquire() as connection, connection.transaction():
+                await outbox.store(connection, [support.sealed_request(alice, to="exchange")])
+
+        for _ in range(4):
+            await asyncio.gather(*(commit_one() for _ in range(10)))
+
+        async def all_marked() -> bool:
+            return bool(await issuer.pool.fetchval("SELECT count(*) = 0 FROM outbox WHERE published_at IS NULL"))
+
+        await support.eventually(all_marked, timeout=10)
+        await exchange.outcomes.wait_count(lambda s: True, 40)
