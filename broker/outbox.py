@@ -37,6 +37,8 @@ from schemas.envelope import SIGNER_HEADER, Envelope
 log = logs.get("kabuto.outbox")
 # How long a window's marks wait for the next commit, to go with its read (OutboxRelay.run).
 MARK_WITHIN = 0.05
+# How long a run that ends waits for its last marks, and the next run for them if still going.
+MARK_ON_END = 2.0
 
 
 async def store(connection: asyncpg.Connection, messages: Sequence[Sealed]) -> None:
@@ -142,6 +144,8 @@ class OutboxRelay:
     # yet), so that the parked rows are tried again soon (broker.parked.SOON).
     parked: asyncio.Event = field(default_factory=asyncio.Event)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    # The last run's marks, still going when it ended (``_mark_quietly``).
+    _marking: asyncio.Future[None] | None = field(default=None, init=False)
     _listener_lost: bool = field(default=False, init=False)
 
     async def run(self) -> None:
@@ -159,6 +163,7 @@ class OutboxRelay:
         relay's supervisor starts it again on a new session with a new LISTEN connection,
         and the pending rows, still pending, are published then.
         """
+        await self._mark_left()
         listener = await self._listen()
         marks: list[int] = []  # confirmed, not marked yet
         try:
@@ -175,6 +180,8 @@ class OutboxRelay:
                     ):
                         continue  # more rows are waiting: the mark goes with their read
                     await self._mark(marks)
+                if stopping():  # a cancel a publish took in without raising it: not a whole idle poll later
+                    raise asyncio.CancelledError
                 try:
                     async with asyncio.timeout(self.idle_poll.total_seconds()):
                         await self._wake.wait()
@@ -245,13 +252,34 @@ class OutboxRelay:
             marks.clear()
 
     async def _mark_quietly(self, marks: list[int]) -> None:
-        """A run ends with rows confirmed and not marked: marked if the database answers at once;
-        else they are published again by the next run, and their receivers absorb them."""
+        """A run ends with rows confirmed and not marked: marked if the database answers within
+        ``MARK_ON_END``. Past that the mark goes on, and the next run waits for it before it reads
+        (``_mark_left``), rather than publish the rows again (found by review: the next run
+        started 0.1 s later read them as pending while the mark still waited on the database)."""
+        if not marks:
+            return
+        self._marking = asyncio.ensure_future(self._mark(list(marks)))
         try:
-            async with asyncio.timeout(2):
-                await asyncio.shield(self._mark(marks))
-        except (OSError, TimeoutError, asyncio.CancelledError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            log.warning("outbox_marks_left", rows=len(marks))
+            async with asyncio.timeout(MARK_ON_END):
+                await asyncio.shield(self._marking)
+        except (TimeoutError, asyncio.CancelledError):
+            log.warning("outbox_marks_pending", rows=len(marks))
+        except Exception as exc:  # noqa: BLE001 — the run is ending; the rows are published again and absorbed
+            log.warning("outbox_marks_left", rows=len(marks), error=repr(exc)[:200])
+
+    async def _mark_left(self) -> None:
+        """Wait for the mark the last run left going (``_mark_quietly``), at most ``MARK_ON_END``
+        more: past that its rows are read as pending, published again and absorbed."""
+        left, self._marking = self._marking, None
+        if left is None:
+            return
+        try:
+            async with asyncio.timeout(MARK_ON_END):
+                await asyncio.shield(left)
+        except TimeoutError:
+            log.warning("outbox_marks_left", rows="unknown")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("outbox_marks_left", error=repr(exc)[:200])
 
     def _exchange(self, name: str) -> AbstractExchange:
         return self.exchanges.events if name == "events" else self.exchanges.messages
