@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -45,8 +46,18 @@ async def terminate(settings: Settings, application_name: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def relay_task(runtime: AgentRuntime):  # type: ignore[no-untyped-def]
+async def relay_task(runtime: AgentRuntime, *, settled: bool = True):  # type: ignore[no-untyped-def]
+    """The agent's relay running; ``settled``: past its first pass and waiting for a commit, so
+    that a commit made now wakes it once, and a window's mark held for MARK_WITHIN is not taken
+    by a late wake."""
+    beat, since = runtime.relay.beat, time.monotonic()
     task = asyncio.create_task(runtime.relay.run())
+
+    def waiting() -> bool:  # a pass of this run completed, and no other begun
+        return beat.progress_at is not None and beat.progress_at >= since and beat.busy_since is None
+
+    if settled:
+        await support.eventually(lambda: task.done() or waiting())
     try:
         yield task
     finally:
@@ -176,7 +187,7 @@ async def test_a_run_ended_while_its_mark_waits_on_the_database_is_not_followed_
                 await asyncio.wait({task}, timeout=10)
                 assert task.done()
                 assert investor.relay._marking is not None  # the ended run's mark, still going
-            async with relay_task(investor):  # the supervisor's restart
+            async with relay_task(investor, settled=False):  # the supervisor's restart
                 await support.eventually(lambda: investor.relay._marking is None)  # waiting for it
                 await transaction.rollback()  # the stall ends within the bound
                 await support.eventually(lambda: _zero(investor))
