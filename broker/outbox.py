@@ -219,16 +219,9 @@ class OutboxRelay:
         # A window at a time, confirmed together (broker.relay_window); imported here, as it builds on this module.
         from broker.relay_window import MARK_AND_READ, publish_window
 
+        rows = await self.pool.fetch(MARK_AND_READ, marks or [], self.batch)  # none to mark: a read
         if marks:
-            rows = await self.pool.fetch(MARK_AND_READ, marks, self.batch)
             marks.clear()
-        else:
-            rows = await self.pool.fetch(
-                """SELECT seq, message_id, message_type, exchange, routing_key, body, headers
-                   FROM outbox WHERE published_at IS NULL AND failed_at IS NULL
-                   ORDER BY seq LIMIT $1""",
-                self.batch,
-            )
         if rows and await publish_window(
             self.agent, self.pool, self.exchanges, rows, self.bundling, self.sealers, marks
         ):

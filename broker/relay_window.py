@@ -40,9 +40,9 @@ log = logs.get("kabuto.outbox")
 # relay never waits on an fsync of its own, one per window, between two windows.
 MARK_PUBLISHED = """WITH asynchronous AS (SELECT set_config('synchronous_commit', 'off', true))
     UPDATE outbox SET published_at = now() FROM asynchronous WHERE seq = ANY($1::bigint[])"""
-# The mark of the window just confirmed and the read of the next, in one round trip, when the
-# relay goes on at once (rows were committed while it published: OutboxRelay.run). The read's
-# snapshot is from before the mark, so the rows marked are left out by their numbers.
+# The relay's read of its next window, with the mark of the window it holds confirmed (none: a
+# read alone), in one round trip (OutboxRelay.run). The read's snapshot is from before the mark,
+# so the rows marked are left out by their numbers.
 MARK_AND_READ = """WITH asynchronous AS (SELECT set_config('synchronous_commit', 'off', true)),
          marked AS (UPDATE outbox SET published_at = now() FROM asynchronous WHERE seq = ANY($1::bigint[]))
     SELECT seq, message_id, message_type, exchange, routing_key, body, headers

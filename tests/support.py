@@ -330,6 +330,23 @@ def sealed_to(keys: Any, recipient: str, text: str, context: str) -> str:
     return seal_to(key, text, context)
 
 
+async def terminate_backends(settings: Settings, application_name: str) -> int:
+    """Terminate this test database's backends of one application; return how many."""
+    database = settings.database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(settings.database_url)
+    try:
+        return int(
+            await admin.fetchval(
+                """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                   WHERE datname = $1 AND application_name = $2""",
+                database,
+                application_name,
+            )
+        )
+    finally:
+        await admin.close()
+
+
 async def eventually(check: Callable[[], object], *, timeout: float = 10.0) -> None:
     """Wait for an outcome that has no event to wait on (a row the relay parks), up to ``timeout``."""
     async with asyncio.timeout(timeout):

@@ -29,20 +29,29 @@ async def pending(runtime: AgentRuntime) -> int:
     return int(await runtime.pool.fetchval(PENDING))
 
 
-async def terminate(settings: Settings, application_name: str) -> int:
-    database = settings.database_url.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(settings.database_url)
-    try:
-        return int(
-            await admin.fetchval(
-                """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                   WHERE datname = $1 AND application_name = $2""",
-                database,
-                application_name,
-            )
-        )
-    finally:
-        await admin.close()
+@contextlib.asynccontextmanager
+async def issuer_and_investor(settings: Settings):  # type: ignore[no-untyped-def]
+    """The issuer running with an offering open, and an investor agent whose relay the test runs."""
+    async with started([AGENT_ISSUER], settings) as rt, AgentRuntime(AGENT_INVESTOR, settings) as investor:
+        await support.open_offering(rt["issuer"])
+        yield rt["issuer"], investor
+
+
+async def relay_settled(runtime: AgentRuntime, since: float, task: asyncio.Task[None] | None = None) -> None:
+    """Wait until a pass of the relay started after ``since`` has completed and no other begun
+    (or ``task``, running it, ended)."""
+    beat = runtime.relay.beat
+
+    def waiting() -> bool:
+        return beat.progress_at is not None and beat.progress_at >= since and beat.busy_since is None
+
+    await support.eventually(lambda: (task is not None and task.done()) or waiting())
+
+
+async def request_processed(investor: AgentRuntime, issuer: AgentRuntime) -> None:
+    """One request from the investor agent, processed by the issuer."""
+    await support.request(investor, "alice")
+    await issuer.outcomes.wait(lambda s: s.outcome is Outcome.PROCESSED)
 
 
 @contextlib.asynccontextmanager
@@ -50,14 +59,10 @@ async def relay_task(runtime: AgentRuntime, *, settled: bool = True):  # type: i
     """The agent's relay running; ``settled``: past its first pass and waiting for a commit, so
     that a commit made now wakes it once, and a window's mark held for MARK_WITHIN is not taken
     by a late wake."""
-    beat, since = runtime.relay.beat, time.monotonic()
+    since = time.monotonic()
     task = asyncio.create_task(runtime.relay.run())
-
-    def waiting() -> bool:  # a pass of this run completed, and no other begun
-        return beat.progress_at is not None and beat.progress_at >= since and beat.busy_since is None
-
     if settled:
-        await support.eventually(lambda: task.done() or waiting())
+        await relay_settled(runtime, since, task)
     try:
         yield task
     finally:
@@ -88,12 +93,9 @@ async def test_marks_are_held_until_the_next_commit_or_mark_within(settings: Set
     confirmed and processed downstream yet still pending in the outbox; stopping the relay then
     marks it (the finally's _mark_quietly)."""
     monkeypatch.setattr(outbox, "MARK_WITHIN", 30.0)
-    async with started([AGENT_ISSUER], settings) as rt, AgentRuntime(AGENT_INVESTOR, settings) as investor:
-        issuer = rt["issuer"]
-        await support.open_offering(issuer)
+    async with issuer_and_investor(settings) as (issuer, investor):
         async with relay_task(investor) as task:
-            await support.request(investor, "alice")
-            await issuer.outcomes.wait(lambda s: s.outcome is Outcome.PROCESSED)
+            await request_processed(investor, issuer)
             assert await pending(investor) == 1  # confirmed, processed, not marked
             task.cancel()
             await asyncio.wait({task})
@@ -102,13 +104,10 @@ async def test_marks_are_held_until_the_next_commit_or_mark_within(settings: Set
 
 async def test_listen_connection_lost_while_marks_are_held_marks_them(settings: Settings, monkeypatch: Any) -> None:
     monkeypatch.setattr(outbox, "MARK_WITHIN", 30.0)
-    async with started([AGENT_ISSUER], settings) as rt, AgentRuntime(AGENT_INVESTOR, settings) as investor:
-        issuer = rt["issuer"]
-        await support.open_offering(issuer)
+    async with issuer_and_investor(settings) as (issuer, investor):
         async with relay_task(investor) as task:
-            await support.request(investor, "alice")
-            await issuer.outcomes.wait(lambda s: s.outcome is Outcome.PROCESSED)
-            assert await terminate(settings, "kabuto-investor-listen") == 1
+            await request_processed(investor, issuer)
+            assert await support.terminate_backends(settings, "kabuto-investor-listen") == 1
             await asyncio.wait({task}, timeout=10)
             assert task.done() and "LISTEN" in str(task.exception())
         assert await pending(investor) == 0
@@ -156,9 +155,10 @@ async def test_an_agent_stopped_while_marks_are_held_leaves_nothing_pending(
         issuer = rt["issuer"]
         await support.open_offering(issuer)
         async with AgentRuntime(AGENT_INVESTOR, settings) as investor:
+            since = time.monotonic()
             async with asyncio.timeout(10), running(investor):
-                await support.request(investor, "alice")
-                await issuer.outcomes.wait(lambda s: s.outcome is Outcome.PROCESSED)
+                await relay_settled(investor, since)
+                await request_processed(investor, issuer)
                 assert await pending(investor) == 1
             assert await pending(investor) == 0
 
@@ -172,18 +172,15 @@ async def test_a_run_ended_while_its_mark_waits_on_the_database_is_not_followed_
     does, waits for that mark before it reads, and the row is not published again. Found by
     review: the next run read the row as pending while the mark waited, and published it twice."""
     monkeypatch.setattr(outbox, "MARK_WITHIN", 30.0)
-    async with started([AGENT_ISSUER], settings) as rt, AgentRuntime(AGENT_INVESTOR, settings) as investor:
-        issuer = rt["issuer"]
-        await support.open_offering(issuer)
+    async with issuer_and_investor(settings) as (issuer, investor):
         locker = await asyncpg.connect(settings.database_url, server_settings={"search_path": "investor"})
         try:
             async with relay_task(investor) as task:
-                await support.request(investor, "alice")
-                await issuer.outcomes.wait(lambda s: s.outcome is Outcome.PROCESSED)
+                await request_processed(investor, issuer)
                 transaction = locker.transaction()
                 await transaction.start()
                 await locker.execute("SELECT 1 FROM outbox FOR UPDATE")
-                assert await terminate(settings, "kabuto-investor-listen") == 1
+                assert await support.terminate_backends(settings, "kabuto-investor-listen") == 1
                 await asyncio.wait({task}, timeout=10)
                 assert task.done()
                 assert investor.relay._marking is not None  # the ended run's mark, still going

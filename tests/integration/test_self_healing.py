@@ -157,7 +157,7 @@ async def test_pool_connections_terminated_mid_handler_are_not_a_message_failure
         sealed = support.sealed_request(keys.load_identity("alice"))
         await support.publish_sealed(settings, sealed)
         await gate.entered.wait()
-        assert await terminate_backends(settings, "kabuto-issuer") >= 1
+        assert await support.terminate_backends(settings, "kabuto-issuer") >= 1
         gate.release.set()
         settled = await issuer.outcomes.wait_for(sealed.envelope.message_id, timeout=30)
         assert settled.outcome is Outcome.PROCESSED
@@ -174,7 +174,7 @@ async def test_relay_reopens_its_listen_connection_and_wakes_on_commit_again(set
         relay = rt["investor"].heartbeats.beat("relay")
         first = await listen_pids(settings, "investor")
         assert len(first) == 1
-        assert await terminate_backends(settings, "kabuto-investor-listen") == 1
+        assert await support.terminate_backends(settings, "kabuto-investor-listen") == 1
         await relay.until(TaskState.WAITING)
         await relay.until(TaskState.RUNNING)
         again = await listen_pids(settings, "investor")
@@ -237,23 +237,6 @@ async def test_a_relay_that_cannot_publish_is_reported_then_publishes_when_the_b
                     assert rt["issuer"].outcomes.count(Outcome.PROCESSED) == 0
                 await investor.outcomes.reply("certificate.issued", request_id, timeout=30)
                 assert investor.heartbeats.beat("relay").state is TaskState.RUNNING
-
-
-async def terminate_backends(settings: Settings, application_name: str) -> int:
-    """Terminate this test database's backends of one application; return how many."""
-    database = settings.database_url.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(settings.database_url)
-    try:
-        return int(
-            await admin.fetchval(
-                """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                   WHERE datname = $1 AND application_name = $2""",
-                database,
-                application_name,
-            )
-        )
-    finally:
-        await admin.close()
 
 
 async def listen_pids(settings: Settings, agent: str) -> list[int]:
