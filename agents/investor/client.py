@@ -15,7 +15,7 @@ Needs PostgreSQL and the investor's key, not RabbitMQ.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -43,6 +43,7 @@ from agents.investor.trading import (
     cancel_order,
     inquire_account,
     place_order,
+    place_orders,
     replace_order,
 )
 from broker.access import agent_urls
@@ -99,6 +100,10 @@ class InvestorClient:
 
     async def place_order(self, ticket: OrderTicket) -> UUID:
         return await self._run(place_order(ticket))
+
+    async def place_orders(self, tickets: Sequence[OrderTicket]) -> list[UUID]:
+        """Several orders in one transaction, all or none (``trading.place_orders``): their message ids."""
+        return await self._run(place_orders(tickets))
 
     async def cancel_order(self, client_order_id: str) -> UUID:
         return await self._run(cancel_order(client_order_id))

@@ -50,21 +50,38 @@ _COLUMNS = """user_id, client_order_id, issue_code, side, order_type, price, qua
               replaces"""
 
 
-async def record_order(
-    connection: asyncpg.Connection,
-    order: SubmitOrder,
-    request_hash: str,
-    cert_id: UUID | None,
-    dividend: Dividend | None,
-    settlement_account: str,
-) -> None:
-    """The investor's own record of its order: its account in clear (the order carries it sealed)."""
-    terms = order.terms
-    await connection.execute(
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """An order as the investor placed it: what it sent and its account in clear (the order carries
+    it sealed)."""
+
+    order: SubmitOrder
+    request_hash: str
+    cert_id: UUID | None
+    dividend: Dividend | None
+    settlement_account: str
+
+
+async def record_orders(connection: asyncpg.Connection, placed: Sequence[Placed]) -> set[str]:
+    """The investor's own record of its orders, in one statement: the client order ids recorded.
+    One already recorded is left as it was and is not among them."""
+    rows = await connection.fetch(
         """INSERT INTO orders (user_id, client_order_id, issue_code, side, order_type, price, quantity,
                time_in_force, settlement_account, cert_id, holder_name, holder_address, dividend_method,
                dividend_account, request_hash)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)""",
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::numeric[],
+               $7::bigint[], $8::text[], $9::text[], $10::uuid[], $11::text[], $12::text[], $13::text[],
+               $14::text[], $15::text[])
+           ON CONFLICT (user_id, client_order_id) DO NOTHING
+           RETURNING client_order_id""",
+        *unnest_columns([_placed_row(p) for p in placed], 15),
+    )
+    return {row["client_order_id"] for row in rows}
+
+
+def _placed_row(placed: Placed) -> tuple[Any, ...]:
+    order, terms, dividend = placed.order, placed.order.terms, placed.dividend
+    return (
         order.user_id,
         order.client_order_id,
         order.issue_code,
@@ -73,14 +90,21 @@ async def record_order(
         terms.price,
         terms.quantity,
         terms.time_in_force.value,
-        settlement_account,
-        cert_id,
+        placed.settlement_account,
+        placed.cert_id,
         order.holder_name,
         order.holder_address,
         dividend.method.value if dividend else None,
         dividend.account if dividend else None,
-        request_hash,
+        placed.request_hash,
     )
+
+
+async def client_order_used(connection: asyncpg.Connection, user_id: str, client_order_id: str) -> bool:
+    used = await connection.fetchval(
+        "SELECT true FROM orders WHERE user_id = $1 AND client_order_id = $2", user_id, client_order_id
+    )
+    return bool(used)
 
 
 async def record_replacement(
@@ -280,6 +304,18 @@ async def committable(connection: asyncpg.Connection, holder: str, cert_id: UUID
 
 async def commit_certificate(connection: asyncpg.Connection, cert_id: UUID, client_order_id: str | None) -> None:
     await connection.execute("UPDATE wallet SET committed_order = $2 WHERE cert_id = $1", cert_id, client_order_id)
+
+
+async def commit_certificates(connection: asyncpg.Connection, commits: Sequence[tuple[UUID, str]]) -> None:
+    """``commit_certificate`` for several certificates, each to its order, in one statement (none if none)."""
+    if commits:
+        await connection.execute(
+            """UPDATE wallet SET committed_order = c.client_order_id
+               FROM unnest($1::uuid[], $2::text[]) AS c (cert_id, client_order_id)
+               WHERE wallet.cert_id = c.cert_id""",
+            [cert_id for cert_id, _ in commits],
+            [client_order_id for _, client_order_id in commits],
+        )
 
 
 async def release_certificates(connection: asyncpg.Connection, holder: str, client_order_id: str) -> None:

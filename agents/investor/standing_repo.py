@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -65,14 +66,18 @@ async def live(connection: asyncpg.Connection, user_id: str, account: str) -> St
     return _cover(row)
 
 
-async def active_box(connection: asyncpg.Connection, user_id: str, account: str) -> str | None:
-    """The box of the account's active cover: a buy order that carries it draws on the cover."""
-    box: str | None = await connection.fetchval(
-        "SELECT box FROM standing_covers WHERE user_id = $1 AND account = $2 AND status = 'active'",
+async def active_boxes(connection: asyncpg.Connection, user_id: str, accounts: Sequence[str]) -> dict[str, str]:
+    """The box of each account's active cover, by account (those with one): a buy order that carries
+    it draws on the cover. Nothing is read for no accounts."""
+    if not accounts:
+        return {}
+    rows = await connection.fetch(
+        """SELECT account, box FROM standing_covers
+           WHERE user_id = $1 AND account = ANY($2::text[]) AND status = 'active'""",
         user_id,
-        account,
+        list(accounts),
     )
-    return box
+    return {row["account"]: row["box"] for row in rows}
 
 
 async def find(connection: asyncpg.Connection, user_id: str, cover_id: UUID) -> StandingCover | None:

@@ -8,7 +8,7 @@ seller's remainder certificate arrives from the issuer by itself.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
@@ -77,50 +77,105 @@ class OrderTicket:
 
 def place_order(ticket: OrderTicket) -> Command:
     """Sign and send order 33; a sell order attaches the certificate, countersigned for this order."""
+    listed = place_orders([ticket])
 
     async def action(ctx: Context) -> UUID:
-        user = ctx.identity.user_id
-        request = SubmitOrder(
-            client_order_id=ticket.client_order_id,
-            user_id=user,
-            issue_code=ticket.issue_code,
-            share_class=ticket.share_class,
-            terms=OrderTerms(
-                side=ticket.side,
-                order_type=OrderType.LIMIT if ticket.price is not None else OrderType.MARKET,
-                price=ticket.price,
-                quantity=ticket.quantity,
-                time_in_force=ticket.time_in_force,
-            ),
-            settlement_account=await _account_box(ctx, ticket),  # R-001-06
-            certificate=await _endorsed(ctx, ticket) if _carries_certificate(ticket) else None,
-            holder_name=ticket.holder_name if ticket.side is Side.BUY else None,
-            holder_address=ticket.holder_address if ticket.side is Side.BUY else None,
-            safekeeping_account=ticket.safekeeping_account,
-        )
-        if await order_repo.order(ctx.connection, user, ticket.client_order_id) is not None:
-            raise OrderError(f"client order id {ticket.client_order_id} was used before")
-        sealed = ctx.emit(request, to=ticket.exchange)
-        await order_repo.record_order(
-            ctx.connection, request, sealed.digest, ticket.cert_id, ticket.dividend_delivery, ticket.settlement_account
-        )
-        if ticket.cert_id is not None:
-            await order_repo.commit_certificate(ctx.connection, ticket.cert_id, ticket.client_order_id)
-        return sealed.envelope.message_id
+        (message_id,) = await listed(ctx)
+        return message_id
 
     return action
 
 
-async def _account_box(ctx: Context, ticket: OrderTicket) -> str:
-    """The order's account sealed to settlement. A buy order on an account with an active standing
-    cover carries the box the cover was opened with: the exchange draws the order on the cover only
-    if the boxes are equal byte for byte (docs/dvp.md, "Standing cover"; R-001-23)."""
+# One transaction holds a list's orders: a bound on what one command may lock and sign.
+MOST_ORDERS_IN_A_LIST = 1000
+
+
+def place_orders(tickets: Sequence[OrderTicket]) -> Callable[[Context], Awaitable[list[UUID]]]:
+    """Sign and send order 33 for each ticket, in the list's order: each order its own signed
+    message, as if placed alone, and all of them recorded in one transaction, or none (a client
+    with many orders to place pays one commit for them, not one each; docs/performance.md, stop 31).
+
+    A list is refused whole, with nothing sent, if it is empty or longer than
+    ``MOST_ORDERS_IN_A_LIST``, names a client order id twice or one used before, or sells from
+    one certificate twice or from one the wallet cannot commit."""
+    _check_list(tickets)
+
+    async def action(ctx: Context) -> list[UUID]:
+        user = ctx.identity.user_id
+        buying = {ticket.settlement_account for ticket in tickets if ticket.side is Side.BUY}
+        boxes = await standing_repo.active_boxes(ctx.connection, user, sorted(buying))
+        requests = [await _request(ctx, ticket, boxes) for ticket in tickets]
+        sealed = [ctx.emit(request, to=ticket.exchange) for request, ticket in zip(requests, tickets, strict=True)]
+        recorded = await order_repo.record_orders(
+            ctx.connection,
+            [
+                order_repo.Placed(request, s.digest, t.cert_id, t.dividend_delivery, t.settlement_account)
+                for request, s, t in zip(requests, sealed, tickets, strict=True)
+            ],
+        )
+        used = [ticket.client_order_id for ticket in tickets if ticket.client_order_id not in recorded]
+        if used:  # the transaction rolls back: nothing recorded, nothing sent
+            raise OrderError(_used_before(used))
+        await order_repo.commit_certificates(
+            ctx.connection, [(t.cert_id, t.client_order_id) for t in tickets if t.cert_id is not None]
+        )
+        return [s.envelope.message_id for s in sealed]
+
+    return action
+
+
+def _check_list(tickets: Sequence[OrderTicket]) -> None:
+    """What a list is refused for before anything is read. Pure."""
+    if not tickets:
+        raise OrderError("a list of orders holds at least one order")
+    if len(tickets) > MOST_ORDERS_IN_A_LIST:
+        raise OrderError(f"a list holds at most {MOST_ORDERS_IN_A_LIST} orders, not {len(tickets)}")
+    ids = [ticket.client_order_id for ticket in tickets]
+    twice = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    if twice:
+        raise OrderError(f"client order id {twice[0]} is in the list more than once")
+    certs = [ticket.cert_id for ticket in tickets if _carries_certificate(ticket) and ticket.cert_id is not None]
+    if len(set(certs)) < len(certs):
+        cert = next(c for c in certs if certs.count(c) > 1)
+        raise OrderError(f"certificate {cert} backs more than one order of the list")
+
+
+def _used_before(client_order_ids: Sequence[str]) -> str:
+    return f"client order id {client_order_ids[0]} was used before" + (
+        f" (and {len(client_order_ids) - 1} more of the list)" if len(client_order_ids) > 1 else ""
+    )
+
+
+async def _request(ctx: Context, ticket: OrderTicket, boxes: Mapping[str, str]) -> SubmitOrder:
     user = ctx.identity.user_id
-    if ticket.side is Side.BUY:
-        box = await standing_repo.active_box(ctx.connection, user, ticket.settlement_account)
-        if box is not None:
-            return box
-    return seal_account(ctx.trust, user, ticket.settlement_account)
+    return SubmitOrder(
+        client_order_id=ticket.client_order_id,
+        user_id=user,
+        issue_code=ticket.issue_code,
+        share_class=ticket.share_class,
+        terms=OrderTerms(
+            side=ticket.side,
+            order_type=OrderType.LIMIT if ticket.price is not None else OrderType.MARKET,
+            price=ticket.price,
+            quantity=ticket.quantity,
+            time_in_force=ticket.time_in_force,
+        ),
+        settlement_account=_account_box(ctx, ticket, boxes),  # R-001-06
+        certificate=await _endorsed(ctx, ticket) if _carries_certificate(ticket) else None,
+        holder_name=ticket.holder_name if ticket.side is Side.BUY else None,
+        holder_address=ticket.holder_address if ticket.side is Side.BUY else None,
+        safekeeping_account=ticket.safekeeping_account,
+    )
+
+
+def _account_box(ctx: Context, ticket: OrderTicket, boxes: Mapping[str, str]) -> str:
+    """The order's account sealed to settlement. A buy order on an account with an active standing
+    cover carries the box the cover was opened with (``boxes``, by account): the exchange draws the
+    order on the cover only if the boxes are equal byte for byte (docs/dvp.md, "Standing cover";
+    R-001-23)."""
+    if ticket.side is Side.BUY and ticket.settlement_account in boxes:
+        return boxes[ticket.settlement_account]
+    return seal_account(ctx.trust, ctx.identity.user_id, ticket.settlement_account)
 
 
 def _carries_certificate(ticket: OrderTicket) -> bool:
@@ -130,10 +185,13 @@ def _carries_certificate(ticket: OrderTicket) -> bool:
 async def _endorsed(ctx: Context, ticket: OrderTicket) -> EndorsedCertificate:
     if ticket.cert_id is None:
         raise OrderError("a sell order names the certificate it sells from")
-    signed = await order_repo.committable(ctx.connection, ctx.identity.user_id, ticket.cert_id)
+    user = ctx.identity.user_id
+    signed = await order_repo.committable(ctx.connection, user, ticket.cert_id)
     if signed is None:
+        if await order_repo.client_order_used(ctx.connection, user, ticket.client_order_id):
+            raise OrderError(_used_before([ticket.client_order_id]))  # the likelier mistake: a sell placed twice
         raise OrderError(f"certificate {ticket.cert_id} is not in the wallet, or already backs an order")
-    context = f"order:{ctx.identity.user_id}:{ticket.client_order_id}"
+    context = f"order:{user}:{ticket.client_order_id}"
     return endorse(ctx.identity, signed, "sell_order", context)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 from broker.settings import Settings
 from tests import support
@@ -99,6 +100,31 @@ async def test_an_investor_queues_requests_and_orders_without_the_broker(setting
     assert "order b-1 queued" in out
     assert "b-1" in await ok(settings, "investor", "orders", "--as", "bob")
     assert "(no certificates)" in await ok(settings, "investor", "wallet", "--as", "bob")
+
+
+async def test_an_investor_places_a_list_of_orders_from_a_file_all_or_none(settings: Settings, tmp_path: Path) -> None:
+    """``kabuto investor order-list``: every order of the file queued in one transaction; a file
+    with a line at fault is refused naming the line (exit 2), and one with an order the agent will
+    not send is refused whole (exit 1): neither records anything."""
+    header = "side,issue,quantity,account,limit,name,address,id\n"
+    good = tmp_path / "orders.csv"
+    good.write_text(header + "buy,KBT,100,bob-cash,1000,Bob,Tokyo,l-1\nbuy,KBT,200,bob-cash,990,Bob,Tokyo,l-2\n")
+    out = await ok(settings, "investor", "order-list", "--as", "bob", str(good))
+    assert "l-1" in out and "l-2" in out and "2 orders queued" in out
+
+    unreadable = tmp_path / "unreadable.csv"
+    unreadable.write_text(header + "buy,KBT,100,bob-cash,1000,Bob,Tokyo,l-3\nbuy,KBT,lots,bob-cash,990,Bob,Tokyo,l-4\n")
+    code, _, err = await kabuto(settings, "investor", "order-list", "--as", "bob", str(unreadable))
+    assert code == 2 and "line 3: quantity 'lots' is not a positive whole number" in err
+
+    used = tmp_path / "used.csv"
+    used.write_text(header + "buy,KBT,100,bob-cash,1000,Bob,Tokyo,l-5\nbuy,KBT,100,bob-cash,1000,Bob,Tokyo,l-1\n")
+    code, _, err = await kabuto(settings, "investor", "order-list", "--as", "bob", str(used))
+    assert code == 1 and "client order id l-1 was used before" in err
+
+    listed = await ok(settings, "investor", "orders", "--as", "bob")
+    assert "l-1" in listed and "l-2" in listed
+    assert not any(coid in listed for coid in ("l-3", "l-4", "l-5"))
 
 
 async def test_bad_input_is_refused_with_a_clear_message(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
@@ -10,7 +11,7 @@ import typer
 
 from agents import render, waiting
 from agents.cli_types import SIGNED_ARGUMENTS, As, decimal
-from agents.investor import answer_repo
+from agents.investor import answer_repo, order_file
 from agents.investor.client import InvestorClient
 from agents.investor.commands.params import (
     WAIT,
@@ -25,6 +26,7 @@ from agents.investor.commands.params import (
     order_id,
     sent_to,
 )
+from agents.investor.order_file import OrderFileError
 from agents.investor.trading import OrderTicket
 from schemas.trading import TimeInForce
 
@@ -69,6 +71,34 @@ def order(
         sent = sent_to(await client.place_order(ticket), "exchange", answer_repo.order(user, ticket.client_order_id))
         queued = f"order {ticket.client_order_id} queued; `kabuto investor orders --as {user}` shows it"
         return await waiting.report(client, sent, queued, no_wait=no_wait, timeout=timeout)
+
+    acting(user, act)
+
+
+@app.command("order-list")
+def order_list(
+    user: As,
+    file: Annotated[
+        Path, typer.Argument(help="a CSV file, one order a line", exists=True, dir_okay=False, show_default=False)
+    ],
+) -> None:
+    """Place every order of a CSV file at once, each its own signed order (seed 001 message 33), all
+    recorded in one transaction or none. Columns: side, issue, quantity, account; limit, tif,
+    certificate, name, address, safekeeping_account and id where an order needs them. The
+    exchange's answers appear in `kabuto investor orders`."""
+    try:
+        tickets = order_file.tickets(file.read_text(encoding="utf-8"), lambda: order_id(user, None))
+    except (OrderFileError, UnicodeDecodeError) as exc:
+        raise typer.BadParameter(f"{file}: {exc}", param_hint="FILE") from None
+
+    async def act(client: InvestorClient) -> None:
+        message_ids = await client.place_orders(tickets)
+        rows = [
+            [ticket.client_order_id, ticket.side.value, ticket.issue_code, ticket.quantity, message_id]
+            for ticket, message_id in zip(tickets, message_ids, strict=True)
+        ]
+        print(render.table(["client order id", "side", "issue", "qty", "message id"], rows, indent=""))
+        print(f"{len(tickets)} orders queued; `kabuto investor orders --as {user}` shows the exchange's answers")
 
     acting(user, act)
 
