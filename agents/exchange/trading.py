@@ -173,6 +173,7 @@ async def book(
         result.cancel_reason,
         cover_unit=cover_unit,
         may_wait=rested_whole,
+        touched=result.touched,
     )
     log.info("order_accepted", acceptance_number=order.acceptance_number, side=order.side.value)
     ctx.emit(
@@ -187,11 +188,8 @@ async def book(
 
 
 async def _apply(ctx: Context, issue_code: str, incoming: Order, result: Result) -> None:
-    """Save what a submission changed in the resting orders and tell everyone concerned
-    (the incoming order is saved by the caller)."""
-    conn = ctx.connection
-    for resting in result.touched:
-        await order_repo.save(conn, issue_code, resting)
+    """Tell everyone concerned what a submission did (the caller wrote the incoming order, with
+    the resting orders it touched, in one statement: ``order_repo.insert_order`` or ``save``)."""
     orders = {o.acceptance_number: o for o in (incoming, *result.touched)}
     # Each sell order's instruction view as its last execution's insert left it (order_repo.insert_match).
     views: dict[int, order_repo.InstructionView] = {}
@@ -265,7 +263,7 @@ async def restore_buy(ctx: Context, book: OrderBook, match: order_repo.Match, de
     )
     if order.remaining:
         result = book.submit(order)
-        await order_repo.save(ctx.connection, match.issue_code, order, result.cancel_reason)
+        await order_repo.save(ctx.connection, match.issue_code, order, result.cancel_reason, result.touched)
         await _apply(ctx, match.issue_code, order, result)
     else:
         await order_repo.save(ctx.connection, match.issue_code, order, CancelReason.CERTIFICATE_INVALID)
@@ -407,7 +405,7 @@ async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
         to=user,
     )
     result = book.submit(order)
-    await order_repo.save(conn, record.issue_code, order, result.cancel_reason)
+    await order_repo.save(conn, record.issue_code, order, result.cancel_reason, result.touched)
     await _apply(ctx, record.issue_code, order, result)
 
 

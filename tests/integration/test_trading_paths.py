@@ -271,6 +271,20 @@ async def test_lowering_only_the_quantity_keeps_the_acceptance_number_and_priori
         assert (await exchange_order(rt, "c1"))["remaining"] == 300
 
 
+async def test_a_replacement_that_crosses_fills_the_resting_order_at_once(settings: Settings) -> None:
+    """R-001-26: alice reprices her resting sell onto bob's resting buy; it trades at once, and the
+    exchange's rows say both filled (bob's written with the replacement, one statement: stop 31)."""
+    async with support.agents(settings, *AGENTS) as rt:
+        await market(rt)
+        cert_id = await issue(rt, "alice", 300)
+        await place(rt, "bob", buy("b1", 300, "1000"))
+        await place(rt, "alice", sell("s1", 300, cert_id, price="1100"))
+        await traded(rt, await replace(rt, "alice", "s1", "s1r", 300, "1000"), 1)
+        bob, alice = await exchange_order(rt, "b1"), await exchange_order(rt, "s1r")
+        assert (bob["status"], bob["remaining"]) == ("filled", 0)
+        assert (alice["status"], alice["remaining"]) == ("filled", 0)
+
+
 async def test_a_reduce_lowers_the_open_quantity_at_the_exchange(settings: Settings) -> None:
     """R-001-26: bob lowers 300 to 200; the exchange's queue must say 200."""
     async with support.agents(settings, *AGENTS) as rt:
@@ -462,6 +476,24 @@ async def test_a_refused_name_transfer_returns_the_buy_order_and_cancels_the_sal
         carol = await issue(rt, "carol", 500)
         await traded(rt, await place(rt, "carol", sell("c1", 500, carol, user="carol")), 1)
         assert (await exchange_order(rt, "b1"))["status"] == "filled"
+
+
+async def test_a_buy_order_returned_by_a_refused_transfer_fills_against_the_next_sell_at_once(
+    settings: Settings,
+) -> None:
+    """R-001-39 (S131): bob's buy comes back to the queue and matches carol's resting sell there and
+    then; the exchange's rows say both filled (carol's written with bob's, one statement: stop 31)."""
+    async with support.agents(settings, *AGENTS) as rt:
+        await market(rt)
+        bad, good = await issue(rt, "alice", 500), await issue(rt, "carol", 500)
+        await place(rt, "alice", sell("s1", 500, bad))
+        await place(rt, "carol", sell("c1", 500, good, user="carol"))
+        await rt["issuer"].query(lambda c: c.execute("UPDATE register SET status = 'retired' WHERE cert_id = $1", bad))
+
+        await traded(rt, await place(rt, "bob", buy("b1", 500)), 1)
+        bob, carol = await exchange_order(rt, "b1"), await exchange_order(rt, "c1")
+        assert (bob["status"], bob["remaining"]) == ("filled", 0)
+        assert (carol["status"], carol["remaining"]) == ("filled", 0)
 
 
 async def test_the_seller_whose_transfer_failed_sees_the_order_cancelled_not_filled(
