@@ -19,8 +19,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 from uuid import UUID
 
+from pydantic import ValidationError
+
 from agents.investor.trading import MOST_ORDERS_IN_A_LIST, OrderTicket
-from schemas.trading import Side, TimeInForce
+from schemas.trading import OrderTerms, OrderType, Side, TimeInForce
 
 REQUIRED = ("side", "issue", "quantity", "account")
 OPTIONAL = ("id", "limit", "tif", "certificate", "name", "address", "safekeeping_account")
@@ -33,7 +35,7 @@ class OrderFileError(ValueError):
 
 def tickets(text: str, new_id: Callable[[], str] = lambda: uuid.uuid4().hex[:12]) -> list[OrderTicket]:
     """The orders of a CSV text, in its order. ``new_id``: a client order id for a line without one."""
-    reader = csv.DictReader(io.StringIO(text, newline=""), restkey="\0extra")
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""), restkey="\0extra")
     if not reader.fieldnames:
         raise OrderFileError("the file is empty: a header line and one order a line are expected")
     header = [name.strip() for name in reader.fieldnames]
@@ -70,7 +72,7 @@ def _ticket(row: Mapping[str, Any], line: int, new_id: Callable[[], str]) -> Ord
     def get(name: str) -> str | None:
         return field.get(name) or None
 
-    return OrderTicket(
+    ticket = OrderTicket(
         client_order_id=get("id") or new_id(),
         issue_code=field["issue"],
         side=_choice(Side, field["side"], "side", line),
@@ -83,6 +85,27 @@ def _ticket(row: Mapping[str, Any], line: int, new_id: Callable[[], str]) -> Ord
         holder_address=get("address"),
         safekeeping_account=get("safekeeping_account"),
     )
+    if ticket.cert_id is not None and (ticket.side is Side.BUY or ticket.safekeeping_account is not None):
+        raise OrderFileError(f"line {line}: only a sell order from a certificate names one")
+    _terms_carried(ticket, line)
+    return ticket
+
+
+def _terms_carried(ticket: OrderTicket, line: int) -> None:
+    """What the contract's order terms refuse (a quantity or a price out of its range) is named by
+    line here, not by its place in the list once it is placed."""
+    try:
+        OrderTerms(
+            side=ticket.side,
+            order_type=OrderType.LIMIT if ticket.price is not None else OrderType.MARKET,
+            price=ticket.price,
+            quantity=ticket.quantity,
+            time_in_force=ticket.time_in_force,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = {"price": "limit"}.get(str(error["loc"][0]), str(error["loc"][0])) if error["loc"] else "order"
+        raise OrderFileError(f"line {line}: {name}: {error['msg']}") from None
 
 
 def _choice(kind: type[E], text: str, name: str, line: int) -> E:
@@ -94,7 +117,7 @@ def _choice(kind: type[E], text: str, name: str, line: int) -> E:
 
 
 def _quantity(text: str, line: int) -> int:
-    if not text.isdigit() or int(text) <= 0:
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
         raise OrderFileError(f"line {line}: quantity {text!r} is not a positive whole number of shares")
     return int(text)
 

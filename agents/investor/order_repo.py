@@ -64,7 +64,9 @@ class Placed:
 
 async def record_orders(connection: asyncpg.Connection, placed: Sequence[Placed]) -> set[str]:
     """The investor's own record of its orders, in one statement: the client order ids recorded.
-    One already recorded is left as it was and is not among them."""
+    One already recorded is left as it was and is not among them. Rows go in in client order id
+    order, whatever the list's, so two lists racing on the same ids wait rather than deadlock."""
+    ordered = sorted(placed, key=lambda p: p.order.client_order_id)
     rows = await connection.fetch(
         """INSERT INTO orders (user_id, client_order_id, issue_code, side, order_type, price, quantity,
                time_in_force, settlement_account, cert_id, holder_name, holder_address, dividend_method,
@@ -74,7 +76,7 @@ async def record_orders(connection: asyncpg.Connection, placed: Sequence[Placed]
                $14::text[], $15::text[])
            ON CONFLICT (user_id, client_order_id) DO NOTHING
            RETURNING client_order_id""",
-        *unnest_columns([_placed_row(p) for p in placed], 15),
+        *unnest_columns([_placed_row(p) for p in ordered], 15),
     )
     return {row["client_order_id"] for row in rows}
 
@@ -287,19 +289,30 @@ async def executions(connection: asyncpg.Connection, user_id: str) -> list[dict[
 
 async def committable(connection: asyncpg.Connection, holder: str, cert_id: UUID) -> SignedCertificate | None:
     """A held certificate no order uses yet, locked for this transaction."""
-    row = await connection.fetchrow(
-        """SELECT content, issuer_signature, issuer_certificate FROM wallet
-           WHERE cert_id = $1 AND holder_user_id = $2 AND status = 'held' AND committed_order IS NULL
-           FOR UPDATE""",
-        cert_id,
+    return (await committable_all(connection, holder, [cert_id])).get(cert_id)
+
+
+async def committable_all(
+    connection: asyncpg.Connection, holder: str, cert_ids: Sequence[UUID]
+) -> dict[UUID, SignedCertificate]:
+    """``committable`` for several certificates in one statement, locked in CertID order (two lists
+    selling the same ones wait for each other rather than deadlock): those the wallet can commit."""
+    if not cert_ids:
+        return {}
+    rows = await connection.fetch(
+        """SELECT cert_id, content, issuer_signature, issuer_certificate FROM wallet
+           WHERE cert_id = ANY($1::uuid[]) AND holder_user_id = $2 AND status = 'held' AND committed_order IS NULL
+           ORDER BY cert_id FOR UPDATE""",
+        list(cert_ids),
         holder,
     )
-    if row is None:
-        return None
-    return SignedCertificate(
-        content=row["content"],
-        issuer_signature=IssuerSignature(certificate=row["issuer_certificate"], signature=row["issuer_signature"]),
-    )
+    return {
+        row["cert_id"]: SignedCertificate(
+            content=row["content"],
+            issuer_signature=IssuerSignature(certificate=row["issuer_certificate"], signature=row["issuer_signature"]),
+        )
+        for row in rows
+    }
 
 
 async def commit_certificate(connection: asyncpg.Connection, cert_id: UUID, client_order_id: str | None) -> None:

@@ -8,10 +8,14 @@ seller's remainder certificate arrives from the issuer by itself.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NoReturn
 from uuid import UUID
+
+from pydantic import ValidationError
 
 from agents.investor import domain, order_answers, order_repo, repo, standing_repo
 from agents.investor.domain import Dividend
@@ -22,7 +26,7 @@ from broker.errors import Reason, SecurityRejected
 from broker.sealed_box import seal_account, seal_for
 from broker.stock_certificates import endorse, verify_certificate
 from schemas.catalogue import Message
-from schemas.certificates import EndorsedCertificate, ShareClass
+from schemas.certificates import EndorsedCertificate, ShareClass, SignedCertificate
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
 from schemas.sealed import ACCOUNT_INQUIRY_ACCOUNT
 from schemas.settlement import AccountInquiry, AccountStatement
@@ -96,29 +100,34 @@ def place_orders(tickets: Sequence[OrderTicket]) -> Callable[[Context], Awaitabl
     with many orders to place pays one commit for them, not one each; docs/performance.md, stop 31).
 
     A list is refused whole, with nothing sent, if it is empty or longer than
-    ``MOST_ORDERS_IN_A_LIST``, names a client order id twice or one used before, or sells from
-    one certificate twice or from one the wallet cannot commit."""
+    ``MOST_ORDERS_IN_A_LIST``, names a client order id twice or one used before, sells from one
+    certificate twice or from one the wallet cannot commit, names a certificate on an order that
+    sells none, or holds an order the contract cannot carry (named by its place in the list).
+
+    Rows are locked in one order whatever the list's (certificates, then client order ids, each
+    sorted), so two lists racing on the same ones wait for each other rather than deadlock."""
     _check_list(tickets)
 
     async def action(ctx: Context) -> list[UUID]:
-        user = ctx.identity.user_id
+        user, connection = ctx.identity.user_id, ctx.connection
         buying = {ticket.settlement_account for ticket in tickets if ticket.side is Side.BUY}
-        boxes = await standing_repo.active_boxes(ctx.connection, user, sorted(buying))
-        requests = [await _request(ctx, ticket, boxes) for ticket in tickets]
+        boxes = await standing_repo.active_boxes(connection, user, sorted(buying))
+        selling = [ticket.cert_id for ticket in tickets if _carries_certificate(ticket) and ticket.cert_id]
+        wallet = await order_repo.committable_all(connection, user, selling)
+        if any(_carries_certificate(t) and t.cert_id not in wallet for t in tickets):
+            await _refuse_uncommittable(ctx, tickets, wallet)
+        requests = [_request(ctx, place, ticket, boxes, wallet) for place, ticket in enumerate(tickets, 1)]
         sealed = [ctx.emit(request, to=ticket.exchange) for request, ticket in zip(requests, tickets, strict=True)]
-        recorded = await order_repo.record_orders(
-            ctx.connection,
-            [
-                order_repo.Placed(request, s.digest, t.cert_id, t.dividend_delivery, t.settlement_account)
-                for request, s, t in zip(requests, sealed, tickets, strict=True)
-            ],
-        )
+        placed = [
+            order_repo.Placed(request, s.digest, t.cert_id, t.dividend_delivery, t.settlement_account)
+            for request, s, t in zip(requests, sealed, tickets, strict=True)
+        ]
+        recorded = await order_repo.record_orders(connection, placed)
         used = [ticket.client_order_id for ticket in tickets if ticket.client_order_id not in recorded]
         if used:  # the transaction rolls back: nothing recorded, nothing sent
             raise OrderError(_used_before(used))
-        await order_repo.commit_certificates(
-            ctx.connection, [(t.cert_id, t.client_order_id) for t in tickets if t.cert_id is not None]
-        )
+        commits = [(t.cert_id, t.client_order_id) for t in tickets if _carries_certificate(t) and t.cert_id]
+        await order_repo.commit_certificates(connection, commits)
         return [s.envelope.message_id for s in sealed]
 
     return action
@@ -130,14 +139,17 @@ def _check_list(tickets: Sequence[OrderTicket]) -> None:
         raise OrderError("a list of orders holds at least one order")
     if len(tickets) > MOST_ORDERS_IN_A_LIST:
         raise OrderError(f"a list holds at most {MOST_ORDERS_IN_A_LIST} orders, not {len(tickets)}")
-    ids = [ticket.client_order_id for ticket in tickets]
-    twice = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    twice = [coid for coid, n in Counter(t.client_order_id for t in tickets).items() if n > 1]
     if twice:
         raise OrderError(f"client order id {twice[0]} is in the list more than once")
-    certs = [ticket.cert_id for ticket in tickets if _carries_certificate(ticket) and ticket.cert_id is not None]
-    if len(set(certs)) < len(certs):
-        cert = next(c for c in certs if certs.count(c) > 1)
-        raise OrderError(f"certificate {cert} backs more than one order of the list")
+    for ticket in tickets:
+        if ticket.cert_id is not None and not _carries_certificate(ticket):
+            what = "a buy order" if ticket.side is Side.BUY else "a book-entry sell order"
+            raise OrderError(f"order {ticket.client_order_id}: {what} names no certificate, not {ticket.cert_id}")
+    certs = Counter(t.cert_id for t in tickets if _carries_certificate(t) and t.cert_id is not None)
+    shared = [cert for cert, n in certs.items() if n > 1]
+    if shared:
+        raise OrderError(f"certificate {shared[0]} backs more than one order of the list")
 
 
 def _used_before(client_order_ids: Sequence[str]) -> str:
@@ -146,26 +158,37 @@ def _used_before(client_order_ids: Sequence[str]) -> str:
     )
 
 
-async def _request(ctx: Context, ticket: OrderTicket, boxes: Mapping[str, str]) -> SubmitOrder:
-    user = ctx.identity.user_id
-    return SubmitOrder(
-        client_order_id=ticket.client_order_id,
-        user_id=user,
-        issue_code=ticket.issue_code,
-        share_class=ticket.share_class,
-        terms=OrderTerms(
-            side=ticket.side,
-            order_type=OrderType.LIMIT if ticket.price is not None else OrderType.MARKET,
-            price=ticket.price,
-            quantity=ticket.quantity,
-            time_in_force=ticket.time_in_force,
-        ),
-        settlement_account=_account_box(ctx, ticket, boxes),  # R-001-06
-        certificate=await _endorsed(ctx, ticket) if _carries_certificate(ticket) else None,
-        holder_name=ticket.holder_name if ticket.side is Side.BUY else None,
-        holder_address=ticket.holder_address if ticket.side is Side.BUY else None,
-        safekeeping_account=ticket.safekeeping_account,
-    )
+def _request(
+    ctx: Context,
+    place: int,
+    ticket: OrderTicket,
+    boxes: Mapping[str, str],
+    wallet: Mapping[UUID, SignedCertificate],
+) -> SubmitOrder:
+    """Order 33 as ``ticket`` fills it in; one the contract cannot carry is refused by its
+    ``place`` in the list (1 for the first)."""
+    try:
+        return SubmitOrder(
+            client_order_id=ticket.client_order_id,
+            user_id=ctx.identity.user_id,
+            issue_code=ticket.issue_code,
+            share_class=ticket.share_class,
+            terms=OrderTerms(
+                side=ticket.side,
+                order_type=OrderType.LIMIT if ticket.price is not None else OrderType.MARKET,
+                price=ticket.price,
+                quantity=ticket.quantity,
+                time_in_force=ticket.time_in_force,
+            ),
+            settlement_account=_account_box(ctx, ticket, boxes),  # R-001-06
+            certificate=_endorsed(ctx, ticket, wallet) if _carries_certificate(ticket) else None,
+            holder_name=ticket.holder_name if ticket.side is Side.BUY else None,
+            holder_address=ticket.holder_address if ticket.side is Side.BUY else None,
+            safekeeping_account=ticket.safekeeping_account,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'order'}: {e['msg']}" for e in exc.errors())
+        raise OrderError(f"order {place} of the list ({ticket.client_order_id}) cannot be sent: {problems}") from None
 
 
 def _account_box(ctx: Context, ticket: OrderTicket, boxes: Mapping[str, str]) -> str:
@@ -182,17 +205,28 @@ def _carries_certificate(ticket: OrderTicket) -> bool:
     return ticket.side is Side.SELL and ticket.safekeeping_account is None
 
 
-async def _endorsed(ctx: Context, ticket: OrderTicket) -> EndorsedCertificate:
+def _endorsed(
+    ctx: Context, ticket: OrderTicket, wallet: Mapping[UUID, SignedCertificate]
+) -> EndorsedCertificate | None:
+    """The sell order's certificate countersigned for it; None if the wallet cannot commit it
+    (``_refuse_uncommittable`` then says why)."""
+    signed = wallet.get(ticket.cert_id) if ticket.cert_id is not None else None
+    if signed is None:
+        return None
+    context = f"order:{ctx.identity.user_id}:{ticket.client_order_id}"
+    return endorse(ctx.identity, signed, "sell_order", context)
+
+
+async def _refuse_uncommittable(
+    ctx: Context, tickets: Sequence[OrderTicket], wallet: Mapping[UUID, SignedCertificate]
+) -> NoReturn:
+    """The first sell order of the list whose certificate the wallet cannot commit, and why."""
+    ticket = next(t for t in tickets if _carries_certificate(t) and t.cert_id not in wallet)
     if ticket.cert_id is None:
         raise OrderError("a sell order names the certificate it sells from")
-    user = ctx.identity.user_id
-    signed = await order_repo.committable(ctx.connection, user, ticket.cert_id)
-    if signed is None:
-        if await order_repo.client_order_used(ctx.connection, user, ticket.client_order_id):
-            raise OrderError(_used_before([ticket.client_order_id]))  # the likelier mistake: a sell placed twice
-        raise OrderError(f"certificate {ticket.cert_id} is not in the wallet, or already backs an order")
-    context = f"order:{user}:{ticket.client_order_id}"
-    return endorse(ctx.identity, signed, "sell_order", context)
+    if await order_repo.client_order_used(ctx.connection, ctx.identity.user_id, ticket.client_order_id):
+        raise OrderError(_used_before([ticket.client_order_id]))  # the likelier mistake: a sell placed twice
+    raise OrderError(f"certificate {ticket.cert_id} is not in the wallet, or already backs an order")
 
 
 def cancel_order(client_order_id: str, exchange: str = EXCHANGE_ID) -> Command:

@@ -15,7 +15,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-import pydantic
 import pytest
 
 from agents.investor.trading import OrderError, OrderTicket, place_order, place_orders
@@ -41,19 +40,21 @@ async def state(rt: Rt, *certs: UUID) -> tuple[Any, ...]:
 # --- all or none ---------------------------------------------------------------------------
 
 
-async def test_a_pydantic_error_on_the_third_ticket_leaves_nothing(settings: Settings) -> None:
+async def test_an_order_the_contract_cannot_carry_third_in_the_list_leaves_nothing(settings: Settings) -> None:
     async with support.agents(settings, *AGENTS) as rt:
         await market(rt)
         cert = await issue(rt, "alice", 100)
         before = await state(rt, cert)
         bad_price = dataclasses.replace(buy("a3", 1, user="alice"), price=Decimal("1000.00001"))
-        with pytest.raises(pydantic.ValidationError):
-            await rt["investor"].command("alice", place_orders([buy("a1", 100, user="alice"), sell("a2", 100, cert),
-                                                                 bad_price]))
+        with pytest.raises(OrderError, match=r"order 3 of the list \(a3\) cannot be sent: price: .*4 decimal places"):
+            await rt["investor"].command(
+                "alice", place_orders([buy("a1", 100, user="alice"), sell("a2", 100, cert), bad_price])
+            )
         bad_issue = dataclasses.replace(buy("a6", 1, user="alice"), issue_code="kbt lower")
-        with pytest.raises(pydantic.ValidationError):
-            await rt["investor"].command("alice", place_orders([sell("a4", 100, cert), buy("a5", 1, user="alice"),
-                                                                 bad_issue]))
+        with pytest.raises(OrderError, match=r"order 3 of the list \(a6\) cannot be sent: issue_code: "):
+            await rt["investor"].command(
+                "alice", place_orders([sell("a4", 100, cert), buy("a5", 1, user="alice"), bad_issue])
+            )
         assert await state(rt, cert) == before
         # nothing left behind: the same ids and certificate go through afterwards
         await rt["investor"].command("alice", place_orders([buy("a1", 100, user="alice"), sell("a2", 100, cert)]))
@@ -69,8 +70,9 @@ async def test_a_late_sell_without_its_certificate_or_with_one_not_in_the_wallet
         before = await state(rt, cert)
         no_cert = dataclasses.replace(sell("s9", 100, cert), cert_id=None)
         with pytest.raises(OrderError, match="names the certificate it sells from"):
-            await rt["investor"].command("alice", place_orders([sell("s1", 100, cert), buy("b1", 1, user="alice"),
-                                                                 no_cert]))
+            await rt["investor"].command(
+                "alice", place_orders([sell("s1", 100, cert), buy("b1", 1, user="alice"), no_cert])
+            )
         with pytest.raises(OrderError, match=f"certificate {UUID(int=9)} is not in the wallet"):
             await rt["investor"].command(
                 "alice", place_orders([buy("b1", 1, user="alice"), sell("s1", 100, cert), sell("s2", 1, UUID(int=9))])
@@ -118,9 +120,9 @@ async def test_a_buy_ticket_naming_someone_elses_certificate_does_not_commit_it(
 async def test_a_long_list_is_one_signed_submit_each_accepted_in_the_lists_order(settings: Settings) -> None:
     async with support.agents(settings, *AGENTS) as rt:
         await market(rt)
-        certs = [await issue(rt, "alice", 10) for _ in range(3)]
-        sells = [sell(f"s{i:03}", 10, c, price="1300") for i, c in enumerate(certs)]
-        buys = [buy(f"b{i:03}", 1, price=str(700 + i)) for i in range(57)]
+        certs = [await issue(rt, "alice", 100) for _ in range(3)]
+        sells = [sell(f"s{i:03}", 100, c, price="1300") for i, c in enumerate(certs)]
+        buys = [buy(f"b{i:03}", 100, price=str(700 + i)) for i in range(57)]
         message_ids = await rt["investor"].command("alice", place_orders(sells))
         buy_ids = await rt["investor"].command("bob", place_orders(buys))
         every = message_ids + buy_ids
@@ -149,7 +151,7 @@ async def test_single_orders_keep_their_messages(settings: Settings) -> None:
             await rt["investor"].command("alice", place_order(sell("s1", 100, cert, price="1100")))
         with pytest.raises(OrderError, match="client order id s1 was used before"):
             await rt["investor"].command("alice", place_order(sell("s1", 100, other, price="1100")))
-        with pytest.raises(OrderError, match="client order id b1 was used before$"):
+        with pytest.raises(OrderError, match=r"client order id b1 was used before$"):
             await rt["investor"].command("alice", place_order(buy("b1", 1, user="alice")))
         with pytest.raises(OrderError, match=f"certificate {cert} is not in the wallet, or already backs an order"):
             await rt["investor"].command("alice", place_order(sell("s2", 100, cert, price="1100")))
@@ -174,14 +176,20 @@ async def pools(settings: Settings, n: int) -> AsyncIterator[list[asyncpg.Pool]]
         yield [await stack.enter_async_context(agent_pool(url, "investor", max_size=1)) for _ in range(n)]
 
 
-async def waiting_on_locks(pool: asyncpg.Pool, n: int) -> None:
+async def waiting_on_locks(settings: Settings, n: int) -> None:
+    """Until ``n`` sessions of the test's database wait on a lock (read as the database's owner)."""
+    pool = await asyncpg.connect(settings.database_url)
+
     async def check() -> bool:
         count = await pool.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
         return bool(count >= n)
 
-    await support.eventually(check)
+    try:
+        await support.eventually(check)
+    finally:
+        await pool.close()
 
 
 def run(rt: Rt, pool: asyncpg.Pool, user: str, tickets: list[OrderTicket]) -> asyncio.Task[Any]:
@@ -202,7 +210,7 @@ def one_wins(results: list[Any]) -> tuple[Any, BaseException]:
 async def test_two_commands_racing_on_one_client_order_id_one_wins_the_other_gets_order_error(
     settings: Settings,
 ) -> None:
-    async with support.agents(settings, *AGENTS) as rt, pools(settings, 4) as (p1, p2, blocker, watch):
+    async with support.agents(settings, *AGENTS) as rt, pools(settings, 3) as (p1, p2, blocker):
         await market(rt)
         investor = rt["investor"]
         async with blocker.acquire() as connection:
@@ -211,7 +219,7 @@ async def test_two_commands_racing_on_one_client_order_id_one_wins_the_other_get
             ctx = Context(connection, investor.identities["bob"], investor.trust, datetime.now(UTC))
             await place_orders([buy("r1", 100)])(ctx)
             t1, t2 = run(rt, p1, "bob", [buy("r1", 100)]), run(rt, p2, "bob", [buy("x2", 1), buy("r1", 100)])
-            await waiting_on_locks(watch, 2)
+            await waiting_on_locks(settings, 2)
             await transaction.rollback()
         _, lost = one_wins(list(await asyncio.gather(t1, t2, return_exceptions=True)))
         assert "r1 was used before" in str(lost)
@@ -223,7 +231,7 @@ async def test_two_lists_racing_on_the_same_ids_in_opposite_orders_one_wins_the_
 ) -> None:
     """Lists [a, m, b] and [b, m, a] placed at once (m held a moment by a third command that
     rolls back): one is placed, the other is refused as used before, not a deadlock."""
-    async with support.agents(settings, *AGENTS) as rt, pools(settings, 4) as (p1, p2, blocker, watch):
+    async with support.agents(settings, *AGENTS) as rt, pools(settings, 3) as (p1, p2, blocker):
         await market(rt)
         investor = rt["investor"]
         async with blocker.acquire() as connection:
@@ -233,7 +241,7 @@ async def test_two_lists_racing_on_the_same_ids_in_opposite_orders_one_wins_the_
             await place_orders([buy("m", 100)])(ctx)
             t1 = run(rt, p1, "bob", [buy("a", 1), buy("m", 1), buy("b", 1)])
             t2 = run(rt, p2, "bob", [buy("b", 1), buy("m", 1), buy("a", 1)])
-            await waiting_on_locks(watch, 2)
+            await waiting_on_locks(settings, 2)
             await transaction.rollback()
         one_wins(list(await asyncio.gather(t1, t2, return_exceptions=True)))
         assert await recorded(rt) == ["a", "b", "m"]
@@ -242,16 +250,16 @@ async def test_two_lists_racing_on_the_same_ids_in_opposite_orders_one_wins_the_
 async def test_two_sell_lists_racing_on_the_same_certificates_in_opposite_orders_one_wins(
     settings: Settings,
 ) -> None:
-    async with support.agents(settings, *AGENTS) as rt, pools(settings, 4) as (p1, p2, blocker, watch):
+    async with support.agents(settings, *AGENTS) as rt, pools(settings, 3) as (p1, p2, blocker):
         await market(rt)
-        c1, c2, c3 = [await issue(rt, "alice", 10) for _ in range(3)]
+        c1, c2, c3 = [await issue(rt, "alice", 100) for _ in range(3)]
         async with blocker.acquire() as connection:
             transaction = connection.transaction()
             await transaction.start()
             await connection.execute("SELECT 1 FROM wallet WHERE cert_id = $1 FOR UPDATE", c3)
-            t1 = run(rt, p1, "alice", [sell("a1", 10, c1), sell("a2", 10, c3), sell("a3", 10, c2)])
-            t2 = run(rt, p2, "alice", [sell("b1", 10, c2), sell("b2", 10, c3), sell("b3", 10, c1)])
-            await waiting_on_locks(watch, 2)
+            t1 = run(rt, p1, "alice", [sell("a1", 100, c1), sell("a2", 100, c3), sell("a3", 100, c2)])
+            t2 = run(rt, p2, "alice", [sell("b1", 100, c2), sell("b2", 100, c3), sell("b3", 100, c1)])
+            await waiting_on_locks(settings, 2)
             await transaction.rollback()
         _, lost = one_wins(list(await asyncio.gather(t1, t2, return_exceptions=True)))
         assert "already backs an order" in str(lost)
@@ -262,19 +270,35 @@ async def test_two_sell_lists_racing_on_the_same_certificates_in_opposite_orders
 HEADER = "side,issue,quantity,account,limit,name,address,id\n"
 
 
-async def test_cli_a_file_saved_with_a_bom_crlf_quotes_and_blank_lines_is_placed(
+async def order_list(settings: Settings, file: str) -> tuple[int, str]:
+    """The command's exit code and its stderr as one line (Typer's box drawn around it taken off)."""
+    code, _, err = await kabuto(settings, "investor", "order-list", "--as", "bob", file)
+    return code, " ".join(err.translate({ord(c): " " for c in "│╭╮╰╯─"}).split())
+
+
+async def test_cli_a_file_with_crlf_quotes_blank_lines_and_a_spaced_header_is_placed(
     settings: Settings, tmp_path: Path
 ) -> None:
     body = (
-        "\ufeff side , issue , quantity , account , limit , name , address , id \r\n"
+        " side , issue , quantity , account , limit , name , address , id \r\n"
         'buy,KBT,100,bob-cash,1000,"Bob, Jr.","1-2, Kabuto-cho",q-1\r\n'
         "\r\n"
         'buy,KBT,200,bob-cash,990,Bob,"Tokyo, Japan",q-2\r\n'
     )
     file = tmp_path / "excel.csv"
     file.write_bytes(body.encode("utf-8"))
-    out = await ok(settings, "investor", "order-list", "--as", "bob", str(file))
-    assert "2 orders queued" in out
+    code, err = await order_list(settings, str(file))
+    assert code == 0, err
+    listed = await ok(settings, "investor", "orders", "--as", "bob")
+    assert "q-1" in listed and "q-2" in listed
+
+
+async def test_cli_a_utf8_file_saved_with_a_byte_order_mark_is_placed(settings: Settings, tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" and Notepad write a BOM before the header."""
+    file = tmp_path / "bom.csv"
+    file.write_bytes(("\ufeff" + HEADER + "buy,KBT,100,bob-cash,1000,Bob,Tokyo,bom-1\n").encode("utf-8"))
+    code, err = await order_list(settings, str(file))
+    assert code == 0, err
 
 
 async def test_cli_exit_codes(settings: Settings, tmp_path: Path) -> None:
@@ -283,24 +307,30 @@ async def test_cli_exit_codes(settings: Settings, tmp_path: Path) -> None:
         path.write_bytes(text if isinstance(text, bytes) else text.encode())
         return str(path)
 
-    code, _, err = await kabuto(settings, "investor", "order-list", "--as", "bob",
-                                write("latin1.csv", (HEADER + "buy,KBT,1,bob-cash,1000,Bj\xf6rk,Tokyo,e-1\n").encode("latin-1")))
+    code, err = await order_list(
+        settings, write("latin1.csv", (HEADER + "buy,KBT,1,bob-cash,1000,Bj\xf6rk,Tokyo,e-1\n").encode("latin-1"))
+    )
     assert code == 2 and "latin1.csv" in err
-    code, _, err = await kabuto(settings, "investor", "order-list", "--as", "bob", write("header.csv", HEADER))
+    code, err = await order_list(settings, write("header.csv", HEADER))
     assert code == 2 and "holds no order" in err
-    code, _, err = await kabuto(settings, "investor", "order-list", "--as", "bob", write("empty.csv", ""))
+    code, err = await order_list(settings, write("empty.csv", ""))
     assert code == 2 and "empty" in err
-    code, _, _ = await kabuto(settings, "investor", "order-list", "--as", "bob", str(tmp_path / "missing.csv"))
+    code, _ = await order_list(settings, str(tmp_path / "missing.csv"))
     assert code == 2
-    code, _, err = await kabuto(settings, "investor", "order-list", "--as", "bob",
-                                write("sell.csv", "side,issue,quantity,account,limit,certificate,id\n"
-                                      f"sell,KBT,1,bob-cash,1000,{UUID(int=1)},e-2\n"))
+    code, err = await order_list(
+        settings,
+        write(
+            "sell.csv",
+            f"side,issue,quantity,account,limit,certificate,id\nsell,KBT,1,bob-cash,1000,{UUID(int=1)},e-2\n",
+        ),
+    )
     assert code == 1 and "is not in the wallet" in err
     many = "".join(f"buy,KBT,1,bob-cash,1000,Bob,Tokyo,m-{i}\n" for i in range(1000))
     out = await ok(settings, "investor", "order-list", "--as", "bob", write("many.csv", HEADER + many))
     assert "1000 orders queued" in out
-    code, _, err = await kabuto(settings, "investor", "order-list", "--as", "bob",
-                                write("toomany.csv", HEADER + many + "buy,KBT,1,bob-cash,1000,Bob,Tokyo,m-x\n"))
+    code, err = await order_list(
+        settings, write("toomany.csv", HEADER + many + "buy,KBT,1,bob-cash,1000,Bob,Tokyo,m-x\n")
+    )
     assert code == 2 and "line 1002" in err
     listed = await ok(settings, "investor", "orders", "--as", "bob")
     assert "e-1" not in listed and "e-2" not in listed and "m-x" not in listed
@@ -310,7 +340,7 @@ async def test_cli_a_line_the_parser_cannot_read_is_a_usage_error_naming_it(sett
     """A quantity of Unicode digits the parser lets through and ``int`` cannot read."""
     file = tmp_path / "super.csv"
     file.write_text(HEADER + "buy,KBT,1,bob-cash,1000,Bob,Tokyo,u-1\nbuy,KBT,\u00b2,bob-cash,1000,Bob,Tokyo,u-2\n")
-    code, _, err = await kabuto(settings, "investor", "order-list", "--as", "bob", str(file))
+    code, err = await order_list(settings, str(file))
     assert code == 2 and "line 3" in err, (code, err[-400:])
 
 
@@ -324,6 +354,6 @@ async def test_cli_a_line_no_order_can_carry_is_a_usage_error_naming_it(
 ) -> None:
     file = tmp_path / "big.csv"
     file.write_text(HEADER + "buy,KBT,1,bob-cash,1000,Bob,Tokyo,v-1\n" + line + "\n")
-    code, _, err = await kabuto(settings, "investor", "order-list", "--as", "bob", str(file))
+    code, err = await order_list(settings, str(file))
     assert code == 2 and "line 3" in err, (code, err[-400:])
     assert "v-1" not in await ok(settings, "investor", "orders", "--as", "bob")

@@ -87,7 +87,7 @@ def order_list(
     certificate, name, address, safekeeping_account and id where an order needs them. The
     exchange's answers appear in `kabuto investor orders`."""
     try:
-        tickets = order_file.tickets(file.read_text(encoding="utf-8"), lambda: order_id(user, None))
+        tickets = order_file.tickets(file.read_text(encoding="utf-8-sig"), lambda: order_id(user, None))
     except (OrderFileError, UnicodeDecodeError) as exc:
         raise typer.BadParameter(f"{file}: {exc}", param_hint="FILE") from None
 
