@@ -7,6 +7,7 @@ moment brings the book back exactly as committed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -281,12 +282,14 @@ async def insert_order(
 def holding_rows() -> Iterator[None]:
     """New order rows inserted with ``may_wait`` are held until ``write_held``; the holder
     writes them before any statement that could read them (read_ahead.py) and before the
-    commit. Left with rows still held, they are dropped: the transaction is failing."""
-    reset = _HELD.set([])
+    commit. Transfer requests are held too, until ``write_held_transfers``. Left with rows
+    still held, they are dropped: the transaction is failing."""
+    reset, transfers = _HELD.set([]), _TRANSFERS.set({})
     try:
         yield
     finally:
         _HELD.reset(reset)
+        _TRANSFERS.reset(transfers)
 
 
 async def write_held(connection: asyncpg.Connection) -> None:
@@ -543,7 +546,7 @@ def _instruction_view_sql(sell_order: str, inserted: str | None = None) -> str:
 
 def _instruction_view(rows: Sequence[asyncpg.Record]) -> InstructionView:
     unfinished = [
-        Match(**{name: row[f"m_{name}"] for name in _MATCH_TYPES}) for row in rows if row["m_matching_number"]
+        _as_held(Match(**{name: row[f"m_{name}"] for name in _MATCH_TYPES})) for row in rows if row["m_matching_number"]
     ]
     return InstructionView(unfinished, {row["acceptance_number"]: _record(row) for row in rows})
 
@@ -622,16 +625,58 @@ def next_transfer(unfinished: list[Match]) -> Match | None:
     return unfinished[0]
 
 
+# Transfer requests (S95) held while a batch's orders are decided (``holding_rows``), by matching
+# number: the certificate and the instruction's digest. A batch of trading orders instructed a
+# statement each; held, they are written in one at the batch's end, or before any handler that
+# is not an order's (read_ahead.writing_held). An order's handler reads the executions only
+# through ``_instruction_view``, which shows a held request as written (``_as_held``): so a later
+# execution of the same sell order waits for it, as S95 says, and nothing else reads them.
+_TRANSFERS: ContextVar[dict[int, tuple[UUID | None, str]] | None] = ContextVar("transfers_held", default=None)
+_TRANSFER_REQUESTED = """UPDATE matches SET status = 'transfer_requested', cert_id = t.cert_id,
+           transfer_request_hash = t.request_hash
+    FROM unnest($1::bigint[], $2::uuid[], $3::text[]) AS t (matching_number, cert_id, request_hash)
+    WHERE matches.matching_number = t.matching_number"""
+
+
 async def transfer_requested(
     connection: asyncpg.Connection, matching_number: int, cert_id: UUID | None, request_hash: str
 ) -> None:
-    await connection.execute(
-        """UPDATE matches SET status = 'transfer_requested', cert_id = $2, transfer_request_hash = $3
-           WHERE matching_number = $1""",
-        matching_number,
-        cert_id,
-        request_hash,
+    """S95: the execution's instruction is sent (held until the batch writes it, in one)."""
+    held = _TRANSFERS.get()
+    if held is not None:
+        held[matching_number] = (cert_id, request_hash)
+        return
+    await _write_transfers(connection, {matching_number: (cert_id, request_hash)})
+
+
+async def write_held_transfers(connection: asyncpg.Connection) -> None:
+    """Write every transfer request held (one statement for all of them), if any."""
+    held = _TRANSFERS.get()
+    if held:
+        transfers = dict(held)
+        held.clear()
+        await _write_transfers(connection, transfers)
+
+
+async def _write_transfers(connection: asyncpg.Connection, transfers: dict[int, tuple[UUID | None, str]]) -> None:
+    numbers = sorted(transfers)
+    status = await connection.execute(
+        _TRANSFER_REQUESTED,
+        numbers,
+        [transfers[n][0] for n in numbers],
+        [transfers[n][1] for n in numbers],
     )
+    if status != f"UPDATE {len(numbers)}":  # a defect: an execution instructed that is not in the list
+        raise RuntimeError(f"transfer requests for {numbers} updated {status.rsplit(' ', 1)[-1]} executions")
+
+
+def _as_held(match: Match) -> Match:
+    """``match`` as its held transfer request (if any) will write it."""
+    held = _TRANSFERS.get()
+    if not held or match.matching_number not in held:
+        return match
+    cert_id, request_hash = held[match.matching_number]
+    return dataclasses.replace(match, status="transfer_requested", cert_id=cert_id, transfer_request_hash=request_hash)
 
 
 async def transfer_completed(

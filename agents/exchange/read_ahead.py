@@ -41,6 +41,11 @@ anything that could read them:
 * before the warm book reads an issue's token or rebuilds a book from rows (warm_book.py);
 * at the batch's end, before the warm books count the rows written and seal.
 
+The transfer requests of S95 (an execution instructed to settlement) are held the same way
+and written together at the batch's end (``order_repo.transfer_requested``), or before any
+handler whose message is not an order: an order's handler reads executions only through the
+sell order's instruction view, which shows a held request as made.
+
 Outside a batch run all at once (a delivery alone, a batch run again a savepoint each) no
 view is read ahead and no row is held: each order reads its own and writes its own.
 """
@@ -103,6 +108,7 @@ class ReadAhead:
             with order_repo.holding_rows():
                 yield
                 await order_repo.write_held(connection)
+                await order_repo.write_held_transfers(connection)
         finally:
             self._batch.reset(reset)
 
@@ -141,6 +147,8 @@ class ReadAhead:
         async def writing(call: Callable[[], Awaitable[None]], messages: Sequence[Message], ctx: Context) -> None:
             if not all(self.read_ahead(message) for message in messages):
                 await order_repo.write_held(ctx.connection)
+            if not all(type(message) is SubmitOrder for message in messages):  # order_repo._TRANSFERS
+                await order_repo.write_held_transfers(ctx.connection)
             await call()
 
         return set_based.around(handler, writing)

@@ -443,3 +443,86 @@ async def test_what_instructing_a_sell_orders_next_execution_reads_is_one_round_
 def values(records: dict[int, order_repo.OrderRecord]) -> dict[int, tuple[object, ...]]:
     """Records compared by value (an ``Order`` is compared by identity)."""
     return {number: dataclasses.astuple(record) for number, record in records.items()}
+
+
+async def test_a_transfer_request_held_in_a_batch_is_read_as_written_and_written_once_at_its_end(
+    connection: asyncpg.Connection,
+) -> None:
+    """S95 held (stop 31): in a batch an execution's transfer request waits to be written with the
+    others, and the sell order's next execution, read meanwhile, sees it requested — so it waits
+    its turn and the first is not instructed twice. At the batch's end one statement writes them;
+    an execution that is not in the list fails the batch rather than being skipped."""
+    numbers = []
+    for coid in ("h-sell", "h-buy-1", "h-buy-2"):
+        number = await order_repo.next_acceptance_number(connection)
+        resting = Order(number, coid, "ada", Side.BUY, OrderType.LIMIT, PRICE, 300, 300)
+        await order_repo.insert_order(connection, resting, order("ada", coid), "hash", "digest")
+        numbers.append(number)
+    sell, buy_1, buy_2 = numbers
+    cert = UUID(int=9)
+
+    def execution(buy: int) -> Execution:
+        return Execution(buy, sell, PRICE, 100, buyer="bo", seller="ada", aggressor=Side.BUY)
+
+    async def statuses() -> list[tuple[str, UUID | None, str | None]]:
+        rows = await connection.fetch(
+            "SELECT status, cert_id, transfer_request_hash FROM matches ORDER BY matching_number"
+        )
+        return [(r["status"], r["cert_id"], r["transfer_request_hash"]) for r in rows]
+
+    async with connection.transaction():
+        with order_repo.holding_rows():
+            first = await order_repo.insert_match(connection, support.ISSUE, execution(buy_1))
+            assert order_repo.next_transfer(first.view.unfinished) == first.view.unfinished[0]
+            await order_repo.transfer_requested(connection, first.matching_number, cert, "digest-1")
+            assert await statuses() == [("pending_transfer", None, None)]  # held, not written
+            second = await order_repo.insert_match(connection, support.ISSUE, execution(buy_2))
+            requested, waiting = second.view.unfinished
+            assert (requested.status, requested.cert_id, requested.transfer_request_hash) == (
+                "transfer_requested",
+                cert,
+                "digest-1",
+            )
+            assert waiting.status == "pending_transfer"
+            assert order_repo.next_transfer(second.view.unfinished) is None  # S95: one at a time
+            assert (await order_repo.instruction_view(connection, sell)).unfinished == second.view.unfinished
+            await order_repo.write_held_transfers(connection)
+            await order_repo.write_held_transfers(connection)  # nothing left: no statement, no error
+        assert await statuses() == [("transfer_requested", cert, "digest-1"), ("pending_transfer", None, None)]
+
+    with order_repo.holding_rows():
+        await order_repo.transfer_requested(connection, 10**9, None, "no such execution")
+        with pytest.raises(RuntimeError, match="updated 0 executions"):
+            await order_repo.write_held_transfers(connection)
+    await order_repo.transfer_requested(connection, second.matching_number, None, "digest-2")  # alone: at once
+    assert (await statuses())[-1] == ("transfer_requested", None, "digest-2")
+
+
+async def test_two_executions_of_one_sell_order_in_a_batch_are_instructed_one_at_a_time(
+    settings: Settings, traders: dict[str, Participant]
+) -> None:
+    """S95 in a batch (stop 31): erin's and dora's buys both trade with frank's resting sell in one
+    batch. Only the first execution is instructed; the second waits for it, as it would had they
+    come one at a time — the first's transfer request, held to the batch's end, is read as made."""
+    dora, erin, frank = traders["dora"], traders["erin"], traders["frank"]
+    async with AgentRuntime(AGENTS["exchange"], settings) as exchange, support.agents(settings, "settlement") as rt:
+        async with running(exchange):
+            await support.list_issue(exchange)
+            for name in ("dora", "erin"):
+                await support.fund(rt["settlement"], name, Decimal(10_000_000))
+            await standing_cover(dora, 1_000_000)
+            await standing_cover(erin, 1_000_000)
+            assert (await answer(await frank.send(book_entry_sell(frank, "f1", quantity=300), to=EXCHANGE_ID)))[0] == (
+                "order.accepted"
+            )
+        sent = [
+            await erin.send(buy(erin, "e1", book_entry=True), to=EXCHANGE_ID),
+            await dora.send(buy(dora, "d1", book_entry=True), to=EXCHANGE_ID),
+        ]
+        await settle_queued_as_one_batch(settings, exchange, len(sent))
+        matches = await support.rows(exchange, "SELECT matching_number, status FROM matches ORDER BY matching_number")
+        instructed = await support.rows(
+            exchange, "SELECT count(*) AS n FROM outbox WHERE message_type = 'settlement.instruction'"
+        )
+    assert [m["status"] for m in matches] == ["transfer_requested", "pending_transfer"]
+    assert instructed == [{"n": 1}]
