@@ -3,7 +3,8 @@ stop 31): each its own signed ``order.submit`` (seed 001 message 33), in the lis
 recorded in one transaction or none.
 
 A list the investor agent will not send is refused whole with a specific reason, and nothing is
-recorded, committed or sent: not the orders before the one at fault, nor those after it.
+recorded, committed or sent: not the orders before the one at fault, nor those after it
+(docs/bad-input.md, B85–B88; the file's own faults, B89, in tests/unit/test_order_file.py).
 """
 
 from __future__ import annotations
