@@ -275,6 +275,7 @@ async def insert_order(
         *row,
         *_touched_arrays(touched),
     )
+    _all_touched(saved, touched)
     _wrote(request.issue_code, f"INSERT 0 {1 + saved}")
 
 
@@ -359,13 +360,15 @@ async def save(
     if not touched:
         _wrote(issue_code, await connection.execute(update, *args))
         return
-    assert order.acceptance_number not in {o.acceptance_number for o in touched}  # a row is written once a statement
+    if order.acceptance_number in {o.acceptance_number for o in touched}:
+        raise ValueError(f"order {order.acceptance_number} is saved and touched: a row is written once a statement")
     rows = await connection.fetch(
         f"{_saving_touched(len(args) + 1)} {update} RETURNING (SELECT count(*) FROM touched)",
         *args,
         *_touched_arrays(touched),
     )
-    _wrote(issue_code, f"UPDATE {len(rows) + (rows[0][0] if rows else 0)}")
+    _all_touched(rows[0][0] if rows else 0, touched)
+    _wrote(issue_code, f"UPDATE {len(rows) + len(touched)}")
 
 
 def _saving_touched(first: int) -> str:
@@ -382,6 +385,14 @@ def _saving_touched(first: int) -> str:
                  AS t (acceptance_number, remaining, quantity, status, client_order_id)
             WHERE orders.acceptance_number = t.acceptance_number
             RETURNING 1)"""
+
+
+def _all_touched(saved: int, touched: Sequence[Order]) -> None:
+    """A touched order not in the table is a defect: the batch fails (and runs again a delivery at
+    a time, failing that delivery alone) rather than the book's change being lost."""
+    if saved != len(touched):
+        numbers = [o.acceptance_number for o in touched]
+        raise RuntimeError(f"resting orders {numbers} touched, {saved} of them written")
 
 
 def _touched_arrays(touched: Sequence[Order]) -> list[list[Any]]:
@@ -635,7 +646,7 @@ _TRANSFERS: ContextVar[dict[int, tuple[UUID | None, str]] | None] = ContextVar("
 _TRANSFER_REQUESTED = """UPDATE matches SET status = 'transfer_requested', cert_id = t.cert_id,
            transfer_request_hash = t.request_hash
     FROM unnest($1::bigint[], $2::uuid[], $3::text[]) AS t (matching_number, cert_id, request_hash)
-    WHERE matches.matching_number = t.matching_number"""
+    WHERE matches.matching_number = t.matching_number AND matches.status = 'pending_transfer'"""
 
 
 async def transfer_requested(
@@ -666,7 +677,7 @@ async def _write_transfers(connection: asyncpg.Connection, transfers: dict[int, 
         [transfers[n][0] for n in numbers],
         [transfers[n][1] for n in numbers],
     )
-    if status != f"UPDATE {len(numbers)}":  # a defect: an execution instructed that is not in the list
+    if status != f"UPDATE {len(numbers)}":  # a defect: an execution instructed not in the list, or not pending
         raise RuntimeError(f"transfer requests for {numbers} updated {status.rsplit(' ', 1)[-1]} executions")
 
 
