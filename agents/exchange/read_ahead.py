@@ -13,14 +13,23 @@ before it in the batch has run. So a run is cut where that could differ:
 
 * a run holds only ``SubmitOrder`` messages that follow one another; any other message (a
   cover granted, a cancel, a CertID list) ends it, since its handler may change anything;
-* no two orders of a run share a user or a CertID. What an order's booking changes is its
-  own user's rows (its client order id, its open buy exposure, its standing cover's room, a
-  pending order) and its own CertID's (committed to the order), and nothing another order's
-  view reads. An order of the same user or CertID starts the next run, read when it asks;
+* no two orders of a run share a CertID or a client order id. What an order's booking changes
+  is its own user's rows (its client order id, its open buy exposure, its standing cover's
+  room, a pending order) and its own CertID's (committed to the order), and nothing another
+  user's view reads. An order of the same CertID or id starts the next run, read when it asks;
+* a user's orders share a run only if they are all buy orders, and then each is told what the
+  run's earlier ones of its user booked (``Booked``, stop 31): the exposure they opened and what
+  they drew on each standing cover, as the database's running totals count them (an open buy
+  order opens remaining × price; an order on a standing cover draws its unit for every share
+  not cancelled). A user's sell order starts the next run if another order of theirs is in it;
 * an order that did more than rest whole or wait for its cover — it traded, touched resting
   orders, or was cancelled (an IOC rest, a market order) — may have changed other users'
-  exposure and standing covers, a CertID's listing and the instrument's last price: every view
-  read ahead is then dropped (``changed_others``), and the next order reads a new run.
+  exposure and standing covers and a CertID's listing (``traded``). A buy order that touched
+  only sell orders changed, of what other views read, only the listing and commitment of the
+  CertIDs it bought (sell orders hold no exposure and draw on no cover): the views naming them
+  are dropped. Anything else drops every view read ahead (``changed_others``), and the next
+  order reads a new run. (The instrument's last price a view carries decides nothing at
+  acceptance: the price band is the reference price's.)
 
 A view is read only once the instrument rows of its run's issues are locked
 (``WarmBooks.lock_issues``, once per issue in a batch): a command holding one (closing the day,
@@ -52,15 +61,19 @@ view is read ahead and no row is held: each order reads its own and writes its o
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
 from agents.exchange import acceptance, order_repo
+from agents.exchange.book import Order
 from agents.exchange.order_repo import AcceptanceView, ViewKey
 from agents.exchange.warm_book import BOOKS
 from broker import set_based
@@ -90,6 +103,37 @@ class _Batch:
     messages: Sequence[Message]
     index: dict[int, int]  # id(message) → its place in the batch
     views: dict[int, AcceptanceView] = field(default_factory=dict)  # by place, read ahead, not yet taken
+    keys: dict[int, ViewKey] = field(default_factory=dict)  # what each view was read for, by place
+    # What the run's orders booked since its views were read, for the views of the same user's
+    # later buy orders in the run (``Booked``): drawn on each standing cover, opened by each user.
+    drawn: dict[UUID, Decimal] = field(default_factory=dict)
+    opened: dict[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Booked:
+    """What booking a buy order changed in what its user's later orders' views read: the standing
+    cover it drew on (``cover_id``, ``cover_unit`` a share), and the order as the book left it.
+
+    The database's running totals say the same (migrations 0068 and 0070): an open buy order
+    opens ``remaining × price`` of its user's exposure; an order drawn on a standing cover draws
+    ``cover_unit`` for every share still open or executed, which is every share not cancelled."""
+
+    order: Order
+    cancelled: int
+    cover_id: UUID | None
+    cover_unit: Decimal | None
+
+    def opened(self) -> Decimal:
+        order = self.order
+        if order.side is not Side.BUY or order.remaining == 0 or order.price is None:
+            return Decimal(0)  # not open, or a market order: no notional (coalesce(remaining * price, 0))
+        return order.remaining * order.price
+
+    def drawn(self) -> Decimal:
+        if self.cover_id is None or self.cover_unit is None:
+            return Decimal(0)
+        return self.cover_unit * (self.order.quantity - self.cancelled)
 
 
 class ReadAhead:
@@ -122,12 +166,47 @@ class ReadAhead:
         batch = self._batch.get()
         place = batch.index.get(id(request)) if batch is not None else None
         if batch is not None and place in batch.views:
-            return batch.views.pop(place)
+            return _as_booked(batch, batch.keys.pop(place), batch.views.pop(place))
         if batch is None or place is None:  # not one of the batch's messages (an order rebuilt from a row)
             return await view_alone(connection, view_key(request))
         self.dropped += len(batch.views)
-        batch.views = await self._read_run(connection, batch.messages, place)
+        batch.keys, batch.views = await self._read_run(connection, batch.messages, place)
+        batch.drawn.clear()
+        batch.opened.clear()
+        batch.keys.pop(place)
         return batch.views.pop(place)
+
+    def booked(self, booked: Booked) -> None:
+        """A buy order was booked: what it drew and opened counts in the views of its user's later
+        orders of the run, read before it was (``run`` lets a run hold a user's buy orders only)."""
+        batch = self._batch.get()
+        if batch is None or booked.order.side is not Side.BUY:
+            return
+        if drawn := booked.drawn():
+            assert booked.cover_id is not None
+            batch.drawn[booked.cover_id] = batch.drawn.get(booked.cover_id, Decimal(0)) + drawn
+        if opened := booked.opened():
+            user = booked.order.user_id
+            batch.opened[user] = batch.opened.get(user, Decimal(0)) + opened
+
+    async def traded(self, connection: asyncpg.Connection, incoming: Order, touched: Sequence[Order]) -> None:
+        """``incoming`` did more than rest whole: it traded with ``touched``, or its rest was
+        cancelled. A buy order that touched only sell orders changed, of what other orders' views
+        read, only the listing and the commitment of the CertIDs it bought (sell orders hold no
+        exposure and draw on no cover; the instrument's last price decides nothing at
+        acceptance): the views naming those CertIDs are dropped, the others stay. Anything else
+        may have changed other users' exposure and covers: ``changed_others``."""
+        batch = self._batch.get()
+        if incoming.side is not Side.BUY or any(order.side is not Side.SELL for order in touched):
+            await self.changed_others(connection)
+            return
+        if batch is not None:
+            certs = {order.cert_id for order in touched if order.cert_id is not None}
+            stale = [place for place, key in batch.keys.items() if key.cert_id in certs]
+            for place in stale:
+                del batch.views[place], batch.keys[place]
+            self.dropped += len(stale)
+        await order_repo.write_held(connection)
 
     async def changed_others(self, connection: asyncpg.Connection) -> None:
         """The handler running is about to change what other orders' views read, and to write
@@ -136,6 +215,7 @@ class ReadAhead:
         if batch is not None:
             self.dropped += len(batch.views)
             batch.views.clear()
+            batch.keys.clear()
         await order_repo.write_held(connection)
 
     def writing_held(self, handler: Handler) -> Handler:
@@ -158,13 +238,13 @@ class ReadAhead:
 
     async def _read_run(
         self, connection: asyncpg.Connection, messages: Sequence[Message], first: int
-    ) -> dict[int, AcceptanceView]:
+    ) -> tuple[dict[int, ViewKey], dict[int, AcceptanceView]]:
         places, keys = run(messages, first)  # its handler's wrapper wrote the rows held (writing_held)
         await BOOKS.lock_issues(connection, (key.issue_code for key in keys))
         views = await order_repo.acceptance_views(connection, keys)
         self.runs += 1
         self.read += len(views)
-        return dict(zip(places, views, strict=True))
+        return dict(zip(places, keys, strict=True)), dict(zip(places, views, strict=True))
 
 
 async def view_alone(connection: asyncpg.Connection, key: ViewKey) -> AcceptanceView:
@@ -176,24 +256,46 @@ async def view_alone(connection: asyncpg.Connection, key: ViewKey) -> Acceptance
 
 def run(messages: Sequence[Message], first: int) -> tuple[list[int], list[ViewKey]]:
     """The run of orders starting at ``first`` whose views may be read together: following
-    ``SubmitOrder`` messages, no two of the same user or CertID. Pure."""
+    ``SubmitOrder`` messages, no two of the same CertID or client order id, and no two of the same
+    user unless both are buy orders (what one buy order books in its user's rows, the next one's
+    view is told: ``Booked``). Pure."""
     places: list[int] = []
     keys: list[ViewKey] = []
-    users: set[str] = set()
+    selling: dict[str, bool] = {}  # each user of the run: whether an order of theirs in it sells
+    ids: set[tuple[str, str]] = set()
     certs: set[object] = set()
     for place in range(first, len(messages)):
         message = messages[place]
         if type(message) is not SubmitOrder:
             break
         key = view_key(message)
-        if key.user_id in users or (key.cert_id is not None and key.cert_id in certs):
+        sells = message.terms.side is Side.SELL
+        if key.user_id in selling and (sells or selling[key.user_id]):
             break
-        users.add(key.user_id)
+        if (key.user_id, key.client_order_id) in ids or (key.cert_id is not None and key.cert_id in certs):
+            break
+        selling[key.user_id] = sells
+        ids.add((key.user_id, key.client_order_id))
         if key.cert_id is not None:
             certs.add(key.cert_id)
         places.append(place)
         keys.append(key)
     return places, keys
+
+
+def _as_booked(batch: _Batch, key: ViewKey, view: AcceptanceView) -> AcceptanceView:
+    """``view``, read with its run, as it reads after the run's earlier orders of its user booked."""
+    opened = batch.opened.get(key.user_id)
+    drawn = batch.drawn.get(view.standing.cover_id) if view.standing is not None else None
+    if not opened and not drawn:
+        return view
+    books = view.books
+    if opened:
+        books = dataclasses.replace(books, open_buy_exposure=books.open_buy_exposure + opened)
+    standing = view.standing
+    if standing is not None and drawn:
+        standing = dataclasses.replace(standing, room=standing.room - drawn)
+    return dataclasses.replace(view, books=books, standing=standing)
 
 
 READ_AHEAD = ReadAhead()

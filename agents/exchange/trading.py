@@ -14,7 +14,7 @@ from agents.exchange import acceptance, covering, order_repo, prices, resubmissi
 from agents.exchange.acceptance import Refused
 from agents.exchange.book import Execution, Order, OrderBook, Result
 from agents.exchange.order_repo import OrderRecord
-from agents.exchange.read_ahead import READ_AHEAD
+from agents.exchange.read_ahead import READ_AHEAD, Booked
 from broker import clear_accounts, logs
 from broker.consumer import Handler
 from broker.context import Context
@@ -161,7 +161,8 @@ async def book(
     result = book.submit(order)
     rested_whole = not (result.executions or result.touched or result.cancel_reason is not None)
     if not rested_whole:  # trades, resting orders, a cancelled rest: not this order's rows alone
-        await READ_AHEAD.changed_others(conn)
+        await READ_AHEAD.traded(conn, order, result.touched)
+    READ_AHEAD.booked(Booked(order, result.cancelled_quantity, cover_id, cover_unit))
     digest = resubmission.payload_digest(request)
     await order_repo.insert_order(
         conn,

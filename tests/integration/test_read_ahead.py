@@ -25,7 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from agents.exchange import order_repo, prices
 from agents.exchange.book import Execution, Order
-from agents.exchange.read_ahead import READ_AHEAD, run, view_key
+from agents.exchange.read_ahead import READ_AHEAD, ReadAhead, run, view_key
 from agents.exchange.trading import end_of_day
 from agents.exchange.warm_book import WarmBooks
 from agents.registry import AGENTS
@@ -42,7 +42,7 @@ from kabuto_client.participant import Conversation
 from schemas.certificates import SignedCertificate
 from schemas.dvp import StandingCoverOpened
 from schemas.identity import EXCHANGE_ID, Role
-from schemas.trading import CancelOrder, OrderCancelled, OrderTerms, OrderType, Side, SubmitOrder
+from schemas.trading import CancelOrder, OrderCancelled, OrderTerms, OrderType, Side, SubmitOrder, TimeInForce
 from tests import support
 from tests.integration.conftest import delete_queue, enrol
 from tests.integration.test_standing_cover import cover_requests, drawn
@@ -180,8 +180,10 @@ async def test_a_batch_of_orders_is_decided_as_they_would_be_one_at_a_time(
     assert drift == []
     ahead = (READ_AHEAD.runs - runs, READ_AHEAD.read - read, READ_AHEAD.dropped - dropped)
     if one_batch:
-        # runs [d1 e1] [d2 e2] [d1 f1 e3] — f1 traded: e3's view is dropped — [e3] [e2 d3]
-        assert ahead == (5, 10, 1)
+        # runs [d1 e1 d2 e2] — a user's buy orders share a run, d2 told what d1 drew (stop 31) —
+        # [d1 f1 e3 e2 d3] — f1, a sell, traded with erin's e1: the three views after it are
+        # dropped — [e3 e2 d3]
+        assert ahead == (3, 12, 3)
     else:  # a delivery alone reads its own view
         assert ahead == (0, 0, 0)
 
@@ -205,10 +207,12 @@ def order(user: str, coid: str, sells: SignedCertificate | None = None, keys: Ke
 
 def test_a_run_ends_at_another_message_and_at_a_second_order_of_a_user_or_a_certid(keys: KeyStore) -> None:
     """Pure: which following orders may have their views read together (what each reads is its
-    user's rows and its CertID's, read_ahead.py)."""
+    user's rows and its CertID's, read_ahead.py): a user's buy orders share a run (stop 31), not
+    an id used twice, nor a sell order with another order of its user."""
     orders = [order(user, f"c{i}") for i, user in enumerate(["ada", "bo", "cy", "ada", "dee"])]
-    assert run(orders, 0) == ([0, 1, 2], [view_key(m) for m in orders[:3]])  # ada's second order starts the next
-    assert run(orders, 3)[0] == [3, 4]
+    assert run(orders, 0) == ([0, 1, 2, 3, 4], [view_key(m) for m in orders])  # ada's two buy orders
+    again = [order("ada", "c0"), order("bo", "c1"), order("ada", "c0")]
+    assert run(again, 0)[0] == [0, 1]  # ada's c0 twice: the second reads the first's row
     assert run([*orders[:2], CancelOrder(client_order_id="c0"), orders[2]], 0)[0] == [0, 1]  # another message
     assert run(orders[:1], 0) == ([0], [view_key(orders[0])])
 
@@ -221,6 +225,10 @@ def test_a_run_ends_at_another_message_and_at_a_second_order_of_a_user_or_a_cert
     assert view_key(sells[2]).account_box == BOX and view_key(sells[0]).account_box is None
     assert run(sells, 0)[0] == [0]  # bob names alice's CertID: his order is read after hers is booked
     assert run(sells, 1)[0] == [1, 2]
+    mixed = [order("cy", "b2"), sells[1], order("bob", "b3"), order("cy", "b4")]
+    assert run(mixed, 0)[0] == [0, 1]  # bob's buy after his sell starts the next run
+    assert run(mixed, 2)[0] == [2, 3]
+    assert run([order("bob", "b5"), sells[1]], 0)[0] == [0]  # and his sell after his buy
 
 
 @pytest.fixture
@@ -526,3 +534,74 @@ async def test_two_executions_of_one_sell_order_in_a_batch_are_instructed_one_at
         )
     assert [m["status"] for m in matches] == ["transfer_requested", "pending_transfer"]
     assert instructed == [{"n": 1}]
+
+
+@pytest.mark.parametrize("one_batch", [False, True], ids=["one at a time", "one batch"])
+async def test_a_users_buy_orders_in_one_run_each_see_what_the_earlier_ones_drew_and_opened(
+    settings: Settings, traders: dict[str, Participant], one_batch: bool
+) -> None:
+    """Stop 31: a user's buy orders share a run of views, each told what the run's earlier ones
+    booked — the standing cover they drew on (a filled order draws as much as a resting one, an
+    IOC order cancelled whole draws nothing) and the exposure they opened (R-001-23) — so the
+    batch decides what one order at a time decides."""
+    dora, erin, frank = traders["dora"], traders["erin"], traders["frank"]
+    settings = dataclasses.replace(settings, batch_size=1)
+    async with AgentRuntime(AGENTS["exchange"], settings) as exchange, support.agents(settings, "settlement") as rt:
+        async with running(exchange):
+            await support.list_issue(exchange)
+            for name in ("dora", "erin", "frank"):  # frank's: d1's trade waits at custody, not failed
+                await support.fund(rt["settlement"], name, Decimal(10_000_000))
+            cover = await standing_cover(dora, 300_000)  # room for three orders of 100 at 990
+            await standing_cover(erin, 1_000_000)  # erin's account usage limit is 300,000
+            assert (await answer(await frank.send(book_entry_sell(frank, "f1"), to=EXCHANGE_ID)))[0] == "order.accepted"
+        ioc = buy(dora, "d3")
+        ioc = ioc.model_copy(update={"terms": ioc.terms.model_copy(update={"time_in_force": TimeInForce.IOC})})
+        sent = [
+            await dora.send(buy(dora, "d1", book_entry=True), to=EXCHANGE_ID),  # fills against f1: draws 99,000
+            await dora.send(buy(dora, "d2"), to=EXCHANGE_ID),  # rests: 99,000 more
+            await dora.send(ioc, to=EXCHANGE_ID),  # nothing to fill: cancelled whole, draws nothing
+            await dora.send(buy(dora, "d4"), to=EXCHANGE_ID),  # 102,000 of room left: drawn
+            await dora.send(buy(dora, "d5"), to=EXCHANGE_ID),  # 3,000 left: a cover of its own
+            await erin.send(buy(erin, "e1", quantity=200), to=EXCHANGE_ID),  # 198,000 open
+            await erin.send(buy(erin, "e2"), to=EXCHANGE_ID),  # 297,000 open: within 300,000
+            await erin.send(buy(erin, "e3", quantity=10), to=EXCHANGE_ID),  # 306,900: over the limit
+        ]
+        if one_batch:
+            await settle_queued_as_one_batch(settings, exchange, len(sent))
+        async with running(exchange):
+            answers = [await answer(c) for c in sent]
+            await sent[2].wait_for("order.cancelled")
+            held = await drawn(exchange, cover)
+            requests = await cover_requests(exchange)
+            async with exchange.pool.acquire() as connection:
+                drift = await order_repo.exposure_drift(connection)
+    kinds = [kind for kind, _ in answers]
+    assert kinds == ["order.accepted"] * 7 + ["order.rejected"], answers
+    assert answers[-1][1] == "account_usage_limit_exceeded"
+    assert requests == 1  # d5's alone
+    assert held == Decimal(297_000)  # d1's execution, d2 and d4 resting
+    assert drift == []
+
+
+async def test_a_buy_that_traded_with_sells_keeps_the_views_read_ahead_but_those_of_the_certids_it_bought(
+    connection: asyncpg.Connection, keys: KeyStore
+) -> None:
+    """Stop 31: what a buy order trading with sell orders changed, of what other views read, is
+    the listing and the commitment of the CertIDs it bought: only the views naming one of them are
+    read again. A sell order that traded may have changed its buyers' exposure and covers: every
+    view is read again."""
+    enrol(keys, "ada")
+    signed = sign_certificate(keys.load_identity("issuer"), support.stock_certificate())
+    messages = [order("cy", "b1"), order("ada", "s1", signed, keys), order("bo", "b2")]
+    sold = view_key(messages[1]).cert_id
+    assert sold is not None
+    incoming = Order(1, "b1", "cy", Side.BUY, OrderType.LIMIT, PRICE, 100, 0)
+    resting = Order(2, "s0", "ada", Side.SELL, OrderType.LIMIT, PRICE, 100, 0, cert_id=sold)
+    ahead = ReadAhead()
+    async with connection.transaction(), ahead.batch(connection, messages):
+        await ahead.view(connection, messages[0])
+        assert [ahead.read_ahead(m) for m in messages] == [False, True, True]
+        await ahead.traded(connection, incoming, [resting])
+        assert [ahead.read_ahead(m) for m in messages] == [False, False, True]
+        await ahead.traded(connection, dataclasses.replace(resting, acceptance_number=3), [incoming])
+        assert [ahead.read_ahead(m) for m in messages] == [False, False, False]
