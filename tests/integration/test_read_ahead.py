@@ -25,7 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from agents.exchange import order_repo, prices
 from agents.exchange.book import Execution, Order
-from agents.exchange.read_ahead import READ_AHEAD, ReadAhead, run, view_key
+from agents.exchange.read_ahead import READ_AHEAD, Booked, ReadAhead, run, view_key
 from agents.exchange.trading import end_of_day
 from agents.exchange.warm_book import WarmBooks
 from agents.registry import AGENTS
@@ -605,3 +605,47 @@ async def test_a_buy_that_traded_with_sells_keeps_the_views_read_ahead_but_those
         assert [ahead.read_ahead(m) for m in messages] == [False, False, True]
         await ahead.traded(connection, dataclasses.replace(resting, acceptance_number=3), [incoming])
         assert [ahead.read_ahead(m) for m in messages] == [False, False, False]
+
+
+@pytest.mark.parametrize(
+    ("kind", "price", "quantity", "remaining", "cancelled", "cover_unit"),
+    [
+        ("resting limit buy", PRICE, 100, 100, 0, PRICE),
+        ("partly filled, resting", PRICE, 300, 120, 0, Decimal(1000)),
+        ("filled", PRICE, 100, 0, 0, PRICE),
+        ("IOC, part cancelled", PRICE, 300, 0, 200, PRICE),
+        ("IOC, cancelled whole", PRICE, 100, 0, 100, PRICE),
+        ("market order, resting", None, 100, 40, 0, Decimal(1300)),
+        ("on no standing cover", PRICE, 100, 100, 0, None),
+    ],
+)
+async def test_what_a_booked_buy_order_opened_and_drew_is_what_the_running_totals_count(
+    connection: asyncpg.Connection,
+    kind: str,
+    price: Decimal | None,
+    quantity: int,
+    remaining: int,
+    cancelled: int,
+    cover_unit: Decimal | None,
+) -> None:
+    """``Booked`` repeats two rules of the database's (migrations 0068 and 0070) for the views of
+    a run: it must say what the triggers' own functions say for the order as the book left it,
+    its executions awaiting transfer. (Stop 21 kept one definition; stop 31 keeps this test.)"""
+    order = Order(1, kind, "dora", Side.BUY, OrderType.LIMIT if price else OrderType.MARKET, price, quantity, remaining)
+    cover = UUID(int=5) if cover_unit is not None else None
+    booked = Booked(order, cancelled, cover, cover_unit)
+    status = "open" if remaining else ("cancelled" if cancelled else "filled")
+    executed = quantity - remaining - cancelled
+    counted = await connection.fetchrow(
+        """SELECT order_exposure('buy', $1, $2, $3) AS opened,
+                  order_draw('buy', $1, $2, $4) + coalesce(execution_draw('pending_transfer', $5, $6, $4), 0)
+                      AS drawn""",
+        status,
+        remaining,
+        price,
+        cover_unit,
+        executed,
+        price or Decimal(1300),
+    )
+    assert booked.opened() == counted["opened"]
+    assert booked.drawn() == (counted["drawn"] or 0)
