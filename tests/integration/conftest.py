@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
 import aio_pika
 import pytest
@@ -36,3 +37,23 @@ async def dora(settings: Settings, keys: KeyStore) -> AsyncIterator[Participant]
             yield me
     finally:
         await delete_queue(settings, "dora")
+
+
+# erin's account usage limit: her open buy orders' notional at most (R-001-23)
+TRADER_LIMITS = {"erin": 300_000}
+
+
+@pytest.fixture
+async def traders(settings: Settings, keys: KeyStore) -> AsyncIterator[dict[str, Participant]]:
+    """dora, erin and frank, enrolled investors speaking for themselves (``kabuto_client``)."""
+    names = ("dora", "erin", "frank")
+    async with AsyncExitStack() as stack:
+        for name in names:
+            keys.enrol(default_participant(name, Role.INVESTOR, limit=TRADER_LIMITS.get(name, 10_000_000)))
+            stack.push_async_callback(delete_queue, settings, name)
+        yield {
+            name: await stack.enter_async_context(
+                Participant.enrolled(settings.amqp_url, keys.root, name, namespace=settings.namespace)
+            )
+            for name in names
+        }

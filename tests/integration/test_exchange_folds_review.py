@@ -38,7 +38,6 @@ from tests.integration.test_read_ahead import (
     order,
     queued,
     standing_cover,
-    traders,  # noqa: F401 — a fixture
 )
 
 
@@ -132,7 +131,7 @@ async def settle(settings: Settings, exchange: AgentRuntime, count: int, one_bat
 @pytest.mark.parametrize("one_batch", [False, True], ids=["one at a time", "one batch"])
 async def test_trades_a_held_row_and_a_cancel_in_one_batch_decide_as_one_at_a_time(
     settings: Settings,
-    traders: dict[str, Participant],  # noqa: F811 — the fixture imported above
+    traders: dict[str, Participant],
     one_batch: bool,
 ) -> None:
     """erin's buy trades with frank's resting sell (its request held); dora's buy rests whole (its
@@ -188,7 +187,7 @@ async def test_trades_a_held_row_and_a_cancel_in_one_batch_decide_as_one_at_a_ti
 @pytest.mark.parametrize("one_batch", [False, True], ids=["one at a time", "one batch"])
 async def test_an_ioc_sell_over_two_buys_in_a_batch_instructs_its_first_execution_once(
     settings: Settings,
-    traders: dict[str, Participant],  # noqa: F811 — the fixture imported above
+    traders: dict[str, Participant],
     one_batch: bool,
 ) -> None:
     """frank's IOC sell fills erin's and dora's resting buys (touched, one statement) and is

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from uuid import UUID
 
@@ -32,7 +32,7 @@ from agents.registry import AGENTS
 from broker import group_commit
 from broker.consumer import Outcome, Settled
 from broker.context import Context
-from broker.pki import KeyStore, default_participant
+from broker.pki import KeyStore
 from broker.runtime import AgentRuntime, running
 from broker.settings import Settings
 from broker.stock_certificates import endorse, sign_certificate
@@ -41,30 +41,14 @@ from kabuto_client import Participant, buy_order, open_standing_cover
 from kabuto_client.participant import Conversation
 from schemas.certificates import SignedCertificate
 from schemas.dvp import StandingCoverOpened
-from schemas.identity import EXCHANGE_ID, Role
+from schemas.identity import EXCHANGE_ID
 from schemas.trading import CancelOrder, OrderCancelled, OrderTerms, OrderType, Side, SubmitOrder, TimeInForce
 from tests import support
-from tests.integration.conftest import delete_queue, enrol
+from tests.integration.conftest import enrol
 from tests.integration.test_standing_cover import cover_requests, drawn
 
 PRICE = Decimal(990)
 BOX = support.box()
-LIMITS = {"erin": 300_000}  # her account usage limit: her open buy orders' notional at most
-
-
-@pytest.fixture
-async def traders(settings: Settings, keys: KeyStore) -> AsyncIterator[dict[str, Participant]]:
-    names = ("dora", "erin", "frank")
-    async with AsyncExitStack() as stack:
-        for name in names:
-            keys.enrol(default_participant(name, Role.INVESTOR, limit=LIMITS.get(name, 10_000_000)))
-            stack.push_async_callback(delete_queue, settings, name)
-        yield {
-            name: await stack.enter_async_context(
-                Participant.enrolled(settings.amqp_url, keys.root, name, namespace=settings.namespace)
-            )
-            for name in names
-        }
 
 
 def buy(
