@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from decimal import Decimal
 
 import aio_pika
+import asyncpg
 import pytest
 
+from agents.exchange import order_repo
 from broker.participants import reply_queue_name
 from broker.pki import KeyStore, default_participant
 from broker.settings import Settings
 from broker.topology import Names
 from kabuto_client import Participant
 from schemas.identity import Role
+from tests import support
 
 
 async def delete_queue(settings: Settings, participant: str) -> None:
@@ -57,3 +61,12 @@ async def traders(settings: Settings, keys: KeyStore) -> AsyncIterator[dict[str,
             )
             for name in names
         }
+
+
+@pytest.fixture
+async def listed_exchange(database: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the exchange's schema, the test issue listed at a reference of 1,000."""
+    conn = await asyncpg.connect(database, server_settings={"search_path": "exchange"})
+    await order_repo.list_instrument(conn, support.ISSUE, "common", Decimal(1000))
+    yield conn
+    await conn.close()

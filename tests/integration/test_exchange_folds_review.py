@@ -13,7 +13,6 @@ read_ahead.py's invariant: a batch decides exactly what its deliveries would dec
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import asyncpg
@@ -35,18 +34,15 @@ from tests.integration.test_read_ahead import (
     answer,
     book_entry_sell,
     buy,
+    covered,
     order,
     queued,
-    standing_cover,
 )
 
 
 @pytest.fixture
-async def connection(database: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database, server_settings={"search_path": "exchange"})
-    await order_repo.list_instrument(conn, support.ISSUE, "common", Decimal(1000))
-    yield conn
-    await conn.close()
+def connection(listed_exchange: asyncpg.Connection) -> asyncpg.Connection:
+    return listed_exchange
 
 
 ROWS_WRITTEN = "SELECT coalesce(nullif(current_setting('kabuto.order_rows_written', true), ''), '0')::bigint"
@@ -142,11 +138,7 @@ async def test_trades_a_held_row_and_a_cancel_in_one_batch_decide_as_one_at_a_ti
     settings = dataclasses.replace(settings, batch_size=1)
     async with AgentRuntime(AGENTS["exchange"], settings) as exchange, support.agents(settings, "settlement") as rt:
         async with running(exchange):
-            await support.list_issue(exchange)
-            for name in ("dora", "erin"):
-                await support.fund(rt["settlement"], name, Decimal(10_000_000))
-            await standing_cover(dora, 1_000_000)
-            await standing_cover(erin, 1_000_000)
+            await covered(exchange, rt["settlement"], traders, {"dora": 1_000_000, "erin": 1_000_000})
             first = await answer(await frank.send(book_entry_sell(frank, "f1", quantity=300), to=EXCHANGE_ID))
             assert first[0] == "order.accepted"
         sent = [
@@ -198,11 +190,7 @@ async def test_an_ioc_sell_over_two_buys_in_a_batch_instructs_its_first_executio
     settings = dataclasses.replace(settings, batch_size=1)
     async with AgentRuntime(AGENTS["exchange"], settings) as exchange, support.agents(settings, "settlement") as rt:
         async with running(exchange):
-            await support.list_issue(exchange)
-            for name in ("dora", "erin"):
-                await support.fund(rt["settlement"], name, Decimal(10_000_000))
-            await standing_cover(dora, 1_000_000)
-            await standing_cover(erin, 1_000_000)
+            await covered(exchange, rt["settlement"], traders, {"dora": 1_000_000, "erin": 1_000_000})
         ioc = book_entry_sell(frank, "f1", quantity=300)
         ioc = ioc.model_copy(update={"terms": ioc.terms.model_copy(update={"time_in_force": TimeInForce.IOC})})
         ioc_2 = ioc.model_copy(update={"client_order_id": "f2"})

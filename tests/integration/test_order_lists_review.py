@@ -207,20 +207,28 @@ def one_wins(results: list[Any]) -> tuple[Any, BaseException]:
     return won[0], lost[0]
 
 
+@asynccontextmanager
+async def placed_meanwhile(rt: Rt, blocker: asyncpg.Pool, tickets: list[OrderTicket]) -> AsyncIterator[None]:
+    """bob's ``tickets`` placed by a third command whose transaction stays open (its rows locked)
+    for the block, then rolls back."""
+    investor = rt["investor"]
+    async with blocker.acquire() as connection:
+        transaction = connection.transaction()
+        await transaction.start()
+        ctx = Context(connection, investor.identities["bob"], investor.trust, datetime.now(UTC))
+        await place_orders(tickets)(ctx)
+        yield
+        await transaction.rollback()
+
+
 async def test_two_commands_racing_on_one_client_order_id_one_wins_the_other_gets_order_error(
     settings: Settings,
 ) -> None:
     async with support.agents(settings, *AGENTS) as rt, pools(settings, 3) as (p1, p2, blocker):
         await market(rt)
-        investor = rt["investor"]
-        async with blocker.acquire() as connection:
-            transaction = connection.transaction()
-            await transaction.start()
-            ctx = Context(connection, investor.identities["bob"], investor.trust, datetime.now(UTC))
-            await place_orders([buy("r1", 100)])(ctx)
+        async with placed_meanwhile(rt, blocker, [buy("r1", 100)]):
             t1, t2 = run(rt, p1, "bob", [buy("r1", 100)]), run(rt, p2, "bob", [buy("x2", 1), buy("r1", 100)])
             await waiting_on_locks(settings, 2)
-            await transaction.rollback()
         _, lost = one_wins(list(await asyncio.gather(t1, t2, return_exceptions=True)))
         assert "r1 was used before" in str(lost)
         assert "r1" in await recorded(rt) and len(await sent(rt)) == len(await recorded(rt))
@@ -233,16 +241,10 @@ async def test_two_lists_racing_on_the_same_ids_in_opposite_orders_one_wins_the_
     rolls back): one is placed, the other is refused as used before, not a deadlock."""
     async with support.agents(settings, *AGENTS) as rt, pools(settings, 3) as (p1, p2, blocker):
         await market(rt)
-        investor = rt["investor"]
-        async with blocker.acquire() as connection:
-            transaction = connection.transaction()
-            await transaction.start()
-            ctx = Context(connection, investor.identities["bob"], investor.trust, datetime.now(UTC))
-            await place_orders([buy("m", 100)])(ctx)
+        async with placed_meanwhile(rt, blocker, [buy("m", 100)]):
             t1 = run(rt, p1, "bob", [buy("a", 1), buy("m", 1), buy("b", 1)])
             t2 = run(rt, p2, "bob", [buy("b", 1), buy("m", 1), buy("a", 1)])
             await waiting_on_locks(settings, 2)
-            await transaction.rollback()
         one_wins(list(await asyncio.gather(t1, t2, return_exceptions=True)))
         assert await recorded(rt) == ["a", "b", "m"]
 

@@ -84,6 +84,21 @@ async def standing_cover(me: Participant, amount: int) -> UUID:
     return answer.message.cover_id
 
 
+async def covered(
+    exchange: AgentRuntime,
+    settlement: AgentRuntime,
+    traders: dict[str, Participant],
+    covers: dict[str, int],
+    funded: tuple[str, ...] = ("dora", "erin"),
+) -> dict[str, UUID]:
+    """The issue listed, ``funded`` traders' cash accounts funded, and a standing cover of each
+    amount in ``covers`` opened: the covers, by trader."""
+    await support.list_issue(exchange)
+    for name in funded:
+        await support.fund(settlement, name, Decimal(10_000_000))
+    return {name: await standing_cover(traders[name], amount) for name, amount in covers.items()}
+
+
 async def answer(conversation: Conversation) -> tuple[str, object]:
     opened = await conversation.wait_for("order.accepted", "order.rejected")
     message = opened.message
@@ -119,11 +134,8 @@ async def test_a_batch_of_orders_is_decided_as_they_would_be_one_at_a_time(
     runs, read, dropped = READ_AHEAD.runs, READ_AHEAD.read, READ_AHEAD.dropped
     async with AgentRuntime(AGENTS["exchange"], settings) as exchange, support.agents(settings, "settlement") as rt:
         async with running(exchange):
-            await support.list_issue(exchange)
-            for name in ("dora", "erin"):
-                await support.fund(rt["settlement"], name, Decimal(10_000_000))
-            cover = await standing_cover(dora, 150_000)  # room for one order of 100 at 990, not two
-            await standing_cover(erin, 1_000_000)
+            # dora's cover has room for one order of 100 at 990, not two
+            cover = (await covered(exchange, rt["settlement"], traders, {"dora": 150_000, "erin": 1_000_000}))["dora"]
         # The exchange is stopped: every order below waits in its queue and is taken in batches.
         sent = [
             await dora.send(buy(dora, "d1"), to=EXCHANGE_ID),  # draws 99,000 on dora's cover
@@ -216,11 +228,8 @@ def test_a_run_ends_at_another_message_and_at_a_second_order_of_a_user_or_a_cert
 
 
 @pytest.fixture
-async def connection(database: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database, server_settings={"search_path": "exchange"})
-    await order_repo.list_instrument(conn, support.ISSUE, "common", Decimal(1000))
-    yield conn
-    await conn.close()
+def connection(listed_exchange: asyncpg.Connection) -> asyncpg.Connection:
+    return listed_exchange
 
 
 async def test_order_rows_held_are_written_before_a_book_is_read_from_rows(connection: asyncpg.Connection) -> None:
@@ -333,10 +342,7 @@ async def test_a_batch_whose_held_rows_fail_to_be_written_runs_again_and_books_e
 
     async with AgentRuntime(AGENTS["exchange"], settings) as exchange, support.agents(settings, "settlement") as rt:
         async with running(exchange):
-            await support.list_issue(exchange)
-            for name in ("dora", "erin"):
-                await support.fund(rt["settlement"], name, Decimal(10_000_000))
-                await standing_cover(traders[name], 1_000_000)
+            await covered(exchange, rt["settlement"], traders, {"dora": 1_000_000, "erin": 1_000_000})
         sent = [await dora.send(buy(dora, "d1"), to=EXCHANGE_ID), await erin.send(buy(erin, "e1"), to=EXCHANGE_ID)]
         monkeypatch.setattr(order_repo, "write_held", failing_once)
         async with queued(settings, 2) as deliveries:
@@ -499,11 +505,7 @@ async def test_two_executions_of_one_sell_order_in_a_batch_are_instructed_one_at
     dora, erin, frank = traders["dora"], traders["erin"], traders["frank"]
     async with AgentRuntime(AGENTS["exchange"], settings) as exchange, support.agents(settings, "settlement") as rt:
         async with running(exchange):
-            await support.list_issue(exchange)
-            for name in ("dora", "erin"):
-                await support.fund(rt["settlement"], name, Decimal(10_000_000))
-            await standing_cover(dora, 1_000_000)
-            await standing_cover(erin, 1_000_000)
+            await covered(exchange, rt["settlement"], traders, {"dora": 1_000_000, "erin": 1_000_000})
             assert (await answer(await frank.send(book_entry_sell(frank, "f1", quantity=300), to=EXCHANGE_ID)))[0] == (
                 "order.accepted"
             )
@@ -532,11 +534,10 @@ async def test_a_users_buy_orders_in_one_run_each_see_what_the_earlier_ones_drew
     settings = dataclasses.replace(settings, batch_size=1)
     async with AgentRuntime(AGENTS["exchange"], settings) as exchange, support.agents(settings, "settlement") as rt:
         async with running(exchange):
-            await support.list_issue(exchange)
-            for name in ("dora", "erin", "frank"):  # frank's: d1's trade waits at custody, not failed
-                await support.fund(rt["settlement"], name, Decimal(10_000_000))
-            cover = await standing_cover(dora, 300_000)  # room for three orders of 100 at 990
-            await standing_cover(erin, 1_000_000)  # erin's account usage limit is 300,000
+            # dora's cover has room for three orders of 100 at 990; erin's usage limit is 300,000;
+            # frank's cash: d1's trade waits at custody, not failed
+            covers = {"dora": 300_000, "erin": 1_000_000}
+            cover = (await covered(exchange, rt["settlement"], traders, covers, ("dora", "erin", "frank")))["dora"]
             assert (await answer(await frank.send(book_entry_sell(frank, "f1"), to=EXCHANGE_ID)))[0] == "order.accepted"
         ioc = buy(dora, "d3")
         ioc = ioc.model_copy(update={"terms": ioc.terms.model_copy(update={"time_in_force": TimeInForce.IOC})})
