@@ -102,8 +102,8 @@ def view_key(request: SubmitOrder) -> ViewKey:
 class _Batch:
     messages: Sequence[Message]
     index: dict[int, int]  # id(message) → its place in the batch
-    views: dict[int, AcceptanceView] = field(default_factory=dict)  # by place, read ahead, not yet taken
-    keys: dict[int, ViewKey] = field(default_factory=dict)  # what each view was read for, by place
+    # by place, read ahead, not yet taken: each view with what it was read for
+    views: dict[int, tuple[ViewKey, AcceptanceView]] = field(default_factory=dict)
     # What the run's orders booked since its views were read, for the views of the same user's
     # later buy orders in the run (``Booked``): drawn on each standing cover, opened by each user.
     drawn: dict[UUID, Decimal] = field(default_factory=dict)
@@ -166,15 +166,14 @@ class ReadAhead:
         batch = self._batch.get()
         place = batch.index.get(id(request)) if batch is not None else None
         if batch is not None and place in batch.views:
-            return _as_booked(batch, batch.keys.pop(place), batch.views.pop(place))
+            return _as_booked(batch, *batch.views.pop(place))
         if batch is None or place is None:  # not one of the batch's messages (an order rebuilt from a row)
             return await view_alone(connection, view_key(request))
         self.dropped += len(batch.views)
-        batch.keys, batch.views = await self._read_run(connection, batch.messages, place)
+        batch.views = await self._read_run(connection, batch.messages, place)
         batch.drawn.clear()
         batch.opened.clear()
-        batch.keys.pop(place)
-        return batch.views.pop(place)
+        return batch.views.pop(place)[1]
 
     def booked(self, booked: Booked) -> None:
         """A buy order was booked: what it drew and opened counts in the views of its user's later
@@ -196,27 +195,26 @@ class ReadAhead:
         exposure and draw on no cover; the instrument's last price decides nothing at
         acceptance): the views naming those CertIDs are dropped, the others stay. Anything else
         may have changed other users' exposure and covers: ``changed_others``."""
-        batch = self._batch.get()
         if incoming.side is not Side.BUY or any(order.side is not Side.SELL for order in touched):
             await self.changed_others(connection)
             return
-        if batch is not None:
-            certs = {order.cert_id for order in touched if order.cert_id is not None}
-            stale = [place for place, key in batch.keys.items() if key.cert_id in certs]
-            for place in stale:
-                del batch.views[place], batch.keys[place]
-            self.dropped += len(stale)
+        certs = {order.cert_id for order in touched if order.cert_id is not None}
+        self._drop(lambda key: key.cert_id in certs)
         await order_repo.write_held(connection)
 
     async def changed_others(self, connection: asyncpg.Connection) -> None:
         """The handler running is about to change what other orders' views read, and to write
         orders: every view read ahead is dropped, and every order row held is written first."""
+        self._drop(lambda _: True)
+        await order_repo.write_held(connection)
+
+    def _drop(self, stale: Callable[[ViewKey], bool]) -> None:
+        """Every view read ahead whose key is ``stale`` is dropped: its order reads a new run."""
         batch = self._batch.get()
         if batch is not None:
-            self.dropped += len(batch.views)
-            batch.views.clear()
-            batch.keys.clear()
-        await order_repo.write_held(connection)
+            for place in [place for place, (key, _) in batch.views.items() if stale(key)]:
+                del batch.views[place]
+                self.dropped += 1
 
     def writing_held(self, handler: Handler) -> Handler:
         """``handler``, writing the order rows held before it runs unless its message is an order
@@ -238,13 +236,13 @@ class ReadAhead:
 
     async def _read_run(
         self, connection: asyncpg.Connection, messages: Sequence[Message], first: int
-    ) -> tuple[dict[int, ViewKey], dict[int, AcceptanceView]]:
+    ) -> dict[int, tuple[ViewKey, AcceptanceView]]:
         places, keys = run(messages, first)  # its handler's wrapper wrote the rows held (writing_held)
         await BOOKS.lock_issues(connection, (key.issue_code for key in keys))
         views = await order_repo.acceptance_views(connection, keys)
         self.runs += 1
         self.read += len(views)
-        return dict(zip(places, keys, strict=True)), dict(zip(places, views, strict=True))
+        return dict(zip(places, zip(keys, views, strict=True), strict=True))
 
 
 async def view_alone(connection: asyncpg.Connection, key: ViewKey) -> AcceptanceView:

@@ -205,16 +205,12 @@ def _carries_certificate(ticket: OrderTicket) -> bool:
     return ticket.side is Side.SELL and ticket.safekeeping_account is None
 
 
-def _endorsed(
-    ctx: Context, ticket: OrderTicket, wallet: Mapping[UUID, SignedCertificate]
-) -> EndorsedCertificate | None:
-    """The sell order's certificate countersigned for it; None if the wallet cannot commit it
-    (``_refuse_uncommittable`` then says why)."""
-    signed = wallet.get(ticket.cert_id) if ticket.cert_id is not None else None
-    if signed is None:
-        return None
+def _endorsed(ctx: Context, ticket: OrderTicket, wallet: Mapping[UUID, SignedCertificate]) -> EndorsedCertificate:
+    """The sell order's certificate countersigned for it (``_refuse_uncommittable`` refused a list
+    with a sell order whose certificate is not in ``wallet``)."""
+    assert ticket.cert_id is not None
     context = f"order:{ctx.identity.user_id}:{ticket.client_order_id}"
-    return endorse(ctx.identity, signed, "sell_order", context)
+    return endorse(ctx.identity, wallet[ticket.cert_id], "sell_order", context)
 
 
 async def _refuse_uncommittable(
