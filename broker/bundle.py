@@ -28,6 +28,18 @@ signature checked, as before the seal (the refused seal is logged, ``bundle_seal
 Verifying a signature was a quarter of the investor agent's and the issuer's samples in a burst
 (docs/performance.md, stop 27).
 
+A bundle may also be *packed* by the agent that wrote its items: what one batch of an agent's
+consumer sends to one of Kabuto's queues under one key is stored as one outbox row, a bundle
+whose items carry no signature of their own (no headers), sealed once (``broker.outbox.store``).
+The seal is then each item's only signature, made over these bytes in the process that wrote
+them: a packed item is read with the seal's headers, so it is accepted only where the seal
+verified, and is refused as unsigned where it did not. One signature, one outbox row and one
+mark stand for the batch's messages to that queue rather than one each (docs/performance.md,
+stop 32). An item that cannot be signed alone cannot travel alone either: its retry copy and its
+dead letter are the whole bundle, sealed as it was, narrowed to that item by ``ITEMS_HEADER``
+(the ids of the items the bundle carries for this delivery; the others are absorbed, or left
+dead, as they were).
+
 Only the consumers of Kabuto's agents read bundles. The relay bundles only for the routing
 keys of an agent's inbox or answers queue and of the investors the investor agent hosts
 (``KABUTO_INVESTORS``, bound to the investor agent's queues). A participant's own reply
@@ -38,8 +50,8 @@ the item count (u32, big-endian), then per item its message id and type (each a 
 and 1 to 255 bytes of UTF-8, as AMQP allows), its headers (a byte of count; per header a byte
 of length and the name, a u32 length and the value, UTF-8, 16 KiB in all) and its body (a u32
 length and the bytes). Anything else — a wrong tag, a length past the end, trailing bytes, no
-item or too many, text that is not UTF-8 — makes the whole bundle ``bundle_malformed``,
-dead-lettered as it came.
+item or too many, text that is not UTF-8, an ``ITEMS_HEADER`` naming an item the bundle does
+not hold — makes the whole bundle ``bundle_malformed``, dead-lettered as it came.
 """
 
 from __future__ import annotations
@@ -54,12 +66,17 @@ import aiormq.abc
 
 from broker.settings import MAX_BUNDLE_ITEMS
 from broker.topology import ANSWERS_SUFFIX, Names
+from schemas.envelope import SIGNATURE_HEADER
 
 BUNDLE_TYPE = "kabuto.bundle"
 # What a seal signs is this, then the bundle's bytes: a signature made for a bundle can never be
 # taken for one over a message body, a stock certificate or an endorsement made with the same key.
 SEAL_CONTEXT = b"kabuto bundle seal v1\n"
 CONTENT_TYPE = "application/vnd.kabuto.bundle"
+# The items of a bundle a delivery carries, by id and comma-separated, where it carries only some:
+# the retry copy or the dead letter of one packed item, or what is left dead of a packed bundle
+# some of whose items were replayed. Not signed: it can only narrow what a sealed bundle says.
+ITEMS_HEADER = "x-kabuto-items"
 TAG = b"KBB1"
 _LENGTH = struct.Struct(">I")
 # An item's headers are its signature, its signer's fingerprint and its certificate: about a
@@ -235,7 +252,14 @@ class BundledDelivery:
 
     @property
     def headers(self) -> Mapping[str, Any]:
-        return self.item.headers
+        """Its own signature headers, or, for a packed item (signed by the seal alone), the
+        bundle's: its seal's signature, and what the bundle's delivery says (its attempt)."""
+        return self.item.headers if self.signed_alone else self.carrier.headers
+
+    @property
+    def signed_alone(self) -> bool:
+        """Whether the item carries a signature of its own; a packed item does not."""
+        return SIGNATURE_HEADER in self.item.headers
 
     @property
     def message_id(self) -> str:
@@ -289,11 +313,27 @@ def unbundled(delivery: Delivery) -> list[Delivery]:
     if not is_bundle(delivery):
         return [delivery]
     try:
-        items = unpack(delivery.body)
+        items = carried(delivery.body, delivery.headers)
     except Exception:  # noqa: BLE001 — refused whole when its batch takes it
         return [delivery]
     carrier = _Carrier(delivery)
     return [BundledDelivery(item, carrier) for item in items]
+
+
+def carried(body: bytes, headers: Mapping[str, Any]) -> list[Item]:
+    """The items of a bundle that a delivery with these headers carries: all of them, or those
+    ``ITEMS_HEADER`` names, in the bundle's order. Raises ``BundleMalformed``."""
+    items = unpack(body)
+    named = headers.get(ITEMS_HEADER)
+    if named is None:
+        return items
+    if isinstance(named, bytes | bytearray):
+        named = bytes(named).decode("ascii", errors="replace")
+    wanted = set(str(named).split(","))
+    held = [item for item in items if item.message_id in wanted]
+    if len(held) != len(wanted):
+        raise BundleMalformed(f"{ITEMS_HEADER} names items the bundle does not hold")
+    return held
 
 
 def malformed(delivery: Delivery) -> str | None:
@@ -302,17 +342,31 @@ def malformed(delivery: Delivery) -> str | None:
     if isinstance(delivery, BundledDelivery) or not is_bundle(delivery):
         return None
     try:
-        unpack(delivery.body)
+        carried(delivery.body, delivery.headers)
     except Exception as exc:  # noqa: BLE001 — whatever the framing raised, the bundle is refused
         return str(exc) if isinstance(exc, BundleMalformed) else f"{type(exc).__name__}: {exc}"[:1000]
     return None
+
+
+def sent_alone(delivery: Delivery) -> tuple[str | None, str | None, bytes, dict[str, Any]]:
+    """What travels for ``delivery`` alone (its retry copy, its dead letter): its id, its type,
+    its body and its headers. A packed item has no signature of its own: the whole bundle goes,
+    sealed as it came, narrowed to it."""
+    if isinstance(delivery, BundledDelivery) and not delivery.signed_alone:
+        carrier = delivery.carrier
+        headers = {**carrier.headers, ITEMS_HEADER: delivery.message_id}
+        return delivery.message_id, BUNDLE_TYPE, carrier.body, headers
+    return delivery.message_id, delivery.type, delivery.body, dict(delivery.headers)
 
 
 Queue = tuple[str, bool]  # the agent, and whether it is its answers queue
 
 
 def _travels(row: Mapping[str, Any]) -> bool:
-    """An outbox row whose id, type and headers a bundle can carry (every row Kabuto seals)."""
+    """An outbox row whose id, type and headers a bundle can carry (every row Kabuto signs,
+    but for a packed bundle, which travels as it was stored)."""
+    if row["message_type"] == BUNDLE_TYPE:
+        return False
     try:
         headers = json.loads(row["headers"])
     except (TypeError, ValueError):
@@ -350,27 +404,53 @@ class Bundling:
         return None if agent is None else (agent, Names.is_answers_key(routing_key))
 
     def groups(self, rows: Sequence[Mapping[str, Any]]) -> list[list[int]]:
-        """The rows (outbox rows in sequence order, by index) cut into what is published together.
+        """The relay's rows (outbox rows in sequence order, by index) cut into what is published
+        together (``cut``): a packed bundle, or a row a bundle cannot carry, goes alone."""
+        return self.cut(
+            [
+                Place(
+                    self.queue_of(row["exchange"], row["routing_key"]),
+                    len(row["body"]) + len(row["headers"]),  # the headers travel in the bundle too
+                    alone=not _travels(row),
+                )
+                for row in rows
+            ]
+        )
 
-        Rows for one agent's queue go together in sequence order, up to ``max_items`` and
-        ``max_bytes``; every other row goes alone. Groups are listed in the order of their first
-        row, and a row that goes alone to a queue closes that queue's open group, so each queue
-        still receives an agent's messages in outbox order, whichever of its keys they name.
+    def cut(self, places: Sequence[Place]) -> list[list[int]]:
+        """Messages (by index, in order) cut into what travels together.
+
+        Messages for one agent's queue go together in order, up to ``max_items`` and
+        ``max_bytes``, where they share the key; every other message goes alone. Groups are
+        listed in the order of their first message, and a message that does not join its
+        queue's open group closes it, so each queue still receives an agent's messages in order,
+        whichever of its keys they name.
         """
         groups: list[list[int]] = []
-        open_groups: dict[Queue, tuple[list[int], int]] = {}
-        for index, row in enumerate(rows):
-            queue = self.queue_of(row["exchange"], row["routing_key"])
-            size = len(row["body"]) + len(row["headers"])  # the headers travel in the bundle too
-            if queue is None or size > self.max_bytes or not _travels(row):
+        open_groups: dict[Queue, tuple[list[int], int, object]] = {}
+        for index, place in enumerate(places):
+            queue = place.queue
+            if queue is None or place.alone or place.size > self.max_bytes:
                 if queue is not None:
                     open_groups.pop(queue, None)
                 groups.append([index])
                 continue
-            group, used = open_groups.get(queue, ([], 0))
-            if not group or len(group) >= self.max_items or used + size > self.max_bytes:
+            group, used, key = open_groups.get(queue, ([], 0, place.key))
+            if not group or len(group) >= self.max_items or used + place.size > self.max_bytes or key != place.key:
                 group, used = [], 0
                 groups.append(group)
             group.append(index)
-            open_groups[queue] = (group, used + size)
+            open_groups[queue] = (group, used + place.size, place.key)
         return groups
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a message goes, as ``Bundling.cut`` groups it: the agent's queue (None for any
+    other destination), its size, and what each member of a group shares (``key``: the key a
+    packed bundle is sealed with); ``alone``: it travels alone whatever its queue."""
+
+    queue: Queue | None
+    size: int
+    key: object = None
+    alone: bool = False

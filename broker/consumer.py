@@ -35,7 +35,7 @@ import structlog
 from aio_pika.abc import AbstractQueue
 
 from broker import group_commit, inbox, logs, metrics, outbox
-from broker.bundle import BundledDelivery, Delivery, malformed, sealed_bytes
+from broker.bundle import BundledDelivery, Bundling, Delivery, malformed, sealed_bytes, sent_alone
 from broker.context import Context
 from broker.envelope import (
     MAX_MESSAGE_BYTES,
@@ -181,6 +181,9 @@ class Consumer:
     clear_accounts_until: datetime | None = None
     beat: TaskBeat = field(default_factory=lambda: TaskBeat("consumer"))
     batch_scope: group_commit.BatchScope = group_commit.no_scope
+    # What a batch sends to one of Kabuto's queues under one key is stored as one packed bundle
+    # (broker.outbox.store); None: every message a row of its own.
+    packing: Bundling | None = None
     # Set while the broker knows this consumer on every queue it takes (``kabuto run`` says
     # ``agents_ready`` only then).
     consuming: asyncio.Event = field(default_factory=asyncio.Event)
@@ -369,7 +372,7 @@ class Consumer:
         if not await inbox.claim(connection, opened):
             return None
         context = await self.handle(connection, opened)
-        await outbox.store(connection, context.emitted)
+        await outbox.store(connection, context.emitted, self.packing)
         return context
 
     async def handle(self, connection: asyncpg.Connection, opened: Opened) -> Context:
@@ -400,10 +403,8 @@ class Consumer:
             return await self._dead_letter(delivery, InputRejected(Reason.RETRIES_EXHAUSTED, detail), kind="transient")
         delay_ms = self.retry_delays_ms[attempt - 1]
         log.warning("retry_scheduled", attempt=attempt, delay_ms=delay_ms, error=detail, exc_info=exc)
-        headers = dict(delivery.headers)
-        headers[ATTEMPT_HEADER] = attempt + 1
         await self.exchanges.retry.publish(
-            _copy(delivery, headers), routing_key=self.names.delay_key(self.agent, delay_ms)
+            _copy(delivery, {ATTEMPT_HEADER: attempt + 1}), routing_key=self.names.delay_key(self.agent, delay_ms)
         )
         return Settled(delivery.message_id, Outcome.RETRY_SCHEDULED)
 
@@ -413,7 +414,7 @@ class Consumer:
         if kind == "transient":
             event = "dead_lettered"
         log.warning(event, reason=rejected.reason.value, detail=rejected.detail)
-        headers = dict(delivery.headers)
+        message_id, type_, body, headers = sent_alone(delivery)
         headers.update(
             {
                 "x-kabuto-reason": rejected.reason.value,
@@ -424,13 +425,10 @@ class Consumer:
                 "x-kabuto-dead-lettered-at": datetime.now(UTC).isoformat(),
             }
         )
-        body = delivery.body
         if rejected.reason is Reason.MESSAGE_TOO_LARGE:  # keep evidence, not the payload of a flood
             headers["x-kabuto-original-size"] = len(body)
             body = body[:EVIDENCE_BYTES]
-        await self.exchanges.dead.publish(
-            outbox.amqp_message(delivery.message_id, delivery.type, body, headers), routing_key=self.agent
-        )
+        await self.exchanges.dead.publish(outbox.amqp_message(message_id, type_, body, headers), routing_key=self.agent)
         return Settled(delivery.message_id, Outcome.DEAD_LETTERED, rejected.reason)
 
 
@@ -449,8 +447,10 @@ def _attempt(delivery: Delivery) -> int:
     return raw if isinstance(raw, int) and raw >= 1 else 1
 
 
-def _copy(delivery: Delivery, headers: dict[str, Any]) -> aio_pika.Message:
-    return outbox.amqp_message(delivery.message_id, delivery.type, delivery.body, headers)
+def _copy(delivery: Delivery, added: Mapping[str, Any]) -> aio_pika.Message:
+    """What is sent again for ``delivery`` (``bundle.sent_alone``), with ``added`` headers."""
+    message_id, type_, body, headers = sent_alone(delivery)
+    return outbox.amqp_message(message_id, type_, body, {**headers, **added})
 
 
 async def _finish_within(work: asyncio.Future[None], seconds: float) -> None:

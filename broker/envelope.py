@@ -17,7 +17,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -33,15 +33,37 @@ from schemas.envelope import CERTIFICATE_HEADER, SIGNATURE_HEADER, SIGNER_HEADER
 from schemas.identity import Participant, Role
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Sealed:
+    """A message sealed to be sent: its envelope and the exact bytes of its body, which its
+    signature covers. The signature is made when its headers are first asked for: a message an
+    agent's batch stores in a packed bundle (``broker.outbox``) is never signed alone, the
+    bundle's seal standing for it (``broker.bundle``)."""
+
     envelope: Envelope
     body: bytes
-    headers: dict[str, str]
+    signed: dict[str, str] | None = None
+    identity: Identity | None = field(default=None, repr=False)
 
     @property
     def digest(self) -> str:
         return body_digest(self.body)
+
+    @property
+    def signer(self) -> str:
+        """The fingerprint of the key that signs it (the envelope names it)."""
+        return self.envelope.signer
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Its signature headers, signed now if it was not yet."""
+        if self.signed is None:
+            if self.identity is None:
+                raise ValueError(f"message {self.envelope.message_id} has no signature and no key to make one")
+            self.signed = sign_headers(self.identity, self.body)
+            # what the relay may seal (broker.signed_here)
+            SIGNED_HERE.note(str(self.envelope.message_id), self.body, self.signed)
+        return self.signed
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +104,8 @@ def seal(
     causation_id: UUID | None = None,
     message_id: UUID | None = None,
 ) -> Sealed:
-    """Sign a payload as ``identity``; the result is published byte for byte."""
+    """Seal a payload as ``identity``; the result is published byte for byte, signed when its
+    headers are first asked for (``Sealed.headers``)."""
     spec = type(payload).spec
     message_id = message_id or uuid.uuid4()
     envelope = Envelope(
@@ -97,10 +120,7 @@ def seal(
         signer=identity.fingerprint,
         payload=payload.model_dump(mode="json"),
     )
-    body = envelope.model_dump_json().encode()
-    headers = sign_headers(identity, body)
-    SIGNED_HERE.note(str(message_id), body, headers)  # what the relay may seal (broker.signed_here)
-    return Sealed(envelope, body, headers)
+    return Sealed(envelope, envelope.model_dump_json().encode(), identity=identity)
 
 
 def sign_headers(identity: Identity, body: bytes) -> dict[str, str]:

@@ -264,7 +264,7 @@ async def _all_at_once(consumer: Consumer, connection: asyncpg.Connection, items
             raise  # the transaction itself is gone: the batch falls back (and waits out an outage)
         raise _OneRefused from exc
     emitted = [sealed for item in items if item.context for sealed in item.context.emitted]
-    await outbox.store(connection, emitted)
+    await outbox.store(connection, emitted, consumer.packing)
 
 
 def _message(item: _Item) -> Message:

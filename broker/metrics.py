@@ -114,7 +114,7 @@ def observe(agent: str, settled: Settled, seconds: float) -> None:
 
 
 def published(agent: str, message_type: str) -> None:
-    """Count one outbox row the broker confirmed: the relay's hook."""
+    """Count one message the broker confirmed (each item of a packed bundle): the relay's hook."""
     PUBLISHED.labels(agent, message_type).inc()
 
 

@@ -22,7 +22,7 @@ import asyncpg
 
 from broker import link, progress
 from broker.access import agent_urls
-from broker.bundle import BUNDLE_TYPE, BundleMalformed, Item, unpack
+from broker.bundle import BUNDLE_TYPE, ITEMS_HEADER, BundleMalformed, Item, carried
 from broker.db import agent_pool
 from broker.health import Backlog, task_problems
 from broker.link import close_within
@@ -32,7 +32,7 @@ from broker.provenance import Provenance, provenance
 from broker.settings import Settings
 from broker.topology import Names, TopologyError, check_ready
 from broker.trust import TrustStore
-from schemas.envelope import SIGNATURE_HEADERS
+from schemas.envelope import SIGNATURE_HEADER, SIGNATURE_HEADERS
 
 KABUTO_HEADERS = (
     "x-kabuto-reason",
@@ -112,6 +112,8 @@ class DeadLetter:
     size: int
     headers: dict[str, Any]
     body: bytes
+    # A packed item's (broker.bundle): the bytes of the bundle whose seal is its only signature.
+    sealed_in: bytes | None = None
 
 
 async def dead_letters(settings: Settings, agent: str, limit: int = 100) -> list[DeadLetter]:
@@ -144,22 +146,37 @@ def _dead_letters(message: aio_pika.abc.AbstractIncomingMessage) -> list[DeadLet
             letter,
             message_id=item.message_id,
             type=item.type,
-            detail=f"{letter.detail} (item {n + 1} of {len(items)} of bundle {message.message_id})".strip(),
+            detail=f"{letter.detail} ({_place(message, n, len(items))})".strip(),
             size=len(item.body),
-            # the item's own never hide why it is dead; a seal's signature is the bundle's, not the item's
-            headers={**item.headers, **{k: v for k, v in letter.headers.items() if k not in SIGNATURE_HEADERS}},
+            headers=_item_headers(item, letter.headers),
             body=item.body,
+            sealed_in=None if _signed_alone(item) else message.body,
         )
         for n, item in enumerate(items)
     ]
 
 
+def _item_headers(item: Item, bundle: Mapping[str, Any]) -> dict[str, Any]:
+    """A listed item's headers: its own signature's and why it is dead. A seal's signature is the
+    bundle's, not the item's: it is kept only for a packed item, which has no other."""
+    if not _signed_alone(item):
+        return dict(bundle)
+    return {**item.headers, **{k: v for k, v in bundle.items() if k not in SIGNATURE_HEADERS}}
+
+
+def _place(message: aio_pika.abc.AbstractIncomingMessage, n: int, count: int) -> str:
+    if ITEMS_HEADER in message.headers:  # a packed bundle, narrowed to the items dead in it
+        return "a packed item, carried by its sealed bundle"
+    return f"item {n + 1} of {count} of bundle {message.message_id}"
+
+
 def _items(message: aio_pika.abc.AbstractIncomingMessage) -> list[Item] | None:
-    """A dead-lettered bundle's items; None for a single message or a bundle that is not one."""
+    """A dead-lettered bundle's items (those it carries: ``bundle.carried``); None for a single
+    message or a bundle that is not one."""
     if message.type != BUNDLE_TYPE:
         return None
     try:
-        return unpack(message.body)
+        return carried(message.body, message.headers)
     except BundleMalformed:
         return None  # dead-lettered as bundle_malformed: shown, and replayed, as it came
 
@@ -208,7 +225,7 @@ async def replay(settings: Settings, agent: str, message_id: str) -> bool:
                 )
             else:
                 item = found[0]
-                await messages.publish(_as_sent(item.message_id, item.type, item.body, item.headers), routing_key)
+                await messages.publish(_replayed(message, item), routing_key)
                 rest = [i for i in items or () if i is not item]
                 if rest:  # the rest of the bundle stays dead, as it was, to be replayed on its own
                     await dead.publish(_kept(message, rest, routing_key), routing_key=agent)
@@ -252,14 +269,30 @@ def _as_sent(message_id: str | None, type_: str | None, body: bytes, headers: Ma
     return amqp_message(message_id, type_, body, {k: v for k, v in headers.items() if k not in _DEATH_HEADERS})
 
 
+def _replayed(message: aio_pika.abc.AbstractIncomingMessage, item: Item) -> aio_pika.Message:
+    """One item of a dead-lettered bundle sent again: alone, with its signature; or, a packed item
+    (broker.bundle), which has none of its own, the bundle sealed as it was, narrowed to it."""
+    if _signed_alone(item):
+        return _as_sent(item.message_id, item.type, item.body, item.headers)
+    return _as_sent(item.message_id, BUNDLE_TYPE, message.body, {**message.headers, ITEMS_HEADER: item.message_id})
+
+
 def _kept(message: aio_pika.abc.AbstractIncomingMessage, rest: list[Item], routing_key: str) -> aio_pika.Message:
     """What is left of a dead-lettered bundle, dead still, with the headers that say why and
     where it was sent (``x-death``, which said so, is not kept)."""
-    # The seal covered the whole bundle, not what is left of it: its items are checked alone.
-    headers = {k: v for k, v in message.headers.items() if k not in ("x-death", *SIGNATURE_HEADERS)}
+    headers = {k: v for k, v in message.headers.items() if k != "x-death"}
     headers.setdefault("x-kabuto-reason", _dead_letter(message).reason)
     headers["x-kabuto-routing-key"] = routing_key
-    return bundle_message(rest, headers)
+    if not all(_signed_alone(item) for item in rest):
+        # packed items are signed by the seal alone: the bundle stays whole, narrowed to them
+        headers[ITEMS_HEADER] = ",".join(item.message_id for item in rest)
+        return amqp_message(message.message_id, BUNDLE_TYPE, message.body, headers)
+    # The seal covered the whole bundle, not what is left of it: its items are checked alone.
+    return bundle_message(rest, {k: v for k, v in headers.items() if k not in SIGNATURE_HEADERS})
+
+
+def _signed_alone(item: Item) -> bool:
+    return SIGNATURE_HEADER in item.headers
 
 
 async def outbox_failures(settings: Settings, agent: str) -> list[asyncpg.Record]:
@@ -400,7 +433,10 @@ async def dead_letter_page(
             for place, letter in enumerate(_dead_letters(message)):  # a bundle dead-lettered whole: each item
                 first.offer((_died_at(letter.headers), message.message_id or "", place), letter)
         await channel.close()  # unacked reads go back to the queue
-        page = [(letter, provenance(letter.body, letter.headers, trust)) for letter in first.sorted()[offset:]]
+        page = [
+            (letter, provenance(letter.body, letter.headers, trust, sealed_in=letter.sealed_in))
+            for letter in first.sorted()[offset:]
+        ]
         return DeadLetterPage(page, offset, first.seen)
     except aiormq.exceptions.ChannelNotFoundEntity as exc:
         raise TopologyError(f"no dead-letter queue for {agent}: has it ever started?") from exc

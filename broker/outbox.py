@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import asyncpg
 from aio_pika.abc import AbstractExchange
 
 from broker import logs
-from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Bundling, Item, pack, sealed_bytes
+from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Bundling, Item, Place, pack, sealed_bytes
 from broker.db import notify_channel
 from broker.envelope import Sealed, sign_headers
 from broker.pki import Identity
@@ -41,12 +42,34 @@ MARK_WITHIN = 0.05
 MARK_ON_END = 2.0
 
 
-async def store(connection: asyncpg.Connection, messages: Sequence[Sealed]) -> None:
+async def store(connection: asyncpg.Connection, messages: Sequence[Sealed], packing: Bundling | None = None) -> None:
     """Add sealed messages to the outbox within the caller's transaction. The insert wakes the
-    agent's relay when the transaction commits (its trigger, migration 0075)."""
+    agent's relay when the transaction commits (its trigger, migration 0075).
+
+    ``packing``: what the messages send to one of Kabuto's queues under one key is stored as one
+    packed bundle (``packed``); without it, every message is a row of its own, signed."""
     if not messages:
         return
-    await connection.execute(_STORE, *zip(*(_row(m) for m in messages), strict=True))
+    rows = [_row(group[0]) if len(group) == 1 else _bundle_row(group) for group in packed(messages, packing)]
+    await connection.execute(_STORE, *zip(*rows, strict=True))
+
+
+def packed(messages: Sequence[Sealed], packing: Bundling | None) -> list[list[Sealed]]:
+    """``messages`` cut into what is stored together (``Bundling.cut``): those not yet signed
+    for one of Kabuto's queues under one key in a packed bundle, each other message alone; so
+    each queue still receives an agent's messages in the order they were emitted."""
+    if packing is None:
+        return [[sealed] for sealed in messages]
+    places = [
+        Place(
+            packing.queue_of(_exchange(sealed.envelope), routing_key(sealed.envelope)),
+            len(sealed.body),
+            key=sealed.signer,
+            alone=sealed.signed is not None,  # signed already: it travels with its signature
+        )
+        for sealed in messages
+    ]
+    return [[messages[index] for index in group] for group in packing.cut(places)]
 
 
 # One statement for a batch's messages, in their order (the seq the relay publishes by): one
@@ -60,14 +83,22 @@ _STORE = """INSERT INTO outbox (message_id, message_type, exchange, routing_key,
 
 def _row(sealed: Sealed) -> tuple[object, ...]:
     env = sealed.envelope
-    return (
-        env.message_id,
-        env.type,
-        "events" if env.recipient is None else "messages",
-        routing_key(env),
-        sealed.body,
-        json.dumps(sealed.headers),
-    )
+    return (env.message_id, env.type, _exchange(env), routing_key(env), sealed.body, json.dumps(sealed.headers))
+
+
+def _bundle_row(group: Sequence[Sealed]) -> tuple[object, ...]:
+    """One row for ``group`` (messages for one queue, under one key): a bundle of its items,
+    unsigned, sealed by that key in this process as it packs them (broker.bundle)."""
+    sealer = group[0].identity
+    if sealer is None:
+        raise ValueError(f"message {group[0].envelope.message_id} has no signature and no key to make one")
+    body = pack([Item(str(m.envelope.message_id), m.envelope.type, {}, m.body) for m in group])
+    headers = json.dumps(seal_headers(sealer, body))
+    return (uuid.uuid4(), BUNDLE_TYPE, "messages", routing_key(group[0].envelope), body, headers)
+
+
+def _exchange(env: Envelope) -> str:
+    return "events" if env.recipient is None else "messages"
 
 
 def routing_key(env: Envelope) -> str:

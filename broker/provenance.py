@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pydantic
 
+from broker.bundle import sealed_bytes, unpack
 from broker.errors import Rejected
 from broker.trust import TrustStore
 from schemas.envelope import CERTIFICATE_HEADER, SIGNATURE_HEADER, SIGNER_HEADER, Envelope
@@ -39,8 +40,12 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def provenance(body: bytes, headers: Mapping[str, object], trust: TrustStore) -> Provenance:
-    """The envelope's id, type and sender if the body's signature holds; else why not."""
+def provenance(
+    body: bytes, headers: Mapping[str, object], trust: TrustStore, *, sealed_in: bytes | None = None
+) -> Provenance:
+    """The envelope's id, type and sender if the body's signature holds; else why not.
+    ``sealed_in``: the bundle a packed item travelled in (broker.bundle), whose seal (in
+    ``headers``) is the item's only signature."""
     signature, claimed = _text(headers.get(SIGNATURE_HEADER)), _text(headers.get(SIGNER_HEADER))
     if signature is None or claimed is None:
         return Provenance(None, None, None, "unsigned: no kabuto-signature or kabuto-signer header")
@@ -48,7 +53,10 @@ def provenance(body: bytes, headers: Mapping[str, object], trust: TrustStore) ->
         attached = _text(headers.get(CERTIFICATE_HEADER))
         der = base64.b64decode(attached, validate=True) if attached else None
         signer = trust.chained(claimed, der)
-        signer.verify(base64.b64decode(signature, validate=True), body)
+        signed = body if sealed_in is None else sealed_bytes(sealed_in)
+        signer.verify(base64.b64decode(signature, validate=True), signed)
+        if sealed_in is not None and all(item.body != body for item in unpack(sealed_in)):
+            return Provenance(None, None, None, "malformed: not an item of the bundle sealed")
         envelope = Envelope.model_validate_json(body)
     except Rejected as exc:
         return Provenance(None, None, None, f"{exc.reason.value}: {exc.detail}")

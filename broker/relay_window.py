@@ -26,7 +26,7 @@ import aiormq
 import asyncpg
 
 from broker import logs, metrics
-from broker.bundle import Bundling, Item
+from broker.bundle import BUNDLE_TYPE, BundleMalformed, Bundling, Item, unpack
 from broker.outbox import amqp_message, bundle_message, sealer_of
 from broker.pki import Identity
 from broker.signed_here import SIGNED_HERE
@@ -83,7 +83,8 @@ async def publish_window(
             marks.extend(published)
         for row, result in zip(rows, results, strict=True):
             if result is None:
-                metrics.published(agent, row["message_type"])
+                for message_type in _types(row):
+                    metrics.published(agent, message_type)
     nacked: BaseException | None = None
     parked = 0
     for row, result in zip(rows, results, strict=True):
@@ -113,6 +114,16 @@ async def _send(exchanges: Exchanges, rows: Sequence[asyncpg.Record], sealers: M
     else:
         message = bundle_message(items, {}, sealer_of(items, signed_here, sealers))
     await exchange.publish(message, routing_key=first["routing_key"], mandatory=True)
+
+
+def _types(row: asyncpg.Record) -> list[str]:
+    """The type of each message a row holds: a packed bundle's items' (broker.bundle), or its own."""
+    if row["message_type"] != BUNDLE_TYPE:
+        return [row["message_type"]]
+    try:
+        return [item.type for item in unpack(row["body"])]
+    except BundleMalformed:  # not one this agent wrote: counted as it is named
+        return [row["message_type"]]
 
 
 async def _park(pool: asyncpg.Pool, row: asyncpg.Record, error: str) -> bool:

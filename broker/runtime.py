@@ -125,6 +125,7 @@ class AgentRuntime:
         self.link = BrokerLink(self._open_session)
         self._stack.push_async_callback(self.link.close)
         exchanges = (await self.link.current()).exchanges
+        bundling = Bundling(settings.outbox_bundle, settings.max_message_bytes // 2, frozenset(settings.investors))
         self.consumer = Consumer(
             agent=self.id,
             pool=self.pool,
@@ -142,6 +143,7 @@ class AgentRuntime:
             max_message_bytes=settings.max_message_bytes,
             clear_accounts_until=settings.clear_accounts_until,
             batch_scope=self.definition.batch_scope,
+            packing=bundling if settings.outbox_pack else None,
         )
         self.relay = OutboxRelay(
             self.id,
@@ -150,7 +152,7 @@ class AgentRuntime:
             urls.database,
             settings.outbox_batch,
             settings.outbox_idle_poll,
-            bundling=Bundling(settings.outbox_bundle, settings.max_message_bytes // 2, frozenset(settings.investors)),
+            bundling=bundling,
             sealers={identity.fingerprint: identity for identity in self.identities.values()},
             beat=self.heartbeats.beat("relay"),
         )

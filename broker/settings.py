@@ -57,6 +57,10 @@ class Settings:
     outbox_batch: int = 200
     # Most outbox rows for one agent's queue published as one bundle (broker/bundle.py); 1 is off.
     outbox_bundle: int = 32
+    # What a consumer's batch sends to one of those queues under one key is stored as one packed
+    # bundle, sealed once, its items unsigned (broker/bundle.py). Off while any agent runs a
+    # release that cannot read one (before stop 32), and where bundles are off.
+    outbox_pack: bool = True
     outbox_idle_poll: timedelta = timedelta(seconds=5)
     certid_list_interval: timedelta = timedelta(minutes=10)
     # Issue 8: an issue's last price reaches the exchange's price subscribers at most once per
@@ -246,6 +250,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         batch_size=_int(env, "KABUTO_BATCH_SIZE", defaults.batch_size),
         outbox_batch=_int(env, "KABUTO_OUTBOX_BATCH", defaults.outbox_batch),
         outbox_bundle=_int(env, "KABUTO_OUTBOX_BUNDLE", defaults.outbox_bundle, MAX_BUNDLE_ITEMS),
+        outbox_pack=_flag(env, "KABUTO_OUTBOX_PACK", defaults.outbox_pack),
         outbox_idle_poll=_seconds(env, "KABUTO_OUTBOX_IDLE_POLL", defaults.outbox_idle_poll),
         certid_list_interval=_seconds(env, "KABUTO_CERTID_LIST_INTERVAL", defaults.certid_list_interval),
         price_interval=_seconds(

@@ -36,7 +36,9 @@ async def ask(settings: Settings, custody: AgentRuntime, payload: Message, sende
 
 
 async def answers_to(custody: AgentRuntime, message_id: UUID) -> list[dict[str, Any]]:
-    rows = await support.rows(custody, "SELECT body FROM outbox WHERE exchange = 'messages' ORDER BY seq")
+    rows = await support.rows(
+        custody, "SELECT body FROM outbox_messages WHERE exchange = 'messages' ORDER BY seq, place"
+    )
     found = []
     for row in rows:
         envelope = json.loads(row["body"])

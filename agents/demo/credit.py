@@ -100,7 +100,8 @@ async def _holdings(
         await investor.command(alice, hand_over(certificate.cert_id, "custody", f"account:{account}"))
         handed = await investor.query(
             lambda c: c.fetchval(
-                "SELECT message_id FROM outbox WHERE message_type = 'certificate.handover' ORDER BY seq DESC"
+                "SELECT message_id FROM outbox_messages WHERE message_type = 'certificate.handover'"
+                " ORDER BY seq DESC, place DESC"
             )
         )
         await custody.outcomes.reply("certificate.issued", handed, timeout=30)  # 43 answered: in custody's vault
@@ -118,8 +119,8 @@ async def _holdings(
 async def _close_the_day(rt: dict[str, AgentRuntime], issues: list[str]) -> None:
     """The exchange closes; wait until the line has this close of each of ``issues``."""
     await rt["exchange"].command("exchange", end_of_day)
-    sent_sql = """SELECT message_id, body FROM outbox WHERE message_type = 'market.price_update'
-                  AND routing_key = 'credit' ORDER BY seq DESC LIMIT 200"""
+    sent_sql = """SELECT message_id, body FROM outbox_messages WHERE message_type = 'market.price_update'
+                  AND routing_key = 'credit' ORDER BY seq DESC, place DESC LIMIT 200"""
     sent = await rt["exchange"].query(lambda c: c.fetch(sent_sql))
     for issue in issues:
         latest = next(r["message_id"] for r in sent if json.loads(r["body"])["payload"]["issue_code"] == issue)

@@ -105,7 +105,8 @@ async def _recycled(
     # The recycled attempt's reserve opens a conversation that the commit answer closes.
     reserve = await ledger.query(
         lambda c: c.fetchval(
-            "SELECT message_id FROM outbox WHERE message_type = 'securities.reserve' ORDER BY seq DESC LIMIT 1"
+            "SELECT message_id FROM outbox_messages WHERE message_type = 'securities.reserve'"
+            " ORDER BY seq DESC, place DESC LIMIT 1"
         )
     )
     await ledger.outcomes.reply("securities.committed", reserve, timeout=30)

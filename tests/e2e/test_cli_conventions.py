@@ -149,7 +149,7 @@ async def test_a_split_names_each_part_with_a_repeated_into(settings: Settings) 
     )
     assert out.startswith("reissue request ") and "queued" in out
     async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
-        body = await pool.fetchval("SELECT body FROM outbox WHERE message_type LIKE '%reissue%'")
+        body = await pool.fetchval("SELECT body FROM outbox_messages WHERE message_type LIKE '%reissue%'")
     assert b'"split_into":[300,200]' in body.replace(b" ", b"") and cert_id.encode() in body
 
 

@@ -61,7 +61,7 @@ async def test_a_locked_position_cannot_be_delivered_at_custody(settings: Settin
         await support.publish_sealed(settings, sealed)
         await custody.outcomes.wait_for(sealed.envelope.message_id)
         answers = await support.rows(
-            custody, "SELECT message_type, body FROM outbox WHERE message_type LIKE 'securities.%'"
+            custody, "SELECT message_type, body FROM outbox_messages WHERE message_type LIKE 'securities.%'"
         )
         assert [a["message_type"] for a in answers] == ["securities.reservation_refused"]
         assert b"lack_of_securities" in answers[0]["body"]

@@ -105,7 +105,9 @@ async def test_default_sells_the_collateral_and_conserves_cash_r_003_50_58(
             "pending_delivery": 0,
             "pending_receipt": 0,
         }
-        sent = await support.rows(credit, "SELECT 1 FROM outbox WHERE message_type = 'funds.brokered_settlement'")
+        sent = await support.rows(
+            credit, "SELECT 1 FROM outbox_messages WHERE message_type = 'funds.brokered_settlement'"
+        )
         answered = ("funds.brokered_posted", "funds.brokered_failed")
         await credit.outcomes.wait_count(lambda s: s.type in answered, len(sent), timeout=30)  # every cash move
         cash = await cs.balances(rt["settlement"])

@@ -89,6 +89,6 @@ async def test_a_locked_position_is_not_delivered_and_neither_leg_happens(settin
         assert await balances(custody, "bob-sk", "KBT") in ({}, sub(0))
         assert (await cash(settlement, "alice-cash"), await cash(settlement, "bob-cash")) == (0, 1_000_000)
         refusals = await support.rows(
-            custody, "SELECT body FROM outbox WHERE message_type = 'securities.reservation_refused'"
+            custody, "SELECT body FROM outbox_messages WHERE message_type = 'securities.reservation_refused'"
         )
         assert len(refusals) == 1 and b"quantity_locked" in refusals[0]["body"]

@@ -24,7 +24,9 @@ AGENTS = ("investor", "issuer", "exchange", "settlement", "custody")
 
 
 async def outbox_payloads(custody: AgentRuntime, type_: str) -> list[dict[str, Any]]:
-    rows = await support.rows(custody, "SELECT body FROM outbox WHERE message_type = $1 ORDER BY seq", type_)
+    rows = await support.rows(
+        custody, "SELECT body FROM outbox_messages WHERE message_type = $1 ORDER BY seq, place", type_
+    )
     return [json.loads(r["body"])["payload"] for r in rows]
 
 

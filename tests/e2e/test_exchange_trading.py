@@ -147,6 +147,7 @@ async def test_a_copied_certificate_is_refused_after_the_trade(settings: Setting
         assert rejected == [{"n": 0}]
         outbox = await support.rows(
             exchange,
-            "SELECT body FROM outbox WHERE message_type = 'order.rejected' ORDER BY seq DESC LIMIT 1",
+            "SELECT body FROM outbox_messages WHERE message_type = 'order.rejected'"
+            " ORDER BY seq DESC, place DESC LIMIT 1",
         )
         assert b"certificate_not_listed" in outbox[0]["body"]

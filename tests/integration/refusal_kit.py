@@ -107,7 +107,9 @@ async def expect_refusal(
     settled = await runtime.outcomes.wait_for(sealed.envelope.message_id)
     assert settled.outcome is Outcome.PROCESSED, settled
     emitted = await support.rows(
-        runtime, "SELECT message_type, body FROM outbox WHERE headers IS NOT NULL AND body IS NOT NULL ORDER BY seq"
+        runtime,
+        "SELECT message_type, body FROM outbox_messages WHERE headers IS NOT NULL AND body IS NOT NULL"
+        " ORDER BY seq, place",
     )
     replies = [json.loads(bytes(r["body"])) for r in emitted if _answers(r, sealed)]
     assert [r["type"] for r in replies] == [reply_type], emitted

@@ -94,11 +94,18 @@ async def caused(
     *,
     own_conversation: Callable[[str], bool] = lambda _: True,
 ) -> list[Caused]:
-    """What the outbox holds that ``sealed`` caused, in outbox order; each message of a type
-    answering in its cause's conversation (``own_conversation``) is checked to be in it."""
+    """What the outbox holds that ``sealed`` caused, by cause, each cause's messages by routing
+    key (events last) and in outbox order for each key; each message of a type answering in its
+    cause's conversation (``own_conversation``) is checked to be in it.
+
+    That is the order the agents keep: each queue receives an agent's messages in the order they
+    were emitted, but a batch's messages to one queue travel together (a packed bundle:
+    broker.outbox.packed), so one cause's messages to two queues may be stored in either order."""
     place = {str(s.envelope.message_id): i for i, s in enumerate(sealed)}
     found: list[Caused] = []
-    for row in await connection.fetch("SELECT message_type, routing_key, body FROM outbox ORDER BY seq"):
+    for row in await connection.fetch(
+        "SELECT message_type, routing_key, body FROM outbox_messages ORDER BY seq, place"
+    ):
         envelope = json.loads(row["body"])
         cause = envelope.get("causation_id")
         if cause not in place:
@@ -109,4 +116,4 @@ async def caused(
         found.append(
             (place[cause], row["message_type"], row["routing_key"], envelope["recipient"], payload(envelope["payload"]))
         )
-    return found
+    return sorted(found, key=lambda c: (c[0], c[3] is None, c[2]))  # stable: each key's order kept

@@ -170,7 +170,9 @@ async def postings(rt: Rt, coid: str) -> dict[str, Decimal]:
 
 async def sent(runtime: AgentRuntime, type_: str) -> list[dict[str, Any]]:
     """The payloads of the ``type_`` messages ``runtime`` emitted, oldest first."""
-    rows = await support.rows(runtime, "SELECT body FROM outbox WHERE message_type = $1 ORDER BY seq", type_)
+    rows = await support.rows(
+        runtime, "SELECT body FROM outbox_messages WHERE message_type = $1 ORDER BY seq, place", type_
+    )
     return [json.loads(r["body"])["payload"] for r in rows]
 
 

@@ -101,7 +101,7 @@ async def held(rt: Rt, coid: str) -> dict[str, Decimal]:
 async def statements_received(rt: Rt, status: str) -> dict[str, Any]:
     """Wait until the terminal handled the brokerage's trade statement with ``status``; its payload."""
     rows = await support.rows(
-        rt["brokerage"], "SELECT message_id, body FROM outbox WHERE message_type = 'brokerage.trade_statement'"
+        rt["brokerage"], "SELECT message_id, body FROM outbox_messages WHERE message_type = 'brokerage.trade_statement'"
     )
     [(message_id, payload)] = [
         (str(r["message_id"]), json.loads(r["body"])["payload"])

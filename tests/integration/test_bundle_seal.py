@@ -221,6 +221,7 @@ async def test_an_outbox_row_changed_after_signing_is_not_sealed_and_its_receive
         alice = investor.identities["alice"]
         good = support.sealed_request(alice, shares=100)
         signed = support.sealed_request(alice, shares=200)
+        assert signed.headers  # signed here, then changed
         tampered = dataclasses.replace(signed, body=signed.body.replace(b'"shares":200', b'"shares":900', 1))
         assert tampered.body != signed.body
         await support.open_offering(issuer)
@@ -246,6 +247,7 @@ async def test_rows_signed_in_another_process_travel_in_an_unsealed_bundle(setti
     ):
         (own,) = issuer.identities.values()
         sealed = [support.sealed_request(own, to="exchange", shares=n) for n in (100, 200)]
+        assert all(s.headers for s in sealed)  # signed here
         SIGNED_HERE.take(str(sealed[1].envelope.message_id), b"", {})  # its note gone, as after a restart
         async with issuer.pool.acquire() as connection, connection.transaction():
             await outbox.store(connection, sealed)

@@ -165,7 +165,7 @@ async def test_r_001_41_a_covered_trade_settles_both_legs_and_releases_the_cover
         assert matches == [{"status": "completed", "settled": True, "settlement_status": "settled"}]
         events = await support.rows(
             rt["settlement"],
-            "SELECT count(*) AS n FROM outbox WHERE message_type = 'settlement.instruction.status_changed'",
+            "SELECT count(*) AS n FROM outbox_messages WHERE message_type = 'settlement.instruction.status_changed'",
         )
         assert events == [{"n": 2}]  # accepted (pending), settled: one event per status change
         await conserved(rt, 500)
@@ -264,8 +264,8 @@ async def test_issue_11_lack_of_cash_leaves_both_sides_as_they_were_then_recycli
 async def sent_statuses(rt: Rt, to: str) -> list[dict[str, Any]]:
     rows = await support.rows(
         rt["settlement"],
-        "SELECT body FROM outbox WHERE message_type = 'settlement.instruction.status' AND routing_key = $1 "
-        "ORDER BY seq",
+        "SELECT body FROM outbox_messages WHERE message_type = 'settlement.instruction.status' AND routing_key = $1 "
+        "ORDER BY seq, place",
         to,
     )
     return [json.loads(r["body"])["payload"] for r in rows]

@@ -160,7 +160,7 @@ async def test_trades_a_held_row_and_a_cancel_in_one_batch_decide_as_one_at_a_ti
                JOIN orders s ON s.acceptance_number = m.sell_order ORDER BY m.matching_number""",
         )
         instructed = await support.rows(
-            exchange, "SELECT count(*) AS n FROM outbox WHERE message_type = 'settlement.instruction'"
+            exchange, "SELECT count(*) AS n FROM outbox_messages WHERE message_type = 'settlement.instruction'"
         )
     assert orders == [
         {"client_order_id": "f1", "status": "cancelled", "remaining": 0, "cancel_reason": "requested"},
@@ -206,7 +206,7 @@ async def test_an_ioc_sell_over_two_buys_in_a_batch_instructs_its_first_executio
         )
         matches = await support.rows(exchange, "SELECT status FROM matches ORDER BY matching_number")
         instructed = await support.rows(
-            exchange, "SELECT count(*) AS n FROM outbox WHERE message_type = 'settlement.instruction'"
+            exchange, "SELECT count(*) AS n FROM outbox_messages WHERE message_type = 'settlement.instruction'"
         )
     assert orders == [
         {"client_order_id": "e1", "status": "filled", "remaining": 0, "cancel_reason": None},

@@ -58,7 +58,7 @@ async def test_listing_trades_and_the_close_reach_subscribers_and_roll_the_refer
         events = [
             (r["message_type"], json.loads(r["body"])["payload"])
             for r in await support.rows(
-                exchange, "SELECT message_type, body FROM outbox WHERE exchange = 'events' ORDER BY seq"
+                exchange, "SELECT message_type, body FROM outbox_messages WHERE exchange = 'events' ORDER BY seq, place"
             )
             if r["message_type"].startswith("market.")
         ]
@@ -69,7 +69,7 @@ async def test_listing_trades_and_the_close_reach_subscribers_and_roll_the_refer
         closes = [
             json.loads(r["body"])["payload"]
             for r in await support.rows(
-                exchange, "SELECT body FROM outbox WHERE message_type = 'market.close' ORDER BY seq"
+                exchange, "SELECT body FROM outbox_messages WHERE message_type = 'market.close' ORDER BY seq, place"
             )
         ]
         assert [(c["close"], c["traded_today"]) for c in closes] == [("1100.0000", True), ("1100.0000", False)]
@@ -82,7 +82,9 @@ async def test_a_late_price_update_never_rolls_the_lines_price_back(settings: Se
         await exchange.command("exchange", prices.listed("PRX", "common", Decimal(1_000)))
         await exchange.command("exchange", _trade_at(1_100))
         await credit.outcomes.wait_count(lambda s: s.type == "market.price_update", 2)
-        snapshot = await support.rows(exchange, "SELECT body FROM outbox WHERE routing_key = 'credit' ORDER BY seq")
+        snapshot = await support.rows(
+            exchange, "SELECT body FROM outbox_messages WHERE routing_key = 'credit' ORDER BY seq, place"
+        )
         assert len(snapshot) == 2
         # The listing snapshot delivered again, after the trade, changes nothing.
         await credit.command(
@@ -108,7 +110,10 @@ async def test_a_batchs_trades_announce_each_issues_last_price_once_at_its_end(s
                 for issue, price in (("PRX", 1_010), ("PRY", 505), ("PRX", 1_020), ("PRX", 1_030)):
                     await prices.announce_trade(ctx, issue, Decimal(price))
                 assert (
-                    await support.rows(exchange, "SELECT * FROM outbox WHERE message_type = 'market.last_price'") == []
+                    await support.rows(
+                        exchange, "SELECT * FROM outbox_messages WHERE message_type = 'market.last_price'"
+                    )
+                    == []
                 )
 
         async def failing(ctx: Context) -> None:
@@ -124,8 +129,8 @@ async def test_a_batchs_trades_announce_each_issues_last_price_once_at_its_end(s
             (r["message_type"], r["routing_key"], json.loads(r["body"])["payload"])
             for r in await support.rows(
                 exchange,
-                """SELECT message_type, routing_key, body FROM outbox
-                   WHERE message_type IN ('market.last_price', 'market.price_update') ORDER BY seq""",
+                """SELECT message_type, routing_key, body FROM outbox_messages
+                   WHERE message_type IN ('market.last_price', 'market.price_update') ORDER BY seq, place""",
             )
         ]
         trades = [(t, key, p["issue_code"], Decimal(p.get("price") or p.get("last_price") or 0)) for t, key, p in sent]
@@ -150,7 +155,8 @@ async def _price_updates_to(exchange: AgentRuntime, subscriber: str) -> list[Dec
     """The last prices the exchange sent ``subscriber``, in order (a listing's snapshot: None)."""
     rows = await support.rows(
         exchange,
-        "SELECT body FROM outbox WHERE message_type = 'market.price_update' AND routing_key = $1 ORDER BY seq",
+        "SELECT body FROM outbox_messages WHERE message_type = 'market.price_update' AND routing_key = $1"
+        " ORDER BY seq, place",
         subscriber,
     )
     return [None if (last := json.loads(r["body"])["payload"]["last_price"]) is None else Decimal(last) for r in rows]
@@ -183,7 +189,7 @@ async def test_prices_within_the_interval_are_held_back_and_the_latest_sent_when
             assert await _price_updates_to(exchange, subscriber) == [None, Decimal(1_100), Decimal(1_300)]
         assert await support.rows(exchange, "SELECT price_owed FROM instruments") == [{"price_owed": False}]
         events = await support.rows(
-            exchange, "SELECT count(*) AS n FROM outbox WHERE message_type = 'market.last_price'"
+            exchange, "SELECT count(*) AS n FROM outbox_messages WHERE message_type = 'market.last_price'"
         )
         assert events == [{"n": 3}]
 

@@ -28,7 +28,8 @@ Rt = dict[str, AgentRuntime]
 async def sent(rt: Rt) -> list[dict[str, Any]]:
     """What the investor agent has put in its outbox for the exchange, oldest first."""
     return await support.rows(
-        rt["investor"], "SELECT message_id, message_type FROM outbox WHERE routing_key = 'exchange' ORDER BY seq"
+        rt["investor"],
+        "SELECT message_id, message_type FROM outbox_messages WHERE routing_key = 'exchange' ORDER BY seq, place",
     )
 
 
@@ -97,7 +98,7 @@ async def test_buy_orders_of_a_list_carry_their_accounts_standing_cover_box(sett
         assert booked == {"settlement_account": box, "cover_id": cover}
         await rt["investor"].outcomes.wait(answer_to(message_ids[1], "order.accepted", "order.rejected"))
         asked = await support.rows(
-            rt["exchange"], "SELECT count(*) AS n FROM outbox WHERE message_type = 'settlement.cover.request'"
+            rt["exchange"], "SELECT count(*) AS n FROM outbox_messages WHERE message_type = 'settlement.cover.request'"
         )
         assert asked == [{"n": 1}]  # only the order on the uncovered account asks for a cover of its own
 

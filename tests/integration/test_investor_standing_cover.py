@@ -67,7 +67,7 @@ async def exchange_order(rt: Rt, coid: str) -> dict[str, Any]:
 
 async def cover_requests(rt: Rt) -> int:
     rows = await support.rows(
-        rt["exchange"], "SELECT count(*) AS n FROM outbox WHERE message_type = 'settlement.cover.request'"
+        rt["exchange"], "SELECT count(*) AS n FROM outbox_messages WHERE message_type = 'settlement.cover.request'"
     )
     return int(rows[0]["n"])
 
@@ -195,7 +195,7 @@ async def test_what_the_agent_refuses_itself_sends_nothing(settings: Settings) -
             await rt["investor"].command("bob", open_standing_cover("bob-cash", Decimal(1_000)))
 
         sent = await support.rows(
-            rt["investor"], "SELECT message_type, count(*) AS n FROM outbox GROUP BY 1 ORDER BY 1"
+            rt["investor"], "SELECT message_type, count(*) AS n FROM outbox_messages GROUP BY 1 ORDER BY 1"
         )
         assert sent == [
             {"message_type": "order.submit", "n": 1},

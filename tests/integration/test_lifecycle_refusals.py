@@ -86,7 +86,8 @@ async def books(rt: Runtimes) -> dict[str, list[dict[str, Any]]]:
         "certid_list": await support.rows(exchange, "SELECT * FROM certid_list ORDER BY cert_id"),
         # a change still on its way to the exchange would not show in its table yet
         "lists_sent": await support.rows(
-            issuer, "SELECT message_id FROM outbox WHERE message_type = 'certid_list.updated' ORDER BY seq"
+            issuer,
+            "SELECT message_id FROM outbox_messages WHERE message_type = 'certid_list.updated' ORDER BY seq, place",
         ),
     }
 

@@ -29,10 +29,11 @@ from tests import support
 
 
 class _Arrived:
-    """What aio-pika hands the consumer's callback; only its body and type are read on arrival."""
+    """What aio-pika hands the consumer's callback; only its body, type and headers are read on arrival."""
 
     def __init__(self, name: str, body: bytes = b"", type_: str | None = None) -> None:
         self.body, self.type, self.message_id = body, type_, name
+        self.headers: dict[str, Any] = {}
 
 
 async def test_each_delivery_and_each_item_of_a_bundle_is_opened_as_it_arrives_and_handed_over_once() -> None:

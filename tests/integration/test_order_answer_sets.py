@@ -254,7 +254,9 @@ async def snapshot(rt: AgentRuntime, keys: KeyStore, group: Group, sealed: Seque
         requests = await c.fetch(
             "SELECT request_id, kind, issue_code, shares, status FROM requests WHERE user_id = $1", user
         )
-        outbox = await c.fetch("SELECT message_id, message_type, routing_key, body FROM outbox ORDER BY seq")
+        outbox = await c.fetch(
+            "SELECT message_id, message_type, routing_key, body FROM outbox_messages ORDER BY seq, place"
+        )
     place = {str(s.envelope.message_id): i for i, s in enumerate(sealed)}
     settlement = keys.load_identity(SETTLEMENT_ID).decryption_key
     assert settlement is not None

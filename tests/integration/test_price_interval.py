@@ -34,7 +34,8 @@ async def _updates(exchange: AgentRuntime, subscriber: str, issue: str = "PRX") 
     """(kind, last price) of every market.price_update the exchange sent ``subscriber`` for ``issue``."""
     rows = await support.rows(
         exchange,
-        "SELECT body FROM outbox WHERE message_type = 'market.price_update' AND routing_key = $1 ORDER BY seq",
+        "SELECT body FROM outbox_messages WHERE message_type = 'market.price_update' AND routing_key = $1"
+        " ORDER BY seq, place",
         subscriber,
     )
     out = []

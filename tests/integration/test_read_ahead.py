@@ -516,7 +516,7 @@ async def test_two_executions_of_one_sell_order_in_a_batch_are_instructed_one_at
         await settle_queued_as_one_batch(settings, exchange, len(sent))
         matches = await support.rows(exchange, "SELECT matching_number, status FROM matches ORDER BY matching_number")
         instructed = await support.rows(
-            exchange, "SELECT count(*) AS n FROM outbox WHERE message_type = 'settlement.instruction'"
+            exchange, "SELECT count(*) AS n FROM outbox_messages WHERE message_type = 'settlement.instruction'"
         )
     assert [m["status"] for m in matches] == ["transfer_requested", "pending_transfer"]
     assert instructed == [{"n": 1}]

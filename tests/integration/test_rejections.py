@@ -217,7 +217,7 @@ async def test_other_content_under_a_used_message_id_is_dead_lettered_as_replaye
         first = support.sealed_request(alice(keys), shares=500)
         await support.publish_sealed(settings, first)
         assert (await issuer.outcomes.wait_for(first.envelope.message_id)).outcome is Outcome.PROCESSED
-        emitted = await support.rows(issuer, "SELECT message_id FROM outbox ORDER BY seq")
+        emitted = await support.rows(issuer, "SELECT message_id FROM outbox_messages ORDER BY seq, place")
 
         replay = seal(
             alice(keys),
@@ -239,7 +239,7 @@ async def test_other_content_under_a_used_message_id_is_dead_lettered_as_replaye
         assert await support.rows(issuer, "SELECT message_id, digest FROM inbox") == [
             {"message_id": first.envelope.message_id, "digest": first.digest}
         ]
-        assert await support.rows(issuer, "SELECT message_id FROM outbox ORDER BY seq") == emitted
+        assert await support.rows(issuer, "SELECT message_id FROM outbox_messages ORDER BY seq, place") == emitted
         assert await shares_remaining(issuer) == [{"shares_remaining": offer.shares_remaining - 500}]
 
 

@@ -423,7 +423,9 @@ async def raw_answers(settings: Settings, sealed: Sequence[Sealed]) -> dict[int,
     place = {str(s.envelope.message_id): i for i, s in enumerate(sealed)}
     raw: dict[int, tuple[bytes, bytes, bytes]] = {}
     async with dvp.admin(settings) as c:
-        for row in await c.fetch("SELECT body FROM outbox WHERE message_type = 'certificate.issued' ORDER BY seq"):
+        for row in await c.fetch(
+            "SELECT body FROM outbox_messages WHERE message_type = 'certificate.issued' ORDER BY seq, place"
+        ):
             envelope = json.loads(row["body"])
             if envelope.get("causation_id") in place:
                 signed = SignedCertificate.model_validate(envelope["payload"]["certificate"])

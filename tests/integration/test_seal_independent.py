@@ -346,9 +346,7 @@ async def test_the_investor_agents_relay_seals_a_bundle_of_several_investors_wit
     (c400,) = requests(carol, 400)
 
     def resigned(sealed: Sealed, other: Sealed) -> Sealed:
-        return dataclasses.replace(
-            sealed, headers={**sealed.headers, SIGNATURE_HEADER: other.headers[SIGNATURE_HEADER]}
-        )
+        return dataclasses.replace(sealed, signed={**sealed.headers, SIGNATURE_HEADER: other.headers[SIGNATURE_HEADER]})
 
     rows = [a100, b200, resigned(b300, b200) if tampered else b300, c400, a500, b600]
     async with (

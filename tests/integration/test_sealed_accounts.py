@@ -42,7 +42,7 @@ CLEAR = ("alice-cash", "bob-cash", "0001-234567")  # the order accounts and the 
 
 async def _stored(runtime: AgentRuntime) -> str:
     """Every row of every table of the agent's schema, and every outbox body and header."""
-    outbox = await support.rows(runtime, "SELECT body, headers::text AS headers FROM outbox")
+    outbox = await support.rows(runtime, "SELECT body, headers::text AS headers FROM outbox_messages")
     return json.dumps((await state(runtime)).tables) + "".join(bytes(r["body"]).decode() + r["headers"] for r in outbox)
 
 
@@ -69,7 +69,7 @@ async def test_the_exchange_and_the_issuer_keep_boxes_and_settlement_settles_the
         )
         boxes = await support.rows(rt["exchange"], "SELECT settlement_account FROM orders ORDER BY client_order_id")
         notices = await support.rows(
-            rt["settlement"], "SELECT routing_key, body FROM outbox WHERE message_type = 'settlement.notice'"
+            rt["settlement"], "SELECT routing_key, body FROM outbox_messages WHERE message_type = 'settlement.notice'"
         )
         assert await _balance(rt["settlement"], "bob-cash") == Decimal(5_000_000 - 300_000)
         assert await _balance(rt["settlement"], "alice-cash") == Decimal(5_000_000 + 300_000)

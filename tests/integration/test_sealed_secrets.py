@@ -34,7 +34,7 @@ PIN = "97531864"
 async def _everything_stored(runtime: AgentRuntime) -> str:
     return json.dumps((await state(runtime)).tables) + "".join(
         bytes(r["body"]).decode() + json.dumps(r["headers"])
-        for r in await support.rows(runtime, "SELECT body, headers::text AS headers FROM outbox")
+        for r in await support.rows(runtime, "SELECT body, headers::text AS headers FROM outbox_messages")
     )
 
 
@@ -59,7 +59,9 @@ async def test_an_account_inquiry_carries_the_account_sealed_and_is_answered(set
         asked = await rt["investor"].command("alice", inquire_account("alice-cash"))
         await rt["investor"].outcomes.reply("account.statement", asked)
         [row] = await support.rows(
-            rt["investor"], "SELECT body FROM outbox WHERE message_type = 'account.inquiry' AND message_id = $1", asked
+            rt["investor"],
+            "SELECT body FROM outbox_messages WHERE message_type = 'account.inquiry' AND message_id = $1",
+            asked,
         )
     payload = json.loads(bytes(row["body"]))["payload"]
     assert payload["account"].startswith("ks1.") and "alice-cash" not in json.dumps(payload)

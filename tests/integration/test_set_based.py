@@ -403,7 +403,8 @@ async def test_an_instruction_cancelled_while_reserved_in_the_middle_of_a_set_fa
     assert [name for name, _, _ in snap["entries"]] == ["#0/1", "#2/1"]
     assert emitted_types(snap, 0) == ["securities.commit"]
     assert emitted_types(snap, 2) == ["securities.commit"]
-    assert emitted_types(snap, 1)[0] == "securities.release"
+    # the reservation given back, and the failure told (to other queues: in no order between them)
+    assert emitted_types(snap, 1).count("securities.release") == 1
     assert "settlement.instruction.status" in emitted_types(snap, 1)
 
 

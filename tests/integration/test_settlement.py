@@ -91,7 +91,9 @@ async def assert_books_balance(runtime: AgentRuntime) -> None:
 
 async def emitted(runtime: AgentRuntime) -> list[tuple[str, str, dict[str, Any]]]:
     """What the agent put in its outbox: (routing key, type, payload), in order."""
-    rows = await support.rows(runtime, "SELECT routing_key, message_type, body FROM outbox ORDER BY seq")
+    rows = await support.rows(
+        runtime, "SELECT routing_key, message_type, body FROM outbox_messages ORDER BY seq, place"
+    )
     return [(r["routing_key"], r["message_type"], json.loads(r["body"])["payload"]) for r in rows]
 
 

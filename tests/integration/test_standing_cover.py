@@ -94,7 +94,7 @@ async def placed_holds(settlement: AgentRuntime, account: str) -> dict[str, Deci
 
 async def cover_requests(exchange: AgentRuntime) -> int:
     rows = await support.rows(
-        exchange, "SELECT count(*) AS n FROM outbox WHERE message_type = 'settlement.cover.request'"
+        exchange, "SELECT count(*) AS n FROM outbox_messages WHERE message_type = 'settlement.cover.request'"
     )
     return int(rows[0]["n"])
 

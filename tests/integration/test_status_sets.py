@@ -359,7 +359,7 @@ async def snapshot(rt: AgentRuntime, group: Group, sealed: Sequence[Sealed]) -> 
 
 
 def sent(snap: dict[str, Any], type_: str) -> list[tuple[int, str]]:
-    """(delivery, recipient) of each ``type_`` message, in delivery order."""
+    """(delivery, recipient) of each ``type_`` message, in delivery order (``set_kit.caused``)."""
     return [(e[0], e[3]) for e in snap["emitted"] if e[1] == type_]
 
 
@@ -417,15 +417,15 @@ async def test_settled_trades_on_one_closing_standing_cover_with_a_pending_and_a
         ("M4", "completed", "settled"),
         ("M5", "completed", "settled"),
     ]
-    assert sent(in_set, "trade.completed") == [
-        (0, "bob"),
+    assert sent(in_set, "trade.completed") == [  # by cause, then by recipient (set_kit.caused)
         (0, "alice"),
-        (3, "bob"),
+        (0, "bob"),
         (3, "alice"),
-        (4, "carol"),
+        (3, "bob"),
         (4, "alice"),
-        (5, "bob"),
+        (4, "carol"),
         (5, "alice"),
+        (5, "bob"),
     ]
     assert sent(in_set, "settlement.instruction") == [(4, "settlement")]
     [instruction] = [e[4] for e in in_set["emitted"] if e[1] == "settlement.instruction"]
@@ -475,15 +475,15 @@ async def test_a_dead_certificate_mid_set_leaves_the_rest_to_be_handled_one_by_o
     ]
     orders = {o["client_order_id"]: (o["status"], o["remaining"]) for o in in_set["orders"]}
     assert orders["s2"][0] == "cancelled" and orders["c2"] == ("open", 200) and orders["c3"] == ("open", 300)
-    assert sent(in_set, "trade.completed") == [
-        (0, "bob"),
+    assert sent(in_set, "trade.completed") == [  # by cause, then by recipient (set_kit.caused)
         (0, "alice"),
-        (3, "bob"),
+        (0, "bob"),
         (3, "alice"),
-        (4, "carol"),
+        (3, "bob"),
         (4, "alice"),
-        (5, "bob"),
+        (4, "carol"),
         (5, "alice"),
+        (5, "bob"),
     ]
     assert [e for e in in_set["emitted"] if e[0] == 2] == []  # M2's status finds it failed
     assert sent(in_set, "settlement.instruction") == []

@@ -138,7 +138,9 @@ async def exchange_order(rt: Rt, coid: str) -> dict[str, Any]:
 
 async def sent(runtime: AgentRuntime, type_: str, conversation: UUID) -> list[dict[str, Any]]:
     """The payloads of the ``type_`` messages ``runtime`` emitted in a conversation, oldest first."""
-    rows = await support.rows(runtime, "SELECT body FROM outbox WHERE message_type = $1 ORDER BY seq", type_)
+    rows = await support.rows(
+        runtime, "SELECT body FROM outbox_messages WHERE message_type = $1 ORDER BY seq, place", type_
+    )
     envelopes = [json.loads(r["body"]) for r in rows]
     return [e["payload"] for e in envelopes if e["correlation_id"] == str(conversation)]
 

@@ -146,10 +146,11 @@ def test_every_participant_an_agent_hosts_is_routed_to_that_agent() -> None:
 
 
 class _Arrived:
-    """What the consumer's callback is given: only the type and body are read before a batch."""
+    """What the consumer's callback is given: only the type, body and headers are read before a batch."""
 
     def __init__(self, body: bytes = b"", type_: str | None = None) -> None:
         self.body, self.type, self.message_id = body, type_, None
+        self.headers: dict[str, Any] = {}
 
 
 async def test_what_is_left_of_the_answers_goes_before_any_new_work() -> None:
