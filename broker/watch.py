@@ -118,7 +118,8 @@ async def _queue(connection: AbstractConnection, name: str) -> tuple[int, int] |
 
 async def _activity(pool: asyncpg.Pool, window: timedelta) -> tuple[int, int, LastError | None]:
     row = await pool.fetchrow(
-        """SELECT (SELECT count(*) FROM outbox WHERE published_at > now() - $1::interval) AS published,
+        """SELECT (SELECT coalesce(sum(public.kabuto_messages_in(message_type, body)), 0) FROM outbox
+                   WHERE published_at > now() - $1::interval) AS published,
                   (SELECT count(*) FROM inbox WHERE received_at > now() - $1::interval) AS delivered,
                   (SELECT failed_at FROM outbox WHERE failed_at IS NOT NULL ORDER BY failed_at DESC LIMIT 1)
                       AS parked_at,

@@ -51,6 +51,18 @@ BEGIN
 END
 $fn$;
 
+-- How many messages an outbox row holds, read from the bundle's count alone (its bytes 5 to 8,
+-- fetched without the rest of a body stored out of line): `kabuto status` counts messages
+-- published, as the receivers' inboxes count messages delivered.
+CREATE FUNCTION public.kabuto_messages_in(message_type text, body bytea) RETURNS integer
+LANGUAGE sql IMMUTABLE STRICT
+AS $fn$
+    SELECT CASE WHEN message_type = 'kabuto.bundle'
+                THEN (get_byte(c, 0) << 24) | (get_byte(c, 1) << 16) | (get_byte(c, 2) << 8) | get_byte(c, 3)
+                ELSE 1 END
+      FROM (SELECT substring(body FROM 5 FOR 4) AS c) AS count_bytes
+$fn$;
+
 DO $do$
 DECLARE
     agent text;

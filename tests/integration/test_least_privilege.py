@@ -210,6 +210,10 @@ async def _only_its_schema(world: World, database: str) -> None:
     connection = await asyncpg.connect(url, server_settings={"role": "kabuto_issuer", "search_path": "issuer"})
     try:
         assert await connection.fetchval("SELECT count(*) FROM inbox") == 0
+        # what it sent, packed bundles unpacked (migration 0080): its own, and no other agent's
+        assert await connection.fetchval("SELECT count(*) FROM outbox_messages") == 0
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await connection.fetch("SELECT * FROM settlement.outbox_messages")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await connection.fetch("SELECT * FROM settlement.inbox")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):

@@ -12,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
 import pytest
 from prometheus_client import REGISTRY
 
-from broker import ops, outbox
+from broker import ops, outbox, watch
 from broker.bundle import BUNDLE_TYPE, ITEMS_HEADER, Bundling, Item, pack, unpack
 from broker.consumer import Outcome
 from broker.envelope import Sealed, sign_headers, verified_signer
@@ -191,6 +191,7 @@ async def test_a_batch_stores_what_it_sends_each_agent_queue_as_one_sealed_row_i
         counted = _published("certificate.issuance.request")
         await issuer.relay.publish_pending()
         counted = _published("certificate.issuance.request") - counted
+        published, _, _ = await watch._activity(issuer.pool, timedelta(minutes=1))  # what kabuto status counts
         found = {agent: await _queued(settings, names.inbox(agent)) for agent in ("exchange", "settlement")}
     assert [(r["message_type"], r["routing_key"]) for r in rows] == [
         (BUNDLE_TYPE, "exchange"),
@@ -210,7 +211,8 @@ async def test_a_batch_stores_what_it_sends_each_agent_queue_as_one_sealed_row_i
         (str(sealed[i].envelope.message_id), to[i], sealed[i].body) for i in (0, 2, 4, 1, 5, 3)
     ]
     assert [r["bundle_id"] for r in sent] == [rows[0]["id"]] * 3 + [rows[1]["id"]] * 2 + [None]
-    assert counted == 5  # kabuto_outbox_published_total counts each packed item (carol's is parked)
+    # kabuto_outbox_published_total and kabuto status count each packed item (carol's is parked)
+    assert counted == 5 and published == 5
     assert [m.body for m in found["exchange"]] == [rows[0]["body"]]
     assert [m.body for m in found["settlement"]] == [rows[1]["body"]]
     assert found["exchange"][0].type == BUNDLE_TYPE
