@@ -21,8 +21,10 @@ signer's certificate chained to the CA, valid now and not revoked, the signature
 exact bytes — and then checks no item signed with that same key again: the seal covers each
 item's body and headers byte for byte, so only that key's holder could have sent them.
 Everything else about an item is still checked alone (its signer's certificate, its sender, its
-freshness, its type and roles), and each item keeps its own signature: a dead-lettered item
-travels, and is replayed, alone and verifiable. An item signed with another key, a bundle with
+freshness, its type and roles), and each item of a relay's bundle keeps its own signature: a
+dead-lettered item travels, and is replayed, alone and verifiable. The relay bundles only rows
+that carry a signature, and its seal never stands for an item without one. An item signed with
+another key, a bundle with
 no seal (a relay of an earlier release) or one whose seal does not verify has each item's
 signature checked, as before the seal (the refused seal is logged, ``bundle_seal_refused``).
 Verifying a signature was a quarter of the investor agent's and the issuer's samples in a burst
@@ -32,8 +34,10 @@ A bundle may also be *packed* by the agent that wrote its items: what one batch 
 consumer sends to one of Kabuto's queues under one key is stored as one outbox row, a bundle
 whose items carry no signature of their own (no headers), sealed once (``broker.outbox.store``).
 The seal is then each item's only signature, made over these bytes in the process that wrote
-them: a packed item is read with the seal's headers, so it is accepted only where the seal
-verified, and is refused as unsigned where it did not. One signature, one outbox row and one
+them, over ``PACKED_SEAL_CONTEXT`` (a bundle holding any item without a signature is checked
+under that context only, so a relay's seal can never be taken for one): a packed item is read
+with the seal's headers, so it is accepted only where the packed seal verified, and is refused
+where it did not. One signature, one outbox row and one
 mark stand for the batch's messages to that queue rather than one each (docs/performance.md,
 stop 32). An item that cannot be signed alone cannot travel alone either: its retry copy and its
 dead letter are the whole bundle, sealed as it was, narrowed to that item by ``ITEMS_HEADER``
@@ -72,6 +76,11 @@ BUNDLE_TYPE = "kabuto.bundle"
 # What a seal signs is this, then the bundle's bytes: a signature made for a bundle can never be
 # taken for one over a message body, a stock certificate or an endorsement made with the same key.
 SEAL_CONTEXT = b"kabuto bundle seal v1\n"
+# A packed bundle's seal (an agent's batch sealed it as it packed it, broker.outbox) signs this
+# instead: only such a seal stands for items that carry no signature of their own. A relay's seal
+# is made over rows it found in the outbox table, so it never vouches for an unsigned one
+# (found by review: a row written there with no headers travelled under the relay's seal).
+PACKED_SEAL_CONTEXT = b"kabuto packed bundle seal v1\n"
 CONTENT_TYPE = "application/vnd.kabuto.bundle"
 # The items of a bundle a delivery carries, by id and comma-separated, where it carries only some:
 # the retry copy or the dead letter of one packed item, or what is left dead of a packed bundle
@@ -215,7 +224,8 @@ class Delivery(Protocol):
     def nack(self, multiple: bool = False, requeue: bool = True) -> Awaitable[None]: ...
 
 
-SealCheck = Callable[[bytes, Mapping[str, Any]], "str | None"]
+# Who sealed a bundle (its bytes, its headers, whether it is packed), if the seal verifies.
+SealCheck = Callable[[bytes, Mapping[str, Any], bool], "str | None"]
 
 
 @dataclass(slots=True)
@@ -224,6 +234,8 @@ class _Carrier:
     checked once for all of them."""
 
     delivery: Delivery
+    # Some item of the bundle carries no signature of its own: only a packed seal stands for it.
+    packed: bool = False
     settled: bool = False
     seal_checked: bool = False
     sealed_by: str | None = None
@@ -286,7 +298,8 @@ class BundledDelivery:
         ``check`` says of the bundle's bytes and headers (asked once per bundle), or None."""
         carrier = self._carrier
         if not carrier.seal_checked:
-            carrier.sealed_by, carrier.seal_checked = check(carrier.delivery.body, carrier.delivery.headers), True
+            delivery = carrier.delivery
+            carrier.sealed_by, carrier.seal_checked = check(delivery.body, delivery.headers, carrier.packed), True
         return carrier.sealed_by
 
     async def ack(self, multiple: bool = False) -> None:
@@ -296,9 +309,10 @@ class BundledDelivery:
         await self._carrier.settle(lambda: self.carrier.nack(multiple=multiple, requeue=requeue))
 
 
-def sealed_bytes(body: bytes) -> bytes:
-    """What a bundle's seal signs: ``SEAL_CONTEXT`` and the bundle's bytes."""
-    return SEAL_CONTEXT + body
+def sealed_bytes(body: bytes, *, packed: bool = False) -> bytes:
+    """What a bundle's seal signs: ``SEAL_CONTEXT`` (a packed bundle's: ``PACKED_SEAL_CONTEXT``)
+    and the bundle's bytes."""
+    return (PACKED_SEAL_CONTEXT if packed else SEAL_CONTEXT) + body
 
 
 def is_bundle(delivery: Delivery) -> bool:
@@ -313,17 +327,27 @@ def unbundled(delivery: Delivery) -> list[Delivery]:
     if not is_bundle(delivery):
         return [delivery]
     try:
-        items = carried(delivery.body, delivery.headers)
+        every = unpack(delivery.body)
+        items = _narrowed(every, delivery.headers)
     except Exception:  # noqa: BLE001 — refused whole when its batch takes it
         return [delivery]
-    carrier = _Carrier(delivery)
+    carrier = _Carrier(delivery, packed=is_packed(every))
     return [BundledDelivery(item, carrier) for item in items]
+
+
+def is_packed(items: Sequence[Item]) -> bool:
+    """Whether a bundle holds an item with no signature of its own (a packed bundle's): then only
+    a packed seal (``PACKED_SEAL_CONTEXT``) over the bundle may vouch for its items."""
+    return any(SIGNATURE_HEADER not in item.headers for item in items)
 
 
 def carried(body: bytes, headers: Mapping[str, Any]) -> list[Item]:
     """The items of a bundle that a delivery with these headers carries: all of them, or those
     ``ITEMS_HEADER`` names, in the bundle's order. Raises ``BundleMalformed``."""
-    items = unpack(body)
+    return _narrowed(unpack(body), headers)
+
+
+def _narrowed(items: list[Item], headers: Mapping[str, Any]) -> list[Item]:
     named = headers.get(ITEMS_HEADER)
     if named is None:
         return items
@@ -372,7 +396,8 @@ def _travels(row: Mapping[str, Any]) -> bool:
     except (TypeError, ValueError):
         return False
     texts = (str(row["message_id"]).encode(), str(row["message_type"] or "").encode())
-    return isinstance(headers, dict) and fits(headers) and all(1 <= len(t) <= 255 for t in texts)
+    signed = isinstance(headers, dict) and SIGNATURE_HEADER in headers  # a row with none travels alone, refused
+    return signed and fits(headers) and all(1 <= len(t) <= 255 for t in texts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -302,14 +302,14 @@ class Consumer:
         """Who sealed the bundle that carried ``delivery`` (broker.bundle), if the seal verifies."""
         if not isinstance(delivery, BundledDelivery):
             return None
-        return delivery.sealed_by(lambda body, headers: self._seal(body, headers, now))
+        return delivery.sealed_by(lambda body, headers, packed: self._seal(body, headers, now, packed=packed))
 
-    def _seal(self, body: bytes, headers: Mapping[str, Any], now: datetime) -> str | None:
+    def _seal(self, body: bytes, headers: Mapping[str, Any], now: datetime, *, packed: bool) -> str | None:
         if SIGNATURE_HEADER not in headers:
             return None  # sealed by no one: a relay of an earlier release
         try:
             check_size(body, headers, self.max_message_bytes)
-            return verified_signer(sealed_bytes(body), headers, self.trust, now).fingerprint
+            return verified_signer(sealed_bytes(body, packed=packed), headers, self.trust, now).fingerprint
         except (Rejected, ValueError, TypeError) as exc:  # whatever is wrong with a seal, each item is checked alone
             reason = exc.reason.value if isinstance(exc, Rejected) else type(exc).__name__
             log.warning("bundle_seal_refused", agent=self.agent, reason=reason, detail=str(exc)[:500])

@@ -57,7 +57,9 @@ LATENCY = Histogram(
     ["agent", "type"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-PUBLISHED = Counter("kabuto_outbox_published", "Outbox rows published and confirmed", ["agent", "type"])
+PUBLISHED = Counter(
+    "kabuto_outbox_published", "Messages published and confirmed (a packed bundle's each)", ["agent", "type"]
+)
 OUTBOX_PENDING = Gauge("kabuto_outbox_pending", "Outbox rows waiting for the relay", ["agent"])
 OUTBOX_PARKED = Gauge("kabuto_outbox_parked", "Outbox rows parked as unroutable", ["agent"])
 OUTBOX_LAG = Gauge("kabuto_outbox_lag_seconds", "Age of the oldest pending outbox row", ["agent"])

@@ -93,7 +93,7 @@ def _bundle_row(group: Sequence[Sealed]) -> tuple[object, ...]:
     if sealer is None:
         raise ValueError(f"message {group[0].envelope.message_id} has no signature and no key to make one")
     body = pack([Item(str(m.envelope.message_id), m.envelope.type, {}, m.body) for m in group])
-    headers = json.dumps(seal_headers(sealer, body))
+    headers = json.dumps(seal_headers(sealer, body, packed=True))
     return (uuid.uuid4(), BUNDLE_TYPE, "messages", routing_key(group[0].envelope), body, headers)
 
 
@@ -134,10 +134,11 @@ def bundle_message(
     return amqp_message(f"{items[0].message_id}+{len(items) - 1}", BUNDLE_TYPE, body, headers)
 
 
-def seal_headers(sealer: Identity, body: bytes) -> dict[str, str]:
-    """A bundle's seal (broker.bundle): ``sealer``'s signature over ``SEAL_CONTEXT`` and the
-    bundle's bytes, in the headers a message's signature travels in."""
-    return sign_headers(sealer, sealed_bytes(body))
+def seal_headers(sealer: Identity, body: bytes, *, packed: bool = False) -> dict[str, str]:
+    """A bundle's seal (broker.bundle): ``sealer``'s signature over ``SEAL_CONTEXT`` (a packed
+    bundle's: ``PACKED_SEAL_CONTEXT``) and the bundle's bytes, in the headers a message's
+    signature travels in."""
+    return sign_headers(sealer, sealed_bytes(body, packed=packed))
 
 
 def sealer_of(

@@ -53,7 +53,7 @@ def provenance(
         attached = _text(headers.get(CERTIFICATE_HEADER))
         der = base64.b64decode(attached, validate=True) if attached else None
         signer = trust.chained(claimed, der)
-        signed = body if sealed_in is None else sealed_bytes(sealed_in)
+        signed = body if sealed_in is None else sealed_bytes(sealed_in, packed=True)
         signer.verify(base64.b64decode(signature, validate=True), signed)
         if sealed_in is not None and all(item.body != body for item in unpack(sealed_in)):
             return Provenance(None, None, None, "malformed: not an item of the bundle sealed")

@@ -2,7 +2,7 @@
 agent's consumer sends to one of Kabuto's queues under one key is stored as one outbox row, a
 bundle whose items carry no signature of their own, sealed once. The seal is then each item's
 only signature: an item is accepted only where the seal verifies under the key its envelope names,
-and every item of a bundle whose seal does not is refused (docs/bad-input.md, B90–B92). An item that
+and every item of a bundle whose seal does not is refused (docs/bad-input.md, B90–B93). An item that
 cannot be signed alone does not travel alone: its retry copy and its dead letter are the whole
 bundle, sealed as it was, narrowed to it (``x-kabuto-items``), so a retry or a replay runs that
 item and no other, and a listed dead letter still proves who sent it."""
@@ -20,7 +20,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from broker import ops, outbox, watch
-from broker.bundle import BUNDLE_TYPE, ITEMS_HEADER, Bundling, Item, pack, unpack
+from broker.bundle import BUNDLE_TYPE, ITEMS_HEADER, Bundling, Item, pack, sealed_bytes, unpack
 from broker.consumer import Outcome
 from broker.envelope import Sealed, sign_headers, verified_signer
 from broker.errors import Reason
@@ -57,7 +57,7 @@ async def test_a_packed_bundle_is_settled_item_by_item_and_what_fails_travels_na
     transactions: list[int] = []
     async with AgentRuntime(issuer_recording(transactions), settings) as issuer:
         await support.open_offering(issuer)
-        await publish(settings, body, seal_headers(alice, body))
+        await publish(settings, body, seal_headers(alice, body, packed=True))
         async with running(issuer):
             done = await issuer.outcomes.wait_count(lambda s: s.outcome is Outcome.PROCESSED, 4, timeout=20)
             refused = await issuer.outcomes.wait_for(ids[4])
@@ -105,11 +105,16 @@ def _no_seal(alice: Identity, bob: Identity) -> Seal:
 
 
 def _bobs_seal(alice: Identity, bob: Identity) -> Seal:
-    return lambda body: seal_headers(bob, body)
+    return lambda body: seal_headers(bob, body, packed=True)
 
 
 def _other_bytes(alice: Identity, bob: Identity) -> Seal:
-    return lambda body: seal_headers(alice, body + b"!")
+    return lambda body: seal_headers(alice, body + b"!", packed=True)
+
+
+def _relays_seal(alice: Identity, bob: Identity) -> Seal:
+    """A relay's seal (over rows it found in the outbox table) never stands for an unsigned item."""
+    return lambda body: seal_headers(alice, body)
 
 
 def _no_context(alice: Identity, bob: Identity) -> Seal:
@@ -123,6 +128,7 @@ def _no_context(alice: Identity, bob: Identity) -> Seal:
         (_no_seal, Reason.UNSIGNED),
         (_bobs_seal, Reason.SENDER_MISMATCH),
         (_other_bytes, Reason.SIGNATURE_INVALID),
+        (_relays_seal, Reason.SIGNATURE_INVALID),
         (_no_context, Reason.SIGNATURE_INVALID),
     ],
 )
@@ -149,7 +155,7 @@ async def test_a_packed_bundle_changed_after_its_seal_has_every_item_refused(set
     alice = keys.load_identity("alice")
     items = [packed_item(s) for s in requests(alice, 100, 200, 300)]
     body = pack(items)
-    headers = seal_headers(alice, body)
+    headers = seal_headers(alice, body, packed=True)
     altered = body.replace(b'"shares":200', b'"shares":900', 1)
     assert altered != body
     async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer:
@@ -202,7 +208,7 @@ async def test_a_batch_stores_what_it_sends_each_agent_queue_as_one_sealed_row_i
         assert unpack(row["body"]) == [packed_item(sealed[i]) for i in indexes]
         seal = json.loads(row["headers"])
         # the seal is alice's signature over the bundle's bytes, verified as a receiver does
-        signer = verified_signer(b"kabuto bundle seal v1\n" + row["body"], seal, issuer.trust, datetime.now(UTC))
+        signer = verified_signer(sealed_bytes(row["body"], packed=True), seal, issuer.trust, datetime.now(UTC))
         assert signer.participant.user_id == "alice"
     alone = json.loads(rows[2]["headers"])
     assert rows[2]["id"] == str(sealed[3].envelope.message_id) and SIGNATURE_HEADER in alone
@@ -266,7 +272,7 @@ async def test_a_packed_bundle_the_broker_dead_lettered_whole_is_replayed_item_b
             death = [
                 {"reason": "delivery_limit", "queue": names.inbox("issuer"), "count": 1, "routing-keys": ["issuer"]}
             ]
-            headers = {**seal_headers(alice, body), "x-death": death}
+            headers = {**seal_headers(alice, body, packed=True), "x-death": death}
             await dead.publish(aio_pika.Message(body, type=BUNDLE_TYPE, headers=headers), routing_key="issuer")
         listed = await ops.dead_letters(settings, "issuer")
         page = await ops.dead_letter_page(settings, "issuer", issuer.trust)
@@ -290,7 +296,7 @@ async def test_a_bundle_narrowed_to_an_item_it_does_not_hold_is_refused_whole(se
     body = pack([packed_item(s) for s in requests(alice, 100, 200)])
     async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer:
         await support.open_offering(issuer)
-        await publish(settings, body, {**seal_headers(alice, body), ITEMS_HEADER: "not-an-item"})
+        await publish(settings, body, {**seal_headers(alice, body, packed=True), ITEMS_HEADER: "not-an-item"})
         async with running(issuer):
             settled = await issuer.outcomes.wait_for("bundle-1")
         letter = await support.dead_letter(settings, "issuer")
@@ -298,3 +304,59 @@ async def test_a_bundle_narrowed_to_an_item_it_does_not_hold_is_refused_whole(se
     assert (settled.outcome, settled.reason) == (Outcome.DEAD_LETTERED, Reason.BUNDLE_MALFORMED)
     assert letter.body == body and "does not hold" in str(letter.headers["x-kabuto-detail"])
     assert registered == []
+
+
+async def test_a_row_written_into_the_outbox_with_no_signature_never_travels_under_a_seal(
+    settings: Settings, keys: Any
+) -> None:
+    """Found by review: a row written straight into the outbox table with no headers, beside one
+    of alice's signed rows, travelled in the relay's bundle under the seal alice's key made — and
+    was taken for a packed item. A relay never bundles an unsigned row, and a relay's seal never
+    stands for an unsigned item (only a packed seal, made as a batch packs, does): it is refused."""
+    async with (
+        AgentRuntime(support.AGENTS["issuer"], settings) as issuer,
+        AgentRuntime(support.AGENTS["investor"], settings) as investor,
+    ):
+        alice = investor.identities["alice"]
+        good, forged = requests(alice, 100, 900)
+        await support.open_offering(issuer)
+        async with investor.pool.acquire() as connection, connection.transaction():
+            await outbox.store(connection, [good])
+            await connection.execute(
+                """INSERT INTO outbox (message_id, message_type, exchange, routing_key, body, headers)
+                   VALUES ($1, $2, 'messages', 'issuer', $3, '{}')""",
+                forged.envelope.message_id,
+                forged.envelope.type,
+                forged.body,
+            )
+        assert await investor.relay.publish_pending() == 2
+        async with running(issuer):
+            first = await issuer.outcomes.wait_for(good.envelope.message_id)
+            second = await issuer.outcomes.wait_for(forged.envelope.message_id)
+        registered = await support.rows(issuer, "SELECT shares FROM register ORDER BY shares")
+    assert first.outcome is Outcome.PROCESSED
+    assert (second.outcome, second.reason) == (Outcome.DEAD_LETTERED, Reason.UNSIGNED)
+    assert [r["shares"] for r in registered] == [100]
+
+
+async def test_a_relays_seal_over_a_bundle_with_an_unsigned_item_vouches_for_none_of_its_items(
+    settings: Settings, keys: Any
+) -> None:
+    """However the unsigned item got there: under a relay's seal (not a packed one) the unsigned
+    item is refused and alice's signed ones are each checked on their own signature."""
+    alice = keys.load_identity("alice")
+    signed, unsigned = requests(alice, 100, 900)
+    items = [Item(str(signed.envelope.message_id), signed.envelope.type, signed.headers, signed.body)]
+    items.append(packed_item(unsigned))
+    body = pack(items)
+    async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer:
+        await support.open_offering(issuer)
+        await publish(settings, body, seal_headers(alice, body))
+        async with running(issuer):
+            settled = [await issuer.outcomes.wait_for(i.message_id) for i in items]
+        registered = await support.rows(issuer, "SELECT shares FROM register")
+    assert [(s.outcome, s.reason) for s in settled] == [
+        (Outcome.PROCESSED, None),
+        (Outcome.DEAD_LETTERED, Reason.SIGNATURE_INVALID),
+    ]
+    assert registered == [{"shares": 100}]

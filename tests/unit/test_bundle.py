@@ -80,12 +80,18 @@ def test_nothing_is_packed_that_could_not_be_unpacked() -> None:
 
 
 def test_a_row_whose_headers_a_bundle_cannot_carry_goes_alone_and_closes_its_queues_bundle() -> None:
-    many = json.dumps({f"h{i}": "v" for i in range(9)})
+    many = json.dumps({"kabuto-signature": "s", **{f"h{i}": "v" for i in range(8)}})
     rows = [_row("exchange"), _row("exchange", 200, headers=many), _row("exchange"), _row("exchange", headers="[")]
     assert Bundling().groups(rows) == [[0], [1], [2], [3]]
+    # a row with no signature (found by review): never under a seal, it goes alone to be refused
+    rows = [_row("exchange"), _row("exchange", headers="{}"), _row("exchange"), _row("exchange")]
+    assert Bundling().groups(rows) == [[0], [1], [2, 3]]
 
 
-def _row(key: str, size: int = 10, exchange: str = "messages", headers: str = "{}") -> dict[str, Any]:
+SIGNED = '{"kabuto-signature":"s"}'
+
+
+def _row(key: str, size: int = 40, exchange: str = "messages", headers: str = SIGNED) -> dict[str, Any]:
     body = b"x" * (size - len(headers))
     return {
         "exchange": exchange,

@@ -163,7 +163,7 @@ def test_a_packed_items_sender_is_proven_by_its_bundles_seal_and_by_nothing_else
     alice = keys.load_identity("alice")
     inside, outside = request(keys, "issuer"), request(keys, "issuer", shares=200)
     bundle = pack([Item(str(inside.envelope.message_id), inside.envelope.type, {}, inside.body)])
-    headers = seal_headers(alice, bundle)
+    headers = seal_headers(alice, bundle, packed=True)
     proven = provenance(inside.body, headers, trust, sealed_in=bundle)
     assert (proven.verified, proven.sender, proven.message_id) == (True, "alice", str(inside.envelope.message_id))
     # the seal over the bundle is no signature over the item's bytes alone
