@@ -239,6 +239,8 @@ class _Carrier:
     settled: bool = False
     seal_checked: bool = False
     sealed_by: str | None = None
+    # Dead-lettered whole already: a packed bundle no seal vouched for (``dead_letter_of``).
+    dead: bool = False
 
     async def settle(self, action: Callable[[], Awaitable[None]]) -> None:
         if not self.settled:
@@ -267,6 +269,11 @@ class BundledDelivery:
         """Its own signature headers, or, for a packed item (signed by the seal alone), the
         bundle's: its seal's signature, and what the bundle's delivery says (its attempt)."""
         return self.item.headers if self.signed_alone else self.carrier.headers
+
+    @property
+    def vouched(self) -> bool:
+        """Whether a seal over its bundle verified (whoever's key it was)."""
+        return self._carrier.sealed_by is not None
 
     @property
     def signed_alone(self) -> bool:
@@ -370,6 +377,21 @@ def malformed(delivery: Delivery) -> str | None:
     except Exception as exc:  # noqa: BLE001 — whatever the framing raised, the bundle is refused
         return str(exc) if isinstance(exc, BundleMalformed) else f"{type(exc).__name__}: {exc}"[:1000]
     return None
+
+
+def dead_letter_of(delivery: Delivery) -> tuple[str | None, str | None, bytes, dict[str, Any]] | None:
+    """What is dead-lettered for ``delivery``: what it sends alone (``sent_alone``) — but an item
+    of a packed bundle no seal vouched for, whose items all fall with it, has the bundle
+    dead-lettered once, whole, and None for the others: a copy of the whole bundle for each of
+    its items would let any client on the network turn one message into 256 (found by an
+    independent suite). What is listed, and replayed, of it is still each item."""
+    if not isinstance(delivery, BundledDelivery) or delivery.signed_alone or delivery.vouched:
+        return sent_alone(delivery)
+    carrier = delivery._carrier
+    if carrier.dead:
+        return None
+    carrier.dead = True
+    return carrier.delivery.message_id, BUNDLE_TYPE, carrier.delivery.body, dict(carrier.delivery.headers)
 
 
 def sent_alone(delivery: Delivery) -> tuple[str | None, str | None, bytes, dict[str, Any]]:

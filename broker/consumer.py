@@ -35,7 +35,7 @@ import structlog
 from aio_pika.abc import AbstractQueue
 
 from broker import group_commit, inbox, logs, metrics, outbox
-from broker.bundle import BundledDelivery, Bundling, Delivery, malformed, sealed_bytes, sent_alone
+from broker.bundle import BundledDelivery, Bundling, Delivery, dead_letter_of, malformed, sealed_bytes, sent_alone
 from broker.context import Context
 from broker.envelope import (
     MAX_MESSAGE_BYTES,
@@ -364,15 +364,17 @@ class Consumer:
         async with self.pool.acquire() as connection, connection.transaction():
             return await self.apply(connection, opened) is None
 
-    async def apply(self, connection: asyncpg.Connection, opened: Opened) -> Context | None:
-        """In the caller's transaction: the inbox row, the handler, the outbox rows.
+    async def apply(self, connection: asyncpg.Connection, opened: Opened, *, store: bool = True) -> Context | None:
+        """In the caller's transaction: the inbox row, the handler, the outbox rows (``store``;
+        else the caller stores what the context emitted, with the rest of its batch's).
 
         None if the delivery was already in the inbox with the same bytes (a redelivery).
         """
         if not await inbox.claim(connection, opened):
             return None
         context = await self.handle(connection, opened)
-        await outbox.store(connection, context.emitted, self.packing)
+        if store:
+            await outbox.store(connection, context.emitted, self.packing)
         return context
 
     async def handle(self, connection: asyncpg.Connection, opened: Opened) -> Context:
@@ -414,7 +416,10 @@ class Consumer:
         if kind == "transient":
             event = "dead_lettered"
         log.warning(event, reason=rejected.reason.value, detail=rejected.detail)
-        message_id, type_, body, headers = sent_alone(delivery)
+        dead = dead_letter_of(delivery)
+        if dead is None:  # its bundle is dead-lettered whole already
+            return Settled(delivery.message_id, Outcome.DEAD_LETTERED, rejected.reason)
+        message_id, type_, body, headers = dead
         headers.update(
             {
                 "x-kabuto-reason": rejected.reason.value,

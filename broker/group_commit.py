@@ -263,6 +263,12 @@ async def _all_at_once(consumer: Consumer, connection: asyncpg.Connection, items
         if is_infrastructure(exc) and not isinstance(exc, Rejected):
             raise  # the transaction itself is gone: the batch falls back (and waits out an outage)
         raise _OneRefused from exc
+    await _store(consumer, connection, items)
+
+
+async def _store(consumer: Consumer, connection: asyncpg.Connection, items: list[_Item]) -> None:
+    """What the batch's handled deliveries emitted, in their order, as one store: what it sends
+    one of Kabuto's queues is one packed bundle (broker.outbox.packed)."""
     emitted = [sealed for item in items if item.context for sealed in item.context.emitted]
     await outbox.store(connection, emitted, consumer.packing)
 
@@ -286,15 +292,18 @@ async def _handle_run(consumer: Consumer, connection: asyncpg.Connection, run: l
 
 
 async def _one_savepoint_each(consumer: Consumer, connection: asyncpg.Connection, items: list[_Item]) -> None:
+    """Each delivery in a savepoint of its own; what those kept emitted stored together at the end
+    (found by an independent suite: stored a delivery at a time, nothing of the batch was packed)."""
     for item in items:
         with _bound(consumer, item.delivery, item.opened):
             await _savepoint(consumer, connection, item)
+    await _store(consumer, connection, items)
 
 
 async def _savepoint(consumer: Consumer, connection: asyncpg.Connection, item: _Item) -> None:
     try:
         async with connection.transaction():
-            item.context = await consumer.apply(connection, item.opened)
+            item.context = await consumer.apply(connection, item.opened, store=False)
             item.duplicate = item.context is None
     except Exception as exc:
         if is_infrastructure(exc) and not isinstance(exc, Rejected):

@@ -123,18 +123,22 @@ def _no_context(alice: Identity, bob: Identity) -> Seal:
 
 
 @pytest.mark.parametrize(
-    ("seal", "reason"),
+    ("seal", "reason", "letters"),
     [
-        (_no_seal, Reason.UNSIGNED),
-        (_bobs_seal, Reason.SENDER_MISMATCH),
-        (_other_bytes, Reason.SIGNATURE_INVALID),
-        (_relays_seal, Reason.SIGNATURE_INVALID),
-        (_no_context, Reason.SIGNATURE_INVALID),
+        (_no_seal, Reason.UNSIGNED, 1),
+        (_bobs_seal, Reason.SENDER_MISMATCH, 3),
+        (_other_bytes, Reason.SIGNATURE_INVALID, 1),
+        (_relays_seal, Reason.SIGNATURE_INVALID, 1),
+        (_no_context, Reason.SIGNATURE_INVALID, 1),
     ],
 )
 async def test_packed_items_whose_seal_does_not_vouch_for_them_are_all_refused_and_change_nothing(
-    settings: Settings, keys: Any, seal: Callable[[Identity, Identity], Seal], reason: Reason
+    settings: Settings, keys: Any, seal: Callable[[Identity, Identity], Seal], reason: Reason, letters: int
 ) -> None:
+    """Where no seal verifies, the bundle is dead-lettered once, whole (found by an independent
+    suite: a copy of it for each item let any client turn one message into 256); where one does,
+    bob's, which vouches for no item of alice's, each item's dead letter is the bundle narrowed to
+    it. Either way each item is listed with its reason."""
     alice, bob = keys.load_identity("alice"), keys.load_identity("bob")
     items = [packed_item(s) for s in requests(alice, 100, 200, 300)]
     body = pack(items)
@@ -145,8 +149,14 @@ async def test_packed_items_whose_seal_does_not_vouch_for_them_are_all_refused_a
             settled = [await issuer.outcomes.wait_for(i.message_id) for i in items]
         registered = await support.rows(issuer, "SELECT shares FROM register")
         inbox = await support.rows(issuer, "SELECT message_id FROM inbox")
+        depth = await support.queue_depth(settings, Names(settings.namespace).dead_letters("issuer"))
+        listed = await ops.dead_letters(settings, "issuer")
     assert [(s.outcome, s.reason) for s in settled] == [(Outcome.DEAD_LETTERED, reason)] * 3
     assert registered == [] and inbox == []
+    assert depth == letters
+    assert sorted((letter.message_id, letter.reason) for letter in listed) == sorted(
+        (i.message_id, reason.value) for i in items
+    )
 
 
 async def test_a_packed_bundle_changed_after_its_seal_has_every_item_refused(settings: Settings, keys: Any) -> None:
