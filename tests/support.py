@@ -26,7 +26,7 @@ from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
 from agents.registry import AGENTS
 from broker import outbox
-from broker.bundle import Delivery, unbundled
+from broker.bundle import BUNDLE_TYPE, Delivery, unbundled
 from broker.envelope import Sealed, seal
 from broker.pki import Identity
 from broker.runtime import AgentRuntime, started
@@ -154,6 +154,30 @@ class QueueReader:
             message = await next_message(self._settings, self._queue, timeout=timeout)
             self._waiting.extend(unbundled(message))
         return self._waiting.popleft()
+
+
+async def dead_lettered_whole(
+    settings: Settings,
+    body: bytes,
+    headers: Mapping[str, Any] | None = None,
+    *,
+    agent: str = "issuer",
+    message_id: str | None = None,
+) -> None:
+    """A bundle dead-lettered as the broker dead-letters a delivery past its limit: no reason of
+    Kabuto's, an ``x-death``."""
+    names = Names(settings.namespace)
+    death = [{"reason": "delivery_limit", "queue": names.inbox(agent), "count": 1, "routing-keys": [agent]}]
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        dead = await channel.get_exchange(names.dead)
+        message = aio_pika.Message(
+            body, type=BUNDLE_TYPE, message_id=message_id, headers={**(headers or {}), "x-death": death}
+        )
+        await dead.publish(message, routing_key=agent)
+    finally:
+        await connection.close()
 
 
 async def dead_letter(settings: Settings, agent: str, *, timeout: float = 10) -> AbstractIncomingMessage:

@@ -186,19 +186,10 @@ async def test_what_is_left_of_a_sealed_bundle_after_a_replay_is_kept_unsealed(s
     alice = keys.load_identity("alice")
     sealed = [support.sealed_request(alice, shares=n) for n in (100, 200, 300)]
     ids = [str(s.envelope.message_id) for s in sealed]
-    names = Names(settings.namespace)
     body = pack([item(s) for s in sealed])
     async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer:
         await support.open_offering(issuer)
-        connection = await aio_pika.connect(settings.amqp_url)
-        async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            dead = await channel.get_exchange(names.dead)
-            death = [
-                {"reason": "delivery_limit", "queue": names.inbox("issuer"), "count": 1, "routing-keys": ["issuer"]}
-            ]
-            headers = {"x-death": death, **seal_headers(alice, body)}
-            await dead.publish(aio_pika.Message(body, type=BUNDLE_TYPE, headers=headers), routing_key="issuer")
+        await support.dead_lettered_whole(settings, body, seal_headers(alice, body))
         assert await ops.replay(settings, "issuer", ids[1])
         async with running(issuer):
             replayed = await issuer.outcomes.wait_for(ids[1])

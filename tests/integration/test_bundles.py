@@ -178,18 +178,9 @@ async def test_a_bundle_the_broker_dead_lettered_whole_is_listed_and_replayed_it
     alice = keys.load_identity("alice")
     sealed = [support.sealed_request(alice, shares=n) for n in (100, 200, 300)]
     ids = [str(s.envelope.message_id) for s in sealed]
-    names = Names(settings.namespace)
     async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer:
         await support.open_offering(issuer)
-        connection = await aio_pika.connect(settings.amqp_url)
-        async with connection:  # as the broker dead-letters it: no reason of Kabuto's, an x-death
-            channel = await connection.channel(publisher_confirms=True)
-            dead = await channel.get_exchange(names.dead)
-            death = [
-                {"reason": "delivery_limit", "queue": names.inbox("issuer"), "count": 1, "routing-keys": ["issuer"]}
-            ]
-            bundle = aio_pika.Message(pack([item(s) for s in sealed]), type=BUNDLE_TYPE, headers={"x-death": death})
-            await dead.publish(bundle, routing_key="issuer")
+        await support.dead_lettered_whole(settings, pack([item(s) for s in sealed]))
         listed = await ops.dead_letters(settings, "issuer")
         page = await ops.dead_letter_page(settings, "issuer", issuer.trust)
         assert await ops.replay(settings, "issuer", ids[1])

@@ -271,19 +271,10 @@ async def test_a_packed_bundle_the_broker_dead_lettered_whole_is_replayed_item_b
     alice = keys.load_identity("alice")
     sealed = requests(alice, 100, 200, 300)
     ids = [str(s.envelope.message_id) for s in sealed]
-    names = Names(settings.namespace)
     body = pack([packed_item(s) for s in sealed])
     async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer:
         await support.open_offering(issuer)
-        connection = await aio_pika.connect(settings.amqp_url)
-        async with connection:  # as the broker dead-letters it: no reason of Kabuto's, an x-death
-            channel = await connection.channel(publisher_confirms=True)
-            dead = await channel.get_exchange(names.dead)
-            death = [
-                {"reason": "delivery_limit", "queue": names.inbox("issuer"), "count": 1, "routing-keys": ["issuer"]}
-            ]
-            headers = {**seal_headers(alice, body, packed=True), "x-death": death}
-            await dead.publish(aio_pika.Message(body, type=BUNDLE_TYPE, headers=headers), routing_key="issuer")
+        await support.dead_lettered_whole(settings, body, seal_headers(alice, body, packed=True))
         listed = await ops.dead_letters(settings, "issuer")
         page = await ops.dead_letter_page(settings, "issuer", issuer.trust)
         assert await ops.replay(settings, "issuer", ids[1])

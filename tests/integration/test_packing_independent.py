@@ -89,17 +89,8 @@ async def publish_bundle(
 
 
 async def dead_letter_whole(settings: Settings, body: bytes, headers: dict[str, Any], agent: str = "issuer") -> None:
-    """As the broker dead-letters a delivery past its limit: no reason of Kabuto's, an x-death."""
-    names = Names(settings.namespace)
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        dead = await channel.get_exchange(names.dead)
-        death = [{"reason": "delivery_limit", "queue": names.inbox(agent), "count": 1, "routing-keys": [agent]}]
-        message = aio_pika.Message(
-            body, type=BUNDLE_TYPE, message_id=f"row-{uuid4()}", headers={**headers, "x-death": death}
-        )
-        await dead.publish(message, routing_key=agent)
+    """As the broker dead-letters a delivery past its limit (``support.dead_lettered_whole``)."""
+    await support.dead_lettered_whole(settings, body, headers, agent=agent, message_id=f"row-{uuid4()}")
 
 
 def expected_messages(rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
