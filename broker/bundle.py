@@ -42,7 +42,8 @@ mark stand for the batch's messages to that queue rather than one each (docs/per
 stop 32). An item that cannot be signed alone cannot travel alone either: its retry copy and its
 dead letter are the whole bundle, sealed as it was, narrowed to that item by ``ITEMS_HEADER``
 (the ids of the items the bundle carries for this delivery; the others are absorbed, or left
-dead, as they were).
+dead, as they were). A packed bundle no seal vouches for is dead-lettered once, whole, for all
+of its items (``dead_letter_of``).
 
 Only the consumers of Kabuto's agents read bundles. The relay bundles only for the routing
 keys of an agent's inbox or answers queue and of the investors the investor agent hosts
