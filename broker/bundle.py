@@ -102,12 +102,18 @@ class BundleMalformed(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One signed message inside a bundle: what it would have been as an AMQP message."""
+    """One message inside a bundle: what it would have been as an AMQP message (a packed item
+    without the signature headers its bundle's seal stands for)."""
 
     message_id: str
     type: str
     headers: Mapping[str, str]
     body: bytes
+
+    @property
+    def signed_alone(self) -> bool:
+        """Whether the item carries a signature of its own; a packed item does not."""
+        return SIGNATURE_HEADER in self.headers
 
 
 def pack(items: Sequence[Item]) -> bytes:
@@ -278,8 +284,7 @@ class BundledDelivery:
 
     @property
     def signed_alone(self) -> bool:
-        """Whether the item carries a signature of its own; a packed item does not."""
-        return SIGNATURE_HEADER in self.item.headers
+        return self.item.signed_alone
 
     @property
     def message_id(self) -> str:
@@ -346,7 +351,7 @@ def unbundled(delivery: Delivery) -> list[Delivery]:
 def is_packed(items: Sequence[Item]) -> bool:
     """Whether a bundle holds an item with no signature of its own (a packed bundle's): then only
     a packed seal (``PACKED_SEAL_CONTEXT``) over the bundle may vouch for its items."""
-    return any(SIGNATURE_HEADER not in item.headers for item in items)
+    return not all(item.signed_alone for item in items)
 
 
 def carried(body: bytes, headers: Mapping[str, Any]) -> list[Item]:
@@ -401,9 +406,13 @@ def sent_alone(delivery: Delivery) -> tuple[str | None, str | None, bytes, dict[
     sealed as it came, narrowed to it."""
     if isinstance(delivery, BundledDelivery) and not delivery.signed_alone:
         carrier = delivery.carrier
-        headers = {**carrier.headers, ITEMS_HEADER: delivery.message_id}
-        return delivery.message_id, BUNDLE_TYPE, carrier.body, headers
+        return delivery.message_id, BUNDLE_TYPE, carrier.body, narrowed_to(carrier.headers, [delivery.item])
     return delivery.message_id, delivery.type, delivery.body, dict(delivery.headers)
+
+
+def narrowed_to(headers: Mapping[str, Any], items: Sequence[Item]) -> dict[str, Any]:
+    """A bundle's headers, its seal among them, saying that it carries only ``items``."""
+    return {**headers, ITEMS_HEADER: ",".join(item.message_id for item in items)}
 
 
 Queue = tuple[str, bool]  # the agent, and whether it is its answers queue

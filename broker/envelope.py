@@ -55,12 +55,17 @@ class Sealed:
         return self.envelope.signer
 
     @property
+    def key(self) -> Identity:
+        """The identity that signs it, or seals the bundle it is packed in."""
+        if self.identity is None:
+            raise ValueError(f"message {self.envelope.message_id} has no signature and no key to make one")
+        return self.identity
+
+    @property
     def headers(self) -> dict[str, str]:
         """Its signature headers, signed now if it was not yet."""
         if self.signed is None:
-            if self.identity is None:
-                raise ValueError(f"message {self.envelope.message_id} has no signature and no key to make one")
-            self.signed = sign_headers(self.identity, self.body)
+            self.signed = sign_headers(self.key, self.body)
             # what the relay may seal (broker.signed_here)
             SIGNED_HERE.note(str(self.envelope.message_id), self.body, self.signed)
         return self.signed

@@ -22,7 +22,7 @@ import asyncpg
 
 from broker import link, progress
 from broker.access import agent_urls
-from broker.bundle import BUNDLE_TYPE, ITEMS_HEADER, BundleMalformed, Item, carried
+from broker.bundle import BUNDLE_TYPE, ITEMS_HEADER, BundleMalformed, Item, carried, narrowed_to
 from broker.db import agent_pool
 from broker.health import Backlog, task_problems
 from broker.link import close_within
@@ -32,7 +32,7 @@ from broker.provenance import Provenance, provenance
 from broker.settings import Settings
 from broker.topology import Names, TopologyError, check_ready
 from broker.trust import TrustStore
-from schemas.envelope import SIGNATURE_HEADER, SIGNATURE_HEADERS
+from schemas.envelope import SIGNATURE_HEADERS
 
 KABUTO_HEADERS = (
     "x-kabuto-reason",
@@ -150,7 +150,7 @@ def _dead_letters(message: aio_pika.abc.AbstractIncomingMessage) -> list[DeadLet
             size=len(item.body),
             headers=_item_headers(item, letter.headers),
             body=item.body,
-            sealed_in=None if _signed_alone(item) else message.body,
+            sealed_in=None if item.signed_alone else message.body,
         )
         for n, item in enumerate(items)
     ]
@@ -159,7 +159,7 @@ def _dead_letters(message: aio_pika.abc.AbstractIncomingMessage) -> list[DeadLet
 def _item_headers(item: Item, bundle: Mapping[str, Any]) -> dict[str, Any]:
     """A listed item's headers: its own signature's and why it is dead. A seal's signature is the
     bundle's, not the item's: it is kept only for a packed item, which has no other."""
-    if not _signed_alone(item):
+    if not item.signed_alone:
         return dict(bundle)
     return {**item.headers, **{k: v for k, v in bundle.items() if k not in SIGNATURE_HEADERS}}
 
@@ -272,9 +272,9 @@ def _as_sent(message_id: str | None, type_: str | None, body: bytes, headers: Ma
 def _replayed(message: aio_pika.abc.AbstractIncomingMessage, item: Item) -> aio_pika.Message:
     """One item of a dead-lettered bundle sent again: alone, with its signature; or, a packed item
     (broker.bundle), which has none of its own, the bundle sealed as it was, narrowed to it."""
-    if _signed_alone(item):
+    if item.signed_alone:
         return _as_sent(item.message_id, item.type, item.body, item.headers)
-    return _as_sent(item.message_id, BUNDLE_TYPE, message.body, {**message.headers, ITEMS_HEADER: item.message_id})
+    return _as_sent(item.message_id, BUNDLE_TYPE, message.body, narrowed_to(message.headers, [item]))
 
 
 def _kept(message: aio_pika.abc.AbstractIncomingMessage, rest: list[Item], routing_key: str) -> aio_pika.Message:
@@ -283,16 +283,11 @@ def _kept(message: aio_pika.abc.AbstractIncomingMessage, rest: list[Item], routi
     headers = {k: v for k, v in message.headers.items() if k != "x-death"}
     headers.setdefault("x-kabuto-reason", _dead_letter(message).reason)
     headers["x-kabuto-routing-key"] = routing_key
-    if not all(_signed_alone(item) for item in rest):
+    if not all(item.signed_alone for item in rest):
         # packed items are signed by the seal alone: the bundle stays whole, narrowed to them
-        headers[ITEMS_HEADER] = ",".join(item.message_id for item in rest)
-        return amqp_message(message.message_id, BUNDLE_TYPE, message.body, headers)
+        return amqp_message(message.message_id, BUNDLE_TYPE, message.body, narrowed_to(headers, rest))
     # The seal covered the whole bundle, not what is left of it: its items are checked alone.
     return bundle_message(rest, {k: v for k, v in headers.items() if k not in SIGNATURE_HEADERS})
-
-
-def _signed_alone(item: Item) -> bool:
-    return SIGNATURE_HEADER in item.headers
 
 
 async def outbox_failures(settings: Settings, agent: str) -> list[asyncpg.Record]:

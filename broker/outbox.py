@@ -89,9 +89,7 @@ def _row(sealed: Sealed) -> tuple[object, ...]:
 def _bundle_row(group: Sequence[Sealed]) -> tuple[object, ...]:
     """One row for ``group`` (messages for one queue, under one key): a bundle of its items,
     unsigned, sealed by that key in this process as it packs them (broker.bundle)."""
-    sealer = group[0].identity
-    if sealer is None:
-        raise ValueError(f"message {group[0].envelope.message_id} has no signature and no key to make one")
+    sealer = group[0].key
     body = pack([Item(str(m.envelope.message_id), m.envelope.type, {}, m.body) for m in group])
     headers = json.dumps(seal_headers(sealer, body, packed=True))
     return (uuid.uuid4(), BUNDLE_TYPE, "messages", routing_key(group[0].envelope), body, headers)

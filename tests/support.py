@@ -26,7 +26,7 @@ from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
 from agents.registry import AGENTS
 from broker import outbox
-from broker.bundle import BUNDLE_TYPE, Delivery, unbundled
+from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Delivery, unbundled
 from broker.envelope import Sealed, seal
 from broker.pki import Identity
 from broker.runtime import AgentRuntime, started
@@ -154,6 +154,27 @@ class QueueReader:
             message = await next_message(self._settings, self._queue, timeout=timeout)
             self._waiting.extend(unbundled(message))
         return self._waiting.popleft()
+
+
+async def publish_bundle(
+    settings: Settings,
+    body: bytes,
+    headers: Mapping[str, Any] | None = None,
+    *,
+    routing_key: str = "issuer",
+    message_id: str = "bundle-1",
+) -> None:
+    """A bundle published as any client on the network could, with ``headers`` as given."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.get_exchange(Names(settings.namespace).messages)
+        message = aio_pika.Message(
+            body, headers=dict(headers or {}), message_id=message_id, type=BUNDLE_TYPE, content_type=CONTENT_TYPE
+        )
+        await exchange.publish(message, routing_key=routing_key)
+    finally:
+        await connection.close()
 
 
 async def dead_lettered_whole(

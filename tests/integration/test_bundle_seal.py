@@ -18,7 +18,7 @@ import aio_pika
 import pytest
 
 from broker import ops, outbox
-from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Item, pack, sealed_bytes, unpack
+from broker.bundle import Item, pack, sealed_bytes, unpack
 from broker.consumer import Outcome
 from broker.envelope import Sealed, sign_headers, verified_signer
 from broker.errors import Reason
@@ -43,14 +43,7 @@ def badly_signed(sealed: Sealed, other: Sealed) -> Item:
 
 
 async def publish(settings: Settings, body: bytes, headers: dict[str, str]) -> None:
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange(Names(settings.namespace).messages)
-        message = aio_pika.Message(
-            body, headers=dict(headers), message_id="bundle-1", type=BUNDLE_TYPE, content_type=CONTENT_TYPE
-        )
-        await exchange.publish(message, routing_key="issuer")
+    await support.publish_bundle(settings, body, headers)
 
 
 Outcomes = list[tuple[Outcome, Reason | None]]

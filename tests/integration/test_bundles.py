@@ -36,12 +36,7 @@ def forged(sealed: Sealed) -> Item:
 
 
 async def publish_bundle(settings: Settings, body: bytes, routing_key: str = "issuer") -> None:
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange(Names(settings.namespace).messages)
-        message = aio_pika.Message(body, message_id="bundle-1", type=BUNDLE_TYPE, content_type=CONTENT_TYPE)
-        await exchange.publish(message, routing_key=routing_key)
+    await support.publish_bundle(settings, body, routing_key=routing_key)
 
 
 async def test_each_item_of_a_bundle_is_settled_alone_and_the_bundle_acked_once(settings: Settings, keys: Any) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from broker import ops, outbox
 from broker.access import agent_urls
-from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, ITEMS_HEADER, Bundling, Item, pack, sealed_bytes, unbundled, unpack
+from broker.bundle import BUNDLE_TYPE, ITEMS_HEADER, Bundling, Item, pack, sealed_bytes, unbundled, unpack
 from broker.consumer import Outcome
 from broker.db import agent_pool
 from broker.envelope import Sealed, seal, verified_signer
@@ -78,14 +78,7 @@ def unvalidated_request(identity: Identity, to: str, **changes: Any) -> Sealed:
 async def publish_bundle(
     settings: Settings, body: bytes, headers: dict[str, Any], routing_key: str = "issuer", message_id: str = "b-1"
 ) -> None:
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange(Names(settings.namespace).messages)
-        message = aio_pika.Message(
-            body, headers=headers, message_id=message_id, type=BUNDLE_TYPE, content_type=CONTENT_TYPE
-        )
-        await exchange.publish(message, routing_key=routing_key)
+    await support.publish_bundle(settings, body, headers, routing_key=routing_key, message_id=message_id)
 
 
 async def dead_letter_whole(settings: Settings, body: bytes, headers: dict[str, Any], agent: str = "issuer") -> None:

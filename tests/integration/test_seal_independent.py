@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from agents.issuer.app import on_issuance_request
 from agents.registry import AGENTS
 from broker import group_commit, ops, outbox, revocation
-from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Item, pack, sealed_bytes, unbundled, unpack
+from broker.bundle import BUNDLE_TYPE, Item, pack, sealed_bytes, unbundled, unpack
 from broker.consumer import Outcome
 from broker.context import Context
 from broker.envelope import Sealed, seal, sign_headers, verified_signer
@@ -56,14 +56,7 @@ async def publish_bundle(
     settings: Settings, body: bytes, headers: Mapping[str, Any], routing_key: str = "issuer", name: str = "bundle-1"
 ) -> None:
     """A bundle published as any client could, with ``headers`` as given (str or bytes values)."""
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange(Names(settings.namespace).messages)
-        message = aio_pika.Message(
-            body, headers=dict(headers), message_id=name, type=BUNDLE_TYPE, content_type=CONTENT_TYPE
-        )
-        await exchange.publish(message, routing_key=routing_key)
+    await support.publish_bundle(settings, body, headers, routing_key=routing_key, message_id=name)
 
 
 async def settle_bundles(
