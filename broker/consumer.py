@@ -31,7 +31,6 @@ from typing import Any
 
 import aio_pika
 import asyncpg
-import structlog
 from aio_pika.abc import AbstractQueue
 
 from broker import group_commit, inbox, logs, metrics, outbox
@@ -228,7 +227,7 @@ class Consumer:
     async def settle(self, delivery: Delivery, ahead: group_commit.Opening = None) -> Settled:
         """Decide and carry out everything for one delivery except its ack (``ahead``: what it
         opened to as it arrived, if it was)."""
-        with structlog.contextvars.bound_contextvars(
+        with logs.bound(
             agent=self.agent,
             message_id=delivery.message_id,
             type=delivery.type,

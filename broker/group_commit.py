@@ -51,7 +51,6 @@ from typing import TYPE_CHECKING
 
 import aiormq
 import asyncpg
-import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
 from broker import inbox, logs, outbox, set_based
@@ -285,7 +284,7 @@ async def _handle_run(consumer: Consumer, connection: asyncpg.Connection, run: l
             item.context = await consumer.handle(connection, item.opened)
         return
     types = "+".join(dict.fromkeys(item.opened.envelope.type for item in run))  # a run may mix types
-    with structlog.contextvars.bound_contextvars(agent=consumer.agent, type=types, run=len(run)):
+    with logs.bound(agent=consumer.agent, type=types, run=len(run)):
         contexts = await consumer.handle_set(connection, [item.opened for item in run])
     for item, context in zip(run, contexts, strict=True):
         item.context = context
@@ -354,7 +353,5 @@ async def _conclude(consumer: Consumer, item: _Item) -> Settled:
 
 def _bound(consumer: Consumer, delivery: Delivery, opened: Opened | None = None) -> AbstractContextManager[None]:
     if opened is None:
-        return structlog.contextvars.bound_contextvars(
-            agent=consumer.agent, message_id=delivery.message_id, type=delivery.type, correlation_id=None
-        )
+        return logs.bound(agent=consumer.agent, message_id=delivery.message_id, type=delivery.type, correlation_id=None)
     return logs.bound_to(opened.envelope, agent=consumer.agent)

@@ -1,7 +1,8 @@
 """Structured logging: JSON lines carrying agent, message id, type and correlation id.
 
-The consumer binds the per-message fields with ``bound_contextvars`` so every log line a
-handler writes carries them without passing a logger around. Secrets never reach a log:
+The consumer binds the per-message fields (``bound_to``, ``bound``) so every log line a
+handler writes carries them without passing a logger around; ``merge_context`` adds them to a
+line as it is written. Secrets never reach a log:
 keys are never formatted, and message bodies are logged only as sizes and digests.
 """
 
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
@@ -28,7 +31,7 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
     )
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
+            merge_context,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
@@ -46,13 +49,49 @@ def get(name: str) -> structlog.typing.FilteringBoundLogger:
     return logger
 
 
-def bound_to(envelope: Envelope, **more: object) -> AbstractContextManager[None]:
+# What log lines written now are about, outermost first: fields, or a message whose fields are
+# read out of its envelope only when a line is written. One context variable set and reset per
+# binding: structlog's ``bound_contextvars`` copied the whole context and set a variable for
+# each field, on every message every agent handled (docs/performance.md, stop 33).
+_BOUND: ContextVar[tuple[Mapping[str, object] | Envelope, ...]] = ContextVar("kabuto_log_bound", default=())
+
+
+@contextmanager
+def bound(**fields: object) -> Iterator[None]:
+    """Log lines written inside carry ``fields``."""
+    token = _BOUND.set((*_BOUND.get(), fields))
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
+
+
+@contextmanager
+def bound_to(envelope: Envelope, **more: object) -> Iterator[None]:
     """Log lines written inside name this message: its id, type, conversation, cause and sender."""
-    return structlog.contextvars.bound_contextvars(
-        message_id=str(envelope.message_id),
-        type=envelope.type,
-        correlation_id=str(envelope.correlation_id),
-        causation_id=str(envelope.causation_id or ""),
-        sender=envelope.sender,
-        **more,
-    )
+    layers = (*_BOUND.get(), envelope, more) if more else (*_BOUND.get(), envelope)
+    token = _BOUND.set(layers)
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
+
+
+def merge_context(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A structlog processor: what is bound (``bound``, ``bound_to``, and structlog's own context
+    variables), the innermost binding and then the line's own fields winning."""
+    merged: dict[str, Any] = dict(structlog.contextvars.get_contextvars())
+    for layer in _BOUND.get():
+        merged.update(layer if isinstance(layer, Mapping) else _message_fields(layer))
+    merged.update(event_dict)
+    return merged
+
+
+def _message_fields(envelope: Envelope) -> dict[str, object]:
+    return {
+        "message_id": str(envelope.message_id),
+        "type": envelope.type,
+        "correlation_id": str(envelope.correlation_id),
+        "causation_id": str(envelope.causation_id or ""),
+        "sender": envelope.sender,
+    }

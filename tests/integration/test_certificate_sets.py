@@ -31,7 +31,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from agents.investor import app as investor_app
@@ -98,7 +97,7 @@ def settings(settings: Settings, keys: KeyStore) -> Settings:
 def logged(*events: str) -> Iterator[list[MutableMapping[str, Any]]]:
     """The lines logged as any of ``events`` meanwhile, with what was bound to them (the message they name)."""
     found: list[MutableMapping[str, Any]] = []
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as lines:
+    with capture_logs(processors=[logs.merge_context]) as lines:
         yield found
     found.extend(line for line in lines if line["event"] in events)
 

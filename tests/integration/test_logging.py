@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import structlog
@@ -12,6 +14,7 @@ import structlog
 from broker import logs
 from broker.pki import KeyStore
 from broker.settings import Settings
+from schemas.envelope import Envelope
 from tests import support
 
 
@@ -71,3 +74,34 @@ async def _a_signature(settings: Settings) -> str:
     finally:
         await conn.close()
     return str(json.loads(headers)["kabuto-signature"])
+
+
+def test_bound_fields_nest_the_innermost_wins_and_a_line_s_own_fields_win_over_both(log_lines: io.StringIO) -> None:
+    """``logs.bound`` and ``logs.bound_to`` (stop 33: one context variable, a message's fields read
+    out of its envelope only when a line is written) say what structlog's bound_contextvars said."""
+    log = logs.get("test")
+    envelope = Envelope(
+        message_id=uuid.uuid4(),
+        type="securities.reserve",
+        version=1,
+        sender="settlement",
+        recipient="issuer",
+        correlation_id=uuid.uuid4(),
+        causation_id=None,
+        created_at=datetime.now(UTC),
+        signer="0" * 64,
+        payload={},
+    )
+    with logs.bound(agent="settlement", type="outer", run=3):
+        with logs.bound_to(envelope, agent="issuer"):
+            log.info("inner")
+            log.info("own", type="mine")
+        log.info("outer")
+    log.info("unbound")
+    inner, own, outer, unbound = (json.loads(line) for line in log_lines.getvalue().splitlines())
+    assert inner["agent"] == "issuer" and inner["type"] == envelope.type and inner["run"] == 3
+    assert inner["message_id"] == str(envelope.message_id) and inner["sender"] == envelope.sender
+    assert inner["correlation_id"] == str(envelope.correlation_id) and inner["causation_id"] == ""
+    assert own["type"] == "mine"
+    assert outer["agent"] == "settlement" and outer["type"] == "outer" and "message_id" not in outer
+    assert not {"agent", "type", "run", "message_id"} & unbound.keys()
