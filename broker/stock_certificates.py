@@ -56,7 +56,7 @@ def verify_certificate(signed: SignedCertificate, trust: TrustStore) -> Electron
     signature = signed.issuer_signature
     try:
         signer = trust.chained(hashlib.sha256(signature.certificate).hexdigest(), signature.certificate)
-        signer.verify(signature.signature, signed.content, remember=True)
+        signer.verify(signature.signature, signed.content)
     except SecurityRejected as exc:
         raise CertificateInvalid(f"issuer signature: {exc.detail}") from exc
     if signer.participant.role is not Role.ISSUER:
@@ -139,7 +139,7 @@ def verify_endorsement(
     try:
         signer = trust.signer(hashlib.sha256(endorsement.certificate).hexdigest(), endorsement.certificate, now)
         data = _endorsed_bytes(endorsed.certificate, endorsed.endorsements[:index], purpose, endorsement.context)
-        signer.verify(endorsement.signature, data, remember=True)
+        signer.verify(endorsement.signature, data)
     except SecurityRejected as exc:
         raise CertificateInvalid(f"endorsement by {endorser}: {exc.detail}") from exc
     if signer.participant.user_id != endorser:

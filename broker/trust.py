@@ -28,11 +28,6 @@ if TYPE_CHECKING:
     from broker.revocation import RevocationList
 from schemas.identity import Participant
 
-# Signatures remembered as verified (``Signer.verify(remember=True)``), the newest kept: by
-# (signer's fingerprint, signature, SHA-256 of the data), about 300 bytes each.
-VERIFIED_KEPT = 4096
-_VERIFIED: dict[tuple[str, bytes, bytes], None] = {}
-
 
 @dataclass(frozen=True, slots=True)
 class Validity:
@@ -72,31 +67,17 @@ class Signer:
         object.__setattr__(self, "serial", self.certificate.serial_number)
         object.__setattr__(self, "validity", Validity.of(self.certificate))
 
-    def verify(self, signature: bytes, data: bytes, *, remember: bool = False) -> None:
-        """Raise ``SecurityRejected(signature_invalid)`` unless the signature covers ``data``.
-
-        ``remember``: for signatures checked again and again over the same bytes — a stock
-        certificate's issuer signature and endorsements, checked at listing, at reservation and
-        at commitment (docs/performance.md, stop 33). Ed25519 verification is deterministic, so
-        one that verified under this key is not computed again (``_VERIFIED``); a failure is
-        checked afresh every time. What depends on the moment (the certificate's validity, its
-        revocation) is the caller's check, made every time."""
+    def verify(self, signature: bytes, data: bytes) -> None:
+        """Raise ``SecurityRejected(signature_invalid)`` unless the signature covers ``data``."""
         key = self.public_key
         if not isinstance(key, Ed25519PublicKey):
             raise SecurityRejected(Reason.CERTIFICATE_INVALID, "signer key is not Ed25519")
-        seen = (self.fingerprint, signature, hashlib.sha256(data).digest()) if remember else None
-        if seen is not None and seen in _VERIFIED:
-            return
         try:
             key.verify(signature, data)
         except InvalidSignature as exc:
             raise SecurityRejected(
                 Reason.SIGNATURE_INVALID, f"signature of {self.participant.user_id} does not verify"
             ) from exc
-        if seen is not None:
-            if len(_VERIFIED) >= VERIFIED_KEPT:
-                del _VERIFIED[next(iter(_VERIFIED))]  # the oldest: a dict keeps insertion order
-            _VERIFIED[seen] = None
 
 
 class TrustStore:
