@@ -89,6 +89,9 @@ def message(
     return register
 
 
+_LOADED = False
+
+
 def lookup(type_: str, version: int) -> MessageSpec | None:
     _load_all()
     return _CATALOGUE.get((type_, version))
@@ -100,8 +103,14 @@ def specs() -> Iterator[MessageSpec]:
 
 
 def _load_all() -> None:
-    """Import every message family so the catalogue is complete."""
+    """Import every message family so the catalogue is complete: once (the import statements
+    cost a lookup of each module on every message opened, docs/performance.md, stop 33)."""
+    global _LOADED
+    if _LOADED:
+        return
     import schemas.custody  # noqa: F401
     from schemas import brokerage, certificates, issuance, lifecycle, settlement, trading  # noqa: F401
     from schemas import credit, prices  # noqa: F401  # isort: skip
     from schemas import dvp  # noqa: F401  # isort: skip
+
+    _LOADED = True
