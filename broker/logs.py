@@ -78,8 +78,10 @@ def bound_to(envelope: Envelope, **more: object) -> Iterator[None]:
 
 
 def merge_context(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """A structlog processor: what is bound (``bound``, ``bound_to``, and structlog's own context
-    variables), the innermost binding and then the line's own fields winning."""
+    """A structlog processor, first in the chain: structlog's own context variables, then what
+    ``bound`` and ``bound_to`` hold (the innermost winning), then the line's own fields. Kabuto
+    binds only through ``bound`` and ``bound_to``: a field bound with structlog's
+    ``bound_contextvars`` loses to one of ours of the same name, wherever it is nested."""
     merged: dict[str, Any] = dict(structlog.contextvars.get_contextvars())
     for layer in _BOUND.get():
         merged.update(layer if isinstance(layer, Mapping) else _message_fields(layer))

@@ -1,4 +1,4 @@
-"""The bad-input catalogue, part 1: deliveries no agent may process (docs/bad-input.md, B01–B24, B70).
+"""The bad-input catalogue, part 1: deliveries no agent may process (docs/bad-input.md, B01–B24, B70, B94).
 
 Each case is published straight to the messages exchange, as any client on the network
 could, to the real issuer agent with an offering open. Each is dead-lettered with its reason
@@ -60,6 +60,24 @@ def _payload(**changes: Any) -> Build:
 
 def _signed_raw(body: bytes) -> Build:
     return lambda keys: (body, sign_headers(_alice(keys), body))
+
+
+def _reencoded(encode: Callable[[str], bytes], value: object = "Tokyo", raw: str | None = None) -> Build:
+    """A valid request whose holder address is ``value`` (or the JSON text ``raw``), its envelope
+    written out by ``encode`` and signed as those bytes (B94)."""
+
+    def build(keys: KeyStore) -> Delivery:
+        envelope = json.loads(support.sealed_request(_alice(keys)).body)
+        envelope["payload"]["holder_address"] = "PLACE" if raw is not None else value
+        text = json.dumps(envelope)
+        body = encode(text.replace('"PLACE"', raw) if raw is not None else text)
+        return body, sign_headers(_alice(keys), body)
+
+    return build
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode()
 
 
 def _oversize_body(keys: KeyStore) -> Delivery:
@@ -181,6 +199,18 @@ CASES: dict[str, tuple[Build, Reason]] = {
     "B21_huge_shares": (_payload(shares=10**30), Reason.SCHEMA_VIOLATION),
     "B22_shares_as_text": (_payload(shares="500; DROP TABLE register"), Reason.SCHEMA_VIOLATION),
     "B23_malformed_issue_code": (_payload(issue_code="kbt'--"), Reason.SCHEMA_VIOLATION),
+    # B94: bodies that are not plain UTF-8 JSON. Before stop 33 the first four were read (a UTF-16
+    # body's escaped NUL unseen by the check made on the bytes), and each of the last two failed the
+    # consumer and stopped the agent (RecursionError, ValueError: not a refusal).
+    "B94a_body_utf16_hiding_a_nul": (
+        _reencoded(lambda text: text.encode("utf-16"), "Tokyo\x00 Chiyoda"),
+        Reason.MALFORMED_JSON,
+    ),
+    "B94b_body_utf32": (_reencoded(lambda text: text.encode("utf-32")), Reason.MALFORMED_JSON),
+    "B94c_body_after_a_utf8_bom": (_reencoded(lambda text: b"\xef\xbb\xbf" + text.encode()), Reason.MALFORMED_JSON),
+    "B94d_lone_surrogate": (_reencoded(_utf8, "\ud800"), Reason.MALFORMED_JSON),
+    "B94e_nested_1000_deep": (_reencoded(_utf8, raw="[" * 1000 + "]" * 1000), Reason.MALFORMED_JSON),
+    "B94f_integer_of_5000_digits": (_reencoded(_utf8, raw="9" * 5000), Reason.MALFORMED_JSON),
 }
 
 
