@@ -1,0 +1,231 @@
+"""Where a trade's CPU goes: every process of the machine's services counted, per trade.
+
+    python -m bench.cpu --trades 1000                      # a burst, as the bench's flow places it
+    python -m bench.cpu --rate 80 --seconds 10             # the open loop at 80 trades/s
+    python -m bench.cpu --trades 1000 --spy var/spy        # and py-spy's samples of each agent
+    python -m bench.cpu summary var/spy/settlement.txt     # a sample file's functions, self time
+    python -m bench.cpu summary var/spy/settlement.txt --inclusive --under settle_batch
+
+Prints the CPU milliseconds a trade of each agent's process, of PostgreSQL's backends by their
+``application_name`` (each agent's pool and its relay's LISTEN connection; the bench's own, a
+blank name), of PostgreSQL's other processes, of RabbitMQ and of this process; then what each
+agent's outbox holds a trade, rows and messages. Read from ``/proc`` before and after the trades,
+on the bench's stage (bench/stage.py): Linux only. A backend that starts during the run is not
+counted. Every performance stop measured this way (docs/performance.md); it is a tool, not a
+figure with a target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import flow
+from bench.stage import Stage, stage
+from broker import event_loop, logs, settings
+
+TICKS = os.sysconf("SC_CLK_TCK")
+SPY_RATE = 97  # samples a second: off the beat of anything periodic in the agents
+WARM = 50  # trades placed before the open loop, as the bench's flow does
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process so far (0 for one that is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # the command name, in parentheses, may hold spaces
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def pids_named(command: str) -> list[int]:
+    """The processes whose command name (``/proc/PID/comm``) is ``command``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == command:
+                    found.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return found
+
+
+@dataclass(frozen=True)
+class Processes:
+    """What is counted, by the name it is printed under."""
+
+    agents: Mapping[str, int]
+    backends: Mapping[int, str]  # PostgreSQL backend pid → its application_name
+
+    def seconds(self) -> dict[str, float]:
+        counted = {agent: cpu_seconds(pid) for agent, pid in self.agents.items()}
+        for pid, name in self.backends.items():
+            key = f"postgres {name or '(bench)'}"
+            counted[key] = counted.get(key, 0.0) + cpu_seconds(pid)
+        others = [pid for pid in pids_named("postgres") if pid not in self.backends]
+        counted["postgres (others)"] = sum(cpu_seconds(pid) for pid in others)
+        counted["rabbitmq"] = sum(cpu_seconds(pid) for pid in pids_named("beam.smp"))
+        counted["bench"] = cpu_seconds(os.getpid())
+        return counted
+
+
+async def processes(st: Stage) -> Processes:
+    sql = "SELECT pid, application_name FROM pg_stat_activity WHERE backend_type = 'client backend'"
+    rows = await st.fetch("exchange", sql)
+    return Processes(st.agent_pids(), {row["pid"]: row["application_name"] for row in rows})
+
+
+def per_trade(before: Mapping[str, float], after: Mapping[str, float], trades: int) -> list[tuple[str, float]]:
+    """Milliseconds of CPU a trade by name, the largest first."""
+    spent = {name: (after[name] - before.get(name, 0.0)) * 1000 / trades for name in after}
+    return sorted(spent.items(), key=lambda item: -item[1])
+
+
+@contextmanager
+def spying(agents: Mapping[str, int], directory: Path | None, seconds: float) -> Iterator[None]:
+    """py-spy recording each agent's process for ``seconds`` into ``directory/AGENT.txt`` (its raw,
+    folded format: one stack a line, then its count), waited for at the end of the block."""
+    if directory is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    beside = Path(sys.executable).with_name("py-spy")  # the bench extra installs it in the venv
+    command = str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
+    spies = [
+        subprocess.Popen(
+            _spy_command(command, pid, seconds, directory / f"{agent}.txt"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for agent, pid in agents.items()
+    ]
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.wait()
+
+
+def _spy_command(command: str, pid: int, seconds: float, output: Path) -> list[str]:
+    """py-spy's record, not pausing the process it samples (``--nonblocking``)."""
+    duration = str(max(1, round(seconds)))
+    options = ["--nonblocking", "--format", "raw", "--rate", str(SPY_RATE), "--duration", duration]
+    return [command, "record", *options, "--output", str(output), "--pid", str(pid)]
+
+
+async def outbox_per_trade(st: Stage, trades: int) -> list[tuple[str, float, float]]:
+    """Each agent's outbox rows and messages (a packed row holds several) a trade, the run's whole."""
+    counted = []
+    for agent in st.agent_pids():
+        rows = await st.fetchval(agent, "SELECT count(*) FROM outbox")
+        messages = await st.fetchval(agent, "SELECT count(*) FROM outbox_messages")
+        counted.append((agent, rows / trades, messages / trades))
+    return counted
+
+
+async def measure(trades: int, rate: float, seconds: float, spy: Path | None, spy_seconds: float) -> None:
+    open_loop = rate > 0
+    total = int(rate * seconds) + WARM if open_loop else trades
+    async with stage(investors=(flow.SELLER, flow.BUYER)) as st:
+        print(f"preparing {total} certificates and resting sell orders")
+        await flow.prepare(st, total, 900)
+        if open_loop:
+            await flow.burst(st, WARM, 900)
+        counted = await processes(st)
+        before, started = counted.seconds(), time.perf_counter()
+        with spying(counted.agents, spy, spy_seconds):
+            if open_loop:
+                latency = await flow.open_loop(st, WARM, rate, seconds, 900)
+                done = int(rate * seconds)
+                print(f"open loop at {rate:g} trades/s: p50 {latency.p50_ms:.0f} ms, p99 {latency.p99_ms:.0f} ms")
+            else:
+                await flow.burst(st, trades, 900)
+                done = trades
+            elapsed = time.perf_counter() - started
+            after = counted.seconds()
+        spent = per_trade(before, after, done)
+        busy = sum(ms for _, ms in spent) * done / 1000 / elapsed
+        print(f"{done} trades in {elapsed:.1f} s = {done / elapsed:.1f} trades/s; {busy:.2f} cores busy")
+        for name, ms in spent:
+            print(f"  {name:34s} {ms:6.2f} ms a trade")
+        print(f"  {'a trade':34s} {sum(ms for _, ms in spent):6.2f} ms")
+        for agent, rows, messages in await outbox_per_trade(st, total):
+            print(f"  {agent:12s} outbox: {rows:5.2f} rows, {messages:5.2f} messages a trade")
+
+
+# -- reading py-spy's samples -----------------------------------------------------------------------
+
+
+def _frames(line: str) -> tuple[list[str], int]:
+    stack, count = line.rstrip().rsplit(" ", 1)
+    return [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")], int(count)
+
+
+def summary(lines: Iterable[str], *, inclusive: bool = False, under: str | None = None) -> tuple[int, Counter[str]]:
+    """Samples by function (``module.py``'s line numbers dropped): where each sample was (self)
+    or every function on its stack (``inclusive``); ``under``: only samples with a frame whose
+    name starts with it, counted by the function it called."""
+    total, counted = 0, Counter[str]()
+    for line in lines:
+        if not line.strip():
+            continue
+        frames, count = _frames(line)
+        total += count
+        if under is not None:
+            places = [i for i, frame in enumerate(frames) if frame.startswith(under)]
+            if not places:
+                continue
+            below = frames[places[0] + 1 :]
+            counted[below[0] if below else "(self)"] += count
+        elif inclusive:
+            for frame in set(frames):
+                counted[frame] += count
+        else:
+            counted[frames[-1]] += count
+    return total, counted
+
+
+def print_summary(path: Path, top: int, inclusive: bool, under: str | None) -> None:
+    with path.open() as lines:
+        total, counted = summary(lines, inclusive=inclusive, under=under)
+    print(f"{total} samples in {path}")
+    for frame, count in counted.most_common(top):
+        print(f"{100 * count / max(total, 1):6.1f} %  {frame}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    commands = parser.add_subparsers(dest="command")
+    read = commands.add_parser("summary", help="a py-spy sample file's functions")
+    read.add_argument("file", type=Path)
+    read.add_argument("--top", type=int, default=30)
+    read.add_argument("--inclusive", action="store_true", help="every function on the stack, not only the last")
+    read.add_argument("--under", help="only below the first frame starting with this, by the function it called")
+    parser.add_argument("--trades", type=int, default=1000, help="trades in the burst")
+    parser.add_argument("--rate", type=float, default=0, help="trades a second of an open loop instead of a burst")
+    parser.add_argument("--seconds", type=float, default=10, help="the open loop's length")
+    parser.add_argument("--spy", type=Path, help="record each agent with py-spy into this directory")
+    parser.add_argument("--spy-seconds", type=float, default=6, help="how long py-spy records, from the start")
+    args = parser.parse_args()
+    if args.command == "summary":
+        print_summary(args.file, args.top, args.inclusive, args.under)
+        return
+    logs.configure("warning", "console")
+    run = measure(args.trades, args.rate, args.seconds, args.spy, args.spy_seconds)
+    event_loop.run(run, settings.load().event_loop)
+
+
+if __name__ == "__main__":
+    main()
