@@ -2,8 +2,8 @@
 
 The consumer binds the per-message fields (``bound_to``, ``bound``) so every log line a
 handler writes carries them without passing a logger around; ``merge_context`` adds them to a
-line as it is written. Secrets never reach a log:
-keys are never formatted, and message bodies are logged only as sizes and digests.
+line as it is written. Secrets never reach a log: keys are never formatted, and message bodies
+are logged only as sizes and digests.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -56,21 +56,19 @@ def get(name: str) -> structlog.typing.FilteringBoundLogger:
 _BOUND: ContextVar[tuple[Mapping[str, object] | Envelope, ...]] = ContextVar("kabuto_log_bound", default=())
 
 
-@contextmanager
-def bound(**fields: object) -> Iterator[None]:
+def bound(**fields: object) -> AbstractContextManager[None]:
     """Log lines written inside carry ``fields``."""
-    token = _BOUND.set((*_BOUND.get(), fields))
-    try:
-        yield
-    finally:
-        _BOUND.reset(token)
+    return _pushed(fields)
+
+
+def bound_to(envelope: Envelope, **more: object) -> AbstractContextManager[None]:
+    """Log lines written inside name this message: its id, type, conversation, cause and sender."""
+    return _pushed(envelope, more) if more else _pushed(envelope)
 
 
 @contextmanager
-def bound_to(envelope: Envelope, **more: object) -> Iterator[None]:
-    """Log lines written inside name this message: its id, type, conversation, cause and sender."""
-    layers = (*_BOUND.get(), envelope, more) if more else (*_BOUND.get(), envelope)
-    token = _BOUND.set(layers)
+def _pushed(*layers: Mapping[str, object] | Envelope) -> Iterator[None]:
+    token = _BOUND.set((*_BOUND.get(), *layers))
     try:
         yield
     finally:
