@@ -25,10 +25,12 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
-from broker import logs
+from broker import amqp_values, logs
 from broker.topology import Exchanges
 
 log = logs.get("kabuto.link")
+# Every connection is made here: header values pamqp would fail a frame on are read (B95).
+amqp_values.install()
 
 
 async def connect(url: str, **options: Any) -> AbstractConnection:

@@ -22,6 +22,7 @@ import asyncpg
 
 from broker import link, progress
 from broker.access import agent_urls
+from broker.amqp_values import republishable
 from broker.bundle import BUNDLE_TYPE, ITEMS_HEADER, BundleMalformed, Item, carried, narrowed_to
 from broker.db import agent_pool
 from broker.health import Backlog, task_problems
@@ -266,7 +267,8 @@ def _death(headers: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _as_sent(message_id: str | None, type_: str | None, body: bytes, headers: Mapping[str, Any]) -> aio_pika.Message:
-    return amqp_message(message_id, type_, body, {k: v for k, v in headers.items() if k not in _DEATH_HEADERS})
+    kept = {k: v for k, v in headers.items() if k not in _DEATH_HEADERS}
+    return amqp_message(message_id, type_, body, republishable(kept))  # a broker's dead letter keeps any header (B95)
 
 
 def _replayed(message: aio_pika.abc.AbstractIncomingMessage, item: Item) -> aio_pika.Message:
@@ -280,7 +282,7 @@ def _replayed(message: aio_pika.abc.AbstractIncomingMessage, item: Item) -> aio_
 def _kept(message: aio_pika.abc.AbstractIncomingMessage, rest: list[Item], routing_key: str) -> aio_pika.Message:
     """What is left of a dead-lettered bundle, dead still, with the headers that say why and
     where it was sent (``x-death``, which said so, is not kept)."""
-    headers = {k: v for k, v in message.headers.items() if k != "x-death"}
+    headers = republishable({k: v for k, v in message.headers.items() if k != "x-death"})
     headers.setdefault("x-kabuto-reason", _dead_letter(message).reason)
     headers["x-kabuto-routing-key"] = routing_key
     if not all(item.signed_alone for item in rest):
