@@ -15,6 +15,11 @@ from uuid import UUID, uuid4
 from agents.issuer.register import RegisterRecord
 from schemas.lifecycle import LifecycleRefusal, ReissueKind, ReissueRequest
 
+# A split makes at most as many certificates as a merge may name (``ReissueRequest.cert_ids``):
+# its answer carries every new certificate, signed, about 1.5 KB each, and must stay one message
+# well inside ``KABUTO_MAX_MESSAGE_BYTES`` (B97; the released schema leaves ``split_into`` unbounded).
+MAX_SPLIT_PARTS = 100
+
 
 @dataclass(frozen=True, slots=True)
 class Refused(Exception):
@@ -38,6 +43,11 @@ def check_holdings(user_id: str, cert_ids: Sequence[UUID], records: Sequence[Reg
 def check_request(request: ReissueRequest, records: Sequence[RegisterRecord]) -> int:
     """Refuse what cannot be reissued; return how many new certificate numbers the reissue needs."""
     first = records[0]
+    if len(request.split_into) > MAX_SPLIT_PARTS:
+        raise Refused(
+            LifecycleRefusal.BAD_REQUEST,
+            f"a split makes at most {MAX_SPLIT_PARTS} certificates, not {len(request.split_into)}",
+        )
     if request.kind is ReissueKind.SPLIT and sum(request.split_into) != first.shares:
         raise Refused(
             LifecycleRefusal.SHARES_NOT_CONSERVED,

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.issuer.register import RegisterRecord
-from agents.issuer.reissue import Refused, check_holdings, plan
+from agents.issuer.reissue import MAX_SPLIT_PARTS, Refused, check_holdings, plan
 from schemas.certificates import ShareClass
 from schemas.lifecycle import LifecycleRefusal, ReissueKind, ReissueRequest
 
@@ -83,6 +83,15 @@ def test_a_split_keeps_the_number_on_the_first_part_and_gives_the_others_fresh_o
 @pytest.mark.parametrize("parts", [(600, 300), (600, 500), (999, 999)])
 def test_a_split_that_does_not_conserve_shares_is_refused(parts: tuple[int, ...]) -> None:
     assert refusal(ReissueKind.SPLIT, record(1000), split_into=parts) is LifecycleRefusal.SHARES_NOT_CONSERVED
+
+
+def test_a_split_into_more_certificates_than_one_answer_carries_is_refused() -> None:
+    """B97: at most MAX_SPLIT_PARTS (as many as a merge may name); one more is a bad request."""
+    old = record(MAX_SPLIT_PARTS)
+    most = (1,) * MAX_SPLIT_PARTS
+    assert len(plan(request(ReissueKind.SPLIT, old, split_into=most), [old], numbers())) == MAX_SPLIT_PARTS
+    too_many = (1,) * (MAX_SPLIT_PARTS + 1)
+    assert refusal(ReissueKind.SPLIT, record(MAX_SPLIT_PARTS + 1), split_into=too_many) is LifecycleRefusal.BAD_REQUEST
 
 
 # --- merge ------------------------------------------------------------------------------
