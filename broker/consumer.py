@@ -395,7 +395,16 @@ class Consumer:
     def context(self, connection: asyncpg.Connection, opened: Opened) -> Context:
         envelope = opened.envelope
         identity = self.identities[envelope.recipient or ""]
-        return Context(connection, identity, self.trust, self.clock(), envelope, opened.sender, opened.digest)
+        return Context(
+            connection,
+            identity,
+            self.trust,
+            self.clock(),
+            envelope,
+            opened.sender,
+            opened.digest,
+            max_message_bytes=self.max_message_bytes,
+        )
 
     async def _retry_or_give_up(self, delivery: Delivery, exc: Exception) -> Settled:
         attempt = _attempt(delivery)

@@ -16,6 +16,7 @@ import asyncpg
 
 from broker import logs
 from broker.envelope import Sealed, seal
+from broker.errors import InputRejected, Reason
 from broker.pki import Identity
 from broker.trust import TrustStore
 from schemas.catalogue import Message
@@ -34,6 +35,10 @@ class Context:
     # SHA-256 of the delivery's body, for responses that echo the request's hash (R-001-07).
     digest: str | None = None
     emitted: list[Sealed] = field(default_factory=list)
+    # The largest body any agent accepts (KABUTO_MAX_MESSAGE_BYTES): a handler of a delivery emits
+    # nothing larger (B98). None for a command: the issuer's periodic full CertID list of an issue
+    # of some 9,000 certificates is larger, and must not fail its job (docs/bad-input.md, B98).
+    max_message_bytes: int | None = None
 
     def bound(self) -> AbstractContextManager[None]:
         """Log lines written inside name the message handled (a set-based handler working on
@@ -73,5 +78,13 @@ class Context:
             causation_id=self.message_id,
             message_id=message_id,
         )
+        if self.max_message_bytes is not None and len(sealed.body) > self.max_message_bytes:
+            # Its recipient would refuse it (or the broker its publication) after this handler's
+            # changes had committed: the handler fails instead, and nothing is sent or changed (B98).
+            raise InputRejected(
+                Reason.DATA_INVALID,
+                f"{spec.type} would be {len(sealed.body):,} bytes, more than the {self.max_message_bytes:,} "
+                "every agent accepts",
+            )
         self.emitted.append(sealed)
         return sealed

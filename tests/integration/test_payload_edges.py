@@ -176,3 +176,31 @@ async def test_split_into_more_certificates_than_one_answer_carries_is_refused(
             assert valid == [{"cert_id": record["cert_id"]}]
         else:
             assert len(answer["body"]) < settings.max_message_bytes // 2 and len(valid) == parts
+
+
+async def test_an_answer_larger_than_any_agent_accepts_fails_its_handler_and_changes_nothing(
+    settings: Settings, keys: KeyStore
+) -> None:
+    """B98: nothing a handler emits may be larger than ``KABUTO_MAX_MESSAGE_BYTES``: its recipient
+    would dead-letter it (or the broker refuse it) after the handler's changes had committed. With
+    a limit of 100 KB, a split into 100 certificates (its answer about 155 KB) is dead-lettered as
+    ``data_invalid`` and the register is left as it was."""
+    alice = keys.load_identity("alice")
+    tight = settings.with_(max_message_bytes=100_000)
+    async with support.agents(tight, "issuer") as rt:
+        issuer = rt["issuer"]
+        await support.open_offering(issuer)
+        issued = support.sealed_request(alice, shares=1000)
+        await support.publish_sealed(tight, issued)
+        assert (await issuer.outcomes.wait_for(str(issued.envelope.message_id))).outcome is Outcome.PROCESSED
+        [record] = await support.rows(issuer, "SELECT cert_id FROM register WHERE holder_user_id = 'alice'")
+        before = await state(issuer)
+        cert_ids, split = (record["cert_id"],), (10,) * 100
+        request = ReissueRequest(user_id="alice", kind=ReissueKind.SPLIT, cert_ids=cert_ids, split_into=split)
+        sealed = seal(alice, request, recipient="issuer", now=datetime.now(UTC))
+        await support.publish_sealed(tight, sealed)
+        settled = await issuer.outcomes.wait_for(str(sealed.envelope.message_id), timeout=60)
+        assert (settled.outcome, settled.reason) == (Outcome.DEAD_LETTERED, Reason.DATA_INVALID), settled
+        dead = await support.dead_letter(tight, "issuer")
+        assert "certificate.reissued would be" in dead.headers["x-kabuto-detail"]
+        assert await state(issuer) == before
