@@ -10,13 +10,16 @@ pamqp (under aio-pika) does not read back all it can be sent:
 
 Each made an agent stop or lose its consumer on one message (found by review, stop 33; B95 in
 docs/bad-input.md). ``install`` makes pamqp read the first kind (a timestamp as the number
-sent, text with U+FFFD for what is not UTF-8); ``republishable`` makes the headers of a delivery
-safe to publish again, for its dead letter and its retry copies. ``broker.link``, through which
-every connection is made, installs it.
+sent in a header, none as the message's own timestamp, which aio-pika takes only as a date; text
+with ``?`` for each run of bytes that is not UTF-8, so that it is never longer than it came and
+can be written back as a short string); ``republishable`` makes the headers of a delivery safe to
+publish again, for its dead letter and its retry copies. ``broker.link``, through which every
+connection is made, installs it.
 """
 
 from __future__ import annotations
 
+import codecs
 import struct
 from collections.abc import Mapping
 from datetime import datetime
@@ -49,7 +52,7 @@ def _writable(value: Any) -> Any:
 
 
 def _timestamp(value: bytes) -> tuple[int, datetime | int]:
-    """pamqp's timestamp, or the number sent where no ``datetime`` holds it."""
+    """pamqp's timestamp, or the number sent where no ``datetime`` holds it (a header's value)."""
     try:
         return decode.timestamp(value)
     except (ValueError, OverflowError, OSError):
@@ -58,12 +61,29 @@ def _timestamp(value: bytes) -> tuple[int, datetime | int]:
         return 8, int.from_bytes(value[:8], "big")
 
 
+def _timestamp_property(value: bytes) -> tuple[int, datetime | None]:
+    """The message's timestamp property: pamqp's, or none where no ``datetime`` holds it
+    (aio-pika refuses anything but a date or None there, and the delivery would be lost to its
+    consumer, unacked; Kabuto reads the envelope's ``created_at``, never this property)."""
+    consumed, moment = _timestamp(value)
+    return consumed, moment if isinstance(moment, datetime) else None
+
+
+def _question_mark(error: UnicodeError) -> tuple[str, int]:
+    assert isinstance(error, UnicodeDecodeError)
+    return "?", error.end
+
+
+codecs.register_error("kabuto-question-mark", _question_mark)
+
+
 def _short_str(value: bytes) -> tuple[int, str]:
-    """pamqp's short string, with what is not UTF-8 read as U+FFFD."""
+    """pamqp's short string, with ``?`` for each run of bytes that is not UTF-8: never longer, in
+    UTF-8, than the 255 bytes it came in, so a dead letter can carry it again as its message id."""
     if not value:
         raise ValueError("Could not unpack short string value")
     length = value[0]
-    return length + 1, value[1 : length + 1].decode("utf-8", errors="replace")
+    return length + 1, value[1 : length + 1].decode("utf-8", errors="kabuto-question-mark")
 
 
 def _field_table(value: bytes) -> tuple[int, common.FieldTable]:
@@ -89,6 +109,6 @@ def install() -> None:
     """Make pamqp read what it would fail the frame on (idempotent)."""
     decode.TABLE_MAPPING[b"T"] = _timestamp
     decode.TABLE_MAPPING[b"F"] = _field_table
-    decode.METHODS["timestamp"] = _timestamp
+    decode.METHODS["timestamp"] = _timestamp_property
     decode.METHODS["table"] = _field_table
     decode.METHODS["shortstr"] = _short_str
