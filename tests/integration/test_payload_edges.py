@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from uuid import UUID
 
 import pytest
 
@@ -21,6 +22,7 @@ from broker.consumer import Outcome, Settled
 from broker.envelope import seal
 from broker.errors import Reason
 from broker.pki import KeyStore
+from broker.runtime import AgentRuntime
 from broker.settings import Settings
 from schemas.dvp import CancelInstruction, PresentTradeNotice
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
@@ -134,6 +136,26 @@ async def test_order_status_request_past_bigint_is_answered_not_found(settings: 
 # --- a split into more parts than any answer can carry -----------------------------------------
 
 
+async def alices_certificate_of_1000(settings: Settings, keys: KeyStore, issuer: AgentRuntime) -> UUID:
+    """A 1,000-share certificate issued to alice; its CertID."""
+    issued = support.sealed_request(keys.load_identity("alice"), shares=1000)
+    await support.publish_sealed(settings, issued)
+    assert (await issuer.outcomes.wait_for(str(issued.envelope.message_id))).outcome is Outcome.PROCESSED
+    [record] = await support.rows(issuer, "SELECT cert_id FROM register WHERE holder_user_id = 'alice'")
+    cert_id: UUID = record["cert_id"]
+    return cert_id
+
+
+async def split(
+    settings: Settings, keys: KeyStore, issuer: AgentRuntime, cert_id: UUID, parts: tuple[int, ...]
+) -> Settled:
+    """Alice asks for ``cert_id`` split into ``parts``; what the issuer did with the request."""
+    request = ReissueRequest(user_id="alice", kind=ReissueKind.SPLIT, cert_ids=(cert_id,), split_into=parts)
+    sealed = seal(keys.load_identity("alice"), request, recipient="issuer", now=datetime.now(UTC))
+    await support.publish_sealed(settings, sealed)
+    return await issuer.outcomes.wait_for(str(sealed.envelope.message_id), timeout=120)
+
+
 @pytest.mark.parametrize(("parts", "answered"), [(101, "certificate.reissue_refused"), (100, "certificate.reissued")])
 async def test_split_into_more_certificates_than_one_answer_carries_is_refused(
     settings: Settings, keys: KeyStore, parts: int, answered: str
@@ -145,24 +167,12 @@ async def test_split_into_more_certificates_than_one_answer_carries_is_refused(
     ``message_too_large`` while the register had changed. A split makes at most 100 certificates
     (as many as a merge may name): past that it is refused as ``bad_request`` and the register
     is left as it was."""
-    alice = keys.load_identity("alice")
     async with support.agents(settings, "issuer") as rt:
         issuer = rt["issuer"]
         await support.open_offering(issuer)
-        issued = support.sealed_request(alice, shares=1000)
-        await support.publish_sealed(settings, issued)
-        assert (await issuer.outcomes.wait_for(str(issued.envelope.message_id))).outcome is Outcome.PROCESSED
-        [record] = await support.rows(issuer, "SELECT cert_id FROM register WHERE holder_user_id = 'alice'")
+        cert_id = await alices_certificate_of_1000(settings, keys, issuer)
         shares = (1000 // parts,) * (parts - 1)
-        request = ReissueRequest(
-            user_id="alice",
-            kind=ReissueKind.SPLIT,
-            cert_ids=(record["cert_id"],),
-            split_into=(*shares, 1000 - sum(shares)),
-        )
-        sealed = seal(alice, request, recipient="issuer", now=datetime.now(UTC))
-        await support.publish_sealed(settings, sealed)
-        settled = await issuer.outcomes.wait_for(str(sealed.envelope.message_id), timeout=120)
+        settled = await split(settings, keys, issuer, cert_id, (*shares, 1000 - sum(shares)))
         assert settled.outcome is Outcome.PROCESSED, settled
         [answer] = await support.rows(
             issuer,
@@ -173,7 +183,7 @@ async def test_split_into_more_certificates_than_one_answer_carries_is_refused(
         if answered == "certificate.reissue_refused":
             refusal = json.loads(answer["body"])["payload"]
             assert refusal["reason"] == "bad_request" and "at most 100 certificates" in refusal["detail"]
-            assert valid == [{"cert_id": record["cert_id"]}]
+            assert valid == [{"cert_id": cert_id}]
         else:
             assert len(answer["body"]) < settings.max_message_bytes // 2 and len(valid) == parts
 
@@ -185,21 +195,13 @@ async def test_an_answer_larger_than_any_agent_accepts_fails_its_handler_and_cha
     would dead-letter it (or the broker refuse it) after the handler's changes had committed. With
     a limit of 100 KB, a split into 100 certificates (its answer about 155 KB) is dead-lettered as
     ``data_invalid`` and the register is left as it was."""
-    alice = keys.load_identity("alice")
     tight = settings.with_(max_message_bytes=100_000)
     async with support.agents(tight, "issuer") as rt:
         issuer = rt["issuer"]
         await support.open_offering(issuer)
-        issued = support.sealed_request(alice, shares=1000)
-        await support.publish_sealed(tight, issued)
-        assert (await issuer.outcomes.wait_for(str(issued.envelope.message_id))).outcome is Outcome.PROCESSED
-        [record] = await support.rows(issuer, "SELECT cert_id FROM register WHERE holder_user_id = 'alice'")
+        cert_id = await alices_certificate_of_1000(tight, keys, issuer)
         before = await state(issuer)
-        cert_ids, split = (record["cert_id"],), (10,) * 100
-        request = ReissueRequest(user_id="alice", kind=ReissueKind.SPLIT, cert_ids=cert_ids, split_into=split)
-        sealed = seal(alice, request, recipient="issuer", now=datetime.now(UTC))
-        await support.publish_sealed(tight, sealed)
-        settled = await issuer.outcomes.wait_for(str(sealed.envelope.message_id), timeout=60)
+        settled = await split(tight, keys, issuer, cert_id, (10,) * 100)
         assert (settled.outcome, settled.reason) == (Outcome.DEAD_LETTERED, Reason.DATA_INVALID), settled
         dead = await support.dead_letter(tight, "issuer")
         assert "certificate.reissued would be" in dead.headers["x-kabuto-detail"]
