@@ -8,14 +8,13 @@ pamqp (under aio-pika) does not read back all it can be sent:
 * a long string that is not UTF-8 is read as ``bytes``, and a double past a 32-bit float's range
   as a float pamqp writes back as one: neither can be published again.
 
-Each made an agent stop or lose its consumer on one message (found by an independent crash hunt
-and its review, stop 33; B95 in
-docs/bad-input.md). ``install`` makes pamqp read the first kind (a timestamp as the number
-sent in a header, none as the message's own timestamp, which aio-pika takes only as a date; text
-with ``?`` for each run of bytes that is not UTF-8, so that it is never longer than it came and
-can be written back as a short string); ``republishable`` makes the headers of a delivery safe to
-publish again, for its dead letter and its retry copies. ``broker.link``, through which every
-connection is made, installs it.
+Each made an agent stop or lose its consumer on one message (found by an independent crash
+hunt and its review, stop 33; B95 in docs/bad-input.md). ``install`` makes pamqp read the first
+kind: a timestamp as the number sent in a header, and as none for the message's own timestamp,
+which aio-pika takes only as a date; text with ``?`` for each run of bytes that is not UTF-8, so
+that it is never longer than it came and can be written back as a short string.
+``republishable`` makes the headers of a delivery safe to publish again, for its dead letter and
+its retry copies. ``broker.link``, through which every connection is made, installs it.
 """
 
 from __future__ import annotations
