@@ -34,7 +34,6 @@ import asyncpg
 from aio_pika.abc import AbstractQueue
 
 from broker import group_commit, inbox, logs, metrics, outbox
-from broker.amqp_values import republishable
 from broker.bundle import BundledDelivery, Bundling, Delivery, dead_letter_of, malformed, sealed_bytes, sent_alone
 from broker.context import Context
 from broker.envelope import (
@@ -428,8 +427,7 @@ class Consumer:
         dead = dead_letter_of(delivery)
         if dead is None:  # its bundle is dead-lettered whole already
             return Settled(delivery.message_id, Outcome.DEAD_LETTERED, rejected.reason)
-        message_id, type_, body, arrived = dead
-        headers = republishable(arrived)  # as they came, but each value one that can be sent (B95)
+        message_id, type_, body, headers = dead
         headers.update(
             {
                 "x-kabuto-reason": rejected.reason.value,
@@ -443,7 +441,7 @@ class Consumer:
         if rejected.reason is Reason.MESSAGE_TOO_LARGE:  # keep evidence, not the payload of a flood
             headers["x-kabuto-original-size"] = len(body)
             body = body[:EVIDENCE_BYTES]
-        await self.exchanges.dead.publish(outbox.amqp_message(message_id, type_, body, headers), routing_key=self.agent)
+        await self.exchanges.dead.publish(outbox.sent_again(message_id, type_, body, headers), routing_key=self.agent)
         return Settled(delivery.message_id, Outcome.DEAD_LETTERED, rejected.reason)
 
 
@@ -465,7 +463,7 @@ def _attempt(delivery: Delivery) -> int:
 def _copy(delivery: Delivery, added: Mapping[str, Any]) -> aio_pika.Message:
     """What is sent again for ``delivery`` (``bundle.sent_alone``), with ``added`` headers."""
     message_id, type_, body, headers = sent_alone(delivery)
-    return outbox.amqp_message(message_id, type_, body, {**republishable(headers), **added})
+    return outbox.sent_again(message_id, type_, body, {**headers, **added})
 
 
 async def _finish_within(work: asyncio.Future[None], seconds: float) -> None:

@@ -28,7 +28,7 @@ from broker.db import agent_pool
 from broker.health import Backlog, task_problems
 from broker.link import close_within
 from broker.metrics import outbox_figures
-from broker.outbox import amqp_message, bundle_message
+from broker.outbox import bundle_message, sent_again
 from broker.provenance import Provenance, provenance
 from broker.settings import Settings
 from broker.topology import Names, TopologyError, check_ready
@@ -267,8 +267,7 @@ def _death(headers: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _as_sent(message_id: str | None, type_: str | None, body: bytes, headers: Mapping[str, Any]) -> aio_pika.Message:
-    kept = {k: v for k, v in headers.items() if k not in _DEATH_HEADERS}
-    return amqp_message(message_id, type_, body, republishable(kept))  # a broker's dead letter keeps any header (B95)
+    return sent_again(message_id, type_, body, {k: v for k, v in headers.items() if k not in _DEATH_HEADERS})
 
 
 def _replayed(message: aio_pika.abc.AbstractIncomingMessage, item: Item) -> aio_pika.Message:
@@ -282,14 +281,14 @@ def _replayed(message: aio_pika.abc.AbstractIncomingMessage, item: Item) -> aio_
 def _kept(message: aio_pika.abc.AbstractIncomingMessage, rest: list[Item], routing_key: str) -> aio_pika.Message:
     """What is left of a dead-lettered bundle, dead still, with the headers that say why and
     where it was sent (``x-death``, which said so, is not kept)."""
-    headers = republishable({k: v for k, v in message.headers.items() if k != "x-death"})
+    headers = {k: v for k, v in message.headers.items() if k != "x-death"}
     headers.setdefault("x-kabuto-reason", _dead_letter(message).reason)
     headers["x-kabuto-routing-key"] = routing_key
     if not all(item.signed_alone for item in rest):
         # packed items are signed by the seal alone: the bundle stays whole, narrowed to them
-        return amqp_message(message.message_id, BUNDLE_TYPE, message.body, narrowed_to(headers, rest))
+        return sent_again(message.message_id, BUNDLE_TYPE, message.body, narrowed_to(headers, rest))
     # The seal covered the whole bundle, not what is left of it: its items are checked alone.
-    return bundle_message(rest, {k: v for k, v in headers.items() if k not in SIGNATURE_HEADERS})
+    return bundle_message(rest, republishable({k: v for k, v in headers.items() if k not in SIGNATURE_HEADERS}))
 
 
 async def outbox_failures(settings: Settings, agent: str) -> list[asyncpg.Record]:

@@ -25,6 +25,7 @@ import asyncpg
 from aio_pika.abc import AbstractExchange
 
 from broker import logs
+from broker.amqp_values import republishable
 from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Bundling, Item, Place, pack, sealed_bytes
 from broker.db import notify_channel
 from broker.envelope import Sealed, sign_headers
@@ -119,6 +120,15 @@ def amqp_message(
         content_type=CONTENT_TYPE if message_type == BUNDLE_TYPE else "application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )
+
+
+def sent_again(
+    message_id: str | None, message_type: str | None, body: bytes, headers: Mapping[str, Any]
+) -> aio_pika.Message:
+    """A delivery published again (its retry copy, its dead letter, an operator's replay) with the
+    headers it came with, each value one that can be written back (``amqp_values.republishable``,
+    B95): what others wrote into them travels outside every signature."""
+    return amqp_message(message_id, message_type, body, republishable(headers))
 
 
 def bundle_message(

@@ -26,7 +26,7 @@ from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
 from agents.registry import AGENTS
 from broker import outbox
-from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Delivery, unbundled
+from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Delivery, Item, unbundled
 from broker.envelope import Sealed, seal
 from broker.pki import Identity
 from broker.runtime import AgentRuntime, started
@@ -154,6 +154,12 @@ class QueueReader:
             message = await next_message(self._settings, self._queue, timeout=timeout)
             self._waiting.extend(unbundled(message))
         return self._waiting.popleft()
+
+
+def packed_item(sealed: Sealed) -> Item:
+    """A message as a packed bundle carries it (broker.bundle): its id, its type and its body, no
+    headers — the bundle's seal is its only signature."""
+    return Item(str(sealed.envelope.message_id), sealed.envelope.type, {}, sealed.body)
 
 
 async def publish_bundle(

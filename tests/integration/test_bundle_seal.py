@@ -19,7 +19,7 @@ import pytest
 
 from broker import ops, outbox
 from broker.bundle import Item, pack, sealed_bytes, unpack
-from broker.consumer import Outcome
+from broker.consumer import Outcome, Settled
 from broker.envelope import Sealed, sign_headers, verified_signer
 from broker.errors import Reason
 from broker.outbox import seal_headers
@@ -192,6 +192,19 @@ async def test_what_is_left_of_a_sealed_bundle_after_a_replay_is_kept_unsealed(s
     assert not set(SIGNATURE_HEADERS) & set(kept.headers)
 
 
+async def relayed_to_the_issuer(
+    investor: AgentRuntime, issuer: AgentRuntime, good: Sealed, bad: Sealed
+) -> tuple[Settled, Settled, list[int]]:
+    """The investor agent's relay publishes its two rows, ``good``'s and ``bad``'s; the issuer, run,
+    settles them: each one's outcome, and the shares registered."""
+    assert await investor.relay.publish_pending() == 2
+    async with running(issuer):
+        first = await issuer.outcomes.wait_for(good.envelope.message_id)
+        second = await issuer.outcomes.wait_for(bad.envelope.message_id)
+    registered = await support.rows(issuer, "SELECT shares FROM register ORDER BY shares")
+    return first, second, [r["shares"] for r in registered]
+
+
 async def test_an_outbox_row_changed_after_signing_is_not_sealed_and_its_receiver_refuses_it(
     settings: Settings, keys: Any
 ) -> None:
@@ -211,14 +224,10 @@ async def test_an_outbox_row_changed_after_signing_is_not_sealed_and_its_receive
         await support.open_offering(issuer)
         async with investor.pool.acquire() as connection, connection.transaction():
             await outbox.store(connection, [good, tampered])
-        assert await investor.relay.publish_pending() == 2
-        async with running(issuer):
-            first = await issuer.outcomes.wait_for(good.envelope.message_id)
-            second = await issuer.outcomes.wait_for(tampered.envelope.message_id)
-        registered = await support.rows(issuer, "SELECT shares FROM register ORDER BY shares")
+        first, second, registered = await relayed_to_the_issuer(investor, issuer, good, tampered)
     assert first.outcome is Outcome.PROCESSED
     assert (second.outcome, second.reason) == (Outcome.DEAD_LETTERED, Reason.SIGNATURE_INVALID)
-    assert [r["shares"] for r in registered] == [100]
+    assert registered == [100]
 
 
 async def test_rows_signed_in_another_process_travel_in_an_unsealed_bundle(settings: Settings, keys: Any) -> None:

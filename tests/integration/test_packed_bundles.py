@@ -31,15 +31,10 @@ from broker.settings import Settings
 from broker.topology import Names
 from schemas.envelope import SIGNATURE_HEADER
 from tests import support
-from tests.integration.test_bundle_seal import publish
+from tests.integration.test_bundle_seal import publish, relayed_to_the_issuer
 from tests.integration.test_group_commit import POISON, REFUSED, issuer_recording
 
 Seal = Callable[[bytes], dict[str, str]]
-
-
-def packed_item(sealed: Sealed) -> Item:
-    """A message as a packed bundle carries it: its id, its type and its body, no headers."""
-    return Item(str(sealed.envelope.message_id), sealed.envelope.type, {}, sealed.body)
 
 
 def requests(identity: Identity, *shares: int) -> list[Sealed]:
@@ -51,7 +46,7 @@ async def test_a_packed_bundle_is_settled_item_by_item_and_what_fails_travels_na
 ) -> None:
     alice, bob = keys.load_identity("alice"), keys.load_identity("bob")
     sealed = [*requests(alice, 100, 200, POISON, 300, REFUSED, 400), *requests(bob, 500)]
-    items = [packed_item(s) for s in sealed]
+    items = [support.packed_item(s) for s in sealed]
     ids = [i.message_id for i in items]
     body = pack(items)
     transactions: list[int] = []
@@ -140,7 +135,7 @@ async def test_packed_items_whose_seal_does_not_vouch_for_them_are_all_refused_a
     bob's, which vouches for no item of alice's, each item's dead letter is the bundle narrowed to
     it. Either way each item is listed with its reason."""
     alice, bob = keys.load_identity("alice"), keys.load_identity("bob")
-    items = [packed_item(s) for s in requests(alice, 100, 200, 300)]
+    items = [support.packed_item(s) for s in requests(alice, 100, 200, 300)]
     body = pack(items)
     async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer:
         await support.open_offering(issuer)
@@ -163,7 +158,7 @@ async def test_a_packed_bundle_changed_after_its_seal_has_every_item_refused(set
     """One byte of one item changed after the bundle was sealed: no item has a signature of its own
     to fall back on, so the untouched ones are refused with it."""
     alice = keys.load_identity("alice")
-    items = [packed_item(s) for s in requests(alice, 100, 200, 300)]
+    items = [support.packed_item(s) for s in requests(alice, 100, 200, 300)]
     body = pack(items)
     headers = seal_headers(alice, body, packed=True)
     altered = body.replace(b'"shares":200', b'"shares":900', 1)
@@ -215,7 +210,7 @@ async def test_a_batch_stores_what_it_sends_each_agent_queue_as_one_sealed_row_i
         ("certificate.issuance.request", "carol"),
     ]
     for row, indexes in ((rows[0], (0, 2, 4)), (rows[1], (1, 5))):
-        assert unpack(row["body"]) == [packed_item(sealed[i]) for i in indexes]
+        assert unpack(row["body"]) == [support.packed_item(sealed[i]) for i in indexes]
         seal = json.loads(row["headers"])
         # the seal is alice's signature over the bundle's bytes, verified as a receiver does
         signer = verified_signer(sealed_bytes(row["body"], packed=True), seal, issuer.trust, datetime.now(UTC))
@@ -271,7 +266,7 @@ async def test_a_packed_bundle_the_broker_dead_lettered_whole_is_replayed_item_b
     alice = keys.load_identity("alice")
     sealed = requests(alice, 100, 200, 300)
     ids = [str(s.envelope.message_id) for s in sealed]
-    body = pack([packed_item(s) for s in sealed])
+    body = pack([support.packed_item(s) for s in sealed])
     async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer:
         await support.open_offering(issuer)
         await support.dead_lettered_whole(settings, body, seal_headers(alice, body, packed=True))
@@ -294,7 +289,7 @@ async def test_a_bundle_narrowed_to_an_item_it_does_not_hold_is_refused_whole(se
     """B92: ``x-kabuto-items`` can only narrow what a bundle holds; naming anything else makes the
     delivery no bundle at all, dead-lettered as it came."""
     alice = keys.load_identity("alice")
-    body = pack([packed_item(s) for s in requests(alice, 100, 200)])
+    body = pack([support.packed_item(s) for s in requests(alice, 100, 200)])
     async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer:
         await support.open_offering(issuer)
         await publish(settings, body, {**seal_headers(alice, body, packed=True), ITEMS_HEADER: "not-an-item"})
@@ -330,14 +325,10 @@ async def test_a_row_written_into_the_outbox_with_no_signature_never_travels_und
                 forged.envelope.type,
                 forged.body,
             )
-        assert await investor.relay.publish_pending() == 2
-        async with running(issuer):
-            first = await issuer.outcomes.wait_for(good.envelope.message_id)
-            second = await issuer.outcomes.wait_for(forged.envelope.message_id)
-        registered = await support.rows(issuer, "SELECT shares FROM register ORDER BY shares")
+        first, second, registered = await relayed_to_the_issuer(investor, issuer, good, forged)
     assert first.outcome is Outcome.PROCESSED
     assert (second.outcome, second.reason) == (Outcome.DEAD_LETTERED, Reason.UNSIGNED)
-    assert [r["shares"] for r in registered] == [100]
+    assert registered == [100]
 
 
 async def test_a_relays_seal_over_a_bundle_with_an_unsigned_item_vouches_for_none_of_its_items(
@@ -348,7 +339,7 @@ async def test_a_relays_seal_over_a_bundle_with_an_unsigned_item_vouches_for_non
     alice = keys.load_identity("alice")
     signed, unsigned = requests(alice, 100, 900)
     items = [Item(str(signed.envelope.message_id), signed.envelope.type, signed.headers, signed.body)]
-    items.append(packed_item(unsigned))
+    items.append(support.packed_item(unsigned))
     body = pack(items)
     async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer:
         await support.open_offering(issuer)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -40,25 +39,12 @@ from tests import support
 from tests.integration.test_group_commit import REFUSED, issuer_recording
 
 
-def _packed(function: Any) -> dict[str, bool]:
-    """How Kabuto asks for a packed bundle's seal (a ``packed`` flag, where the seal of a packed
-    bundle is told apart from a relay's), so the tests seal as ``broker.outbox.store`` does."""
-    return {"packed": True} if "packed" in inspect.signature(function).parameters else {}
-
-
 def packed_seal(identity: Identity, body: bytes) -> dict[str, str]:
-    return seal_headers(identity, body, **_packed(seal_headers))
-
-
-def packed_sealed_bytes(body: bytes) -> bytes:
-    return sealed_bytes(body, **_packed(sealed_bytes))
+    """A packed bundle's seal, as ``broker.outbox.store`` makes it."""
+    return seal_headers(identity, body, packed=True)
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def packed_item(sealed: Sealed) -> Item:
-    return Item(str(sealed.envelope.message_id), sealed.envelope.type, {}, sealed.body)
 
 
 def signed_item(sealed: Sealed) -> Item:
@@ -118,7 +104,7 @@ async def view_and_expected(runtime: AgentRuntime) -> tuple[list[tuple[Any, ...]
 def row_signer(row: dict[str, Any], trust: TrustStore) -> str:
     """Who a stored row proves it came from: a bundle by its seal, a message by its signature."""
     headers = json.loads(row["headers"])
-    signed = packed_sealed_bytes(row["body"]) if row["message_type"] == BUNDLE_TYPE else row["body"]
+    signed = sealed_bytes(row["body"], packed=True) if row["message_type"] == BUNDLE_TYPE else row["body"]
     return verified_signer(signed, headers, trust, datetime.now(UTC)).participant.user_id
 
 
@@ -185,7 +171,7 @@ async def test_the_bundle_function_frames_items_with_headers_as_python_does(sett
     first, second, third = request_to(alice, "exchange"), request_to(bob, "exchange"), request_to(alice, "exchange")
     items = [
         signed_item(first),
-        packed_item(second),
+        support.packed_item(second),
         Item(str(third.envelope.message_id), third.envelope.type, {**third.headers, "x-long": "é" * 5_000}, third.body),
     ]
     body = pack(items)
@@ -341,7 +327,7 @@ async def fallback(settings: Settings, keys: Any) -> tuple[list[Any], list[int],
     handled by the issuer in one batch: the refusal sends the batch through a savepoint each."""
     alice = keys.load_identity("alice")
     sealed = [support.sealed_request(alice, shares=n) for n in (100, REFUSED, 200, 300)]
-    items = [packed_item(s) for s in sealed]
+    items = [support.packed_item(s) for s in sealed]
     body = pack(items)
     transactions: list[int] = []
     async with AgentRuntime(issuer_recording(transactions), settings) as issuer:
@@ -399,7 +385,7 @@ async def test_a_packed_bundle_narrowed_to_two_items_runs_those_two_and_the_whol
 ) -> None:
     alice = keys.load_identity("alice")
     sealed = [support.sealed_request(alice, shares=n) for n in (100, 200, 300, 400)]
-    items = [packed_item(s) for s in sealed]
+    items = [support.packed_item(s) for s in sealed]
     ids = [i.message_id for i in items]
     body = pack(items)
     seal = packed_seal(alice, body)
@@ -436,7 +422,7 @@ async def test_a_packed_bundle_redelivered_after_a_crash_mid_batch_is_absorbed_i
     handler refuses is dead-lettered as the bundle narrowed to it, seal and all."""
     alice = keys.load_identity("alice")
     sealed = [support.sealed_request(alice, shares=n) for n in (100, REFUSED, 200)]
-    items = [packed_item(s) for s in sealed]
+    items = [support.packed_item(s) for s in sealed]
     body = pack(items)
     seal = packed_seal(alice, body)
     transactions: list[int] = []
@@ -468,7 +454,7 @@ async def test_a_packed_bundle_redelivered_after_a_crash_mid_batch_is_absorbed_i
     assert letter.message_id == items[1].message_id and letter.type == BUNDLE_TYPE and letter.body == body
     assert letter.headers[ITEMS_HEADER] == items[1].message_id
     assert letter.headers[SIGNATURE_HEADER] == seal[SIGNATURE_HEADER]
-    proven = verified_signer(packed_sealed_bytes(letter.body), letter.headers, trust, datetime.now(UTC))
+    proven = verified_signer(sealed_bytes(letter.body, packed=True), letter.headers, trust, datetime.now(UTC))
     assert proven.participant.user_id == "alice"
 
 
@@ -480,7 +466,7 @@ async def test_replaying_a_packed_item_twice_finds_it_once_and_the_rest_stays_de
 ) -> None:
     alice = keys.load_identity("alice")
     sealed = [support.sealed_request(alice, shares=n) for n in (100, 200, 300)]
-    items = [packed_item(s) for s in sealed]
+    items = [support.packed_item(s) for s in sealed]
     ids = [i.message_id for i in items]
     body = pack(items)
     async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer:
@@ -524,7 +510,7 @@ async def test_a_packed_item_dead_lettered_by_the_consumer_replays_alone_and_its
     bundle bytes, are not even absorbed."""
     alice = keys.load_identity("alice")
     sealed = [support.sealed_request(alice, shares=n) for n in (100, REFUSED, 300)]
-    items = [packed_item(s) for s in sealed]
+    items = [support.packed_item(s) for s in sealed]
     ids = [i.message_id for i in items]
     body = pack(items)
     transactions: list[int] = []
@@ -557,7 +543,7 @@ async def test_every_agents_own_login_reads_its_outbox_unpacked(settings: Settin
     schema and may unpack a bundle row it wrote."""
     alice = keys.load_identity("alice")
     sealed = [request_to(alice, "exchange", shares=n) for n in (100, 200)]
-    body = pack([packed_item(s) for s in sealed])
+    body = pack([support.packed_item(s) for s in sealed])
     headers = json.dumps(packed_seal(alice, body))
     found = {}
     for agent in AGENT_IDS:
