@@ -266,7 +266,7 @@ _LEG_AGENTS = {Role.ISSUER, Role.CUSTODY}
 
 @message("securities.reserve", senders={Role.SETTLEMENT}, recipients=_LEG_AGENTS)
 class SecuritiesReserve(Message):
-    """Check the seller can deliver and lock the securities for this instruction, nothing more."""
+    """Check the seller can deliver and lock the securities for this instruction; with ``deliver``, deliver them too."""
 
     instruction: int = Field(gt=0)
     attempt: int = Field(gt=0)
@@ -275,6 +275,12 @@ class SecuritiesReserve(Message):
     deliverer: ParticipantId
     receiver: ParticipantId
     leg: SecuritiesLeg
+    deliver: bool = Field(
+        default=False,
+        description="The attempt's cash is earmarked and stays bound to it until this request is answered, so "
+        "the leg agent may deliver at once, in the transaction that reserves, and answer securities.committed "
+        "instead of securities.reserved (docs/dvp.md, 'Delivery against earmarked cash').",
+    )
 
 
 @message("securities.reserved", senders=_LEG_AGENTS, recipients={Role.SETTLEMENT}, answer=True)
@@ -308,6 +314,8 @@ class SecuritiesCommit(Message):
 
 @message("securities.committed", senders=_LEG_AGENTS, recipients={Role.SETTLEMENT}, answer=True)
 class SecuritiesCommitted(Message):
+    """The securities moved: the answer to a commit, or to a reserve that asked to ``deliver``."""
+
     instruction: int
     attempt: int
     quantity: int

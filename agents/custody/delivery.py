@@ -9,6 +9,10 @@ issue 11 §1 and §2). Settlement drives it:
   available to the receiver; it cannot fail once reserved;
 * ``securities.release`` — the attempt will not settle: both positions are as they were.
 
+A reserve that says ``deliver`` (its cash earmarked at settlement and bound to the attempt) is
+committed in the transaction that reserves it and answered ``securities.committed``
+(docs/dvp.md, "Delivery against earmarked cash").
+
 One reservation per instruction, keyed by its matching number; each step is one transaction
 with its inbox row, so a redelivered or repeated message changes nothing twice.
 """
@@ -51,7 +55,7 @@ async def on_reserve(request: SecuritiesReserve, ctx: Context) -> None:
     assert ctx.sender is not None
     existing = await delivery_repo.reservation(ctx.connection, request.instruction)
     if existing is not None and existing.status != "released":
-        _answer_existing(ctx, request, existing)
+        await _answer_existing(ctx, request, existing)
         return
     try:
         deliverer, receiver, leg = await _parties(ctx, request)
@@ -73,11 +77,15 @@ async def on_reserve(request: SecuritiesReserve, ctx: Context) -> None:
         )
 
 
-def _answer_existing(ctx: Context, request: SecuritiesReserve, existing: Reservation) -> None:
+async def _answer_existing(ctx: Context, request: SecuritiesReserve, existing: Reservation) -> None:
     """Settlement asks again for an instruction custody already decided: the same answer."""
     assert ctx.sender is not None
-    if existing.status == "committed":
+    delivering = request.deliver and existing.attempt == request.attempt
+    if existing.status == "committed" and not delivering:
         log.warning("reserve_after_commit", instruction=request.instruction)
+        return
+    if delivering:
+        await _deliver(ctx, existing)
         return
     ctx.emit(
         SecuritiesReserved(instruction=request.instruction, attempt=request.attempt, quantity=existing.quantity),
@@ -119,21 +127,15 @@ async def _reserve(
     reference = f"instruction:{request.instruction}"
     await books.apply(ctx, deliverer, issue, delivering, "delivery_reserved", reference)
     await books.apply(ctx, receiver, issue, receiving, "receipt_expected", reference)
-    await delivery_repo.reserve(
-        ctx.connection,
-        Reservation(
-            request.instruction,
-            request.attempt,
-            issue,
-            quantity,
-            leg.deliverer_account,
-            leg.receiver_account,
-            "reserved",
-        ),
-        ctx.now,
+    reservation = Reservation(
+        request.instruction, request.attempt, issue, quantity, leg.deliverer_account, leg.receiver_account, "reserved"
     )
+    await delivery_repo.reserve(ctx.connection, reservation, ctx.now)
     _events(ctx, request.instruction, deliverer, receiver, issue, quantity, "reserved")
     log.info("delivery_reserved", instruction=request.instruction, quantity=quantity)
+    if request.deliver:
+        await _deliver(ctx, reservation)
+        return
     ctx.emit(
         SecuritiesReserved(instruction=request.instruction, attempt=request.attempt, quantity=quantity),
         to=ctx.sender.user_id,
@@ -180,6 +182,12 @@ async def on_commit(request: SecuritiesCommit, ctx: Context) -> None:
         # protocol fault to look into, and moving shares on it would break conservation.
         log.error("commit_without_reservation", instruction=request.instruction, attempt=request.attempt)
         return
+    await _deliver(ctx, r)
+
+
+async def _deliver(ctx: Context, r: Reservation) -> None:
+    """The reserved shares delivered (once: a reservation committed before is only answered again)."""
+    assert ctx.sender is not None
     if r.status == "reserved":
         deliverer, receiver = await _accounts(ctx, r)
         positions = await _lock(ctx, deliverer, receiver, r.issue_code)

@@ -7,6 +7,11 @@ instruction — committed to the sell order, so no reissue, hand-over or other t
 it. **Commit**: the name transfer itself (S114–S119), which cannot fail once reserved.
 **Release**: the lock goes, the certificate is as it was. The exchange's countersignature
 travels inside the leg, so settlement forwards the transfer but cannot invent one.
+
+A reserve that says ``deliver`` (its cash earmarked at settlement and bound to the attempt until
+this answer) is committed in the transaction that reserves it and answered
+``securities.committed``: one round trip instead of two (docs/dvp.md, "Delivery against
+earmarked cash").
 """
 
 from __future__ import annotations
@@ -62,22 +67,52 @@ async def _on_reserve(requests: Sequence[tuple[SecuritiesReserve, Context]]) -> 
     instructions and CertIDs, the reservations are read, the register rows locked and the
     reservations recorded in one statement each (docs/netting.md)."""
     existing = await reservations.reservations(requests[0][1].connection, [r.instruction for r, _ in requests])
-    checking: list[_Checking] = []
+    queue: list[_Checking | tuple[SecuritiesReserve, Context]] = []
     for request, ctx in requests:
         earlier = existing.get(request.instruction)
         if earlier is not None and earlier.status == "committed" and isinstance(request.leg, CertificateLeg):
-            await _reserve_checked(checking)  # those before it first, as one by one
-            checking = []
+            await _reserve_and_answer(queue)  # those before it first, as one by one
+            queue = []
         with ctx.bound():
             if earlier is not None and earlier.status == "reserved":
-                _reserved(ctx, request)
+                queue.append((request, ctx))  # reserved before: answered again in its place
+            elif earlier is not None and earlier.status == "committed" and earlier.attempt == request.attempt:
+                _committed(ctx, request.instruction, request.attempt, earlier)  # delivered already
             elif earlier is not None and earlier.status == "committed" and isinstance(request.leg, CertificateLeg):
-                await _reserve_rest(ctx, request, request.leg, earlier)
+                if await _reserve_rest(ctx, request, request.leg, earlier):
+                    await _answer_reserved([(request, ctx)])
             elif not isinstance(request.leg, CertificateLeg):
                 _refuse(ctx, request, DvpReason.SECURITIES_INVALID, _NOT_CERTIFICATES, False)
             elif (verified := _verified(ctx, request, request.leg)) is not None:
-                checking.append(verified)
-    await _reserve_checked(checking)
+                queue.append(verified)
+    await _reserve_and_answer(queue)
+
+
+async def _reserve_and_answer(queue: Sequence[_Checking | tuple[SecuritiesReserve, Context]]) -> None:
+    """The checked requests of ``queue`` reserved together; then each request of it that holds
+    its reservation answered, or delivered, in its place, as one by one would."""
+    made = {
+        request.instruction for request, _ in await _reserve_checked([q for q in queue if isinstance(q, _Checking)])
+    }
+    await _answer_reserved(
+        [
+            (q.request, q.ctx) if isinstance(q, _Checking) else q
+            for q in queue
+            if not isinstance(q, _Checking) or q.request.instruction in made
+        ]
+    )
+
+
+async def _answer_reserved(reserved: Sequence[tuple[SecuritiesReserve, Context]]) -> None:
+    """Reservations made: each answered ``securities.reserved``, or delivered at once where its
+    request says ``deliver``."""
+    for request, ctx in reserved:
+        if not request.deliver:
+            with ctx.bound():
+                _reserved(ctx, request)
+    await _deliver(
+        [_Delivering(request.instruction, request.attempt, ctx) for request, ctx in reserved if request.deliver]
+    )
 
 
 def _rows(request: SecuritiesReserve) -> tuple[object, ...]:
@@ -111,11 +146,11 @@ def _verified(ctx: Context, request: SecuritiesReserve, leg: CertificateLeg) -> 
         return None
 
 
-async def _reserve_checked(checking: Sequence[_Checking]) -> None:
+async def _reserve_checked(checking: Sequence[_Checking]) -> list[tuple[SecuritiesReserve, Context]]:
     """The register rows of verified requests read and locked, checked, and the reservations
-    recorded: one statement each for the set."""
+    recorded: one statement each for the set. The requests reserved, still to answer."""
     if not checking:
-        return
+        return []
     connection = checking[0].ctx.connection
     records = await repo.records(connection, [c.certificate.cert_id for c in checking])
     reserving: list[tuple[_Checking, reservations.Reserving]] = []
@@ -130,18 +165,21 @@ async def _reserve_checked(checking: Sequence[_Checking]) -> None:
             continue
         reserving.append((c, reservations.Reserving(c.request, record, c.leg.exchange_id, c.leg.seller_order)))
     others = await reservations.reserve_all(connection, [r for _, r in reserving])
+    reserved = []
     for c, r in reserving:
         with c.ctx.bound():
-            _reserve_answered(c, r, others.get(c.request.instruction))
+            if _reserve_taken(c, r, others.get(c.request.instruction)):
+                reserved.append((c.request, c.ctx))
+    return reserved
 
 
-def _reserve_answered(c: _Checking, r: reservations.Reserving, other: int | None) -> None:
-    """The answer to a checked reservation: reserved, or refused for another instruction's."""
+def _reserve_taken(c: _Checking, r: reservations.Reserving, other: int | None) -> bool:
+    """Whether a checked reservation was made; refused (and answered) if another instruction holds it."""
     if other is not None:
         _refuse(c.ctx, c.request, DvpReason.LACK_OF_SECURITIES, f"CertID is reserved for instruction {other}", True)
-        return
+        return False
     log.info("securities_reserved", instruction=c.request.instruction, cert_id=str(r.record.cert_id))
-    _reserved(c.ctx, c.request)
+    return True
 
 
 def _refused_transfer(ctx: Context, request: SecuritiesReserve, refused: TransferRefused) -> None:
@@ -157,9 +195,10 @@ def _reserved(ctx: Context, request: SecuritiesReserve) -> None:
 
 async def _reserve_rest(
     ctx: Context, request: SecuritiesReserve, leg: CertificateLeg, earlier: reservations.Reservation
-) -> None:
+) -> bool:
     """After a partial settlement the rest of the instruction comes from the seller's remainder:
-    the seller's countersignature covered the whole instruction, so it covers the rest too."""
+    the seller's countersignature covered the whole instruction, so it covers the rest too.
+    Whether it was reserved; refused (and answered) if not."""
     remainder = earlier.delivery.remainder if earlier.delivery else None
     cert_id = ElectronicStockCertificate.model_validate_json(remainder.content).cert_id if remainder else None
     record = await repo.record(ctx.connection, cert_id) if cert_id else None
@@ -172,9 +211,9 @@ async def _reserve_rest(
         or await reservations.reserve(ctx.connection, request, record, leg.exchange_id, leg.seller_order) is not None
     ):
         _refuse(ctx, request, DvpReason.LACK_OF_SECURITIES, "the seller's remainder no longer covers the rest", False)
-        return
+        return False
     log.info("securities_reserved", instruction=request.instruction, cert_id=str(record.cert_id), rest=True)
-    _reserved(ctx, request)
+    return True
 
 
 def _refuse(ctx: Context, request: SecuritiesReserve, reason: DvpReason, detail: str, retryable: bool) -> None:
@@ -189,21 +228,38 @@ def _refuse(ctx: Context, request: SecuritiesReserve, reason: DvpReason, detail:
 
 
 async def _on_commit(requests: Sequence[tuple[SecuritiesCommit, Context]]) -> None:
+    await _deliver([_Delivering(request.instruction, request.attempt, ctx) for request, ctx in requests])
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivering:
+    """An attempt whose reserved certificate is to be delivered: committed, or asked to deliver at reserve."""
+
+    instruction: int
+    attempt: int
+    ctx: Context
+
+
+async def _deliver(deliveries: Sequence[_Delivering]) -> None:
     """The name transfers; a repeated commit gets the same answer, never a second transfer. For a
-    set of commits, the reservations are read with their records, the numbers drawn, the
-    transfers recorded and the reservations marked in one statement each (docs/netting.md)."""
-    connection = requests[0][1].connection
-    held = await reservations.reservations_with_records(connection, [r.instruction for r, _ in requests])
-    moving: list[tuple[SecuritiesCommit, reservations.Reservation, transfers.Transfer]] = []
-    for request, ctx in requests:
-        found, record = _held(held, request)  # the record was checked and locked at reserve
+    set, the reservations are read with their records, the numbers drawn, the transfers recorded
+    and the reservations marked in one statement each (docs/netting.md)."""
+    if not deliveries:
+        return
+    connection = deliveries[0].ctx.connection
+    held = await reservations.reservations_with_records(connection, [d.instruction for d in deliveries])
+    moving: list[tuple[_Delivering, reservations.Reservation, transfers.Transfer]] = []
+    for delivering in deliveries:
+        found, record = _held(held, delivering.instruction)  # the record was checked and locked at reserve
         leg = found.request.leg
         if found.status != "reserved":
-            _committed(ctx, request, found, found.delivery)
+            _committed(delivering.ctx, delivering.instruction, delivering.attempt, found)
         else:
             assert isinstance(leg, CertificateLeg)
             name_transfer = transfer_request(found.request, leg)
-            moving.append((request, found, transfers.Transfer(name_transfer, ctx, record, leg.exchange_id)))
+            moving.append(
+                (delivering, found, transfers.Transfer(name_transfer, delivering.ctx, record, leg.exchange_id))
+            )
     done = await transfers.apply_transfers([transfer for *_, transfer in moving])
     delivered = [
         (
@@ -219,32 +275,36 @@ async def _on_commit(requests: Sequence[tuple[SecuritiesCommit, Context]]) -> No
     ]
     await reservations.committed_all(connection, delivered)
     for (request, found, transfer), (_, delivery) in zip(moving, delivered, strict=True):
-        _committed(transfer.ctx, request, found, delivery)
+        _committed(transfer.ctx, request.instruction, request.attempt, found, delivery)
 
 
 on_commit = SetBased(_on_commit, keys=lambda request: (request.instruction,))
 
 
 def _held(
-    held: dict[int, tuple[reservations.Reservation, RegisterRecord]], request: SecuritiesCommit
+    held: dict[int, tuple[reservations.Reservation, RegisterRecord]], instruction: int
 ) -> tuple[reservations.Reservation, RegisterRecord]:
-    found = held.get(request.instruction)
+    found = held.get(instruction)
     if found is None or found[0].status == "released":
         # Settlement commits only what was reserved; this is a protocol breach, not a business refusal.
-        raise RuntimeError(f"commit of instruction {request.instruction} that holds no reservation")
+        raise RuntimeError(f"commit of instruction {instruction} that holds no reservation")
     return found
 
 
 def _committed(
-    ctx: Context, request: SecuritiesCommit, found: reservations.Reservation, delivery: CertificateDelivery | None
+    ctx: Context,
+    instruction: int,
+    attempt: int,
+    found: reservations.Reservation,
+    delivery: CertificateDelivery | None = None,
 ) -> None:
+    """``delivery``, or the one ``found`` recorded when it was committed before."""
+    delivery = delivery or found.delivery
     assert ctx.sender is not None and delivery is not None
-    ctx.emit(
-        SecuritiesCommitted(
-            instruction=request.instruction, attempt=request.attempt, quantity=found.request.quantity, delivery=delivery
-        ),
-        to=ctx.sender.user_id,
+    answer = SecuritiesCommitted(
+        instruction=instruction, attempt=attempt, quantity=found.request.quantity, delivery=delivery
     )
+    ctx.emit(answer, to=ctx.sender.user_id)
 
 
 async def on_release(request: SecuritiesRelease, ctx: Context) -> None:

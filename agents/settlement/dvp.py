@@ -286,6 +286,7 @@ def _reserve(instruction: Instruction, plan: Attempt, leg: SecuritiesLeg) -> Sec
         deliverer=instruction.seller_user_id,
         receiver=instruction.buyer_user_id,
         leg=leg,
+        deliver=True,  # the earmark is bound to the attempt until the answer (docs/dvp.md)
     )
 
 
@@ -345,10 +346,13 @@ async def _cancelled_while_reserved(ctx: Context, current: dvp_repo.Current) -> 
     await fail(ctx, instruction, Fail(DvpReason.CANCELLED_BY_PARTY, "cancelled by both parties"))
 
 
-async def _post_cash_legs(going: Sequence[tuple[Context, Instruction, Attempt, uuid.UUID]]) -> None:
-    """The cash legs of reserved attempts posted, their earmarks consumed, their commits sent."""
+async def _post_cash_legs(
+    going: Sequence[tuple[Context, Instruction, Attempt, uuid.UUID]], *, commit: bool = True
+) -> list[int]:
+    """The cash legs of attempts posted and their earmarks consumed; with ``commit``, for attempts
+    reserved, their commits sent. Each posting's entry id, in order."""
     if not going:
-        return
+        return []
     connection, now = going[0][0].connection, going[0][0].now
     accounts = [account for _, i, _, _ in going for account in (i.buyer_account, i.seller_account)]
     await repo.lock_accounts(connection, accounts)
@@ -358,12 +362,15 @@ async def _post_cash_legs(going: Sequence[tuple[Context, Instruction, Attempt, u
         if entry_id is None:
             raise Transient(f"instruction {instruction.matching_number} attempt {plan.number} was posted meanwhile")
         consumed.append(dvp_repo.Consumed(instruction.matching_number, plan.number, hold_id, entry_id))
-        commit = SecuritiesCommit(instruction=instruction.matching_number, attempt=plan.number)
-        ctx.emit(commit, to=instruction.leg_agent)
-        with ctx.bound():
-            log.info("cash_posted_commit_sent", matching_number=instruction.matching_number, entry_id=entry_id)
+        if commit:
+            ctx.emit(
+                SecuritiesCommit(instruction=instruction.matching_number, attempt=plan.number), to=instruction.leg_agent
+            )
+            with ctx.bound():
+                log.info("cash_posted_commit_sent", matching_number=instruction.matching_number, entry_id=entry_id)
     # the earmarks give way to the postings
     await dvp_repo.consume_holds(connection, consumed)
+    return [c.entry_id for c in consumed]
 
 
 def _cash_leg(instruction: Instruction, plan: Attempt) -> Entry:
@@ -378,9 +385,12 @@ def _cash_leg(instruction: Instruction, plan: Attempt) -> Entry:
 
 
 async def _on_committed(answers: Sequence[tuple[SecuritiesCommitted, Context]]) -> None:
-    """The securities moved: the attempts are settled, and everyone is told."""
+    """The securities moved: the attempts are settled, and everyone is told. An attempt the leg
+    delivered at once (still ``reserving``) has its cash posted from its earmark first: the
+    earmark was bound to it, so the posting cannot be refused (docs/dvp.md)."""
     connection = answers[0][1].connection
     found = await dvp_repo.currents(connection, [(answer.instruction, answer.attempt) for answer, _ in answers])
+    await _paid_on_delivery(answers, found)
     settled = []
     for answer, ctx in answers:
         with ctx.bound():
@@ -391,6 +401,23 @@ async def _on_committed(answers: Sequence[tuple[SecuritiesCommitted, Context]]) 
 
 
 on_committed = SetBased(_on_committed, keys=lambda answer: (answer.instruction,))
+
+
+async def _paid_on_delivery(
+    answers: Sequence[tuple[SecuritiesCommitted, Context]], found: dict[tuple[int, int], dvp_repo.Current]
+) -> None:
+    """The cash legs of the attempts delivered at once, posted; ``found`` updated to show them
+    committing with their postings, as a commit sent after the posting would have left them.
+    A cancel asked meanwhile comes too late: the securities have moved, so the trade settles."""
+    paying = []
+    for answer, ctx in answers:
+        current = _outstanding(found.get((answer.instruction, answer.attempt)), answer.attempt)
+        if current is not None and current.status == "reserving":
+            paying.append((ctx, current))
+    entry_ids = await _post_cash_legs([(ctx, c.instruction, c.attempt, c.hold_id) for ctx, c in paying], commit=False)
+    for (_, current), entry_id in zip(paying, entry_ids, strict=True):
+        key = (current.instruction.matching_number, current.attempt.number)
+        found[key] = replace(current, status="committing", entry_id=entry_id)
 
 
 def _settled(

@@ -5,7 +5,7 @@ goes through the protocol with only the agent whose step is next alive; as soon 
 has committed (seen in its database: each step's commit also NOTIFYs its outbox, so we wait on
 that notification, never on a timer) the process gets SIGKILL, and the next agent is started.
 Every step of the protocol is thus followed by a crash of the agent that took it — including
-the window where the cash has moved and the name transfer has not. Restarted, the agents finish
+the window where the names are transferred and the cash, earmarked, is not yet posted. Restarted, the agents finish
 the trade: both legs, once, and cash and shares conserved. A second trade, whose certificate the
 issuer cannot deliver, ends with neither leg under the same treatment.
 """
@@ -132,23 +132,25 @@ async def test_issue_11_a_trade_killed_after_every_step_settles_both_legs_once(s
         await step(settings, "exchange", watch, "SELECT true FROM exchange.matches WHERE status = 'transfer_requested'")
         # 4. settlement earmarks the cash and asks the issuer to reserve
         await step(settings, "settlement", watch, "SELECT true FROM settlement.dvp_attempts WHERE status = 'reserving'")
-        # 5. the issuer reserves alice's certificate
-        await step(settings, "issuer", watch, "SELECT true FROM issuer.reservations WHERE status = 'reserved'")
-        # 6. settlement moves the cash and sends the commit ...
-        await step(
-            settings, "settlement", watch, "SELECT true FROM settlement.dvp_attempts WHERE status = 'committing'"
-        )
-        # ... so that, until the issuer commits, the cash has moved and the shares not: the reservation
-        # is what keeps this window safe — nothing but the commit can take alice's certificate now.
-        assert await watch.value("SELECT holder_user_id FROM issuer.register WHERE cert_id = $1", cert_id) == "alice"
-        assert await watch.value("SELECT status FROM issuer.reservations") == "reserved"
-        # 7. the issuer transfers the names
+        # 5. the issuer reserves alice's certificate and, since settlement asked it to deliver against
+        #    the earmarked cash, transfers the names in the same transaction (docs/dvp.md)
         await step(settings, "issuer", watch, "SELECT true FROM issuer.reservations WHERE status = 'committed'")
-        # 8. settlement records the instruction settled
+        # ... so that, until settlement posts, the shares have moved and the cash not: the earmark is what
+        # keeps this window safe — bound to the attempt, nothing but its posting can take bob's cash now.
+        assert await watch.value("SELECT status FROM issuer.register WHERE cert_id = $1", cert_id) == "retired"
+        assert await watch.value("SELECT status FROM settlement.dvp_attempts") == "reserving"
+        assert (
+            await watch.value(
+                "SELECT status FROM settlement.holds WHERE owner = 'bob' AND hold_id IN "
+                "(SELECT hold_id FROM settlement.dvp_attempts)"
+            )
+            == "placed"
+        )
+        # 6. settlement posts the cash from the earmark and records the instruction settled
         await step(
             settings, "settlement", watch, "SELECT true FROM settlement.dvp_instructions WHERE settlement = 'settled'"
         )
-        # 9. the exchange completes the trade
+        # 7. the exchange completes the trade
         await step(settings, "exchange", watch, "SELECT true FROM exchange.matches WHERE status = 'completed'")
 
     async with support.agents(settings, *AGENTS) as rt:

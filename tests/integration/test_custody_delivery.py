@@ -12,7 +12,9 @@ from tests import support
 from tests.custody_support import answers_to, ask, balances, credit_position, open_account, send_as
 
 
-def reserve(instruction: int, quantity: int = 200, attempt: int = 1, **leg: str) -> SecuritiesReserve:
+def reserve(
+    instruction: int, quantity: int = 200, attempt: int = 1, deliver: bool = False, **leg: str
+) -> SecuritiesReserve:
     accounts = {"deliverer_account": "alice-sk", "receiver_account": "bob-sk", **leg}
     return SecuritiesReserve(
         instruction=instruction,
@@ -22,6 +24,7 @@ def reserve(instruction: int, quantity: int = 200, attempt: int = 1, **leg: str)
         deliverer="alice",
         receiver="bob",
         leg=BookEntryLeg(agent="custody", **accounts),
+        deliver=deliver,
     )
 
 
@@ -62,6 +65,27 @@ async def test_reserve_then_commit_moves_the_position_once(settings: Settings) -
         )
         assert await balances(custody, "alice-sk", "KBT") == sub(300)
         assert await balances(custody, "bob-sk", "KBT") == sub(200)
+
+
+async def test_a_reserve_that_says_deliver_moves_the_position_at_once_and_only_once(settings: Settings) -> None:
+    """docs/dvp.md, "Delivery against earmarked cash": reserved and delivered in one transaction,
+    answered committed; asked again, the same answer and nothing moves twice; refused as before."""
+    async with support.agents(settings, "custody") as rt:
+        custody = rt["custody"]
+        await two_clients(custody)
+        committed = await ask(settings, custody, reserve(12, deliver=True), sender="settlement")
+        assert (committed["type"], committed["attempt"], committed["quantity"]) == ("securities.committed", 1, 200)
+        assert committed["delivery"]["kind"] == "book_entry"
+        assert await balances(custody, "alice-sk", "KBT") == sub(300)
+        assert await balances(custody, "bob-sk", "KBT") == sub(200)
+        again = await ask(settings, custody, reserve(12, deliver=True), sender="settlement")
+        assert again == committed
+        assert await balances(custody, "alice-sk", "KBT") == sub(300)
+        assert await balances(custody, "bob-sk", "KBT") == sub(200)
+        await ask_nothing(settings, custody, reserve(12))  # delivered: a plain reserve is not answered
+        refused = await ask(settings, custody, reserve(13, quantity=301, deliver=True), sender="settlement")
+        assert (refused["type"], refused["reason"]) == ("securities.reservation_refused", "lack_of_securities")
+        assert await balances(custody, "alice-sk", "KBT") == sub(300)
 
 
 async def test_a_locked_position_cannot_be_delivered_and_nothing_moves(settings: Settings) -> None:

@@ -217,6 +217,7 @@ def reserve(
     buyer: str = "bob",
     attempt: int = 1,
     seller: str | None = None,
+    deliver: bool = False,
 ) -> SecuritiesReserve:
     return SecuritiesReserve(
         instruction=number,
@@ -226,6 +227,7 @@ def reserve(
         deliverer=seller or (held.record.holder_user_id if held else "alice"),
         receiver=buyer,
         leg=the_leg,
+        deliver=deliver,
     )
 
 
@@ -377,9 +379,10 @@ def answers(snap: dict[str, Any], item: int) -> list[tuple[str, str, dict[str, A
 
 
 async def reserve_group(
-    settings: Settings, keys: KeyStore, rt: AgentRuntime, base: int, issues: Sequence[str]
+    settings: Settings, keys: KeyStore, rt: AgentRuntime, base: int, issues: Sequence[str], deliver: bool = False
 ) -> tuple[Group, list[Sealed]]:
-    """The group's certificates and earlier reservations, and the reserves to compare:
+    """The group's certificates and earlier reservations, and the reserves to compare, each
+    saying ``deliver`` if asked (the earlier ones never):
 
     0 valid; 1 endorsed by the exchange for another trade; 2 a certificate whose issuer signature
     fails; 3 a CertID another instruction (of the same sell order) holds reserved; 4 a retired
@@ -420,7 +423,7 @@ async def reserve_group(
         reserve(n[7], c["c7"], leg(keys, c["c7"], n[7], 17, buyer="carol"), 500, buyer="carol"),
         reserve(n[8], c["c8"], leg(keys, c["c8"], n[8], 18), 100),
     ]
-    return group, [sealed_by_settlement(keys, r) for r in requests]
+    return group, [sealed_by_settlement(keys, r.model_copy(update={"deliver": deliver})) for r in requests]
 
 
 async def test_a_batch_of_reserves_is_one_set_call_and_leaves_what_one_at_a_time_leaves(
@@ -454,20 +457,7 @@ async def test_a_batch_of_reserves_is_one_set_call_and_leaves_what_one_at_a_time
     # and what both left is what each reserve must leave
     reserved = [(a[0], a[2]["attempt"]) for i in range(9) for a in answers(snap, i) if a[0] == "securities.reserved"]
     assert reserved == [("securities.reserved", 1), ("securities.reserved", 2), ("securities.reserved", 1)]
-    refused = {
-        i: (a[2]["reason"], a[2]["retryable"], a[2]["detail"].split(":")[0])
-        for i in range(9)
-        for a in answers(snap, i)
-        if a[0] == "securities.reservation_refused"
-    }
-    assert refused == {
-        1: ("securities_invalid", False, "endorsement_invalid"),
-        2: ("securities_invalid", False, "certificate_signature_invalid"),
-        3: ("lack_of_securities", True, "CertID is reserved for instruction #9"),
-        4: ("lack_of_securities", False, "not_registered"),
-        6: ("securities_invalid", False, "the issuer delivers certificates, not book entries"),
-        8: ("lack_of_securities", False, "not_registered"),
-    }
+    assert refusals(snap) == REFUSED_IN_THE_GROUP
     assert all(len(answers(snap, i)) == 1 and answers(snap, i)[0][1] == SETTLEMENT_ID for i in range(9))
     rows = {r["instruction"]: r for r in snap["reservations"]}
     assert sorted(rows) == ["#0", "#5", "#7", "#9"]  # nothing written for a refused one
@@ -484,6 +474,72 @@ async def test_a_batch_of_reserves_is_one_set_call_and_leaves_what_one_at_a_time
     for name in ("c1", "c2", "c4"):
         assert (register[name]["committed_by"], register[name]["committed_order"]) == (None, None)
     assert register["c4"]["status"] == "retired"
+
+
+REFUSED_IN_THE_GROUP = {
+    1: ("securities_invalid", False, "endorsement_invalid"),
+    2: ("securities_invalid", False, "certificate_signature_invalid"),
+    3: ("lack_of_securities", True, "CertID is reserved for instruction #9"),
+    4: ("lack_of_securities", False, "not_registered"),
+    6: ("securities_invalid", False, "the issuer delivers certificates, not book entries"),
+    8: ("lack_of_securities", False, "not_registered"),
+}
+
+
+def refusals(snap: dict[str, Any]) -> dict[int, tuple[str, bool, str]]:
+    return {
+        i: (a[2]["reason"], a[2]["retryable"], a[2]["detail"].split(":")[0])
+        for i in range(9)
+        for a in answers(snap, i)
+        if a[0] == "securities.reservation_refused"
+    }
+
+
+async def test_a_batch_of_reserves_that_say_deliver_transfers_at_once_as_one_at_a_time_does(
+    settings: Settings, keys: KeyStore
+) -> None:
+    """docs/dvp.md, "Delivery against earmarked cash": each reserve that is made is committed in
+    the same transaction and answered ``securities.committed``; the refusals are those of plain
+    reserves, and nothing is written for them."""
+    calls: Calls = []
+    async with issuer(settings, calls) as rt:
+        in_set, as_set = await reserve_group(settings, keys, rt, 100, ("SETA", "SETB"), deliver=True)
+        alone, one_by_one = await reserve_group(settings, keys, rt, 200, ("ONEA", "ONEB"), deliver=True)
+        calls.clear()
+        assert outcomes(await as_one_batch(settings, rt, as_set)) == ["processed"] * 9
+        assert calls == [("reserve", in_set.numbers[:9])]  # one call for the nine, no commit
+        assert outcomes(await one_at_a_time(settings, rt, one_by_one)) == ["processed"] * 9
+        snap = await snapshot(settings, rt, in_set, as_set)
+        assert snap == await snapshot(settings, rt, alone, one_by_one)
+
+    assert refusals(snap) == REFUSED_IN_THE_GROUP
+    committed = {i: a[2] for i in range(9) for a in answers(snap, i) if a[0] == "securities.committed"}
+    assert sorted(committed) == [0, 5, 7]
+    assert [committed[i]["attempt"] for i in (0, 5, 7)] == [1, 2, 1]  # 5: the attempt that asked to deliver
+    assert not any(a[0] == "securities.reserved" for i in range(9) for a in answers(snap, i))
+    rows = {r["instruction"]: r for r in snap["reservations"]}
+    assert sorted(rows) == ["#0", "#5", "#7", "#9"]  # nothing written for a refused one
+    for i in (0, 5, 7):
+        assert (rows[f"#{i}"]["status"], rows[f"#{i}"]["ended"]) == ("committed", True)
+        assert rows[f"#{i}"]["delivery"] == committed[i]["delivery"]
+        assert committed[i]["delivery"]["new_cert_id"] == f"buyer of #{i}"
+    assert rows["#9"]["status"] == "reserved"  # the other instruction's, untouched
+    register = {r["cert_id"]: r for r in snap["register"]}
+    expected = {  # holder, shares: #0 sold 300 of alice's 500, #5 200 of carol's, #7 all of bob's
+        "buyer of #0": ("bob", 300),
+        "remainder of #0": ("alice", 200),
+        "buyer of #5": ("bob", 200),
+        "remainder of #5": ("carol", 300),
+        "buyer of #7": ("carol", 500),
+    }
+    for name, (holder, shares) in expected.items():
+        row = register[name]
+        assert (row["status"], row["holder_user_id"], row["shares"]) == ("valid", holder, shares), name
+    for name in ("c0", "c5", "c7"):
+        assert register[name]["status"] == "retired"
+    for name in ("c1", "c2", "c3"):
+        assert register[name]["status"] == "valid"  # refused: as they were
+    assert "c8" not in register  # the register never held it
 
 
 # -- securities.commit --------------------------------------------------------------------------------
@@ -700,12 +756,12 @@ async def test_two_commits_of_one_instruction_in_a_batch_are_never_one_set_and_t
 
 
 async def rest_group(
-    settings: Settings, keys: KeyStore, rt: AgentRuntime, base: int, issue: str, rest_first: bool
+    settings: Settings, keys: KeyStore, rt: AgentRuntime, base: int, issue: str, rest_first: bool, deliver: bool
 ) -> tuple[Group, list[Sealed]]:
     """#0 sold 200 of carol's 500 and committed, her order still open (the remainder, 300, stays
     committed to it); then, in one set: #1 a fresh valid reserve, #0's rest from the remainder
     (the rare path), and #2 another trade of carol's order presenting the remainder itself —
-    the rest before #2 or after it (``rest_first``)."""
+    the rest before #2 or after it (``rest_first``); the three saying ``deliver`` if asked."""
     await open_issues(settings, issue)
     group = Group([base, base + 1, base + 2], {issue: "ISSUE1"})
     c0 = group.certs["c0"] = await holding(settings, keys, issue, "carol", 500)
@@ -723,17 +779,18 @@ async def rest_group(
     other = reserve(base + 2, remainder, leg(keys, remainder, base + 2, 60, order_open=True), 300)
     fresh = reserve(base + 1, c1, leg(keys, c1, base + 1, 61), 500)
     requests = [fresh, rest, other] if rest_first else [fresh, other, rest]
-    return group, [sealed_by_settlement(keys, r) for r in requests]
+    return group, [sealed_by_settlement(keys, r.model_copy(update={"deliver": deliver})) for r in requests]
 
 
+@pytest.mark.parametrize("deliver", [False, True], ids=["reserve", "deliver"])
 @pytest.mark.parametrize("rest_first", [True, False], ids=["rest-first", "rest-after"])
 async def test_the_rest_of_a_partly_settled_instruction_in_a_set_is_reserved_in_order(
-    settings: Settings, keys: KeyStore, rest_first: bool
+    settings: Settings, keys: KeyStore, rest_first: bool, deliver: bool
 ) -> None:
     calls: Calls = []
     async with issuer(settings, calls) as rt:
-        in_set, as_set = await rest_group(settings, keys, rt, 100, "SETA", rest_first)
-        alone, one_by_one = await rest_group(settings, keys, rt, 200, "ONEA", rest_first)
+        in_set, as_set = await rest_group(settings, keys, rt, 100, "SETA", rest_first, deliver)
+        alone, one_by_one = await rest_group(settings, keys, rt, 200, "ONEA", rest_first, deliver)
         calls.clear()
         assert outcomes(await as_one_batch(settings, rt, as_set)) == ["processed"] * 3
         assert len(calls) == 1 and sorted(calls[0][1]) == in_set.numbers
@@ -745,12 +802,17 @@ async def test_the_rest_of_a_partly_settled_instruction_in_a_set_is_reserved_in_
         for i in range(3)
         for a in answers(snap, i)
     }
-    assert said["#1"] == ("securities.reserved", None, None)
-    if rest_first:  # the rest takes the remainder; the other trade finds it reserved
-        assert said["#0"] == ("securities.reserved", None, None)
+    made = "securities.committed" if deliver else "securities.reserved"
+    assert said["#1"] == (made, None, None)
+    if rest_first and deliver:  # the rest takes the remainder, all of it; the other trade finds it gone
+        assert said["#0"] == (made, None, None)
+        assert said["#2"][:2] == ("securities.reservation_refused", False)
+        assert said["#2"][2].startswith("not_registered: CertID remainder of #0 of carol is not valid")
+    elif rest_first:  # the rest takes the remainder; the other trade finds it reserved
+        assert said["#0"] == (made, None, None)
         assert said["#2"] == ("securities.reservation_refused", True, "CertID is reserved for instruction #0")
     else:  # the other trade takes it first; the rest is no longer covered
-        assert said["#2"] == ("securities.reserved", None, None)
+        assert said["#2"] == (made, None, None)
         assert said["#0"] == (
             "securities.reservation_refused",
             False,

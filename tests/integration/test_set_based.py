@@ -472,30 +472,32 @@ async def test_answers_for_one_instruction_are_never_in_one_set(settings: Settin
     assert [name for name, _, _ in snap["entries"]] == ["#0/1", "#1/1"]
 
 
-async def test_a_committed_set_with_an_answer_to_no_committing_attempt_and_a_partial_one(
+async def test_a_committed_set_with_a_stale_answer_a_delivery_at_once_and_a_partial_one(
     settings: Settings, keys: KeyStore
 ) -> None:
-    """In one set: an answer for an attempt still reserving is ignored (nothing written or sent
-    for it), a partial delivery leaves its instruction partially settled and waiting, the others
-    settle."""
+    """In one set: an answer to no attempt of its instruction is ignored (nothing written or sent
+    for it); an answer for an attempt still reserving is a delivery at once against its earmark
+    (docs/dvp.md): its cash is posted and it settles; a partial delivery leaves its instruction
+    partially settled and waiting; the others settle."""
     calls: Calls = []
     async with settlement(settings, calls) as rt:
-        await seed(settings, 1, 0)
-        await seed(settings, 2, 1)
+        for number, index in ((1, 0), (2, 1), (4, 3), (5, 4)):
+            await seed(settings, number, index)
         await seed(settings, 3, 2, partial=True)
-        await seed(settings, 4, 3)
-        first = [reserved(keys, n, i) for i, n in ((0, 1), (2, 3), (3, 4))]  # not 2: it stays reserving
+        first = [reserved(keys, n, i) for i, n in ((0, 1), (2, 3), (3, 4))]  # not 2, not 5: they stay reserving
         assert outcomes(await as_one_batch(settings, rt, first)) == ["processed"] * 3
         calls.clear()
-        sealed = [committed(keys, n, i) for i, n in enumerate((1, 2, 3, 4))]
-        assert outcomes(await as_one_batch(settings, rt, sealed)) == ["processed"] * 4
-        assert calls == [("committed", [1, 2, 3, 4])]
-        snap = await snapshot(settings, [1, 2, 3, 4], sealed)
+        stale = committed(keys, 2, 1, attempt=2)  # 2's outstanding attempt is 1
+        sealed = [committed(keys, 1, 0), stale, committed(keys, 3, 2), committed(keys, 4, 3), committed(keys, 5, 4)]
+        assert outcomes(await as_one_batch(settings, rt, sealed)) == ["processed"] * 5
+        assert calls == [("committed", [1, 2, 3, 4, 5])]
+        snap = await snapshot(settings, [1, 2, 3, 4, 5], sealed)
     assert [(r["settlement"], r["in_flight"], r["reason"], r["settled_quantity"]) for r in snap["instructions"]] == [
         ("settled", False, None, quantity_of(0)),
         ("pending", True, None, 0),
         ("partially_settled", False, "lack_of_cash", quantity_of(2)),
         ("settled", False, None, quantity_of(3)),
+        ("settled", False, None, quantity_of(4)),
     ]
     assert snap["instructions"][2]["detail"] == f"{quantity_of(2)} shares still to settle"
     assert snap["instructions"][2]["settled_amount"] == Decimal(1000 * quantity_of(2))
@@ -504,10 +506,20 @@ async def test_a_committed_set_with_an_answer_to_no_committing_attempt_and_a_par
         ("reserving", False),
         ("committed", True),
         ("committed", True),
+        ("committed", True),
+    ]
+    assert [name for name, *_ in snap["entries"]] == ["#0/1", "#2/1", "#3/1", "#4/1"]  # 5's posted on delivery
+    assert [(h["status"], h["entry_id"]) for h in snap["holds"]] == [
+        ("consumed", "#0/1"),
+        ("placed", None),  # the stale answer's instruction keeps its earmark
+        ("consumed", "#2/1"),
+        ("consumed", "#3/1"),
+        ("consumed", "#4/1"),
     ]
     assert emitted_types(snap, 1) == []
-    for i in (0, 2, 3):
+    for i in (0, 2, 3, 4):
         assert emitted_types(snap, i).count("settlement.notice") == 2
+    assert "securities.commit" not in emitted_types(snap, 4)  # delivered already: nothing to commit
 
 
 # -- logging --------------------------------------------------------------------------------------

@@ -279,7 +279,61 @@ async def test_a_trade_cancelled_by_both_parties_gives_its_cash_back_and_the_clo
 ) -> None:
     """The reversed path (settling._reversed): settlement puts the earmark back on the standing
     cover (_unwind), the exchange stops drawing the execution, and the closing cover is released
-    with nothing spent."""
+    with nothing spent. The trade waits, pending: alice's CertID is held reserved for another
+    instruction (a retryable refusal), so the cancel by both applies at once."""
+    async with support.agents(settings, "investor", "issuer", "exchange", "settlement") as rt:
+        await support.open_offering(rt["issuer"])
+        await support.list_issue(rt["exchange"])
+        await support.fund(rt["settlement"], "alice")
+        account = await support.fund(rt["settlement"], "dora", Decimal(500_000))
+        cert_id = await issue(rt, "alice", 100)
+        await place_hosted(rt, "alice", sell("s1", 100, cert_id, price="1000"))
+        await support.rows(
+            rt["issuer"],
+            "INSERT INTO reservations (instruction, attempt, cert_id, shares, request, status) "
+            "VALUES (999, 1, $1, 100, '{}', 'reserved')",
+            cert_id,
+        )
+        cover = await opened(dora, "200000")
+        await bought(dora, "d1", 100, "1100")  # trades at 1,000
+        [match] = await support.rows(rt["exchange"], "SELECT matching_number FROM matches")
+        number = match["matching_number"]
+        await support.eventually(lambda: _pending(rt["settlement"], number, "lack_of_securities"))
+        closing = await dora.send(CloseStandingCover(cover_id=cover), to=EXCHANGE_ID)
+        await support.eventually(lambda: status_is(rt["exchange"], cover, "closing"))
+        await dora.send(CancelInstruction(instruction=number), to=SETTLEMENT_ID)
+        await rt["investor"].command("alice", cancel_instruction(number))
+
+        answer = await closing.wait_for("standing_cover.closed", timeout=30)
+        assert isinstance(answer.message, StandingCoverClosed)
+        assert (answer.message.amount, answer.message.spent) == (Decimal(200_000), Decimal(0))
+        assert await drawn(rt["exchange"], cover) == 0
+        assert await support.rows(rt["exchange"], "SELECT status FROM matches") == [{"status": "failed"}]
+        [instruction] = await support.rows(rt["settlement"], "SELECT processing, reason FROM dvp_instructions")
+        assert instruction == {"processing": "cancelled", "reason": "cancelled_by_party"}
+        await rt["settlement"].outcomes.wait(lambda s: s.type == "settlement.cover.release")
+        assert await unspent(rt["settlement"], cover) == Decimal(200_000)
+        assert await placed_holds(rt["settlement"], account) == {}
+        assert await balance_of(rt["settlement"], account) == Decimal(500_000)
+
+
+async def _pending(settlement: AgentRuntime, number: int, reason: str) -> bool:
+    rows = await support.rows(
+        settlement,
+        "SELECT true FROM dvp_instructions WHERE matching_number = $1 AND reason = $2 AND NOT in_flight",
+        number,
+        reason,
+    )
+    return bool(rows)
+
+
+async def test_a_cancel_by_both_parties_while_the_delivery_is_out_comes_too_late_and_the_trade_settles(
+    settings: Settings, dora: Participant
+) -> None:
+    """docs/dvp.md, "Delivery against earmarked cash": both parties ask to cancel while the
+    issuer, down, has not answered the delivery; the cancel waits for the answer, and the answer
+    is that the names were transferred, so the trade settles — nothing can undo the securities
+    leg, and the earmarked cash is posted. The closing cover closes with the trade spent."""
     async with support.agents(settings, "investor", "exchange", "settlement") as base:
         async with support.agents(settings, "issuer") as issuing:
             rt: Rt = {**base, **issuing}
@@ -288,7 +342,6 @@ async def test_a_trade_cancelled_by_both_parties_gives_its_cash_back_and_the_clo
             await support.fund(rt["settlement"], "alice")
             account = await support.fund(rt["settlement"], "dora", Decimal(500_000))
             cert_id = await issue(rt, "alice", 100)
-        # the issuer is down: the reservation stays outstanding while both parties cancel
         await place_hosted(base, "alice", sell("s1", 100, cert_id, price="1000"))
         cover = await opened(dora, "200000")
         await bought(dora, "d1", 100, "1100")  # trades at 1,000
@@ -304,16 +357,22 @@ async def test_a_trade_cancelled_by_both_parties_gives_its_cash_back_and_the_clo
         async with support.agents(settings, "issuer"):
             answer = await closing.wait_for("standing_cover.closed", timeout=30)
         assert isinstance(answer.message, StandingCoverClosed)
-        assert (answer.message.amount, answer.message.spent) == (Decimal(200_000), Decimal(0))
-        assert await drawn(base["exchange"], cover) == 0
-        assert await support.rows(base["exchange"], "SELECT status FROM matches") == [{"status": "failed"}]
-        await base["settlement"].outcomes.wait(lambda s: s.type == "settlement.cover.release")
-        assert await unspent(base["settlement"], cover) == Decimal(200_000)
-        assert await placed_holds(base["settlement"], account) == {}
-        postings = await support.rows(
-            base["settlement"], "SELECT coalesce(sum(amount), 0) AS b FROM postings WHERE account_id = $1", account
+        assert (answer.message.amount, answer.message.spent) == (Decimal(200_000), Decimal(100_000))
+        assert await support.rows(base["exchange"], "SELECT status FROM matches") == [{"status": "completed"}]
+        [instruction] = await support.rows(
+            base["settlement"], "SELECT processing, settlement, settled_amount FROM dvp_instructions"
         )
-        assert Decimal(postings[0]["b"]) == Decimal(500_000)
+        assert instruction == {"processing": "accepted", "settlement": "settled", "settled_amount": Decimal(100_000)}
+        await base["settlement"].outcomes.wait(lambda s: s.type == "settlement.cover.release")
+        assert await placed_holds(base["settlement"], account) == {}
+        assert await balance_of(base["settlement"], account) == Decimal(400_000)
+
+
+async def balance_of(settlement: AgentRuntime, account: str) -> Decimal:
+    postings = await support.rows(
+        settlement, "SELECT coalesce(sum(amount), 0) AS b FROM postings WHERE account_id = $1", account
+    )
+    return Decimal(postings[0]["b"])
 
 
 async def _both_cancelled(settlement: AgentRuntime, number: int) -> bool:
