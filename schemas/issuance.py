@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.catalogue import Message, message
 from schemas.certificates import IssueCode, ShareClass, SignedCertificate
@@ -111,7 +111,9 @@ class CertIdListUpdated(Message):
     """The CertID list of one issue (seed 001 Fig. 8, S61–S63): a full snapshot or a change.
 
     ``version`` rises with every change to the issue's register; a receiver applies each
-    entry only if it is newer than what it holds, so lists may arrive late or twice.
+    entry only if it is newer than what it holds, so lists may arrive late or twice. A large
+    snapshot comes in parts, each the whole list for the CertIDs above ``after`` and up to
+    ``through`` (None: no bound), so each part is applied on its own.
     """
 
     list_id: UUID
@@ -121,6 +123,23 @@ class CertIdListUpdated(Message):
     kind: Literal["snapshot", "change"]
     valid: tuple[CertIdEntry, ...] = ()
     retired: tuple[UUID, ...] = ()
+    after: UUID | None = Field(default=None, description="A snapshot part covers the CertIDs above this one.")
+    through: UUID | None = Field(default=None, description="A snapshot part covers the CertIDs up to this one.")
+
+    @model_validator(mode="after")
+    def _bounded_snapshot(self) -> CertIdListUpdated:
+        if self.kind == "change" and (self.after is not None or self.through is not None):
+            raise ValueError("only a snapshot has bounds (after, through)")
+        if self.after is not None and self.through is not None and self.after >= self.through:
+            raise ValueError("after must come before through")
+        for entry in self.valid:
+            if not self.covers(entry.cert_id):
+                raise ValueError(f"CertID {entry.cert_id} lies outside the part's bounds")
+        return self
+
+    def covers(self, cert_id: UUID) -> bool:
+        """Whether ``cert_id`` lies within this list's bounds (a list without bounds covers all)."""
+        return (self.after is None or cert_id > self.after) and (self.through is None or cert_id <= self.through)
 
 
 @message("certificate.issuance.completed", senders={Role.ISSUER})

@@ -44,14 +44,17 @@ async def merge(connection: asyncpg.Connection, update: CertIdListUpdated) -> No
            WHERE certid_list.version < excluded.version AND certid_list.status <> 'in_transfer'""",
         [(cert_id, update.issue_code, update.version) for cert_id in update.retired],
     )
-    if update.kind == "snapshot":
+    if update.kind == "snapshot":  # what it does not list, within its bounds, is no longer valid
         await connection.execute(
             """UPDATE certid_list SET status = 'retired', version = $3
                WHERE issue_code = $1 AND status = 'valid' AND version < $3
-                 AND NOT (cert_id = ANY($2::uuid[]))""",
+                 AND NOT (cert_id = ANY($2::uuid[]))
+                 AND ($4::uuid IS NULL OR cert_id > $4) AND ($5::uuid IS NULL OR cert_id <= $5)""",
             update.issue_code,
             [e.cert_id for e in update.valid],
             update.version,
+            update.after,
+            update.through,
         )
     await connection.execute(
         """INSERT INTO certid_lists (issue_code, share_class, list_id, version)

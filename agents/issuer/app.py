@@ -102,17 +102,20 @@ async def publish_certid_lists(ctx: Context) -> int:
     """Seed 001 S61–S63 (R-001-19): send the exchange a signed full list of every issue."""
     snapshots = await repo.certid_snapshots(ctx.connection)
     for snapshot in snapshots:
-        ctx.emit(
-            CertIdListUpdated(
-                list_id=uuid.uuid4(),
-                issue_code=snapshot.issue_code,
-                share_class=snapshot.share_class,
-                version=snapshot.version,
-                kind="snapshot",
-                valid=snapshot.entries,
-            ),
-            to=EXCHANGE_ID,
-        )
+        for part in domain.snapshot_parts(snapshot.entries, domain.SNAPSHOT_PART):
+            ctx.emit(
+                CertIdListUpdated(
+                    list_id=uuid.uuid4(),
+                    issue_code=snapshot.issue_code,
+                    share_class=snapshot.share_class,
+                    version=snapshot.version,
+                    kind="snapshot",
+                    valid=part.entries,
+                    after=part.after,
+                    through=part.through,
+                ),
+                to=EXCHANGE_ID,
+            )
     return len(snapshots)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -10,7 +11,7 @@ from uuid import UUID
 
 from schemas.certificates import ElectronicStockCertificate, ShareClass, TransferRestriction
 from schemas.identity import Participant
-from schemas.issuance import CertificateIssuanceRequest, IssuanceRefusal
+from schemas.issuance import CertIdEntry, CertificateIssuanceRequest, IssuanceRefusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,3 +170,33 @@ def certificate(
         issue_code=offering.issue_code,
         issuing_agent_id=agent.user_id,
     )
+
+
+# A snapshot part's CertIDs at most: a part of this many entries is about 250 KB signed, well
+# under the size any agent takes (KABUTO_MAX_MESSAGE_BYTES, 1 MiB by default).
+SNAPSHOT_PART = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPart:
+    """The CertIDs of one issue above ``after`` and up to ``through`` (None: no bound)."""
+
+    after: UUID | None
+    through: UUID | None
+    entries: tuple[CertIdEntry, ...]
+
+
+def snapshot_parts(entries: Sequence[CertIdEntry], most: int = SNAPSHOT_PART) -> list[SnapshotPart]:
+    """A full CertID list cut into parts of ``most`` entries at most, in CertID order, whose
+    bounds leave no gap: the first has no lower bound, the last no upper one (seed 001 S61–S62:
+    the list stays whole, each part is whole for its range). An empty list is one part."""
+    ordered = sorted(entries, key=lambda entry: entry.cert_id)
+    parts = []
+    after: UUID | None = None
+    for start in range(0, max(len(ordered), 1), most):
+        chunk = tuple(ordered[start : start + most])
+        last = start + most >= len(ordered)
+        through = None if last else chunk[-1].cert_id
+        parts.append(SnapshotPart(after, through, chunk))
+        after = through
+    return parts
