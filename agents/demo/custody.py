@@ -55,12 +55,13 @@ async def custody(
     bid = OrderTicket(f"be-buy-{run}", issue, Side.BUY, shares, cash[bob], price, safekeeping_account=accounts[bob])
     await investor.outcomes.reply("order.accepted", await investor.command(alice, place_order(ask)), timeout=30)
     await investor.command(bob, place_order(bid))
-    await keeper.outcomes.wait(lambda s: s.type == "securities.commit", timeout=30)  # cash posted, shares move
+    # custody delivered against the earmarked cash, and settlement posted it
+    await ledger.outcomes.wait(lambda s: s.type == "securities.committed", timeout=30)
     say(
         f"\n  {alice} offers {shares} book-entry from {accounts[alice]} at {price:,}; {bob} bids from "
-        f"{accounts[bob]}. The exchange matches them and instructs settlement; settlement earmarks {bob}'s cash, "
-        f"custody reserves {alice}'s shares (available → pending delivery, pending receipt for {bob}), "
-        f"settlement posts the cash and tells custody to commit; the trade completes only then."
+        f"{accounts[bob]}. The exchange matches them and instructs settlement; settlement earmarks {bob}'s cash "
+        f"and asks custody to deliver against it: custody reserves {alice}'s shares and moves them to {bob} in "
+        f"one step, then settlement posts the earmarked cash; the trade completes only then."
     )
     await _positions(keeper, accounts, say)
     rows = []

@@ -1,9 +1,11 @@
 """Settlement as the DvP coordinator (issue 11, docs/dvp.md): covers, instructions, the two legs.
 
 Each handler is one step of the protocol and one transaction: load and lock, decide in
-``instructions``, save, emit. Cash moves only in ``on_reserved``, in the same transaction as
-the ``securities.commit`` it sends, and only after the securities-leg agent reserved: so
-neither leg can happen without the other, whichever agent crashes where.
+``instructions``, save, emit. An attempt's cash is earmarked in the transaction that asks the
+securities leg to deliver, and stays bound to the attempt until the leg answers: then it is
+posted when the leg delivered (``on_committed``; or, when the leg only reserved, in
+``on_reserved`` with the ``securities.commit`` it sends), or given back when it refused. So
+neither leg can happen without the other, whichever agent crashes where (docs/dvp.md).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from agents.settlement.domain import Account, Entry, EntryKind, Leg, money
 from agents.settlement.instructions import Attempt, Cover, Fail, Instruction, Wait
 from broker import logs
 from broker.context import Context
-from broker.errors import Transient
+from broker.errors import InputRejected, Reason, SecurityRejected, Transient
 from broker.set_based import SetBased
 from schemas.dvp import (
     CancelInstruction,
@@ -318,6 +320,7 @@ async def _on_reserved(answers: Sequence[tuple[SecuritiesReserved, Context]]) ->
     of answers, one statement per table (docs/netting.md)."""
     connection = answers[0][1].connection
     found = await dvp_repo.currents(connection, [(answer.instruction, answer.attempt) for answer, _ in answers])
+    _from_their_legs(answers, found)
     going: list[tuple[Context, Instruction, Attempt, uuid.UUID]] = []
     for answer, ctx in answers:
         current = _outstanding(found.get((answer.instruction, answer.attempt)), answer.attempt)
@@ -366,10 +369,12 @@ async def _post_cash_legs(
             ctx.emit(
                 SecuritiesCommit(instruction=instruction.matching_number, attempt=plan.number), to=instruction.leg_agent
             )
-            with ctx.bound():
-                log.info("cash_posted_commit_sent", matching_number=instruction.matching_number, entry_id=entry_id)
-    # the earmarks give way to the postings
-    await dvp_repo.consume_holds(connection, consumed)
+        with ctx.bound():
+            event = "cash_posted_commit_sent" if commit else "cash_posted_on_delivery"
+            log.info(event, matching_number=instruction.matching_number, entry_id=entry_id)
+    # the earmarks give way to the postings: each must still be placed, or the cash was never bound
+    if await dvp_repo.consume_holds(connection, consumed) != len(consumed):
+        raise RuntimeError(f"an earmark of {[c.matching_number for c in consumed]} was no longer placed")
     return [c.entry_id for c in consumed]
 
 
@@ -390,6 +395,7 @@ async def _on_committed(answers: Sequence[tuple[SecuritiesCommitted, Context]]) 
     earmark was bound to it, so the posting cannot be refused (docs/dvp.md)."""
     connection = answers[0][1].connection
     found = await dvp_repo.currents(connection, [(answer.instruction, answer.attempt) for answer, _ in answers])
+    _from_their_legs(answers, found)
     await _paid_on_delivery(answers, found)
     settled = []
     for answer, ctx in answers:
@@ -401,6 +407,35 @@ async def _on_committed(answers: Sequence[tuple[SecuritiesCommitted, Context]]) 
 
 
 on_committed = SetBased(_on_committed, keys=lambda answer: (answer.instruction,))
+
+
+def _from_their_legs(
+    answers: Sequence[tuple[SecuritiesReserved, Context]] | Sequence[tuple[SecuritiesCommitted, Context]],
+    found: dict[tuple[int, int], dvp_repo.Current],
+) -> None:
+    """Every answer comes from its instruction's securities-leg agent and, a delivery, says the
+    quantity its attempt asked for; otherwise it is refused, before anything is written (found by
+    review at stop 34: any leg agent's ``securities.committed`` settled any instruction)."""
+    for answer, ctx in answers:
+        current = found.get((answer.instruction, answer.attempt))
+        if current is None:
+            continue
+        _from_its_leg(ctx, current.instruction)
+        if isinstance(answer, SecuritiesCommitted) and answer.quantity != current.attempt.quantity:
+            raise InputRejected(
+                Reason.DATA_INVALID,
+                f"instruction {answer.instruction} attempt {answer.attempt} asked for {current.attempt.quantity} "
+                f"shares; the answer delivered {answer.quantity}",
+            )
+
+
+def _from_its_leg(ctx: Context, instruction: Instruction) -> None:
+    if _sender(ctx) != instruction.leg_agent:
+        raise SecurityRejected(
+            Reason.SENDER_NOT_AUTHORIZED,
+            f"instruction {instruction.matching_number}'s securities leg is {instruction.leg_agent}, "
+            f"not {_sender(ctx)}",
+        )
 
 
 async def _paid_on_delivery(
@@ -426,7 +461,12 @@ def _settled(
     """The instruction settled by ``answer`` (everyone told) and its attempt's end; None for an
     answer to no attempt committing."""
     if found is None or found.status != "committing" or found.entry_id is None:
-        log.warning("commit_answer_ignored", matching_number=answer.instruction, attempt=answer.attempt)
+        # A repeat of an answer settled before is harmless; any other answer to an attempt not
+        # committing says the leg moved securities that settlement will not pay for.
+        repeat = found is not None and found.status == "committed"
+        (log.warning if repeat else log.error)(
+            "commit_answer_ignored", matching_number=answer.instruction, attempt=answer.attempt
+        )
         return None
     plan, entry_id = found.attempt, found.entry_id
     instruction = decide.settled(found.instruction, plan.quantity, plan.amount)
@@ -471,6 +511,7 @@ async def on_reservation_refused(answer: SecuritiesReservationRefused, ctx: Cont
         log.warning("refusal_ignored", matching_number=answer.instruction, attempt=answer.attempt)
         return
     instruction, plan, hold_id = current
+    _from_its_leg(ctx, instruction)
     instruction = await _unwind(ctx, instruction, plan, hold_id, answer.reason)
     instruction = decide.refused(instruction, answer.reason, answer.detail, answer.retryable)
     cancel = decide.cancel_due(instruction)

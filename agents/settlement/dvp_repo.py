@@ -483,23 +483,25 @@ class Consumed:
     entry_id: int
 
 
-async def consume_holds(connection: asyncpg.Connection, consumed: Sequence[Consumed]) -> None:
+async def consume_holds(connection: asyncpg.Connection, consumed: Sequence[Consumed]) -> int:
     """Each attempt's earmark gives way to its posting, and the attempt goes on to commit the
-    securities: one statement for the set."""
+    securities: one statement for the set. How many earmarks were still placed and are consumed."""
     if not consumed:
-        return
+        return 0
     ends = [(c.matching_number, AttemptEnd(c.attempt, "committing", None, c.entry_id)) for c in consumed]
-    await connection.execute(
+    count: int = await connection.fetchval(
         f"""WITH {_ENDINGS},
            consumed AS (
                UPDATE holds h SET status = 'consumed', closed_at = now(), entry_id = c.entry_id
                FROM unnest($6::uuid[], $7::bigint[]) AS c (hold_id, entry_id)
-               WHERE h.hold_id = c.hold_id AND h.status = 'placed')
-           {_END_ATTEMPTS}""",
+               WHERE h.hold_id = c.hold_id AND h.status = 'placed' RETURNING h.hold_id),
+           ended AS ({_END_ATTEMPTS})
+           SELECT count(*) FROM consumed""",
         *_endings(ends),
         [c.hold_id for c in consumed],
         [c.entry_id for c in consumed],
     )
+    return count
 
 
 async def close_hold(connection: asyncpg.Connection, hold_id: UUID, status: str, entry_id: int | None = None) -> None:

@@ -2,7 +2,7 @@
 
 Settlement coordinates every trade's two legs: it grants a buy order's *cover* (a hold for its
 worst case), takes each execution's cash from that cover into an *attempt's earmark*, asks the
-securities-leg agent to reserve, and only then posts the cash and sends the commit. These
+securities-leg agent to deliver against it, and posts the cash once the leg has. These
 functions decide; ``dvp.py`` loads, saves and emits. Nothing here states a balance in a
 detail: the details reach the counterparty.
 """

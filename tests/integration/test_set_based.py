@@ -522,6 +522,62 @@ async def test_a_committed_set_with_a_stale_answer_a_delivery_at_once_and_a_part
     assert "securities.commit" not in emitted_types(snap, 4)  # delivered already: nothing to commit
 
 
+async def test_an_answer_from_another_leg_for_another_quantity_or_without_its_earmark_changes_nothing(
+    settings: Settings, keys: KeyStore
+) -> None:
+    """Review of stop 34: an answer about an instruction's securities leg comes from that leg's
+    agent, a delivery says the quantity its attempt asked for, and the cash is posted only from
+    an earmark still placed — otherwise the answer is refused (dead letter) or retried, and
+    nothing is posted or settled; the right answer then settles as it would have."""
+    calls: Calls = []
+    async with settlement(settings, calls) as rt:
+        for number, index in ((1, 0), (2, 1), (3, 2)):
+            await seed(settings, number, index)
+        answer = SecuritiesCommitted(
+            instruction=1,
+            attempt=1,
+            quantity=quantity_of(0),
+            delivery=CertificateDelivery(name_transfer_number=1, new_cert_id=uuid.uuid4(), register_version=1),
+        )
+        by_custody = seal(keys.load_identity("custody"), answer, recipient=SETTLEMENT_ID, now=datetime.now(UTC))
+        reserved_by_custody = seal(
+            keys.load_identity("custody"),
+            SecuritiesReserved(instruction=1, attempt=1, quantity=quantity_of(0)),
+            recipient=SETTLEMENT_ID,
+            now=datetime.now(UTC),
+        )
+        short = seal(
+            keys.load_identity("issuer"),
+            answer.model_copy(update={"instruction": 2, "quantity": quantity_of(1) - 1}),
+            recipient=SETTLEMENT_ID,
+            now=datetime.now(UTC),
+        )
+        refused = await as_one_batch(settings, rt, [by_custody, reserved_by_custody, short])
+        assert [(s.outcome.value, s.reason and s.reason.value) for s in refused] == [
+            ("dead_lettered", "sender_not_authorized"),
+            ("dead_lettered", "sender_not_authorized"),
+            ("dead_lettered", "data_invalid"),
+        ]
+        async with admin(settings) as c:
+            await c.execute(
+                "UPDATE holds SET status = 'released' WHERE hold_id = "
+                "(SELECT hold_id FROM dvp_attempts WHERE matching_number = 3)"
+            )
+        unbound = await as_one_batch(settings, rt, [committed(keys, 3, 2)])
+        assert outcomes(unbound) == ["retry_scheduled"]  # a bug to look into, never cash without its earmark
+        async with admin(settings) as c:
+            assert await c.fetchval("SELECT count(*) FROM entries WHERE kind = 'trade'") == 0
+            states = await c.fetch("SELECT settlement, in_flight FROM dvp_instructions ORDER BY matching_number")
+            assert [(r["settlement"], r["in_flight"]) for r in states] == [("pending", True)] * 3
+        assert outcomes(await as_one_batch(settings, rt, [committed(keys, 1, 0), committed(keys, 2, 1)])) == [
+            "processed",
+            "processed",
+        ]
+        async with admin(settings) as c:
+            states = await c.fetch("SELECT settlement FROM dvp_instructions ORDER BY matching_number")
+            assert [r["settlement"] for r in states] == ["settled", "settled", "pending"]
+
+
 # -- logging --------------------------------------------------------------------------------------
 
 
