@@ -172,7 +172,7 @@ def certificate(
     )
 
 
-# A snapshot part's CertIDs at most: a part of this many entries is about 250 KB signed, well
+# A snapshot part's CertIDs at most: a part of this many entries is about 190 KB of JSON, well
 # under the size any agent takes (KABUTO_MAX_MESSAGE_BYTES, 1 MiB by default).
 SNAPSHOT_PART = 2_000
 

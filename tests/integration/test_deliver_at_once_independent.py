@@ -45,6 +45,7 @@ from tests.integration import set_kit
 from tests.integration import test_issuer_sets as iss
 from tests.integration import test_set_based as sb
 from tests.integration.set_kit import outcomes
+from tests.integration.test_custody_delivery import reserve, sub
 from tests.integration.test_trading_paths import buy, issue, market, place, sell, traded
 
 # -- reading what an agent answered ----------------------------------------------------------------
@@ -258,25 +259,8 @@ async def test_issuer_the_rest_of_a_partial_delivery_is_delivered_from_the_remai
 
 
 def book_reserve(instruction: int, quantity: int, attempt: int = 1, deliver: bool = True) -> SecuritiesReserve:
-    return SecuritiesReserve(
-        instruction=instruction,
-        attempt=attempt,
-        issue_code="KBT",
-        quantity=quantity,
-        deliverer="alice",
-        receiver="bob",
-        leg=BookEntryLeg(agent="custody", deliverer_account="alice-sk", receiver_account="bob-sk"),
-        deliver=deliver,
-    )
-
-
-def sub(available: int, locked: int = 0, pending_delivery: int = 0, pending_receipt: int = 0) -> dict[str, int]:
-    return {
-        "available": available,
-        "locked": locked,
-        "pending_delivery": pending_delivery,
-        "pending_receipt": pending_receipt,
-    }
+    """alice's KBT at custody to bob, asked to deliver at once unless said otherwise."""
+    return reserve(instruction, quantity, attempt, deliver)
 
 
 async def moves(custody: AgentRuntime, instruction: int) -> list[str]:
