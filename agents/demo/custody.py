@@ -54,9 +54,11 @@ async def custody(
     )
     bid = OrderTicket(f"be-buy-{run}", issue, Side.BUY, shares, cash[bob], price, safekeeping_account=accounts[bob])
     await investor.outcomes.reply("order.accepted", await investor.command(alice, place_order(ask)), timeout=30)
-    await investor.command(bob, place_order(bid))
-    # custody delivered against the earmarked cash, and settlement posted it
-    await ledger.outcomes.wait(lambda s: s.type == "securities.committed", timeout=30)
+    bid_id = await investor.command(bob, place_order(bid))
+    # custody delivered against the earmarked cash, and settlement posted it: both notices of this trade
+    await investor.outcomes.wait_count(
+        lambda s: s.type == "settlement.notice" and s.correlation_id == str(bid_id), 2, timeout=30
+    )
     say(
         f"\n  {alice} offers {shares} book-entry from {accounts[alice]} at {price:,}; {bob} bids from "
         f"{accounts[bob]}. The exchange matches them and instructs settlement; settlement earmarks {bob}'s cash "

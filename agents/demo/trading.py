@@ -80,9 +80,9 @@ async def trading(runtimes: dict[str, AgentRuntime], offering: Offering, alice: 
         f"off its list, the issuer re-registers 200 shares to {bob} under a new CertID and the other "
         f"{certificate.shares - 200} to {alice} under another (committed to her open order) — delivery versus "
         f"payment: {bob}'s order drew on his standing cover and was booked in the hop that received it (no "
-        f"cover request), settlement earmarked the trade's cash from that cover, had the issuer reserve the "
-        f"certificate, then moved the cash and committed the transfer together; {bob} asks for his "
-        f"certificate by name-transfer number."
+        f"cover request), settlement earmarked the trade's cash from that cover and asked the issuer to deliver "
+        f"against it: the issuer checked and transferred the certificate in one step, then settlement posted "
+        f"the earmarked cash; {bob} asks for his certificate by name-transfer number."
     )
     await investor.command(bob, close_standing_cover(cover_id))
     closed = await investor.outcomes.wait(lambda s: s.type == "standing_cover.closed", timeout=30)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 from agents.issuer import delivery, domain, lifecycle, repo, transfers
 from broker import clear_accounts, logs
 from broker.context import Context
+from broker.envelope import MAX_MESSAGE_BYTES
 from broker.progress import pause
 from broker.runtime import AgentDefinition, AgentRuntime
 from broker.stock_certificates import sign_certificate
@@ -98,11 +100,13 @@ async def on_issuance_request(request: CertificateIssuanceRequest, ctx: Context)
     )
 
 
-async def publish_certid_lists(ctx: Context) -> int:
-    """Seed 001 S61–S63 (R-001-19): send the exchange a signed full list of every issue."""
+async def publish_certid_lists(ctx: Context, max_message_bytes: int = MAX_MESSAGE_BYTES) -> int:
+    """Seed 001 S61–S63 (R-001-19): send the exchange a signed full list of every issue, in
+    parts that each fit ``max_message_bytes`` (docs/decisions.md, "CertID snapshots in parts")."""
     snapshots = await repo.certid_snapshots(ctx.connection)
+    most = domain.snapshot_part_size(max_message_bytes)
     for snapshot in snapshots:
-        for part in domain.snapshot_parts(snapshot.entries, domain.SNAPSHOT_PART):
+        for part in domain.snapshot_parts(snapshot.entries, most):
             ctx.emit(
                 CertIdListUpdated(
                     list_id=uuid.uuid4(),
@@ -125,7 +129,9 @@ async def periodic_certid_lists(runtime: AgentRuntime) -> None:
     while True:
         await pause(interval)
         with runtime.round_of(periodic_certid_lists):
-            count = await runtime.command(ISSUER_ID, publish_certid_lists)
+            count = await runtime.command(
+                ISSUER_ID, functools.partial(publish_certid_lists, max_message_bytes=runtime.settings.max_message_bytes)
+            )
         log.info("certid_lists_published", issues=count)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import date
 from decimal import Decimal
@@ -107,7 +108,9 @@ def publish_certid_list() -> None:
     """Send the exchange every issue's CertID list."""
 
     async def body(settings: Settings) -> None:
-        count = await _as_issuer(settings, publish_certid_lists)
+        count = await _as_issuer(
+            settings, functools.partial(publish_certid_lists, max_message_bytes=settings.max_message_bytes)
+        )
         print(f"queued CertID lists of {count} issue(s) for the exchange")
 
     run(body)

@@ -173,8 +173,17 @@ def certificate(
 
 
 # A snapshot part's CertIDs at most: a part of this many entries is about 190 KB of JSON, well
-# under the size any agent takes (KABUTO_MAX_MESSAGE_BYTES, 1 MiB by default).
+# under the size any agent takes by default (KABUTO_MAX_MESSAGE_BYTES, 1 MiB).
 SNAPSHOT_PART = 2_000
+# An entry's most bytes in a part (a CertID, the longest participant id, the largest quantity,
+# the JSON around them), and what a message needs besides its entries (envelope, headers).
+_ENTRY_MOST_BYTES, _MESSAGE_BESIDES = 200, 16 * 1024
+
+
+def snapshot_part_size(max_message_bytes: int) -> int:
+    """How many CertIDs a snapshot part holds, so that it fits ``max_message_bytes`` (found by
+    review: a fixed 2,000 was refused again under a limit set below about 300 KB)."""
+    return max(1, min(SNAPSHOT_PART, (max_message_bytes - _MESSAGE_BESIDES) // _ENTRY_MOST_BYTES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +195,7 @@ class SnapshotPart:
     entries: tuple[CertIdEntry, ...]
 
 
-def snapshot_parts(entries: Sequence[CertIdEntry], most: int = SNAPSHOT_PART) -> list[SnapshotPart]:
+def snapshot_parts(entries: Sequence[CertIdEntry], most: int) -> list[SnapshotPart]:
     """A full CertID list cut into parts of ``most`` entries at most, in CertID order, whose
     bounds leave no gap: the first has no lower bound, the last no upper one (seed 001 S61–S62:
     the list stays whole, each part is whole for its range). An empty list is one part."""

@@ -10,9 +10,11 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from agents.issuer.domain import snapshot_parts
+from agents.issuer.domain import SNAPSHOT_PART, snapshot_part_size, snapshot_parts
+from broker.envelope import MAX_MESSAGE_BYTES
 from schemas.certificates import ShareClass
 from schemas.issuance import CertIdEntry, CertIdListUpdated
+from schemas.money import MAX_QUANTITY
 
 
 def entries(count: int) -> list[CertIdEntry]:
@@ -49,7 +51,7 @@ def test_the_parts_hold_every_entry_once_in_order_and_their_bounds_leave_no_gap(
 
 def test_a_small_list_is_one_part_without_bounds_as_before() -> None:
     given = entries(3)
-    [part] = snapshot_parts(given)
+    [part] = snapshot_parts(given, SNAPSHOT_PART)
     assert (part.after, part.through, len(part.entries)) == (None, None, 3)
 
 
@@ -66,3 +68,21 @@ def test_a_part_is_refused_when_an_entry_lies_outside_its_bounds_or_its_bounds_a
         )
     inside = CertIdEntry(cert_id=high, user_id="alice", shares=1)
     assert listed(low, high, [inside]).covers(high)  # the upper bound is inclusive
+
+
+@pytest.mark.parametrize("limit", [MAX_MESSAGE_BYTES, 300_000, 64 * 1024])
+def test_a_part_of_the_largest_entries_fits_the_message_limit_it_was_cut_for(limit: int) -> None:
+    """Found by review: a fixed 2,000 CertIDs a part (up to 300 KB) was refused again under a
+    limit set lower. The part's size follows the limit: a part of the longest participant ids
+    and the largest quantities leaves 16 KiB of the limit for the envelope and its signature."""
+    most = snapshot_part_size(limit)
+    longest = "a" + "z" * 62
+    big = [CertIdEntry(cert_id=uuid.uuid4(), user_id=longest, shares=MAX_QUANTITY) for _ in range(most)]
+    [part] = snapshot_parts(big, most)
+    message = listed(part.after, part.through, list(part.entries))
+    assert len(message.model_dump_json().encode()) + 16 * 1024 <= limit
+
+
+def test_the_part_size_is_the_default_under_the_default_limit_and_never_nothing() -> None:
+    assert snapshot_part_size(MAX_MESSAGE_BYTES) == SNAPSHOT_PART
+    assert snapshot_part_size(1) == 1
