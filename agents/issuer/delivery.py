@@ -91,9 +91,7 @@ async def _on_reserve(requests: Sequence[tuple[SecuritiesReserve, Context]]) -> 
 async def _reserve_and_answer(queue: Sequence[_Checking | tuple[SecuritiesReserve, Context]]) -> None:
     """The checked requests of ``queue`` reserved together; then each request of it that holds
     its reservation answered, or delivered, in its place, as one by one would."""
-    made = {
-        request.instruction for request, _ in await _reserve_checked([q for q in queue if isinstance(q, _Checking)])
-    }
+    made = await _reserve_checked([q for q in queue if isinstance(q, _Checking)])
     await _answer_reserved(
         [
             (q.request, q.ctx) if isinstance(q, _Checking) else q
@@ -146,11 +144,11 @@ def _verified(ctx: Context, request: SecuritiesReserve, leg: CertificateLeg) -> 
         return None
 
 
-async def _reserve_checked(checking: Sequence[_Checking]) -> list[tuple[SecuritiesReserve, Context]]:
+async def _reserve_checked(checking: Sequence[_Checking]) -> set[int]:
     """The register rows of verified requests read and locked, checked, and the reservations
-    recorded: one statement each for the set. The requests reserved, still to answer."""
+    recorded: one statement each for the set. The instructions reserved, still to answer."""
     if not checking:
-        return []
+        return set()
     connection = checking[0].ctx.connection
     records = await repo.records(connection, [c.certificate.cert_id for c in checking])
     reserving: list[tuple[_Checking, reservations.Reserving]] = []
@@ -165,11 +163,11 @@ async def _reserve_checked(checking: Sequence[_Checking]) -> list[tuple[Securiti
             continue
         reserving.append((c, reservations.Reserving(c.request, record, c.leg.exchange_id, c.leg.seller_order)))
     others = await reservations.reserve_all(connection, [r for _, r in reserving])
-    reserved = []
+    reserved = set()
     for c, r in reserving:
         with c.ctx.bound():
             if _reserve_taken(c, r, others.get(c.request.instruction)):
-                reserved.append((c.request, c.ctx))
+                reserved.add(c.request.instruction)
     return reserved
 
 
