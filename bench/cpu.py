@@ -3,13 +3,15 @@
     python -m bench.cpu --trades 1000                      # a burst, as the bench's flow places it
     python -m bench.cpu --rate 80 --seconds 10             # the open loop at 80 trades/s
     python -m bench.cpu --trades 1000 --spy var/spy        # and py-spy's samples of each agent
+    python -m bench.cpu --rate 100 --by-type               # and what each agent published, by type
     python -m bench.cpu summary var/spy/settlement.txt     # a sample file's functions, self time
     python -m bench.cpu summary var/spy/settlement.txt --inclusive --under settle_batch
 
 Prints the CPU milliseconds a trade of each agent's process, of PostgreSQL's backends by their
 ``application_name`` (each agent's pool and its relay's LISTEN connection; the bench's own, a
 blank name), of PostgreSQL's other processes, of RabbitMQ and of this process; then what each
-agent's outbox holds a trade, rows and messages. Read from ``/proc`` before and after the trades,
+agent's outbox holds a trade, rows and messages (with ``--by-type``, those stored during the
+trades by message type and by where the rows went: a row is an AMQP publication). Read from ``/proc`` before and after the trades,
 on the bench's stage (bench/stage.py): Linux only. A backend that starts during the run is not
 counted. Every performance stop measured this way (docs/performance.md); it is a tool, not a
 figure with a target.
@@ -28,6 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import flow
@@ -135,7 +138,31 @@ async def outbox_per_trade(st: Stage, trades: int) -> list[tuple[str, float, flo
     return counted
 
 
-async def measure(trades: int, rate: float, seconds: float, spy: Path | None, spy_seconds: float) -> None:
+async def messages_by_type(st: Stage, trades: int, since: datetime) -> list[tuple[str, str, float]]:
+    """Each agent's outbox messages a trade by type and where they went (a row's exchange, and
+    whether it was packed with others), of those stored since ``since``; then its rows a trade
+    by where they went."""
+    counted = []
+    for agent in st.agent_pids():
+        for kind in (_MESSAGE_KIND, _ROW_KIND):
+            rows = await st.fetch(agent, kind, since)
+            counted += [(agent, row["kind"], row["n"] / trades) for row in rows]
+    return counted
+
+
+_MESSAGE_KIND = (
+    "SELECT message_type || ' → ' || exchange || CASE WHEN bundle_id IS NULL THEN '' ELSE ' (packed)' END"
+    " AS kind, count(*) AS n FROM outbox_messages WHERE created_at >= $1 GROUP BY 1 ORDER BY 2 DESC"
+)
+_ROW_KIND = (
+    "SELECT 'row → ' || exchange || ' ' || CASE WHEN exchange = 'events' THEN '' ELSE routing_key END AS kind,"
+    " count(*) AS n FROM outbox WHERE created_at >= $1 GROUP BY 1 ORDER BY 2 DESC"
+)
+
+
+async def measure(
+    trades: int, rate: float, seconds: float, spy: Path | None, spy_seconds: float, by_type: bool = False
+) -> None:
     open_loop = rate > 0
     total = int(rate * seconds) + WARM if open_loop else trades
     async with stage(investors=(flow.SELLER, flow.BUYER)) as st:
@@ -144,7 +171,7 @@ async def measure(trades: int, rate: float, seconds: float, spy: Path | None, sp
         if open_loop:
             await flow.burst(st, WARM, 900)
         counted = await processes(st)
-        before, started = counted.seconds(), time.perf_counter()
+        before, started, since = counted.seconds(), time.perf_counter(), datetime.now(UTC)
         with spying(counted.agents, spy, spy_seconds):
             if open_loop:
                 latency = await flow.open_loop(st, WARM, rate, seconds, 900)
@@ -163,6 +190,9 @@ async def measure(trades: int, rate: float, seconds: float, spy: Path | None, sp
         print(f"  {'a trade':34s} {sum(ms for _, ms in spent):6.2f} ms")
         for agent, rows, messages in await outbox_per_trade(st, total):
             print(f"  {agent:12s} outbox: {rows:5.2f} rows, {messages:5.2f} messages a trade")
+        if by_type:
+            for agent, kind, count in await messages_by_type(st, done, since):
+                print(f"  {agent:12s} {kind:48s} {count:5.2f} a trade")
 
 
 # -- reading py-spy's samples -----------------------------------------------------------------------
@@ -218,12 +248,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10, help="the open loop's length")
     parser.add_argument("--spy", type=Path, help="record each agent with py-spy into this directory")
     parser.add_argument("--spy-seconds", type=float, default=6, help="how long py-spy records, from the start")
+    parser.add_argument("--by-type", action="store_true", help="each agent's outbox messages a trade by type")
     args = parser.parse_args()
     if args.command == "summary":
         print_summary(args.file, args.top, args.inclusive, args.under)
         return
     logs.configure("warning", "console")
-    run = measure(args.trades, args.rate, args.seconds, args.spy, args.spy_seconds)
+    run = measure(args.trades, args.rate, args.seconds, args.spy, args.spy_seconds, args.by_type)
     event_loop.run(run, settings.load().event_loop)
 
 
