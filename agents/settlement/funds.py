@@ -9,12 +9,13 @@ An account's *available* balance is its balance less what is held on it.
 from __future__ import annotations
 
 from decimal import Decimal
+from uuid import UUID
 
 from agents.settlement import funds_repo, mandates, repo
 from agents.settlement.domain import Account, AccountKind, Entry, EntryKind, Leg, UnbalancedEntry, spread_hold
 from broker import logs
 from broker.context import Context
-from broker.errors import Transient
+from broker.errors import Reason, SecurityRejected, Transient
 from schemas.brokerage import (
     AccountBalance,
     BalanceInquiry,
@@ -84,7 +85,7 @@ async def on_hold(request: PlaceHold, ctx: Context) -> None:
         total = sum(leg.amount for leg in request.legs)
         _refuse(ctx, request, HoldFailure.INSUFFICIENT_FUNDS, f"the selected accounts together hold less than {total}")
         return
-    await funds_repo.place(ctx.connection, request.hold_id, request.owner, spread)
+    await funds_repo.place(ctx.connection, request.hold_id, request.owner, spread, ctx.sender.user_id)
     after = await _balances(ctx, request.owner, ids, lock=False)
     log.info("hold_placed", hold_id=str(request.hold_id), total=str(sum(leg.amount for leg in request.legs)))
     held = tuple(HoldLeg(account=a, amount=amount) for a, amount in spread)
@@ -97,7 +98,20 @@ def _refuse(ctx: Context, request: PlaceHold, reason: HoldFailure, detail: str) 
     ctx.emit(HoldRefused(hold_id=request.hold_id, reason=reason, detail=detail), to=ctx.sender.user_id)
 
 
+async def _placed_by_sender(ctx: Context, hold_id: UUID) -> None:
+    """B101: a brokerage acts only on the holds it placed. Settlement's own (a cover, an attempt's
+    earmark: docs/dvp.md) and another brokerage's are refused as a security event, changing
+    nothing; an id no hold has is left to the handler, which does nothing with it."""
+    assert ctx.sender is not None
+    placer = await funds_repo.placer_other_than(ctx.connection, hold_id, ctx.sender.user_id)
+    if placer is not None:
+        raise SecurityRejected(
+            Reason.SENDER_NOT_AUTHORIZED, f"hold {hold_id} was placed by {placer}, not {ctx.sender.user_id}"
+        )
+
+
 async def on_release(request: ReleaseHold, ctx: Context) -> None:
+    await _placed_by_sender(ctx, request.hold_id)
     released = await funds_repo.release(ctx.connection, request.hold_id)
     log.info("hold_released", hold_id=str(request.hold_id), released=str(released))
 
@@ -108,6 +122,7 @@ async def on_revise_hold(request: ReviseHold, ctx: Context) -> None:
     covers it. An account the first hold did not reach is held too when the sender may post on it
     (its own, an institution's, or mandated); one left out of the allocation is freed."""
     assert ctx.sender is not None
+    await _placed_by_sender(ctx, request.hold_id)
     current = await funds_repo.placed(ctx.connection, request.hold_id)
     owner = await funds_repo.owner_of(ctx.connection, request.hold_id)
     if not current or owner is None:
@@ -130,13 +145,14 @@ async def on_revise_hold(request: ReviseHold, ctx: Context) -> None:
     await funds_repo.revise(ctx.connection, request.hold_id, {a: revised[a] for a in current})
     new_legs = [(a, revised[a]) for a in added if revised[a] > 0]
     if new_legs:
-        await funds_repo.place(ctx.connection, request.hold_id, owner, new_legs)
+        await funds_repo.place(ctx.connection, request.hold_id, owner, new_legs, ctx.sender.user_id)
     log.info("hold_revised", hold_id=str(request.hold_id), held=str(sum(revised.values())))
 
 
 async def on_brokered_settlement(request: PostBrokeredSettlement, ctx: Context) -> None:
     """R-002-51..67: post the settlement information as one balanced entry; consume the hold."""
     assert ctx.sender is not None
+    await _placed_by_sender(ctx, request.hold_id)
     ids = [leg.account for leg in request.legs]
     found = await repo.accounts_for_update(ctx.connection, ids)
     held = await funds_repo.held_by_others(ctx.connection, ids, request.hold_id)

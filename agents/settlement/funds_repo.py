@@ -53,11 +53,26 @@ async def hold_exists(connection: asyncpg.Connection, hold_id: UUID) -> bool:
     return bool(await connection.fetchval("SELECT true FROM holds WHERE hold_id = $1 LIMIT 1", hold_id))
 
 
-async def place(connection: asyncpg.Connection, hold_id: UUID, owner: str, legs: Sequence[tuple[str, Decimal]]) -> None:
+async def place(
+    connection: asyncpg.Connection, hold_id: UUID, owner: str, legs: Sequence[tuple[str, Decimal]], placed_by: str
+) -> None:
+    """Hold ``legs`` for ``owner`` under ``hold_id``, as ``placed_by`` asked (the brokerage whose
+    ``funds.hold`` placed it; only it may release, revise or settle it: ``placer_other_than``)."""
     await connection.executemany(
-        "INSERT INTO holds (hold_id, account_id, owner, amount, status) VALUES ($1, $2, $3, $4, 'placed')",
-        [(hold_id, account_id, owner, amount) for account_id, amount in legs],
+        """INSERT INTO holds (hold_id, account_id, owner, amount, status, placed_by)
+           VALUES ($1, $2, $3, $4, 'placed', $5)""",
+        [(hold_id, account_id, owner, amount, placed_by) for account_id, amount in legs],
     )
+
+
+async def placer_other_than(connection: asyncpg.Connection, hold_id: UUID, sender: str) -> str | None:
+    """Who placed ``hold_id``, when that is known and is not ``sender``: settlement itself for a
+    cover or an earmark, or another brokerage. None for ``sender``'s own hold, for an id no hold
+    has, and for a hold placed before its placer was recorded (migration 0081)."""
+    placer: str | None = await connection.fetchval(
+        "SELECT placed_by FROM holds WHERE hold_id = $1 AND placed_by <> $2 LIMIT 1", hold_id, sender
+    )
+    return placer
 
 
 async def release(connection: asyncpg.Connection, hold_id: UUID) -> Decimal:

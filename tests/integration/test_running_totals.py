@@ -397,8 +397,8 @@ async def test_the_readers_see_the_totals(connection: asyncpg.Connection) -> Non
 
     await connection.execute("SET search_path TO settlement")
     first, second = uuid.uuid4(), uuid.uuid4()
-    await funds_repo.place(connection, first, "x", [("acct-a", Decimal(300)), ("acct-b", Decimal(5))])
-    await funds_repo.place(connection, second, "x", [("acct-a", Decimal(40))])
+    await funds_repo.place(connection, first, "x", [("acct-a", Decimal(300)), ("acct-b", Decimal(5))], "brokerage")
+    await funds_repo.place(connection, second, "x", [("acct-a", Decimal(40))], "brokerage")
     assert await funds_repo.held(connection, ACCOUNTS) == {"acct-a": Decimal(340), "acct-b": Decimal(5)}
     assert await funds_repo.held_by_others(connection, ACCOUNTS, first) == {"acct-a": Decimal(40)}
     assert await dvp_repo.held_on(connection, "acct-a") == Decimal(340)
