@@ -111,7 +111,9 @@ class CoverView:
 
 async def cover_view(connection: asyncpg.Connection, account_id: str, cover_id: UUID) -> CoverView:
     """Lock the account, then read it with its holds and the cover id's use in one statement
-    (the lock and the read stay apart, as in ``accounts_for_update``). In a batch the account
+    (the lock and the read stay apart, as in ``accounts_for_update``). The id is used if a cover
+    or any hold has it: a cover's id is its hold's, and a brokerage's hold under the same id
+    would then have two placers (B101). In a batch the account
     is locked once (broker.batch_locks): a buyer's covers often come several to a batch."""
     await LOCKS.lock(
         connection,
@@ -122,7 +124,8 @@ async def cover_view(connection: asyncpg.Connection, account_id: str, cover_id: 
     row = await connection.fetchrow(
         f"""SELECT a.*, {_BALANCE} AS balance,
                    {PLACED_HOLDS.of("$1")} AS held,
-                   EXISTS (SELECT 1 FROM covers c WHERE c.cover_id = $2) AS duplicate
+                   EXISTS (SELECT 1 FROM covers c WHERE c.cover_id = $2)
+                       OR EXISTS (SELECT 1 FROM holds h WHERE h.hold_id = $2) AS duplicate
             FROM (VALUES (1)) AS one (x) LEFT JOIN accounts a ON a.account_id = $1""",
         account_id,
         cover_id,
