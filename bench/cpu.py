@@ -9,23 +9,27 @@
 
 Prints the CPU milliseconds a trade of each agent's process, of PostgreSQL's backends by their
 ``application_name`` (each agent's pool and its relay's LISTEN connection; the bench's own, a
-blank name), of PostgreSQL's other processes, of RabbitMQ and of this process; then what each
-agent's outbox holds a trade, rows and messages (with ``--by-type``, those stored during the
-trades by message type and by where the rows went: a row is an AMQP publication). Read from ``/proc`` before and after the trades,
-on the bench's stage (bench/stage.py): Linux only. A backend that starts during the run is not
-counted. Every performance stop measured this way (docs/performance.md); it is a tool, not a
+blank name), of PostgreSQL's other processes, of RabbitMQ and of this process; then the part of
+the time each agent's consumer was busy (its ``kabuto_consumer_*`` metrics: near 100 % the agent
+is where a trade waits); then what each agent's outbox holds a trade, rows and messages (with
+``--by-type``, those stored during the trades by message type and by where the rows went: a row
+is an AMQP publication). Read from ``/proc`` before and after the trades, on the bench's stage
+(bench/stage.py): Linux only. A backend that starts during the run is not counted. Every
+performance stop measured this way (docs/performance.md); it is a tool, not a
 figure with a target.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,9 +37,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench import flow
-from bench.stage import Stage, stage
-from broker import event_loop, logs, settings
+from bench.stage import METRICS_PORT, Stage, stage
+from broker import event_loop, logs, metrics, settings
 
 TICKS = os.sysconf("SC_CLK_TCK")
 SPY_RATE = 97  # samples a second: off the beat of anything periodic in the agents
@@ -160,6 +166,53 @@ _ROW_KIND = (
 )
 
 
+@dataclass(frozen=True)
+class ConsumerLoad:
+    """What an agent's consumer says of itself so far (its ``kabuto_consumer_*`` metrics)."""
+
+    busy_seconds: float
+    batches: float
+    deliveries: float
+
+    def since(self, before: ConsumerLoad) -> ConsumerLoad:
+        return ConsumerLoad(
+            self.busy_seconds - before.busy_seconds, self.batches - before.batches, self.deliveries - before.deliveries
+        )
+
+
+async def consumer_loads(agents: Iterable[str]) -> dict[str, ConsumerLoad]:
+    """Each agent's consumer load, scraped from its process's metrics endpoint on the stage."""
+
+    def scrape(agent: str) -> ConsumerLoad:
+        url = f"http://127.0.0.1:{metrics.port_for(METRICS_PORT, [agent])}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        found = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.labels.get("agent") == agent and "le" not in sample.labels
+        }
+        return ConsumerLoad(
+            found.get("kabuto_consumer_busy_seconds_total", 0.0),
+            found.get("kabuto_consumer_batch_deliveries_count", 0.0),
+            found.get("kabuto_consumer_batch_deliveries_sum", 0.0),
+        )
+
+    return {agent: await asyncio.to_thread(scrape, agent) for agent in agents}
+
+
+def print_loads(loads: Mapping[str, ConsumerLoad], elapsed: float) -> None:
+    """Each consumer's part of the time busy, its batches a second and their size: an agent near
+    1 is where a trade waits."""
+    for agent, load in sorted(loads.items(), key=lambda item: -item[1].busy_seconds):
+        size = load.deliveries / load.batches if load.batches else 0.0
+        print(
+            f"  {agent:12s} consumer: busy {load.busy_seconds / elapsed:4.0%} of the time,"
+            f" {load.batches / elapsed:6.1f} batches/s of {size:5.1f} deliveries"
+        )
+
+
 async def measure(
     trades: int, rate: float, seconds: float, spy: Path | None, spy_seconds: float, by_type: bool = False
 ) -> None:
@@ -171,6 +224,7 @@ async def measure(
         if open_loop:
             await flow.burst(st, WARM, 900)
         counted = await processes(st)
+        loads = await consumer_loads(counted.agents)
         before, started, since = counted.seconds(), time.perf_counter(), datetime.now(UTC)
         with spying(counted.agents, spy, spy_seconds):
             if open_loop:
@@ -182,12 +236,14 @@ async def measure(
                 done = trades
             elapsed = time.perf_counter() - started
             after = counted.seconds()
+            loaded = await consumer_loads(counted.agents)
         spent = per_trade(before, after, done)
         busy = sum(ms for _, ms in spent) * done / 1000 / elapsed
         print(f"{done} trades in {elapsed:.1f} s = {done / elapsed:.1f} trades/s; {busy:.2f} cores busy")
         for name, ms in spent:
             print(f"  {name:34s} {ms:6.2f} ms a trade")
         print(f"  {'a trade':34s} {sum(ms for _, ms in spent):6.2f} ms")
+        print_loads({agent: loaded[agent].since(loads[agent]) for agent in loaded}, elapsed)
         for agent, rows, messages in await outbox_per_trade(st, total):
             print(f"  {agent:12s} outbox: {rows:5.2f} rows, {messages:5.2f} messages a trade")
         if by_type:

@@ -219,7 +219,9 @@ class Consumer:
         with self.beat.busy():
             outcomes = await group_commit.settle_batch(self, batch, ahead)
             await group_commit.ack(batch)
-        elapsed = (time.perf_counter() - started) / len(batch)
+        took = time.perf_counter() - started
+        metrics.batch_settled(self.agent, len(batch), took)
+        elapsed = took / len(batch)
         for settled in outcomes:
             await self.outcomes.record(settled)
             metrics.observe(self.agent, settled, elapsed)

@@ -57,6 +57,19 @@ LATENCY = Histogram(
     ["agent", "type"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+# A consumer's load: the seconds it spent settling batches, per second of wall time, is the part
+# of the time it was busy; near 1 its deliveries wait for it (docs/performance.md, stop 35).
+CONSUMER_BUSY = Counter(
+    "kabuto_consumer_busy_seconds",
+    "Seconds the consumer spent settling batches (checks, handlers, commit, ack)",
+    ["agent"],
+)
+BATCH_DELIVERIES = Histogram(
+    "kabuto_consumer_batch_deliveries",
+    "Deliveries settled together in one batch (group commit; a bundle's items each)",
+    ["agent"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 PUBLISHED = Counter(
     "kabuto_outbox_published", "Messages published and confirmed (a packed bundle's each)", ["agent", "type"]
 )
@@ -75,6 +88,8 @@ METRICS = (
     RETRIED,
     DEAD_LETTERED,
     LATENCY,
+    CONSUMER_BUSY,
+    BATCH_DELIVERIES,
     PUBLISHED,
     OUTBOX_PENDING,
     OUTBOX_PARKED,
@@ -113,6 +128,12 @@ def observe(agent: str, settled: Settled, seconds: float) -> None:
             DEAD_LETTERED.labels(agent, reason).inc()
             if settled.reason is not Reason.RETRIES_EXHAUSTED:
                 REJECTED.labels(agent, reason).inc()
+
+
+def batch_settled(agent: str, deliveries: int, seconds: float) -> None:
+    """Count one batch the consumer settled and the time it took: the consumer's batch hook."""
+    CONSUMER_BUSY.labels(agent).inc(seconds)
+    BATCH_DELIVERIES.labels(agent).observe(deliveries)
 
 
 def published(agent: str, message_type: str) -> None:

@@ -102,6 +102,8 @@ async def test_scraped_metrics_move_with_messages_handled_rejected_and_dead_lett
                 value(s, "kabuto_messages_handled_total", **inquiry, outcome="processed") == 1
                 and value(s, "kabuto_dead_letters", agent="settlement") == 1
                 and value(s, "kabuto_messages_handled_total", **statement, outcome="processed") == 1
+                and value(s, "kabuto_consumer_batch_deliveries_sum", agent="settlement") == 2
+                and value(s, "kabuto_consumer_batch_deliveries_sum", agent="investor") == 1
             ),
         )
     assert value(after, "kabuto_handler_seconds_count", **inquiry) == 1
@@ -114,3 +116,8 @@ async def test_scraped_metrics_move_with_messages_handled_rejected_and_dead_lett
     assert value(after, "kabuto_messages_dead_lettered_total", agent="settlement", reason=reason) == 1
     assert value(after, "kabuto_outbox_pending", agent="settlement") == 0
     assert value(after, "kabuto_outbox_lag_seconds", agent="investor") == 0
+    # Each consumer's batches (the garbage and the inquiry, together or apart) and the time they took.
+    assert value(after, "kabuto_consumer_batch_deliveries_count", agent="settlement") in (1, 2)
+    assert value(after, "kabuto_consumer_batch_deliveries_count", agent="investor") == 1
+    assert value(after, "kabuto_consumer_batch_deliveries_bucket", agent="investor", le="1.0") == 1
+    assert value(after, "kabuto_consumer_busy_seconds_total", agent="settlement") > 0
