@@ -54,7 +54,7 @@ class Sizes:
             burst_orders=int(env.get("BENCH_BURST_ORDERS", 2000)),
             depth_orders=int(env.get("BENCH_DEPTH_ORDERS", 2000)),
             memory_messages=int(env.get("BENCH_MEMORY_MESSAGES", 20_000)),
-            trades=int(env.get("BENCH_TRADES", 300)),
+            trades=int(env.get("BENCH_TRADES", 1000)),
             latency_rate=float(env.get("BENCH_LATENCY_RATE", 100)),
             latency_seconds=float(env.get("BENCH_LATENCY_SECONDS", 5)),
             matching_orders=int(env.get("BENCH_MATCHING_ORDERS", 200_000)),

@@ -22,14 +22,12 @@ figure with a target.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -37,11 +35,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from bench import flow
-from bench.stage import METRICS_PORT, Stage, stage
-from broker import event_loop, logs, metrics, settings
+from bench.stage import ConsumerLoad, Stage, stage
+from broker import event_loop, logs, settings
 
 TICKS = os.sysconf("SC_CLK_TCK")
 SPY_RATE = 97  # samples a second: off the beat of anything periodic in the agents
@@ -166,42 +162,6 @@ _ROW_KIND = (
 )
 
 
-@dataclass(frozen=True)
-class ConsumerLoad:
-    """What an agent's consumer says of itself so far (its ``kabuto_consumer_*`` metrics)."""
-
-    busy_seconds: float
-    batches: float
-    deliveries: float
-
-    def since(self, before: ConsumerLoad) -> ConsumerLoad:
-        return ConsumerLoad(
-            self.busy_seconds - before.busy_seconds, self.batches - before.batches, self.deliveries - before.deliveries
-        )
-
-
-async def consumer_loads(agents: Iterable[str]) -> dict[str, ConsumerLoad]:
-    """Each agent's consumer load, scraped from its process's metrics endpoint on the stage."""
-
-    def scrape(agent: str) -> ConsumerLoad:
-        url = f"http://127.0.0.1:{metrics.port_for(METRICS_PORT, [agent])}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-        found = {
-            sample.name: sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.labels.get("agent") == agent and "le" not in sample.labels
-        }
-        return ConsumerLoad(
-            found.get("kabuto_consumer_busy_seconds_total", 0.0),
-            found.get("kabuto_consumer_batch_deliveries_count", 0.0),
-            found.get("kabuto_consumer_batch_deliveries_sum", 0.0),
-        )
-
-    return {agent: await asyncio.to_thread(scrape, agent) for agent in agents}
-
-
 def print_loads(loads: Mapping[str, ConsumerLoad], elapsed: float) -> None:
     """Each consumer's part of the time busy, its batches a second and their size: an agent near
     1 is where a trade waits."""
@@ -223,8 +183,9 @@ async def measure(
         await flow.prepare(st, total, 900)
         if open_loop:
             await flow.burst(st, WARM, 900)
+            await st.quiet(900)
         counted = await processes(st)
-        loads = await consumer_loads(counted.agents)
+        loads = await st.consumer_loads()
         before, started, since = counted.seconds(), time.perf_counter(), datetime.now(UTC)
         with spying(counted.agents, spy, spy_seconds):
             if open_loop:
@@ -236,7 +197,7 @@ async def measure(
                 done = trades
             elapsed = time.perf_counter() - started
             after = counted.seconds()
-            loaded = await consumer_loads(counted.agents)
+            loaded = await st.consumer_loads()
         spent = per_trade(before, after, done)
         busy = sum(ms for _, ms in spent) * done / 1000 / elapsed
         print(f"{done} trades in {elapsed:.1f} s = {done / elapsed:.1f} trades/s; {busy:.2f} cores busy")

@@ -7,9 +7,11 @@ investor agent (a signed order.submit each, drawn on the cover at the exchange; 
 placed in lists, at the open loop's rate one by one) and every
 trade goes accepted → matched → name transfer at the issuer → settlement, every hop signed,
 verified and committed. Latency is read from the agents' own records: the buy order's
-acceptance time at the exchange to the settlement instruction's time at settlement.
+acceptance time at the exchange to the settlement instruction's time at settlement. The open
+loop starts once the burst's aftermath is over (``Stage.quiet``: the trades' completions and the
+buyers' new certificates), so that it is measured on its own.
 
-    python -m bench.flow --trades 300 --rate 100 --seconds 5
+    python -m bench.flow --trades 1000 --rate 100 --seconds 5
 """
 
 from __future__ import annotations
@@ -171,14 +173,16 @@ async def run(trades: int, rate: float, seconds: float, timeout: float, progress
         await prepare(st, total, timeout)
         progress(f"trades: burst of {trades} buys")
         elapsed = await burst(st, trades, timeout)
-        progress(f"trades: {trades / elapsed:.1f} trades/s; open loop at {rate:g}/s for {seconds:g} s")
+        progress(f"trades: {trades / elapsed:.1f} trades/s; waiting for its aftermath to end")
+        await st.quiet(timeout)  # the trades' completions and new certificates, before the open loop
+        progress(f"trades: open loop at {rate:g}/s for {seconds:g} s")
         latency = await open_loop(st, trades, rate, seconds, timeout) if rate and seconds else None
     return FlowResult(trades, elapsed, latency)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    p.add_argument("--trades", type=int, default=300)
+    p.add_argument("--trades", type=int, default=1000)
     p.add_argument("--rate", type=float, default=100)
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--timeout", type=float, default=600)

@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,9 +25,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import asyncpg
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.vacuum import vacuuming
-from broker import ops, topology
+from broker import metrics, ops, topology
 from broker.context import Context
 from broker.db import nothing_to_undo
 from broker.migrate import migrate
@@ -44,6 +46,37 @@ READY_WITHIN_S = 300
 METRICS_PORT = 27490
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ConsumerLoad:
+    """What an agent's consumer says of itself so far (its ``kabuto_consumer_*`` metrics)."""
+
+    busy_seconds: float
+    batches: float
+    deliveries: float
+
+    def since(self, before: ConsumerLoad) -> ConsumerLoad:
+        return ConsumerLoad(
+            self.busy_seconds - before.busy_seconds, self.batches - before.batches, self.deliveries - before.deliveries
+        )
+
+
+def _scraped_load(agent: str) -> ConsumerLoad:
+    url = f"http://127.0.0.1:{metrics.port_for(METRICS_PORT, [agent])}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    found = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("agent") == agent and "le" not in sample.labels
+    }
+    return ConsumerLoad(
+        found.get("kabuto_consumer_busy_seconds_total", 0.0),
+        found.get("kabuto_consumer_batch_deliveries_count", 0.0),
+        found.get("kabuto_consumer_batch_deliveries_sum", 0.0),
+    )
 
 
 @dataclass
@@ -95,6 +128,25 @@ class Stage:
             assert pool is not None
             self.pools[agent] = pool
         return self.pools[agent]
+
+    async def consumer_loads(self) -> dict[str, ConsumerLoad]:
+        """Each agent's consumer load so far, scraped from its process's metrics endpoint."""
+        return {agent: await asyncio.to_thread(_scraped_load, agent) for agent in self.agent_pids()}
+
+    async def quiet(self, timeout: float, settle: float = 0.5) -> None:
+        """Wait until nothing is under way: every agent's queues empty, its outbox published, and
+        no consumer done with a batch for ``settle`` seconds. What a burst leaves behind it (the
+        trades' completions, the buyers' new certificates) would otherwise share the cores with
+        what is measured next."""
+        agents = sorted(self.agent_pids())
+        async with asyncio.timeout(timeout):
+            while True:
+                before = await self.consumer_loads()
+                await asyncio.sleep(settle)  # a window with no batch settled in it: nothing to wait on
+                statuses = await ops.status(self.settings, agents)
+                idle = all(not s.inbox_messages and not s.answers_messages and not s.outbox_pending for s in statuses)
+                if idle and await self.consumer_loads() == before:
+                    return
 
     def agent_pids(self) -> dict[str, int]:
         """The pid of each agent's process: the children of `kabuto run all`."""
