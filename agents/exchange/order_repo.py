@@ -8,7 +8,7 @@ moment brings the book back exactly as committed.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -229,9 +229,11 @@ async def insert_order(
     *,
     may_wait: bool = False,
     touched: Sequence[Order] = (),
-) -> None:
-    """A newly accepted order as its submission left it (open, filled or cancelled), and the resting
-    orders it ``touched`` as it left them: one statement.
+    executions: Sequence[Execution] = (),
+) -> Matched:
+    """A newly accepted order as its submission left it (open, filled or cancelled), the resting
+    orders it ``touched`` as it left them, and its ``executions`` entered in the order matching
+    list (``insert_matches``): one statement.
     ``cover_unit``: the worst price per share it drew on the standing cover ``cover_id``.
     ``may_wait``: inside ``holding_rows``, the row waits to be written with the others held (an
     order that rests whole touched nothing)."""
@@ -265,11 +267,15 @@ async def insert_order(
     if may_wait and held is not None and not touched:
         held.append(row)
         _wrote(request.issue_code, "INSERT 0 1")
-        return
+        return NOT_MATCHED
     await write_held(connection)
+    if executions:
+        matched = await _insert_trading(connection, row, order, request.issue_code, touched, executions)
+        _wrote(request.issue_code, f"INSERT 0 {1 + len(touched)}")
+        return matched
     if not touched:
         _wrote(request.issue_code, await connection.execute(_INSERT_ORDER, *row))
-        return
+        return NOT_MATCHED
     saved = await connection.fetchval(
         f"{_saving_touched(len(row) + 1)} {_INSERT_ORDER} RETURNING (SELECT count(*) FROM touched)",
         *row,
@@ -277,6 +283,34 @@ async def insert_order(
     )
     _all_touched(saved, touched)
     _wrote(request.issue_code, f"INSERT 0 {1 + saved}")
+    return NOT_MATCHED
+
+
+async def _insert_trading(
+    connection: asyncpg.Connection,
+    row: tuple[object, ...],
+    order: Order,
+    issue_code: str,
+    touched: Sequence[Order],
+    executions: Sequence[Execution],
+) -> Matched:
+    """``insert_order`` for an order that traded: its row, the resting orders it traded with and
+    its executions (with the sell orders' views, read from the rows as the statement wrote them),
+    in one round trip where they were two (docs/performance.md, stop 36). Each order it touched is
+    the counterparty of an execution, so one the table does not hold fails the statement whole:
+    the execution's foreign key refuses it."""
+    sold = {o.acceptance_number: o.cert_id for o in (order, *touched)}
+    rows = await connection.fetch(
+        f"""{_saving_touched(len(row) + 1, returning="orders.*")},
+            incoming AS ({_INSERT_ORDER} RETURNING *),
+            written AS (SELECT * FROM touched UNION ALL SELECT * FROM incoming),
+            {_entering(len(row) + 6)}
+            {_instruction_view_sql(f"${len(row) + 8}::bigint[]", entered="entered", written="written")}""",
+        *row,
+        *_touched_arrays(touched),
+        *_entering_arguments(issue_code, executions, (sold[e.sell] for e in executions)),
+    )
+    return _matched(rows, executions)
 
 
 @contextmanager
@@ -371,7 +405,7 @@ async def save(
     _wrote(issue_code, f"UPDATE {len(rows) + len(touched)}")
 
 
-def _saving_touched(first: int) -> str:
+def _saving_touched(first: int, returning: str = "1") -> str:
     """A ``touched`` CTE for the statement that writes a submitted order: the resting orders its
     submission touched, written as the book left them (what ``save`` writes, without a cancel
     reason: a touched order that stops is filled), their arrays from parameter ``first`` on
@@ -384,7 +418,7 @@ def _saving_touched(first: int) -> str:
             FROM unnest({a}::bigint[], {b}::bigint[], {c}::bigint[], {d}::text[], {e}::text[])
                  AS t (acceptance_number, remaining, quantity, status, client_order_id)
             WHERE orders.acceptance_number = t.acceptance_number
-            RETURNING 1)"""
+            RETURNING {returning})"""
 
 
 def _all_touched(saved: int, touched: Sequence[Order]) -> None:
@@ -535,71 +569,112 @@ class InstructionView:
     orders: dict[int, OrderRecord]
 
 
-def _instruction_view_sql(sell_order: str, inserted: str | None = None) -> str:
-    """The rows of a sell order's ``InstructionView`` (``sell_order``: the parameter naming it):
-    the sell order's with no execution, then an execution's with its buy order. ``inserted``:
-    a statement's CTE of matches it inserted, which its own snapshot does not show."""
+def _instruction_view_sql(sell_orders: str, entered: str | None = None, written: str = "orders") -> str:
+    """The rows of the ``InstructionView`` of each sell order of ``sell_orders`` (an SQL array):
+    the sell order's with no execution, then an execution's with its buy order. ``entered``: a
+    statement's CTE of the executions it entered in the list, which its own snapshot does not
+    show; ``written``: where the sell orders and those executions' buy orders are read, ``orders``
+    or the statement's CTE of the order rows it wrote, as it wrote them. (An unfinished execution
+    already in the list names a buy order no statement that enters executions writes: its sell
+    order is resting, so the order submitted is a buy order and touched only sell orders.)"""
     nothing = ", ".join(f"NULL::{kind} AS m_{name}" for name, kind in _MATCH_TYPES.items())
 
     def executions(alias: str) -> str:
         return ", ".join(f"{alias}.{name} AS m_{name}" for name in _MATCH_TYPES)
 
-    sql = f"""SELECT {nothing}, o.* FROM orders o WHERE o.acceptance_number = {sell_order}
+    sql = f"""SELECT {nothing}, false AS entered, o.* FROM {written} o WHERE o.acceptance_number = ANY({sell_orders})
               UNION ALL
-              SELECT {executions("m")}, o.* FROM matches m JOIN orders o ON o.acceptance_number = m.buy_order
-              WHERE m.sell_order = {sell_order} AND m.status IN {_UNFINISHED}"""
-    if inserted is not None:
+              SELECT {executions("m")}, false, o.* FROM matches m JOIN orders o ON o.acceptance_number = m.buy_order
+              WHERE m.sell_order = ANY({sell_orders}) AND m.status IN {_UNFINISHED}"""
+    if entered is not None:
         sql += f"""
               UNION ALL
-              SELECT {executions("n")}, o.* FROM {inserted} n JOIN orders o ON o.acceptance_number = n.buy_order"""
+              SELECT {executions("n")}, true, o.* FROM {entered} n
+              JOIN {written} o ON o.acceptance_number = n.buy_order"""
     return sql + "\n              ORDER BY m_matching_number NULLS FIRST"
 
 
-def _instruction_view(rows: Sequence[asyncpg.Record]) -> InstructionView:
-    unfinished = [
-        _as_held(Match(**{name: row[f"m_{name}"] for name in _MATCH_TYPES})) for row in rows if row["m_matching_number"]
-    ]
-    return InstructionView(unfinished, {row["acceptance_number"]: _record(row) for row in rows})
+def _instruction_views(rows: Sequence[asyncpg.Record]) -> dict[int, InstructionView]:
+    """Each sell order's ``InstructionView`` from ``_instruction_view_sql``'s rows, by acceptance number."""
+    views: dict[int, InstructionView] = {}
+    for row in rows:
+        match = Match(**{name: row[f"m_{name}"] for name in _MATCH_TYPES}) if row["m_matching_number"] else None
+        sell_order = match.sell_order if match is not None else row["acceptance_number"]
+        view = views.setdefault(sell_order, InstructionView([], {}))
+        if match is not None:
+            view.unfinished.append(_as_held(match))
+        view.orders[row["acceptance_number"]] = _record(row)
+    return views
 
 
 async def instruction_view(connection: asyncpg.Connection, sell_order: int) -> InstructionView:
     """A sell order's ``InstructionView``, in one round trip (docs/performance.md, stop 28)."""
-    return _instruction_view(await connection.fetch(_instruction_view_sql("$1"), sell_order))
+    rows = await connection.fetch(_instruction_view_sql("$1::bigint[]"), [sell_order])
+    return _instruction_views(rows).get(sell_order, InstructionView([], {}))
 
 
 @dataclass(frozen=True, slots=True)
-class Inserted:
-    matching_number: int
-    view: InstructionView  # of the execution's sell order, the execution among its unfinished ones
+class Matched:
+    """Executions entered in the order matching list: their matching numbers, in the order of
+    the executions, and each sell order's ``InstructionView`` as the statement left it, the
+    executions among its unfinished ones (S95 instructs from it: stop 30)."""
+
+    matching_numbers: list[int]
+    views: dict[int, InstructionView]
 
 
-async def insert_match(
-    connection: asyncpg.Connection, issue_code: str, execution: Execution, cert_id: UUID | None = None
-) -> Inserted:
-    """S92–S94: the execution enters the order matching list under a new matching number (drawn
-    in the same round trip), its name transfer pending; and the seller's CertID, if it sold one,
-    leaves the list at once, so a copy cannot be sold again (stop 28). The same statement reads
-    the sell order's ``InstructionView`` as the insert leaves it, which S95 instructs from (one
-    round trip less a trade, stop 30)."""
+NOT_MATCHED = Matched([], {})
+
+
+def _entering(first: int) -> str:
+    """CTEs ``listed`` and ``entered`` (S92–S94): executions enter the order matching list under
+    new matching numbers, their name transfers pending, and the CertIDs sold leave the list at
+    once, so a copy cannot be sold again (stop 28). Their parameters from ``first`` on:
+    ``_entering_arguments``. The numbers are drawn as ``unnest`` yields the executions, in
+    order (``_matched`` checks it)."""
+    issue, buys, sells, shares, prices, buyers, sellers, certs = (f"${first + i}" for i in range(8))
+    return f"""listed AS (UPDATE certid_list SET status = 'in_transfer' WHERE cert_id = ANY({certs}::uuid[])),
+        entered AS (
+            INSERT INTO matches (matching_number, issue_code, buy_order, sell_order, shares, price,
+                buyer_user_id, seller_user_id, status)
+            SELECT nextval('matching_numbers'), {issue}, e.buy, e.sell, e.shares, e.price, e.buyer, e.seller,
+                   'pending_transfer'
+            FROM unnest({buys}::bigint[], {sells}::bigint[], {shares}::bigint[], {prices}::numeric[],
+                        {buyers}::text[], {sellers}::text[]) AS e (buy, sell, shares, price, buyer, seller)
+            RETURNING {_MATCH_COLUMNS})"""
+
+
+def _entering_arguments(
+    issue_code: str, executions: Sequence[Execution], certificates: Iterable[UUID | None]
+) -> list[Any]:
+    columns = unnest_columns([(e.buy, e.sell, e.quantity, e.price, e.buyer, e.seller) for e in executions], 6)
+    return [issue_code, *columns, sorted({c for c in certificates if c is not None})]
+
+
+def _matched(rows: Sequence[asyncpg.Record], executions: Sequence[Execution]) -> Matched:
+    """``Matched`` from ``_instruction_view_sql``'s rows with ``entered``; executions entered in an
+    order other than theirs are a defect, and fail the transaction."""
+    entered = sorted((r["m_matching_number"], r["m_buy_order"], r["m_sell_order"]) for r in rows if r["entered"])
+    if [(buy, sell) for _, buy, sell in entered] != [(e.buy, e.sell) for e in executions]:
+        raise RuntimeError(f"executions {[(e.buy, e.sell) for e in executions]} entered as {entered}")
+    return Matched([number for number, _, _ in entered], _instruction_views(rows))
+
+
+async def insert_matches(
+    connection: asyncpg.Connection,
+    issue_code: str,
+    executions: Sequence[Execution],
+    certificates: Iterable[UUID | None] = (),
+) -> Matched:
+    """S92–S94 for a submission's executions, their orders already written, in one round trip
+    with the sell orders' instruction views (``_entering``). ``certificates``: the CertIDs sold."""
+    if not executions:
+        return NOT_MATCHED
     rows = await connection.fetch(
-        f"""WITH held AS (UPDATE certid_list SET status = 'in_transfer' WHERE cert_id = $8),
-                inserted AS (
-                    INSERT INTO matches (matching_number, issue_code, buy_order, sell_order, shares, price,
-                        buyer_user_id, seller_user_id, status)
-                    VALUES (nextval('matching_numbers'), $1, $2, $3, $4, $5, $6, $7, 'pending_transfer')
-                    RETURNING {_MATCH_COLUMNS})
-            {_instruction_view_sql("$3", inserted="inserted")}""",
-        issue_code,
-        execution.buy,
-        execution.sell,
-        execution.quantity,
-        execution.price,
-        execution.buyer,
-        execution.seller,
-        cert_id,
+        f"WITH {_entering(1)} {_instruction_view_sql('$3::bigint[]', entered='entered')}",
+        *_entering_arguments(issue_code, executions, certificates),
     )
-    view = _instruction_view(rows)
-    return Inserted(view.unfinished[-1].matching_number, view)  # the newest: its number was drawn last
+    return _matched(rows, executions)
 
 
 async def settlement_status(

@@ -46,7 +46,7 @@ async def instruct_next(
 ) -> None:
     """S95: instruct the sell order's next execution, its certificate countersigned for it.
     ``unfinished``: the sell order's unfinished executions, if the caller read them already;
-    ``read``: its whole instruction view, if the caller read that (``order_repo.insert_match``)."""
+    ``read``: its whole instruction view, if the caller read that (``order_repo.insert_matches``)."""
     conn = ctx.connection
     records: dict[int, order_repo.OrderRecord] | None = None
     if read is None and unfinished is None:  # the executions and their orders in one round trip

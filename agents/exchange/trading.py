@@ -164,7 +164,7 @@ async def book(
         await READ_AHEAD.traded(conn, order, result.touched)
     READ_AHEAD.booked(Booked(order, result.cancelled_quantity, cover_id, cover_unit))
     digest = resubmission.payload_digest(request)
-    await order_repo.insert_order(
+    matched = await order_repo.insert_order(
         conn,
         order,
         request,
@@ -175,6 +175,7 @@ async def book(
         cover_unit=cover_unit,
         may_wait=rested_whole,
         touched=result.touched,
+        executions=result.executions,
     )
     log.info("order_accepted", acceptance_number=order.acceptance_number, side=order.side.value)
     ctx.emit(
@@ -185,17 +186,23 @@ async def book(
         ),
         to=order.user_id,
     )
-    await _apply(ctx, request.issue_code, order, result)
+    await _apply(ctx, request.issue_code, order, result, matched)
 
 
-async def _apply(ctx: Context, issue_code: str, incoming: Order, result: Result) -> None:
-    """Tell everyone concerned what a submission did (the caller wrote the incoming order, with
-    the resting orders it touched, in one statement: ``order_repo.insert_order`` or ``save``)."""
+async def _apply(
+    ctx: Context, issue_code: str, incoming: Order, result: Result, matched: order_repo.Matched | None = None
+) -> None:
+    """Tell everyone concerned what a submission did. The caller wrote the incoming order, with
+    the resting orders it touched, in one statement: ``order_repo.save``, or ``insert_order``,
+    which entered its executions too (``matched``); else they are entered here, in one."""
     orders = {o.acceptance_number: o for o in (incoming, *result.touched)}
-    # Each sell order's instruction view as its last execution's insert left it (order_repo.insert_match).
-    views: dict[int, order_repo.InstructionView] = {}
-    for execution in result.executions:
-        views[execution.sell] = await _executed(ctx, issue_code, execution, orders)
+    if matched is None:
+        sold = (orders[e.sell].cert_id for e in result.executions)
+        matched = await order_repo.insert_matches(ctx.connection, issue_code, result.executions, sold)
+    for execution, matching_number in zip(result.executions, matched.matching_numbers, strict=True):
+        await _executed(ctx, issue_code, execution, matching_number, orders)
+    # Each sell order's instruction view as the executions' statement left it.
+    views = dict(matched.views)
     # Fills first, then the cancelled rest: a client reading in order never sees an order end before its fills.
     if result.cancel_reason is not None:
         await _cancelled(ctx, incoming, result.cancelled_quantity, result.cancel_reason)
@@ -205,17 +212,13 @@ async def _apply(ctx: Context, issue_code: str, incoming: Order, result: Result)
 
 
 async def _executed(
-    ctx: Context, issue_code: str, execution: Execution, orders: dict[int, Order]
-) -> order_repo.InstructionView:
-    """S92–S94: a matching number, the matching list, and the CertID out of the list at once;
-    returns the sell order's instruction view as the insert left it."""
-    conn = ctx.connection
-    sell = orders[execution.sell]
-    inserted = await order_repo.insert_match(conn, issue_code, execution, sell.cert_id)
-    matching_number = inserted.matching_number
+    ctx: Context, issue_code: str, execution: Execution, matching_number: int, orders: dict[int, Order]
+) -> None:
+    """S92–S94 told: the execution, entered in the matching list under ``matching_number``, to
+    its buyer and seller, and the trade and its price to the market."""
     await prices.announce_trade(ctx, issue_code, execution.price)
     log.info("order_matched", matching_number=matching_number, price=str(execution.price), qty=execution.quantity)
-    for order in (orders[execution.buy], sell):
+    for order in (orders[execution.buy], orders[execution.sell]):
         ctx.emit(
             OrderExecuted(
                 client_order_id=order.client_order_id,
@@ -238,7 +241,6 @@ async def _executed(
             amount=execution.price * execution.quantity,
         )
     )
-    return inserted.view
 
 
 async def restore_buy(ctx: Context, book: OrderBook, match: order_repo.Match, detail: str) -> None:

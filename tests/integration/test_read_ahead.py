@@ -384,10 +384,8 @@ async def test_an_execution_takes_the_sold_certid_off_the_list_in_its_own_statem
         numbers.append(number)
     buy, sell, sell_later = numbers
     execution = Execution(buy, sell, PRICE, 100, buyer="bo", seller="ada", aggressor=Side.BUY)
-    first = (await order_repo.insert_match(connection, support.ISSUE, execution, sold)).matching_number
-    second = (
-        await order_repo.insert_match(connection, support.ISSUE, execution._replace(sell=sell_later))
-    ).matching_number
+    first = (await insert_match(connection, execution, sold)).matching_number
+    second = (await insert_match(connection, execution._replace(sell=sell_later))).matching_number
     assert second > first
     listed = {r["cert_id"]: r["status"] for r in await connection.fetch("SELECT cert_id, status FROM certid_list")}
     assert listed == {sold: "in_transfer", other: "valid"}
@@ -417,8 +415,8 @@ async def test_what_instructing_a_sell_orders_next_execution_reads_is_one_round_
     def execution(buy: int, seller_order: int = sell) -> Execution:
         return Execution(buy, seller_order, PRICE, 100, buyer="bo", seller="ada", aggressor=Side.BUY)
 
-    async def insert(buy: int, seller_order: int = sell) -> order_repo.Inserted:
-        inserted = await order_repo.insert_match(connection, support.ISSUE, execution(buy, seller_order))
+    async def insert(buy: int, seller_order: int = sell) -> Inserted:
+        inserted = await insert_match(connection, execution(buy, seller_order))
         # stop 30: the view the insert returns is the one read after it
         after = await order_repo.instruction_view(connection, seller_order)
         assert inserted.view.unfinished == after.unfinished
@@ -436,6 +434,19 @@ async def test_what_instructing_a_sell_orders_next_execution_reads_is_one_round_
     assert [m.matching_number for m in view.unfinished] == [first, second]
     assert view.unfinished == await order_repo.unfinished_matches(connection, sell)
     assert values(view.orders) == values(await order_repo.orders(connection, [sell, buy_1, buy_2]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Inserted:
+    matching_number: int
+    view: order_repo.InstructionView  # of the execution's sell order, as the insert left it
+
+
+async def insert_match(connection: asyncpg.Connection, execution: Execution, sold: UUID | None = None) -> Inserted:
+    """One execution entered alone (``order_repo.insert_matches``)."""
+    matched = await order_repo.insert_matches(connection, support.ISSUE, [execution], [sold])
+    (matching_number,) = matched.matching_numbers
+    return Inserted(matching_number, matched.views[execution.sell])
 
 
 def values(records: dict[int, order_repo.OrderRecord]) -> dict[int, tuple[object, ...]]:
@@ -470,11 +481,11 @@ async def test_a_transfer_request_held_in_a_batch_is_read_as_written_and_written
 
     async with connection.transaction():
         with order_repo.holding_rows():
-            first = await order_repo.insert_match(connection, support.ISSUE, execution(buy_1))
+            first = await insert_match(connection, execution(buy_1))
             assert order_repo.next_transfer(first.view.unfinished) == first.view.unfinished[0]
             await order_repo.transfer_requested(connection, first.matching_number, cert, "digest-1")
             assert await statuses() == [("pending_transfer", None, None)]  # held, not written
-            second = await order_repo.insert_match(connection, support.ISSUE, execution(buy_2))
+            second = await insert_match(connection, execution(buy_2))
             requested, waiting = second.view.unfinished
             assert (requested.status, requested.cert_id, requested.transfer_request_hash) == (
                 "transfer_requested",
