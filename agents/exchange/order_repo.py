@@ -715,7 +715,7 @@ def next_transfer(unfinished: list[Match]) -> Match | None:
 # number: the certificate and the instruction's digest. A batch of trading orders instructed a
 # statement each; held, they are written in one at the batch's end, or before any handler that
 # is not an order's (read_ahead.writing_held). An order's handler reads the executions only
-# through ``_instruction_view``, which shows a held request as written (``_as_held``): so a later
+# through ``_instruction_views``, which shows a held request as written (``_as_held``): so a later
 # execution of the same sell order waits for it, as S95 says, and nothing else reads them.
 _TRANSFERS: ContextVar[dict[int, tuple[UUID | None, str]] | None] = ContextVar("transfers_held", default=None)
 _TRANSFER_REQUESTED = """UPDATE matches SET status = 'transfer_requested', cert_id = t.cert_id,
