@@ -162,14 +162,15 @@ _ROW_KIND = (
 )
 
 
-def print_loads(loads: Mapping[str, ConsumerLoad], elapsed: float) -> None:
+def print_loads(loads: Mapping[str, ConsumerLoad], elapsed: float, trades: int) -> None:
     """Each consumer's part of the time busy, its batches a second and their size: an agent near
-    1 is where a trade waits."""
+    1 is where a trade waits; and the statements (round trips) its pool ran, a trade."""
     for agent, load in sorted(loads.items(), key=lambda item: -item[1].busy_seconds):
         size = load.deliveries / load.batches if load.batches else 0.0
         print(
             f"  {agent:12s} consumer: busy {load.busy_seconds / elapsed:4.0%} of the time,"
-            f" {load.batches / elapsed:6.1f} batches/s of {size:5.1f} deliveries"
+            f" {load.batches / elapsed:6.1f} batches/s of {size:5.1f} deliveries;"
+            f" {load.statements / trades:5.2f} statements a trade"
         )
 
 
@@ -204,7 +205,7 @@ async def measure(
         for name, ms in spent:
             print(f"  {name:34s} {ms:6.2f} ms a trade")
         print(f"  {'a trade':34s} {sum(ms for _, ms in spent):6.2f} ms")
-        print_loads({agent: loaded[agent].since(loads[agent]) for agent in loaded}, elapsed)
+        print_loads({agent: loaded[agent].since(loads[agent]) for agent in loaded}, elapsed, done)
         for agent, rows, messages in await outbox_per_trade(st, total):
             print(f"  {agent:12s} outbox: {rows:5.2f} rows, {messages:5.2f} messages a trade")
         if by_type:

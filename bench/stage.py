@@ -50,15 +50,20 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ConsumerLoad:
-    """What an agent's consumer says of itself so far (its ``kabuto_consumer_*`` metrics)."""
+    """What an agent's consumer says of itself so far (its ``kabuto_consumer_*`` metrics), with
+    the statements its database pool ran (``kabuto_db_statements_total``)."""
 
     busy_seconds: float
     batches: float
     deliveries: float
+    statements: float
 
     def since(self, before: ConsumerLoad) -> ConsumerLoad:
         return ConsumerLoad(
-            self.busy_seconds - before.busy_seconds, self.batches - before.batches, self.deliveries - before.deliveries
+            self.busy_seconds - before.busy_seconds,
+            self.batches - before.batches,
+            self.deliveries - before.deliveries,
+            self.statements - before.statements,
         )
 
 
@@ -76,6 +81,7 @@ def _scraped_load(agent: str) -> ConsumerLoad:
         found.get("kabuto_consumer_busy_seconds_total", 0.0),
         found.get("kabuto_consumer_batch_deliveries_count", 0.0),
         found.get("kabuto_consumer_batch_deliveries_sum", 0.0),
+        found.get("kabuto_db_statements_total", 0.0),
     )
 
 
@@ -141,12 +147,17 @@ class Stage:
         agents = sorted(self.agent_pids())
         async with asyncio.timeout(timeout):
             while True:
-                before = await self.consumer_loads()
+                before = await self.batches()
                 await asyncio.sleep(settle)  # a window with no batch settled in it: nothing to wait on
                 statuses = await ops.status(self.settings, agents)
                 idle = all(not s.inbox_messages and not s.answers_messages and not s.outbox_pending for s in statuses)
-                if idle and await self.consumer_loads() == before:
+                if idle and await self.batches() == before:
                     return
+
+    async def batches(self) -> dict[str, float]:
+        """The batches each agent's consumer has settled so far (its statements never stop: the
+        relay polls, the jobs run)."""
+        return {agent: load.batches for agent, load in (await self.consumer_loads()).items()}
 
     def agent_pids(self) -> dict[str, int]:
         """The pid of each agent's process: the children of `kabuto run all`."""

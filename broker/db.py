@@ -14,7 +14,7 @@ a transaction left open): see ``nothing_to_undo``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,11 +26,20 @@ def role_of(agent: str) -> str:
 
 
 @asynccontextmanager
-async def agent_pool(database_url: str, agent: str, *, max_size: int = 4) -> AsyncIterator[asyncpg.Pool]:
+async def agent_pool(
+    database_url: str,
+    agent: str,
+    *,
+    max_size: int = 4,
+    on_connect: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+) -> AsyncIterator[asyncpg.Pool]:
+    """The agent's pool: its schema, its role, its name in ``pg_stat_activity``. ``on_connect``:
+    run on each new connection (a running agent counts its statements: ``metrics.counting``)."""
     pool = await asyncpg.create_pool(
         database_url,
         min_size=1,
         max_size=max_size,
+        init=on_connect,
         server_settings={
             "search_path": agent,
             "role": role_of(agent),

@@ -24,7 +24,7 @@ records an outcome, and ``published`` where the relay marks an outbox row sent. 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -51,6 +51,7 @@ HANDLED = Counter("kabuto_messages_handled", "Deliveries handled", ["agent", "ty
 REJECTED = Counter("kabuto_messages_rejected", "Deliveries refused by a check", ["agent", "reason"])
 RETRIED = Counter("kabuto_messages_retried", "Transient failures sent to a delay queue", ["agent"])
 DEAD_LETTERED = Counter("kabuto_messages_dead_lettered", "Deliveries dead-lettered", ["agent", "reason"])
+DB_STATEMENTS = Counter("kabuto_db_statements", "Statements the agent's database pool ran", ["agent"])
 LATENCY = Histogram(
     "kabuto_handler_seconds",
     "Seconds from a delivery to its outcome (checks, handler, commit, ack)",
@@ -90,6 +91,7 @@ METRICS = (
     LATENCY,
     CONSUMER_BUSY,
     BATCH_DELIVERIES,
+    DB_STATEMENTS,
     PUBLISHED,
     OUTBOX_PENDING,
     OUTBOX_PARKED,
@@ -134,6 +136,22 @@ def batch_settled(agent: str, deliveries: int, seconds: float) -> None:
     """Count one batch the consumer settled and the time it took: the consumer's batch hook."""
     CONSUMER_BUSY.labels(agent).inc(seconds)
     BATCH_DELIVERIES.labels(agent).observe(deliveries)
+
+
+def counting(agent: str) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+    """A pool's ``on_connect`` (``broker.db.agent_pool``): every statement the connection runs
+    counts in ``kabuto_db_statements_total`` — the consumer's, the relay's and the jobs'. Each is
+    a round trip to PostgreSQL (asyncpg sends one statement at a time), which on a machine whose
+    cores are full is what a batch waits on (docs/performance.md, stop 36)."""
+    statements = DB_STATEMENTS.labels(agent)
+
+    def ran(_: object) -> None:
+        statements.inc()
+
+    async def on_connect(connection: asyncpg.Connection) -> None:
+        connection.add_query_logger(ran)
+
+    return on_connect
 
 
 def published(agent: str, message_type: str) -> None:
