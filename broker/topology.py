@@ -111,6 +111,8 @@ class Exchanges:
     events: AbstractExchange
     retry: AbstractExchange
     dead: AbstractExchange
+    # The channel they were declared on, which the relay publishes on (broker.relay_window).
+    channel: AbstractChannel
 
 
 async def declare_exchanges(channel: AbstractChannel, names: Names) -> Exchanges:
@@ -125,7 +127,7 @@ async def declare_exchanges(channel: AbstractChannel, names: Names) -> Exchanges
         arguments={"x-queue-type": "stream", "x-max-age": "30D"},
     )
     await journal.bind(events, routing_key="#")
-    return Exchanges(messages, events, retry, dead)
+    return Exchanges(messages, events, retry, dead, channel)
 
 
 async def declare_agent(

@@ -1,0 +1,106 @@
+"""A window's publications are queued without waiting for each one's write (broker.relay_window,
+stop 37): what a row's fate waits for is still the broker's confirm of that very row.
+
+Events are published one row each, so a window of events is a window of publications — the case
+the queued publish changes most. The broker's answers come from real queues: one bound to the
+events exchange to read what arrived, and one that refuses what it cannot hold
+(``x-overflow: reject-publish``), which makes the broker nack a publication.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import aio_pika
+import aiormq
+import pytest
+from aio_pika.abc import AbstractQueue
+
+from agents.investor.app import AGENT as AGENT_INVESTOR
+from broker.context import Context
+from broker.runtime import AgentRuntime
+from broker.settings import Settings
+from broker.topology import Names
+from schemas.prices import LastPrice
+from tests import support
+
+EVENT = "market.last_price"
+
+
+def _price(n: int) -> LastPrice:
+    return LastPrice(issue_code=support.ISSUE, price=Decimal(1000 + n), traded_at=datetime.now(UTC))
+
+
+async def _emit_events(investor: AgentRuntime, count: int) -> list[str]:
+    """``count`` events stored in one command, as one window would hold them: their ids in order."""
+
+    async def emitting(ctx: Context) -> list[str]:
+        return [str(ctx.emit(_price(n)).envelope.message_id) for n in range(count)]
+
+    ids: list[str] = await investor.command("alice", emitting)
+    return ids
+
+
+@asynccontextmanager
+async def _bound_queue(settings: Settings, **arguments: Any) -> AsyncIterator[AbstractQueue]:
+    """A queue of the test's own, bound to the events exchange for ``EVENT``."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True, arguments=arguments or None)
+        await queue.bind(Names(settings.namespace).events, routing_key=EVENT)
+        yield queue
+    finally:
+        await connection.close()
+
+
+async def _received(queue: AbstractQueue, count: int) -> list[str]:
+    ids: list[str] = []
+    for _ in range(count):
+        message = await queue.get(timeout=10)
+        await message.ack()
+        assert message.message_id is not None
+        ids.append(message.message_id)
+    assert await queue.get(fail=False) is None, "a row was published more than once"
+    return ids
+
+
+async def test_a_window_of_events_arrives_once_each_in_outbox_order_and_is_marked(settings: Settings) -> None:
+    async with AgentRuntime(AGENT_INVESTOR, settings) as investor, _bound_queue(settings) as queue:
+        emitted = await _emit_events(investor, 60)
+        assert await investor.relay.publish_pending() == 60  # one window: every row at once
+        assert await investor.relay.publish_pending() == 0
+        assert await _received(queue, 60) == emitted
+        rows = await support.rows(investor, "SELECT published_at, failed_at FROM outbox ORDER BY seq")
+        assert len(rows) == 60
+        assert all(r["published_at"] is not None and r["failed_at"] is None for r in rows)
+
+
+async def test_a_nacked_publication_stays_pending_and_the_confirmed_ones_before_it_are_marked(
+    settings: Settings,
+) -> None:
+    """The broker takes the first event and nacks the two after it (its queue is full): each
+    row's fate is its own confirm's, though all three were queued before any was confirmed."""
+    async with AgentRuntime(AGENT_INVESTOR, settings) as investor:
+        async with _bound_queue(settings, **{"x-max-length": 1, "x-overflow": "reject-publish"}) as full:
+            emitted = await _emit_events(investor, 3)
+            with pytest.raises(aiormq.exceptions.DeliveryError):
+                await investor.relay.publish_pending()
+            rows = await support.rows(
+                investor, "SELECT message_id::text AS id, published_at, failed_at FROM outbox ORDER BY seq"
+            )
+            assert [r["id"] for r in rows] == emitted
+            assert rows[0]["published_at"] is not None
+            assert [r["published_at"] for r in rows[1:]] == [None, None]  # pending: published again
+            assert all(r["failed_at"] is None for r in rows)  # a nack is not a parked row
+            assert await _received(full, 1) == emitted[:1]
+        # The full queue is gone: the next pass publishes the two rows left, and only them.
+        async with _bound_queue(settings) as queue:
+            assert await investor.relay.publish_pending() == 2
+            assert await _received(queue, 2) == emitted[1:]
+        rows = await support.rows(investor, "SELECT published_at FROM outbox")
+        assert all(r["published_at"] is not None for r in rows)
