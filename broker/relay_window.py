@@ -10,8 +10,7 @@ Nor does a publication wait for its frames to be written before the next is queu
 ``basic_publish(wait=False)``; aio-pika's ``Exchange.publish`` always waits): a window reaches
 the broker back to back, which reads it together and confirms it with few acks, instead of a
 publication a turn of the event loop. The broker's confirm, not the write, is what a row's fate
-waits for, so nothing is marked published sooner. Measured in stop 37 (docs/performance.md):
-RabbitMQ's CPU a trade halved, and a trade took about 13 % less CPU in all.
+waits for, so nothing is marked published sooner (docs/performance.md, stop 37).
 
 What each row's confirm said decides its fate, as row by row: confirmed → marked published;
 returned unroutable → parked as failed with the reason; nacked by the broker → left pending
