@@ -9,6 +9,14 @@ own login role by default (``KABUTO_AGENT_CREDENTIALS``, docs/security.md §5).
 
 A connection taken back by the pool is not reset beyond what asyncpg always does (roll back
 a transaction left open): see ``nothing_to_undo``.
+
+A session that sits idle inside a transaction for ``IDLE_IN_TRANSACTION`` is ended by
+PostgreSQL (``idle_in_transaction_session_timeout``), and the transaction with it. No Kabuto
+transaction waits on anything but its own statements — messages leave through the outbox after
+the commit — so one idle that long is stuck (a hung process, a command left at a prompt), and
+its locks would otherwise hold an issue's book or an account's rows from every other session
+until someone killed it. The agent finds its connection gone at its next statement, and its
+supervisor starts the failed task again (docs/resilience.md).
 """
 
 from __future__ import annotations
@@ -16,9 +24,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
+
+# Far beyond any transaction's own work (the longest, a warm book rebuilt at 10,000 resting
+# orders, takes about half a second) and beyond a health check's stall (``stall_after``).
+IDLE_IN_TRANSACTION = timedelta(minutes=5)
 
 
 def role_of(agent: str) -> str:
@@ -32,9 +45,13 @@ async def agent_pool(
     *,
     max_size: int = 4,
     on_connect: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    idle_in_transaction: timedelta = IDLE_IN_TRANSACTION,
 ) -> AsyncIterator[asyncpg.Pool]:
-    """The agent's pool: its schema, its role, its name in ``pg_stat_activity``. ``on_connect``:
+    """The agent's pool: its schema, its role, its name in ``pg_stat_activity``, and its sessions
+    ended by PostgreSQL when idle in a transaction for ``idle_in_transaction``. ``on_connect``:
     run on each new connection (a running agent counts its statements: ``metrics.counting``)."""
+    if idle_in_transaction < timedelta(milliseconds=1):
+        raise ValueError("idle_in_transaction must be at least a millisecond: 0 would turn the limit off")
     pool = await asyncpg.create_pool(
         database_url,
         min_size=1,
@@ -44,6 +61,7 @@ async def agent_pool(
             "search_path": agent,
             "role": role_of(agent),
             "application_name": f"kabuto-{agent}",
+            "idle_in_transaction_session_timeout": f"{idle_in_transaction // timedelta(milliseconds=1)}ms",
         },
         reset=nothing_to_undo,
     )

@@ -54,6 +54,8 @@ INFRASTRUCTURE: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    # The session sat idle in a transaction past its limit and PostgreSQL ended it (broker.db).
+    asyncpg.IdleInTransactionSessionTimeoutError,
 )
 # Failures of the broker that a reconnection does not mend: a wrong login, a refused
 # permission, a queue declared with other arguments.
