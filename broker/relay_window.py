@@ -72,8 +72,9 @@ async def publish_window(
     rather than marked here — unless a row of the window was not confirmed (parked, nacked, or
     the channel failed): then they are marked here, before the rest of the window is handled."""
     groups = bundling.groups(rows)
-    sends = [asyncio.ensure_future(_send(exchanges, [rows[i] for i in group], sealers)) for group in groups]
-    sent = await asyncio.gather(*sends, return_exceptions=True)
+    channel = await _confirming_channel(exchanges)
+    sends = [asyncio.ensure_future(_send(channel, exchanges, [rows[i] for i in group], sealers)) for group in groups]
+    sent = await _outcomes(channel, sends)
     results: list[BaseException | None] = [None] * len(rows)
     for group, result in zip(groups, sent, strict=True):
         for index in group:
@@ -106,7 +107,44 @@ async def publish_window(
     return parked
 
 
-async def _send(exchanges: Exchanges, rows: Sequence[asyncpg.Record], sealers: Mapping[str, Identity]) -> None:
+async def _confirming_channel(exchanges: Exchanges) -> aiormq.Channel:
+    """The aiormq channel under the exchanges', which confirms what is published on it: a row's
+    fate is its confirm, so a channel without confirms would mark rows the broker never took."""
+    if exchanges.channel.is_closed:  # as aio-pika's publish: a closed channel fails the window here
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{exchanges.channel!r} closed")
+    channel = await exchanges.channel.get_underlay_channel()
+    assert isinstance(channel, aiormq.Channel)  # its publish takes ``wait``; the abstract one does not say so
+    assert channel.publisher_confirms, "the relay publishes on a confirming channel only"
+    return channel
+
+
+async def _outcomes(channel: aiormq.Channel, sends: Sequence[asyncio.Future[None]]) -> list[BaseException | None]:
+    """What became of each send: None (confirmed) or its failure.
+
+    A publication queued without waiting for its write waits in aiormq's write queue (ten
+    frames) when that is full, and once the connection's writer is gone nothing wakes it: no
+    confirmation covers that wait, and the window would never end (found by review, stop 37).
+    So the window also watches the channel close; sends still under way then are cancelled
+    (aiormq takes back a publication cancelled before it was queued) and fail as the channel's
+    loss, while those confirmed before keep their fate."""
+    gathered = asyncio.gather(*sends, return_exceptions=True)
+    closing = channel.closing  # an observer of its own: cancelling it leaves the channel be
+    try:
+        await asyncio.wait([gathered, closing], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closing.cancel()
+    if gathered.done():
+        return list(gathered.result())
+    for send in sends:
+        send.cancel()
+    await asyncio.wait([gathered])
+    lost = aiormq.exceptions.ChannelInvalidStateError("the channel closed while the window was published")
+    return [lost if send.cancelled() else send.exception() for send in sends]
+
+
+async def _send(
+    channel: aiormq.Channel, exchanges: Exchanges, rows: Sequence[asyncpg.Record], sealers: Mapping[str, Identity]
+) -> None:
     """One row as itself, or several for one queue as one sealed bundle."""
     first = rows[0]
     exchange = exchanges.events if first["exchange"] == "events" else exchanges.messages
@@ -119,10 +157,6 @@ async def _send(exchanges: Exchanges, rows: Sequence[asyncpg.Record], sealers: M
         message = amqp_message(item.message_id, item.type, item.body, item.headers)
     else:
         message = bundle_message(items, {}, sealer_of(items, signed_here, sealers))
-    if exchanges.channel.is_closed:  # as aio-pika's publish: a closed channel fails the window here
-        raise aiormq.exceptions.ChannelInvalidStateError(f"{exchanges.channel!r} closed")
-    channel = await exchanges.channel.get_underlay_channel()
-    assert isinstance(channel, aiormq.Channel)  # its publish takes ``wait``; the abstract one does not say so
     await channel.basic_publish(
         message.body,
         exchange=exchange.name,

@@ -1,5 +1,6 @@
 """A window's publications are queued without waiting for each one's write (broker.relay_window,
-stop 37): what a row's fate waits for is still the broker's confirm of that very row.
+stop 37): what a row's fate waits for is still the broker's confirm of that very row, and a
+connection lost while the window waits for room in the client's write queue ends the window.
 
 Events are published one row each, so a window of events is a window of publications — the case
 the queued publish changes most. The broker's answers come from real queues: one bound to the
@@ -9,6 +10,7 @@ events exchange to read what arrived, and one that refuses what it cannot hold
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -22,8 +24,10 @@ from aio_pika.abc import AbstractQueue
 
 from agents.investor.app import AGENT as AGENT_INVESTOR
 from broker.context import Context
+from broker.relay_window import MARK_AND_READ, publish_window
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
+from broker.supervision import is_infrastructure
 from broker.topology import Names
 from schemas.prices import LastPrice
 from tests import support
@@ -104,3 +108,69 @@ async def test_a_nacked_publication_stays_pending_and_the_confirmed_ones_before_
             assert await _received(queue, 2) == emitted[1:]
         rows = await support.rows(investor, "SELECT published_at FROM outbox")
         assert all(r["published_at"] is not None for r in rows)
+
+
+async def test_returned_rows_in_a_queued_window_are_parked_and_the_rest_arrive_in_order(settings: Settings) -> None:
+    """Every third row is for a queue no one declared: the broker returns it, and only it."""
+    async with AgentRuntime(AGENT_INVESTOR, settings) as investor, _bound_queue(settings) as queue:
+
+        async def mixed(ctx: Context) -> list[str]:
+            return [
+                str(
+                    (
+                        ctx.emit(support.issuance_request("alice"), to="nobody") if n % 3 == 1 else ctx.emit(_price(n))
+                    ).envelope.message_id
+                )
+                for n in range(30)
+            ]
+
+        emitted: list[str] = await investor.command("alice", mixed)
+        assert await investor.relay.publish_pending() == 30
+        rows = await support.rows(
+            investor, "SELECT message_id::text AS id, published_at, failed_at FROM outbox ORDER BY seq"
+        )
+        assert [r["id"] for r in rows] == emitted
+        for n, row in enumerate(rows):
+            parked = n % 3 == 1
+            assert (row["published_at"] is None, row["failed_at"] is not None) == (parked, parked), n
+        assert await _received(queue, 20) == [id_ for n, id_ in enumerate(emitted) if n % 3 != 1]
+
+
+async def test_a_connection_lost_while_the_window_waits_for_room_ends_the_window_and_keeps_its_rows(
+    settings: Settings,
+) -> None:
+    """40 publications queued at once fill aiormq's write queue (ten frames); the connection is
+    cut then, as a broker closing it or an EOF would. The sends waiting for room are woken by
+    nothing once the writer is gone: the window must still end, with the channel's loss, and
+    every row it did not see confirmed must stay pending (found by review: it waited for ever)."""
+    async with AgentRuntime(AGENT_INVESTOR, settings) as investor:
+        await _emit_events(investor, 40)
+        relay = investor.relay
+        rows = await relay.pool.fetch(MARK_AND_READ, [], relay.batch)
+        assert len(rows) == 40
+        session = await investor.link.current()
+        amqp = session.connection.transport.connection  # the aiormq connection under the session
+
+        async def cut_when_full() -> None:
+            # Looked at every turn of the loop: the writer empties a full queue within a few
+            # turns, and nothing signals the moment it is full.
+            while not amqp.write_queue.full():  # noqa: ASYNC110
+                await asyncio.sleep(0)
+            await amqp.close(ConnectionError("cut"))
+
+        cut = asyncio.ensure_future(cut_when_full())
+        window = asyncio.ensure_future(
+            publish_window(relay.agent, relay.pool, relay.exchanges, rows, relay.bundling, relay.sealers, None)
+        )
+        async with asyncio.timeout(10):
+            await cut
+            with pytest.raises(Exception) as raised:
+                await window
+        assert is_infrastructure(raised.value), repr(raised.value)
+        counts = await support.rows(
+            investor,
+            """SELECT count(*) FILTER (WHERE published_at IS NULL AND failed_at IS NULL) AS pending,
+                      count(*) FILTER (WHERE failed_at IS NOT NULL) AS parked FROM outbox""",
+        )
+        assert counts[0]["parked"] == 0
+        assert counts[0]["pending"] >= 30  # at most the ten frames queued before the cut were confirmed
