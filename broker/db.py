@@ -13,7 +13,7 @@ a transaction left open): see ``nothing_to_undo``.
 A session that sits idle inside a transaction for ``IDLE_IN_TRANSACTION`` is ended by
 PostgreSQL (``idle_in_transaction_session_timeout``), and the transaction with it. No Kabuto
 transaction waits on anything but its own statements — messages leave through the outbox after
-the commit — so one idle that long is stuck (a hung process, a command left at a prompt), and
+the commit — so one idle that long is stuck (a hung process, a task blocked in a debugger), and
 its locks would otherwise hold an issue's book or an account's rows from every other session
 until someone killed it. The agent finds its connection gone at its next statement, and its
 supervisor starts the failed task again (docs/resilience.md).

@@ -22,6 +22,8 @@ QUICK = Backoff(first=0.001, cap=0.004)
         asyncpg.AdminShutdownError("terminating connection due to administrator command"),
         asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
         asyncpg.InterfaceError("connection is closed"),
+        # A session idle in a transaction past broker.db.IDLE_IN_TRANSACTION, ended by PostgreSQL.
+        asyncpg.IdleInTransactionSessionTimeoutError("terminating connection due to idle-in-transaction timeout"),
         ConnectionRefusedError(111, "refused"),
         aiormq.exceptions.ChannelInvalidStateError("writer is None"),  # an ack on a dead channel
         aiormq.exceptions.AMQPConnectionError("reset"),
