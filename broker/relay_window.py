@@ -131,6 +131,9 @@ async def _outcomes(channel: aiormq.Channel, sends: Sequence[asyncio.Future[None
     closing = channel.closing  # an observer of its own: cancelling it leaves the channel be
     try:
         await asyncio.wait([gathered, closing], return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        gathered.cancel()  # the relay stopping: its sends stop with it, as an awaited gather's would
+        raise
     finally:
         closing.cancel()
     if gathered.done():

@@ -174,3 +174,30 @@ async def test_a_connection_lost_while_the_window_waits_for_room_ends_the_window
         )
         assert counts[0]["parked"] == 0
         assert counts[0]["pending"] >= 30  # at most the ten frames queued before the cut were confirmed
+
+
+async def test_a_window_cancelled_while_it_publishes_cancels_its_sends(settings: Settings) -> None:
+    """The relay stopping cancels the window it is in; its sends stop with it rather than go on
+    publishing unowned (an awaited gather cancelled its children; a wait does not)."""
+    async with AgentRuntime(AGENT_INVESTOR, settings) as investor:
+        await _emit_events(investor, 40)
+        relay = investor.relay
+        rows = await relay.pool.fetch(MARK_AND_READ, [], relay.batch)
+        window = asyncio.ensure_future(
+            publish_window(relay.agent, relay.pool, relay.exchanges, rows, relay.bundling, relay.sealers, None)
+        )
+        sends: list[asyncio.Task[object]] = []
+        while not sends:  # until the window has started its sends, a turn at a time
+            await asyncio.sleep(0)
+            sends = [task for task in asyncio.all_tasks() if _is_send(task)]
+        window.cancel()  # before any confirm can have come back: no send has finished
+        with pytest.raises(asyncio.CancelledError):
+            await window
+        await asyncio.wait(sends, timeout=5)
+        assert all(send.cancelled() for send in sends), [send for send in sends if not send.cancelled()]
+        marked = await support.rows(investor, "SELECT count(*) AS n FROM outbox WHERE published_at IS NOT NULL")
+        assert marked[0]["n"] == 0  # nothing is marked by a window that did not finish
+
+
+def _is_send(task: asyncio.Task[object]) -> bool:
+    return not task.done() and getattr(task.get_coro(), "__qualname__", "") == "_send"
