@@ -65,6 +65,14 @@ async def listed(connection: asyncpg.Connection) -> dict[UUID, str]:
     return {r["cert_id"]: r["status"] for r in await connection.fetch("SELECT cert_id, status FROM certid_list")}
 
 
+async def as_read_after(connection: asyncpg.Connection, matched: order_repo.Matched) -> None:
+    """Each view the statement returned is the one ``instruction_view`` reads after it."""
+    for sell, view in matched.views.items():
+        after = await order_repo.instruction_view(connection, sell)
+        assert view.unfinished == after.unfinished
+        assert values(view.orders) == values(after.orders)
+
+
 async def test_a_buy_order_sweeping_two_sell_orders_is_one_statement_that_reads_as_the_reads_after_it(
     connection: asyncpg.Connection,
 ) -> None:
@@ -121,10 +129,7 @@ async def test_a_buy_order_sweeping_two_sell_orders_is_one_statement_that_reads_
             (second, number, bea.acceptance_number, 50, "pending_transfer"),
         ]
         assert set(matched.views) == {ada.acceptance_number, bea.acceptance_number}
-        for sell in matched.views:
-            after = await order_repo.instruction_view(connection, sell)
-            assert matched.views[sell].unfinished == after.unfinished
-            assert values(matched.views[sell].orders) == values(after.orders)
+        await as_read_after(connection, matched)
         assert [(m.matching_number, m.status) for m in matched.views[ada.acceptance_number].unfinished] == [
             (old, "transfer_requested"),
             (first, "pending_transfer"),
@@ -164,8 +169,7 @@ async def test_an_ioc_sell_order_taking_two_buy_orders_is_one_view_with_both_exe
         assert [m.matching_number for m in view.unfinished] == matched.matching_numbers
         assert view.orders[number].status == "cancelled" and view.orders[number].order.remaining == 0
         assert all(view.orders[b.acceptance_number].status == "filled" for b in buys)
-        after = await order_repo.instruction_view(connection, number)
-        assert view.unfinished == after.unfinished and values(view.orders) == values(after.orders)
+        await as_read_after(connection, matched)
         assert await row(connection, number) == ("cancelled", 0, 500, CancelReason.IOC_REMAINDER.value)
 
 

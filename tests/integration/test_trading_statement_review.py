@@ -18,8 +18,17 @@ from agents.exchange import order_repo, standing_repo
 from agents.exchange.book import Order, OrderBook, Result
 from schemas.trading import CancelReason, OrderType, Side, SubmitOrder, TimeInForce
 from tests import support
-from tests.integration.test_read_ahead import PRICE, order, values
-from tests.integration.test_trading_statement import CERT_A, CERT_B, ROWS_WRITTEN, listed, resting, row, selling
+from tests.integration.test_read_ahead import PRICE, order
+from tests.integration.test_trading_statement import (
+    CERT_A,
+    CERT_B,
+    ROWS_WRITTEN,
+    as_read_after,
+    listed,
+    resting,
+    row,
+    selling,
+)
 
 COVER = UUID(int=0xC0)
 UNIT = Decimal(1000)
@@ -58,14 +67,6 @@ async def submitted(
         executions=result.executions,
     )
     return result, matched
-
-
-async def as_read_after(connection: asyncpg.Connection, matched: order_repo.Matched) -> None:
-    """Each view the statement returned is the one ``instruction_view`` reads after it."""
-    for sell, view in matched.views.items():
-        after = await order_repo.instruction_view(connection, sell)
-        assert view.unfinished == after.unfinished
-        assert values(view.orders) == values(after.orders)
 
 
 async def test_a_buy_order_on_a_standing_cover_that_trades_draws_what_two_statements_drew(
