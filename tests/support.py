@@ -404,8 +404,10 @@ async def terminate_backends(settings: Settings, application_name: str) -> int:
         await admin.close()
 
 
-async def eventually(check: Callable[[], object], *, timeout: float = 10.0) -> None:
-    """Wait for an outcome that has no event to wait on (a row the relay parks), up to ``timeout``."""
+async def eventually(check: Callable[[], object], *, timeout: float = 10.0, every: float = 0.05) -> None:
+    """Wait for an outcome that has no event to wait on (a row the relay parks), up to ``timeout``,
+    looking every ``every`` seconds; 0 looks at every turn of the event loop, for a state that
+    lasts only a few turns (a client's write queue full)."""
     async with asyncio.timeout(timeout):
         while True:
             result = check()
@@ -413,7 +415,7 @@ async def eventually(check: Callable[[], object], *, timeout: float = 10.0) -> N
                 result = await result
             if result:
                 return
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(every)
 
 
 async def analyze(settings: Settings, table: str) -> None:

@@ -154,8 +154,7 @@ async def test_a_connection_lost_while_the_window_waits_for_room_ends_the_window
         async def cut_when_full() -> None:
             # Looked at every turn of the loop: the writer empties a full queue within a few
             # turns, and nothing signals the moment it is full.
-            while not amqp.write_queue.full():  # noqa: ASYNC110
-                await asyncio.sleep(0)
+            await support.eventually(amqp.write_queue.full, timeout=10, every=0)
             await amqp.close(ConnectionError("cut"))
 
         cut = asyncio.ensure_future(cut_when_full())
@@ -187,9 +186,12 @@ async def test_a_window_cancelled_while_it_publishes_cancels_its_sends(settings:
             publish_window(relay.agent, relay.pool, relay.exchanges, rows, relay.bundling, relay.sealers, None)
         )
         sends: list[asyncio.Task[object]] = []
-        while not sends:  # until the window has started its sends, a turn at a time
-            await asyncio.sleep(0)
-            sends = [task for task in asyncio.all_tasks() if _is_send(task)]
+
+        def started() -> bool:
+            sends[:] = [task for task in asyncio.all_tasks() if _is_send(task)]
+            return bool(sends)
+
+        await support.eventually(started, timeout=10, every=0)  # the first turn the window's sends exist
         window.cancel()  # before any confirm can have come back: no send has finished
         with pytest.raises(asyncio.CancelledError):
             await window
