@@ -361,9 +361,31 @@ class Consumer:
                     raise
 
     async def _transaction(self, opened: Opened) -> bool:
-        """Run the handler with the inbox and outbox rows; True if it was a redelivery."""
-        async with self.pool.acquire() as connection, connection.transaction():
-            return await self.apply(connection, opened) is None
+        """Run the handler with the inbox and outbox rows; True if it was a redelivery.
+
+        The handler runs first, and the inbox row is claimed in the statement that stores what
+        it emitted (``inbox.claim_storing``): one round trip fewer. If that fails, it is rolled
+        back whole and the claim is made again alone, as it always came first: it waits for a
+        transaction of the same delivery still under way, absorbs a redelivery and refuses a
+        replayed id. Claimed now, the delivery is handled again if it was the claim that failed
+        (the other transaction rolled back), and otherwise fails as its handler did — run once,
+        so a failure is retried on the agent's back-off, never at once."""
+        async with self.pool.acquire() as connection:
+            try:
+                async with connection.transaction():
+                    context = await self.handle(connection, opened)
+                    await inbox.claim_storing(connection, [opened], outbox.rows(context.emitted, self.packing))
+                    return False
+            except Exception as exc:
+                if is_infrastructure(exc) and not isinstance(exc, Rejected):
+                    raise
+                failure = exc
+            async with connection.transaction():
+                if isinstance(failure, inbox.SeenBefore):
+                    return await self.apply(connection, opened) is None
+                if not await inbox.claim(connection, opened):
+                    return True
+                raise failure
 
     async def apply(self, connection: asyncpg.Connection, opened: Opened, *, store: bool = True) -> Context | None:
         """In the caller's transaction: the inbox row, the handler, the outbox rows (``store``;

@@ -10,9 +10,12 @@ for all of them:
   the consumer gave ``Deliveries`` an opener (below); one that fails a check is dead-lettered
   with its reason, exactly as alone;
 * the others run in delivery order, so order per book and per account is the queue's order.
-  First all at once: one statement claims every inbox row, the handlers run one after the
-  other with no savepoint, one statement writes every outbox row. That is the common case,
-  and it costs two round trips for the batch on top of the handlers' own statements. An agent
+  First all at once: the handlers run one after the other with no savepoint, then one
+  statement claims every inbox row and writes every outbox row (``inbox.claim_storing``).
+  That is the common case, and it costs one round trip for the batch on top of the handlers'
+  own statements. A delivery the inbox holds already (a redelivery, a replayed id) makes that
+  statement roll the transaction back, and the batch runs all at once again with its claim
+  first (``inbox.claim_all``), so that the redeliveries' handlers do not run. An agent
   may keep something across the handlers of such a batch (``BatchScope``: the exchange's books,
   settlement's account locks), since no savepoint there releases a lock; its end may still
   refuse the batch, which then runs as below. Consecutive deliveries taken by one set-based
@@ -233,13 +236,13 @@ async def _transaction(consumer: Consumer, items: list[_Item]) -> None:
         return
     async with consumer.pool.acquire() as connection:
         try:
-            async with connection.transaction():
-                await _all_at_once(consumer, connection, items)
+            if not await _all_at_once(consumer, connection, items, claim_first=not _distinct(items)):
+                _forget(items)
+                await _all_at_once(consumer, connection, items, claim_first=True)
             return
         except _OneRefused as refused:
             log.info("group_commit_savepoints", deliveries=len(items), cause=repr(refused.__cause__))
-        for item in items:
-            item.duplicate, item.context = False, None
+        _forget(items)
         async with connection.transaction():
             await _one_savepoint_each(consumer, connection, items)
 
@@ -248,12 +251,34 @@ class _OneRefused(Exception):
     """A delivery of the batch refused or failed: the batch runs again, a savepoint each."""
 
 
-async def _all_at_once(consumer: Consumer, connection: asyncpg.Connection, items: list[_Item]) -> None:
-    """Claim every inbox row, run every handler and store every emitted message, no savepoint."""
-    fresh = await inbox.claim_all(connection, [item.opened for item in items])
-    for item, new in zip(items, fresh, strict=True):
-        item.duplicate = not new
-    handled = [item for item in items if not item.duplicate]
+async def _all_at_once(
+    consumer: Consumer, connection: asyncpg.Connection, items: list[_Item], *, claim_first: bool
+) -> bool:
+    """Every handler in one transaction, no savepoint; False if it rolled back because a
+    delivery was in the inbox already.
+
+    Claimed first (``claim_first``): the inbox rows before the handlers, which then skip the
+    redeliveries, and the outbox rows after. Otherwise the claim goes with the outbox rows, in
+    one statement after the handlers (``inbox.claim_storing``), and any delivery seen before
+    rolls the whole transaction back: the caller then runs the batch again, claimed first."""
+    try:
+        async with connection.transaction():
+            if claim_first:
+                fresh = await inbox.claim_all(connection, [item.opened for item in items])
+                for item, new in zip(items, fresh, strict=True):
+                    item.duplicate = not new
+            await _handle_all(consumer, connection, [item for item in items if not item.duplicate])
+            if claim_first:
+                await _store(consumer, connection, items)
+            else:
+                await inbox.claim_storing(connection, [item.opened for item in items], _rows(consumer, items))
+    except inbox.SeenBefore as seen:
+        log.info("group_commit_seen_before", deliveries=len(items), detail=str(seen))
+        return False
+    return True
+
+
+async def _handle_all(consumer: Consumer, connection: asyncpg.Connection, handled: list[_Item]) -> None:
     try:
         async with consumer.batch_scope(connection, [item.opened.message for item in handled]):
             for run in set_based.runs(handled, _message, consumer.handlers.__getitem__):
@@ -262,14 +287,29 @@ async def _all_at_once(consumer: Consumer, connection: asyncpg.Connection, items
         if is_infrastructure(exc) and not isinstance(exc, Rejected):
             raise  # the transaction itself is gone: the batch falls back (and waits out an outage)
         raise _OneRefused from exc
-    await _store(consumer, connection, items)
+
+
+def _distinct(items: list[_Item]) -> bool:
+    """No message id twice in the batch: only then may its claim wait for its handlers."""
+    return len({item.opened.envelope.message_id for item in items}) == len(items)
+
+
+def _forget(items: list[_Item]) -> None:
+    """What a rolled-back run decided about each delivery, before the batch runs again."""
+    for item in items:
+        item.duplicate, item.context = False, None
 
 
 async def _store(consumer: Consumer, connection: asyncpg.Connection, items: list[_Item]) -> None:
     """What the batch's handled deliveries emitted, in their order, as one store: what it sends
     one of Kabuto's queues is one packed bundle (broker.outbox.packed)."""
+    if (rows := _rows(consumer, items)) is not None:
+        await connection.execute(outbox.STORE, *rows)
+
+
+def _rows(consumer: Consumer, items: list[_Item]) -> outbox.Rows | None:
     emitted = [sealed for item in items if item.context for sealed in item.context.emitted]
-    await outbox.store(connection, emitted, consumer.packing)
+    return outbox.rows(emitted, consumer.packing)
 
 
 def _message(item: _Item) -> Message:

@@ -4,6 +4,13 @@ A claim is an ``INSERT … ON CONFLICT DO NOTHING`` in the handler's transaction
 commits with the handler's effects or not at all. An id already claimed is a redelivery
 when the bytes are the same (nothing happens) and a replayed message id when they differ
 (a security refusal). ``claim_all`` does the same for a batch in one statement.
+
+``claim_storing`` claims after the handlers instead, in the statement that stores what they
+emitted: one round trip fewer a transaction, which is what a batch of one or two deliveries
+pays most for (docs/performance.md, stop 38). It is optimistic: a delivery seen before (a
+redelivery, a replayed id) makes it raise ``SeenBefore``, the caller's transaction is rolled
+back whole, and the batch is decided again with the claim first, so that the effects of a
+handler run on a redelivery are never kept.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from uuid import UUID
 
 import asyncpg
 
+from broker import outbox
 from broker.envelope import Opened
 from broker.errors import Reason, SecurityRejected
 
@@ -36,6 +44,27 @@ async def claim(connection: asyncpg.Connection, opened: Opened) -> bool:
     return False
 
 
+class SeenBefore(Exception):
+    """An optimistic claim (``claim_storing``) met a delivery the inbox holds already: the
+    caller's transaction must roll back, and the batch be decided again with the claim first."""
+
+
+async def claim_storing(connection: asyncpg.Connection, batch: Sequence[Opened], stored: outbox.Rows | None) -> None:
+    """Claim every delivery of ``batch`` after its handlers ran, in the statement that stores the
+    outbox rows they emitted (``outbox.rows``; None: nothing to store, and the relay not woken).
+
+    Raises ``SeenBefore`` if any id was claimed before (or occurs twice in ``batch``): whether
+    it is a redelivery or a replay is for ``claim_all`` to say once the caller has rolled back."""
+    ids = [o.envelope.message_id for o in batch]
+    claim = [ids, [o.digest for o in batch], [o.envelope.type for o in batch], [o.envelope.sender for o in batch]]
+    if stored is None:
+        claimed = await connection.fetchval(_CLAIMED, *claim)
+    else:
+        claimed = await connection.fetchval(_CLAIMED_STORING, *claim, *stored)
+    if claimed != len(ids):
+        raise SeenBefore(f"{len(ids) - claimed} of {len(ids)} deliveries claimed before")
+
+
 async def claim_all(connection: asyncpg.Connection, batch: Sequence[Opened]) -> list[bool]:
     """``claim`` for each delivery of ``batch``, in two statements at most; one flag per delivery.
 
@@ -43,10 +72,7 @@ async def claim_all(connection: asyncpg.Connection, batch: Sequence[Opened]) -> 
     then a redelivery (same bytes) or a replay (other bytes), exactly as if it came later.
     """
     rows = await connection.fetch(
-        """INSERT INTO inbox (message_id, digest, message_type, sender)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
-           ON CONFLICT (message_id) DO NOTHING
-           RETURNING message_id""",
+        _CLAIM,
         [o.envelope.message_id for o in batch],
         [o.digest for o in batch],
         [o.envelope.type for o in batch],
@@ -69,6 +95,15 @@ async def claim_all(connection: asyncpg.Connection, batch: Sequence[Opened]) -> 
         for opened in seen:
             _same_bytes(opened, digests.get(opened.envelope.message_id))
     return fresh
+
+
+_CLAIM = """INSERT INTO inbox (message_id, digest, message_type, sender)
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
+            ON CONFLICT (message_id) DO NOTHING
+            RETURNING message_id"""
+_CLAIMED = f"WITH claimed AS ({_CLAIM}) SELECT count(*) FROM claimed"
+# Both inserts run to completion whatever the query reads (PostgreSQL's data-modifying WITH).
+_CLAIMED_STORING = f"WITH claimed AS ({_CLAIM}), stored AS ({outbox.store_statement(5)}) SELECT count(*) FROM claimed"
 
 
 def _same_bytes(opened: Opened, digest: str | None) -> None:

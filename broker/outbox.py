@@ -49,10 +49,21 @@ async def store(connection: asyncpg.Connection, messages: Sequence[Sealed], pack
 
     ``packing``: what the messages send to one of Kabuto's queues under one key is stored as one
     packed bundle (``packed``); without it, every message is a row of its own, signed."""
+    if (columns := rows(messages, packing)) is not None:
+        await connection.execute(STORE, *columns)
+
+
+# The store's parameters: the outbox rows column by column, in their order.
+Rows = tuple[list[object], ...]
+
+
+def rows(messages: Sequence[Sealed], packing: Bundling | None) -> Rows | None:
+    """``messages`` as outbox rows (``store``), the parameters of ``store_statement``; None for none,
+    so that nothing is inserted and the relay is not woken."""
     if not messages:
-        return
-    rows = [_row(group[0]) if len(group) == 1 else _bundle_row(group) for group in packed(messages, packing)]
-    await connection.execute(_STORE, *zip(*rows, strict=True))
+        return None
+    each = [_row(group[0]) if len(group) == 1 else _bundle_row(group) for group in packed(messages, packing)]
+    return tuple(list(column) for column in zip(*each, strict=True))
 
 
 def packed(messages: Sequence[Sealed], packing: Bundling | None) -> list[list[Sealed]]:
@@ -73,13 +84,20 @@ def packed(messages: Sequence[Sealed], packing: Bundling | None) -> list[list[Se
     return [[messages[index] for index in group] for group in packing.cut(places)]
 
 
-# One statement for a batch's messages, in their order (the seq the relay publishes by): one
-# execution, where one per row cost the database three times as much (docs/performance.md, stop 24).
-_STORE = """INSERT INTO outbox (message_id, message_type, exchange, routing_key, body, headers)
+def store_statement(first: int) -> str:
+    """The insert of a batch's outbox rows (``rows``), its parameters numbered from ``first`` (a
+    statement may hold it as a CTE: ``broker.inbox.claim_storing``). One statement for a batch's
+    messages, in their order (the seq the relay publishes by): one execution, where one per row
+    cost the database three times as much (docs/performance.md, stop 24)."""
+    p = [f"${first + k}" for k in range(6)]
+    return f"""INSERT INTO outbox (message_id, message_type, exchange, routing_key, body, headers)
             SELECT message_id, message_type, exchange, routing_key, body, headers::jsonb
-            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[])
+            FROM unnest({p[0]}::uuid[], {p[1]}::text[], {p[2]}::text[], {p[3]}::text[], {p[4]}::bytea[], {p[5]}::text[])
                  WITH ORDINALITY AS m (message_id, message_type, exchange, routing_key, body, headers, n)
             ORDER BY n"""
+
+
+STORE = store_statement(1)
 
 
 def _row(sealed: Sealed) -> tuple[object, ...]:
