@@ -183,9 +183,6 @@ class Consumer:
     # What a batch sends to one of Kabuto's queues under one key is stored as one packed bundle
     # (broker.outbox.store); None: every message a row of its own.
     packing: Bundling | None = None
-    # The agent's relay, woken in this process after a commit that stored rows quietly (no
-    # notification: migration 0082); None: every commit notifies, as any other writer's.
-    wake_relay: Callable[[], None] | None = None
     # Set while the broker knows this consumer on every queue it takes (``kabuto run`` says
     # ``agents_ready`` only then).
     consuming: asyncio.Event = field(default_factory=asyncio.Event)
@@ -377,10 +374,8 @@ class Consumer:
             try:
                 async with connection.transaction():
                     context = await self.handle(connection, opened)
-                    rows = outbox.rows(context.emitted, self.packing)
-                    await inbox.claim_storing(connection, [opened], rows, quietly=self.wake_relay is not None)
-                self.stored(rows)
-                return False
+                    await inbox.claim_storing(connection, [opened], outbox.rows(context.emitted, self.packing))
+                    return False
             except Exception as exc:
                 if is_infrastructure(exc) and not isinstance(exc, Rejected):
                     raise
@@ -391,12 +386,6 @@ class Consumer:
                 if not await inbox.claim(connection, opened):
                     return True
                 raise failure
-
-    def stored(self, rows: outbox.Rows | None) -> None:
-        """``rows`` were committed by ``inbox.claim_storing``, quietly if the relay is ours to
-        wake (``wake_relay``): it is woken now."""
-        if rows is not None and self.wake_relay is not None:
-            self.wake_relay()
 
     async def apply(self, connection: asyncpg.Connection, opened: Opened, *, store: bool = True) -> Context | None:
         """In the caller's transaction: the inbox row, the handler, the outbox rows (``store``;

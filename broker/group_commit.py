@@ -261,7 +261,6 @@ async def _all_at_once(
     redeliveries, and the outbox rows after. Otherwise the claim goes with the outbox rows, in
     one statement after the handlers (``inbox.claim_storing``), and any delivery seen before
     rolls the whole transaction back: the caller then runs the batch again, claimed first."""
-    rows = None
     try:
         async with connection.transaction():
             if claim_first:
@@ -272,13 +271,10 @@ async def _all_at_once(
             if claim_first:
                 await _store(consumer, connection, items)
             else:
-                rows = _rows(consumer, items)
-                opened = [item.opened for item in items]
-                await inbox.claim_storing(connection, opened, rows, quietly=consumer.wake_relay is not None)
+                await inbox.claim_storing(connection, [item.opened for item in items], _rows(consumer, items))
     except inbox.SeenBefore as seen:
         log.info("group_commit_seen_before", deliveries=len(items), detail=str(seen))
         return False
-    consumer.stored(rows)
     return True
 
 

@@ -49,14 +49,9 @@ class SeenBefore(Exception):
     caller's transaction must roll back, and the batch be decided again with the claim first."""
 
 
-async def claim_storing(
-    connection: asyncpg.Connection, batch: Sequence[Opened], stored: outbox.Rows | None, *, quietly: bool = False
-) -> None:
+async def claim_storing(connection: asyncpg.Connection, batch: Sequence[Opened], stored: outbox.Rows | None) -> None:
     """Claim every delivery of ``batch`` after its handlers ran, in the statement that stores the
     outbox rows they emitted (``outbox.rows``; None: nothing to store, and the relay not woken).
-
-    ``quietly``: the commit sends the relay no notification (migration 0082), because the caller
-    wakes the relay in its own process once the transaction has committed.
 
     Raises ``SeenBefore`` if any id was claimed before (or occurs twice in ``batch``): whether
     it is a redelivery or a replay is for ``claim_all`` to say once the caller has rolled back."""
@@ -65,7 +60,7 @@ async def claim_storing(
     if stored is None:
         claimed = await connection.fetchval(_CLAIMED, *claim)
     else:
-        claimed = await connection.fetchval(_CLAIMED_STORING_QUIETLY if quietly else _CLAIMED_STORING, *claim, *stored)
+        claimed = await connection.fetchval(_CLAIMED_STORING, *claim, *stored)
     if claimed != len(ids):
         raise SeenBefore(f"{len(ids) - claimed} of {len(ids)} deliveries claimed before")
 
@@ -109,11 +104,6 @@ _CLAIM = """INSERT INTO inbox (message_id, digest, message_type, sender)
 _CLAIMED = f"WITH claimed AS ({_CLAIM}) SELECT count(*) FROM claimed"
 # Both inserts run to completion whatever the query reads (PostgreSQL's data-modifying WITH).
 _CLAIMED_STORING = f"WITH claimed AS ({_CLAIM}), stored AS ({outbox.store_statement(5)}) SELECT count(*) FROM claimed"
-# The setting is for the transaction (``set_config``'s third argument); the query reads it, so it
-# is set before the statement ends and the insert's trigger fires (migration 0082).
-_CLAIMED_STORING_QUIETLY = f"""WITH quiet AS (SELECT set_config('kabuto.relay_woken', 'on', true)),
-    claimed AS ({_CLAIM}), stored AS ({outbox.store_statement(5)})
-    SELECT count(*) FROM claimed, quiet"""
 
 
 def _same_bytes(opened: Opened, digest: str | None) -> None:

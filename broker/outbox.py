@@ -1,9 +1,7 @@
 """The transactional outbox and its relay.
 
 ``store`` writes sealed messages in the caller's transaction; the insert's trigger (migration
-0075) sends a NOTIFY that PostgreSQL delivers only on commit. The running agent's consumer
-stores quietly instead (``broker.inbox.claim_storing``, migration 0082) and wakes the relay in
-its own process once it has committed (``OutboxRelay.wake``). The relay LISTENs for the rest,
+0075) sends a NOTIFY that PostgreSQL delivers only on commit. The relay LISTENs for it,
 publishes pending rows in sequence order with publisher confirms and mandatory routing, and
 marks a row published only after the broker confirmed it. A crash between the confirm and the mark publishes the
 row again; receivers absorb the duplicate in their inbox, because the bytes are identical.
@@ -260,10 +258,6 @@ class OutboxRelay:
         listener.add_termination_listener(self._on_listener_lost)
         await listener.add_listener(notify_channel(self.agent), self._on_notify)
         return listener
-
-    def wake(self) -> None:
-        """Rows were committed: publish them (the consumer's quiet commits, migration 0082)."""
-        self._wake.set()
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

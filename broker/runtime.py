@@ -157,7 +157,6 @@ class AgentRuntime:
             sealers={identity.fingerprint: identity for identity in self.identities.values()},
             beat=self.heartbeats.beat("relay"),
         )
-        self.consumer.wake_relay = self.relay.wake  # its commits then send no notification
 
     async def _open_session(self) -> BrokerSession:
         """Connect, declare the topology on a confirming channel, wait until every queue answers."""

@@ -86,7 +86,7 @@ async def test_a_delivery_alone_claims_its_inbox_row_in_the_statement_that_store
         assert await state(issuer) == (1, 3, 1)
     # After the handler: one statement claims and stores, then the commit; no claim of its own.
     claim = _before_commit(recording.statements)
-    assert claim.startswith("WITH ") and "INSERT INTO inbox" in claim and "INSERT INTO outbox" in claim
+    assert claim.startswith("WITH claimed AS (INSERT INTO inbox") and "INSERT INTO outbox" in claim
     assert not any(s.startswith("INSERT INTO inbox") for s in recording.statements)
 
 

@@ -1,8 +1,7 @@
 """Writing the outbox (issue 8): a batch's messages in one statement, in their order, and the
 statement wakes the agent's relay by itself (migration 0075) when its transaction commits,
 once however many rows it wrote, and never for rows rolled back with their transaction or
-savepoint. The running agent's consumer wakes its relay in process instead, and its commits
-send no notification (migration 0082)."""
+savepoint."""
 
 from __future__ import annotations
 
@@ -11,14 +10,13 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 
-from broker import inbox, outbox, relay_window
+from broker import outbox, relay_window
 from broker.db import notify_channel
-from broker.envelope import Opened, Sealed, open_delivery
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
 from tests import support
@@ -161,52 +159,3 @@ async def test_rows_committed_while_the_relay_publishes_are_all_marked_once_it_i
 
         await support.eventually(all_marked, timeout=10)
         await exchange.outcomes.wait_count(lambda s: True, 40)
-
-
-async def test_a_quiet_claim_and_store_sends_no_notification_and_a_loud_one_does(settings: Settings, keys: Any) -> None:
-    alice = keys.load_identity("alice")
-    async with AgentRuntime(support.AGENTS["issuer"], settings) as issuer, listening(settings, "issuer") as heard:
-        for quietly, expected in ((True, []), (False, [""])):
-            delivered = support.sealed_request(alice)
-            opened = _opened(issuer, delivered)
-            async with issuer.pool.acquire() as connection, connection.transaction():
-                rows = outbox.rows([support.sealed_request(alice, to="exchange")], None)
-                await inbox.claim_storing(connection, [opened], rows, quietly=quietly)
-                # Quiet for the transaction only: a later insert in it would notify as any other.
-                woken = await connection.fetchval("SELECT current_setting('kabuto.relay_woken', true)")
-                assert (woken == "on") is quietly
-            assert await settled(heard, settings, "issuer") == expected
-            heard.clear()
-
-
-async def test_a_running_consumer_wakes_its_relay_in_process_and_its_commits_are_quiet(
-    settings: Settings, keys: Any
-) -> None:
-    """Its relay's safety-net poll is set beyond the test's wait: what the delivery's handler
-    emitted is published because the consumer woke the relay, and no notification was sent."""
-    patient = dataclasses.replace(settings, outbox_idle_poll=timedelta(minutes=10))
-    async with support.agents(patient, "issuer", "investor", "exchange") as rt, listening(settings, "issuer") as heard:
-        issuer = rt["issuer"]
-        await support.open_offering(issuer)
-        await settled(heard, settings, "issuer")  # the offering is a command: it notified
-        heard.clear()
-        before = await issuer.pool.fetchval("SELECT count(*) FROM outbox")
-        sealed = support.sealed_request(keys.load_identity("alice"))
-        await support.publish_sealed(settings, sealed)
-        await issuer.outcomes.wait_for(str(sealed.envelope.message_id))
-
-        async def published() -> bool:
-            return bool(await issuer.pool.fetchval("SELECT count(*) = 0 FROM outbox WHERE published_at IS NULL"))
-
-        await support.eventually(published, timeout=10)
-        assert await issuer.pool.fetchval("SELECT count(*) FROM outbox") > before  # the issuance's rows
-        assert await settled(heard, settings, "issuer") == []
-
-
-def _opened(runtime: AgentRuntime, sealed: Sealed) -> Opened:
-    """``sealed`` opened as ``runtime``'s consumer opens a delivery."""
-    hosted = {i.user_id: i.participant.role for i in runtime.identities.values()}
-    freshness = runtime.consumer.freshness
-    return open_delivery(
-        sealed.body, sealed.headers, trust=runtime.trust, hosted=hosted, freshness=freshness, now=datetime.now(UTC)
-    )
