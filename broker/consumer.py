@@ -365,11 +365,17 @@ class Consumer:
 
         The handler runs first, and the inbox row is claimed in the statement that stores what
         it emitted (``inbox.claim_storing``): one round trip fewer. If that fails, it is rolled
-        back whole and the claim is made again alone, as it always came first: it waits for a
-        transaction of the same delivery still under way, absorbs a redelivery and refuses a
-        replayed id. Claimed now, the delivery is handled again if it was the claim that failed
-        (the other transaction rolled back), and otherwise fails as its handler did — run once,
-        so a failure is retried on the agent's back-off, never at once."""
+        back whole and the claim is made alone, as it used to come first: it absorbs a
+        redelivery, refuses a replayed id, and waits for a transaction that holds the claim (one
+        that claimed first). Claimed now, the delivery is handled again if it was the claim that
+        failed, and otherwise fails as its handler did — run once, so a failure is retried on
+        the agent's back-off, never at once.
+
+        What the claim first did and this cannot (found by review): make a second run of the
+        same delivery wait from its start for a first one still under way. That takes two
+        consumers of one agent's queues at once; Kabuto runs one (a consumer finishes its batch
+        before it takes the next, a new session's too), and a second instance of an agent is
+        outside what it supports (docs/decisions.md, issue 8)."""
         async with self.pool.acquire() as connection:
             try:
                 async with connection.transaction():

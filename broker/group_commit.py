@@ -59,7 +59,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
 from broker import inbox, logs, outbox, set_based
 from broker.bundle import Delivery, unbundled
 from broker.context import Context
-from broker.envelope import Opened
+from broker.envelope import Opened, Sealed
 from broker.errors import Rejected, rejection_of
 from broker.supervision import is_infrastructure
 from schemas.catalogue import Message
@@ -221,7 +221,7 @@ async def settle_batch(
                 settled[index] = await consumer._dead_letter(delivery, rejected)
     try:
         await _transaction(consumer, list(items.values()))
-    except Exception as exc:  # noqa: BLE001 — the batch did not commit: nothing of it happened
+    except Exception as exc:  # noqa: BLE001 — settled again alone: what did commit is absorbed as redelivered
         log.warning("group_commit_fell_back", deliveries=len(items), error=repr(exc))
         for index, item in items.items():
             settled[index] = await consumer.settle(item.delivery, item.opened)
@@ -303,13 +303,16 @@ def _forget(items: list[_Item]) -> None:
 async def _store(consumer: Consumer, connection: asyncpg.Connection, items: list[_Item]) -> None:
     """What the batch's handled deliveries emitted, in their order, as one store: what it sends
     one of Kabuto's queues is one packed bundle (broker.outbox.packed)."""
-    if (rows := _rows(consumer, items)) is not None:
-        await connection.execute(outbox.STORE, *rows)
+    await outbox.store(connection, _emitted(items), consumer.packing)
 
 
 def _rows(consumer: Consumer, items: list[_Item]) -> outbox.Rows | None:
-    emitted = [sealed for item in items if item.context for sealed in item.context.emitted]
-    return outbox.rows(emitted, consumer.packing)
+    """``_store``'s rows, for the statement that claims the batch with them."""
+    return outbox.rows(_emitted(items), consumer.packing)
+
+
+def _emitted(items: list[_Item]) -> list[Sealed]:
+    return [sealed for item in items if item.context for sealed in item.context.emitted]
 
 
 def _message(item: _Item) -> Message:
