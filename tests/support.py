@@ -100,6 +100,12 @@ def sealed_request(identity: Identity, to: str = "issuer", **changes: Any) -> Se
     return seal(identity, issuance_request(identity.user_id, **changes), recipient=to, now=datetime.now(UTC))
 
 
+def replayed_request(identity: Identity, of: Sealed, **changes: Any) -> Sealed:
+    """Another issuance request under ``of``'s message id: a replayed id, other bytes."""
+    request = issuance_request(identity.user_id, **changes)
+    return seal(identity, request, recipient="issuer", now=datetime.now(UTC), message_id=of.envelope.message_id)
+
+
 async def publish(
     settings: Settings, body: bytes, headers: Mapping[str, Any], routing_key: str, message_id: str = ""
 ) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -23,7 +22,7 @@ from agents.issuer.app import on_issuance_request
 from broker.bundle import Item, pack
 from broker.consumer import Outcome
 from broker.context import Context
-from broker.envelope import Sealed, body_digest, seal
+from broker.envelope import Sealed, body_digest
 from broker.errors import Reason
 from broker.runtime import AgentDefinition, AgentRuntime, running
 from broker.settings import Settings
@@ -74,6 +73,11 @@ def outcome_of(sealed: Sealed, outcome: Outcome) -> Callable[[Any], bool]:
     return lambda s: s.message_id == str(sealed.envelope.message_id) and s.outcome is outcome
 
 
+async def processed(settings: Settings, issuer: AgentRuntime, sealed: Sealed) -> None:
+    await support.publish_sealed(settings, sealed)
+    await issuer.outcomes.wait(outcome_of(sealed, Outcome.PROCESSED))
+
+
 async def test_a_delivery_alone_claims_its_inbox_row_in_the_statement_that_stores_its_messages(
     settings: Settings, keys: Any
 ) -> None:
@@ -81,8 +85,7 @@ async def test_a_delivery_alone_claims_its_inbox_row_in_the_statement_that_store
     async with AgentRuntime(recording.definition(), one_at_a_time(settings)) as issuer, running(issuer):
         await support.open_offering(issuer)
         sealed = support.sealed_request(keys.load_identity("alice"))
-        await support.publish_sealed(settings, sealed)
-        await issuer.outcomes.wait(outcome_of(sealed, Outcome.PROCESSED))
+        await processed(settings, issuer, sealed)
         assert await state(issuer) == (1, 3, 1)
     # After the handler: one statement claims and stores, then the commit; no claim of its own.
     claim = _before_commit(recording.statements)
@@ -95,8 +98,7 @@ async def test_a_redelivery_alone_is_handled_rolled_back_and_absorbed(settings: 
     async with AgentRuntime(recording.definition(), one_at_a_time(settings)) as issuer, running(issuer):
         await support.open_offering(issuer)
         sealed = support.sealed_request(keys.load_identity("alice"))
-        await support.publish_sealed(settings, sealed)
-        await issuer.outcomes.wait(outcome_of(sealed, Outcome.PROCESSED))
+        await processed(settings, issuer, sealed)
         # Its handler finds nothing to refuse the second time (as one that finds its work done
         # would): only the claim can tell it is a redelivery.
         recording.idle.add(sealed.envelope.message_id)
@@ -115,15 +117,8 @@ async def test_a_replayed_id_alone_is_refused_and_what_its_handler_did_is_rolled
     async with AgentRuntime(recording.definition(), one_at_a_time(settings)) as issuer, running(issuer):
         await support.open_offering(issuer)
         first = support.sealed_request(alice, shares=100)
-        await support.publish_sealed(settings, first)
-        await issuer.outcomes.wait(outcome_of(first, Outcome.PROCESSED))
-        replay = seal(
-            alice,
-            support.issuance_request("alice", shares=900),
-            recipient="issuer",
-            now=datetime.now(UTC),
-            message_id=first.envelope.message_id,
-        )
+        await processed(settings, issuer, first)
+        replay = support.replayed_request(alice, first, shares=900)
         await support.publish_sealed(settings, replay)
         refused = await issuer.outcomes.wait(outcome_of(replay, Outcome.DEAD_LETTERED))
         letter = await support.dead_letter(settings, "issuer")
@@ -136,9 +131,9 @@ async def test_a_replayed_id_alone_is_refused_and_what_its_handler_did_is_rolled
 
 
 async def test_a_claim_another_transaction_holds_is_waited_for(settings: Settings, keys: Any) -> None:
-    """The same delivery in a transaction still under way (a session lost before its ack, its
-    commit not yet done): this one waits for it, then absorbs the delivery if it committed, and
-    processes it if it rolled back."""
+    """The same delivery claimed by a transaction still under way (one that claims first: a batch
+    run again, a savepoint): this one waits for it at its claim, then absorbs the delivery if it
+    committed, and processes it if it rolled back."""
     recording = Recording()
     alice = keys.load_identity("alice")
     async with AgentRuntime(recording.definition(), one_at_a_time(settings)) as issuer, running(issuer):
@@ -172,8 +167,7 @@ async def test_a_batch_with_a_redelivery_runs_again_claimed_first_and_keeps_the_
     async with AgentRuntime(recording.definition(), settings) as issuer, running(issuer):
         await support.open_offering(issuer)
         seen = support.sealed_request(alice, shares=100)
-        await support.publish_sealed(settings, seen)
-        await issuer.outcomes.wait(outcome_of(seen, Outcome.PROCESSED))
+        await processed(settings, issuer, seen)
         recording.transactions.clear()
         recording.idle.add(seen.envelope.message_id)
         fresh = [support.sealed_request(alice, shares=n) for n in (200, 300)]

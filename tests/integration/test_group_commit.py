@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from agents.issuer.app import on_issuance_request
 from broker.consumer import Outcome
 from broker.context import Context
-from broker.envelope import seal
 from broker.errors import InputRejected, Reason, Transient
 from broker.runtime import AgentDefinition, AgentRuntime, running
 from broker.settings import Settings
@@ -100,13 +98,7 @@ async def test_a_message_id_reused_for_other_content_inside_one_batch_is_refused
     async with AgentRuntime(issuer_recording(transactions), settings) as issuer:
         await support.open_offering(issuer)
         first = support.sealed_request(alice, shares=100)
-        replay = seal(
-            alice,
-            support.issuance_request("alice", shares=900),
-            recipient="issuer",
-            now=datetime.now(UTC),
-            message_id=first.envelope.message_id,
-        )
+        replay = support.replayed_request(alice, first, shares=900)
         after = support.sealed_request(alice, shares=300)
         for each in (first, replay, after):  # queued before the consumer starts: one batch
             await support.publish_sealed(settings, each)

@@ -219,13 +219,7 @@ async def test_other_content_under_a_used_message_id_is_dead_lettered_as_replaye
         assert (await issuer.outcomes.wait_for(first.envelope.message_id)).outcome is Outcome.PROCESSED
         emitted = await support.rows(issuer, "SELECT message_id FROM outbox_messages ORDER BY seq, place")
 
-        replay = seal(
-            alice(keys),
-            support.issuance_request("alice", shares=600),
-            recipient="issuer",
-            now=datetime.now(UTC),
-            message_id=first.envelope.message_id,
-        )
+        replay = support.replayed_request(alice(keys), first, shares=600)
         dead, logged = await publish_and_dead_letter(settings, replay.body, replay.headers)
 
         assert_rejected(dead, logged, replay.body, Reason.REPLAYED_MESSAGE_ID, "security")
