@@ -50,7 +50,7 @@ async def store(connection: asyncpg.Connection, messages: Sequence[Sealed], pack
     ``packing``: what the messages send to one of Kabuto's queues under one key is stored as one
     packed bundle (``packed``); without it, every message is a row of its own, signed."""
     if (columns := rows(messages, packing)) is not None:
-        await connection.execute(STORE, *columns)
+        await connection.execute(_STORE, *columns)
 
 
 # The store's parameters: the outbox rows column by column, in their order.
@@ -97,7 +97,7 @@ def store_statement(first: int) -> str:
             ORDER BY n"""
 
 
-STORE = store_statement(1)
+_STORE = store_statement(1)
 
 
 def _row(sealed: Sealed) -> tuple[object, ...]:
