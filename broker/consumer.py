@@ -382,10 +382,10 @@ class Consumer:
                     context = await self.handle(connection, opened)
                     await inbox.claim_storing(connection, [opened], outbox.rows(context.emitted, self.packing))
                     return False
-            except Exception as exc:
+            except Exception as exc:  # whatever the handler raised: re-raised below for _process to judge
                 if is_infrastructure(exc) and not isinstance(exc, Rejected):
                     raise
-                failure = exc
+                failure = exc  # first: was it a redelivery, whose claim it never reached?
             async with connection.transaction():
                 if isinstance(failure, inbox.SeenBefore):
                     return await self.apply(connection, opened) is None

@@ -10,7 +10,6 @@ replayed id is refused, and a claim another transaction holds is waited for.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -145,8 +144,8 @@ async def test_a_claim_another_transaction_holds_is_waited_for(settings: Setting
                 await holding.start()
                 await _claim(other, sealed)
                 await support.publish_sealed(settings, sealed)
+                # The consumer's session waits on the held claim: no outcome can come before the end.
                 await support.eventually(lambda: _waiting_on_a_lock(settings), timeout=10)
-                await asyncio.sleep(0.2)
                 assert not issuer.outcomes.count(outcome)  # still waiting
                 await (holding.commit() if commits else holding.rollback())
             await issuer.outcomes.wait(outcome_of(sealed, outcome))
