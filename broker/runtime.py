@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import asyncpg
 from aio_pika.abc import AbstractConnection
 
-from broker import event_loop, logs, metrics, outbox, topology
+from broker import event_loop, instance, logs, metrics, outbox, topology
 from broker.access import AgentUrls, agent_urls
 from broker.bundle import Bundling
 from broker.consumer import Consumer, Handler, Outcomes
@@ -159,13 +159,15 @@ class AgentRuntime:
         )
 
     async def _open_session(self) -> BrokerSession:
-        """Connect, declare the topology on a confirming channel, wait until every queue answers."""
+        """Connect, take the agent's lease (one instance at a time), declare the topology on a
+        confirming channel, wait until every queue answers."""
         connection = await connect(
             self.urls.amqp,
             timeout=10,
             client_properties={"connection_name": f"{self.settings.namespace}-{self.id}"},
         )
         try:
+            await instance.take(connection, self.names, self.id, self.settings.instance_wait.total_seconds())
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel.set_qos(prefetch_count=self.settings.prefetch)
             exchanges = await topology.declare_exchanges(channel, self.names)

@@ -76,6 +76,10 @@ class Settings:
     inbox_prune_interval: timedelta = timedelta(hours=1)
     # How long a published outbox row is kept after its publication; at least ``inbox_horizon``.
     outbox_retention: timedelta = timedelta(days=7)
+    # How long a starting (or reconnecting) agent waits for another connection to give up its
+    # lease before it stops (broker/instance.py): above the broker's heartbeat timeout (60 s),
+    # which is how long a connection left half-open keeps it.
+    instance_wait: timedelta = timedelta(seconds=90)
     # How often a running agent retries its parked (unroutable) outbox rows.
     parked_retry_interval: timedelta = timedelta(seconds=30)
 
@@ -259,6 +263,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         stall_after=_seconds(env, "KABUTO_STALL_AFTER", defaults.stall_after),
         inbox_prune_interval=_seconds(env, "KABUTO_INBOX_PRUNE_INTERVAL", defaults.inbox_prune_interval),
         parked_retry_interval=_seconds(env, "KABUTO_PARKED_RETRY_INTERVAL", defaults.parked_retry_interval),
+        instance_wait=_seconds(env, "KABUTO_INSTANCE_WAIT", defaults.instance_wait, zero=True),
         settlement_recycle_interval=_seconds(
             env, "KABUTO_SETTLEMENT_RECYCLE_INTERVAL", defaults.settlement_recycle_interval
         ),

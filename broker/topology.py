@@ -80,6 +80,10 @@ class Names:
     def delay(self, agent: str, delay_ms: int) -> str:
         return f"{self.namespace}.{agent}.retry.{delay_ms}"
 
+    def instance(self, agent: str) -> str:
+        """The exclusive queue a running instance of ``agent`` holds as its lease (broker.instance)."""
+        return f"{self.namespace}.{agent}.instance"
+
     @staticmethod
     def retry_key(agent: str) -> str:
         return f"{agent}.retry"

@@ -221,6 +221,9 @@ async def settings(database: str, keys: KeyStore, agent_logins: provisioning.Pro
         outbox_idle_poll=timedelta(seconds=2),
         certid_list_interval=timedelta(hours=1),
         agent_credentials=True,
+        # A second instance of an agent in a test's namespace is a defect of the test: it says so
+        # in seconds rather than after the default wait (broker/instance.py).
+        instance_wait=timedelta(seconds=5),
     )
     await delete_namespace(namespace)
 

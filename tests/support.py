@@ -313,6 +313,7 @@ def environment(settings: Settings) -> dict[str, str]:
         "KABUTO_LOG_LEVEL": "info",
         "KABUTO_METRICS_PORT": "0",  # off unless a test asks for it: agent processes would share the port
         "KABUTO_AGENT_CREDENTIALS": "1" if settings.agent_credentials else "0",
+        "KABUTO_INSTANCE_WAIT": str(settings.instance_wait.total_seconds()),
     }
 
 

@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from agents.investor.app import request_certificates
+from agents.issuer import repo as issuer_repo
 from broker import ops
 from broker.db import agent_pool
 from broker.pki import KeyStore
-from broker.runtime import execute
+from broker.runtime import execute, run_as
 from broker.settings import AGENT_IDS, Settings
 from broker.trust import TrustStore
 from tests import support
@@ -82,8 +83,8 @@ async def test_sigint_stops_a_single_agent_cleanly(settings: Settings) -> None:
 async def test_work_committed_before_a_stop_is_delivered_after_the_restart(settings: Settings) -> None:
     keys = KeyStore(settings.key_dir)
     async with kabuto_run(settings) as process:
-        async with support.agents(settings, "issuer") as rt:  # a second issuer consumer, to open the offering
-            await support.open_offering(rt["issuer"])
+        offer = support.offering()  # opened as the CLI's commands run: no second issuer instance
+        await run_as(settings, "issuer", "issuer", lambda ctx: issuer_repo.open_offering(ctx.connection, offer))
         async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
             request_id = await execute(
                 pool,
@@ -101,3 +102,35 @@ async def test_work_committed_before_a_stop_is_delivered_after_the_restart(setti
         wallet = await support.rows(rt["investor"], "SELECT holder_user_id, shares FROM wallet")
         register = await support.rows(rt["issuer"], "SELECT holder_user_id, shares FROM register")
     assert wallet == register == [{"holder_user_id": "alice", "shares": 500}]
+
+
+async def test_a_second_kabuto_run_of_an_agent_is_refused_and_a_killed_one_gives_way_to_its_restart(
+    settings: Settings,
+) -> None:
+    """One instance of each agent (broker/instance.py): an operator's second ``kabuto run`` of a
+    running agent stops with the reason (exit 1) and never consumes; after a kill -9 the restart
+    takes the lease the broker freed."""
+    async with kabuto_run(settings, "settlement") as first:
+        second = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agents.cli",
+            "run",
+            "settlement",
+            env={**support.environment(settings), "KABUTO_INSTANCE_WAIT": "1"},
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(60):
+            _, stderr = await second.communicate()
+        assert second.returncode == 1
+        assert (
+            f"kabuto: InstanceHeld: another instance of the settlement agent is running: the broker's lease "
+            f"{settings.namespace}.settlement.instance is held by another connection, and was still after 1 s"
+        ) in stderr.decode()
+        assert (await ops.status(settings, ["settlement"]))[0].consumers == 1
+        assert await ops.health(settings, "settlement") == []
+        first.kill()
+        await first.wait()
+    async with kabuto_run(settings, "settlement") as restarted:  # ready: it holds the lease and consumes
+        assert (await ops.status(settings, ["settlement"]))[0].consumers == 1
+        assert await stop(restarted, signal.SIGTERM) == 0

@@ -50,3 +50,10 @@ def test_the_largest_duration_a_timedelta_holds_is_accepted_and_one_beyond_refus
     assert load({"KABUTO_CERTID_LIST_INTERVAL": "86399999999999"}).certid_list_interval.days == 999_999_999
     with pytest.raises(SettingsError, match="more seconds than a duration can hold"):
         load({"KABUTO_CERTID_LIST_INTERVAL": "86400000000000"})
+
+
+@pytest.mark.parametrize("raw", ["-1", "nan", "inf", "", "90s"])
+def test_a_bad_instance_wait_is_refused_naming_it_and_zero_gives_up_at_the_first_refusal(raw: str) -> None:
+    with pytest.raises(SettingsError, match="KABUTO_INSTANCE_WAIT"):
+        load({"KABUTO_INSTANCE_WAIT": raw})
+    assert load({"KABUTO_INSTANCE_WAIT": "0"}).instance_wait == timedelta(0)
