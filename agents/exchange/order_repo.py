@@ -577,32 +577,42 @@ def _instruction_view_sql(sell_orders: str, entered: str | None = None, written:
     or the statement's CTE of the order rows it wrote, as it wrote them. (An unfinished execution
     already in the list names a buy order no statement that enters executions writes: its sell
     order is resting, so the order submitted is a buy order and touched only sell orders.)"""
-    nothing = ", ".join(f"NULL::{kind} AS m_{name}" for name, kind in _MATCH_TYPES.items())
-
-    def executions(alias: str) -> str:
-        return ", ".join(f"{alias}.{name} AS m_{name}" for name in _MATCH_TYPES)
-
-    sql = f"""SELECT {nothing}, false AS entered, o.* FROM {written} o WHERE o.acceptance_number = ANY({sell_orders})
+    sql = f"""SELECT {_NO_EXECUTION}, false AS entered, o.* FROM {written} o
+              WHERE o.acceptance_number = ANY({sell_orders})
               UNION ALL
-              SELECT {executions("m")}, false, o.* FROM matches m JOIN orders o ON o.acceptance_number = m.buy_order
+              SELECT {_execution("m")}, false, o.* FROM matches m JOIN orders o ON o.acceptance_number = m.buy_order
               WHERE m.sell_order = ANY({sell_orders}) AND m.status IN {_UNFINISHED}"""
     if entered is not None:
         sql += f"""
               UNION ALL
-              SELECT {executions("n")}, true, o.* FROM {entered} n
+              SELECT {_execution("n")}, true, o.* FROM {entered} n
               JOIN {written} o ON o.acceptance_number = n.buy_order"""
     return sql + "\n              ORDER BY m_matching_number NULLS FIRST"
+
+
+# An order's row beside no execution, or beside one (``_execution``), in one row shape: the
+# executions' columns prefixed ``m_``, then the order's (``_match_of`` reads them back).
+_NO_EXECUTION = ", ".join(f"NULL::{kind} AS m_{name}" for name, kind in _MATCH_TYPES.items())
+
+
+def _execution(alias: str) -> str:
+    return ", ".join(f"{alias}.{name} AS m_{name}" for name in _MATCH_TYPES)
+
+
+def _match_of(row: asyncpg.Record) -> Match | None:
+    """The execution of a row of that shape, if it has one, as the held transfer requests leave it."""
+    return _as_held(Match(**{name: row[f"m_{name}"] for name in _MATCH_TYPES})) if row["m_matching_number"] else None
 
 
 def _instruction_views(rows: Sequence[asyncpg.Record]) -> dict[int, InstructionView]:
     """Each sell order's ``InstructionView`` from ``_instruction_view_sql``'s rows, by acceptance number."""
     views: dict[int, InstructionView] = {}
     for row in rows:
-        match = Match(**{name: row[f"m_{name}"] for name in _MATCH_TYPES}) if row["m_matching_number"] else None
+        match = _match_of(row)
         sell_order = match.sell_order if match is not None else row["acceptance_number"]
         view = views.setdefault(sell_order, InstructionView([], {}))
         if match is not None:
-            view.unfinished.append(_as_held(match))
+            view.unfinished.append(match)
         view.orders[row["acceptance_number"]] = _record(row)
     return views
 
@@ -765,6 +775,13 @@ def _as_held(match: Match) -> Match:
     return dataclasses.replace(match, status="transfer_requested", cert_id=cert_id, transfer_request_hash=request_hash)
 
 
+# The executions ``$1`` completed: the name transfer ``$2`` done, the new CertID ``$3``, the trade settled.
+_COMPLETING = """UPDATE matches SET status = 'completed', name_transfer_number = c.ntn, new_cert_id = c.new_cert_id,
+        completed_at = now(), settled = true, settlement_failure = NULL
+    FROM unnest($1::bigint[], $2::bigint[], $3::uuid[]) AS c (done_number, ntn, new_cert_id)
+    WHERE matching_number = c.done_number"""
+
+
 async def transfer_completed(
     connection: asyncpg.Connection, matching_number: int, ntn: int | None, new_cert_id: UUID | None
 ) -> None:
@@ -777,14 +794,52 @@ async def transfers_completed(
 ) -> None:
     """``transfer_completed`` for several executions, in one statement."""
     await connection.execute(
-        """UPDATE matches SET status = 'completed', name_transfer_number = c.ntn, new_cert_id = c.new_cert_id,
-               completed_at = now(), settled = true, settlement_failure = NULL
-           FROM unnest($1::bigint[], $2::bigint[], $3::uuid[]) AS c (done_number, ntn, new_cert_id)
-           WHERE matching_number = c.done_number""",
+        _COMPLETING,
         [number for number, _, _ in completed],
         [ntn for _, ntn, _ in completed],
         [cert_id for _, _, cert_id in completed],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """What the end of settled trades reads once their executions are completed (``complete``)."""
+
+    orders: dict[int, OrderRecord]  # by acceptance number
+    unfinished: dict[int, list[Match]]  # each sell order's executions not yet settled or failed, oldest first
+
+
+async def complete(
+    connection: asyncpg.Connection,
+    completed: Sequence[tuple[int, int | None, UUID | None]],
+    order_numbers: Sequence[int],
+    sell_orders: Sequence[int],
+) -> Completed:
+    """``transfers_completed``, and in the same round trip what the trades' ends read after it
+    (stop 39; three statements before): the orders ``order_numbers``, and each of ``sell_orders``'
+    unfinished executions. The statement's snapshot is from before its own update, so the
+    executions it completes are left out of the unfinished by their numbers."""
+    numbers = [number for number, _, _ in completed]
+    rows = await connection.fetch(
+        f"""WITH done AS ({_COMPLETING})
+            SELECT {_NO_EXECUTION}, o.* FROM orders o WHERE o.acceptance_number = ANY($4::bigint[])
+            UNION ALL
+            SELECT {_execution("m")}, o.* FROM matches m JOIN orders o ON o.acceptance_number = m.buy_order
+            WHERE m.sell_order = ANY($5::bigint[]) AND m.status IN {_UNFINISHED}
+              AND NOT (m.matching_number = ANY($1::bigint[]))
+            ORDER BY m_matching_number NULLS FIRST""",
+        numbers,
+        [ntn for _, ntn, _ in completed],
+        [cert_id for _, _, cert_id in completed],
+        list(order_numbers),
+        list(sell_orders),
+    )
+    done = Completed({}, {order: [] for order in sell_orders})
+    for row in rows:
+        done.orders[row["acceptance_number"]] = _record(row)
+        if (match := _match_of(row)) is not None:
+            done.unfinished[match.sell_order].append(match)
+    return done
 
 
 async def transfer_failed(connection: asyncpg.Connection, matching_number: int, failure: str) -> None:

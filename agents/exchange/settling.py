@@ -200,13 +200,15 @@ async def _settle_all(settling: Sequence[_Settling]) -> None:
     if not settling:
         return
     conn = settling[0].ctx.connection
-    await order_repo.transfers_completed(
-        conn, [(s.match.matching_number, s.delivery.name_transfer_number, s.delivery.new_cert_id) for s in settling]
+    transfers = [await _listed(s) for s in settling]  # a seller's remainder backs its order before it is read
+    done = await order_repo.complete(
+        conn,
+        [(s.match.matching_number, s.delivery.name_transfer_number, s.delivery.new_cert_id) for s in settling],
+        [n for s in settling for n in (s.match.buy_order, s.match.sell_order)],
+        [s.match.sell_order for s in settling],
     )
-    transfers = [await _listed(s) for s in settling]
     await repo.transferred_all(conn, transfers)
-    records = await order_repo.orders(conn, [n for s in settling for n in (s.match.buy_order, s.match.sell_order)])
-    unfinished = await order_repo.unfinished_matches_of(conn, [s.match.sell_order for s in settling])
+    records, unfinished = done.orders, done.unfinished
     freed: dict[object, tuple[Context, order_repo.OrderRecord | None]] = {}
     for s in settling:
         with s.ctx.bound():
