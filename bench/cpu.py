@@ -4,6 +4,7 @@
     python -m bench.cpu --rate 80 --seconds 10             # the open loop at 80 trades/s
     python -m bench.cpu --trades 1000 --spy var/spy        # and py-spy's samples of each agent
     python -m bench.cpu --rate 100 --by-type               # and what each agent published, by type
+    python -m bench.cpu --rate 100 --census                # and each agent's statements by their text
     python -m bench.cpu summary var/spy/settlement.txt     # a sample file's functions, self time
     python -m bench.cpu summary var/spy/settlement.txt --inclusive --under settle_batch
 
@@ -13,10 +14,11 @@ blank name), of PostgreSQL's other processes, of RabbitMQ and of this process; t
 the time each agent's consumer was busy (its ``kabuto_consumer_*`` metrics: near 100 % the agent
 is where a trade waits); then what each agent's outbox holds a trade, rows and messages (with
 ``--by-type``, those stored during the trades by message type and by where the rows went: a row
-is an AMQP publication). Read from ``/proc`` before and after the trades, on the bench's stage
-(bench/stage.py): Linux only. A backend that starts during the run is not counted. Every
-performance stop measured this way (docs/performance.md); it is a tool, not a
-figure with a target.
+is an AMQP publication; with ``--census``, each agent's statements by their text, a trade and a
+batch, the agents run with ``KABUTO_STATEMENT_CENSUS=1``). Read from ``/proc`` before and after
+the trades, on the bench's stage (bench/stage.py): Linux only. A backend that starts during the
+run is not counted. Every performance stop measured this way (docs/performance.md); it is a
+tool, not a figure with a target.
 """
 
 from __future__ import annotations
@@ -175,10 +177,18 @@ def print_loads(loads: Mapping[str, ConsumerLoad], elapsed: float, trades: int) 
 
 
 async def measure(
-    trades: int, rate: float, seconds: float, spy: Path | None, spy_seconds: float, by_type: bool = False
+    trades: int,
+    rate: float,
+    seconds: float,
+    spy: Path | None,
+    spy_seconds: float,
+    by_type: bool = False,
+    census: int = 0,
 ) -> None:
     open_loop = rate > 0
     total = int(rate * seconds) + WARM if open_loop else trades
+    if census:
+        os.environ["KABUTO_STATEMENT_CENSUS"] = "1"  # the stage's agents inherit this process's environment
     async with stage(investors=(flow.SELLER, flow.BUYER)) as st:
         print(f"preparing {total} certificates and resting sell orders")
         await flow.prepare(st, total, 900)
@@ -187,6 +197,7 @@ async def measure(
             await st.quiet(900)
         counted = await processes(st)
         loads = await st.consumer_loads()
+        texts = await st.statement_texts()
         before, started, since = counted.seconds(), time.perf_counter(), datetime.now(UTC)
         with spying(counted.agents, spy, spy_seconds):
             if open_loop:
@@ -199,6 +210,7 @@ async def measure(
             elapsed = time.perf_counter() - started
             after = counted.seconds()
             loaded = await st.consumer_loads()
+            texts_after = await st.statement_texts()
         spent = per_trade(before, after, done)
         busy = sum(ms for _, ms in spent) * done / 1000 / elapsed
         print(f"{done} trades in {elapsed:.1f} s = {done / elapsed:.1f} trades/s; {busy:.2f} cores busy")
@@ -211,6 +223,29 @@ async def measure(
         if by_type:
             for agent, kind, count in await messages_by_type(st, done, since):
                 print(f"  {agent:12s} {kind:48s} {count:5.2f} a trade")
+        if census:
+            batches = {agent: loaded[agent].since(loads[agent]).batches for agent in loaded}
+            print_census(texts, texts_after, batches, done, census)
+
+
+def print_census(
+    before: Mapping[str, Counter[str]],
+    after: Mapping[str, Counter[str]],
+    batches: Mapping[str, float],
+    trades: int,
+    top: int,
+) -> None:
+    """Each agent's ``top`` statements of the measured trades by their text, a trade and a batch of
+    its consumer's (the relay's and the jobs' statements are counted too, but are not a batch's)."""
+    for agent in sorted(after, key=lambda a: -sum((after[a] - before.get(a, Counter())).values())):
+        ran = after[agent] - before.get(agent, Counter())
+        if not ran:
+            continue
+        settled = batches.get(agent, 0.0)
+        print(f"  {agent} statements: {sum(ran.values()) / trades:5.2f} a trade, its consumer {settled:.0f} batches")
+        for text, count in ran.most_common(top):
+            per_batch = f"{count / settled:6.2f} a batch" if settled else " " * 13
+            print(f"    {count / trades:6.2f} a trade {per_batch}  {text}")
 
 
 # -- reading py-spy's samples -----------------------------------------------------------------------
@@ -267,12 +302,15 @@ def main() -> None:
     parser.add_argument("--spy", type=Path, help="record each agent with py-spy into this directory")
     parser.add_argument("--spy-seconds", type=float, default=6, help="how long py-spy records, from the start")
     parser.add_argument("--by-type", action="store_true", help="each agent's outbox messages a trade by type")
+    parser.add_argument(
+        "--census", type=int, default=0, metavar="TOP", help="each agent's TOP statements by text, a trade and a batch"
+    )
     args = parser.parse_args()
     if args.command == "summary":
         print_summary(args.file, args.top, args.inclusive, args.under)
         return
     logs.configure("warning", "console")
-    run = measure(args.trades, args.rate, args.seconds, args.spy, args.spy_seconds, args.by_type)
+    run = measure(args.trades, args.rate, args.seconds, args.spy, args.spy_seconds, args.by_type, args.census)
     event_loop.run(run, settings.load().event_loop)
 
 

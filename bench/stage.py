@@ -15,6 +15,7 @@ import sys
 import tempfile
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from bench.vacuum import vacuuming
 from broker import metrics, ops, topology
@@ -67,21 +69,36 @@ class ConsumerLoad:
         )
 
 
-def _scraped_load(agent: str) -> ConsumerLoad:
+def _scraped(agent: str) -> list[Sample]:
+    """Every sample of ``agent`` its process's metrics endpoint serves now."""
     url = f"http://127.0.0.1:{metrics.port_for(METRICS_PORT, [agent])}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
-    found = {
-        sample.name: sample.value
+    return [
+        sample
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.labels.get("agent") == agent and "le" not in sample.labels
-    }
+        if sample.labels.get("agent") == agent
+    ]
+
+
+def _scraped_load(agent: str) -> ConsumerLoad:
+    found = {sample.name: sample.value for sample in _scraped(agent) if "le" not in sample.labels}
     return ConsumerLoad(
         found.get("kabuto_consumer_busy_seconds_total", 0.0),
         found.get("kabuto_consumer_batch_deliveries_count", 0.0),
         found.get("kabuto_consumer_batch_deliveries_sum", 0.0),
         found.get("kabuto_db_statements_total", 0.0),
+    )
+
+
+def _scraped_texts(agent: str) -> Counter[str]:
+    return Counter(
+        {
+            sample.labels["statement"]: sample.value
+            for sample in _scraped(agent)
+            if sample.name == "kabuto_db_statement_texts_total"
+        }
     )
 
 
@@ -138,6 +155,11 @@ class Stage:
     async def consumer_loads(self) -> dict[str, ConsumerLoad]:
         """Each agent's consumer load so far, scraped from its process's metrics endpoint."""
         return {agent: await asyncio.to_thread(_scraped_load, agent) for agent in self.agent_pids()}
+
+    async def statement_texts(self) -> dict[str, Counter[str]]:
+        """Each agent's statements so far by their text (``kabuto_db_statement_texts_total``): empty
+        unless the agents run with ``KABUTO_STATEMENT_CENSUS=1``."""
+        return {agent: await asyncio.to_thread(_scraped_texts, agent) for agent in self.agent_pids()}
 
     async def quiet(self, timeout: float, settle: float = 0.5) -> None:
         """Wait until nothing is under way: every agent's queues empty, its outbox published, and

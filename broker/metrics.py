@@ -19,6 +19,8 @@ records an outcome, and ``published`` where the relay marks an outbox row sent. 
     kabuto_outbox_published_total{agent,type}             confirmed by the broker
     kabuto_outbox_pending / _parked / _lag_seconds{agent}
     kabuto_inbox_depth / kabuto_inbox_consumers / kabuto_dead_letters{agent}
+    kabuto_db_statements_total{agent}                     every statement of the agent's pool
+    kabuto_db_statement_texts_total{agent,statement}      the same by text, with KABUTO_STATEMENT_CENSUS=1
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ REJECTED = Counter("kabuto_messages_rejected", "Deliveries refused by a check", 
 RETRIED = Counter("kabuto_messages_retried", "Transient failures sent to a delay queue", ["agent"])
 DEAD_LETTERED = Counter("kabuto_messages_dead_lettered", "Deliveries dead-lettered", ["agent", "reason"])
 DB_STATEMENTS = Counter("kabuto_db_statements", "Statements the agent's database pool ran", ["agent"])
+# A diagnostic, off by default (KABUTO_STATEMENT_CENSUS): the same statements by their text, one
+# series per distinct statement. `python -m bench.cpu --census` prints it a trade and a batch.
+DB_STATEMENT_TEXTS = Counter(
+    "kabuto_db_statement_texts", "Statements the agent's database pool ran, by their text", ["agent", "statement"]
+)
+STATEMENT_CHARS = 100  # how much of a statement's text names its series
 LATENCY = Histogram(
     "kabuto_handler_seconds",
     "Seconds from a delivery to its outcome (checks, handler, commit, ack)",
@@ -92,6 +100,7 @@ METRICS = (
     CONSUMER_BUSY,
     BATCH_DELIVERIES,
     DB_STATEMENTS,
+    DB_STATEMENT_TEXTS,
     PUBLISHED,
     OUTBOX_PENDING,
     OUTBOX_PARKED,
@@ -138,20 +147,34 @@ def batch_settled(agent: str, deliveries: int, seconds: float) -> None:
     BATCH_DELIVERIES.labels(agent).observe(deliveries)
 
 
-def counting(agent: str) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+def counting(agent: str, census: bool = False) -> Callable[[asyncpg.Connection], Awaitable[None]]:
     """A pool's ``on_connect`` (``broker.db.agent_pool``): every statement the connection runs
     counts in ``kabuto_db_statements_total`` — the consumer's, the relay's and the jobs'. Each is
     a round trip to PostgreSQL (asyncpg sends one statement at a time), which on a machine whose
-    cores are full is what a batch waits on (docs/performance.md, stop 36)."""
+    cores are full is what a batch waits on (docs/performance.md, stop 36). With ``census``, each
+    counts by its text too (``statement_text``), in ``kabuto_db_statement_texts_total``: which
+    round trips a batch makes, where stops 36 to 39 counted them with a patch of this function."""
     statements = DB_STATEMENTS.labels(agent)
 
     def ran(_: object) -> None:
         statements.inc()
 
+    def ran_counted(record: asyncpg.connection.LoggedQuery) -> None:
+        statements.inc()
+        DB_STATEMENT_TEXTS.labels(agent, statement_text(record.query)).inc()
+
+    logger = ran_counted if census else ran
+
     async def on_connect(connection: asyncpg.Connection) -> None:
-        connection.add_query_logger(ran)
+        connection.add_query_logger(logger)
 
     return on_connect
+
+
+def statement_text(query: str) -> str:
+    """A statement as the census names it: its whitespace collapsed, its first ``STATEMENT_CHARS``
+    characters (enough to tell Kabuto's statements apart, few enough for a label)."""
+    return " ".join(query.split())[:STATEMENT_CHARS]
 
 
 def published(agent: str, message_type: str) -> None:

@@ -121,7 +121,7 @@ class AgentRuntime:
         self.identities = {pid: self.keys.load_identity(pid) for pid in self.definition.participant_ids(settings)}
         self.trust = trust = trust_store(self.keys)
         self.urls = urls = agent_urls(settings, self.id)  # its own logins, with KABUTO_AGENT_CREDENTIALS=1
-        pool = agent_pool(urls.database, self.id, on_connect=metrics.counting(self.id))
+        pool = agent_pool(urls.database, self.id, on_connect=metrics.counting(self.id, settings.statement_census))
         self.pool = await self._stack.enter_async_context(pool)
         self.link = BrokerLink(self._open_session)
         self._stack.push_async_callback(self.link.close)

@@ -87,6 +87,8 @@ class Settings:
     metrics_port: int = 9464
     metrics_address: str = "127.0.0.1"
     metrics_interval: timedelta = timedelta(seconds=5)
+    # A diagnostic: every statement also counted by its text (broker/metrics.py, bench.cpu --census).
+    statement_census: bool = False
 
     # Largest message body accepted; larger ones are refused before verification (issue 13).
     max_message_bytes: int = 1_048_576
@@ -271,6 +273,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         metrics_port=_port(env, "KABUTO_METRICS_PORT", defaults.metrics_port),
         metrics_address=env.get("KABUTO_METRICS_ADDRESS", defaults.metrics_address),
         metrics_interval=_seconds(env, "KABUTO_METRICS_INTERVAL", defaults.metrics_interval),
+        statement_census=_flag(env, "KABUTO_STATEMENT_CENSUS", defaults.statement_census),
         max_message_bytes=_int(env, "KABUTO_MAX_MESSAGE_BYTES", defaults.max_message_bytes),
         agent_credentials=_flag(env, "KABUTO_AGENT_CREDENTIALS", defaults.agent_credentials),
         clear_accounts_until=_moment(env, "KABUTO_CLEAR_ACCOUNTS_UNTIL"),
