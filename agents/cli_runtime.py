@@ -3,7 +3,8 @@ happened turned into an exit code in this one place.
 
 Exit codes: 0 done or accepted; 1 refused or failed (the reason on stderr); 2 a usage error
 (Typer reports those before a command runs, and a setting Kabuto cannot use); 3 timed out
-waiting for an answer (``agents.waiting``); 130 interrupted (Ctrl-C).
+waiting for an answer (``agents.waiting``); 4 another instance of an agent ``kabuto run`` was
+to run holds its lease (``broker.instance``); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import typer
 
 from broker import event_loop, logs
 from broker.errors import KabutoError
+from broker.instance import InstanceHeld
 from broker.pki import PkiError
 from broker.settings import Settings, SettingsError, load
 
 Body = Callable[[Settings], Awaitable[int | None]]
 
 USAGE = 2
+INSTANCE_HELD = 4
 INTERRUPTED = 130
 _NOT_MIGRATED = (asyncpg.InvalidCatalogNameError, asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError)
 _FAILED = (KabutoError, PkiError, ValueError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError, OSError)
@@ -52,6 +55,9 @@ def _code(settings: Settings, body: Body) -> int:
         return event_loop.run(main(), settings.event_loop) or 0
     except _NOT_MIGRATED as exc:
         _fail(f"{exc} — run `kabuto migrate` (or `make setup`) first")
+    except InstanceHeld as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+        return INSTANCE_HELD
     except _FAILED as exc:
         _fail(f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt:

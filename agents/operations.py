@@ -138,6 +138,9 @@ async def _serve(settings: Settings, agent: str, *, in_process: bool = False) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if agent == "all" and not in_process:  # one OS process per agent, so every core works
+        # A second `kabuto run all` starts no child: each would wait for its lease, fail and be
+        # restarted for ever, while the first's consumers made this one look ready.
+        await ops.none_running(settings, list(AGENTS))
         children = [Child(a, (sys.executable, "-m", "agents.cli", "run", a)) for a in AGENTS]
         async with asyncio.TaskGroup() as tasks:
             supervising = tasks.create_task(supervise(children, stop))

@@ -20,7 +20,7 @@ import aio_pika
 import aiormq
 import asyncpg
 
-from broker import link, progress
+from broker import instance, link, progress
 from broker.access import agent_urls
 from broker.amqp_values import republishable
 from broker.bundle import BUNDLE_TYPE, ITEMS_HEADER, BundleMalformed, Item, carried, narrowed_to
@@ -81,6 +81,16 @@ async def status(settings: Settings, agents: Sequence[str]) -> list[AgentStatus]
                 )
             )
         return result
+    finally:
+        await connection.close()
+
+
+async def none_running(settings: Settings, agents: Sequence[str]) -> None:
+    """Return once no instance of any of ``agents`` runs in the namespace (none holds its lease),
+    waiting up to ``KABUTO_INSTANCE_WAIT``; ``InstanceHeld`` past it (broker/instance.py)."""
+    connection = await link.connect(settings.amqp_url)
+    try:
+        await instance.none_held(connection, Names(settings.namespace), agents, settings.instance_wait.total_seconds())
     finally:
         await connection.close()
 

@@ -109,7 +109,7 @@ def folding(*totals: RunningTotal) -> Background:
     async def fold_running_totals(runtime: AgentRuntime) -> None:
         while True:
             await pause(FOLD_EVERY.total_seconds())
-            with runtime.round_of(fold_running_totals):
+            async with runtime.round_of(fold_running_totals):
                 for total in totals:
                     await runtime.query(total.fold)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -165,6 +165,7 @@ class AgentRuntime:
             self.urls.amqp,
             timeout=10,
             client_properties={"connection_name": f"{self.settings.namespace}-{self.id}"},
+            **instance.heartbeat_of(self.urls.amqp),
         )
         try:
             await instance.take(connection, self.names, self.id, self.settings.instance_wait.total_seconds())
@@ -278,9 +279,18 @@ class AgentRuntime:
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("stopped_state_not_recorded", agent=self.id, error=repr(exc))
 
-    def round_of(self, job: Background) -> AbstractContextManager[None]:
-        """One round of the background ``job`` (its task is named after it): see ``TaskBeat.round``."""
-        return self.heartbeats.beat(job.__name__).round()
+    @asynccontextmanager
+    async def round_of(self, job: Background) -> AsyncIterator[None]:
+        """One round of the background ``job`` (its task is named after it): see ``TaskBeat.round``.
+
+        It starts once the agent has a broker session, which holds its lease (broker.instance):
+        a job runs its rounds only while this instance is the one running, so an instance cut
+        off from the broker, which another may have replaced meanwhile, runs no job beside it.
+        While the broker is away the round's wait fails as the outage it is, and the job's
+        supervisor waits it out; a lease another instance keeps past the wait stops the agent."""
+        await self.link.current()
+        with self.heartbeats.beat(job.__name__).round():
+            yield
 
     async def command(self, user_id: str, action: Callable[[Context], Awaitable[T]]) -> T:
         """Run a local command as a hosted participant: one transaction, emits via the outbox."""

@@ -77,8 +77,8 @@ class Settings:
     # How long a published outbox row is kept after its publication; at least ``inbox_horizon``.
     outbox_retention: timedelta = timedelta(days=7)
     # How long a starting (or reconnecting) agent waits for another connection to give up its
-    # lease before it stops (broker/instance.py): above the broker's heartbeat timeout (60 s),
-    # which is how long a connection left half-open keeps it.
+    # lease before it stops (broker/instance.py): above the 60 s a connection left half-open
+    # keeps it (three of the 20 s heartbeats agents ask for).
     instance_wait: timedelta = timedelta(seconds=90)
     # How often a running agent retries its parked (unroutable) outbox rows.
     parked_retry_interval: timedelta = timedelta(seconds=30)

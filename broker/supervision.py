@@ -111,6 +111,10 @@ async def supervise(
                 # Restarting would swallow the cancellation and its task group would wait forever.
                 beat.stopped()
                 raise asyncio.CancelledError from exc
+            if isinstance(exc, AgentFailed):  # the task says the agent must stop (broker.instance)
+                beat.failed(f"{type(exc).__name__}: {exc}")
+                log.critical("task_failed", task=beat.task, error=f"{type(exc).__name__}: {exc}")
+                raise
             if not is_infrastructure(exc):
                 beat.failed(f"{type(exc).__name__}: {exc}")
                 log.critical("task_failed", task=beat.task, error=repr(exc), exc_info=exc)

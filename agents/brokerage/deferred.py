@@ -153,7 +153,7 @@ async def settle_due_job(runtime: AgentRuntime) -> None:
     holidays()
     interval()
     while True:
-        with runtime.round_of(settle_due_job):
+        async with runtime.round_of(settle_due_job):
             sent = await runtime.command(runtime.id, lambda ctx: settle_due(ctx, ctx.now.date()))
         if sent:
             log.info("settle_due", sent=sent)

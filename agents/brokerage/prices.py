@@ -34,6 +34,6 @@ async def subscribe_prices(runtime: AgentRuntime) -> None:
     A supervised task runs until cancelled (``broker.supervision``), so it then stays; when the
     supervisor restarts it after an outage it subscribes again, which the exchange absorbs.
     """
-    with runtime.round_of(subscribe_prices):
+    async with runtime.round_of(subscribe_prices):
         await runtime.command(runtime.id, _subscribe)
     await asyncio.Event().wait()

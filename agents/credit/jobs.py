@@ -45,7 +45,7 @@ async def housekeeping(runtime: AgentRuntime) -> None:
     await runtime.command(CREDIT_ID, prices.subscribe)
     while True:
         try:
-            with runtime.round_of(housekeeping):
+            async with runtime.round_of(housekeeping):
                 await runtime.command(CARD_ISSUER_ID, card_issuer.expire_uncaptured())
                 await runtime.command(CREDIT_ID, line.abandon_overdue)
                 await runtime.command(CREDIT_ID, refresh_due)

@@ -185,7 +185,7 @@ async def ask_register(ctx: Context) -> bool:
 async def confirm_withdrawals(runtime: AgentRuntime) -> None:
     while True:
         await pause(CONFIRM_INTERVAL)
-        with runtime.round_of(confirm_withdrawals):
+        async with runtime.round_of(confirm_withdrawals):
             await runtime.command(runtime.id, ask_register)
 
 

@@ -236,7 +236,7 @@ async def announce_owed(runtime: AgentRuntime) -> None:
     with PRICES.listening(wake):
         issues: list[str] | None = None  # every issue owed
         while True:
-            with runtime.round_of(announce_owed):
+            async with runtime.round_of(announce_owed):
                 done = await runtime.command(EXCHANGE_ID, functools.partial(send_owed, issue_codes=issues))
             if done.held:
                 PRICES.gave_way += 1

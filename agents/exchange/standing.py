@@ -131,6 +131,6 @@ async def close_drained(runtime: AgentRuntime) -> None:
     (the path no handler saw: two transactions that each decided before the other committed)."""
     while True:
         await pause(CLOSE_SWEEP_EVERY.total_seconds())
-        with runtime.round_of(close_drained):
+        async with runtime.round_of(close_drained):
             for cover_id in await runtime.query(standing_repo.closing):
                 await runtime.command(EXCHANGE_ID, functools.partial(close_if_done, cover_id=cover_id))

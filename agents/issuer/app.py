@@ -128,7 +128,7 @@ async def periodic_certid_lists(runtime: AgentRuntime) -> None:
     interval = runtime.settings.certid_list_interval.total_seconds()
     while True:
         await pause(interval)
-        with runtime.round_of(periodic_certid_lists):
+        async with runtime.round_of(periodic_certid_lists):
             count = await runtime.command(
                 ISSUER_ID, functools.partial(publish_certid_lists, max_message_bytes=runtime.settings.max_message_bytes)
             )

@@ -92,7 +92,7 @@ async def periodic_recycle(runtime: AgentRuntime) -> None:
     days = runtime.settings.settlement_recycle_days
     while True:
         await pause(interval)
-        with runtime.round_of(periodic_recycle):
+        async with runtime.round_of(periodic_recycle):
             outcome = await runtime.command(SETTLEMENT_ID, recycle(None, days))
         if any(outcome.values()):
             log.info("instructions_recycled", **outcome)

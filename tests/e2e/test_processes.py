@@ -104,29 +104,40 @@ async def test_work_committed_before_a_stop_is_delivered_after_the_restart(setti
     assert wallet == register == [{"holder_user_id": "alice", "shares": 500}]
 
 
+async def kabuto_run_refused(settings: Settings, agent: str) -> str:
+    """Run ``kabuto run AGENT`` while another instance holds a lease it needs: it must exit 4
+    within its one-second wait; returns its stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agents.cli",
+        "run",
+        agent,
+        env={**support.environment(settings), "KABUTO_INSTANCE_WAIT": "1"},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        _, stderr = await process.communicate()
+    assert process.returncode == 4, stderr.decode()[-2000:]
+    return stderr.decode()
+
+
+def refusal(settings: Settings, agent: str) -> str:
+    return (
+        f"kabuto: InstanceHeld: another instance of the {agent} agent is running, or its last connection is not "
+        f"yet dropped by the broker: the lease {settings.namespace}.{agent}.instance is held by another "
+        "connection, and was still after 1 s"
+    )
+
+
 async def test_a_second_kabuto_run_of_an_agent_is_refused_and_a_killed_one_gives_way_to_its_restart(
     settings: Settings,
 ) -> None:
     """One instance of each agent (broker/instance.py): an operator's second ``kabuto run`` of a
-    running agent stops with the reason (exit 1) and never consumes; after a kill -9 the restart
+    running agent stops with the reason (exit 4) and never consumes; after a kill -9 the restart
     takes the lease the broker freed."""
     async with kabuto_run(settings, "settlement") as first:
-        second = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agents.cli",
-            "run",
-            "settlement",
-            env={**support.environment(settings), "KABUTO_INSTANCE_WAIT": "1"},
-            stderr=asyncio.subprocess.PIPE,
-        )
-        async with asyncio.timeout(60):
-            _, stderr = await second.communicate()
-        assert second.returncode == 1
-        assert (
-            f"kabuto: InstanceHeld: another instance of the settlement agent is running: the broker's lease "
-            f"{settings.namespace}.settlement.instance is held by another connection, and was still after 1 s"
-        ) in stderr.decode()
+        assert refusal(settings, "settlement") in await kabuto_run_refused(settings, "settlement")
         assert (await ops.status(settings, ["settlement"]))[0].consumers == 1
         assert await ops.health(settings, "settlement") == []
         first.kill()
@@ -134,3 +145,16 @@ async def test_a_second_kabuto_run_of_an_agent_is_refused_and_a_killed_one_gives
     async with kabuto_run(settings, "settlement") as restarted:  # ready: it holds the lease and consumes
         assert (await ops.status(settings, ["settlement"]))[0].consumers == 1
         assert await stop(restarted, signal.SIGTERM) == 0
+
+
+async def test_a_second_kabuto_run_all_starts_no_agent_and_exits_4(settings: Settings) -> None:
+    """Found by review: a second ``kabuto run all`` started every child, each waited for its lease,
+    failed and was restarted for ever, and the first instance's consumers made it log that its
+    agents were ready. It now looks at every lease before it starts any child."""
+    async with kabuto_run(settings, "settlement"):
+        stderr = await kabuto_run_refused(settings, "all")
+        assert refusal(settings, "settlement") in stderr
+        assert '"child_started"' not in stderr and '"agents_ready"' not in stderr
+        status = await ops.status(settings, AGENT_IDS)
+        # No other agent's queue was even declared: no child started.
+        assert {s.agent: s.consumers for s in status} == {a: 1 if a == "settlement" else None for a in AGENT_IDS}

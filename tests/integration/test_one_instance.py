@@ -9,7 +9,9 @@ delivery at a time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
+import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from datetime import timedelta
@@ -22,8 +24,10 @@ import structlog
 from agents.issuer.app import AGENT as AGENT_ISSUER
 from broker import logs
 from broker.consumer import Outcome
-from broker.instance import InstanceHeld
+from broker.instance import HEARTBEAT, InstanceHeld, heartbeat_of, take
+from broker.link import close_within
 from broker.pki import KeyStore
+from broker.progress import TaskState, pause
 from broker.runtime import AgentRuntime, running
 from broker.settings import Settings
 from broker.topology import Names
@@ -72,12 +76,19 @@ async def test_a_second_instance_waits_for_the_lease_then_stops_and_the_first_go
         issuer = rt["issuer"]
         await support.open_offering(issuer)
         assert await lease_held(settings, "issuer")
+        session = issuer.link.live
+        assert session is not None
+        # The heartbeat it asked for, which bounds how long a half-open connection keeps a lease.
+        underlay = session.connection.transport
+        assert underlay is not None and isinstance(underlay.connection, aiormq.Connection)
+        assert underlay.connection.heartbeat_timeout == HEARTBEAT == 20
         with pytest.raises(InstanceHeld) as refused:
             async with AgentRuntime(AGENT_ISSUER, settings.with_(instance_wait=timedelta(seconds=1))):
                 pytest.fail("a second instance of the issuer opened")
         assert str(refused.value) == (
-            f"another instance of the issuer agent is running: the broker's lease {settings.namespace}.issuer.instance "
-            "is held by another connection, and was still after 1 s"
+            "another instance of the issuer agent is running, or its last connection is not yet dropped by the "
+            f"broker: the lease {settings.namespace}.issuer.instance is held by another connection, and was still "
+            "after 1 s"
         )
         assert await consumers(settings, "issuer") == 1  # the second never consumed
         sealed = support.sealed_request(keys.load_identity("alice"))
@@ -102,11 +113,11 @@ async def test_a_waiting_instance_takes_the_lease_when_the_first_stops_and_consu
         # connection), and it has not opened.
         await support.eventually(lambda: '"instance_lease_held"' in log_lines.getvalue(), timeout=10)
         assert not opening.done()
-        assert '"instance_lease_taken"' not in log_lines.getvalue()
+        assert '"instance_lease_free"' not in log_lines.getvalue()
         await first.aclose()
         async with asyncio.timeout(30):
             await opening
-        assert '"instance_lease_taken"' in log_lines.getvalue()
+        assert '"instance_lease_free"' in log_lines.getvalue()
         async with running(second):
             sealed = support.sealed_request(keys.load_identity("alice"))
             await support.publish_sealed(settings, sealed)
@@ -120,3 +131,46 @@ async def test_a_waiting_instance_takes_the_lease_when_the_first_stops_and_consu
         else:
             opening.cancel()
             await asyncio.wait({opening})
+
+
+async def test_an_instance_whose_lease_was_taken_while_it_was_cut_off_runs_no_job_and_stops(
+    settings: Settings,
+) -> None:
+    """Found by review: the lease guarded the consumer only, and an agent that reconnected to
+    find its lease taken ran its background jobs beside the instance holding it, up to the wait.
+    A job's round now starts only on a session, which holds the lease."""
+    rounds: list[float] = []
+
+    async def job(runtime: AgentRuntime) -> None:
+        while True:
+            async with runtime.round_of(job):
+                rounds.append(time.monotonic())
+            await pause(0.05)
+
+    definition = dataclasses.replace(AGENT_ISSUER, background=(job,))
+    other = await aio_pika.connect(settings.amqp_url)
+    try:
+        async with AgentRuntime(definition, settings.with_(instance_wait=timedelta(seconds=2))) as issuer:
+            with pytest.raises(InstanceHeld):
+                async with running(issuer):
+                    await support.eventually(lambda: len(rounds) >= 3)
+                    # Nothing reopens the session until the other connection holds the lease.
+                    async with issuer.link._lock:
+                        session = issuer.link.live
+                        assert session is not None
+                        await close_within(session.connection)
+                        lost = time.monotonic()
+                        await take(other, Names(settings.namespace), "issuer", 10)
+                    async with asyncio.timeout(30):
+                        await issuer.finished.wait()
+            assert [at for at in rounds if at > lost] == []
+            failed = [b for b in issuer.heartbeats.beats.values() if b.state is TaskState.FAILED]
+            assert failed and all(b.detail.startswith("InstanceHeld: another instance of the issuer") for b in failed)
+    finally:
+        await other.close()
+
+
+def test_agents_ask_for_a_heartbeat_unless_their_url_names_one() -> None:
+    assert heartbeat_of("amqp://guest:guest@127.0.0.1:5672/") == {"heartbeat": HEARTBEAT}
+    assert heartbeat_of("amqp://guest:guest@127.0.0.1:5672/?heartbeat=5") == {}
+    assert heartbeat_of("amqp://u:p@mq/v?connection_timeout=3") == {"heartbeat": HEARTBEAT}
