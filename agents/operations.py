@@ -25,6 +25,7 @@ from broker.pki import KeyStore
 from broker.provenance import Provenance
 from broker.runtime import serve
 from broker.settings import AGENT_IDS, AgentId, Settings
+from broker.supervision import is_infrastructure
 from broker.supervisor import Child, supervise
 from broker.trust import TrustStore
 
@@ -138,9 +139,7 @@ async def _serve(settings: Settings, agent: str, *, in_process: bool = False) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if agent == "all" and not in_process:  # one OS process per agent, so every core works
-        # A second `kabuto run all` starts no child: each would wait for its lease, fail and be
-        # restarted for ever, while the first's consumers made this one look ready.
-        await ops.none_running(settings, list(AGENTS))
+        await _none_running(settings)
         children = [Child(a, (sys.executable, "-m", "agents.cli", "run", a)) for a in AGENTS]
         async with asyncio.TaskGroup() as tasks:
             supervising = tasks.create_task(supervise(children, stop))
@@ -148,6 +147,19 @@ async def _serve(settings: Settings, agent: str, *, in_process: bool = False) ->
         return
     definitions = list(AGENTS.values()) if agent == "all" else [AGENTS[agent]]
     await serve(definitions, settings, stop)
+
+
+async def _none_running(settings: Settings) -> None:
+    """A second `kabuto run all` starts no child: each would wait for its lease, stop and be
+    restarted for ever, while the first's consumers made this one look ready (found by review).
+    If the broker cannot be asked yet (it is starting too), the children start: each takes its
+    agent's lease itself, and waits for the broker as any agent does."""
+    try:
+        await ops.none_running(settings, list(AGENTS))
+    except Exception as exc:
+        if not is_infrastructure(exc):
+            raise
+        log.warning("instances_not_looked_at", error=repr(exc)[:300], action="starting the agents")
 
 
 async def _status(settings: Settings, watch: bool, interval: float, iterations: int | None) -> None:

@@ -11,7 +11,9 @@ broker lets only the connection that declared it use it, refuses any other conne
 declaration (``RESOURCE_LOCKED``), and deletes it when that connection closes: a process
 stopped, killed or cut off. A session takes the lease before it declares or consumes anything
 (``AgentRuntime._open_session``), and a background job's round starts only on a session
-(``AgentRuntime.round_of``), so an agent never consumes or runs a job without it.
+(``AgentRuntime.round_of``), so an agent consumes and starts a job's round only on a session
+that took it (a session half-open on both sides looks live to its client for up to half a minute
+after the broker dropped it: docs/resilience.md says what that leaves).
 
 While another connection holds it, a session waits, up to ``wait``, looking again every
 ``EVERY`` seconds. The holder may be this agent's own last connection: after a kill -9 the
@@ -20,7 +22,7 @@ dropped only once it has sent nothing for two to three heartbeat intervals (Rabb
 ``rabbit_heartbeat``), which is why agents ask for a heartbeat of ``HEARTBEAT`` seconds rather
 than the broker's 60 (up to 180 s). Past the wait it raises ``InstanceHeld``. That is not an
 outage the supervisor waits out: the agent stops, exit 4, and says which lease it gave way to.
-``kabuto run all`` looks at every agent's lease before it starts any (``none_held``).
+``kabuto run all`` looks at every agent's lease before it starts any (``until_free``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import aiormq
@@ -63,14 +65,16 @@ async def take(connection: AbstractConnection, names: Names, agent: str, wait: f
     await _once_free(functools.partial(_declare, connection, name), agent, name, time.monotonic() + wait, wait)
 
 
-async def none_held(connection: AbstractConnection, names: Names, agents: Sequence[str], wait: float) -> None:
-    """Return once no connection holds the lease of any of ``agents`` (looked at, not taken); or
-    ``InstanceHeld`` past ``wait`` seconds, all of them together: the check a supervisor makes
-    before it starts the agents, so that a second ``kabuto run all`` starts none of them."""
-    deadline = time.monotonic() + wait
-    for agent in agents:
-        name = names.instance(agent)
-        await _once_free(functools.partial(_look, connection, name), agent, name, deadline, wait)
+async def until_free(
+    connection: AbstractConnection, names: Names, agent: str, wait: float, deadline: float | None = None
+) -> None:
+    """Return once no connection holds ``agent``'s lease (looked at, not taken); ``InstanceHeld``
+    past ``wait`` seconds (or the ``deadline``, on the monotonic clock, of a wait shared by several
+    agents): the look a supervisor takes before it starts the agents, so that a second
+    ``kabuto run all`` starts none of them (``broker.ops.none_running``)."""
+    name = names.instance(agent)
+    until = time.monotonic() + wait if deadline is None else deadline
+    await _once_free(functools.partial(_look, connection, name), agent, name, until, wait)
 
 
 async def _once_free(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -87,12 +88,18 @@ async def status(settings: Settings, agents: Sequence[str]) -> list[AgentStatus]
 
 async def none_running(settings: Settings, agents: Sequence[str]) -> None:
     """Return once no instance of any of ``agents`` runs in the namespace (none holds its lease),
-    waiting up to ``KABUTO_INSTANCE_WAIT``; ``InstanceHeld`` past it (broker/instance.py)."""
-    connection = await link.connect(settings.amqp_url)
-    try:
-        await instance.none_held(connection, Names(settings.namespace), agents, settings.instance_wait.total_seconds())
-    finally:
-        await connection.close()
+    waiting up to ``KABUTO_INSTANCE_WAIT`` for them all; ``InstanceHeld`` past it
+    (broker/instance.py). Each lease is looked at with its agent's own login, as the agent would
+    take it (a passive declare needs no permission: docs/security.md)."""
+    wait = settings.instance_wait.total_seconds()
+    deadline = time.monotonic() + wait
+    names = Names(settings.namespace)
+    for agent in agents:
+        connection = await link.connect(agent_urls(settings, agent).amqp)
+        try:
+            await instance.until_free(connection, names, agent, wait, deadline)
+        finally:
+            await connection.close()
 
 
 async def _queues(connection: aio_pika.abc.AbstractConnection, names: list[str]) -> dict[str, tuple[int, int]]:

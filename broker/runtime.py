@@ -288,8 +288,11 @@ class AgentRuntime:
         off from the broker, which another may have replaced meanwhile, runs no job beside it.
         While the broker is away the round's wait fails as the outage it is, and the job's
         supervisor waits it out; a lease another instance keeps past the wait stops the agent."""
+        beat = self.heartbeats.beat(job.__name__)
+        if self.link.live is None:  # health says what the job waits for, as for the consumer
+            beat.waiting("for a broker session, which holds the agent's lease")
         await self.link.current()
-        with self.heartbeats.beat(job.__name__).round():
+        with beat.round():
             yield
 
     async def command(self, user_id: str, action: Callable[[Context], Awaitable[T]]) -> T:

@@ -42,13 +42,14 @@ async def refresh_due(ctx: Context) -> list[UUID]:
 
 async def housekeeping(runtime: AgentRuntime) -> None:
     """Background: subscribe to the exchange's prices once, then the periodic work, for ever."""
-    await runtime.command(CREDIT_ID, prices.subscribe)
+    async with runtime.round_of(housekeeping):  # on a session, as every round: with the agent's lease
+        await runtime.command(CREDIT_ID, prices.subscribe)
     while True:
         try:
             async with runtime.round_of(housekeeping):
                 await runtime.command(CARD_ISSUER_ID, card_issuer.expire_uncaptured())
                 await runtime.command(CREDIT_ID, line.abandon_overdue)
                 await runtime.command(CREDIT_ID, refresh_due)
-        except (asyncpg.PostgresConnectionError, OSError) as exc:  # the database is away: next round
+        except (asyncpg.PostgresConnectionError, OSError) as exc:  # the database or the broker is away: next round
             log.warning("housekeeping_postponed", error=str(exc))
         await pause(EVERY.total_seconds())

@@ -138,7 +138,8 @@ async def test_an_instance_whose_lease_was_taken_while_it_was_cut_off_runs_no_jo
 ) -> None:
     """Found by review: the lease guarded the consumer only, and an agent that reconnected to
     find its lease taken ran its background jobs beside the instance holding it, up to the wait.
-    A job's round now starts only on a session, which holds the lease."""
+    A job's round now starts only on a session, which holds the lease, and health says the job
+    waits for one."""
     rounds: list[float] = []
 
     async def job(runtime: AgentRuntime) -> None:
@@ -161,6 +162,9 @@ async def test_an_instance_whose_lease_was_taken_while_it_was_cut_off_runs_no_jo
                         await close_within(session.connection)
                         lost = time.monotonic()
                         await take(other, Names(settings.namespace), "issuer", 10)
+                    # What the job waits for is what health reports, as for the consumer.
+                    await issuer.heartbeats.beat("job").until(TaskState.WAITING)
+                    assert "broker session" in issuer.heartbeats.beat("job").detail
                     async with asyncio.timeout(30):
                         await issuer.finished.wait()
             assert [at for at in rounds if at > lost] == []
@@ -174,3 +178,14 @@ def test_agents_ask_for_a_heartbeat_unless_their_url_names_one() -> None:
     assert heartbeat_of("amqp://guest:guest@127.0.0.1:5672/") == {"heartbeat": HEARTBEAT}
     assert heartbeat_of("amqp://guest:guest@127.0.0.1:5672/?heartbeat=5") == {}
     assert heartbeat_of("amqp://u:p@mq/v?connection_timeout=3") == {"heartbeat": HEARTBEAT}
+
+
+async def test_kabuto_run_all_starts_its_agents_when_the_broker_cannot_be_asked_yet(
+    settings: Settings, log_lines: io.StringIO
+) -> None:
+    """Found by review: the look before the children start must not stop ``kabuto run all`` when
+    the broker is starting too; each child takes its lease itself and waits for the broker."""
+    from agents.operations import _none_running
+
+    await _none_running(settings.with_(amqp_url="amqp://guest:guest@127.0.0.1:1/"))
+    assert '"instances_not_looked_at"' in log_lines.getvalue()
