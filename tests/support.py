@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import json
 import os
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -298,6 +299,19 @@ async def fund(settlement: AgentRuntime, owner: str, amount: Decimal = Decimal(0
     if amount:
         await settlement.command("settlement", settlement_app.deposit(account, amount, f"initial-{owner}"))
     return account
+
+
+async def kabuto_process(settings: Settings, *args: str, **env: str) -> asyncio.subprocess.Process:
+    """``kabuto ARGS`` in a process of its own, as an operator runs it, with the test's settings
+    (and ``env`` over them); its stderr (the logs) piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agents.cli",
+        *args,
+        env={**environment(settings), **env},
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 def environment(settings: Settings) -> dict[str, str]:

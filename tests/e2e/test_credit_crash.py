@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -32,15 +31,7 @@ from tests import support
 @asynccontextmanager
 async def agent_process(settings: Settings, agent: str) -> AsyncIterator[asyncio.subprocess.Process]:
     """``kabuto run AGENT`` in its own process, ready; killed (if still alive) on the way out."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agents.cli",
-        "run",
-        agent,
-        env=support.environment(settings),
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await support.kabuto_process(settings, "run", agent)
     try:
         await logged(process, b'"agents_ready"')
         yield process

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -24,15 +23,7 @@ from tests import support
 @asynccontextmanager
 async def kabuto_run(settings: Settings, agent: str = "all") -> AsyncIterator[asyncio.subprocess.Process]:
     """Start ``kabuto run AGENT`` and wait until it logs that its agents are ready."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agents.cli",
-        "run",
-        agent,
-        env=support.environment(settings),
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await support.kabuto_process(settings, "run", agent)
     assert process.stderr is not None
     expected = sorted(AGENT_IDS) if agent == "all" else [agent]
     async with asyncio.timeout(120):  # each agent's process says it is ready, then `run all` for all of them
@@ -107,15 +98,7 @@ async def test_work_committed_before_a_stop_is_delivered_after_the_restart(setti
 async def kabuto_run_refused(settings: Settings, agent: str) -> str:
     """Run ``kabuto run AGENT`` while another instance holds a lease it needs: it must exit 4
     within its one-second wait; returns its stderr."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agents.cli",
-        "run",
-        agent,
-        env={**support.environment(settings), "KABUTO_INSTANCE_WAIT": "1"},
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await support.kabuto_process(settings, "run", agent, KABUTO_INSTANCE_WAIT="1")
     async with asyncio.timeout(60):
         _, stderr = await process.communicate()
     assert process.returncode == 4, stderr.decode()[-2000:]

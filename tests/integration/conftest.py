@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import io
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from decimal import Decimal
 
 import aio_pika
 import asyncpg
 import pytest
+import structlog
 
 from agents.exchange import order_repo
+from broker import logs
 from broker.participants import reply_queue_name
 from broker.pki import KeyStore, default_participant
 from broker.settings import Settings
@@ -70,3 +73,12 @@ async def listed_exchange(database: str) -> AsyncIterator[asyncpg.Connection]:
     await order_repo.list_instrument(conn, support.ISSUE, "common", Decimal(1000))
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """Every log line of the test, as JSON, from debug up."""
+    stream = io.StringIO()
+    logs.configure("debug", "json", stream, cache=False)
+    yield stream
+    structlog.reset_defaults()

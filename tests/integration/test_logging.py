@@ -5,25 +5,13 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-
-import pytest
-import structlog
 
 from broker import logs
 from broker.pki import KeyStore
 from broker.settings import Settings
 from schemas.envelope import Envelope
 from tests import support
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    logs.configure("debug", "json", stream, cache=False)
-    yield stream
-    structlog.reset_defaults()
 
 
 async def test_every_processed_message_is_logged_with_agent_ids_type_and_correlation(

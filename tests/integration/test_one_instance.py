@@ -12,17 +12,14 @@ import asyncio
 import dataclasses
 import io
 import time
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
 import aio_pika
 import aiormq
 import pytest
-import structlog
 
 from agents.issuer.app import AGENT as AGENT_ISSUER
-from broker import logs
 from broker.consumer import Outcome
 from broker.instance import HEARTBEAT, InstanceHeld, heartbeat_of, take
 from broker.link import close_within
@@ -59,14 +56,6 @@ async def consumers(settings: Settings, agent: str) -> int:
         return int(queue.declaration_result.consumer_count or 0)
     finally:
         await connection.close()
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    logs.configure("info", "json", stream, cache=False)
-    yield stream
-    structlog.reset_defaults()
 
 
 async def test_a_second_instance_waits_for_the_lease_then_stops_and_the_first_goes_on(

@@ -16,7 +16,7 @@ import asyncio
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,12 +24,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-import structlog
 
 from agents.settlement import app as settlement_app
 from agents.settlement import dvp, dvp_repo, repo
 from agents.settlement.domain import Entry, EntryKind, Leg
-from broker import logs
 from broker.consumer import Settled
 from broker.envelope import Sealed, seal
 from broker.pki import KeyStore
@@ -579,14 +577,6 @@ async def test_an_answer_from_another_leg_for_another_quantity_or_without_its_ea
 
 
 # -- logging --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    logs.configure("debug", "json", stream, cache=False)
-    yield stream
-    structlog.reset_defaults()
 
 
 async def test_what_a_set_handler_logs_for_each_answer_carries_that_answers_ids(
