@@ -285,7 +285,9 @@ class AgentRuntime:
 
         It starts once the agent has a broker session, which holds its lease (broker.instance):
         a job runs its rounds only while this instance is the one running, so an instance cut
-        off from the broker, which another may have replaced meanwhile, runs no job beside it.
+        off from the broker, which another may have replaced meanwhile, runs no job beside it
+        once its client knows the session is gone (docs/resilience.md: a connection half-open
+        on both sides is known gone up to half a minute after the broker dropped it).
         While the broker is away the round's wait fails as the outage it is, and the job's
         supervisor waits it out; a lease another instance keeps past the wait stops the agent."""
         beat = self.heartbeats.beat(job.__name__)
