@@ -4,7 +4,7 @@
     python -m bench.cpu --rate 80 --seconds 10             # the open loop at 80 trades/s
     python -m bench.cpu --trades 1000 --spy var/spy        # and py-spy's samples of each agent
     python -m bench.cpu --rate 100 --by-type               # and what each agent published, by type
-    python -m bench.cpu --rate 100 --census                # and each agent's statements by their text
+    python -m bench.cpu --rate 100 --census 15             # and each agent's 15 commonest statements
     python -m bench.cpu summary var/spy/settlement.txt     # a sample file's functions, self time
     python -m bench.cpu summary var/spy/settlement.txt --inclusive --under settle_batch
 

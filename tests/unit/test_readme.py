@@ -21,7 +21,7 @@ def test_the_first_screen_says_what_kabuto_is_then_the_two_commands_then_the_flo
     demo = README[README.index("## What the demo shows") :]
     flows = re.findall(r"^(\d)\. \*\*", demo, flags=re.MULTILINE)[:6]
     assert flows == ["1", "2", "3", "4", "5", "6"]
-    assert README.index("6. **") < README.index("```\nFlow 1")
+    assert README.index("6. **") < README.index("```\nKabuto demo — 7 agents running") < README.index("\nFlow 1 —")
 
 
 def test_every_setting_is_in_the_readme_table() -> None:
