@@ -25,7 +25,7 @@ from broker.pki import KeyStore
 from broker.provenance import Provenance
 from broker.runtime import serve
 from broker.settings import AGENT_IDS, AgentId, Settings
-from broker.supervision import is_infrastructure
+from broker.supervision import INFRASTRUCTURE, is_infrastructure
 from broker.supervisor import Child, supervise
 from broker.trust import TrustStore
 
@@ -156,8 +156,8 @@ async def _none_running(settings: Settings) -> None:
     agent's lease itself, and waits for the broker as any agent does."""
     try:
         await ops.none_running(settings, list(AGENTS))
-    except Exception as exc:
-        if not is_infrastructure(exc):
+    except INFRASTRUCTURE as exc:
+        if not is_infrastructure(exc):  # a refused login or permission: no waiting mends it
             raise
         log.warning("instances_not_looked_at", error=repr(exc)[:300], action="starting the agents")
 

@@ -65,16 +65,13 @@ async def take(connection: AbstractConnection, names: Names, agent: str, wait: f
     await _once_free(functools.partial(_declare, connection, name), agent, name, time.monotonic() + wait, wait)
 
 
-async def until_free(
-    connection: AbstractConnection, names: Names, agent: str, wait: float, deadline: float | None = None
-) -> None:
+async def until_free(connection: AbstractConnection, names: Names, agent: str, wait: float, deadline: float) -> None:
     """Return once no connection holds ``agent``'s lease (looked at, not taken); ``InstanceHeld``
-    past ``wait`` seconds (or the ``deadline``, on the monotonic clock, of a wait shared by several
-    agents): the look a supervisor takes before it starts the agents, so that a second
-    ``kabuto run all`` starts none of them (``broker.ops.none_running``)."""
+    at ``deadline`` (monotonic) of a ``wait`` shared by several agents: the look a supervisor
+    takes before it starts the agents, so that a second ``kabuto run all`` starts none of them
+    (``broker.ops.none_running``)."""
     name = names.instance(agent)
-    until = time.monotonic() + wait if deadline is None else deadline
-    await _once_free(functools.partial(_look, connection, name), agent, name, until, wait)
+    await _once_free(functools.partial(_look, connection, name), agent, name, deadline, wait)
 
 
 async def _once_free(
