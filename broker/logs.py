@@ -53,7 +53,8 @@ def get(name: str) -> structlog.typing.FilteringBoundLogger:
 # read out of its envelope only when a line is written. One context variable set and reset per
 # binding: structlog's ``bound_contextvars`` copied the whole context and set a variable for
 # each field, on every message every agent handled (docs/performance.md, stop 33).
-_BOUND: ContextVar[tuple[Mapping[str, object] | Envelope, ...]] = ContextVar("kabuto_log_bound", default=())
+Binding = tuple["Mapping[str, object] | Envelope", ...]
+_BOUND: ContextVar[Binding] = ContextVar("kabuto_log_bound", default=())
 
 
 def bound(**fields: object) -> AbstractContextManager[None]:
@@ -64,6 +65,22 @@ def bound(**fields: object) -> AbstractContextManager[None]:
 def bound_to(envelope: Envelope, **more: object) -> AbstractContextManager[None]:
     """Log lines written inside name this message: its id, type, conversation, cause and sender."""
     return _pushed(envelope, more) if more else _pushed(envelope)
+
+
+def binding() -> Binding:
+    """What log lines written here carry, for work done later on this one's behalf (``rebound``)."""
+    return _BOUND.get()
+
+
+@contextmanager
+def rebound(kept: Binding) -> Iterator[None]:
+    """Log lines written inside carry what they carried where ``kept`` was taken (``binding``),
+    and nothing bound since: work one message's handler left to be done with a later one's."""
+    token = _BOUND.set(kept)
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
 
 
 @contextmanager

@@ -8,10 +8,10 @@ moment brings the book back exactly as committed.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -213,8 +213,65 @@ _INSERT_ORDERS = f"""INSERT INTO orders ({_COLUMNS})
                          $8::bigint[], $9::bigint[], $10::text[], $11::bigint[], $12::text[], $13::text[],
                          $14::text[], $15::text[], $16::uuid[], $17::jsonb[], $18::text[], $19::uuid[],
                          $20::text[], $21::text[], $22::text[], $23::numeric[])"""
-# New order rows held back while a run of orders is decided (read_ahead.py), written together.
-_HELD: ContextVar[list[tuple[object, ...]] | None] = ContextVar("order_rows_held", default=None)
+_ROW_WIDTH = 23
+# Where a row of _INSERT_ORDER's parameters holds what a touch changes (``_touched_arrays``).
+_ROW_CLIENT_ORDER_ID, _ROW_QUANTITY, _ROW_REMAINING, _ROW_STATUS = 1, 7, 8, 11
+
+Then = Callable[["Matched"], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Trading:
+    """An order's part of the held statement: its executions, ``count`` of them from place
+    ``first`` of the held ones, and what its handler does once they are entered (``then``)."""
+
+    first: int
+    count: int
+    then: Then
+
+
+@dataclass(slots=True)
+class _Held:
+    """What a batch's orders wrote, held for one statement (``write_held``): each row at its last
+    state, once. ``rows``: new orders, as _INSERT_ORDER's parameters; ``touched``: resting orders
+    already in the table, as ``_touched_arrays`` writes them; ``executions``: in the order they were
+    made, with each one's issue and the CertID it sold."""
+
+    rows: dict[int, list[object]] = field(default_factory=dict)
+    touched: dict[int, tuple[int, int, str, str]] = field(default_factory=dict)
+    executions: list[tuple[str, Execution, UUID | None]] = field(default_factory=list)
+    trading: list[_Trading] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.touched)
+
+    def hold(self, row: tuple[object, ...], touched: Sequence[Order]) -> int:
+        """The new order's ``row`` and the resting orders it ``touched``; how many rows the
+        statement will write for them that it did not already (a row touched again is written
+        once, at its last state)."""
+        number = row[0]
+        assert isinstance(number, int)
+        self.rows[number] = list(row)
+        written = 1
+        for order in touched:
+            state = (order.remaining, order.quantity, _status(order, None), order.client_order_id)
+            new = self.rows.get(order.acceptance_number)
+            if new is not None:
+                new[_ROW_REMAINING], new[_ROW_QUANTITY], new[_ROW_STATUS], new[_ROW_CLIENT_ORDER_ID] = state
+                continue
+            written += order.acceptance_number not in self.touched
+            self.touched[order.acceptance_number] = state
+        return written
+
+    def take(self) -> _Held:
+        """Everything held, leaving nothing held."""
+        taken = _Held(self.rows, self.touched, self.executions, self.trading)
+        self.rows, self.touched, self.executions, self.trading = {}, {}, [], []
+        return taken
+
+
+# What a batch's orders wrote, held while its orders are decided (read_ahead.py).
+_HELD: ContextVar[_Held | None] = ContextVar("order_rows_held", default=None)
 
 
 async def insert_order(
@@ -227,16 +284,17 @@ async def insert_order(
     cancel_reason: CancelReason | None = None,
     cover_unit: Decimal | None = None,
     *,
-    may_wait: bool = False,
     touched: Sequence[Order] = (),
     executions: Sequence[Execution] = (),
-) -> Matched:
+    then: Then | None = None,
+) -> None:
     """A newly accepted order as its submission left it (open, filled or cancelled), the resting
     orders it ``touched`` as it left them, and its ``executions`` entered in the order matching
-    list (``insert_matches``): one statement.
+    list: one statement, then ``then`` with the executions' matching numbers and the sell
+    orders' instruction views (``Matched``).
     ``cover_unit``: the worst price per share it drew on the standing cover ``cover_id``.
-    ``may_wait``: inside ``holding_rows``, the row waits to be written with the others held (an
-    order that rests whole touched nothing)."""
+    Inside ``holding_rows`` all of it is held, to be written with the batch's other orders in
+    one statement, and ``then`` runs once it is (``write_held``)."""
     certificate = request.certificate.model_dump_json() if request.certificate else None
     row = (
         order.acceptance_number,
@@ -263,27 +321,25 @@ async def insert_order(
         cancel_reason.value if cancel_reason else None,
         cover_unit,
     )
+    if touched and not executions:  # a defect: a resting order is touched only by trading with it
+        raise ValueError(f"order {order.acceptance_number} touched resting orders without an execution")
     held = _HELD.get()
-    if may_wait and held is not None and not touched:
-        held.append(row)
-        _wrote(request.issue_code, "INSERT 0 1")
-        return NOT_MATCHED
-    await write_held(connection)
+    if held is not None:
+        written = held.hold(row, touched)
+        sold = {o.acceptance_number: o.cert_id for o in (order, *touched)}
+        if then is not None:
+            held.trading.append(_Trading(len(held.executions), len(executions), then))
+        held.executions.extend((request.issue_code, e, sold[e.sell]) for e in executions)
+        _wrote(request.issue_code, f"INSERT 0 {written}")
+        return
+    matched = NOT_MATCHED
     if executions:
         matched = await _insert_trading(connection, row, order, request.issue_code, touched, executions)
         _wrote(request.issue_code, f"INSERT 0 {1 + len(touched)}")
-        return matched
-    if not touched:
+    else:
         _wrote(request.issue_code, await connection.execute(_INSERT_ORDER, *row))
-        return NOT_MATCHED
-    saved = await connection.fetchval(
-        f"{_saving_touched(len(row) + 1)} {_INSERT_ORDER} RETURNING (SELECT count(*) FROM touched)",
-        *row,
-        *_touched_arrays(touched),
-    )
-    _all_touched(saved, touched)
-    _wrote(request.issue_code, f"INSERT 0 {1 + saved}")
-    return NOT_MATCHED
+    if then is not None:
+        await then(matched)
 
 
 async def _insert_trading(
@@ -294,11 +350,11 @@ async def _insert_trading(
     touched: Sequence[Order],
     executions: Sequence[Execution],
 ) -> Matched:
-    """``insert_order`` for an order that traded: its row, the resting orders it traded with and
-    its executions (with the sell orders' views, read from the rows as the statement wrote them),
-    in one round trip where they were two (docs/performance.md, stop 36). Each order it touched is
-    the counterparty of an execution, so one the table does not hold fails the statement whole:
-    the execution's foreign key refuses it."""
+    """``insert_order`` for an order that traded, alone: its row, the resting orders it traded
+    with and its executions (with the sell orders' views, read from the rows as the statement
+    wrote them), in one round trip where they were two (docs/performance.md, stop 36). Each
+    order it touched is the counterparty of an execution, so one the table does not hold fails
+    the statement whole: the execution's foreign key refuses it."""
     sold = {o.acceptance_number: o.cert_id for o in (order, *touched)}
     rows = await connection.fetch(
         f"""{_saving_touched(len(row) + 1, returning="orders.*")},
@@ -308,18 +364,18 @@ async def _insert_trading(
             {_instruction_view_sql(f"${len(row) + 8}::bigint[]", entered="entered", written="written")}""",
         *row,
         *_touched_arrays(touched),
-        *_entering_arguments(issue_code, executions, (sold[e.sell] for e in executions)),
+        *_entering_arguments([(issue_code, e) for e in executions], (sold[e.sell] for e in executions)),
     )
     return _matched(rows, executions)
 
 
 @contextmanager
 def holding_rows() -> Iterator[None]:
-    """New order rows inserted with ``may_wait`` are held until ``write_held``; the holder
-    writes them before any statement that could read them (read_ahead.py) and before the
-    commit. Transfer requests are held too, until ``write_held_transfers``. Left with rows
-    still held, they are dropped: the transaction is failing."""
-    reset, transfers = _HELD.set([]), _TRANSFERS.set({})
+    """What ``insert_order`` writes is held until ``write_held``; the holder writes it before
+    any statement that could read it (read_ahead.py) and before the commit. Transfer requests
+    are held too, until ``write_held_transfers``. Left with rows still held, they are dropped:
+    the transaction is failing."""
+    reset, transfers = _HELD.set(_Held()), _TRANSFERS.set({})
     try:
         yield
     finally:
@@ -328,12 +384,47 @@ def holding_rows() -> Iterator[None]:
 
 
 async def write_held(connection: asyncpg.Connection) -> None:
-    """Write every order row held (one statement for all of them), if any."""
+    """Write everything held, if anything is, in one statement: the new orders, the resting
+    orders they touched, and their executions entered in the order matching list in the order
+    they were made (so a sell order's executions are numbered oldest first, as S95 reads them);
+    then each trading order's ``then``, in that order, with its executions' numbers and the sell
+    orders' instruction views as the statement left them (docs/performance.md, stop 40)."""
     held = _HELD.get()
-    if held:
-        rows = list(held)
-        held.clear()
-        await connection.execute(_INSERT_ORDERS, *zip(*rows, strict=True))
+    if not held:
+        return
+    taken = held.take()
+    if not taken.executions:
+        await connection.execute(_INSERT_ORDERS, *unnest_columns([tuple(r) for r in taken.rows.values()], _ROW_WIDTH))
+        matched = NOT_MATCHED
+    else:
+        matched = await _write_trading(connection, taken)
+    instructed: set[int] = set()
+    for part in taken.trading:
+        numbers = matched.matching_numbers[part.first : part.first + part.count]
+        sells = {execution.sell for _, execution, _ in taken.executions[part.first : part.first + part.count]}
+        await part.then(Matched(numbers, matched.views, frozenset(instructed)))
+        instructed |= sells
+
+
+async def _write_trading(connection: asyncpg.Connection, held: _Held) -> Matched:
+    """``write_held``'s statement when orders traded: the touched rows updated, the new ones
+    inserted, the executions entered, and the instruction views of every sell order they name.
+    Every touched order is the counterparty of an execution, so one the table does not hold
+    fails the statement whole (the execution's foreign key)."""
+    touched = [(number, *state) for number, state in held.touched.items()]
+    first_touched = _ROW_WIDTH + 1
+    sells = f"${first_touched + 5 + 2}::bigint[]"  # _entering's sell orders
+    rows = await connection.fetch(
+        f"""{_saving_touched(first_touched, returning="orders.*")},
+            incoming AS ({_INSERT_ORDERS} RETURNING *),
+            written AS (SELECT * FROM touched UNION ALL SELECT * FROM incoming),
+            {_entering(first_touched + 5)}
+            {_instruction_view_sql(sells, entered="entered", written="written")}""",
+        *unnest_columns([tuple(r) for r in held.rows.values()], _ROW_WIDTH),
+        *unnest_columns(touched, 5),
+        *_entering_arguments([(issue, e) for issue, e, _ in held.executions], (c for _, _, c in held.executions)),
+    )
+    return _matched(rows, [e for _, e, _ in held.executions])
 
 
 def _wrote(issue_code: str, status: str) -> None:
@@ -574,9 +665,10 @@ def _instruction_view_sql(sell_orders: str, entered: str | None = None, written:
     the sell order's with no execution, then an execution's with its buy order. ``entered``: a
     statement's CTE of the executions it entered in the list, which its own snapshot does not
     show; ``written``: where the sell orders and those executions' buy orders are read, ``orders``
-    or the statement's CTE of the order rows it wrote, as it wrote them. (An unfinished execution
-    already in the list names a buy order no statement that enters executions writes: its sell
-    order is resting, so the order submitted is a buy order and touched only sell orders.)"""
+    or the statement's CTE of the order rows it wrote, as it wrote them. The buy orders of
+    executions already in the list are read from ``orders``, as the statement found them: a
+    batch's statement (``write_held``) may also have touched one, but what S95 reads of a buy
+    order (its holder, its accounts, its cover) no trade changes."""
     sql = f"""SELECT {_NO_EXECUTION}, false AS entered, o.* FROM {written} o
               WHERE o.acceptance_number = ANY({sell_orders})
               UNION ALL
@@ -631,6 +723,9 @@ class Matched:
 
     matching_numbers: list[int]
     views: dict[int, InstructionView]
+    # Sell orders an earlier order of the same held statement traded with: its handler instructed
+    # (or found nothing to instruct for) each from the same views, so this one has nothing to do.
+    instructed: frozenset[int] = frozenset()
 
 
 NOT_MATCHED = Matched([], {})
@@ -647,18 +742,17 @@ def _entering(first: int) -> str:
         entered AS (
             INSERT INTO matches (matching_number, issue_code, buy_order, sell_order, shares, price,
                 buyer_user_id, seller_user_id, status)
-            SELECT nextval('matching_numbers'), {issue}, e.buy, e.sell, e.shares, e.price, e.buyer, e.seller,
+            SELECT nextval('matching_numbers'), e.issue, e.buy, e.sell, e.shares, e.price, e.buyer, e.seller,
                    'pending_transfer'
-            FROM unnest({buys}::bigint[], {sells}::bigint[], {shares}::bigint[], {prices}::numeric[],
-                        {buyers}::text[], {sellers}::text[]) AS e (buy, sell, shares, price, buyer, seller)
+            FROM unnest({issue}::text[], {buys}::bigint[], {sells}::bigint[], {shares}::bigint[], {prices}::numeric[],
+                        {buyers}::text[], {sellers}::text[]) AS e (issue, buy, sell, shares, price, buyer, seller)
             RETURNING {_MATCH_COLUMNS})"""
 
 
-def _entering_arguments(
-    issue_code: str, executions: Sequence[Execution], certificates: Iterable[UUID | None]
-) -> list[Any]:
-    columns = unnest_columns([(e.buy, e.sell, e.quantity, e.price, e.buyer, e.seller) for e in executions], 6)
-    return [issue_code, *columns, sorted({c for c in certificates if c is not None})]
+def _entering_arguments(executions: Sequence[tuple[str, Execution]], certificates: Iterable[UUID | None]) -> list[Any]:
+    """``_entering``'s parameters: each execution with its issue, and the CertIDs sold."""
+    columns = unnest_columns([(i, e.buy, e.sell, e.quantity, e.price, e.buyer, e.seller) for i, e in executions], 7)
+    return [*columns, sorted({c for c in certificates if c is not None})]
 
 
 def _matched(rows: Sequence[asyncpg.Record], executions: Sequence[Execution]) -> Matched:
@@ -680,9 +774,10 @@ async def insert_matches(
     with the sell orders' instruction views (``_entering``). ``certificates``: the CertIDs sold."""
     if not executions:
         return NOT_MATCHED
+    await write_held(connection)  # the executions held first: a sell order's are numbered oldest first
     rows = await connection.fetch(
         f"WITH {_entering(1)} {_instruction_view_sql('$3::bigint[]', entered='entered')}",
-        *_entering_arguments(issue_code, executions, certificates),
+        *_entering_arguments([(issue_code, e) for e in executions], certificates),
     )
     return _matched(rows, executions)
 

@@ -27,9 +27,9 @@ before it in the batch has run. So a run is cut where that could differ:
   exposure and standing covers and a CertID's listing (``traded``). A buy order that touched
   only sell orders changed, of what other views read, only the listing and commitment of the
   CertIDs it bought (sell orders hold no exposure and draw on no cover): the views naming them
-  are dropped. Anything else drops every view read ahead (``changed_others``), and the next
-  order reads a new run. (The instrument's last price a view carries decides nothing at
-  acceptance: the price band is the reference price's.)
+  are dropped. Anything else drops every view read ahead, and the next order reads a new run.
+  (The instrument's last price a view carries decides nothing at acceptance: the price band
+  is the reference price's.)
 
 A view is read only once the instrument rows of its run's issues are locked
 (``WarmBooks.lock_issues``, once per issue in a batch): a command holding one (closing the day,
@@ -39,15 +39,17 @@ committed, as it would be if the command had come first — which it did.
 The acceptance numbers a run draws are handed out in the run's order, so orders keep their
 arrival priority; a view dropped leaves its number unused, a gap, as a refused order does.
 
-The rows of a run's orders that rest whole are written together too (``order_repo``'s held
-rows, one statement): an order's row may wait while the orders after it in its run are
-decided, since none of them reads it (that is what cuts the run). Held rows are written before
-anything that could read them:
+What a batch's orders write is written together too (``order_repo``'s held rows, one
+statement): an order's row, the resting orders it touched and its executions may wait while the
+orders after it in its run are decided, since none of them reads them (that is what cuts the
+run), and what its handler does with the executions waits with them (``order_repo.write_held``,
+stop 40). Held rows are written before anything that could read them:
 
 * before any handler runs whose message is not an order read ahead with the run under way
-  (``writing_held``), so a cancel, a cover granted or the next run's first order sees them;
-* before an order that trades, touches or cancels writes anything (``changed_others``);
+  (``writing_held``), so a cancel, a cover granted or the next run's first order sees them
+  (after a trade that dropped the views read ahead, the next order is such a first order);
 * before the warm book reads an issue's token or rebuilds a book from rows (warm_book.py);
+* before any other path enters executions (``order_repo.insert_matches``);
 * at the batch's end, before the warm books count the rows written and seal.
 
 The transfer requests of S95 (an execution instructed to settlement) are held the same way
@@ -188,25 +190,20 @@ class ReadAhead:
             user = booked.order.user_id
             batch.opened[user] = batch.opened.get(user, Decimal(0)) + opened
 
-    async def traded(self, connection: asyncpg.Connection, incoming: Order, touched: Sequence[Order]) -> None:
+    def traded(self, incoming: Order, touched: Sequence[Order]) -> None:
         """``incoming`` did more than rest whole: it traded with ``touched``, or its rest was
         cancelled. A buy order that touched only sell orders changed, of what other orders' views
         read, only the listing and the commitment of the CertIDs it bought (sell orders hold no
         exposure and draw on no cover; the instrument's last price decides nothing at
         acceptance): the views naming those CertIDs are dropped, the others stay. Anything else
-        may have changed other users' exposure and covers: ``changed_others``."""
+        may have changed other users' exposure and covers: every view is dropped. (What the
+        order writes is held with the run's other rows, order_repo.write_held: the next order,
+        reading a new run, finds it written, since its handler's wrapper writes what is held.)"""
         if incoming.side is not Side.BUY or any(order.side is not Side.SELL for order in touched):
-            await self.changed_others(connection)
+            self._drop(lambda _: True)
             return
         certs = {order.cert_id for order in touched if order.cert_id is not None}
         self._drop(lambda key: key.cert_id in certs)
-        await order_repo.write_held(connection)
-
-    async def changed_others(self, connection: asyncpg.Connection) -> None:
-        """The handler running is about to change what other orders' views read, and to write
-        orders: every view read ahead is dropped, and every order row held is written first."""
-        self._drop(lambda _: True)
-        await order_repo.write_held(connection)
 
     def _drop(self, stale: Callable[[ViewKey], bool]) -> None:
         """Every view read ahead whose key is ``stale`` is dropped: its order reads a new run."""

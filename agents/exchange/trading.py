@@ -159,24 +159,9 @@ async def book(
         bound=instrument.market_limit(terms.side) if terms.order_type is OrderType.MARKET else None,
     )
     result = book.submit(order)
-    rested_whole = not (result.executions or result.touched or result.cancel_reason is not None)
-    if not rested_whole:  # trades, resting orders, a cancelled rest: not this order's rows alone
-        await READ_AHEAD.traded(conn, order, result.touched)
+    if result.executions or result.touched or result.cancel_reason is not None:  # not its own rows alone
+        READ_AHEAD.traded(order, result.touched)
     READ_AHEAD.booked(Booked(order, result.cancelled_quantity, cover_id, cover_unit))
-    digest = resubmission.payload_digest(request)
-    matched = await order_repo.insert_order(
-        conn,
-        order,
-        request,
-        request_hash,
-        digest,
-        cover_id,
-        result.cancel_reason,
-        cover_unit=cover_unit,
-        may_wait=rested_whole,
-        touched=result.touched,
-        executions=result.executions,
-    )
     log.info("order_accepted", acceptance_number=order.acceptance_number, side=order.side.value)
     ctx.emit(
         OrderAccepted(
@@ -186,7 +171,27 @@ async def book(
         ),
         to=order.user_id,
     )
-    await _apply(ctx, request.issue_code, order, result, matched)
+
+    bound = logs.binding()
+
+    async def matched(matched: order_repo.Matched) -> None:
+        with logs.rebound(bound):  # its lines name this order's message, whenever they are written
+            await _apply(ctx, request.issue_code, order, result, matched)
+
+    # In a batch, written with its other orders (one statement), and told then (order_repo.write_held).
+    await order_repo.insert_order(
+        conn,
+        order,
+        request,
+        request_hash,
+        resubmission.payload_digest(request),
+        cover_id,
+        result.cancel_reason,
+        cover_unit=cover_unit,
+        touched=result.touched,
+        executions=result.executions,
+        then=matched,
+    )
 
 
 async def _apply(
@@ -194,7 +199,9 @@ async def _apply(
 ) -> None:
     """Tell everyone concerned what a submission did. The caller wrote the incoming order, with
     the resting orders it touched, in one statement: ``order_repo.save``, or ``insert_order``,
-    which entered its executions too (``matched``); else they are entered here, in one."""
+    which entered its executions too (``matched``); else they are entered here, in one. A sell
+    order an earlier order of the same statement traded with was instructed by that order
+    (``Matched.instructed``)."""
     orders = {o.acceptance_number: o for o in (incoming, *result.touched)}
     if matched is None:
         sold = (orders[e.sell].cert_id for e in result.executions)
@@ -207,7 +214,7 @@ async def _apply(
     if result.cancel_reason is not None:
         await _cancelled(ctx, incoming, result.cancelled_quantity, result.cancel_reason)
         views.clear()  # the cancel wrote an order those views read: each is read again
-    for sell in sorted({e.sell for e in result.executions}):
+    for sell in sorted({e.sell for e in result.executions} - matched.instructed):
         await settling.instruct_next(ctx, sell, read=views.get(sell))
 
 

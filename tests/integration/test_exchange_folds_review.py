@@ -89,9 +89,19 @@ async def test_an_ioc_sell_writes_the_resting_orders_it_touched_as_a_save_each_d
         assert [o.acceptance_number for o in result.touched] == [first.acceptance_number, second.acceptance_number]
         before = await connection.fetchval(ROWS_WRITTEN)
         await order_repo.insert_order(
-            connection, incoming, request, "hash", "digest", None, result.cancel_reason, touched=result.touched
+            connection,
+            incoming,
+            request,
+            "hash",
+            "digest",
+            None,
+            result.cancel_reason,
+            touched=result.touched,
+            executions=result.executions,
         )
         assert await connection.fetchval(ROWS_WRITTEN) - before == 3
+        with pytest.raises(ValueError, match="touched resting orders without an execution"):  # a defect, refused
+            await order_repo.insert_order(connection, incoming, request, "hash", "digest", touched=result.touched)
         assert await row(connection, first.acceptance_number) == ("filled", 0, 100, None, "t-b1")
         assert await row(connection, second.acceptance_number) == ("filled", 0, 300, None, "t-b2")
         assert await row(connection, number) == ("cancelled", 0, 500, "ioc_remainder", "t-s1")

@@ -233,7 +233,7 @@ def connection(listed_exchange: asyncpg.Connection) -> asyncpg.Connection:
 
 
 async def test_order_rows_held_are_written_before_a_book_is_read_from_rows(connection: asyncpg.Connection) -> None:
-    """A row held for its run (``may_wait``) is in the table before the warm book reads the
+    """A row held for its run (``holding_rows``) is in the table before the warm book reads the
     issue's token or rebuilds a book from its rows; nothing else of the run may read it."""
     request = order("ada", "held-1")
     number = await order_repo.next_acceptance_number(connection)
@@ -241,7 +241,7 @@ async def test_order_rows_held_are_written_before_a_book_is_read_from_rows(conne
     rows = "SELECT count(*) FROM orders WHERE client_order_id = 'held-1'"
     with order_repo.holding_rows():
         async with connection.transaction():
-            await order_repo.insert_order(connection, resting, request, "hash", "digest", may_wait=True)
+            await order_repo.insert_order(connection, resting, request, "hash", "digest")
             assert await connection.fetchval(rows) == 0  # held
             book = await WarmBooks().load(connection, support.ISSUE)
             assert [o.acceptance_number for o in book.resting(Side.BUY)] == [number]
@@ -336,7 +336,7 @@ async def test_a_batch_whose_held_rows_fail_to_be_written_runs_again_and_books_e
     async def failing_once(connection: asyncpg.Connection) -> None:
         held = order_repo._HELD.get()
         if held and not failed:
-            failed.append(len(held))
+            failed.append(len(held.rows))
             raise RuntimeError("the held rows' INSERT failed")
         await real(connection)
 
@@ -597,9 +597,9 @@ async def test_a_buy_that_traded_with_sells_keeps_the_views_read_ahead_but_those
     async with connection.transaction(), ahead.batch(connection, messages):
         await ahead.view(connection, messages[0])
         assert [ahead.read_ahead(m) for m in messages] == [False, True, True]
-        await ahead.traded(connection, incoming, [resting])
+        ahead.traded(incoming, [resting])
         assert [ahead.read_ahead(m) for m in messages] == [False, False, True]
-        await ahead.traded(connection, dataclasses.replace(resting, acceptance_number=3), [incoming])
+        ahead.traded(dataclasses.replace(resting, acceptance_number=3), [incoming])
         assert [ahead.read_ahead(m) for m in messages] == [False, False, False]
 
 

@@ -10,13 +10,14 @@ it failed to write must fail it whole.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 import pytest
 
 from agents.exchange import order_repo
-from agents.exchange.book import Execution, Order, OrderBook
+from agents.exchange.book import Execution, Order, OrderBook, Result
 from schemas.trading import CancelReason, OrderType, Side, SubmitOrder, TimeInForce
 from tests import support
 from tests.integration.test_read_ahead import PRICE, order, values
@@ -52,6 +53,33 @@ async def resting(
             quantity,
         )
     return rest
+
+
+async def inserted(
+    connection: asyncpg.Connection, incoming: Order, request: SubmitOrder, result: Result, **kwargs: Any
+) -> order_repo.Matched:
+    """``incoming`` written as trading.book writes it, with what its submission did (``result``);
+    in a batch, with what is held (``order_repo.write_held``). What its handler is told."""
+    told: list[order_repo.Matched] = []
+
+    async def then(matched: order_repo.Matched) -> None:
+        told.append(matched)
+
+    await order_repo.insert_order(
+        connection,
+        incoming,
+        request,
+        "hash",
+        "digest",
+        cancel_reason=result.cancel_reason,
+        touched=result.touched,
+        executions=result.executions,
+        then=then,
+        **kwargs,
+    )
+    await order_repo.write_held(connection)
+    (matched,) = told
+    return matched
 
 
 async def row(connection: asyncpg.Connection, number: int) -> tuple[object, ...]:
@@ -102,15 +130,7 @@ async def test_a_buy_order_sweeping_two_sell_orders_is_one_statement_that_reads_
         ]
         before = await connection.fetchval(ROWS_WRITTEN)
 
-        matched = await order_repo.insert_order(
-            connection,
-            incoming,
-            order("dan", "s-buy"),
-            "hash",
-            "digest",
-            touched=result.touched,
-            executions=result.executions,
-        )
+        matched = await inserted(connection, incoming, order("dan", "s-buy"), result)
 
         assert await connection.fetchval(ROWS_WRITTEN) - before == 3
         first, second = matched.matching_numbers
@@ -153,17 +173,7 @@ async def test_an_ioc_sell_order_taking_two_buy_orders_is_one_view_with_both_exe
             number, "i-sell", "cy", Side.SELL, OrderType.LIMIT, PRICE, 500, 500, TimeInForce.IOC, cert_id=CERT_A
         )
         result = book.submit(incoming)
-        matched = await order_repo.insert_order(
-            connection,
-            incoming,
-            selling(order("cy", "i-sell")),
-            "hash",
-            "digest",
-            None,
-            result.cancel_reason,
-            touched=result.touched,
-            executions=result.executions,
-        )
+        matched = await inserted(connection, incoming, selling(order("cy", "i-sell")), result)
         (view,) = matched.views.values()
         assert [m.buy_order for m in view.unfinished] == [b.acceptance_number for b in buys]
         assert [m.matching_number for m in view.unfinished] == matched.matching_numbers

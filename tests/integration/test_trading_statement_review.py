@@ -24,6 +24,7 @@ from tests.integration.test_trading_statement import (
     CERT_B,
     ROWS_WRITTEN,
     as_read_after,
+    inserted,
     listed,
     resting,
     row,
@@ -54,19 +55,7 @@ async def submitted(
 ) -> tuple[Result, order_repo.Matched]:
     """``incoming`` submitted to ``book`` and written as trading.book writes it."""
     result = book.submit(incoming)
-    matched = await order_repo.insert_order(
-        connection,
-        incoming,
-        request,
-        "hash",
-        "digest",
-        cover_id,
-        result.cancel_reason,
-        cover_unit,
-        touched=result.touched,
-        executions=result.executions,
-    )
-    return result, matched
+    return result, await inserted(connection, incoming, request, result, cover_id=cover_id, cover_unit=cover_unit)
 
 
 async def test_a_buy_order_on_a_standing_cover_that_trades_draws_what_two_statements_drew(
@@ -139,9 +128,9 @@ async def test_held_rows_and_a_held_transfer_request_are_read_as_they_will_be_wr
     connection: asyncpg.Connection,
 ) -> None:
     """In a batch (``holding_rows``): bea's sell order rested whole and its row is held; ada's sell
-    order has an execution whose transfer request is held. A buy order taking both writes bea's
-    row first (the statement updates it), and ada's view shows the held request as made, so S95
-    waits for it rather than instructing ada's new execution alongside."""
+    order has an execution whose transfer request is held. A buy order taking both is held with
+    bea's row, which is written once, as the buy left it (stop 40), and ada's view shows the held
+    request as made, so S95 waits for it rather than instructing ada's new execution alongside."""
     async with connection.transaction():
         with order_repo.holding_rows():
             old_buy = await resting(connection, "cy", "hb-old", Side.BUY, 100)
@@ -159,7 +148,7 @@ async def test_held_rows_and_a_held_transfer_request_are_read_as_they_will_be_wr
             await connection.execute("UPDATE certid_list SET status = 'valid'")
             number = await order_repo.next_acceptance_number(connection)
             bea = Order(number, "hb-bea", "bea", Side.SELL, OrderType.LIMIT, PRICE, 100, 100, cert_id=CERT_B)
-            await order_repo.insert_order(connection, bea, selling(order("bea", "hb-bea")), "h", "d", may_wait=True)
+            await order_repo.insert_order(connection, bea, selling(order("bea", "hb-bea")), "h", "d")
             assert await row(connection, number) == ()  # held
             book.load(bea)
             number = await order_repo.next_acceptance_number(connection)
@@ -167,7 +156,7 @@ async def test_held_rows_and_a_held_transfer_request_are_read_as_they_will_be_wr
             before = await connection.fetchval(ROWS_WRITTEN)
             result, matched = await submitted(connection, book, incoming, order("dan", "hb-buy"))
             assert [e.sell for e in result.executions] == [ada.acceptance_number, bea.acceptance_number]
-            assert await connection.fetchval(ROWS_WRITTEN) - before == 4  # bea's held row, then the statement's 3
+            assert await connection.fetchval(ROWS_WRITTEN) - before == 3  # bea's row and dan's inserted, ada's updated
             assert await row(connection, bea.acceptance_number) == ("filled", 0, 100, None)
             ada_view = matched.views[ada.acceptance_number]
             assert [(m.matching_number, m.status, m.transfer_request_hash) for m in ada_view.unfinished] == [
