@@ -6,6 +6,7 @@ acceptance modules, saves what changed and emits the results, in one transaction
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from decimal import Decimal
 from uuid import UUID
@@ -172,11 +173,11 @@ async def book(
         to=order.user_id,
     )
 
-    bound = logs.binding()
+    bound, left = logs.binding(), _as_left(order, result)
 
     async def matched(matched: order_repo.Matched) -> None:
         with logs.rebound(bound):  # its lines name this order's message, whenever they are written
-            await _apply(ctx, request.issue_code, order, result, matched)
+            await _apply(ctx, request.issue_code, *left, matched)
 
     # In a batch, written with its other orders (one statement), and told then (order_repo.write_held).
     await order_repo.insert_order(
@@ -192,6 +193,14 @@ async def book(
         executions=result.executions,
         then=matched,
     )
+
+
+def _as_left(incoming: Order, result: Result) -> tuple[Order, Result]:
+    """The incoming order and ``result`` with the orders as this submission left them, copied:
+    in a batch its tail runs once the held statement has, by when a later order of the batch
+    may have traded the same orders (found by review: the executions told their remainders then)."""
+    touched = [dataclasses.replace(order) for order in result.touched]
+    return dataclasses.replace(incoming), dataclasses.replace(result, touched=touched)
 
 
 async def _apply(

@@ -86,7 +86,7 @@ async def test_a_batchs_trading_orders_are_one_statement_that_writes_and_sends_w
         )
         told = await support.rows(
             exchange,  # a batch's messages to one agent's queue are packed: outbox_messages lists each
-            "SELECT routing_key, message_type FROM outbox_messages WHERE seq > $1 ORDER BY seq, place",
+            "SELECT routing_key, message_type, body FROM outbox_messages WHERE seq > $1 ORDER BY seq, place",
             last,
         )
     assert statements == (1 if one_batch else 3)  # f2 rests: its row alone is no trading statement
@@ -118,6 +118,19 @@ async def test_a_batchs_trading_orders_are_one_statement_that_writes_and_sends_w
         "frank": [executed, executed, accepted, executed, executed],
         SETTLEMENT_ID: ["settlement.instruction"] * 2,  # f1's first execution, then f2's
     }
+    # Each execution told with what its orders had left after the submission that made it, though
+    # in a batch it is told once later orders have traded them too (found by review).
+    executed = [json.loads(t["body"])["payload"] for t in told if t["message_type"] == executed]
+    assert [(e["client_order_id"], e["quantity"], e["remaining_quantity"]) for e in executed] == [
+        ("e1", 100, 0),
+        ("f1", 100, 200),
+        ("d1", 100, 0),
+        ("f1", 100, 100),
+        ("e2", 100, 0),  # as its submission left it: filled 200, the rest cancelled
+        ("f1", 100, 0),
+        ("e2", 100, 0),
+        ("f2", 100, 0),
+    ]
     # Each execution's log line names the order whose submission made it, though in a batch it
     # is written when the held statement runs, under a later delivery or at the batch's end.
     lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
