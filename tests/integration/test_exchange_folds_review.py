@@ -38,6 +38,7 @@ from tests.integration.test_read_ahead import (
     order,
     queued,
 )
+from tests.integration.test_trading_statement import inserted
 
 
 @pytest.fixture
@@ -88,17 +89,7 @@ async def test_an_ioc_sell_writes_the_resting_orders_it_touched_as_a_save_each_d
         result = book.submit(incoming)
         assert [o.acceptance_number for o in result.touched] == [first.acceptance_number, second.acceptance_number]
         before = await connection.fetchval(ROWS_WRITTEN)
-        await order_repo.insert_order(
-            connection,
-            incoming,
-            request,
-            "hash",
-            "digest",
-            None,
-            result.cancel_reason,
-            touched=result.touched,
-            executions=result.executions,
-        )
+        await inserted(connection, incoming, request, result)
         assert await connection.fetchval(ROWS_WRITTEN) - before == 3
         with pytest.raises(ValueError, match="touched resting orders without an execution"):  # a defect, refused
             await order_repo.insert_order(connection, incoming, request, "hash", "digest", touched=result.touched)
