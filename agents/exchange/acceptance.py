@@ -142,7 +142,8 @@ def _check_buy(order: SubmitOrder, sender: Participant, instrument: Instrument, 
     if books.open_buy_exposure + notional > limit:
         raise Refused(
             OrderRefusal.ACCOUNT_USAGE_LIMIT_EXCEEDED,
-            f"{notional} with {books.open_buy_exposure} already open exceeds the account usage limit {limit}",
+            f"{_amount(notional)} with {_amount(books.open_buy_exposure)} already open exceeds the account "
+            f"usage limit {_amount(limit)}",
         )
 
 
@@ -253,3 +254,11 @@ def replace_refusal(
             OrderRefusal.COVER_REQUIRED, "a replace cannot raise a buy order's cover; cancel it and enter a new order"
         )
     return None
+
+
+def _amount(value: Decimal) -> str:
+    """An amount in a refusal's detail as the same digits however it was summed: the database's
+    sum carries its scale (98500.0000), a sum in Python another (98500), and an order read ahead
+    with its run is refused with the same words as one decided alone (found by an independent
+    suite, tests/integration/test_batch_equivalence_random.py)."""
+    return f"{value.normalize():f}"
