@@ -26,7 +26,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 
 from agents.exchange.read_ahead import READ_AHEAD
 from agents.registry import AGENTS
@@ -40,12 +39,12 @@ from schemas.trading import CancelOrder, OrderTerms, OrderType, Side, SubmitOrde
 from tests import support
 from tests.conftest import ReadyDatabases, assert_running_totals_match, database_url, delete_namespace
 from tests.integration.conftest import delete_queue
+from tests.integration.test_held_trading import trading_statements
 from tests.integration.test_read_ahead import book_entry_sell, buy, covered, settle_queued_as_one_batch
 
 NAMES = ("dora", "erin", "frank")
 PRICES = tuple(Decimal(p) for p in (980, 985, 990, 995, 1000))  # the band is 700–1300 (reference 1000)
 COVER = 9_000_000  # each trader's standing cover: room for every buy of a sequence, market ones too
-TRADING_STATEMENT = "WITH touched AS ("  # order_repo's statements that write traded orders
 # Six of seeds 0–59 (all of which pass) where the batch shares trading statements: each fails if a
 # tail is told the orders as the batch left them (f3c972c undone), all but 0 if a sell order traded
 # by two orders of one statement is instructed twice (Matched.instructed dropped). To look further:
@@ -55,20 +54,6 @@ SEEDS = (
     if os.environ.get("KABUTO_EQUIVALENCE_SEEDS")
     else (0, 7, 9, 13, 15, 31)
 )
-
-
-def trading_statements() -> float:
-    """The exchange's trading statements so far, as the statement census counts them by text
-    (as test_held_trading.py does)."""
-    return sum(
-        sample.value
-        for metric in REGISTRY.collect()
-        if metric.name == "kabuto_db_statement_texts"
-        for sample in metric.samples
-        if sample.name.endswith("_total")
-        and sample.labels.get("agent") == "exchange"
-        and sample.labels.get("statement", "").startswith(TRADING_STATEMENT)
-    )
 
 
 @dataclass(frozen=True)
