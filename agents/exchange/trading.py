@@ -173,12 +173,6 @@ async def book(
         to=order.user_id,
     )
 
-    bound, left = logs.binding(), _as_left(order, result)
-
-    async def matched(matched: order_repo.Matched) -> None:
-        with logs.rebound(bound):  # its lines name this order's message, whenever they are written
-            await _apply(ctx, request.issue_code, *left, matched)
-
     # In a batch, written with its other orders (one statement), and told then (order_repo.write_held).
     await order_repo.insert_order(
         conn,
@@ -191,16 +185,27 @@ async def book(
         cover_unit=cover_unit,
         touched=result.touched,
         executions=result.executions,
-        then=matched,
+        then=_telling(ctx, request.issue_code, order, result),
     )
 
 
-def _as_left(incoming: Order, result: Result) -> tuple[Order, Result]:
-    """The incoming order and ``result`` with the orders as this submission left them, copied:
-    in a batch its tail runs once the held statement has, by when a later order of the batch
-    may have traded the same orders (found by review: the executions told their remainders then)."""
-    touched = [dataclasses.replace(order) for order in result.touched]
-    return dataclasses.replace(incoming), dataclasses.replace(result, touched=touched)
+def _telling(ctx: Context, issue_code: str, incoming: Order, result: Result) -> order_repo.Then | None:
+    """What is left to tell of a submission once its executions are entered (``_apply``), as its
+    tail: none for an order that rested whole. The orders are copied as this submission left
+    them: in a batch the tail runs once the held statement has, by when a later order of the
+    batch may have traded the same orders (found by review: the executions told their
+    remainders then). Its log lines name this order's message, whenever they are written."""
+    if not result.executions and result.cancel_reason is None:
+        return None
+    bound = logs.binding()
+    left = dataclasses.replace(incoming)
+    told = dataclasses.replace(result, touched=[dataclasses.replace(order) for order in result.touched])
+
+    async def tell(matched: order_repo.Matched) -> None:
+        with logs.rebound(bound):
+            await _apply(ctx, issue_code, left, told, matched)
+
+    return tell
 
 
 async def _apply(
