@@ -202,19 +202,15 @@ _COLUMNS = """acceptance_number, client_order_id, user_id, issue_code, side, ord
         price, quantity, remaining, time_in_force, priority, status, settlement_account,
         holder_name, holder_address, cert_id, certificate, request_hash, cover_id, safekeeping_account,
         payload_digest, cancel_reason, cover_unit"""
-_INSERT_ORDER = f"""INSERT INTO orders ({_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::jsonb, $18, $19,
-            $20, $21, $22, $23)"""
-# The held rows of a run in one statement (one execution, where one per row cost the database a
-# statement's overhead for each order: docs/performance.md, stop 24); the arrays in _INSERT_ORDER's
-# order of parameters.
+# New order rows in one statement (one execution, where one per row cost the database a
+# statement's overhead for each order: docs/performance.md, stop 24); an array for each column.
 _INSERT_ORDERS = f"""INSERT INTO orders ({_COLUMNS})
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[],
                          $8::bigint[], $9::bigint[], $10::text[], $11::bigint[], $12::text[], $13::text[],
                          $14::text[], $15::text[], $16::uuid[], $17::jsonb[], $18::text[], $19::uuid[],
                          $20::text[], $21::text[], $22::text[], $23::numeric[])"""
 _ROW_WIDTH = 23
-# Where a row of _INSERT_ORDER's parameters holds what a touch changes (``_touched_arrays``).
+# Where a row of _INSERT_ORDERS's columns holds what a touch changes (``_touched_arrays``).
 _ROW_CLIENT_ORDER_ID, _ROW_QUANTITY, _ROW_REMAINING, _ROW_STATUS = 1, 7, 8, 11
 
 Then = Callable[["Matched"], Awaitable[None]]
@@ -233,7 +229,7 @@ class _Trading:
 @dataclass(slots=True)
 class _Held:
     """What a batch's orders wrote, held for one statement (``write_held``): each row at its last
-    state, once. ``rows``: new orders, as _INSERT_ORDER's parameters; ``touched``: resting orders
+    state, once. ``rows``: new orders, as _INSERT_ORDERS's columns; ``touched``: resting orders
     already in the table, as ``_touched_arrays`` writes them; ``executions``: in the order they were
     made, with each one's issue and the CertID it sold."""
 
@@ -323,50 +319,16 @@ async def insert_order(
     )
     if touched and not executions:  # a defect: a resting order is touched only by trading with it
         raise ValueError(f"order {order.acceptance_number} touched resting orders without an execution")
-    held = _HELD.get()
-    if held is not None:
-        written = held.hold(row, touched)
-        sold = {o.acceptance_number: o.cert_id for o in (order, *touched)}
-        if then is not None:
-            held.trading.append(_Trading(len(held.executions), len(executions), then))
-        held.executions.extend((request.issue_code, e, sold[e.sell]) for e in executions)
-        _wrote(request.issue_code, f"INSERT 0 {written}")
-        return
-    matched = NOT_MATCHED
-    if executions:
-        matched = await _insert_trading(connection, row, order, request.issue_code, touched, executions)
-        _wrote(request.issue_code, f"INSERT 0 {1 + len(touched)}")
-    else:
-        _wrote(request.issue_code, await connection.execute(_INSERT_ORDER, *row))
-    if then is not None:
-        await then(matched)
-
-
-async def _insert_trading(
-    connection: asyncpg.Connection,
-    row: tuple[object, ...],
-    order: Order,
-    issue_code: str,
-    touched: Sequence[Order],
-    executions: Sequence[Execution],
-) -> Matched:
-    """``insert_order`` for an order that traded, alone: its row, the resting orders it traded
-    with and its executions (with the sell orders' views, read from the rows as the statement
-    wrote them), in one round trip where they were two (docs/performance.md, stop 36). Each
-    order it touched is the counterparty of an execution, so one the table does not hold fails
-    the statement whole: the execution's foreign key refuses it."""
+    batch = _HELD.get()
+    held = batch if batch is not None else _Held()  # alone: held for its own statement, written now
+    written = held.hold(row, touched)
     sold = {o.acceptance_number: o.cert_id for o in (order, *touched)}
-    rows = await connection.fetch(
-        f"""{_saving_touched(len(row) + 1, returning="orders.*")},
-            incoming AS ({_INSERT_ORDER} RETURNING *),
-            written AS (SELECT * FROM touched UNION ALL SELECT * FROM incoming),
-            {_entering(len(row) + 6)}
-            {_instruction_view_sql(f"${len(row) + 8}::bigint[]", entered="entered", written="written")}""",
-        *row,
-        *_touched_arrays(touched),
-        *_entering_arguments([(issue_code, e) for e in executions], (sold[e.sell] for e in executions)),
-    )
-    return _matched(rows, executions)
+    if then is not None:
+        held.trading.append(_Trading(len(held.executions), len(executions), then))
+    held.executions.extend((request.issue_code, e, sold[e.sell]) for e in executions)
+    _wrote(request.issue_code, f"INSERT 0 {written}")
+    if batch is None:
+        await _write(connection, held)
 
 
 @contextmanager
@@ -390,9 +352,12 @@ async def write_held(connection: asyncpg.Connection) -> None:
     then each trading order's ``then``, in that order, with its executions' numbers and the sell
     orders' instruction views as the statement left them (docs/performance.md, stop 40)."""
     held = _HELD.get()
-    if not held:
-        return
-    taken = held.take()
+    if held:
+        await _write(connection, held.take())
+
+
+async def _write(connection: asyncpg.Connection, taken: _Held) -> None:
+    """``write_held``'s statement for what was ``taken``, then its trading orders' ``then``."""
     if not taken.executions:
         await connection.execute(_INSERT_ORDERS, *unnest_columns([tuple(r) for r in taken.rows.values()], _ROW_WIDTH))
         matched = NOT_MATCHED
@@ -408,9 +373,11 @@ async def write_held(connection: asyncpg.Connection) -> None:
 
 async def _write_trading(connection: asyncpg.Connection, held: _Held) -> Matched:
     """``write_held``'s statement when orders traded: the touched rows updated, the new ones
-    inserted, the executions entered, and the instruction views of every sell order they name.
-    Every touched order is the counterparty of an execution, so one the table does not hold
-    fails the statement whole (the execution's foreign key)."""
+    inserted, the executions entered, and the instruction views of every sell order they name,
+    read from the rows as the statement wrote them: one round trip, where it was two for an
+    order alone (docs/performance.md, stop 36), and one for a batch (stop 40). Every touched
+    order is the counterparty of an execution, so one the table does not hold fails the
+    statement whole (the execution's foreign key)."""
     touched = [(number, *state) for number, state in held.touched.items()]
     first_touched = _ROW_WIDTH + 1
     sells = f"${first_touched + 5 + 2}::bigint[]"  # _entering's sell orders
