@@ -18,10 +18,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from uuid import UUID
 
 import asyncpg
 
 from agents.exchange import order_repo
+from agents.exchange.warm_book import BOOKS, ROWS_WRITTEN
 from broker import logs
 from broker.context import Context
 from broker.progress import stopping
@@ -138,8 +140,11 @@ class Conflation:
         reset = self._pending.set(pending)
         try:
             yield
-            for issue_code, (ctx, price) in pending.items():  # announced by the delivery of its last trade
-                await _announce(ctx, issue_code, price)
+            # Announced by the delivery of its last trade, with the batch's seal when the books
+            # are sealed (one write of the instrument rows where it was two), else on their own.
+            if pending and not BOOKS.seal_with(functools.partial(_announce_sealing, dict(pending))):
+                for issue_code, (ctx, price) in pending.items():
+                    await _announce(ctx, issue_code, price)
         finally:
             self._pending.reset(reset)
 
@@ -194,6 +199,37 @@ async def announce_trade(ctx: Context, issue_code: str, price: Decimal) -> None:
     await PRICES.trade(ctx, issue_code, price)
 
 
+# The last price recorded, and whether its subscribers are sent it now or owed it: the
+# columns an execution writes to its issue's row, for ``price`` at ``m.at`` (the clock's moment),
+# with ``interval`` between two updates sent.
+_PRICED = """last_price = {price}, last_traded_at = m.at,
+    price_owed = {interval} > interval '0' AND announced_at IS NOT NULL AND m.at < announced_at + {interval},
+    announced_at = CASE WHEN {interval} > interval '0' AND announced_at IS NOT NULL
+                             AND m.at < announced_at + {interval}
+                        THEN announced_at ELSE m.at END"""
+_PRICED_RETURNING = f"""{_QUOTE_COLUMNS}, price_owed,
+    extract(epoch FROM announced_at + {{interval}} - m.at)::float8 AS wait,
+    ARRAY(SELECT participant FROM price_subscribers ORDER BY 1) AS subscribers"""
+_ANNOUNCE = f"""WITH moment AS (SELECT clock_timestamp() AS at)
+    UPDATE instruments SET {_PRICED.format(price="$2", interval="$3::interval")}
+    FROM moment m WHERE issue_code = $1
+    RETURNING {_PRICED_RETURNING.format(interval="$3::interval")}"""
+# A batch's last prices ($1, $2) written with its books' seal ($4, $5: each issue's new token;
+# warm_book.py), each row once, and the order rows the batch wrote as the database counted them.
+_ANNOUNCE_SEALING = f"""WITH moment AS (SELECT clock_timestamp() AS at),
+    priced AS (
+        UPDATE instruments SET {_PRICED.format(price="p.price", interval="$3::interval")},
+            book_token = CASE WHEN s.token IS NULL THEN book_token ELSE s.token END
+        FROM moment m, unnest($1::text[], $2::numeric[]) AS p (p_issue, price)
+            LEFT JOIN unnest($4::text[], $5::uuid[]) AS s (s_issue, token) ON s.s_issue = p.p_issue
+        WHERE issue_code = p.p_issue
+        RETURNING {_PRICED_RETURNING.format(interval="$3::interval")}),
+    sealed AS (
+        UPDATE instruments SET book_token = s.token FROM unnest($4::text[], $5::uuid[]) AS s (s_issue, token)
+        WHERE issue_code = s.s_issue AND NOT (s.s_issue = ANY($1::text[])))
+    SELECT priced.*, {ROWS_WRITTEN} AS rows_written FROM (SELECT) AS one LEFT JOIN priced ON true"""
+
+
 async def _announce(ctx: Context, issue_code: str, price: Decimal) -> None:
     """The issue's last price recorded and the event; each subscriber's update too, unless the
     last went out less than the interval ago: then it is owed. One round trip for all of it.
@@ -201,22 +237,36 @@ async def _announce(ctx: Context, issue_code: str, price: Decimal) -> None:
     The trade's moment is the clock's, not the transaction's: two prices recorded in one
     transaction (a batch run again a savepoint each) get two moments, so a subscriber, who keeps
     the newest (``line_repo.store_price``), keeps the later price rather than the first."""
-    row = await ctx.connection.fetchrow(
-        f"""WITH moment AS (SELECT clock_timestamp() AS at)
-            UPDATE instruments SET last_price = $2, last_traded_at = m.at,
-                price_owed = $3 > interval '0' AND announced_at IS NOT NULL AND m.at < announced_at + $3::interval,
-                announced_at = CASE WHEN $3 > interval '0' AND announced_at IS NOT NULL
-                                         AND m.at < announced_at + $3::interval
-                                    THEN announced_at ELSE m.at END
-            FROM moment m WHERE issue_code = $1
-            RETURNING {_QUOTE_COLUMNS}, price_owed,
-                extract(epoch FROM announced_at + $3::interval - m.at)::float8 AS wait,
-                ARRAY(SELECT participant FROM price_subscribers ORDER BY 1) AS subscribers""",
-        issue_code,
-        price,
-        PRICES.interval,
-    )
+    row = await ctx.connection.fetchrow(_ANNOUNCE, issue_code, price, PRICES.interval)
     assert row is not None  # an execution is of a listed issue
+    _told(ctx, issue_code, price, row)
+
+
+async def _announce_sealing(
+    pending: dict[str, tuple[Context, Decimal]],
+    connection: asyncpg.Connection,
+    tokens: dict[str, UUID],
+    check: Callable[[int], None],
+) -> None:
+    """``_announce`` for each issue of a batch (``pending``, in the order of their last trades),
+    in the statement that seals the batch's books (``warm_book.Sealer``)."""
+    issues = list(pending)
+    rows = await connection.fetch(
+        _ANNOUNCE_SEALING,
+        issues,
+        [price for _, price in pending.values()],
+        PRICES.interval,
+        list(tokens),
+        list(tokens.values()),
+    )
+    check(rows[0]["rows_written"])
+    priced = {row["issue_code"]: row for row in rows if row["issue_code"] is not None}
+    for issue_code, (ctx, price) in pending.items():
+        _told(ctx, issue_code, price, priced[issue_code])  # an execution is of a listed issue
+
+
+def _told(ctx: Context, issue_code: str, price: Decimal, row: asyncpg.Record) -> None:
+    """The event of ``price`` recorded as ``row`` says, and each subscriber's update, or the update owed."""
     quote = _quote(row)
     assert quote.last_traded_at is not None
     ctx.emit(LastPrice(issue_code=issue_code, price=price, traded_at=quote.last_traded_at))

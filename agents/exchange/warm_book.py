@@ -30,6 +30,7 @@ cached copy stale and it is rebuilt. The tokens are random, so two databases nev
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -46,6 +47,12 @@ from broker.context import Context
 from schemas.catalogue import Message
 
 Handler = Callable[[Any, Context], Awaitable[None]]
+# Another write of the batch's instrument rows that carries the seal in its own statement
+# (prices.py: the batch's last prices), so that the rows are written once at the batch's end:
+# given the issues and their new tokens, it writes them with its own columns, reads the order
+# rows counted (``ROWS_WRITTEN``) in the same statement, and calls ``check`` with that count
+# before it acts on what it wrote.
+Sealer = Callable[[asyncpg.Connection, dict[str, UUID], Callable[[int], None]], Awaitable[None]]
 log = logs.get("kabuto.exchange")
 
 
@@ -72,6 +79,7 @@ class _Batch:
     # Book tokens read with the lock (``lock_issues``), while no order row of the issue has been
     # written since: the token is still the row's, since the batch holds the row.
     tokens: dict[str, UUID | None] = field(default_factory=dict)
+    sealer: Sealer | None = None  # what writes the seal with its own write (``seal_with``)
 
     def forget(self, issue_code: str) -> None:
         self.tokens.pop(issue_code, None)
@@ -167,10 +175,19 @@ class WarmBooks:
         reset = self._batch.set(batch)
         try:
             yield
-            if batch.loaded:
-                await self._seal(connection, batch.books, batch.rows_written)
+            if batch.loaded or batch.sealer is not None:
+                await self._seal(connection, batch.books, batch.rows_written, batch.sealer)
         finally:
             self._batch.reset(reset)
+
+    def seal_with(self, sealer: Sealer) -> bool:
+        """Have the batch's seal written by ``sealer``'s statement (see ``Sealer``); False when no
+        batch of books is open, and the caller writes on its own."""
+        batch = self._batch.get()
+        if batch is None or batch.sealer is not None:
+            return False
+        batch.sealer = sealer
+        return True
 
     def _check_counted(self, counted: int, rows_written: int) -> None:
         if counted != rows_written:
@@ -202,16 +219,23 @@ class WarmBooks:
         return set_based.around(handler, sealed)
 
     async def _seal(
-        self, connection: asyncpg.Connection, used: dict[Segment, OrderBook], rows_written: int | None = None
+        self,
+        connection: asyncpg.Connection,
+        used: dict[Segment, OrderBook],
+        rows_written: int | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
-        """A new token for each issue of ``used``, in one statement; with ``rows_written`` (a
-        batch's), the same statement reads the order rows the database counted, and the books are
-        cached only if the counts agree (else ``UncountedOrderWrite``, and the batch rolls back
-        with its tokens)."""
+        """A new token for each issue of ``used``, in one statement (``sealer``'s, if given); with
+        ``rows_written`` (a batch's), the same statement reads the order rows the database
+        counted, and the books are cached only if the counts agree (else ``UncountedOrderWrite``,
+        and the batch rolls back with its tokens)."""
         tokens = {segment.issue_code: uuid4() for segment in used}
         if rows_written is not None:
-            counted = await connection.fetchval(f"WITH sealed AS ({_SEAL}) SELECT {_ROWS_WRITTEN}", *_arrays(tokens))
-            self._check_counted(counted, rows_written)
+            check = functools.partial(self._check_counted, rows_written=rows_written)
+            if sealer is not None:
+                await sealer(connection, tokens, check)
+            else:
+                check(await connection.fetchval(f"WITH sealed AS ({_SEAL}) SELECT {ROWS_WRITTEN}", *_arrays(tokens)))
         elif tokens:
             await connection.execute(_SEAL, *_arrays(tokens))
         for segment, book in used.items():
@@ -225,7 +249,7 @@ _SEAL = """UPDATE instruments SET book_token = t.token
            FROM unnest($1::text[], $2::uuid[]) AS t (issue_code, token)
            WHERE instruments.issue_code = t.issue_code"""
 # The order rows written in this transaction, as migration 0066's trigger counts them.
-_ROWS_WRITTEN = "coalesce(nullif(current_setting('kabuto.order_rows_written', true), ''), '0')::bigint"
+ROWS_WRITTEN = "coalesce(nullif(current_setting('kabuto.order_rows_written', true), ''), '0')::bigint"
 
 
 def _arrays(tokens: dict[str, UUID]) -> tuple[list[str], list[UUID]]:
