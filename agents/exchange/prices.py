@@ -316,39 +316,41 @@ async def send_owed(ctx: Context, issue_codes: Sequence[str] | None = None) -> O
 
     The rows are locked first, by issue code alone, skipping any another transaction holds: no
     wait, so no deadlock with a batch that locks its issues as its orders come, and one held
-    issue holds back no other. Whether an issue is owed is then read by a statement of its own,
-    after the locks: a trade owing it may have committed only a moment ago, and a statement that
-    judged ``price_owed`` on a snapshot from before the lock would skip it, the update lost
-    (found by review)."""
+    issue holds back no other. Whether an issue is owed is judged on the row as its lock found
+    it, not on the statement's snapshot: a trade owing it may have committed only a moment ago,
+    and a judgement on a snapshot from before the lock would skip it, the update lost (found by
+    review). ``FOR UPDATE`` returns the newest version of the row it locks (PostgreSQL's
+    read-committed re-check), and the update follows that version too: one statement (``_SEND_OWED``)
+    where it was a lock and then a read."""
     connection = ctx.connection
     if issue_codes is None:
         issue_codes = [r["issue_code"] for r in await connection.fetch(_OWED)]
     if not issue_codes:
         return OwedSent([], [])
-    locked = [
-        r["issue_code"]
-        for r in await connection.fetch(
-            """SELECT issue_code FROM instruments WHERE issue_code = ANY($1::text[])
-               ORDER BY issue_code FOR UPDATE SKIP LOCKED""",
-            list(issue_codes),
-        )
-    ]
-    rows = await connection.fetch(
-        f"""UPDATE instruments SET price_owed = false, announced_at = clock_timestamp()
-            WHERE issue_code = ANY($1::text[]) AND price_owed
-            RETURNING {_QUOTE_COLUMNS}, ARRAY(SELECT participant FROM price_subscribers ORDER BY 1) AS subscribers""",
-        locked,
-    )
-    for row in sorted(rows, key=lambda r: r["issue_code"]):
+    rows = await connection.fetch(_SEND_OWED, list(issue_codes))
+    sent = [row for row in rows if row["sent"]]
+    for row in sent:
         quote = _quote(row)
         for subscriber in row["subscribers"]:
             ctx.emit(quote.update(PriceKind.LAST_TRADE), to=subscriber)
-    if rows:
-        log.info("owed_prices_sent", issues=len(rows))
-    held = sorted(set(issue_codes) - set(locked))
-    return OwedSent(sorted(r["issue_code"] for r in rows), held)
+    if sent:
+        log.info("owed_prices_sent", issues=len(sent))
+    held = sorted(set(issue_codes) - {row["locked"] for row in rows})
+    return OwedSent([row["issue_code"] for row in sent], held)
 
 
+# The issues ``$1`` locked, skipping those another transaction holds, and each one owed sent:
+# a row per issue locked (``locked``), with the quote and the subscribers where it was sent.
+_SEND_OWED = f"""WITH locked AS (
+        SELECT issue_code, price_owed FROM instruments WHERE issue_code = ANY($1::text[])
+        ORDER BY issue_code FOR UPDATE SKIP LOCKED),
+    sent AS (
+        UPDATE instruments i SET price_owed = false, announced_at = clock_timestamp()
+        FROM locked l WHERE i.issue_code = l.issue_code AND l.price_owed
+        RETURNING {", ".join(f"i.{c}" for c in _QUOTE_FIELDS)},
+            ARRAY(SELECT participant FROM price_subscribers ORDER BY 1) AS subscribers)
+    SELECT l.issue_code AS locked, s.issue_code IS NOT NULL AS sent, s.*
+    FROM locked l LEFT JOIN sent s ON s.issue_code = l.issue_code ORDER BY l.issue_code"""
 _OWED = "SELECT issue_code FROM instruments WHERE price_owed ORDER BY issue_code"
 
 

@@ -323,6 +323,35 @@ async def test_a_send_owed_blocked_by_a_trade_sends_the_trades_price(settings: S
         assert await _last_prices(exchange, "credit") == [None, 1_100, 1_300]
 
 
+async def test_a_round_of_the_owed_price_job_locks_and_sends_in_one_statement(settings: Settings) -> None:
+    """Issue 8: the job's round locked the rows and then, by a statement of its own, sent what
+    they owe (two round trips, the rows locked in between; about six rounds a second at 100
+    trades/s). One statement does both now, judging each row as its lock found it (PostgreSQL
+    returns the newest version of a row it locks): an owed issue sent, one not owed left alone."""
+    async with support.agents(settings.with_(price_interval=timedelta(minutes=10)), *AGENTS) as rt:
+        exchange = rt["exchange"]
+        await _listed(exchange, "PRX", "PRY")
+        await exchange.command("exchange", _trade_at(1_100))
+        await exchange.command("exchange", _trade_at(1_200))  # owed
+        await exchange.command("exchange", _trade_at(900, "PRY"))  # sent at once: nothing owed
+        statements: list[str] = []
+
+        def logged(record: asyncpg.connection.LoggedQuery) -> None:
+            statements.append(" ".join(record.query.split()))
+
+        async def round_of_the_job(ctx: Context) -> prices.OwedSent:
+            ctx.connection.add_query_logger(logged)
+            try:
+                return await prices.send_owed(ctx, ["PRX", "PRY"])
+            finally:
+                ctx.connection.remove_query_logger(logged)
+
+        assert await exchange.command("exchange", round_of_the_job) == prices.OwedSent(["PRX"], [])
+        assert [s for s in statements if "instruments" in s] == [" ".join(prices._SEND_OWED.split())]
+        assert await _last_prices(exchange, "credit") == [None, 1_100, 1_200]
+        assert not await _owed(exchange)
+
+
 async def test_a_held_issue_does_not_hold_back_another_issues_owed_update(settings: Settings) -> None:
     """Liveness: send_owed gave up a whole round when one of its issues was held, and tried the
     same set again; at start the set is every owed issue, so one issue a transaction held kept
