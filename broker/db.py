@@ -22,8 +22,10 @@ supervisor starts the failed task again (docs/resilience.md).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -94,6 +96,24 @@ def unnest_columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any
     """Rows as the ``width`` arrays a set-wise statement's ``unnest($1, $2, …)`` takes, one per
     column (empty arrays for no rows: the statement then reads or writes nothing)."""
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+@dataclass(frozen=True, slots=True)
+class Writes:
+    """Data-modifying CTEs that can ride in another statement of the same transaction, one
+    round trip where they were two: their text, parameters numbered from ``$1`` (and no ``$`` in
+    it otherwise), and their arguments. Alone: ``WITH {ctes} SELECT``."""
+
+    ctes: str
+    args: tuple[Any, ...]
+
+    def numbered_from(self, first: int) -> str:
+        """The CTEs with their parameters renumbered to start at ``$first``, after the host's own."""
+        return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + first - 1}", self.ctes)
+
+    async def execute(self, connection: asyncpg.Connection) -> None:
+        """The writes alone, as a statement of their own."""
+        await connection.execute(f"WITH {self.ctes} SELECT", *self.args)
 
 
 def notify_channel(agent: str) -> str:

@@ -21,7 +21,7 @@ import asyncpg
 from agents.exchange.acceptance import Books, Instrument
 from agents.exchange.book import Execution, Order, OrderBook
 from agents.exchange.standing_repo import STANDING_COVER_DRAWN, Room
-from broker.db import unnest_columns
+from broker.db import Writes, unnest_columns
 from broker.running_totals import RunningTotal
 from schemas.certificates import EndorsedCertificate
 from schemas.trading import CancelReason, Fill, OrderType, Side, SubmitOrder, TimeInForce
@@ -876,14 +876,18 @@ async def complete(
     completed: Sequence[tuple[int, int | None, UUID | None]],
     order_numbers: Sequence[int],
     sell_orders: Sequence[int],
+    riding: Writes | None = None,
 ) -> Completed:
     """``transfers_completed``, and in the same round trip what the trades' ends read after it
     (stop 39; three statements before): the orders ``order_numbers``, and each of ``sell_orders``'
     unfinished executions. The statement's snapshot is from before its own update, so the
-    executions it completes are left out of the unfinished by their numbers."""
+    executions it completes are left out of the unfinished by their numbers. ``riding``: other
+    writes of the trades' end, made by the same statement (the CertID list's, ``repo.listing``);
+    they must not write what it reads (matches and orders)."""
     numbers = [number for number, _, _ in completed]
+    rides = f"{riding.numbered_from(6)}," if riding is not None else ""
     rows = await connection.fetch(
-        f"""WITH done AS ({_COMPLETING})
+        f"""WITH {rides} done AS ({_COMPLETING})
             SELECT {_NO_EXECUTION}, o.* FROM orders o WHERE o.acceptance_number = ANY($4::bigint[])
             UNION ALL
             SELECT {_execution("m")}, o.* FROM matches m JOIN orders o ON o.acceptance_number = m.buy_order
@@ -895,6 +899,7 @@ async def complete(
         [cert_id for _, _, cert_id in completed],
         list(order_numbers),
         list(sell_orders),
+        *(riding.args if riding is not None else ()),
     )
     done = Completed({}, {order: [] for order in sell_orders})
     for row in rows:

@@ -14,6 +14,7 @@ from uuid import UUID
 
 import asyncpg
 
+from broker.db import Writes
 from schemas.issuance import CertIdListUpdated
 
 
@@ -94,24 +95,33 @@ class Transferred:
 
 async def transferred_all(connection: asyncpg.Connection, transfers: Sequence[Transferred]) -> None:
     """``transferred`` for several transfers (of distinct old CertIDs), in one statement."""
+    await listing(transfers).execute(connection)
+
+
+def listing(transfers: Sequence[Transferred]) -> Writes:
+    """``transferred_all``'s writes, to ride in another statement (``order_repo.complete``): each
+    old CertID retired, each new one listed valid (the new CertIDs are never an old one)."""
     new = [(t, cert_id, user_id, shares) for t in transfers for cert_id, user_id, shares in t.valid]
-    await connection.execute(
-        """WITH retired AS (
+    return Writes(
+        """retired AS (
                UPDATE certid_list l SET status = 'retired', version = greatest(l.version, r.version)
                FROM unnest($1::uuid[], $2::bigint[]) AS r (old_cert_id, version)
-               WHERE l.cert_id = r.old_cert_id)
-           INSERT INTO certid_list (cert_id, issue_code, user_id, shares, status, version)
-           SELECT cert_id, issue_code, user_id, shares, 'valid', version
-           FROM unnest($3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
-               AS v (cert_id, issue_code, user_id, shares, version)
-           ON CONFLICT (cert_id) DO NOTHING""",
-        [t.old_cert_id for t in transfers],
-        [t.version for t in transfers],
-        [cert_id for _, cert_id, _, _ in new],
-        [t.issue_code for t, _, _, _ in new],
-        [user_id for _, _, user_id, _ in new],
-        [shares for _, _, _, shares in new],
-        [t.version for t, _, _, _ in new],
+               WHERE l.cert_id = r.old_cert_id),
+           listed AS (
+               INSERT INTO certid_list (cert_id, issue_code, user_id, shares, status, version)
+               SELECT cert_id, issue_code, user_id, shares, 'valid', version
+               FROM unnest($3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
+                   AS v (cert_id, issue_code, user_id, shares, version)
+               ON CONFLICT (cert_id) DO NOTHING)""",
+        (
+            [t.old_cert_id for t in transfers],
+            [t.version for t in transfers],
+            [cert_id for _, cert_id, _, _ in new],
+            [t.issue_code for t, _, _, _ in new],
+            [user_id for _, _, user_id, _ in new],
+            [shares for _, _, _, shares in new],
+            [t.version for t, _, _, _ in new],
+        ),
     )
 
 

@@ -206,8 +206,8 @@ async def _settle_all(settling: Sequence[_Settling]) -> None:
         [(s.match.matching_number, s.delivery.name_transfer_number, s.delivery.new_cert_id) for s in settling],
         [n for s in settling for n in (s.match.buy_order, s.match.sell_order)],
         [s.match.sell_order for s in settling],
+        riding=repo.listing(transfers),  # S127, in the same round trip
     )
-    await repo.transferred_all(conn, transfers)
     records, unfinished = done.orders, done.unfinished
     freed: dict[object, tuple[Context, order_repo.OrderRecord | None]] = {}
     for s in settling:

@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from agents.exchange import order_repo
+from agents.exchange import order_repo, repo
 from agents.exchange.book import Execution
 from schemas.trading import Side
 from tests import support
@@ -120,3 +120,49 @@ async def test_completing_nothing_unfinished_and_no_such_execution_changes_nothi
         assert done.unfinished == {ada.acceptance_number: []}
         assert set(done.orders) == {cy.acceptance_number, ada.acceptance_number}
         assert [(n, status) for n, status, *_ in await matches(connection)] == [(number, "completed")]
+
+
+async def certid_list(connection: asyncpg.Connection) -> list[tuple[object, ...]]:
+    rows = await connection.fetch("SELECT cert_id, user_id, shares, status, version FROM certid_list ORDER BY cert_id")
+    return [tuple(r) for r in rows]
+
+
+async def test_the_certid_lists_writes_ride_in_the_completing_statement(connection: asyncpg.Connection) -> None:
+    """S127 (issue 8): the CertID list's writes for the trades completed — the old CertID retired,
+    the new ones listed valid — are made by the completing statement (``repo.listing``), where
+    ``repo.transferred_all`` was a round trip of its own after it. The list, the executions and
+    what is read are as the two statements leave them."""
+    remainder = UUID(int=0xD)
+    transfers = [repo.Transferred(support.ISSUE, CERT_A, 7, [(NEW_CERT, "cy", 100), (remainder, "ada", 200)])]
+    async with connection.transaction():
+        ada = await resting(connection, "ada", "c-ada", Side.SELL, 300, CERT_A)
+        cy = await resting(connection, "cy", "c-cy", Side.BUY, 100)
+        trade = Execution(cy.acceptance_number, ada.acceptance_number, PRICE, 100, "cy", "ada", Side.BUY)
+        (number,) = (await order_repo.insert_matches(connection, support.ISSUE, [trade], [CERT_A])).matching_numbers
+        completing = ([(number, 41, NEW_CERT)], [cy.acceptance_number, ada.acceptance_number], [ada.acceptance_number])
+
+        before = connection.transaction()  # the two statements of before, then rolled back
+        await before.start()
+        done_before = await order_repo.complete(connection, *completing)
+        await repo.transferred_all(connection, transfers)
+        listed_before, matches_before = await certid_list(connection), await matches(connection)
+        await before.rollback()
+
+        statements: list[str] = []
+        connection.add_query_logger(lambda record: statements.append(record.query))
+        done = await order_repo.complete(connection, *completing, riding=repo.listing(transfers))
+        await support.eventually(lambda: statements, every=0)  # the logger is called a loop turn later
+
+        assert len(statements) == 1 and "INSERT INTO certid_list" in statements[0]
+        assert (
+            await certid_list(connection)
+            == listed_before
+            == [
+                (CERT_A, "ada", 300, "retired", 7),
+                (NEW_CERT, "cy", 100, "valid", 7),
+                (remainder, "ada", 200, "valid", 7),
+            ]
+        )
+        assert await matches(connection) == matches_before
+        assert done.unfinished == done_before.unfinished
+        assert values(done.orders) == values(done_before.orders)
