@@ -45,6 +45,8 @@ class OrderRecord:
     cover_id: UUID | None = None
     safekeeping_account: str | None = None
     cover_unit: Decimal | None = None  # set when cover_id is a standing cover the order drew on
+    # Whether that standing cover was closing, where the read said (``complete``); None: not read.
+    standing_closing: bool | None = None
 
     @property
     def standing_cover(self) -> UUID | None:
@@ -539,6 +541,7 @@ def _record(row: asyncpg.Record) -> OrderRecord:
         cover_id=row["cover_id"],
         safekeeping_account=row["safekeeping_account"],
         cover_unit=row.get("cover_unit"),
+        standing_closing=row.get("standing_closing"),
     )
 
 
@@ -863,6 +866,13 @@ async def transfers_completed(
     )
 
 
+# Whether the standing cover order ``o`` drew on is closing (NULL: it drew on none), read with
+# the order so that the trades' end looks at closing a cover only when it is closing
+# (settling.release_cover_when_done): most trades end with their cover active.
+_STANDING_CLOSING = """(SELECT s.status = 'closing' FROM standing_covers s
+    WHERE s.cover_id = o.cover_id AND o.cover_unit IS NOT NULL) AS standing_closing"""
+
+
 @dataclass(frozen=True, slots=True)
 class Completed:
     """What the end of settled trades reads once their executions are completed (``complete``)."""
@@ -888,9 +898,10 @@ async def complete(
     rides = f"{riding.numbered_from(6)}," if riding is not None else ""
     rows = await connection.fetch(
         f"""WITH {rides} done AS ({_COMPLETING})
-            SELECT {_NO_EXECUTION}, o.* FROM orders o WHERE o.acceptance_number = ANY($4::bigint[])
+            SELECT {_NO_EXECUTION}, o.*, {_STANDING_CLOSING} FROM orders o WHERE o.acceptance_number = ANY($4::bigint[])
             UNION ALL
-            SELECT {_execution("m")}, o.* FROM matches m JOIN orders o ON o.acceptance_number = m.buy_order
+            SELECT {_execution("m")}, o.*, {_STANDING_CLOSING}
+            FROM matches m JOIN orders o ON o.acceptance_number = m.buy_order
             WHERE m.sell_order = ANY($5::bigint[]) AND m.status IN {_UNFINISHED}
               AND NOT (m.matching_number = ANY($1::bigint[]))
             ORDER BY m_matching_number NULLS FIRST""",

@@ -343,7 +343,11 @@ async def release_cover_if_done(ctx: Context, buy_order: int) -> None:
 
 async def release_cover_when_done(ctx: Context, record: order_repo.OrderRecord | None) -> None:
     if record is not None and record.standing_cover is not None:  # released when its cover closes
-        await standing.close_if_done(ctx, record.standing_cover)
+        # Only a closing cover can close. Read active with the order in this transaction, it
+        # stays active until this consumer takes a close; one a command closes meanwhile is
+        # closed by the sweep (standing.close_drained), as a race between two closers already is.
+        if record.standing_closing is not False:
+            await standing.close_if_done(ctx, record.standing_cover)
         return
     if record is None or record.cover_id is None or record.status == "open":
         return

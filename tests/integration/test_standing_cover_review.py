@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import pytest
+from prometheus_client import REGISTRY
+
 from agents.exchange import standing, standing_repo, trading
 from agents.investor.instructions import cancel_instruction
+from broker import metrics
 from broker.consumer import Outcome
 from broker.pki import KeyStore
 from broker.runtime import AgentRuntime
@@ -272,6 +277,45 @@ async def test_a_closing_cover_is_released_when_its_last_trade_settles(settings:
             rt["settlement"], "SELECT sum(amount) AS b FROM postings WHERE account_id = 'dora-cash'"
         )
         assert Decimal(balance[0]["b"]) == Decimal(170_000)
+
+
+async def test_only_a_closing_cover_is_looked_at_when_a_trade_ends_and_it_closes_then_without_the_sweep(
+    settings: Settings, dora: Participant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 8: the trade's end read whether the buyer's standing cover is closing with the orders
+    it completes (order_repo.complete), and asks to close it only then: a trade on an active cover
+    (most trades) ran a close statement that could change nothing. A closing cover still closes
+    at its last trade's end, in that transaction: the sweep that would also close it is off here."""
+    monkeypatch.setattr(standing, "CLOSE_SWEEP_EVERY", timedelta(hours=1))
+    close_text = {"agent": "exchange", "statement": metrics.statement_text(standing_repo.CLOSE_IF_DONE)}
+    before = REGISTRY.get_sample_value("kabuto_db_statement_texts_total", close_text) or 0.0
+    census = settings.with_(statement_census=True)
+    async with support.agents(census, "investor", "issuer", "exchange", "settlement") as rt:
+        await support.open_offering(rt["issuer"])
+        await support.list_issue(rt["exchange"])
+        await support.fund(rt["settlement"], "alice")
+        await support.fund(rt["settlement"], "dora", Decimal(1_000_000))
+        cover = await opened(dora, "700000")
+        await bought(dora, "d1", 300, "1100")
+        cert_id = await issue(rt, "alice", 300)
+        await place_hosted(rt, "alice", sell("s1", 300, cert_id, price="1050"))
+        await support.eventually(lambda: _completed(rt["exchange"], 1), timeout=20)
+        after_active = REGISTRY.get_sample_value("kabuto_db_statement_texts_total", close_text) or 0.0
+        assert after_active == before  # the cover is active: nothing to close, nothing asked
+
+        await bought(dora, "d2", 300, "1100")
+        closing = await dora.send(CloseStandingCover(cover_id=cover), to=EXCHANGE_ID)
+        await support.eventually(lambda: status_is(rt["exchange"], cover, "closing"))
+        cert_id = await issue(rt, "alice", 300)
+        await place_hosted(rt, "alice", sell("s2", 300, cert_id, price="1050"))
+        answer = await closing.wait_for("standing_cover.closed", timeout=30)
+        assert isinstance(answer.message, StandingCoverClosed)
+        assert (answer.message.amount, answer.message.spent) == (Decimal(700_000), Decimal(660_000))
+
+
+async def _completed(exchange: AgentRuntime, count: int) -> bool:
+    rows = await support.rows(exchange, "SELECT count(*) AS n FROM matches WHERE status = 'completed'")
+    return rows == [{"n": count}]
 
 
 async def test_a_trade_cancelled_by_both_parties_gives_its_cash_back_and_the_closing_cover_closes(
