@@ -102,18 +102,51 @@ def unnest_columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any
 class Writes:
     """Data-modifying CTEs that can ride in another statement of the same transaction, one
     round trip where they were two: their text, parameters numbered from ``$1`` (and no ``$`` in
-    it otherwise), and their arguments. Alone: ``WITH {ctes} SELECT``."""
+    it otherwise), their arguments, and what they must have done (``check``: a boolean SQL
+    expression over the CTEs and the same parameters, e.g. a count; ``None``: nothing to check).
+    ``what`` names them in the error raised when the check fails."""
 
     ctes: str
     args: tuple[Any, ...]
+    check: str | None = None
+    what: str = "writes"
 
     def numbered_from(self, first: int) -> str:
         """The CTEs with their parameters renumbered to start at ``$first``, after the host's own."""
-        return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + first - 1}", self.ctes)
+        return _renumbered(self.ctes, first)
+
+    def check_from(self, first: int) -> str:
+        """``check`` with its parameters renumbered as ``numbered_from``'s (``true`` when none)."""
+        return _renumbered(self.check, first) if self.check is not None else "true"
 
     async def execute(self, connection: asyncpg.Connection) -> None:
         """The writes alone, as a statement of their own."""
-        await connection.execute(f"WITH {self.ctes} SELECT", *self.args)
+        verified(await connection.fetchval(f"WITH {self.ctes} SELECT {self.check_from(1)}", *self.args), [self])
+
+
+def riding(writes: Sequence[Writes], first: int) -> tuple[str, str, list[Any]]:
+    """Several ``Writes`` in a host statement whose own parameters end before ``$first``: their
+    CTEs (each preceded by a comma, to go after the host's own), one check for all of them, and
+    their arguments, to go after the host's."""
+    ctes: list[str] = []
+    checks: list[str] = []
+    args: list[Any] = []
+    for each in writes:
+        at = first + len(args)
+        ctes.append(f", {each.numbered_from(at)}")
+        checks.append(f"({each.check_from(at)})")
+        args.extend(each.args)
+    return "".join(ctes), " AND ".join(checks) or "true", args
+
+
+def verified(done: object, writes: Sequence[Writes]) -> None:
+    """Raise unless the statement that carried ``writes`` said their checks held."""
+    if done is not True:
+        raise RuntimeError(f"{', '.join(w.what for w in writes)}: not written as checked")
+
+
+def _renumbered(text: str, first: int) -> str:
+    return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + first - 1}", text)
 
 
 def notify_channel(agent: str) -> str:

@@ -21,6 +21,7 @@ from uuid import UUID
 import asyncpg
 
 from broker import outbox
+from broker.db import Writes, riding, verified
 from broker.envelope import Opened
 from broker.errors import Reason, SecurityRejected
 
@@ -49,20 +50,34 @@ class SeenBefore(Exception):
     caller's transaction must roll back, and the batch be decided again with the claim first."""
 
 
-async def claim_storing(connection: asyncpg.Connection, batch: Sequence[Opened], stored: outbox.Rows | None) -> None:
+async def claim_storing(
+    connection: asyncpg.Connection,
+    batch: Sequence[Opened],
+    stored: outbox.Rows | None,
+    riders: Sequence[Writes] = (),
+) -> None:
     """Claim every delivery of ``batch`` after its handlers ran, in the statement that stores the
-    outbox rows they emitted (``outbox.rows``; None: nothing to store, and the relay not woken).
+    outbox rows they emitted (``outbox.rows``; None: nothing to store, and the relay not woken),
+    and makes the ``riders``' writes: the last writes of the batch's handlers, which nothing after
+    them reads (``group_commit.ride``), checked as each says.
 
     Raises ``SeenBefore`` if any id was claimed before (or occurs twice in ``batch``): whether
     it is a redelivery or a replay is for ``claim_all`` to say once the caller has rolled back."""
     ids = [o.envelope.message_id for o in batch]
     claim = [ids, [o.digest for o in batch], [o.envelope.type for o in batch], [o.envelope.sender for o in batch]]
-    if stored is None:
-        claimed = await connection.fetchval(_CLAIMED, *claim)
-    else:
-        claimed = await connection.fetchval(_CLAIMED_STORING, *claim, *stored)
-    if claimed != len(ids):
-        raise SeenBefore(f"{len(ids) - claimed} of {len(ids)} deliveries claimed before")
+    args = [*claim, *stored] if stored is not None else claim
+    ctes, check, ridden = riding(riders, len(args) + 1)
+    storing = f", stored AS ({outbox.store_statement(5)})" if stored is not None else ""
+    # Every insert and rider runs to completion whatever the query reads (PostgreSQL's data-modifying WITH).
+    row = await connection.fetchrow(
+        f"WITH claimed AS ({_CLAIM}){storing}{ctes} SELECT count(*) AS claimed, {check} AS done FROM claimed",
+        *args,
+        *ridden,
+    )
+    assert row is not None
+    if row["claimed"] != len(ids):
+        raise SeenBefore(f"{len(ids) - row['claimed']} of {len(ids)} deliveries claimed before")
+    verified(row["done"], riders)
 
 
 async def claim_all(connection: asyncpg.Connection, batch: Sequence[Opened]) -> list[bool]:
@@ -101,9 +116,6 @@ _CLAIM = """INSERT INTO inbox (message_id, digest, message_type, sender)
             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
             ON CONFLICT (message_id) DO NOTHING
             RETURNING message_id"""
-_CLAIMED = f"WITH claimed AS ({_CLAIM}) SELECT count(*) FROM claimed"
-# Both inserts run to completion whatever the query reads (PostgreSQL's data-modifying WITH).
-_CLAIMED_STORING = f"WITH claimed AS ({_CLAIM}), stored AS ({outbox.store_statement(5)}) SELECT count(*) FROM claimed"
 
 
 def _same_bytes(opened: Opened, digest: str | None) -> None:

@@ -21,6 +21,7 @@ import asyncpg
 from agents.exchange.acceptance import Books, Instrument
 from agents.exchange.book import Execution, Order, OrderBook
 from agents.exchange.standing_repo import STANDING_COVER_DRAWN, Room
+from broker import group_commit
 from broker.db import Writes, unnest_columns
 from broker.running_totals import RunningTotal
 from schemas.certificates import EndorsedCertificate
@@ -819,16 +820,32 @@ async def write_held_transfers(connection: asyncpg.Connection) -> None:
         await _write_transfers(connection, transfers)
 
 
+async def ride_held_transfers(connection: asyncpg.Connection) -> None:
+    """At a batch's end: every transfer request held, written by the statement that claims the
+    batch (``group_commit.ride``: nothing the batch runs after its handlers reads an execution),
+    or at once where there is none."""
+    held = _TRANSFERS.get()
+    if held:
+        writes = _transfer_writes(dict(held))
+        held.clear()
+        if not group_commit.ride(writes):
+            await writes.execute(connection)
+
+
 async def _write_transfers(connection: asyncpg.Connection, transfers: dict[int, tuple[UUID | None, str]]) -> None:
+    await _transfer_writes(transfers).execute(connection)
+
+
+def _transfer_writes(transfers: dict[int, tuple[UUID | None, str]]) -> Writes:
+    """The transfer requests written, checked to be one pending execution each: otherwise a
+    defect (an execution instructed not in the list, or not pending), and the batch fails."""
     numbers = sorted(transfers)
-    status = await connection.execute(
-        _TRANSFER_REQUESTED,
-        numbers,
-        [transfers[n][0] for n in numbers],
-        [transfers[n][1] for n in numbers],
+    return Writes(
+        f"transferred AS ({_TRANSFER_REQUESTED} RETURNING matches.matching_number)",
+        (numbers, [transfers[n][0] for n in numbers], [transfers[n][1] for n in numbers], len(numbers)),
+        check="(SELECT count(*) FROM transferred) = $4",
+        what=f"transfer requests for {numbers}",
     )
-    if status != f"UPDATE {len(numbers)}":  # a defect: an execution instructed not in the list, or not pending
-        raise RuntimeError(f"transfer requests for {numbers} updated {status.rsplit(' ', 1)[-1]} executions")
 
 
 def _as_held(match: Match) -> Match:
@@ -895,6 +912,7 @@ async def complete(
     writes of the trades' end, made by the same statement (the CertID list's, ``repo.listing``);
     they must not write what it reads (matches and orders)."""
     numbers = [number for number, _, _ in completed]
+    assert riding is None or riding.check is None  # the statement returns the orders, not a check
     rides = f"{riding.numbered_from(6)}," if riding is not None else ""
     rows = await connection.fetch(
         f"""WITH {rides} done AS ({_COMPLETING})

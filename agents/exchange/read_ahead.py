@@ -154,7 +154,7 @@ class ReadAhead:
             with order_repo.holding_rows():
                 yield
                 await order_repo.write_held(connection)
-                await order_repo.write_held_transfers(connection)
+                await order_repo.ride_held_transfers(connection)  # with the batch's claim
         finally:
             self._batch.reset(reset)
 

@@ -18,9 +18,11 @@ from uuid import UUID
 import asyncpg
 
 from agents.issuer.app import on_issuance_request
+from broker import group_commit
 from broker.bundle import Item, pack
 from broker.consumer import Outcome
 from broker.context import Context
+from broker.db import Writes
 from broker.envelope import Sealed, body_digest
 from broker.errors import Reason
 from broker.runtime import AgentDefinition, AgentRuntime, running
@@ -38,12 +40,16 @@ class Recording:
     transactions: list[int] = dataclasses.field(default_factory=list)
     statements: list[str] = dataclasses.field(default_factory=list)
     idle: set[UUID] = dataclasses.field(default_factory=set)  # ids whose handler does nothing
+    # What each handler has written with the batch's claim, if it can (by the request's shares).
+    rider: Callable[[int], Writes] | None = None
 
     def definition(self) -> AgentDefinition:
         async def handler(request: CertificateIssuanceRequest, ctx: Context) -> None:
             self.transactions.append(await ctx.connection.fetchval("SELECT txid_current()"))
             if ctx.envelope.message_id not in self.idle:
                 await on_issuance_request(request, ctx)
+            if self.rider is not None and not group_commit.ride(rider := self.rider(request.shares)):
+                await rider.execute(ctx.connection)
             self.statements.clear()  # what follows the handler in its transaction
             # One logger a connection: asyncpg keeps them in a set, and a bound method is equal to itself.
             ctx.connection.add_query_logger(self._ran)
@@ -184,6 +190,52 @@ async def test_a_batch_with_a_redelivery_runs_again_claimed_first_and_keeps_the_
     assert [r["shares"] for r in registered] == [100, 200, 300]
     # Claimed first, the batch's last statement before its commit stores its messages alone.
     assert _before_commit(recording.statements).startswith("INSERT INTO outbox")
+
+
+# A rider that writes nothing and checks what it read: $1 seen back as the check says. The
+# riders of one batch name their CTEs apart (group_commit.ride).
+def _rider(seen_back: int) -> Callable[[int], Writes]:
+    def rider(shares: int) -> Writes:
+        name = f"echoed_{shares}"
+        return Writes(f"{name} AS (SELECT $1::int AS n)", (7,), check=f"(SELECT n FROM {name}) = {seen_back}")
+
+    return rider
+
+
+async def test_a_batchs_riders_are_written_and_checked_by_the_statement_that_claims_it(
+    settings: Settings, keys: Any
+) -> None:
+    """Issue 8 (group_commit.ride): what a batch's handlers leave to write last goes in the claim's
+    statement, one round trip fewer; where the batch is claimed first it is written on its own;
+    and a rider whose check fails fails its batch, which then runs a delivery at a time."""
+    recording = Recording(rider=_rider(7))
+    alice = keys.load_identity("alice")
+    async with AgentRuntime(recording.definition(), settings) as issuer, running(issuer):
+        await support.open_offering(issuer)
+        batch = [support.sealed_request(alice, shares=n) for n in (100, 200)]
+        await support.publish_bundle(settings, pack([_item(each) for each in batch]))
+        for each in batch:
+            await issuer.outcomes.wait(outcome_of(each, Outcome.PROCESSED))
+        claim = _before_commit(recording.statements)
+        assert claim.startswith("WITH claimed AS (INSERT INTO inbox")
+        assert "echoed_100 AS (SELECT $" in claim and "echoed_200 AS (SELECT $" in claim
+        assert not any(s.startswith("WITH echoed") for s in recording.statements)
+
+        recording.statements.clear()
+        seen = batch[0]
+        recording.idle.add(seen.envelope.message_id)
+        again = [support.sealed_request(alice, shares=300), seen]
+        await support.publish_bundle(settings, pack([_item(each) for each in again]))
+        await issuer.outcomes.wait(outcome_of(again[0], Outcome.PROCESSED))
+        # claimed first (a redelivery): the store, then the rider on its own, then the commit
+        assert _before_commit(recording.statements).startswith("WITH echoed_300 AS (SELECT $1::int AS n) SELECT")
+
+        recording.rider = _rider(8)  # a check that fails
+        failing = support.sealed_request(alice, shares=400)
+        await support.publish_bundle(settings, pack([_item(failing), _item(support.sealed_request(alice))]))
+        await issuer.outcomes.wait(outcome_of(failing, Outcome.RETRY_SCHEDULED))
+        registered = await support.rows(issuer, "SELECT shares FROM register ORDER BY shares")
+    assert [r["shares"] for r in registered] == [100, 200, 300]  # nothing of the failing batch kept
 
 
 def _before_commit(statements: list[str]) -> str:

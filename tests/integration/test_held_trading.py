@@ -32,8 +32,9 @@ from tests.integration.test_read_ahead import answer, book_entry_sell, buy, cove
 TRADING_STATEMENT = "WITH touched AS ("
 
 
-def trading_statements() -> float:
-    """The exchange's statements that wrote traded orders, as the census counts them by text."""
+def trading_statements(starting: str = TRADING_STATEMENT) -> float:
+    """The exchange's statements that wrote traded orders (or that begin with ``starting``), as
+    the census counts them by text."""
     return sum(
         sample.value
         for metric in REGISTRY.collect()
@@ -41,8 +42,12 @@ def trading_statements() -> float:
         for sample in metric.samples
         if sample.name.endswith("_total")
         and sample.labels.get("agent") == "exchange"
-        and sample.labels.get("statement", "").startswith(TRADING_STATEMENT)
+        and sample.labels.get("statement", "").startswith(starting)
     )
+
+
+# A statement of its own that writes transfer requests (S95), not riding with a batch's claim.
+TRANSFERS_ALONE = "WITH transferred AS (UPDATE matches SET status = 'transfer_requested'"
 
 
 @pytest.mark.parametrize("one_batch", [False, True], ids=["one at a time", "one batch"])
@@ -65,7 +70,7 @@ async def test_a_batchs_trading_orders_are_one_statement_that_writes_and_sends_w
             await frank.send(book_entry_sell(frank, "f2"), to=EXCHANGE_ID),  # rests behind f1
             await erin.send(ioc, to=EXCHANGE_ID),  # f1's last 100, f2's 100; its last 100 cancelled
         ]
-        before = trading_statements()
+        before, transfers_before = trading_statements(), trading_statements(TRANSFERS_ALONE)
         last = (await support.rows(exchange, "SELECT coalesce(max(seq), 0) AS seq FROM outbox"))[0]["seq"]
         if one_batch:
             await settle_queued_as_one_batch(settings, exchange, len(sent))
@@ -73,6 +78,7 @@ async def test_a_batchs_trading_orders_are_one_statement_that_writes_and_sends_w
             for _ in sent:
                 await settle_queued_as_one_batch(settings, exchange, 1)
         statements = trading_statements() - before
+        transfers_alone = trading_statements(TRANSFERS_ALONE) - transfers_before
         orders = await support.rows(
             exchange,
             "SELECT client_order_id, status, quantity, remaining FROM orders ORDER BY acceptance_number",
@@ -90,6 +96,8 @@ async def test_a_batchs_trading_orders_are_one_statement_that_writes_and_sends_w
             last,
         )
     assert statements == (1 if one_batch else 3)  # f2 rests: its row alone is no trading statement
+    # Alone, each instructing order writes its transfer request; in a batch they ride in its claim.
+    assert transfers_alone == (0 if one_batch else 2)
     assert [(o["client_order_id"], o["status"], o["quantity"], o["remaining"]) for o in orders] == [
         ("f1", "filled", 300, 0),
         ("e1", "filled", 100, 0),
