@@ -21,7 +21,7 @@ import asyncpg
 from agents.exchange.acceptance import Books, Instrument
 from agents.exchange.book import Execution, Order, OrderBook
 from agents.exchange.standing_repo import STANDING_COVER_DRAWN, Room
-from broker import group_commit
+from broker import db, group_commit
 from broker.db import Writes, unnest_columns
 from broker.running_totals import RunningTotal
 from schemas.certificates import EndorsedCertificate
@@ -912,10 +912,11 @@ async def complete(
     writes of the trades' end, made by the same statement (the CertID list's, ``repo.listing``);
     they must not write what it reads (matches and orders)."""
     numbers = [number for number, _, _ in completed]
-    assert riding is None or riding.check is None  # the statement returns the orders, not a check
-    rides = f"{riding.numbered_from(6)}," if riding is not None else ""
+    riders = [riding] if riding is not None else []
+    assert all(r.check is None for r in riders)  # the statement returns the orders, not a check
+    rides, _, ridden = db.riding(riders, 6)
     rows = await connection.fetch(
-        f"""WITH {rides} done AS ({_COMPLETING})
+        f"""WITH done AS ({_COMPLETING}){rides}
             SELECT {_NO_EXECUTION}, o.*, {_STANDING_CLOSING} FROM orders o WHERE o.acceptance_number = ANY($4::bigint[])
             UNION ALL
             SELECT {_execution("m")}, o.*, {_STANDING_CLOSING}
@@ -928,7 +929,7 @@ async def complete(
         [cert_id for _, _, cert_id in completed],
         list(order_numbers),
         list(sell_orders),
-        *(riding.args if riding is not None else ()),
+        *ridden,
     )
     done = Completed({}, {order: [] for order in sell_orders})
     for row in rows:
