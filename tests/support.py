@@ -446,3 +446,23 @@ async def analyze(settings: Settings, table: str) -> None:
         await admin.execute(f"ANALYZE {table}")
     finally:
         await admin.close()
+
+
+# What ``renamed``'s ``rename`` returns for an entry it leaves as it is: the entry is walked into.
+WALK = object()
+
+
+def renamed(value: Any, rename: Callable[[str, Any], Any], *, sort_keys: bool = False) -> Any:
+    """A decoded payload walked through, each dictionary entry replaced by ``rename(key, value)``
+    (or walked into where that is ``WALK``): how a test names what differs between two runs
+    (numbers drawn, digests, sealed boxes) before it compares what they sent."""
+    if isinstance(value, dict):
+        items = sorted(value.items()) if sort_keys else value.items()
+        out: dict[str, Any] = {}
+        for key, item in items:
+            replaced = rename(key, item)
+            out[key] = renamed(item, rename, sort_keys=sort_keys) if replaced is WALK else replaced
+        return out
+    if isinstance(value, list):
+        return [renamed(item, rename, sort_keys=sort_keys) for item in value]
+    return value

@@ -140,21 +140,17 @@ class Outcome:
 def _normal(value: Any, numbers: dict[int, str], matchings: dict[int, str]) -> Any:
     """A payload with acceptance and matching numbers named by client order id and place, and
     what differs between two environments (hashes, ids, sealed boxes) left out."""
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in sorted(value.items()):
-            if key in ("acceptance_number", "buy_order", "sell_order") and isinstance(item, int):
-                out[key] = numbers.get(item, f"?{item}")
-            elif key == "matching_number" and isinstance(item, int):
-                out[key] = matchings.get(item, f"?{item}")
-            elif key.endswith(("hash", "account")) or key == "cover_id":  # digests of signed bytes, sealed boxes
-                out[key] = "…" if item is not None else None
-            else:
-                out[key] = _normal(item, numbers, matchings)
-        return out
-    if isinstance(value, list):
-        return [_normal(v, numbers, matchings) for v in value]
-    return value
+
+    def rename(key: str, item: Any) -> Any:
+        if key in ("acceptance_number", "buy_order", "sell_order") and isinstance(item, int):
+            return numbers.get(item, f"?{item}")
+        if key == "matching_number" and isinstance(item, int):
+            return matchings.get(item, f"?{item}")
+        if key.endswith(("hash", "account")) or key == "cover_id":  # digests of signed bytes, sealed boxes
+            return "…" if item is not None else None
+        return support.WALK
+
+    return support.renamed(value, rename, sort_keys=True)
 
 
 async def play(settings: Settings, traders: dict[str, Participant], steps: list[Step], one_batch: bool) -> Outcome:

@@ -223,19 +223,14 @@ async def snapshot(settings: Settings, numbers: Sequence[int], sealed: Sequence[
 
 
 def _normal(value: Any, index: dict[int, int], entry_of: dict[int, str]) -> Any:
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if key in ("instruction", "matching_number") and isinstance(item, int):
-                out[key] = f"#{index.get(item, item)}"
-            elif key == "entry_id" and isinstance(item, int):
-                out[key] = entry_of.get(item, item)
-            else:
-                out[key] = _normal(item, index, entry_of)
-        return out
-    if isinstance(value, list):
-        return [_normal(item, index, entry_of) for item in value]
-    return value
+    def rename(key: str, item: Any) -> Any:
+        if key in ("instruction", "matching_number") and isinstance(item, int):
+            return f"#{index.get(item, item)}"
+        if key == "entry_id" and isinstance(item, int):
+            return entry_of.get(item, item)
+        return support.WALK
+
+    return support.renamed(value, rename)
 
 
 def emitted_types(snap: dict[str, Any], item: int) -> list[str]:
