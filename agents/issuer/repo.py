@@ -412,20 +412,21 @@ async def release(connection: asyncpg.Connection, exchange: str, sell_order: int
 async def release_all(connection: asyncpg.Connection, releases: Sequence[tuple[str, int, str]]) -> list[int]:
     """``release`` for each of ``releases`` (exchange, sell order, seller), in one statement; per
     release, in order, how many certificates it freed."""
-    rows = await connection.fetch(
-        """WITH input AS (
-               SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY
-                   AS x (x_exchange, x_order, x_seller, n)),
-           freed AS (
-               UPDATE register SET committed_order = NULL, committed_by = NULL
-               FROM input
-               WHERE committed_by = x_exchange AND committed_order = x_order AND holder_user_id = x_seller
-                 AND cert_id NOT IN (SELECT cert_id FROM reservations WHERE status = 'reserved')
-               RETURNING n)
-           SELECT (SELECT count(*) FROM freed WHERE freed.n = input.n) AS freed FROM input ORDER BY n""",
-        *unnest_columns(releases, 3),
-    )
+    rows = await connection.fetch(RELEASE_ALL, *unnest_columns(releases, 3))
     return [int(r["freed"]) for r in rows]
+
+
+# By the order that committed them (index register_committed, migration 0082).
+RELEASE_ALL = """WITH input AS (
+        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY
+            AS x (x_exchange, x_order, x_seller, n)),
+    freed AS (
+        UPDATE register SET committed_order = NULL, committed_by = NULL
+        FROM input
+        WHERE committed_by = x_exchange AND committed_order = x_order AND holder_user_id = x_seller
+          AND cert_id NOT IN (SELECT cert_id FROM reservations WHERE status = 'reserved')
+        RETURNING n)
+    SELECT (SELECT count(*) FROM freed WHERE freed.n = input.n) AS freed FROM input ORDER BY n"""
 
 
 async def record_signed(connection: asyncpg.Connection, cert_id: UUID, signed: SignedCertificate) -> None:
