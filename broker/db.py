@@ -35,6 +35,15 @@ import asyncpg
 # orders, takes about half a second) and beyond a health check's stall (``stall_after``).
 IDLE_IN_TRANSACTION = timedelta(minutes=5)
 
+# The planner's cost of reading a page out of order, for the agents' sessions. PostgreSQL's
+# default (4.0) models a spinning disk; an agent's working set is cached and its statements are
+# key lookups, often a handful of keys joined from ``unnest`` arrays. At 4.0 the planner prices a
+# few index probes above a hash join over the whole table as soon as the table has a few
+# thousand rows, and a prepared statement keeps that plan: the bench's database read 32 million
+# tuples by sequential scans in 40 s at 100 trades/s (docs/performance.md, stop 42). 1.1 is the
+# value PostgreSQL's documentation suggests for data that is cached or on solid-state storage.
+RANDOM_PAGE_COST = "1.1"
+
 
 def role_of(agent: str) -> str:
     return f"kabuto_{agent}"
@@ -49,8 +58,9 @@ async def agent_pool(
     on_connect: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
     idle_in_transaction: timedelta = IDLE_IN_TRANSACTION,
 ) -> AsyncIterator[asyncpg.Pool]:
-    """The agent's pool: its schema, its role, its name in ``pg_stat_activity``, and its sessions
-    ended by PostgreSQL when idle in a transaction for ``idle_in_transaction``. ``on_connect``:
+    """The agent's pool: its schema, its role, its name in ``pg_stat_activity``, its planner's
+    page cost (``RANDOM_PAGE_COST``), and its sessions ended by PostgreSQL when idle in a
+    transaction for ``idle_in_transaction``. ``on_connect``:
     run on each new connection (a running agent counts its statements: ``metrics.counting``)."""
     if idle_in_transaction < timedelta(milliseconds=1):
         raise ValueError("idle_in_transaction must be at least a millisecond: 0 would turn the limit off")
@@ -64,6 +74,7 @@ async def agent_pool(
             "role": role_of(agent),
             "application_name": f"kabuto-{agent}",
             "idle_in_transaction_session_timeout": f"{idle_in_transaction // timedelta(milliseconds=1)}ms",
+            "random_page_cost": RANDOM_PAGE_COST,
         },
         reset=nothing_to_undo,
     )
