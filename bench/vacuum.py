@@ -6,14 +6,6 @@ every read of a total as the minute goes on, and order entry sustained for 60 s 
 490 to 300 orders/s (docs/performance.md, stop 21). compose.yaml runs PostgreSQL with a 5 s
 naptime; the bench, which may not configure a server it shares, vacuums those tables of its own
 throw-away database every ``EVERY_S`` seconds instead, as such a server's autovacuum would.
-
-It analyzes, too, each table that autovacuum would (``ANALYZE_BASE`` rows changed plus
-``ANALYZE_SCALE`` of the table since its last analysis, PostgreSQL's defaults). Without it a
-table's statistics stay those of the empty table it started as — this machine's server runs with
-autovacuum off — and every prepared statement keeps the plan made for an empty table: the
-investor agent's answers to its requests read the whole ``requests`` table by sequential scan
-each time, 2.4 million rows in 40 s at 100 trades/s (docs/performance.md, stop 42). An analysis
-also invalidates the plans made before it, as it does under autovacuum.
 """
 
 from __future__ import annotations
@@ -29,15 +21,12 @@ from agents.exchange.standing_repo import STANDING_COVER_DRAWN
 from agents.settlement.repo import ACCOUNT_BALANCES, PLACED_HOLDS
 
 EVERY_S = 5.0
-ANALYZE_BASE = 50  # autovacuum_analyze_threshold
-ANALYZE_SCALE = 0.1  # autovacuum_analyze_scale_factor
 CHANGE_TABLES = [total.changes for total in (OPEN_BUY_EXPOSURE, STANDING_COVER_DRAWN, PLACED_HOLDS, ACCOUNT_BALANCES)]
 
 
 @asynccontextmanager
 async def vacuuming(database_url: str) -> AsyncIterator[None]:
-    """Vacuum the running totals' change tables of ``database_url`` every ``EVERY_S`` s while
-    open, and analyze the tables autovacuum would."""
+    """Vacuum the running totals' change tables of ``database_url`` every ``EVERY_S`` s while open."""
     connection = await asyncpg.connect(database_url)
     tables = await connection.fetch(
         """SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c
@@ -51,14 +40,6 @@ async def vacuuming(database_url: str) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(EVERY_S)
             await connection.execute(statement)
-            due = await connection.fetch(
-                """SELECT format('%I.%I', schemaname, relname) AS name FROM pg_stat_user_tables
-                   WHERE n_mod_since_analyze > $1 + $2 * n_live_tup""",
-                ANALYZE_BASE,
-                ANALYZE_SCALE,
-            )
-            if due:
-                await connection.execute("ANALYZE " + ", ".join(t["name"] for t in due))
 
     task = asyncio.create_task(every(), name="bench-vacuum")
     try:
