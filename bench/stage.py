@@ -32,7 +32,7 @@ from prometheus_client.samples import Sample
 from bench.vacuum import vacuuming
 from broker import metrics, ops, topology
 from broker.context import Context
-from broker.db import nothing_to_undo
+from broker.db import PLANNER_SETTINGS, nothing_to_undo
 from broker.migrate import migrate
 from broker.pki import Identity, KeyStore, default_participant, platform_participants
 from broker.runtime import execute
@@ -145,7 +145,7 @@ class Stage:
                 self.settings.database_url,
                 min_size=1,
                 max_size=4,
-                server_settings={"search_path": agent},
+                server_settings={"search_path": agent, **PLANNER_SETTINGS},  # as the agents' commands plan
                 reset=nothing_to_undo,  # as the agents' pools: no reset query per use on the measured cores
             )
             assert pool is not None

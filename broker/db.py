@@ -43,6 +43,7 @@ IDLE_IN_TRANSACTION = timedelta(minutes=5)
 # tuples by sequential scans in 40 s at 100 trades/s (docs/performance.md, stop 42). 1.1 is the
 # value PostgreSQL's documentation suggests for data that is cached or on solid-state storage.
 RANDOM_PAGE_COST = "1.1"
+PLANNER_SETTINGS = {"random_page_cost": RANDOM_PAGE_COST}  # an agent's sessions, and the bench's
 
 
 def role_of(agent: str) -> str:
@@ -74,7 +75,7 @@ async def agent_pool(
             "role": role_of(agent),
             "application_name": f"kabuto-{agent}",
             "idle_in_transaction_session_timeout": f"{idle_in_transaction // timedelta(milliseconds=1)}ms",
-            "random_page_cost": RANDOM_PAGE_COST,
+            **PLANNER_SETTINGS,
         },
         reset=nothing_to_undo,
     )
