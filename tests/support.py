@@ -18,6 +18,7 @@ from uuid import uuid4
 import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import REGISTRY
 
 from agents.investor.app import IssuanceOrder, request_certificates
 from agents.investor.domain import Dividend
@@ -466,3 +467,17 @@ def renamed(value: Any, rename: Callable[[str, Any], Any], *, sort_keys: bool = 
     if isinstance(value, list):
         return [renamed(item, rename, sort_keys=sort_keys) for item in value]
     return value
+
+
+def census(agent: str, starting: str) -> float:
+    """The statements ``agent``'s pool ran whose text (whitespace collapsed) begins with
+    ``starting``, as the census counts them (``statement_census`` on)."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "kabuto_db_statement_texts"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+        and sample.labels.get("agent") == agent
+        and sample.labels.get("statement", "").startswith(starting)
+    )

@@ -271,12 +271,13 @@ class _Attempts:
         self.held.cover_saved(after)
 
     async def write(self, connection: asyncpg.Connection) -> None:
-        """The covers drawn on, and the attempts with their earmarks."""
-        for cover_id, cover in self.taken.items():
+        """The covers drawn on, and the attempts with their earmarks: one statement, after the
+        covers emptied by a later draw of the set are saved as they were before it."""
+        for cover_id in self.taken:
             if cover_id in self.emptied:
                 await dvp_repo.save_cover(connection, self.emptied[cover_id])
-            await dvp_repo.save_cover(connection, cover)
-        await dvp_repo.start_attempts(connection, self.started)
+        covers = [dvp_repo.covers_saved(list(self.taken.values()))] if self.taken else []
+        await dvp_repo.start_attempts(connection, self.started, riding=covers)
 
 
 def _reserve(instruction: Instruction, plan: Attempt, leg: SecuritiesLeg) -> SecuritiesReserve:

@@ -16,6 +16,8 @@ import asyncpg
 
 from agents.settlement.instructions import Attempt, Cover, Instruction
 from agents.settlement.repo import PLACED_HOLDS
+from broker.db import Writes, verified
+from broker.db import riding as riding_writes
 from schemas.dvp import (
     CoverRequest,
     CoverRequestV1,
@@ -95,26 +97,40 @@ async def open_standing_cover(connection: asyncpg.Connection, request: StandingC
 async def save_cover(connection: asyncpg.Connection, cover: Cover) -> None:
     """Store what is left of the cover (shares, or a standing cover's cash) and make its hold row
     say what it now holds, in one statement."""
-    await connection.execute(
-        """WITH saved AS (
-               UPDATE covers SET remaining = CASE WHEN kind = 'order' THEN $6::bigint END,
-                   unspent = CASE WHEN kind = 'standing' THEN $7::numeric END, status = $8,
-                   released_at = CASE WHEN $8 = 'released' THEN now() ELSE released_at END
-               WHERE cover_id = $1)
-           INSERT INTO holds (hold_id, account_id, owner, amount, status)
-           VALUES ($1, $2, $3, CASE WHEN $4 > 0 THEN $4 ELSE $5 END, CASE WHEN $4 > 0 THEN 'placed' ELSE 'released' END)
-           ON CONFLICT (hold_id, account_id) DO UPDATE SET
-               amount = CASE WHEN $4 > 0 THEN $4 ELSE holds.amount END,
-               status = CASE WHEN $4 > 0 THEN 'placed' ELSE 'released' END,
-               closed_at = CASE WHEN $4 > 0 THEN NULL ELSE now() END""",
-        cover.cover_id,
-        cover.account_id,
-        cover.user_id,
-        cover.held,
-        cover.unit_price,
-        cover.remaining,
-        cover.unspent,
-        "active" if cover.active else "released",
+    await covers_saved([cover]).execute(connection)
+
+
+def covers_saved(covers: Sequence[Cover]) -> Writes:
+    """``save_cover`` for several covers, one row each, as writes that can ride in another
+    statement (``start_attempts``): a released cover's hold keeps the amount it last held."""
+    return Writes(
+        """cv AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::numeric[],
+                                        $6::bigint[], $7::numeric[], $8::text[])
+                  AS cv (cover_id, account_id, owner, held, unit_price, remaining, unspent, status)),
+           covered AS (
+               UPDATE covers SET remaining = CASE WHEN kind = 'order' THEN cv.remaining END,
+                   unspent = CASE WHEN kind = 'standing' THEN cv.unspent END, status = cv.status,
+                   released_at = CASE WHEN cv.status = 'released' THEN now() ELSE released_at END
+               FROM cv WHERE covers.cover_id = cv.cover_id),
+           cover_holds AS (
+               INSERT INTO holds (hold_id, account_id, owner, amount, status)
+               SELECT cover_id, account_id, owner, CASE WHEN held > 0 THEN held ELSE unit_price END,
+                      CASE WHEN held > 0 THEN 'placed' ELSE 'released' END FROM cv
+               ON CONFLICT (hold_id, account_id) DO UPDATE SET
+                   amount = CASE WHEN excluded.status = 'placed' THEN excluded.amount ELSE holds.amount END,
+                   status = excluded.status,
+                   closed_at = CASE WHEN excluded.status = 'placed' THEN NULL ELSE now() END)""",
+        (
+            [c.cover_id for c in covers],
+            [c.account_id for c in covers],
+            [c.user_id for c in covers],
+            [c.held for c in covers],
+            [c.unit_price for c in covers],
+            [c.remaining for c in covers],
+            [c.unspent for c in covers],
+            ["active" if c.active else "released" for c in covers],
+        ),
+        what="covers saved",
     )
 
 
@@ -389,30 +405,42 @@ class Started:
     hold_id: UUID
 
 
-async def start_attempts(connection: asyncpg.Connection, started: Sequence[Started]) -> None:
+async def start_attempts(
+    connection: asyncpg.Connection, started: Sequence[Started], *, riding: Sequence[Writes] = ()
+) -> None:
     """Each attempt, its earmark on the buyer's account and the instruction that started it, for
-    several instructions, in one statement."""
+    several instructions, in one statement; with ``riding`` (the covers they drew on,
+    ``covers_saved``) in the same round trip."""
     if not started:
+        for writes in riding:
+            await writes.execute(connection)
         return
-    await connection.execute(
-        f"""WITH a AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::numeric[], $5::uuid[],
-                                            $17::bigint[], $18::text[], $19::text[])
-                       AS a (matching_number, attempt, quantity, amount, hold_id, from_cover, account_id, owner)),
-           {_SAVED},
-           attempt AS (
-               INSERT INTO dvp_attempts (matching_number, attempt, quantity, amount, hold_id, from_cover, status)
-               SELECT matching_number, attempt, quantity, amount, hold_id, from_cover, 'reserving' FROM a)
-           INSERT INTO holds (hold_id, account_id, owner, amount, status)
-           SELECT hold_id, account_id, owner, amount, 'placed' FROM a""",
-        [s.instruction.matching_number for s in started],
-        [s.attempt.number for s in started],
-        [s.attempt.quantity for s in started],
-        [s.attempt.amount for s in started],
-        [s.hold_id for s in started],
-        *_saved_set([s.instruction for s in started]),
-        [s.attempt.from_cover for s in started],
-        [s.instruction.buyer_account for s in started],
-        [s.instruction.buyer_user_id for s in started],
+    ctes, check, args = riding_writes(riding, 20)
+    verified(
+        await connection.fetchval(
+            f"""WITH a AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::numeric[], $5::uuid[],
+                                                $17::bigint[], $18::text[], $19::text[])
+                           AS a (matching_number, attempt, quantity, amount, hold_id, from_cover, account_id, owner)),
+               {_SAVED},
+               attempt AS (
+                   INSERT INTO dvp_attempts (matching_number, attempt, quantity, amount, hold_id, from_cover, status)
+                   SELECT matching_number, attempt, quantity, amount, hold_id, from_cover, 'reserving' FROM a),
+               earmarks AS (
+                   INSERT INTO holds (hold_id, account_id, owner, amount, status)
+                   SELECT hold_id, account_id, owner, amount, 'placed' FROM a){ctes}
+               SELECT {check}""",
+            [s.instruction.matching_number for s in started],
+            [s.attempt.number for s in started],
+            [s.attempt.quantity for s in started],
+            [s.attempt.amount for s in started],
+            [s.hold_id for s in started],
+            *_saved_set([s.instruction for s in started]),
+            [s.attempt.from_cover for s in started],
+            [s.instruction.buyer_account for s in started],
+            [s.instruction.buyer_user_id for s in started],
+            *args,
+        ),
+        riding,
     )
 
 

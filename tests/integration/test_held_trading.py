@@ -17,7 +17,6 @@ import io
 import json
 
 import pytest
-from prometheus_client import REGISTRY
 
 from agents.registry import AGENTS
 from broker.runtime import AgentRuntime, running
@@ -35,15 +34,7 @@ TRADING_STATEMENT = "WITH touched AS ("
 def trading_statements(starting: str = TRADING_STATEMENT) -> float:
     """The exchange's statements that wrote traded orders (or that begin with ``starting``), as
     the census counts them by text."""
-    return sum(
-        sample.value
-        for metric in REGISTRY.collect()
-        if metric.name == "kabuto_db_statement_texts"
-        for sample in metric.samples
-        if sample.name.endswith("_total")
-        and sample.labels.get("agent") == "exchange"
-        and sample.labels.get("statement", "").startswith(starting)
-    )
+    return support.census("exchange", starting)
 
 
 # A statement of its own that writes transfer requests (S95), not riding with a batch's claim.

@@ -368,6 +368,39 @@ async def test_a_standing_cover_running_out_mid_set_is_drawn_on_as_one_by_one(
         assert emitted_types(in_set, item) == sorted([*announced, "securities.reserve"])
 
 
+# -- 1b. the round trips of a set's writes ---------------------------------------------------------
+
+# Two executions drawing on the standing cover "sc" (600,000 of bob's 700,000), and two on free cash.
+ON_THE_COVER = [Trade("bob", "alice", 100, "1000", cover="sc"), Trade("bob", "alice", 60, "1500", cover="sc")]
+OFF_THE_COVER = [Trade("bob", "alice", 1, "400"), Trade("bob", "alice", 1, "500")]
+
+
+async def test_a_cover_costs_a_set_one_round_trip_its_lock_its_save_riding_with_the_attempts(
+    settings: Settings, keys: KeyStore
+) -> None:
+    """The covers a set drew on are saved in the statement that starts its attempts
+    (``dvp_repo.covers_saved`` riding in ``start_attempts``), not in one more round trip each
+    (docs/performance.md, stop 42): a set drawing on a cover runs one statement more than the same
+    set on free cash, the cover's lock."""
+    calls: Calls = []
+    async with settlement(settings.with_(statement_census=True), calls) as rt:
+        await account(rt, "bob", SET, 700_000)
+        await account(rt, "alice", SET)
+        covers = {"sc": await standing_cover(settings, rt, keys, "bob", SET, 600_000)}
+        statements = []
+        # the first set warms the connection (asyncpg's introspection of the types it meets first)
+        for trades, base in ((ON_THE_COVER, 20), (ON_THE_COVER, 0), (OFF_THE_COVER, 10)):
+            sealed = [t.sealed(keys, SET, base + place, covers) for place, t in enumerate(trades)]
+            before = support.census("settlement", "")
+            assert outcomes(await as_one_batch(settings, rt, sealed)) == ["processed"] * 2
+            statements.append(support.census("settlement", "") - before)
+        drawn = await rt.pool.fetchval("SELECT unspent FROM covers WHERE cover_id = $1", covers["sc"])
+    assert len(calls) == 3
+    _, on_the_cover, off_the_cover = statements
+    assert on_the_cover - off_the_cover == 1, statements
+    assert drawn == Decimal(600_000 - 2 * (100_000 + 90_000))
+
+
 async def test_a_cover_released_mid_set_keeps_the_amount_one_by_one_leaves(settings: Settings, keys: KeyStore) -> None:
     """One by one, the instruction that takes a cover's last cash releases its hold row keeping
     what the row held then (``save_cover`` keeps ``holds.amount`` on release): here 60,000. The set
