@@ -131,6 +131,16 @@ class Writes:
         """``check`` with its parameters renumbered as ``numbered_from``'s (``true`` when none)."""
         return _renumbered(self.check, first) if self.check is not None else "true"
 
+    def joined(self, other: Writes) -> Writes | None:
+        """These writes and ``other``'s in one, where both are the same appends of rows: the same
+        CTEs, nothing to check, and every argument an array of rows, concatenated in order (the
+        rows of ``other`` after these). None where they cannot be joined."""
+        if other.ctes != self.ctes or self.check is not None or other.check is not None:
+            return None
+        if not all(isinstance(a, list) for a in (*self.args, *other.args)):
+            return None
+        return Writes(self.ctes, tuple(a + b for a, b in zip(self.args, other.args, strict=True)), what=self.what)
+
     async def execute(self, connection: asyncpg.Connection) -> None:
         """The writes alone, as a statement of their own."""
         verified(await connection.fetchval(f"WITH {self.ctes} SELECT {self.check_from(1)}", *self.args), [self])

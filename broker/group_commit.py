@@ -295,14 +295,26 @@ def ride(writes: Writes) -> bool:
     """Have ``writes`` made by the statement that claims the batch under way and stores its
     outbox rows (``inbox.claim_storing``), one round trip fewer; False outside a batch run all at
     once, and the caller writes them itself. For a batch scope's last writes (the exchange's held
-    transfer requests): nothing the batch runs after them may read what they write, and the
-    riders of one batch name their CTEs apart (a clash fails the claim, and the batch runs again
-    a delivery at a time)."""
+    transfer requests) or a handler's appends that nothing reads back (the investor agent's
+    record of what settlement said): nothing the batch runs after them may read what they write.
+    The same appends twice in a batch (two runs of one handler) are joined into one rider
+    (``Writes.joined``); other riders of one batch name their CTEs apart (a clash fails the
+    claim, and the batch runs again a delivery at a time)."""
     riders = _RIDERS.get()
     if riders is None:
         return False
+    for place, rider in enumerate(riders):
+        if (both := rider.joined(writes)) is not None:
+            riders[place] = both
+            return True
     riders.append(writes)
     return True
+
+
+async def ride_or_write(connection: asyncpg.Connection, writes: Writes) -> None:
+    """``writes`` riding in the batch's claim (``ride``), or made now where there is none."""
+    if not ride(writes):
+        await writes.execute(connection)
 
 
 async def _handle_all(consumer: Consumer, connection: asyncpg.Connection, handled: list[_Item]) -> None:

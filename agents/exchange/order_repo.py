@@ -828,8 +828,7 @@ async def ride_held_transfers(connection: asyncpg.Connection) -> None:
     if held:
         writes = _transfer_writes(dict(held))
         held.clear()
-        if not group_commit.ride(writes):
-            await writes.execute(connection)
+        await group_commit.ride_or_write(connection, writes)
 
 
 async def _write_transfers(connection: asyncpg.Connection, transfers: dict[int, tuple[UUID | None, str]]) -> None:

@@ -11,7 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from agents.investor import order_repo
-from broker import logs
+from broker import group_commit, logs
 from broker.consumer import Handler
 from broker.context import Context
 from broker.set_based import SetBased
@@ -42,7 +42,8 @@ Said = InstructionStatus | CancelRefused | TradeNoticeVerified | MandateRecorded
 async def _keep_all(items: Sequence[tuple[Said, Context]]) -> None:
     """A run of what settlement said, kept with one statement per table (broker.set_based): the
     investor agent takes a status, a notice and a completion per party and trade, and one at a
-    time they were its most frequent statements (docs/performance.md, stop 27)."""
+    time they were its most frequent statements (docs/performance.md, stop 27). In a batch run
+    all at once both ride in the statement that claims it (``group_commit.ride``, stop 42)."""
     kept: list[tuple[str, str, int | None, str]] = []
     notices: list[tuple[str, SettlementNotice | SettlementNoticeV1]] = []
     for message, ctx in items:
@@ -59,8 +60,11 @@ async def _keep_all(items: Sequence[tuple[Said, Context]]) -> None:
                 )
         kept.append((user, type(message).spec.type, _trade_of(message), message.model_dump_json()))
     connection = items[0][1].connection
-    await order_repo.keep_settlement_messages(connection, kept)
-    await order_repo.record_notices(connection, notices)
+    # appends nothing in the batch reads back: made by the statement that claims it
+    if kept:
+        await group_commit.ride_or_write(connection, order_repo.settlement_messages_kept(kept))
+    if notices:
+        await group_commit.ride_or_write(connection, order_repo.notices_recorded(notices))
 
 
 def _trade_of(message: Said) -> int | None:

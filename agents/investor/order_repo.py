@@ -12,7 +12,7 @@ from uuid import UUID
 import asyncpg
 
 from agents.investor.domain import Dividend
-from broker.db import unnest_columns
+from broker.db import Writes, unnest_columns
 from schemas.certificates import IssuerSignature, SignedCertificate
 from schemas.settlement import SettlementNotice, SettlementNoticeV1
 from schemas.trading import SubmitOrder
@@ -353,38 +353,34 @@ async def surrender(connection: asyncpg.Connection, cert_id: UUID) -> str | None
     return committed
 
 
-async def keep_settlement_messages(
-    connection: asyncpg.Connection, rows: Sequence[tuple[str, str, int | None, str]]
-) -> None:
+def settlement_messages_kept(rows: Sequence[tuple[str, str, int | None, str]]) -> Writes:
     """What settlement said, kept as received: rows of settlement_messages (user, type, trade,
-    body), in their order (their ids)."""
-    if not rows:
-        return
-    await connection.execute(
-        """INSERT INTO settlement_messages (user_id, message_type, matching_number, body)
-           SELECT user_id, message_type, matching_number, body::jsonb
-           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
-                WITH ORDINALITY AS k (user_id, message_type, matching_number, body, n)
-           ORDER BY n""",
-        *zip(*rows, strict=True),
+    body), in their order (their ids); appends nothing reads back in the batch that makes them."""
+    return Writes(
+        """said AS (
+               INSERT INTO settlement_messages (user_id, message_type, matching_number, body)
+               SELECT user_id, message_type, matching_number, body::jsonb
+               FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
+                    WITH ORDINALITY AS k (user_id, message_type, matching_number, body, n)
+               ORDER BY n)""",
+        tuple(list(column) for column in zip(*rows, strict=True)),
+        what="settlement's messages kept",
     )
 
 
-async def record_notices(
-    connection: asyncpg.Connection, notices: Sequence[tuple[str, SettlementNotice | SettlementNoticeV1]]
-) -> None:
+def notices_recorded(notices: Sequence[tuple[str, SettlementNotice | SettlementNoticeV1]]) -> Writes:
     """Settlement's notices of trades' cash legs, each to its user, in their order: a notice
     already kept for the user and trade stays as it was (the first one, as one at a time)."""
-    if not notices:
-        return
-    await connection.execute(
-        """INSERT INTO settlement_notices (matching_number, user_id, settled, amount, currency, failure, detail)
-           SELECT matching_number, user_id, settled, amount, currency, failure, detail
-           FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::numeric[], $5::text[], $6::text[], $7::text[])
-                WITH ORDINALITY AS k (matching_number, user_id, settled, amount, currency, failure, detail, n)
-           ORDER BY n
-           ON CONFLICT DO NOTHING""",
-        *zip(*(_notice_row(user, notice) for user, notice in notices), strict=True),
+    return Writes(
+        """noticed AS (
+               INSERT INTO settlement_notices (matching_number, user_id, settled, amount, currency, failure, detail)
+               SELECT matching_number, user_id, settled, amount, currency, failure, detail
+               FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::numeric[], $5::text[], $6::text[], $7::text[])
+                    WITH ORDINALITY AS k (matching_number, user_id, settled, amount, currency, failure, detail, n)
+               ORDER BY n
+               ON CONFLICT DO NOTHING)""",
+        tuple(list(column) for column in zip(*(_notice_row(user, notice) for user, notice in notices), strict=True)),
+        what="settlement's notices recorded",
     )
 
 

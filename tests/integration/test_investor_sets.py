@@ -36,6 +36,7 @@ from schemas.dvp import (
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
 from schemas.settlement import SettlementNotice, SettlementNoticeV1
 from schemas.trading import OrderStatus, Side
+from tests import support
 from tests.integration import set_kit
 from tests.integration.set_kit import outcomes
 
@@ -113,17 +114,39 @@ async def kept(rt: AgentRuntime, user: str) -> tuple[list[Any], list[Any]]:
     return [tuple(r) for r in messages], [tuple(r) for r in notices]
 
 
+# The investor agent's own statements that keep what settlement said, and its claims: in a batch
+# run all at once the kept rows ride in the claim (group_commit.ride, docs/performance.md stop 42).
+KEPT_ALONE = ("WITH said AS (", "WITH noticed AS (")
+CLAIMS = "WITH claimed AS ("
+
+
+def census() -> tuple[float, float]:
+    """The investor agent's statements that kept rows on their own, and its claims, so far."""
+    return sum(support.census("investor", text) for text in KEPT_ALONE), support.census("investor", CLAIMS)
+
+
+def since(before: tuple[float, float]) -> tuple[float, float]:
+    after = census()
+    return after[0] - before[0], after[1] - before[1]
+
+
 async def test_what_settlement_says_is_one_set_whatever_its_types_and_kept_as_one_at_a_time(
     settings: Settings, keys: Any
 ) -> None:
     settlement = keys.load_identity(SETTLEMENT_ID)
     calls: list[list[str]] = []
-    async with AgentRuntime(investor_definition(calls), settings) as rt:
+    async with AgentRuntime(investor_definition(calls), settings.with_(statement_census=True)) as rt:
+        before = census()
         batch = await set_kit.as_one_batch(settings, rt, sealed_to(settlement, "alice", said()), INBOX)
+        in_batch, before = since(before), census()
         set_calls, calls[:] = list(calls), []
         alone = await set_kit.one_at_a_time(settings, rt, sealed_to(settlement, "bob", said()), INBOX)
+        one_at_a_time = since(before)
         alice, bob = await kept(rt, "alice"), await kept(rt, "bob")
     assert outcomes(batch) == outcomes(alone) == ["processed"] * len(said())
+    # the batch's rows rode in its one claim; one at a time, each delivery kept its row itself
+    assert in_batch == (0, 1)
+    assert one_at_a_time == (len(said()), len(said()))
     # one call for the whole batch, every type in it, in the batch's order
     assert set_calls == [[type(m).__name__ for m in said()]]
     assert calls == [[type(m).__name__] for m in said()]
@@ -152,9 +175,15 @@ async def test_a_run_is_cut_by_a_delivery_of_another_handler(settings: Settings,
     sealed = sealed_to(settlement, "alice", [status(7001, SettlementStatus.PENDING), notice(7001, 5)])
     sealed += sealed_to(exchange, "alice", [OrderStatus(acceptance_number=1, found=False)])
     sealed += sealed_to(settlement, "alice", [status(7002, SettlementStatus.PENDING)])
-    async with AgentRuntime(investor_definition(calls), settings) as rt:
+    async with AgentRuntime(investor_definition(calls), settings.with_(statement_census=True)) as rt:
+        before = census()
         settled = await set_kit.as_one_batch(settings, rt, sealed, INBOX)
-        messages, _ = await kept(rt, "alice")
+        statements = since(before)
+        messages, notices = await kept(rt, "alice")
     assert outcomes(settled) == ["processed"] * 4
     assert calls == [["InstructionStatus", "SettlementNotice"], ["InstructionStatus"]]
     assert [n for _, n, _ in messages] == [7001, 7002]
+    assert [n for n, *_ in notices] == [7001]
+    # the two runs' messages joined in one rider (not two riders of the same CTEs, which would
+    # fail the claim and run the batch again a delivery at a time): one claim, nothing alone
+    assert statements == (0, 1)
