@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from uuid import UUID
 
 from agents.investor import order_repo, repo
-from broker import logs
+from broker import group_commit, logs
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
 from broker.sealed_box import sealed_dividend
@@ -125,7 +125,8 @@ async def _completed(items: Sequence[tuple[TradeCompleted, Context]]) -> None:
                 requests.append(_ask_certificate(message, record, ctx))
                 log.info("trade_completed", ntn=message.name_transfer_number, side=message.side.value)
     await order_repo.surrender_all(connection, surrendered)
-    await repo.record_requests(connection, requests)
+    if requests:  # new ids nothing else in the batch can name: made by the statement that claims it
+        await group_commit.ride_or_write(connection, repo.requests_recorded(requests))
 
 
 def _ask_certificate(

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from broker.db import unnest_columns
+from broker.db import Writes, unnest_columns
 from schemas.certificates import ElectronicStockCertificate, IssuerSignature, SignedCertificate
 
 
@@ -41,11 +41,19 @@ async def record_request(
 async def record_requests(connection: asyncpg.Connection, rows: Sequence[tuple[UUID, str, str, str, int]]) -> None:
     """``record_request`` for each of ``rows`` (request id, user, kind, issue, shares), in one statement."""
     if rows:
-        await connection.execute(
-            """INSERT INTO requests (request_id, user_id, kind, issue_code, shares)
-               SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[])""",
-            *unnest_columns(rows, 5),
-        )
+        await requests_recorded(rows).execute(connection)
+
+
+def requests_recorded(rows: Sequence[tuple[UUID, str, str, str, int]]) -> Writes:
+    """``record_requests``' rows as writes that can ride in another statement: requests under ids
+    made for them (their messages' ids), which nothing can name before those messages leave."""
+    return Writes(
+        """requested AS (
+               INSERT INTO requests (request_id, user_id, kind, issue_code, shares)
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[]))""",
+        tuple(unnest_columns(rows, 5)),
+        what="requests recorded",
+    )
 
 
 async def fulfil_request(
