@@ -122,6 +122,8 @@ class Writes:
     args: tuple[Any, ...]
     check: str | None = None
     what: str = "writes"
+    # Appends of rows, one array argument per column: two of the same can be one (``joined``).
+    appends: bool = False
 
     def numbered_from(self, first: int) -> str:
         """The CTEs with their parameters renumbered to start at ``$first``, after the host's own."""
@@ -132,14 +134,19 @@ class Writes:
         return _renumbered(self.check, first) if self.check is not None else "true"
 
     def joined(self, other: Writes) -> Writes | None:
-        """These writes and ``other``'s in one, where both are the same appends of rows: the same
-        CTEs, nothing to check, and every argument an array of rows, concatenated in order (the
-        rows of ``other`` after these). None where they cannot be joined."""
-        if other.ctes != self.ctes or self.check is not None or other.check is not None:
+        """These writes and ``other``'s in one, where both are the same appends of rows (``appends``:
+        the same CTEs, nothing to check, one array argument per column), their rows concatenated
+        in order (``other``'s after these). None otherwise: an update or an upsert given the same
+        key twice in one statement is not what the two statements one after the other would do."""
+        if not (self.appends and other.appends) or other.ctes != self.ctes:
+            return None
+        if self.check is not None or other.check is not None or not self.args or len(self.args) != len(other.args):
             return None
         if not all(isinstance(a, list) for a in (*self.args, *other.args)):
             return None
-        return Writes(self.ctes, tuple(a + b for a, b in zip(self.args, other.args, strict=True)), what=self.what)
+        return Writes(
+            self.ctes, tuple(a + b for a, b in zip(self.args, other.args, strict=True)), what=self.what, appends=True
+        )
 
     async def execute(self, connection: asyncpg.Connection) -> None:
         """The writes alone, as a statement of their own."""

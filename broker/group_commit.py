@@ -297,9 +297,9 @@ def ride(writes: Writes) -> bool:
     once, and the caller writes them itself. For a batch scope's last writes (the exchange's held
     transfer requests) or a handler's appends that nothing reads back (the investor agent's
     record of what settlement said): nothing the batch runs after them may read what they write.
-    The same appends twice in a batch (two runs of one handler) are joined into one rider
-    (``Writes.joined``); other riders of one batch name their CTEs apart (a clash fails the
-    claim, and the batch runs again a delivery at a time)."""
+    The same appends twice in a batch (two runs of one handler; ``Writes.appends``) are joined
+    into one rider (``Writes.joined``); other riders of one batch name their CTEs apart (a clash
+    fails the claim, and the batch runs again a delivery at a time)."""
     riders = _RIDERS.get()
     if riders is None:
         return False

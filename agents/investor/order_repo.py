@@ -363,8 +363,9 @@ def settlement_messages_kept(rows: Sequence[tuple[str, str, int | None, str]]) -
                FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
                     WITH ORDINALITY AS k (user_id, message_type, matching_number, body, n)
                ORDER BY n)""",
-        tuple(list(column) for column in zip(*rows, strict=True)),
+        tuple(unnest_columns(rows, 4)),
         what="settlement's messages kept",
+        appends=True,
     )
 
 
@@ -379,8 +380,9 @@ def notices_recorded(notices: Sequence[tuple[str, SettlementNotice | SettlementN
                     WITH ORDINALITY AS k (matching_number, user_id, settled, amount, currency, failure, detail, n)
                ORDER BY n
                ON CONFLICT DO NOTHING)""",
-        tuple(list(column) for column in zip(*(_notice_row(user, notice) for user, notice in notices), strict=True)),
+        tuple(unnest_columns([_notice_row(user, notice) for user, notice in notices], 7)),
         what="settlement's notices recorded",
+        appends=True,
     )
 
 

@@ -53,6 +53,7 @@ def requests_recorded(rows: Sequence[tuple[UUID, str, str, str, int]]) -> Writes
                SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[]))""",
         tuple(unnest_columns(rows, 5)),
         what="requests recorded",
+        appends=True,
     )
 
 

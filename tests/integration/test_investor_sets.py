@@ -116,7 +116,12 @@ async def kept(rt: AgentRuntime, user: str) -> tuple[list[Any], list[Any]]:
 
 # The investor agent's own statements that keep what settlement said, and its claims: in a batch
 # run all at once the kept rows ride in the claim (group_commit.ride, docs/performance.md stop 42).
-KEPT_ALONE = ("WITH said AS (", "WITH noticed AS (")
+KEPT_ALONE = (
+    "WITH said AS (",
+    "WITH noticed AS (",
+    "INSERT INTO settlement_messages",
+    "INSERT INTO settlement_notices",
+)
 CLAIMS = "WITH claimed AS ("
 
 
