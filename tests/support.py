@@ -233,12 +233,16 @@ async def rows(runtime: AgentRuntime, sql: str, *args: Any) -> list[dict[str, An
     return [dict(r) for r in await runtime.query(lambda c: c.fetch(sql, *args))]
 
 
-async def plan_nodes(connection: Any, sql: str, *args: Any) -> list[dict[str, Any]]:
+async def plan_nodes(connection: Any, sql: str, *args: Any, generic: bool = False) -> list[dict[str, Any]]:
     """Every node of the plan ``sql`` ran under (EXPLAIN ANALYZE, so each node says how many
-    times it ran), in a transaction rolled back: a statement that writes changes nothing."""
+    times it ran), in a transaction rolled back: a statement that writes changes nothing.
+    ``generic``: the plan made without the arguments' values, which a prepared statement keeps
+    after its fifth execution."""
     explained = connection.transaction()
     await explained.start()
     try:
+        if generic:
+            await connection.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         plan = json.loads(await connection.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args))
     finally:
         await explained.rollback()
