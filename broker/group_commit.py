@@ -25,7 +25,9 @@ for all of them:
 * if any handler refuses (``Rejected``) or fails, that transaction is rolled back whole and
   the batch runs again with each delivery in its own savepoint: the one that refused or
   failed is rolled back to its savepoint alone and, after the commit, dead-lettered or
-  scheduled for retry — a poisoned delivery never takes the rest of its batch down;
+  scheduled for retry — a poisoned delivery never takes the rest of its batch down (at most
+  ``SAVEPOINTS_AT_MOST`` deliveries a transaction, so that PostgreSQL keeps every
+  subtransaction in shared memory);
 * if the transaction cannot commit at all (the connection broke, a serialization failure),
   nothing of it happened: the batch is settled again one delivery at a time through
   ``Consumer.settle``, each in its own transaction, as before group commit.
@@ -245,8 +247,19 @@ async def _transaction(consumer: Consumer, items: list[_Item]) -> None:
         except _OneRefused as refused:
             log.info("group_commit_savepoints", deliveries=len(items), cause=repr(refused.__cause__))
         _forget(items)
-        async with connection.transaction():
-            await _one_savepoint_each(consumer, connection, items)
+        for start in range(0, len(items), SAVEPOINTS_AT_MOST):
+            async with connection.transaction():
+                await _one_savepoint_each(consumer, connection, items[start : start + SAVEPOINTS_AT_MOST])
+
+
+# A batch run again a savepoint each commits at most this many deliveries a transaction.
+# PostgreSQL keeps a transaction's first 64 subtransactions in shared memory
+# (PGPROC_MAX_CACHED_SUBXIDS); past them, every snapshot taken on the server looks the rest up in
+# pg_subtrans for as long as the transaction lasts, which slows every agent's statements, not
+# only this batch's. A savepoint that writes is a subtransaction, and a batch may hold
+# KABUTO_BATCH_SIZE (128) deliveries and one bundle more. What a transaction committed before a
+# later one failed is absorbed by the inbox when the batch is settled again alone.
+SAVEPOINTS_AT_MOST = 64
 
 
 class _OneRefused(Exception):

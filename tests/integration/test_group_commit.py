@@ -4,6 +4,9 @@ of its batch commits once; a redelivered batch changes nothing twice (R-001-26).
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,8 +15,10 @@ from agents.issuer.app import on_issuance_request
 from broker.consumer import Outcome
 from broker.context import Context
 from broker.errors import InputRejected, Reason, Transient
+from broker.group_commit import SAVEPOINTS_AT_MOST
 from broker.runtime import AgentDefinition, AgentRuntime, running
 from broker.settings import Settings
+from broker.topology import Names
 from schemas.identity import Role
 from schemas.issuance import CertificateIssuanceRequest
 from tests import support
@@ -149,3 +154,45 @@ async def test_a_batch_whose_scope_fails_before_the_commit_runs_again_a_delivery
     start = transactions.index(refused[0]) + len(refused)
     again = transactions[start : start + len(refused)]
     assert len(set(again)) == 1 and again[0] != refused[0]  # again in one new transaction: a savepoint each
+
+
+async def test_a_large_batch_run_again_a_savepoint_each_commits_at_most_64_savepoints_a_transaction(
+    settings: Settings, keys: Any
+) -> None:
+    """A batch larger than the 64 subtransactions PostgreSQL keeps in shared memory, its last
+    delivery refused: the batch runs again a savepoint each in transactions of at most
+    ``SAVEPOINTS_AT_MOST`` deliveries, and every other delivery is processed once."""
+    calls: list[tuple[int, int]] = []  # (transaction, shares) of each handler call
+    pushed = asyncio.Event()  # the broker has pushed every request to the consumer
+
+    async def handler(request: CertificateIssuanceRequest, ctx: Context) -> None:
+        await pushed.wait()  # the first batch waits, so the next takes every request left
+        calls.append((await ctx.connection.fetchval("SELECT txid_current()"), request.shares))
+        await on_issuance_request(request, ctx)
+        if request.shares == REFUSED:
+            raise InputRejected(Reason.SCHEMA_VIOLATION, "refused by the handler")
+
+    definition = AgentDefinition("issuer", Role.ISSUER, {CertificateIssuanceRequest: handler})
+    settings = dataclasses.replace(settings, batch_size=200, prefetch=300)
+    async with AgentRuntime(definition, settings) as issuer:
+        await support.open_offering(issuer)
+        ids = await publish_requests(settings, keys, [100 + n for n in range(149)] + [REFUSED])
+        async with running(issuer):  # all queued before the consumer starts
+            inbox = Names(settings.namespace).inbox("issuer")
+            await support.eventually(lambda: _none_ready(settings, inbox), timeout=20)
+            pushed.set()
+            done = await issuer.outcomes.wait_count(lambda s: s.outcome is Outcome.PROCESSED, 149, timeout=60)
+            refused = await issuer.outcomes.wait_for(ids[-1])
+        claimed = {r["id"] for r in await support.rows(issuer, "SELECT message_id::text AS id FROM inbox")}
+    assert {s.message_id for s in done} == claimed == set(ids[:-1])
+    assert refused.outcome is Outcome.DEAD_LETTERED and refused.reason is Reason.SCHEMA_VIOLATION
+    first, again = [i for i, (_, shares) in enumerate(calls) if shares == REFUSED]
+    batch = sum(1 for transaction, _ in calls if transaction == calls[first][0])
+    per_transaction = Counter(transaction for transaction, _ in calls[first + 1 : again + 1])
+    assert batch > SAVEPOINTS_AT_MOST, f"the refused delivery's batch held {batch}: not a large batch"
+    assert sum(per_transaction.values()) == batch
+    assert max(per_transaction.values()) <= SAVEPOINTS_AT_MOST, per_transaction
+
+
+async def _none_ready(settings: Settings, queue: str) -> bool:
+    return await support.queue_depth(settings, queue) == 0
