@@ -83,6 +83,14 @@ BatchScope = Callable[[asyncpg.Connection, Sequence[Message]], AbstractAsyncCont
 Opening = Opened | Rejected | None
 Opener = Callable[[Delivery], Opening]
 CANCEL_WITHIN = 5.0  # seconds the broker has to confirm a consumer's cancel when it stops
+# A batch run again a savepoint each commits at most this many deliveries a transaction.
+# PostgreSQL keeps a transaction's first 64 subtransactions in shared memory
+# (PGPROC_MAX_CACHED_SUBXIDS); past them, every snapshot taken on the server looks the rest up in
+# pg_subtrans for as long as the transaction lasts, which slows every agent's statements, not
+# only this batch's. A savepoint that writes is a subtransaction, and a batch may hold
+# KABUTO_BATCH_SIZE (128) deliveries and one bundle more. What a transaction committed before a
+# later one failed is absorbed by the inbox when the batch is settled again alone.
+SAVEPOINTS_AT_MOST = 64
 
 
 class Deliveries:
@@ -252,16 +260,6 @@ async def _transaction(consumer: Consumer, items: list[_Item]) -> None:
                 await _one_savepoint_each(consumer, connection, items[start : start + SAVEPOINTS_AT_MOST])
 
 
-# A batch run again a savepoint each commits at most this many deliveries a transaction.
-# PostgreSQL keeps a transaction's first 64 subtransactions in shared memory
-# (PGPROC_MAX_CACHED_SUBXIDS); past them, every snapshot taken on the server looks the rest up in
-# pg_subtrans for as long as the transaction lasts, which slows every agent's statements, not
-# only this batch's. A savepoint that writes is a subtransaction, and a batch may hold
-# KABUTO_BATCH_SIZE (128) deliveries and one bundle more. What a transaction committed before a
-# later one failed is absorbed by the inbox when the batch is settled again alone.
-SAVEPOINTS_AT_MOST = 64
-
-
 class _OneRefused(Exception):
     """A delivery of the batch refused or failed: the batch runs again, a savepoint each."""
 
@@ -386,8 +384,9 @@ async def _handle_run(consumer: Consumer, connection: asyncpg.Connection, run: l
 
 
 async def _one_savepoint_each(consumer: Consumer, connection: asyncpg.Connection, items: list[_Item]) -> None:
-    """Each delivery in a savepoint of its own; what those kept emitted stored together at the end
-    (found by an independent suite: stored a delivery at a time, nothing of the batch was packed)."""
+    """Each delivery in a savepoint of its own; what those kept emitted stored together at the end,
+    in the transaction that commits them (found by an independent suite: stored a delivery at a
+    time, nothing of the batch was packed)."""
     for item in items:
         with _bound(consumer, item.delivery, item.opened):
             await _savepoint(consumer, connection, item)
