@@ -161,12 +161,18 @@ async def test_a_large_batch_run_again_a_savepoint_each_commits_at_most_64_savep
 ) -> None:
     """A batch larger than the 64 subtransactions PostgreSQL keeps in shared memory, its last
     delivery refused: the batch runs again a savepoint each in transactions of at most
-    ``SAVEPOINTS_AT_MOST`` deliveries, and every other delivery is processed once."""
+    ``SAVEPOINTS_AT_MOST`` deliveries, and every other delivery is processed once.
+
+    A first request holds the consumer in its handler while the batch is published and pushed,
+    so the next batch takes all of it: queued before the consumer started, the requests could
+    arrive while the first batch was taken, and the refused one fall in a small batch (CI saw 14)."""
     calls: list[tuple[int, int]] = []  # (transaction, shares) of each handler call
-    pushed = asyncio.Event()  # the broker has pushed every request to the consumer
+    held, released = asyncio.Event(), asyncio.Event()
 
     async def handler(request: CertificateIssuanceRequest, ctx: Context) -> None:
-        await pushed.wait()  # the first batch waits, so the next takes every request left
+        if not held.is_set():  # the first request, alone in its batch
+            held.set()
+            await released.wait()
         calls.append((await ctx.connection.fetchval("SELECT txid_current()"), request.shares))
         await on_issuance_request(request, ctx)
         if request.shares == REFUSED:
@@ -176,19 +182,22 @@ async def test_a_large_batch_run_again_a_savepoint_each_commits_at_most_64_savep
     settings = dataclasses.replace(settings, batch_size=200, prefetch=300)
     async with AgentRuntime(definition, settings) as issuer:
         await support.open_offering(issuer)
-        ids = await publish_requests(settings, keys, [100 + n for n in range(149)] + [REFUSED])
-        async with running(issuer):  # all queued before the consumer starts
+        async with running(issuer):
+            first = await publish_requests(settings, keys, [100])
+            await support.eventually(held.is_set, timeout=20)
+            ids = await publish_requests(settings, keys, [100 + n for n in range(149)] + [REFUSED])
             inbox = Names(settings.namespace).inbox("issuer")
             await support.eventually(lambda: _none_ready(settings, inbox), timeout=20)
-            pushed.set()
-            done = await issuer.outcomes.wait_count(lambda s: s.outcome is Outcome.PROCESSED, 149, timeout=60)
+            released.set()
+            done = await issuer.outcomes.wait_count(lambda s: s.outcome is Outcome.PROCESSED, 150, timeout=60)
             refused = await issuer.outcomes.wait_for(ids[-1])
         claimed = {r["id"] for r in await support.rows(issuer, "SELECT message_id::text AS id FROM inbox")}
+    ids = first + ids
     assert {s.message_id for s in done} == claimed == set(ids[:-1])
     assert refused.outcome is Outcome.DEAD_LETTERED and refused.reason is Reason.SCHEMA_VIOLATION
-    first, again = [i for i, (_, shares) in enumerate(calls) if shares == REFUSED]
-    batch = sum(1 for transaction, _ in calls if transaction == calls[first][0])
-    per_transaction = Counter(transaction for transaction, _ in calls[first + 1 : again + 1])
+    once, again = [i for i, (_, shares) in enumerate(calls) if shares == REFUSED]
+    batch = sum(1 for transaction, _ in calls if transaction == calls[once][0])
+    per_transaction = Counter(transaction for transaction, _ in calls[once + 1 : again + 1])
     assert batch > SAVEPOINTS_AT_MOST, f"the refused delivery's batch held {batch}: not a large batch"
     assert sum(per_transaction.values()) == batch
     assert max(per_transaction.values()) <= SAVEPOINTS_AT_MOST, per_transaction
