@@ -4,16 +4,16 @@ both sides as they were — recycled and settled, both legs at once, once the bu
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from datetime import date
-from decimal import Decimal
 from uuid import UUID
 
 import asyncpg
 
 from agents import render
 from agents.demo.issuance import Say, held_certificate
-from agents.exchange import order_repo as exchange_orders
+from agents.exchange import report_repo, reporting
+from agents.exchange.reports import ReportedTrade, TradeReport, report_context
 from agents.investor import order_repo
 from agents.investor import repo as investor_repo
 from agents.investor.app import IssuanceOrder, request_certificates
@@ -22,12 +22,10 @@ from agents.investor.trading import OrderTicket, place_order
 from agents.issuer.domain import Offering
 from agents.settlement import app as settlement
 from agents.settlement import dvp_repo, instruction_desk
-from broker.context import Context
 from broker.runtime import AgentRuntime
 from broker.sealed_box import seal_account
 from broker.stock_certificates import content_of, endorse
-from schemas.certificates import EndorsedCertificate, SignedCertificate
-from schemas.dvp import CertificateLeg, SettlementInstruction
+from schemas.certificates import SignedCertificate
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
 from schemas.issuance import DividendMethod
 from schemas.trading import Side
@@ -82,14 +80,25 @@ async def _recycled(
     await investor.outcomes.reply("certificate.issued", request, timeout=30)
     certificate = await held_certificate(investor, alice, offering.issue_code, 100)
     signed = await investor.query(lambda c: _signed(c, alice, certificate.cert_id))
-    by_alice = endorse(
-        investor.identities[alice], signed, "sell_order", f"order:{alice}:negotiated-{certificate.cert_id}"
-    )
     price = offering.offer_price
-    number, sent = await exchange.command(
-        EXCHANGE_ID, lambda ctx: _report(ctx, offering, certificate.cert_id, by_alice, price, (alice, bob), accounts)
+    report_id = f"negotiated-{certificate.cert_id}"
+    trade = TradeReport(
+        report_id=report_id,
+        issue_code=offering.issue_code,
+        share_class=offering.share_class,
+        quantity=100,
+        price=price,
+        seller_user_id=alice,
+        seller_account=seal_account(investor.trust, alice, accounts[0]),  # each party seals its own (R-001-06)
+        buyer_user_id=bob,
+        buyer_account=seal_account(investor.trust, bob, accounts[1]),
+        buyer_name=bob.capitalize(),
+        buyer_address=f"2-2 Kabuto-cho, Tokyo ({bob})",
+        certificate=endorse(investor.identities[alice], signed, "sell_order", report_context(alice, report_id)),
     )
-    await ledger.outcomes.wait_for(sent, timeout=30)
+    reported = await exchange.command(EXCHANGE_ID, lambda ctx: reporting.report(ctx, trade))
+    number = reported.matching_number
+    await ledger.outcomes.wait_for(reported.instruction_id, timeout=30)
     say(
         f"  {alice} and {bob} agree 100 shares at {price:,} off the order book; the exchange reports the trade "
         f"for settlement (instruction {number}). Such a trade has no order cover, so settlement checks {bob}'s "
@@ -117,63 +126,21 @@ async def _recycled(
         rows.append([account, statement.account.owner_user_id, f"{statement.account.balance:,.0f}"])
     say("  Both legs at once: the issuer registered the 100 shares to " + bob + ", and the cash moved:")
     say(render.table(["account", "owner", "balance JPY"], rows, indent="    "))
-
-
-async def _report(
-    ctx: Context,
-    offering: Offering,
-    cert_id: UUID,
-    by_alice: EndorsedCertificate,
-    price: Decimal,
-    parties: tuple[str, str],
-    accounts: tuple[str, str],
-) -> tuple[int, UUID]:
-    """The exchange instructs settlement for a negotiated trade: a matching number of its own, the
-    certificate countersigned for it, and each party's account sealed for settlement (R-001-06), as
-    the parties hand them over."""
-    number = await exchange_orders.next_matching_number(ctx.connection)
-    certificate = endorse(ctx.identity, by_alice, "name_transfer", f"omn:{number}")
-    today = ctx.now.date()
-    sealed = (seal_account(ctx.trust, parties[0], accounts[0]), seal_account(ctx.trust, parties[1], accounts[1]))
-    instruction = _instruction(number, today, offering, cert_id, certificate, price, parties, sealed)
-    return number, ctx.emit(instruction, to=SETTLEMENT_ID).envelope.message_id
-
-
-def _instruction(
-    number: int,
-    today: date,
-    offering: Offering,
-    cert_id: UUID,
-    certificate: EndorsedCertificate,
-    price: Decimal,
-    parties: tuple[str, str],
-    accounts: tuple[str, str],
-) -> SettlementInstruction:
-    (seller, buyer), (seller_account, buyer_account) = parties, accounts
-    return SettlementInstruction(
-        matching_number=number,
-        trade_date=today,
-        intended_settlement_date=today,
-        issue_code=offering.issue_code,
-        quantity=100,
-        price=price,
-        amount=price * 100,
-        buyer_user_id=buyer,
-        buyer_account=buyer_account,
-        seller_user_id=seller,
-        seller_account=seller_account,
-        securities=CertificateLeg(
-            agent="issuer",
-            exchange_id=EXCHANGE_ID,
-            cert_id=cert_id,
-            share_class=offering.share_class,
-            certificate=certificate,
-            buyer_name=buyer.capitalize(),
-            buyer_address=f"2-2 Kabuto-cho, Tokyo ({buyer})",
-            seller_order=number,
-            seller_order_open=False,
-        ),
+    ended = await _ended_at_exchange(exchange, number)
+    say(
+        f"  The exchange kept the reported trade ({ended.status}) and moved its CertID list: {ended.new_cert_id} "
+        f"is listed for {bob}, {ended.cert_id} of {alice} is retired."
     )
+
+
+async def _ended_at_exchange(exchange: AgentRuntime, number: int, timeout: float = 30.0) -> ReportedTrade:
+    """The reported trade once settlement's last status has reached the exchange."""
+    async with asyncio.timeout(timeout):
+        while True:
+            trade = await exchange.query(lambda c: report_repo.reported(c, number))
+            if trade is not None and trade.status != "transfer_requested":
+                return trade
+            await asyncio.sleep(0.05)
 
 
 async def _show(ledger: AgentRuntime, number: int, say: Say) -> None:

@@ -13,7 +13,7 @@ from agents.exchange.book import Order
 from broker.stock_certificates import CertificateInvalid, content_of, expired, verify_certificate, verify_endorsement
 from broker.trust import TrustStore
 from schemas import market_rules as rules
-from schemas.certificates import ElectronicStockCertificate, TransferRestriction
+from schemas.certificates import ElectronicStockCertificate, ShareClass, TransferRestriction
 from schemas.identity import Participant
 from schemas.trading import OrderRefusal, OrderType, ReplaceOrder, Side, SubmitOrder
 
@@ -108,10 +108,11 @@ def _check_book_entry(order: SubmitOrder, sender: Participant, instrument: Instr
 
 def _check_price(order: SubmitOrder, instrument: Instrument) -> None:
     if order.terms.price is not None:
-        _check_price_value(order.terms.price, instrument)
+        check_price(order.terms.price, instrument)
 
 
-def _check_price_value(price: Decimal, instrument: Instrument) -> None:
+def check_price(price: Decimal, instrument: Instrument) -> None:
+    """A price on the tick and within the day's limits (seed 002 §9.6)."""
     if not rules.on_tick(price):
         raise Refused(OrderRefusal.INVALID_TICK, f"{price} is not a multiple of the tick {rules.tick_size(price)}")
     band = instrument.band
@@ -165,7 +166,7 @@ def _check_sell(
         )
     except CertificateInvalid as exc:
         raise Refused(OrderRefusal.SELLER_ENDORSEMENT_INVALID, exc.detail) from exc
-    _check_certificate_terms(order, certificate, now)  # S75–S77
+    check_certificate_terms(order.issue_code, order.share_class, certificate, now)  # S75–S77
     _check_sell_policy(order, sender, certificate)  # S78–S80
     if certificate.holder_user_id != sender.user_id:  # S81–S83
         raise Refused(
@@ -185,8 +186,11 @@ def _check_sell(
     return certificate
 
 
-def _check_certificate_terms(order: SubmitOrder, certificate: ElectronicStockCertificate, now: datetime) -> None:
-    if certificate.issue_code != order.issue_code or certificate.share_class != order.share_class:
+def check_certificate_terms(
+    issue_code: str, share_class: ShareClass, certificate: ElectronicStockCertificate, now: datetime
+) -> None:
+    """S75–S77: the certificate is of the issue and class traded, not expired, freely transferable."""
+    if certificate.issue_code != issue_code or certificate.share_class != share_class:
         raise Refused(
             OrderRefusal.WRONG_ISSUE,
             f"certificate is for {certificate.issue_code} {certificate.share_class.value}",
@@ -229,7 +233,7 @@ def replace_refusal(
         return Refusal(OrderRefusal.REPLACE_NOT_ALLOWED, "a replace keeps the order type")
     try:
         if request.price is not None:
-            _check_price_value(request.price, instrument)
+            check_price(request.price, instrument)
     except Refused as refused:
         return refused.refusal
     reduction = request.price == old.price and request.quantity <= old.remaining

@@ -10,8 +10,11 @@ account in clear: it is sealed here, on its way out, so no instruction carries o
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
+from uuid import UUID
 
 from agents.exchange.order_repo import Match, OrderRecord
+from agents.exchange.reports import TradeReport
 from broker.sealed_box import seal_account
 from broker.trust import TrustStore
 from schemas.dvp import BookEntryLeg, CertificateLeg, SettlementInstruction
@@ -26,19 +29,63 @@ def for_execution(
     securities: CertificateLeg | BookEntryLeg,
     trust: TrustStore,
 ) -> SettlementInstruction:
+    return _instruction(
+        match.matching_number,
+        today,
+        match.issue_code,
+        match.shares,
+        match.price,
+        (match.buyer_user_id, sealed_account(trust, match.buyer_user_id, buy.settlement_account)),
+        (match.seller_user_id, sealed_account(trust, match.seller_user_id, sell.settlement_account)),
+        securities,
+        cover_id=buy.cover_id,
+    )
+
+
+def for_report(
+    matching_number: int, report: TradeReport, today: date, securities: CertificateLeg, trust: TrustStore
+) -> SettlementInstruction:
+    """A trade reported off the order book (agents/exchange/reporting.py): no order, so no cover;
+    settlement checks the buyer's cash itself."""
+    return _instruction(
+        matching_number,
+        today,
+        report.issue_code,
+        report.quantity,
+        report.price,
+        (report.buyer_user_id, sealed_account(trust, report.buyer_user_id, report.buyer_account)),
+        (report.seller_user_id, sealed_account(trust, report.seller_user_id, report.seller_account)),
+        securities,
+        cover_id=None,
+    )
+
+
+def _instruction(
+    matching_number: int,
+    today: date,
+    issue_code: str,
+    quantity: int,
+    price: Decimal,
+    buyer: tuple[str, str],
+    seller: tuple[str, str],
+    securities: CertificateLeg | BookEntryLeg,
+    *,
+    cover_id: UUID | None,
+) -> SettlementInstruction:
+    """``buyer`` and ``seller``: each party and its sealed account."""
     return SettlementInstruction(
-        matching_number=match.matching_number,
+        matching_number=matching_number,
         trade_date=today,
         intended_settlement_date=today,  # exchange trades settle the same day
-        issue_code=match.issue_code,
-        quantity=match.shares,
-        price=match.price,
-        amount=match.price * match.shares,
-        buyer_user_id=match.buyer_user_id,
-        buyer_account=sealed_account(trust, match.buyer_user_id, buy.settlement_account),
-        seller_user_id=match.seller_user_id,
-        seller_account=sealed_account(trust, match.seller_user_id, sell.settlement_account),
-        cover_id=buy.cover_id,
+        issue_code=issue_code,
+        quantity=quantity,
+        price=price,
+        amount=price * quantity,
+        buyer_user_id=buyer[0],
+        buyer_account=buyer[1],
+        seller_user_id=seller[0],
+        seller_account=seller[1],
+        cover_id=cover_id,
         securities=securities,
     )
 

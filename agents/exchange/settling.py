@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agents.exchange import book_entry, instructions, order_repo, repo, standing, trading
+from agents.exchange import book_entry, instructions, order_repo, repo, report_repo, reporting, standing, trading
 from broker import logs
 from broker.context import Context
 from broker.set_based import SetBased
@@ -98,7 +98,7 @@ async def _on_statuses(messages: Sequence[tuple[InstructionStatus, Context]]) ->
         match = matches.get(message.instruction)
         with ctx.bound():
             if match is None:
-                log.warning("instruction_status_ignored", matching_number=message.instruction)
+                await _reported(message, ctx)
                 continue
             if match.status != "transfer_requested":
                 continue
@@ -124,7 +124,7 @@ async def _on_status(message: InstructionStatus, ctx: Context) -> None:
     """One status, one by one (after a set's unusual end): kept, and the trade ended if it ends."""
     match = await order_repo.settlement_status(ctx.connection, *_said(message))
     if match is None:
-        log.warning("instruction_status_ignored", matching_number=message.instruction)
+        await _reported(message, ctx)
     elif match.status != "transfer_requested":
         return
     elif _pending(message.status):
@@ -134,6 +134,23 @@ async def _on_status(message: InstructionStatus, ctx: Context) -> None:
         await _settle_all([_Settling(ctx, match, message.delivery)])
     else:
         await _ended(ctx, message, match)
+
+
+async def _reported(message: InstructionStatus, ctx: Context) -> None:
+    """A status of no match of the order book: a reported trade's (agents/exchange/reporting.py),
+    kept, and the trade ended if it ends; of no trade at all, ignored with a warning."""
+    trade = await report_repo.said(ctx.connection, *_said(message))
+    if trade is None:
+        log.warning("instruction_status_ignored", matching_number=message.instruction)
+    elif trade.status != "transfer_requested":
+        return
+    elif _pending(message.status):
+        log.info("instruction_pending", matching_number=trade.matching_number, reason=_reason(message))
+    elif message.status.settlement is SettlementStatus.SETTLED:
+        assert isinstance(message.delivery, CertificateDelivery)  # a reported trade's leg is a certificate
+        await reporting.settled(ctx, trade, message.delivery)
+    else:
+        await reporting.failed(ctx, trade, _reason(message) or "", message.status.reason in _CERTIFICATE_DEAD)
 
 
 def _said(message: InstructionStatus) -> tuple[int, str, str | None]:

@@ -1,0 +1,148 @@
+"""Trades agreed off the order book and reported to the exchange for settlement (docs/dvp.md,
+"Reported trades"): what a report carries, and the checks it must pass. Pure: the caller reads
+what the checks need (``ReportBooks``) and passes it in.
+
+A report is the parties' own agreement — a seller, a buyer, the shares and the price — with the
+seller's certificate countersigned for it, as a sell order carries one (S72). The exchange takes
+no decision on the terms beyond the day's price rules; it checks that the certificate is the
+seller's, listed, and free (S81–S86), and then instructs settlement as for one of its own
+matches. Such a trade has no order cover: settlement checks the buyer's cash itself, and a trade
+the buyer cannot pay waits, pending, until it can (R-001-26).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.exchange.acceptance import Instrument, Refused, check_certificate_terms, check_price
+from broker.stock_certificates import CertificateInvalid, verify_certificate, verify_endorsement
+from broker.trust import TrustStore
+from schemas.certificates import ElectronicStockCertificate, EndorsedCertificate, IssueCode, ShareClass
+from schemas.identity import ParticipantId
+from schemas.money import AccountId, Price, Quantity
+from schemas.sealed import SealedText
+from schemas.trading import ClientOrderId, OrderRefusal
+
+
+class TradeReport(BaseModel):
+    """A trade two parties agreed off the order book, as they hand it to the exchange."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    report_id: ClientOrderId = Field(description="The parties' reference, unique for the seller.")
+    issue_code: IssueCode
+    share_class: ShareClass = ShareClass.COMMON
+    quantity: Quantity
+    price: Price
+    seller_user_id: ParticipantId
+    seller_account: SealedText | AccountId = Field(description="Sealed to settlement by the seller (R-001-06).")
+    buyer_user_id: ParticipantId
+    buyer_account: SealedText | AccountId = Field(description="Sealed to settlement by the buyer (R-001-06).")
+    buyer_name: str = Field(min_length=1, max_length=200)
+    buyer_address: str = Field(min_length=1, max_length=400)
+    certificate: EndorsedCertificate = Field(
+        description="The seller's certificate, countersigned for a sell in ``report_context``."
+    )
+
+
+def report_context(seller_user_id: str, report_id: str) -> str:
+    """What the seller's countersignature is bound to: this report and no other. The issuer takes
+    it as a sell order's (``order:<seller>:…``), since it checks the seller agreed to sell."""
+    return f"order:{seller_user_id}:report-{report_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportBooks:
+    """What the exchange's books say about a report's issue and certificate."""
+
+    instrument: Instrument | None
+    duplicate: bool  # the seller reported under this id before
+    listed_holder: str | None  # the CertID list's holder of the certificate, if valid
+    committed_to: int | None  # the live sell order the CertID backs
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedTrade:
+    """A reported trade as the exchange keeps it."""
+
+    matching_number: int
+    report_id: str
+    issue_code: str
+    cert_id: UUID
+    shares: int
+    price: Decimal
+    seller_user_id: str
+    buyer_user_id: str
+    instruction_id: UUID  # the settlement instruction's message id
+    status: str  # transfer_requested, completed or failed
+    settlement_status: str | None = None
+    settlement_failure: str | None = None
+    new_cert_id: UUID | None = None
+
+
+def check(report: TradeReport, books: ReportBooks, trust: TrustStore, now: datetime) -> ElectronicStockCertificate:
+    """Every check a report must pass; returns the seller's verified certificate, or raises ``Refused``."""
+    if report.buyer_user_id == report.seller_user_id:
+        raise Refused(OrderRefusal.USER_MISMATCH, f"{report.seller_user_id} cannot trade with itself")
+    if books.instrument is None:
+        raise Refused(OrderRefusal.UNKNOWN_ISSUE, f"{report.issue_code} is not listed")
+    if books.duplicate:
+        raise Refused(
+            OrderRefusal.DUPLICATE_CLIENT_ORDER_ID,
+            f"{report.seller_user_id} reported {report.report_id} before",
+        )
+    check_price(report.price, books.instrument)
+    certificate = _verified(report, trust, now)
+    check_certificate_terms(report.issue_code, report.share_class, certificate, now)  # S75–S77
+    if report.quantity > certificate.shares:
+        raise Refused(
+            OrderRefusal.SHORT_SELLING_PROHIBITED,
+            f"selling {report.quantity} against a certificate of {certificate.shares} shares",
+        )
+    if certificate.holder_user_id != report.seller_user_id:  # S81–S83
+        raise Refused(
+            OrderRefusal.HOLDER_MISMATCH,
+            f"certificate is held by {certificate.holder_user_id}, the seller is {report.seller_user_id}",
+        )
+    if books.listed_holder != certificate.holder_user_id:  # S84–S86
+        raise Refused(
+            OrderRefusal.CERTIFICATE_NOT_LISTED,
+            f"CertID {certificate.cert_id} of {certificate.holder_user_id} is not valid in the CertID list",
+        )
+    if books.committed_to is not None:
+        raise Refused(
+            OrderRefusal.CERTIFICATE_ALREADY_COMMITTED,
+            f"CertID {certificate.cert_id} backs order {books.committed_to}",
+        )
+    return certificate
+
+
+def _verified(report: TradeReport, trust: TrustStore, now: datetime) -> ElectronicStockCertificate:
+    """S72: the issuer's signature, and the seller's countersignature for this report."""
+    try:
+        certificate = verify_certificate(report.certificate.certificate, trust)
+    except CertificateInvalid as exc:
+        raise Refused(OrderRefusal.CERTIFICATE_SIGNATURE_INVALID, exc.detail) from exc
+    if len(report.certificate.endorsements) != 1:
+        raise Refused(
+            OrderRefusal.SELLER_ENDORSEMENT_INVALID,
+            f"the certificate carries {len(report.certificate.endorsements)} endorsements, not the seller's alone",
+        )
+    try:
+        verify_endorsement(
+            report.certificate,
+            0,
+            trust,
+            endorser=report.seller_user_id,
+            purpose="sell_order",
+            context=report_context(report.seller_user_id, report.report_id),
+            now=now,
+        )
+    except CertificateInvalid as exc:
+        raise Refused(OrderRefusal.SELLER_ENDORSEMENT_INVALID, exc.detail) from exc
+    return certificate
