@@ -168,22 +168,28 @@ def _check_sell(
         raise Refused(OrderRefusal.SELLER_ENDORSEMENT_INVALID, exc.detail) from exc
     check_certificate_terms(order.issue_code, order.share_class, certificate, now)  # S75–S77
     _check_sell_policy(order, sender, certificate)  # S78–S80
-    if certificate.holder_user_id != sender.user_id:  # S81–S83
+    check_seller_holds(certificate, sender.user_id, books.listed_holder, books.committed_to)
+    return certificate
+
+
+def check_seller_holds(
+    certificate: ElectronicStockCertificate, seller: str, listed_holder: str | None, committed_to: int | None
+) -> None:
+    """S81–S86: the certificate is the seller's, valid in the CertID list, and backs no live sell order."""
+    if certificate.holder_user_id != seller:  # S81–S83
         raise Refused(
-            OrderRefusal.HOLDER_MISMATCH,
-            f"certificate is held by {certificate.holder_user_id}, the order is from {sender.user_id}",
+            OrderRefusal.HOLDER_MISMATCH, f"certificate is held by {certificate.holder_user_id}, the seller is {seller}"
         )
-    if books.listed_holder != certificate.holder_user_id:  # S84–S86
+    if listed_holder != certificate.holder_user_id:  # S84–S86
         raise Refused(
             OrderRefusal.CERTIFICATE_NOT_LISTED,
             f"CertID {certificate.cert_id} of {certificate.holder_user_id} is not in the CertID list",
         )
-    if books.committed_to is not None:
+    if committed_to is not None:
         raise Refused(
             OrderRefusal.CERTIFICATE_ALREADY_COMMITTED,
-            f"CertID {certificate.cert_id} already backs order {books.committed_to}",
+            f"CertID {certificate.cert_id} already backs order {committed_to}",
         )
-    return certificate
 
 
 def check_certificate_terms(

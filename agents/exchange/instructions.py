@@ -35,9 +35,10 @@ def for_execution(
         match.issue_code,
         match.shares,
         match.price,
-        (match.buyer_user_id, sealed_account(trust, match.buyer_user_id, buy.settlement_account)),
-        (match.seller_user_id, sealed_account(trust, match.seller_user_id, sell.settlement_account)),
+        (match.buyer_user_id, buy.settlement_account),
+        (match.seller_user_id, sell.settlement_account),
         securities,
+        trust,
         cover_id=buy.cover_id,
     )
 
@@ -53,9 +54,10 @@ def for_report(
         report.issue_code,
         report.quantity,
         report.price,
-        (report.buyer_user_id, sealed_account(trust, report.buyer_user_id, report.buyer_account)),
-        (report.seller_user_id, sealed_account(trust, report.seller_user_id, report.seller_account)),
+        (report.buyer_user_id, report.buyer_account),
+        (report.seller_user_id, report.seller_account),
         securities,
+        trust,
         cover_id=None,
     )
 
@@ -69,10 +71,11 @@ def _instruction(
     buyer: tuple[str, str],
     seller: tuple[str, str],
     securities: CertificateLeg | BookEntryLeg,
+    trust: TrustStore,
     *,
     cover_id: UUID | None,
 ) -> SettlementInstruction:
-    """``buyer`` and ``seller``: each party and its sealed account."""
+    """``buyer`` and ``seller``: each party and its account as stored, sealed here if it is not."""
     return SettlementInstruction(
         matching_number=matching_number,
         trade_date=today,
@@ -82,9 +85,9 @@ def _instruction(
         price=price,
         amount=price * quantity,
         buyer_user_id=buyer[0],
-        buyer_account=buyer[1],
+        buyer_account=sealed_account(trust, *buyer),
         seller_user_id=seller[0],
-        seller_account=seller[1],
+        seller_account=sealed_account(trust, *seller),
         cover_id=cover_id,
         securities=securities,
     )

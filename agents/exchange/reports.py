@@ -19,7 +19,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.exchange.acceptance import Instrument, Refused, check_certificate_terms, check_price
+from agents.exchange.acceptance import Instrument, Refused, check_certificate_terms, check_price, check_seller_holds
 from broker.stock_certificates import CertificateInvalid, verify_certificate, verify_endorsement
 from broker.trust import TrustStore
 from schemas.certificates import ElectronicStockCertificate, EndorsedCertificate, IssueCode, ShareClass
@@ -104,21 +104,7 @@ def check(report: TradeReport, books: ReportBooks, trust: TrustStore, now: datet
             OrderRefusal.SHORT_SELLING_PROHIBITED,
             f"selling {report.quantity} against a certificate of {certificate.shares} shares",
         )
-    if certificate.holder_user_id != report.seller_user_id:  # S81–S83
-        raise Refused(
-            OrderRefusal.HOLDER_MISMATCH,
-            f"certificate is held by {certificate.holder_user_id}, the seller is {report.seller_user_id}",
-        )
-    if books.listed_holder != certificate.holder_user_id:  # S84–S86
-        raise Refused(
-            OrderRefusal.CERTIFICATE_NOT_LISTED,
-            f"CertID {certificate.cert_id} of {certificate.holder_user_id} is not valid in the CertID list",
-        )
-    if books.committed_to is not None:
-        raise Refused(
-            OrderRefusal.CERTIFICATE_ALREADY_COMMITTED,
-            f"CertID {certificate.cert_id} backs order {books.committed_to}",
-        )
+    check_seller_holds(certificate, report.seller_user_id, books.listed_holder, books.committed_to)
     return certificate
 
 
