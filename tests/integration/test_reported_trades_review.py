@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -34,8 +35,8 @@ from broker.consumer import Outcome
 from broker.pki import KeyStore
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
-from broker.stock_certificates import content_of, endorse
-from schemas.certificates import EndorsedCertificate, SignedCertificate
+from broker.stock_certificates import content_of, endorse, sign_certificate
+from schemas.certificates import EndorsedCertificate, SignedCertificate, TransferRestriction
 from schemas.dvp import (
     CertificateDelivery,
     DvpReason,
@@ -182,6 +183,7 @@ def status_of(
             reason=reason,
             quantity=shares,
             amount=Decimal(1000 * shares),
+            settled_amount=Decimal(0),
         ),
         delivery=delivery,
     )
@@ -371,7 +373,7 @@ async def test_a_sell_orders_countersignature_is_not_taken_as_a_report(settings:
         cert_id = await setup(rt)
         await place(rt, "alice", sell("report-x1", 500, cert_id, price="1200"))
         order = await exchange_order(rt, "report-x1")
-        cancel_id = await rt["investor"].command("alice", cancel_order(order["acceptance_number"]))
+        cancel_id = await rt["investor"].command("alice", cancel_order(order["client_order_id"]))
         await rt["investor"].outcomes.wait(answer_to(cancel_id, "order.cancelled", "order.cancel_refused"))
 
         async def cancelled() -> bool:
@@ -385,7 +387,16 @@ async def test_a_sell_orders_countersignature_is_not_taken_as_a_report(settings:
         report = await report_of(
             keys, endorsed, report_id="x1", price=Decimal(700), endorsed=endorsed
         )  # the order's certificate, as the exchange holds it
-        assert await refused(rt, report) is OrderRefusal.SELLER_ENDORSEMENT_INVALID
+        try:
+            trade = await reported(rt, report)
+        except Refused as exc:
+            assert exc.refusal.reason is OrderRefusal.SELLER_ENDORSEMENT_INVALID
+            return
+        row = await ended(rt, trade.matching_number)
+        pytest.fail(
+            f"the sell order's countersignature was taken as the report's: trade {row['status']} at "
+            f"{row['price']}, register {await register(rt)}"
+        )
 
 
 # --- how a reported trade ends ------------------------------------------------------------------
@@ -544,7 +555,7 @@ async def test_a_partial_reports_remainder_backs_a_sell_order_and_then_another_r
             )
             is OrderRefusal.CERTIFICATE_ALREADY_COMMITTED
         )
-        cancel_id = await rt["investor"].command("alice", cancel_order(order["acceptance_number"]))
+        cancel_id = await rt["investor"].command("alice", cancel_order(order["client_order_id"]))
         await rt["investor"].outcomes.wait(answer_to(cancel_id, "order.cancelled", "order.cancel_refused"))
 
         async def closed() -> bool:
@@ -620,3 +631,91 @@ async def test_a_reported_and_a_matched_trade_settle_side_by_side(settings: Sett
         assert await register(rt) == [("bob", 500, None), ("carol", 500, None)]
         assert await reconcile.differences(settings) == []
         await conserved(rt, 1000)
+
+
+async def test_a_certificate_in_a_live_reported_trade_is_refused_and_the_buyers_new_one_can_be_reported_on(
+    settings: Settings, keys: KeyStore
+) -> None:
+    """While the first trade waits, the seller's certificate is not listed (a second report is
+    refused and nothing more is instructed); once it settled, the old CertID stays refused, and
+    the buyer's new certificate can itself be reported on to carol."""
+    async with support.agents(settings, *AGENTS) as rt:
+        cert_id = await setup(rt, Decimal(100_000))
+        signed = await signed_of(rt, "alice", cert_id)
+        first = await reported(rt, await report_of(keys, signed, report_id="one"))
+        await kept_status(rt, first.matching_number, "pending")
+        again = await report_of(keys, signed, report_id="two", buyer="carol")
+        assert await refused(rt, again) is OrderRefusal.CERTIFICATE_NOT_LISTED
+        assert len(await settlement_instructions(rt)) == 1
+
+        await rt["settlement"].command(SETTLEMENT_ID, ledger.deposit("bob-cash", Decimal(900_000), "top-up"))
+        assert (await rt["settlement"].command(SETTLEMENT_ID, instruction_desk.recycle()))["attempted"] == 1
+        row = await ended(rt, first.matching_number)
+        assert row["status"] == "completed"
+        assert await refused(rt, again) is OrderRefusal.CERTIFICATE_NOT_LISTED
+
+        async def bob_holds() -> bool:
+            held = await rt["investor"].query(lambda c: investor_repo.held(c, "bob"))
+            return any(content_of(s).cert_id == row["new_cert_id"] for s in held)
+
+        await support.eventually(bob_holds, timeout=30)
+        onward = await reported(
+            rt,
+            await report_of(
+                keys, await signed_of(rt, "bob", row["new_cert_id"]), seller="bob", buyer="carol", report_id="one"
+            ),
+        )
+        assert (await ended(rt, onward.matching_number))["status"] == "completed"
+        assert await register(rt) == [("carol", 500, None)]
+        assert await reconcile.differences(settings) == []
+        await conserved(rt, 500)
+
+
+async def test_certificates_the_checks_must_refuse(settings: Settings, keys: KeyStore) -> None:
+    """Certificates signed by the real issuer key but expired, transfer-restricted, of another
+    issue, or signed by someone else, or carrying a second endorsement: each refused with the
+    sell order's reason; nothing kept or sent."""
+    async with support.agents(settings, *AGENTS) as rt:
+        await setup(rt)
+        issuer = keys.load_identity("issuer")
+        alice = keys.load_identity("alice")
+        yesterday = date.today() - timedelta(days=1)
+        cases: list[tuple[str, SignedCertificate, OrderRefusal]] = [
+            (
+                "expired",
+                sign_certificate(issuer, support.stock_certificate(expires_on=yesterday)),
+                OrderRefusal.CERTIFICATE_EXPIRED,
+            ),
+            (
+                "restricted",
+                sign_certificate(
+                    issuer, support.stock_certificate(transfer_restriction=TransferRestriction.BOARD_APPROVAL_REQUIRED)
+                ),
+                OrderRefusal.TRANSFER_RESTRICTED,
+            ),
+            (
+                "other issue",
+                sign_certificate(issuer, support.stock_certificate(issue_code="OTHR")),
+                OrderRefusal.WRONG_ISSUE,
+            ),
+            (
+                "forged",
+                sign_certificate(alice, support.stock_certificate()),
+                OrderRefusal.CERTIFICATE_SIGNATURE_INVALID,
+            ),
+            ("unlisted", sign_certificate(issuer, support.stock_certificate()), OrderRefusal.CERTIFICATE_NOT_LISTED),
+        ]
+        for n, (name, signed, reason) in enumerate(cases):
+            got = await refused(rt, await report_of(keys, signed, report_id=f"c-{n}"))
+            assert got is reason, name
+        # the seller's countersignature and then another's: not the seller's alone
+        signed = sign_certificate(issuer, support.stock_certificate())
+        twice = endorse(
+            keys.load_identity("carol"),
+            endorse(alice, signed, "sell_order", report_context("alice", "c-twice")),
+            "sell_order",
+            "order:carol:x",
+        )
+        report = await report_of(keys, signed, report_id="c-twice", endorsed=twice)
+        assert await refused(rt, report) is OrderRefusal.SELLER_ENDORSEMENT_INVALID
+        assert await trades(rt) == [] and await settlement_instructions(rt) == []
