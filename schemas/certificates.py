@@ -82,7 +82,8 @@ class SignedCertificate(BaseModel):
     issuer_signature: IssuerSignature
 
 
-EndorsementPurpose = Literal["sell_order", "name_transfer", "transfer"]
+# trade_report: a buyer's consent to a trade reported off the order book (agents/exchange/reports.py).
+EndorsementPurpose = Literal["sell_order", "name_transfer", "transfer", "trade_report"]
 
 
 class Endorsement(BaseModel):

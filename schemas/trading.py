@@ -155,6 +155,8 @@ class OrderRefusal(StrEnum):
     COVER_REQUIRED = "cover_required"
     # The settlement account's box does not open with settlement's key (R-001-06).
     SEALED_FIELD_INVALID = "sealed_field_invalid"
+    # A trade reported off the order book whose buyer did not countersign its terms (docs/dvp.md).
+    BUYER_CONSENT_INVALID = "buyer_consent_invalid"
 
 
 @message("order.accepted", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})

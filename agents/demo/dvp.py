@@ -12,8 +12,8 @@ import asyncpg
 
 from agents import render
 from agents.demo.issuance import Say, held_certificate
-from agents.exchange import report_repo, reporting
-from agents.exchange.reports import ReportedTrade, TradeReport, report_context
+from agents.exchange import report_repo, reporting, reports
+from agents.exchange.reports import ReportedTrade, ReportTerms, TradeReport
 from agents.investor import order_repo
 from agents.investor import repo as investor_repo
 from agents.investor.app import IssuanceOrder, request_certificates
@@ -24,7 +24,7 @@ from agents.settlement import app as settlement
 from agents.settlement import dvp_repo, instruction_desk
 from broker.runtime import AgentRuntime
 from broker.sealed_box import seal_account
-from broker.stock_certificates import content_of, endorse
+from broker.stock_certificates import content_of
 from schemas.certificates import SignedCertificate
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
 from schemas.issuance import DividendMethod
@@ -81,20 +81,24 @@ async def _recycled(
     certificate = await held_certificate(investor, alice, offering.issue_code, 100)
     signed = await investor.query(lambda c: _signed(c, alice, certificate.cert_id))
     price = offering.offer_price
-    report_id = f"negotiated-{certificate.cert_id}"
+    terms = ReportTerms(
+        f"negotiated-{certificate.cert_id}", offering.issue_code, offering.share_class, 100, price, alice, bob
+    )
+    by_alice = reports.sold(investor.identities[alice], signed, terms)  # each party signs the terms
     trade = TradeReport(
-        report_id=report_id,
+        report_id=terms.report_id,
         issue_code=offering.issue_code,
         share_class=offering.share_class,
         quantity=100,
         price=price,
         seller_user_id=alice,
-        seller_account=seal_account(investor.trust, alice, accounts[0]),  # each party seals its own (R-001-06)
+        seller_account=seal_account(investor.trust, alice, accounts[0]),  # and seals its own account (R-001-06)
         buyer_user_id=bob,
         buyer_account=seal_account(investor.trust, bob, accounts[1]),
         buyer_name=bob.capitalize(),
         buyer_address=f"2-2 Kabuto-cho, Tokyo ({bob})",
-        certificate=endorse(investor.identities[alice], signed, "sell_order", report_context(alice, report_id)),
+        certificate=by_alice,
+        buyer_consent=reports.bought(investor.identities[bob], by_alice, terms),
     )
     reported = await exchange.command(EXCHANGE_ID, lambda ctx: reporting.report(ctx, trade))
     number = reported.matching_number

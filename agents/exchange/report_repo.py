@@ -16,19 +16,21 @@ _COLUMNS = """matching_number, report_id, issue_code, cert_id, shares, price, se
 
 
 async def books(connection: asyncpg.Connection, report: TradeReport, cert_id: UUID) -> ReportBooks:
-    """What the checks need, in one round trip. The issue's instrument row is locked first, as a
-    command closing the day does: an order batch of the issue reads the CertID list only after
-    this transaction ends, so a sell order cannot take the certificate a report is taking."""
+    """What the checks need. The issue's instrument row is locked first, as a command closing the
+    day does, so that an order batch of the issue reads the CertID list only after this
+    transaction ends; and the books are read after the lock, in a statement of their own: one
+    that waited for the lock inside it would read them as they were before it waited, missing
+    what the holder committed (found by review: a sell order and a report of one certificate
+    were both accepted; prices.py says the same of its quotes)."""
+    await connection.execute("SELECT 1 FROM instruments WHERE issue_code = $1 FOR UPDATE", report.issue_code)
     row = await connection.fetchrow(
-        """WITH i AS (SELECT issue_code, share_class, reference_price, last_price FROM instruments
-                      WHERE issue_code = $1 FOR UPDATE)
-           SELECT i.issue_code, i.share_class, i.reference_price, i.last_price,
+        """SELECT i.issue_code, i.share_class, i.reference_price, i.last_price,
                   EXISTS (SELECT 1 FROM reported_trades r
                           WHERE r.seller_user_id = $3 AND r.report_id = $4) AS duplicate,
                   (SELECT l.user_id FROM certid_list l WHERE l.cert_id = $2 AND l.status = 'valid') AS listed_holder,
                   (SELECT c.acceptance_number FROM orders c
                     WHERE c.cert_id = $2 AND c.status = 'open' AND c.side = 'sell') AS committed_to
-           FROM (VALUES (1)) AS one LEFT JOIN i ON true""",
+           FROM (VALUES (1)) AS one LEFT JOIN instruments i ON i.issue_code = $1""",
         report.issue_code,
         cert_id,
         report.seller_user_id,
@@ -70,10 +72,15 @@ async def kept(
 async def said(
     connection: asyncpg.Connection, matching_number: int, status: str, failure: str | None
 ) -> ReportedTrade | None:
-    """Settlement's latest status of a reported trade, kept; None: no reported trade has that number."""
+    """Settlement's latest status of a reported trade, kept while the trade is unsettled (a status
+    that arrives after its end changes nothing); None: no reported trade has that number."""
     row = await connection.fetchrow(
-        f"""UPDATE reported_trades SET settlement_status = $2, settlement_failure = $3
-            WHERE matching_number = $1 RETURNING {_COLUMNS}""",
+        f"""WITH said AS (
+                UPDATE reported_trades SET settlement_status = $2, settlement_failure = $3
+                WHERE matching_number = $1 AND status = 'transfer_requested' RETURNING {_COLUMNS})
+            SELECT * FROM said
+            UNION ALL
+            SELECT {_COLUMNS} FROM reported_trades WHERE matching_number = $1 AND NOT EXISTS (SELECT 1 FROM said)""",
         matching_number,
         status,
         failure,

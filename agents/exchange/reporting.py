@@ -9,6 +9,8 @@ order book has the number) and moves the CertID list when it settles (S127).
 
 from __future__ import annotations
 
+import asyncpg
+
 from agents.exchange import instructions, order_repo, repo, report_repo
 from agents.exchange.acceptance import Refused
 from agents.exchange.reports import ReportedTrade, TradeReport, check
@@ -20,6 +22,11 @@ from schemas.identity import SETTLEMENT_ID
 from schemas.trading import OrderRefusal
 
 log = logs.get("kabuto.exchange")
+# What a unique constraint of reported_trades (migration 0083) stands for, as a refusal.
+_CONSTRAINTS = {
+    "reported_trades_seller_user_id_report_id_key": OrderRefusal.DUPLICATE_CLIENT_ORDER_ID,
+    "reported_trades_one_live_per_certificate": OrderRefusal.CERTIFICATE_NOT_LISTED,
+}
 
 
 async def report(ctx: Context, trade: TradeReport) -> ReportedTrade:
@@ -44,7 +51,12 @@ async def report(ctx: Context, trade: TradeReport) -> ReportedTrade:
         seller_order_open=False,
     )
     sealed = ctx.emit(instructions.for_report(number, trade, ctx.now.date(), leg, ctx.trust), to=SETTLEMENT_ID)
-    kept = await report_repo.kept(ctx.connection, number, trade, cert_id, sealed)
+    try:
+        kept = await report_repo.kept(ctx.connection, number, trade, cert_id, sealed)
+    except asyncpg.UniqueViolationError as exc:  # the lock above orders reports; kept as a second guard
+        raise Refused(
+            _CONSTRAINTS.get(exc.constraint_name or "", OrderRefusal.CERTIFICATE_NOT_LISTED), str(exc)
+        ) from exc
     log.info("trade_reported", matching_number=number, report_id=trade.report_id, cert_id=str(cert_id))
     return kept
 

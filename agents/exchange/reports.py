@@ -2,8 +2,11 @@
 "Reported trades"): what a report carries, and the checks it must pass. Pure: the caller reads
 what the checks need (``ReportBooks``) and passes it in.
 
-A report is the parties' own agreement — a seller, a buyer, the shares and the price — with the
-seller's certificate countersigned for it, as a sell order carries one (S72). The exchange takes
+A report is the parties' own agreement — a seller, a buyer, the shares and the price — signed by
+both: the seller countersigns its certificate for those terms, as a sell order carries one
+(S72), and the buyer countersigns that for the same terms, since the cash it will pay has no
+order of its to stand on (found by review: a first version took the buyer's account from
+anyone, and the seller's consent in a context a sell order could have signed). The exchange takes
 no decision on the terms beyond the day's price rules; it checks that the certificate is the
 seller's, listed, and free (S81–S86), and then instructs settlement as for one of its own
 matches. Such a trade has no order cover: settlement checks the buyer's cash itself, and a trade
@@ -12,6 +15,7 @@ the buyer cannot pay waits, pending, until it can (R-001-26).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -20,13 +24,60 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.exchange.acceptance import Instrument, Refused, check_certificate_terms, check_price, check_seller_holds
-from broker.stock_certificates import CertificateInvalid, verify_certificate, verify_endorsement
+from broker.pki import Identity
+from broker.stock_certificates import CertificateInvalid, endorse, verify_certificate, verify_endorsement
 from broker.trust import TrustStore
-from schemas.certificates import ElectronicStockCertificate, EndorsedCertificate, IssueCode, ShareClass
+from schemas.certificates import (
+    ElectronicStockCertificate,
+    EndorsedCertificate,
+    Endorsement,
+    EndorsementPurpose,
+    IssueCode,
+    ShareClass,
+    SignedCertificate,
+)
 from schemas.identity import ParticipantId
 from schemas.money import AccountId, Price, Quantity
 from schemas.sealed import SealedText
 from schemas.trading import ClientOrderId, OrderRefusal
+
+TERMS_V1 = "kabuto-trade-report-v1"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportTerms:
+    """What both parties agree to, and countersign: the seller to sell, the buyer to buy."""
+
+    report_id: str
+    issue_code: str
+    share_class: ShareClass
+    quantity: int
+    price: Decimal
+    seller_user_id: str
+    buyer_user_id: str
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the terms, one per line, the price in its shortest form (docs/signatures.md §4)."""
+        price = format(self.price.normalize(), "f")
+        lines = [TERMS_V1, self.report_id, self.issue_code, self.share_class.value, str(self.quantity), price]
+        return hashlib.sha256("\n".join([*lines, self.seller_user_id, self.buyer_user_id]).encode()).hexdigest()
+
+    def context(self, party: str) -> str:
+        """What a party's countersignature is bound to: these terms and no others. The seller's,
+        ``report:<seller>:…`` with purpose ``sell_order``, is what the issuer takes as its consent
+        to the name transfer, as it takes ``order:<seller>:…`` for a sell order's."""
+        return f"report:{party}:{self.digest()}"
+
+
+def sold(seller: Identity, certificate: SignedCertificate, terms: ReportTerms) -> EndorsedCertificate:
+    """The seller's certificate countersigned for a sale on ``terms``."""
+    return endorse(seller, certificate, "sell_order", terms.context(terms.seller_user_id))
+
+
+def bought(buyer: Identity, sold_certificate: EndorsedCertificate, terms: ReportTerms) -> Endorsement:
+    """The buyer's consent: its countersignature of the seller's, for ``terms``. It travels beside
+    the certificate to the exchange, not on it: the issuer sees the seller's and the exchange's."""
+    return endorse(buyer, sold_certificate, "trade_report", terms.context(terms.buyer_user_id)).endorsements[-1]
 
 
 class TradeReport(BaseModel):
@@ -46,14 +97,21 @@ class TradeReport(BaseModel):
     buyer_name: str = Field(min_length=1, max_length=200)
     buyer_address: str = Field(min_length=1, max_length=400)
     certificate: EndorsedCertificate = Field(
-        description="The seller's certificate, countersigned for a sell in ``report_context``."
+        description="The seller's certificate, countersigned for the terms (``sold``)."
     )
+    buyer_consent: Endorsement = Field(description="The buyer's countersignature of it, for the terms (``bought``).")
 
-
-def report_context(seller_user_id: str, report_id: str) -> str:
-    """What the seller's countersignature is bound to: this report and no other. The issuer takes
-    it as a sell order's (``order:<seller>:…``), since it checks the seller agreed to sell."""
-    return f"order:{seller_user_id}:report-{report_id}"
+    @property
+    def terms(self) -> ReportTerms:
+        return ReportTerms(
+            self.report_id,
+            self.issue_code,
+            self.share_class,
+            self.quantity,
+            self.price,
+            self.seller_user_id,
+            self.buyer_user_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +167,7 @@ def check(report: TradeReport, books: ReportBooks, trust: TrustStore, now: datet
 
 
 def _verified(report: TradeReport, trust: TrustStore, now: datetime) -> ElectronicStockCertificate:
-    """S72: the issuer's signature, and the seller's countersignature for this report."""
+    """S72: the issuer's signature, the seller's countersignature for these terms, and the buyer's of it."""
     try:
         certificate = verify_certificate(report.certificate.certificate, trust)
     except CertificateInvalid as exc:
@@ -119,16 +177,30 @@ def _verified(report: TradeReport, trust: TrustStore, now: datetime) -> Electron
             OrderRefusal.SELLER_ENDORSEMENT_INVALID,
             f"the certificate carries {len(report.certificate.endorsements)} endorsements, not the seller's alone",
         )
-    try:
-        verify_endorsement(
-            report.certificate,
-            0,
-            trust,
-            endorser=report.seller_user_id,
-            purpose="sell_order",
-            context=report_context(report.seller_user_id, report.report_id),
-            now=now,
-        )
-    except CertificateInvalid as exc:
-        raise Refused(OrderRefusal.SELLER_ENDORSEMENT_INVALID, exc.detail) from exc
+    terms = report.terms
+    seller, buyer = report.seller_user_id, report.buyer_user_id
+    _countersigned(report.certificate, 0, seller, "sell_order", terms.context(seller), trust, now)
+    chain = [*report.certificate.endorsements, report.buyer_consent]
+    consented = report.certificate.model_copy(update={"endorsements": chain})
+    _countersigned(consented, 1, buyer, "trade_report", terms.context(buyer), trust, now)
     return certificate
+
+
+def _countersigned(
+    endorsed: EndorsedCertificate,
+    index: int,
+    party: str,
+    purpose: EndorsementPurpose,
+    context: str,
+    trust: TrustStore,
+    now: datetime,
+) -> None:
+    """Endorsement ``index`` is ``party``'s for ``purpose`` in ``context``; else ``Refused`` with
+    the seller's or the buyer's reason, by ``purpose``."""
+    try:
+        verify_endorsement(endorsed, index, trust, endorser=party, purpose=purpose, context=context, now=now)
+    except CertificateInvalid as exc:
+        reason = (
+            OrderRefusal.SELLER_ENDORSEMENT_INVALID if purpose == "sell_order" else OrderRefusal.BUYER_CONSENT_INVALID
+        )
+        raise Refused(reason, exc.detail) from exc

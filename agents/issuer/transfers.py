@@ -87,8 +87,11 @@ def _check_authority(
         )
     except CertificateInvalid as exc:
         raise TransferRefused(TransferRefusal.NOT_AUTHORISED, exc.detail) from exc
-    if not context.startswith(f"order:{request.seller_user_id}:") or len(endorsed.endorsements) != 2:
-        raise TransferRefused(TransferRefusal.NOT_AUTHORISED, "the seller did not countersign a sell order")
+    # A sell order's countersignature, or a reported trade's (agents/exchange/reports.py): the
+    # exchange that countersigned for the match checked it was made for that order or those terms.
+    sale = context.startswith((f"order:{request.seller_user_id}:", f"report:{request.seller_user_id}:"))
+    if not sale or len(endorsed.endorsements) != 2:
+        raise TransferRefused(TransferRefusal.NOT_AUTHORISED, "the seller did not countersign a sale")
     if record.committed_by is not None:
         raise TransferRefused(TransferRefusal.NOT_AUTHORISED, f"CertID is committed to order {record.committed_order}")
 

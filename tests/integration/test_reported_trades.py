@@ -10,6 +10,7 @@ nothing behind.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -18,7 +19,7 @@ import pytest
 
 from agents.exchange import reporting
 from agents.exchange.acceptance import Refused
-from agents.exchange.reports import ReportedTrade, TradeReport, report_context
+from agents.exchange.reports import ReportedTrade, ReportTerms, TradeReport, bought
 from agents.investor import repo as investor_repo
 from agents.settlement import app as ledger
 from agents.settlement import instruction_desk
@@ -27,7 +28,7 @@ from broker.pki import KeyStore
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
 from broker.stock_certificates import content_of, endorse
-from schemas.certificates import EndorsedCertificate, SignedCertificate
+from schemas.certificates import EndorsedCertificate, ShareClass, SignedCertificate
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
 from schemas.trading import OrderRefusal
 from tests import support
@@ -44,13 +45,25 @@ async def signed_certificate(rt: Rt, holder: str, cert_id: UUID) -> SignedCertif
 
 
 async def a_report(
-    keys: KeyStore, signed: SignedCertificate, *, report_id: str = "otc-1", endorser: str = "alice", **terms: Any
+    keys: KeyStore,
+    signed: SignedCertificate,
+    *,
+    endorser: str = "alice",
+    consenter: str | None = None,
+    context: str | None = None,
+    signed_as: dict[str, Any] | None = None,
+    consent_as: dict[str, Any] | None = None,
+    endorsed: EndorsedCertificate | None = None,
+    **reported: Any,
 ) -> TradeReport:
-    """alice sells bob ``quantity`` (500) at 1,000 a share, ``signed`` countersigned for this report."""
-    context = terms.pop("context", report_context("alice", report_id))
+    """alice sells bob 500 at 1,000 a share (``reported`` changes the terms), ``signed``
+    countersigned by ``endorser`` for the terms (``signed_as`` changes the terms signed, ``context``
+    the whole context; ``endorsed``, a certificate countersigned already) and by ``consenter``
+    (the buyer) for them (``consent_as``)."""
     fields: dict[str, Any] = {
-        "report_id": report_id,
+        "report_id": "otc-1",
         "issue_code": support.ISSUE,
+        "share_class": ShareClass.COMMON,
         "quantity": 500,
         "price": Decimal(1000),
         "seller_user_id": "alice",
@@ -59,9 +72,24 @@ async def a_report(
         "buyer_account": support.account_box(keys, "bob", "bob-cash"),
         "buyer_name": "Bob",
         "buyer_address": "2-2 Kabuto-cho, Tokyo",
-        "certificate": endorse(keys.load_identity(endorser), signed, "sell_order", context),
-    }
-    return TradeReport(**(fields | terms))
+    } | reported
+    terms = ReportTerms(
+        fields["report_id"],
+        fields["issue_code"],
+        ShareClass(fields["share_class"]),
+        fields["quantity"],
+        fields["price"],
+        fields["seller_user_id"],
+        fields["buyer_user_id"],
+    )
+    agreed = replace(terms, **(signed_as or {}))
+    by_seller = endorsed or endorse(
+        keys.load_identity(endorser), signed, "sell_order", context or agreed.context(agreed.seller_user_id)
+    )
+    consent = bought(
+        keys.load_identity(consenter or fields["buyer_user_id"]), by_seller, replace(terms, **(consent_as or {}))
+    )
+    return TradeReport(**fields, certificate=by_seller, buyer_consent=consent)
 
 
 async def reported(rt: Rt, report: TradeReport) -> ReportedTrade:
@@ -194,6 +222,7 @@ async def test_a_report_failing_a_check_is_refused_with_its_reason_and_leaves_no
         first = await reported(rt, await a_report(keys, signed[sold], report_id="first"))
         assert (await ended(rt, first.matching_number))["status"] == "completed"  # ``sold`` is retired
 
+        seller, consent = OrderRefusal.SELLER_ENDORSEMENT_INVALID, OrderRefusal.BUYER_CONSENT_INVALID
         cases: list[tuple[str, UUID, dict[str, Any], OrderRefusal]] = [
             ("self-trade", fresh, {"buyer_user_id": "alice"}, OrderRefusal.USER_MISMATCH),
             ("unlisted issue", fresh, {"issue_code": "NOPE"}, OrderRefusal.UNKNOWN_ISSUE),
@@ -203,19 +232,40 @@ async def test_a_report_failing_a_check_is_refused_with_its_reason_and_leaves_no
             ("more than the certificate", fresh, {"quantity": 600}, OrderRefusal.SHORT_SELLING_PROHIBITED),
             ("of another class", fresh, {"share_class": "preferred"}, OrderRefusal.WRONG_ISSUE),
             (
-                "endorsed for another report",
+                "a sell order's countersignature",
                 fresh,
-                {"context": "order:alice:report-other"},
-                OrderRefusal.SELLER_ENDORSEMENT_INVALID,
+                {"context": "order:alice:report-otc-9"},
+                seller,
             ),
-            ("endorsed by the buyer", fresh, {"endorser": "bob"}, OrderRefusal.SELLER_ENDORSEMENT_INVALID),
-            ("another's certificate", bobs, {"endorser": "bob"}, OrderRefusal.SELLER_ENDORSEMENT_INVALID),
             (
-                "another's certificate, endorsed by the seller",
-                bobs,
-                {},
-                OrderRefusal.HOLDER_MISMATCH,
+                "signed at another price",
+                fresh,
+                {"signed_as": {"price": Decimal(1200)}},
+                seller,
             ),
+            (
+                "signed for another buyer",
+                fresh,
+                {"signed_as": {"buyer_user_id": "carol"}},
+                seller,
+            ),
+            ("endorsed by the buyer", fresh, {"endorser": "bob"}, seller),
+            ("another's certificate", bobs, {"endorser": "bob"}, seller),
+            ("the buyer's consent by another", fresh, {"consenter": "carol"}, consent),
+            ("the buyer's consent by the seller", fresh, {"consenter": "alice"}, consent),
+            (
+                "the buyer's consent to fewer shares",
+                fresh,
+                {"consent_as": {"quantity": 100}},
+                consent,
+            ),
+            (
+                "the buyer's consent to a lower price",
+                fresh,
+                {"consent_as": {"price": Decimal(900)}},
+                consent,
+            ),
+            ("another's certificate, endorsed by the seller", bobs, {}, OrderRefusal.HOLDER_MISMATCH),
             ("a certificate sold already", sold, {}, OrderRefusal.CERTIFICATE_NOT_LISTED),
             ("a certificate backing a sell order", committed, {}, OrderRefusal.CERTIFICATE_ALREADY_COMMITTED),
         ]

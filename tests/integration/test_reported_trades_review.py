@@ -23,7 +23,7 @@ import pytest
 from agents import reconcile
 from agents.exchange import reporting
 from agents.exchange.acceptance import Refused
-from agents.exchange.reports import ReportedTrade, TradeReport, report_context
+from agents.exchange.reports import ReportedTrade, TradeReport, sold
 from agents.exchange.trading import end_of_day
 from agents.investor import repo as investor_repo
 from agents.investor.instructions import cancel_instruction
@@ -50,6 +50,7 @@ from schemas.identity import EXCHANGE_ID, ISSUER_ID, SETTLEMENT_ID
 from schemas.trading import OrderRefusal
 from tests import support
 from tests.integration.test_dvp import balance, conserved, register
+from tests.integration.test_reported_trades import a_report, ended, exchange_trade, listed, reported, signed_certificate
 from tests.integration.test_trading_paths import answer_to, buy, exchange_order, investor_order, issue, place, sell
 
 AGENTS = ("investor", "issuer", "exchange", "settlement")
@@ -59,14 +60,9 @@ Rt = dict[str, AgentRuntime]
 # --- helpers ------------------------------------------------------------------------------
 
 
-async def signed_of(rt: Rt, holder: str, cert_id: UUID) -> SignedCertificate:
-    held = await rt["investor"].query(lambda c: investor_repo.held(c, holder))
-    return next(s for s in held if content_of(s).cert_id == cert_id)
-
-
 async def report_of(
     keys: KeyStore,
-    signed: SignedCertificate | EndorsedCertificate,
+    signed: SignedCertificate,
     *,
     seller: str = "alice",
     buyer: str = "bob",
@@ -75,10 +71,13 @@ async def report_of(
     price: Decimal = Decimal(1000),
     endorsed: EndorsedCertificate | None = None,
 ) -> TradeReport:
-    """``seller`` sells ``buyer`` ``quantity`` at ``price``, the certificate countersigned for the report."""
-    return TradeReport(
+    """``seller`` sells ``buyer`` ``quantity`` at ``price``, the certificate countersigned by both for the terms."""
+    return await a_report(
+        keys,
+        signed,
+        endorser=seller,
+        endorsed=endorsed,
         report_id=report_id,
-        issue_code=support.ISSUE,
         quantity=quantity,
         price=price,
         seller_user_id=seller,
@@ -86,22 +85,11 @@ async def report_of(
         buyer_user_id=buyer,
         buyer_account=support.account_box(keys, buyer, f"{buyer}-cash"),
         buyer_name=buyer.capitalize(),
-        buyer_address="2-2 Kabuto-cho, Tokyo",
-        certificate=endorsed
-        or endorse(keys.load_identity(seller), signed, "sell_order", report_context(seller, report_id)),
     )
 
 
 async def submit(rt: Rt, report: TradeReport) -> ReportedTrade:
     return await rt["exchange"].command(EXCHANGE_ID, lambda ctx: reporting.report(ctx, report))
-
-
-async def reported(rt: Rt, report: TradeReport) -> ReportedTrade:
-    """Reported, and settlement took the instruction."""
-    trade = await submit(rt, report)
-    outcome = await rt["settlement"].outcomes.wait_for(trade.instruction_id, timeout=30)
-    assert outcome.outcome is Outcome.PROCESSED
-    return trade
 
 
 async def refused(rt: Rt, report: TradeReport) -> OrderRefusal:
@@ -110,33 +98,15 @@ async def refused(rt: Rt, report: TradeReport) -> OrderRefusal:
     return caught.value.refusal.reason
 
 
-async def trade_row(rt: Rt, number: int) -> dict[str, Any]:
-    rows = await support.rows(rt["exchange"], "SELECT * FROM reported_trades WHERE matching_number = $1", number)
-    return rows[0]
-
-
 async def trades(rt: Rt) -> list[dict[str, Any]]:
     return await support.rows(rt["exchange"], "SELECT * FROM reported_trades ORDER BY matching_number")
 
 
-async def ended(rt: Rt, number: int, timeout: float = 30) -> dict[str, Any]:
-    async def done() -> bool:
-        return (await trade_row(rt, number))["status"] != "transfer_requested"
-
-    await support.eventually(done, timeout=timeout)
-    return await trade_row(rt, number)
-
-
 async def kept_status(rt: Rt, number: int, status: str) -> None:
     async def said() -> bool:
-        return (await trade_row(rt, number))["settlement_status"] == status
+        return (await exchange_trade(rt, number))["settlement_status"] == status
 
     await support.eventually(said, timeout=30)
-
-
-async def listed(rt: Rt) -> dict[UUID, tuple[str | None, int | None, str]]:
-    rows = await support.rows(rt["exchange"], "SELECT cert_id, user_id, shares, status FROM certid_list")
-    return {r["cert_id"]: (r["user_id"], r["shares"], r["status"]) for r in rows}
 
 
 async def settlement_instructions(rt: Rt) -> list[dict[str, Any]]:
@@ -219,6 +189,16 @@ async def waiting_on_locks(watcher: asyncpg.Connection, count: int) -> None:
     await support.eventually(waiting, timeout=20)
 
 
+async def raced(rt: Rt, settings: Settings, first: TradeReport, second: TradeReport) -> list[object]:
+    """Two reports queued on the instrument row in this order, then let go: what each ended with."""
+    async with issue_locked(settings) as watcher:
+        one = asyncio.create_task(submit(rt, first))
+        await waiting_on_locks(watcher, 1)
+        two = asyncio.create_task(submit(rt, second))
+        await waiting_on_locks(watcher, 2)
+    return await asyncio.gather(one, two, return_exceptions=True)
+
+
 # --- races with the order book and with another report ----------------------------------
 
 
@@ -229,7 +209,7 @@ async def test_a_sell_order_arriving_behind_a_report_is_refused_certificate_not_
     CertID list after the report committed and finds the certificate in_transfer."""
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt, Decimal(200_000))  # pending: the certificate stays held
-        report = await report_of(keys, await signed_of(rt, "alice", cert_id))
+        report = await report_of(keys, await signed_certificate(rt, "alice", cert_id))
         async with issue_locked(settings) as watcher:
             reporting_task = asyncio.create_task(submit(rt, report))
             await waiting_on_locks(watcher, 1)
@@ -239,21 +219,21 @@ async def test_a_sell_order_arriving_behind_a_report_is_refused_certificate_not_
         answer = await rt["investor"].outcomes.wait(answer_to(order_id, "order.accepted", "order.rejected"))
         assert answer.type == "order.rejected"
         assert (await investor_order(rt, "alice", "s1"))["reason"] == OrderRefusal.CERTIFICATE_NOT_LISTED
-        assert (await trade_row(rt, trade.matching_number))["status"] == "transfer_requested"
+        assert (await exchange_trade(rt, trade.matching_number))["status"] == "transfer_requested"
 
 
 async def test_a_report_queued_behind_a_sell_order_of_its_certificate_is_refused_already_committed(
     settings: Settings, keys: KeyStore
 ) -> None:
-    # BUG: report_repo.books locks the instrument row and reads the books in ONE statement, so the
-    # read uses the snapshot taken before the lock wait; an order batch that held the lock and
-    # committed a sell order on the certificate is not seen, and the report is accepted.
+    # Found by review (stop 44): report_repo.books locked the instrument row and read the books in
+    # one statement, whose snapshot predated the lock wait; both the order and the report were
+    # accepted. The lock is now a statement of its own.
     """Sell order first (its batch holds the instrument row), the report queued behind it: the
     report must see the live sell order the certificate now backs (docs: "backs no live sell
     order"; "no sell order can take it while the trade is unsettled")."""
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt, Decimal(200_000))
-        report = await report_of(keys, await signed_of(rt, "alice", cert_id))
+        report = await report_of(keys, await signed_certificate(rt, "alice", cert_id))
         async with issue_locked(settings) as watcher:
             order_id = await rt["investor"].command("alice", place_order(sell("s1", 500, cert_id)))
             await waiting_on_locks(watcher, 1)
@@ -277,22 +257,16 @@ async def test_a_report_queued_behind_a_sell_order_of_its_certificate_is_refused
 async def test_two_reports_of_one_certificate_racing_the_second_is_refused_not_listed(
     settings: Settings, keys: KeyStore
 ) -> None:
-    # BUG: the second report's checks read the pre-lock snapshot (report_repo.books), pass, and
-    # the insert then trips reported_trades_one_live_per_certificate: asyncpg.UniqueViolationError
-    # escapes instead of Refused(certificate_not_listed).
+    # Found by review (stop 44): the second report's checks read the pre-lock snapshot, passed, and
+    # the insert tripped reported_trades_one_live_per_certificate (asyncpg.UniqueViolationError).
     """Two reports of one certificate at once: one is kept and instructed; the other is refused
     with a reason (certificate_not_listed), not a database error."""
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt, Decimal(200_000))
-        signed = await signed_of(rt, "alice", cert_id)
+        signed = await signed_certificate(rt, "alice", cert_id)
         first = await report_of(keys, signed, report_id="a")
         second = await report_of(keys, signed, report_id="b", buyer="carol")
-        async with issue_locked(settings) as watcher:
-            one = asyncio.create_task(submit(rt, first))
-            await waiting_on_locks(watcher, 1)
-            two = asyncio.create_task(submit(rt, second))
-            await waiting_on_locks(watcher, 2)
-        results = await asyncio.gather(one, two, return_exceptions=True)
+        results = await raced(rt, settings, first, second)
         assert isinstance(results[0], ReportedTrade)
         assert [r["report_id"] for r in await trades(rt)] == ["a"]  # the database kept one either way
         assert isinstance(results[1], Refused), f"the second report ended with {results[1]!r}"
@@ -302,20 +276,14 @@ async def test_two_reports_of_one_certificate_racing_the_second_is_refused_not_l
 async def test_one_report_id_racing_on_two_certificates_the_second_is_refused_duplicate(
     settings: Settings, keys: KeyStore
 ) -> None:
-    # BUG: as above — the duplicate check reads the pre-lock snapshot; the UNIQUE (seller_user_id,
-    # report_id) constraint raises asyncpg.UniqueViolationError instead of
-    # Refused(duplicate_client_order_id).
+    # Found by review (stop 44), as above: the UNIQUE (seller_user_id, report_id) constraint raised
+    # asyncpg.UniqueViolationError instead of Refused(duplicate_client_order_id).
     async with support.agents(settings, *AGENTS) as rt:
         one_cert = await setup(rt, Decimal(2_000_000))
         other_cert = await issue(rt, "alice", 500)
-        first = await report_of(keys, await signed_of(rt, "alice", one_cert), report_id="same")
-        second = await report_of(keys, await signed_of(rt, "alice", other_cert), report_id="same")
-        async with issue_locked(settings) as watcher:
-            one = asyncio.create_task(submit(rt, first))
-            await waiting_on_locks(watcher, 1)
-            two = asyncio.create_task(submit(rt, second))
-            await waiting_on_locks(watcher, 2)
-        results = await asyncio.gather(one, two, return_exceptions=True)
+        first = await report_of(keys, await signed_certificate(rt, "alice", one_cert), report_id="same")
+        second = await report_of(keys, await signed_certificate(rt, "alice", other_cert), report_id="same")
+        results = await raced(rt, settings, first, second)
         assert isinstance(results[0], ReportedTrade)
         assert isinstance(results[1], Refused), f"the second report ended with {results[1]!r}"
         assert results[1].refusal.reason is OrderRefusal.DUPLICATE_CLIENT_ORDER_ID
@@ -330,7 +298,7 @@ async def test_the_same_report_twice_is_instructed_once(settings: Settings, keys
     one transfer, the cash moved once."""
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt)
-        report = await report_of(keys, await signed_of(rt, "alice", cert_id))
+        report = await report_of(keys, await signed_certificate(rt, "alice", cert_id))
         trade = await reported(rt, report)
         assert await refused(rt, report) is OrderRefusal.DUPLICATE_CLIENT_ORDER_ID
         assert (await ended(rt, trade.matching_number))["status"] == "completed"
@@ -347,11 +315,16 @@ async def test_two_sellers_may_use_the_same_report_id(settings: Settings, keys: 
     async with support.agents(settings, *AGENTS) as rt:
         alices = await setup(rt, Decimal(1_000_000), alice_funds=Decimal(1_000_000))
         bobs = await issue(rt, "bob", 400)
-        a = await reported(rt, await report_of(keys, await signed_of(rt, "alice", alices), report_id="otc-1"))
+        a = await reported(rt, await report_of(keys, await signed_certificate(rt, "alice", alices), report_id="otc-1"))
         b = await reported(
             rt,
             await report_of(
-                keys, await signed_of(rt, "bob", bobs), seller="bob", buyer="alice", report_id="otc-1", quantity=400
+                keys,
+                await signed_certificate(rt, "bob", bobs),
+                seller="bob",
+                buyer="alice",
+                report_id="otc-1",
+                quantity=400,
             ),
         )
         assert a.matching_number != b.matching_number
@@ -363,10 +336,10 @@ async def test_two_sellers_may_use_the_same_report_id(settings: Settings, keys: 
 
 
 async def test_a_sell_orders_countersignature_is_not_taken_as_a_report(settings: Settings, keys: KeyStore) -> None:
-    # BUG: report_context() is "order:<seller>:report-<id>", the very context a sell order with
-    # client order id "report-<id>" is countersigned in (acceptance.sell_context). The seller's
-    # consent to a sell order on the book (its price, matched by the exchange) is accepted as
-    # consent to an off-book sale at any price to any buyer.
+    # Found by review (stop 44): the report's context was "order:<seller>:report-<id>", the very
+    # context of a sell order with client order id "report-<id>": the seller's consent to a priced
+    # order on the book was taken as consent to an off-book sale at any price to any buyer. Each
+    # party now signs ``report:<party>:<digest of the terms>``.
     """alice placed (and cancelled) a sell order "report-x1" at 1,200; the certificate she
     countersigned for it must not authorise a reported sale "x1" to bob at 700."""
     async with support.agents(settings, *AGENTS) as rt:
@@ -410,7 +383,7 @@ async def test_a_reported_trade_cancelled_by_both_parties_frees_the_certificate_
     certificate settles."""
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt, Decimal(100_000))
-        signed = await signed_of(rt, "alice", cert_id)
+        signed = await signed_certificate(rt, "alice", cert_id)
         trade = await reported(rt, await report_of(keys, signed, report_id="first"))
         await kept_status(rt, trade.matching_number, "pending")
         await rt["investor"].command("alice", cancel_instruction(trade.matching_number))
@@ -439,7 +412,7 @@ async def test_a_failed_report_then_reported_again_settles_and_the_failed_one_ke
     carol: one failed and one completed trade of the certificate; the list moved once."""
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt)
-        signed = await signed_of(rt, "alice", cert_id)
+        signed = await signed_certificate(rt, "alice", cert_id)
         bad = (await report_of(keys, signed, report_id="r1")).model_copy(
             update={"buyer_account": support.account_box(keys, "bob", "bob-nowhere")}
         )
@@ -459,7 +432,7 @@ async def test_a_status_after_the_trade_settled_changes_nothing(settings: Settin
     the trade completed and the CertID list as S127 moved it."""
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt)
-        trade = await reported(rt, await report_of(keys, await signed_of(rt, "alice", cert_id)))
+        trade = await reported(rt, await report_of(keys, await signed_certificate(rt, "alice", cert_id)))
         row = await ended(rt, trade.matching_number)
         before = await listed(rt)
         await from_settlement(
@@ -475,7 +448,7 @@ async def test_a_status_after_the_trade_settled_changes_nothing(settings: Settin
         )
         assert await listed(rt) == before
         assert before[cert_id][2] == "retired" and before[row["new_cert_id"]] == ("bob", 500, "valid")
-        after = await trade_row(rt, trade.matching_number)
+        after = await exchange_trade(rt, trade.matching_number)
         assert (after["status"], after["new_cert_id"]) == ("completed", row["new_cert_id"])
         assert await reconcile.differences(settings) == []
 
@@ -483,16 +456,15 @@ async def test_a_status_after_the_trade_settled_changes_nothing(settings: Settin
 async def test_a_late_status_does_not_rewrite_the_settled_trades_settlement_status(
     settings: Settings, keys: KeyStore
 ) -> None:
-    # BUG (minor; matches share it): report_repo.said overwrites settlement_status/failure
-    # unconditionally, so the kept row says completed + pending/lack_of_cash after a late status.
+    # Found by review (stop 44): report_repo.said overwrote the kept status after the trade's end.
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt)
-        trade = await reported(rt, await report_of(keys, await signed_of(rt, "alice", cert_id)))
+        trade = await reported(rt, await report_of(keys, await signed_certificate(rt, "alice", cert_id)))
         await ended(rt, trade.matching_number)
         await from_settlement(
             rt, status_of(trade.matching_number, SettlementStatus.PENDING, reason=DvpReason.LACK_OF_CASH)
         )
-        after = await trade_row(rt, trade.matching_number)
+        after = await exchange_trade(rt, trade.matching_number)
         assert (after["status"], after["settlement_status"], after["settlement_failure"]) == (
             "completed",
             "settled",
@@ -513,11 +485,11 @@ async def test_a_certificate_that_will_never_deliver_is_retired_not_listed_again
             (other, DvpReason.LACK_OF_SECURITIES, "dead-2"),
         ):
             trade = await reported(
-                rt, await report_of(keys, await signed_of(rt, "alice", certificate), report_id=report_id)
+                rt, await report_of(keys, await signed_certificate(rt, "alice", certificate), report_id=report_id)
             )
             await kept_status(rt, trade.matching_number, "pending")
             await from_settlement(rt, status_of(trade.matching_number, SettlementStatus.FAILED, reason=reason))
-            row = await trade_row(rt, trade.matching_number)
+            row = await exchange_trade(rt, trade.matching_number)
             assert (row["status"], row["settlement_failure"]) == ("failed", reason.value)
             assert (await listed(rt))[certificate][2] == "retired"
             # and a sell order on it is refused
@@ -532,7 +504,7 @@ async def test_a_partial_reports_remainder_backs_a_sell_order_and_then_another_r
     cancelled, a report of the remainder settles too."""
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt)
-        first = await reported(rt, await report_of(keys, await signed_of(rt, "alice", cert_id), quantity=300))
+        first = await reported(rt, await report_of(keys, await signed_certificate(rt, "alice", cert_id), quantity=300))
         row = await ended(rt, first.matching_number)
         assert row["status"] == "completed"
         remainder = next(
@@ -551,7 +523,8 @@ async def test_a_partial_reports_remainder_backs_a_sell_order_and_then_another_r
         order = await exchange_order(rt, "s-rem")
         assert (
             await refused(
-                rt, await report_of(keys, await signed_of(rt, "alice", remainder), report_id="rem", quantity=200)
+                rt,
+                await report_of(keys, await signed_certificate(rt, "alice", remainder), report_id="rem", quantity=200),
             )
             is OrderRefusal.CERTIFICATE_ALREADY_COMMITTED
         )
@@ -565,7 +538,7 @@ async def test_a_partial_reports_remainder_backs_a_sell_order_and_then_another_r
         second = await reported(
             rt,
             await report_of(
-                keys, await signed_of(rt, "alice", remainder), report_id="rem2", buyer="carol", quantity=200
+                keys, await signed_certificate(rt, "alice", remainder), report_id="rem2", buyer="carol", quantity=200
             ),
         )
         assert (await ended(rt, second.matching_number))["status"] == "completed"
@@ -586,7 +559,7 @@ async def test_a_certid_list_snapshot_and_end_of_day_leave_a_pending_reported_tr
     with the register."""
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt, Decimal(100_000))
-        trade = await reported(rt, await report_of(keys, await signed_of(rt, "alice", cert_id)))
+        trade = await reported(rt, await report_of(keys, await signed_certificate(rt, "alice", cert_id)))
         await kept_status(rt, trade.matching_number, "pending")
         received = await support.rows(rt["exchange"], "SELECT received_at FROM certid_lists")
         assert await rt["issuer"].command(ISSUER_ID, publish_certid_lists) >= 1
@@ -598,7 +571,7 @@ async def test_a_certid_list_snapshot_and_end_of_day_leave_a_pending_reported_tr
         assert (await listed(rt))[cert_id] == ("alice", 500, "in_transfer")
         await rt["exchange"].command(EXCHANGE_ID, end_of_day)
         assert (await listed(rt))[cert_id] == ("alice", 500, "in_transfer")
-        assert (await trade_row(rt, trade.matching_number))["status"] == "transfer_requested"
+        assert (await exchange_trade(rt, trade.matching_number))["status"] == "transfer_requested"
         await place(rt, "alice", sell("s1", 500, cert_id), expect="order.rejected")
         differences = await reconcile.differences(settings)
         assert [d.kind for d in differences] == ["differs (in_transfer at the exchange)"]
@@ -616,7 +589,7 @@ async def test_a_reported_and_a_matched_trade_settle_side_by_side(settings: Sett
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt)
         other = await issue(rt, "alice", 500)
-        trade = await reported(rt, await report_of(keys, await signed_of(rt, "alice", cert_id)))
+        trade = await reported(rt, await report_of(keys, await signed_certificate(rt, "alice", cert_id)))
         await place(rt, "alice", sell("s1", 500, other))
         await place(rt, "carol", buy("b1", 500, user="carol"))
 
@@ -633,15 +606,23 @@ async def test_a_reported_and_a_matched_trade_settle_side_by_side(settings: Sett
         await conserved(rt, 1000)
 
 
+@pytest.mark.xfail(
+    strict=True, reason="the parties' investor agents do not learn of a reported trade yet (docs/dvp.md)"
+)
 async def test_a_certificate_in_a_live_reported_trade_is_refused_and_the_buyers_new_one_can_be_reported_on(
     settings: Settings, keys: KeyStore
 ) -> None:
+    # Known, not done (stop 44; docs/dvp.md "Reported trades"): the buyer of a reported trade never
+    # gets its new certificate. For a matched trade the buyer's investor asks the issuer for it
+    # (CertificateRequestAfterTransfer) when the exchange's trade completion notice 37 arrives
+    # (agents/investor/order_answers.py); a reported trade has no order at the investor agent, so
+    # nothing asks, and bob holds registered shares he cannot sell on the book or report on.
     """While the first trade waits, the seller's certificate is not listed (a second report is
     refused and nothing more is instructed); once it settled, the old CertID stays refused, and
     the buyer's new certificate can itself be reported on to carol."""
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt, Decimal(100_000))
-        signed = await signed_of(rt, "alice", cert_id)
+        signed = await signed_certificate(rt, "alice", cert_id)
         first = await reported(rt, await report_of(keys, signed, report_id="one"))
         await kept_status(rt, first.matching_number, "pending")
         again = await report_of(keys, signed, report_id="two", buyer="carol")
@@ -658,11 +639,21 @@ async def test_a_certificate_in_a_live_reported_trade_is_refused_and_the_buyers_
             held = await rt["investor"].query(lambda c: investor_repo.held(c, "bob"))
             return any(content_of(s).cert_id == row["new_cert_id"] for s in held)
 
-        await support.eventually(bob_holds, timeout=30)
+        try:
+            await support.eventually(bob_holds, timeout=20)
+        except TimeoutError:
+            pytest.fail(
+                f"bob is the registered holder of {row['new_cert_id']} (NTN {row['name_transfer_number']}) "
+                "but never received its certificate: nothing asks the issuer for it"
+            )
         onward = await reported(
             rt,
             await report_of(
-                keys, await signed_of(rt, "bob", row["new_cert_id"]), seller="bob", buyer="carol", report_id="one"
+                keys,
+                await signed_certificate(rt, "bob", row["new_cert_id"]),
+                seller="bob",
+                buyer="carol",
+                report_id="one",
             ),
         )
         assert (await ended(rt, onward.matching_number))["status"] == "completed"
@@ -700,7 +691,7 @@ async def test_certificates_the_checks_must_refuse(settings: Settings, keys: Key
             ),
             (
                 "forged",
-                sign_certificate(alice, support.stock_certificate()),
+                sign_certificate(alice, support.stock_certificate(issuing_agent_id="alice")),
                 OrderRefusal.CERTIFICATE_SIGNATURE_INVALID,
             ),
             ("unlisted", sign_certificate(issuer, support.stock_certificate()), OrderRefusal.CERTIFICATE_NOT_LISTED),
@@ -712,7 +703,7 @@ async def test_certificates_the_checks_must_refuse(settings: Settings, keys: Key
         signed = sign_certificate(issuer, support.stock_certificate())
         twice = endorse(
             keys.load_identity("carol"),
-            endorse(alice, signed, "sell_order", report_context("alice", "c-twice")),
+            sold(alice, signed, (await report_of(keys, signed, report_id="c-twice")).terms),
             "sell_order",
             "order:carol:x",
         )
