@@ -17,7 +17,7 @@ from rich.console import Console
 from agents import demo as demo_scenario
 from agents import progress, reconcile, render, status_view
 from agents.cli_runtime import run as run_command
-from agents.registry import AGENTS
+from agents.registry import AGENTS, PARTICIPANT_SIDE
 from broker import logs, ops
 from broker.catalogue import asyncapi, release
 from broker.migrate import migrate as apply_migrations
@@ -140,13 +140,17 @@ async def _serve(settings: Settings, agent: str, *, in_process: bool = False) ->
         loop.add_signal_handler(sig, stop.set)
     if agent == "all" and not in_process:  # one OS process per agent, so every core works
         await _none_running(settings)
-        children = [Child(a, (sys.executable, "-m", "agents.cli", "run", a)) for a in AGENTS]
+        children = [Child(a, (sys.executable, "-m", "agents.cli", "run", a), _niceness(settings, a)) for a in AGENTS]
         async with asyncio.TaskGroup() as tasks:
             supervising = tasks.create_task(supervise(children, stop))
             tasks.create_task(_announce_ready(settings, list(AGENTS), supervising))
         return
     definitions = list(AGENTS.values()) if agent == "all" else [AGENTS[agent]]
     await serve(definitions, settings, stop)
+
+
+def _niceness(settings: Settings, agent: str) -> int:
+    return settings.participant_niceness if agent in PARTICIPANT_SIDE else 0
 
 
 async def _none_running(settings: Settings) -> None:

@@ -14,3 +14,8 @@ from broker.runtime import AgentDefinition
 AGENTS: dict[str, AgentDefinition] = {
     a.id: a for a in (INVESTOR, ISSUER, EXCHANGE, SETTLEMENT, BROKERAGE, CUSTODY, CREDIT)
 }
+
+# The agents on the participants' side: an investor's, a securities firm's, a lender's. Each
+# would run on its participant's own host; on one shared host (`kabuto run all`) they run at
+# ``Settings.participant_niceness``, so that the market's core settles first.
+PARTICIPANT_SIDE = frozenset({INVESTOR.id, BROKERAGE.id, CREDIT.id})

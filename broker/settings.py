@@ -32,6 +32,10 @@ class SettingsError(ValueError):
 MAX_BUNDLE_ITEMS = 256
 
 
+# The niceness Linux allows above the normal priority.
+MOST_NICENESS = 19
+
+
 # A price delayed longer is no longer a market price (and PostgreSQL adds it to a timestamp).
 LONGEST_PRICE_INTERVAL = timedelta(hours=1)
 
@@ -57,6 +61,12 @@ class Settings:
     # busy agent paid them for every 25 deliveries; a burst went 20-25 % faster at 128 and the
     # latency at 100 trades/s fell (docs/performance.md, "Stop 43"; docs/decisions.md).
     batch_size: int = 128
+    # Under `kabuto run all`, the niceness of the agents on the participants' side (investor,
+    # brokerage, credit: agents.registry.PARTICIPANT_SIDE), so that on one shared host the
+    # market's core — exchange, settlement, issuer, custody — takes the cores first and a trade's
+    # settlement path does not queue behind notifications; 0 runs them all alike
+    # (docs/performance.md, "Stop 44"; docs/decisions.md).
+    participant_niceness: int = 10
     outbox_batch: int = 200
     # Most outbox rows for one agent's queue published as one bundle (broker/bundle.py); 1 is off.
     outbox_bundle: int = 32
@@ -154,7 +164,7 @@ def _seconds(
     return seconds
 
 
-def _int(env: Mapping[str, str], name: str, default: int, most: int | None = None) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, most: int | None = None, least: int = 1) -> int:
     raw = env.get(name)
     if raw is None:
         return default
@@ -162,8 +172,9 @@ def _int(env: Mapping[str, str], name: str, default: int, most: int | None = Non
         value = int(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from exc
-    if value <= 0:
-        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    if value < least:
+        bound = "positive" if least == 1 else f"at least {least}"
+        raise SettingsError(f"{name} must be {bound}, got {raw!r}")
     if most is not None and value > most:
         raise SettingsError(f"{name} must be at most {most}, got {raw!r}")
     return value
@@ -257,6 +268,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         delivery_limit=_int(env, "KABUTO_DELIVERY_LIMIT", defaults.delivery_limit),
         prefetch=_int(env, "KABUTO_PREFETCH", defaults.prefetch),
         batch_size=_int(env, "KABUTO_BATCH_SIZE", defaults.batch_size),
+        participant_niceness=_int(
+            env, "KABUTO_PARTICIPANT_NICENESS", defaults.participant_niceness, most=MOST_NICENESS, least=0
+        ),
         outbox_batch=_int(env, "KABUTO_OUTBOX_BATCH", defaults.outbox_batch),
         outbox_bundle=_int(env, "KABUTO_OUTBOX_BUNDLE", defaults.outbox_bundle, MAX_BUNDLE_ITEMS),
         outbox_pack=_flag(env, "KABUTO_OUTBOX_PACK", defaults.outbox_pack),

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
+import os
 import signal
 import sys
 import time
@@ -33,6 +35,8 @@ PR_SET_PDEATHSIG = 1
 class Child:
     name: str
     argv: tuple[str, ...]
+    # Added to the process's niceness as it starts (0: the supervisor's own priority).
+    niceness: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +82,8 @@ async def _keep_running(child: Child, stop: asyncio.Event, backoff: Backoff, on_
     delay = 0.0  # the first restart waits ``initial``, each quick one after it twice the last
     while not stop.is_set():
         started = time.monotonic()
-        process = await asyncio.create_subprocess_exec(*child.argv, preexec_fn=_die_with_parent)
-        log.info("child_started", child=child.name, pid=process.pid)
+        process = await asyncio.create_subprocess_exec(*child.argv, preexec_fn=functools.partial(_prepare, child))
+        log.info("child_started", child=child.name, pid=process.pid, niceness=child.niceness)
         code = await _until_exit_or_stop(process, stop, backoff.grace)
         ran = time.monotonic() - started
         if stop.is_set():
@@ -89,6 +93,13 @@ async def _keep_running(child: Child, stop: asyncio.Event, backoff: Backoff, on_
         on_exit(Exit(child.name, code, ran, delay))
         log.error("child_exited", child=child.name, code=code, ran_s=round(ran, 1), restart_in_s=delay)
         await _wait(stop, delay)
+
+
+def _prepare(child: Child) -> None:
+    """In the child before exec: its niceness, and its end with the supervisor's."""
+    if child.niceness:
+        os.nice(child.niceness)
+    _die_with_parent()
 
 
 def _die_with_parent() -> None:

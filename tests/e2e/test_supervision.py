@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from agents.registry import PARTICIPANT_SIDE
 from broker import ops
 from broker.settings import AGENT_IDS, Settings
 from broker.supervisor import Backoff, Child, Exit, supervise
@@ -61,6 +62,19 @@ async def test_stop_sends_sigterm_and_kills_a_child_that_ignores_it_after_the_gr
     assert all(e.restart_in is None for e in exits)
 
 
+async def test_a_child_starts_at_its_niceness_above_the_supervisors(tmp_path: Path) -> None:
+    """``Child.niceness`` is added as the child starts: what `kabuto run all` gives the agents on
+    the participants' side (Settings.participant_niceness)."""
+    code = f"import os, time\nopen({str(tmp_path / 'nice')!r}, 'w').write(str(os.nice(0)))\nwhile True: time.sleep(1)"
+    os.mkfifo(tmp_path / "nice")
+    stop = asyncio.Event()
+    task = asyncio.create_task(supervise([Child("nice", (sys.executable, "-c", code), niceness=3)], stop))
+    reported = await asyncio.wait_for(asyncio.to_thread((tmp_path / "nice").read_text), 30)
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    assert int(reported) == os.nice(0) + 3
+
+
 async def _children(process: asyncio.subprocess.Process) -> dict[str, int]:
     """Read the supervisor's log until every agent is ready; the pid of each agent's process."""
     assert process.stderr is not None
@@ -91,6 +105,12 @@ async def test_run_all_runs_one_process_per_agent_and_brings_a_killed_one_back(s
     try:
         pids = await _children(process)
         assert sorted(pids) == sorted(AGENT_IDS) and len(set(pids.values())) == len(AGENT_IDS)
+        # the market's core at the supervisor's priority, the participants' side below it
+        base = os.getpriority(os.PRIO_PROCESS, process.pid)
+        nice = {agent: os.getpriority(os.PRIO_PROCESS, pid) - base for agent, pid in pids.items()}
+        lower = min(base + settings.participant_niceness, 19) - base  # Linux stops at 19
+        assert nice == {a: lower if a in PARTICIPANT_SIDE else 0 for a in AGENT_IDS}
+        assert {a for a, n in nice.items() if n} == {"investor", "brokerage", "credit"}
         assert process.pid not in pids.values()
         os.kill(pids["exchange"], signal.SIGKILL)  # a crash: the supervisor starts it again
         async with asyncio.timeout(60):

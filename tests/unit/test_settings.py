@@ -27,6 +27,7 @@ ENV = {
     "KABUTO_DELIVERY_LIMIT": "3",
     "KABUTO_PREFETCH": "7",
     "KABUTO_BATCH_SIZE": "5",
+    "KABUTO_PARTICIPANT_NICENESS": "3",
     "KABUTO_OUTBOX_BATCH": "50",
     "KABUTO_OUTBOX_BUNDLE": "8",
     "KABUTO_OUTBOX_PACK": "0",
@@ -73,6 +74,7 @@ def test_every_variable_is_read() -> None:
         delivery_limit=3,
         prefetch=7,
         batch_size=5,
+        participant_niceness=3,
         outbox_batch=50,
         outbox_bundle=8,
         outbox_pack=False,
@@ -124,6 +126,9 @@ def test_heartbeats_are_written_well_within_the_stall_window() -> None:
         ("KABUTO_LOG_FORMAT", "xml"),
         ("KABUTO_INVESTORS", ","),
         ("KABUTO_PREFETCH", "-1"),
+        ("KABUTO_PARTICIPANT_NICENESS", "-1"),  # a higher priority than the core's: not what it is for
+        ("KABUTO_PARTICIPANT_NICENESS", "20"),
+        ("KABUTO_PARTICIPANT_NICENESS", "low"),
         ("KABUTO_STALL_AFTER", "0"),
         ("KABUTO_INBOX_PRUNE_INTERVAL", "soon"),
         ("KABUTO_OUTBOX_RETENTION", "a week"),
@@ -145,6 +150,11 @@ def test_heartbeats_are_written_well_within_the_stall_window() -> None:
 def test_a_bad_value_is_refused_naming_its_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load({name: value})
+
+
+def test_participant_side_agents_may_run_at_the_cores_priority() -> None:
+    assert load({"KABUTO_PARTICIPANT_NICENESS": "0"}).participant_niceness == 0
+    assert load({"KABUTO_PARTICIPANT_NICENESS": "19"}).participant_niceness == 19
 
 
 def test_the_outbox_retention_may_not_be_shorter_than_the_inbox_horizon() -> None:
