@@ -326,6 +326,27 @@ class TradeCompleted(Message):
     )
 
 
+@message("trade.report_settled", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
+class ReportSettled(Message):
+    """A trade reported off the order book settled, both legs done (docs/dvp.md, "Reported
+    trades"): to buyer and seller, as the trade completion notice (37) is for a matched trade. The
+    buyer asks the issuer for its certificate by the name-transfer number (39); the seller's
+    transferred certificate is no longer its own."""
+
+    matching_number: int
+    name_transfer_number: int
+    report_id: ClientOrderId
+    seller_user_id: ParticipantId
+    buyer_user_id: ParticipantId
+    side: Side = Field(description="The recipient's side of the trade.")
+    issue_code: IssueCode
+    price: Price
+    quantity: int
+    amount: Amount
+    currency: Currency = "JPY"
+    transferred_cert_id: UUID = Field(description="The seller's CertID that the transfer retired.")
+
+
 class _RequestAfterTransfer(Message):
     name_transfer_number: int = Field(gt=0)
     holder_name: str

@@ -6,29 +6,31 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from uuid import UUID
 
 import asyncpg
 
 from agents import render
 from agents.demo.issuance import Say, held_certificate
-from agents.exchange import report_repo, reporting, reports
-from agents.exchange.reports import ReportedTrade, ReportTerms, TradeReport
+from agents.exchange import report_repo, reporting
+from agents.exchange.reports import ReportedTrade, TradeReport
 from agents.investor import order_repo
-from agents.investor import repo as investor_repo
 from agents.investor.app import IssuanceOrder, request_certificates
 from agents.investor.domain import Dividend
+from agents.investor.reported import sign_purchase, sign_sale
 from agents.investor.trading import OrderTicket, place_order
 from agents.issuer.domain import Offering
 from agents.settlement import app as settlement
 from agents.settlement import dvp_repo, instruction_desk
 from broker.runtime import AgentRuntime
-from broker.sealed_box import seal_account
-from broker.stock_certificates import content_of
-from schemas.certificates import SignedCertificate
+from broker.trade_reports import ReportTerms
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
 from schemas.issuance import DividendMethod
 from schemas.trading import Side
+
+T = TypeVar("T")
 
 
 async def dvp(runtimes: dict[str, AgentRuntime], offering: Offering, alice: str, bob: str, say: Say) -> None:
@@ -79,27 +81,14 @@ async def _recycled(
     request = await investor.command(alice, request_certificates(_order(offering, alice)))
     await investor.outcomes.reply("certificate.issued", request, timeout=30)
     certificate = await held_certificate(investor, alice, offering.issue_code, 100)
-    signed = await investor.query(lambda c: _signed(c, alice, certificate.cert_id))
     price = offering.offer_price
     terms = ReportTerms(
         f"negotiated-{certificate.cert_id}", offering.issue_code, offering.share_class, 100, price, alice, bob
     )
-    by_alice = reports.sold(investor.identities[alice], signed, terms)  # each party signs the terms
-    trade = TradeReport(
-        report_id=terms.report_id,
-        issue_code=offering.issue_code,
-        share_class=offering.share_class,
-        quantity=100,
-        price=price,
-        seller_user_id=alice,
-        seller_account=seal_account(investor.trust, alice, accounts[0]),  # and seals its own account (R-001-06)
-        buyer_user_id=bob,
-        buyer_account=seal_account(investor.trust, bob, accounts[1]),
-        buyer_name=bob.capitalize(),
-        buyer_address=f"2-2 Kabuto-cho, Tokyo ({bob})",
-        certificate=by_alice,
-        buyer_consent=reports.bought(investor.identities[bob], by_alice, terms),
-    )
+    holder = (bob.capitalize(), f"2-2 Kabuto-cho, Tokyo ({bob})")
+    sale = await investor.command(alice, sign_sale(terms, certificate.cert_id, accounts[0]))  # each party signs
+    purchase = await investor.command(bob, sign_purchase(terms, sale.certificate, accounts[1], holder))
+    trade = TradeReport.of(terms, (sale.certificate, sale.account), (purchase.consent, purchase.account), holder)
     reported = await exchange.command(EXCHANGE_ID, lambda ctx: reporting.report(ctx, trade))
     number = reported.matching_number
     await ledger.outcomes.wait_for(reported.instruction_id, timeout=30)
@@ -130,21 +119,39 @@ async def _recycled(
         rows.append([account, statement.account.owner_user_id, f"{statement.account.balance:,.0f}"])
     say("  Both legs at once: the issuer registered the 100 shares to " + bob + ", and the cash moved:")
     say(render.table(["account", "owner", "balance JPY"], rows, indent="    "))
-    ended = await _ended_at_exchange(exchange, number)
+    ended = await _until(lambda: exchange.query(lambda c: report_repo.reported(c, number)), _ended)
+    assert ended is not None and ended.new_cert_id is not None
+    new_cert = ended.new_cert_id
     say(
         f"  The exchange kept the reported trade ({ended.status}) and moved its CertID list: {ended.new_cert_id} "
         f"is listed for {bob}, {ended.cert_id} of {alice} is retired."
     )
+    wallet = await _until(lambda: investor.query(lambda c: _wallet(c, (alice, bob))), lambda w: new_cert in w)
+    say(
+        f"  Told by the exchange that the trade settled, {bob}'s agent asked the issuer for the new certificate and "
+        f"holds it ({wallet[new_cert]}); {alice}'s agent gave the old one up "
+        f"({wallet.get(ended.cert_id, 'not in the wallet')})."
+    )
 
 
-async def _ended_at_exchange(exchange: AgentRuntime, number: int, timeout: float = 30.0) -> ReportedTrade:
-    """The reported trade once settlement's last status has reached the exchange."""
+def _ended(trade: ReportedTrade | None) -> bool:
+    return trade is not None and trade.status != "transfer_requested"
+
+
+async def _wallet(connection: asyncpg.Connection, holders: tuple[str, ...]) -> dict[UUID, str]:
+    """Each certificate of ``holders`` in the wallet: its holder and status."""
+    rows = await connection.fetch(
+        "SELECT cert_id, holder_user_id, status FROM wallet WHERE holder_user_id = ANY($1::text[])", list(holders)
+    )
+    return {r["cert_id"]: f"{r['holder_user_id']}, {r['status']}" for r in rows}
+
+
+async def _until(read: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 30.0) -> T:
+    """What ``read`` returns once ``done`` says so: another agent's answer, on its way."""
     async with asyncio.timeout(timeout):
-        while True:
-            trade = await exchange.query(lambda c: report_repo.reported(c, number))
-            if trade is not None and trade.status != "transfer_requested":
-                return trade
+        while not done(found := await read()):  # noqa: ASYNC110 — another agent's rows: no event for them
             await asyncio.sleep(0.05)
+    return found
 
 
 async def _show(ledger: AgentRuntime, number: int, say: Say) -> None:
@@ -167,10 +174,6 @@ async def _show(ledger: AgentRuntime, number: int, say: Say) -> None:
             indent="    ",
         )
     )
-
-
-async def _signed(connection: asyncpg.Connection, holder: str, cert_id: UUID) -> SignedCertificate:
-    return next(s for s in await investor_repo.held(connection, holder) if content_of(s).cert_id == cert_id)
 
 
 def _order(offering: Offering, user: str) -> IssuanceOrder:

@@ -19,7 +19,7 @@ from broker.context import Context
 from broker.stock_certificates import content_of, endorse, verify_certificate
 from schemas.dvp import CertificateDelivery, CertificateLeg
 from schemas.identity import SETTLEMENT_ID
-from schemas.trading import OrderRefusal
+from schemas.trading import OrderRefusal, ReportSettled, Side
 
 log = logs.get("kabuto.exchange")
 # What a unique constraint of reported_trades (migration 0083) stands for, as a refusal.
@@ -71,7 +71,25 @@ async def settled(ctx: Context, trade: ReportedTrade, delivery: CertificateDeliv
     await report_repo.ended(
         ctx.connection, trade.matching_number, "completed", delivery.name_transfer_number, delivery.new_cert_id
     )
+    for party, side in ((trade.buyer_user_id, Side.BUY), (trade.seller_user_id, Side.SELL)):
+        ctx.emit(_settled_notice(trade, delivery, side), to=party)
     log.info("reported_trade_settled", matching_number=trade.matching_number, ntn=delivery.name_transfer_number)
+
+
+def _settled_notice(trade: ReportedTrade, delivery: CertificateDelivery, side: Side) -> ReportSettled:
+    return ReportSettled(
+        matching_number=trade.matching_number,
+        name_transfer_number=delivery.name_transfer_number,
+        report_id=trade.report_id,
+        seller_user_id=trade.seller_user_id,
+        buyer_user_id=trade.buyer_user_id,
+        side=side,
+        issue_code=trade.issue_code,
+        price=trade.price,
+        quantity=trade.shares,
+        amount=trade.price * trade.shares,
+        transferred_cert_id=trade.cert_id,
+    )
 
 
 async def failed(ctx: Context, trade: ReportedTrade, reason: str, certificate_dead: bool) -> None:

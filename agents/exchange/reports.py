@@ -15,7 +15,6 @@ the buyer cannot pay waits, pending, until it can (R-001-26).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -24,8 +23,8 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.exchange.acceptance import Instrument, Refused, check_certificate_terms, check_price, check_seller_holds
-from broker.pki import Identity
-from broker.stock_certificates import CertificateInvalid, endorse, verify_certificate, verify_endorsement
+from broker.stock_certificates import CertificateInvalid, verify_certificate, verify_endorsement
+from broker.trade_reports import ReportTerms
 from broker.trust import TrustStore
 from schemas.certificates import (
     ElectronicStockCertificate,
@@ -34,50 +33,11 @@ from schemas.certificates import (
     EndorsementPurpose,
     IssueCode,
     ShareClass,
-    SignedCertificate,
 )
 from schemas.identity import ParticipantId
 from schemas.money import AccountId, Price, Quantity
 from schemas.sealed import SealedText
 from schemas.trading import ClientOrderId, OrderRefusal
-
-TERMS_V1 = "kabuto-trade-report-v1"
-
-
-@dataclass(frozen=True, slots=True)
-class ReportTerms:
-    """What both parties agree to, and countersign: the seller to sell, the buyer to buy."""
-
-    report_id: str
-    issue_code: str
-    share_class: ShareClass
-    quantity: int
-    price: Decimal
-    seller_user_id: str
-    buyer_user_id: str
-
-    def digest(self) -> str:
-        """SHA-256 (hex) of the terms, one per line, the price in its shortest form (docs/signatures.md §4)."""
-        price = format(self.price.normalize(), "f")
-        lines = [TERMS_V1, self.report_id, self.issue_code, self.share_class.value, str(self.quantity), price]
-        return hashlib.sha256("\n".join([*lines, self.seller_user_id, self.buyer_user_id]).encode()).hexdigest()
-
-    def context(self, party: str) -> str:
-        """What a party's countersignature is bound to: these terms and no others. The seller's,
-        ``report:<seller>:…`` with purpose ``sell_order``, is what the issuer takes as its consent
-        to the name transfer, as it takes ``order:<seller>:…`` for a sell order's."""
-        return f"report:{party}:{self.digest()}"
-
-
-def sold(seller: Identity, certificate: SignedCertificate, terms: ReportTerms) -> EndorsedCertificate:
-    """The seller's certificate countersigned for a sale on ``terms``."""
-    return endorse(seller, certificate, "sell_order", terms.context(terms.seller_user_id))
-
-
-def bought(buyer: Identity, sold_certificate: EndorsedCertificate, terms: ReportTerms) -> Endorsement:
-    """The buyer's consent: its countersignature of the seller's, for ``terms``. It travels beside
-    the certificate to the exchange, not on it: the issuer sees the seller's and the exchange's."""
-    return endorse(buyer, sold_certificate, "trade_report", terms.context(terms.buyer_user_id)).endorsements[-1]
 
 
 class TradeReport(BaseModel):
@@ -100,6 +60,33 @@ class TradeReport(BaseModel):
         description="The seller's certificate, countersigned for the terms (``sold``)."
     )
     buyer_consent: Endorsement = Field(description="The buyer's countersignature of it, for the terms (``bought``).")
+
+    @classmethod
+    def of(
+        cls,
+        terms: ReportTerms,
+        sale: tuple[EndorsedCertificate, str],
+        purchase: tuple[Endorsement, str],
+        buyer_holder: tuple[str, str],
+    ) -> TradeReport:
+        """The report from what each party signed: the seller's countersigned certificate and sealed
+        account, the buyer's countersignature and sealed account, the name and address the
+        buyer's new certificate will carry."""
+        return cls(
+            report_id=terms.report_id,
+            issue_code=terms.issue_code,
+            share_class=terms.share_class,
+            quantity=terms.quantity,
+            price=terms.price,
+            seller_user_id=terms.seller_user_id,
+            seller_account=sale[1],
+            buyer_user_id=terms.buyer_user_id,
+            buyer_account=purchase[1],
+            buyer_name=buyer_holder[0],
+            buyer_address=buyer_holder[1],
+            certificate=sale[0],
+            buyer_consent=purchase[0],
+        )
 
     @property
     def terms(self) -> ReportTerms:

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from agents.investor import brokered, credit_notices, domain, instructions, lifecycle, repo, standing, trading
+from agents.investor import brokered, credit_notices, domain, instructions, lifecycle, repo, reported, standing, trading
 from broker import logs
 from broker.context import Context
 from broker.errors import Reason, SecurityRejected
@@ -126,5 +126,6 @@ AGENT = AgentDefinition(
         **credit_notices.HANDLERS,
         **instructions.HANDLERS,
         **standing.HANDLERS,
+        **reported.HANDLERS,
     },
 )

@@ -12,6 +12,7 @@ then every execution, then every completion, each kind with one statement per ta
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 from uuid import UUID
 
 from agents.investor import order_repo, repo
@@ -122,34 +123,53 @@ async def _completed(items: Sequence[tuple[TradeCompleted, Context]]) -> None:
                 assert message.transferred_cert_id is not None
                 surrendered.append(message.transferred_cert_id)
             else:
-                requests.append(_ask_certificate(message, record, ctx))
+                assert message.name_transfer_number is not None
+                requests.append(
+                    ask_certificate(ctx, record, message.name_transfer_number, message.issue_code, message.quantity)
+                )
                 log.info("trade_completed", ntn=message.name_transfer_number, side=message.side.value)
     await order_repo.surrender_all(connection, surrendered)
     if requests:  # new ids nothing else in the batch can name: made by the statement that claims it
         await group_commit.ride_or_write(connection, repo.requests_recorded(requests))
 
 
-def _ask_certificate(
-    notice: TradeCompleted, record: order_repo.OrderRecord, ctx: Context
+class Buyer(Protocol):
+    """Who asks for a new certificate, as an order or a signed report keeps it."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def settlement_account(self) -> str: ...
+    @property
+    def holder_name(self) -> str | None: ...
+    @property
+    def holder_address(self) -> str | None: ...
+    @property
+    def dividend_method(self) -> str | None: ...
+    @property
+    def dividend_account(self) -> str | None: ...
+
+
+def ask_certificate(
+    ctx: Context, buyer: Buyer, name_transfer_number: int, issue_code: str, shares: int
 ) -> tuple[UUID, str, str, str, int]:
     """The buyer's request for its certificate by NTN (message 39), emitted; the row to record it."""
-    assert notice.name_transfer_number is not None
     delivery = sealed_dividend(
         ctx.trust,
-        record.user_id,
-        DividendMethod(record.dividend_method or DividendMethod.SETTLEMENT_ACCOUNT),
-        record.dividend_account or record.settlement_account,
+        buyer.user_id,
+        DividendMethod(buyer.dividend_method or DividendMethod.SETTLEMENT_ACCOUNT),
+        buyer.dividend_account or buyer.settlement_account,
     )  # R-001-44: the dividend account for settlement's eyes only
     sealed = ctx.emit(
         CertificateRequestAfterTransfer(
-            name_transfer_number=notice.name_transfer_number,
-            holder_name=record.holder_name or record.user_id,
-            holder_address=record.holder_address or "",
+            name_transfer_number=name_transfer_number,
+            holder_name=buyer.holder_name or buyer.user_id,
+            holder_address=buyer.holder_address or "",
             dividend_delivery=delivery,
         ),
         to=ISSUER_ID,
     )
-    return sealed.envelope.message_id, record.user_id, "after_transfer", notice.issue_code, notice.quantity
+    return sealed.envelope.message_id, buyer.user_id, "after_transfer", issue_code, shares
 
 
 # Keyed by the order (its client order id; another user's order of the same id only cuts a run

@@ -20,7 +20,7 @@ import asyncpg
 
 from agents.issuer import domain, repo
 from agents.issuer.register import RegisterRecord, TransferRefused, check_transfer, committed_to, transfer
-from broker import logs
+from broker import logs, trade_reports
 from broker.context import Context
 from broker.set_based import SetBased
 from broker.stock_certificates import (
@@ -89,7 +89,7 @@ def _check_authority(
         raise TransferRefused(TransferRefusal.NOT_AUTHORISED, exc.detail) from exc
     # A sell order's countersignature, or a reported trade's (agents/exchange/reports.py): the
     # exchange that countersigned for the match checked it was made for that order or those terms.
-    sale = context.startswith((f"order:{request.seller_user_id}:", f"report:{request.seller_user_id}:"))
+    sale = context.startswith((f"order:{request.seller_user_id}:", f"{trade_reports.PREFIX}{request.seller_user_id}:"))
     if not sale or len(endorsed.endorsements) != 2:
         raise TransferRefused(TransferRefusal.NOT_AUTHORISED, "the seller did not countersign a sale")
     if record.committed_by is not None:

@@ -13,24 +13,28 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
 from agents.exchange import reporting
 from agents.exchange.acceptance import Refused
-from agents.exchange.reports import ReportedTrade, ReportTerms, TradeReport, bought
+from agents.exchange.reports import ReportedTrade, TradeReport
 from agents.investor import repo as investor_repo
+from agents.investor import reported as investor_reports
 from agents.settlement import app as ledger
 from agents.settlement import instruction_desk
 from broker.consumer import Outcome
+from broker.context import Context
+from broker.errors import Reason
 from broker.pki import KeyStore
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
 from broker.stock_certificates import content_of, endorse
+from broker.trade_reports import ReportTerms, bought
 from schemas.certificates import EndorsedCertificate, ShareClass, SignedCertificate
 from schemas.identity import EXCHANGE_ID, SETTLEMENT_ID
-from schemas.trading import OrderRefusal
+from schemas.trading import OrderRefusal, ReportSettled, Side
 from tests import support
 from tests.integration.test_dvp import balance, conserved, instruction, register
 from tests.integration.test_trading_paths import investor_order, issue, place, sell
@@ -92,6 +96,33 @@ async def a_report(
     return TradeReport(**fields, certificate=by_seller, buyer_consent=consent)
 
 
+async def signed_report(
+    rt: Rt,
+    cert_id: UUID,
+    *,
+    seller: str = "alice",
+    buyer: str = "bob",
+    report_id: str = "otc-1",
+    quantity: int = 500,
+    price: Decimal = Decimal(1000),
+    buyer_account: str | None = None,
+) -> TradeReport:
+    """A report both parties signed through their investor agent (agents/investor/reported.py),
+    which keeps what it signed for when the trade settles."""
+    terms = ReportTerms(report_id, support.ISSUE, ShareClass.COMMON, quantity, price, seller, buyer)
+    holder = (buyer.capitalize(), "2-2 Kabuto-cho, Tokyo")
+    sale = await rt["investor"].command(seller, investor_reports.sign_sale(terms, cert_id, f"{seller}-cash"))
+    purchase = await rt["investor"].command(
+        buyer, investor_reports.sign_purchase(terms, sale.certificate, buyer_account or f"{buyer}-cash", holder)
+    )
+    return TradeReport.of(terms, (sale.certificate, sale.account), (purchase.consent, purchase.account), holder)
+
+
+async def wallet(rt: Rt, cert_id: UUID) -> tuple[str, str] | None:
+    rows = await support.rows(rt["investor"], "SELECT holder_user_id, status FROM wallet WHERE cert_id = $1", cert_id)
+    return (rows[0]["holder_user_id"], rows[0]["status"]) if rows else None
+
+
 async def reported(rt: Rt, report: TradeReport) -> ReportedTrade:
     trade = await rt["exchange"].command(EXCHANGE_ID, lambda ctx: reporting.report(ctx, report))
     outcome = await rt["settlement"].outcomes.wait_for(trade.instruction_id, timeout=30)
@@ -133,9 +164,7 @@ async def test_a_reported_trade_settles_both_legs_and_moves_the_certid_list(
     and lists the buyer's (and the seller's remainder of a part sold)."""
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt, Decimal(1_000_000))
-        trade = await reported(
-            rt, await a_report(keys, await signed_certificate(rt, "alice", cert_id), quantity=quantity)
-        )
+        trade = await reported(rt, await signed_report(rt, cert_id, quantity=quantity))
         assert (trade.status, trade.cert_id, trade.shares) == ("transfer_requested", cert_id, quantity)
 
         row = await ended(rt, trade.matching_number)
@@ -152,6 +181,18 @@ async def test_a_reported_trade_settles_both_legs_and_moves_the_certid_list(
         assert certid_list[row["new_cert_id"]] == ("bob", quantity, "valid")
         valid = sorted((user, shares) for user, shares, status in certid_list.values() if status == "valid")
         assert valid == sorted((holder, shares) for holder, shares, _ in expected)
+        # told by the exchange (trade.report_settled), the buyer's agent asked for the new
+        # certificate by its NTN and holds it; the seller's gave the old one up
+        new_cert = row["new_cert_id"]
+
+        async def delivered() -> bool:
+            return await wallet(rt, new_cert) == ("bob", "held")
+
+        await support.eventually(delivered, timeout=30)
+        assert await wallet(rt, cert_id) == ("alice", "surrendered")
+        remainder = [c for c, (user, _, status) in certid_list.items() if user == "alice" and status == "valid"]
+        for kept in remainder:  # the seller's remainder, sent to its wallet by the issuer
+            assert await wallet(rt, kept) == ("alice", "held")
         await conserved(rt, 500)
 
 
@@ -162,7 +203,7 @@ async def test_an_unfunded_reported_trade_waits_with_its_certificate_held_then_s
     the certificate backs no sell order at the exchange, and recycling settles it once funded."""
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt, Decimal(200_000))
-        trade = await reported(rt, await a_report(keys, await signed_certificate(rt, "alice", cert_id)))
+        trade = await reported(rt, await signed_report(rt, cert_id))
         row = await instruction(rt, trade.matching_number)
         assert (row["settlement"], row["reason"]) == ("pending", "lack_of_cash")
 
@@ -191,8 +232,7 @@ async def test_a_reported_trade_settlement_rejects_lists_the_certificate_again(
     back a sell order."""
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt, Decimal(1_000_000))
-        signed = await signed_certificate(rt, "alice", cert_id)
-        report = await a_report(keys, signed, buyer_account=support.account_box(keys, "bob", "bob-nowhere"))
+        report = await signed_report(rt, cert_id, buyer_account="bob-nowhere")
         trade = await reported(rt, report)
         row = await ended(rt, trade.matching_number)
         assert row["status"] == "failed" and row["settlement_failure"] is not None
@@ -295,3 +335,85 @@ async def _outbox_instructions(rt: Rt) -> int:
         rt["exchange"], "SELECT count(*) AS n FROM outbox_messages WHERE message_type = 'settlement.instruction'"
     )
     return int(rows[0]["n"])
+
+
+async def test_a_party_signs_only_its_own_side_of_terms_it_can_meet(settings: Settings, keys: KeyStore) -> None:
+    """The investor agent signs for a participant only its side, of a certificate in its wallet
+    with the shares sold, and a purchase only of a sale that holds for the same terms; each
+    refusal says why, and nothing is kept."""
+    async with support.agents(settings, *AGENTS) as rt:
+        cert_id = await setup(rt, Decimal(1_000_000))
+        terms = ReportTerms("otc-1", support.ISSUE, ShareClass.COMMON, 500, Decimal(1000), "alice", "bob")
+        sale_by = investor_reports.sign_sale
+        refusals = [
+            ("bob", sale_by(terms, cert_id, "bob-cash"), "as the seller, not bob"),
+            ("alice", sale_by(terms, uuid4(), "alice-cash"), "is not in alice's wallet"),
+            ("alice", sale_by(replace(terms, quantity=600), cert_id, "alice-cash"), "against a certificate of 500"),
+            ("alice", sale_by(replace(terms, issue_code="KBU"), cert_id, "alice-cash"), "is of KBT"),
+        ]
+        sale = await rt["investor"].command("alice", sale_by(terms, cert_id, "alice-cash"))
+        at_1200 = replace(terms, report_id="otc-2", price=Decimal(1200))
+        other_sale = await rt["investor"].command("alice", sale_by(at_1200, cert_id, "alice-cash"))
+        refusals.append(("alice", sale_by(replace(terms, price=Decimal(1100)), cert_id, "alice-cash"), "other terms"))
+        holder = ("Bob", "Tokyo")
+        purchase_by = investor_reports.sign_purchase
+        refusals += [
+            ("alice", purchase_by(terms, sale.certificate, "alice-cash", holder), "as the buyer, not alice"),
+            ("bob", purchase_by(terms, other_sale.certificate, "bob-cash", holder), "the sale does not hold"),
+            ("bob", purchase_by(terms, sale.certificate, "bob-cash", ("Bob", "")), "holder's name and address"),
+            ("bob", purchase_by(replace(terms, quantity=600), sale.certificate, "bob-cash", holder), "does not hold"),
+        ]
+        for user, command, why in refusals:
+            with pytest.raises(investor_reports.ReportError, match=why):
+                await rt["investor"].command(user, command)
+        kept = await support.rows(rt["investor"], "SELECT user_id, side, price FROM reports ORDER BY price")
+        assert [(r["user_id"], r["side"], r["price"]) for r in kept] == [
+            ("alice", "sell", Decimal(1000)),
+            ("alice", "sell", Decimal(1200)),
+        ]  # the two sales signed; no refused one, and no purchase
+
+
+async def test_a_settled_notice_is_acted_on_once_and_only_for_a_report_the_participant_signed(
+    settings: Settings, keys: KeyStore
+) -> None:
+    """trade.report_settled for a report bob never signed is refused as unsolicited, and changes
+    nothing; the same notice again after a settled trade asks for no second certificate."""
+    async with support.agents(settings, *AGENTS) as rt:
+        cert_id = await setup(rt, Decimal(1_000_000))
+        trade = await reported(rt, await signed_report(rt, cert_id))
+        row = await ended(rt, trade.matching_number)
+        notice = ReportSettled(
+            matching_number=trade.matching_number,
+            name_transfer_number=row["name_transfer_number"],
+            report_id="otc-1",
+            seller_user_id="alice",
+            buyer_user_id="bob",
+            side=Side.BUY,
+            issue_code=support.ISSUE,
+            price=Decimal(1000),
+            quantity=500,
+            amount=Decimal(500_000),
+            transferred_cert_id=cert_id,
+        )
+        requests = "SELECT count(*) AS n FROM requests WHERE kind = 'after_transfer'"
+
+        async def asked_once() -> bool:
+            return (await support.rows(rt["investor"], requests)) == [{"n": 1}]
+
+        await support.eventually(asked_once, timeout=30)
+        again = await _from_exchange(rt, notice, "bob")
+        assert (await rt["investor"].outcomes.wait_for(again, timeout=30)).outcome is Outcome.PROCESSED
+        stranger = await _from_exchange(rt, notice.model_copy(update={"report_id": "never"}), "bob")
+        refused = await rt["investor"].outcomes.wait_for(stranger, timeout=30)
+        assert (refused.outcome, refused.reason) == (Outcome.DEAD_LETTERED, Reason.UNSOLICITED)
+        misaddressed = await _from_exchange(rt, notice, "carol")  # bob's side of the trade, sent to carol
+        refused = await rt["investor"].outcomes.wait_for(misaddressed, timeout=30)
+        assert (refused.outcome, refused.reason) == (Outcome.DEAD_LETTERED, Reason.UNSOLICITED)
+        assert await support.rows(rt["investor"], requests) == [{"n": 1}]
+
+
+async def _from_exchange(rt: Rt, notice: ReportSettled, to: str) -> UUID:
+    async def emit(ctx: Context) -> UUID:
+        return ctx.emit(notice, to=to).envelope.message_id
+
+    return await rt["exchange"].command(EXCHANGE_ID, emit)

@@ -23,7 +23,7 @@ import pytest
 from agents import reconcile
 from agents.exchange import reporting
 from agents.exchange.acceptance import Refused
-from agents.exchange.reports import ReportedTrade, TradeReport, sold
+from agents.exchange.reports import ReportedTrade, TradeReport
 from agents.exchange.trading import end_of_day
 from agents.investor import repo as investor_repo
 from agents.investor.instructions import cancel_instruction
@@ -36,6 +36,7 @@ from broker.pki import KeyStore
 from broker.runtime import AgentRuntime
 from broker.settings import Settings
 from broker.stock_certificates import content_of, endorse, sign_certificate
+from broker.trade_reports import sold
 from schemas.certificates import EndorsedCertificate, SignedCertificate, TransferRestriction
 from schemas.dvp import (
     CertificateDelivery,
@@ -50,7 +51,15 @@ from schemas.identity import EXCHANGE_ID, ISSUER_ID, SETTLEMENT_ID
 from schemas.trading import OrderRefusal
 from tests import support
 from tests.integration.test_dvp import balance, conserved, register
-from tests.integration.test_reported_trades import a_report, ended, exchange_trade, listed, reported, signed_certificate
+from tests.integration.test_reported_trades import (
+    a_report,
+    ended,
+    exchange_trade,
+    listed,
+    reported,
+    signed_certificate,
+    signed_report,
+)
 from tests.integration.test_trading_paths import answer_to, buy, exchange_order, investor_order, issue, place, sell
 
 AGENTS = ("investor", "issuer", "exchange", "settlement")
@@ -606,24 +615,20 @@ async def test_a_reported_and_a_matched_trade_settle_side_by_side(settings: Sett
         await conserved(rt, 1000)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the parties' investor agents do not learn of a reported trade yet (docs/dvp.md)"
-)
 async def test_a_certificate_in_a_live_reported_trade_is_refused_and_the_buyers_new_one_can_be_reported_on(
     settings: Settings, keys: KeyStore
 ) -> None:
-    # Known, not done (stop 44; docs/dvp.md "Reported trades"): the buyer of a reported trade never
-    # gets its new certificate. For a matched trade the buyer's investor asks the issuer for it
-    # (CertificateRequestAfterTransfer) when the exchange's trade completion notice 37 arrives
-    # (agents/investor/order_answers.py); a reported trade has no order at the investor agent, so
-    # nothing asks, and bob holds registered shares he cannot sell on the book or report on.
+    # Found by review (stop 44): the buyer of a reported trade never got its new certificate (a
+    # matched trade's buyer asks for it on the exchange's notice 37, and a reported trade sent
+    # none). The parties now sign through their agents, which keep what they signed, and the
+    # exchange sends both trade.report_settled.
     """While the first trade waits, the seller's certificate is not listed (a second report is
     refused and nothing more is instructed); once it settled, the old CertID stays refused, and
     the buyer's new certificate can itself be reported on to carol."""
     async with support.agents(settings, *AGENTS) as rt:
         cert_id = await setup(rt, Decimal(100_000))
         signed = await signed_certificate(rt, "alice", cert_id)
-        first = await reported(rt, await report_of(keys, signed, report_id="one"))
+        first = await reported(rt, await signed_report(rt, cert_id, report_id="one"))
         await kept_status(rt, first.matching_number, "pending")
         again = await report_of(keys, signed, report_id="two", buyer="carol")
         assert await refused(rt, again) is OrderRefusal.CERTIFICATE_NOT_LISTED
@@ -647,14 +652,7 @@ async def test_a_certificate_in_a_live_reported_trade_is_refused_and_the_buyers_
                 "but never received its certificate: nothing asks the issuer for it"
             )
         onward = await reported(
-            rt,
-            await report_of(
-                keys,
-                await signed_certificate(rt, "bob", row["new_cert_id"]),
-                seller="bob",
-                buyer="carol",
-                report_id="one",
-            ),
+            rt, await signed_report(rt, row["new_cert_id"], seller="bob", buyer="carol", report_id="one")
         )
         assert (await ended(rt, onward.matching_number))["status"] == "completed"
         assert await register(rt) == [("carol", 500, None)]

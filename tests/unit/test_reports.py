@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agents.exchange.reports import ReportTerms, TradeReport
+from agents.exchange.reports import TradeReport
+from broker.trade_reports import ReportTerms
 from schemas.certificates import EndorsedCertificate, Endorsement, IssuerSignature, ShareClass, SignedCertificate
 
 GOOD: dict[str, Any] = {
