@@ -15,6 +15,7 @@ the buyer cannot pay waits, pending, until it can (R-001-26).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -37,7 +38,7 @@ from schemas.certificates import (
 from schemas.identity import ParticipantId
 from schemas.money import AccountId, Price, Quantity
 from schemas.sealed import SealedText
-from schemas.trading import ClientOrderId, OrderRefusal
+from schemas.trading import ClientOrderId, OrderRefusal, ReportSettled
 
 
 class TradeReport(BaseModel):
@@ -191,3 +192,7 @@ def _countersigned(
             OrderRefusal.SELLER_ENDORSEMENT_INVALID if purpose == "sell_order" else OrderRefusal.BUYER_CONSENT_INVALID
         )
         raise Refused(reason, exc.detail) from exc
+    signer = endorsed.endorsements[index].certificate
+    role = trust.chained(hashlib.sha256(signer).hexdigest(), signer).participant.role
+    if role not in ReportSettled.spec.recipients:  # who may trade, and be told the trade settled
+        raise Refused(OrderRefusal.USER_MISMATCH, f"{party} is the {role.value}, not a party to a trade")

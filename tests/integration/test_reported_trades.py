@@ -306,6 +306,8 @@ async def test_a_report_failing_a_check_is_refused_with_its_reason_and_leaves_no
                 consent,
             ),
             ("another's certificate, endorsed by the seller", bobs, {}, OrderRefusal.HOLDER_MISMATCH),
+            ("a lender as the buyer", fresh, {"buyer_user_id": "credit"}, OrderRefusal.USER_MISMATCH),
+            ("the issuer as the buyer", fresh, {"buyer_user_id": "issuer"}, OrderRefusal.USER_MISMATCH),
             ("a certificate sold already", sold, {}, OrderRefusal.CERTIFICATE_NOT_LISTED),
             ("a certificate backing a sell order", committed, {}, OrderRefusal.CERTIFICATE_ALREADY_COMMITTED),
         ]
