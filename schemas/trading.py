@@ -326,7 +326,7 @@ class TradeCompleted(Message):
     )
 
 
-@message("trade.report_settled", senders={Role.EXCHANGE}, recipients={Role.INVESTOR, Role.BROKERAGE, Role.CUSTODY})
+@message("trade.report_settled", senders={Role.EXCHANGE}, recipients={Role.INVESTOR})
 class ReportSettled(Message):
     """A trade reported off the order book settled, both legs done (docs/dvp.md, "Reported
     trades"): to buyer and seller, as the trade completion notice (37) is for a matched trade. The

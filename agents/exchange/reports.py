@@ -194,5 +194,5 @@ def _countersigned(
         raise Refused(reason, exc.detail) from exc
     signer = endorsed.endorsements[index].certificate
     role = trust.chained(hashlib.sha256(signer).hexdigest(), signer).participant.role
-    if role not in ReportSettled.spec.recipients:  # who may trade, and be told the trade settled
-        raise Refused(OrderRefusal.USER_MISMATCH, f"{party} is the {role.value}, not a party to a trade")
+    if role not in ReportSettled.spec.recipients:  # whose agent signs reports and is told they settled
+        raise Refused(OrderRefusal.USER_MISMATCH, f"{party} is a {role.value}: a reported trade is between investors")

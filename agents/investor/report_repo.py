@@ -79,15 +79,13 @@ async def signed(
     return kept
 
 
-async def settled(
+async def signed_report(
     connection: asyncpg.Connection, user_id: str, seller_user_id: str, report_id: str, side: Side
 ) -> SignedReport | None:
-    """The signed report, marked settled; None: the participant signed no such report, or it
-    settled before."""
+    """What the participant signed of this report, locked until the transaction ends; None: nothing."""
     row = await connection.fetchrow(
-        f"""UPDATE reports SET status = 'settled', settled_at = now()
-            WHERE user_id = $1 AND seller_user_id = $2 AND report_id = $3 AND side = $4 AND status = 'signed'
-            RETURNING {_COLUMNS}""",
+        f"""SELECT {_COLUMNS} FROM reports
+            WHERE user_id = $1 AND seller_user_id = $2 AND report_id = $3 AND side = $4 FOR UPDATE""",
         user_id,
         seller_user_id,
         report_id,
@@ -96,15 +94,14 @@ async def settled(
     return SignedReport(**dict(row)) if row is not None else None
 
 
-async def signed_before(
+async def settled(
     connection: asyncpg.Connection, user_id: str, seller_user_id: str, report_id: str, side: Side
-) -> bool:
-    found: bool = await connection.fetchval(
-        """SELECT EXISTS (SELECT 1 FROM reports
-                          WHERE user_id = $1 AND seller_user_id = $2 AND report_id = $3 AND side = $4)""",
+) -> None:
+    await connection.execute(
+        """UPDATE reports SET status = 'settled', settled_at = now()
+           WHERE user_id = $1 AND seller_user_id = $2 AND report_id = $3 AND side = $4""",
         user_id,
         seller_user_id,
         report_id,
         side.value,
     )
-    return found

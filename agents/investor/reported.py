@@ -57,9 +57,9 @@ def sign_sale(terms: ReportTerms, cert_id: UUID, settlement_account: str) -> Cal
         user = ctx.identity.user_id
         if terms.seller_user_id != user:
             raise ReportError(f"the terms name {terms.seller_user_id} as the seller, not {user}")
-        held = {content_of(s).cert_id: s for s in await repo.held(ctx.connection, user)}
-        if cert_id not in held:
-            raise ReportError(f"CertID {cert_id} is not in {user}'s wallet")
+        held = await order_repo.committable_all(ctx.connection, user, [cert_id])
+        if cert_id not in held:  # the sell orders' own check (B87): a certificate backs one sale
+            raise ReportError(f"CertID {cert_id} is not in {user}'s wallet, or backs a sell order")
         certificate = content_of(held[cert_id])
         if (certificate.issue_code, certificate.share_class) != (terms.issue_code, terms.share_class):
             raise ReportError(f"CertID {cert_id} is of {certificate.issue_code} {certificate.share_class.value}")
@@ -99,8 +99,12 @@ def sign_purchase(
             raise ReportError(f"the sale does not hold: {exc.detail}") from exc
         if len(sold.endorsements) != 1:
             raise ReportError("the sale carries other countersignatures than the seller's")
-        if certificate.issue_code != terms.issue_code or certificate.shares < terms.quantity:
-            raise ReportError(f"the certificate sold is {certificate.shares} of {certificate.issue_code}")
+        if certificate.holder_user_id != terms.seller_user_id:
+            raise ReportError(f"the certificate sold is {certificate.holder_user_id}'s, not the seller's")
+        if (certificate.issue_code, certificate.share_class) != (terms.issue_code, terms.share_class):
+            raise ReportError(f"the certificate sold is of {certificate.issue_code} {certificate.share_class.value}")
+        if certificate.shares < terms.quantity:
+            raise ReportError(f"the certificate sold holds {certificate.shares} shares, not {terms.quantity}")
         method, account = dividend or (DividendMethod.SETTLEMENT_ACCOUNT, settlement_account)
         details = (holder[0], holder[1], method.value, account)
         kept = await report_repo.signed(
@@ -121,26 +125,30 @@ def _same_terms(terms: ReportTerms, kept: str) -> None:
 
 
 async def on_report_settled(message: ReportSettled, ctx: Context) -> None:
-    """The buyer asks for its certificate by NTN (39); the seller's certificate is surrendered."""
+    """The buyer asks for its certificate by NTN (39); the seller's certificate is surrendered.
+    Acted on once, and only for a report the participant signed on the terms the notice names
+    (found by review: a notice of other shares was acted on, and the real one then ignored)."""
     user = ctx.identity.user_id
     party = message.buyer_user_id if message.side is Side.BUY else message.seller_user_id
     if party != user:
         raise SecurityRejected(Reason.UNSOLICITED, f"a {message.side.value} notice of {party}'s trade sent to {user}")
     key = (user, message.seller_user_id, message.report_id, message.side)
-    report = await report_repo.settled(ctx.connection, *key)
+    report = await report_repo.signed_report(ctx.connection, *key)
     if report is None:
-        if await report_repo.signed_before(ctx.connection, *key):
-            log.info("report_settled_before", report_id=message.report_id)  # the notice again: done once
-            return
         raise SecurityRejected(
             Reason.UNSOLICITED, f"{user} signed no {message.side.value} of report {message.report_id}"
         )
-    if report.cert_id != message.transferred_cert_id:
-        raise SecurityRejected(Reason.UNSOLICITED, f"report {message.report_id} sold CertID {report.cert_id}")
+    said = (message.transferred_cert_id, message.issue_code, message.quantity, message.price)
+    if said != (report.cert_id, report.issue_code, report.quantity, report.price):
+        raise SecurityRejected(Reason.UNSOLICITED, f"report {message.report_id} was signed on other terms")
+    if report.status == "settled":
+        log.info("report_settled_before", report_id=message.report_id)  # the notice again: done once
+        return
+    await report_repo.settled(ctx.connection, *key)
     if message.side is Side.SELL:
         await order_repo.surrender_all(ctx.connection, [report.cert_id])
     else:
-        request = ask_certificate(ctx, report, message.name_transfer_number, message.issue_code, message.quantity)
+        request = ask_certificate(ctx, report, message.name_transfer_number, report.issue_code, report.quantity)
         await group_commit.ride_or_write(ctx.connection, repo.requests_recorded([request]))
     log.info("report_settled", side=message.side.value, report_id=message.report_id, ntn=message.name_transfer_number)
 

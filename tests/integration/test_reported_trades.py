@@ -384,37 +384,42 @@ async def test_a_settled_notice_is_acted_on_once_and_only_for_a_report_the_parti
         cert_id = await setup(rt, Decimal(1_000_000))
         trade = await reported(rt, await signed_report(rt, cert_id))
         row = await ended(rt, trade.matching_number)
-        notice = ReportSettled(
-            matching_number=trade.matching_number,
-            name_transfer_number=row["name_transfer_number"],
-            report_id="otc-1",
-            seller_user_id="alice",
-            buyer_user_id="bob",
-            side=Side.BUY,
-            issue_code=support.ISSUE,
-            price=Decimal(1000),
-            quantity=500,
-            amount=Decimal(500_000),
-            transferred_cert_id=cert_id,
-        )
+        notice = settled_notice(trade.matching_number, row["name_transfer_number"], cert_id, Side.BUY)
         requests = "SELECT count(*) AS n FROM requests WHERE kind = 'after_transfer'"
 
         async def asked_once() -> bool:
             return (await support.rows(rt["investor"], requests)) == [{"n": 1}]
 
         await support.eventually(asked_once, timeout=30)
-        again = await _from_exchange(rt, notice, "bob")
+        again = await from_exchange(rt, notice, "bob")
         assert (await rt["investor"].outcomes.wait_for(again, timeout=30)).outcome is Outcome.PROCESSED
-        stranger = await _from_exchange(rt, notice.model_copy(update={"report_id": "never"}), "bob")
+        stranger = await from_exchange(rt, notice.model_copy(update={"report_id": "never"}), "bob")
         refused = await rt["investor"].outcomes.wait_for(stranger, timeout=30)
         assert (refused.outcome, refused.reason) == (Outcome.DEAD_LETTERED, Reason.UNSOLICITED)
-        misaddressed = await _from_exchange(rt, notice, "carol")  # bob's side of the trade, sent to carol
+        misaddressed = await from_exchange(rt, notice, "carol")  # bob's side of the trade, sent to carol
         refused = await rt["investor"].outcomes.wait_for(misaddressed, timeout=30)
         assert (refused.outcome, refused.reason) == (Outcome.DEAD_LETTERED, Reason.UNSOLICITED)
         assert await support.rows(rt["investor"], requests) == [{"n": 1}]
 
 
-async def _from_exchange(rt: Rt, notice: ReportSettled, to: str) -> UUID:
+def settled_notice(number: int, ntn: int, cert_id: UUID, side: Side) -> ReportSettled:
+    """The exchange's trade.report_settled of alice's sale to bob of 500 at 1,000 (report otc-1)."""
+    return ReportSettled(
+        matching_number=number,
+        name_transfer_number=ntn,
+        report_id="otc-1",
+        seller_user_id="alice",
+        buyer_user_id="bob",
+        side=side,
+        issue_code=support.ISSUE,
+        price=Decimal(1000),
+        quantity=500,
+        amount=Decimal(500_000),
+        transferred_cert_id=cert_id,
+    )
+
+
+async def from_exchange(rt: Rt, notice: ReportSettled, to: str) -> UUID:
     async def emit(ctx: Context) -> UUID:
         return ctx.emit(notice, to=to).envelope.message_id
 
