@@ -105,10 +105,10 @@ async def none_running(settings: Settings, agents: Sequence[str]) -> None:
 async def _queues(connection: aio_pika.abc.AbstractConnection, names: list[str]) -> dict[str, tuple[int, int]]:
     found = {}
     for name in names:
-        try:
-            found.update(await check_ready(connection, [name], timeout=2))
+        try:  # a queue not declared yet (the agent has never started) is left out at once
+            found.update(await check_ready(connection, [name], timeout=2, missing_ok=True))
         except TopologyError:
-            continue  # not declared yet: the agent has never started
+            continue  # declared, but without a leader for 2 s
     return found
 
 

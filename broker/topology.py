@@ -204,10 +204,13 @@ async def check_ready(
     queue_names: Iterable[str],
     *,
     timeout: float = 30.0,
+    missing_ok: bool = False,
 ) -> dict[str, tuple[int, int]]:
     """Passively declare each queue until all answer (a quorum queue answers once it has a leader).
 
     Returns each queue's (messages, consumers). Raises ``TopologyError`` past the deadline.
+    ``missing_ok``: a queue the broker does not have (404) is left out at once, not waited for —
+    an operator's look at agents that never started (``kabuto status`` waited 2 s a queue).
     """
     pending = list(queue_names)
     found: dict[str, tuple[int, int]] = {}
@@ -219,6 +222,9 @@ async def check_ready(
                     found[name] = await _inspect(connection, name)
                     pending.pop(0)
                 except (TimeoutError, aiormq.exceptions.AMQPError) as exc:
+                    if missing_ok and isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
+                        pending.pop(0)  # not declared: left out, not waited for
+                        continue
                     if stopping():  # the deadline's own cancel, or a stop: not a leader election
                         raise asyncio.CancelledError from exc
                     await asyncio.sleep(0.25)  # the queue's leader election is under way
