@@ -360,12 +360,37 @@ async def running(runtime: AgentRuntime) -> AsyncIterator[AgentRuntime]:
 async def started(
     definitions: Sequence[AgentDefinition], settings: Settings, **options: Any
 ) -> AsyncIterator[dict[str, AgentRuntime]]:
-    """Open and run several agents for the body of the block; stop and close them after."""
+    """Open and run several agents for the body of the block; stop and close them after.
+
+    The first agent opens alone: it declares the namespace's shared exchanges and its journal, a
+    stream queue that several connections should not race to declare. The others then open
+    together, since an opening waits on the broker and the database rather than the CPU: four
+    agents took 0.4 s one after another.
+    """
     async with AsyncExitStack() as stack:
-        runtimes = {d.id: await stack.enter_async_context(AgentRuntime(d, settings, **options)) for d in definitions}
+        opening = [AgentRuntime(d, settings, **options) for d in definitions]
+        await _enter_together(stack, opening[:1])
+        await _enter_together(stack, opening[1:])
+        runtimes = {runtime.id: runtime for runtime in opening}
         for runtime in runtimes.values():
             await stack.enter_async_context(running(runtime))
         yield runtimes
+
+
+async def _enter_together(stack: AsyncExitStack, runtimes: Sequence[AgentRuntime]) -> None:
+    """Enter every runtime at once; ``stack`` exits each that opened. When one fails to open, the
+    others are cancelled (each closes what it had opened) and its own error is raised, not a group:
+    callers tell ``InstanceHeld`` or a ``TopologyError`` apart by type."""
+    tasks: list[asyncio.Task[AgentRuntime]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(runtime.__aenter__(), name=f"{runtime.id}-open") for runtime in runtimes]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    finally:
+        for runtime, task in zip(runtimes, tasks, strict=True):
+            if task.done() and not task.cancelled() and task.exception() is None:
+                stack.push_async_exit(runtime)
 
 
 async def serve(definitions: Sequence[AgentDefinition], settings: Settings, stop: asyncio.Event) -> None:
