@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,7 +28,7 @@ import asyncpg
 import pytest
 
 from agents.exchange.warm_book import BOOKS
-from broker import event_loop, provisioning, topology
+from broker import event_loop, logs, provisioning, topology
 from broker.migrate import migrate
 from broker.pki import KeyStore, default_participant, platform_participants
 from broker.settings import AGENT_IDS, Settings, load
@@ -46,6 +47,27 @@ HOW_TO_START = (
     "(or KABUTO_TEST_AMQP_URL / KABUTO_TEST_DATABASE_URL). Run `make test`, which starts them, "
     "or `bash scripts/services.sh`."
 )
+
+
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written: pytest captures each test's own."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def logs_as_agents_write_them() -> None:
+    """Every level, as the JSON lines the agents write; not structlog's default, which drew each
+    logged exception with Rich (11 s of the suite's CPU) for output nobody reads unless a test fails."""
+    logs.configure("debug", "json", _CurrentStderr(), cache=False)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_logs() -> None:
+    logs_as_agents_write_them()
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, event_loop.LoopFactory]:
@@ -208,8 +230,49 @@ async def assert_running_totals_match(url: str) -> None:
         await connection.close()
 
 
+class NamespacesDeleted:
+    """A test's RabbitMQ namespace deleted after it, in a thread of its own, while the next test
+    runs: deleting some forty queues and exchanges one by one took 0.1 to 0.2 s of every test's
+    teardown. The thread's failure is raised to the next test that ends, and at the session's end."""
+
+    def __init__(self) -> None:
+        self._pending: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._delete()), name="namespaces", daemon=True)
+        self._thread.start()
+
+    async def _delete(self) -> None:
+        try:
+            while (namespace := await asyncio.to_thread(self._pending.get)) is not None:
+                await delete_namespace(namespace)
+        except Exception as exc:  # noqa: BLE001 — a thread: reported to the next test that ends
+            self._failure = exc
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError(f"deleting test namespaces failed: {self._failure!r}") from self._failure
+
+    def delete(self, namespace: str) -> None:
+        self._raise_failure()
+        self._pending.put(namespace)
+
+    async def close(self) -> None:
+        self._pending.put(None)
+        await asyncio.to_thread(self._thread.join, 60)
+        self._raise_failure()
+
+
+@pytest.fixture(scope="session")
+async def namespaces_deleted(services: None) -> AsyncIterator[NamespacesDeleted]:
+    deleted = NamespacesDeleted()
+    yield deleted
+    await deleted.close()
+
+
 @pytest.fixture
-async def settings(database: str, keys: KeyStore, agent_logins: provisioning.Provisioned) -> AsyncIterator[Settings]:
+async def settings(
+    database: str, keys: KeyStore, agent_logins: provisioning.Provisioned, namespaces_deleted: NamespacesDeleted
+) -> AsyncIterator[Settings]:
     namespace = f"t{uuid.uuid4().hex[:10]}"
     yield Settings(
         amqp_url=AMQP_URL,
@@ -225,7 +288,7 @@ async def settings(database: str, keys: KeyStore, agent_logins: provisioning.Pro
         # in seconds rather than after the default wait (broker/instance.py).
         instance_wait=timedelta(seconds=5),
     )
-    await delete_namespace(namespace)
+    namespaces_deleted.delete(namespace)
 
 
 async def delete_namespace(namespace: str) -> None:

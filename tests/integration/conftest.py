@@ -10,7 +10,6 @@ from decimal import Decimal
 import aio_pika
 import asyncpg
 import pytest
-import structlog
 
 from agents.exchange import order_repo
 from broker import logs
@@ -21,6 +20,7 @@ from broker.topology import Names
 from kabuto_client import Participant
 from schemas.identity import Role
 from tests import support
+from tests.conftest import logs_as_agents_write_them
 
 
 async def delete_queue(settings: Settings, participant: str) -> None:
@@ -81,4 +81,4 @@ def log_lines() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     logs.configure("debug", "json", stream, cache=False)
     yield stream
-    structlog.reset_defaults()
+    logs_as_agents_write_them()
