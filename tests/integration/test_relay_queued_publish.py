@@ -11,6 +11,7 @@ events exchange to read what arrived, and one that refuses what it cannot hold
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ import pytest
 from aio_pika.abc import AbstractQueue
 
 from agents.investor.app import AGENT as AGENT_INVESTOR
+from broker import relay_window
 from broker.context import Context
 from broker.relay_window import MARK_AND_READ, publish_window
 from broker.runtime import AgentRuntime
@@ -203,3 +205,31 @@ async def test_a_window_cancelled_while_it_publishes_cancels_its_sends(settings:
 
 def _is_send(task: asyncio.Task[object]) -> bool:
     return not task.done() and getattr(task.get_coro(), "__qualname__", "") == "_send"
+
+
+async def test_a_window_cancelled_while_it_waits_leaves_no_unretrieved_exception(settings: Settings) -> None:
+    """A relay stopped in the middle of a window (`make bench` between its stages) cancels the
+    window's sends; their gathered future ended holding a CancelledError nobody retrieved, and
+    asyncio reported "_GatheringFuture exception was never retrieved" when it was collected."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await (await connection.channel(publisher_confirms=True)).get_underlay_channel()
+        assert isinstance(channel, aiormq.Channel)
+        never_confirmed: asyncio.Future[None] = loop.create_future()
+        window = asyncio.create_task(relay_window._outcomes(channel, [never_confirmed]))
+        await asyncio.sleep(0)  # the window is waiting on its sends and on the channel closing
+        window.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await window
+        assert never_confirmed.cancelled()
+        del window, never_confirmed
+        await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(handler)
+        await connection.close()
+    assert [c["message"] for c in reported] == []
