@@ -6,7 +6,7 @@ from __future__ import annotations
 from broker.pki import KeyStore
 from broker.settings import Settings
 from tests import support
-from tests.e2e.test_cli import kabuto, ok
+from tests.e2e.test_cli import all_ok, ok, together
 from tests.integration.test_dvp import AGENTS, unfunded
 
 
@@ -14,23 +14,25 @@ async def test_issue_11_operators_inquire_recycle_and_cancel_instructions(settin
     async with support.agents(settings, *AGENTS) as rt:
         await unfunded(rt, settings, keys)  # instruction 901: bob cannot pay yet
 
-    listing = await ok(settings, "settlement", "instructions", "--live")
+    listing, shown = await all_ok(
+        settings, ("settlement", "instructions", "--live"), ("settlement", "instruction", "901")
+    )
     assert "901" in listing and "pending" in listing and "lack_of_cash" in listing
-    shown = await ok(settings, "settlement", "instruction", "901")
     assert "accepted" in shown and "matched" in shown and "detail:" in shown
     assert "waiting 1" in await ok(settings, "settlement", "recycle")
     assert "cancelled, failed" in await ok(settings, "settlement", "cancel", "901")
     assert "901" not in await ok(settings, "settlement", "instructions", "--live")
 
-    code, out, _ = await kabuto(settings, "settlement", "cancel", "901")
-    assert code == 1 and "not_cancellable" in out
-    code, _, err = await kabuto(settings, "settlement", "instruction", "4242")
-    assert code == 1 and "no instruction 4242" in err
-    code, _, err = await kabuto(settings, "settlement", "recycle", "--as-of", "yesterday")
-    assert code == 2 and "as-of" in err
-
-    assert "brokerage may post on alice-cash" in await ok(
-        settings, "settlement", "mandate", "alice-cash", "--agent", "brokerage"
+    cancelled_again, unknown, bad_date, mandate, no_account = await together(
+        settings,
+        ("settlement", "cancel", "901"),
+        ("settlement", "instruction", "4242"),
+        ("settlement", "recycle", "--as-of", "yesterday"),
+        ("settlement", "mandate", "alice-cash", "--agent", "brokerage"),
+        ("settlement", "mandate", "nobody-cash", "--agent", "brokerage"),
     )
-    code, _, err = await kabuto(settings, "settlement", "mandate", "nobody-cash", "--agent", "brokerage")
-    assert code == 1 and "no account nobody-cash" in err
+    assert cancelled_again[0] == 1 and "not_cancellable" in cancelled_again[1]
+    assert unknown[0] == 1 and "no instruction 4242" in unknown[2]
+    assert bad_date[0] == 2 and "as-of" in bad_date[2]
+    assert mandate[0] == 0 and "brokerage may post on alice-cash" in mandate[1], mandate[2]
+    assert no_account[0] == 1 and "no account nobody-cash" in no_account[2]

@@ -9,7 +9,7 @@ from broker.consumer import Outcome
 from broker.db import agent_pool
 from broker.settings import Settings
 from tests import support
-from tests.e2e.test_cli import kabuto
+from tests.e2e.test_cli import all_ok, kabuto, together
 
 COMPANY = ("brokerage", "company", "x-sec", "--name", "X Securities", "--design", "sc_holds_im_account")
 CUSTOMER = ("brokerage", "customer", "IM-1", "--user", "alice", "--pin", "2468")
@@ -22,18 +22,16 @@ async def customers(settings: Settings) -> list[dict[str, object]]:
 
 async def test_a_customer_with_bad_accounts_is_refused_and_nothing_is_stored(settings: Settings) -> None:
     assert (await kabuto(settings, *COMPANY))[0] == 0
-    for account, why in (
-        ("Kamata Alice:intermediary:bank:1", "account id 'Kamata Alice' is malformed"),
-        ("kamata:Y Sec:bank:1", "held at 'Y Sec': not 'intermediary' nor a company id"),
-        ("kamata:intermediary:cash:1", "of kind 'cash': not bank or fund"),
-        ("kamata:intermediary:bank:0", "has priority 0"),
-    ):
-        code, _, err = await kabuto(settings, *CUSTOMER, "--account", account)
+    refusals = {
+        ("--account", "Kamata Alice:intermediary:bank:1"): "account id 'Kamata Alice' is malformed",
+        ("--account", "kamata:Y Sec:bank:1"): "held at 'Y Sec': not 'intermediary' nor a company id",
+        ("--account", "kamata:intermediary:cash:1"): "of kind 'cash': not bank or fund",
+        ("--account", "kamata:intermediary:bank:0"): "has priority 0",
+        ("--account", "a1:intermediary:bank:1", "--account", "a2:x-sec:fund:1"): "two accounts have the same priority",
+    }
+    answers = await together(settings, *((*CUSTOMER, *accounts) for accounts in refusals))
+    for why, (code, _, err) in zip(refusals.values(), answers, strict=True):
         assert code == 1 and why in err, err
-    code, _, err = await kabuto(
-        settings, *CUSTOMER, "--account", "a1:intermediary:bank:1", "--account", "a2:x-sec:fund:1"
-    )
-    assert code == 1 and "two accounts have the same priority" in err
     assert await customers(settings) == []
     code, _, err = await kabuto(settings, *CUSTOMER, "--account", "a1:intermediary:bank:1")
     assert code == 0, err
@@ -71,22 +69,22 @@ async def test_a_bad_stored_record_is_refused_with_a_reason_and_corrected_by_cus
         assert code == 0 and "updated: PIN, 1 account(s)" in out, err
         code, out, _ = await kabuto(settings, "investor", "identify", "--as", "alice", "IM-1", "--pin", "1357")
         assert code == 0 and out.startswith("accepted: identified as customer IM-1"), out
-    code, _, err = await kabuto(settings, "brokerage", "customer-update", "IM-404", "--pin", "1234")
-    assert code == 1 and "no customer IM-404" in err
-    code, _, err = await kabuto(settings, "brokerage", "customer-update", "IM-1")
-    assert code == 1 and "nothing to change" in err
+    unknown, nothing = await together(
+        settings, ("brokerage", "customer-update", "IM-404", "--pin", "1234"), ("brokerage", "customer-update", "IM-1")
+    )
+    assert unknown[0] == 1 and "no customer IM-404" in unknown[2]
+    assert nothing[0] == 1 and "nothing to change" in nothing[2]
 
 
 async def test_brokerage_company_opens_the_ledger_accounts_of_the_contract_once(settings: Settings) -> None:
     code, out, err = await kabuto(settings, *COMPANY, "--capital", "1000000")
     assert code == 0 and "settlement accounts opened: x-sec:clearing" in out, err
-    statement = await kabuto(settings, "settlement", "statement", "x-sec:clearing")
-    assert statement[0] == 0 and "1000000" in statement[1]
-    for account in ("x-sec:commission", "x-sec:consumption-tax", "intermediary:cash", "intermediary:x-sec-account"):
-        assert (await kabuto(settings, "settlement", "statement", account))[0] == 0, account
-    code, _, err = await kabuto(settings, *COMPANY)
-    assert code == 1 and "already has a contract with x-sec" in err
-    code, _, err = await kabuto(
-        settings, "brokerage", "company", "X SEC", "--name", "X", "--design", "sc_holds_im_account"
+    accounts = ("x-sec:clearing", "x-sec:commission", "x-sec:consumption-tax", "intermediary:cash",
+                "intermediary:x-sec-account")  # fmt: skip
+    statements = await all_ok(settings, *(("settlement", "statement", account) for account in accounts))
+    assert "1000000" in statements[0]
+    again, malformed = await together(
+        settings, COMPANY, ("brokerage", "company", "X SEC", "--name", "X", "--design", "sc_holds_im_account")
     )
-    assert code == 1 and "company id 'X SEC' is malformed" in err
+    assert again[0] == 1 and "already has a contract with x-sec" in again[2]
+    assert malformed[0] == 1 and "company id 'X SEC' is malformed" in malformed[2]

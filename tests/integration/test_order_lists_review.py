@@ -309,31 +309,30 @@ async def test_cli_exit_codes(settings: Settings, tmp_path: Path) -> None:
         path.write_bytes(text if isinstance(text, bytes) else text.encode())
         return str(path)
 
-    code, err = await order_list(
-        settings, write("latin1.csv", (HEADER + "buy,KBT,1,bob-cash,1000,Bj\xf6rk,Tokyo,e-1\n").encode("latin-1"))
-    )
-    assert code == 2 and "latin1.csv" in err
-    code, err = await order_list(settings, write("header.csv", HEADER))
-    assert code == 2 and "holds no order" in err
-    code, err = await order_list(settings, write("empty.csv", ""))
-    assert code == 2 and "empty" in err
-    code, _ = await order_list(settings, str(tmp_path / "missing.csv"))
-    assert code == 2
-    code, err = await order_list(
-        settings,
-        write(
-            "sell.csv",
-            f"side,issue,quantity,account,limit,certificate,id\nsell,KBT,1,bob-cash,1000,{UUID(int=1)},e-2\n",
-        ),
-    )
-    assert code == 1 and "is not in the wallet" in err
+    sell = f"side,issue,quantity,account,limit,certificate,id\nsell,KBT,1,bob-cash,1000,{UUID(int=1)},e-2\n"
     many = "".join(f"buy,KBT,1,bob-cash,1000,Bob,Tokyo,m-{i}\n" for i in range(1000))
-    out = await ok(settings, "investor", "order-list", "--as", "bob", write("many.csv", HEADER + many))
-    assert "1000 orders queued" in out
-    code, err = await order_list(
-        settings, write("toomany.csv", HEADER + many + "buy,KBT,1,bob-cash,1000,Bob,Tokyo,m-x\n")
+    files = (
+        write("latin1.csv", (HEADER + "buy,KBT,1,bob-cash,1000,Bj\xf6rk,Tokyo,e-1\n").encode("latin-1")),
+        write("header.csv", HEADER),
+        write("empty.csv", ""),
+        str(tmp_path / "missing.csv"),
+        write("sell.csv", sell),
+        write("toomany.csv", HEADER + many + "buy,KBT,1,bob-cash,1000,Bob,Tokyo,m-x\n"),
     )
-    assert code == 2 and "line 1002" in err
+    # Each file is refused whole, so none changes what another reads: they run at once, and the
+    # 1,000 orders of many.csv beside them.
+    answers = await asyncio.gather(
+        *(order_list(settings, file) for file in files),
+        kabuto(settings, "investor", "order-list", "--as", "bob", write("many.csv", HEADER + many)),
+    )
+    latin1, header, empty, missing, not_held, too_many, (placed, out, placed_err) = answers
+    assert latin1[0] == 2 and "latin1.csv" in latin1[1]
+    assert header[0] == 2 and "holds no order" in header[1]
+    assert empty[0] == 2 and "empty" in empty[1]
+    assert missing[0] == 2
+    assert not_held[0] == 1 and "is not in the wallet" in not_held[1]
+    assert too_many[0] == 2 and "line 1002" in too_many[1]
+    assert placed == 0 and "1000 orders queued" in out, placed_err
     listed = await ok(settings, "investor", "orders", "--as", "bob")
     assert "e-1" not in listed and "e-2" not in listed and "m-x" not in listed
 
