@@ -81,7 +81,7 @@ async def on_identify(request: IdentifyCustomer, ctx: Context) -> None:
     """Seed 000 claims 3–4: authenticate, then fetch the accounts' balances for the view."""
     assert ctx.sender is not None and ctx.message_id is not None
     try:
-        customer = customers.authenticate(
+        customer = await customers.authenticate(
             await repo.customer(ctx.connection, request.customer_id),
             request.customer_id,
             _pin(request.pin, ctx),
@@ -178,7 +178,7 @@ async def on_order(request: BrokeredOrder, ctx: Context) -> None:
 async def _checked(request: BrokeredOrder, ctx: Context) -> tuple[dict[str, Any], tuple[Any, ...]]:
     assert ctx.sender is not None
     conn = ctx.connection
-    customer = customers.authenticate(
+    customer = await customers.authenticate(
         await repo.customer(conn, request.customer_id), request.customer_id, _pin(request.pin, ctx), ctx.sender.user_id
     )
     customers.check_record(customer)

@@ -7,6 +7,7 @@ available accounts and transaction conditions decide what an order may use and d
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -72,13 +73,18 @@ class Refused(Exception):
     detail: str
 
 
-def authenticate(customer: Customer | None, customer_id: str, pin: str, signer: str) -> Customer:
-    """R-002-06: the customer id and PIN correspond, and the terminal signing is this customer's."""
+async def authenticate(customer: Customer | None, customer_id: str, pin: str, signer: str) -> Customer:
+    """R-002-06: the customer id and PIN correspond, and the terminal signing is this customer's.
+
+    The PIN's scrypt, about 60 ms of CPU by design, runs in a worker thread: hashlib's scrypt
+    releases the GIL, so the agent's loop serves its other deliveries, answers and heartbeats
+    meanwhile, where it stalled for every identification and brokered order.
+    """
     if customer is None:
         raise Refused(BrokerageRefusal.UNKNOWN_CUSTOMER, f"no customer {customer_id}")
     if customer.user_id != signer:
         raise Refused(BrokerageRefusal.NOT_YOUR_CUSTOMER_ID, f"customer {customer_id} is not {signer}")
-    if not pin_matches(pin, customer.pin_salt, customer.pin_hash):
+    if not await asyncio.to_thread(pin_matches, pin, customer.pin_salt, customer.pin_hash):
         raise Refused(BrokerageRefusal.AUTHENTICATION_FAILED, "the personal authentication does not match")
     check_record(customer)
     return customer
