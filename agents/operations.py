@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -167,7 +168,10 @@ async def _none_running(settings: Settings) -> None:
 
 
 async def _status(settings: Settings, watch: bool, interval: float, iterations: int | None) -> None:
-    console = Console()
+    # Piped (a script, a log, `watch -n`), Rich drew the table 80 columns wide and folded each
+    # row over several lines; there it is as wide as its rows, unless COLUMNS says otherwise.
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    console = Console(width=render.UNLIMITED_WIDTH) if piped else Console()
     if watch:
         await status_view.watch(settings, AGENT_IDS, console, interval, iterations)
     else:

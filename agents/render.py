@@ -57,7 +57,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, indent: s
     for row in rows:
         grid.add_row(*(Text(_cell(v)) for v in row))
     styled = sys.stdout.isatty()
-    console = Console(width=_UNLIMITED, file=io.StringIO(), record=True, force_terminal=styled, highlight=False)
+    console = Console(width=UNLIMITED_WIDTH, file=io.StringIO(), record=True, force_terminal=styled, highlight=False)
     console.print(grid)
     lines = console.export_text(styles=styled).splitlines()
     if not grid.rows:
@@ -65,7 +65,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, indent: s
     return "\n".join(indent + line.rstrip() for line in lines)
 
 
-_UNLIMITED = 100_000  # a table is as wide as its widest row; the terminal may scroll it sideways
+UNLIMITED_WIDTH = 100_000  # a table is as wide as its widest row; the terminal may scroll it sideways
 
 
 def _cell(value: object) -> str:

@@ -110,3 +110,23 @@ async def _counted(runtime: AgentRuntime, sql: str) -> bool:
     """Whether ``sql``'s count is above 0 (rows parked, or published)."""
     rows = await support.rows(runtime, sql)
     return bool(rows[0]["n"])
+
+
+async def test_kabuto_status_piped_prints_each_agent_on_one_line(settings: Settings) -> None:
+    """Piped with no COLUMNS, Rich took 80 columns and folded every row of the table over
+    several lines: a script reading the output found no agent's figures whole."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agents.cli",
+        "status",
+        env={k: v for k, v in support.environment(settings).items() if k != "COLUMNS"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    rows = [line for line in out.decode().splitlines() if line.startswith("│ ")]
+    assert [line.split("│")[1].strip() for line in rows] == list(AGENT_IDS), out.decode()
+    assert all(line.count("│") == len(status_view.COLUMNS) + 1 for line in rows)
