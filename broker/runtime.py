@@ -48,6 +48,7 @@ from schemas.identity import Role
 
 log = logs.get("kabuto.runtime")
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 Background = Callable[["AgentRuntime"], Coroutine[Any, Any, None]]
 # Tasks that mark themselves running once connected; the others (scheduled jobs) run from each start.
 REPORT_THEMSELVES = frozenset({"consumer", "relay", "inbox-pruner"})
@@ -379,18 +380,39 @@ async def started(
 
 async def _enter_together(stack: AsyncExitStack, runtimes: Sequence[AgentRuntime]) -> None:
     """Enter every runtime at once; ``stack`` exits each that opened. When one fails to open, the
-    others are cancelled (each closes what it had opened) and its own error is raised, not a group:
-    callers tell ``InstanceHeld`` or a ``TopologyError`` apart by type."""
-    tasks: list[asyncio.Task[AgentRuntime]] = []
-    try:
+    others are cancelled (each closes what it had opened) and its own error is raised, with its own
+    cause, not a group: callers tell ``InstanceHeld`` or a ``TopologyError`` apart by type.
+
+    The group runs in a task of its own: a TaskGroup whose child fails cancels its parent task and,
+    on Python 3.11, leaves it marked as cancelling. Run in the caller's task, a Ctrl-C while the
+    opened agents closed then ended in a CancelledError rather than exit 130 (found by review).
+    """
+    opened: list[AgentRuntime] = []
+
+    async def enter(runtime: AgentRuntime) -> None:
+        await runtime.__aenter__()
+        opened.append(runtime)
+
+    async def enter_all() -> None:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(runtime.__aenter__(), name=f"{runtime.id}-open") for runtime in runtimes]
-    except BaseExceptionGroup as failed:
-        raise failed.exceptions[0] from None
+            for runtime in runtimes:
+                group.create_task(enter(runtime), name=f"{runtime.id}-open")
+
+    entering = asyncio.create_task(enter_all())
+    try:
+        await asyncio.wait({entering})
+    except asyncio.CancelledError:  # the caller stopping: the openings stop, and what opened closes
+        entering.cancel()
+        await asyncio.wait({entering})
+        raise
     finally:
-        for runtime, task in zip(runtimes, tasks, strict=True):
-            if task.done() and not task.cancelled() and task.exception() is None:
-                stack.push_async_exit(runtime)
+        for runtime in opened:
+            stack.push_async_exit(runtime)
+    if entering.cancelled():  # not by the caller (above); nothing else holds it, but never half opened
+        raise asyncio.CancelledError
+    failure = entering.exception()
+    if failure is not None:
+        raise _first(failure) if isinstance(failure, BaseExceptionGroup) else failure
 
 
 async def serve(definitions: Sequence[AgentDefinition], settings: Settings, stop: asyncio.Event) -> None:
@@ -437,6 +459,7 @@ async def closed_means_lost(session: BrokerSession) -> AsyncIterator[None]:
         raise
 
 
-def _first(group: BaseExceptionGroup[AgentFailed]) -> AgentFailed:
+def _first(group: BaseExceptionGroup[E]) -> E:
+    """The first failure of a group, however deeply it is nested."""
     first = group.exceptions[0]
     return _first(first) if isinstance(first, BaseExceptionGroup) else first
