@@ -67,7 +67,7 @@ async def test_check_ready_answers_in_a_task_that_survived_a_failed_task_group(s
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(f"{settings.namespace}.probe", auto_delete=True)
+        queue = await channel.declare_queue(f"{settings.namespace}.probe", exclusive=True)  # gone with the connection
 
         async def body() -> object:
             try:
