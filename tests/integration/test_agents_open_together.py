@@ -72,38 +72,32 @@ async def test_a_runtime_opened_alone_keeps_the_cause_of_instance_held(settings:
     assert isinstance(refused.value.__cause__, aiormq.exceptions.ChannelLockedResource)
 
 
-async def test_instance_held_of_a_later_agent_keeps_its_cause_and_closes_the_others(settings: Settings) -> None:
+async def refused_start(settings: Settings, holder: str) -> InstanceHeld:
+    """``started()`` of ``IDS`` while another connection holds ``holder``'s lease: its refusal,
+    once the others' leases are given back (the holder's is still the other connection's)."""
     quick = settings.with_(instance_wait=timedelta(seconds=0.5))
-    async with held(settings, "exchange"):
+    async with held(settings, holder):
         with pytest.raises(InstanceHeld) as refused:
             async with started([AGENTS[a] for a in IDS], quick):
                 pytest.fail("opened")
-        assert await lease_held(settings, "exchange")  # still ours
-        assert not await lease_held(settings, "issuer") and not await lease_held(settings, "settlement")
+        assert await lease_held(settings, holder)
+        assert not any([await lease_held(settings, a) for a in IDS if a != holder])
     await nothing_left_open(settings)
-    assert isinstance(refused.value.__cause__, aiormq.exceptions.ChannelLockedResource), (
-        f"cause lost: {refused.value.__cause__!r}"
-    )
+    return refused.value
+
+
+async def test_instance_held_of_a_later_agent_keeps_its_cause_and_closes_the_others(settings: Settings) -> None:
+    refused = await refused_start(settings, "exchange")
+    assert isinstance(refused.__cause__, aiormq.exceptions.ChannelLockedResource), f"cause lost: {refused.__cause__!r}"
 
 
 async def test_instance_held_of_the_first_agent_keeps_its_cause(settings: Settings) -> None:
-    quick = settings.with_(instance_wait=timedelta(seconds=0.5))
-    async with held(settings, "issuer"):
-        with pytest.raises(InstanceHeld) as refused:
-            async with started([AGENTS[a] for a in IDS], quick):
-                pytest.fail("opened")
-    await nothing_left_open(settings)
-    assert isinstance(refused.value.__cause__, aiormq.exceptions.ChannelLockedResource), (
-        f"cause lost: {refused.value.__cause__!r}"
-    )
+    refused = await refused_start(settings, "issuer")
+    assert isinstance(refused.__cause__, aiormq.exceptions.ChannelLockedResource), f"cause lost: {refused.__cause__!r}"
 
 
 async def test_a_failed_start_leaves_the_caller_task_not_cancelling(settings: Settings) -> None:
-    quick = settings.with_(instance_wait=timedelta(seconds=0.5))
-    async with held(settings, "exchange"):
-        with pytest.raises(InstanceHeld):
-            async with started([AGENTS[a] for a in IDS], quick):
-                pytest.fail("opened")
+    await refused_start(settings, "exchange")
     task = asyncio.current_task()
     assert task is not None
     assert task.cancelling() == 0, f"the caller's task is left with cancelling() == {task.cancelling()}"
