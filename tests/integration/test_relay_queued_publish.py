@@ -219,15 +219,23 @@ async def test_a_window_cancelled_while_it_waits_leaves_no_unretrieved_exception
     try:
         channel = await (await connection.channel(publisher_confirms=True)).get_underlay_channel()
         assert isinstance(channel, aiormq.Channel)
-        never_confirmed: asyncio.Future[None] = loop.create_future()
-        window = asyncio.create_task(relay_window._outcomes(channel, [never_confirmed]))
-        await asyncio.sleep(0)  # the window is waiting on its sends and on the channel closing
+        sending = asyncio.Event()
+
+        async def never_confirmed() -> None:
+            sending.set()
+            await loop.create_future()
+
+        send = asyncio.create_task(never_confirmed())
+        window = asyncio.create_task(relay_window._outcomes(channel, [send]))
+        await sending.wait()  # the window, scheduled before this wakes, waits on its send
         window.cancel()
         with pytest.raises(asyncio.CancelledError):
             await window
-        assert never_confirmed.cancelled()
-        del window, never_confirmed
-        await asyncio.sleep(0)
+        # Done callbacks run in the order they were added: the gather's (and what it schedules)
+        # before this wait's, so the gathered future has ended when this returns.
+        await asyncio.wait({send})
+        assert send.cancelled()
+        del window, send
         gc.collect()
     finally:
         loop.set_exception_handler(handler)
