@@ -214,6 +214,7 @@ async def test_a_window_cancelled_while_it_waits_leaves_no_unretrieved_exception
     loop = asyncio.get_running_loop()
     reported: list[dict[str, Any]] = []
     handler = loop.get_exception_handler()
+    gc.collect()  # what earlier tests left is collected (and reported) before this test listens
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
     connection = await aio_pika.connect(settings.amqp_url)
     try:
@@ -240,4 +241,14 @@ async def test_a_window_cancelled_while_it_waits_leaves_no_unretrieved_exception
     finally:
         loop.set_exception_handler(handler)
         await connection.close()
-    assert [c["message"] for c in reported] == []
+    ours = [c for c in reported if _of_the_window(c.get("future"))]
+    assert ours == [], ours
+
+
+def _of_the_window(future: object) -> bool:
+    """The futures this test made: the window, its send, and the gather between them (CI once
+    caught a task another test had left, collected by this test's gc.collect())."""
+    if type(future).__name__ == "_GatheringFuture":
+        return True
+    coro = future.get_coro() if isinstance(future, asyncio.Task) else None
+    return getattr(coro, "__qualname__", "").split(".")[-1] in {"never_confirmed", "_outcomes"}
