@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 KABUTO := $(BIN)/kabuto
 
 export KABUTO_KEY_DIR ?= $(CURDIR)/var/keys
+# Test processes (pytest-xdist); 0 runs the suite in this one. Two fill this 2-core machine: three were no faster.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test bench setup services venv migrate enrol provision run status watch lint clean chaos asyncapi-parser
 
@@ -12,7 +14,7 @@ demo: setup  ## run the seven agents and the demo scenario
 	KABUTO_LOG_LEVEL=$${KABUTO_LOG_LEVEL:-warning} $(KABUTO) demo
 
 test: services venv asyncapi-parser  ## the whole test suite against the real RabbitMQ and PostgreSQL
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 setup: services venv migrate enrol provision
 

@@ -8,6 +8,11 @@ prefix, deleted afterwards, so tests never see each other's messages or rows.
 Every agent of the suite runs under its own RabbitMQ user and PostgreSQL login (issue 13,
 least privilege by default): made once per session with permissions for the test namespaces
 (``t`` + 10 hex digits) only, written to the session's key directory, and deleted at the end.
+
+``make test`` runs the suite in two processes (pytest-xdist). Each is a session of its own, with
+its own template database, CA and agent logins (named after its process id); what touches the
+whole PostgreSQL cluster (the agents' roles, made by the migrations) is done under one lock.
+A test that looks at the cluster's activity looks at its own database only.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -40,6 +46,7 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 INVESTORS = ("alice", "bob", "carol")
 MERCHANTS = ("shop",)
 TEST_NAMESPACES = r"t[0-9a-f]{10}"
+CLUSTER_LOCK = 0x6B6162_7465737473  # "kab" "tests"
 AMQP_URL = os.environ.get("KABUTO_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 DATABASE_URL = os.environ.get("KABUTO_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HOW_TO_START = (
@@ -107,6 +114,20 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyStore:
     return store
 
 
+@asynccontextmanager
+async def cluster_wide_lock() -> AsyncIterator[None]:
+    """One test process at a time in what touches the whole PostgreSQL cluster: the migrations
+    create the agents' roles (``kabuto_<agent>``) and provisioning grants them, and two sessions
+    (``pytest -n``) doing so at once collide. The lock lives in the ``postgres`` database, which
+    every process connects to as its admin."""
+    admin = await asyncpg.connect(DATABASE_URL)
+    try:
+        await admin.execute("SELECT pg_advisory_lock($1)", CLUSTER_LOCK)
+        yield
+    finally:
+        await admin.close()  # and with it the lock
+
+
 @pytest.fixture(scope="session")
 async def template_database(services: None) -> AsyncIterator[str]:
     name = f"kabuto_template_{os.getpid()}"
@@ -114,7 +135,8 @@ async def template_database(services: None) -> AsyncIterator[str]:
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         await admin.execute(f'CREATE DATABASE "{name}"')
-        await migrate(database_url(name), MIGRATIONS)
+        async with cluster_wide_lock():
+            await migrate(database_url(name), MIGRATIONS)
         yield name
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -127,9 +149,10 @@ async def agent_logins(keys: KeyStore, template_database: str) -> AsyncIterator[
     agent's queues in any test namespace and only its schema role (``kabuto_<agent>``, made by the
     template's migrations)."""
     admin = Settings(amqp_url=AMQP_URL, database_url=DATABASE_URL, key_dir=keys.root, namespace="t")
-    made = await provisioning.provision(
-        admin, [(a, Role(a)) for a in AGENT_IDS], prefix=f"kt{os.getpid()}", namespace_pattern=TEST_NAMESPACES
-    )
+    async with cluster_wide_lock():
+        made = await provisioning.provision(
+            admin, [(a, Role(a)) for a in AGENT_IDS], prefix=f"kt{os.getpid()}", namespace_pattern=TEST_NAMESPACES
+        )
     yield made
     await provisioning.delete_users(made.amqp_users)
     await provisioning.drop_logins(DATABASE_URL, made.database_logins)

@@ -281,7 +281,8 @@ async def _waiting_on_a_lock(settings: Settings) -> bool:
     try:
         waiting = await admin.fetchval(
             """SELECT count(*) FROM pg_stat_activity
-               WHERE application_name = 'kabuto-issuer' AND wait_event_type = 'Lock'"""
+               WHERE datname = current_database() AND application_name = 'kabuto-issuer'
+                 AND wait_event_type = 'Lock'"""
         )
     finally:
         await admin.close()
