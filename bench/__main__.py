@@ -1,7 +1,7 @@
 """`make bench`: every throughput figure of issue 8, each printed with its target.
 
-    python -m bench                  # the default run, about a quarter of an hour on the 2-core machine
-    BENCH_MEMORY_MESSAGES=100000 python -m bench   # the 100,000-message memory run
+    python -m bench                  # the default run: 5 to 10 minutes on the 2-core machine, by its hour
+    BENCH_ONLY=flow python -m bench  # only the trades end to end and the latency at an offered rate
 
 Sizes come from the environment (see README.md, "Benchmarks"). The agents run as OS
 processes under `kabuto run all`, on a fresh database, namespace and key directory each stage.
@@ -53,10 +53,10 @@ class Sizes:
             entry_seconds=int(env.get("BENCH_ENTRY_SECONDS", 60)),
             burst_orders=int(env.get("BENCH_BURST_ORDERS", 2000)),
             depth_orders=int(env.get("BENCH_DEPTH_ORDERS", 2000)),
-            memory_messages=int(env.get("BENCH_MEMORY_MESSAGES", 20_000)),
-            trades=int(env.get("BENCH_TRADES", 1000)),
+            memory_messages=int(env.get("BENCH_MEMORY_MESSAGES", 100_000)),
+            trades=int(env.get("BENCH_TRADES", 3000)),
             latency_rate=float(env.get("BENCH_LATENCY_RATE", 100)),
-            latency_seconds=float(env.get("BENCH_LATENCY_SECONDS", 5)),
+            latency_seconds=float(env.get("BENCH_LATENCY_SECONDS", 10)),
             matching_orders=int(env.get("BENCH_MATCHING_ORDERS", 200_000)),
         )
 
