@@ -262,7 +262,8 @@ class NamespacesDeleted:
 
     WAIT = 60.0
 
-    def __init__(self) -> None:
+    def __init__(self, amqp_url: str = AMQP_URL) -> None:
+        self.amqp_url = amqp_url
         self._pending: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._failures: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._delete, name="namespaces", daemon=True)
@@ -272,7 +273,7 @@ class NamespacesDeleted:
         with asyncio.Runner() as runner:
             while (namespace := self._pending.get()) is not None:
                 try:
-                    runner.run(delete_namespace(namespace))
+                    runner.run(delete_namespace(namespace, self.amqp_url))
                 except Exception as exc:  # noqa: BLE001 — a thread: reported to the next test that ends
                     self._failures.put(f"{namespace}: {exc!r}")
 
@@ -320,13 +321,16 @@ async def settings(
         # A second instance of an agent in a test's namespace is a defect of the test: it says so
         # in seconds rather than after the default wait (broker/instance.py).
         instance_wait=timedelta(seconds=5),
+        # No metrics server unless a test asks for one: the default port is the host's, where
+        # `make run` or another checkout's suite may be listening.
+        metrics_port=0,
     )
     namespaces_deleted.delete(namespace)
 
 
-async def delete_namespace(namespace: str) -> None:
+async def delete_namespace(namespace: str, amqp_url: str = AMQP_URL) -> None:
     names = Names(namespace)
-    connection = await aio_pika.connect(AMQP_URL)
+    connection = await aio_pika.connect(amqp_url)
     try:
         await topology.delete_namespace(await connection.channel(), names, AGENT_IDS, (50, 100))
     finally:

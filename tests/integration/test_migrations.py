@@ -19,6 +19,13 @@ from tests.conftest import DATABASE_URL, MIGRATIONS, database_url
 FILES = sorted(p.name for p in MIGRATIONS.glob("*.sql"))
 
 
+@pytest.fixture(autouse=True)
+def roles_made(template_database: str) -> None:
+    """This process's template is migrated first, so the cluster's agent roles exist before these
+    tests migrate a database of their own outside ``cluster_wide_lock``: migration 0001 making a
+    role while the other test process makes it too fails (review, -n 2 on a fresh cluster)."""
+
+
 @asynccontextmanager
 async def fresh_database(*, create: bool = True) -> AsyncIterator[str]:
     """An empty database (or only its name), dropped afterwards."""

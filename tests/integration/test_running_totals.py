@@ -298,7 +298,10 @@ async def test_two_writers_of_one_total_never_wait_on_each_other(database: str, 
     await assert_totals_match(connection)
 
 
-async def test_writes_made_while_the_migration_runs_are_counted_and_nothing_deadlocks(tmp_path: Path) -> None:
+async def test_writes_made_while_the_migration_runs_are_counted_and_nothing_deadlocks(
+    tmp_path: Path,
+    template_database: str,  # made first: the agents' roles exist before this migrates outside the lock
+) -> None:
     """The backfill and the trigger are one transaction that locks out writes: an order and a
     hold written while migration 0068 runs are each in the backfill or move the total, never
     neither (review found a write in flight counted nowhere). And a running exchange that read

@@ -6,6 +6,7 @@ and installed by ``make test`` (or by the fixture below when it is missing).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import subprocess
@@ -27,8 +28,12 @@ def validator() -> Path:
     npm, node = shutil.which("npm"), shutil.which("node")
     if npm is None or node is None:
         pytest.fail("Node.js 20 and npm are needed to validate the AsyncAPI document", pytrace=False)
-    if not (PARSER_DIR / "node_modules" / "@asyncapi" / "parser").exists():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=PARSER_DIR, check=True, capture_output=True)
+    # One install at a time: each test process (pytest -n) has this session fixture, and `npm ci`
+    # deletes node_modules before it installs.
+    with open(PARSER_DIR / "package-lock.json") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (PARSER_DIR / "node_modules" / "@asyncapi" / "parser").exists():
+            subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=PARSER_DIR, check=True, capture_output=True)
     return PARSER_DIR / "validate.mjs"
 
 
