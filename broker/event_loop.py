@@ -20,6 +20,19 @@ EVENT_LOOPS: tuple[str, ...] = get_args(EventLoop)
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
+def abandon(future: asyncio.Future[Any]) -> None:
+    """Cancel a future nobody will await any more, and retrieve what it ends with: a gather
+    cancelled while its children run ends holding a CancelledError, which asyncio otherwise
+    reports as "exception was never retrieved" when it is collected."""
+    future.cancel()
+    future.add_done_callback(_retrieved)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def factory(name: EventLoop) -> LoopFactory:
     """A new loop of the named kind."""
     if name == "uvloop":

@@ -438,7 +438,7 @@ async def serve(definitions: Sequence[AgentDefinition], settings: Settings, stop
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for wait in [consuming, *waits]:
-                wait.cancel()
+                event_loop.abandon(wait)  # ``consuming`` is a gather: stopped before ready, it held an error
         log.info("agents_stopping")
 
 
