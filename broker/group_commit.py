@@ -30,7 +30,9 @@ for all of them:
   subtransaction in shared memory);
 * if the transaction cannot commit at all (the connection broke, a serialization failure),
   nothing of it happened: the batch is settled again one delivery at a time through
-  ``Consumer.settle``, each in its own transaction, as before group commit.
+  ``Consumer.settle``, each in its own transaction, as before group commit. When the one that
+  failed was a later savepoint transaction, the deliveries of those before it committed: they
+  conclude with what they recorded, and only the rest are settled again.
 
 Acks follow the commit (``Consumer.run``), one frame for the batch, so exactly-once through
 the inbox is unchanged: a crash before the ack redelivers the whole batch, and the inbox
@@ -233,6 +235,17 @@ async def settle_batch(
                 settled[index] = await consumer._dead_letter(delivery, rejected)
     try:
         await _transaction(consumer, list(items.values()))
+    except _PartlyCommitted as partly:
+        # The transactions before the one that failed committed: their outcomes are what they
+        # recorded (not redeliveries, as settling them again alone would report them); the rest
+        # are settled again alone.
+        log.warning("group_commit_fell_back", deliveries=len(items) - partly.committed, error=repr(partly.__cause__))
+        for n, (index, item) in enumerate(items.items()):
+            if n < partly.committed:
+                settled[index] = await _conclude(consumer, item)
+            else:
+                settled[index] = await consumer.settle(item.delivery, item.opened)
+        return [settled[i] for i in range(len(deliveries))]
     except Exception as exc:  # noqa: BLE001 — settled again alone: what did commit is absorbed as redelivered
         log.warning("group_commit_fell_back", deliveries=len(items), error=repr(exc))
         for index, item in items.items():
@@ -256,12 +269,26 @@ async def _transaction(consumer: Consumer, items: list[_Item]) -> None:
             log.info("group_commit_savepoints", deliveries=len(items), cause=repr(refused.__cause__))
         _forget(items)
         for start in range(0, len(items), SAVEPOINTS_AT_MOST):
-            async with connection.transaction():
-                await _one_savepoint_each(consumer, connection, items[start : start + SAVEPOINTS_AT_MOST])
+            try:
+                async with connection.transaction():
+                    await _one_savepoint_each(consumer, connection, items[start : start + SAVEPOINTS_AT_MOST])
+            except Exception as exc:
+                if start:
+                    raise _PartlyCommitted(start) from exc
+                raise
 
 
 class _OneRefused(Exception):
     """A delivery of the batch refused or failed: the batch runs again, a savepoint each."""
+
+
+class _PartlyCommitted(Exception):
+    """A savepoint transaction of the batch failed after the first ``committed`` items' had
+    committed (the cause is the failure)."""
+
+    def __init__(self, committed: int) -> None:
+        super().__init__(f"{committed} deliveries committed before the failure")
+        self.committed = committed
 
 
 async def _all_at_once(

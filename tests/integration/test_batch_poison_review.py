@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import pytest
 
 from agents.issuer.app import on_issuance_request
 from broker.consumer import Outcome, Settled
@@ -441,12 +440,6 @@ async def test_a_large_batch_cut_by_an_outage_in_its_second_savepoint_transactio
     assert labels[Outcome.PROCESSED] + labels[Outcome.DUPLICATE] == 149, labels
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (stop 46): when a later savepoint transaction of a batch fails, the batch "
-    "is settled again one delivery at a time and what the earlier transactions committed is "
-    "reported (logs, metrics) as duplicates; the effects are right",
-)
 async def test_a_large_batch_cut_in_its_second_savepoint_transaction_reports_what_it_processed_as_processed(
     settings: Settings, keys: Any
 ) -> None:
