@@ -25,6 +25,7 @@ from broker import db, group_commit
 from broker.db import Writes, unnest_columns
 from broker.running_totals import RunningTotal
 from schemas.certificates import EndorsedCertificate
+from schemas.money import plain
 from schemas.trading import CancelReason, Fill, OrderType, Side, SubmitOrder, TimeInForce
 
 # The notional of each user's open buy orders (remaining × price), kept beside the orders
@@ -520,7 +521,7 @@ def _order(row: asyncpg.Record) -> Order:
         user_id=row["user_id"],
         side=Side(row["side"]),
         order_type=OrderType(row["order_type"]),
-        price=row["price"],
+        price=plain(row["price"]),
         quantity=row["quantity"],
         remaining=row["remaining"],
         time_in_force=TimeInForce(row["time_in_force"]),

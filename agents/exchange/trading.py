@@ -24,6 +24,7 @@ from schemas.catalogue import Message
 from schemas.certificates import ElectronicStockCertificate
 from schemas.dvp import CloseStandingCover, CoverGranted, CoverRefused, InstructionStatus, OpenStandingCover
 from schemas.identity import Participant
+from schemas.money import plain
 from schemas.trading import (
     CancelOrder,
     CancelReason,
@@ -152,7 +153,7 @@ async def book(
         user_id=request.user_id,
         side=terms.side,
         order_type=terms.order_type,
-        price=terms.price,
+        price=plain(terms.price),
         quantity=terms.quantity,
         remaining=terms.quantity,
         time_in_force=terms.time_in_force,
@@ -413,7 +414,7 @@ async def on_replace(request: ReplaceOrder, ctx: Context) -> None:
         user_id=user,
         side=old.side,
         order_type=old.order_type,
-        price=request.price,
+        price=plain(request.price),
         quantity=request.quantity,
         remaining=request.quantity,
         time_in_force=old.time_in_force,

@@ -202,11 +202,6 @@ async def test_a_batch_with_trouble_inside_decides_what_one_at_a_time_decides(
         assert steps[pick].coid not in {o[0] for o in alone["orders"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (stop 46): a book rebuilt from rows has prices at the column's scale, "
-    "so an execution against it says '985.0000' where the warm book says '985'; equal as numbers",
-)
 @pytest.mark.parametrize("seed", [7, 13])
 async def test_an_execution_is_sent_in_the_same_words_after_a_redelivery_in_its_batch(
     seed: int,
