@@ -153,6 +153,43 @@ def _normal(value: Any, numbers: dict[int, str], matchings: dict[int, str]) -> A
     return support.renamed(value, rename, sort_keys=True)
 
 
+async def written(
+    exchange: AgentRuntime, last: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, list[tuple[str, Any]]]]:
+    """The exchange's orders and matches, and what it sent after outbox row ``last`` to each queue
+    (orders, settlement and covers; acceptance and matching numbers named by client order id)."""
+    orders = await support.rows(
+        exchange,
+        """SELECT acceptance_number, client_order_id, user_id, side, status, quantity, remaining, cancel_reason
+           FROM orders ORDER BY acceptance_number""",
+    )
+    matches = await support.rows(
+        exchange,
+        """SELECT m.matching_number AS number, b.client_order_id AS buy, s.client_order_id AS sell,
+                  b.acceptance_number AS buy_number, s.acceptance_number AS sell_number,
+                  m.shares, m.price, m.status, m.transfer_request_hash IS NOT NULL AS requested
+           FROM matches m JOIN orders b ON b.acceptance_number = m.buy_order
+           JOIN orders s ON s.acceptance_number = m.sell_order ORDER BY m.matching_number""",
+    )
+    told = await support.rows(
+        exchange,
+        "SELECT routing_key, message_type, body FROM outbox_messages WHERE seq > $1 ORDER BY seq, place",
+        last,
+    )
+    numbers = {o["acceptance_number"]: o["client_order_id"] for o in orders}
+    matchings = {m["number"]: f"m{i}" for i, m in enumerate(matches)}
+    to: dict[str, list[tuple[str, Any]]] = {}
+    for t in told:
+        kind = t["message_type"]
+        if not (kind.startswith("order.") or kind.startswith("settlement.") or kind.startswith("cover.")):
+            continue  # prices, trades to the market
+        payload = json.loads(t["body"])["payload"]
+        to.setdefault(t["routing_key"].removesuffix(ANSWERS_SUFFIX), []).append(
+            (kind, _normal(payload, numbers, matchings))
+        )
+    return orders, matches, to
+
+
 async def play(settings: Settings, traders: dict[str, Participant], steps: list[Step], one_batch: bool) -> Outcome:
     settings = dataclasses.replace(settings, batch_size=1).with_(statement_census=True)
     async with AgentRuntime(AGENTS["exchange"], settings) as exchange, support.agents(settings, "settlement") as rt:
@@ -169,35 +206,7 @@ async def play(settings: Settings, traders: dict[str, Participant], steps: list[
             for _ in steps:
                 await settle_queued_as_one_batch(settings, exchange, 1)
         statements, runs = trading_statements() - before, READ_AHEAD.runs - runs
-        orders = await support.rows(
-            exchange,
-            """SELECT acceptance_number, client_order_id, user_id, side, status, quantity, remaining, cancel_reason
-               FROM orders ORDER BY acceptance_number""",
-        )
-        matches = await support.rows(
-            exchange,
-            """SELECT m.matching_number AS number, b.client_order_id AS buy, s.client_order_id AS sell,
-                      b.acceptance_number AS buy_number, s.acceptance_number AS sell_number,
-                      m.shares, m.price, m.status, m.transfer_request_hash IS NOT NULL AS requested
-               FROM matches m JOIN orders b ON b.acceptance_number = m.buy_order
-               JOIN orders s ON s.acceptance_number = m.sell_order ORDER BY m.matching_number""",
-        )
-        told = await support.rows(
-            exchange,
-            "SELECT routing_key, message_type, body FROM outbox_messages WHERE seq > $1 ORDER BY seq, place",
-            last,
-        )
-    numbers = {o["acceptance_number"]: o["client_order_id"] for o in orders}
-    matchings = {m["number"]: f"m{i}" for i, m in enumerate(matches)}
-    to: dict[str, list[tuple[str, Any]]] = {}
-    for t in told:
-        kind = t["message_type"]
-        if not (kind.startswith("order.") or kind.startswith("settlement.") or kind.startswith("cover.")):
-            continue  # prices, trades to the market
-        payload = json.loads(t["body"])["payload"]
-        to.setdefault(t["routing_key"].removesuffix(ANSWERS_SUFFIX), []).append(
-            (kind, _normal(payload, numbers, matchings))
-        )
+        orders, matches, to = await written(exchange, last)
     incoming = {  # an execution is made by the later of its two orders, the one submitted
         (m["buy"] if m["buy_number"] > m["sell_number"] else m["sell"]) for m in matches
     }

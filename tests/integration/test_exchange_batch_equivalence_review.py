@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -36,7 +35,7 @@ from broker.errors import InputRejected, Reason, Transient
 from broker.pki import KeyStore
 from broker.runtime import AgentDefinition, AgentRuntime, running
 from broker.settings import Settings
-from broker.topology import ANSWERS_SUFFIX, Names
+from broker.topology import Names
 from kabuto_client import Participant
 from schemas.trading import SubmitOrder
 from tests import support
@@ -45,11 +44,11 @@ from tests.integration.test_batch_equivalence_random import (
     COVER,
     NAMES,
     Step,
-    _normal,
     another_environment,
     differences,
     message,
     sequence,
+    written,
 )
 from tests.integration.test_read_ahead import covered
 
@@ -112,35 +111,8 @@ async def play(
             await group_commit.ack(deliveries)
         finally:
             await connection.close()
-        orders = await support.rows(
-            exchange,
-            """SELECT acceptance_number, client_order_id, user_id, side, status, quantity, remaining, cancel_reason
-               FROM orders ORDER BY acceptance_number""",
-        )
-        matches = await support.rows(
-            exchange,
-            """SELECT m.matching_number AS number, b.client_order_id AS buy, s.client_order_id AS sell,
-                      m.shares, m.price, m.status, m.transfer_request_hash IS NOT NULL AS requested
-               FROM matches m JOIN orders b ON b.acceptance_number = m.buy_order
-               JOIN orders s ON s.acceptance_number = m.sell_order ORDER BY m.matching_number""",
-        )
-        told = await support.rows(
-            exchange,
-            "SELECT routing_key, message_type, body FROM outbox_messages WHERE seq > $1 ORDER BY seq, place",
-            last,
-        )
+        orders, matches, to = await written(exchange, last)
         inbox = await support.rows(exchange, "SELECT count(*) AS n FROM inbox")
-    numbers = {o["acceptance_number"]: o["client_order_id"] for o in orders}
-    matchings = {m["number"]: f"m{i}" for i, m in enumerate(matches)}
-    to: dict[str, list[tuple[str, Any]]] = {}
-    for t in told:
-        kind = t["message_type"]
-        if not (kind.startswith("order.") or kind.startswith("settlement.") or kind.startswith("cover.")):
-            continue
-        payload = json.loads(t["body"])["payload"]
-        to.setdefault(t["routing_key"].removesuffix(ANSWERS_SUFFIX), []).append(
-            (kind, _normal(payload, numbers, matchings))
-        )
     return {
         "to_normal": {queue: [(kind, _decimals(body)) for kind, body in told] for queue, told in to.items()},
         "orders": [
@@ -213,9 +185,10 @@ async def test_an_execution_is_sent_in_the_same_words_after_a_redelivery_in_its_
 ) -> None:
     """The batch holding redelivered orders runs its handlers, meets the redeliveries at its claim,
     rolls back and runs again: the warm book it sealed is then stale and is rebuilt from rows. The
-    resting orders' prices rebuilt from ``numeric`` columns carry four decimal places, so the
-    executions against them are announced as '985.0000' where one at a time (warm book) said '985':
-    the same signed fact in other bytes, depending only on whether a cache survived."""
+    resting orders' prices rebuilt from ``numeric`` columns carried four decimal places, so the
+    executions against them were announced as '985.0000' where one at a time (warm book) said '985':
+    the same signed fact in other bytes, depending only on whether a cache survived (mended: the
+    book writes every price plainly, ``schemas.money.plain``)."""
     steps = sequence(seed)
     pick = pick_of(steps)
     alone = await play(settings, traders, steps, "redelivered_late", one_batch=False, pick=pick)
