@@ -283,8 +283,8 @@ class _OneRefused(Exception):
 
 
 class _PartlyCommitted(Exception):
-    """A savepoint transaction of the batch failed after the first ``committed`` items' had
-    committed (the cause is the failure)."""
+    """A savepoint transaction of the batch failed after those before it had committed their
+    ``committed`` items (the cause is the failure)."""
 
     def __init__(self, committed: int) -> None:
         super().__init__(f"{committed} deliveries committed before the failure")
