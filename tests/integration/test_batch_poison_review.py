@@ -302,15 +302,15 @@ async def _install_commit_trap(settings: Settings, body: str) -> None:
         await admin.execute(
             f"""
             CREATE SEQUENCE public.commit_trap_commits;
-            CREATE FUNCTION public.commit_trap_trap() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+            CREATE FUNCTION public.commit_trap() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
             BEGIN
               {body}
               RETURN NULL;
             END $$;
-            CREATE CONSTRAINT TRIGGER commit_trap_trap AFTER INSERT ON issuer.inbox
-              DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.commit_trap_trap();
+            CREATE CONSTRAINT TRIGGER commit_trap AFTER INSERT ON issuer.inbox
+              DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.commit_trap();
             GRANT USAGE, SELECT ON SEQUENCE public.commit_trap_commits TO PUBLIC;
-            GRANT EXECUTE ON FUNCTION public.commit_trap_trap() TO PUBLIC;
+            GRANT EXECUTE ON FUNCTION public.commit_trap() TO PUBLIC;
             """
         )
     finally:
