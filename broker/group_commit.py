@@ -212,6 +212,8 @@ class _Item:
     rejected: Rejected | None = None
     failure: Exception | None = None
     context: Context | None = field(default=None, repr=False)
+    # Its savepoint transaction committed, though a later one of the batch may fail.
+    committed: bool = False
 
 
 async def settle_batch(
@@ -235,21 +237,14 @@ async def settle_batch(
                 settled[index] = await consumer._dead_letter(delivery, rejected)
     try:
         await _transaction(consumer, list(items.values()))
-    except _PartlyCommitted as partly:
-        # The transactions before the one that failed committed: their outcomes are what they
-        # recorded (not redeliveries, as settling them again alone would report them); the rest
-        # are settled again alone.
-        log.warning("group_commit_fell_back", deliveries=len(items) - partly.committed, error=repr(partly.__cause__))
-        for n, (index, item) in enumerate(items.items()):
-            if n < partly.committed:
+    except Exception as exc:  # noqa: BLE001 — what did not commit is settled again alone
+        alone = sum(not item.committed for item in items.values())
+        log.warning("group_commit_fell_back", deliveries=alone, error=repr(exc))
+        for index, item in items.items():
+            if item.committed:  # by a savepoint transaction before the one that failed: not a redelivery
                 settled[index] = await _conclude(consumer, item)
             else:
                 settled[index] = await consumer.settle(item.delivery, item.opened)
-        return [settled[i] for i in range(len(deliveries))]
-    except Exception as exc:  # noqa: BLE001 — settled again alone: what did commit is absorbed as redelivered
-        log.warning("group_commit_fell_back", deliveries=len(items), error=repr(exc))
-        for index, item in items.items():
-            settled[index] = await consumer.settle(item.delivery, item.opened)
         return [settled[i] for i in range(len(deliveries))]
     for index, item in items.items():
         settled[index] = await _conclude(consumer, item)
@@ -269,26 +264,15 @@ async def _transaction(consumer: Consumer, items: list[_Item]) -> None:
             log.info("group_commit_savepoints", deliveries=len(items), cause=repr(refused.__cause__))
         _forget(items)
         for start in range(0, len(items), SAVEPOINTS_AT_MOST):
-            try:
-                async with connection.transaction():
-                    await _one_savepoint_each(consumer, connection, items[start : start + SAVEPOINTS_AT_MOST])
-            except Exception as exc:
-                if start:
-                    raise _PartlyCommitted(start) from exc
-                raise
+            chunk = items[start : start + SAVEPOINTS_AT_MOST]
+            async with connection.transaction():
+                await _one_savepoint_each(consumer, connection, chunk)
+            for item in chunk:
+                item.committed = True
 
 
 class _OneRefused(Exception):
     """A delivery of the batch refused or failed: the batch runs again, a savepoint each."""
-
-
-class _PartlyCommitted(Exception):
-    """A savepoint transaction of the batch failed after those before it had committed their
-    ``committed`` items (the cause is the failure)."""
-
-    def __init__(self, committed: int) -> None:
-        super().__init__(f"{committed} deliveries committed before the failure")
-        self.committed = committed
 
 
 async def _all_at_once(
