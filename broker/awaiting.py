@@ -8,7 +8,7 @@ answer in its own tables. ``outcome`` follows that path from the sending side al
 1. it reads a ``Probe`` — a query of the sending agent's own tables that says what the answer
    was, or None while there is none — until it answers or the deadline passes;
 2. the outbox row says whether the message left: a row parked as unroutable is refused at once;
-3. at the deadline, a message still in the outbox means no relay runs (the agent is not
+3. at the deadline, looked at once more, a message still in the outbox means no relay runs (the agent is not
    running); a published one is looked for in the recipient's dead letters, which refuse it with
    the reason the recipient gave; otherwise the recipient did not answer in time.
 
@@ -74,20 +74,38 @@ class _Left:
 
 async def outcome(settings: Settings, pool: asyncpg.Pool, sent: Sent, timeout: float, poll: float = 0.2) -> Answer:
     """What became of ``sent`` within ``timeout`` seconds."""
-    left = _Left(False, None)
+    answer, left = None, _Left(False, None)
     try:
         async with asyncio.timeout(timeout):
             while True:
-                async with pool.acquire() as connection:
-                    answer = await sent.probe(connection)
-                    left = await _left(connection, sent.message_id)
-                if answer is not None:
-                    return answer
-                if left.parked:
-                    return Answer(Verdict.REFUSED, f"the broker could not route it: {left.parked}")
+                answer, left = await _look(pool, sent)
+                if (known := _known(answer, left)) is not None:
+                    return known
                 await asyncio.sleep(poll)  # another process commits the answer; see the module docstring
     except TimeoutError:
-        return await _timed_out(settings, sent, left, timeout)
+        pass
+    # Once more as of the deadline: the last look may be a poll older, and the relay marks a row
+    # published only after the broker confirmed it (a message the recipient had dead-lettered could
+    # be said to be still in the outbox). If the database does not answer at once, the last look stands.
+    try:
+        async with asyncio.timeout(max(poll, 1.0)):
+            answer, left = await _look(pool, sent)
+    except TimeoutError:
+        pass
+    return _known(answer, left) or await _timed_out(settings, sent, left, timeout)
+
+
+def _known(answer: Answer | None, left: _Left) -> Answer | None:
+    """The answer, or a refusal for a row the broker could not route; None while neither is known."""
+    if answer is None and left.parked:
+        return Answer(Verdict.REFUSED, f"the broker could not route it: {left.parked}")
+    return answer
+
+
+async def _look(pool: asyncpg.Pool, sent: Sent) -> tuple[Answer | None, _Left]:
+    """The answer recorded so far, if any, and what became of the outbox row."""
+    async with pool.acquire() as connection:
+        return await sent.probe(connection), await _left(connection, sent.message_id)
 
 
 async def _left(connection: asyncpg.Connection, message_id: UUID) -> _Left:

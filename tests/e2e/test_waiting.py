@@ -3,13 +3,14 @@ the reason, or timed out with what to check; ``--no-wait`` returns at once (test
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from agents.investor import answer_repo
 from agents.investor.lifecycle import hand_over
-from broker.awaiting import Sent, Verdict, outcome
+from broker.awaiting import Answer, Sent, Verdict, outcome
 from broker.context import Context
 from broker.db import agent_pool
 from broker.runtime import execute
@@ -59,6 +60,7 @@ async def test_a_message_the_recipient_dead_letters_is_refused_with_the_recipien
                 return ctx.emit(CancelInstruction(instruction=7), to="exchange").envelope.message_id
 
             message_id = await execute(pool, identity, rt["investor"].trust, misaddressed, datetime.now(UTC))
+            await rt["exchange"].outcomes.wait_for(message_id)  # dead-lettered: the wait below is not a race
 
             async def nothing(_: object) -> None:
                 return None
@@ -66,6 +68,20 @@ async def test_a_message_the_recipient_dead_letters_is_refused_with_the_recipien
             answer = await outcome(settings, pool, Sent("investor", message_id, "exchange", nothing), timeout=3)
     assert answer.verdict is Verdict.REFUSED
     assert answer.summary.startswith("exchange dead-lettered it: ")
+
+
+async def test_an_answer_recorded_as_the_deadline_passes_is_the_answer(settings: Settings) -> None:
+    """At the deadline the wait looks once more, rather than judge by its last poll, which may be
+    a poll older: here the answer shows only from the deadline on."""
+    loop = asyncio.get_running_loop()
+    async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
+        deadline = loop.time() + 0.5  # outcome's own deadline is this or a moment later
+
+        async def at_the_deadline(_: object) -> Answer | None:
+            return Answer(Verdict.ACCEPTED, "answered at the deadline") if loop.time() >= deadline else None
+
+        answer = await outcome(settings, pool, Sent("investor", uuid4(), "exchange", at_the_deadline), timeout=0.5)
+    assert answer == Answer(Verdict.ACCEPTED, "answered at the deadline")
 
 
 async def test_a_hand_over_the_broker_cannot_route_is_refused_at_once(settings: Settings) -> None:
