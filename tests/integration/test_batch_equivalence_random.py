@@ -34,6 +34,7 @@ from broker.runtime import AgentRuntime, running
 from broker.settings import Settings
 from broker.topology import ANSWERS_SUFFIX
 from kabuto_client import Participant
+from schemas.envelope import Envelope
 from schemas.identity import EXCHANGE_ID
 from schemas.trading import CancelOrder, OrderTerms, OrderType, Side, SubmitOrder, TimeInForce
 from tests import support
@@ -137,11 +138,14 @@ class Outcome:
     did_more: set[str]
 
 
-def _normal(value: Any, numbers: dict[int, str], matchings: dict[int, str]) -> Any:
-    """A payload with acceptance and matching numbers named by client order id and place, and
-    what differs between two environments (hashes, ids, sealed boxes) left out."""
+def _normal(value: Any, numbers: dict[int, str], matchings: dict[int, str], sent_on: str) -> Any:
+    """A payload with acceptance and matching numbers named by client order id and place, a date
+    that is the day it was sent (``sent_on``) named so, and what differs between two environments
+    (hashes, ids, sealed boxes) left out: a run that crosses midnight trades on the next day."""
 
     def rename(key: str, item: Any) -> Any:
+        if key.endswith("_date") and item == sent_on:
+            return "the day it was sent"
         if key in ("acceptance_number", "buy_order", "sell_order") and isinstance(item, int):
             return numbers.get(item, f"?{item}")
         if key == "matching_number" and isinstance(item, int):
@@ -183,9 +187,9 @@ async def written(
         kind = t["message_type"]
         if not (kind.startswith("order.") or kind.startswith("settlement.") or kind.startswith("cover.")):
             continue  # prices, trades to the market
-        payload = json.loads(t["body"])["payload"]
+        envelope = Envelope.model_validate_json(t["body"])
         to.setdefault(t["routing_key"].removesuffix(ANSWERS_SUFFIX), []).append(
-            (kind, _normal(payload, numbers, matchings))
+            (kind, _normal(envelope.payload, numbers, matchings, envelope.created_at.date().isoformat()))
         )
     return orders, matches, to
 

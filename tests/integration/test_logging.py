@@ -21,6 +21,7 @@ async def test_every_processed_message_is_logged_with_agent_ids_type_and_correla
         await support.open_offering(rt["issuer"])
         request_id = await support.request(rt["investor"], "alice")
         await rt["exchange"].outcomes.reply("certid_list.updated", request_id)
+        await rt["investor"].outcomes.reply("certificate.issued", request_id)  # sent alongside, in parallel
     lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
     processed = [line for line in lines if line["event"] == "message_processed"]
     assert {line["agent"] for line in processed} == {"issuer", "investor", "exchange"}

@@ -58,9 +58,15 @@ async def test_deliveries_handed_back_at_a_stop_are_not_overtaken_by_those_behin
         released.set()
         await asyncio.wait({task})
     async with AgentRuntime(definition, small) as again, running(again):
-        await support.eventually(lambda: len(order) == len(shares) + 1, timeout=30)
-        numbered = await support.rows(
-            again, "SELECT shares FROM register WHERE shares <> $1 ORDER BY certificate_number", GATE
-        )
+        # ``order`` grows as each handler starts; its batch's rows are committed after the last one.
+        numbered: list[Any] = []
+
+        async def all_numbered() -> bool:
+            numbered[:] = await support.rows(
+                again, "SELECT shares FROM register WHERE shares <> $1 ORDER BY certificate_number", GATE
+            )
+            return len(numbered) == len(shares)
+
+        await support.eventually(all_numbered, timeout=30)
     assert order[1:] == shares, order
     assert [r["shares"] for r in numbered] == shares
