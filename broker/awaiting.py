@@ -55,6 +55,10 @@ class Answer:
 
 Probe = Callable[[asyncpg.Connection], Awaitable[Answer | None]]
 
+# Seconds the look at the deadline may take; past them the last poll's stands (a database that
+# does not answer then is no reason to keep the command waiting).
+LAST_LOOK = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class Sent:
@@ -73,26 +77,39 @@ class _Left:
 
 
 async def outcome(settings: Settings, pool: asyncpg.Pool, sent: Sent, timeout: float, poll: float = 0.2) -> Answer:
-    """What became of ``sent`` within ``timeout`` seconds."""
+    """What became of ``sent`` within ``timeout`` seconds, looked at every ``poll`` seconds and
+    once more at the deadline (for at most ``LAST_LOOK`` seconds)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     answer, left = None, _Left(False, None)
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                answer, left = await _look(pool, sent)
-                if (known := _known(answer, left)) is not None:
-                    return known
-                await asyncio.sleep(poll)  # another process commits the answer; see the module docstring
-    except TimeoutError:
-        pass
+    while (remaining := deadline - loop.time()) > 0:
+        seen = await _look_within(remaining, pool, sent)
+        if seen is None:
+            break
+        answer, left = seen
+        if (known := _known(answer, left)) is not None:
+            return known
+        await asyncio.sleep(min(poll, max(deadline - loop.time(), 0)))  # see the module docstring
     # Once more as of the deadline: the last look may be a poll older, and the relay marks a row
     # published only after the broker confirmed it (a message the recipient had dead-lettered could
-    # be said to be still in the outbox). If the database does not answer at once, the last look stands.
+    # be said to be still in the outbox).
+    if (seen := await _look_within(LAST_LOOK, pool, sent)) is not None:
+        answer, left = seen
+    if (known := _known(answer, left)) is not None:
+        return known
+    return await _timed_out(settings, sent, left, timeout)
+
+
+async def _look_within(seconds: float, pool: asyncpg.Pool, sent: Sent) -> tuple[Answer | None, _Left] | None:
+    """``_look``, or None if ``seconds`` pass first; a TimeoutError of the look's own is raised."""
+    window = asyncio.timeout(seconds)
     try:
-        async with asyncio.timeout(max(poll, 1.0)):
-            answer, left = await _look(pool, sent)
+        async with window:
+            return await _look(pool, sent)
     except TimeoutError:
-        pass
-    return _known(answer, left) or await _timed_out(settings, sent, left, timeout)
+        if window.expired():
+            return None
+        raise
 
 
 def _known(answer: Answer | None, left: _Left) -> Answer | None:

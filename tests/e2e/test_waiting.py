@@ -3,14 +3,16 @@ the reason, or timed out with what to check; ``--no-wait`` returns at once (test
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID, uuid4
 
+import pytest
+
 from agents.investor import answer_repo
 from agents.investor.lifecycle import hand_over
 from broker.awaiting import Answer, Sent, Verdict, outcome
+from broker.consumer import Outcome
 from broker.context import Context
 from broker.db import agent_pool
 from broker.runtime import execute
@@ -60,7 +62,8 @@ async def test_a_message_the_recipient_dead_letters_is_refused_with_the_recipien
                 return ctx.emit(CancelInstruction(instruction=7), to="exchange").envelope.message_id
 
             message_id = await execute(pool, identity, rt["investor"].trust, misaddressed, datetime.now(UTC))
-            await rt["exchange"].outcomes.wait_for(message_id)  # dead-lettered: the wait below is not a race
+            dead = await rt["exchange"].outcomes.wait_for(message_id)  # so the wait below is not a race
+            assert dead.outcome is Outcome.DEAD_LETTERED
 
             async def nothing(_: object) -> None:
                 return None
@@ -72,16 +75,27 @@ async def test_a_message_the_recipient_dead_letters_is_refused_with_the_recipien
 
 async def test_an_answer_recorded_as_the_deadline_passes_is_the_answer(settings: Settings) -> None:
     """At the deadline the wait looks once more, rather than judge by its last poll, which may be
-    a poll older: here the answer shows only from the deadline on."""
-    loop = asyncio.get_running_loop()
+    a poll older: here the poll is longer than the wait, and the answer shows from the second look."""
+    looks: list[int] = []
+
+    async def second_look(_: object) -> Answer | None:
+        looks.append(len(looks) + 1)
+        return Answer(Verdict.ACCEPTED, "answered at the deadline") if len(looks) > 1 else None
+
     async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
-        deadline = loop.time() + 0.5  # outcome's own deadline is this or a moment later
-
-        async def at_the_deadline(_: object) -> Answer | None:
-            return Answer(Verdict.ACCEPTED, "answered at the deadline") if loop.time() >= deadline else None
-
-        answer = await outcome(settings, pool, Sent("investor", uuid4(), "exchange", at_the_deadline), timeout=0.5)
+        sent = Sent("investor", uuid4(), "exchange", second_look)
+        answer = await outcome(settings, pool, sent, timeout=0.5, poll=10)
     assert answer == Answer(Verdict.ACCEPTED, "answered at the deadline")
+    assert looks == [1, 2]
+
+
+async def test_a_timeout_of_the_probes_own_is_raised_not_taken_for_the_deadline(settings: Settings) -> None:
+    async def stuck(_: object) -> Answer | None:
+        raise TimeoutError("the probe's own")
+
+    async with agent_pool(settings.database_url, "investor", max_size=1) as pool:
+        with pytest.raises(TimeoutError, match="the probe's own"):
+            await outcome(settings, pool, Sent("investor", uuid4(), "exchange", stuck), timeout=5)
 
 
 async def test_a_hand_over_the_broker_cannot_route_is_refused_at_once(settings: Settings) -> None:

@@ -65,7 +65,7 @@ async def test_deliveries_handed_back_at_a_stop_are_not_overtaken_by_those_behin
             numbered[:] = await support.rows(
                 again, "SELECT shares FROM register WHERE shares <> $1 ORDER BY certificate_number", GATE
             )
-            return len(numbered) == len(shares)
+            return len(numbered) >= len(shares)  # more would be a defect the asserts below show
 
         await support.eventually(all_numbered, timeout=30)
     assert order[1:] == shares, order
