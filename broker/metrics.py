@@ -18,7 +18,8 @@ records an outcome, and ``published`` where the relay marks an outbox row sent. 
     kabuto_handler_seconds{agent,type}                    histogram: delivery to outcome
     kabuto_outbox_published_total{agent,type}             confirmed by the broker
     kabuto_outbox_pending / _parked / _lag_seconds{agent}
-    kabuto_inbox_depth / kabuto_inbox_consumers / kabuto_dead_letters{agent}
+    kabuto_inbox_depth / kabuto_answers_depth / kabuto_inbox_consumers / kabuto_dead_letters{agent}
+    kabuto_gauges_sampled_timestamp_seconds{agent}        when the gauges above were sampled
     kabuto_db_statements_total{agent}                     every statement of the agent's pool
     kabuto_db_statement_texts_total{agent,statement}      the same by text, with KABUTO_STATEMENT_CENSUS=1
 """
@@ -26,6 +27,7 @@ records an outcome, and ``published`` where the relay marks an outbox row sent. 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -90,6 +92,12 @@ INBOX_DEPTH = Gauge("kabuto_inbox_depth", "Deliveries ready in the agent's inbox
 ANSWERS_DEPTH = Gauge("kabuto_answers_depth", "Deliveries ready in the agent's answers queue", ["agent"])
 INBOX_CONSUMERS = Gauge("kabuto_inbox_consumers", "Consumers of the agent's inbox queue", ["agent"])
 DEAD_LETTERS = Gauge("kabuto_dead_letters", "Messages in the agent's dead-letter queue", ["agent"])
+# When the gauges above were last sampled (the sample's start: each was read after it): a scraper
+# can tell a fresh 0 from a stale one, and an operator a sampler that stopped
+# (``time() - kabuto_gauges_sampled_timestamp_seconds``).
+SAMPLED_AT = Gauge(
+    "kabuto_gauges_sampled_timestamp_seconds", "Unix time the agent's queue and outbox gauges were sampled", ["agent"]
+)
 
 METRICS = (
     HANDLED,
@@ -106,8 +114,10 @@ METRICS = (
     OUTBOX_PARKED,
     OUTBOX_LAG,
     INBOX_DEPTH,
+    ANSWERS_DEPTH,
     INBOX_CONSUMERS,
     DEAD_LETTERS,
+    SAMPLED_AT,
 )
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 
@@ -258,6 +268,7 @@ async def _sample_forever(runtimes: list[Sampled], interval: timedelta) -> None:
 async def sample(runtime: Sampled) -> None:
     """Set one agent's gauges from its queues and its outbox."""
     agent, names = runtime.id, runtime.names
+    began = time.time()  # every figure below is read after it
     queues = await check_ready(
         runtime.connection, [names.inbox(agent), names.answers(agent), names.dead_letters(agent)], timeout=5
     )
@@ -270,6 +281,7 @@ async def sample(runtime: Sampled) -> None:
     OUTBOX_PENDING.labels(agent).set(figures.pending)
     OUTBOX_PARKED.labels(agent).set(figures.parked)
     OUTBOX_LAG.labels(agent).set(figures.lag.total_seconds() if figures.lag else 0)
+    SAMPLED_AT.labels(agent).set(began)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -106,14 +107,22 @@ async def test_scraped_metrics_move_with_messages_handled_rejected_and_dead_lett
                 and value(s, "kabuto_messages_handled_total", **statement, outcome="processed") == 1
                 and value(s, "kabuto_consumer_batch_deliveries_sum", agent="settlement") == 2
                 and value(s, "kabuto_consumer_batch_deliveries_sum", agent="investor") == 1
-                # A relay marks what was confirmed on its next round, and the gauges are sampled
-                # every 0.2 s: a statement can be handled before its sender's row reads published.
                 and value(s, "kabuto_outbox_published_total", agent="investor", type="account.inquiry") == 1
                 and value(s, "kabuto_outbox_published_total", agent="settlement", type="account.statement") == 1
+            ),
+        )
+        # The outbox gauges, from samples begun after both rows were written: a relay marks what was
+        # confirmed on its next round, so the statement can be handled before its row reads published.
+        handled = time.time()
+        drained = await scrape_until(
+            port,
+            lambda s: (
+                all(value(s, "kabuto_gauges_sampled_timestamp_seconds", agent=a) > handled for a in AGENT_IDS)
                 and value(s, "kabuto_outbox_pending", agent="settlement") == 0
                 and value(s, "kabuto_outbox_lag_seconds", agent="investor") == 0
             ),
         )
+        assert value(drained, "kabuto_outbox_parked", agent="settlement") == 0
     assert value(after, "kabuto_handler_seconds_count", **inquiry) == 1
     assert value(after, "kabuto_handler_seconds_bucket", **inquiry, le="+Inf") == 1
     rejected = [k for k, v in after.items() if k[0] == "kabuto_messages_rejected_total" and v == 1]

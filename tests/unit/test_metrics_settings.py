@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client.metrics import MetricWrapperBase
 
 from broker import metrics
 from broker.settings import AGENT_IDS, SettingsError, load
@@ -31,3 +32,10 @@ def test_exported_series_name_counters_with_total_and_histograms_with_buckets() 
     series = metrics.exported_series()
     assert {"kabuto_messages_handled_total", "kabuto_handler_seconds_bucket", "kabuto_outbox_lag_seconds"} <= series
     assert "kabuto_messages_handled" not in series
+    assert {"kabuto_answers_depth", "kabuto_gauges_sampled_timestamp_seconds"} <= series
+
+
+def test_every_metric_the_module_declares_is_listed_as_exported() -> None:
+    """The answers queue's depth was declared and sampled but left out of ``METRICS``."""
+    declared = {value for value in vars(metrics).values() if isinstance(value, MetricWrapperBase)}
+    assert declared == set(metrics.METRICS)
