@@ -34,6 +34,7 @@ import asyncpg
 import pytest
 
 from agents.exchange.warm_book import BOOKS
+from agents.merchant import client as merchant_terminal
 from broker import event_loop, logs, provisioning, topology
 from broker.migrate import migrate
 from broker.pki import KeyStore, default_participant, platform_participants
@@ -332,7 +333,10 @@ async def delete_namespace(namespace: str, amqp_url: str = AMQP_URL) -> None:
     names = Names(namespace)
     connection = await aio_pika.connect(amqp_url)
     try:
-        await topology.delete_namespace(await connection.channel(), names, AGENT_IDS, (50, 100))
+        channel = await connection.channel()
+        await topology.delete_namespace(channel, names, AGENT_IDS, (50, 100))
+        for merchant in MERCHANTS:  # a terminal's queue outlives its connection (a week): a test's must not
+            await channel.queue_delete(merchant_terminal.queue_name(names, merchant))
     finally:
         await connection.close()
 

@@ -179,11 +179,16 @@ class MerchantTerminal:
             log.warning("customer_not_told", purchaser=answer.purchaser, error=str(exc))
 
 
+def queue_name(names: Names, merchant_id: str) -> str:
+    """The merchant terminal's own queue, where the card issuer's answers wait for it."""
+    return f"{names.namespace}.merchant.{merchant_id}"
+
+
 async def _declare_queue(
     channel: aio_pika.abc.AbstractChannel, names: Names, exchange: AbstractExchange, merchant_id: str
 ) -> AbstractQueue:
     queue = await channel.declare_queue(
-        f"{names.namespace}.merchant.{merchant_id}", durable=True, arguments={"x-expires": QUEUE_EXPIRES_MS}
+        queue_name(names, merchant_id), durable=True, arguments={"x-expires": QUEUE_EXPIRES_MS}
     )
     await queue.bind(exchange, routing_key=merchant_id)
     return queue
