@@ -33,6 +33,7 @@ import aio_pika
 import asyncpg
 import pytest
 
+from agents.demo.credit import MERCHANT as DEMO_MERCHANT
 from agents.exchange.warm_book import BOOKS
 from agents.merchant import client as merchant_terminal
 from broker import event_loop, logs, provisioning, topology
@@ -335,7 +336,7 @@ async def delete_namespace(namespace: str, amqp_url: str = AMQP_URL) -> None:
     try:
         channel = await connection.channel()
         await topology.delete_namespace(channel, names, AGENT_IDS, (50, 100))
-        for merchant in MERCHANTS:  # a terminal's queue outlives its connection (a week): a test's must not
+        for merchant in (*MERCHANTS, DEMO_MERCHANT):  # a terminal's queue outlives its connection (a week)
             await channel.queue_delete(merchant_terminal.queue_name(names, merchant))
     finally:
         await connection.close()
