@@ -220,13 +220,24 @@ async def dead_letter(settings: Settings, agent: str, *, timeout: float = 10) ->
 
 
 async def queue_depth(settings: Settings, queue_name: str) -> int:
+    return (await queue_figures(settings, queue_name))[0]
+
+
+async def queue_figures(settings: Settings, queue_name: str) -> tuple[int, int]:
+    """(messages ready, consumers). A quorum queue whose leader is slow to answer reads (0, 0)
+    (rabbit_quorum_queue:stat/1), so a wait for a consumed queue to be empty waits for (0, 1)."""
     connection = await aio_pika.connect(settings.amqp_url)
     try:
         channel = await connection.channel()
-        queue = await channel.declare_queue(queue_name, passive=True)
-        return int(queue.declaration_result.message_count or 0)
+        result = (await channel.declare_queue(queue_name, passive=True)).declaration_result
+        return int(result.message_count or 0), int(result.consumer_count or 0)
     finally:
         await connection.close()
+
+
+async def pushed_to_its_consumer(settings: Settings, queue_name: str) -> bool:
+    """Whether every message of a queue with one consumer has been pushed to it (none ready)."""
+    return await queue_figures(settings, queue_name) == (0, 1)
 
 
 async def rows(runtime: AgentRuntime, sql: str, *args: Any) -> list[dict[str, Any]]:

@@ -66,7 +66,7 @@ class Recorder:
 
 
 async def _queue_empty(settings: Settings) -> bool:
-    return await support.queue_depth(settings, Names(settings.namespace).inbox("issuer")) == 0
+    return await support.pushed_to_its_consumer(settings, Names(settings.namespace).inbox("issuer"))
 
 
 @asynccontextmanager

@@ -187,7 +187,7 @@ async def test_a_large_batch_run_again_a_savepoint_each_commits_at_most_64_savep
             await support.eventually(held.is_set, timeout=20)
             ids = await publish_requests(settings, keys, [100 + n for n in range(149)] + [REFUSED])
             inbox = Names(settings.namespace).inbox("issuer")
-            await support.eventually(lambda: _none_ready(settings, inbox), timeout=20)
+            await support.eventually(lambda: support.pushed_to_its_consumer(settings, inbox), timeout=20)
             released.set()
             done = await issuer.outcomes.wait_count(lambda s: s.outcome is Outcome.PROCESSED, 150, timeout=60)
             refused = await issuer.outcomes.wait_for(ids[-1])
@@ -203,5 +203,3 @@ async def test_a_large_batch_run_again_a_savepoint_each_commits_at_most_64_savep
     assert max(per_transaction.values()) <= SAVEPOINTS_AT_MOST, per_transaction
 
 
-async def _none_ready(settings: Settings, queue: str) -> bool:
-    return await support.queue_depth(settings, queue) == 0

@@ -54,10 +54,7 @@ async def test_a_batch_committed_whose_acks_are_lost_is_absorbed_when_delivered_
             for sealed in batch:
                 await support.publish_sealed(settings, sealed)
 
-            async def pushed() -> bool:
-                return await support.queue_depth(settings, inbox_queue) == 0
-
-            await support.eventually(pushed, timeout=20)
+            await support.eventually(lambda: support.pushed_to_its_consumer(settings, inbox_queue), timeout=20)
             gate_go.set()
             await support.eventually(hold_held.is_set, timeout=20)
             session = await issuer.link.current()
@@ -74,7 +71,7 @@ async def test_a_batch_committed_whose_acks_are_lost_is_absorbed_when_delivered_
                 lambda s: s.message_id == ids[3] and s.outcome is Outcome.DEAD_LETTERED, timeout=60
             )
             letter = await support.dead_letter(settings, "issuer", timeout=30)
-            await support.eventually(pushed, timeout=20)
+            await support.eventually(lambda: support.pushed_to_its_consumer(settings, inbox_queue), timeout=20)
             registered = await support.rows(
                 issuer, "SELECT shares FROM register WHERE shares <> $1 ORDER BY certificate_number", GATE
             )
