@@ -219,7 +219,7 @@ async def check_ready(
             while pending:
                 name = pending[0]
                 try:
-                    found[name] = await _inspect(connection, name)
+                    found[name] = await inspect_queue(connection, name)
                     pending.pop(0)
                 except (TimeoutError, aiormq.exceptions.AMQPError) as exc:
                     if missing_ok and isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
@@ -233,7 +233,10 @@ async def check_ready(
     return found
 
 
-async def _inspect(connection: aio_pika.abc.AbstractConnection, name: str) -> tuple[int, int]:
+async def inspect_queue(connection: aio_pika.abc.AbstractConnection, name: str) -> tuple[int, int]:
+    """(messages ready, consumers) of a queue, by passive declaration; a queue the broker does not
+    have raises ``ChannelNotFoundEntity``. A quorum queue whose leader is slow to answer reads
+    (0, 0) (docs/resilience.md)."""
     # A passive declare of a missing queue closes the channel, so each look gets its own.
     async with connection.channel(publisher_confirms=False) as channel:
         async with asyncio.timeout(5):

@@ -11,7 +11,6 @@ one passive declare per refresh.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from broker import link, ops
 from broker.db import agent_pool
 from broker.metrics import OutboxFigures, outbox_figures
 from broker.settings import Settings
-from broker.topology import Names
+from broker.topology import Names, inspect_queue
 
 DEAD_LETTERS_READ = 500
 
@@ -109,11 +108,9 @@ class Watcher:
 async def _queue(connection: AbstractConnection, name: str) -> tuple[int, int] | None:
     """(messages, consumers), or None at once if the queue was never declared."""
     try:
-        async with connection.channel(publisher_confirms=False) as channel, asyncio.timeout(5):
-            declared = (await channel.declare_queue(name, passive=True)).declaration_result
+        return await inspect_queue(connection, name)
     except aiormq.exceptions.ChannelNotFoundEntity:
         return None
-    return int(declared.message_count or 0), int(declared.consumer_count or 0)
 
 
 async def _activity(pool: asyncpg.Pool, window: timedelta) -> tuple[int, int, LastError | None]:
