@@ -8,9 +8,9 @@ answer in its own tables. ``outcome`` follows that path from the sending side al
 1. it reads a ``Probe`` — a query of the sending agent's own tables that says what the answer
    was, or None while there is none — until it answers or the deadline passes;
 2. the outbox row says whether the message left: a row parked as unroutable is refused at once;
-3. at the deadline, looked at once more, a message still in the outbox means no relay runs (the agent is not
-   running); a published one is looked for in the recipient's dead letters, which refuse it with
-   the reason the recipient gave; otherwise the recipient did not answer in time.
+3. at the deadline, looked at once more, a message still in the outbox means no relay runs (the
+   agent is not running); a published one is looked for in the recipient's dead letters, which
+   refuse it with the reason the recipient gave; otherwise the recipient did not answer in time.
 
 Polling the agent's tables (every ``poll`` seconds) is the only way to see another process's
 commit without subscribing to the broker; the deadline bounds it.
