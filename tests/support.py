@@ -27,7 +27,7 @@ from agents.investor.trading import place_order as _place_order
 from agents.issuer import repo as issuer_repo
 from agents.issuer.domain import Offering
 from agents.registry import AGENTS
-from broker import outbox
+from broker import outbox, topology
 from broker.bundle import BUNDLE_TYPE, CONTENT_TYPE, Delivery, Item, unbundled
 from broker.envelope import Sealed, seal
 from broker.pki import Identity
@@ -228,9 +228,7 @@ async def queue_figures(settings: Settings, queue_name: str) -> tuple[int, int]:
     (rabbit_quorum_queue:stat/1), so a wait for a consumed queue to be empty waits for (0, 1)."""
     connection = await aio_pika.connect(settings.amqp_url)
     try:
-        channel = await connection.channel()
-        result = (await channel.declare_queue(queue_name, passive=True)).declaration_result
-        return int(result.message_count or 0), int(result.consumer_count or 0)
+        return await topology.inspect_queue(connection, queue_name)
     finally:
         await connection.close()
 
