@@ -112,6 +112,27 @@ async def _queues(connection: aio_pika.abc.AbstractConnection, names: list[str])
     return found
 
 
+# A quorum queue whose leader does not answer the broker within 250 ms reads (0 messages, 0
+# consumers) rather than an error (docs/resilience.md): health looks at such a reading again before
+# it says nothing consumes the queue. Any other reading is the broker's answer.
+UNSURE_LOOKS = 3
+UNSURE_PAUSE = 0.25
+
+
+async def _consumed_or_not(
+    connection: aio_pika.abc.AbstractConnection, names: list[str]
+) -> dict[str, tuple[int, int]]:
+    """``_queues``, with a reading of (0, 0) looked at again up to ``UNSURE_LOOKS`` times in all."""
+    found = await _queues(connection, names)
+    for _ in range(UNSURE_LOOKS - 1):
+        unsure = [name for name, figures in found.items() if figures == (0, 0)]
+        if not unsure:
+            break
+        await asyncio.sleep(UNSURE_PAUSE)  # the broker's next answer; nothing to wait on but time
+        found.update(await _queues(connection, unsure))
+    return found
+
+
 async def _outbox(database_url: str, agent: str) -> tuple[int, int, timedelta | None]:
     async with agent_pool(database_url, agent, max_size=1) as pool:
         figures = await outbox_figures(pool)
@@ -338,7 +359,7 @@ async def health(settings: Settings, agent: str) -> list[str]:
     except (OSError, aiormq.exceptions.AMQPError) as exc:
         return [*problems, f"broker: {exc!r}"]
     try:
-        queues = await _queues(connection, [names.inbox(agent), names.answers(agent)])
+        queues = await _consumed_or_not(connection, [names.inbox(agent), names.answers(agent)])
     finally:
         await connection.close()
     inbox = queues.get(names.inbox(agent))
