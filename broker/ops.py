@@ -62,9 +62,12 @@ async def status(settings: Settings, agents: Sequence[str]) -> list[AgentStatus]
     names = Names(settings.namespace)
     connection = await link.connect(settings.amqp_url)
     try:
+        queues = await _queues(
+            connection, [q for a in agents for q in (names.inbox(a), names.answers(a), names.dead_letters(a))]
+        )
+        await _looked_again(connection, queues, [names.inbox(agent) for agent in agents])
         result = []
         for agent in agents:
-            queues = await _queues(connection, [names.inbox(agent), names.answers(agent), names.dead_letters(agent)])
             inbox = queues.get(names.inbox(agent))
             answers = queues.get(names.answers(agent))
             dead = queues.get(names.dead_letters(agent))
@@ -113,19 +116,20 @@ async def _queues(connection: aio_pika.abc.AbstractConnection, names: list[str])
 
 
 # A quorum queue whose leader does not answer the broker within 250 ms reads (0 messages, 0
-# consumers) rather than an error (docs/resilience.md): health looks at such a reading again before
-# it says nothing consumes the queue. Any other reading is the broker's answer.
+# consumers) rather than an error (docs/resilience.md): status and health look at such a reading of
+# a queue an agent consumes again before they say nothing consumes it. Any other reading is the
+# broker's answer.
 UNSURE_LOOKS = 3
 UNSURE_PAUSE = 0.25
 
 
-async def _consumed_or_not(
-    connection: aio_pika.abc.AbstractConnection, names: list[str]
+async def _looked_again(
+    connection: aio_pika.abc.AbstractConnection, found: dict[str, tuple[int, int]], consumed: list[str]
 ) -> dict[str, tuple[int, int]]:
-    """``_queues``, with a reading of (0, 0) looked at again up to ``UNSURE_LOOKS`` times in all."""
-    found = await _queues(connection, names)
+    """``found`` (``_queues``' readings), with those of ``consumed`` queues that read (0, 0) read
+    again, up to ``UNSURE_LOOKS`` looks in all; one pause between looks serves every queue."""
     for _ in range(UNSURE_LOOKS - 1):
-        unsure = [name for name, figures in found.items() if figures == (0, 0)]
+        unsure = [name for name in consumed if found.get(name) == (0, 0)]
         if not unsure:
             break
         await asyncio.sleep(UNSURE_PAUSE)  # the broker's next answer; nothing to wait on but time
@@ -359,7 +363,8 @@ async def health(settings: Settings, agent: str) -> list[str]:
     except (OSError, aiormq.exceptions.AMQPError) as exc:
         return [*problems, f"broker: {exc!r}"]
     try:
-        queues = await _consumed_or_not(connection, [names.inbox(agent), names.answers(agent)])
+        consumed = [names.inbox(agent), names.answers(agent)]
+        queues = await _looked_again(connection, await _queues(connection, consumed), consumed)
     finally:
         await connection.close()
     inbox = queues.get(names.inbox(agent))

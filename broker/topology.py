@@ -206,7 +206,10 @@ async def check_ready(
     timeout: float = 30.0,
     missing_ok: bool = False,
 ) -> dict[str, tuple[int, int]]:
-    """Passively declare each queue until all answer (a quorum queue answers once it has a leader).
+    """Passively declare each queue until all answer: a queue being declared, or on a broker that
+    is starting, refuses or times out the declaration for a while. A quorum queue whose leader does
+    not answer reads (0, 0) rather than failing (docs/resilience.md): a missing leader shows when
+    the agent consumes, not here.
 
     Returns each queue's (messages, consumers). Raises ``TopologyError`` past the deadline.
     ``missing_ok``: a queue the broker does not have (404) is left out at once, not waited for —
@@ -225,9 +228,9 @@ async def check_ready(
                     if missing_ok and isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
                         pending.pop(0)  # not declared: left out, not waited for
                         continue
-                    if stopping():  # the deadline's own cancel, or a stop: not a leader election
+                    if stopping():  # the deadline's own cancel, or a stop: not the broker's delay
                         raise asyncio.CancelledError from exc
-                    await asyncio.sleep(0.25)  # the queue's leader election is under way
+                    await asyncio.sleep(0.25)  # the broker is not ready to answer for the queue yet
     except TimeoutError as exc:
         raise TopologyError(f"queues not ready after {timeout}s: {', '.join(pending)}") from exc
     return found

@@ -201,5 +201,3 @@ async def test_a_large_batch_run_again_a_savepoint_each_commits_at_most_64_savep
     assert batch > SAVEPOINTS_AT_MOST, f"the refused delivery's batch held {batch}: not a large batch"
     assert sum(per_transaction.values()) == batch
     assert max(per_transaction.values()) <= SAVEPOINTS_AT_MOST, per_transaction
-
-
